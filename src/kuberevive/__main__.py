@@ -1,0 +1,3 @@
+from kuberevive.cli.app import main
+
+raise SystemExit(main())

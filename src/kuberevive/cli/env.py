@@ -1,0 +1,43 @@
+"""The process environment a command runs in, injectable for tests (httpie's ``Environment`` idea)."""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+
+class ExitStatus(enum.IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    UNEXPECTED = 70
+    INTERRUPTED = 130
+
+
+@dataclass
+class Environment:
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    @property
+    def colors(self) -> bool:
+        return self.stdout.isatty() and "NO_COLOR" not in self.environ
+
+    def out(self, text: str = "") -> None:
+        print(text, file=self.stdout)
+
+    def json(self, data: Any) -> None:
+        json.dump(data, self.stdout, indent=2, sort_keys=False)
+        self.stdout.write("\n")
+
+    def progress(self, text: str) -> None:
+        """Progress lines go to stderr so that ``--json`` on stdout stays machine-readable."""
+        print(text, file=self.stderr, flush=True)
+
+    def error(self, text: str) -> None:
+        print(f"kuberevive: error: {text}", file=self.stderr)
