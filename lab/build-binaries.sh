@@ -4,11 +4,13 @@
 # A second run with the binaries present does nothing. Go is a test/lab dependency only.
 #
 #   KUBEREVIVE_CACHE  cache root (default /var/cache/kuberevive)
-#   K8S_VERSION       default 1.33.13     ETCD_VERSION  default 3.5.24     CRICTL_VERSION default 1.33.0
+#   K8S_VERSION default 1.33.13; ETCD_VERSION default 3.5.24 (server); ETCDCTL_VERSION default 3.5.33;
+#   CRICTL_VERSION default 1.34.0
 set -euo pipefail
 K8S=${K8S_VERSION:-1.33.13}
 ETCD=${ETCD_VERSION:-3.5.24}
-CRICTL=${CRICTL_VERSION:-1.33.0}
+ETCDCTL=${ETCDCTL_VERSION:-3.5.33}
+CRICTL=${CRICTL_VERSION:-1.34.0}
 CACHE=${KUBEREVIVE_CACHE:-/var/cache/kuberevive}
 OUT="$CACHE/k8s-v$K8S-etcd-v$ETCD/bin"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
@@ -53,23 +55,41 @@ if [ $need_k8s = 1 ]; then
 fi
 
 # --- etcd ---------------------------------------------------------------------------------
-if [ ! -x "$OUT/etcd" ] || [ ! -x "$OUT/etcdctl" ] || [ ! -x "$OUT/etcdutl" ]; then
+# The server is pinned to what kubeadm v1.33.13 expects (image etcd:3.5.24-0). The Go module proxy
+# does not serve etcdctl/etcdutl at v3.5.24, so those client tools are built at ETCDCTL_VERSION in a
+# module of their own (one module graph would raise the server's etcd API version along with them).
+if [ ! -x "$OUT/etcd" ]; then
   T0=$(date +%s)
   W="$CACHE/work/etcd-v$ETCD"; rm -rf "$W"; mkdir -p "$W"; cd "$W"
   printf 'module local.invalid/etcdbins\n\ngo 1.24\n' > go.mod
-  printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "go.etcd.io/etcd/server/v3"\n\t_ "go.etcd.io/etcd/etcdctl/v3"\n\t_ "go.etcd.io/etcd/etcdutl/v3"\n)\n' > tools.go
-  go get "go.etcd.io/etcd/server/v3@v$ETCD" "go.etcd.io/etcd/etcdctl/v3@v$ETCD" "go.etcd.io/etcd/etcdutl/v3@v$ETCD"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > tools.go
+  go get "go.etcd.io/etcd/server/v3@v$ETCD"
   go mod tidy
   go build -trimpath -ldflags "-s -w" -o "$OUT/etcd" go.etcd.io/etcd/server/v3
+  log "etcd built in $(( $(date +%s) - T0 ))s"
+fi
+if [ ! -x "$OUT/etcdctl" ] || [ ! -x "$OUT/etcdutl" ]; then
+  W="$CACHE/work/etcdctl-v$ETCDCTL"; rm -rf "$W"; mkdir -p "$W"; cd "$W"
+  printf 'module local.invalid/etcdctlbins\n\ngo 1.24\n' > go.mod
+  printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "go.etcd.io/etcd/etcdctl/v3"\n\t_ "go.etcd.io/etcd/etcdutl/v3"\n)\n' > tools.go
+  go get "go.etcd.io/etcd/etcdctl/v3@v$ETCDCTL" "go.etcd.io/etcd/etcdutl/v3@v$ETCDCTL"
+  go mod tidy -e  # -e: a test-only dependency of a dependency has an ambiguous import
   go build -trimpath -ldflags "-s -w" -o "$OUT/etcdctl" go.etcd.io/etcd/etcdctl/v3
   go build -trimpath -ldflags "-s -w" -o "$OUT/etcdutl" go.etcd.io/etcd/etcdutl/v3
-  log "etcd built in $(( $(date +%s) - T0 ))s"
 fi
 
 # --- crictl -------------------------------------------------------------------------------
+# The proxy serves cri-tools only at v1.34.0 (v1.33.x is refused); crictl speaks CRI v1, which
+# containerd 1.6 serves. Built through a wrapper module: `go install .../cmd/crictl@v` stops on the
+# proxy's 403 for the non-module path prefix.
 if [ ! -x "$OUT/crictl" ]; then
-  GOBIN="$OUT" go install -trimpath -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL" \
-    "sigs.k8s.io/cri-tools/cmd/crictl@v$CRICTL"
+  W="$CACHE/work/crictl-v$CRICTL"; rm -rf "$W"; mkdir -p "$W"; cd "$W"
+  printf 'module local.invalid/crictlbin\n\ngo 1.24\n' > go.mod
+  printf '//go:build tools\n\npackage tools\n\nimport _ "sigs.k8s.io/cri-tools/cmd/crictl"\n' > tools.go
+  go get "sigs.k8s.io/cri-tools@v$CRICTL"
+  go mod tidy -e
+  go build -trimpath -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL" -o "$OUT/crictl" \
+    sigs.k8s.io/cri-tools/cmd/crictl
 fi
 
 "$OUT/kubelet" --version | grep -qx "Kubernetes v$K8S" || { echo "build-binaries: kubelet --version is not v$K8S" >&2; exit 1; }
