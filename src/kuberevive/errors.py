@@ -13,7 +13,10 @@ class KubereviveError(Exception):
 
     def __str__(self) -> str:
         text = self.message.rstrip(".")
-        return f"{text}. {self.hint}" if self.hint else f"{text}."
+        if not self.hint:
+            return f"{text}."
+        hint = self.hint[0].upper() + self.hint[1:]
+        return f"{text}. {hint.rstrip('.')}."
 
 
 class ConfigError(KubereviveError):

@@ -50,6 +50,9 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
             traceback.print_exc(file=env.stderr)
         env.error(str(exc))
         return int(getattr(exc, "exit_status", ExitStatus.ERROR))
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return int(ExitStatus.OK)
     except KeyboardInterrupt:
         env.error("interrupted.")
         return int(ExitStatus.INTERRUPTED)

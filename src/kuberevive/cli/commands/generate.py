@@ -1,0 +1,129 @@
+"""``kuberevive generate {certs,kubeconfigs,manifests,all} --config FILE [--root DIR] [--dry-run] [--json]``."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kuberevive.cli.env import Environment, ExitStatus
+from kuberevive.core.generate import Target, generate, kubeconfig_paths
+from kuberevive.errors import ConfigError, ExistingFileError
+from kuberevive.io import nodefacts
+from kuberevive.io.noderoot import NodeRoot, WriteAction, WriteResult
+from kuberevive.model.kubeadm_yaml import load_kubeadm_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "generate",
+        help="write what 'kubeadm init' writes to /etc/kubernetes, from a kubeadm configuration",
+        description="Generate the kubeadm PKI, kubeconfigs and static Pod manifests for a configuration. "
+        "Existing valid CAs and certificates are reused, as kubeadm does.",
+    )
+    p.add_argument("what", choices=[t.value for t in Target], help="which artifacts")
+    p.add_argument("--config", required=True, metavar="FILE", help="kubeadm InitConfiguration/ClusterConfiguration")
+    p.add_argument("--root", default="/", metavar="DIR", help="the node's root directory (default /)")
+    p.add_argument("--dry-run", action="store_true", help="list every file that would be written; write nothing")
+    p.add_argument("--force", action="store_true", help="replace existing files (moved aside with a timestamp)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def read_config_file(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"the configuration file {path} does not exist", "pass the kubeadm config with --config"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read the configuration file {path}: {exc}", "check the path and permissions"
+        ) from None
+
+
+def run(args: argparse.Namespace, env: Environment) -> int:
+    root = NodeRoot(Path(args.root))
+    if not root.prefix.is_dir():
+        raise ConfigError(f"the root directory {args.root} does not exist", "create it or pass another --root")
+    text = read_config_file(args.config)
+    facts = nodefacts.detect(root, env.environ)
+    try:
+        cfg = load_kubeadm_config(text, facts)
+    except ConfigError as exc:
+        raise ConfigError(f"{args.config}: {exc.message}", exc.hint) from None
+
+    target = Target(args.what)
+    existing = root.read_tree(cfg.cluster.certificates_dir) | root.read_many(kubeconfig_paths())
+    if not args.json:
+        env.progress(f"generating {target.value} for node {cfg.node_name} ({cfg.cluster.encryption_algorithm.value})")
+    result = generate(target, cfg, facts, datetime.now(UTC), existing)
+
+    if args.dry_run:
+        try:
+            planned = root.plan(result.artifacts, force=args.force)
+        except ExistingFileError:
+            planned = root.plan(result.artifacts, force=True)  # show them; --dry-run never fails on conflicts
+        written: list[WriteResult] = planned
+    else:
+        written = root.write_all(result.artifacts, force=args.force)
+
+    if args.json:
+        env.json(_as_json(args, target, written, result.reused, result.warnings))
+    else:
+        _print_human(env, args, written, result.reused, result.warnings)
+    return int(ExitStatus.OK)
+
+
+def _action(r: WriteResult, dry_run: bool, force: bool) -> str:
+    if r.action is WriteAction.REPLACE and dry_run and not force:
+        return "replace (needs --force)"
+    return r.action.value
+
+
+def _as_json(
+    args: argparse.Namespace, target: Target, written: list[WriteResult], reused: list[Any], warnings: list[str]
+) -> dict[str, Any]:
+    return {
+        "command": "generate",
+        "target": target.value,
+        "root": str(Path(args.root).resolve()),
+        "dry_run": bool(args.dry_run),
+        "files": [
+            {
+                "path": str(r.artifact.path),
+                "mode": f"{r.artifact.mode:04o}",
+                "kind": r.artifact.kind.value,
+                "description": r.artifact.description,
+                "action": _action(r, args.dry_run, args.force),
+                "moved_aside_to": str(r.moved_aside_to) if r.moved_aside_to else None,
+            }
+            for r in written
+        ],
+        "reused": [str(p) for p in reused],
+        "warnings": warnings,
+    }
+
+
+def _print_human(
+    env: Environment, args: argparse.Namespace, written: list[WriteResult], reused: list[Any], warnings: list[str]
+) -> None:
+    verb = "would write" if args.dry_run else "wrote"
+    changed = [r for r in written if r.action is not WriteAction.UNCHANGED]
+    env.out(
+        f"{verb} {len(changed)} file(s) under root {args.root}"
+        + (" (dry run: nothing written)" if args.dry_run else "")
+    )
+    width = max((len(str(r.artifact.path)) for r in written), default=0)
+    for r in written:
+        a = r.artifact
+        line = f"  {_action(r, args.dry_run, args.force):<24} {a.mode:04o}  {a.path!s:<{width}}  {a.description}"
+        if r.moved_aside_to:
+            line += f"  (old file moved to {r.moved_aside_to})"
+        env.out(line)
+    for p in reused:
+        env.out(f"  {'kept (valid)':<24}       {p}")
+    for w in warnings:
+        env.out(f"warning: {w}")
