@@ -117,7 +117,7 @@ def _existing_ca(cfg: KubeadmConfig, existing: Mapping[PurePosixPath, bytes]) ->
         return cert_pem, None
     if not key_matches_certificate(load_private_key(key_pem, str(d / "ca.key")), cert):
         raise PkiError(
-            f"{d / 'ca.key'} does not match {d / 'ca.crt'}",
+            f"{d / 'ca.key'} does not belong to {d / 'ca.crt'} (their public keys differ)",
             "restore the matching pair (from a backup) or move both aside to create a new CA",
         )
     return cert_pem, key_pem

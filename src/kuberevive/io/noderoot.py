@@ -79,6 +79,10 @@ class NodeRoot:
             return None
         except IsADirectoryError:
             raise NodeFsError(f"{node_path} is a directory, expected a file", "move it away and run again") from None
+        except NotADirectoryError:
+            raise NodeFsError(
+                f"a parent of {node_path} is a file, expected a directory", "move that file away and run again"
+            ) from None
         except PermissionError:
             raise NodeFsError(f"cannot read {node_path}: permission denied", "run kuberevive as root") from None
 
