@@ -6,7 +6,11 @@
 #   KUBEREVIVE_CACHE  cache root (default /var/cache/kuberevive)
 #   K8S_VERSION default 1.33.13; ETCD_VERSION default 3.5.24 (server); ETCDCTL_VERSION default 3.5.33;
 #   CRICTL_VERSION default 1.34.0
+#
+# Besides the upstream programs it builds the lab's test workload `labapp` (lab/labapp, standard
+# library only) into the same directory; it is rebuilt whenever its source changes (.labapp.sha256).
 set -euo pipefail
+LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 K8S=${K8S_VERSION:-1.33.13}
 ETCD=${ETCD_VERSION:-3.5.24}
 ETCDCTL=${ETCDCTL_VERSION:-3.5.33}
@@ -16,18 +20,20 @@ OUT="$CACHE/k8s-v$K8S-etcd-v$ETCD/bin"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 export GOPATH=${GOPATH:-$CACHE/gopath}
 export GOCACHE=${GOCACHE:-$CACHE/gocache}
-K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubeadm kubectl)
+K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubeadm kubectl kube-proxy)
 ALL=("${K8S_CMDS[@]}" etcd etcdctl etcdutl crictl)
 
 have_all() { for b in "${ALL[@]}"; do [ -x "$OUT/$b" ] || return 1; done; }
-if have_all && [ -f "$OUT/.complete" ]; then echo "$OUT"; exit 0; fi
+labapp_sum() { cat "$LAB_DIR/labapp/go.mod" "$LAB_DIR/labapp/"*.go | sha256sum | cut -d' ' -f1; }
+labapp_ok() { [ -x "$OUT/labapp" ] && [ "$(cat "$OUT/.labapp.sha256" 2>/dev/null)" = "$(labapp_sum)" ]; }
+if have_all && labapp_ok && [ -f "$OUT/.complete" ]; then echo "$OUT"; exit 0; fi
 command -v go >/dev/null || { echo "build-binaries: Go is required (https://go.dev/dl) to build the test binaries" >&2; exit 1; }
 mkdir -p "$OUT"
 log() { echo "[build-binaries] $*" >&2; }
 
 # --- Kubernetes ---------------------------------------------------------------------------
-need_k8s=0; for b in "${K8S_CMDS[@]}"; do [ -x "$OUT/$b" ] || need_k8s=1; done
-if [ $need_k8s = 1 ]; then
+missing=(); for b in "${K8S_CMDS[@]}"; do [ -x "$OUT/$b" ] || missing+=("$b"); done
+if [ ${#missing[@]} -gt 0 ]; then
   MINOR=$(cut -d. -f2 <<<"$K8S"); STAGING="0.${K8S#1.}"
   T0=$(date +%s)
   INFO=$(cd "$(mktemp -d)" && go mod download -json "k8s.io/kubernetes@v$K8S")
@@ -48,8 +54,8 @@ if [ $need_k8s = 1 ]; then
     LDF+=" -X $p.gitVersion=v$K8S -X $p.gitMajor=1 -X $p.gitMinor=$MINOR -X $p.gitTreeState=clean -X $p.buildDate=$DATE"
     [ -n "$COMMIT" ] && LDF+=" -X $p.gitCommit=$COMMIT"
   done
-  pkgs=(); for c in "${K8S_CMDS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
-  log "building ${K8S_CMDS[*]} (cold: tens of minutes on 2 cores)"
+  pkgs=(); for c in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  log "building ${missing[*]} (cold: tens of minutes on 2 cores)"
   go build -trimpath -tags=selinux,notest -ldflags="$LDF" -o "$OUT/" "${pkgs[@]}"
   log "kubernetes built in $(( $(date +%s) - T0 ))s"
 fi
@@ -92,7 +98,15 @@ if [ ! -x "$OUT/crictl" ]; then
     sigs.k8s.io/cri-tools/cmd/crictl
 fi
 
+# --- labapp (the lab's test workload) ------------------------------------------------------
+if ! labapp_ok; then
+  (cd "$LAB_DIR/labapp" && go build -trimpath -ldflags "-s -w" -o "$OUT/labapp" .)
+  labapp_sum > "$OUT/.labapp.sha256"
+  log "labapp built"
+fi
+
 "$OUT/kubelet" --version | grep -qx "Kubernetes v$K8S" || { echo "build-binaries: kubelet --version is not v$K8S" >&2; exit 1; }
 "$OUT/etcd" --version | grep -q "etcd Version: $ETCD" || { echo "build-binaries: etcd is not $ETCD" >&2; exit 1; }
+"$OUT/kube-proxy" --version | grep -qx "Kubernetes v$K8S" || { echo "build-binaries: kube-proxy --version is not v$K8S" >&2; exit 1; }
 touch "$OUT/.complete"
 echo "$OUT"

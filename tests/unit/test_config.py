@@ -116,7 +116,8 @@ def test_component_configs_and_join_documents_are_accepted():
             "ClusterConfiguration.networking.podSubnet: '10.0.0.0/33' is not a valid CIDR",
         ),
         (
-            "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nnetworking:\n  serviceSubnet: 10.0.0.0/8\n",
+            "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\n"
+            "networking:\n  serviceSubnet: 10.0.0.0/8\n",
             "ClusterConfiguration.networking.serviceSubnet: '10.0.0.0/8' is too large",
         ),
         (

@@ -3,8 +3,88 @@
 from __future__ import annotations
 
 import argparse
+import os
+import time
+
+from kuberevive.cli.env import Environment
+from kuberevive.errors import LabError
+from kuberevive.lab import Lab, LabConfig
+
+
+def _lab(env: Environment) -> Lab:
+    return Lab(LabConfig.from_env(env.environ), progress=env.progress)
+
+
+def _up(args: argparse.Namespace, env: Environment) -> int:
+    t0 = time.monotonic()
+    lab = _lab(env)
+    state = lab.up()
+    took = time.monotonic() - t0
+    env.out(f"lab up in {took:.1f}s")
+    for n in lab.status():
+        env.out(f"  {n.name:<8} {n.role:<13} {n.address:<13} {n.state}")
+    env.out(f"  kubeadm config: {state.get('kubeadm_init_config')}")
+    env.out(f"  ssh: ssh -F {lab.cfg.ssh_dir / 'config'} {lab.cfg.control_plane.name}")
+    return 0
+
+
+def _down(args: argparse.Namespace, env: Environment) -> int:
+    t0 = time.monotonic()
+    _lab(env).down()
+    env.out(f"lab down in {time.monotonic() - t0:.1f}s")
+    return 0
+
+
+def _status(args: argparse.Namespace, env: Environment) -> int:
+    lab = _lab(env)
+    nodes = lab.status()
+    state = lab.read_state()
+    if args.json:
+        env.json(
+            {
+                "status": state.get("status", "absent"),
+                "state_dir": str(lab.cfg.state_dir),
+                "kubeadm_init_config": state.get("kubeadm_init_config"),
+                "nodes": [n.as_dict() for n in nodes],
+            }
+        )
+    else:
+        env.out(f"lab: {state.get('status', 'absent')} (state in {lab.cfg.state_dir})")
+        env.out(f"{'NODE':<8} {'ROLE':<13} {'ADDRESS':<13} {'STATE':<9} {'K8S':<9} SERVICES")
+        for n in nodes:
+            services = " ".join(f"{k}={'active' if v else 'inactive'}" for k, v in n.services.items())
+            env.out(f"{n.name:<8} {n.role:<13} {n.address:<13} {n.state:<9} {n.kubernetes:<9} {services}")
+    return 0 if all(n.state == "up" for n in nodes) else 3
+
+
+def _exec(args: argparse.Namespace, env: Environment) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise LabError("no command given", "Use: kuberevive lab exec NODE -- COMMAND [ARGS...]")
+    cwd = os.getcwd() if args.keep_cwd else None
+    return _lab(env).exec(args.node, command, cwd=cwd)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("lab", help="a real two-node kubeadm cluster on this machine, for tests and demos")
-    p.set_defaults(func=lambda args, env: (env.error("lab is not implemented yet."), 1)[1])
+    p = sub.add_parser(
+        "lab",
+        help="a real two-node kubeadm cluster on this machine, for tests and demos",
+        description="A real two-node kubeadm cluster (cp1, worker1) in namespaces on this "
+        "machine. Needs root. See docs/lab.md.",
+    )
+    lab_sub = p.add_subparsers(dest="lab_command", metavar="ACTION")
+    lab_sub.required = True
+    up = lab_sub.add_parser("up", help="create the lab (kubeadm init + join + workload); safe to repeat")
+    up.set_defaults(func=_up)
+    down = lab_sub.add_parser("down", help="remove everything the lab created; safe to repeat")
+    down.set_defaults(func=_down)
+    st = lab_sub.add_parser("status", help="show each node, its address and state (exit 3 unless all up)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=_status)
+    ex = lab_sub.add_parser("exec", help="run a command inside a node (its namespaces, the lab PATH)")
+    ex.add_argument("node", help="node name (cp1, worker1)")
+    ex.add_argument("--keep-cwd", action="store_true", help="run in the current directory instead of /")
+    ex.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    ex.set_defaults(func=_exec)

@@ -1,0 +1,3 @@
+module kuberevive.invalid/labapp
+
+go 1.24

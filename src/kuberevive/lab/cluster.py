@@ -1,0 +1,770 @@
+"""`lab up`, `lab down`, `lab status`, `lab exec`: the lab as a whole.
+
+``up`` (each step waits with a timeout and fails with the step and the log file to read):
+
+1. checks: root, programs, the built binaries (lab/build-binaries.sh);
+2. the network (network.py), then per node: its directories and pre-populated /etc, its mount and
+   UTS namespaces, containerd and sshd started through the node's ``systemctl`` shim, the images;
+3. ``kubeadm init --config S/kubeadm-init.yaml`` on the control-plane node (the kubelet is started by
+   kubeadm itself, through the shim), the bridge CNI configuration for the node's pod CIDR;
+4. ``kubeadm join --config S/kubeadm-join-<node>.yaml`` on each worker (bootstrap token + CA hash);
+5. pod routes between nodes; wait for nodes Ready, control-plane pods and kube-proxy Running;
+6. the workload (workload.py), and a check that its Service answers from every node.
+
+``down`` stops the node supervisors, then kills every process left in a lab cgroup or in a lab
+namespace, releases the namespaces, deletes the network, removes the lab cgroups and the state dir.
+Both are safe to repeat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kuberevive.errors import LabError
+from kuberevive.lab import images as images_mod
+from kuberevive.lab import kubeadm as kubeadm_mod
+from kuberevive.lab import network, workload
+from kuberevive.lab._proc import run, wait_for
+from kuberevive.lab.config import WORKLOAD_NAMESPACE, LabConfig
+from kuberevive.lab.node import Node
+
+Progress = Callable[[str], None]
+
+REQUIRED_PROGRAMS = (
+    "ip",
+    "nsenter",
+    "unshare",
+    "mount",
+    "umount",
+    "containerd",
+    "containerd-shim-runc-v2",
+    "runc",
+    "ctr",
+    "sshd",
+    "ssh-keygen",
+    "iptables",
+    "gcc",
+    "ldd",
+)
+REQUIRED_BINARIES = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kubeadm",
+    "kubectl",
+    "kube-proxy",
+    "etcd",
+    "etcdctl",
+    "crictl",
+    "labapp",
+)
+SERVICES = ("containerd", "kubelet", "sshd")
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+@dataclass
+class NodeStatus:
+    name: str
+    role: str
+    address: str
+    namespaces: bool
+    services: dict[str, bool]
+    kubernetes: str  # Ready / NotReady / unknown / absent
+
+    @property
+    def state(self) -> str:
+        if not self.namespaces:
+            return "down"
+        if all(self.services.values()) and self.kubernetes == "Ready":
+            return "up"
+        return "degraded"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "address": self.address,
+            "state": self.state,
+            "services": {k: "active" if v else "inactive" for k, v in self.services.items()},
+            "kubernetes": self.kubernetes,
+        }
+
+
+class Lab:
+    def __init__(self, cfg: LabConfig | None = None, progress: Progress = _noop) -> None:
+        self.cfg = cfg or LabConfig.from_env()
+        self.progress = progress
+        self.nodes = {n.name: Node(self.cfg, n) for n in self.cfg.nodes}
+
+    # --- helpers -------------------------------------------------------------------------------
+    def node(self, name: str) -> Node:
+        self.cfg.node(name)  # raises LabError for an unknown name
+        return self.nodes[name]
+
+    @property
+    def cp(self) -> Node:
+        return self.nodes[self.cfg.control_plane.name]
+
+    def read_state(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self.cfg.state_file.read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def _write_state(self, **values: Any) -> None:
+        state = self.read_state()
+        state.update(values)
+        self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.cfg.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        os.replace(tmp, self.cfg.state_file)
+
+    @staticmethod
+    def require_root() -> None:
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (namespaces, mounts, cgroups)", "Run it as root.")
+
+    def check_prerequisites(self) -> None:
+        self.require_root()
+        missing = [p for p in REQUIRED_PROGRAMS if shutil.which(p) is None]
+        if missing:
+            raise LabError(
+                f"programs the lab needs are missing: {', '.join(missing)}",
+                "Install them (see docs/lab.md, 'Host requirements').",
+            )
+        b = self.cfg.bin_cache
+        absent = [x for x in REQUIRED_BINARIES if not (b / x).is_file()]
+        if absent or not (b / ".complete").exists():
+            raise LabError(
+                f"the lab binaries are not built in {b} (missing: {', '.join(absent) or '.complete'})",
+                "Run lab/build-binaries.sh first (tens of minutes on a cold cache).",
+            )
+
+    # --- up ------------------------------------------------------------------------------------
+    def up(self) -> dict[str, Any]:
+        t0 = time.monotonic()
+        self.check_prerequisites()
+        if self.read_state().get("status") == "up" and self._healthy():
+            self.progress("lab: already up")
+            return self.read_state()
+        if self._anything_present():
+            self.progress("lab: removing the remains of a previous lab")
+            self.down()
+        try:
+            self._up()
+        except BaseException:
+            self._write_state(status="failed")
+            raise
+        duration = time.monotonic() - t0
+        self._write_state(
+            status="up", duration_s=round(duration, 1), up_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        )
+        return self.read_state()
+
+    def _up(self) -> None:
+        cfg = self.cfg
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        token = kubeadm_mod.new_bootstrap_token()
+        self._write_state(
+            status="starting",
+            nodes=[n.__dict__ for n in cfg.nodes],
+            host_ip=cfg.host_ip,
+            network=cfg.network,
+            kubeadm_init_config=str(cfg.init_config_file),
+            bin_dir=str(cfg.bin_cache),
+            state_dir=str(cfg.state_dir),
+        )
+        cfg.init_config_file.write_text(kubeadm_mod.dump(kubeadm_mod.init_documents(cfg, token)))
+
+        self.progress("lab: network namespaces, bridge and links")
+        self._prepare_ns_dir()
+        network.create(cfg)
+        self._prepare_ssh()
+        first = self.nodes[cfg.nodes[0].name]
+        first.install_shims()
+        for n in self.nodes.values():
+            n.prepare_fs(cfg.ssh_dir / "authorized_keys")
+            n.create_namespaces()
+        self._write_ssh_client_files()
+
+        self.progress(
+            "lab: images (kube-apiserver, kube-controller-manager, kube-scheduler, etcd, pause, kube-proxy, labapp)"
+        )
+        self._start_services(self.cp, ("containerd", "sshd"))
+        refs = self.cp.run(
+            ["kubeadm", "config", "images", "list", "--config", str(cfg.init_config_file)],
+            step="listing the images kubeadm expects",
+        ).stdout.split()
+        lab_images = images_mod.lab_images(cfg, refs)
+        archives = {ref: images_mod.ensure_archive(cfg, spec) for ref, spec in lab_images.specs.items()}
+        images_mod.prune_cache(cfg, list(archives.values()))
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            workers_ready = {
+                w.name: pool.submit(self._prepare_worker, self.nodes[w.name], lab_images, archives) for w in cfg.workers
+            }
+            self._import_images(self.cp, lab_images.refs_for(True), archives)
+            self.progress(f"lab: kubeadm init on {self.cp.name} (log: {self.cp.log_dir / 'kubeadm-init.log'})")
+            self._kubeadm(self.cp, ["kubeadm", "init", "--config", str(cfg.init_config_file)], "kubeadm-init")
+            pod_cidrs = {self.cp.name: self._configure_cni(self.cp)}
+            ca_hash = kubeadm_mod.ca_cert_hash(self.cp.read_file("/etc/kubernetes/pki/ca.crt").encode())
+            self._write_state(bootstrap_token=token, ca_cert_hash=ca_hash)
+            for w in cfg.workers:
+                node = self.nodes[w.name]
+                workers_ready[w.name].result()
+                path = cfg.join_config_file(w.name)
+                path.write_text(kubeadm_mod.dump(kubeadm_mod.join_documents(cfg, w, token, ca_hash)))
+                self.progress(f"lab: kubeadm join on {w.name} (log: {node.log_dir / 'kubeadm-join.log'})")
+                self._kubeadm(node, ["kubeadm", "join", "--config", str(path)], "kubeadm-join")
+                pod_cidrs[w.name] = self._configure_cni(node)
+        network.set_pod_routes(cfg, pod_cidrs)
+        self._write_state(pod_cidrs=pod_cidrs)
+
+        self.progress("lab: waiting for nodes Ready and the control plane")
+        self.wait_nodes_ready(timeout=180)
+        self.wait_system_pods(timeout=180)
+        self.progress("lab: workload (Deployment labapp x2, Service labapp, apicaller)")
+        self.cp.kubectl("apply", "-f", "-", input=json.dumps(workload.manifests(cfg)))
+        self.wait_workload(timeout=180)
+
+    def _prepare_worker(self, node: Node, lab_images: images_mod.LabImages, archives: dict[str, Path]) -> None:
+        self._start_services(node, ("containerd", "sshd"))
+        self._import_images(node, lab_images.refs_for(False), archives)
+
+    def _prepare_ns_dir(self) -> None:
+        """Persisted namespaces need a private mount to live on (unshare(1) requirement)."""
+        d = self.cfg.ns_dir
+        d.mkdir(parents=True, exist_ok=True)
+        if not _is_mountpoint(d):
+            run(["mount", "--bind", str(d), str(d)], step="preparing the namespace directory")
+        run(["mount", "--make-private", str(d)], step="preparing the namespace directory")
+
+    def _prepare_ssh(self) -> None:
+        d = self.cfg.ssh_dir
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o700)
+        key = d / "id_ed25519"
+        if not key.exists():
+            run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kuberevive-lab", "-f", str(key)],
+                step="generating the lab SSH client key",
+            )
+        (d / "authorized_keys").write_text((d / "id_ed25519.pub").read_text())
+
+    def _write_ssh_client_files(self) -> None:
+        d = self.cfg.ssh_dir
+        known = "".join(f"{n.spec.name},{n.spec.ip} {n.host_public_key()}\n" for n in self.nodes.values())
+        (d / "known_hosts").write_text(known)
+        conf = "".join(
+            f"Host {n.name}\n  HostName {n.ip}\n  User root\n  IdentityFile {d / 'id_ed25519'}\n"
+            f"  IdentitiesOnly yes\n  UserKnownHostsFile {d / 'known_hosts'}\n  StrictHostKeyChecking yes\n"
+            "  BatchMode yes\n  ConnectTimeout 5\n\n"
+            for n in self.cfg.nodes
+        )
+        (d / "config").write_text(conf)
+
+    def _start_services(self, node: Node, services: tuple[str, ...]) -> None:
+        node.systemctl("start", *services)
+        if "containerd" in services:
+            wait_for(
+                f"containerd on {node.name}",
+                lambda: node.run(["ctr", "version"], step="containerd", check=False).returncode == 0,
+                timeout=30,
+                interval=0.3,
+                hint=f"Read {node.log_dir / 'containerd.log'}.",
+            )
+
+    def _import_images(self, node: Node, refs: list[str], archives: dict[str, Path]) -> None:
+        present = set(node.run(["ctr", "-n", "k8s.io", "images", "ls", "-q"], step="listing images").stdout.split())
+        for ref in refs:
+            if ref in present:
+                continue
+            node.run(
+                ["ctr", "-n", "k8s.io", "images", "import", str(archives[ref])],
+                step=f"importing {ref}",
+                timeout=300,
+                log=node.log_dir / "images.log",
+            )
+
+    def _kubeadm(self, node: Node, argv: list[str], logname: str) -> None:
+        log = node.log_dir / f"{logname}.log"
+        node.run(
+            argv,
+            step=argv[0] + " " + argv[1],
+            timeout=600,
+            log=log,
+            hint=f"Read {log} and {node.log_dir / 'kubelet.log'}.",
+        )
+
+    def _configure_cni(self, node: Node) -> str:
+        """Wait for the node's pod CIDR (allocated by kube-controller-manager), write its CNI config."""
+        cidr = wait_for(
+            f"the pod CIDR of {node.name}",
+            lambda: (
+                self.cp.kubectl("get", "node", node.name, "-o", "jsonpath={.spec.podCIDR}", check=False).stdout.strip()
+                or None
+            ),
+            timeout=120,
+            hint=f"Read {self.cp.log_dir / 'kubelet.log'} (kube-controller-manager allocates it).",
+        )
+        conf = {
+            "cniVersion": "0.4.0",
+            "name": "krlab",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": "cni0",
+                    "isGateway": True,
+                    "ipMasq": False,
+                    "hairpinMode": True,
+                    "ipam": {"type": "host-local", "ranges": [[{"subnet": cidr}]], "routes": [{"dst": "0.0.0.0/0"}]},
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ],
+        }
+        node.write_file("/etc/cni/net.d/10-krlab.conflist", json.dumps(conf, indent=2) + "\n")
+        return cidr
+
+    # --- waiting -------------------------------------------------------------------------------
+    def _kubectl_json(self, *args: str) -> dict[str, Any]:
+        out = self.cp.kubectl(*args, "-o", "json", check=True, timeout=20).stdout
+        data: dict[str, Any] = json.loads(out)
+        return data
+
+    def node_conditions(self) -> dict[str, str]:
+        nodes = self._kubectl_json("get", "nodes")
+        result = {}
+        for item in nodes.get("items", []):
+            ready = next((c["status"] for c in item["status"].get("conditions", []) if c["type"] == "Ready"), "")
+            result[item["metadata"]["name"]] = "Ready" if ready == "True" else "NotReady"
+        return result
+
+    def wait_nodes_ready(self, timeout: float) -> None:
+        names = set(self.cfg.node_names)
+
+        def ready() -> bool:
+            conds = self.node_conditions()
+            return all(conds.get(n) == "Ready" for n in names)
+
+        wait_for(
+            "every node to be Ready",
+            ready,
+            timeout=timeout,
+            interval=2,
+            hint=f"Read the kubelet logs under {self.cfg.state_dir}/nodes/*/log/kubelet.log.",
+        )
+
+    def system_pods(self) -> dict[str, str]:
+        pods = self._kubectl_json("get", "pods", "-n", "kube-system")
+        return {p["metadata"]["name"]: _pod_state(p) for p in pods.get("items", [])}
+
+    def wait_system_pods(self, timeout: float) -> None:
+        cp = self.cp.name
+        wanted = [f"{c}-{cp}" for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")]
+
+        def ok() -> bool:
+            pods = self.system_pods()
+            proxies = [v for k, v in pods.items() if k.startswith("kube-proxy-")]
+            return (
+                all(pods.get(w) == "Running" for w in wanted)
+                and len(proxies) == len(self.cfg.nodes)
+                and all(v == "Running" for v in proxies)
+            )
+
+        wait_for(
+            "the control-plane pods and kube-proxy to run",
+            ok,
+            timeout=timeout,
+            interval=2,
+            hint="Check `kuberevive lab exec cp1 -- kubectl get pods -n kube-system`.",
+        )
+
+    def service_ip(self) -> str:
+        return self.cp.kubectl(
+            "get", "service", "labapp", "-n", WORKLOAD_NAMESPACE, "-o", "jsonpath={.spec.clusterIP}"
+        ).stdout.strip()
+
+    def request_service(self, node: str, timeout: float = 3) -> str | None:
+        """GET http://<labapp ClusterIP>/ from inside ``node``'s network namespace; None on failure."""
+        ip = self.service_ip()
+        proc = self.node(node).run(
+            ["curl", "-sS", "-m", str(timeout), f"http://{ip}/"], step="curl", check=False, timeout=timeout + 5
+        )
+        return proc.stdout if proc.returncode == 0 else None
+
+    def wait_workload(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for deploy in ("labapp", "apicaller"):
+            left = max(5, int(deadline - time.monotonic()))
+            self.cp.kubectl(
+                "rollout",
+                "status",
+                f"deployment/{deploy}",
+                "-n",
+                WORKLOAD_NAMESPACE,
+                f"--timeout={left}s",
+                timeout=left + 10,
+            )
+        for n in self.cfg.node_names:
+            probe = functools.partial(self.request_service, n)
+            wait_for(
+                f"the labapp Service to answer from {n}",
+                probe,
+                timeout=max(5, deadline - time.monotonic()),
+                interval=1,
+                hint=f"kube-proxy on {n} may not have programmed its rules yet.",
+            )
+        wait_for(
+            "apicaller to call the API successfully",
+            lambda: "apicaller ok" in self.apicaller_logs(),
+            timeout=max(5, deadline - time.monotonic()),
+            interval=2,
+        )
+
+    def apicaller_logs(self, tail: int = 5) -> str:
+        return self.cp.kubectl(
+            "logs", "-n", WORKLOAD_NAMESPACE, "deployment/apicaller", f"--tail={tail}", check=False
+        ).stdout
+
+    # --- status --------------------------------------------------------------------------------
+    def status(self) -> list[NodeStatus]:
+        conds: dict[str, str] = {}
+        cp = self.cp
+        if cp.is_up():
+            try:
+                conds = self.node_conditions()
+            except LabError:
+                conds = {}
+        result = []
+        for spec in self.cfg.nodes:
+            node = self.nodes[spec.name]
+            up = node.is_up()
+            services = {s: up and _service_active(node, s) for s in SERVICES}
+            k8s = conds.get(spec.name, "unknown" if conds == {} else "absent") if up else "unknown"
+            result.append(NodeStatus(spec.name, spec.role, spec.ip, up, services, k8s))
+        return result
+
+    def _healthy(self) -> bool:
+        try:
+            return all(s.state == "up" for s in self.status())
+        except LabError:
+            return False
+
+    def _anything_present(self) -> bool:
+        cfg = self.cfg
+        return bool(
+            network.lab_netns(cfg)
+            or cfg.ns_dir.exists()
+            or cfg.state_dir.exists()
+            or _lab_cgroups(cfg)
+            or Path(f"/sys/class/net/{cfg.host_if}").exists()
+        )
+
+    def leftovers(self) -> list[str]:
+        """What the lab would leave behind right now: processes, mounts, namespaces, links, cgroups, files."""
+        cfg = self.cfg
+        found = [f"process {pid}" for pid in sorted(_lab_processes(cfg))]
+        with open("/proc/self/mountinfo") as fh:
+            for line in fh:
+                target = line.split()[4]
+                if target.startswith((str(cfg.run_dir), str(cfg.state_dir), "/run/netns/" + cfg.prefix)):
+                    found.append(f"mount {target}")
+        found += [f"netns {n}" for n in network.lab_netns(cfg)]
+        if Path(f"/sys/class/net/{cfg.host_if}").exists():
+            found.append(f"link {cfg.host_if}")
+        found += [f"cgroup {p}" for p in _lab_cgroups(cfg)]
+        found += [f"path {p}" for p in (cfg.state_dir, cfg.run_dir) if p.exists()]
+        return found
+
+    # --- exec ----------------------------------------------------------------------------------
+    def exec(self, node_name: str, argv: list[str], cwd: str | None = None) -> int:
+        node = self.node(node_name)
+        if not node.is_up():
+            raise LabError(f"lab node {node_name} is not running", "Run `kuberevive lab up` first.")
+        cmd = node.nsenter(argv)
+        if cwd:
+            cmd.insert(1, f"--wd={cwd}")
+        return subprocess.call(cmd)
+
+    # --- down ----------------------------------------------------------------------------------
+    def down(self) -> None:
+        self.require_root()
+        cfg = self.cfg
+        self.progress("lab: stopping node services")
+        for spec in cfg.nodes:
+            for pidfile in sorted(cfg.node_run_dir(spec.name).glob("*.supervisor.pid")):
+                _signal_pidfile(pidfile, signal.SIGTERM)
+        _wait(
+            lambda: (
+                not any(_pidfile_alive(p) for s in cfg.nodes for p in cfg.node_run_dir(s.name).glob("*.supervisor.pid"))
+            ),
+            25,
+        )
+        self.progress("lab: killing remaining lab processes")
+        deadline = time.monotonic() + 30
+        foreign_cgroups: set[Path] = set()
+        while True:
+            pids = _lab_processes(cfg)
+            if not pids:
+                break
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"processes of the lab would not die: {sorted(pids)[:10]}",
+                    "Check them with `ps -o pid,cmd -p ...` and kill them by hand.",
+                )
+            for pid in pids:
+                foreign_cgroups.update(_foreign_cgroups(cfg, pid))
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.3)
+        # Cgroups of killed processes outside the node roots (containers made by `ctr run`, e.g.
+        # /k8s.io/<id>): the leaf, then each parent that is left empty (rmdir fails on a busy cgroup).
+        _wait(lambda: all(_try_rmdir(p) for p in foreign_cgroups), 10)
+        roots = {root for root, _ in _cgroup_mount_options()}
+        for leaf in foreign_cgroups:
+            parent = leaf.parent
+            while parent not in roots and parent != parent.parent and _try_rmdir(parent):
+                parent = parent.parent
+        self.progress("lab: namespaces, network, cgroups, files")
+        for spec in cfg.nodes:
+            for f in (cfg.mntns_file(spec.name), cfg.utsns_file(spec.name)):
+                if _is_mountpoint(f):
+                    run(["umount", str(f)], step="releasing a node namespace", check=False)
+        if cfg.ns_dir.exists() and _is_mountpoint(cfg.ns_dir):
+            run(["umount", str(cfg.ns_dir)], step="releasing the namespace directory", check=False)
+        network.destroy(cfg)
+        _remove_cgroups(cfg)
+        shutil.rmtree(cfg.run_dir, ignore_errors=True)
+        if cfg.state_dir.exists():
+            _wait(lambda: _rmtree(cfg.state_dir), 20)
+            if cfg.state_dir.exists():
+                raise LabError(f"cannot remove {cfg.state_dir}", "Check `grep kuberevive-lab /proc/mounts`.")
+
+
+# --- process, cgroup and file helpers ------------------------------------------------------------
+
+
+def _pod_state(pod: dict[str, Any]) -> str:
+    phase: str = pod.get("status", {}).get("phase", "Unknown")
+    if phase != "Running":
+        return phase
+    statuses = pod["status"].get("containerStatuses", [])
+    return "Running" if statuses and all(s.get("ready") for s in statuses) else "NotReady"
+
+
+def _service_active(node: Node, service: str) -> bool:
+    return _pidfile_alive(node.run_dir / f"{service}.supervisor.pid") and _pidfile_alive(
+        node.run_dir / f"{service}.pid"
+    )
+
+
+def _read_pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _pidfile_alive(pidfile: Path) -> bool:
+    pid = _read_pid(pidfile)
+    if not pid:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _signal_pidfile(pidfile: Path, sig: int) -> None:
+    pid = _read_pid(pidfile)
+    if pid and _pidfile_alive(pidfile):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _wait(cond: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return cond()
+
+
+def _is_mountpoint(path: Path) -> bool:
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            return any(line.split()[4] == str(path) for line in fh)
+    except OSError:
+        return False
+
+
+def _ns_inodes(cfg: LabConfig) -> set[str]:
+    """``net:[...]``-style identities of every lab namespace still mounted on the host."""
+    ids = set()
+    candidates = [(cfg.netns_path(n), "net") for n in network.lab_netns(cfg)]
+    for spec in cfg.nodes:
+        candidates += [(cfg.mntns_file(spec.name), "mnt"), (cfg.utsns_file(spec.name), "uts")]
+    for path, kind in candidates:
+        if _is_mountpoint(path):
+            with contextlib.suppress(OSError):
+                ids.add(f"{kind}:[{os.stat(path).st_ino}]")
+    return ids
+
+
+def _ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
+def _lab_processes(cfg: LabConfig) -> set[int]:
+    """Every live process in a lab cgroup or a lab namespace, and their descendants.
+
+    Descendants matter for containers made outside the kubelet (e.g. ``ctr run`` in a test): they have
+    their own namespaces and a cgroup outside the node's root, but their parent is a lab containerd shim.
+    Never this process or its parents.
+    """
+    ns_ids = _ns_inodes(cfg)
+    prefix = f"/{cfg.prefix}-"
+    mine = _ancestors()
+    found = set()
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid in mine:
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if stat[0] == "Z":
+                continue
+            children.setdefault(int(stat[1]), []).append(pid)
+            cgroups = (entry / "cgroup").read_text()
+            if any(line.split(":", 2)[2].startswith(prefix) for line in cgroups.splitlines() if line.count(":") >= 2):
+                found.add(pid)
+                continue
+            for kind in ("net", "mnt", "uts"):
+                if os.readlink(entry / "ns" / kind) in ns_ids:
+                    found.add(pid)
+                    break
+        except (OSError, IndexError, ValueError):
+            continue
+    todo = list(found)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _cgroup_mounts() -> list[Path]:
+    roots = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            left, _, right = line.partition(" - ")
+            if right.split()[0] in ("cgroup", "cgroup2"):
+                roots.append(Path(left.split()[4]))
+    return roots
+
+
+def _cgroup_mount_options() -> list[tuple[Path, set[str]]]:
+    found = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            left, _, right = line.partition(" - ")
+            parts = right.split()
+            if parts and parts[0] in ("cgroup", "cgroup2"):
+                opts = set(parts[2].split(",")) if parts[0] == "cgroup" else {""}
+                found.append((Path(left.split()[4]), opts))
+    return found
+
+
+def _foreign_cgroups(cfg: LabConfig, pid: int) -> set[Path]:
+    """The cgroup directories of ``pid`` that are not under a lab node root."""
+    result: set[Path] = set()
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return result
+    mounts = _cgroup_mount_options()
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3 or parts[2] in ("", "/") or parts[2].startswith(f"/{cfg.prefix}-"):
+            continue
+        wanted = set(parts[1].split(",")) if parts[1] else {""}
+        for root, opts in mounts:
+            if wanted <= opts:
+                result.add(root / parts[2].lstrip("/"))
+    return result
+
+
+def _try_rmdir(path: Path) -> bool:
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _lab_cgroups(cfg: LabConfig) -> list[Path]:
+    found = []
+    for root in _cgroup_mounts():
+        for spec in cfg.nodes:
+            p = root / cfg.cgroup_root(spec.name).lstrip("/")
+            if p.is_dir():
+                found.append(p)
+    return found
+
+
+def _remove_cgroups(cfg: LabConfig) -> None:
+    def remove_all() -> bool:
+        ok = True
+        for top in _lab_cgroups(cfg):
+            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+            for d in [*dirs, top]:
+                try:
+                    d.rmdir()
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    ok = False
+        return ok and not _lab_cgroups(cfg)
+
+    if not _wait(remove_all, 15):
+        raise LabError(
+            f"cannot remove the lab cgroups: {[str(p) for p in _lab_cgroups(cfg)]}",
+            "A process may still be in one; check its cgroup.procs.",
+        )
+
+
+def _rmtree(path: Path) -> bool:
+    shutil.rmtree(path, ignore_errors=True)
+    return not path.exists()

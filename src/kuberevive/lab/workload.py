@@ -1,0 +1,122 @@
+"""The lab workload: objects later tests look at before and after a recovery.
+
+* Deployment ``labapp`` (2 replicas of ``labapp serve``), one replica per node: required pod
+  anti-affinity on ``kubernetes.io/hostname`` and a toleration for the control-plane taint.
+* Service ``labapp`` (ClusterIP, port 80 -> 8080).
+* Deployment ``apicaller`` (1 replica, pinned to the first worker so it keeps running while the
+  control plane is down): ``labapp apicaller`` lists the pods of its namespace with its
+  ServiceAccount token every few seconds and logs ``apicaller ok ...`` or ``apicaller fail ...``;
+  GET :8080/status returns the last line. A Role/RoleBinding grants it exactly that.
+
+All in namespace ``krlab``; images are local (``imagePullPolicy: Never``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kuberevive.lab.config import LABAPP_IMAGE, WORKLOAD_NAMESPACE, LabConfig
+
+NS = WORKLOAD_NAMESPACE
+CONTROL_PLANE_TOLERATION = {
+    "key": "node-role.kubernetes.io/control-plane",
+    "operator": "Exists",
+    "effect": "NoSchedule",
+}
+
+
+def _env() -> list[dict[str, Any]]:
+    return [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+    ]
+
+
+def _container(name: str, args: list[str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": LABAPP_IMAGE,
+        "imagePullPolicy": "Never",
+        "args": args,
+        "env": _env(),
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 2},
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+    }
+
+
+def manifests(cfg: LabConfig) -> dict[str, Any]:
+    worker = cfg.workers[0].name if cfg.workers else cfg.control_plane.name
+    labels = {"app": "labapp"}
+    items: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "labapp", "namespace": NS, "labels": labels},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "tolerations": [CONTROL_PLANE_TOLERATION],
+                        "affinity": {
+                            "podAntiAffinity": {
+                                "requiredDuringSchedulingIgnoredDuringExecution": [
+                                    {"labelSelector": {"matchLabels": labels}, "topologyKey": "kubernetes.io/hostname"}
+                                ]
+                            }
+                        },
+                        "terminationGracePeriodSeconds": 2,
+                        "automountServiceAccountToken": False,
+                        "containers": [_container("labapp", ["serve", "-addr", ":8080"])],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "labapp", "namespace": NS, "labels": labels},
+            "spec": {
+                "type": "ClusterIP",
+                "selector": labels,
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
+            },
+        },
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "apicaller", "namespace": NS}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "pod-reader", "namespace": NS},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "apicaller-pod-reader", "namespace": NS},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "apicaller", "namespace": NS}],
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "apicaller", "namespace": NS, "labels": {"app": "apicaller"}},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "apicaller"}},
+                "template": {
+                    "metadata": {"labels": {"app": "apicaller"}},
+                    "spec": {
+                        "serviceAccountName": "apicaller",
+                        "nodeSelector": {"kubernetes.io/hostname": worker},
+                        "tolerations": [CONTROL_PLANE_TOLERATION],
+                        "terminationGracePeriodSeconds": 2,
+                        "containers": [_container("apicaller", ["apicaller", "-interval", "5s", "-addr", ":8080"])],
+                    },
+                },
+            },
+        },
+    ]
+    return {"apiVersion": "v1", "kind": "List", "items": items}

@@ -1,0 +1,275 @@
+"""The check against the real kubeadm v1.33.13.
+
+For each reference configuration, ``kubeadm init phase certs all / kubeconfig all / control-plane all /
+etcd local`` runs in one scratch root (``--rootfs``: kubeadm chroots there, the host's /etc/kubernetes is
+never touched) and ``kuberevive generate all`` in another; then the two trees are compared field by
+field. Keys and serial numbers are random, so certificates are compared by subject, issuer, SANs,
+usages, basic constraints, validity length, key algorithm and size, signature algorithm and key-id
+extensions; kubeconfigs by every field with the embedded certificates decoded; manifests as whole
+documents. Any difference fails the test unless it is listed, with a reason, in
+``kubeadm_accepted_differences.yaml`` beside this file.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+pytestmark = pytest.mark.integration
+
+HERE = Path(__file__).resolve().parent
+CONFIGS = HERE.parent / "configs"
+ACCEPTED = HERE / "kubeadm_accepted_differences.yaml"
+BIN_DIR = Path(os.environ.get("KUBEREVIVE_BIN_DIR", "/var/cache/kuberevive/k8s-v1.33.13-etcd-v3.5.24/bin"))
+PHASES = (("certs", "all"), ("kubeconfig", "all"), ("control-plane", "all"), ("etcd", "local"))
+#: Host CA directories kubeadm mounts into the control plane when they exist; created in both roots.
+CA_DIRS = ("etc/ssl/certs", "etc/ca-certificates", "usr/share/ca-certificates")
+
+
+def kubeadm_binary() -> Path:
+    kubeadm = BIN_DIR / "kubeadm"
+    if not kubeadm.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{kubeadm} is missing: .ci/install must build the test binaries (lab/build-binaries.sh)")
+        pytest.skip(f"{kubeadm} not built; run lab/build-binaries.sh")
+    return kubeadm
+
+
+def accepted() -> list[dict[str, str]]:
+    data = yaml.safe_load(ACCEPTED.read_text()) or {}
+    items = data.get("accepted") or []
+    for item in items:
+        assert item.get("reason"), f"an accepted difference needs a reason: {item}"
+    return list(items)
+
+
+# -- describing a tree ---------------------------------------------------------------------------
+
+
+def describe_cert(pem: bytes) -> dict[str, Any]:
+    cert = x509.load_pem_x509_certificate(pem)
+    exts = {e.oid._name: e for e in cert.extensions}
+    out: dict[str, Any] = {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "version": cert.version.name,
+        "validity_seconds": int((cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds()),
+        "signature_algorithm": cert.signature_algorithm_oid._name,
+        "extensions": sorted(f"{name}{'(critical)' if e.critical else ''}" for name, e in exts.items()),
+    }
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        out["public_key"] = f"RSA-{key.key_size} e={key.public_numbers().e}"
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        out["public_key"] = f"EC-{key.curve.name}"
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        out["san_dns"] = san.get_values_for_type(x509.DNSName)
+        out["san_ip"] = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        out["key_usage"] = sorted(
+            n
+            for n in ("digital_signature", "key_encipherment", "key_cert_sign", "crl_sign", "content_commitment")
+            if getattr(ku, n)
+        )
+    except x509.ExtensionNotFound:
+        pass
+    with contextlib.suppress(x509.ExtensionNotFound):
+        out["ext_key_usage"] = [u._name for u in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value]
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        out["basic_constraints"] = {"ca": bc.ca, "path_length": bc.path_length}
+    except x509.ExtensionNotFound:
+        pass
+    return out
+
+
+def describe_key(pem: bytes) -> dict[str, Any]:
+    first = pem.decode().splitlines()[0]
+    return {"pem_header": first}
+
+
+def describe_client_cert(pem: bytes, ca_pem: bytes) -> dict[str, Any]:
+    """A kubeconfig's client certificate. kubeadm's kubeconfig phase may start a second after the certs
+    phase, so NotBefore is described relative to the CA's and NotAfter to the minute."""
+    out = describe_cert(pem)
+    cert, ca = x509.load_pem_x509_certificate(pem), x509.load_pem_x509_certificate(ca_pem)
+    validity = cert.not_valid_after_utc - cert.not_valid_before_utc
+    out["validity_seconds"] = f"~{round(validity.total_seconds() / 60)} min"
+    out["not_before_minus_ca_not_before"] = (cert.not_valid_before_utc - ca.not_valid_before_utc).total_seconds()
+    return out
+
+
+def describe_kubeconfig(data: bytes) -> dict[str, Any]:
+    doc = yaml.safe_load(data)
+    ca_pem = base64.b64decode(doc["clusters"][0]["cluster"]["certificate-authority-data"])
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out: dict[str, Any] = {}
+            for k, v in node.items():
+                if k == "certificate-authority-data":
+                    out[k] = describe_cert(base64.b64decode(v))
+                elif k == "client-certificate-data":
+                    out[k] = describe_client_cert(base64.b64decode(v), ca_pem)
+                elif k == "client-key-data":
+                    out[k] = describe_key(base64.b64decode(v))
+                else:
+                    out[k] = walk(v)
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return {"top_level_keys": sorted(doc), "content": walk(doc)}
+
+
+def describe_tree(root: Path) -> dict[str, Any]:
+    k = root / "etc/kubernetes"
+    out: dict[str, Any] = {}
+    for path in sorted(k.rglob("*")):
+        rel = "/" + str(path.relative_to(root))
+        mode = f"{stat.S_IMODE(path.stat().st_mode):04o}"
+        if path.is_dir():
+            out[rel] = {"type": "dir", "mode": mode}
+            continue
+        data = path.read_bytes()
+        entry: dict[str, Any] = {"mode": mode}
+        if path.suffix == ".crt":
+            entry["cert"] = describe_cert(data)
+        elif path.suffix == ".key":
+            entry["key"] = describe_key(data)
+        elif path.name == "sa.pub":
+            entry["pem_header"] = data.decode().splitlines()[0]
+        elif path.suffix == ".conf":
+            entry["kubeconfig"] = describe_kubeconfig(data)
+        elif path.suffix == ".yaml":
+            entry["manifest"] = yaml.safe_load(data)
+        out[rel] = entry
+    return out
+
+
+def diff(a: Any, b: Any, where: str = "") -> list[tuple[str, Any, Any]]:
+    """Every leaf where kubeadm (a) and kuberevive (b) disagree, as (path, kubeadm, kuberevive)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b), key=str):
+            sub = f"{where}.{key}" if where else str(key)
+            if key not in a:
+                out.append((sub, "<absent>", b[key]))
+            elif key not in b:
+                out.append((sub, a[key], "<absent>"))
+            else:
+                out += diff(a[key], b[key], sub)
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        out = []
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            out += diff(x, y, f"{where}[{i}]")
+        return out
+    return [] if a == b else [(where, a, b)]
+
+
+# -- the test ------------------------------------------------------------------------------------
+
+
+def prepare_root(root: Path) -> None:
+    for d in CA_DIRS:
+        (root / d).mkdir(parents=True, exist_ok=True)
+
+
+@pytest.mark.parametrize("config_name", ["defaults", "endpoint-sans", "ecdsa-validity"])
+def test_generated_tree_equals_real_kubeadm(tmp_path: Path, config_name: str):
+    kubeadm = kubeadm_binary()
+    if os.geteuid() != 0:
+        pytest.skip("kubeadm --rootfs needs root (chroot)")
+    config = CONFIGS / f"{config_name}.yaml"
+    theirs, ours = tmp_path / "kubeadm", tmp_path / "kuberevive"
+    for root in (theirs, ours):
+        prepare_root(root)
+    (theirs / "kubeadm.yaml").write_bytes(config.read_bytes())
+    for phase, sub in PHASES:
+        run = subprocess.run(
+            [str(kubeadm), "init", "phase", phase, sub, "--config", "/kubeadm.yaml", "--rootfs", str(theirs)],
+            capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        assert run.returncode == 0, f"kubeadm init phase {phase} {sub}: {run.stderr}"
+    gen = subprocess.run(
+        [sys.executable, "-m", "kuberevive", "generate", "all", "--config", str(config), "--root", str(ours)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert gen.returncode == 0, gen.stderr
+
+    differences = diff(describe_tree(theirs), describe_tree(ours))
+    allowed = [a for a in accepted() if a.get("config") in (config_name, "*")]
+    unexplained = [
+        d for d in differences if not any(d[0] == a["field"] or d[0].startswith(a["field"] + ".") for a in allowed)
+    ]
+    report = "\n".join(f"  {path}\n    kubeadm:    {k!r}\n    kuberevive: {o!r}" for path, k, o in unexplained)
+    assert not unexplained, f"{len(unexplained)} difference(s) from kubeadm for {config_name}:\n{report}"
+
+
+def test_kubeconfig_client_certs_with_an_old_ca_equal_kubeadm(tmp_path: Path):
+    """With a CA made ten days ago, the client certificates' NotBefore and NotAfter match kubeadm's."""
+    from datetime import UTC, datetime, timedelta
+
+    from kuberevive.core.generate import Target, generate
+    from kuberevive.io.noderoot import NodeRoot
+    from kuberevive.model.config import NodeFacts
+    from kuberevive.model.kubeadm_yaml import load_kubeadm_config
+
+    kubeadm = kubeadm_binary()
+    if os.geteuid() != 0:
+        pytest.skip("kubeadm --rootfs needs root (chroot)")
+    config = CONFIGS / "defaults.yaml"
+    facts = NodeFacts(hostname="cp1")
+    cfg = load_kubeadm_config(config.read_text(), facts)
+    old = generate(Target.CERTS, cfg, facts, datetime.now(UTC) - timedelta(days=10), {})
+    theirs, ours = tmp_path / "kubeadm", tmp_path / "kuberevive"
+    for root in (theirs, ours):
+        NodeRoot(root).write_all(a for a in old.artifacts if a.path.name in ("ca.crt", "ca.key"))
+    (theirs / "kubeadm.yaml").write_bytes(config.read_bytes())
+    run = subprocess.run(
+        [str(kubeadm), "init", "phase", "kubeconfig", "all", "--config", "/kubeadm.yaml", "--rootfs", str(theirs)],
+        capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    gen = subprocess.run(
+        [sys.executable, "-m", "kuberevive", "generate", "kubeconfigs", "--config", str(config), "--root", str(ours)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert gen.returncode == 0, gen.stderr
+    for name in ("admin.conf", "super-admin.conf", "kubelet.conf", "controller-manager.conf", "scheduler.conf"):
+        certs = []
+        for root in (theirs, ours):
+            doc = yaml.safe_load((root / "etc/kubernetes" / name).read_bytes())
+            data = base64.b64decode(doc["users"][0]["user"]["client-certificate-data"])
+            certs.append(x509.load_pem_x509_certificate(data))
+        k, o = certs
+        assert o.not_valid_before_utc == k.not_valid_before_utc, name  # both: the CA's NotBefore
+        assert abs((o.not_valid_after_utc - k.not_valid_after_utc).total_seconds()) < 60, name
+
+
+def test_the_comparison_can_fail(tmp_path: Path):
+    """The differ itself: a changed SAN, mode or flag is reported (so a green run means something)."""
+    a = {"/etc/kubernetes/pki/apiserver.crt": {"mode": "0644", "cert": {"san_dns": ["a", "b"]}}}
+    b = {"/etc/kubernetes/pki/apiserver.crt": {"mode": "0600", "cert": {"san_dns": ["a", "c"]}}}
+    assert diff(a, b) == [
+        ("/etc/kubernetes/pki/apiserver.crt.cert.san_dns[1]", "b", "c"),
+        ("/etc/kubernetes/pki/apiserver.crt.mode", "0644", "0600"),
+    ]
+    assert diff({"x": [1]}, {"x": [1, 2]}) == [("x", [1], [1, 2])]

@@ -1,0 +1,93 @@
+"""Golden files: the four static Pod manifests for each reference configuration, byte for byte.
+
+Two sets, each checked byte for byte against real kubeadm v1.33.13 (tests/golden/README.md):
+* v1.33/<config>/manifests: the three reference configurations of tests/configs/;
+* v1.33/crosscheck-<config>/manifests: the edge-case configurations of tests/golden/crosscheck/
+  (IPv6, external etcd, extraArgs/extraVolumes/extraEnvs, proxy variables).
+
+Regenerate (only after checking the change against real kubeadm, see tests/golden/README.md):
+
+    KUBEREVIVE_REGEN_GOLDEN=1 pytest tests/unit/test_golden_manifests.py
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kuberevive.core.manifests import MANIFEST_MODE, build_manifests
+from kuberevive.model.artifacts import ArtifactKind
+from kuberevive.model.config import NodeFacts
+from kuberevive.model.kubeadm_yaml import load_kubeadm_config
+
+TESTS = Path(__file__).resolve().parent.parent
+CONFIGS = sorted((TESTS / "configs").glob("*.yaml"))
+CROSSCHECK_CONFIGS = sorted((TESTS / "golden" / "crosscheck").glob("*.yaml"))
+GOLDEN = TESTS / "golden" / "v1.33"
+REGEN = os.environ.get("KUBEREVIVE_REGEN_GOLDEN") == "1"
+
+# The facts every golden file was made with (and the scratch root of the kubeadm cross-check has).
+GOLDEN_EXISTING = frozenset({"/etc/ssl/certs", "/etc/ca-certificates", "/usr/share/ca-certificates"})
+
+
+# kubeadm's environment for the cross-check goldens (an empty *_proxy value is ignored by kubeadm).
+CROSSCHECK_PROXY_ENV = (
+    ("EMPTY_PROXY", ""),
+    ("HTTPS_PROXY", "http://proxy:3128"),
+    ("no_proxy", "localhost,10.0.0.0/8"),
+)
+
+
+def _facts_for(text: str, proxy_env: tuple[tuple[str, str], ...] = ()) -> NodeFacts:
+    probe = load_kubeadm_config(text, NodeFacts(hostname="placeholder"))
+    return NodeFacts(
+        hostname=probe.node_name, default_address=None, existing_paths=GOLDEN_EXISTING, proxy_env=proxy_env
+    )
+
+
+def test_reference_configs_present() -> None:
+    assert [c.stem for c in CONFIGS] == ["defaults", "ecdsa-validity", "endpoint-sans"]
+
+
+def _check_against_golden(config: Path, gdir: Path, proxy_env: tuple[tuple[str, str], ...]) -> None:
+    text = config.read_text()
+    facts = _facts_for(text, proxy_env)
+    artifacts = build_manifests(load_kubeadm_config(text, facts), facts)
+    if REGEN:
+        gdir.mkdir(parents=True, exist_ok=True)
+        for stale in gdir.glob("*.yaml"):
+            stale.unlink()
+        for a in artifacts:
+            (gdir / a.path.name).write_bytes(a.content)
+        pytest.skip("golden files regenerated")
+    expected = {p.name: p.read_bytes() for p in sorted(gdir.glob("*.yaml"))}
+    got = {a.path.name: a.content for a in artifacts}
+    assert expected, f"no golden files in {gdir}"
+    assert sorted(got) == sorted(expected)
+    for name, content in got.items():
+        assert content.decode() == expected[name].decode(), f"{gdir}/{name} differs from the golden file"
+    for a in artifacts:
+        assert a.mode == MANIFEST_MODE == 0o600
+        assert a.kind is ArtifactKind.MANIFEST
+        assert str(a.path) == f"/etc/kubernetes/manifests/{a.path.name}"
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_manifests_match_golden(config: Path) -> None:
+    _check_against_golden(config, GOLDEN / config.stem / "manifests", ())
+
+
+@pytest.mark.parametrize("config", CROSSCHECK_CONFIGS, ids=[c.stem for c in CROSSCHECK_CONFIGS])
+def test_crosscheck_manifests_match_golden(config: Path) -> None:
+    _check_against_golden(config, GOLDEN / f"crosscheck-{config.stem}" / "manifests", CROSSCHECK_PROXY_ENV)
+
+
+def test_golden_file_sets() -> None:
+    """Local etcd gives four manifests; external etcd has no etcd.yaml."""
+    four = ["etcd.yaml", "kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml"]
+    for config in CONFIGS:
+        assert sorted(p.name for p in (GOLDEN / config.stem / "manifests").glob("*.yaml")) == four
+    ext = GOLDEN / "crosscheck-external-etcd" / "manifests"
+    assert sorted(p.name for p in ext.glob("*.yaml")) == four[1:]
