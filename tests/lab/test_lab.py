@@ -102,7 +102,7 @@ def test_kubelet_flags_come_from_kubeadm_flags_env(lab: Lab) -> None:
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert b"--config=/var/lib/kubelet/config.yaml" in argv
     assert b"--kubeconfig=/etc/kubernetes/kubelet.conf" in argv
-    assert b"--cgroup-root=/krlab-cp1" in argv
+    assert f"--cgroup-root={lab.cfg.cgroup_root('cp1')}".encode() in argv
 
 
 def test_cli_exec_passes_exit_code(lab: Lab) -> None:
@@ -112,9 +112,10 @@ def test_cli_exec_passes_exit_code(lab: Lab) -> None:
 def test_cli_status_json(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["lab", "status", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
+    net = lab.cfg.network.rsplit(".", 1)[0]  # 172.30.<instance>
     assert [(n["name"], n["address"], n["state"]) for n in data["nodes"]] == [
-        ("cp1", "172.30.0.11", "up"),
-        ("worker1", "172.30.0.12", "up"),
+        ("cp1", f"{net}.11", "up"),
+        ("worker1", f"{net}.12", "up"),
     ]
 
 
@@ -129,8 +130,9 @@ def test_zz_down_leaves_nothing_then_up_again(lab: Lab, on_node: OnNode) -> None
 
     A container made behind the kubelet's back (own namespaces, cgroup outside the node root) must go too.
     """
-    on_node("worker1", "ctr", "-n", "k8s.io", "run", "-d", "registry.k8s.io/pause:3.10", "krlab-stray")
-    stray_cgroup = Path("/sys/fs/cgroup/pids/k8s.io/krlab-stray")
+    stray = f"{lab.cfg.prefix}-stray"
+    on_node("worker1", "ctr", "-n", "k8s.io", "run", "-d", "registry.k8s.io/pause:3.10", stray)
+    stray_cgroup = Path("/sys/fs/cgroup/pids/k8s.io") / stray
     assert stray_cgroup.is_dir()
     lab.down()
     assert lab.leftovers() == []

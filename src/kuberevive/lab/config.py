@@ -69,10 +69,30 @@ class LabConfig:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> LabConfig:
+        """The default lab, or instance N (``KUBEREVIVE_LAB_INSTANCE=N``, 1-9) with its own state dir,
+        namespaces, cgroup roots and network ``172.30.N.0/24``, so several labs can run side by side."""
         env = os.environ if environ is None else environ
+        cache_dir = Path(env.get("KUBEREVIVE_CACHE", "/var/cache/kuberevive"))
+        instance_text = env.get("KUBEREVIVE_LAB_INSTANCE", "0") or "0"
+        if not instance_text.isdigit() or not 0 <= int(instance_text) <= 9:
+            from kuberevive.errors import LabError
+
+            raise LabError(
+                f"KUBEREVIVE_LAB_INSTANCE={instance_text!r} is not a number from 0 to 9", "Unset it or fix it."
+            )
+        n = int(instance_text)
+        if n == 0:
+            return cls(state_dir=Path(env.get("KUBEREVIVE_LAB_STATE", "/var/lib/kuberevive-lab")), cache_dir=cache_dir)
         return cls(
-            state_dir=Path(env.get("KUBEREVIVE_LAB_STATE", "/var/lib/kuberevive-lab")),
-            cache_dir=Path(env.get("KUBEREVIVE_CACHE", "/var/cache/kuberevive")),
+            state_dir=Path(env.get("KUBEREVIVE_LAB_STATE", f"/var/lib/kuberevive-lab-{n}")),
+            run_dir=Path(f"/run/kuberevive-lab-{n}"),
+            cache_dir=cache_dir,
+            network=f"172.30.{n}.0/24",
+            host_ip=f"172.30.{n}.1",
+            nodes=tuple(
+                NodeSpec(spec.name, f"172.30.{n}.{spec.ip.rsplit('.', 1)[1]}", spec.role) for spec in _default_nodes()
+            ),
+            prefix=f"krlab{n}",
         )
 
     # --- nodes -------------------------------------------------------------------------------
