@@ -40,7 +40,16 @@ class LabError(KubereviveError):
 
 
 class KubeApiError(KubereviveError):
-    """The Kubernetes API cannot be reached or refused a request."""
+    """The Kubernetes API cannot be reached or refused a request.
+
+    ``status`` is the HTTP status (None when the server was not reached); ``reason`` the API
+    ``Status.reason`` (``NotFound``, ``AlreadyExists``, ``Forbidden``, ...).
+    """
+
+    def __init__(self, message: str, hint: str = "", status: int | None = None, reason: str = "") -> None:
+        super().__init__(message, hint)
+        self.status = status
+        self.reason = reason
 
 
 class EtcdError(KubereviveError):

@@ -241,6 +241,7 @@ def test_kubeconfig_client_certs_with_an_old_ca_equal_kubeadm(tmp_path: Path):
     old = generate(Target.CERTS, cfg, facts, datetime.now(UTC) - timedelta(days=10), {})
     theirs, ours = tmp_path / "kubeadm", tmp_path / "kuberevive"
     for root in (theirs, ours):
+        root.mkdir()
         NodeRoot(root).write_all(a for a in old.artifacts if a.path.name in ("ca.crt", "ca.key"))
     (theirs / "kubeadm.yaml").write_bytes(config.read_bytes())
     run = subprocess.run(

@@ -202,9 +202,11 @@ class NodeRoot:
         os.replace(self.host_path(node_path), self.host_path(aside))
 
     def _ensure_parent(self, node_path: PurePosixPath, created_dirs: list[Path]) -> None:
+        if not self.prefix.is_dir():
+            raise FileNotFoundError(2, "the root directory does not exist", str(self.prefix))
         missing: list[PurePosixPath] = []
         parent = node_path.parent
-        while not self.host_path(parent).exists():
+        while parent != parent.parent and not self.host_path(parent).exists():
             missing.append(parent)
             parent = parent.parent
         for d in reversed(missing):

@@ -1,0 +1,85 @@
+"""Address and name rules kubeadm applies to SANs and endpoints (Go ``net``/``k8s.io/utils/net`` semantics).
+
+Private helpers shared by :mod:`kuberevive.core.pki` and :mod:`kuberevive.core.kubeconfig`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from kuberevive.errors import ConfigError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_SUBDOMAIN = re.compile(rf"{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*")
+_DNS1123_SUBDOMAIN_MAX = 253
+
+
+def parse_ip_sloppy(text: str) -> IPAddress | None:
+    """Parse like Go ``netutils.ParseIPSloppy``: IPv4 parts may carry leading zeros (read as decimal).
+
+    An IPv4-mapped IPv6 address comes back as IPv4, as Go's ``To4()``/``String()`` treat it.
+    Returns None when ``text`` is not an address (zones such as ``%eth0`` are not addresses).
+    """
+    if not text or "%" in text:
+        return None
+    if ":" not in text:
+        parts = text.split(".")
+        if len(parts) != 4 or not all(p.isascii() and p.isdigit() for p in parts):
+            return None
+        values = [int(p) for p in parts]
+        if any(v > 255 for v in values):
+            return None
+        return ipaddress.IPv4Address(".".join(str(v) for v in values))
+    try:
+        v6 = ipaddress.IPv6Address(text)
+    except ValueError:
+        return None
+    return v6.ipv4_mapped or v6
+
+
+def is_dns1123_subdomain(text: str) -> bool:
+    """``validation.IsDNS1123Subdomain``: lower-case RFC 1123 labels joined by dots, at most 253 chars."""
+    return len(text) <= _DNS1123_SUBDOMAIN_MAX and _DNS1123_SUBDOMAIN.fullmatch(text) is not None
+
+
+def is_wildcard_dns1123_subdomain(text: str) -> bool:
+    """``validation.IsWildcardDNS1123Subdomain``: ``*.`` followed by a DNS-1123 subdomain."""
+    return (
+        len(text) <= _DNS1123_SUBDOMAIN_MAX
+        and text.startswith("*.")
+        and _DNS1123_SUBDOMAIN.fullmatch(text[2:]) is not None
+    )
+
+
+def split_host_port(hostport: str) -> tuple[str, str]:
+    """kubeadm ``ParseHostPort``: ``host[:port]`` (IPv6 in brackets when a port is given).
+
+    The host must be an IP address or a DNS-1123 subdomain; the port, if any, 1..65535.
+    Raises ConfigError otherwise.
+    """
+    host, port = hostport, ""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end != -1 and hostport[end + 1 : end + 2] == ":" and ":" not in hostport[end + 2 :]:
+            host, port = hostport[1:end], hostport[end + 2 :]
+    elif hostport.count(":") == 1:
+        host, port = hostport.split(":")
+    if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ConfigError(
+            f"controlPlaneEndpoint {hostport!r}: port {port!r} is not a number between 1 and 65535",
+            "Fix controlPlaneEndpoint in the kubeadm configuration.",
+        )
+    if parse_ip_sloppy(host) is not None or is_dns1123_subdomain(host):
+        return host, port
+    raise ConfigError(
+        f"controlPlaneEndpoint {hostport!r}: host {host!r} is neither an IP address nor a lower-case DNS name",
+        "Fix controlPlaneEndpoint in the kubeadm configuration.",
+    )
+
+
+def join_host_port(host: str, port: int | str) -> str:
+    """Go ``net.JoinHostPort``: brackets around a host that contains a colon (IPv6)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

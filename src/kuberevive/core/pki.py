@@ -1,0 +1,854 @@
+"""The kubeadm PKI as pure functions: keys, certificates and the files ``kubeadm init`` writes under pki/.
+
+Entry point for the generate command::
+
+    bundle = build_certificates(cfg, now, existing)
+    # bundle.artifacts  files to write (key before cert), absolute node paths under certificatesDir
+    # bundle.reused     files already on the node that were kept
+    # bundle.external_cas  CAs present without their key (external-CA mode)
+    # bundle.ca_cert_pem / bundle.ca_key_pem  the cluster CA, for kuberevive.core.kubeconfig
+
+``existing`` maps absolute node paths (``<certificatesDir>/ca.crt`` ...) to the bytes of files that are
+already on the node; only the PKI paths are looked at. ``now`` stands for kubeadm's process start time.
+Nothing here touches the disk or the network; randomness comes from ``cryptography`` (keys) and
+``secrets`` (serial numbers).
+
+Checked against the real kubeadm v1.33.13 binary (tests/integration/test_pki_openssl.py): same files, modes,
+PEM types, and the same certificates field by field (only serials, keys, key ids, signatures and dates differ).
+Note: apiserver-kubelet-client has no O in v1.33 (spec §2.2 said ``kubeadm:cluster-admins``).
+
+Inspection helpers for diagnose/recover: :func:`load_certificate`, :func:`load_private_key`,
+:func:`key_matches_certificate`, :func:`verify_signed_by`, :func:`certificate_alt_names`,
+:func:`certificate_usages`, :func:`discovery_token_ca_cert_hash`.
+
+kubeadm vs. kuberevive
+======================
+==============================  ========================================  =============================================
+topic                           kubeadm v1.33                             kuberevive
+==============================  ========================================  =============================================
+CA cert + key on disk           reused; key/cert match not checked        reused; a key that does not match -> PkiError
+CA cert without key             external-CA mode                          same (``external_cas``); leaves must exist
+CA key unreadable               treated like "no key" (external CA)       PkiError naming the file
+leaf cert/key present           kept if chain and SANs fit, else error    same, and the key must match the cert
+sa.key present, sa.pub missing  sa.pub is not written                     sa.pub derived from sa.key and written
+sa.pub not matching sa.key      not checked                               PkiError
+expired cert reused             warning                                   warning (``warnings``)
+subject string type             PrintableString when possible (Go asn1)   same
+==============================  ========================================  =============================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import PurePosixPath
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from kuberevive.core._netaddr import (
+    IPAddress,
+    is_dns1123_subdomain,
+    is_wildcard_dns1123_subdomain,
+    parse_ip_sloppy,
+    split_host_port,
+)
+from kuberevive.errors import ConfigError, PkiError
+from kuberevive.model.artifacts import Artifact, ArtifactKind
+from kuberevive.model.config import EncryptionAlgorithm, KubeadmConfig
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+CERTIFICATE_BACKDATE = timedelta(minutes=5)
+"""kubeadm ``CertificateBackdate``: NotBefore = start − 5 min for every CA and leaf of the cert list."""
+
+MODE_CERT = 0o644
+MODE_KEY = 0o600
+MODE_PUBLIC_KEY = 0o600
+"""sa.pub goes through client-go's key writer, hence 0600 (spec §1.2)."""
+
+_MAX_SERIAL = (1 << 63) - 1  # Go math.MaxInt64; serials are uniform in [1, MaxInt64)
+
+CLUSTER_ADMINS_GROUP = "kubeadm:cluster-admins"
+
+
+class KeyUsage:
+    """Names used in :class:`CertUsages` (OpenSSL spelling is mapped in the integration tests)."""
+
+    DIGITAL_SIGNATURE = "digitalSignature"
+    KEY_ENCIPHERMENT = "keyEncipherment"
+    KEY_CERT_SIGN = "keyCertSign"
+    SERVER_AUTH = "serverAuth"
+    CLIENT_AUTH = "clientAuth"
+
+
+_EKU_OIDS = {
+    KeyUsage.SERVER_AUTH: ExtendedKeyUsageOID.SERVER_AUTH,
+    KeyUsage.CLIENT_AUTH: ExtendedKeyUsageOID.CLIENT_AUTH,
+}
+_EKU_NAMES = {oid: name for name, oid in _EKU_OIDS.items()}
+
+
+# --------------------------------------------------------------------------------------------- SANs
+
+
+@dataclass(frozen=True)
+class AltNames:
+    """Subject alternative names, normalised as kubeadm does: DNS sorted and unique, IPs unique in order."""
+
+    dns: tuple[str, ...] = ()
+    ips: tuple[IPAddress, ...] = ()
+    rejected: tuple[str, ...] = ()
+    """Extra SANs from the configuration that are neither an IP nor a DNS name (kubeadm warns and drops)."""
+
+    @classmethod
+    def normalised(cls, dns: list[str], ips: list[IPAddress], rejected: tuple[str, ...] = ()) -> AltNames:
+        """kubeadm ``RemoveDuplicateAltNames``: DNS de-duplicated and sorted, IPs de-duplicated keeping order."""
+        seen: set[str] = set()
+        unique_ips: list[IPAddress] = []
+        for ip in ips:
+            if str(ip) not in seen:
+                seen.add(str(ip))
+                unique_ips.append(ip)
+        return cls(tuple(sorted(set(dns))), tuple(unique_ips), rejected)
+
+    def missing_from(self, other: AltNames) -> list[str]:
+        """Entries of ``self`` that ``other`` lacks (as ``DNS:x`` / ``IP:y``)."""
+        have_ips = {str(ip) for ip in other.ips}
+        return [f"DNS:{d}" for d in self.dns if d not in other.dns] + [
+            f"IP:{ip}" for ip in self.ips if str(ip) not in have_ips
+        ]
+
+
+def _classify_extra_sans(sans: tuple[str, ...], dns: list[str], ips: list[IPAddress]) -> tuple[str, ...]:
+    """kubeadm ``appendSANsToAltNames``: IP, else DNS-1123 subdomain, else wildcard; others are returned."""
+    rejected: list[str] = []
+    for san in sans:
+        ip = parse_ip_sloppy(san)
+        if ip is not None:
+            ips.append(ip)
+        elif is_dns1123_subdomain(san) or is_wildcard_dns1123_subdomain(san):
+            dns.append(san)
+        else:
+            rejected.append(san)
+    return tuple(rejected)
+
+
+def _advertise_ip(cfg: KubeadmConfig) -> IPAddress:
+    ip = parse_ip_sloppy(cfg.advertise_address)
+    if ip is None:
+        raise ConfigError(
+            f"localAPIEndpoint.advertiseAddress {cfg.advertise_address!r} is not an IP address",
+            "Set localAPIEndpoint.advertiseAddress to this node's IP address.",
+        )
+    return ip
+
+
+def apiserver_alt_names(cfg: KubeadmConfig) -> AltNames:
+    """SANs of apiserver.crt (kubeadm ``GetAPIServerAltNames``, spec §2.3)."""
+    c = cfg.cluster
+    dns = [
+        cfg.node_name,
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        f"kubernetes.default.svc.{c.networking.dns_domain}",
+    ]
+    ips: list[IPAddress] = [c.networking.apiserver_virtual_ip, _advertise_ip(cfg)]
+    if c.control_plane_endpoint:
+        host, _ = split_host_port(c.control_plane_endpoint)
+        host_ip = parse_ip_sloppy(host)
+        if host_ip is not None:
+            ips.append(host_ip)
+        else:
+            dns.append(host)
+    rejected = _classify_extra_sans(c.api_server.cert_sans, dns, ips)
+    return AltNames.normalised(dns, ips, rejected)
+
+
+def _etcd_alt_names(cfg: KubeadmConfig, extra: Callable[[KubeadmConfig], tuple[str, ...]]) -> AltNames:
+    dns = [cfg.node_name, "localhost"]
+    ips: list[IPAddress] = [_advertise_ip(cfg), ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1")]
+    rejected = _classify_extra_sans(extra(cfg), dns, ips)
+    return AltNames.normalised(dns, ips, rejected)
+
+
+def etcd_server_alt_names(cfg: KubeadmConfig) -> AltNames:
+    """SANs of etcd/server.crt (kubeadm ``getAltNames`` + etcd.local.serverCertSANs)."""
+    return _etcd_alt_names(cfg, lambda c: c.cluster.etcd_local.server_cert_sans if c.cluster.etcd_local else ())
+
+
+def etcd_peer_alt_names(cfg: KubeadmConfig) -> AltNames:
+    """SANs of etcd/peer.crt (kubeadm ``getAltNames`` + etcd.local.peerCertSANs)."""
+    return _etcd_alt_names(cfg, lambda c: c.cluster.etcd_local.peer_cert_sans if c.cluster.etcd_local else ())
+
+
+# ------------------------------------------------------------------------------------- cert table
+
+
+@dataclass(frozen=True)
+class CertSpec:
+    """One row of the kubeadm certificate list (spec §2.2)."""
+
+    name: str
+    """kubeadm's name for the cert (``etcd-server``), used in messages."""
+    base_name: str
+    """File base name relative to certificatesDir (``etcd/server`` -> etcd/server.crt + .key)."""
+    common_name: Callable[[KubeadmConfig], str]
+    organization: tuple[str, ...] = ()
+    usages: tuple[str, ...] = ()
+    """Extended key usages, in order; empty for CAs."""
+    signer: str | None = None
+    """Name of the CA spec that signs it; None for a self-signed CA."""
+    alt_names: Callable[[KubeadmConfig], AltNames] | None = None
+    etcd: bool = False
+    """Only with local etcd."""
+
+    @property
+    def is_ca(self) -> bool:
+        return self.signer is None
+
+    def cert_path(self, certificates_dir: str) -> PurePosixPath:
+        return PurePosixPath(certificates_dir) / f"{self.base_name}.crt"
+
+    def key_path(self, certificates_dir: str) -> PurePosixPath:
+        return PurePosixPath(certificates_dir) / f"{self.base_name}.key"
+
+
+def _const(value: str) -> Callable[[KubeadmConfig], str]:
+    return lambda _cfg: value
+
+
+CERT_SPECS: tuple[CertSpec, ...] = (
+    CertSpec("ca", "ca", _const("kubernetes")),
+    CertSpec(
+        "apiserver",
+        "apiserver",
+        _const("kube-apiserver"),
+        usages=(KeyUsage.SERVER_AUTH,),
+        signer="ca",
+        alt_names=apiserver_alt_names,
+    ),
+    CertSpec(
+        "apiserver-kubelet-client",
+        "apiserver-kubelet-client",
+        _const("kube-apiserver-kubelet-client"),
+        usages=(KeyUsage.CLIENT_AUTH,),
+        signer="ca",
+    ),
+    CertSpec("front-proxy-ca", "front-proxy-ca", _const("front-proxy-ca")),
+    CertSpec(
+        "front-proxy-client",
+        "front-proxy-client",
+        _const("front-proxy-client"),
+        usages=(KeyUsage.CLIENT_AUTH,),
+        signer="front-proxy-ca",
+    ),
+    CertSpec("etcd-ca", "etcd/ca", _const("etcd-ca"), etcd=True),
+    CertSpec(
+        "etcd-server",
+        "etcd/server",
+        lambda cfg: cfg.node_name,
+        usages=(KeyUsage.SERVER_AUTH, KeyUsage.CLIENT_AUTH),
+        signer="etcd-ca",
+        alt_names=etcd_server_alt_names,
+        etcd=True,
+    ),
+    CertSpec(
+        "etcd-peer",
+        "etcd/peer",
+        lambda cfg: cfg.node_name,
+        usages=(KeyUsage.SERVER_AUTH, KeyUsage.CLIENT_AUTH),
+        signer="etcd-ca",
+        alt_names=etcd_peer_alt_names,
+        etcd=True,
+    ),
+    CertSpec(
+        "etcd-healthcheck-client",
+        "etcd/healthcheck-client",
+        _const("kube-etcd-healthcheck-client"),
+        usages=(KeyUsage.CLIENT_AUTH,),
+        signer="etcd-ca",
+        etcd=True,
+    ),
+    CertSpec(
+        "apiserver-etcd-client",
+        "apiserver-etcd-client",
+        _const("kube-apiserver-etcd-client"),
+        usages=(KeyUsage.CLIENT_AUTH,),
+        signer="etcd-ca",
+        etcd=True,
+    ),
+)
+"""kubeadm's cert list in its order (certlist ``GetDefaultCertList``)."""
+
+
+def certificate_specs(cfg: KubeadmConfig) -> tuple[CertSpec, ...]:
+    """The certs ``kubeadm init`` creates for ``cfg``: without the etcd rows when etcd is external."""
+    if cfg.cluster.is_external_etcd:
+        return tuple(s for s in CERT_SPECS if not s.etcd)
+    return CERT_SPECS
+
+
+def cert_spec(name: str) -> CertSpec:
+    """The spec called ``name`` (``ca``, ``etcd-server`` ...)."""
+    for spec in CERT_SPECS:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)
+
+
+# ----------------------------------------------------------------------------------- keys and PEM
+
+
+def generate_private_key(algorithm: EncryptionAlgorithm) -> PrivateKey:
+    """A new key for ``encryptionAlgorithm`` (RSA exponent 65537, ECDSA on P-256)."""
+    if algorithm is EncryptionAlgorithm.ECDSA_P256:
+        return ec.generate_private_key(ec.SECP256R1())
+    bits = algorithm.rsa_bits
+    if bits is None:  # pragma: no cover - the enum has no other members
+        raise PkiError(f"unsupported encryptionAlgorithm {algorithm.value}")
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def encode_private_key_pem(key: PrivateKey) -> bytes:
+    """client-go ``MarshalPrivateKeyToPEM``: RSA -> ``RSA PRIVATE KEY`` (PKCS#1), EC -> ``EC PRIVATE KEY`` (SEC1)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+
+
+def encode_public_key_pem(key: PublicKey) -> bytes:
+    """``PUBLIC KEY`` block, PKIX SubjectPublicKeyInfo DER (sa.pub)."""
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def encode_certificate_pem(cert: x509.Certificate) -> bytes:
+    """One ``CERTIFICATE`` block."""
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _require_pem(data: bytes, source: str, what: str) -> None:
+    if not data.strip():
+        raise PkiError(f"{source} is empty", f"Restore {what} from a backup or move the file aside to regenerate it.")
+    if b"-----BEGIN " not in data:
+        raise PkiError(
+            f"{source} is not PEM (no -----BEGIN line)",
+            f"Restore {what} from a backup or move the file aside to regenerate it.",
+        )
+
+
+def load_certificate(data: bytes, source: str) -> x509.Certificate:
+    """The first certificate of a PEM file (kubeadm takes the first of a bundle). ``source`` names the file."""
+    _require_pem(data, source, "the certificate")
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise PkiError(
+            f"{source} does not hold a readable PEM certificate (truncated or corrupt: {exc})",
+            "Restore it from a backup or move it aside so that it is regenerated.",
+        ) from exc
+    return certs[0]
+
+
+def load_private_key(data: bytes, source: str) -> PrivateKey:
+    """An RSA or ECDSA private key from PEM: PKCS#1, SEC1 or PKCS#8, unencrypted."""
+    _require_pem(data, source, "the key")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError as exc:
+        raise PkiError(
+            f"{source} is an encrypted private key", "kubeadm needs unencrypted keys; decrypt it with openssl first."
+        ) from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise PkiError(
+            f"{source} does not hold a readable PEM private key (truncated or corrupt)",
+            "Restore it from a backup or move it aside so that it is regenerated.",
+        ) from exc
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise PkiError(f"{source} is neither an RSA nor an ECDSA key", "kubeadm accepts only RSA and ECDSA keys.")
+    return key
+
+
+def load_public_key(data: bytes, source: str) -> PublicKey:
+    """An RSA or ECDSA public key from a ``PUBLIC KEY`` (or ``RSA PUBLIC KEY``) PEM block."""
+    _require_pem(data, source, "the public key")
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise PkiError(
+            f"{source} does not hold a readable PEM public key (truncated or corrupt)",
+            "Restore it from a backup or move it aside so that it is regenerated.",
+        ) from exc
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise PkiError(f"{source} is neither an RSA nor an ECDSA public key", "kubeadm accepts only RSA and ECDSA.")
+    return key
+
+
+def _spki_der(key: PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def public_key_matches(private_key: PrivateKey, public_key: PublicKey) -> bool:
+    """Whether ``public_key`` is the public half of ``private_key``."""
+    return _spki_der(private_key.public_key()) == _spki_der(public_key)
+
+
+def key_matches_certificate(key: PrivateKey, cert: x509.Certificate) -> bool:
+    """Whether ``cert`` carries the public half of ``key``."""
+    cert_key = cert.public_key()
+    if not isinstance(cert_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        return False
+    return public_key_matches(key, cert_key)
+
+
+def verify_signed_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
+    """Whether ``ca_cert`` issued ``cert``: issuer name equals the CA subject and the signature verifies."""
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def is_ca_certificate(cert: x509.Certificate) -> bool:
+    """Basic constraints say CA:TRUE (Go's ``IsCA``)."""
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def certificate_alt_names(cert: x509.Certificate) -> AltNames:
+    """DNS names and IP addresses of the SAN extension (empty if absent), in certificate order."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return AltNames()
+    ips: list[IPAddress] = [ip for ip in san.get_values_for_type(x509.IPAddress) if isinstance(ip, IPAddress)]
+    return AltNames(tuple(san.get_values_for_type(x509.DNSName)), tuple(ips))
+
+
+@dataclass(frozen=True)
+class CertUsages:
+    """Key usages and extended key usages of a certificate, by the names of :class:`KeyUsage`."""
+
+    key_usages: frozenset[str]
+    extended: tuple[str, ...]
+    """EKU names in certificate order; unknown OIDs as dotted strings."""
+
+
+def certificate_usages(cert: x509.Certificate) -> CertUsages:
+    """What the certificate may be used for."""
+    ku: set[str] = set()
+    try:
+        k = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        if k.digital_signature:
+            ku.add(KeyUsage.DIGITAL_SIGNATURE)
+        if k.key_encipherment:
+            ku.add(KeyUsage.KEY_ENCIPHERMENT)
+        if k.key_cert_sign:
+            ku.add(KeyUsage.KEY_CERT_SIGN)
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        extended = tuple(_EKU_NAMES.get(oid, oid.dotted_string) for oid in eku)
+    except x509.ExtensionNotFound:
+        extended = ()
+    return CertUsages(frozenset(ku), extended)
+
+
+def certificate_validity(cert: x509.Certificate) -> tuple[datetime, datetime]:
+    """(NotBefore, NotAfter) as aware UTC datetimes."""
+    return cert.not_valid_before_utc, cert.not_valid_after_utc
+
+
+def discovery_token_ca_cert_hash(cert: x509.Certificate) -> str:
+    """kubeadm ``pubkeypin.Hash``: ``sha256:`` + hex SHA-256 of the DER SubjectPublicKeyInfo (spec §5.8)."""
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+# ------------------------------------------------------------------------------------ signing
+
+
+_PRINTABLE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?*")
+
+
+def _name_attribute(oid: x509.ObjectIdentifier, value: str) -> x509.NameAttribute[str]:
+    # Go's encoding/asn1 writes PrintableString when every character allows it, else UTF8String.
+    kind = _ASN1Type.PrintableString if set(value) <= _PRINTABLE else _ASN1Type.UTF8String
+    return x509.NameAttribute(oid, value, _type=kind)
+
+
+def build_subject(common_name: str, organization: tuple[str, ...] = ()) -> x509.Name:
+    """Subject as Go's pkix writes it: one RDN per O value, then CN."""
+    attrs = [_name_attribute(NameOID.ORGANIZATION_NAME, o) for o in organization]
+    attrs.append(_name_attribute(NameOID.COMMON_NAME, common_name))
+    return x509.Name(attrs)
+
+
+def _signature_hash(ca_key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | hashes.SHA512:
+    """Go picks the hash from the signer key: RSA/P-256 -> SHA-256, P-384 -> SHA-384, P-521 -> SHA-512."""
+    if isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        if ca_key.curve.key_size == 384:
+            return hashes.SHA384()
+        if ca_key.curve.key_size == 521:
+            return hashes.SHA512()
+    return hashes.SHA256()
+
+
+def _serial() -> int:
+    return secrets.randbelow(_MAX_SERIAL - 1) + 1
+
+
+def _utc_seconds(t: datetime) -> datetime:
+    """X.509 times hold whole seconds; a naive datetime is taken as UTC."""
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).replace(microsecond=0)
+
+
+def new_self_signed_ca(
+    common_name: str, key: PrivateKey, not_before: datetime, not_after: datetime
+) -> x509.Certificate:
+    """kubeadm ``NewSelfSignedCACert``: KU digitalSignature+keyEncipherment+keyCertSign, CA:TRUE, SKI, SAN DNS=CN."""
+    subject = build_subject(common_name)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(_serial())
+        .not_valid_before(_utc_seconds(not_before))
+        .not_valid_after(_utc_seconds(not_after))
+        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
+        .sign(key, _signature_hash(key))
+    )
+
+
+def _key_usage(ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=True,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def issue_certificate(
+    *,
+    common_name: str,
+    organization: tuple[str, ...],
+    usages: tuple[str, ...],
+    public_key: PublicKey,
+    ca_cert: x509.Certificate,
+    ca_key: PrivateKey,
+    not_before: datetime,
+    not_after: datetime,
+    alt_names: AltNames | None = None,
+) -> x509.Certificate:
+    """kubeadm ``NewSignedCert`` for a leaf: KU digitalSignature+keyEncipherment, CA:FALSE, EKUs, AKI, SANs.
+
+    Extensions come in Go's order (KU, EKU, basic constraints, AKI, SAN); AKI is the CA's SKI when it has one.
+    """
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(build_subject(common_name, organization))
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(_serial())
+        .not_valid_before(_utc_seconds(not_before))
+        .not_valid_after(_utc_seconds(not_after))
+        .add_extension(_key_usage(ca=False), critical=True)
+    )
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([_EKU_OIDS[u] for u in usages]), critical=False)
+    builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    try:
+        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        builder = builder.add_extension(x509.AuthorityKeyIdentifier(ski.digest, None, None), critical=False)
+    except x509.ExtensionNotFound:
+        pass
+    if alt_names is not None and (alt_names.dns or alt_names.ips):
+        general: list[x509.GeneralName] = [x509.DNSName(d) for d in alt_names.dns]
+        general += [x509.IPAddress(ip) for ip in alt_names.ips]
+        builder = builder.add_extension(x509.SubjectAlternativeName(general), critical=False)
+    return builder.sign(ca_key, _signature_hash(ca_key))
+
+
+# ------------------------------------------------------------------------------------ the bundle
+
+
+@dataclass(frozen=True)
+class Authority:
+    """A CA as found or made: ``key`` is None in external-CA mode."""
+
+    cert: x509.Certificate
+    key: PrivateKey | None
+
+    @property
+    def cert_pem(self) -> bytes:
+        return encode_certificate_pem(self.cert)
+
+    @property
+    def key_pem(self) -> bytes | None:
+        return encode_private_key_pem(self.key) if self.key is not None else None
+
+
+@dataclass
+class PkiBundle:
+    """Result of :func:`build_certificates`."""
+
+    artifacts: list[Artifact] = field(default_factory=list)
+    """Files to write, in kubeadm's order, key before cert."""
+    reused: list[PurePosixPath] = field(default_factory=list)
+    """Existing files that were kept as they are."""
+    external_cas: list[str] = field(default_factory=list)
+    """CA names (``ca``, ``front-proxy-ca``, ``etcd-ca``) found without their key: their leaves were not made."""
+    warnings: list[str] = field(default_factory=list)
+    """kubeadm prints these and goes on (dropped SANs, expired reused certs)."""
+    authorities: dict[str, Authority] = field(default_factory=dict)
+
+    @property
+    def ca(self) -> Authority:
+        """The cluster CA (``ca``), needed for the kubeconfigs."""
+        return self.authorities["ca"]
+
+    @property
+    def ca_cert_pem(self) -> bytes:
+        return self.ca.cert_pem
+
+    @property
+    def ca_key_pem(self) -> bytes | None:
+        """None in external-CA mode: kubeconfigs must then be supplied by the user."""
+        return self.ca.key_pem
+
+
+class _Existing:
+    """Lookup of node files by absolute path, with parsing errors that name the file."""
+
+    def __init__(self, files: Mapping[PurePosixPath, bytes]) -> None:
+        self._files = {PurePosixPath(p): b for p, b in files.items()}
+
+    def has(self, path: PurePosixPath) -> bool:
+        return path in self._files
+
+    def cert(self, path: PurePosixPath) -> x509.Certificate | None:
+        return load_certificate(self._files[path], str(path)) if path in self._files else None
+
+    def key(self, path: PurePosixPath) -> PrivateKey | None:
+        return load_private_key(self._files[path], str(path)) if path in self._files else None
+
+    def public_key(self, path: PurePosixPath) -> PublicKey | None:
+        return load_public_key(self._files[path], str(path)) if path in self._files else None
+
+
+def _check_period(cert: x509.Certificate, path: PurePosixPath, now: datetime, warnings: list[str]) -> None:
+    if now < cert.not_valid_before_utc:
+        warnings.append(f"{path} is not valid yet (NotBefore {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC)")
+    elif now > cert.not_valid_after_utc:
+        warnings.append(f"{path} has expired (NotAfter {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC)")
+
+
+def _cert_artifacts(spec: CertSpec, cert: x509.Certificate, key: PrivateKey, cdir: str, issuer: str) -> list[Artifact]:
+    subject = cert.subject.rfc4514_string()
+    key_pem, cert_pem = encode_private_key_pem(key), encode_certificate_pem(cert)
+    return [
+        Artifact(spec.key_path(cdir), MODE_KEY, ArtifactKind.PRIVATE_KEY, f"private key of {spec.name}", key_pem),
+        Artifact(
+            spec.cert_path(cdir), MODE_CERT, ArtifactKind.CERTIFICATE, f"{spec.name} ({subject}), {issuer}", cert_pem
+        ),
+    ]
+
+
+def _load_authority(
+    spec: CertSpec, cfg: KubeadmConfig, existing: _Existing, now: datetime, bundle: PkiBundle
+) -> Authority | None:
+    """The existing CA of ``spec`` (key None = external CA), or None when it must be created."""
+    cdir = cfg.cluster.certificates_dir
+    cert_path, key_path = spec.cert_path(cdir), spec.key_path(cdir)
+    cert = existing.cert(cert_path)
+    if cert is None:
+        if existing.has(key_path):
+            raise PkiError(
+                f"{key_path} exists but {cert_path} does not",
+                f"Restore {cert_path} from a backup, or move {key_path} aside to create a new {spec.name}.",
+            )
+        return None
+    if not is_ca_certificate(cert):
+        raise PkiError(
+            f"{cert_path} is not a CA certificate (basic constraints lack CA:TRUE)",
+            f"Restore the real {spec.name} certificate or move {cert_path} aside to create a new CA.",
+        )
+    _check_period(cert, cert_path, now, bundle.warnings)
+    key = existing.key(key_path)
+    bundle.reused.append(cert_path)
+    if key is None:
+        bundle.external_cas.append(spec.name)
+        return Authority(cert, None)
+    if not key_matches_certificate(key, cert):
+        raise PkiError(
+            f"{key_path} does not belong to {cert_path} (their public keys differ)",
+            f"Put back the key that belongs to {cert_path}; if the CA must change, move both files aside.",
+        )
+    bundle.reused.append(key_path)
+    return Authority(cert, key)
+
+
+def _validate_existing_leaf(
+    spec: CertSpec,
+    cfg: KubeadmConfig,
+    authority: Authority,
+    existing: _Existing,
+    now: datetime,
+    bundle: PkiBundle,
+) -> bool:
+    """True when the leaf exists and may be kept; False when it is absent; PkiError when it is unusable."""
+    cdir = cfg.cluster.certificates_dir
+    cert_path, key_path = spec.cert_path(cdir), spec.key_path(cdir)
+    if not existing.has(cert_path) and not existing.has(key_path):
+        if authority.key is None:
+            raise PkiError(
+                f"external CA mode: {spec.signer}.key is absent, so {cert_path} and {key_path} must already exist",
+                f"Provide them signed by {spec.signer}, or provide {spec.signer}.key so that kuberevive can sign them.",
+            )
+        return False
+    missing = key_path if existing.has(cert_path) else cert_path
+    cert, key = existing.cert(cert_path), existing.key(key_path)
+    if cert is None or key is None:
+        raise PkiError(
+            f"{missing} is missing while its partner exists",
+            f"Restore {missing} from a backup, or move the other file aside so that both are regenerated.",
+        )
+    if not key_matches_certificate(key, cert):
+        raise PkiError(
+            f"{key_path} does not belong to {cert_path}",
+            "Move both files aside so that they are regenerated.",
+        )
+    if not verify_signed_by(cert, authority.cert):
+        raise PkiError(
+            f"{cert_path} is not signed by {spec.signer} ({spec.signer}.crt)",
+            "Move the certificate and its key aside so that they are signed again by the current CA.",
+        )
+    _check_period(cert, cert_path, now, bundle.warnings)
+    if spec.alt_names is not None:
+        lacking = spec.alt_names(cfg).missing_from(certificate_alt_names(cert))
+        if lacking:
+            raise PkiError(
+                f"{cert_path} lacks SANs the configuration requires: {', '.join(lacking)}",
+                "Move the certificate and its key aside so that they are regenerated with the new SANs.",
+            )
+    bundle.reused.extend([cert_path, key_path])
+    return True
+
+
+def _service_account_keys(cfg: KubeadmConfig, existing: _Existing, bundle: PkiBundle) -> None:
+    cdir = PurePosixPath(cfg.cluster.certificates_dir)
+    key_path, pub_path = cdir / "sa.key", cdir / "sa.pub"
+    key = existing.key(key_path)
+    write_key = key is None
+    if key is None:
+        key = generate_private_key(cfg.cluster.encryption_algorithm)
+        pub = None
+    else:
+        bundle.reused.append(key_path)
+        pub = existing.public_key(pub_path)
+        if pub is not None and not public_key_matches(key, pub):
+            raise PkiError(
+                f"{pub_path} does not belong to {key_path}",
+                f"Move {pub_path} aside; kuberevive derives it again from {key_path}.",
+            )
+    if write_key:
+        bundle.artifacts.append(
+            Artifact(
+                key_path, MODE_KEY, ArtifactKind.PRIVATE_KEY, "service-account signing key", encode_private_key_pem(key)
+            )
+        )
+    if pub is None:
+        bundle.artifacts.append(
+            Artifact(
+                pub_path,
+                MODE_PUBLIC_KEY,
+                ArtifactKind.PUBLIC_KEY,
+                "service-account verification key",
+                encode_public_key_pem(key.public_key()),
+            )
+        )
+    else:
+        bundle.reused.append(pub_path)
+
+
+def build_certificates(
+    cfg: KubeadmConfig, now: datetime, existing: Mapping[PurePosixPath, bytes] | None = None
+) -> PkiBundle:
+    """Everything ``kubeadm init phase certs all`` would write for ``cfg`` at time ``now``, given ``existing``.
+
+    CAs: NotBefore = now − 5 min, NotAfter = now + caCertificateValidityPeriod. Leaves: NotBefore = now − 5 min,
+    NotAfter = now + certificateValidityPeriod, whatever CA signs them. Raises PkiError for unusable files.
+    """
+    now = _utc_seconds(now)
+    files = _Existing(existing or {})
+    bundle = PkiBundle()
+    algorithm = cfg.cluster.encryption_algorithm
+    not_before = now - CERTIFICATE_BACKDATE
+    cdir = cfg.cluster.certificates_dir
+
+    for spec in certificate_specs(cfg):
+        if spec.is_ca:
+            authority = _load_authority(spec, cfg, files, now, bundle)
+            if authority is None:
+                key = generate_private_key(algorithm)
+                cert = new_self_signed_ca(
+                    spec.common_name(cfg), key, not_before, now + cfg.cluster.ca_certificate_validity
+                )
+                authority = Authority(cert, key)
+                bundle.artifacts += _cert_artifacts(spec, cert, key, cdir, "self-signed CA")
+            bundle.authorities[spec.name] = authority
+            continue
+
+        assert spec.signer is not None
+        authority = bundle.authorities[spec.signer]
+        if _validate_existing_leaf(spec, cfg, authority, files, now, bundle):
+            continue
+        assert authority.key is not None  # external CA without the leaf raised above
+        alt_names = spec.alt_names(cfg) if spec.alt_names is not None else None
+        if alt_names is not None and alt_names.rejected:
+            bundle.warnings.append(
+                f"{', '.join(alt_names.rejected)} not added to the {spec.name} SANs: "
+                "neither an IP address nor an RFC 1123 DNS name"
+            )
+        key = generate_private_key(algorithm)
+        cert = issue_certificate(
+            common_name=spec.common_name(cfg),
+            organization=spec.organization,
+            usages=spec.usages,
+            public_key=key.public_key(),
+            ca_cert=authority.cert,
+            ca_key=authority.key,
+            not_before=not_before,
+            not_after=now + cfg.cluster.certificate_validity,
+            alt_names=alt_names,
+        )
+        bundle.artifacts += _cert_artifacts(spec, cert, key, cdir, f"signed by {spec.signer}")
+
+    _service_account_keys(cfg, files, bundle)
+    return bundle

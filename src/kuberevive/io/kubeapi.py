@@ -1,0 +1,189 @@
+"""A small Kubernetes API client: JSON over HTTPS with the cluster's own trust.
+
+Why not ``requests``: it lets ``REQUESTS_CA_BUNDLE`` silently replace a session's ``verify``; here
+each client gets an :class:`ssl.SSLContext` built from the cluster CA and nothing else, so trust
+comes from the kubeconfig, never from the process environment. The client certificate and key are
+handed to OpenSSL through an anonymous in-memory file (``memfd_create``), so no key touches the disk.
+
+Every failure is a :class:`KubeApiError` with ``status`` (None when the server was not reached)
+and ``reason`` (the API ``Status.reason``, e.g. ``NotFound``, ``AlreadyExists``, ``Forbidden``).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import yaml
+
+from kuberevive.errors import KubeApiError
+
+PATCH_TYPES = {
+    "merge": "application/merge-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+    "json": "application/json-patch+json",
+    "apply": "application/apply-patch+yaml",
+}
+
+
+def _ssl_context(ca_pem: bytes, client_cert_pem: bytes | None, client_key_pem: bytes | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cadata=ca_pem.decode("ascii", errors="replace"))
+    if client_cert_pem and client_key_pem:
+        fd = os.memfd_create("kuberevive-client-credentials", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, client_cert_pem.rstrip(b"\n") + b"\n" + client_key_pem)
+            ctx.load_cert_chain(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+    return ctx
+
+
+class KubeApi:
+    """One API server, one identity. Thread-safe: every request opens its own connection."""
+
+    def __init__(
+        self,
+        server: str,
+        ca_pem: bytes,
+        client_cert_pem: bytes | None = None,
+        client_key_pem: bytes | None = None,
+        token: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        parts = urlsplit(server)
+        if parts.scheme != "https" or not parts.hostname:
+            raise KubeApiError(f"the API server URL {server!r} is not https://host[:port]", "fix the kubeconfig")
+        self.server = server.rstrip("/")
+        self.host = parts.hostname
+        self.port = parts.port or 443
+        self.token = token
+        self.timeout = timeout
+        try:
+            self._ctx = _ssl_context(ca_pem, client_cert_pem, client_key_pem)
+        except (ssl.SSLError, ValueError) as exc:
+            raise KubeApiError(
+                f"the kubeconfig's CA or client credentials are not usable: {exc}", "check the kubeconfig"
+            ) from None
+
+    @classmethod
+    def from_kubeconfig(
+        cls, data: bytes | str, read_file: Callable[[str], bytes] | None = None, timeout: float = 10.0
+    ) -> KubeApi:
+        """The current context of a kubeconfig. File references (``certificate-authority``,
+        ``client-certificate``, ``client-key``, ``tokenFile``) are read through ``read_file``
+        (default: the local file system), so a node's kubeconfig can be used through a root prefix."""
+        reader = read_file or (lambda p: open(p, "rb").read())  # noqa: SIM115
+        try:
+            doc = yaml.safe_load(data)
+            current = doc.get("current-context") or ""
+            contexts = {c["name"]: c["context"] for c in doc.get("contexts") or []}
+            clusters = {c["name"]: c["cluster"] for c in doc.get("clusters") or []}
+            users = {u["name"]: u.get("user") or {} for u in doc.get("users") or []}
+            ctx = contexts[current] if current else next(iter(contexts.values()))
+            cluster = clusters[ctx["cluster"]]
+            user = users.get(ctx.get("user", ""), {})
+        except (yaml.YAMLError, AttributeError, KeyError, TypeError, StopIteration):
+            raise KubeApiError("the kubeconfig is malformed or has no usable context", "check the file") from None
+
+        def material(inline: str, ref: str, obj: Mapping[str, Any]) -> bytes | None:
+            if obj.get(inline):
+                return base64.b64decode(obj[inline])
+            if obj.get(ref):
+                try:
+                    return reader(str(obj[ref]))
+                except OSError as exc:
+                    raise KubeApiError(f"cannot read {obj[ref]} named in the kubeconfig: {exc.strerror}") from None
+            return None
+
+        ca = material("certificate-authority-data", "certificate-authority", cluster)
+        if ca is None:
+            raise KubeApiError("the kubeconfig has no certificate-authority", "kuberevive never skips TLS verification")
+        token = user.get("token")
+        if not token and user.get("tokenFile"):
+            token = reader(str(user["tokenFile"])).decode().strip()
+        return cls(
+            server=str(cluster.get("server", "")),
+            ca_pem=ca,
+            client_cert_pem=material("client-certificate-data", "client-certificate", user),
+            client_key_pem=material("client-key-data", "client-key", user),
+            token=token,
+            timeout=timeout,
+        )
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def raw(
+        self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"
+    ) -> tuple[int, bytes]:
+        """One request; returns (HTTP status, body). Raises only when the server cannot be reached."""
+        headers = {"Accept": "application/json", "User-Agent": "kuberevive"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        conn = http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=self.timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        except ssl.SSLCertVerificationError as exc:
+            raise KubeApiError(
+                f"the API server at {self.server} is not trusted by the kubeconfig's CA: {exc.verify_message}",
+                "check that the kubeconfig embeds the cluster's current ca.crt",
+            ) from None
+        except (TimeoutError, OSError, http.client.HTTPException) as exc:
+            raise KubeApiError(
+                f"cannot reach the API server at {self.server}: {exc}", "check that kube-apiserver is running"
+            ) from None
+        finally:
+            conn.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        obj: Any = None,
+        content_type: str = "application/json",
+        query: Mapping[str, Any] | None = None,
+    ) -> Any:
+        if query:
+            path = f"{path}?{urlencode({k: v for k, v in query.items() if v is not None})}"
+        body = json.dumps(obj).encode() if obj is not None else None
+        status, data = self.raw(method, quote(path, safe="/?=&:,-._~%"), body, content_type)
+        try:
+            parsed = json.loads(data) if data else {}
+        except ValueError:
+            parsed = {"message": data[:200].decode(errors="replace")}
+        if status >= 400:
+            message = parsed.get("message") if isinstance(parsed, dict) else None
+            reason = parsed.get("reason") if isinstance(parsed, dict) else None
+            raise KubeApiError(
+                f"{method} {path} failed: {status} {message or reason or 'error'}", status=status, reason=reason or ""
+            )
+        return parsed
+
+    def get(self, path: str, **query: Any) -> Any:
+        return self.request("GET", path, query=query or None)
+
+    def create(self, path: str, obj: Mapping[str, Any]) -> Any:
+        return self.request("POST", path, obj)
+
+    def replace(self, path: str, obj: Mapping[str, Any]) -> Any:
+        return self.request("PUT", path, obj)
+
+    def patch(self, path: str, obj: Any, patch_type: str = "merge") -> Any:
+        return self.request("PATCH", path, obj, content_type=PATCH_TYPES[patch_type])
+
+    def delete(self, path: str, **query: Any) -> Any:
+        return self.request("DELETE", path, query=query or None)
+
+    def readyz(self) -> tuple[bool, str]:
+        """``GET /readyz``: (ok, body)."""
+        status, body = self.raw("GET", "/readyz")
+        return status == 200, body.decode(errors="replace").strip()

@@ -1,0 +1,57 @@
+"""NodeRoot: modes, move-aside, conflicts, and a missing root is an error (not a hang)."""
+
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from kuberevive.errors import ExistingFileError, NodeFsError
+from kuberevive.io.noderoot import NodeRoot, WriteAction
+from kuberevive.model.artifacts import Artifact, ArtifactKind
+
+
+def art(path: str, content: bytes = b"x", mode: int = 0o600) -> Artifact:
+    return Artifact(PurePosixPath(path), mode, ArtifactKind.CONFIG, "test", content)
+
+
+def test_missing_root_is_an_error_not_a_hang(tmp_path: Path):
+    with pytest.raises(NodeFsError, match="rolled back"):
+        NodeRoot(tmp_path / "absent").write_all([art("/etc/kubernetes/a.conf")])
+
+
+def test_modes_dirs_and_unchanged(tmp_path: Path):
+    root = NodeRoot(tmp_path)
+    (r,) = root.write_all([art("/etc/kubernetes/manifests/etcd.yaml", b"pod", 0o600)])
+    assert r.action is WriteAction.CREATE
+    f = tmp_path / "etc/kubernetes/manifests/etcd.yaml"
+    assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "etc/kubernetes/manifests").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "etc/kubernetes").stat().st_mode) == 0o755
+    (again,) = root.write_all([art("/etc/kubernetes/manifests/etcd.yaml", b"pod", 0o600)])
+    assert again.action is WriteAction.UNCHANGED
+
+
+def test_conflict_refused_then_forced_with_move_aside(tmp_path: Path):
+    root = NodeRoot(tmp_path)
+    root.write_all([art("/etc/kubernetes/admin.conf", b"old")])
+    with pytest.raises(ExistingFileError, match="--force"):
+        root.write_all([art("/etc/kubernetes/admin.conf", b"new")])
+    assert (tmp_path / "etc/kubernetes/admin.conf").read_bytes() == b"old"
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    (r,) = root.write_all([art("/etc/kubernetes/admin.conf", b"new")], force=True, now=now)
+    assert r.moved_aside_to == PurePosixPath(
+        "/var/lib/kuberevive/backup/20260102T030405.000000Z/etc/kubernetes/admin.conf"
+    )
+    assert (tmp_path / str(r.moved_aside_to).lstrip("/")).read_bytes() == b"old"
+    assert (tmp_path / "etc/kubernetes/admin.conf").read_bytes() == b"new"
+
+
+def test_a_mode_change_alone_is_a_conflict(tmp_path: Path):
+    root = NodeRoot(tmp_path)
+    root.write_all([art("/etc/kubernetes/pki/ca.key", b"k", 0o600)])
+    (tmp_path / "etc/kubernetes/pki/ca.key").chmod(0o644)
+    with pytest.raises(ExistingFileError):
+        root.write_all([art("/etc/kubernetes/pki/ca.key", b"k", 0o600)])
