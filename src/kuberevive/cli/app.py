@@ -18,7 +18,7 @@ from kuberevive.cli.env import Environment, ExitStatus
 from kuberevive.errors import KubereviveError
 
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ("generate", "lab")
+COMMANDS = ("generate", "diagnose", "lab")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,407 @@
+"""Read a node into a :class:`~kuberevive.core.diagnose.NodeSnapshot` (read-only; nothing is written).
+
+What is read, always through the root prefix: ``/etc/kubernetes`` (every file, up to :data:`MAX_FILES`, each up
+to :data:`MAX_FILE_BYTES`), the kubelet's ``config.yaml``, ``kubeadm-flags.env`` and ``pki/``, the kubelet
+service drop-ins, ``/etc/cni/net.d``, kuberevive's backups, ``/etc/kubernetes*`` copies, ``/etc/passwd`` and
+``/etc/group``, any file a surviving manifest names, and etcd's data directory (size and member names only).
+
+With the network (not ``offline``): each kubeconfig's server is probed, the container images are listed through
+the node's containerd socket (crictl, else ctr), and the API is queried with ``--kubeconfig`` or the node's
+admin.conf (else kubelet.conf).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kuberevive.core import diagnose as d
+from kuberevive.core.kubeconfig import Kubeconfig
+from kuberevive.core.manifests import manifest_flags, parse_manifest
+from kuberevive.errors import ConfigError, KubeApiError, KubereviveError, NodeFsError
+from kuberevive.io.kubeapi import KubeApi
+from kuberevive.io.noderoot import NodeRoot
+
+MAX_FILES = 5000
+MAX_FILE_BYTES = 1 << 20
+ETCD_SCAN_BYTES = 1 << 30
+"""At most this much of each etcd file is scanned for member names."""
+PROBE_TIMEOUT = 3.0
+API_TIMEOUT = 8.0
+CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
+
+API_OBJECTS = {
+    "nodes": "/api/v1/nodes",
+    "csrs": "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+    "cluster-info": "/api/v1/namespaces/kube-public/configmaps/cluster-info",
+    "extension-apiserver-authentication": (
+        "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication"
+    ),
+    "kube-root-ca": "/api/v1/configmaps?fieldSelector=metadata.name%3Dkube-root-ca.crt",
+    "kubeadm-config": "/api/v1/namespaces/kube-system/configmaps/kubeadm-config",
+}
+
+
+class CollectError(KubereviveError):
+    """The node cannot be read at all: diagnose could not run (exit 3)."""
+
+    exit_status = 3
+
+
+class _Reader:
+    def __init__(self, root: NodeRoot) -> None:
+        self.root = root
+        self.files: dict[PurePosixPath, d.FileInfo] = {}
+        self.truncated: list[str] = []
+
+    def stat(self, node_path: PurePosixPath) -> d.FileInfo | None:
+        if node_path in self.files:
+            return self.files[node_path]
+        host = self.root.host_path(node_path)
+        try:
+            lst = host.lstat()
+            link = os.readlink(host) if stat.S_ISLNK(lst.st_mode) else None
+            st = host.stat() if link is not None else lst
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise CollectError(f"cannot read {node_path}: {exc.strerror}", "run kuberevive diagnose as root") from None
+        kind = "file" if stat.S_ISREG(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode) else "other"
+        content = None
+        if kind == "file" and st.st_size <= MAX_FILE_BYTES:
+            try:
+                content = host.read_bytes()
+            except PermissionError:
+                raise CollectError(
+                    f"cannot read {node_path}: permission denied", "run kuberevive diagnose as root"
+                ) from None
+            except OSError:
+                content = None
+        info = d.FileInfo(node_path, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size, content, link)
+        self.files[node_path] = info
+        return info
+
+    def tree(self, node_dir: PurePosixPath, limit: int = MAX_FILES) -> None:
+        base = self.root.host_path(node_dir)
+        if not base.is_dir() or base.is_symlink():
+            return
+        self.stat(node_dir)
+        count = 0
+        for dirpath, dirs, names in os.walk(base):
+            dirs.sort()
+            for name in sorted(dirs) + sorted(names):
+                count += 1
+                if count > limit:
+                    self.truncated.append(str(node_dir))
+                    return
+                rel = (Path(dirpath) / name).relative_to(self.root.prefix)
+                self.stat(PurePosixPath("/", *rel.parts))
+
+    def children(self, node_dir: PurePosixPath, limit: int = 200) -> list[PurePosixPath]:
+        base = self.root.host_path(node_dir)
+        try:
+            names = sorted(os.listdir(base))[:limit]
+        except OSError:
+            return []
+        return [node_dir / n for n in names]
+
+
+def _ids(data: bytes | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in (data or b"").decode(errors="replace").splitlines():
+        parts = line.split(":")
+        if len(parts) >= 3 and parts[2].isdigit():
+            out[parts[0]] = int(parts[2])
+    return out
+
+
+def _hostname(root: NodeRoot) -> str:
+    data = root.read("/etc/hostname") if root.prefix.resolve() != Path("/") else None
+    text = data.decode(errors="replace").strip() if data else ""
+    return (text or socket.gethostname()).lower()
+
+
+def _etcd(root: NodeRoot, reader: _Reader, data_dir: PurePosixPath) -> d.EtcdData:
+    host = root.host_path(data_dir)
+    if not host.is_dir():
+        return d.EtcdData(data_dir, exists=False)
+    reader.stat(data_dir)
+    member = host / "member"
+    if not member.is_dir():
+        return d.EtcdData(data_dir, exists=True)
+    size = 0
+    scan: list[Path] = []
+    for dirpath, _dirs, names in os.walk(host):
+        for name in names:
+            p = Path(dirpath) / name
+            try:
+                size += p.lstat().st_size
+            except OSError:
+                continue
+            if name == "db" or name.endswith(".wal"):
+                scan.append(p)
+    names_found: set[str] = set()
+    for p in scan:
+        names_found |= _scan_member_names(p)
+    return d.EtcdData(data_dir, True, True, size, tuple(sorted(names_found)))
+
+
+def _scan_member_names(path: Path) -> set[str]:
+    found: set[str] = set()
+    overlap = 4096
+    try:
+        with path.open("rb") as fh:
+            tail = b""
+            read = 0
+            while read < ETCD_SCAN_BYTES:
+                chunk = fh.read(16 << 20)
+                if not chunk:
+                    break
+                read += len(chunk)
+                found |= d.etcd_member_names(tail + chunk)
+                tail = chunk[-overlap:]
+    except OSError:
+        pass
+    return found
+
+
+def _images(root: NodeRoot, socket_path: str) -> tuple[tuple[str, ...] | None, str]:
+    host_socket = root.host_path(socket_path)
+    if not host_socket.exists() or not stat.S_ISSOCK(host_socket.stat().st_mode):
+        return None, f"no containerd socket at {socket_path}"
+    crictl, ctr = shutil.which("crictl"), shutil.which("ctr")
+    try:
+        if crictl:
+            proc = subprocess.run(
+                [crictl, "--runtime-endpoint", f"unix://{host_socket}", "--timeout", "5s", "images", "-o", "json"],
+                capture_output=True,
+                text=True,
+                timeout=15,
+                check=False,
+            )
+            if proc.returncode == 0:
+                doc = json.loads(proc.stdout or "{}")
+                tags = tuple(sorted(t for img in doc.get("images") or [] for t in img.get("repoTags") or []))
+                return tags, f"crictl at {socket_path}"
+        if ctr:
+            proc = subprocess.run(
+                [ctr, "--address", str(host_socket), "-n", "k8s.io", "images", "ls", "-q"],
+                capture_output=True,
+                text=True,
+                timeout=15,
+                check=False,
+            )
+            if proc.returncode == 0:
+                return tuple(sorted(x for x in proc.stdout.split() if ":" in x)), f"ctr at {socket_path}"
+            return None, f"ctr failed: {proc.stderr.strip()[:200]}"
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        return None, f"listing images failed: {exc}"
+    return None, "neither crictl nor ctr is installed"
+
+
+def _addresses() -> tuple[str, ...]:
+    ip = shutil.which("ip")
+    if ip is None:
+        return ()
+    try:
+        proc = subprocess.run([ip, "-j", "addr"], capture_output=True, text=True, timeout=5, check=False)
+        links = json.loads(proc.stdout or "[]")
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return ()
+    out = []
+    for link in links:
+        for info in link.get("addr_info", []):
+            if info.get("scope") == "global" and info.get("local"):
+                out.append(f"{info['local']} ({link.get('ifname', '?')})")
+    return tuple(out)
+
+
+def _probe(server: str, ca_pem: bytes) -> d.Probe:
+    try:
+        api = KubeApi(server, ca_pem, timeout=PROBE_TIMEOUT)
+        status, _ = api.raw("GET", "/livez")
+    except KubeApiError as exc:
+        return d.Probe(False, exc.message)
+    return d.Probe(True, f"HTTP {status}")
+
+
+def _probes(snap_files: dict[PurePosixPath, d.FileInfo], read: Callable[[str], bytes | None]) -> dict[str, d.Probe]:
+    probes: dict[str, d.Probe] = {}
+    for name in d.KUBECONFIG_NAMES:
+        info = snap_files.get(d.KUBERNETES_DIR / name)
+        if info is None or info.content is None:
+            continue
+        try:
+            cluster, _ = Kubeconfig.from_yaml(info.content).current()
+        except ConfigError:
+            continue
+        ca = cluster.certificate_authority_data
+        if ca is None and cluster.certificate_authority:
+            ca = read(cluster.certificate_authority)
+        if cluster.server and ca and cluster.server not in probes:
+            probes[cluster.server] = _probe(cluster.server, ca)
+    return probes
+
+
+def _api(
+    root: NodeRoot, kubeconfig: str | None, role_files: dict[PurePosixPath, d.FileInfo]
+) -> tuple[d.ApiData | None, str]:
+    if kubeconfig is not None:
+        try:
+            data = Path(kubeconfig).read_bytes()
+        except OSError as exc:
+            raise CollectError(
+                f"cannot read the kubeconfig {kubeconfig}: {exc.strerror}", "check the --kubeconfig path"
+            ) from None
+        source = kubeconfig
+    else:
+        for name in ("admin.conf", "kubelet.conf"):
+            info = role_files.get(d.KUBERNETES_DIR / name)
+            if info is not None and info.content is not None:
+                data, source = info.content, str(d.KUBERNETES_DIR / name)
+                break
+        else:
+            return None, "no kubeconfig given (--kubeconfig) and no /etc/kubernetes/admin.conf or kubelet.conf"
+
+    def read_file(path: str) -> bytes:
+        content = root.read(path)
+        if content is None:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return content
+
+    try:
+        api = KubeApi.from_kubeconfig(data, read_file=read_file, timeout=API_TIMEOUT)
+    except (KubeApiError, OSError) as exc:
+        return d.ApiData(source, "", error=str(exc)), ""
+    objects: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name, path in API_OBJECTS.items():
+        try:
+            status, body = api.raw("GET", path)
+        except KubeApiError as exc:
+            return d.ApiData(source, api.server, error=exc.message), ""
+        if status == 200:
+            try:
+                objects[name] = json.loads(body)
+            except ValueError:
+                errors[name] = "the answer is not JSON"
+        else:
+            try:
+                message = json.loads(body).get("message", "")
+            except (ValueError, AttributeError):
+                message = body[:200].decode(errors="replace")
+            errors[name] = f"HTTP {status} {message}".strip()
+    return d.ApiData(source, api.server, None, objects, errors), ""
+
+
+def collect(
+    root_dir: str,
+    *,
+    config_file: str | None = None,
+    kubeconfig: str | None = None,
+    offline: bool = False,
+    now: datetime | None = None,
+) -> d.NodeSnapshot:
+    """Read the node under ``root_dir``. Raises :class:`CollectError` (exit 3) when that is impossible."""
+    root = NodeRoot(Path(root_dir))
+    if not root.prefix.is_dir():
+        raise CollectError(f"the root directory {root_dir} does not exist", "pass the node's root with --root")
+    config_text = None
+    if config_file is not None:
+        try:
+            config_text = Path(config_file).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CollectError(
+                f"cannot read the configuration file {config_file}: {exc}", "check the --config path"
+            ) from None
+    reader = _Reader(root)
+    try:
+        reader.tree(d.KUBERNETES_DIR)
+        for p in [d.KUBELET_CONFIG, d.KUBELET_FLAGS, *d.KUBELET_SERVICE_FILES]:
+            reader.stat(p)
+        reader.tree(d.KUBELET_PKI, limit=200)
+        reader.tree(d.CNI_DIR, limit=200)
+        reader.tree(d.BACKUP_DIR, limit=MAX_FILES)
+        for p in reader.children(PurePosixPath("/etc")):
+            if p.name.startswith("kubernetes") and p.name != "kubernetes":
+                reader.tree(p, limit=500)
+        passwd, group = root.read("/etc/passwd"), root.read("/etc/group")
+    except NodeFsError as exc:
+        raise CollectError(exc.message, exc.hint) from None
+    base = d.NodeSnapshot(
+        root=str(root.prefix.resolve()),
+        now=now or datetime.now(UTC),
+        hostname=_hostname(root),
+        files=reader.files,
+        config_text=config_text,
+        config_file=config_file,
+        passwd=_ids(passwd),
+        group=_ids(group),
+    )
+    # a certificatesDir elsewhere, and every file a manifest names
+    resolved = d.resolve_config(base)
+    for p in d.files_needed(resolved.config):
+        reader.tree(p, limit=500)
+    for comp_file in sorted(p for p in reader.files if p.parent == d.MANIFESTS_DIR and p.suffix == ".yaml"):
+        content = reader.files[comp_file].content
+        if content is None:
+            continue
+        try:
+            flags = manifest_flags(parse_manifest(content))
+        except ConfigError:
+            continue
+        for value in flags.values():
+            if value.startswith("/") and len(value) < 4096:
+                reader.stat(PurePosixPath(value))
+    etcd = _etcd(
+        root,
+        reader,
+        d.etcd_data_dir(base)
+        if resolved.config is None or resolved.config.cluster.etcd_local is None
+        else PurePosixPath(resolved.config.cluster.etcd_local.data_dir),
+    )
+    images: tuple[str, ...] | None = None
+    images_note = "not checked (--offline)"
+    addresses: tuple[str, ...] = ()
+    probes: dict[str, d.Probe] = {}
+    api: d.ApiData | None = None
+    api_note = "--offline"
+    if not offline:
+        flags_env = reader.files.get(d.KUBELET_FLAGS)
+        endpoint = (
+            d._flags_env((flags_env.content or b"").decode(errors="replace")).get("container-runtime-endpoint", "")
+            if flags_env
+            else ""
+        )
+        socket_path = endpoint.removeprefix("unix://") if endpoint.startswith("unix:///") else CONTAINERD_SOCKET
+        images, images_note = _images(root, socket_path)
+        if root.prefix.resolve() == Path("/"):
+            addresses = _addresses()
+        probes = _probes(reader.files, lambda p: root.read(p))
+        api, api_note = _api(root, kubeconfig, reader.files)
+    return d.NodeSnapshot(
+        root=base.root,
+        now=base.now,
+        hostname=base.hostname,
+        files=dict(reader.files),
+        config_text=config_text,
+        config_file=config_file,
+        etcd=etcd,
+        images=images,
+        images_note=images_note,
+        addresses=addresses,
+        probes=probes,
+        api=api,
+        api_note=api_note,
+        passwd=base.passwd,
+        group=base.group,
+        truncated=tuple(reader.truncated),
+    )

@@ -1,0 +1,132 @@
+"""``kuberevive diagnose`` end to end on trees written by ``kuberevive generate all`` into a temporary root."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kuberevive.cli.app import main
+from kuberevive.cli.env import Environment
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "endpoint-sans.yaml"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the CIS ownership checks expect root-owned files")
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), Environment(stdout=out, stderr=err, environ={}))
+    return code, out.getvalue(), err.getvalue()
+
+
+def diagnose_json(root: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+    code, out, err = run("diagnose", "--root", str(root), "--offline", "--json", *extra)
+    assert err == "", err
+    return code, json.loads(out)
+
+
+def problems(data: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {(f["id"], f["severity"], f["subject"]) for f in data["findings"] if f["severity"] in ("warning", "error")}
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Path:
+    root = tmp_path / "node"
+    root.mkdir()
+    code, _, err = run("generate", "all", "--config", str(CONFIG), "--root", str(root))
+    assert code == 0, err
+    kubelet = root / "var/lib/kubelet"
+    kubelet.mkdir(parents=True)
+    (kubelet / "config.yaml").write_text("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n")
+    (kubelet / "kubeadm-flags.env").write_text('KUBELET_KUBEADM_ARGS="--node-ip=10.20.30.40"\n')
+    for f in ("config.yaml", "kubeadm-flags.env"):
+        (kubelet / f).chmod(0o644)
+    member = root / "var/lib/etcd/member/snap"
+    member.mkdir(parents=True)
+    (root / "var/lib/etcd").chmod(0o700)
+    (member / "db").write_bytes(b'\x00{"id":1,"peerURLs":["https://10.20.30.40:2380"],"name":"master-a"}\x00')
+    return root
+
+
+def test_healthy_generated_tree_exits_0(node: Path):
+    code, data = diagnose_json(node, "--config", str(CONFIG))
+    assert (code, data["status"], problems(data)) == (0, "healthy", set())
+    assert data["config"]["source"] == f"--config {CONFIG}"
+    etcd = next(f for f in data["findings"] if f["id"] == "recovery.etcd-data")
+    assert etcd["details"]["member_names"] == "master-a"
+
+
+def test_deleted_certificate_exits_2(node: Path):
+    (node / "etc/kubernetes/pki/front-proxy-client.crt").unlink()
+    code, data = diagnose_json(node)
+    assert code == 2
+    assert problems(data) == {
+        ("file.missing", "error", "/etc/kubernetes/pki/front-proxy-client.crt"),
+        ("manifest.missing-file", "error", "/etc/kubernetes/manifests/kube-apiserver.yaml"),
+    }
+    assert data["config"]["kind"] == "node"
+
+
+def test_key_mode_0644_on_disk(node: Path):
+    (node / "etc/kubernetes/pki/apiserver.key").chmod(0o644)
+    code, data = diagnose_json(node)
+    assert code == 2
+    assert problems(data) == {
+        ("file.permissions", "error", "/etc/kubernetes/pki/apiserver.key"),
+        ("cis.1.1.21", "warning", "/etc/kubernetes/pki/apiserver.key"),
+    }
+
+
+def test_human_view_groups_by_area(node: Path):
+    (node / "etc/kubernetes/manifests/kube-scheduler.yaml").unlink()
+    code, out, err = run("diagnose", "--root", str(node), "--offline")
+    assert code == 2 and err == ""
+    lines = out.splitlines()
+    assert lines[0].startswith("kuberevive diagnose: ")
+    assert "MANIFEST  (3 passed)" in lines
+    assert any(
+        line.split()[:2] == ["error", "/etc/kubernetes/manifests/kube-scheduler.yaml"]
+        and line.endswith("the kube-scheduler static Pod manifest is missing")
+        for line in lines
+    )
+    assert "\033[" not in out  # not a terminal: no colours
+    assert lines[-1].startswith("errors: 1 error(s), 0 warning(s)")
+
+
+def test_ten_thousand_unrelated_files_is_not_a_kubeadm_node(tmp_path: Path):
+    root = tmp_path / "junk"
+    for i in range(100):
+        d = root / "etc" / f"dir{i}" if i % 2 else root / "usr/share" / f"d{i}"
+        d.mkdir(parents=True)
+        for j in range(100):
+            (d / f"file{j}.txt").write_text(f"{i} {j}\n")
+    started = time.monotonic()
+    code, out, err = run("diagnose", "--root", str(root), "--offline")
+    assert time.monotonic() - started < 10
+    assert code == 3 and err == ""
+    assert "this is not a kubeadm node" in out
+    code, data = diagnose_json(root)
+    assert code == 3 and data["status"] == "not-kubeadm"
+    assert [f["id"] for f in data["findings"]] == ["node.not-kubeadm"]
+
+
+def test_empty_root_and_missing_root(tmp_path: Path):
+    code, out, err = run("diagnose", "--root", str(tmp_path), "--offline")
+    assert code == 3 and "this is not a kubeadm node" in out
+    code, out, err = run("diagnose", "--root", str(tmp_path / "nope"), "--offline")
+    assert (code, out) == (3, "")
+    missing = tmp_path / "nope"
+    assert err == f"kuberevive: error: the root directory {missing} does not exist. Pass the node's root with --root.\n"
+
+
+def test_unreadable_config_file_is_exit_3(node: Path, tmp_path: Path):
+    code, out, err = run("diagnose", "--root", str(node), "--offline", "--config", str(tmp_path / "missing.yaml"))
+    assert code == 3 and out == ""
+    assert err.startswith("kuberevive: error: cannot read the configuration file ")
+    assert err.count("\n") == 1
