@@ -223,6 +223,27 @@ def test_generated_tree_equals_real_kubeadm(tmp_path: Path, config_name: str):
     assert not unexplained, f"{len(unexplained)} difference(s) from kubeadm for {config_name}:\n{report}"
 
 
+@pytest.mark.parametrize("config_name", ["defaults", "endpoint-sans", "ecdsa-validity"])
+def test_kubeadm_kubeconfigs_match_golden(tmp_path: Path, config_name: str):
+    """The kubeconfig golden files (tests/golden/v1.33/<config>/kubeconfigs) are real kubeadm's output."""
+    from tests.golden.kubeconfig_normalise import normalise
+
+    kubeadm = kubeadm_binary()
+    if os.geteuid() != 0:
+        pytest.skip("kubeadm --rootfs needs root (chroot)")
+    (tmp_path / "kubeadm.yaml").write_bytes((CONFIGS / f"{config_name}.yaml").read_bytes())
+    for phase in (("certs", "ca"), ("kubeconfig", "all")):
+        run = subprocess.run(
+            [str(kubeadm), "init", "phase", *phase, "--config", "/kubeadm.yaml", "--rootfs", str(tmp_path)],
+            capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+    golden = HERE.parent / "golden" / "v1.33" / config_name / "kubeconfigs"
+    for name in ("admin.conf", "super-admin.conf", "kubelet.conf", "controller-manager.conf", "scheduler.conf"):
+        theirs = normalise((tmp_path / "etc/kubernetes" / name).read_text())
+        assert theirs == (golden / name).read_text(), f"kubeadm's {name} differs from the golden file"
+
+
 def test_kubeconfig_client_certs_with_an_old_ca_equal_kubeadm(tmp_path: Path):
     """With a CA made ten days ago, the client certificates' NotBefore and NotAfter match kubeadm's."""
     from datetime import UTC, datetime, timedelta
