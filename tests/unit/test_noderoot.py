@@ -55,3 +55,28 @@ def test_a_mode_change_alone_is_a_conflict(tmp_path: Path):
     (tmp_path / "etc/kubernetes/pki/ca.key").chmod(0o644)
     with pytest.raises(ExistingFileError):
         root.write_all([art("/etc/kubernetes/pki/ca.key", b"k", 0o600)])
+
+
+def test_move_aside_across_file_systems_keeps_content_mode_and_symlinks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import errno
+    import os
+
+    root = NodeRoot(tmp_path)
+    root.write_all([art("/var/lib/kubelet/pki/kubelet-client-1.pem", b"pem", 0o600)])
+    link = tmp_path / "var/lib/kubelet/pki/kubelet-client-current.pem"
+    link.symlink_to("/var/lib/kubelet/pki/kubelet-client-1.pem")
+
+    def cross_device(src: object, dst: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "replace", cross_device)
+    aside_link = root.move_aside(PurePosixPath("/var/lib/kubelet/pki/kubelet-client-current.pem"))
+    aside_file = root.move_aside(PurePosixPath("/var/lib/kubelet/pki/kubelet-client-1.pem"))
+    assert aside_link is not None and aside_file is not None
+    moved_link = tmp_path / str(aside_link).lstrip("/")
+    moved_file = tmp_path / str(aside_file).lstrip("/")
+    assert moved_link.is_symlink() and os.readlink(moved_link) == "/var/lib/kubelet/pki/kubelet-client-1.pem"
+    assert moved_file.read_bytes() == b"pem" and stat.S_IMODE(moved_file.stat().st_mode) == 0o600
+    assert not os.path.lexists(link) and not (tmp_path / "var/lib/kubelet/pki/kubelet-client-1.pem").exists()

@@ -18,7 +18,7 @@ from kuberevive.cli.env import Environment, ExitStatus
 from kuberevive.errors import KubereviveError
 
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ("generate", "diagnose", "lab")
+COMMANDS = ("generate", "diagnose", "recover", "backup", "restore_etcd", "lab")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,9 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -189,8 +191,8 @@ class NodeRoot:
         self._fsync_dir(target.parent)
 
     def move_aside(self, node_path: PurePosixPath, now: datetime | None = None) -> PurePosixPath | None:
-        """Move one file to the timestamped backup directory; returns its new node path."""
-        if not self.exists(node_path):
+        """Move one file (or symlink) to the timestamped backup directory; returns its new node path."""
+        if not os.path.lexists(self.host_path(node_path)):
             return None
         stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
         aside = BACKUP_DIR / stamp / node_path.relative_to("/")
@@ -199,7 +201,7 @@ class NodeRoot:
 
     def _move_aside(self, node_path: PurePosixPath, aside: PurePosixPath, created_dirs: list[Path]) -> None:
         self._ensure_parent(aside, created_dirs)
-        os.replace(self.host_path(node_path), self.host_path(aside))
+        _move(self.host_path(node_path), self.host_path(aside))
 
     def _ensure_parent(self, node_path: PurePosixPath, created_dirs: list[Path]) -> None:
         if not self.prefix.is_dir():
@@ -232,7 +234,28 @@ class NodeRoot:
                     target.unlink()
             elif r.action is WriteAction.REPLACE and r.moved_aside_to is not None:
                 with contextlib.suppress(FileNotFoundError):
-                    os.replace(self.host_path(r.moved_aside_to), target)
+                    _move(self.host_path(r.moved_aside_to), target)
         for d in reversed(created_dirs):
             with contextlib.suppress(OSError):
                 d.rmdir()
+
+
+def _move(src: Path, dst: Path) -> None:
+    """``rename``, or across file systems (/etc, /var, /var/lib/kubelet are often separate mounts):
+    copy with mode and times (a symlink is re-created as a symlink), fsync, then unlink the source."""
+    try:
+        os.replace(src, dst)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    else:
+        shutil.copy2(src, dst, follow_symlinks=False)
+        fd = os.open(dst, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    src.unlink()

@@ -19,7 +19,9 @@ Both are safe to repeat.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import ipaddress
 import json
 import os
 import shutil
@@ -37,7 +39,7 @@ from kuberevive.lab import images as images_mod
 from kuberevive.lab import kubeadm as kubeadm_mod
 from kuberevive.lab import network, workload
 from kuberevive.lab._proc import run, wait_for
-from kuberevive.lab.config import WORKLOAD_NAMESPACE, LabConfig
+from kuberevive.lab.config import WORKLOAD_NAMESPACE, LabConfig, NodeSpec
 from kuberevive.lab.node import Node
 
 Progress = Callable[[str], None]
@@ -108,8 +110,13 @@ class NodeStatus:
 
 class Lab:
     def __init__(self, cfg: LabConfig | None = None, progress: Progress = _noop) -> None:
-        self.cfg = cfg or LabConfig.from_env()
+        self._base_cfg = self.cfg = cfg or LabConfig.from_env()
         self.progress = progress
+        # nodes added with add_worker() are remembered in the state file (so status/down see them)
+        names = set(self.cfg.node_names)
+        extra = tuple(NodeSpec(**d) for d in self.read_state().get("extra_nodes", []) if d["name"] not in names)
+        if extra:
+            self.cfg = dataclasses.replace(self.cfg, nodes=self.cfg.nodes + extra)
         self.nodes = {n.name: Node(self.cfg, n) for n in self.cfg.nodes}
 
     # --- helpers -------------------------------------------------------------------------------
@@ -243,6 +250,51 @@ class Lab:
         self.progress("lab: workload (Deployment labapp x2, Service labapp, apicaller)")
         self.cp.kubectl("apply", "-f", "-", input=json.dumps(workload.manifests(cfg)))
         self.wait_workload(timeout=180)
+
+    def add_worker(self, name: str, token: str, ca_hash: str, timeout: float = 240) -> Node:
+        """Add a worker node to the running lab and join it with ``kubeadm join`` using ``token`` and the
+        discovery hash ``ca_hash`` (e.g. the ones ``kuberevive recover`` prints). The node gets the next
+        address of the lab network; ``status``/``down`` include it (it is recorded in the state file)."""
+        if name in self.nodes:
+            raise LabError(f"the lab already has a node {name}", "pick another name")
+        cfg = self.cfg
+        taken = {n.ip for n in cfg.nodes}
+        ip = next(
+            str(a) for a in ipaddress.ip_network(cfg.network).hosts() if a.packed[-1] > 10 and str(a) not in taken
+        )
+        spec = NodeSpec(name, ip, "worker")
+        extras = [*self.read_state().get("extra_nodes", []), dict(spec.__dict__)]
+        self._write_state(extra_nodes=extras)
+        self.cfg = cfg = dataclasses.replace(cfg, nodes=(*cfg.nodes, spec))
+        node = self.nodes[name] = Node(cfg, spec)
+        self.progress(f"lab: adding {name} ({ip})")
+        network.create(cfg)
+        node.prepare_fs(cfg.ssh_dir / "authorized_keys")
+        node.create_namespaces()
+        self._write_ssh_client_files()
+        refs = self.cp.run(
+            ["kubeadm", "config", "images", "list", "--config", str(cfg.init_config_file)],
+            step="listing the images kubeadm expects",
+        ).stdout.split()
+        lab_images = images_mod.lab_images(cfg, refs)
+        archives = {ref: images_mod.ensure_archive(cfg, spec) for ref, spec in lab_images.specs.items()}
+        self._prepare_worker(node, lab_images, archives)
+        path = cfg.join_config_file(name)
+        path.write_text(kubeadm_mod.dump(kubeadm_mod.join_documents(cfg, spec, token, ca_hash)))
+        self.progress(f"lab: kubeadm join on {name} (log: {node.log_dir / 'kubeadm-join.log'})")
+        self._kubeadm(node, ["kubeadm", "join", "--config", str(path)], "kubeadm-join")
+        pod_cidrs = dict(self.read_state().get("pod_cidrs", {}))
+        pod_cidrs[name] = self._configure_cni(node)
+        network.set_pod_routes(cfg, pod_cidrs)
+        self._write_state(pod_cidrs=pod_cidrs)
+        wait_for(
+            f"{name} to be Ready",
+            lambda: self.node_conditions().get(name) == "Ready",
+            timeout=timeout,
+            interval=2,
+            hint=f"Read {node.log_dir / 'kubelet.log'}.",
+        )
+        return node
 
     def _prepare_worker(self, node: Node, lab_images: images_mod.LabImages, archives: dict[str, Path]) -> None:
         self._start_services(node, ("containerd", "sshd"))
@@ -481,10 +533,13 @@ class Lab:
         """What the lab would leave behind right now: processes, mounts, namespaces, links, cgroups, files."""
         cfg = self.cfg
         found = [f"process {pid}" for pid in sorted(_lab_processes(cfg))]
+        # whole path components only: instance 2's /run/kuberevive-lab-2 and krlab2-* are not this lab's
+        dirs = (str(cfg.run_dir), str(cfg.state_dir))
+        below = (*(d + "/" for d in dirs), f"/run/netns/{cfg.prefix}-")
         with open("/proc/self/mountinfo") as fh:
             for line in fh:
                 target = line.split()[4]
-                if target.startswith((str(cfg.run_dir), str(cfg.state_dir), "/run/netns/" + cfg.prefix)):
+                if target in dirs or target.startswith(below):
                     found.append(f"mount {target}")
         found += [f"netns {n}" for n in network.lab_netns(cfg)]
         if Path(f"/sys/class/net/{cfg.host_if}").exists():
@@ -556,6 +611,9 @@ class Lab:
             _wait(lambda: _rmtree(cfg.state_dir), 20)
             if cfg.state_dir.exists():
                 raise LabError(f"cannot remove {cfg.state_dir}", "Check `grep kuberevive-lab /proc/mounts`.")
+        if self.cfg is not self._base_cfg:  # forget nodes added with add_worker()
+            self.cfg = self._base_cfg
+            self.nodes = {n.name: Node(self.cfg, n) for n in self.cfg.nodes}
 
 
 # --- process, cgroup and file helpers ------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The lab workload: objects later tests look at before and after a recovery.
 
 * Deployment ``labapp`` (2 replicas of ``labapp serve``), one replica per node: required pod
-  anti-affinity on ``kubernetes.io/hostname`` and a toleration for the control-plane taint.
+  anti-affinity on ``kubernetes.io/hostname``, a toleration for the control-plane taint, and
+  NotReady/unreachable tolerations of 30 s (instead of 300 s) so eviction tests run in minutes.
 * Service ``labapp`` (ClusterIP, port 80 -> 8080).
 * Deployment ``apicaller`` (1 replica, pinned to the first worker so it keeps running while the
   control plane is down): ``labapp apicaller`` lists the pods of its namespace with its
@@ -23,6 +24,13 @@ CONTROL_PLANE_TOLERATION = {
     "operator": "Exists",
     "effect": "NoSchedule",
 }
+#: How long the workload stays on a node that is NotReady/unreachable before taint-based eviction (the
+#: default is 300 s): short, so a test can let it run out in a minute (recover's eviction guard test).
+NOT_READY_TOLERATION_SECONDS = 30
+NOT_READY_TOLERATIONS = [
+    {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": NOT_READY_TOLERATION_SECONDS}
+    for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+]
 
 
 def _env() -> list[dict[str, Any]]:
@@ -60,7 +68,7 @@ def manifests(cfg: LabConfig) -> dict[str, Any]:
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {
-                        "tolerations": [CONTROL_PLANE_TOLERATION],
+                        "tolerations": [CONTROL_PLANE_TOLERATION, *NOT_READY_TOLERATIONS],
                         "affinity": {
                             "podAntiAffinity": {
                                 "requiredDuringSchedulingIgnoredDuringExecution": [
@@ -111,7 +119,7 @@ def manifests(cfg: LabConfig) -> dict[str, Any]:
                     "spec": {
                         "serviceAccountName": "apicaller",
                         "nodeSelector": {"kubernetes.io/hostname": worker},
-                        "tolerations": [CONTROL_PLANE_TOLERATION],
+                        "tolerations": [CONTROL_PLANE_TOLERATION, *NOT_READY_TOLERATIONS],
                         "terminationGracePeriodSeconds": 2,
                         "containers": [_container("apicaller", ["apicaller", "-interval", "5s", "-addr", ":8080"])],
                     },

@@ -1,4 +1,4 @@
-"""``kuberevive lab up|status|down|exec``: the two-node kubeadm lab (implemented in kuberevive.lab)."""
+"""``kuberevive lab up|status|down|exec|demo``: the two-node kubeadm lab (implemented in kuberevive.lab)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,23 @@ def _status(args: argparse.Namespace, env: Environment) -> int:
     return 0 if all(n.state == "up" for n in nodes) else 3
 
 
+def _demo(args: argparse.Namespace, env: Environment) -> int:
+    from kuberevive.lab.demo import run_demo
+
+    say = env.progress if args.json else env.out
+    report = run_demo(
+        _lab(env), say, wait=args.wait, guard=not args.no_eviction_guard, retrust_delay=args.retrust_delay
+    )
+    if args.json:
+        env.json(report)
+    if report["recover_exit_code"] != 0:
+        raise LabError(
+            f"kuberevive recover --apply exited {report['recover_exit_code']}",
+            "read its output above; the lab stays as it is for a look ('kuberevive lab down' removes it)",
+        )
+    return 0
+
+
 def _exec(args: argparse.Namespace, env: Environment) -> int:
     command = list(args.command)
     if command and command[0] == "--":
@@ -83,6 +100,27 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     st = lab_sub.add_parser("status", help="show each node, its address and state (exit 3 unless all up)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=_status)
+    demo = lab_sub.add_parser(
+        "demo",
+        help="the whole story: lab up, the seed disaster with a Service probe running, recover --apply, the impact",
+    )
+    demo.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds between the disaster and the recovery (default: node-monitor grace period + NotReady toleration)",
+    )
+    demo.add_argument(
+        "--retrust-delay",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="hold the re-trust of the other nodes back this long (shows what the eviction guard prevents)",
+    )
+    demo.add_argument("--no-eviction-guard", action="store_true", help="recover without the eviction guard")
+    demo.add_argument("--json", action="store_true", help="print the impact report as JSON at the end")
+    demo.set_defaults(func=_demo)
     ex = lab_sub.add_parser("exec", help="run a command inside a node (its namespaces, the lab PATH)")
     ex.add_argument("node", help="node name (cp1, worker1)")
     ex.add_argument("--keep-cwd", action="store_true", help="run in the current directory instead of /")

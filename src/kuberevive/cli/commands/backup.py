@@ -1,0 +1,352 @@
+"""``kuberevive backup {create,verify,list,prune,restore}``: encrypted backups of a control-plane node."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kuberevive import __version__
+from kuberevive.cli.env import Environment, ExitStatus
+from kuberevive.core import backup as core
+from kuberevive.core.backup import BackupContents, BackupError
+from kuberevive.io import backupfile
+from kuberevive.io.noderoot import NodeRoot, WriteAction
+
+
+def _secret_args(p: argparse.ArgumentParser, decrypt: bool) -> None:
+    p.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help=f"read the passphrase from FILE (first line); else ${backupfile.PASSPHRASE_ENV} is used",
+    )
+    if decrypt:
+        p.add_argument("--identity", metavar="FILE", help="age identity file (AGE-SECRET-KEY-1...) to decrypt with")
+    else:
+        p.add_argument(
+            "--recipient",
+            action="append",
+            default=[],
+            metavar="AGE1...",
+            help="encrypt to this age public key instead of a passphrase (repeatable); the node never needs the key",
+        )
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "backup",
+        allow_abbrev=False,
+        help="encrypted backups of the control plane's PKI, configuration and etcd",
+        description="Make, check, list and restore encrypted backups (age format) of a control-plane node.",
+    )
+    bsub = p.add_subparsers(dest="backup_command", metavar="ACTION")
+    bsub.required = True
+
+    c = bsub.add_parser("create", allow_abbrev=False, help="write an encrypted backup of this node")
+    c.add_argument("--root", default="/", metavar="DIR", help="the node's root directory (default /)")
+    c.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE|DIR",
+        help=f"backup file to write, or a directory (a name with node and time is chosen), e.g. "
+        f"{backupfile.DEFAULT_BACKUP_DIR}",
+    )
+    c.add_argument("--etcd-snapshot", action="store_true", help="include a consistent snapshot of the local etcd")
+    c.add_argument("--keep", type=int, metavar="N", help="with a directory --out: then keep only the newest N")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    _secret_args(c, decrypt=False)
+    c.set_defaults(func=run_create)
+
+    v = bsub.add_parser("verify", allow_abbrev=False, help="decrypt in memory and check hashes, key pairs and expiry")
+    v.add_argument("file", metavar="FILE")
+    v.add_argument("--json", action="store_true", help="machine-readable output")
+    _secret_args(v, decrypt=True)
+    v.set_defaults(func=run_verify)
+
+    ls = bsub.add_parser("list", allow_abbrev=False, help="list the backups in a directory (nothing is decrypted)")
+    ls.add_argument("dir", metavar="DIR")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(func=run_list)
+
+    pr = bsub.add_parser("prune", allow_abbrev=False, help="delete all but the newest N backups of a directory")
+    pr.add_argument("dir", metavar="DIR")
+    pr.add_argument("--keep", type=int, required=True, metavar="N")
+    pr.set_defaults(func=run_prune)
+
+    r = bsub.add_parser(
+        "restore",
+        allow_abbrev=False,
+        help="put the backup's CAs, sa keys, kubeconfigs and manifests back where they are missing",
+        description="Restore the files of a backup that are missing on the node (the kept CAs and sa keys, so "
+        "nodes need no re-trust and tokens stay valid). Refuses a backup of another cluster.",
+    )
+    r.add_argument("file", metavar="FILE")
+    r.add_argument("--root", default="/", metavar="DIR", help="the node's root directory (default /)")
+    r.add_argument(
+        "--all",
+        dest="only_missing",
+        action="store_false",
+        help="replace existing files too (the old ones are moved aside); default: only missing files",
+    )
+    r.add_argument("--only-missing", dest="only_missing", action="store_true", help="the default")
+    r.add_argument("--allow-foreign-backup", action="store_true", help="restore even if the node trusts another CA")
+    r.add_argument("--dry-run", action="store_true", help="list what would be written; write nothing")
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    _secret_args(r, decrypt=True)
+    r.set_defaults(func=run_restore, only_missing=True)
+
+
+# --------------------------------------------------------------------------------- create
+
+
+def _root(arg: str) -> NodeRoot:
+    root = NodeRoot(Path(arg))
+    if not root.prefix.is_dir():
+        raise BackupError(f"the root directory {arg} does not exist", "create it or pass another --root")
+    return root
+
+
+def run_create(args: argparse.Namespace, env: Environment) -> int:
+    start = time.monotonic()
+    root = _root(args.root)
+    secret = backupfile.read_secret(env.environ, args.passphrase_file, tuple(args.recipient))
+    if not secret.recipients and not secret.passphrase:
+        raise BackupError(
+            "no passphrase and no recipient to encrypt the backup to",
+            f"pass --passphrase-file FILE, set {backupfile.PASSPHRASE_ENV}, or pass --recipient age1...",
+        )
+    out = Path(args.out)
+    into_dir = out.is_dir() or args.out.endswith("/")
+    if args.keep is not None and not into_dir:
+        raise BackupError("--keep needs --out to be a directory", "pass --out DIR or drop --keep")
+    if args.keep is not None and args.keep < 1:
+        raise BackupError("--keep must be at least 1", "pass --keep N with N >= 1")
+    created = datetime.now(UTC)
+    files = backupfile.collect_node_files(root)
+    node = backupfile.node_identity(root, files)
+    kubeadm_config, source = backupfile.fetch_kubeadm_config(root)
+    snapshot = None
+    if args.etcd_snapshot:
+        if not args.json:
+            env.progress("taking an etcd snapshot")
+        snapshot = backupfile.take_etcd_snapshot(root)
+    plaintext = core.build_archive(
+        files,
+        created=created,
+        node=node,
+        tool_version=__version__,
+        kubeadm_config=kubeadm_config,
+        kubeadm_config_source=source,
+        etcd_snapshot=snapshot,
+    )
+    ciphertext = core.encrypt(plaintext, secret)
+    del plaintext
+    target = out / backupfile.backup_name(node.node_name, created) if into_dir else out
+    if into_dir and target.exists():
+        raise BackupError(f"{target} already exists (a backup made in the same second)", "run again in a second")
+    backupfile.write_backup(target, ciphertext)
+    pruned = backupfile.prune_backups(target.parent, args.keep) if args.keep is not None else []
+    seconds = time.monotonic() - start
+    result = {
+        "command": "backup create",
+        "file": str(target),
+        "bytes": len(ciphertext),
+        "seconds": round(seconds, 2),
+        "node": node.as_json(),
+        "files": len(files),
+        "kubeadm_config": source,
+        "etcd_snapshot_bytes": len(snapshot) if snapshot is not None else None,
+        "encryption": "age recipient (X25519)" if secret.recipients else "age passphrase (scrypt)",
+        "pruned": [str(p) for p in pruned],
+    }
+    if args.json:
+        env.json(result)
+        return int(ExitStatus.OK)
+    env.out(f"wrote {target} ({len(ciphertext)} bytes, {result['encryption']}) in {seconds:.1f} s")
+    env.out(f"  node {node.node_name} ({node.hostname}; {', '.join(node.addresses) or 'no address found'})")
+    env.out(f"  {len(files)} file(s) from /etc/kubernetes and /var/lib/kubelet")
+    env.out(f"  kubeadm configuration: {source}")
+    if snapshot is not None:
+        env.out(f"  etcd snapshot: {len(snapshot)} bytes, sha256 checked")
+    for p in pruned:
+        env.out(f"  pruned {p}")
+    return int(ExitStatus.OK)
+
+
+# --------------------------------------------------------------------------------- verify
+
+
+def _open(args: argparse.Namespace, env: Environment) -> BackupContents:
+    secret = backupfile.read_secret(env.environ, args.passphrase_file, (), getattr(args, "identity", None))
+    return backupfile.open_backup(args.file, secret=secret)
+
+
+def run_verify(args: argparse.Namespace, env: Environment) -> int:
+    contents = _open(args, env)
+    report = core.verify(contents, datetime.now(UTC))
+    if args.json:
+        env.json({"command": "backup verify", "file": args.file, **report.as_json()})
+        return int(ExitStatus.OK if report.ok else ExitStatus.ERROR)
+    node = report.node.get("node_name", "?")
+    env.out(
+        f"{args.file}: made {report.created:%Y-%m-%d %H:%M:%S} UTC ({_age(report.age_days)} ago) on node {node}; "
+        f"{report.files} file(s)"
+        + (f", etcd snapshot {report.etcd_snapshot_bytes} bytes" if report.etcd_snapshot_bytes is not None else "")
+    )
+    for c in report.checks:
+        env.out(f"  ok    {c}")
+    for pb in report.problems:
+        env.out(f"  FAIL  {pb}")
+    for cert in report.certificates:
+        state = "EXPIRED" if cert.days_left < 0 else f"{cert.days_left:.0f} days left"
+        env.out(f"  {'ca  ' if cert.is_ca else 'cert'}  {cert.path:<36} expires {cert.not_after:%Y-%m-%d} ({state})")
+    if not report.ok:
+        raise BackupError(
+            f"{args.file} decrypts and matches its hashes but fails {len(report.problems)} check(s)",
+            "use another backup",
+        )
+    env.out("backup is complete and consistent")
+    return int(ExitStatus.OK)
+
+
+def _age(days: float) -> str:
+    if days < 1 / 24:
+        return f"{days * 1440:.0f} min"
+    if days < 2:
+        return f"{days * 24:.1f} h"
+    return f"{days:.0f} days"
+
+
+# ----------------------------------------------------------------------------- list/prune
+
+
+def run_list(args: argparse.Namespace, env: Environment) -> int:
+    backups = backupfile.list_backups(Path(args.dir))
+    now = datetime.now(UTC)
+    if args.json:
+        env.json(
+            [
+                {
+                    "file": str(b.path),
+                    "node": b.node,
+                    "created": b.created.isoformat() if b.created else None,
+                    "bytes": b.size,
+                    "encryption": b.encryption,
+                }
+                for b in backups
+            ]
+        )
+        return int(ExitStatus.OK)
+    if not backups:
+        env.out(f"no kuberevive backups in {args.dir}")
+        return int(ExitStatus.OK)
+    for b in backups:
+        when = b.created or b.modified
+        age = _age((now - when).total_seconds() / 86400)
+        env.out(f"{when:%Y-%m-%d %H:%M:%S}Z  {age:>9} ago  {b.size:>10} B  {b.node:<16} {b.encryption:<20} {b.path}")
+    return int(ExitStatus.OK)
+
+
+def run_prune(args: argparse.Namespace, env: Environment) -> int:
+    removed = backupfile.prune_backups(Path(args.dir), args.keep)
+    env.out(f"removed {len(removed)} backup(s), kept the newest {args.keep}")
+    for p in removed:
+        env.out(f"  removed {p}")
+    return int(ExitStatus.OK)
+
+
+# -------------------------------------------------------------------------------- restore
+
+
+def run_restore(args: argparse.Namespace, env: Environment) -> int:
+    start = time.monotonic()
+    root = _root(args.root)
+    contents = _open(args, env)
+    report = core.verify(contents, datetime.now(UTC))
+    if not report.ok:
+        raise BackupError(
+            f"{args.file} fails its checks: {report.problems[0]}; nothing was written", "use another backup"
+        )
+    warnings = backupfile.check_same_cluster(contents, root, args.allow_foreign_backup)
+    if args.dry_run:
+        existing = {p: None if root.host_path(p).is_dir() else root.read(p) for p in contents.files}
+        written = root.plan(core.restore_artifacts(contents, existing, args.only_missing), force=True)
+    else:
+        written = backupfile.restore_files(contents, root, only_missing=args.only_missing)
+    changed = [w for w in written if w.action is not WriteAction.UNCHANGED]
+    seconds = time.monotonic() - start
+    if args.json:
+        out: dict[str, Any] = {
+            "command": "backup restore",
+            "file": args.file,
+            "dry_run": bool(args.dry_run),
+            "seconds": round(seconds, 2),
+            "files": [
+                {
+                    "path": str(w.artifact.path),
+                    "mode": f"{w.artifact.mode:04o}",
+                    "action": w.action.value,
+                    "moved_aside_to": str(w.moved_aside_to) if w.moved_aside_to else None,
+                }
+                for w in written
+            ],
+            "warnings": warnings,
+        }
+        env.json(out)
+        return int(ExitStatus.OK)
+    verb = "would restore" if args.dry_run else "restored"
+    env.out(f"{verb} {len(changed)} file(s) from {args.file} under root {args.root} in {seconds:.1f} s")
+    for w in written:
+        line = f"  {w.action.value:<9} {w.artifact.mode:04o}  {w.artifact.path}"
+        if w.moved_aside_to:
+            line += f"  (old file moved to {w.moved_aside_to})"
+        env.out(line)
+    kept = len(contents.files) - len(written)
+    if kept:
+        env.out(f"  {kept} file(s) already on the node were left as they are (use --all to replace them)")
+    for text in warnings:
+        env.out(f"warning: {text}")
+    return int(ExitStatus.OK)
+
+
+# ------------------------------------------------------------------- recover --from-backup
+
+
+def add_from_backup_args(p: argparse.ArgumentParser) -> None:
+    """``--from-backup FILE`` and its decryption options, for ``kuberevive recover``."""
+    p.add_argument(
+        "--from-backup",
+        metavar="FILE",
+        help="keep the CAs and service-account keys of this kuberevive backup (see 'backup create')",
+    )
+    p.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help=f"with --from-backup: the backup's passphrase (first line); else ${backupfile.PASSPHRASE_ENV}",
+    )
+    p.add_argument("--identity", metavar="FILE", help="with --from-backup: age identity file to decrypt with")
+    p.add_argument(
+        "--allow-foreign-backup",
+        action="store_true",
+        help="with --from-backup: use it even if this node's kubelet trusts another CA",
+    )
+
+
+def kept_from_backup(args: argparse.Namespace, env: Environment, root: NodeRoot) -> dict[str, bytes]:
+    """PKI-relative path -> bytes of the backup's CAs and sa keys ({} without ``--from-backup``).
+
+    The backup is decrypted in memory, verified (hashes, key pairs) and refused when this node's survivors
+    (kubelet client certificate, kubelet.conf) trust another CA, unless ``--allow-foreign-backup``.
+    """
+    if not getattr(args, "from_backup", None):
+        return {}
+    secret = backupfile.read_secret(env.environ, args.passphrase_file, (), args.identity)
+    contents = backupfile.open_backup(args.from_backup, secret=secret)
+    report = core.verify(contents, datetime.now(UTC))
+    if not report.ok:
+        raise BackupError(f"{args.from_backup} fails its checks: {report.problems[0]}", "use another backup")
+    for warning in backupfile.check_same_cluster(contents, root, args.allow_foreign_backup):
+        env.progress(f"warning: {warning}")
+    return {name: data for name, data in contents.pki.items() if name in core.TRUST_FILES + core.SA_FILES}

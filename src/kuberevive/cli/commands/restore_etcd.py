@@ -1,0 +1,75 @@
+"""``kuberevive restore-etcd --snapshot FILE``: rebuild a lost etcd data directory from a snapshot."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from kuberevive.cli.env import Environment, ExitStatus
+from kuberevive.core import backup as core
+from kuberevive.core.backup import BackupError
+from kuberevive.io import backupfile, etcdrestore
+from kuberevive.io.noderoot import NodeRoot
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "restore-etcd",
+        allow_abbrev=False,
+        help="restore etcd's data directory from a snapshot or a kuberevive backup (single control-plane node)",
+        description="Stop etcd (its manifest is moved away), keep the old data directory aside, run "
+        "'etcdutl snapshot restore' with the member settings of the etcd manifest, put the manifest back and "
+        "wait until etcd is healthy. etcdutl and crictl must be on PATH.",
+    )
+    p.add_argument(
+        "--snapshot", required=True, metavar="FILE", help="an etcd snapshot, or a kuberevive backup with one"
+    )
+    p.add_argument("--root", default="/", metavar="DIR", help="the node's root directory (default /)")
+    p.add_argument("--passphrase-file", metavar="FILE", help=f"for a backup; else ${backupfile.PASSPHRASE_ENV}")
+    p.add_argument("--identity", metavar="FILE", help="for a backup encrypted to an age recipient")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, env: Environment) -> int:
+    root = NodeRoot(Path(args.root))
+    if not root.prefix.is_dir():
+        raise BackupError(f"the root directory {args.root} does not exist", "create it or pass another --root")
+    data = backupfile.read_backup_bytes(Path(args.snapshot))
+    fallback_manifest = None
+    if core.is_age_file(data):
+        secret = backupfile.read_secret(env.environ, args.passphrase_file, (), args.identity)
+        contents = core.parse_archive(core.decrypt(data, secret, args.snapshot), args.snapshot)
+        if contents.etcd_snapshot is None:
+            raise BackupError(
+                f"the backup {args.snapshot} has no etcd snapshot",
+                "use a backup made with backup create --etcd-snapshot",
+            )
+        snapshot = contents.etcd_snapshot
+        manifest = contents.files.get(etcdrestore.ETCD_MANIFEST)
+        fallback_manifest = manifest.content if manifest else None
+    else:
+        core.split_snapshot(data)  # refuse a truncated or corrupt snapshot before stopping anything
+        snapshot = data
+    result = etcdrestore.restore_etcd(
+        root, snapshot, fallback_manifest=fallback_manifest, progress=(lambda _s: None) if args.json else env.progress
+    )
+    if args.json:
+        env.json(
+            {
+                "command": "restore-etcd",
+                "member": result.member.name,
+                "data_dir": str(result.member.data_dir),
+                "old_data_dir": str(result.old_data_dir) if result.old_data_dir else None,
+                "healthy": result.healthy,
+                "seconds": round(result.seconds, 2),
+                "steps": result.steps,
+            }
+        )
+        return int(ExitStatus.OK)
+    env.out(f"restored etcd member {result.member.name} into {result.member.data_dir} in {result.seconds:.1f} s")
+    for s in result.steps:
+        env.out(f"  {s}")
+    if not result.manifest_on_node:
+        env.out(f"note: {etcdrestore.ETCD_MANIFEST} is not on the node; etcd starts once it is (backup restore)")
+    return int(ExitStatus.OK)

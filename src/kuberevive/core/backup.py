@@ -1,0 +1,642 @@
+"""The kuberevive backup format, as pure functions: build, encrypt, decrypt, parse, verify, plan a restore.
+
+A backup is one file: an `age <https://age-encryption.org/v1>`_ encrypted gzip'd tar (``pyrage``, the Rust
+``age`` crate), encrypted either to a passphrase (age ``scrypt`` recipient) or to an X25519 recipient
+(``age1...``) whose identity never has to be on the node. The tar is built and read in memory only: no
+plaintext byte of it is ever written anywhere.
+
+Inside the tar (all paths relative, no links, no directories)::
+
+    kuberevive-backup.json          the manifest: format, creation time, node identity, cluster CA,
+                                    and one entry per file (node path, mode, size, sha256)
+    files/etc/kubernetes/...        the node's files, by node path (PKI with CA keys, kubeconfigs, manifests)
+    files/var/lib/kubelet/...       kubelet configuration and kubeadm-flags.env
+    cluster/kubeadm-config.yaml     the kubeadm ClusterConfiguration (kubeadm-config ConfigMap), when known
+    etcd/snapshot.db                optional: the etcd snapshot exactly as etcd streamed it (bbolt db + its
+                                    sha256 trailer), so ``etcdutl snapshot restore`` checks its integrity too
+
+Reading checks the manifest first, then every member against it: a missing, extra or altered member is an
+error. A flipped byte anywhere in the encrypted file already fails age's authenticated decryption.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+import pyrage
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from kuberevive.core import pki
+from kuberevive.errors import KubereviveError
+from kuberevive.model.artifacts import Artifact, ArtifactKind
+
+FORMAT = "kuberevive-backup/v1"
+MANIFEST_NAME = "kuberevive-backup.json"
+FILES_PREFIX = "files"
+KUBEADM_CONFIG_MEMBER = "cluster/kubeadm-config.yaml"
+SNAPSHOT_MEMBER = "etcd/snapshot.db"
+AGE_MAGIC = b"age-encryption.org/v1\n"
+AGE_ARMOR_MAGIC = b"-----BEGIN AGE ENCRYPTED FILE-----"
+KUBERNETES_DIR = PurePosixPath("/etc/kubernetes")
+PKI_DIR = KUBERNETES_DIR / "pki"
+
+#: Node files kept in a backup besides everything under /etc/kubernetes.
+KUBELET_FILES = (
+    PurePosixPath("/var/lib/kubelet/config.yaml"),
+    PurePosixPath("/var/lib/kubelet/kubeadm-flags.env"),
+    PurePosixPath("/var/lib/kubelet/instance-config.yaml"),
+)
+
+#: CA certificate -> key pairs checked by :func:`verify`; relative to the PKI directory.
+CA_PAIRS = (("ca.crt", "ca.key"), ("front-proxy-ca.crt", "front-proxy-ca.key"), ("etcd/ca.crt", "etcd/ca.key"))
+
+#: Files ``restore`` puts back: the kept trust material (every key pair needed to keep trust) and configuration.
+TRUST_FILES = ("ca.crt", "ca.key", "front-proxy-ca.crt", "front-proxy-ca.key", "etcd/ca.crt", "etcd/ca.key")
+SA_FILES = ("sa.key", "sa.pub")
+
+SHA256_SIZE = 32
+
+
+class BackupError(KubereviveError):
+    """A backup cannot be made, decrypted, read or trusted."""
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+@dataclass(frozen=True)
+class BackupFile:
+    path: PurePosixPath
+    mode: int
+    content: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    node_name: str
+    hostname: str
+    addresses: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"node_name": self.node_name, "hostname": self.hostname, "addresses": list(self.addresses)}
+
+
+@dataclass(frozen=True)
+class BackupContents:
+    """A decrypted, verified backup: every file by node path, the manifest, and the optional snapshot."""
+
+    files: dict[PurePosixPath, BackupFile]
+    metadata: dict[str, Any]
+    kubeadm_config: bytes | None = None
+    etcd_snapshot: bytes | None = None
+    """The snapshot as etcd streamed it (db followed by its sha256), or None."""
+
+    @property
+    def created(self) -> datetime:
+        return datetime.fromisoformat(str(self.metadata["created"]))
+
+    @property
+    def pki(self) -> dict[str, bytes]:
+        """PKI-relative path (``ca.key``, ``etcd/ca.crt``) -> bytes: the shape recover's kept material takes."""
+        cdir = PurePosixPath(str(self.metadata.get("certificates_dir", PKI_DIR)))
+        return {str(p.relative_to(cdir)): f.content for p, f in self.files.items() if p.is_relative_to(cdir)}
+
+    @property
+    def ca_cert_pem(self) -> bytes | None:
+        return self.pki.get("ca.crt")
+
+
+@dataclass(frozen=True)
+class CertStatus:
+    path: str
+    subject: str
+    not_after: datetime
+    days_left: float
+    is_ca: bool
+
+
+@dataclass
+class VerifyReport:
+    created: datetime
+    age_days: float
+    node: dict[str, Any]
+    files: int
+    etcd_snapshot_bytes: int | None
+    problems: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+    certificates: list[CertStatus] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "created": self.created.isoformat(),
+            "age_days": round(self.age_days, 2),
+            "node": self.node,
+            "files": self.files,
+            "etcd_snapshot_bytes": self.etcd_snapshot_bytes,
+            "checks": self.checks,
+            "problems": self.problems,
+            "certificates": [
+                {
+                    "path": c.path,
+                    "subject": c.subject,
+                    "not_after": c.not_after.isoformat(),
+                    "days_left": round(c.days_left, 1),
+                    "ca": c.is_ca,
+                }
+                for c in self.certificates
+            ],
+        }
+
+
+# --------------------------------------------------------------------------------- building
+
+
+def build_archive(
+    files: Iterable[BackupFile],
+    *,
+    created: datetime,
+    node: NodeIdentity,
+    tool_version: str,
+    certificates_dir: PurePosixPath = PKI_DIR,
+    kubeadm_config: bytes | None = None,
+    kubeadm_config_source: str = "none",
+    etcd_snapshot: bytes | None = None,
+) -> bytes:
+    """The plaintext archive (gzip'd tar) for ``files``; built in memory. Refuses a backup without ``ca.crt``."""
+    by_path = {f.path: f for f in files}
+    ca = by_path.get(certificates_dir / "ca.crt")
+    if ca is None:
+        raise BackupError(
+            f"there is no {certificates_dir / 'ca.crt'} on this node, so there is nothing worth backing up",
+            "run backup create on a healthy control-plane node",
+        )
+    ca_cert = pki.load_certificate(ca.content, str(ca.path))
+    members: list[tuple[str, bytes]] = []
+    entries = []
+    for p in sorted(by_path):
+        f = by_path[p]
+        members.append((_member_name(p), f.content))
+        entries.append({"path": str(p), "mode": f"{f.mode:04o}", "size": len(f.content), "sha256": f.sha256})
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "created": created.astimezone(UTC).isoformat(),
+        "tool_version": tool_version,
+        "node": node.as_json(),
+        "certificates_dir": str(certificates_dir),
+        "cluster": {
+            "ca_subject": ca_cert.subject.rfc4514_string(),
+            "ca_cert_hash": pki.discovery_token_ca_cert_hash(ca_cert),
+        },
+        "files": entries,
+        "kubeadm_config": None,
+        "etcd_snapshot": None,
+    }
+    if kubeadm_config is not None:
+        members.append((KUBEADM_CONFIG_MEMBER, kubeadm_config))
+        manifest["kubeadm_config"] = {
+            "member": KUBEADM_CONFIG_MEMBER,
+            "source": kubeadm_config_source,
+            "size": len(kubeadm_config),
+            "sha256": hashlib.sha256(kubeadm_config).hexdigest(),
+        }
+    if etcd_snapshot is not None:
+        db, trailer = split_snapshot(etcd_snapshot)
+        members.append((SNAPSHOT_MEMBER, etcd_snapshot))
+        manifest["etcd_snapshot"] = {
+            "member": SNAPSHOT_MEMBER,
+            "size": len(etcd_snapshot),
+            "sha256": hashlib.sha256(etcd_snapshot).hexdigest(),
+            "db_sha256": trailer.hex(),
+            "db_size": len(db),
+        }
+    buf = io.BytesIO()
+    mtime = int(created.timestamp())
+    # gzip with mtime fixed to the creation time, so the archive bytes depend only on the content
+    with (
+        gzip.GzipFile(fileobj=buf, mode="wb", mtime=mtime, compresslevel=6) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        _add(tar, MANIFEST_NAME, json.dumps(manifest, indent=2).encode(), mtime)
+        for name, data in members:
+            _add(tar, name, data, mtime)
+    return buf.getvalue()
+
+
+def _member_name(node_path: PurePosixPath) -> str:
+    return f"{FILES_PREFIX}/{node_path.relative_to('/')}"
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o600
+    info.mtime = mtime
+    tar.addfile(info, io.BytesIO(data))
+
+
+# ------------------------------------------------------------------------------- encryption
+
+
+@dataclass(frozen=True)
+class Secret:
+    """How a backup is encrypted or decrypted: a passphrase, recipients (``age1...``) or identities."""
+
+    passphrase: str | None = None
+    recipients: tuple[str, ...] = ()
+    identities: tuple[str, ...] = ()
+    """``AGE-SECRET-KEY-1...`` lines; only for decryption."""
+
+    def __repr__(self) -> str:  # never show a passphrase or an identity
+        return f"Secret(passphrase={'***' if self.passphrase else None}, recipients={self.recipients})"
+
+
+def encrypt(plaintext: bytes, secret: Secret) -> bytes:
+    """age-encrypt ``plaintext`` (binary format) to the recipients, or else to the passphrase."""
+    if secret.recipients:
+        try:
+            recipients = [pyrage.x25519.Recipient.from_str(r) for r in secret.recipients]
+        except pyrage.RecipientError as exc:
+            raise BackupError(
+                "the --recipient is not an age public key", "pass the age1... line that age-keygen printed"
+            ) from exc
+        return bytes(pyrage.encrypt(plaintext, recipients))
+    if not secret.passphrase:
+        raise BackupError(
+            "no passphrase and no recipient to encrypt the backup to",
+            "pass --passphrase-file FILE, set KUBEREVIVE_PASSPHRASE, or pass --recipient age1...",
+        )
+    return bytes(pyrage.passphrase.encrypt(plaintext, secret.passphrase))
+
+
+def is_age_file(data: bytes) -> bool:
+    return data.startswith(AGE_MAGIC) or data.lstrip().startswith(AGE_ARMOR_MAGIC)
+
+
+def _is_scrypt(data: bytes) -> bool:
+    header = data.split(b"\n---", 1)[0]
+    return b"\n-> scrypt " in header
+
+
+def decrypt(ciphertext: bytes, secret: Secret, source: str) -> bytes:
+    """The plaintext of an age file; one clear :class:`BackupError` for every way this can fail."""
+    if not is_age_file(ciphertext):
+        raise BackupError(
+            f"{source} is not a kuberevive backup (not an age-encrypted file)",
+            "check the path; a plain etcd snapshot is only accepted by restore-etcd",
+        )
+    scrypt = _is_scrypt(ciphertext)
+    try:
+        if scrypt:
+            if not secret.passphrase:
+                raise BackupError(
+                    f"{source} is encrypted with a passphrase",
+                    "pass --passphrase-file FILE or set KUBEREVIVE_PASSPHRASE",
+                )
+            return bytes(pyrage.passphrase.decrypt(ciphertext, secret.passphrase))
+        if not secret.identities:
+            raise BackupError(
+                f"{source} is encrypted to an age recipient key", "pass the matching identity with --identity FILE"
+            )
+        try:
+            identities = [pyrage.x25519.Identity.from_str(i) for i in secret.identities]
+        except pyrage.IdentityError as exc:
+            raise BackupError(
+                "the --identity file holds no valid age identity", "pass the file age-keygen wrote"
+            ) from exc
+        return bytes(pyrage.decrypt(ciphertext, identities))
+    except pyrage.DecryptError as exc:
+        what = "the passphrase is wrong" if scrypt else "the identity does not match"
+        raise BackupError(
+            f"cannot decrypt {source}: {what}, or the file is truncated or corrupt ({_age_reason(exc)})",
+            "check the passphrase or identity; if it is right, the file is damaged: use another backup",
+        ) from None
+
+
+def _age_reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:120]
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+def parse_archive(plaintext: bytes, source: str) -> BackupContents:
+    """Read and verify a decrypted archive; any missing, extra or altered member is a :class:`BackupError`."""
+    members = _read_tar(plaintext, source)
+    raw_manifest = members.pop(MANIFEST_NAME, None)
+    if raw_manifest is None:
+        raise BackupError(f"{source} has no {MANIFEST_NAME}: not a kuberevive backup", "use another backup")
+    try:
+        manifest = json.loads(raw_manifest)
+    except ValueError as exc:
+        raise BackupError(f"the manifest of {source} is not valid JSON", "use another backup") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BackupError(
+            f"{source} has format {manifest.get('format') if isinstance(manifest, dict) else '?'!r}, "
+            f"this kuberevive reads {FORMAT}",
+            "use the kuberevive version that made the backup",
+        )
+    bad: list[str] = []
+    files: dict[PurePosixPath, BackupFile] = {}
+    try:
+        for entry in manifest["files"]:
+            path = PurePosixPath(entry["path"])
+            data = members.pop(_member_name(path), None)
+            if data is None:
+                bad.append(f"{path} is missing")
+                continue
+            if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                bad.append(f"{path} does not match its sha256")
+                continue
+            files[path] = BackupFile(path, int(entry["mode"], 8), data)
+        kubeadm_config = _optional_member(manifest.get("kubeadm_config"), members, bad)
+        snapshot = _optional_member(manifest.get("etcd_snapshot"), members, bad)
+        created = datetime.fromisoformat(manifest["created"])
+        _ = created, manifest["node"], manifest["cluster"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BackupError(f"the manifest of {source} is incomplete ({exc})", "use another backup") from exc
+    bad.extend(f"{name} is not listed in the manifest" for name in sorted(members))
+    if bad:
+        shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise BackupError(f"{source} failed its integrity check: {shown}", "use another backup")
+    if snapshot is not None:
+        split_snapshot(snapshot)  # the sha256 trailer etcd appended
+    return BackupContents(files, manifest, kubeadm_config, snapshot)
+
+
+def _optional_member(entry: Any, members: dict[str, bytes], bad: list[str]) -> bytes | None:
+    if entry is None:
+        return None
+    data = members.pop(entry["member"], None)
+    if data is None:
+        bad.append(f"{entry['member']} is missing")
+        return None
+    if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        bad.append(f"{entry['member']} does not match its sha256")
+        return None
+    return data
+
+
+def _read_tar(plaintext: bytes, source: str) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(plaintext), mode="r:gz") as tar:
+            for info in tar:
+                if not info.isfile() or info.name.startswith("/") or ".." in PurePosixPath(info.name).parts:
+                    raise BackupError(f"{source} holds an unexpected member {info.name!r}", "use another backup")
+                fh = tar.extractfile(info)
+                if fh is None:
+                    raise BackupError(f"{source} holds an unreadable member {info.name!r}", "use another backup")
+                out[info.name] = fh.read()
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
+        raise BackupError(f"{source} decrypts but its archive is damaged ({exc})", "use another backup") from exc
+    return out
+
+
+# ------------------------------------------------------------------------------- etcd snapshot
+
+
+def decode_snapshot_stream(body: bytes) -> bytes:
+    """The bytes of an etcd ``/v3/maintenance/snapshot`` gateway response (JSON lines with base64 ``blob``)."""
+    out = bytearray()
+    for n, line in enumerate(body.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            msg = json.loads(line)
+        except ValueError as exc:
+            raise BackupError(
+                f"etcd sent a snapshot stream that is not JSON at line {n}", "check the etcd endpoint and run again"
+            ) from exc
+        if "error" in msg:
+            err = msg["error"]
+            text = err.get("message", err) if isinstance(err, dict) else err
+            raise BackupError(f"etcd refused the snapshot: {text}", "check etcd health and run again")
+        try:
+            out += base64.b64decode(msg["result"].get("blob", ""), validate=True)
+        except (KeyError, AttributeError, ValueError) as exc:
+            raise BackupError(f"etcd sent a malformed snapshot chunk at line {n}", "run again") from exc
+    return bytes(out)
+
+
+def split_snapshot(data: bytes) -> tuple[bytes, bytes]:
+    """(db, sha256) of a snapshot etcd streamed; raises unless the trailer is the sha256 of the db.
+
+    etcd appends ``sha256(db)`` to the stream; a bbolt db is a whole number of 4 KiB pages, so the
+    trailer is what is left after the last 512-byte boundary (as ``etcdutl`` tells them apart).
+    """
+    if len(data) % 512 != SHA256_SIZE:
+        raise BackupError(
+            "the etcd snapshot has no integrity hash (it is truncated, or not a snapshot etcd streamed)",
+            "take a new snapshot with backup create --etcd-snapshot",
+        )
+    db, trailer = data[:-SHA256_SIZE], data[-SHA256_SIZE:]
+    if hashlib.sha256(db).digest() != trailer:
+        raise BackupError(
+            "the etcd snapshot does not match the sha256 etcd appended to it (corrupt)",
+            "take a new snapshot with backup create --etcd-snapshot",
+        )
+    return db, trailer
+
+
+# ---------------------------------------------------------------------------------- verify
+
+
+def verify(contents: BackupContents, now: datetime) -> VerifyReport:
+    """Key/cert matches for every CA and the SA key pair, and the expiry of every certificate."""
+    created = contents.created
+    report = VerifyReport(
+        created=created,
+        age_days=(now - created).total_seconds() / 86400,
+        node=dict(contents.metadata.get("node", {})),
+        files=len(contents.files),
+        etcd_snapshot_bytes=len(contents.etcd_snapshot) if contents.etcd_snapshot is not None else None,
+    )
+    report.checks.append(f"{len(contents.files)} file(s) match their sha256")
+    if contents.etcd_snapshot is not None:
+        report.checks.append("etcd snapshot matches the sha256 etcd appended")
+    pkimap = contents.pki
+    for crt_name, key_name in CA_PAIRS:
+        crt, key = pkimap.get(crt_name), pkimap.get(key_name)
+        if crt is None or key is None:
+            if crt_name == "ca.crt" or crt is not None:
+                report.problems.append(f"{crt_name if crt is None else key_name} is not in the backup")
+            continue
+        try:
+            ok = pki.key_matches_certificate(pki.load_private_key(key, key_name), pki.load_certificate(crt, crt_name))
+        except KubereviveError as exc:
+            report.problems.append(str(exc))
+            continue
+        (report.checks if ok else report.problems).append(
+            f"{key_name} matches {crt_name}" if ok else f"{key_name} does not match {crt_name}"
+        )
+    sa_key, sa_pub = pkimap.get("sa.key"), pkimap.get("sa.pub")
+    if sa_key is None or sa_pub is None:
+        report.problems.append("sa.key and sa.pub are not both in the backup")
+    else:
+        try:
+            if pki.public_key_matches(pki.load_private_key(sa_key, "sa.key"), pki.load_public_key(sa_pub, "sa.pub")):
+                report.checks.append("sa.key matches sa.pub")
+            else:
+                report.problems.append("sa.key does not match sa.pub")
+        except KubereviveError as exc:
+            report.problems.append(str(exc))
+    for rel, data in sorted(pkimap.items()):
+        if not rel.endswith(".crt"):
+            continue
+        try:
+            cert = pki.load_certificate(data, rel)
+        except KubereviveError as exc:
+            report.problems.append(str(exc))
+            continue
+        not_after = cert.not_valid_after_utc
+        report.certificates.append(
+            CertStatus(
+                rel,
+                cert.subject.rfc4514_string(),
+                not_after,
+                (not_after - now).total_seconds() / 86400,
+                pki.is_ca_certificate(cert),
+            )
+        )
+    return report
+
+
+# ---------------------------------------------------------------------------------- restore
+
+
+def restore_artifacts(
+    contents: BackupContents, existing: Mapping[PurePosixPath, bytes | None], only_missing: bool = True
+) -> list[Artifact]:
+    """The files a restore writes: with ``only_missing`` the backup's files that the node lacks, else all."""
+    out = []
+    for path in sorted(contents.files):
+        f = contents.files[path]
+        if only_missing and existing.get(path) is not None:
+            continue
+        out.append(Artifact(path, f.mode, _kind(path), f"from backup {contents.metadata['created']}", f.content))
+    return out
+
+
+def _kind(path: PurePosixPath) -> ArtifactKind:
+    if path.suffix == ".crt" or path.suffix == ".pem":
+        return ArtifactKind.CERTIFICATE
+    if path.suffix == ".key":
+        return ArtifactKind.PRIVATE_KEY
+    if path.suffix == ".pub":
+        return ArtifactKind.PUBLIC_KEY
+    if path.suffix == ".conf":
+        return ArtifactKind.KUBECONFIG
+    if path.parent.name == "manifests":
+        return ArtifactKind.MANIFEST
+    return ArtifactKind.CONFIG
+
+
+@dataclass(frozen=True)
+class TrustEvidence:
+    """A certificate the node's survivors hold (kubelet client cert, a kubeconfig CA) and where it came from."""
+
+    source: str
+    certificate_pem: bytes
+
+
+def foreign_evidence(contents: BackupContents, evidence: Iterable[TrustEvidence]) -> list[str]:
+    """Why the backup belongs to another cluster (empty when every piece of evidence agrees with its CA)."""
+    ca_pem = contents.ca_cert_pem
+    if ca_pem is None:
+        return ["the backup has no ca.crt"]
+    backup_ca = pki.load_certificate(ca_pem, "ca.crt in the backup")
+    reasons = []
+    for ev in evidence:
+        try:
+            cert = pki.load_certificate(ev.certificate_pem, ev.source)
+        except KubereviveError:
+            continue  # unreadable evidence proves nothing either way
+        if not _trusts(cert, backup_ca):
+            reasons.append(f"{ev.source} is not the backup's CA nor signed by it")
+    return reasons
+
+
+def _trusts(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    if cert.public_bytes(serialization.Encoding.DER) == ca.public_bytes(serialization.Encoding.DER):
+        return True
+    return pki.verify_signed_by(cert, ca)
+
+
+# ------------------------------------------------------------------------------ etcd restore
+
+#: etcd's advice when restoring under running clients: jump revisions forward and mark them compacted, so
+#: watchers (kube-apiserver's watch cache, controllers) relist instead of missing or replaying events.
+BUMP_REVISION = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class EtcdMember:
+    """What ``etcdutl snapshot restore`` needs from the node's etcd manifest."""
+
+    name: str
+    data_dir: PurePosixPath
+    initial_cluster: str
+    initial_advertise_peer_urls: str
+    initial_cluster_token: str | None
+    client_url: str
+
+    def restore_args(self, snapshot_path: str, target_dir: str) -> list[str]:
+        args = [
+            "snapshot",
+            "restore",
+            snapshot_path,
+            f"--name={self.name}",
+            f"--initial-cluster={self.initial_cluster}",
+            f"--initial-advertise-peer-urls={self.initial_advertise_peer_urls}",
+            f"--data-dir={target_dir}",
+            f"--bump-revision={BUMP_REVISION}",
+            "--mark-compacted",
+        ]
+        if self.initial_cluster_token:
+            args.append(f"--initial-cluster-token={self.initial_cluster_token}")
+        return args
+
+
+def etcd_member(flags: Mapping[str, str], source: str) -> EtcdMember:
+    """The member of a (single-member, kubeadm) etcd from its static Pod flags; refuses a multi-member etcd."""
+    name = flags.get("name", "default")
+    peer_urls = flags.get("initial-advertise-peer-urls", "")
+    initial_cluster = flags.get("initial-cluster") or (f"{name}={peer_urls.split(',')[0]}" if peer_urls else "")
+    if not peer_urls or not initial_cluster:
+        raise BackupError(f"{source} has no --initial-advertise-peer-urls/--initial-cluster", "check the etcd manifest")
+    members = [m for m in initial_cluster.split(",") if m]
+    if len({m.split("=", 1)[0] for m in members}) > 1:
+        raise BackupError(
+            f"{source} describes an etcd of {len(members)} members; restore-etcd restores a single-member etcd",
+            "follow etcd's disaster-recovery guide to restore every member from the same snapshot",
+        )
+    client = flags.get("listen-client-urls") or flags.get("advertise-client-urls") or "https://127.0.0.1:2379"
+    return EtcdMember(
+        name=name,
+        data_dir=PurePosixPath(flags.get("data-dir") or "/var/lib/etcd"),
+        initial_cluster=initial_cluster,
+        initial_advertise_peer_urls=peer_urls,
+        initial_cluster_token=flags.get("initial-cluster-token"),
+        client_url=client.split(",")[0],
+    )

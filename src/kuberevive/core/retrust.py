@@ -1,0 +1,202 @@
+"""Pure planning for re-trusting the other nodes after a recovery with a new cluster CA (recover part 2).
+
+A kubelet that joined the old cluster holds three pieces of the old trust:
+
+* ``/etc/kubernetes/kubelet.conf``: the old CA embedded (``certificate-authority-data``), and a
+  client certificate reference (``/var/lib/kubelet/pki/kubelet-client-current.pem``);
+* ``kubelet-client-current.pem``: a client certificate for ``system:node:<name>`` signed by the old
+  CA, so the new API server rejects it (the node goes NotReady);
+* the kubelet's ``clientCAFile`` (``authentication.x509.clientCAFile`` in
+  ``/var/lib/kubelet/config.yaml``, kubeadm: ``/etc/kubernetes/pki/ca.crt``): the old CA, so the
+  kubelet rejects the API server's ``apiserver-kubelet-client`` certificate (``kubectl logs``/``exec``
+  fail).
+
+Re-trust replaces all three in place, keeping the Node object and every running container:
+the new CA, and a client certificate **issued directly by the new CA** (the same as ``kubeadm init``
+does for the control-plane node's own kubelet.conf) rather than a TLS bootstrap. Why direct
+issuance: the bootstrap path needs a bootstrap token, a ``bootstrap-kubelet.conf``, the kubelet to
+start without a valid ``kubelet.conf`` and the controller-manager's CSR approver and signer, i.e. more
+moving parts in the minutes that matter; the direct path needs only the CA key, which the recovering
+node holds anyway. The kubelet rotates the certificate itself later (``rotateCertificates``).
+
+Everything here is pure: bytes and dicts in, files and verdicts out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import yaml
+
+from kuberevive.core import pki, yamlfmt
+from kuberevive.core.kubeconfig import Kubeconfig, render_kubeconfig
+from kuberevive.errors import KubereviveError
+from kuberevive.model.config import KubeadmConfig
+
+KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+KUBELET_CONFIG_YAML = "/var/lib/kubelet/config.yaml"
+KUBELET_PKI = "/var/lib/kubelet/pki"
+KUBELET_CLIENT_CURRENT = f"{KUBELET_PKI}/kubelet-client-current.pem"
+DEFAULT_CLIENT_CA_FILE = "/etc/kubernetes/pki/ca.crt"
+NODES_GROUP = "system:nodes"
+
+
+@dataclass(frozen=True)
+class NodeTrustFiles:
+    """What one node gets: the CA at the kubelet's ``clientCAFile``, a new dated client pem (cert + key,
+    0600) that ``kubelet-client-current.pem`` is pointed at, and a kubelet.conf that refers to it."""
+
+    node: str
+    server: str
+    ca_path: str
+    ca_cert: bytes
+    pem_path: str
+    pem: bytes
+    kubeconfig: bytes
+
+    def summary(self) -> list[str]:
+        return [
+            f"{self.ca_path} (0644): the new cluster CA",
+            f"{self.pem_path} (0600): client certificate for system:node:{self.node} from the new CA",
+            f"{KUBELET_CLIENT_CURRENT} -> {self.pem_path}",
+            f"{KUBELET_CONF} (0600): server {self.server}, the new CA, the client certificate above",
+        ]
+
+
+def kubelet_conf_server(kubelet_conf: bytes | None, default: str) -> str:
+    """The API server URL the node's kubelet used (its kubelet.conf), else ``default``."""
+    if not kubelet_conf:
+        return default
+    try:
+        cluster, _user = Kubeconfig.from_yaml(kubelet_conf).current()
+    except (KubereviveError, ValueError, KeyError, TypeError, AttributeError):
+        return default
+    server = cluster.server or ""
+    return server if server.startswith("https://") else default
+
+
+def client_ca_file(kubelet_config_yaml: bytes | None) -> str:
+    """``authentication.x509.clientCAFile`` of the kubelet's configuration (kubeadm's default if unset)."""
+    if not kubelet_config_yaml:
+        return DEFAULT_CLIENT_CA_FILE
+    try:
+        doc = yaml.safe_load(kubelet_config_yaml)
+    except yaml.YAMLError:
+        return DEFAULT_CLIENT_CA_FILE
+    if not isinstance(doc, dict):
+        return DEFAULT_CLIENT_CA_FILE
+    value = ((doc.get("authentication") or {}).get("x509") or {}).get("clientCAFile")
+    return str(value) if isinstance(value, str) and value.startswith("/") else DEFAULT_CLIENT_CA_FILE
+
+
+def node_trust_files(
+    cfg: KubeadmConfig,
+    ca_cert_pem: bytes,
+    ca_key_pem: bytes,
+    node_name: str,
+    server: str,
+    ca_path: str,
+    now: datetime,
+    stamp: str,
+) -> NodeTrustFiles:
+    """A client certificate for ``system:node:<node_name>`` (O=system:nodes, clientAuth) from the new CA,
+    valid as long as kubeadm makes leaf certificates, and the kubelet.conf kubeadm's kubelet-finalize
+    leaves (client-certificate and client-key both ``kubelet-client-current.pem``)."""
+    ca_cert = pki.load_certificate(ca_cert_pem, "the cluster CA certificate")
+    ca_key = pki.load_private_key(ca_key_pem, "the cluster CA key")
+    key = pki.generate_private_key(cfg.cluster.encryption_algorithm)
+    user = f"system:node:{node_name}"
+    cert = pki.issue_certificate(
+        common_name=user,
+        organization=(NODES_GROUP,),
+        usages=(pki.KeyUsage.CLIENT_AUTH,),
+        public_key=key.public_key(),
+        ca_cert=ca_cert,
+        ca_key=ca_key,
+        not_before=ca_cert.not_valid_before_utc,
+        not_after=now + cfg.cluster.certificate_validity,
+    )
+    cert_pem, key_pem = pki.encode_certificate_pem(cert), pki.encode_private_key_pem(key)
+    doc: dict[str, Any] = yaml.safe_load(
+        render_kubeconfig(cfg.cluster.cluster_name, server, ca_cert_pem, user, cert_pem, key_pem)
+    )
+    doc["users"][0]["user"] = {"client-certificate": KUBELET_CLIENT_CURRENT, "client-key": KUBELET_CLIENT_CURRENT}
+    return NodeTrustFiles(
+        node=node_name,
+        server=server,
+        ca_path=ca_path,
+        ca_cert=ca_cert_pem,
+        pem_path=f"{KUBELET_PKI}/kubelet-client-{stamp}.pem",
+        pem=cert_pem + key_pem,
+        kubeconfig=yamlfmt.dump(doc).encode(),
+    )
+
+
+def trusts(node_ca: bytes | None, kubelet_conf: bytes | None, ca_cert_pem: bytes) -> list[str]:
+    """Why a node does NOT trust the current CA yet (empty: its clientCAFile and kubelet.conf both carry it)."""
+    want = pki.load_certificate(ca_cert_pem, "the cluster CA certificate")
+    reasons = []
+    if node_ca is None:
+        reasons.append("its client CA file is missing")
+    else:
+        try:
+            if pki.load_certificate(node_ca, "the node's client CA file") != want:
+                reasons.append("its client CA file holds another CA")
+        except KubereviveError:
+            reasons.append("its client CA file is not a certificate")
+    if kubelet_conf is None:
+        reasons.append("kubelet.conf is missing")
+    else:
+        try:
+            cluster, _user = Kubeconfig.from_yaml(kubelet_conf).current()
+            embedded = cluster.certificate_authority_data
+            if not embedded or pki.load_certificate(embedded, "kubelet.conf's CA") != want:
+                reasons.append("kubelet.conf embeds another CA")
+        except (KubereviveError, ValueError, KeyError, TypeError, AttributeError):
+            reasons.append("kubelet.conf is not a usable kubeconfig")
+    return reasons
+
+
+def ready_since(node: dict[str, Any], since: datetime) -> tuple[bool, str]:
+    """The Node is Ready with a heartbeat at or after ``since`` (a status posted by a kubelet that the new
+    control plane accepts), and (reason)."""
+    for c in (node.get("status") or {}).get("conditions") or []:
+        if c.get("type") != "Ready":
+            continue
+        raw = c.get("lastHeartbeatTime")
+        try:
+            beat = datetime.strptime(str(raw), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=since.tzinfo)
+        except ValueError:
+            return False, f"Ready={c.get('status')} with an unreadable heartbeat {raw!r}"
+        fresh = beat >= since
+        return c.get("status") == "True" and fresh, f"Ready={c.get('status')}, last heartbeat {raw}"
+    return False, "no Ready condition"
+
+
+def is_ready(node: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (node.get("status") or {}).get("conditions") or []
+    )
+
+
+def node_names(nodes: list[dict[str, Any]]) -> list[str]:
+    return sorted(str((n.get("metadata") or {}).get("name", "")) for n in nodes)
+
+
+__all__ = [
+    "DEFAULT_CLIENT_CA_FILE",
+    "KUBELET_CLIENT_CURRENT",
+    "KUBELET_CONF",
+    "KUBELET_CONFIG_YAML",
+    "NodeTrustFiles",
+    "client_ca_file",
+    "is_ready",
+    "kubelet_conf_server",
+    "node_names",
+    "node_trust_files",
+    "ready_since",
+    "trusts",
+]

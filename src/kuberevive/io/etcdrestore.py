@@ -1,0 +1,202 @@
+"""Restore a lost etcd data directory from a snapshot on a single control-plane node.
+
+Steps (each undone if a later one fails before the new data directory is in place):
+
+1. stop etcd: move ``/etc/kubernetes/manifests/etcd.yaml`` to ``/etc/kubernetes/tmp/`` (the kubelet stops
+   the static pod) and wait with ``crictl`` until no etcd container runs;
+2. keep the old data directory: rename it to ``<data-dir>.kuberevive-<UTC timestamp>`` (never deleted);
+3. ``etcdutl snapshot restore`` with the member name, initial cluster and peer URLs of the manifest, into a
+   staging directory beside the data directory, then rename it into place (mode 0700). The snapshot is
+   handed to etcdutl through an anonymous in-memory file, so it is never written anywhere else;
+4. put the manifest back and wait until etcd answers ``/health`` over mTLS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+from kuberevive.core.backup import BackupError, EtcdMember, etcd_member
+from kuberevive.core.manifests import manifest_flags, parse_manifest
+from kuberevive.errors import EtcdError, KubereviveError
+from kuberevive.io.etcd import EtcdClient
+from kuberevive.io.noderoot import NodeRoot
+
+ETCD_MANIFEST = PurePosixPath("/etc/kubernetes/manifests/etcd.yaml")
+HEALTHCHECK = "/etc/kubernetes/pki/etcd/healthcheck-client"
+ETCD_CA = PurePosixPath("/etc/kubernetes/pki/etcd/ca.crt")
+
+
+@dataclass
+class RestoreResult:
+    member: EtcdMember
+    old_data_dir: PurePosixPath | None
+    manifest_on_node: bool
+    healthy: bool
+    seconds: float
+    steps: list[str]
+
+
+def find_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise EtcdError(
+            f"{name} is not on PATH",
+            f"install {name} (from the etcd release that matches the node's etcd) and run again",
+        )
+    return path
+
+
+def member_from_manifest(manifest: bytes, source: str) -> EtcdMember:
+    try:
+        return etcd_member(manifest_flags(parse_manifest(manifest)), source)
+    except KubereviveError as exc:
+        raise BackupError(f"{source}: {exc.message}", exc.hint or "check the etcd manifest") from None
+
+
+def _running_etcd(crictl: str) -> list[str]:
+    proc = subprocess.run(
+        [crictl, "ps", "-q", "--name", "^etcd$", "--state", "Running"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise EtcdError(
+            f"crictl cannot list containers: {proc.stderr.strip()[:200]}",
+            "check that the container runtime runs and /etc/crictl.yaml points at it",
+        )
+    return proc.stdout.split()
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, interval: float = 1.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def restore_etcd(
+    root: NodeRoot,
+    snapshot: bytes,
+    *,
+    fallback_manifest: bytes | None = None,
+    progress: Callable[[str], None] = lambda _s: None,
+    stop_timeout: float = 120.0,
+    health_timeout: float = 180.0,
+    now: datetime | None = None,
+) -> RestoreResult:
+    """Restore ``snapshot`` (bytes as etcd streamed them) as a new one-member etcd; see the module docstring."""
+    start = time.monotonic()
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    etcdutl = find_tool("etcdutl")
+    manifest = root.read(ETCD_MANIFEST)
+    manifest_on_node = manifest is not None
+    if manifest is None:
+        if fallback_manifest is None:
+            raise EtcdError(
+                f"there is no {ETCD_MANIFEST} on this node and the snapshot is not in a backup that has one",
+                "restore the manifests first (backup restore) or pass a kuberevive backup",
+            )
+        manifest = fallback_manifest
+    member = member_from_manifest(manifest, str(ETCD_MANIFEST))
+    crictl = find_tool("crictl") if manifest_on_node else ""
+    data_dir = root.host_path(member.data_dir)
+    staging = data_dir.with_name(f"{data_dir.name}.kuberevive-restore-{stamp}")
+    old = data_dir.with_name(f"{data_dir.name}.kuberevive-{stamp}")
+    for p in (staging, old):
+        if p.exists():
+            raise EtcdError(f"{p} already exists", "wait a second and run again")
+    steps: list[str] = []
+
+    aside: PurePosixPath | None = None
+    moved_old = False
+    try:
+        if manifest_on_node:
+            # same file system as the manifest (a rename), outside the directory the kubelet watches
+            aside = PurePosixPath(f"/etc/kubernetes/tmp/kuberevive-etcd-{stamp}.yaml")
+            root.host_path(aside.parent).mkdir(mode=0o700, exist_ok=True)
+            os.rename(root.host_path(ETCD_MANIFEST), root.host_path(aside))
+            steps.append(f"moved {ETCD_MANIFEST} to {aside} to stop etcd")
+            progress(f"stopping etcd (manifest moved to {aside})")
+            if not _wait(lambda: not _running_etcd(crictl), stop_timeout):
+                raise EtcdError(
+                    f"etcd did not stop within {stop_timeout:.0f} s after its manifest was moved away",
+                    "check the kubelet (is it running?), then run again",
+                )
+            steps.append("etcd container stopped")
+        if data_dir.exists():
+            os.rename(data_dir, old)
+            moved_old = True
+            steps.append(f"kept the old data directory as {old}")
+            progress(f"old data directory kept as {old}")
+        progress("etcdutl snapshot restore")
+        _etcdutl_restore(etcdutl, member, snapshot, staging)
+        os.chmod(staging, 0o700)
+        os.rename(staging, data_dir)
+        steps.append(f"restored the snapshot into {member.data_dir} (a new one-member cluster)")
+    except BaseException:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)  # only our own partial output
+        if moved_old and not data_dir.exists():
+            os.rename(old, data_dir)
+        if aside is not None:
+            os.replace(root.host_path(aside), root.host_path(ETCD_MANIFEST))
+        raise
+
+    healthy = False
+    if aside is not None:
+        os.replace(root.host_path(aside), root.host_path(ETCD_MANIFEST))
+        steps.append(f"moved {ETCD_MANIFEST} back")
+        progress("waiting for etcd to be healthy")
+        healthy = _wait(lambda: _healthy(root, member), health_timeout, interval=2.0)
+        if not healthy:
+            raise EtcdError(
+                f"etcd was restored but is not healthy after {health_timeout:.0f} s (old data kept as {old})",
+                "check the etcd container's log with crictl logs",
+            )
+        steps.append("etcd is healthy")
+    old_node_path = PurePosixPath("/", *old.relative_to(root.prefix).parts) if moved_old else None
+    return RestoreResult(member, old_node_path, manifest_on_node, healthy, time.monotonic() - start, steps)
+
+
+def _etcdutl_restore(etcdutl: str, member: EtcdMember, snapshot: bytes, target: Path) -> None:
+    fd = os.memfd_create("kuberevive-etcd-snapshot")  # inherited by etcdutl through pass_fds
+    try:
+        with os.fdopen(os.dup(fd), "wb") as fh:
+            fh.write(snapshot)
+        proc = subprocess.run(
+            [etcdutl, *member.restore_args(f"/proc/self/fd/{fd}", str(target))],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            pass_fds=(fd,),
+            check=False,
+        )
+    finally:
+        os.close(fd)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
+        raise EtcdError(f"etcdutl snapshot restore failed: {last}", "check the snapshot with etcdutl snapshot status")
+
+
+def _healthy(root: NodeRoot, member: EtcdMember) -> bool:
+    ca = root.read(ETCD_CA)
+    cert, key = root.read(f"{HEALTHCHECK}.crt"), root.read(f"{HEALTHCHECK}.key")
+    if not (ca and cert and key):
+        return False
+    with contextlib.suppress(KubereviveError):
+        ok, _ = EtcdClient(member.client_url, ca, cert, key, timeout=3.0).health()
+        return ok
+    return False

@@ -1,0 +1,350 @@
+"""Read the pods and their owners from the cluster, and apply a :class:`~kuberevive.core.restarts.RestartPlan`.
+
+``read_restart_plan`` lists pods, ReplicaSets, Deployments, StatefulSets, DaemonSets, PDBs and legacy
+token Secrets across all namespaces and returns :func:`kuberevive.core.restarts.plan_restarts`.
+
+``apply_restart_plan`` works one action at a time, in plan order, and never starts the next before
+the last one settled (or ran out of time), so at most one owner is rolling at any moment:
+
+* ``remint``: JSON patch removing the stale ``data.token`` (tested against the value seen while
+  planning), then wait until the token controller has written a new one and check its key id;
+* ``rollout-restart``: wait (bounded) while a covering PodDisruptionBudget allows no disruption, else
+  skip; patch ``restartedAt`` like ``kubectl rollout restart``; wait for ``rollout_done``;
+* ``evict``: each pod in turn through the Eviction API (policy/v1, with the pod's uid as a
+  precondition), retrying while a PDB refuses (429) until the deadline; wait for the pod to go and
+  its owner to have every replica available again before the next.
+
+``token_review_per_namespace`` proves the new key works: a fresh TokenRequest per ServiceAccount,
+then a TokenReview of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from kuberevive.core import restarts
+from kuberevive.core.satokens import LEGACY_TOKEN_SECRET, token_kid
+from kuberevive.errors import KubeApiError
+from kuberevive.io.kubeapi import KubeApi
+
+Outcome = Literal["ok", "skipped", "failed"]
+Progress = Callable[[str], None]
+
+_RESOURCE = {
+    "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
+    "StatefulSet": "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}",
+    "DaemonSet": "/apis/apps/v1/namespaces/{ns}/daemonsets/{name}",
+    "ReplicaSet": "/apis/apps/v1/namespaces/{ns}/replicasets/{name}",
+    "ReplicationController": "/api/v1/namespaces/{ns}/replicationcontrollers/{name}",
+}
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def _path(kind: str, namespace: str, name: str) -> str:
+    return _RESOURCE[kind].format(ns=namespace, name=name)
+
+
+def _list_all(api: KubeApi, path: str, **query: Any) -> Iterator[dict[str, Any]]:
+    """Every item of a list, page by page (``limit``/``continue``); items get ``kind`` set."""
+    token: str | None = None
+    while True:
+        page = api.get(path, limit=500, **query, **({"continue": token} if token else {}))
+        kind = str(page.get("kind", "")).removesuffix("List")
+        for item in page.get("items") or []:
+            item.setdefault("kind", kind)
+            yield item
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return
+
+
+def read_restart_plan(
+    api: KubeApi, created_before: datetime, current_key_ids: frozenset[str], restart_bare_pods: bool
+) -> restarts.RestartPlan:
+    """What must restart so every token in use is signed by one of ``current_key_ids`` (reads only)."""
+    secrets = list(_list_all(api, "/api/v1/secrets", fieldSelector=f"type={LEGACY_TOKEN_SECRET}"))
+    stale = restarts.stale_secrets(secrets, current_key_ids)
+    workloads = [
+        *_list_all(api, "/apis/apps/v1/deployments"),
+        *_list_all(api, "/apis/apps/v1/statefulsets"),
+        *_list_all(api, "/apis/apps/v1/daemonsets"),
+    ]
+    consumers = restarts.token_consumers(
+        _list_all(api, "/api/v1/pods"),
+        {s.key for s in stale},
+        created_before,
+        _list_all(api, "/apis/apps/v1/replicasets"),
+        workloads,
+    )
+    pdbs = list(_list_all(api, "/apis/policy/v1/poddisruptionbudgets"))
+    return restarts.plan_restarts(consumers, pdbs, restart_bare_pods, stale, current_key_ids)
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: restarts.Action
+    outcome: Outcome
+    message: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+    def line(self) -> str:
+        return f"{self.outcome}: {self.action.action} {self.action.ref} ({self.seconds:.1f}s): {self.message}"
+
+
+class _Skip(Exception):
+    pass
+
+
+class _Fail(Exception):
+    pass
+
+
+def _get_or_none(api: KubeApi, path: str) -> dict[str, Any] | None:
+    try:
+        obj = api.get(path)
+    except KubeApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return obj if isinstance(obj, dict) else None
+
+
+def _wait_for(
+    check: Callable[[], tuple[bool, str]], deadline: float, poll: float, fail: Callable[[], str | None] | None = None
+) -> tuple[bool, str]:
+    while True:
+        done, message = check()
+        if done:
+            return True, message
+        stop = fail() if fail is not None else None
+        if stop:
+            return False, stop
+        if time.monotonic() >= deadline:
+            return False, message
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+
+
+def _wait_pdbs(api: KubeApi, action: restarts.Action, wait: float, poll: float, progress: Progress) -> None:
+    for name in action.pdbs:
+        path = f"/apis/policy/v1/namespaces/{action.namespace}/poddisruptionbudgets/{name}"
+
+        def allowed(path: str = path, name: str = name) -> tuple[bool, str]:
+            pdb = _get_or_none(api, path)
+            if pdb is None:
+                return True, "gone"
+            status = pdb.get("status") or {}
+            n = int(status.get("disruptionsAllowed") or 0)
+            healthy, want = status.get("currentHealthy", "?"), status.get("desiredHealthy", "?")
+            return n > 0, f"PodDisruptionBudget {name} allows no disruption ({healthy} healthy, {want} desired)"
+
+        ok, message = allowed()
+        if not ok:
+            progress(f"  {message}; waiting up to {wait:.0f}s")
+            ok, message = _wait_for(allowed, time.monotonic() + wait, poll)
+        if not ok:
+            raise _Skip(f"{message}; restart {action.ref} once it recovers")
+
+
+def _remint(api: KubeApi, action: restarts.Action, current: frozenset[str], deadline: float, poll: float) -> str:
+    path = f"/api/v1/namespaces/{action.namespace}/secrets/{action.name}"
+    try:
+        api.patch(path, restarts.remint_patch(action.token_b64), "json")
+    except KubeApiError as exc:
+        if exc.status == 404:
+            raise _Skip("the Secret is gone") from None
+        if exc.status == 422:  # the test op failed: the token changed since planning
+            raise _Skip("its token changed since planning (re-minted already?); plan again to check") from None
+        raise
+
+    # Any token present after our removal is a new write. It may be byte-identical to the removed one:
+    # legacy tokens have no iat/exp and RSA PKCS#1 v1.5 signatures are deterministic, so the same key
+    # signs the same token again. Hence the check is the key id, not "the token changed".
+    found: list[str] = []
+
+    def refilled() -> tuple[bool, str]:
+        secret = _get_or_none(api, path)
+        if secret is None:
+            return True, "the Secret was deleted (its ServiceAccount is gone)"
+        raw = (secret.get("data") or {}).get("token")
+        if not raw:
+            return False, "the token controller has not refilled data.token"
+        found[:] = [base64.b64decode(raw).decode(errors="replace")]
+        return True, "refilled"
+
+    ok, message = _wait_for(refilled, deadline, poll)
+    if not ok:
+        raise _Fail(f"{message}; is kube-controller-manager running?")
+    if not found:
+        return message
+    try:
+        kid = token_kid(found[0])
+    except ValueError:
+        raise _Fail("the refilled token is not a JWT") from None
+    if current and kid not in current:
+        raise _Fail(
+            f"the token controller signed with key {kid}, not a current one: kube-controller-manager still"
+            " runs with the old --service-account-private-key-file"
+        )
+    return f"the token controller signed a new token with key {kid}"
+
+
+def _rollout_restart(api: KubeApi, action: restarts.Action, deadline: float, poll: float) -> str:
+    path = _path(action.kind, action.namespace, action.name)
+    now = datetime.now(UTC).replace(microsecond=0)
+    at = restarts.rfc3339(now)
+    api.patch(path, restarts.restart_patch(now), "strategic")
+    last: dict[str, Any] = {}
+
+    def done() -> tuple[bool, str]:
+        obj = _get_or_none(api, path)
+        if obj is None:
+            raise _Fail(f"{action.ref} disappeared during the rollout")
+        last.clear()
+        last.update(obj)
+        return restarts.rollout_done(action.kind, obj, at)
+
+    ok, message = _wait_for(done, deadline, poll, lambda: restarts.rollout_failed(action.kind, last))
+    if not ok:
+        raise _Fail(f"rollout not done: {message}")
+    return message
+
+
+def _evict_one(api: KubeApi, pod: restarts.PodRef, deadline: float, poll: float, progress: Progress) -> None:
+    body = {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": pod.name, "namespace": pod.namespace},
+        "deleteOptions": {"preconditions": {"uid": pod.uid}} if pod.uid else {},
+    }
+    path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}"
+    said = False
+    while True:
+        try:
+            api.create(f"{path}/eviction", body)
+            break
+        except KubeApiError as exc:
+            if exc.status in (404, 409):  # gone, or the name is a newer pod (uid precondition)
+                return
+            if exc.status != 429:
+                raise
+            if time.monotonic() >= deadline:
+                raise _Fail(f"eviction of {pod.ref} still refused by a PodDisruptionBudget: {exc.message}") from None
+            if not said:
+                progress(f"  eviction of {pod.ref} refused by a PodDisruptionBudget; retrying")
+                said = True
+            time.sleep(poll)
+
+    def gone() -> tuple[bool, str]:
+        obj = _get_or_none(api, path)
+        return obj is None or (obj.get("metadata") or {}).get("uid") != pod.uid, f"{pod.ref} is still terminating"
+
+    ok, message = _wait_for(gone, deadline, poll)
+    if not ok:
+        raise _Fail(message)
+
+
+def _evict(api: KubeApi, action: restarts.Action, deadline: float, poll: float, progress: Progress) -> str:
+    for pod in action.pods:
+        progress(f"  evicting {pod.ref}")
+        _evict_one(api, pod, deadline, poll, progress)
+        if action.kind not in _RESOURCE:
+            continue
+        path = _path(action.kind, action.namespace, action.name)
+
+        def settled(path: str = path) -> tuple[bool, str]:
+            obj = _get_or_none(api, path)
+            return (True, "owner gone") if obj is None else restarts.owner_settled(action.kind, obj)
+
+        ok, message = _wait_for(settled, deadline, poll)
+        if not ok:
+            raise _Fail(f"{action.ref} did not recover after evicting {pod.name}: {message}")
+    return f"evicted {len(action.pods)} pod(s)"
+
+
+def apply_restart_plan(
+    api: KubeApi,
+    plan: restarts.RestartPlan,
+    progress: Progress = _noop,
+    timeout_per_owner: float = 600.0,
+    pdb_wait: float = 120.0,
+    poll: float = 1.0,
+) -> list[ActionResult]:
+    """Apply every action in order, one at a time; a failure never stops the rest (each is reported)."""
+    out: list[ActionResult] = []
+    total = len(plan.actions)
+    for i, action in enumerate(plan.actions, 1):
+        progress(f"[{i}/{total}] {action.summary()}")
+        start = time.monotonic()
+        deadline = start + timeout_per_owner
+        outcome: Outcome = "ok"
+        try:
+            if action.action == "skip":
+                outcome, message = "skipped", "; ".join(action.why[:1])
+            elif action.action == "remint":
+                message = _remint(api, action, plan.current_key_ids, deadline, poll)
+            elif action.action == "rollout-restart":
+                _wait_pdbs(api, action, pdb_wait, poll, progress)
+                message = _rollout_restart(api, action, deadline, poll)
+            else:
+                if action.kind != "Pod":  # a bare pod's eviction itself waits on its PDBs
+                    _wait_pdbs(api, action, pdb_wait, poll, progress)
+                message = _evict(api, action, deadline, poll, progress)
+        except _Skip as exc:
+            outcome, message = "skipped", str(exc)
+        except _Fail as exc:
+            outcome, message = "failed", str(exc)
+        except KubeApiError as exc:
+            outcome, message = "failed", exc.message
+        result = ActionResult(action, outcome, message, time.monotonic() - start)
+        progress(f"  {result.line()}")
+        out.append(result)
+    return out
+
+
+def token_review_per_namespace(api: KubeApi, namespaces_with_sa: Mapping[str, str]) -> dict[str, tuple[bool, str]]:
+    """For each ``namespace -> serviceaccount``: a fresh TokenRequest (600 s), then a TokenReview of it;
+    ok when it authenticates as ``system:serviceaccount:<namespace>:<serviceaccount>``. Tokens are
+    never logged or returned."""
+    out: dict[str, tuple[bool, str]] = {}
+    for ns, sa in sorted(namespaces_with_sa.items()):
+        want = f"system:serviceaccount:{ns}:{sa}"
+        try:
+            issued = api.create(
+                f"/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token",
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 600}},
+            )
+            review = api.create(
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                {
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "TokenReview",
+                    "spec": {"token": issued["status"]["token"]},
+                },
+            )
+        except KubeApiError as exc:
+            out[ns] = (False, exc.message)
+            continue
+        except (KeyError, TypeError):
+            out[ns] = (False, f"the TokenRequest for {ns}/{sa} returned no token")
+            continue
+        status = review.get("status") or {}
+        user = str((status.get("user") or {}).get("username", ""))
+        if not status.get("authenticated"):
+            out[ns] = (False, f"{ns}/{sa}: not authenticated: {status.get('error', 'no reason given')}")
+        elif user != want:
+            out[ns] = (False, f"{ns}/{sa}: authenticated as {user}, not {want}")
+        else:
+            out[ns] = (True, f"authenticated as {want}")
+    return out

@@ -1,0 +1,151 @@
+"""``kuberevive lab demo``: the whole story on the lab, with the impact numbers.
+
+1. ``lab up`` (reused when it is up and healthy);
+2. a client requests the labapp Service every 100 ms from every node (:mod:`kuberevive.lab.probe`);
+3. the seed disaster on the control-plane node: ``rm -rf /etc/kubernetes``, control-plane containers
+   and their pod sandboxes removed (the API is gone; the workloads keep running);
+4. a wait past the node-monitor grace period and the workload's NotReady toleration;
+5. ``kuberevive recover --apply`` on the control-plane node with no input but the lab's SSH key;
+6. the report: failed requests per node, evictions, pods and containers replaced, the
+   ServiceAccount-using pod's API calls, recovery time.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kuberevive.lab.cluster import Lab
+from kuberevive.lab.config import WORKLOAD_NAMESPACE
+from kuberevive.lab.probe import ServiceProbe
+from kuberevive.lab.workload import NOT_READY_TOLERATION_SECONDS
+
+#: The seed disaster, run inside the control-plane node.
+SEED_DISASTER = r"""
+set -e
+rm -rf /etc/kubernetes
+# the kubelet may be removing the same containers at the same moment: retry, then check the end state
+retry() { for i in 1 2 3 4 5; do "$@" >/dev/null 2>&1 && return 0; sleep 1; done; return 1; }
+for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do
+  for id in $(crictl ps -a -q --name "^$c\$"); do
+    crictl stop "$id" >/dev/null 2>&1 || true; retry crictl rm -f "$id" || true
+  done
+  for p in $(crictl pods -q --name "^$c-"); do
+    crictl stopp "$p" >/dev/null 2>&1 || true; retry crictl rmp -f "$p" || true
+  done
+done
+test -z "$(crictl ps -q --name '^(etcd|kube-apiserver|kube-controller-manager|kube-scheduler)$')"
+"""
+
+NODE_MONITOR_GRACE_SECONDS = 50  # kube-controller-manager's default (v1.33)
+
+
+def _pods(lab: Lab) -> dict[str, dict[str, Any]]:
+    out = lab.cp.kubectl("get", "pods", "-n", WORKLOAD_NAMESPACE, "-o", "json", check=False)
+    items = json.loads(out.stdout).get("items", []) if out.returncode == 0 else []
+    return {
+        p["metadata"]["uid"]: {
+            "name": p["metadata"]["name"],
+            "node": p["spec"].get("nodeName", ""),
+            "restarts": sum(s.get("restartCount", 0) for s in p.get("status", {}).get("containerStatuses", [])),
+        }
+        for p in items
+    }
+
+
+def _containers(lab: Lab) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for n in lab.cfg.node_names:
+        proc = lab.node(n).run(["crictl", "ps", "-o", "json"], step="crictl", check=False)
+        if proc.returncode != 0:
+            continue
+        for c in json.loads(proc.stdout).get("containers", []):
+            if c["labels"].get("io.kubernetes.pod.namespace") == WORKLOAD_NAMESPACE:
+                out[f"{n}/{c['labels'].get('io.kubernetes.pod.name')}/{c['metadata']['name']}"] = c["id"]
+    return out
+
+
+def _evictions(lab: Lab) -> list[str]:
+    out = lab.cp.kubectl("get", "events", "-A", "-o", "json", check=False)
+    if out.returncode != 0:
+        return []
+    return [
+        f"{e['involvedObject'].get('namespace')}/{e['involvedObject'].get('name')}"
+        for e in json.loads(out.stdout).get("items", [])
+        if e.get("reason") == "TaintManagerEviction" and "Cancelling" not in e.get("message", "")
+    ]
+
+
+def run_demo(
+    lab: Lab,
+    say: Callable[[str], None],
+    wait: float | None = None,
+    guard: bool = True,
+    retrust_delay: float = 0.0,
+) -> dict[str, Any]:
+    """Run the story; returns the impact report (also what ``--json`` prints)."""
+    t0 = time.monotonic()
+    lab.up()
+    say(f"lab: up ({time.monotonic() - t0:.0f} s)")
+    pods_before, containers_before = _pods(lab), _containers(lab)
+    wait = NODE_MONITOR_GRACE_SECONDS + NOT_READY_TOLERATION_SECONDS + 5 if wait is None else wait
+    cp = lab.cfg.control_plane.name
+    with ServiceProbe(lab, lab.cfg.state_dir / "demo") as probe:
+        say(f"probe: GET the labapp Service every 100 ms from {', '.join(lab.cfg.node_names)}")
+        time.sleep(2)
+        say(f"disaster on {cp}: rm -rf /etc/kubernetes, control-plane containers removed")
+        lab.node(cp).run(["sh", "-c", SEED_DISASTER], step="the seed disaster", timeout=120)
+        say(f"waiting {wait:.0f} s (past the node-monitor grace period and the workload's NotReady toleration)")
+        time.sleep(wait)
+        d = lab.cfg.ssh_dir
+        argv = ["env", f"KUBEREVIVE_RETRUST_DELAY={retrust_delay}", "kuberevive", "recover", "--apply", "--json"]
+        argv += ["--ssh-key", str(d / "id_ed25519"), "--known-hosts", str(d / "known_hosts")]
+        if not guard:
+            argv.append("--no-eviction-guard")
+        say(f"on {cp}: kuberevive recover --apply --ssh-key {d / 'id_ed25519'} --known-hosts {d / 'known_hosts'}")
+        started = time.monotonic()
+        proc = subprocess.Popen(lab.node(cp).nsenter(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            say("  " + line.rstrip())
+        stdout = proc.stdout.read() if proc.stdout else ""
+        code = proc.wait()
+        took = time.monotonic() - started
+        time.sleep(3)
+    result: dict[str, Any] = json.loads(stdout) if code == 0 and stdout.strip() else {}
+    pods_after, containers_after = _pods(lab), _containers(lab)
+    replaced = sorted(p["name"] for u, p in pods_before.items() if u not in pods_after)
+    labapp_before = {k: v for k, v in containers_before.items() if "/labapp-" in k}
+    report = {
+        "recover_exit_code": code,
+        "recover_seconds": round(took, 1),
+        "requests": {n: r.as_dict() for n, r in probe.results.items()},
+        "failed_requests": sum(r.failed for r in probe.results.values()),
+        "evictions": _evictions(lab),
+        "pods_replaced": replaced,
+        "labapp_containers_kept": sum(1 for k, v in labapp_before.items() if containers_after.get(k) == v),
+        "labapp_containers_before": len(labapp_before),
+        "apicaller": lab.apicaller_logs(tail=1).strip(),
+        "timings": result.get("timings", {}),
+        "report": result.get("report", {}),
+    }
+    say("")
+    say("impact:")
+    for n, r in report["requests"].items():
+        say(f"  requests from {n}: {r['ok']} answered, {r['failed']} failed")
+    say(f"  evictions: {len(report['evictions'])} {report['evictions'] or ''}")
+    say(
+        f"  labapp containers kept (same container id): {report['labapp_containers_kept']}/"
+        f"{report['labapp_containers_before']}"
+    )
+    say(
+        f"  pods replaced: {replaced or 'none'} "
+        "(apicaller is restarted on purpose: its token was signed by the lost sa.key)"
+    )
+    say(f"  apicaller now: {report['apicaller']}")
+    t = report["timings"]
+    say(f"  recover --apply: {took:.0f} s (exit {code}); start to API ready {t.get('start_to_api_ready_s', '?')} s")
+    return report

@@ -1,0 +1,142 @@
+"""A client that requests the labapp Service every 100 ms from inside each node, for the impact numbers.
+
+One small Python process per node runs in the node's network namespace (``nsenter --net``) and GETs
+``http://<ClusterIP>/`` at a fixed interval with a 1 s timeout, counting answers and failures (with
+the time and reason of each failure). It stops by itself when the stop file appears or after
+``max_seconds``, and writes its result as JSON. Traffic stays inside the lab's namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_SCRIPT = r"""
+import json, os, sys, time, urllib.request
+url, out, stop, interval, max_seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+ok = 0
+failures = []
+start = time.time()
+last_write = 0.0
+def write(done):
+    tmp = out + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump({"ok": ok, "failed": len(failures), "failures": failures[:200], "started": start,
+                   "ended": time.time(), "done": done}, fh)
+    os.replace(tmp, out)
+while not os.path.exists(stop) and time.time() - start < max_seconds:
+    t0 = time.time()
+    try:
+        with opener.open(url, timeout=1.0) as r:
+            r.read()
+            if r.status == 200:
+                ok += 1
+            else:
+                failures.append([round(t0 - start, 2), "HTTP %d" % r.status])
+    except Exception as e:
+        failures.append([round(t0 - start, 2), str(e)[:120]])
+    if t0 - last_write > 1.0:
+        write(False)
+        last_write = t0
+    time.sleep(max(0.0, interval - (time.time() - t0)))
+write(True)
+"""
+
+
+@dataclass
+class ProbeResult:
+    node: str
+    ok: int
+    failed: int
+    failures: list[list[Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"node": self.node, "ok": self.ok, "failed": self.failed, "seconds": round(self.seconds, 1)} | {
+            "first_failures": self.failures[:10]
+        }
+
+
+class ServiceProbe:
+    """``with ServiceProbe(lab, dir) as probe: ...``; then ``probe.results`` (one :class:`ProbeResult` a node)."""
+
+    def __init__(
+        self,
+        lab: Any,
+        work_dir: Path,
+        interval: float = 0.1,
+        max_seconds: float = 1800.0,
+        nodes: list[str] | None = None,
+    ) -> None:
+        self.lab = lab
+        self.dir = work_dir
+        self.interval = interval
+        self.max_seconds = max_seconds
+        self.nodes = nodes or list(lab.cfg.node_names)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.results: dict[str, ProbeResult] = {}
+
+    def _out(self, node: str) -> Path:
+        return self.dir / f"probe-{node}.json"
+
+    @property
+    def _stop(self) -> Path:
+        return self.dir / "probe.stop"
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._stop.unlink(missing_ok=True)
+        url = f"http://{self.lab.service_ip()}/"
+        for n in self.nodes:
+            self._out(n).unlink(missing_ok=True)
+            argv = [
+                "nsenter",
+                f"--net={self.lab.node(n).netns}",
+                "--",
+                sys.executable,
+                "-c",
+                _SCRIPT,
+                url,
+                str(self._out(n)),
+                str(self._stop),
+                str(self.interval),
+                str(self.max_seconds),
+            ]
+            self.procs[n] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not all(self._out(n).exists() for n in self.nodes):
+            time.sleep(0.2)
+
+    def snapshot(self) -> dict[str, ProbeResult]:
+        out = {}
+        for n in self.nodes:
+            try:
+                d = json.loads(self._out(n).read_text())
+            except (OSError, ValueError):
+                continue
+            out[n] = ProbeResult(n, int(d["ok"]), int(d["failed"]), d["failures"], d["ended"] - d["started"])
+        return out
+
+    def stop(self) -> dict[str, ProbeResult]:
+        self._stop.touch()
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.results = self.snapshot()
+        return self.results
+
+    def __enter__(self) -> ServiceProbe:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

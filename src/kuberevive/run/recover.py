@@ -1,0 +1,709 @@
+"""Execute a recovery plan step by step, each verified before the next, resumable through the journal.
+
+Public entry points (the CLI and ``backup``'s restore use these):
+
+* :func:`plan_recovery` ``(root, kept, config_text=None)``: what would happen, changes nothing;
+* :func:`apply_recovery` ``(root, kept, config_text=None, progress=print)``: do it.
+
+``kept`` maps pki-relative paths (``ca.crt``, ``ca.key``, ``front-proxy-ca.*``, ``etcd/ca.*``,
+``sa.key``, ``sa.pub``) to bytes: trust material to keep instead of creating it (``--ca-from DIR``,
+or a backup). It only matters before the certificates are written; a resumed run reuses what the
+first run wrote.
+
+Test hooks (documented in docs/recover.md): ``KUBEREVIVE_FAULT_AFTER_STEP=<n>`` makes the executor
+SIGKILL itself right after step n (1-based) is recorded as done; ``KUBEREVIVE_FAULT_MID_STEP=<n>``
+kills it in the middle of step n (after part of its files are written, or before its verification).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import errno
+import os
+import re
+import secrets
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+from kuberevive.core import recover as core
+from kuberevive.core.k8sproto import decode_configmap, object_meta
+from kuberevive.core.kubeconfig import control_plane_url
+from kuberevive.errors import EtcdError, KubeApiError, KubereviveError, PlanError
+from kuberevive.io import node as nodeio
+from kuberevive.io import nodefacts
+from kuberevive.io.etcd import EtcdClient
+from kuberevive.io.kubeapi import KubeApi
+from kuberevive.io.noderoot import NodeRoot
+from kuberevive.model.artifacts import Artifact
+from kuberevive.model.config import KubeadmConfig, NodeFacts
+from kuberevive.model.kubeadm_yaml import load_kubeadm_config
+from kuberevive.model.recover import NodeIdentity, RecoveryPlan
+from kuberevive.run import retrust
+from kuberevive.run.journal import JOURNAL, Journal, now_text, recovery_lock
+from kuberevive.run.retrust import RetrustOptions
+
+Progress = Callable[[str], None]
+
+_STALE_TLS = re.compile(r"unknown ca|bad certificate|not trusted by the etcd CA|certificate verify failed", re.I)
+
+ETCD_TIMEOUT = 180.0
+API_TIMEOUT = 300.0
+NODE_TIMEOUT = 240.0
+SIGNER_TIMEOUT = 180.0
+
+
+@dataclass
+class RecoveryResult:
+    plan: RecoveryPlan
+    applied: list[str] = field(default_factory=list)
+    join_command: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan.as_dict(),
+            "applied": self.applied,
+            "join_command": self.join_command,
+            "timings": self.timings,
+            "messages": self.messages,
+            "report": self.report,
+        }
+
+
+# ------------------------------------------------------------------------------------- health
+
+
+def _admin_api(root: NodeRoot, timeout: float = 5.0) -> KubeApi | None:
+    data = root.read("/etc/kubernetes/admin.conf")
+    if data is None:
+        return None
+    return KubeApi.from_kubeconfig(data, read_file=lambda p: root.read(p) or b"", timeout=timeout)
+
+
+def healthy_reason(root: NodeRoot) -> str:
+    """Non-empty (the reason) when the node has its control-plane files and the API answers /readyz."""
+    missing = [p for p in core.HEALTHY_FILES if not root.exists(p)]
+    if missing:
+        return ""
+    try:
+        api = _admin_api(root)
+        if api is None or not api.readyz()[0]:
+            return ""
+    except KubereviveError:
+        return ""
+    return "the control plane is healthy: its files are in place and the API server answers /readyz"
+
+
+# ------------------------------------------------------------------------------------- planning
+
+
+@dataclass
+class _Context:
+    root: NodeRoot
+    identity: NodeIdentity
+    given: KubeadmConfig | None
+    kept: Mapping[str, bytes]
+    facts: NodeFacts
+    journal: Journal | None = None
+
+    def bootstrap_cfg(self) -> KubeadmConfig:
+        return self.given if self.given is not None else core.bootstrap_config(self.identity)
+
+    def final_cfg(self) -> KubeadmConfig:
+        assert self.journal is not None
+        stored = self.journal.data.get("config")
+        if not stored:
+            raise PlanError("the journal has no stored configuration although read-config is done", "run again")
+        if self.given is not None:
+            return self.given
+        return core.final_config(self.identity, stored["cluster"], stored.get("kubelet"))
+
+
+def _identity_from_config(cfg: KubeadmConfig, fallback: NodeIdentity | None) -> NodeIdentity:
+    local = cfg.cluster.etcd_local
+    if local is None:
+        raise PlanError("recover handles stacked (local) etcd only; the configuration uses external etcd", "")
+    from kuberevive.core.manifests import etcd_image
+
+    return NodeIdentity(
+        cfg.node_name,
+        cfg.advertise_address,
+        cfg.bind_port,
+        cfg.init.node_registration.cri_socket,
+        local.data_dir,
+        cfg.cluster.kubernetes_version,
+        etcd_image(cfg),
+        (("everything", "--config"),),
+    )
+
+
+def _load_given(config_text: str | None, facts: NodeFacts) -> KubeadmConfig | None:
+    return load_kubeadm_config(config_text, facts) if config_text is not None else None
+
+
+def _prepare(
+    root: NodeRoot, kept: Mapping[str, bytes], config_text: str | None, environ: Mapping[str, str] | None
+) -> tuple[_Context | None, RecoveryPlan]:
+    facts = nodefacts.detect(root, environ)
+    journal = Journal.load(root)
+    if journal is not None and journal.status == "running":
+        identity = NodeIdentity.from_dict(journal.data["identity"])
+        given = _load_given(config_text, facts) if config_text is not None else None
+        recorded = {k: base64.b64decode(v) for k, v in (journal.data.get("kept") or {}).items()}
+        if kept and recorded and dict(kept) != recorded:
+            raise PlanError(
+                "the kept trust material differs from the one the interrupted recovery started with",
+                "run 'kuberevive recover --apply' again with the same --ca-from (or without it)",
+            )
+        ctx = _Context(root, identity, given, kept or recorded, facts, journal)
+        cfg = ctx.final_cfg() if journal.data.get("config") else ctx.bootstrap_cfg()
+        resuming = (f"resuming the recovery started at {journal.data['started_at']} (journal {JOURNAL})",)
+        return ctx, core.make_plan(identity, cfg, kept, journal.done_steps(), notes=resuming)
+    reason = healthy_reason(root)
+    if reason:
+        return None, core.make_plan(None, None, kept, healthy_reason=reason)
+    evidence = nodeio.gather_evidence(root)
+    detected = core.identify(evidence)
+    given = _load_given(config_text, facts)
+    identity = _identity_from_config(given, detected) if given is not None else detected
+    ctx = _Context(root, identity, given, kept, facts, None)
+    cfg = ctx.bootstrap_cfg()
+    core.kept_files(cfg, kept)  # validate kept material before anything is written
+    notes = [
+        "the ClusterConfiguration is read from etcd (kube-system/kubeadm-config) once etcd runs (step 4); "
+        "file lists below use kubeadm's default paths until then",
+    ]
+    if not evidence.kubelet_active:
+        notes.append(
+            "the kubelet is not running: without /etc/kubernetes it cannot start, so it cannot start etcd; "
+            "--apply refuses (not handled by recover part 1)"
+        )
+    present = [f for f in evidence.kubernetes_files if f != str(JOURNAL)]
+    if present:
+        notes.append(f"{len(present)} file(s) under /etc/kubernetes survive; valid ones are reused, others moved aside")
+    return ctx, core.make_plan(identity, cfg, kept, notes=tuple(notes))
+
+
+def plan_recovery(
+    root: NodeRoot,
+    kept: Mapping[str, bytes] | None = None,
+    config_text: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> RecoveryPlan:
+    """The recovery plan for this node. Reads only; writes nothing, starts nothing."""
+    _ctx, plan = _prepare(root, kept or {}, config_text, environ)
+    return plan
+
+
+# ------------------------------------------------------------------------------------- executor
+
+
+def _fault(environ: Mapping[str, str], name: str, index: int) -> None:
+    if environ.get(name) == str(index):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _wait(what: str, timeout: float, probe: Callable[[], tuple[bool, str]], interval: float = 0.5) -> float:
+    start = time.monotonic()
+    last = ""
+    while True:
+        try:
+            ok, last = probe()
+        except KubereviveError as exc:
+            ok, last = False, str(exc)
+        if ok:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise PlanError(
+                f"{what} did not come up within {int(timeout)} s (last: {last[:300]})",
+                "look at the kubelet's log and 'crictl ps -a', fix the cause, then run 'kuberevive recover --apply' "
+                "again: it resumes where it stopped",
+            )
+        time.sleep(interval)
+
+
+class Executor:
+    def __init__(
+        self,
+        ctx: _Context,
+        plan: RecoveryPlan,
+        progress: Progress,
+        environ: Mapping[str, str],
+        options: RetrustOptions | None = None,
+    ) -> None:
+        self.options = options or RetrustOptions()
+        self.ctx = ctx
+        self.plan = plan
+        self.progress = progress
+        self.environ = environ
+        assert ctx.journal is not None
+        self.journal: Journal = ctx.journal
+        self.result = RecoveryResult(plan)
+        self.mid_fault = False
+
+    # -- helpers --------------------------------------------------------------------------
+
+    @property
+    def root(self) -> NodeRoot:
+        return self.ctx.root
+
+    def _on_node(self, cfg: KubeadmConfig) -> dict[PurePosixPath, bytes]:
+        return self.root.read_tree(cfg.cluster.certificates_dir) | self.root.read_tree("/etc/kubernetes")
+
+    def _write(self, step_id: str, index: int, compute: Callable[[], list[Artifact]]) -> None:
+        artifacts = self.journal.artifacts(step_id)
+        if artifacts is None:
+            artifacts = compute()
+            self.journal.record_artifacts(step_id, artifacts)
+        if self.environ.get("KUBEREVIVE_FAULT_MID_STEP") == str(index) and len(artifacts) > 1:
+            self.root.write_all(artifacts[: len(artifacts) // 2], force=True)
+            _fault(self.environ, "KUBEREVIVE_FAULT_MID_STEP", index)
+        for a in artifacts:  # move replaced files aside first: /etc and /var may be different file systems
+            current = self.root.read(a.path)
+            if current is not None and current != a.content:
+                aside = _move_aside_any(self.root, a.path)
+                self.result.messages.append(f"{a.path} moved aside to {aside}")
+        results = self.root.write_all(artifacts, force=True)
+        changed = [r for r in results if r.action.value != "unchanged"]
+        for r in changed:
+            if r.moved_aside_to:
+                self.result.messages.append(f"{r.artifact.path} moved aside to {r.moved_aside_to}")
+        self.progress(f"      wrote {len(changed)} file(s), {len(results) - len(changed)} already in place")
+
+    def _etcd(self, cfg: KubeadmConfig) -> EtcdClient:
+        cdir = PurePosixPath(cfg.cluster.certificates_dir)
+        files = [
+            self.root.read(cdir / n)
+            for n in ("etcd/ca.crt", "etcd/healthcheck-client.crt", "etcd/healthcheck-client.key")
+        ]
+        if any(f is None for f in files):
+            raise PlanError("the etcd certificates are missing although their step is done", "run recover again")
+        ca, cert, key = (f or b"" for f in files)
+        return EtcdClient("https://127.0.0.1:2379", ca, cert, key, timeout=5)
+
+    def _api(self) -> KubeApi:
+        api = _admin_api(self.root, timeout=10)
+        if api is None:
+            raise PlanError("/etc/kubernetes/admin.conf is missing although its step is done", "run recover again")
+        return api
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def step_etcd_certs(self, i: int) -> None:
+        cfg = self.ctx.bootstrap_cfg()
+        kept = core.kept_files(cfg, self.ctx.kept)
+        now = datetime.now(UTC)
+        self._write("etcd-certs", i, lambda: core.etcd_pki_artifacts(cfg, now, self._on_node(cfg), kept))
+
+    def step_etcd_manifest(self, i: int) -> None:
+        cfg = self.ctx.bootstrap_cfg()
+        self._write("etcd-manifest", i, lambda: core.manifests_for(cfg, self.ctx.facts, ("etcd",)))
+        if self.journal.timing("etcd_manifest_written") is None:
+            self.journal.timing("etcd_manifest_written", time.time())
+
+    def step_etcd_ready(self, i: int) -> None:
+        client = self._etcd(self.ctx.bootstrap_cfg())
+        restarted = False
+
+        def healthy() -> tuple[bool, str]:
+            nonlocal restarted
+            try:
+                return client.health()
+            except EtcdError as exc:
+                # an etcd that still runs with other certificates (an earlier, abandoned attempt): the kubelet
+                # keeps it since its manifest is identical; restarting the container makes it load the new ones
+                if not restarted and _STALE_TLS.search(exc.message):
+                    restarted = True
+                    if nodeio.stop_containers("etcd", self.ctx.identity.cri_socket):
+                        self.progress("      etcd ran with other certificates: its container was restarted")
+                raise
+
+        _wait("etcd", ETCD_TIMEOUT, healthy)
+        t = self.journal.timing("etcd_manifest_written")
+        if t is not None and self.journal.timing("etcd_ready") is None:
+            self.journal.timing("etcd_ready", time.time())
+        self.progress(f"      etcd is healthy: {client.status().get('version', '?')}")
+
+    def step_read_config(self, i: int) -> None:
+        client = self._etcd(self.ctx.bootstrap_cfg())
+        raw = client.get(core.KUBEADM_CONFIG_KEY)
+        if raw is None:
+            raise PlanError(
+                f"etcd has no {core.KUBEADM_CONFIG_KEY}: this etcd data was not made by kubeadm init",
+                "pass the kubeadm configuration with --config",
+            )
+        cluster_yaml = decode_configmap(raw).data.get("ClusterConfiguration")
+        if not cluster_yaml:
+            raise PlanError("kube-system/kubeadm-config in etcd has no ClusterConfiguration key", "pass --config")
+        kubelet_raw = client.get(core.KUBELET_CONFIG_KEY)
+        kubelet_yaml = decode_configmap(kubelet_raw).data.get("kubelet") if kubelet_raw else None
+        # identity checks against what etcd remembers
+        name = self.ctx.identity.node_name
+        pod = client.get(f"/registry/pods/kube-system/kube-apiserver-{name}")
+        endpoint = object_meta(pod)[1].annotations.get(core.APISERVER_ENDPOINT_ANNOTATION) if pod else None
+        members = client.members()
+        if len(members) != 1:
+            raise PlanError(
+                f"etcd has {len(members)} members; recover part 1 handles a single stacked etcd member",
+                "recover with etcdctl member remove/add first",
+            )
+        identity = core.refine_identity(self.ctx.identity, endpoint, list(members[0].peer_urls))
+        stored = core.final_config(identity, cluster_yaml, kubelet_yaml)
+        if self.ctx.given is not None:
+            diffs = core.config_differences(self.ctx.given, stored)
+            if diffs:
+                raise _ConfigMismatch(
+                    f"--config differs from the ClusterConfiguration stored in etcd: {'; '.join(diffs[:5])}",
+                    "fix the file or run without --config to use the stored configuration; "
+                    "the files this run wrote were moved aside",
+                )
+        self.ctx.identity = identity
+        self.journal.data["identity"] = identity.as_dict()
+        self.journal.data["config"] = {"cluster": cluster_yaml, "kubelet": kubelet_yaml}
+        self.journal.save()
+        c = stored.cluster
+        self.progress(
+            f"      ClusterConfiguration {c.kubernetes_version}: pod subnet {c.networking.pod_subnet or '-'}, "
+            f"service subnet {c.networking.service_subnet}, apiServer certSANs {list(c.api_server.cert_sans)}, "
+            f"extraArgs {[f'{a.name}={a.value}' for a in c.api_server.extra_args]}"
+        )
+
+    def step_certs(self, i: int) -> None:
+        cfg = self.ctx.final_cfg()
+        kept = core.kept_files(cfg, self.ctx.kept)
+        now = datetime.now(UTC)
+        if "trust" not in self.journal.data:  # before anything of this step is written
+            cdir = PurePosixPath(cfg.cluster.certificates_dir)
+            present = {str(p.relative_to(cdir)) for p in self._on_node(cfg) if p.is_relative_to(cdir)}
+            self.journal.data["trust"] = retrust.trust_flags(self.ctx.kept, present)
+            self.journal.save()
+        self._write("certs", i, lambda: core.pki_artifacts(cfg, now, self._on_node(cfg), kept))
+
+    def step_kubeconfigs(self, i: int) -> None:
+        cfg = self.ctx.final_cfg()
+        on_node = self._on_node(cfg)
+        ca, key = core.ca_pair(cfg, on_node)
+        now = datetime.now(UTC)
+        self._write("kubeconfigs", i, lambda: core.control_plane_kubeconfigs(cfg, now, ca, key, on_node))
+
+    def step_control_plane_manifests(self, i: int) -> None:
+        cfg = self.ctx.final_cfg()
+        comps = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+        trust = self.journal.data.get("trust") or {}
+        guarded = bool(trust.get("new_ca")) and self.options.eviction_guard
+
+        def compute() -> list[Artifact]:
+            arts = core.manifests_for(cfg, self.ctx.facts, comps)
+            if not guarded:
+                return arts
+            return [
+                dataclasses.replace(a, content=retrust.guard_manifest(a.content))
+                if a.path.name == "kube-controller-manager.yaml"
+                else a
+                for a in arts
+            ]
+
+        if "guard" not in self.journal.data:  # the journal knows the guard is on before the manifest exists
+            self.journal.data["guard"] = "on" if guarded else "off"
+            self.journal.save()
+        self._write("control-plane-manifests", i, compute)
+        if guarded:
+            self.progress("      eviction guard on: kube-controller-manager runs without taint-eviction-controller")
+        if self.journal.timing("control_plane_manifests_written") is None:
+            self.journal.timing("control_plane_manifests_written", time.time())
+
+    def step_api_ready(self, i: int) -> None:
+        api = self._api()
+        _wait("the API server (/readyz)", API_TIMEOUT, api.readyz)
+        if self.journal.timing("api_ready") is None:
+            self.journal.timing("api_ready", time.time())
+            cri = self.ctx.identity.cri_socket
+            for name, key in (("etcd", "etcd_container_created"), ("kube-apiserver", "apiserver_container_created")):
+                created = nodeio.container_created_at(name, cri)
+                if created is not None:
+                    self.journal.timing(key, created)
+
+    def step_admin_check(self, i: int) -> None:
+        self._api().get("/api/v1/namespaces/kube-system")
+
+    def step_upload_config(self, i: int) -> None:
+        api = self._api()
+        stored = self.journal.data["config"]
+        for name, key, value in (
+            ("kubeadm-config", "ClusterConfiguration", stored["cluster"]),
+            ("kubelet-config", "kubelet", stored.get("kubelet")),
+        ):
+            if value is None:
+                continue
+            path = f"/api/v1/namespaces/kube-system/configmaps/{name}"
+            try:
+                current = api.get(path)
+            except KubeApiError as exc:
+                if exc.status != 404:
+                    raise
+                api.create(
+                    "/api/v1/namespaces/kube-system/configmaps",
+                    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {key: value}},
+                )
+                self.progress(f"      kube-system/{name}: created (was missing)")
+                continue
+            if (current.get("data") or {}).get(key) == value:
+                self.progress(f"      kube-system/{name}: unchanged")
+            else:
+                current["data"] = (current.get("data") or {}) | {key: value}
+                api.replace(path, current)
+                self.progress(f"      kube-system/{name}: restored to the stored content")
+
+    def _cluster_info_value(self) -> str:
+        cfg = self.ctx.final_cfg()
+        ca, _key = core.ca_pair(cfg, self._on_node(cfg))
+        return core.cluster_info_kubeconfig(control_plane_url(cfg), ca)
+
+    def step_cluster_info(self, i: int) -> None:
+        api = self._api()
+        value = self._cluster_info_value()
+        path = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+        try:
+            current = api.get(path)
+        except KubeApiError as exc:
+            if exc.status != 404:
+                raise
+            api.create(
+                "/api/v1/namespaces/kube-public/configmaps",
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "cluster-info"},
+                    "data": {"kubeconfig": value},
+                },
+            )
+            return
+        if (current.get("data") or {}).get("kubeconfig") != value:
+            api.patch(path, {"data": {"kubeconfig": value}})
+            self.progress("      kube-public/cluster-info: kubeconfig now carries the new CA")
+
+    def step_bootstrap_token(self, i: int) -> None:
+        api = self._api()
+        token = str(self.journal.data["token"])
+        secret = core.bootstrap_token_secret(token, datetime.now(UTC))
+        name = secret["metadata"]["name"]
+        try:
+            api.create("/api/v1/namespaces/kube-system/secrets", secret)
+        except KubeApiError as exc:
+            if exc.status != 409:
+                raise
+            api.replace(f"/api/v1/namespaces/kube-system/secrets/{name}", secret)
+        token_id = token.partition(".")[0]
+        value = self._cluster_info_value()
+        _fault(self.environ, "KUBEREVIVE_FAULT_MID_STEP", i)
+
+        def signed() -> tuple[bool, str]:
+            cm = api.get("/api/v1/namespaces/kube-public/configmaps/cluster-info")
+            data = cm.get("data") or {}
+            sig = data.get(f"jws-kubeconfig-{token_id}")
+            if sig is None:
+                return False, "no signature yet"
+            return core.jws_signature_ok(sig, data.get("kubeconfig", ""), token) and data.get(
+                "kubeconfig"
+            ) == value, "signature does not match yet"
+
+        _wait("the controller-manager's signature of cluster-info for the new token", SIGNER_TIMEOUT, signed, 1.0)
+
+    def step_kubelet_client(self, i: int) -> None:
+        cfg = self.ctx.final_cfg()
+        stamp = str(self.journal.data["kubelet_stamp"])
+        arts = self.journal.artifacts("kubelet-client")
+        if arts is None:
+            ca, key = core.ca_pair(cfg, self._on_node(cfg))
+            files = core.kubelet_files(cfg, ca, key, datetime.now(UTC), stamp)
+            arts = [files.pem, files.kubeconfig]
+            self.journal.record_artifacts("kubelet-client", arts)
+        pem, kubeconfig = arts
+        self.root.write_all([pem], force=True)
+        _fault(self.environ, "KUBEREVIVE_FAULT_MID_STEP", i)
+        current = self.root.host_path(core.KUBELET_CLIENT_CURRENT)
+        target = str(pem.path)
+        if not (current.is_symlink() and os.readlink(current) == target):
+            if current.exists() or current.is_symlink():
+                aside = _move_aside_any(self.root, core.KUBELET_CLIENT_CURRENT)
+                self.result.messages.append(f"{core.KUBELET_CLIENT_CURRENT} (old CA) moved aside to {aside}")
+            tmp = current.with_name(f".{current.name}.kuberevive-tmp")
+            if tmp.is_symlink() or tmp.exists():
+                tmp.unlink()
+            os.symlink(target, tmp)
+            os.replace(tmp, current)
+        self.root.write_all([kubeconfig], force=True)
+
+    def step_kubelet_restart(self, i: int) -> None:
+        self.journal.timing("kubelet_restarted", time.time())
+        nodeio.systemctl_restart("kubelet")
+        _wait("the kubelet service", 30, lambda: (nodeio.systemctl_is_active("kubelet"), "not active"))
+
+    def step_node_ready(self, i: int) -> None:
+        api = self._api()
+        name = self.ctx.identity.node_name
+        since = datetime.fromtimestamp((self.journal.timing("kubelet_restarted") or time.time()) - 2, UTC)
+
+        def ready() -> tuple[bool, str]:
+            node = api.get(f"/api/v1/nodes/{name}")
+            for c in (node.get("status") or {}).get("conditions") or []:
+                if c.get("type") == "Ready":
+                    beat = datetime.strptime(c.get("lastHeartbeatTime", "1970-01-01T00:00:00Z"), "%Y-%m-%dT%H:%M:%SZ")
+                    fresh = beat.replace(tzinfo=UTC) >= since
+                    return c.get("status") == "True" and fresh, f"Ready={c.get('status')} heartbeat {beat}"
+            return False, "no Ready condition"
+
+        _wait(f"node {name} Ready", NODE_TIMEOUT, ready, 1.0)
+
+    def step_retrust_nodes(self, i: int) -> None:
+        retrust.step_retrust_nodes(self, i)
+
+    def step_serving_csrs(self, i: int) -> None:
+        retrust.step_serving_csrs(self, i)
+
+    def step_trust_objects(self, i: int) -> None:
+        retrust.step_trust_objects(self, i)
+
+    def step_sa_tokens(self, i: int) -> None:
+        retrust.step_sa_tokens(self, i)
+
+    def step_remove_guard(self, i: int) -> None:
+        retrust.step_remove_guard(self, i)
+
+    def step_report(self, i: int) -> None:
+        retrust.step_report(self, i)
+
+    # -- run ------------------------------------------------------------------------------
+
+    def run(self) -> RecoveryResult:
+        handlers: dict[str, Callable[[int], None]] = {
+            sid: getattr(self, "step_" + sid.replace("-", "_")) for sid in core.STEP_IDS
+        }
+        total = len(self.plan.steps)
+        for index, step in enumerate(self.plan.steps, start=1):
+            if self.journal.step_done(step.id):
+                self.progress(f"[{index}/{total}] {step.title}: done before")
+                continue
+            self.progress(f"[{index}/{total}] {step.title}")
+            started = time.monotonic()
+            self.journal.mark(step.id, "started")
+            handlers[step.id](index)
+            self.journal.mark(step.id, "done", seconds=round(time.monotonic() - started, 3))
+            self.result.applied.append(step.id)
+            self.progress(f"      ok ({time.monotonic() - started:.1f} s)")
+            _fault(self.environ, "KUBEREVIVE_FAULT_AFTER_STEP", index)
+        return self._finish()
+
+    def _finish(self) -> RecoveryResult:
+        cfg = self.ctx.final_cfg()
+        ca, _key = core.ca_pair(cfg, self._on_node(cfg))
+        token = str(self.journal.data["token"])
+        self.result.join_command = core.join_command(cfg, token, ca)
+        t = self.journal.data["timings"]
+        start = float(t.get("started", 0))
+        timings: dict[str, float] = {}
+        if "api_ready" in t:
+            timings["start_to_api_ready_s"] = round(t["api_ready"] - start, 1)
+        if "etcd_ready" in t and "etcd_manifest_written" in t:
+            timings["etcd_start_s"] = round(t["etcd_ready"] - t["etcd_manifest_written"], 1)
+        if "api_ready" in t and "control_plane_manifests_written" in t:
+            timings["apiserver_start_s"] = round(t["api_ready"] - t["control_plane_manifests_written"], 1)
+        if "etcd_start_s" in timings and "apiserver_start_s" in timings:
+            timings["components_alone_s"] = round(timings["etcd_start_s"] + timings["apiserver_start_s"], 1)
+        # the same, split: the kubelet noticing the manifest vs. the container itself starting
+        if "etcd_container_created" in t and "etcd_ready" in t and "etcd_manifest_written" in t:
+            timings["etcd_kubelet_pickup_s"] = round(t["etcd_container_created"] - t["etcd_manifest_written"], 1)
+            timings["etcd_container_to_healthy_s"] = round(t["etcd_ready"] - t["etcd_container_created"], 1)
+        if "apiserver_container_created" in t and "control_plane_manifests_written" in t:
+            timings["apiserver_kubelet_pickup_s"] = round(
+                t["apiserver_container_created"] - t["control_plane_manifests_written"], 1
+            )
+            timings["apiserver_container_to_ready_s"] = round(t["api_ready"] - t["apiserver_container_created"], 1)
+        timings["start_to_done_s"] = round(time.time() - start, 1)
+        self.result.timings = timings
+        self.journal.finish(result_timings=timings)
+        return self.result
+
+
+def _move_aside_any(root: NodeRoot, path: PurePosixPath, now: datetime | None = None) -> PurePosixPath:
+    """Move a file or symlink to the backup directory (NodeRoot also moves across file systems)."""
+    aside = root.move_aside(path, now=now or datetime.now(UTC))
+    if aside is None:
+        raise FileNotFoundError(errno.ENOENT, "nothing to move aside", str(path))
+    return aside
+
+
+class _ConfigMismatch(PlanError):
+    pass
+
+
+def _roll_back_written(root: NodeRoot, journal: Journal) -> list[str]:
+    """Move aside every file this recovery wrote (after a refusal), then the journal itself."""
+    moved = []
+    stamp = datetime.now(UTC)
+    for items in journal.data["artifacts"].values():
+        for item in items:
+            p = PurePosixPath(item["path"])
+            data = root.read(p)
+            if data is not None and "content" in item and data == base64.b64decode(item["content"]):
+                aside = _move_aside_any(root, p, stamp)
+                moved.append(f"{p} -> {aside}")
+    _move_aside_any(root, JOURNAL, stamp)
+    return moved
+
+
+def apply_recovery(
+    root: NodeRoot,
+    kept: Mapping[str, bytes] | None = None,
+    config_text: str | None = None,
+    progress: Progress = print,
+    environ: Mapping[str, str] | None = None,
+    options: RetrustOptions | None = None,
+) -> RecoveryResult:
+    """Plan and execute (or resume) the recovery under the node's recovery lock."""
+    env = dict(os.environ) if environ is None else dict(environ)
+    with recovery_lock(root):
+        ctx, plan = _prepare(root, kept or {}, config_text, env)
+        if ctx is None or not plan.steps:
+            return RecoveryResult(plan)
+        if ctx.journal is None:
+            if root.prefix == root.prefix.parent and not nodeio.systemctl_is_active("kubelet"):
+                raise PlanError(
+                    "the kubelet is not running; it is what starts etcd and the control plane, and it cannot start "
+                    "while /etc/kubernetes is gone, so nothing was changed",
+                    "this case is not handled yet: restore /etc/kubernetes/kubelet.conf and pki/ca.crt from a "
+                    "backup, start the kubelet, then run recover again",
+                )
+            old = Journal.load(root)
+            if old is not None:  # a finished recovery, and the node broke again
+                root.move_aside(JOURNAL)
+            ctx.journal = Journal.new(
+                root,
+                identity=ctx.identity.as_dict(),
+                token=core.new_bootstrap_token(secrets.token_bytes),
+                kubelet_stamp=datetime.now(UTC).strftime("%Y-%m-%d-%H-%M-%S"),
+                kept={k: base64.b64encode(v).decode() for k, v in ctx.kept.items()},
+                timings={"started": time.time()},
+            )
+        executor = Executor(ctx, plan, progress, env, options)
+        try:
+            return executor.run()
+        except _ConfigMismatch:
+            _roll_back_written(root, ctx.journal)
+            raise
+        except (EtcdError, KubeApiError) as exc:
+            raise PlanError(
+                f"recovery stopped at a step that talks to the cluster: {exc.message}",
+                "fix the cause, then run 'kuberevive recover --apply' again: it resumes where it stopped",
+            ) from exc
+
+
+__all__ = ["RecoveryResult", "apply_recovery", "healthy_reason", "now_text", "plan_recovery"]
