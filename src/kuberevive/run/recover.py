@@ -670,6 +670,11 @@ def apply_recovery(
 ) -> RecoveryResult:
     """Plan and execute (or resume) the recovery under the node's recovery lock."""
     env = dict(os.environ) if environ is None else dict(environ)
+    if Journal.load(root) is None:
+        # a node that is not a kubeadm node (or healthy) is told so before the lock file is created
+        ctx0, plan0 = _prepare(root, kept or {}, config_text, env)
+        if ctx0 is None or not plan0.steps:
+            return RecoveryResult(plan0)
     with recovery_lock(root):
         ctx, plan = _prepare(root, kept or {}, config_text, env)
         if ctx is None or not plan.steps:
