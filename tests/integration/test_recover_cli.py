@@ -43,6 +43,6 @@ def test_a_worker_without_etcd_data_is_not_a_control_plane_node(tmp_path: Path) 
     (kubelet / "config.yaml").write_text("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n")
     (kubelet / "kubeadm-flags.env").write_text('KUBELET_KUBEADM_ARGS="--node-ip=10.20.30.41"\n')
     before = _tree(root)
-    code, out, err = run("recover", "--root", str(root), "--apply")
+    code, _out, err = run("recover", "--root", str(root), "--apply")
     assert code == 1 and "no local etcd data" in err, err
     assert _tree(root) == before
