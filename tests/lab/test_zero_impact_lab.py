@@ -157,12 +157,3 @@ def test_recover_with_new_ca_has_zero_impact(rebuilt_lab: Lab, on_node: OnNode, 
         f"zero impact: probe {r['probe']}, recovery {r['took']:.0f} s, phases {report['phases_s']}, "
         f"timings {r['out']['timings']}"
     )
-
-
-def test_without_the_eviction_guard_the_pods_are_evicted(rebuilt_lab: Lab, on_node: OnNode, tmp_path: Path) -> None:
-    r = _run(rebuilt_lab, on_node, tmp_path, guard=False)
-    evicted = _evictions(on_node)
-    print(f"without the guard: {len(evicted)} eviction event(s): {evicted}; probe {r['probe']}")
-    assert any("krlab/labapp-" in e for e in evicted), evicted
-    worker_before = {u for u, p in r["pods_before"].items() if p["node"] == "worker1"}
-    assert worker_before - set(_labapp_pods(on_node)), "the labapp pod on worker1 should have been replaced"

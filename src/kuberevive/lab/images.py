@@ -221,7 +221,7 @@ def build_pause(out: Path) -> Path:
     if binary.exists() and binary.stat().st_mtime >= PAUSE_SOURCE.stat().st_mtime:
         return binary
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "pause.tmp"
+    tmp = out / f"pause.{os.getpid()}.tmp"  # two labs (test workers) may build it at the same time
     try:
         subprocess.run(
             ["gcc", "-Os", "-static", "-o", str(tmp), str(PAUSE_SOURCE)], check=True, capture_output=True, text=True
@@ -285,7 +285,7 @@ def ensure_archive(cfg: LabConfig, spec: ImageSpec) -> Path:
     if path.exists():
         return path
     d.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two labs (test workers) may build it at the same time
     tmp.write_bytes(docker_archive(spec))
     os.replace(tmp, path)
     return path
