@@ -27,17 +27,34 @@ from kuberevive.lab.workload import NOT_READY_TOLERATION_SECONDS
 SEED_DISASTER = r"""
 set -e
 rm -rf /etc/kubernetes
-# the kubelet may be removing the same containers at the same moment: retry, then check the end state
+# Until the kubelet re-lists its (now missing) manifest directory (every 20 s) it still runs the static
+# pods and restarts a removed container; and it may be removing the same containers at the same moment.
+# So: remove them, pass after pass, until none has come back for 6 s (at most 120 s).
+names='^(etcd|kube-apiserver|kube-controller-manager|kube-scheduler)$'
+pods='^(etcd|kube-apiserver|kube-controller-manager|kube-scheduler)-'
 retry() { for i in 1 2 3 4 5; do "$@" >/dev/null 2>&1 && return 0; sleep 1; done; return 1; }
-for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do
-  for id in $(crictl ps -a -q --name "^$c\$"); do
-    crictl stop "$id" >/dev/null 2>&1 || true; retry crictl rm -f "$id" || true
+remove_pass() {
+  for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do
+    for id in $(crictl ps -a -q --name "^$c\$"); do
+      crictl stop "$id" >/dev/null 2>&1 || true; retry crictl rm -f "$id" || true
+    done
+    for p in $(crictl pods -q --name "^$c-"); do
+      crictl stopp "$p" >/dev/null 2>&1 || true; retry crictl rmp -f "$p" || true
+    done
   done
-  for p in $(crictl pods -q --name "^$c-"); do
-    crictl stopp "$p" >/dev/null 2>&1 || true; retry crictl rmp -f "$p" || true
-  done
+}
+deadline=$(( $(date +%s) + 120 ))
+quiet=0
+while [ "$quiet" -lt 3 ]; do
+  if [ -n "$(crictl ps -a -q --name "$names")$(crictl pods -q --name "$pods")" ]; then
+    quiet=0; remove_pass
+  else
+    quiet=$((quiet + 1))
+  fi
+  [ "$(date +%s)" -lt "$deadline" ] || { echo "control-plane containers keep coming back" >&2; exit 1; }
+  sleep 2
 done
-test -z "$(crictl ps -q --name '^(etcd|kube-apiserver|kube-controller-manager|kube-scheduler)$')"
+test -z "$(crictl ps -q --name "$names")"
 """
 
 NODE_MONITOR_GRACE_SECONDS = 50  # kube-controller-manager's default (v1.33)
