@@ -47,6 +47,7 @@ from kuberevive.model.recover import NodeIdentity, RecoveryPlan
 from kuberevive.run import retrust
 from kuberevive.run.journal import JOURNAL, Journal, now_text, recovery_lock
 from kuberevive.run.retrust import RetrustOptions
+from kuberevive.run.waiting import wait_for as _wait
 
 Progress = Callable[[str], None]
 
@@ -209,25 +210,6 @@ def plan_recovery(
 def _fault(environ: Mapping[str, str], name: str, index: int) -> None:
     if environ.get(name) == str(index):
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _wait(what: str, timeout: float, probe: Callable[[], tuple[bool, str]], interval: float = 0.5) -> float:
-    start = time.monotonic()
-    last = ""
-    while True:
-        try:
-            ok, last = probe()
-        except KubereviveError as exc:
-            ok, last = False, str(exc)
-        if ok:
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise PlanError(
-                f"{what} did not come up within {int(timeout)} s (last: {last[:300]})",
-                "look at the kubelet's log and 'crictl ps -a', fix the cause, then run 'kuberevive recover --apply' "
-                "again: it resumes where it stopped",
-            )
-        time.sleep(interval)
 
 
 class Executor:

@@ -21,15 +21,18 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from kuberevive.core import guard as guardcore
+from kuberevive.core import recover as rcore
 from kuberevive.core import retrust as core
+from kuberevive.core import satokens
 from kuberevive.core.kubeconfig import control_plane_url
 from kuberevive.core.manifests import parse_manifest, render_manifest
 from kuberevive.errors import KubeApiError, PlanError
-from kuberevive.io import csr_approve, trust_apply
+from kuberevive.io import csr_approve, restarts_apply, trust_apply
 from kuberevive.io.kubeapi import KubeApi
-from kuberevive.io.retrust_node import retrust_node
+from kuberevive.io.retrust_node import read_node_state, retrust_node
 from kuberevive.io.transport import Deadline, SshTarget, SshTransport, Transport, run_on_nodes
 from kuberevive.model.inventory import Inventory, InventoryNode, from_node_objects
+from kuberevive.run.waiting import wait_for as _wait
 
 if TYPE_CHECKING:
     from kuberevive.run.recover import Executor
@@ -116,7 +119,6 @@ def _lease_holder(api: KubeApi) -> str:
 
 def step_remove_guard(ex: Executor, i: int) -> None:
     """Put the normal controller-manager manifest back once no node carries an eviction taint."""
-    from kuberevive.run.recover import _wait
 
     j = ex.journal
     if j.data.get("guard") != "on":
@@ -175,7 +177,6 @@ def _connect(opts: RetrustOptions) -> Callable[[InventoryNode, Deadline], Transp
 
 
 def step_retrust_nodes(ex: Executor, i: int) -> None:
-    from kuberevive.run.recover import _wait
 
     j = ex.journal
     opts = ex.options
@@ -224,15 +225,12 @@ def step_retrust_nodes(ex: Executor, i: int) -> None:
         else:
             todo.append(target)
     cfg = ex.ctx.final_cfg()
-    from kuberevive.core import recover as rcore
 
     ca, key = rcore.ca_pair(cfg, ex._on_node(cfg))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     default_server = control_plane_url(cfg)
 
     def one(node: InventoryNode, t: Transport) -> list[str]:
-        from kuberevive.io.retrust_node import read_node_state
-
         state = read_node_state(t)
         server = core.kubelet_conf_server(state.kubelet_conf, default_server)
         files = core.node_trust_files(
@@ -292,7 +290,6 @@ def step_serving_csrs(ex: Executor, i: int) -> None:
 
 def step_trust_objects(ex: Executor, i: int) -> None:
     cfg = ex.ctx.final_cfg()
-    from kuberevive.core import recover as rcore
 
     on_node = ex._on_node(cfg)
     ca, _key = rcore.ca_pair(cfg, on_node)
@@ -313,8 +310,6 @@ def step_trust_objects(ex: Executor, i: int) -> None:
 
 
 def step_sa_tokens(ex: Executor, i: int) -> None:
-    from kuberevive.io import restarts_apply
-
     j = ex.journal
     trust = j.data.get("trust") or {}
     if not trust.get("new_sa"):
@@ -323,8 +318,6 @@ def step_sa_tokens(ex: Executor, i: int) -> None:
         ex.progress("      sa.key was kept: every ServiceAccount token stays valid, no workload restarted")
         return
     cfg = ex.ctx.final_cfg()
-    from kuberevive.core import satokens
-
     sa_pub = ex.root.read(PurePosixPath(cfg.cluster.certificates_dir) / "sa.pub") or b""
     cutoff = datetime.fromtimestamp(float(j.data["timings"].get("started", time.time())), UTC)
     api = ex._api()
@@ -360,8 +353,6 @@ def step_sa_tokens(ex: Executor, i: int) -> None:
 
 
 def step_report(ex: Executor, i: int) -> None:
-    from kuberevive.io import restarts_apply
-
     api = ex._api()
     j = ex.journal
     rep = Report(guard=str(j.data.get("guard", "off")))
