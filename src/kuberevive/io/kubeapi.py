@@ -171,6 +171,16 @@ class KubeApi:
     def get(self, path: str, **query: Any) -> Any:
         return self.request("GET", path, query=query or None)
 
+    def get_or_none(self, path: str) -> dict[str, Any] | None:
+        """The object at ``path``, or None when the API answers 404."""
+        try:
+            obj = self.get(path)
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return obj if isinstance(obj, dict) else None
+
     def create(self, path: str, obj: Mapping[str, Any]) -> Any:
         return self.request("POST", path, obj)
 

@@ -111,16 +111,6 @@ class _Fail(Exception):
     pass
 
 
-def _get_or_none(api: KubeApi, path: str) -> dict[str, Any] | None:
-    try:
-        obj = api.get(path)
-    except KubeApiError as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return obj if isinstance(obj, dict) else None
-
-
 def _wait_for(
     check: Callable[[], tuple[bool, str]], deadline: float, poll: float, fail: Callable[[], str | None] | None = None
 ) -> tuple[bool, str]:
@@ -141,7 +131,7 @@ def _wait_pdbs(api: KubeApi, action: restarts.Action, wait: float, poll: float, 
         path = f"/apis/policy/v1/namespaces/{action.namespace}/poddisruptionbudgets/{name}"
 
         def allowed(path: str = path, name: str = name) -> tuple[bool, str]:
-            pdb = _get_or_none(api, path)
+            pdb = api.get_or_none(path)
             if pdb is None:
                 return True, "gone"
             status = pdb.get("status") or {}
@@ -174,7 +164,7 @@ def _remint(api: KubeApi, action: restarts.Action, current: frozenset[str], dead
     found: list[str] = []
 
     def refilled() -> tuple[bool, str]:
-        secret = _get_or_none(api, path)
+        secret = api.get_or_none(path)
         if secret is None:
             return True, "the Secret was deleted (its ServiceAccount is gone)"
         raw = (secret.get("data") or {}).get("token")
@@ -208,7 +198,7 @@ def _rollout_restart(api: KubeApi, action: restarts.Action, deadline: float, pol
     last: dict[str, Any] = {}
 
     def done() -> tuple[bool, str]:
-        obj = _get_or_none(api, path)
+        obj = api.get_or_none(path)
         if obj is None:
             raise _Fail(f"{action.ref} disappeared during the rollout")
         last.clear()
@@ -247,7 +237,7 @@ def _evict_one(api: KubeApi, pod: restarts.PodRef, deadline: float, poll: float,
             time.sleep(poll)
 
     def gone() -> tuple[bool, str]:
-        obj = _get_or_none(api, path)
+        obj = api.get_or_none(path)
         return obj is None or (obj.get("metadata") or {}).get("uid") != pod.uid, f"{pod.ref} is still terminating"
 
     ok, message = _wait_for(gone, deadline, poll)
@@ -264,7 +254,7 @@ def _evict(api: KubeApi, action: restarts.Action, deadline: float, poll: float, 
         path = _path(action.kind, action.namespace, action.name)
 
         def settled(path: str = path) -> tuple[bool, str]:
-            obj = _get_or_none(api, path)
+            obj = api.get_or_none(path)
             return (True, "owner gone") if obj is None else restarts.owner_settled(action.kind, obj)
 
         ok, message = _wait_for(settled, deadline, poll)

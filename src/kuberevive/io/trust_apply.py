@@ -9,23 +9,12 @@ human. A failure on one object never stops the others; the outcome lists each ob
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kuberevive.core import trust
 from kuberevive.errors import KubeApiError
 from kuberevive.io.kubeapi import KubeApi
-
-
-def _get_or_none(api: KubeApi, path: str) -> Mapping[str, Any] | None:
-    try:
-        obj = api.get(path)
-    except KubeApiError as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return obj if isinstance(obj, dict) else None
 
 
 def _cm_path(namespace: str, name: str | None = None) -> str:
@@ -37,8 +26,8 @@ def read_trust_plan(
     api: KubeApi, ca_pem: bytes, front_proxy_ca_pem: bytes | None, expected_server: str | None = None
 ) -> trust.TrustPlan:
     """What the cluster's CA-derived objects need for these CAs (reads only)."""
-    extension_auth = _get_or_none(api, _cm_path(*trust.EXTENSION_AUTH))
-    cluster_info = _get_or_none(api, _cm_path(*trust.CLUSTER_INFO))
+    extension_auth = api.get_or_none(_cm_path(*trust.EXTENSION_AUTH))
+    cluster_info = api.get_or_none(_cm_path(*trust.CLUSTER_INFO))
     namespaces = api.get("/api/v1/namespaces").get("items") or []
     root_cas = api.get("/api/v1/configmaps", fieldSelector=f"metadata.name={trust.ROOT_CA_NAME}").get("items") or []
     return trust.plan_trust(

@@ -545,30 +545,17 @@ class Executor:
 
         _wait(f"node {name} Ready", NODE_TIMEOUT, ready, 1.0)
 
-    def step_retrust_nodes(self, i: int) -> None:
-        retrust.step_retrust_nodes(self, i)
-
-    def step_serving_csrs(self, i: int) -> None:
-        retrust.step_serving_csrs(self, i)
-
-    def step_trust_objects(self, i: int) -> None:
-        retrust.step_trust_objects(self, i)
-
-    def step_sa_tokens(self, i: int) -> None:
-        retrust.step_sa_tokens(self, i)
-
-    def step_remove_guard(self, i: int) -> None:
-        retrust.step_remove_guard(self, i)
-
-    def step_report(self, i: int) -> None:
-        retrust.step_report(self, i)
-
     # -- run ------------------------------------------------------------------------------
 
     def run(self) -> RecoveryResult:
-        handlers: dict[str, Callable[[int], None]] = {
-            sid: getattr(self, "step_" + sid.replace("-", "_")) for sid in core.STEP_IDS
-        }
+        def handler(sid: str) -> Callable[[int], None]:
+            name = "step_" + sid.replace("-", "_")
+            if hasattr(self, name):
+                return getattr(self, name)  # type: ignore[no-any-return]
+            step = getattr(retrust, name)  # part 2: the steps after the control plane is back
+            return lambda i: step(self, i)
+
+        handlers = {sid: handler(sid) for sid in core.STEP_IDS}
         total = len(self.plan.steps)
         for index, step in enumerate(self.plan.steps, start=1):
             if self.journal.step_done(step.id):
