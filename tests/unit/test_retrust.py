@@ -135,3 +135,19 @@ def test_guarded_manifest_round_trips_to_kubeadms_bytes() -> None:
     assert "-taint-eviction-controller" in guarded.decode()
     assert unguard_manifest(guarded) == normal
     assert guard_manifest(guarded) == guarded  # idempotent
+
+
+def test_eviction_taints_are_only_not_ready_and_unreachable_no_execute() -> None:
+    from kuberevive.run.retrust import _eviction_taints
+
+    def node(name: str, *taints: tuple[str, str]) -> dict[str, Any]:
+        return {"metadata": {"name": name}, "spec": {"taints": [{"key": k, "effect": e} for k, e in taints]}}
+
+    nodes = [
+        node("a", ("node.kubernetes.io/unreachable", "NoExecute"), ("node.kubernetes.io/unreachable", "NoSchedule")),
+        node("b", ("node.kubernetes.io/not-ready", "NoSchedule")),  # NoSchedule alone evicts nothing
+        node("c", ("node-role.kubernetes.io/control-plane", "NoSchedule"), ("example.com/x", "NoExecute")),
+        node("d", ("node.kubernetes.io/not-ready", "NoExecute")),
+        {"metadata": {"name": "e"}, "spec": {}},
+    ]
+    assert _eviction_taints(nodes) == ["a (node.kubernetes.io/unreachable)", "d (node.kubernetes.io/not-ready)"]

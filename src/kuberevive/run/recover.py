@@ -571,11 +571,14 @@ class Executor:
             _fault(self.environ, "KUBEREVIVE_FAULT_AFTER_STEP", index)
         return self._finish()
 
-    def _finish(self) -> RecoveryResult:
+    def join_command(self) -> str:
+        """``kubeadm join`` with the new bootstrap token and the CA's discovery hash (after step 5)."""
         cfg = self.ctx.final_cfg()
         ca, _key = core.ca_pair(cfg, self._on_node(cfg))
-        token = str(self.journal.data["token"])
-        self.result.join_command = core.join_command(cfg, token, ca)
+        return core.join_command(cfg, str(self.journal.data["token"]), ca)
+
+    def _finish(self) -> RecoveryResult:
+        self.result.join_command = self.join_command()
         t = self.journal.data["timings"]
         start = float(t.get("started", 0))
         timings: dict[str, float] = {}

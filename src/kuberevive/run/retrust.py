@@ -135,8 +135,9 @@ def step_remove_guard(ex: Executor, i: int) -> None:
     except PlanError as exc:
         raise PlanError(
             f"the eviction guard stays on: {exc.message}",
-            "their pods would be evicted at once without it; re-trust or re-join those nodes, then run "
-            "'kuberevive recover --apply' again",
+            "their pods would be evicted at once without it; re-trust those nodes or re-join them with "
+            f"'{ex.join_command()}', then run 'kuberevive recover --apply' again to put the normal "
+            "controller-manager back",
         ) from None
     current = ex.root.read(KCM_MANIFEST)
     if current is None:
@@ -198,7 +199,10 @@ def step_retrust_nodes(ex: Executor, i: int) -> None:
         for n in nodes:
             name = n["metadata"]["name"]
             if states.get(name, {}).get("state") != "done":
-                states[name] = {"state": "skipped", "message": "--skip-retrust: re-join it with the printed command"}
+                states[name] = {
+                    "state": "skipped",
+                    "message": "--skip-retrust: re-join it with the kubeadm join command recover prints",
+                }
         j.save()
         ex.progress(f"      --skip-retrust: {len(nodes)} node(s) left to be re-joined")
         return
@@ -266,7 +270,8 @@ def step_retrust_nodes(ex: Executor, i: int) -> None:
         raise PlanError(
             f"{len(failed)} node(s) could not be re-trusted: {'; '.join(failed)[:600]}",
             "fix the node's SSH access (--ssh-key, --known-hosts, --inventory) and run 'kuberevive recover --apply' "
-            "again (it resumes here; the eviction guard stays on), or pass --skip-retrust and re-join them",
+            "again (it resumes here; the eviction guard stays on), or re-join them with "
+            f"'{ex.join_command()}' and run it again with --skip-retrust",
         )
 
 
