@@ -80,3 +80,18 @@ def test_move_aside_across_file_systems_keeps_content_mode_and_symlinks(
     assert moved_link.is_symlink() and os.readlink(moved_link) == "/var/lib/kubelet/pki/kubelet-client-1.pem"
     assert moved_file.read_bytes() == b"pem" and stat.S_IMODE(moved_file.stat().st_mode) == 0o600
     assert not os.path.lexists(link) and not (tmp_path / "var/lib/kubelet/pki/kubelet-client-1.pem").exists()
+
+
+def test_placeholder_dir_is_only_an_empty_real_directory(tmp_path: Path) -> None:
+    root = NodeRoot(tmp_path)
+    conf = tmp_path / "etc/kubernetes/controller-manager.conf"
+    conf.mkdir(parents=True)
+    assert root.is_placeholder_dir("/etc/kubernetes/controller-manager.conf")
+    (conf / "x").write_text("x")
+    assert not root.is_placeholder_dir("/etc/kubernetes/controller-manager.conf")  # holds something
+    (tmp_path / "etc/kubernetes/scheduler.conf").write_text("")
+    assert not root.is_placeholder_dir("/etc/kubernetes/scheduler.conf")  # a file
+    (tmp_path / "etc/kubernetes/empty").mkdir()
+    (tmp_path / "etc/kubernetes/link").symlink_to(tmp_path / "etc/kubernetes/empty")
+    assert not root.is_placeholder_dir("/etc/kubernetes/link")  # a symlink to an empty dir
+    assert not root.is_placeholder_dir("/etc/kubernetes/missing")

@@ -328,7 +328,7 @@ def restore_files(
 ) -> list[WriteResult]:
     """Write the backup's files that are missing on the node (all of them, old ones kept aside, if not
     ``only_missing``). All or nothing, through :meth:`NodeRoot.write_all`."""
-    placeholders = [p for p in contents.files if _is_empty_dir(root.host_path(p))]
+    placeholders = [p for p in contents.files if root.is_placeholder_dir(p)]
     existing = {p: None if p in placeholders else root.read(p) for p in contents.files}
     artifacts = core.restore_artifacts(contents, existing, only_missing=only_missing)
     # An empty directory where a file belongs is what the container runtime leaves when a static pod's
@@ -344,7 +344,3 @@ def restore_files(
             if not root.host_path(p).exists():
                 root.host_path(p).mkdir()
         raise
-
-
-def _is_empty_dir(path: Path) -> bool:
-    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())

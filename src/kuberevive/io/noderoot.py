@@ -73,6 +73,12 @@ class NodeRoot:
     def exists(self, node_path: PurePosixPath | str) -> bool:
         return self.host_path(node_path).exists()
 
+    def is_placeholder_dir(self, node_path: PurePosixPath | str) -> bool:
+        """An empty directory (not a symlink) where a file belongs: what the container runtime leaves when a
+        static pod's container (re)starts while its hostPath file is gone (e.g. controller-manager.conf)."""
+        host = self.host_path(node_path)
+        return host.is_dir() and not host.is_symlink() and not any(host.iterdir())
+
     def read(self, node_path: PurePosixPath | str) -> bytes | None:
         """The file's bytes, or None when it does not exist."""
         try:

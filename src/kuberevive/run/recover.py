@@ -249,6 +249,9 @@ class Executor:
             self.root.write_all(artifacts[: len(artifacts) // 2], force=True)
             _fault(self.environ, "KUBEREVIVE_FAULT_MID_STEP", index)
         for a in artifacts:  # move replaced files aside first: /etc and /var may be different file systems
+            if self.root.is_placeholder_dir(a.path):  # left by the container runtime; holds nothing
+                aside = _move_aside_any(self.root, a.path)
+                self.result.messages.append(f"{a.path} was an empty directory: moved aside to {aside}")
             current = self.root.read(a.path)
             if current is not None and current != a.content:
                 aside = _move_aside_any(self.root, a.path)
