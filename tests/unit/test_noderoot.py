@@ -95,3 +95,24 @@ def test_placeholder_dir_is_only_an_empty_real_directory(tmp_path: Path) -> None
     (tmp_path / "etc/kubernetes/link").symlink_to(tmp_path / "etc/kubernetes/empty")
     assert not root.is_placeholder_dir("/etc/kubernetes/link")  # a symlink to an empty dir
     assert not root.is_placeholder_dir("/etc/kubernetes/missing")
+
+
+def test_a_failing_rollback_does_not_hide_the_write_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The container runtime can put an empty directory at a path we just wrote (an old static pod's hostPath);
+    the rollback then cannot remove it, and the caller still gets the one-line NodeFsError."""
+    root = NodeRoot(tmp_path)
+    real = NodeRoot.atomic_write
+    calls: list[PurePosixPath] = []
+
+    def flaky(self: NodeRoot, node_path: PurePosixPath, *args: object, **kwargs: object) -> None:
+        calls.append(node_path)
+        if len(calls) == 2:
+            first = self.host_path(calls[0])
+            first.unlink()
+            first.mkdir()  # what the runtime does at a missing hostPath file
+            raise IsADirectoryError(21, "Is a directory", str(self.host_path(node_path)))
+        real(self, node_path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(NodeRoot, "atomic_write", flaky)
+    with pytest.raises(NodeFsError, match="rolled back"):
+        root.write_all([art("/etc/kubernetes/a.conf"), art("/etc/kubernetes/b.conf")])

@@ -233,13 +233,15 @@ class NodeRoot:
             os.close(fd)
 
     def _rollback(self, done: list[WriteResult], created_dirs: list[Path]) -> None:
+        # best effort: a failure here must not hide the error that caused the rollback (a file that cannot be
+        # put back stays in the backup directory)
         for r in reversed(done):
             target = self.host_path(r.artifact.path)
             if r.action is WriteAction.CREATE:
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
                     target.unlink()
             elif r.action is WriteAction.REPLACE and r.moved_aside_to is not None:
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
                     _move(self.host_path(r.moved_aside_to), target)
         for d in reversed(created_dirs):
             with contextlib.suppress(OSError):

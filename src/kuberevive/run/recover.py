@@ -34,7 +34,7 @@ from typing import Any
 from kuberevive.core import recover as core
 from kuberevive.core.k8sproto import decode_configmap, object_meta
 from kuberevive.core.kubeconfig import control_plane_url
-from kuberevive.errors import EtcdError, KubeApiError, KubereviveError, PlanError
+from kuberevive.errors import EtcdError, KubeApiError, KubereviveError, NodeFsError, PlanError
 from kuberevive.io import node as nodeio
 from kuberevive.io import nodefacts
 from kuberevive.io.etcd import EtcdClient
@@ -57,6 +57,7 @@ ETCD_TIMEOUT = 180.0
 API_TIMEOUT = 300.0
 NODE_TIMEOUT = 240.0
 SIGNER_TIMEOUT = 180.0
+PLACEHOLDER_TIMEOUT = 90.0
 
 
 @dataclass
@@ -248,6 +249,27 @@ class Executor:
         if self.environ.get("KUBEREVIVE_FAULT_MID_STEP") == str(index) and len(artifacts) > 1:
             self.root.write_all(artifacts[: len(artifacts) // 2], force=True)
             _fault(self.environ, "KUBEREVIVE_FAULT_MID_STEP", index)
+        # An old static pod the kubelet still runs (it re-lists a re-created manifest directory only every
+        # 20 s) makes the container runtime create an empty directory at a missing hostPath file, e.g.
+        # controller-manager.conf, again and again until the kubelet drops the pod: move it aside and retry.
+        deadline = time.monotonic() + PLACEHOLDER_TIMEOUT
+        while True:
+            self._move_aside_replaced(artifacts)
+            try:
+                results = self.root.write_all(artifacts, force=True)
+                break
+            except NodeFsError:
+                if time.monotonic() > deadline or not any(self.root.host_path(a.path).is_dir() for a in artifacts):
+                    raise
+                self.progress("      an empty directory came back where a file belongs (an old static pod): retrying")
+                time.sleep(2)
+        changed = [r for r in results if r.action.value != "unchanged"]
+        for r in changed:
+            if r.moved_aside_to:
+                self.result.messages.append(f"{r.artifact.path} moved aside to {r.moved_aside_to}")
+        self.progress(f"      wrote {len(changed)} file(s), {len(results) - len(changed)} already in place")
+
+    def _move_aside_replaced(self, artifacts: list[Artifact]) -> None:
         for a in artifacts:  # move replaced files aside first: /etc and /var may be different file systems
             if self.root.is_placeholder_dir(a.path):  # left by the container runtime; holds nothing
                 aside = _move_aside_any(self.root, a.path)
@@ -256,12 +278,6 @@ class Executor:
             if current is not None and current != a.content:
                 aside = _move_aside_any(self.root, a.path)
                 self.result.messages.append(f"{a.path} moved aside to {aside}")
-        results = self.root.write_all(artifacts, force=True)
-        changed = [r for r in results if r.action.value != "unchanged"]
-        for r in changed:
-            if r.moved_aside_to:
-                self.result.messages.append(f"{r.artifact.path} moved aside to {r.moved_aside_to}")
-        self.progress(f"      wrote {len(changed)} file(s), {len(results) - len(changed)} already in place")
 
     def _etcd(self, cfg: KubeadmConfig) -> EtcdClient:
         cdir = PurePosixPath(cfg.cluster.certificates_dir)
