@@ -116,3 +116,24 @@ def test_a_failing_rollback_does_not_hide_the_write_error(tmp_path: Path, monkey
     monkeypatch.setattr(NodeRoot, "atomic_write", flaky)
     with pytest.raises(NodeFsError, match="rolled back"):
         root.write_all([art("/etc/kubernetes/a.conf"), art("/etc/kubernetes/b.conf")])
+
+
+def test_move_aside_a_directory_across_file_systems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/etc and /var are often separate mounts: rename fails with EXDEV and the directory is copied, then removed."""
+    import errno
+    import os
+
+    root = NodeRoot(tmp_path)
+    placeholder = tmp_path / "etc/kubernetes/controller-manager.conf"
+    placeholder.mkdir(parents=True)
+    real_replace = os.replace
+
+    def cross_device(src: object, dst: object) -> None:
+        if str(src) == str(placeholder):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", cross_device)
+    aside = root.move_aside(PurePosixPath("/etc/kubernetes/controller-manager.conf"))
+    assert aside is not None and root.host_path(aside).is_dir()
+    assert not placeholder.exists()

@@ -113,7 +113,10 @@ class NodeRoot:
                 host = Path(dirpath) / name
                 if host.is_file():
                     rel = host.relative_to(self.prefix)
-                    out[PurePosixPath("/", *rel.parts)] = host.read_bytes()
+                    try:
+                        out[PurePosixPath("/", *rel.parts)] = host.read_bytes()
+                    except (FileNotFoundError, IsADirectoryError):  # replaced while walking: not a file now
+                        continue
         return out
 
     # -- planning ------------------------------------------------------------------------
@@ -259,6 +262,10 @@ def _move(src: Path, dst: Path) -> None:
             raise
     if src.is_symlink():
         os.symlink(os.readlink(src), dst)
+    elif src.is_dir():  # e.g. an empty directory the container runtime left where a file belongs
+        shutil.copytree(src, dst, symlinks=True)
+        shutil.rmtree(src)
+        return
     else:
         shutil.copy2(src, dst, follow_symlinks=False)
         fd = os.open(dst, os.O_RDONLY)

@@ -254,11 +254,11 @@ class Executor:
         # controller-manager.conf, again and again until the kubelet drops the pod: move it aside and retry.
         deadline = time.monotonic() + PLACEHOLDER_TIMEOUT
         while True:
-            self._move_aside_replaced(artifacts)
             try:
+                self._move_aside_replaced(artifacts)
                 results = self.root.write_all(artifacts, force=True)
                 break
-            except NodeFsError:
+            except (NodeFsError, IsADirectoryError):
                 if time.monotonic() > deadline or not any(self.root.host_path(a.path).is_dir() for a in artifacts):
                     raise
                 self.progress("      an empty directory came back where a file belongs (an old static pod): retrying")
