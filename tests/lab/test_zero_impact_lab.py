@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from kuberevive.lab import Lab
+from kuberevive.lab.demo import SEED_DISASTER, eviction_events
 from kuberevive.lab.probe import ServiceProbe
 from kuberevive.lab.workload import NOT_READY_TOLERATION_SECONDS
-from tests.lab.test_recover_lab import DISASTER, ssh_args
+from tests.lab.test_recover_lab import ssh_args
 
 pytestmark = pytest.mark.lab
 
@@ -65,12 +66,7 @@ def _labapp_containers(on_node: OnNode, node: str) -> dict[str, tuple[str, int]]
 
 
 def _evictions(on_node: OnNode) -> list[str]:
-    events = _kubectl_json(on_node, "get", "events", "-A")["items"]
-    return [
-        f"{e['involvedObject'].get('namespace')}/{e['involvedObject'].get('name')}: {e.get('message', '')}"
-        for e in events
-        if e.get("reason") == "TaintManagerEviction" and "Cancelling" not in e.get("message", "")
-    ]
+    return eviction_events(_kubectl_json(on_node, "get", "events", "-A")["items"])
 
 
 def _run(rebuilt_lab: Lab, on_node: OnNode, tmp_path: Path, guard: bool) -> dict[str, Any]:
@@ -82,7 +78,7 @@ def _run(rebuilt_lab: Lab, on_node: OnNode, tmp_path: Path, guard: bool) -> dict
     assert not _evictions(on_node)
     with ServiceProbe(rebuilt_lab, tmp_path / "probe") as probe:
         time.sleep(2)
-        on_node("cp1", "sh", "-c", DISASTER, timeout=120)
+        on_node("cp1", "sh", "-c", SEED_DISASTER, timeout=180)
         time.sleep(GRACE + NOT_READY_TOLERATION_SECONDS + 5)
         started = time.monotonic()
         args = ["--apply", "--json", *ssh_args()] + ([] if guard else ["--no-eviction-guard"])

@@ -62,25 +62,6 @@ def test_node_trust_files_issue_a_node_client_certificate_from_the_new_ca() -> N
     assert doc["users"][0]["name"] == "system:node:worker7"
 
 
-def test_trusts_names_every_stale_piece() -> None:
-    cfg = _cfg()
-    ca_pem, ca_key = _ca(cfg)
-    old_pem, old_key = _ca(cfg)
-    assert old_pem != ca_pem
-    good = core.node_trust_files(cfg, ca_pem, ca_key, "w", "https://h:6443", core.DEFAULT_CLIENT_CA_FILE, NOW, "s")
-    stale = core.node_trust_files(cfg, old_pem, old_key, "w", "https://h:6443", core.DEFAULT_CLIENT_CA_FILE, NOW, "s")
-    assert core.trusts(ca_pem, good.kubeconfig, ca_pem) == []
-    assert core.trusts(old_pem, stale.kubeconfig, ca_pem) == [
-        "its client CA file holds another CA",
-        "kubelet.conf embeds another CA",
-    ]
-    assert core.trusts(None, None, ca_pem) == ["its client CA file is missing", "kubelet.conf is missing"]
-    assert core.trusts(b"junk", b"junk: [", ca_pem) == [
-        "its client CA file is not a certificate",
-        "kubelet.conf is not a usable kubeconfig",
-    ]
-
-
 def test_server_and_client_ca_file_from_the_node_or_defaults() -> None:
     cfg = _cfg()
     ca_pem, ca_key = _ca(cfg)
@@ -151,3 +132,17 @@ def test_eviction_taints_are_only_not_ready_and_unreachable_no_execute() -> None
         {"metadata": {"name": "e"}, "spec": {}},
     ]
     assert _eviction_taints(nodes) == ["a (node.kubernetes.io/unreachable)", "d (node.kubernetes.io/not-ready)"]
+
+
+def test_eviction_events_are_taint_evictions_without_their_cancellations() -> None:
+    from kuberevive.lab.demo import eviction_events
+
+    def ev(reason: str, message: str, name: str = "labapp-1") -> dict[str, Any]:
+        return {"reason": reason, "message": message, "involvedObject": {"namespace": "krlab", "name": name}}
+
+    events = [
+        ev("TaintManagerEviction", "Marking for deletion Pod krlab/labapp-1"),
+        ev("TaintManagerEviction", "Cancelling deletion of Pod krlab/labapp-2", "labapp-2"),
+        ev("Killing", "Stopping container labapp"),
+    ]
+    assert eviction_events(events) == ["krlab/labapp-1: Marking for deletion Pod krlab/labapp-1"]

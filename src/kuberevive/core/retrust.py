@@ -134,31 +134,6 @@ def node_trust_files(
     )
 
 
-def trusts(node_ca: bytes | None, kubelet_conf: bytes | None, ca_cert_pem: bytes) -> list[str]:
-    """Why a node does NOT trust the current CA yet (empty: its clientCAFile and kubelet.conf both carry it)."""
-    want = pki.load_certificate(ca_cert_pem, "the cluster CA certificate")
-    reasons = []
-    if node_ca is None:
-        reasons.append("its client CA file is missing")
-    else:
-        try:
-            if pki.load_certificate(node_ca, "the node's client CA file") != want:
-                reasons.append("its client CA file holds another CA")
-        except KubereviveError:
-            reasons.append("its client CA file is not a certificate")
-    if kubelet_conf is None:
-        reasons.append("kubelet.conf is missing")
-    else:
-        try:
-            cluster, _user = Kubeconfig.from_yaml(kubelet_conf).current()
-            embedded = cluster.certificate_authority_data
-            if not embedded or pki.load_certificate(embedded, "kubelet.conf's CA") != want:
-                reasons.append("kubelet.conf embeds another CA")
-        except (KubereviveError, ValueError, KeyError, TypeError, AttributeError):
-            reasons.append("kubelet.conf is not a usable kubeconfig")
-    return reasons
-
-
 def ready_since(node: dict[str, Any], since: datetime) -> tuple[bool, str]:
     """The Node is Ready with a heartbeat at or after ``since`` (a status posted by a kubelet that the new
     control plane accepts), and (reason)."""
@@ -182,10 +157,6 @@ def is_ready(node: dict[str, Any]) -> bool:
     )
 
 
-def node_names(nodes: list[dict[str, Any]]) -> list[str]:
-    return sorted(str((n.get("metadata") or {}).get("name", "")) for n in nodes)
-
-
 __all__ = [
     "DEFAULT_CLIENT_CA_FILE",
     "KUBELET_CLIENT_CURRENT",
@@ -195,8 +166,6 @@ __all__ = [
     "client_ca_file",
     "is_ready",
     "kubelet_conf_server",
-    "node_names",
     "node_trust_files",
     "ready_since",
-    "trusts",
 ]

@@ -18,7 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kuberevive.core.retrust import KUBELET_CLIENT_CURRENT, KUBELET_CONF, KUBELET_CONFIG_YAML, NodeTrustFiles
+from kuberevive.core.retrust import (
+    KUBELET_CLIENT_CURRENT,
+    KUBELET_CONF,
+    KUBELET_CONFIG_YAML,
+    NodeTrustFiles,
+    client_ca_file,
+)
 from kuberevive.io.transport import Result, Transport, TransportError
 
 BACKUP_ROOT = "/var/lib/kuberevive/backup"
@@ -66,8 +72,6 @@ def _read(t: Transport, path: str) -> bytes | None:
 
 def read_node_state(t: Transport, client_ca_path: str | None = None) -> NodeTrustState:
     """Read the node's kubelet trust files (``client_ca_path`` None: from the kubelet's config.yaml)."""
-    from kuberevive.core.retrust import client_ca_file
-
     config = _read(t, KUBELET_CONFIG_YAML)
     path = client_ca_path or client_ca_file(config)
     link = t.run(["readlink", "--", KUBELET_CLIENT_CURRENT], timeout=30)

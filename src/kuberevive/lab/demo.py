@@ -85,15 +85,18 @@ def _containers(lab: Lab) -> dict[str, str]:
     return out
 
 
-def _evictions(lab: Lab) -> list[str]:
-    out = lab.cp.kubectl("get", "events", "-A", "-o", "json", check=False)
-    if out.returncode != 0:
-        return []
+def eviction_events(events: list[dict[str, Any]]) -> list[str]:
+    """``namespace/pod: message`` of each taint-based eviction among Event objects (its cancellations left out)."""
     return [
-        f"{e['involvedObject'].get('namespace')}/{e['involvedObject'].get('name')}"
-        for e in json.loads(out.stdout).get("items", [])
+        f"{e['involvedObject'].get('namespace')}/{e['involvedObject'].get('name')}: {e.get('message', '')}"
+        for e in events
         if e.get("reason") == "TaintManagerEviction" and "Cancelling" not in e.get("message", "")
     ]
+
+
+def _evictions(lab: Lab) -> list[str]:
+    out = lab.cp.kubectl("get", "events", "-A", "-o", "json", check=False)
+    return eviction_events(json.loads(out.stdout).get("items", [])) if out.returncode == 0 else []
 
 
 def run_demo(

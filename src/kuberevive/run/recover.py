@@ -34,6 +34,7 @@ from typing import Any
 from kuberevive.core import recover as core
 from kuberevive.core.k8sproto import decode_configmap, object_meta
 from kuberevive.core.kubeconfig import control_plane_url
+from kuberevive.core.retrust import ready_since
 from kuberevive.errors import EtcdError, KubeApiError, KubereviveError, NodeFsError, PlanError
 from kuberevive.io import node as nodeio
 from kuberevive.io import nodefacts
@@ -553,16 +554,7 @@ class Executor:
         name = self.ctx.identity.node_name
         since = datetime.fromtimestamp((self.journal.timing("kubelet_restarted") or time.time()) - 2, UTC)
 
-        def ready() -> tuple[bool, str]:
-            node = api.get(f"/api/v1/nodes/{name}")
-            for c in (node.get("status") or {}).get("conditions") or []:
-                if c.get("type") == "Ready":
-                    beat = datetime.strptime(c.get("lastHeartbeatTime", "1970-01-01T00:00:00Z"), "%Y-%m-%dT%H:%M:%SZ")
-                    fresh = beat.replace(tzinfo=UTC) >= since
-                    return c.get("status") == "True" and fresh, f"Ready={c.get('status')} heartbeat {beat}"
-            return False, "no Ready condition"
-
-        _wait(f"node {name} Ready", NODE_TIMEOUT, ready, 1.0)
+        _wait(f"node {name} Ready", NODE_TIMEOUT, lambda: ready_since(api.get(f"/api/v1/nodes/{name}"), since), 1.0)
 
     # -- run ------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from kuberevive.io import csr_approve, restarts_apply, trust_apply
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.retrust_node import read_node_state, retrust_node
 from kuberevive.io.transport import Deadline, SshTarget, SshTransport, Transport, run_on_nodes
+from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.inventory import Inventory, InventoryNode, from_node_objects
 from kuberevive.run.waiting import wait_for as _wait
 
@@ -145,9 +146,9 @@ def step_remove_guard(ex: Executor, i: int) -> None:
     normal = unguard_manifest(current)
     holder = _lease_holder(api)
     if normal != current:
-        aside = ex.root.move_aside(KCM_MANIFEST, now=datetime.now(UTC))
-        ex.root.atomic_write(KCM_MANIFEST, normal, 0o600)
-        ex.result.messages.append(f"{KCM_MANIFEST} (guarded) moved aside to {aside}")
+        art = Artifact(KCM_MANIFEST, 0o600, ArtifactKind.MANIFEST, "kube-controller-manager static Pod", normal)
+        for r in ex.root.write_all([art], force=True):  # the guarded manifest is moved aside first
+            ex.result.messages.append(f"{KCM_MANIFEST} (guarded) moved aside to {r.moved_aside_to}")
 
     def normal_leads() -> tuple[bool, str]:
         now_holder = _lease_holder(api)
@@ -178,7 +179,6 @@ def _connect(opts: RetrustOptions) -> Callable[[InventoryNode, Deadline], Transp
 
 
 def step_retrust_nodes(ex: Executor, i: int) -> None:
-
     j = ex.journal
     opts = ex.options
     trust = j.data.get("trust") or {}
@@ -229,19 +229,18 @@ def step_retrust_nodes(ex: Executor, i: int) -> None:
         else:
             todo.append(target)
     cfg = ex.ctx.final_cfg()
-
     ca, key = rcore.ca_pair(cfg, ex._on_node(cfg))
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    now = datetime.now(UTC)
+    backup_stamp = now.strftime("%Y%m%dT%H%M%S.%fZ")  # as NodeRoot names its backup directories
+    pem_stamp = now.strftime("%Y-%m-%d-%H-%M-%S")  # as the kubelet names kubelet-client-<stamp>.pem
     default_server = control_plane_url(cfg)
 
     def one(node: InventoryNode, t: Transport) -> list[str]:
         state = read_node_state(t)
         server = core.kubelet_conf_server(state.kubelet_conf, default_server)
-        files = core.node_trust_files(
-            cfg, ca, key, node.name, server, state.client_ca_path, datetime.now(UTC), stamp.replace("T", "-")
-        )
+        files = core.node_trust_files(cfg, ca, key, node.name, server, state.client_ca_path, now, pem_stamp)
         since = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
-        moved = retrust_node(t, files, stamp)
+        moved = retrust_node(t, files, backup_stamp)
         path = f"/api/v1/nodes/{node.name}"
         _wait(f"node {node.name} Ready", opts.node_timeout, lambda: core.ready_since(api.get(path), since), 1.0)
         return moved
@@ -295,7 +294,6 @@ def step_serving_csrs(ex: Executor, i: int) -> None:
 
 def step_trust_objects(ex: Executor, i: int) -> None:
     cfg = ex.ctx.final_cfg()
-
     on_node = ex._on_node(cfg)
     ca, _key = rcore.ca_pair(cfg, on_node)
     fp = on_node.get(PurePosixPath(cfg.cluster.certificates_dir) / "front-proxy-ca.crt")
