@@ -147,7 +147,7 @@ def fetch_kubeadm_config(root: NodeRoot) -> tuple[bytes | None, str]:
     if admin is None:
         return None, "none: no /etc/kubernetes/admin.conf to reach the API"
     try:
-        api = KubeApi.from_kubeconfig(admin, read_file=lambda p: root.host_path(p).read_bytes(), timeout=5.0)
+        api = KubeApi.from_kubeconfig(admin, read_file=root.read_existing, timeout=5.0)
         cm = api.get("/api/v1/namespaces/kube-system/configmaps/kubeadm-config")
     except KubeApiError as exc:
         return None, f"none: the API is not reachable ({exc.message})"
@@ -336,11 +336,11 @@ def restore_files(
     removed = []
     try:
         for p in placeholders:
-            root.host_path(p).rmdir()
+            root.host_path(p, follow=False).rmdir()
             removed.append(p)
         return root.write_all(artifacts, force=not only_missing, now=now)
     except BaseException:
         for p in removed:
-            if not root.host_path(p).exists():
-                root.host_path(p).mkdir()
+            if not root.host_path(p, follow=False).exists():
+                root.host_path(p, follow=False).mkdir()
         raise

@@ -28,6 +28,7 @@ from kuberevive.core.manifests import manifest_flags, parse_manifest
 from kuberevive.errors import EtcdError, KubereviveError
 from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.noderoot import NodeRoot
+from kuberevive.model.kubeadm_yaml import node_dir_problem
 
 ETCD_MANIFEST = PurePosixPath("/etc/kubernetes/manifests/etcd.yaml")
 HEALTHCHECK = "/etc/kubernetes/pki/etcd/healthcheck-client"
@@ -56,9 +57,16 @@ def find_tool(name: str) -> str:
 
 def member_from_manifest(manifest: bytes, source: str) -> EtcdMember:
     try:
-        return etcd_member(manifest_flags(parse_manifest(manifest)), source)
+        member = etcd_member(manifest_flags(parse_manifest(manifest)), source)
     except KubereviveError as exc:
         raise BackupError(f"{source}: {exc.message}", exc.hint or "check the etcd manifest") from None
+    reason = node_dir_problem(str(member.data_dir))
+    if reason:
+        raise BackupError(
+            f"{source}: --data-dir={member.data_dir} {reason}; nothing was changed",
+            "fix the etcd manifest (kubeadm writes --data-dir=/var/lib/etcd)",
+        )
+    return member
 
 
 def _running_etcd(crictl: str) -> list[str]:
@@ -126,8 +134,8 @@ def restore_etcd(
         if manifest_on_node:
             # same file system as the manifest (a rename), outside the directory the kubelet watches
             aside = PurePosixPath(f"/etc/kubernetes/tmp/kuberevive-etcd-{stamp}.yaml")
-            root.host_path(aside.parent).mkdir(mode=0o700, exist_ok=True)
-            os.rename(root.host_path(ETCD_MANIFEST), root.host_path(aside))
+            root.ensure_dir(aside.parent)
+            os.rename(root.host_path(ETCD_MANIFEST, follow=False), root.host_path(aside, follow=False))
             steps.append(f"moved {ETCD_MANIFEST} to {aside} to stop etcd")
             progress(f"stopping etcd (manifest moved to {aside})")
             if not _wait(lambda: not _running_etcd(crictl), stop_timeout):
@@ -152,12 +160,12 @@ def restore_etcd(
         if moved_old and not data_dir.exists():
             os.rename(old, data_dir)
         if aside is not None:
-            os.replace(root.host_path(aside), root.host_path(ETCD_MANIFEST))
+            os.replace(root.host_path(aside, follow=False), root.host_path(ETCD_MANIFEST, follow=False))
         raise
 
     healthy = False
     if aside is not None:
-        os.replace(root.host_path(aside), root.host_path(ETCD_MANIFEST))
+        os.replace(root.host_path(aside, follow=False), root.host_path(ETCD_MANIFEST, follow=False))
         steps.append(f"moved {ETCD_MANIFEST} back")
         progress("waiting for etcd to be healthy")
         healthy = _wait(lambda: _healthy(root, member), health_timeout, interval=2.0)
@@ -167,7 +175,7 @@ def restore_etcd(
                 "check the etcd container's log with crictl logs",
             )
         steps.append("etcd is healthy")
-    old_node_path = PurePosixPath("/", *old.relative_to(root.prefix).parts) if moved_old else None
+    old_node_path = root.node_path_of(old) if moved_old else None
     return RestoreResult(member, old_node_path, manifest_on_node, healthy, time.monotonic() - start, steps)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import stat
 import subprocess
 from pathlib import PurePosixPath
 
@@ -102,6 +103,11 @@ def kubelet_version() -> str | None:
     return words[-1] if words and words[-1].startswith("v") else None
 
 
+def _is_file(root: NodeRoot, node_path: PurePosixPath) -> bool:
+    st = root.stat(node_path)
+    return st is not None and stat.S_ISREG(st.st_mode)
+
+
 def gather_evidence(root: NodeRoot) -> NodeEvidence:
     facts = nodefacts.detect(root)
     flags_text = root.read(KUBEADM_FLAGS)
@@ -109,12 +115,7 @@ def gather_evidence(root: NodeRoot) -> NodeEvidence:
     kubelet_cfg = root.read(KUBELET_CONFIG)
     cri = next((v for k, v in flags if k == "container-runtime-endpoint"), None)
     pod_logs = root.host_path(POD_LOGS)
-    kdir = root.host_path("/etc/kubernetes")
-    files = (
-        tuple(sorted("/" + str(p.relative_to(root.prefix)) for p in kdir.rglob("*") if p.is_file()))
-        if kdir.is_dir()
-        else ()
-    )
+    files = tuple(sorted(str(p) for p in root.walk("/etc/kubernetes") if _is_file(root, p)))
     is_root = root.prefix == root.prefix.parent
     return NodeEvidence(
         hostname=facts.hostname,

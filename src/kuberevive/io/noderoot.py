@@ -1,6 +1,15 @@
-"""The only code that writes a node's files. Every node path goes through a root prefix.
+"""The only code that reads and writes a node's files. Every node path goes through a root prefix.
 
-Guarantees:
+Node paths are resolved the way a ``chroot`` into the root would resolve them (:meth:`NodeRoot.host_path`):
+normalised lexically (``/..`` is ``/``), every symlink inside the root followed *relative to the root* (an
+absolute target such as kubeadm's ``kubelet-client-current.pem -> /var/lib/kubelet/pki/...`` is looked up under
+the root, not on the machine running the tool), so no read or write can leave the root, whatever the node's
+files or configuration say.
+
+Reads (:meth:`NodeRoot.read`) open regular files only, without blocking (a FIFO or a device is an error,
+never a hang) and with a size limit.
+
+Write guarantees:
 
 * atomic writes (temporary file in the same directory, ``fsync``, ``rename``), created with the
   final mode from the start, so a key is never readable by others, not even for a moment;
@@ -19,7 +28,8 @@ import errno
 import os
 import shutil
 import stat
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -36,11 +46,38 @@ DIR_MODES: dict[PurePosixPath, int] = {
     PurePosixPath("/etc/kubernetes/pki"): 0o755,
     PurePosixPath("/etc/kubernetes/pki/etcd"): 0o755,
     PurePosixPath("/etc/kubernetes/manifests"): 0o700,
+    PurePosixPath("/etc/kubernetes/tmp"): 0o700,
     PurePosixPath("/var/lib/etcd"): 0o700,
     PurePosixPath("/var/lib/kubelet"): 0o700,
     PurePosixPath("/var/lib/kuberevive"): 0o700,
 }
 DEFAULT_DIR_MODE = 0o755
+
+#: Largest file :meth:`NodeRoot.read` returns: every kubeadm file is far smaller (etcd's database is never read
+#: whole); a bigger file, or an endless one such as ``/dev/zero``, is an error instead of exhausted memory.
+MAX_READ_BYTES = 16 << 20
+#: Symlinks followed while resolving one path before it counts as a loop (Linux's limit).
+MAX_SYMLINKS = 40
+
+
+def normalise(node_path: PurePosixPath | str) -> PurePosixPath:
+    """A node path normalised lexically: absolute, no ``.`` or empty parts, ``..`` clamped at ``/`` (as at a
+    chroot's root). Raises ``ValueError`` for a relative path or a NUL byte."""
+    text = str(node_path)
+    if not text.startswith("/"):
+        raise ValueError(f"node paths are absolute: {text}")
+    if "\0" in text:
+        raise ValueError(f"a node path holds a NUL byte: {text!r}")
+    parts: list[str] = []
+    for comp in text.split("/"):
+        if comp in ("", "."):
+            continue
+        if comp == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(comp)
+    return PurePosixPath("/", *parts)
 
 
 class WriteAction(StrEnum):
@@ -62,27 +99,97 @@ class NodeRoot:
 
     prefix: Path = field(default_factory=lambda: Path("/"))
 
-    def host_path(self, node_path: PurePosixPath | str) -> Path:
-        p = PurePosixPath(node_path)
-        if not p.is_absolute():
-            raise ValueError(f"node paths are absolute: {p}")
-        return self.prefix.joinpath(*p.parts[1:])
+    def host_path(self, node_path: PurePosixPath | str, follow: bool = True) -> Path:
+        """Where ``node_path`` is on this machine, resolved inside the root (see the module docstring).
+
+        Every symlink on the way is followed relative to the root; the last one only with ``follow`` (a write, a
+        move or an ``lstat`` acts on the link itself). The result never leaves the root. Raises
+        :class:`NodeFsError` on a symlink loop.
+        """
+        pending = deque(normalise(node_path).parts[1:])
+        done: list[str] = []
+        links = 0
+        missing = False  # below a missing directory nothing can be a symlink: the rest is lexical
+        while pending:
+            comp = pending.popleft()
+            if comp == "..":
+                if done:
+                    done.pop()
+                continue
+            if comp in ("", "."):
+                continue
+            if missing or (not pending and not follow):
+                done.append(comp)
+                continue
+            host = self.prefix.joinpath(*done, comp)
+            try:
+                st = os.lstat(host)
+            except (FileNotFoundError, NotADirectoryError):
+                missing = True
+                done.append(comp)
+                continue
+            except OSError as exc:
+                raise NodeFsError(
+                    f"cannot look up {node_path}: {exc.strerror}", "check the node's files and permissions"
+                ) from exc
+            if not stat.S_ISLNK(st.st_mode):
+                done.append(comp)
+                continue
+            links += 1
+            if links > MAX_SYMLINKS:
+                raise NodeFsError(
+                    f"cannot resolve {node_path}: too many levels of symbolic links (a loop)",
+                    "fix or move the looping symlink aside",
+                )
+            target = os.readlink(host)
+            if target.startswith("/"):
+                done = []
+            pending.extendleft(reversed(target.split("/")))
+        return self.prefix.joinpath(*done)
+
+    def node_path_of(self, host: Path) -> PurePosixPath:
+        """The node path of a host path below the root (as :meth:`host_path` and :meth:`walk` give them)."""
+        return PurePosixPath("/", *host.relative_to(self.prefix).parts)
 
     # -- reading -------------------------------------------------------------------------
 
     def exists(self, node_path: PurePosixPath | str) -> bool:
         return self.host_path(node_path).exists()
 
+    def lstat(self, node_path: PurePosixPath | str) -> os.stat_result | None:
+        """The ``lstat`` of ``node_path`` itself (a symlink is not followed), or None when it does not exist."""
+        try:
+            return os.lstat(self.host_path(node_path, follow=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def stat(self, node_path: PurePosixPath | str) -> os.stat_result | None:
+        """The ``stat`` of what ``node_path`` resolves to inside the root, or None when it does not exist."""
+        try:
+            return os.lstat(self.host_path(node_path))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def readlink(self, node_path: PurePosixPath | str) -> str | None:
+        """The target of the symlink at ``node_path`` as written, or None when it is not a symlink."""
+        try:
+            return os.readlink(self.host_path(node_path, follow=False))
+        except (FileNotFoundError, NotADirectoryError, OSError):
+            return None
+
     def is_placeholder_dir(self, node_path: PurePosixPath | str) -> bool:
         """An empty directory (not a symlink) where a file belongs: what the container runtime leaves when a
         static pod's container (re)starts while its hostPath file is gone (e.g. controller-manager.conf)."""
-        host = self.host_path(node_path)
+        host = self.host_path(node_path, follow=False)
         return host.is_dir() and not host.is_symlink() and not any(host.iterdir())
 
-    def read(self, node_path: PurePosixPath | str) -> bytes | None:
-        """The file's bytes, or None when it does not exist."""
+    def read(self, node_path: PurePosixPath | str, limit: int = MAX_READ_BYTES) -> bytes | None:
+        """The bytes of the regular file at ``node_path`` (resolved inside the root), or None when it does not
+        exist. A directory, FIFO, socket or device, or a file larger than ``limit``, is a :class:`NodeFsError`:
+        the file is opened without blocking and never read past ``limit``."""
         try:
-            return self.host_path(node_path).read_bytes()
+            host = self.host_path(node_path)
+            fd = os.open(host, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY)
         except FileNotFoundError:
             return None
         except IsADirectoryError:
@@ -93,6 +200,44 @@ class NodeRoot:
             ) from None
         except PermissionError:
             raise NodeFsError(f"cannot read {node_path}: permission denied", "run kuberevive as root") from None
+        except OSError as exc:
+            raise NodeFsError(f"cannot read {node_path}: {exc.strerror}", "check the file, then run again") from exc
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise NodeFsError(f"{node_path} is a directory, expected a file", "move it away and run again")
+            if not stat.S_ISREG(st.st_mode):
+                raise NodeFsError(
+                    f"{node_path} is not a regular file (a {_kind(st.st_mode)})", "move it away and run again"
+                )
+            if st.st_size > limit:
+                raise NodeFsError(
+                    f"{node_path} is {st.st_size} bytes, larger than any file kuberevive reads ({limit})",
+                    "move it away and run again",
+                )
+            chunks: list[bytes] = []
+            size = 0
+            while size <= limit:
+                chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            if size > limit:
+                raise NodeFsError(f"{node_path} grew past {limit} bytes while read", "move it away and run again")
+            return b"".join(chunks)
+        except OSError as exc:
+            raise NodeFsError(f"cannot read {node_path}: {exc.strerror}", "check the file, then run again") from exc
+        finally:
+            os.close(fd)
+
+    def read_existing(self, node_path: PurePosixPath | str) -> bytes:
+        """:meth:`read` for a file that must exist: a missing one is ``FileNotFoundError`` (a reader callback
+        for code that takes host-style readers, such as a kubeconfig's ``certificate-authority`` file)."""
+        data = self.read(node_path)
+        if data is None:
+            raise FileNotFoundError(2, "No such file or directory", str(node_path))
+        return data
 
     def read_many(self, node_paths: Iterable[PurePosixPath]) -> dict[PurePosixPath, bytes]:
         out: dict[PurePosixPath, bytes] = {}
@@ -102,21 +247,39 @@ class NodeRoot:
                 out[p] = data
         return out
 
-    def read_tree(self, node_dir: PurePosixPath | str) -> dict[PurePosixPath, bytes]:
-        """Every regular file below ``node_dir`` (not following symlinked directories)."""
+    def walk(self, node_dir: PurePosixPath | str, limit: int | None = None) -> Iterator[PurePosixPath]:
+        """Node paths of the entries below ``node_dir`` (directories first, each level sorted), not descending
+        into symlinked directories; at most ``limit`` of them."""
+        node_dir = normalise(node_dir)
         base = self.host_path(node_dir)
-        out: dict[PurePosixPath, bytes] = {}
         if not base.is_dir():
-            return out
-        for dirpath, _dirs, files in os.walk(base):
-            for name in files:
-                host = Path(dirpath) / name
-                if host.is_file():
-                    rel = host.relative_to(self.prefix)
-                    try:
-                        out[PurePosixPath("/", *rel.parts)] = host.read_bytes()
-                    except (FileNotFoundError, IsADirectoryError):  # replaced while walking: not a file now
-                        continue
+            return
+        count = 0
+        for dirpath, dirs, names in os.walk(base):
+            dirs.sort()
+            rel = Path(dirpath).relative_to(base)
+            for name in sorted(dirs) + sorted(names):
+                count += 1
+                if limit is not None and count > limit:
+                    return
+                yield node_dir.joinpath(*rel.parts, name)
+
+    def read_tree(self, node_dir: PurePosixPath | str) -> dict[PurePosixPath, bytes]:
+        """Every regular file below ``node_dir`` (a symlink to a file inside the root counts as that file;
+        symlinked directories, FIFOs, devices and files that vanish while walking are skipped)."""
+        out: dict[PurePosixPath, bytes] = {}
+        for p in self.walk(node_dir):
+            st = self.stat(p)
+            if st is None or not stat.S_ISREG(st.st_mode) or st.st_size > MAX_READ_BYTES:
+                continue  # not a file (or not one kubeadm writes: far too big)
+            try:
+                data = self.read(p)
+            except NodeFsError:
+                if self.lstat(p) is None:  # replaced while walking: not a file now
+                    continue
+                raise
+            if data is not None:
+                out[p] = data
         return out
 
     # -- planning ------------------------------------------------------------------------
@@ -171,6 +334,9 @@ class NodeRoot:
                 else:
                     self.atomic_write(r.artifact.path, r.artifact.content, r.artifact.mode, created_dirs)
                     done.append(WriteResult(r.artifact, r.action))
+        except NodeFsError:
+            self._rollback(done, created_dirs)
+            raise
         except OSError as exc:
             self._rollback(done, created_dirs)
             raise NodeFsError(
@@ -182,10 +348,11 @@ class NodeRoot:
     def atomic_write(
         self, node_path: PurePosixPath, content: bytes, mode: int, created_dirs: list[Path] | None = None
     ) -> None:
-        target = self.host_path(node_path)
+        """Write one file atomically with its final mode (a symlink at ``node_path`` is replaced, not followed)."""
         self._ensure_parent(node_path, created_dirs if created_dirs is not None else [])
+        target = self.host_path(node_path, follow=False)
         tmp = target.with_name(f".{target.name}.kuberevive-tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(content)
@@ -199,30 +366,63 @@ class NodeRoot:
             raise
         self._fsync_dir(target.parent)
 
+    def replace_symlink(self, node_path: PurePosixPath, target: str) -> None:
+        """Point the symlink at ``node_path`` to ``target`` atomically (a new link renamed over the old one).
+        ``target`` is written as given (on the node an absolute target means the node's own path)."""
+        self._ensure_parent(node_path, [])
+        link = self.host_path(node_path, follow=False)
+        tmp = link.with_name(f".{link.name}.kuberevive-tmp-{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.symlink(target, tmp)
+        try:
+            os.replace(tmp, link)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        self._fsync_dir(link.parent)
+
+    def ensure_dir(self, node_dir: PurePosixPath) -> Path:
+        """Create ``node_dir`` and its missing parents (kubeadm's modes); returns its host path."""
+        node_dir = normalise(node_dir)
+        self._ensure_parent(node_dir / "x", [])
+        return self.host_path(node_dir)
+
     def move_aside(self, node_path: PurePosixPath, now: datetime | None = None) -> PurePosixPath | None:
         """Move one file (or symlink) to the timestamped backup directory; returns its new node path."""
-        if not os.path.lexists(self.host_path(node_path)):
+        if not os.path.lexists(self.host_path(node_path, follow=False)):
             return None
         stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
-        aside = BACKUP_DIR / stamp / node_path.relative_to("/")
+        aside = BACKUP_DIR / stamp / normalise(node_path).relative_to("/")
         self._move_aside(node_path, aside, [])
         return aside
 
     def _move_aside(self, node_path: PurePosixPath, aside: PurePosixPath, created_dirs: list[Path]) -> None:
         self._ensure_parent(aside, created_dirs)
-        _move(self.host_path(node_path), self.host_path(aside))
+        _move(self.host_path(node_path, follow=False), self.host_path(aside, follow=False))
 
     def _ensure_parent(self, node_path: PurePosixPath, created_dirs: list[Path]) -> None:
+        """Create the missing directories above ``node_path``, each where the root-relative resolution of its
+        node path puts it (so a symlinked directory inside the root is honoured and never left)."""
         if not self.prefix.is_dir():
             raise FileNotFoundError(2, "the root directory does not exist", str(self.prefix))
-        missing: list[PurePosixPath] = []
-        parent = node_path.parent
-        while parent != parent.parent and not self.host_path(parent).exists():
-            missing.append(parent)
+        chain: list[PurePosixPath] = []
+        parent = normalise(node_path).parent
+        while parent != parent.parent:
+            chain.append(parent)
             parent = parent.parent
-        for d in reversed(missing):
-            mode = DIR_MODES.get(d, DEFAULT_DIR_MODE)
+        for d in reversed(chain):
             host = self.host_path(d)
+            if os.path.lexists(host):  # a directory, or a file that the write will then report
+                continue
+            link = self.readlink(d)
+            if link is not None:  # as mkdir -p in a chroot: a dangling link is not made into a directory
+                raise NodeFsError(
+                    f"{d} is a symlink to {link}, which does not exist on the node; nothing was written",
+                    "create the directory it points to (or replace the link with a directory), then run again",
+                )
+            mode = DIR_MODES.get(d, DEFAULT_DIR_MODE)
             host.mkdir(mode=mode)
             os.chmod(host, mode)
             created_dirs.append(host)
@@ -239,16 +439,25 @@ class NodeRoot:
         # best effort: a failure here must not hide the error that caused the rollback (a file that cannot be
         # put back stays in the backup directory)
         for r in reversed(done):
-            target = self.host_path(r.artifact.path)
-            if r.action is WriteAction.CREATE:
-                with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, NodeFsError):
+                target = self.host_path(r.artifact.path, follow=False)
+                if r.action is WriteAction.CREATE:
                     target.unlink()
-            elif r.action is WriteAction.REPLACE and r.moved_aside_to is not None:
-                with contextlib.suppress(OSError):
-                    _move(self.host_path(r.moved_aside_to), target)
+                elif r.action is WriteAction.REPLACE and r.moved_aside_to is not None:
+                    _move(self.host_path(r.moved_aside_to, follow=False), target)
         for d in reversed(created_dirs):
             with contextlib.suppress(OSError):
                 d.rmdir()
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
 
 
 def _move(src: Path, dst: Path) -> None:

@@ -63,53 +63,53 @@ class _Reader:
         self.truncated: list[str] = []
 
     def stat(self, node_path: PurePosixPath) -> d.FileInfo | None:
+        """What ``node_path`` is (a symlink resolved inside the root, never on this machine), with its content
+        when it is a regular file of at most :data:`MAX_FILE_BYTES`."""
         if node_path in self.files:
             return self.files[node_path]
-        host = self.root.host_path(node_path)
         try:
-            lst = host.lstat()
-            link = os.readlink(host) if stat.S_ISLNK(lst.st_mode) else None
-            st = host.stat() if link is not None else lst
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+            lst = self.root.lstat(node_path)
+            if lst is None:
+                return None
+            link = self.root.readlink(node_path) if stat.S_ISLNK(lst.st_mode) else None
+            st = self.root.stat(node_path) if link is not None else lst
+        except (NodeFsError, ValueError):  # a symlink loop; a NUL in a path a manifest names
+            st = None
         except OSError as exc:
             raise CollectError(f"cannot read {node_path}: {exc.strerror}", "run kuberevive diagnose as root") from None
+        if st is None:  # a dangling or looping symlink
+            return None
         kind = "file" if stat.S_ISREG(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode) else "other"
         content = None
         if kind == "file" and st.st_size <= MAX_FILE_BYTES:
             try:
-                content = host.read_bytes()
-            except PermissionError:
-                raise CollectError(
-                    f"cannot read {node_path}: permission denied", "run kuberevive diagnose as root"
-                ) from None
-            except OSError:
+                content = self.root.read(node_path, limit=MAX_FILE_BYTES)
+            except NodeFsError as exc:
+                if "permission denied" in exc.message:
+                    raise CollectError(exc.message, "run kuberevive diagnose as root") from None
                 content = None
         info = d.FileInfo(node_path, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size, content, link)
         self.files[node_path] = info
         return info
 
     def tree(self, node_dir: PurePosixPath, limit: int = MAX_FILES) -> None:
-        base = self.root.host_path(node_dir)
-        if not base.is_dir() or base.is_symlink():
+        try:
+            st = self.root.stat(node_dir)
+        except (NodeFsError, ValueError):
+            return
+        if st is None or not stat.S_ISDIR(st.st_mode):
             return
         self.stat(node_dir)
-        count = 0
-        for dirpath, dirs, names in os.walk(base):
-            dirs.sort()
-            for name in sorted(dirs) + sorted(names):
-                count += 1
-                if count > limit:
-                    self.truncated.append(str(node_dir))
-                    return
-                rel = (Path(dirpath) / name).relative_to(self.root.prefix)
-                self.stat(PurePosixPath("/", *rel.parts))
+        for count, p in enumerate(self.root.walk(node_dir), 1):
+            if count > limit:
+                self.truncated.append(str(node_dir))
+                return
+            self.stat(p)
 
     def children(self, node_dir: PurePosixPath, limit: int = 200) -> list[PurePosixPath]:
-        base = self.root.host_path(node_dir)
         try:
-            names = sorted(os.listdir(base))[:limit]
-        except OSError:
+            names = sorted(os.listdir(self.root.host_path(node_dir)))[:limit]
+        except (OSError, NodeFsError):
             return []
         return [node_dir / n for n in names]
 
@@ -124,58 +124,66 @@ def _ids(data: bytes | None) -> dict[str, int]:
 
 
 def _hostname(root: NodeRoot) -> str:
-    data = root.read("/etc/hostname") if root.prefix.resolve() != Path("/") else None
+    data = _read_quietly(root, "/etc/hostname") if root.prefix.resolve() != Path("/") else None
     text = data.decode(errors="replace").strip() if data else ""
     return (text or socket.gethostname()).lower()
 
 
 def _etcd(root: NodeRoot, reader: _Reader, data_dir: PurePosixPath) -> d.EtcdData:
-    host = root.host_path(data_dir)
-    if not host.is_dir():
+    st = root.stat(data_dir)
+    if st is None or not stat.S_ISDIR(st.st_mode):
         return d.EtcdData(data_dir, exists=False)
     reader.stat(data_dir)
-    member = host / "member"
-    if not member.is_dir():
+    member = root.stat(data_dir / "member")
+    if member is None or not stat.S_ISDIR(member.st_mode):
         return d.EtcdData(data_dir, exists=True)
     size = 0
     scan: list[Path] = []
-    for dirpath, _dirs, names in os.walk(host):
-        for name in names:
-            p = Path(dirpath) / name
-            try:
-                size += p.lstat().st_size
-            except OSError:
-                continue
-            if name == "db" or name.endswith(".wal"):
-                scan.append(p)
+    for p in root.walk(data_dir):
+        lst = root.lstat(p)
+        if lst is None or not stat.S_ISREG(lst.st_mode):  # no FIFO, device or symlink out of the data dir
+            continue
+        size += lst.st_size
+        if p.name == "db" or p.name.endswith(".wal"):
+            scan.append(root.host_path(p, follow=False))
     names_found: set[str] = set()
-    for p in scan:
-        names_found |= _scan_member_names(p)
+    for host in scan:
+        names_found |= _scan_member_names(host)
     return d.EtcdData(data_dir, True, True, size, tuple(sorted(names_found)))
 
 
 def _scan_member_names(path: Path) -> set[str]:
+    """Member names in the first :data:`ETCD_SCAN_BYTES` of a regular file (opened without blocking or
+    following a symlink, so a FIFO or a link put there since the walk is skipped, never waited on)."""
     found: set[str] = set()
     overlap = 4096
     try:
-        with path.open("rb") as fh:
-            tail = b""
-            read = 0
-            while read < ETCD_SCAN_BYTES:
-                chunk = fh.read(16 << 20)
-                if not chunk:
-                    break
-                read += len(chunk)
-                found |= d.etcd_member_names(tail + chunk)
-                tail = chunk[-overlap:]
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return found
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return found
+        tail = b""
+        read = 0
+        while read < ETCD_SCAN_BYTES:
+            chunk = os.read(fd, 16 << 20)
+            if not chunk:
+                break
+            read += len(chunk)
+            found |= d.etcd_member_names(tail + chunk)
+            tail = chunk[-overlap:]
     except OSError:
         pass
+    finally:
+        os.close(fd)
     return found
 
 
 def _images(root: NodeRoot, socket_path: str) -> tuple[tuple[str, ...] | None, str]:
+    sock = root.stat(socket_path)
     host_socket = root.host_path(socket_path)
-    if not host_socket.exists() or not stat.S_ISSOCK(host_socket.stat().st_mode):
+    if sock is None or not stat.S_ISSOCK(sock.st_mode):
         return None, f"no containerd socket at {socket_path}"
     crictl, ctr = shutil.which("crictl"), shutil.which("ctr")
     try:
@@ -233,6 +241,15 @@ def _probe(server: str, ca_pem: bytes) -> d.Probe:
     return d.Probe(True, f"HTTP {status}")
 
 
+def _read_quietly(root: NodeRoot, path: str) -> bytes | None:
+    """A file a kubeconfig names (relative to /etc/kubernetes, as kubectl reads it there), or None when it
+    cannot be read as a regular file of a sane size (a FIFO, a device, a loop: no hang, no abort)."""
+    try:
+        return root.read(path if path.startswith("/") else f"{d.KUBERNETES_DIR}/{path}", limit=MAX_FILE_BYTES)
+    except (KubereviveError, ValueError):
+        return None
+
+
 def _probes(snap_files: dict[PurePosixPath, d.FileInfo], read: Callable[[str], bytes | None]) -> dict[str, d.Probe]:
     probes: dict[str, d.Probe] = {}
     for name in d.KUBECONFIG_NAMES:
@@ -271,15 +288,9 @@ def _api(
         else:
             return None, "no kubeconfig given (--kubeconfig) and no /etc/kubernetes/admin.conf or kubelet.conf"
 
-    def read_file(path: str) -> bytes:
-        content = root.read(path)
-        if content is None:
-            raise FileNotFoundError(2, "No such file or directory", path)
-        return content
-
     try:
-        api = KubeApi.from_kubeconfig(data, read_file=read_file, timeout=API_TIMEOUT)
-    except (KubeApiError, OSError) as exc:
+        api = KubeApi.from_kubeconfig(data, read_file=root.read_existing, timeout=API_TIMEOUT)
+    except (KubereviveError, OSError) as exc:
         return d.ApiData(source, "", error=str(exc)), ""
     objects: dict[str, Any] = {}
     errors: dict[str, str] = {}
@@ -333,7 +344,7 @@ def collect(
         for p in reader.children(PurePosixPath("/etc")):
             if p.name.startswith("kubernetes") and p.name != "kubernetes":
                 reader.tree(p, limit=500)
-        passwd, group = root.read("/etc/passwd"), root.read("/etc/group")
+        passwd, group = _read_quietly(root, "/etc/passwd"), _read_quietly(root, "/etc/group")
     except NodeFsError as exc:
         raise CollectError(exc.message, exc.hint) from None
     base = d.NodeSnapshot(
@@ -385,7 +396,7 @@ def collect(
         images, images_note = _images(root, socket_path)
         if root.prefix.resolve() == Path("/"):
             addresses = _addresses()
-        probes = _probes(reader.files, lambda p: root.read(p))
+        probes = _probes(reader.files, lambda p: _read_quietly(root, p))
         api, api_note = _api(root, kubeconfig, reader.files)
     return d.NodeSnapshot(
         root=base.root,

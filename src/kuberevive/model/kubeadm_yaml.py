@@ -72,6 +72,25 @@ def _fail(where: str, what: str) -> ConfigError:
     return ConfigError(f"invalid kubeadm configuration: {where}: {what}", "fix that field and run again")
 
 
+def _node_dir(value: str, where: str) -> None:
+    """A directory the tool writes on the node: absolute, and never through ``..`` (which would climb out of
+    the directory it names, and under ``--root`` out of the root)."""
+    reason = node_dir_problem(value)
+    if reason:
+        raise _fail(where, f"{value!r} {reason}")
+
+
+def node_dir_problem(value: str) -> str | None:
+    """Why ``value`` is not acceptable as a node directory (absolute, no ``..`` part, no NUL), or None."""
+    if not value.startswith("/"):
+        return "must be an absolute path"
+    if "\0" in value:
+        return "holds a NUL character"
+    if ".." in value.split("/"):
+        return "must not contain '..'"
+    return None
+
+
 def _mapping(raw: Any, where: str, allowed: set[str]) -> dict[str, Any]:
     if raw is None:
         return {}
@@ -368,8 +387,7 @@ def _cluster(doc: dict[str, Any], version: str) -> tuple[ClusterConfiguration, t
             local_allowed.add("extraEnvs")
         loc = _mapping(etcd_raw.get("local"), lw, local_allowed)
         data_dir = _str(loc.get("dataDir"), f"{lw}.dataDir") or LocalEtcd.data_dir
-        if not data_dir.startswith("/"):
-            raise _fail(f"{lw}.dataDir", f"{data_dir!r} must be an absolute path")
+        _node_dir(data_dir, f"{lw}.dataDir")
         etcd_local = LocalEtcd(
             image_repository=_str(loc.get("imageRepository"), f"{lw}.imageRepository"),
             image_tag=_str(loc.get("imageTag"), f"{lw}.imageTag"),
@@ -385,8 +403,7 @@ def _cluster(doc: dict[str, Any], version: str) -> tuple[ClusterConfiguration, t
     proxy_raw = _mapping(m.get("proxy"), f"{w}.proxy", {"disabled"})
 
     cert_dir = _str(m.get("certificatesDir"), f"{w}.certificatesDir") or ClusterConfiguration.certificates_dir
-    if not cert_dir.startswith("/"):
-        raise _fail(f"{w}.certificatesDir", f"{cert_dir!r} must be an absolute path")
+    _node_dir(cert_dir, f"{w}.certificatesDir")
 
     gates_raw = m.get("featureGates") or {}
     if not isinstance(gates_raw, dict):

@@ -40,9 +40,8 @@ def now_text() -> str:
 
 @contextmanager
 def recovery_lock(root: NodeRoot) -> Iterator[None]:
-    host = root.host_path(LOCK)
-    host.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(host, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    root.ensure_dir(RECOVER_DIR)
+    fd = os.open(root.host_path(LOCK, follow=False), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -260,7 +260,7 @@ class Executor:
                 results = self.root.write_all(artifacts, force=True)
                 break
             except (NodeFsError, IsADirectoryError):
-                if time.monotonic() > deadline or not any(self.root.host_path(a.path).is_dir() for a in artifacts):
+                if time.monotonic() > deadline or not any(self.root.is_placeholder_dir(a.path) for a in artifacts):
                     raise
                 self.progress("      an empty directory came back where a file belongs (an old static pod): retrying")
                 time.sleep(2)
@@ -531,17 +531,12 @@ class Executor:
         pem, kubeconfig = arts
         self.root.write_all([pem], force=True)
         _fault(self.environ, "KUBEREVIVE_FAULT_MID_STEP", i)
-        current = self.root.host_path(core.KUBELET_CLIENT_CURRENT)
         target = str(pem.path)
-        if not (current.is_symlink() and os.readlink(current) == target):
-            if current.exists() or current.is_symlink():
+        if self.root.readlink(core.KUBELET_CLIENT_CURRENT) != target:
+            if self.root.lstat(core.KUBELET_CLIENT_CURRENT) is not None:
                 aside = _move_aside_any(self.root, core.KUBELET_CLIENT_CURRENT)
                 self.result.messages.append(f"{core.KUBELET_CLIENT_CURRENT} (old CA) moved aside to {aside}")
-            tmp = current.with_name(f".{current.name}.kuberevive-tmp")
-            if tmp.is_symlink() or tmp.exists():
-                tmp.unlink()
-            os.symlink(target, tmp)
-            os.replace(tmp, current)
+            self.root.replace_symlink(core.KUBELET_CLIENT_CURRENT, target)
         self.root.write_all([kubeconfig], force=True)
 
     def step_kubelet_restart(self, i: int) -> None:
