@@ -3,7 +3,9 @@ against a real etcd checked with the real ``etcdutl``.
 
 Bad input (wrong passphrase, truncated file, one flipped byte, a backup of another cluster) gives one clear
 line, a non-zero exit and a node root that is byte-for-byte unchanged; no plaintext private key appears in any
-file the tool writes nor in its output.
+file the tool writes nor in its output. So does a forged backup (F2 of the adversarial review): paths outside
+what a backup holds, odd modes, an unsigned or tampered recipient-mode backup, one signed by another CA, one that
+nothing on the node ties to this cluster.
 """
 
 from __future__ import annotations
