@@ -7,8 +7,10 @@ import hashlib
 import io
 import json
 import tarfile
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pyrage
 import pytest
@@ -318,3 +320,365 @@ def test_etcd_member_from_manifest_flags() -> None:
         core.etcd_member(flags | {"initial-cluster": "a=https://a:2380,b=https://b:2380,c=https://c:2380"}, "x")
     with pytest.raises(BackupError, match="no --initial-advertise-peer-urls"):
         core.etcd_member({"name": "cp1"}, "x")
+
+
+# ------------------------------------------------------------- forged backups (F2: B-A1, B-A2, B-A3, B-X12)
+
+
+def _forge(
+    plaintext: bytes,
+    edit: Callable[[dict[str, Any]], None] = lambda _m: None,
+    add: dict[str, bytes] | None = None,
+    signature: bytes | None = None,
+) -> bytes:
+    """``plaintext`` with its manifest edited, members added (and listed when under files/) and the signature
+    replaced by ``signature`` (None: removed), as a forger who can decrypt (passphrase) would rebuild it."""
+    with tarfile.open(fileobj=io.BytesIO(plaintext), mode="r:gz") as tar:
+        members = {}
+        for info in tar:
+            fh = tar.extractfile(info)
+            assert fh is not None
+            members[info.name] = fh.read()
+    manifest = json.loads(members.pop(core.MANIFEST_NAME))
+    members.pop(core.SIGNATURE_NAME, None)
+    for name, data in (add or {}).items():
+        members[name] = data
+        if name.startswith("files/"):
+            entry = {"path": name[len("files") :], "mode": "0644", "size": len(data)}
+            manifest["files"].append(entry | {"sha256": hashlib.sha256(data).hexdigest()})
+    edit(manifest)
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb") as gz, tarfile.open(fileobj=gz, mode="w") as dst:
+        items = [(core.MANIFEST_NAME, json.dumps(manifest).encode())]
+        if signature is not None:
+            items.append((core.SIGNATURE_NAME, signature))
+        for name, data in [*items, *members.items()]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _set_path(index: int, raw: str) -> Callable[[dict[str, Any]], None]:
+    """Make the manifest's entry ``index`` claim the raw path ``raw`` (its member stays where it was)."""
+
+    def edit(manifest: dict[str, Any]) -> None:
+        manifest["files"][index]["path"] = raw
+
+    return edit
+
+
+def _set_mode(name: str, mode: object) -> Callable[[dict[str, Any]], None]:
+    def edit(manifest: dict[str, Any]) -> None:
+        for entry in manifest["files"]:
+            if entry["path"] == f"/etc/kubernetes/pki/{name}":
+                entry["mode"] = mode
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("member", "shown"),
+    [
+        pytest.param("files/etc/cron.d/kuberevive-evil", "/etc/cron.d/kuberevive-evil", id="B-A1-cron"),
+        pytest.param("files/root/.ssh/authorized_keys", "/root/.ssh/authorized_keys", id="B-A1-ssh"),
+        pytest.param("files/usr/local/bin/kubectl", "/usr/local/bin/kubectl", id="B-A1-setuid"),
+        pytest.param("files/var/lib/kubelet/pki/kubelet.key", "/var/lib/kubelet/pki/kubelet.key", id="kubelet-pki"),
+        pytest.param("files/etc/kubernetesX/a", "/etc/kubernetesX/a", id="sibling-prefix"),
+    ],
+)
+def test_forged_paths_refused(member: str, shown: str) -> None:
+    forged = _forge(_archive(), add={member: b"* * * * * root touch /var/pwned\n"})
+    with pytest.raises(BackupError) as err:
+        core.parse_archive(forged, "b.age")
+    assert str(err.value).startswith(f"b.age lists {shown}, which a kuberevive backup never holds; nothing was written")
+    assert "\n" not in str(err.value) and err.value.hint
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        pytest.param("/etc/kubernetes/../cron.d/x", "/etc/kubernetes/../cron.d/x", id="dotdot"),
+        pytest.param("/etc/kubernetes/pki/../../cron.d/x", "/etc/kubernetes/pki/../../cron.d/x", id="dotdot-deep"),
+        pytest.param("/etc/kubernetes/./pki/ca.key", "/etc/kubernetes/./pki/ca.key", id="dot"),
+        pytest.param("/etc/kubernetes//pki/ca.key", "/etc/kubernetes//pki/ca.key", id="empty-component"),
+        pytest.param("/etc/kubernetes/pki/", "/etc/kubernetes/pki/", id="trailing-slash"),
+        pytest.param("/etc/kubernetes/", "/etc/kubernetes/", id="the-directory"),
+        pytest.param("/etc/kubernetes", "/etc/kubernetes", id="no-slash"),
+        pytest.param("etc/kubernetes/pki/ca.key", "etc/kubernetes/pki/ca.key", id="relative"),
+        pytest.param("//etc/kubernetes/pki/ca.key", "//etc/kubernetes/pki/ca.key", id="double-root"),
+        pytest.param("/etc/kubernetes/pki/ca.key\0", "'/etc/kubernetes/pki/ca.key\\x00'", id="nul"),
+        pytest.param("/var/lib/kubelet/./config.yaml", "/var/lib/kubelet/./config.yaml", id="kubelet-dot"),
+    ],
+)
+def test_unnormalised_paths_refused(raw: str, shown: str) -> None:
+    # PurePosixPath would make most of these the honest path of the member; only the raw string tells
+    index = next(i for i, f in enumerate(sorted(FILES, key=lambda f: f.path)) if f.path.name == "ca.key")
+    with pytest.raises(BackupError, match="which a kuberevive backup never holds") as err:
+        core.parse_archive(_forge(_archive(), _set_path(index, raw)), "b")
+    assert f"b lists {shown}," in str(err.value)
+
+
+def test_forged_certificates_dir_refused() -> None:
+    def edit(manifest: dict[str, Any]) -> None:
+        manifest["certificates_dir"] = "/"
+
+    with pytest.raises(BackupError, match="names / as its certificates directory"):
+        core.parse_archive(_forge(_archive(), edit), "b")
+
+
+def test_forged_optional_member_refused() -> None:
+    def edit(manifest: dict[str, Any]) -> None:
+        manifest["kubeadm_config"]["member"] = "files/etc/kubernetes/pki/ca.key"
+
+    archive = _archive(kubeadm_config=b"kind: ClusterConfiguration\n")
+    with pytest.raises(BackupError, match=r"where a backup keeps cluster/kubeadm-config\.yaml"):
+        core.parse_archive(_forge(archive, edit), "b")
+
+
+@pytest.mark.parametrize(
+    ("edit", "shown"),
+    [
+        pytest.param(_set_mode("sa.key", "-1"), "sa.key the mode -1", id="B-X12"),
+        pytest.param(lambda m: (_set_mode("ca.key", "0666")(m), _set_mode("sa.key", "-1")(m)), "-1", id="B-A3"),
+        pytest.param(_set_mode("ca.key", "7777"), "ca.key the mode 7777", id="7777"),
+        pytest.param(_set_mode("ca.key", "4755"), "the mode 4755", id="setuid"),
+        pytest.param(_set_mode("ca.key", "2755"), "the mode 2755", id="setgid"),
+        pytest.param(_set_mode("ca.key", "1777"), "the mode 1777", id="sticky"),
+        pytest.param(_set_mode("ca.key", "10644"), "the mode 10644", id="five-digits"),
+        pytest.param(_set_mode("ca.key", "64"), "the mode 64", id="two-digits"),
+        pytest.param(_set_mode("ca.key", "0o644"), "the mode 0o644", id="python-prefix"),
+        pytest.param(_set_mode("ca.key", "0648"), "the mode 0648", id="not-octal"),
+        pytest.param(_set_mode("ca.key", "644\n"), "the mode '644\\n'", id="newline"),
+        pytest.param(_set_mode("ca.key", "٦٤٤"), "the mode ٦٤٤", id="unicode-digits"),
+        pytest.param(_set_mode("ca.key", 420), "the mode 420", id="a-number"),
+    ],
+)
+def test_forged_modes_refused(edit: Callable[[dict[str, Any]], None], shown: str) -> None:
+    with pytest.raises(BackupError, match="which kuberevive never records") as err:
+        core.parse_archive(_forge(_archive(), edit), "b")
+    assert shown in str(err.value) and "nothing was written" in str(err.value)
+    assert "\n" not in str(err.value).replace("\\n", "")
+
+
+@pytest.mark.parametrize("mode", ["0600", "600", "0644", "0777", "0000"])
+def test_plain_modes_are_read(mode: str) -> None:
+    assert core.parse_archive(_forge(_archive(), _set_mode("ca.key", mode)), "b").files
+
+
+@pytest.mark.parametrize(
+    ("path", "mode"),
+    [
+        ("/etc/kubernetes/pki/ca.key", 0o600),
+        ("/etc/kubernetes/pki/etcd/peer.key", 0o600),
+        ("/etc/kubernetes/pki/sa.key", 0o600),
+        ("/etc/kubernetes/pki/sa.pub", 0o600),  # kubeadm writes it through its key writer
+        ("/etc/kubernetes/pki/ca.crt", 0o644),
+        ("/etc/kubernetes/pki/etcd/ca.crt", 0o644),
+        ("/etc/kubernetes/admin.conf", 0o600),
+        ("/etc/kubernetes/super-admin.conf", 0o600),
+        ("/etc/kubernetes/manifests/kube-apiserver.yaml", 0o600),
+        ("/etc/kubernetes/manifests/odd.crt", 0o600),  # a static pod manifest first
+        ("/var/lib/kubelet/config.yaml", 0o644),
+        ("/var/lib/kubelet/kubeadm-flags.env", 0o644),
+        ("/var/lib/kubelet/instance-config.yaml", 0o644),
+        ("/etc/kubernetes/notes.txt", 0o600),
+        ("/etc/kubernetes/tmp/kubeadm-kubelet-config.yaml", 0o600),
+    ],
+)
+def test_restore_mode_table(path: str, mode: int) -> None:
+    assert oct(core.restore_mode(PurePosixPath(path))) == oct(mode)
+
+
+@pytest.mark.parametrize(
+    ("name", "recorded", "restored"),
+    [
+        pytest.param("ca.key", "0666", 0o600, id="B-A3-ca.key-0666"),
+        pytest.param("sa.key", "0644", 0o600, id="B-A3-key-0644"),
+        pytest.param("ca.crt", "0600", 0o644, id="crt-0600"),
+        pytest.param("ca.crt", "0777", 0o644, id="crt-0777"),
+    ],
+)
+def test_restore_writes_kuberevive_modes_not_the_manifests(name: str, recorded: str, restored: int) -> None:
+    contents = core.parse_archive(_forge(_archive(), _set_mode(name, recorded)), "b")
+    path = PurePosixPath(f"/etc/kubernetes/pki/{name}")
+    assert contents.files[path].mode == int(recorded, 8)  # what the manifest says, for the record
+    (art,) = [a for a in core.restore_artifacts(contents, {}) if a.path == path]
+    assert oct(art.mode) == oct(restored)
+
+
+def test_honest_backup_restores_every_mode_from_the_table() -> None:
+    arts = core.restore_artifacts(core.parse_archive(_archive(), "b"), {})
+    assert {a.path: a.mode for a in arts} == {f.path: core.restore_mode(f.path) for f in FILES}
+    assert {a.path: a.mode for a in arts} == {f.path: f.mode for f in FILES}  # and that is kubeadm's
+
+
+# -------------------------------------------------------------------------------- signature
+
+
+def _member(plaintext: bytes, name: str) -> bytes | None:
+    with tarfile.open(fileobj=io.BytesIO(plaintext), mode="r:gz") as tar:
+        try:
+            fh = tar.extractfile(name)
+        except KeyError:
+            return None
+        return fh.read() if fh is not None else None
+
+
+def test_build_signs_the_exact_manifest_bytes_with_ca_key() -> None:
+    archive = _archive()
+    manifest, signature = _member(archive, core.MANIFEST_NAME), _member(archive, core.SIGNATURE_NAME)
+    assert manifest is not None and signature is not None
+    ca = pki.load_certificate(_by_name(FILES, "ca.crt").content, "ca.crt")
+    assert pki.verify_sha256_signature(ca, manifest, signature)
+    assert not pki.verify_sha256_signature(ca, manifest + b" ", signature)
+    contents = core.parse_archive(archive, "b")
+    assert contents.signed_by == pki.discovery_token_ca_cert_hash(ca) == contents.ca_cert_hash
+    assert "the manifest's signature verifies with the backup's ca.crt" in core.verify(contents, NOW).checks
+
+
+def test_no_signature_without_a_matching_ca_key() -> None:
+    no_key = [f for f in FILES if f.path != PurePosixPath("/etc/kubernetes/pki/ca.key")]
+    assert core.signing_key(no_key) is None
+    assert _member(_archive(no_key), core.SIGNATURE_NAME) is None
+    other_key = [_by_name(OTHER_FILES, "ca.key") if f.path.name == "ca.key" else f for f in FILES]
+    assert core.signing_key(other_key) is None
+    assert core.parse_archive(_archive(no_key), "b").signed_by is None
+
+
+def _other_ca_signature(archive: bytes) -> bytes:
+    """Another CA's signature of the manifest bytes ``_forge`` writes for ``archive``."""
+    manifest = json.dumps(json.loads(_member(archive, core.MANIFEST_NAME) or b"")).encode()
+    return pki.sign_sha256(pki.load_private_key(_by_name(OTHER_FILES, "ca.key").content, "k"), manifest)
+
+
+def _edit_node(manifest: dict[str, Any]) -> None:
+    manifest["node"]["node_name"] = "evil"
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda a: _forge(a, _edit_node, signature=_member(a, core.SIGNATURE_NAME)), id="manifest-edited"),
+        pytest.param(lambda a: _forge(a, signature=b"\x00" * 64), id="garbage-signature"),
+        pytest.param(lambda a: _forge(a, signature=b""), id="empty-signature"),
+        pytest.param(lambda a: _forge(a, signature=_other_ca_signature(a)), id="another-ca-signed"),
+    ],
+)
+def test_tampered_signature_refused(tamper: Callable[[bytes], bytes]) -> None:
+    with pytest.raises(BackupError, match=r"signature of b does not verify .* \(tampered\); nothing was written"):
+        core.parse_archive(tamper(_archive()), "b")
+
+
+@pytest.mark.parametrize("algorithm", ["rsa", "p256", "p384"])
+def test_sign_sha256_round_trip(algorithm: str) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    key: pki.PrivateKey = (
+        rsa.generate_private_key(65537, 2048)
+        if algorithm == "rsa"
+        else ec.generate_private_key(ec.SECP256R1() if algorithm == "p256" else ec.SECP384R1())
+    )
+    cert = pki.new_self_signed_ca("kubernetes", key, NOW, NOW + timedelta(days=1))
+    sig = pki.sign_sha256(key, b"manifest")
+    assert pki.verify_sha256_signature(cert, b"manifest", sig)
+    assert not pki.verify_sha256_signature(cert, b"manifesT", sig)
+    assert not pki.verify_sha256_signature(cert, b"manifest", sig[:-1])
+
+
+# ---------------------------------------------------------------------------- authenticity
+
+
+def test_recipient_backup_must_be_signed() -> None:
+    signed = core.encrypt(_archive(), RECIPIENT)
+    contents = core.open_archive(signed, IDENTITIES, "b")
+    assert contents.encryption == core.RECIPIENT and contents.signed_by is not None
+    unsigned = core.encrypt(_forge(_archive()), RECIPIENT)
+    with pytest.raises(BackupError, match="encrypted to an age recipient key but its manifest is not signed") as err:
+        core.open_archive(unsigned, IDENTITIES, "b")
+    assert "--allow-unauthenticated" in str(err.value)
+    assert core.open_archive(unsigned, IDENTITIES, "b", allow_unauthenticated=True).signed_by is None
+
+
+def test_unsigned_passphrase_backup_is_still_read() -> None:
+    secret = Secret(passphrase="p")
+    contents = core.open_archive(core.encrypt(_forge(_archive()), secret), secret, "b")
+    assert contents.encryption == core.PASSPHRASE and contents.signed_by is None
+
+
+def test_forged_recipient_backup_refused_for_its_paths() -> None:
+    # B-A2: only the public recipient key and the public ca.crt are needed to make this
+    public = [f for f in FILES if f.path.suffix == ".crt"]
+    forged = _forge(_archive(public), add={"files/etc/cron.d/kuberevive-evil": b"* * * * * root id\n"})
+    with pytest.raises(BackupError, match=r"lists /etc/cron\.d/kuberevive-evil, which a kuberevive backup never"):
+        core.open_archive(core.encrypt(forged, RECIPIENT), IDENTITIES, "b", allow_unauthenticated=True)
+    with pytest.raises(BackupError, match="not signed"):
+        core.open_archive(core.encrypt(_archive(public), RECIPIENT), IDENTITIES, "b")
+
+
+REAL_CA = _by_name(FILES, "ca.crt").content
+REAL_HASH = pki.discovery_token_ca_cert_hash(pki.load_certificate(REAL_CA, "ca"))
+OTHER_HASH = pki.discovery_token_ca_cert_hash(pki.load_certificate(_by_name(OTHER_FILES, "ca.crt").content, "c"))
+KUBELET = TrustEvidence("the kubelet client certificate", _by_name(FILES, "apiserver-kubelet-client.crt").content)
+
+
+def _contents(files: list[BackupFile], encryption: str) -> core.BackupContents:
+    from dataclasses import replace
+
+    return replace(core.parse_archive(_archive(files), "b"), encryption=encryption)
+
+
+@pytest.mark.parametrize(
+    ("files", "encryption", "evidence", "kw", "outcome"),
+    [
+        pytest.param(OTHER_FILES, core.RECIPIENT, [KUBELET], {}, "another cluster", id="B-A2-own-ca-vs-kubelet-cert"),
+        pytest.param(OTHER_FILES, core.RECIPIENT, [], {}, "holds no kubelet certificate", id="B-A2-no-evidence"),
+        pytest.param(OTHER_FILES, core.RECIPIENT, [], {"ca_cert_hash": REAL_HASH}, "not the pinned", id="B-A2-pin"),
+        pytest.param(FILES, core.RECIPIENT, [], {}, "holds no kubelet certificate", id="B-A2-honest-no-pin"),
+        pytest.param(FILES, core.RECIPIENT, [], {"ca_cert_hash": REAL_HASH}, [], id="B-A2-right-pin"),
+        pytest.param(FILES, core.RECIPIENT, [], {"ca_cert_hash": OTHER_HASH}, "not the pinned", id="B-A2-wrong-pin"),
+        pytest.param(
+            FILES, core.RECIPIENT, [], {"allow_unauthenticated": True}, ["no kubelet certificate"], id="allowed"
+        ),
+        pytest.param(FILES, core.RECIPIENT, [KUBELET], {}, [], id="recipient-tied-by-kubelet-cert"),
+        pytest.param(FILES, core.RECIPIENT, [KUBELET], {"ca_cert_hash": OTHER_HASH}, "not the pinned", id="pin-wins"),
+        pytest.param(FILES, core.PASSPHRASE, [], {}, ["no kubelet certificate"], id="passphrase-no-evidence"),
+        pytest.param(OTHER_FILES, core.PASSPHRASE, [KUBELET], {}, "another cluster", id="passphrase-foreign"),
+        pytest.param(
+            OTHER_FILES, core.RECIPIENT, [KUBELET], {"allow_foreign": True}, ["foreign backup allowed"], id="foreign"
+        ),
+    ],
+)
+def test_same_cluster(
+    files: list[BackupFile], encryption: str, evidence: list[TrustEvidence], kw: dict[str, Any], outcome: object
+) -> None:
+    contents = _contents(files, encryption)
+    if isinstance(outcome, str):
+        with pytest.raises(BackupError, match=outcome) as err:
+            core.same_cluster(contents, evidence, **kw)
+        assert "nothing was written" in str(err.value)
+    else:
+        assert isinstance(outcome, list)
+        warnings = core.same_cluster(contents, evidence, **kw)
+        assert len(warnings) == len(outcome) and all(w.startswith(o) for w, o in zip(warnings, outcome, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("sha256:" + "ab" * 32, True),
+        ("SHA256:" + "AB" * 32, False),
+        ("sha256:" + "AB" * 32, True),
+        (" sha256:" + "ab" * 32 + "\n", True),
+        ("ab" * 32, False),
+        ("sha256:" + "ab" * 31, False),
+        ("sha1:" + "ab" * 20, False),
+        ("sha256:" + "zz" * 32, False),
+    ],
+)
+def test_parse_ca_cert_hash(text: str, ok: bool) -> None:
+    if ok:
+        assert core.parse_ca_cert_hash(text) == "sha256:" + "ab" * 32
+    else:
+        with pytest.raises(BackupError, match="is not sha256:<64 hex digits>"):
+            core.parse_ca_cert_hash(text)

@@ -9,6 +9,9 @@ Inside the tar (all paths relative, no links, no directories)::
 
     kuberevive-backup.json          the manifest: format, creation time, node identity, cluster CA,
                                     and one entry per file (node path, mode, size, sha256)
+    kuberevive-backup.sig           the signature of the manifest's exact bytes by the cluster CA key
+                                    (``pki/ca.key``: RSA PKCS#1 v1.5 or ECDSA, SHA-256); absent when the node
+                                    has no usable ca.key and in backups made before kuberevive signed them
     files/etc/kubernetes/...        the node's files, by node path (PKI with CA keys, kubeconfigs, manifests)
     files/var/lib/kubelet/...       kubelet configuration and kubeadm-flags.env
     cluster/kubeadm-config.yaml     the kubeadm ClusterConfiguration (kubeadm-config ConfigMap), when known
@@ -17,6 +20,17 @@ Inside the tar (all paths relative, no links, no directories)::
 
 Reading checks the manifest first, then every member against it: a missing, extra or altered member is an
 error. A flipped byte anywhere in the encrypted file already fails age's authenticated decryption.
+
+A backup is untrusted input that ends up as root-owned files on the node, so reading also refuses what
+``backup create`` never writes: a file outside ``/etc/kubernetes/`` and :data:`KUBELET_FILES`, a path with
+``.``/``..``/empty components or NUL, a mode that is not plain ``0..0777``. A restore writes kuberevive's own
+modes (:data:`RESTORE_MODES`), never the manifest's.
+
+Authenticity: age's scrypt (passphrase) recipient authenticates the sender (a forger needs the passphrase);
+an X25519 recipient does not (anyone with the public ``age1...`` key can encrypt to it). The signature ties
+the manifest to the key of the backup's own ``ca.crt``; :func:`open_archive` refuses an unsigned
+recipient-mode backup, and :func:`same_cluster` ties that CA to the node's surviving trust (or an
+operator-pinned ``--ca-cert-hash``).
 """
 
 from __future__ import annotations
@@ -26,9 +40,10 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import tarfile
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
@@ -38,11 +53,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from kuberevive.core import pki
+from kuberevive.core.kubeconfig import MODE_KUBECONFIG
+from kuberevive.core.manifests import MANIFEST_MODE
 from kuberevive.errors import KubereviveError
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 
 FORMAT = "kuberevive-backup/v1"
 MANIFEST_NAME = "kuberevive-backup.json"
+SIGNATURE_NAME = "kuberevive-backup.sig"
 FILES_PREFIX = "files"
 KUBEADM_CONFIG_MEMBER = "cluster/kubeadm-config.yaml"
 SNAPSHOT_MEMBER = "etcd/snapshot.db"
@@ -50,6 +68,7 @@ AGE_MAGIC = b"age-encryption.org/v1\n"
 AGE_ARMOR_MAGIC = b"-----BEGIN AGE ENCRYPTED FILE-----"
 KUBERNETES_DIR = PurePosixPath("/etc/kubernetes")
 PKI_DIR = KUBERNETES_DIR / "pki"
+MANIFESTS_DIR = KUBERNETES_DIR / "manifests"
 
 #: Node files kept in a backup besides everything under /etc/kubernetes.
 KUBELET_FILES = (
@@ -66,6 +85,27 @@ TRUST_FILES = ("ca.crt", "ca.key", "front-proxy-ca.crt", "front-proxy-ca.key", "
 SA_FILES = ("sa.key", "sa.pub")
 
 SHA256_SIZE = 32
+
+PASSPHRASE = "passphrase"
+RECIPIENT = "recipient"
+"""How a backup was encrypted (:attr:`BackupContents.encryption`): age scrypt, or X25519 recipients."""
+
+#: The mode a restore writes each file with, whatever the manifest says: kubeadm's (spec §2.1). First match
+#: wins; anything else (under /etc/kubernetes) is :data:`OTHER_MODE`. The only place these are decided.
+RESTORE_MODES: tuple[tuple[str, Callable[[PurePosixPath], bool], int], ...] = (
+    ("private keys (*.key)", lambda p: p.suffix == ".key", pki.MODE_KEY),
+    ("kubeconfigs (*.conf)", lambda p: p.suffix == ".conf", MODE_KUBECONFIG),
+    ("static Pod manifests (manifests/*)", lambda p: p.is_relative_to(MANIFESTS_DIR), MANIFEST_MODE),
+    ("the service-account public key (sa.pub, written by kubeadm's key writer)", lambda p: p.name == "sa.pub",
+     pki.MODE_PUBLIC_KEY),
+    ("certificates (*.crt)", lambda p: p.suffix == ".crt", pki.MODE_CERT),
+    ("kubelet config.yaml, kubeadm-flags.env, instance-config.yaml", lambda p: p in KUBELET_FILES, 0o644),
+)  # fmt: skip
+OTHER_MODE = 0o600
+
+_MODE_RE = re.compile(r"[0-7]{3,4}")
+_PIN_RE = re.compile(r"sha256:([0-9a-fA-F]{64})")
+_FORGED_HINT = "this file was not made by kuberevive backup create: do not use it; use another backup"
 
 
 class BackupError(KubereviveError):
@@ -105,6 +145,10 @@ class BackupContents:
     kubeadm_config: bytes | None = None
     etcd_snapshot: bytes | None = None
     """The snapshot as etcd streamed it (db followed by its sha256), or None."""
+    signed_by: str | None = None
+    """``sha256:`` hash (kubeadm's CA pin) of the backup's ca.crt whose key signed the manifest; None: unsigned."""
+    encryption: str = ""
+    """:data:`PASSPHRASE` or :data:`RECIPIENT` once read by :func:`open_archive`; "" from :func:`parse_archive`."""
 
     @property
     def created(self) -> datetime:
@@ -119,6 +163,17 @@ class BackupContents:
     @property
     def ca_cert_pem(self) -> bytes | None:
         return self.pki.get("ca.crt")
+
+    @property
+    def ca_cert_hash(self) -> str | None:
+        """kubeadm's ``--discovery-token-ca-cert-hash`` of the backup's ca.crt (None without a readable one)."""
+        pem = self.ca_cert_pem
+        if pem is None:
+            return None
+        try:
+            return pki.discovery_token_ca_cert_hash(pki.load_certificate(pem, "ca.crt in the backup"))
+        except KubereviveError:
+            return None
 
 
 @dataclass(frozen=True)
@@ -137,6 +192,8 @@ class VerifyReport:
     node: dict[str, Any]
     files: int
     etcd_snapshot_bytes: int | None
+    signed_by: str | None = None
+    encryption: str = ""
     problems: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
     certificates: list[CertStatus] = field(default_factory=list)
@@ -153,6 +210,8 @@ class VerifyReport:
             "node": self.node,
             "files": self.files,
             "etcd_snapshot_bytes": self.etcd_snapshot_bytes,
+            "encryption": self.encryption or None,
+            "signed_by": self.signed_by,
             "checks": self.checks,
             "problems": self.problems,
             "certificates": [
@@ -182,7 +241,10 @@ def build_archive(
     kubeadm_config_source: str = "none",
     etcd_snapshot: bytes | None = None,
 ) -> bytes:
-    """The plaintext archive (gzip'd tar) for ``files``; built in memory. Refuses a backup without ``ca.crt``."""
+    """The plaintext archive (gzip'd tar) for ``files``; built in memory. Refuses a backup without ``ca.crt``.
+
+    The manifest is signed with ``ca.key`` (:func:`signing_key`) when the files hold one that matches ``ca.crt``.
+    """
     by_path = {f.path: f for f in files}
     ca = by_path.get(certificates_dir / "ca.crt")
     if ca is None:
@@ -232,14 +294,32 @@ def build_archive(
     buf = io.BytesIO()
     mtime = int(created.timestamp())
     # gzip with mtime fixed to the creation time, so the archive bytes depend only on the content
+    raw_manifest = json.dumps(manifest, indent=2).encode()
+    key = signing_key(by_path.values(), certificates_dir)
     with (
         gzip.GzipFile(fileobj=buf, mode="wb", mtime=mtime, compresslevel=6) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
-        _add(tar, MANIFEST_NAME, json.dumps(manifest, indent=2).encode(), mtime)
+        _add(tar, MANIFEST_NAME, raw_manifest, mtime)
+        if key is not None:
+            _add(tar, SIGNATURE_NAME, pki.sign_sha256(key, raw_manifest), mtime)
         for name, data in members:
             _add(tar, name, data, mtime)
     return buf.getvalue()
+
+
+def signing_key(files: Iterable[BackupFile], certificates_dir: PurePosixPath = PKI_DIR) -> pki.PrivateKey | None:
+    """The key that signs a backup's manifest: the cluster CA's ``ca.key`` when it matches ``ca.crt``, else None."""
+    by_path = {f.path: f.content for f in files}
+    crt, key = by_path.get(certificates_dir / "ca.crt"), by_path.get(certificates_dir / "ca.key")
+    if crt is None or key is None:
+        return None
+    try:
+        private = pki.load_private_key(key, "ca.key")
+        ok = pki.key_matches_certificate(private, pki.load_certificate(crt, "ca.crt"))
+    except KubereviveError:
+        return None
+    return private if ok else None
 
 
 def _member_name(node_path: PurePosixPath) -> str:
@@ -337,11 +417,115 @@ def _age_reason(exc: Exception) -> str:
     return text[:120]
 
 
+def encryption_of(ciphertext: bytes) -> str:
+    """:data:`PASSPHRASE` (age scrypt: only the passphrase holder can make it) or :data:`RECIPIENT` (anyone)."""
+    return PASSPHRASE if _is_scrypt(ciphertext) else RECIPIENT
+
+
+# ------------------------------------------------------------------------------- authenticity
+
+
+def open_archive(
+    ciphertext: bytes, secret: Secret, source: str, *, allow_unauthenticated: bool = False
+) -> BackupContents:
+    """Decrypt, read and verify a backup; refuse a recipient-mode backup that is not signed.
+
+    age's passphrase mode already authenticates (a forger needs the passphrase), so unsigned passphrase
+    backups (made before kuberevive signed them) are read. Anyone who knows the public ``age1...`` key can
+    make a recipient-mode backup, so one without a signature is refused unless ``allow_unauthenticated``.
+    A signature that does not verify is refused in both modes (:func:`parse_archive`).
+    """
+    contents = parse_archive(decrypt(ciphertext, secret, source), source)
+    contents = replace(contents, encryption=encryption_of(ciphertext))
+    if contents.encryption == RECIPIENT and contents.signed_by is None and not allow_unauthenticated:
+        raise BackupError(
+            f"{source} is encrypted to an age recipient key but its manifest is not signed by its cluster CA, so "
+            "anyone who knows the public key could have made it; nothing was written",
+            "use a backup made by this kuberevive version (backup create signs with pki/ca.key), or pass "
+            "--allow-unauthenticated if you know where this file comes from",
+        )
+    return contents
+
+
+def parse_ca_cert_hash(text: str) -> str:
+    """``--ca-cert-hash`` in kubeadm's ``--discovery-token-ca-cert-hash`` format, lower-cased."""
+    m = _PIN_RE.fullmatch(text.strip())
+    if not m:
+        raise BackupError(
+            f"--ca-cert-hash {_show(text)} is not sha256:<64 hex digits>",
+            "pass the hash as kubeadm join's --discovery-token-ca-cert-hash has it "
+            "(kubeadm token create --print-join-command on a healthy control-plane node prints it)",
+        )
+    return "sha256:" + m.group(1).lower()
+
+
 # ---------------------------------------------------------------------------------- reading
 
 
+def is_backup_path(path: object) -> bool:
+    """Whether ``path`` (the manifest's raw string) is one ``backup create`` collects: a normalised absolute path
+    under /etc/kubernetes/ (no empty, ``.`` or ``..`` component, no NUL), or one of :data:`KUBELET_FILES`."""
+    if not isinstance(path, str):
+        return False
+    if path in _KUBELET_PATHS:
+        return True
+    prefix = f"{KUBERNETES_DIR}/"
+    if not path.startswith(prefix) or "\0" in path:
+        return False
+    return all(part not in ("", ".", "..") for part in path[len(prefix) :].split("/"))
+
+
+_KUBELET_PATHS = frozenset(str(p) for p in KUBELET_FILES)
+
+
+def manifest_mode(mode: object) -> int | None:
+    """The manifest's mode string as a number, or None unless it is 3-4 octal digits within 0o777 (no
+    setuid, setgid or sticky bit: ``backup create`` never records one)."""
+    if not isinstance(mode, str) or not _MODE_RE.fullmatch(mode):
+        return None
+    value = int(mode, 8)
+    return value if value <= 0o777 else None
+
+
+def _show(value: object) -> str:
+    text = value if isinstance(value, str) and value.isprintable() else repr(value)
+    return text if len(text) <= 160 else text[:160] + "..."
+
+
+def _refuse_forged(manifest: dict[str, Any], source: str) -> None:
+    """Raise for the first path or mode ``backup create`` never writes (before any member is looked at)."""
+    cdir = manifest.get("certificates_dir", str(PKI_DIR))
+    if not is_backup_path(cdir):
+        raise BackupError(
+            f"{source} names {_show(cdir)} as its certificates directory, which a kuberevive backup never "
+            "does; nothing was written",
+            _FORGED_HINT,
+        )
+    entries = manifest["files"]
+    if not isinstance(entries, list):
+        raise TypeError("files is not a list")
+    for entry in entries:
+        path = entry["path"]
+        if not is_backup_path(path):
+            raise BackupError(
+                f"{source} lists {_show(path)}, which a kuberevive backup never holds; nothing was written",
+                _FORGED_HINT,
+            )
+        if manifest_mode(entry["mode"]) is None:
+            raise BackupError(
+                f"{source} gives {path} the mode {_show(entry['mode'])}, which kuberevive never records "
+                "(a forged manifest); nothing was written",
+                _FORGED_HINT,
+            )
+
+
 def parse_archive(plaintext: bytes, source: str) -> BackupContents:
-    """Read and verify a decrypted archive; any missing, extra or altered member is a :class:`BackupError`."""
+    """Read and verify a decrypted archive; any missing, extra or altered member is a :class:`BackupError`.
+
+    So is a path or mode that ``backup create`` never writes (:func:`is_backup_path`, :func:`manifest_mode`)
+    and a signature that does not verify with the backup's own ca.crt. An unsigned archive is read
+    (``signed_by`` None); whether that is acceptable is :func:`open_archive`'s decision.
+    """
     members = _read_tar(plaintext, source)
     raw_manifest = members.pop(MANIFEST_NAME, None)
     if raw_manifest is None:
@@ -356,9 +540,11 @@ def parse_archive(plaintext: bytes, source: str) -> BackupContents:
             f"this kuberevive reads {FORMAT}",
             "use the kuberevive version that made the backup",
         )
+    signature = members.pop(SIGNATURE_NAME, None)
     bad: list[str] = []
     files: dict[PurePosixPath, BackupFile] = {}
     try:
+        _refuse_forged(manifest, source)
         for entry in manifest["files"]:
             path = PurePosixPath(entry["path"])
             data = members.pop(_member_name(path), None)
@@ -369,8 +555,8 @@ def parse_archive(plaintext: bytes, source: str) -> BackupContents:
                 bad.append(f"{path} does not match its sha256")
                 continue
             files[path] = BackupFile(path, int(entry["mode"], 8), data)
-        kubeadm_config = _optional_member(manifest.get("kubeadm_config"), members, bad)
-        snapshot = _optional_member(manifest.get("etcd_snapshot"), members, bad)
+        kubeadm_config = _optional_member(manifest.get("kubeadm_config"), KUBEADM_CONFIG_MEMBER, members, bad)
+        snapshot = _optional_member(manifest.get("etcd_snapshot"), SNAPSHOT_MEMBER, members, bad)
         created = datetime.fromisoformat(manifest["created"])
         _ = created, manifest["node"], manifest["cluster"]
     except (KeyError, TypeError, ValueError) as exc:
@@ -379,13 +565,39 @@ def parse_archive(plaintext: bytes, source: str) -> BackupContents:
     if bad:
         shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
         raise BackupError(f"{source} failed its integrity check: {shown}", "use another backup")
+    signed_by = None
+    if signature is not None:
+        signed_by = _check_signature(raw_manifest, signature, files, manifest, source)
     if snapshot is not None:
         split_snapshot(snapshot)  # the sha256 trailer etcd appended
-    return BackupContents(files, manifest, kubeadm_config, snapshot)
+    return BackupContents(files, manifest, kubeadm_config, snapshot, signed_by=signed_by)
 
 
-def _optional_member(entry: Any, members: dict[str, bytes], bad: list[str]) -> bytes | None:
+def _check_signature(
+    raw_manifest: bytes, signature: bytes, files: Mapping[PurePosixPath, BackupFile], manifest: dict[str, Any], src: str
+) -> str:
+    """The CA pin of the backup's ca.crt when its key signed ``raw_manifest``; else a refusal (tampered)."""
+    ca = files.get(PurePosixPath(str(manifest.get("certificates_dir", PKI_DIR))) / "ca.crt")
+    cert = None
+    if ca is not None:
+        try:
+            cert = pki.load_certificate(ca.content, "ca.crt in the backup")
+        except KubereviveError:
+            cert = None
+    if cert is None or not pki.verify_sha256_signature(cert, raw_manifest, signature):
+        raise BackupError(
+            f"the signature of {src} does not verify with the backup's own ca.crt: the backup was altered after "
+            "it was made (tampered); nothing was written",
+            "do not use this file; use another backup",
+        )
+    return pki.discovery_token_ca_cert_hash(cert)
+
+
+def _optional_member(entry: Any, expected: str, members: dict[str, bytes], bad: list[str]) -> bytes | None:
     if entry is None:
+        return None
+    if entry["member"] != expected:
+        bad.append(f"the manifest names {_show(entry['member'])} where a backup keeps {expected}")
         return None
     data = members.pop(entry["member"], None)
     if data is None:
@@ -471,7 +683,11 @@ def verify(contents: BackupContents, now: datetime) -> VerifyReport:
         node=dict(contents.metadata.get("node", {})),
         files=len(contents.files),
         etcd_snapshot_bytes=len(contents.etcd_snapshot) if contents.etcd_snapshot is not None else None,
+        signed_by=contents.signed_by,
+        encryption=contents.encryption,
     )
+    if contents.signed_by is not None:
+        report.checks.append("the manifest's signature verifies with the backup's ca.crt")
     report.checks.append(f"{len(contents.files)} file(s) match their sha256")
     if contents.etcd_snapshot is not None:
         report.checks.append("etcd snapshot matches the sha256 etcd appended")
@@ -528,14 +744,23 @@ def verify(contents: BackupContents, now: datetime) -> VerifyReport:
 def restore_artifacts(
     contents: BackupContents, existing: Mapping[PurePosixPath, bytes | None], only_missing: bool = True
 ) -> list[Artifact]:
-    """The files a restore writes: with ``only_missing`` the backup's files that the node lacks, else all."""
+    """The files a restore writes: with ``only_missing`` the backup's files that the node lacks, else all.
+
+    Each with :func:`restore_mode`, never the mode the manifest records."""
     out = []
     for path in sorted(contents.files):
         f = contents.files[path]
         if only_missing and existing.get(path) is not None:
             continue
-        out.append(Artifact(path, f.mode, _kind(path), f"from backup {contents.metadata['created']}", f.content))
+        out.append(
+            Artifact(path, restore_mode(path), _kind(path), f"from backup {contents.metadata['created']}", f.content)
+        )
     return out
+
+
+def restore_mode(path: PurePosixPath) -> int:
+    """The mode a restore gives ``path``: the first rule of :data:`RESTORE_MODES` that matches, else 0600."""
+    return next((mode for _what, matches, mode in RESTORE_MODES if matches(path)), OTHER_MODE)
 
 
 def _kind(path: PurePosixPath) -> ArtifactKind:
@@ -581,6 +806,57 @@ def _trusts(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     if cert.public_bytes(serialization.Encoding.DER) == ca.public_bytes(serialization.Encoding.DER):
         return True
     return pki.verify_signed_by(cert, ca)
+
+
+def check_ca_pin(contents: BackupContents, ca_cert_hash: str) -> None:
+    """Raise unless the backup's ca.crt is the CA the operator pinned (``parse_ca_cert_hash`` format)."""
+    actual = contents.ca_cert_hash
+    if actual != ca_cert_hash:
+        raise BackupError(
+            f"the backup's cluster CA is {actual or 'missing'}, not the pinned --ca-cert-hash {ca_cert_hash}; "
+            "nothing was written",
+            "use a backup of the cluster with that CA, or check the hash you passed",
+        )
+
+
+def same_cluster(
+    contents: BackupContents,
+    evidence: Iterable[TrustEvidence],
+    *,
+    allow_foreign: bool = False,
+    ca_cert_hash: str | None = None,
+    allow_unauthenticated: bool = False,
+) -> list[str]:
+    """Raise unless the backup's CA is this cluster's; the warnings to print otherwise.
+
+    The CA must be the pinned ``ca_cert_hash`` (when given) and agree with every piece of the node's
+    surviving ``evidence`` (unless ``allow_foreign``). A node without evidence ties nothing: a passphrase
+    backup is then accepted with a warning, a recipient-mode backup (anyone can make one) only with a pin
+    or ``allow_unauthenticated``.
+    """
+    if ca_cert_hash is not None:
+        check_ca_pin(contents, ca_cert_hash)
+    found = list(evidence)
+    if not found:
+        if ca_cert_hash is not None:
+            return []
+        if contents.encryption == RECIPIENT and not allow_unauthenticated:
+            raise BackupError(
+                "this node holds no kubelet certificate, kubelet.conf or pki/ca.crt to tell whether the backup's "
+                "CA is this cluster's, and anyone who knows the public age key can make a recipient-mode backup; "
+                "nothing was written",
+                "pin your cluster's CA with --ca-cert-hash sha256:... (kubeadm join's "
+                "--discovery-token-ca-cert-hash, from your records or a worker's /etc/kubernetes/pki/ca.crt), "
+                "or pass --allow-unauthenticated if you know where this file comes from",
+            )
+        return ["no kubelet certificate or CA on this node to compare the backup's CA with"]
+    reasons = foreign_evidence(contents, found)
+    if reasons and not allow_foreign:
+        raise BackupError(
+            f"the backup is from another cluster: {reasons[0]}; nothing was written",
+            "use a backup of this cluster, or pass --allow-foreign-backup if you really mean to replace its CA",
+        )
+    return [f"foreign backup allowed: {r}" for r in reasons]
 
 
 # ------------------------------------------------------------------------------ etcd restore

@@ -19,7 +19,8 @@ Note: apiserver-kubelet-client has no O in v1.33 (spec §2.2 said ``kubeadm:clus
 
 Inspection helpers for diagnose/recover: :func:`load_certificate`, :func:`load_private_key`,
 :func:`key_matches_certificate`, :func:`verify_signed_by`, :func:`certificate_alt_names`,
-:func:`certificate_usages`, :func:`discovery_token_ca_cert_hash`.
+:func:`certificate_usages`, :func:`discovery_token_ca_cert_hash`; detached signatures (backups):
+:func:`sign_sha256`, :func:`verify_sha256_signature`.
 
 kubeadm vs. kuberevive
 ======================
@@ -50,7 +51,7 @@ from pathlib import PurePosixPath
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -416,6 +417,34 @@ def verify_signed_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(ca_cert)
     except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def sign_sha256(key: PrivateKey, data: bytes) -> bytes:
+    """A detached signature of ``data``: RSA PKCS#1 v1.5 or ECDSA (DER), both over SHA-256.
+
+    The same bytes ``openssl dgst -sha256 -sign key.pem`` writes, so ``openssl dgst -sha256 -verify`` checks them.
+    """
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    try:  # RFC 6979 where the OpenSSL has it: the same bytes for the same data (reproducible backups)
+        return key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    except (TypeError, UnsupportedAlgorithm):
+        return key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+
+def verify_sha256_signature(cert: x509.Certificate, data: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` is :func:`sign_sha256` of ``data`` by the key of ``cert``."""
+    key = cert.public_key()
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        else:
+            return False
+    except (InvalidSignature, ValueError, TypeError):
         return False
     return True
 

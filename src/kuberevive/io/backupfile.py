@@ -215,15 +215,22 @@ def read_backup_bytes(path: Path) -> bytes:
 
 
 def open_backup(
-    path: Path | str, passphrase: str | None = None, identity: str | None = None, secret: Secret | None = None
+    path: Path | str,
+    passphrase: str | None = None,
+    identity: str | None = None,
+    secret: Secret | None = None,
+    *,
+    allow_unauthenticated: bool = False,
 ) -> BackupContents:
-    """Decrypt and verify a backup in memory. ``identity`` is the text of an age identity file."""
+    """Decrypt and verify a backup in memory. ``identity`` is the text of an age identity file.
+
+    A recipient-mode backup must be signed by its CA unless ``allow_unauthenticated`` (:func:`core.open_archive`).
+    """
     p = Path(path)
     if secret is None:
         ids = tuple(x.strip() for x in (identity or "").splitlines() if x.strip().startswith("AGE-SECRET-KEY-"))
         secret = Secret(passphrase=passphrase, identities=ids)
-    plaintext = core.decrypt(read_backup_bytes(p), secret, str(p))
-    return core.parse_archive(plaintext, str(p))
+    return core.open_archive(read_backup_bytes(p), secret, str(p), allow_unauthenticated=allow_unauthenticated)
 
 
 @dataclass(frozen=True)
@@ -309,18 +316,23 @@ def trust_evidence(root: NodeRoot) -> list[TrustEvidence]:
     return out
 
 
-def check_same_cluster(contents: BackupContents, root: NodeRoot, allow_foreign: bool) -> list[str]:
-    """Raise unless the backup's CA is the one this node trusts; returns warnings (e.g. nothing to compare)."""
-    evidence = trust_evidence(root)
-    if not evidence:
-        return ["no kubelet certificate or CA on this node to compare the backup's CA with"]
-    reasons = core.foreign_evidence(contents, evidence)
-    if reasons and not allow_foreign:
-        raise BackupError(
-            f"the backup is from another cluster: {reasons[0]}; nothing was written",
-            "use a backup of this cluster, or pass --allow-foreign-backup if you really mean to replace its CA",
-        )
-    return [f"foreign backup allowed: {r}" for r in reasons]
+def check_same_cluster(
+    contents: BackupContents,
+    root: NodeRoot,
+    allow_foreign: bool,
+    *,
+    ca_cert_hash: str | None = None,
+    allow_unauthenticated: bool = False,
+) -> list[str]:
+    """Raise unless the backup's CA is the one this node trusts (and the pinned ``ca_cert_hash``, if given);
+    returns warnings (e.g. nothing to compare). See :func:`core.same_cluster`."""
+    return core.same_cluster(
+        contents,
+        trust_evidence(root),
+        allow_foreign=allow_foreign,
+        ca_cert_hash=ca_cert_hash,
+        allow_unauthenticated=allow_unauthenticated,
+    )
 
 
 def restore_files(

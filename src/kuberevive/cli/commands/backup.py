@@ -34,6 +34,29 @@ def _secret_args(p: argparse.ArgumentParser, decrypt: bool) -> None:
         )
 
 
+def add_authenticity_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """``--ca-cert-hash`` and ``--allow-unauthenticated``: for every command that reads a backup."""
+    p.add_argument(
+        "--ca-cert-hash",
+        metavar="sha256:HEX",
+        help=f"{prefix}refuse the backup unless its cluster CA has this hash (kubeadm join's "
+        "--discovery-token-ca-cert-hash); needed for a recipient-mode backup on a node with no kubelet "
+        "certificate, kubelet.conf or pki/ca.crt left",
+    )
+    p.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help=f"{prefix}accept a recipient-mode backup that is not signed by its cluster CA, or that nothing on "
+        "the node ties to this cluster (anyone with the public age key can make one)",
+    )
+
+
+def pinned_ca(args: argparse.Namespace) -> str | None:
+    """``--ca-cert-hash`` checked and normalised (before anything is decrypted), or None."""
+    text = getattr(args, "ca_cert_hash", None)
+    return core.parse_ca_cert_hash(text) if text is not None else None
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "backup",
@@ -63,6 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     v.add_argument("file", metavar="FILE")
     v.add_argument("--json", action="store_true", help="machine-readable output")
     _secret_args(v, decrypt=True)
+    add_authenticity_args(v)
     v.set_defaults(func=run_verify)
 
     ls = bsub.add_parser("list", allow_abbrev=False, help="list the backups in a directory (nothing is decrypted)")
@@ -95,6 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("--dry-run", action="store_true", help="list what would be written; write nothing")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     _secret_args(r, decrypt=True)
+    add_authenticity_args(r)
     r.set_defaults(func=run_restore, only_missing=True)
 
 
@@ -141,6 +166,7 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
         kubeadm_config_source=source,
         etcd_snapshot=snapshot,
     )
+    signer = core.signing_key(files)
     ciphertext = core.encrypt(plaintext, secret)
     del plaintext
     target = out / backupfile.backup_name(node.node_name, created) if into_dir else out
@@ -159,8 +185,17 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
         "kubeadm_config": source,
         "etcd_snapshot_bytes": len(snapshot) if snapshot is not None else None,
         "encryption": "age recipient (X25519)" if secret.recipients else "age passphrase (scrypt)",
+        "signed": signer is not None,
         "pruned": [str(p) for p in pruned],
     }
+    unsigned = (
+        "the backup is not signed (no pki/ca.key that matches pki/ca.crt on this node), so reading it will need "
+        "--allow-unauthenticated"
+        if signer is None and secret.recipients
+        else None
+    )
+    if unsigned:
+        env.progress(f"warning: {unsigned}")
     if args.json:
         env.json(result)
         return int(ExitStatus.OK)
@@ -168,6 +203,7 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
     env.out(f"  node {node.node_name} ({node.hostname}; {', '.join(node.addresses) or 'no address found'})")
     env.out(f"  {len(files)} file(s) from /etc/kubernetes and /var/lib/kubelet")
     env.out(f"  kubeadm configuration: {source}")
+    env.out("  manifest signed with pki/ca.key" if signer is not None else "  manifest not signed (no usable ca.key)")
     if snapshot is not None:
         env.out(f"  etcd snapshot: {len(snapshot)} bytes, sha256 checked")
     for p in pruned:
@@ -180,12 +216,17 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
 
 def _open(args: argparse.Namespace, env: Environment) -> BackupContents:
     secret = backupfile.read_secret(env.environ, args.passphrase_file, (), getattr(args, "identity", None))
-    return backupfile.open_backup(args.file, secret=secret)
+    return backupfile.open_backup(args.file, secret=secret, allow_unauthenticated=args.allow_unauthenticated)
 
 
 def run_verify(args: argparse.Namespace, env: Environment) -> int:
+    pin = pinned_ca(args)
     contents = _open(args, env)
+    if pin is not None:
+        core.check_ca_pin(contents, pin)
     report = core.verify(contents, datetime.now(UTC))
+    if pin is not None:
+        report.checks.append(f"the backup's CA is the pinned --ca-cert-hash {pin}")
     if args.json:
         env.json({"command": "backup verify", "file": args.file, **report.as_json()})
         return int(ExitStatus.OK if report.ok else ExitStatus.ERROR)
@@ -195,6 +236,7 @@ def run_verify(args: argparse.Namespace, env: Environment) -> int:
         f"{report.files} file(s)"
         + (f", etcd snapshot {report.etcd_snapshot_bytes} bytes" if report.etcd_snapshot_bytes is not None else "")
     )
+    env.out(f"  {_signature_line(contents)}")
     for c in report.checks:
         env.out(f"  ok    {c}")
     for pb in report.problems:
@@ -209,6 +251,19 @@ def run_verify(args: argparse.Namespace, env: Environment) -> int:
         )
     env.out("backup is complete and consistent")
     return int(ExitStatus.OK)
+
+
+def _signature_line(contents: BackupContents) -> str:
+    """Which CA signed the backup (and how to tie it to a cluster), or why an unsigned one was read."""
+    subject = str(contents.metadata.get("cluster", {}).get("ca_subject", "?"))
+    if contents.signed_by is not None:
+        return (
+            f"signed by the cluster CA {subject} {contents.signed_by} (its kubeadm join "
+            "--discovery-token-ca-cert-hash; compare it with your cluster's or pass --ca-cert-hash)"
+        )
+    if contents.encryption == core.RECIPIENT:
+        return "NOT signed: accepted only because of --allow-unauthenticated"
+    return "not signed (made before kuberevive signed backups); the passphrase authenticates it"
 
 
 def _age(days: float) -> str:
@@ -263,13 +318,20 @@ def run_prune(args: argparse.Namespace, env: Environment) -> int:
 def run_restore(args: argparse.Namespace, env: Environment) -> int:
     start = time.monotonic()
     root = _root(args.root)
+    pin = pinned_ca(args)
     contents = _open(args, env)
     report = core.verify(contents, datetime.now(UTC))
     if not report.ok:
         raise BackupError(
             f"{args.file} fails its checks: {report.problems[0]}; nothing was written", "use another backup"
         )
-    warnings = backupfile.check_same_cluster(contents, root, args.allow_foreign_backup)
+    warnings = backupfile.check_same_cluster(
+        contents,
+        root,
+        args.allow_foreign_backup,
+        ca_cert_hash=pin,
+        allow_unauthenticated=args.allow_unauthenticated,
+    )
     if args.dry_run:
         existing = {p: None if root.host_path(p).is_dir() else root.read(p) for p in contents.files}
         written = root.plan(core.restore_artifacts(contents, existing, args.only_missing), force=True)
@@ -282,6 +344,7 @@ def run_restore(args: argparse.Namespace, env: Environment) -> int:
             "command": "backup restore",
             "file": args.file,
             "dry_run": bool(args.dry_run),
+            "signed_by": contents.signed_by,
             "seconds": round(seconds, 2),
             "files": [
                 {
@@ -332,21 +395,31 @@ def add_from_backup_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --from-backup: use it even if this node's kubelet trusts another CA",
     )
+    add_authenticity_args(p, prefix="with --from-backup: ")
 
 
 def kept_from_backup(args: argparse.Namespace, env: Environment, root: NodeRoot) -> dict[str, bytes]:
     """PKI-relative path -> bytes of the backup's CAs and sa keys ({} without ``--from-backup``).
 
-    The backup is decrypted in memory, verified (hashes, key pairs) and refused when this node's survivors
-    (kubelet client certificate, kubelet.conf) trust another CA, unless ``--allow-foreign-backup``.
+    The backup is decrypted in memory, verified (hashes, key pairs, signature) and refused when this node's
+    survivors (kubelet client certificate, kubelet.conf) trust another CA, unless ``--allow-foreign-backup``;
+    an unsigned or untied recipient-mode backup needs ``--ca-cert-hash`` or ``--allow-unauthenticated``.
     """
     if not getattr(args, "from_backup", None):
         return {}
+    pin = pinned_ca(args)
     secret = backupfile.read_secret(env.environ, args.passphrase_file, (), args.identity)
-    contents = backupfile.open_backup(args.from_backup, secret=secret)
+    contents = backupfile.open_backup(args.from_backup, secret=secret, allow_unauthenticated=args.allow_unauthenticated)
     report = core.verify(contents, datetime.now(UTC))
     if not report.ok:
         raise BackupError(f"{args.from_backup} fails its checks: {report.problems[0]}", "use another backup")
-    for warning in backupfile.check_same_cluster(contents, root, args.allow_foreign_backup):
+    warnings = backupfile.check_same_cluster(
+        contents,
+        root,
+        args.allow_foreign_backup,
+        ca_cert_hash=pin,
+        allow_unauthenticated=args.allow_unauthenticated,
+    )
+    for warning in warnings:
         env.progress(f"warning: {warning}")
     return {name: data for name, data in contents.pki.items() if name in core.TRUST_FILES + core.SA_FILES}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kuberevive.cli.commands.backup import add_authenticity_args, pinned_ca
 from kuberevive.cli.env import Environment, ExitStatus
 from kuberevive.core import backup as core
 from kuberevive.core.backup import BackupError
@@ -27,6 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--root", default="/", metavar="DIR", help="the node's root directory (default /)")
     p.add_argument("--passphrase-file", metavar="FILE", help=f"for a backup; else ${backupfile.PASSPHRASE_ENV}")
     p.add_argument("--identity", metavar="FILE", help="for a backup encrypted to an age recipient")
+    p.add_argument(
+        "--allow-foreign-backup",
+        action="store_true",
+        help="for a backup: use it even if this node's kubelet trusts another CA",
+    )
+    add_authenticity_args(p, prefix="for a backup: ")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
@@ -35,11 +42,23 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     root = NodeRoot(Path(args.root))
     if not root.prefix.is_dir():
         raise BackupError(f"the root directory {args.root} does not exist", "create it or pass another --root")
+    pin = pinned_ca(args)
     data = backupfile.read_backup_bytes(Path(args.snapshot))
     fallback_manifest = None
     if core.is_age_file(data):
         secret = backupfile.read_secret(env.environ, args.passphrase_file, (), args.identity)
-        contents = core.parse_archive(core.decrypt(data, secret, args.snapshot), args.snapshot)
+        contents = core.open_archive(data, secret, args.snapshot, allow_unauthenticated=args.allow_unauthenticated)
+        # the same ties to this cluster as backup restore: a forged snapshot would become the cluster's state
+        warnings = backupfile.check_same_cluster(
+            contents,
+            root,
+            args.allow_foreign_backup,
+            ca_cert_hash=pin,
+            allow_unauthenticated=args.allow_unauthenticated,
+        )
+        for warning in warnings:
+            if not args.json:
+                env.progress(f"warning: {warning}")
         if contents.etcd_snapshot is None:
             raise BackupError(
                 f"the backup {args.snapshot} has no etcd snapshot",
