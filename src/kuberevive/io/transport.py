@@ -2,7 +2,8 @@
 
 The recover executor talks to every node through one small synchronous protocol, :class:`Transport`:
 
-* :class:`LocalTransport` for the node the tool runs on (``subprocess``, files under an optional root);
+* :class:`LocalTransport` for the node the tool runs on (:mod:`kuberevive.io.process`, files under an optional
+  root);
 * :class:`SshTransport` for the others, on **asyncssh** (one private event loop in a daemon thread,
   so callers stay synchronous while many SSH sessions progress concurrently).
 
@@ -29,7 +30,6 @@ import contextlib
 import os
 import posixpath
 import shlex
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -41,6 +41,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import asyncssh
 
 from kuberevive.errors import KubereviveError
+from kuberevive.io import process
 
 T = TypeVar("T")
 
@@ -142,8 +143,8 @@ class LocalTransport:
     def run(self, argv: Sequence[str], input: bytes | None = None, timeout: float = DEFAULT_TIMEOUT) -> Result:
         limit = self.deadline.limit(timeout)
         try:
-            proc = subprocess.run(list(argv), input=input, capture_output=True, timeout=limit, check=False)
-        except subprocess.TimeoutExpired:
+            proc = process.run(argv, input=input, timeout=limit)
+        except process.TimeoutExpired:
             raise TransportTimeout(
                 f"{self.name}: {shlex.join(argv)} did not finish within {_secs(limit)}s",
                 "check the node or raise the timeout",
