@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,3 +153,15 @@ def test_only_the_wrapper_starts_programs():
                     offenders.append(f"{path}:{node.lineno}: {name[0]}.{name[1]}")
     assert offenders == [], "start programs through kuberevive.io.process.run:\n" + "\n".join(offenders)
 
+
+def test_asyncssh_is_not_imported_before_an_ssh_connection():
+    """B-C3b: asyncssh's import runs ldconfig, gcc and ld (ctypes.util.find_library) with our environment."""
+    code = (
+        "import sys\n"
+        "from kuberevive.cli.app import build_parser\n"
+        "import kuberevive.io.transport, kuberevive.run.recover, kuberevive.run.retrust\n"
+        "build_parser()\n"
+        "print('asyncssh' in sys.modules, 'ctypes.util' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["False", "False"], out.stdout
