@@ -3,15 +3,21 @@
 Each module in ``kuberevive.cli.commands`` exposes ``register(subparsers)``; the parser it adds
 sets ``func(args, env) -> int``. Expected failures (``KubereviveError``) print one line on stderr;
 anything else prints "unexpected error" with a pointer to ``--traceback``.
+
+Every parser is a :class:`Parser`: no abbreviated options (``--passphrase`` is never taken for
+``--passphrase-file``) and a usage error for unknown arguments names the options only, never a value that
+might be a secret.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from kuberevive import __version__
 from kuberevive.cli.env import Environment, ExitStatus
@@ -21,9 +27,50 @@ from kuberevive.errors import KubereviveError
 COMMANDS = ("generate", "diagnose", "recover", "backup", "restore_etcd", "lab")
 
 
+#: What an unknown argument may be shown as: an option name (``--name``, ``-x``), never a value.
+_OPTION_NAME = re.compile(r"--[A-Za-z0-9][A-Za-z0-9_-]*|-[A-Za-z0-9]")
+
+
+def shown_arguments(extras: Sequence[str]) -> str:
+    """Unknown command-line arguments as a usage error may show them: option names only.
+
+    ``["--passphrase", "hunter2"]`` and ``["--passphrase=hunter2"]`` both give ``--passphrase (values not
+    shown)``; a word that is not an option name (a value, a positional) is never printed.
+    """
+    names: list[str] = []
+    hidden = False
+    for word in extras:
+        name, eq, _value = word.partition("=")
+        if _OPTION_NAME.fullmatch(name):
+            if name not in names:
+                names.append(name)
+            hidden = hidden or bool(eq)
+        else:
+            hidden = True
+    return " ".join(names + (["(values not shown)"] if hidden else []))
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of every command (``add_subparsers`` creates subparsers of the parent's class).
+
+    Options are never abbreviated, and unknown arguments are reported by :func:`shown_arguments`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {shown_arguments(extras)}")
+        return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kuberevive",
+        allow_abbrev=False,
         description="Bring a kubeadm control plane back to life without disrupting running workloads.",
     )
     parser.add_argument("--version", action="version", version=f"kuberevive {__version__}")
