@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +81,16 @@ def test_other_usage_errors_keep_argparse_messages(capsys: pytest.CaptureFixture
     assert code == 2 and "argument --keep: invalid int value: 'many'" in output
     code, output = _main(capsys, "--version")
     assert code == 0 and "kuberevive" in output
+
+
+def test_main_drops_the_passphrase_from_os_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv("KUBEREVIVE_PASSPHRASE", SECRET)
+    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
+    assert env.environ["KUBEREVIVE_PASSPHRASE"] == SECRET
+    assert main(["backup", "list", str(tmp_path)], env) == 0, env.stderr
+    assert "KUBEREVIVE_PASSPHRASE" not in os.environ
+    assert env.environ["KUBEREVIVE_PASSPHRASE"] == SECRET  # the commands still read it from their Environment
+    # the default Environment is built before the variable goes
+    monkeypatch.setenv("KUBEREVIVE_PASSPHRASE", SECRET)
+    assert main(["--version"]) == 0
+    assert "KUBEREVIVE_PASSPHRASE" not in os.environ

@@ -6,13 +6,15 @@ anything else prints "unexpected error" with a pointer to ``--traceback``.
 
 Every parser is a :class:`Parser`: no abbreviated options (``--passphrase`` is never taken for
 ``--passphrase-file``) and a usage error for unknown arguments names the options only, never a value that
-might be a secret.
+might be a secret. ``main`` removes ``KUBEREVIVE_PASSPHRASE`` from ``os.environ`` once the
+:class:`Environment` has its copy, so no child process, ours or a library's, inherits it.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
 import traceback
@@ -22,6 +24,7 @@ from typing import Any
 from kuberevive import __version__
 from kuberevive.cli.env import Environment, ExitStatus
 from kuberevive.errors import KubereviveError
+from kuberevive.io.backupfile import PASSPHRASE_ENV
 
 #: Command modules, in the order ``--help`` lists them.
 COMMANDS = ("generate", "diagnose", "recover", "backup", "restore_etcd", "lab")
@@ -85,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
     env = env or Environment()
+    os.environ.pop(PASSPHRASE_ENV, None)  # env.environ keeps it for the commands; no child process gets it
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
