@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import os
 import re
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, NoReturn
 
 from kuberevive import __version__
 from kuberevive.cli.env import Environment, ExitStatus
@@ -53,10 +55,38 @@ def shown_arguments(extras: Sequence[str]) -> str:
     return " ".join(names + (["(values not shown)"] if hidden else []))
 
 
+#: Words of the command line that follow an unknown option (its value, maybe a secret), for :meth:`Parser.error`.
+_UNKNOWN_VALUES: ContextVar[frozenset[str]] = ContextVar("kuberevive_unknown_values", default=frozenset())
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string of ``parser`` and of its subparsers."""
+    found: set[str] = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _option_strings(sub)
+    return found
+
+
+def _values_of_unknown_options(words: Sequence[str], known: set[str]) -> frozenset[str]:
+    """The words right after an option that no parser knows (``--passphrase SECRET`` -> SECRET)."""
+    hidden: set[str] = set()
+    for word, following in itertools.pairwise(words):
+        if word == "--":
+            break
+        if word.startswith("-") and "=" not in word and word not in known and not following.startswith("-"):
+            hidden.add(following)
+    return frozenset(hidden)
+
+
 class Parser(argparse.ArgumentParser):
     """The parser of every command (``add_subparsers`` creates subparsers of the parent's class).
 
-    Options are never abbreviated, and unknown arguments are reported by :func:`shown_arguments`.
+    Options are never abbreviated, and unknown arguments are reported by :func:`shown_arguments`. A word that
+    follows an unknown option is not shown by any other usage error either: ``kuberevive --passphrase SECRET
+    backup`` takes SECRET for the command, and says "invalid choice: (value not shown)".
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -64,10 +94,20 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def parse_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
-        parsed, extras = self.parse_known_args(args, namespace)
-        if extras:
-            self.error(f"unrecognized arguments: {shown_arguments(extras)}")
+        words = list(sys.argv[1:] if args is None else args)
+        token = _UNKNOWN_VALUES.set(_values_of_unknown_options(words, _option_strings(self)))
+        try:
+            parsed, extras = self.parse_known_args(words, namespace)
+            if extras:
+                self.error(f"unrecognized arguments: {shown_arguments(extras)}")
+        finally:
+            _UNKNOWN_VALUES.reset(token)
         return parsed
+
+    def error(self, message: str) -> NoReturn:
+        for value in _UNKNOWN_VALUES.get():  # argparse puts the offending value after ": " ("invalid choice: 'x'")
+            message = message.replace(f": {value!r}", ": (value not shown)")
+        super().error(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
