@@ -59,7 +59,7 @@ _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 
 def _paths(log: str) -> list[str]:
-    out = []
+    out: list[str] = []
     for line in log.splitlines():
         body = re.sub(r"^\d+\s+", "", line)
         if body.startswith("<...") or body.startswith("execve(") or body.startswith("+++") or body.startswith("---"):

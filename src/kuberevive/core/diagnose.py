@@ -37,6 +37,7 @@ from cryptography import x509
 from kuberevive.core import pki
 from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.core.manifests import ALL_COMPONENTS, components, manifest_flags, parse_manifest
+from kuberevive.core.redact import redact_url, redact_urls
 from kuberevive.errors import ConfigError, PkiError
 from kuberevive.model.config import (
     DEFAULT_CERTIFICATES_DIR,
@@ -1031,7 +1032,7 @@ def _kubeconfig_findings(
             Severity.WARNING,
             Area.KUBECONFIG,
             path,
-            f"{path.name}: the API server {server} does not answer ({probe.detail})",
+            f"{path.name}: the API server {redact_url(server)} does not answer ({redact_urls(probe.detail)})",
             "check that kube-apiserver runs and that the address is right",
         )
     if len(out.items) == problems:
@@ -1045,7 +1046,7 @@ def _kubeconfig_findings(
             + (f" until {not_after}" if not_after else "")
             + (", server answers" if probe is not None else ""),
             name=path.name,
-            server=server,
+            server=redact_url(server),
             **extra,
         )
 
@@ -1758,8 +1759,8 @@ def _cluster_findings(snap: NodeSnapshot, cdir: PurePosixPath, out: _Out) -> Non
             "cluster.unreachable",
             Severity.WARNING,
             Area.CLUSTER,
-            api.server,
-            f"the API cannot be used through {api.kubeconfig}: {api.error}",
+            redact_url(api.server),
+            f"the API cannot be used through {api.kubeconfig}: {redact_urls(api.error)}",
             "cluster checks were skipped",
         )
         return

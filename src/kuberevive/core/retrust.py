@@ -32,6 +32,7 @@ import yaml
 
 from kuberevive.core import pki, yamlfmt
 from kuberevive.core.kubeconfig import Kubeconfig, render_kubeconfig
+from kuberevive.core.redact import redact_url
 from kuberevive.errors import KubereviveError
 from kuberevive.model.config import KubeadmConfig
 
@@ -61,7 +62,7 @@ class NodeTrustFiles:
             f"{self.ca_path} (0644): the new cluster CA",
             f"{self.pem_path} (0600): client certificate for system:node:{self.node} from the new CA",
             f"{KUBELET_CLIENT_CURRENT} -> {self.pem_path}",
-            f"{KUBELET_CONF} (0600): server {self.server}, the new CA, the client certificate above",
+            f"{KUBELET_CONF} (0600): server {redact_url(self.server)}, the new CA, the client certificate above",
         ]
 
 

@@ -34,6 +34,8 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from kuberevive.core.redact import redact_url
+
 EXTENSION_AUTH = ("kube-system", "extension-apiserver-authentication")
 CLUSTER_INFO = ("kube-public", "cluster-info")
 ROOT_CA_NAME = "kube-root-ca.crt"
@@ -276,7 +278,8 @@ def plan_cluster_info(
     notes: list[str] = []
     if expected_server and server != expected_server:
         notes.append(
-            f"its server is {server!r}, expected {expected_server!r} (not changed: check the control-plane endpoint)"
+            f"its server is {redact_url(server)!r}, expected {redact_url(expected_server)!r} "
+            "(not changed: check the control-plane endpoint)"
         )
     if not reasons:
         return ObjectChange(ns, name, "report", tuple(notes), resource_version=_rv(obj)) if notes else None

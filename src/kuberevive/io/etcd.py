@@ -20,6 +20,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
+from kuberevive.core.redact import redact_url
 from kuberevive.errors import EtcdError
 
 
@@ -76,8 +77,9 @@ class EtcdClient:
 
         parts = urlsplit(endpoint)
         if parts.scheme != "https" or not parts.hostname:
-            raise EtcdError(f"the etcd endpoint {endpoint!r} is not https://host:port", "pass an https URL")
+            raise EtcdError(f"the etcd endpoint {redact_url(endpoint)!r} is not https://host:port", "pass an https URL")
         self.endpoint = endpoint.rstrip("/")
+        self.shown = redact_url(self.endpoint)  # what messages show
         self.host, self.port = parts.hostname, parts.port or 2379
         self.timeout = timeout
         try:
@@ -94,11 +96,11 @@ class EtcdClient:
             raw = resp.read()
         except ssl.SSLCertVerificationError as exc:
             raise EtcdError(
-                f"etcd at {self.endpoint} is not trusted by the etcd CA: {exc.verify_message}",
+                f"etcd at {self.shown} is not trusted by the etcd CA: {exc.verify_message}",
                 "check that etcd runs with the server certificate signed by this etcd CA",
             ) from None
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
-            raise EtcdError(f"cannot reach etcd at {self.endpoint}: {exc}", "check that etcd is running") from None
+            raise EtcdError(f"cannot reach etcd at {self.shown}: {exc}", "check that etcd is running") from None
         finally:
             conn.close()
         try:
@@ -175,7 +177,7 @@ class EtcdClient:
             resp = conn.getresponse()
             body = resp.read()
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
-            raise EtcdError(f"cannot take a snapshot from etcd at {self.endpoint}: {exc}", "check etcd") from None
+            raise EtcdError(f"cannot take a snapshot from etcd at {self.shown}: {exc}", "check etcd") from None
         finally:
             conn.close()
         if resp.status != 200:

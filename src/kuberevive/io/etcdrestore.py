@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from kuberevive.core.backup import BackupError, EtcdMember, etcd_member
 from kuberevive.core.manifests import manifest_flags, parse_manifest
 from kuberevive.errors import EtcdError, KubereviveError
+from kuberevive.io import process
 from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.kubeadm_yaml import node_dir_problem
@@ -70,13 +70,7 @@ def member_from_manifest(manifest: bytes, source: str) -> EtcdMember:
 
 
 def _running_etcd(crictl: str) -> list[str]:
-    proc = subprocess.run(
-        [crictl, "ps", "-q", "--name", "^etcd$", "--state", "Running"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    proc = process.run([crictl, "ps", "-q", "--name", "^etcd$", "--state", "Running"], text=True, timeout=30)
     if proc.returncode != 0:
         raise EtcdError(
             f"crictl cannot list containers: {proc.stderr.strip()[:200]}",
@@ -184,13 +178,8 @@ def _etcdutl_restore(etcdutl: str, member: EtcdMember, snapshot: bytes, target: 
     try:
         with os.fdopen(os.dup(fd), "wb") as fh:
             fh.write(snapshot)
-        proc = subprocess.run(
-            [etcdutl, *member.restore_args(f"/proc/self/fd/{fd}", str(target))],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            pass_fds=(fd,),
-            check=False,
+        proc = process.run(
+            [etcdutl, *member.restore_args(f"/proc/self/fd/{fd}", str(target))], text=True, timeout=600, pass_fds=(fd,)
         )
     finally:
         os.close(fd)

@@ -22,6 +22,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import yaml
 
+from kuberevive.core.redact import redact_url
 from kuberevive.errors import KubeApiError
 
 PATCH_TYPES = {
@@ -58,8 +59,11 @@ class KubeApi:
     ) -> None:
         parts = urlsplit(server)
         if parts.scheme != "https" or not parts.hostname:
-            raise KubeApiError(f"the API server URL {server!r} is not https://host[:port]", "fix the kubeconfig")
+            raise KubeApiError(
+                f"the API server URL {redact_url(server)!r} is not https://host[:port]", "fix the kubeconfig"
+            )
         self.server = server.rstrip("/")
+        self.shown = redact_url(self.server)  # what messages show: no user:password@, no ?token=
         self.host = parts.hostname
         self.port = parts.port or 443
         self.token = token
@@ -134,12 +138,12 @@ class KubeApi:
             return resp.status, resp.read()
         except ssl.SSLCertVerificationError as exc:
             raise KubeApiError(
-                f"the API server at {self.server} is not trusted by the kubeconfig's CA: {exc.verify_message}",
+                f"the API server at {self.shown} is not trusted by the kubeconfig's CA: {exc.verify_message}",
                 "check that the kubeconfig embeds the cluster's current ca.crt",
             ) from None
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
             raise KubeApiError(
-                f"cannot reach the API server at {self.server}: {exc}", "check that kube-apiserver is running"
+                f"cannot reach the API server at {self.shown}: {exc}", "check that kube-apiserver is running"
             ) from None
         finally:
             conn.close()

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import stat
-import subprocess
 from pathlib import PurePosixPath
 
 from cryptography import x509
@@ -19,6 +17,7 @@ from cryptography.x509.oid import NameOID
 from kuberevive.errors import PlanError
 from kuberevive.io import nodefacts
 from kuberevive.io.noderoot import NodeRoot
+from kuberevive.io.process import try_run
 from kuberevive.model.recover import NodeEvidence
 
 KUBELET_CONFIG = PurePosixPath("/var/lib/kubelet/config.yaml")
@@ -28,14 +27,7 @@ ETCD_DATA_CANDIDATES = ("/var/lib/etcd",)
 POD_LOGS = PurePosixPath("/var/log/pods")
 
 
-def _run(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str] | None:
-    exe = shutil.which(argv[0])
-    if exe is None:
-        return None
-    try:
-        return subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
+_run = try_run  # None when the program is missing, cannot start or times out
 
 
 def parse_kubeadm_flags(text: str) -> tuple[tuple[str, str], ...]:

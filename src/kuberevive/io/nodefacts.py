@@ -6,9 +6,9 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 from collections.abc import Mapping
 
+from kuberevive.io import process
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.config import NodeFacts
 
@@ -30,21 +30,15 @@ def default_address() -> str | None:
         return None
     try:
         routes = json.loads(
-            subprocess.run(
-                [ip, "-j", "-4", "route", "show", "default"], capture_output=True, text=True, timeout=5, check=True
-            ).stdout
-            or "[]"
+            process.run([ip, "-j", "-4", "route", "show", "default"], text=True, timeout=5, check=True).stdout or "[]"
         )
         if not routes:
             return None
         dev = routes[0].get("dev")
         addrs = json.loads(
-            subprocess.run(
-                [ip, "-j", "-4", "addr", "show", "dev", dev], capture_output=True, text=True, timeout=5, check=True
-            ).stdout
-            or "[]"
+            process.run([ip, "-j", "-4", "addr", "show", "dev", dev], text=True, timeout=5, check=True).stdout or "[]"
         )
-    except (subprocess.SubprocessError, OSError, ValueError):
+    except (process.SubprocessError, OSError, ValueError):
         return None
     for link in addrs:
         for info in link.get("addr_info", []):

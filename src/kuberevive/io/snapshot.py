@@ -17,7 +17,6 @@ import os
 import shutil
 import socket
 import stat
-import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -27,6 +26,7 @@ from kuberevive.core import diagnose as d
 from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.core.manifests import manifest_flags, parse_manifest
 from kuberevive.errors import ConfigError, KubeApiError, KubereviveError, NodeFsError
+from kuberevive.io import process
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
 
@@ -188,29 +188,25 @@ def _images(root: NodeRoot, socket_path: str) -> tuple[tuple[str, ...] | None, s
     crictl, ctr = shutil.which("crictl"), shutil.which("ctr")
     try:
         if crictl:
-            proc = subprocess.run(
+            proc = process.run(
                 [crictl, "--runtime-endpoint", f"unix://{host_socket}", "--timeout", "5s", "images", "-o", "json"],
-                capture_output=True,
                 text=True,
                 timeout=15,
-                check=False,
             )
             if proc.returncode == 0:
                 doc = json.loads(proc.stdout or "{}")
                 tags = tuple(sorted(t for img in doc.get("images") or [] for t in img.get("repoTags") or []))
                 return tags, f"crictl at {socket_path}"
         if ctr:
-            proc = subprocess.run(
+            proc = process.run(
                 [ctr, "--address", str(host_socket), "-n", "k8s.io", "images", "ls", "-q"],
-                capture_output=True,
                 text=True,
                 timeout=15,
-                check=False,
             )
             if proc.returncode == 0:
                 return tuple(sorted(x for x in proc.stdout.split() if ":" in x)), f"ctr at {socket_path}"
             return None, f"ctr failed: {proc.stderr.strip()[:200]}"
-    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+    except (OSError, process.SubprocessError, ValueError) as exc:
         return None, f"listing images failed: {exc}"
     return None, "neither crictl nor ctr is installed"
 
@@ -220,9 +216,9 @@ def _addresses() -> tuple[str, ...]:
     if ip is None:
         return ()
     try:
-        proc = subprocess.run([ip, "-j", "addr"], capture_output=True, text=True, timeout=5, check=False)
+        proc = process.run([ip, "-j", "addr"], text=True, timeout=5)
         links = json.loads(proc.stdout or "[]")
-    except (OSError, subprocess.SubprocessError, ValueError):
+    except (OSError, process.SubprocessError, ValueError):
         return ()
     out = []
     for link in links:

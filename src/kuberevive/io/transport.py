@@ -2,9 +2,11 @@
 
 The recover executor talks to every node through one small synchronous protocol, :class:`Transport`:
 
-* :class:`LocalTransport` for the node the tool runs on (``subprocess``, files under an optional root);
+* :class:`LocalTransport` for the node the tool runs on (:mod:`kuberevive.io.process`, files under an optional
+  root);
 * :class:`SshTransport` for the others, on **asyncssh** (one private event loop in a daemon thread,
-  so callers stay synchronous while many SSH sessions progress concurrently).
+  so callers stay synchronous while many SSH sessions progress concurrently). asyncssh is imported only when
+  a connection is made: its import runs ``ldconfig``, ``gcc`` and ``ld`` (``ctypes.util.find_library``).
 
 Trust is explicit. By default the server's host key must be in a known_hosts file
 (``known_hosts=None`` means the user's ``~/.ssh/known_hosts``); the only other way is to pin one
@@ -29,18 +31,19 @@ import contextlib
 import os
 import posixpath
 import shlex
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
-
-import asyncssh
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from kuberevive.errors import KubereviveError
+from kuberevive.io import process
+
+if TYPE_CHECKING:
+    import asyncssh
 
 T = TypeVar("T")
 
@@ -142,8 +145,8 @@ class LocalTransport:
     def run(self, argv: Sequence[str], input: bytes | None = None, timeout: float = DEFAULT_TIMEOUT) -> Result:
         limit = self.deadline.limit(timeout)
         try:
-            proc = subprocess.run(list(argv), input=input, capture_output=True, timeout=limit, check=False)
-        except subprocess.TimeoutExpired:
+            proc = process.run(argv, input=input, timeout=limit)
+        except process.TimeoutExpired:
             raise TransportTimeout(
                 f"{self.name}: {shlex.join(argv)} did not finish within {_secs(limit)}s",
                 "check the node or raise the timeout",
@@ -228,15 +231,17 @@ class SshTarget:
     connect_timeout: float = 10.0
 
 
-class _PinningClient(asyncssh.SSHClient):
-    def __init__(self, fingerprint: str, seen: list[str]) -> None:
-        self._fingerprint = fingerprint
-        self._seen = seen
+def _pinning_client(fingerprint: str, seen: list[str]) -> asyncssh.SSHClient:
+    """An SSH client that accepts exactly the host key ``fingerprint`` (every key offered is added to ``seen``)."""
+    import asyncssh
 
-    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
-        fingerprint = key.get_fingerprint("sha256")
-        self._seen.append(fingerprint)
-        return fingerprint == self._fingerprint
+    class _PinningClient(asyncssh.SSHClient):
+        def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+            got = key.get_fingerprint("sha256")
+            seen.append(got)
+            return got == fingerprint
+
+    return _PinningClient()
 
 
 class SshTransport:
@@ -251,6 +256,8 @@ class SshTransport:
     # connection
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
+        import asyncssh
+
         t = self.target
         options: dict[str, Any] = {
             "port": t.port,
@@ -265,7 +272,7 @@ class SshTransport:
         seen: list[str] = []
         if t.pin_fingerprint:
             options["known_hosts"] = lambda _h, _a, _p: ([], [], [])
-            options["client_factory"] = lambda: _PinningClient(t.pin_fingerprint or "", seen)
+            options["client_factory"] = lambda: _pinning_client(t.pin_fingerprint or "", seen)
         else:
             files = list(t.known_hosts) or [str(Path("~/.ssh/known_hosts").expanduser())]
             missing = [f for f in files if not Path(f).is_file()]
@@ -307,11 +314,14 @@ class SshTransport:
 
     def connect(self) -> None:
         if self._conn is None:
+            import asyncssh  # noqa: F401  here, not in the timed coroutine: the first import takes a while
+
             self._conn = self._call("connecting over SSH", self._connect, self.target.connect_timeout + 5)
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
+            import asyncssh
 
             async def _close() -> None:
                 conn.close()
@@ -333,6 +343,8 @@ class SshTransport:
         self.connect()
         conn = self._conn
         assert conn is not None
+        import asyncssh
+
         command = shlex.join(argv)
         limit = self.deadline.limit(timeout)
         # OpenSSH's sshd neither delivers signal requests nor kills a command when its channel closes,

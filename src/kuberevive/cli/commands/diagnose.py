@@ -25,6 +25,7 @@ _BOLD = "\033[1m"
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "diagnose",
+        allow_abbrev=False,
         help="report what is wrong with a kubeadm node and what survives for a recovery (read-only)",
         description="Check every kubeadm artifact, file modes (CIS 1.1.x/4.1.x), what survives for a recovery, "
         "and, with a working API, the cluster's copies of the CA. Exit 0 healthy, 1 warnings, 2 errors, "

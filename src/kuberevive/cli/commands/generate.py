@@ -18,6 +18,7 @@ from kuberevive.model.kubeadm_yaml import load_kubeadm_config
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "generate",
+        allow_abbrev=False,
         help="write what 'kubeadm init' writes to /etc/kubernetes, from a kubeadm configuration",
         description="Generate the kubeadm PKI, kubeconfigs and static Pod manifests for a configuration. "
         "Existing valid CAs and certificates are reused, as kubeadm does.",

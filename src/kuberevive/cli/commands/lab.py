@@ -87,21 +87,27 @@ def _exec(args: argparse.Namespace, env: Environment) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "lab",
+        allow_abbrev=False,
         help="a real two-node kubeadm cluster on this machine, for tests and demos",
         description="A real two-node kubeadm cluster (cp1, worker1) in namespaces on this "
         "machine. Needs root. See docs/lab.md.",
     )
     lab_sub = p.add_subparsers(dest="lab_command", metavar="ACTION")
     lab_sub.required = True
-    up = lab_sub.add_parser("up", help="create the lab (kubeadm init + join + workload); safe to repeat")
+    up = lab_sub.add_parser(
+        "up", allow_abbrev=False, help="create the lab (kubeadm init + join + workload); safe to repeat"
+    )
     up.set_defaults(func=_up)
-    down = lab_sub.add_parser("down", help="remove everything the lab created; safe to repeat")
+    down = lab_sub.add_parser("down", allow_abbrev=False, help="remove everything the lab created; safe to repeat")
     down.set_defaults(func=_down)
-    st = lab_sub.add_parser("status", help="show each node, its address and state (exit 3 unless all up)")
+    st = lab_sub.add_parser(
+        "status", allow_abbrev=False, help="show each node, its address and state (exit 3 unless all up)"
+    )
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=_status)
     demo = lab_sub.add_parser(
         "demo",
+        allow_abbrev=False,
         help="the whole story: lab up, the seed disaster with a Service probe running, recover --apply, the impact",
     )
     demo.add_argument(
@@ -121,7 +127,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     demo.add_argument("--no-eviction-guard", action="store_true", help="recover without the eviction guard")
     demo.add_argument("--json", action="store_true", help="print the impact report as JSON at the end")
     demo.set_defaults(func=_demo)
-    ex = lab_sub.add_parser("exec", help="run a command inside a node (its namespaces, the lab PATH)")
+    ex = lab_sub.add_parser(
+        "exec", allow_abbrev=False, help="run a command inside a node (its namespaces, the lab PATH)"
+    )
     ex.add_argument("node", help="node name (cp1, worker1)")
     ex.add_argument("--keep-cwd", action="store_true", help="run in the current directory instead of /")
     ex.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")

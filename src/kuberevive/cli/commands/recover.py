@@ -25,6 +25,7 @@ from kuberevive.run.retrust import RetrustOptions
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "recover",
+        allow_abbrev=False,
         help="rebuild a control-plane node whose /etc/kubernetes is lost, from what survives (etcd, kubelet)",
         description="Rebuild this control-plane node from its surviving etcd data and kubelet state, with the "
         "cluster's real configuration read from etcd. Without --apply, print the plan and change nothing.",

@@ -1,0 +1,55 @@
+"""SshTransport against an in-process asyncssh server: the lazily imported asyncssh and the pinning client work
+(a pinned host key is accepted, another one is refused before authentication). The full SSH behaviour against
+OpenSSH is covered by tests/lab/test_transport_lab.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import asyncssh
+import pytest
+
+from kuberevive.io.transport import HostKeyError, SshTarget, SshTransport, _Loop
+
+
+class _NoAuthServer(asyncssh.SSHServer):
+    def begin_auth(self, username: str) -> bool:
+        return False  # no authentication needed
+
+
+@pytest.fixture
+def ssh_server() -> Iterator[tuple[int, str]]:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+
+    async def start() -> Any:
+        return await asyncssh.create_server(
+            _NoAuthServer,
+            "127.0.0.1",
+            0,
+            server_host_keys=[key],
+            process_factory=lambda proc: (proc.stdout.write("hello\n"), proc.exit(0)),
+        )
+
+    server = _Loop.call(start(), 10)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield port, key.get_fingerprint("sha256")
+    finally:
+
+        async def stop() -> None:
+            server.close()
+            await server.wait_closed()
+
+        _Loop.call(stop(), 10)
+
+
+def test_pinned_host_key_is_accepted_and_another_refused(ssh_server: tuple[int, str]):
+    port, fingerprint = ssh_server
+    target = SshTarget("n1", "127.0.0.1", port=port, user="test", pin_fingerprint=fingerprint, use_agent=False)
+    with SshTransport(target) as t:
+        result = t.run(["echo", "ignored"], timeout=10)
+    assert (result.exit_code, result.stdout) == (0, b"hello\n")
+    wrong = SshTarget("n1", "127.0.0.1", port=port, user="test", pin_fingerprint="SHA256:" + "A" * 43)
+    with pytest.raises(HostKeyError, match=f"does not match the pinned fingerprint .*it presented {fingerprint}"):
+        SshTransport(wrong).connect()
