@@ -4,10 +4,10 @@ OpenSSH is covered by tests/lab/test_transport_lab.py."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
-import re
 import asyncssh
 import pytest
 
@@ -52,5 +52,6 @@ def test_pinned_host_key_is_accepted_and_another_refused(ssh_server: tuple[int, 
         result = t.run(["echo", "ignored"], timeout=10)
     assert (result.exit_code, result.stdout) == (0, b"hello\n")
     wrong = SshTarget("n1", "127.0.0.1", port=port, user="test", pin_fingerprint="SHA256:" + "A" * 43)
-    with pytest.raises(HostKeyError, match=f"does not match the pinned fingerprint .*it presented {re.escape(fingerprint)}"):
+    expected = f"does not match the pinned fingerprint .*it presented {re.escape(fingerprint)}"
+    with pytest.raises(HostKeyError, match=expected):
         SshTransport(wrong).connect()
