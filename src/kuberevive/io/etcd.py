@@ -6,8 +6,7 @@ requires client certificates (``--client-cert-auth=true``), so every connection 
 certificate signed by the etcd CA (``healthcheck-client`` or ``apiserver-etcd-client``).
 
 Trust is explicit: the etcd CA is passed per client and is the only trust anchor of its
-``ssl.SSLContext``; no environment variable (``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``...) can change it.
-The client key is handed to OpenSSL through an anonymous in-memory file (``memfd_create``).
+``ssl.SSLContext`` (:func:`kuberevive.io.tls.client_context`); no environment variable can change it.
 """
 
 from __future__ import annotations
@@ -15,27 +14,13 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import os
 import ssl
 from dataclasses import dataclass
 from typing import Any
 
 from kuberevive.core.redact import redact_url
 from kuberevive.errors import EtcdError
-
-
-def _context(ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.check_hostname = True
-    ctx.load_verify_locations(cadata=ca_pem.decode("ascii", errors="replace"))
-    fd = os.memfd_create("kuberevive-etcd-client", os.MFD_CLOEXEC)
-    try:
-        os.write(fd, cert_pem.rstrip(b"\n") + b"\n" + key_pem)
-        ctx.load_cert_chain(f"/proc/self/fd/{fd}")
-    finally:
-        os.close(fd)
-    return ctx
+from kuberevive.io.tls import client_context
 
 
 @dataclass(frozen=True)
@@ -83,7 +68,7 @@ class EtcdClient:
         self.host, self.port = parts.hostname, parts.port or 2379
         self.timeout = timeout
         try:
-            self._ctx = _context(ca_pem, cert_pem, key_pem)
+            self._ctx = client_context(ca_pem, cert_pem, key_pem)
         except (ssl.SSLError, ValueError, OSError) as exc:
             raise EtcdError(f"the etcd CA or client certificate is not usable: {exc}", "check the etcd PKI") from None
 

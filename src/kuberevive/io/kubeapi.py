@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import os
 import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,6 +23,7 @@ import yaml
 
 from kuberevive.core.redact import redact_url
 from kuberevive.errors import KubeApiError
+from kuberevive.io.tls import client_context
 
 PATCH_TYPES = {
     "merge": "application/merge-patch+json",
@@ -31,18 +31,6 @@ PATCH_TYPES = {
     "json": "application/json-patch+json",
     "apply": "application/apply-patch+yaml",
 }
-
-
-def _ssl_context(ca_pem: bytes, client_cert_pem: bytes | None, client_key_pem: bytes | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cadata=ca_pem.decode("ascii", errors="replace"))
-    if client_cert_pem and client_key_pem:
-        fd = os.memfd_create("kuberevive-client-credentials", os.MFD_CLOEXEC)
-        try:
-            os.write(fd, client_cert_pem.rstrip(b"\n") + b"\n" + client_key_pem)
-            ctx.load_cert_chain(f"/proc/self/fd/{fd}")
-        finally:
-            os.close(fd)
-    return ctx
 
 
 class KubeApi:
@@ -69,7 +57,7 @@ class KubeApi:
         self.token = token
         self.timeout = timeout
         try:
-            self._ctx = _ssl_context(ca_pem, client_cert_pem, client_key_pem)
+            self._ctx = client_context(ca_pem, client_cert_pem, client_key_pem)
         except (ssl.SSLError, ValueError) as exc:
             raise KubeApiError(
                 f"the kubeconfig's CA or client credentials are not usable: {exc}", "check the kubeconfig"
