@@ -40,6 +40,17 @@ def parse_ip_sloppy(text: str) -> IPAddress | None:
     return v6.ipv4_mapped or v6
 
 
+def advertise_ip(advertise_address: str) -> IPAddress:
+    """``localAPIEndpoint.advertiseAddress`` as an IP (kubeadm parses it sloppily, as Go's ``net.ParseIP``)."""
+    ip = parse_ip_sloppy(advertise_address)
+    if ip is None:
+        raise ConfigError(
+            f"localAPIEndpoint.advertiseAddress {advertise_address!r} is not an IP address",
+            "Set localAPIEndpoint.advertiseAddress to this node's IP address.",
+        )
+    return ip
+
+
 def is_dns1123_subdomain(text: str) -> bool:
     """``validation.IsDNS1123Subdomain``: lower-case RFC 1123 labels joined by dots, at most 253 chars."""
     return len(text) <= _DNS1123_SUBDOMAIN_MAX and _DNS1123_SUBDOMAIN.fullmatch(text) is not None

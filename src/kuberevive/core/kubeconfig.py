@@ -38,7 +38,7 @@ import yaml
 from cryptography import x509
 
 from kuberevive.core import pki, yamlfmt
-from kuberevive.core._netaddr import join_host_port, parse_ip_sloppy, split_host_port
+from kuberevive.core._netaddr import advertise_ip, join_host_port, split_host_port
 from kuberevive.errors import ConfigError, PkiError
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, KubeadmConfig
@@ -60,13 +60,7 @@ SCHEDULER_CONF = "scheduler.conf"
 
 def local_api_url(cfg: KubeadmConfig) -> str:
     """kubeadm ``GetLocalAPIEndpoint``: ``https://<advertiseAddress>:<bindPort>`` (IPv6 bracketed)."""
-    ip = parse_ip_sloppy(cfg.advertise_address)
-    if ip is None:
-        raise ConfigError(
-            f"localAPIEndpoint.advertiseAddress {cfg.advertise_address!r} is not an IP address",
-            "Set localAPIEndpoint.advertiseAddress to this node's IP address.",
-        )
-    return "https://" + join_host_port(str(ip), cfg.bind_port)
+    return "https://" + join_host_port(str(advertise_ip(cfg.advertise_address)), cfg.bind_port)
 
 
 def control_plane_url(cfg: KubeadmConfig) -> str:

@@ -57,12 +57,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kuberevive.core._netaddr import (
     IPAddress,
+    advertise_ip,
     is_dns1123_subdomain,
     is_wildcard_dns1123_subdomain,
     parse_ip_sloppy,
     split_host_port,
 )
-from kuberevive.errors import ConfigError, PkiError
+from kuberevive.errors import PkiError
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import EncryptionAlgorithm, KubeadmConfig
 
@@ -144,16 +145,6 @@ def _classify_extra_sans(sans: tuple[str, ...], dns: list[str], ips: list[IPAddr
     return tuple(rejected)
 
 
-def _advertise_ip(cfg: KubeadmConfig) -> IPAddress:
-    ip = parse_ip_sloppy(cfg.advertise_address)
-    if ip is None:
-        raise ConfigError(
-            f"localAPIEndpoint.advertiseAddress {cfg.advertise_address!r} is not an IP address",
-            "Set localAPIEndpoint.advertiseAddress to this node's IP address.",
-        )
-    return ip
-
-
 def apiserver_alt_names(cfg: KubeadmConfig) -> AltNames:
     """SANs of apiserver.crt (kubeadm ``GetAPIServerAltNames``, spec §2.3)."""
     c = cfg.cluster
@@ -164,7 +155,7 @@ def apiserver_alt_names(cfg: KubeadmConfig) -> AltNames:
         "kubernetes.default.svc",
         f"kubernetes.default.svc.{c.networking.dns_domain}",
     ]
-    ips: list[IPAddress] = [c.networking.apiserver_virtual_ip, _advertise_ip(cfg)]
+    ips: list[IPAddress] = [c.networking.apiserver_virtual_ip, advertise_ip(cfg.advertise_address)]
     if c.control_plane_endpoint:
         host, _ = split_host_port(c.control_plane_endpoint)
         host_ip = parse_ip_sloppy(host)
@@ -178,7 +169,11 @@ def apiserver_alt_names(cfg: KubeadmConfig) -> AltNames:
 
 def _etcd_alt_names(cfg: KubeadmConfig, extra: Callable[[KubeadmConfig], tuple[str, ...]]) -> AltNames:
     dns = [cfg.node_name, "localhost"]
-    ips: list[IPAddress] = [_advertise_ip(cfg), ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1")]
+    ips: list[IPAddress] = [
+        advertise_ip(cfg.advertise_address),
+        ipaddress.IPv4Address("127.0.0.1"),
+        ipaddress.IPv6Address("::1"),
+    ]
     rejected = _classify_extra_sans(extra(cfg), dns, ips)
     return AltNames.normalised(dns, ips, rejected)
 
