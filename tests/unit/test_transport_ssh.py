@@ -4,6 +4,7 @@ OpenSSH is covered by tests/lab/test_transport_lab.py."""
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import asyncssh
 import pytest
 
+from kuberevive.cli.app import build_parser
 from kuberevive.io.transport import HostKeyError, SshTarget, SshTransport, _Loop
 
 
@@ -55,3 +57,17 @@ def test_pinned_host_key_is_accepted_and_another_refused(ssh_server: tuple[int, 
     expected = f"does not match the pinned fingerprint .*it presented {re.escape(fingerprint)}"
     with pytest.raises(HostKeyError, match=expected):
         SshTransport(wrong).connect()
+
+
+def test_a_missing_known_hosts_file_is_refused_with_a_hint_that_names_real_flags(ssh_server, tmp_path):
+    port, _ = ssh_server
+    missing = str(tmp_path / "no-such-known_hosts")
+    target = SshTarget("n1", "127.0.0.1", port=port, user="test", known_hosts=(missing,), use_agent=False)
+    with pytest.raises(HostKeyError, match=re.escape(missing)) as caught:
+        SshTransport(target).connect()
+    # every flag the hint names exists on `recover`, the command that reaches nodes over SSH
+    named = set(re.findall(r"--[a-z][a-z-]+", caught.value.hint))
+    assert named, caught.value.hint
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    known = {s for action in commands.choices["recover"]._actions for s in action.option_strings}
+    assert named <= known, named - known

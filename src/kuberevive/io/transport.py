@@ -10,7 +10,7 @@ The recover executor talks to every node through one small synchronous protocol,
 
 Trust is explicit. By default the server's host key must be in a known_hosts file
 (``known_hosts=None`` means the user's ``~/.ssh/known_hosts``); the only other way is to pin one
-exact key fingerprint (``pin_fingerprint="SHA256:..."``, the ``--insecure-pin`` style flag), which
+exact key fingerprint (``pin_fingerprint="SHA256:..."``; no command-line flag sets it yet), which
 is checked *before* authentication. There is no "accept anything" mode.
 
 On SSH, a command's time limit is also enforced on the node with coreutils ``timeout`` (OpenSSH's
@@ -280,7 +280,8 @@ class SshTransport:
                 raise HostKeyError(
                     f"{t.name}: the known_hosts file {missing[0]} does not exist, "
                     f"so {t.host}'s host key cannot be checked",
-                    "add the node's host key there (ssh-keyscan, checked out of band) or pin it with --insecure-pin",
+                    "add the node's host key to that file (ssh-keyscan, its fingerprint checked out of band) "
+                    "or name the file that holds it with --known-hosts FILE",
                 )
             options["known_hosts"] = files
         try:
