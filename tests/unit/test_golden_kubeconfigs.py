@@ -41,8 +41,36 @@ def test_kubeconfigs_match_golden(config_name: str):
         assert got == (gdir / name).read_text(), f"{config_name}/{name} differs from its golden file"
 
 
+def _admin_conf(config_name: str = "defaults") -> str:
+    text = (TESTS / "configs" / f"{config_name}.yaml").read_text()
+    facts = NodeFacts(hostname="placeholder")
+    cfg = load_kubeadm_config(text, facts)
+    (admin,) = [a for a in generate(Target.ALL, cfg, facts, NOW, {}).artifacts if a.path.name == "admin.conf"]
+    return admin.content.decode()
+
+
 def test_normalise_keeps_everything_but_random_parts():
-    text = (GOLDEN / "defaults" / "kubeconfigs" / "admin.conf").read_text()
-    assert "server: https://192.168.56.10:6443" in text
-    assert "<CERT subject=CN=kubernetes-admin,O=kubeadm:cluster-admins issuer=CN=kubernetes" in text
-    assert "name: kubernetes-admin@kubernetes" in text
+    raw = _admin_conf()
+    got = normalise(raw)
+    # every line without key material is kept byte for byte, in order (kubeadm backdates NotBefore by 5 min)
+    plain = [line for line in raw.splitlines() if "-data: " not in line]
+    assert [line for line in got.splitlines() if "-data: " not in line] == plain
+    # the three random fields are replaced by what they are, and nothing random is left
+    fields = dict(line.strip().split(": ", 1) for line in got.splitlines() if "-data: " in line)
+    assert fields == {
+        "certificate-authority-data": "<CA CN=kubernetes sig=sha256WithRSAEncryption key=RSA-2048>",
+        "client-certificate-data": "<CERT subject=CN=kubernetes-admin,O=kubeadm:cluster-admins issuer=CN=kubernetes"
+        " eku=clientAuth validity=525605min key=RSA-2048>",
+        "client-key-data": "<KEY -----BEGIN RSA PRIVATE KEY----->",
+    }
+    assert "LS0t" not in got  # no base64 PEM left
+    # two generations differ in every random byte, yet normalise to the same text
+    again = _admin_conf()
+    assert again != raw and normalise(again) == got
+
+
+def test_normalise_tells_key_types_and_validity_apart():
+    # ecdsa-validity.yaml: ECDSA keys and a non-default certificate validity must show in the normalised text
+    got = normalise(_admin_conf("ecdsa-validity"))
+    assert "key=EC-secp256r1" in got and "key=RSA" not in got
+    assert "validity=525605min" not in got

@@ -537,6 +537,21 @@ def test_default_etcd_tag_of_kubeadm_1_33_13(version: str, tag: str) -> None:
     assert m.default_etcd_image_tag(version) == tag
 
 
+@pytest.mark.parametrize(
+    ("version", "tag"),
+    [
+        ("v1.32.4", "b"),  # exact minor
+        ("1.33.0", "c"),  # without the v
+        ("v1.29.1", "a"),  # below the table: the lowest entry
+        ("v1.40.0", "c"),  # above the table: the highest entry
+        ("latest", "default"),  # does not parse
+    ],
+)
+def test_default_etcd_tag_picks_exact_nearest_lower_upper_or_default(version: str, tag: str) -> None:
+    # distinct values, so each branch of the lookup is seen (kubeadm v1.33's own table has one value only)
+    assert m.default_etcd_image_tag(version, {31: "a", 32: "b", 33: "c"}, "default") == tag
+
+
 def test_images() -> None:
     cfg = make_cfg(image_repository="registry.example.com/k8s")
     assert container(pod("kube-apiserver", cfg))["image"] == "registry.example.com/k8s/kube-apiserver:v1.33.13"

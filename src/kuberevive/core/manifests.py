@@ -262,16 +262,22 @@ def etcd_image(cfg: KubeadmConfig) -> str:
     return f"{repo}/etcd:{tag}"
 
 
-def default_etcd_image_tag(kubernetes_version: str) -> str:
-    """kubeadm ``EtcdSupportedVersion``: the table entry of the Kubernetes minor, else the nearest one."""
+def default_etcd_image_tag(
+    kubernetes_version: str,
+    supported: Mapping[int, str] = SUPPORTED_ETCD_VERSION,
+    default: str = DEFAULT_ETCD_VERSION,
+) -> str:
+    """kubeadm ``EtcdSupportedVersion``: the table entry of the Kubernetes minor, else the nearest one.
+
+    ``supported`` (minor -> tag) and ``default`` (for a version that does not parse) are kubeadm's tables.
+    """
     m = re.match(r"^v?(\d+)\.(\d+)", kubernetes_version)
     if not m:
-        return DEFAULT_ETCD_VERSION
+        return default
     minor = int(m.group(2))
-    if minor in SUPPORTED_ETCD_VERSION:
-        return SUPPORTED_ETCD_VERSION[minor]
-    nearest = min(SUPPORTED_ETCD_VERSION) if minor < min(SUPPORTED_ETCD_VERSION) else max(SUPPORTED_ETCD_VERSION)
-    return SUPPORTED_ETCD_VERSION[nearest]
+    if minor in supported:
+        return supported[minor]
+    return supported[min(supported) if minor < min(supported) else max(supported)]
 
 
 def kubernetes_image(component: str, cfg: KubeadmConfig) -> str:
