@@ -21,10 +21,7 @@ def admin_conf(lab: Lab, on_node: OnNode) -> str:
     return on_node("cp1", "cat", "/etc/kubernetes/admin.conf").stdout
 
 
-def test_admin_kubeconfig_reaches_the_real_apiserver(admin_conf: str, monkeypatch: pytest.MonkeyPatch):
-    # an environment CA bundle must not change whom we trust
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
-    monkeypatch.setenv("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
+def test_admin_kubeconfig_reaches_the_real_apiserver(admin_conf: str):
     api = KubeApi.from_kubeconfig(admin_conf)
     ok, body = api.readyz()
     assert ok and body == "ok"
@@ -47,7 +44,9 @@ def test_admin_kubeconfig_reaches_the_real_apiserver(admin_conf: str, monkeypatc
     assert missing.value.status == 404 and missing.value.reason == "NotFound"
 
 
-def test_a_foreign_ca_is_not_trusted(admin_conf: str):
+def test_a_foreign_ca_is_not_trusted_even_when_the_environment_trusts_the_cluster_ca(
+    admin_conf: str, monkeypatch: pytest.MonkeyPatch, tmp_path
+):
     from datetime import UTC, datetime
 
     from kuberevive.core.generate import Target, generate
@@ -60,6 +59,12 @@ def test_a_foreign_ca_is_not_trusted(admin_conf: str):
         a for a in generate(Target.CERTS, cfg, facts, datetime.now(UTC), {}).artifacts if a.path.name == "ca.crt"
     )
     doc = yaml.safe_load(admin_conf)
+    # the environment's CA bundles hold the REAL cluster CA: honouring them would make the request succeed
+    real_ca = base64.b64decode(doc["clusters"][0]["cluster"]["certificate-authority-data"])
+    (tmp_path / "cluster-ca.crt").write_bytes(real_ca)
+    for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE"):
+        monkeypatch.setenv(name, str(tmp_path / "cluster-ca.crt"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
     doc["clusters"][0]["cluster"]["certificate-authority-data"] = base64.b64encode(foreign_ca.content).decode()
     with pytest.raises(KubeApiError, match="not trusted by the kubeconfig's CA"):
         KubeApi.from_kubeconfig(yaml.safe_dump(doc)).readyz()

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
 from kuberevive.cli.app import main
+from kuberevive.core.retrust import ready_since
 from kuberevive.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -75,11 +79,18 @@ def test_each_node_has_its_own_etc_kubernetes(on_node: OnNode) -> None:
     assert on_node("worker1", "hostname").stdout.strip() == "worker1"
 
 
-def test_host_etc_kubernetes_untouched(lab: Lab) -> None:
-    cp1_upper = lab.cfg.node_dir("cp1") / "upper" / "etc" / "kubernetes" / "admin.conf"
-    assert cp1_upper.is_file()
-    host = Path("/etc/kubernetes/admin.conf")
-    assert not host.exists() or host.read_bytes() != cp1_upper.read_bytes()
+def test_host_etc_kubernetes_untouched(lab: Lab, on_node: OnNode) -> None:
+    """A file written to /etc/kubernetes inside cp1 lands in cp1's own layer, never in this machine's."""
+    marker = f"kr-isolation-{uuid.uuid4().hex}"
+    cp1_upper = lab.cfg.node_dir("cp1") / "upper" / "etc" / "kubernetes"
+    assert (cp1_upper / "admin.conf").is_file()
+    on_node("cp1", "sh", "-c", f"echo {marker} > /etc/kubernetes/{marker}")
+    try:
+        assert (cp1_upper / marker).read_text().strip() == marker
+        assert not Path("/etc/kubernetes", marker).exists()
+        assert on_node("worker1", "test", "-e", f"/etc/kubernetes/{marker}", check=False).returncode != 0
+    finally:
+        on_node("cp1", "rm", "-f", f"/etc/kubernetes/{marker}")
 
 
 def test_ssh_reaches_each_node(lab: Lab) -> None:
@@ -91,8 +102,20 @@ def test_ssh_reaches_each_node(lab: Lab) -> None:
 
 def test_kubelet_restart_keeps_containers(on_node: OnNode) -> None:
     before = set(on_node("cp1", "crictl", "ps", "-q").stdout.split())
+    since = datetime.now(UTC).replace(microsecond=0)
     on_node("cp1", "systemctl", "restart", "kubelet")
     assert on_node("cp1", "systemctl", "is-active", "kubelet").stdout.strip() == "active"
+    # the restarted kubelet has synced its pods once it posts a fresh Ready status; only then compare
+    deadline = time.monotonic() + 120
+    why = ""
+    while time.monotonic() < deadline:
+        node = json.loads(on_node("cp1", "kubectl", "get", "node", "cp1", "-o", "json").stdout)
+        ready, why = ready_since(node, since)
+        if ready:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"cp1 posted no fresh Ready status after the kubelet restart: {why}")
     after = set(on_node("cp1", "crictl", "ps", "-q").stdout.split())
     assert before and before == after
 
@@ -125,8 +148,9 @@ def test_up_again_is_a_no_op(lab: Lab) -> None:
     assert lab.read_state()["up_at"] == before
 
 
-def test_zz_down_leaves_nothing_then_up_again(lab: Lab, on_node: OnNode) -> None:
-    """Last in this module: down, check for leftovers, bring the lab back for later tests.
+def test_down_leaves_nothing_then_up_again(lab: Lab, on_node: OnNode) -> None:
+    """Last in this module (pytest runs a module's tests in the order they are written): down, check for
+    leftovers, bring the lab back up for later tests.
 
     A container made behind the kubelet's back (own namespaces, cgroup outside the node root) must go too.
     """
