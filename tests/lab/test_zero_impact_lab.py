@@ -77,7 +77,7 @@ def _run(rebuilt_lab: Lab, on_node: OnNode, tmp_path: Path, guard: bool) -> dict
     apicaller_before = _kubectl_json(on_node, "get", "pods", "-n", "krlab", "-l", "app=apicaller")["items"]
     assert not _evictions(on_node)
     with ServiceProbe(rebuilt_lab, tmp_path / "probe") as probe:
-        time.sleep(2)
+        probe.wait_for_answers(10)  # the clients answer from both nodes before the disaster
         on_node("cp1", "sh", "-c", SEED_DISASTER, timeout=180)
         time.sleep(GRACE + NOT_READY_TOLERATION_SECONDS + 5)
         started = time.monotonic()
@@ -93,7 +93,7 @@ def _run(rebuilt_lab: Lab, on_node: OnNode, tmp_path: Path, guard: bool) -> dict
             timeout=1500,
         )
         took = time.monotonic() - started
-        time.sleep(3)
+        probe.wait_for_answers(30)  # about 3 s more of answers after the recovery, from both nodes
     results = {n: r.as_dict() for n, r in probe.results.items()}
     print(f"guard={guard}: recover --apply took {took:.0f} s; probe {results}")
     print(run.stderr[-4000:])

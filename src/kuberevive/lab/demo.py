@@ -115,7 +115,7 @@ def run_demo(
     cp = lab.cfg.control_plane.name
     with ServiceProbe(lab, lab.cfg.state_dir / "demo") as probe:
         say(f"probe: GET the labapp Service every 100 ms from {', '.join(lab.cfg.node_names)}")
-        time.sleep(2)
+        probe.wait_for_answers(10)
         say(f"disaster on {cp}: rm -rf /etc/kubernetes, control-plane containers removed")
         lab.node(cp).run(["sh", "-c", SEED_DISASTER], step="the seed disaster", timeout=120)
         say(f"waiting {wait:.0f} s (past the node-monitor grace period and the workload's NotReady toleration)")

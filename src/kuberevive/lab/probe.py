@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kuberevive.errors import LabError
+
 _SCRIPT = r"""
 import json, os, sys, time, urllib.request
 url, out, stop, interval, max_seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
@@ -122,6 +124,26 @@ class ServiceProbe:
                 continue
             out[n] = ProbeResult(n, int(d["ok"]), int(d["failed"]), d["failures"], d["ended"] - d["started"])
         return out
+
+    def wait_for_answers(self, more: int, timeout: float = 60.0) -> None:
+        """Return once every node's client has ``more`` successful answers beyond those it has now.
+
+        The clients write their counts about once a second; this replaces fixed sleeps (a warm-up before a
+        disaster, a tail after a recovery) with a count of real answers.
+        """
+        base = {n: r.ok for n, r in self.snapshot().items()}
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self.snapshot()
+            short = [n for n in self.nodes if n not in now or now[n].ok < base.get(n, 0) + more]
+            if not short:
+                return
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"the Service probe on {', '.join(short)} did not get {more} answers within {timeout:.0f} s",
+                    "check the labapp pods and the Service with 'kuberevive lab exec cp1 -- kubectl -n krlab get all'",
+                )
+            time.sleep(0.2)
 
     def stop(self) -> dict[str, ProbeResult]:
         self._stop.touch()
