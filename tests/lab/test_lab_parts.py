@@ -28,6 +28,22 @@ def test_expand_argv_like_systemd() -> None:
     ]
 
 
+def test_cgroup_mounts_from_mountinfo() -> None:
+    text = (
+        "30 24 0:26 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:12 - cgroup cgroup rw,memory\n"
+        "31 24 0:27 / /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:13 - cgroup cgroup rw,cpu,cpuacct\n"
+        "32 24 0:28 / /sys/fs/cgroup/unified rw,nosuid shared:14 - cgroup2 cgroup2 rw,nsdelegate\n"
+        "33 24 0:29 / /proc rw,nosuid shared:15 - proc proc rw\n"
+        "34 24 0:30 / /mnt/odd rw - cgroup\n"
+    )
+    assert supervisor.cgroup_mounts(text) == [
+        ("cgroup", Path("/sys/fs/cgroup/memory"), {"rw", "memory"}),
+        ("cgroup", Path("/sys/fs/cgroup/cpu,cpuacct"), {"rw", "cpu", "cpuacct"}),
+        ("cgroup2", Path("/sys/fs/cgroup/unified"), {""}),
+        ("cgroup", Path("/mnt/odd"), {""}),
+    ]
+
+
 def test_environment_file(tmp_path: Path) -> None:
     f = tmp_path / "kubeadm-flags.env"
     f.write_text('# comment\nKUBELET_KUBEADM_ARGS="--a=1 --b=2"\n\nX=y\n')

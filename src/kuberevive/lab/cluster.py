@@ -41,6 +41,7 @@ from kuberevive.lab import network, workload
 from kuberevive.lab._proc import run, wait_for
 from kuberevive.lab.config import WORKLOAD_NAMESPACE, LabConfig, NodeSpec
 from kuberevive.lab.node import Node
+from kuberevive.lab.supervisor import cgroup_mounts
 
 Progress = Callable[[str], None]
 
@@ -592,7 +593,7 @@ class Lab:
         # Cgroups of killed processes outside the node roots (containers made by `ctr run`, e.g.
         # /k8s.io/<id>): the leaf, then each parent that is left empty (rmdir fails on a busy cgroup).
         _wait(lambda: all(_try_rmdir(p) for p in foreign_cgroups), 10)
-        roots = {root for root, _ in _cgroup_mount_options()}
+        roots = {root for _, root, _ in cgroup_mounts()}
         for leaf in foreign_cgroups:
             parent = leaf.parent
             while parent not in roots and parent != parent.parent and _try_rmdir(parent):
@@ -741,28 +742,6 @@ def _lab_processes(cfg: LabConfig) -> set[int]:
     return found
 
 
-def _cgroup_mounts() -> list[Path]:
-    roots = []
-    with open("/proc/self/mountinfo") as fh:
-        for line in fh:
-            left, _, right = line.partition(" - ")
-            if right.split()[0] in ("cgroup", "cgroup2"):
-                roots.append(Path(left.split()[4]))
-    return roots
-
-
-def _cgroup_mount_options() -> list[tuple[Path, set[str]]]:
-    found = []
-    with open("/proc/self/mountinfo") as fh:
-        for line in fh:
-            left, _, right = line.partition(" - ")
-            parts = right.split()
-            if parts and parts[0] in ("cgroup", "cgroup2"):
-                opts = set(parts[2].split(",")) if parts[0] == "cgroup" else {""}
-                found.append((Path(left.split()[4]), opts))
-    return found
-
-
 def _foreign_cgroups(cfg: LabConfig, pid: int) -> set[Path]:
     """The cgroup directories of ``pid`` that are not under a lab node root."""
     result: set[Path] = set()
@@ -770,7 +749,7 @@ def _foreign_cgroups(cfg: LabConfig, pid: int) -> set[Path]:
         lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
     except OSError:
         return result
-    mounts = _cgroup_mount_options()
+    mounts = [(root, opts) for _, root, opts in cgroup_mounts()]
     for line in lines:
         parts = line.split(":", 2)
         if len(parts) != 3 or parts[2] in ("", "/") or parts[2].startswith(f"/{cfg.prefix}-"):
@@ -794,7 +773,7 @@ def _try_rmdir(path: Path) -> bool:
 
 def _lab_cgroups(cfg: LabConfig) -> list[Path]:
     found = []
-    for root in _cgroup_mounts():
+    for _, root, _ in cgroup_mounts():
         for spec in cfg.nodes:
             p = root / cfg.cgroup_root(spec.name).lstrip("/")
             if p.is_dir():

@@ -74,22 +74,29 @@ def expand_argv(argv: list[str], env: dict[str, str]) -> list[str]:
     return out
 
 
-def _cgroup_hierarchies() -> list[Path]:
-    """Mounted cgroup v1 hierarchies (cgroup2 excluded: the lab host runs kubelet on v1)."""
+def cgroup_mounts(mountinfo: str | None = None) -> list[tuple[str, Path, set[str]]]:
+    """Mounted cgroup hierarchies from ``/proc/self/mountinfo`` (or the text given): (fstype, mount point,
+    controllers). ``fstype`` is ``cgroup`` (v1, controllers from the super options) or ``cgroup2`` (``{""}``).
+
+    The lab's one reader of cgroup mounts: it lives here because this file runs alone (standard library only);
+    ``lab/cluster.py`` imports it."""
+    if mountinfo is None:
+        with open("/proc/self/mountinfo") as fh:
+            mountinfo = fh.read()
     found = []
-    with open("/proc/self/mountinfo") as fh:
-        for line in fh:
-            left, _, right = line.partition(" - ")
-            fstype = right.split()[0] if right else ""
-            if fstype == "cgroup":
-                found.append(Path(left.split()[4]))
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        parts = right.split()
+        if parts and parts[0] in ("cgroup", "cgroup2"):
+            opts = set(parts[2].split(",")) if parts[0] == "cgroup" and len(parts) > 2 else {""}
+            found.append((parts[0], Path(left.split()[4]), opts))
     return found
 
 
 def ensure_cgroup(rel: str) -> list[Path]:
     """Create ``rel`` (e.g. ``/krlab-cp1/system.slice/kubelet.service``) in every v1 hierarchy."""
     made = []
-    for root in _cgroup_hierarchies():
+    for _, root, _ in (m for m in cgroup_mounts() if m[0] == "cgroup"):  # v1 only: the lab kubelet runs on v1
         cur = root
         for part in [p for p in rel.split("/") if p]:
             parent, cur = cur, cur / part
