@@ -42,6 +42,7 @@ import io
 import json
 import re
 import tarfile
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -85,6 +86,17 @@ TRUST_FILES = ("ca.crt", "ca.key", "front-proxy-ca.crt", "front-proxy-ca.key", "
 SA_FILES = ("sa.key", "sa.pub")
 
 SHA256_SIZE = 32
+
+#: Bounds on reading a backup (adversarial F8: B-V17, R-6): what ``backup create`` can put in one, with room.
+MAX_FILE_BYTES = 16 << 20
+"""Largest node file a backup holds (``backup create`` reads each with this limit)."""
+MAX_FILES_TOTAL_BYTES = 256 << 20
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_SIGNATURE_BYTES = 64 << 10
+MAX_SNAPSHOT_BYTES = 8 << 30
+"""etcd's largest recommended backend quota (8 GiB)."""
+MAX_HEADER_BYTES = 1 << 20
+"""Largest single read while decompressing (a tar header, or a chunk of member data)."""
 
 PASSPHRASE = "passphrase"
 RECIPIENT = "recipient"
@@ -525,26 +537,15 @@ def parse_archive(plaintext: bytes, source: str) -> BackupContents:
     So is a path or mode that ``backup create`` never writes (:func:`is_backup_path`, :func:`manifest_mode`)
     and a signature that does not verify with the backup's own ca.crt. An unsigned archive is read
     (``signed_by`` None); whether that is acceptable is :func:`open_archive`'s decision.
+
+    Reading is bounded (adversarial B-V17, R-6, B-X11): the manifest must be the first member and is parsed before
+    any other member is read; every later member must be listed there with its exact size (checked from its tar
+    header, before its data is decompressed), within :data:`MAX_FILE_BYTES` / :data:`MAX_SNAPSHOT_BYTES`.
     """
-    members = _read_tar(plaintext, source)
-    raw_manifest = members.pop(MANIFEST_NAME, None)
-    if raw_manifest is None:
-        raise BackupError(f"{source} has no {MANIFEST_NAME}: not a kuberevive backup", "use another backup")
-    try:
-        manifest = json.loads(raw_manifest)
-    except ValueError as exc:
-        raise BackupError(f"the manifest of {source} is not valid JSON", "use another backup") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BackupError(
-            f"{source} has format {manifest.get('format') if isinstance(manifest, dict) else '?'!r}, "
-            f"this kuberevive reads {FORMAT}",
-            "use the kuberevive version that made the backup",
-        )
-    signature = members.pop(SIGNATURE_NAME, None)
+    raw_manifest, manifest, signature, members = _read_tar(plaintext, source)
     bad: list[str] = []
     files: dict[PurePosixPath, BackupFile] = {}
     try:
-        _refuse_forged(manifest, source)
         for entry in manifest["files"]:
             path = PurePosixPath(entry["path"])
             data = members.pop(_member_name(path), None)
@@ -571,6 +572,164 @@ def parse_archive(plaintext: bytes, source: str) -> BackupContents:
     if snapshot is not None:
         split_snapshot(snapshot)  # the sha256 trailer etcd appended
     return BackupContents(files, manifest, kubeadm_config, snapshot, signed_by=signed_by)
+
+
+def _load_manifest(raw_manifest: bytes, source: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """The parsed manifest and the size of every member it lists (member name -> bytes), both checked."""
+    try:
+        manifest = json.loads(raw_manifest)
+    except (ValueError, RecursionError) as exc:  # RecursionError: deeply nested JSON (B-X11)
+        raise BackupError(f"the manifest of {source} is not valid JSON", "use another backup") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BackupError(
+            f"{source} has format {_show(manifest.get('format')) if isinstance(manifest, dict) else '?'!r}, "
+            f"this kuberevive reads {FORMAT}",
+            "use the kuberevive version that made the backup",
+        )
+    sizes: dict[str, int] = {}
+    try:
+        _refuse_forged(manifest, source)
+        for entry in manifest["files"]:
+            sizes[_member_name(PurePosixPath(entry["path"]))] = _listed_size(entry, MAX_FILE_BYTES, source)
+        total = sum(sizes.values())
+        if total > MAX_FILES_TOTAL_BYTES:
+            raise BackupError(
+                f"the manifest of {source} lists {total} bytes of files, more than any backup holds "
+                f"({MAX_FILES_TOTAL_BYTES}); nothing was written",
+                _FORGED_HINT,
+            )
+        optional = (
+            ("kubeadm_config", KUBEADM_CONFIG_MEMBER, MAX_FILE_BYTES),
+            ("etcd_snapshot", SNAPSHOT_MEMBER, MAX_SNAPSHOT_BYTES),
+        )
+        for key, member, limit in optional:
+            entry = manifest.get(key)
+            if entry is None:
+                continue
+            if entry["member"] != member:
+                raise BackupError(
+                    f"{source} failed its integrity check: the manifest names {_show(entry['member'])} where a "
+                    f"backup keeps {member}",
+                    _FORGED_HINT,
+                )
+            sizes[member] = _listed_size(entry, limit, source)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BackupError(f"the manifest of {source} is incomplete ({exc})", "use another backup") from exc
+    return manifest, sizes
+
+
+def _listed_size(entry: Any, limit: int, source: str) -> int:
+    size = entry["size"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise TypeError(f"the size of {_show(entry.get('path') or entry.get('member'))} is not a byte count")
+    if size > limit:
+        raise BackupError(
+            f"the manifest of {source} gives {_show(entry.get('path') or entry.get('member'))} {size} bytes, more "
+            f"than a kuberevive backup holds ({limit}); nothing was written",
+            _FORGED_HINT,
+        )
+    return size
+
+
+def _check_member_name(info: tarfile.TarInfo, source: str) -> None:
+    if not info.isfile() or info.name.startswith("/") or ".." in PurePosixPath(info.name).parts:
+        raise BackupError(f"{source} holds an unexpected member {_show(info.name)}", "use another backup")
+
+
+def _read_tar(plaintext: bytes, source: str) -> tuple[bytes, dict[str, Any], bytes | None, dict[str, bytes]]:
+    """(raw manifest, manifest, signature, member name -> bytes), reading no more than the manifest lists.
+
+    The gzip stream is decompressed as the tar is read, never more than one member (or one
+    :data:`MAX_HEADER_BYTES` header) at a time: an unlisted or wrongly sized member is refused from its header,
+    before its data is decompressed (a gzip bomb costs nothing).
+    """
+    members: dict[str, bytes] = {}
+    signature: bytes | None = None
+    try:
+        with (
+            gzip.GzipFile(fileobj=io.BytesIO(plaintext), mode="rb") as gz,
+            tarfile.open(fileobj=_BoundedReads(gz), mode="r:") as tar,
+        ):
+            first = tar.next()
+            if first is None or first.name != MANIFEST_NAME:
+                raise BackupError(
+                    f"{source} does not start with {MANIFEST_NAME}: not a kuberevive backup", "use another backup"
+                )
+            _check_member_name(first, source)
+            if first.size > MAX_MANIFEST_BYTES:
+                raise BackupError(f"the manifest of {source} is {first.size} bytes: too large", _FORGED_HINT)
+            raw_manifest = _read_member(tar, first)
+            manifest, sizes = _load_manifest(raw_manifest, source)
+            while (info := tar.next()) is not None:
+                _check_member_name(info, source)
+                if info.name == SIGNATURE_NAME and signature is None and info.size <= MAX_SIGNATURE_BYTES:
+                    signature = _read_member(tar, info)
+                    continue
+                if info.name not in sizes:
+                    raise BackupError(
+                        f"{source} failed its integrity check: {_show(info.name)} is not listed in the manifest "
+                        "(or appears twice)",
+                        "use another backup",
+                    )
+                listed = sizes.pop(info.name)
+                if info.size != listed:
+                    shown = info.name.removeprefix(f"{FILES_PREFIX}/")
+                    raise BackupError(
+                        f"{source} failed its integrity check: {shown} does not match its sha256 (it is "
+                        f"{info.size} bytes, the manifest lists {listed})",
+                        "use another backup",
+                    )
+                members[info.name] = _read_member(tar, info)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise BackupError(f"{source} decrypts but its archive is damaged ({exc})", "use another backup") from exc
+    except MemoryError:
+        raise BackupError(
+            f"{source} is too large to read in this machine's memory", "read it on a machine with more memory"
+        ) from None
+    return raw_manifest, manifest, signature, members
+
+
+def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    """The data of one member, read in chunks of :data:`MAX_HEADER_BYTES` (never more than its header says)."""
+    fh = tar.extractfile(info)
+    if fh is None:
+        raise BackupError(f"an unreadable member {_show(info.name)}", "use another backup")
+    chunks: list[bytes] = []
+    left = info.size
+    while left > 0:
+        chunk = fh.read(min(left, MAX_HEADER_BYTES))
+        if not chunk:
+            raise EOFError(f"{info.name} is truncated")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+class _BoundedReads(io.RawIOBase):
+    """A decompressing stream for :mod:`tarfile` that refuses any single read above :data:`MAX_HEADER_BYTES`:
+    tarfile reads a pax or GNU long-name header in one call of the size the header claims, so a forged
+    header cannot make it allocate gigabytes. Member data is read in chunks by :func:`_read_member`."""
+
+    def __init__(self, raw: gzip.GzipFile) -> None:
+        super().__init__()
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0 or size > MAX_HEADER_BYTES:
+            raise tarfile.ReadError(f"a tar header or read of {size} bytes, larger than a backup ever has")
+        return self._raw.read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
 
 
 def _check_signature(
@@ -607,22 +766,6 @@ def _optional_member(entry: Any, expected: str, members: dict[str, bytes], bad: 
         bad.append(f"{entry['member']} does not match its sha256")
         return None
     return data
-
-
-def _read_tar(plaintext: bytes, source: str) -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(plaintext), mode="r:gz") as tar:
-            for info in tar:
-                if not info.isfile() or info.name.startswith("/") or ".." in PurePosixPath(info.name).parts:
-                    raise BackupError(f"{source} holds an unexpected member {info.name!r}", "use another backup")
-                fh = tar.extractfile(info)
-                if fh is None:
-                    raise BackupError(f"{source} holds an unreadable member {info.name!r}", "use another backup")
-                out[info.name] = fh.read()
-    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
-        raise BackupError(f"{source} decrypts but its archive is damaged ({exc})", "use another backup") from exc
-    return out
 
 
 # ------------------------------------------------------------------------------- etcd snapshot
