@@ -55,7 +55,7 @@ from cryptography.hazmat.primitives import serialization
 
 from kuberevive.core import pki
 from kuberevive.core.kubeconfig import MODE_KUBECONFIG
-from kuberevive.core.manifests import MANIFEST_MODE
+from kuberevive.core.manifests import MANIFEST_MODE, manifest_flags, parse_manifest
 from kuberevive.errors import KubereviveError
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 
@@ -209,10 +209,19 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
     certificates: list[CertStatus] = field(default_factory=list)
+    completeness: Completeness | None = None
+    """What the backup lacks for its node's role (:func:`completeness`); gaps are not :attr:`problems`: a
+    backup without ``apiserver.key`` still restores what it holds, but ``backup verify`` must not call it
+    complete."""
 
     @property
     def ok(self) -> bool:
+        """Consistent: every check passed (what restore and recover --from-backup need)."""
         return not self.problems
+
+    @property
+    def complete(self) -> bool:
+        return self.completeness is None or self.completeness.complete
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -226,6 +235,10 @@ class VerifyReport:
             "signed_by": self.signed_by,
             "checks": self.checks,
             "problems": self.problems,
+            "role": self.completeness.role if self.completeness else None,
+            "complete": self.complete,
+            "missing": [str(p) for p in self.completeness.missing] if self.completeness else [],
+            "notes": list(self.completeness.notes) if self.completeness else [],
             "certificates": [
                 {
                     "path": c.path,
@@ -814,6 +827,104 @@ def split_snapshot(data: bytes) -> tuple[bytes, bytes]:
     return db, trailer
 
 
+# ---------------------------------------------------------------------------- completeness
+
+#: What kubeadm leaves on every node (relative to /etc/kubernetes, or absolute), then on a control plane.
+NODE_FILES = ("kubelet.conf", "pki/ca.crt", "/var/lib/kubelet/config.yaml")
+_CP_PAIRS = ("ca", "apiserver", "apiserver-kubelet-client", "front-proxy-ca", "front-proxy-client")
+CONTROL_PLANE_FILES = (
+    *(f"pki/{n}.{ext}" for n in _CP_PAIRS for ext in ("crt", "key")),
+    "pki/sa.key",
+    "pki/sa.pub",
+    "admin.conf",
+    "controller-manager.conf",
+    "scheduler.conf",
+    "manifests/kube-apiserver.yaml",
+    "manifests/kube-controller-manager.yaml",
+    "manifests/kube-scheduler.yaml",
+)
+"""``super-admin.conf`` is not here: only the node of ``kubeadm init`` has one (not a ``join --control-plane``)."""
+LOCAL_ETCD_FILES = (
+    *(f"pki/etcd/{n}.{ext}" for n in ("ca", "server", "peer", "healthcheck-client") for ext in ("crt", "key")),
+    "pki/apiserver-etcd-client.crt",
+    "pki/apiserver-etcd-client.key",
+    "manifests/etcd.yaml",
+)
+_CONTROL_PLANE_MARKERS = (*CONTROL_PLANE_FILES, *LOCAL_ETCD_FILES, "super-admin.conf")
+_LOCAL_ETCD_SERVERS = ("https://127.0.0.1:", "https://[::1]:", "https://localhost:")
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """What a backup (or a node's collected files) lacks for its node's role."""
+
+    role: str
+    """``control plane`` or ``worker``."""
+    missing: tuple[PurePosixPath, ...]
+    notes: tuple[str, ...] = ()
+    """Why something is not expected (external CA, external etcd)."""
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def summary(self) -> str:
+        shown = ", ".join(str(p) for p in self.missing[:4]) + (
+            f" and {len(self.missing) - 4} more" if len(self.missing) > 4 else ""
+        )
+        return f"{len(self.missing)} file(s) a {self.role} node has are missing: {shown}"
+
+
+def completeness(
+    paths: Iterable[PurePosixPath],
+    read: Callable[[PurePosixPath], bytes | None],
+    certificates_dir: PurePosixPath = PKI_DIR,
+) -> Completeness:
+    """Every file kubeadm leaves on a node of this role that ``paths`` lacks (``read`` gives the content of one of
+    them, for the manifests that tell an external CA or external etcd apart).
+
+    A control plane (any control-plane PKI file, kubeconfig or static Pod manifest present) needs the whole kubeadm
+    PKI with the CA keys and ``sa.key``/``sa.pub`` (``ca.key`` not when the controller-manager's
+    ``--cluster-signing-key-file`` is empty: external CA), the etcd PKI and manifest unless the API server's
+    ``--etcd-servers`` is not local (external etcd), the kubeconfigs and the manifests; a worker ``kubelet.conf``,
+    ``pki/ca.crt`` and the kubelet's ``config.yaml``. Both need the kubelet's files."""
+    have = set(paths)
+
+    def node_path(rel: str) -> PurePosixPath:
+        if rel.startswith("/"):
+            return PurePosixPath(rel)
+        if rel.startswith("pki/"):
+            return certificates_dir / rel.removeprefix("pki/")
+        return KUBERNETES_DIR / rel
+
+    control_plane = any(node_path(r) in have for r in _CONTROL_PLANE_MARKERS)
+    expected = list(NODE_FILES)
+    notes: list[str] = []
+    if control_plane:
+        expected += CONTROL_PLANE_FILES
+        apiserver = _manifest_flags(read(MANIFESTS_DIR / "kube-apiserver.yaml"))
+        servers = apiserver.get("etcd-servers")
+        if servers and not any(s.startswith(_LOCAL_ETCD_SERVERS) for s in servers.split(",")):
+            notes.append(f"external etcd ({servers}): no etcd certificates or manifest expected")
+        else:
+            expected += LOCAL_ETCD_FILES
+        kcm = _manifest_flags(read(MANIFESTS_DIR / "kube-controller-manager.yaml"))
+        if node_path("pki/ca.key") not in have and kcm.get("cluster-signing-key-file") == "":
+            expected.remove("pki/ca.key")
+            notes.append("external CA (the controller-manager signs nothing): no ca.key expected")
+    missing = tuple(p for p in dict.fromkeys(node_path(r) for r in expected) if p not in have)
+    return Completeness("control plane" if control_plane else "worker", missing, tuple(notes))
+
+
+def _manifest_flags(data: bytes | None) -> dict[str, str]:
+    if data is None:
+        return {}
+    try:
+        return manifest_flags(parse_manifest(data))
+    except (KubereviveError, RecursionError):
+        return {}
+
+
 # ---------------------------------------------------------------------------------- verify
 
 
@@ -834,10 +945,15 @@ def verify(contents: BackupContents, now: datetime) -> VerifyReport:
     report.checks.append(f"{len(contents.files)} file(s) match their sha256")
     if contents.etcd_snapshot is not None:
         report.checks.append("etcd snapshot matches the sha256 etcd appended")
+    cdir = PurePosixPath(str(contents.metadata.get("certificates_dir", PKI_DIR)))
+    report.completeness = completeness(contents.files, lambda p: _content(contents, p), cdir)
+    external_ca = any(n.startswith("external CA") for n in report.completeness.notes)
     pkimap = contents.pki
     for crt_name, key_name in CA_PAIRS:
         crt, key = pkimap.get(crt_name), pkimap.get(key_name)
         if crt is None or key is None:
+            if crt_name == "ca.crt" and crt is not None and external_ca:
+                continue
             if crt_name == "ca.crt" or crt is not None:
                 report.problems.append(f"{crt_name if crt is None else key_name} is not in the backup")
             continue
@@ -879,6 +995,11 @@ def verify(contents: BackupContents, now: datetime) -> VerifyReport:
             )
         )
     return report
+
+
+def _content(contents: BackupContents, path: PurePosixPath) -> bytes | None:
+    f = contents.files.get(path)
+    return f.content if f is not None else None
 
 
 # ---------------------------------------------------------------------------------- restore
