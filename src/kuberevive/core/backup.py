@@ -850,8 +850,14 @@ LOCAL_ETCD_FILES = (
     "pki/apiserver-etcd-client.key",
     "manifests/etcd.yaml",
 )
-_CONTROL_PLANE_MARKERS = (*CONTROL_PLANE_FILES, *LOCAL_ETCD_FILES, "super-admin.conf")
+_CONTROL_PLANE_MARKERS = tuple(
+    r for r in (*CONTROL_PLANE_FILES, *LOCAL_ETCD_FILES, "super-admin.conf") if r not in NODE_FILES
+)
 _LOCAL_ETCD_SERVERS = ("https://127.0.0.1:", "https://[::1]:", "https://localhost:")
+
+
+CONTROL_PLANE = "control plane"
+WORKER = "worker"
 
 
 @dataclass(frozen=True)
@@ -913,7 +919,7 @@ def completeness(
             expected.remove("pki/ca.key")
             notes.append("external CA (the controller-manager signs nothing): no ca.key expected")
     missing = tuple(p for p in dict.fromkeys(node_path(r) for r in expected) if p not in have)
-    return Completeness("control plane" if control_plane else "worker", missing, tuple(notes))
+    return Completeness(CONTROL_PLANE if control_plane else WORKER, missing, tuple(notes))
 
 
 def _manifest_flags(data: bytes | None) -> dict[str, str]:
@@ -947,12 +953,14 @@ def verify(contents: BackupContents, now: datetime) -> VerifyReport:
         report.checks.append("etcd snapshot matches the sha256 etcd appended")
     cdir = PurePosixPath(str(contents.metadata.get("certificates_dir", PKI_DIR)))
     report.completeness = completeness(contents.files, lambda p: _content(contents, p), cdir)
+    # a worker has no CA keys or sa keys, and an external-CA control plane no ca.key: not problems
+    worker = report.completeness.role == WORKER
     external_ca = any(n.startswith("external CA") for n in report.completeness.notes)
     pkimap = contents.pki
     for crt_name, key_name in CA_PAIRS:
         crt, key = pkimap.get(crt_name), pkimap.get(key_name)
         if crt is None or key is None:
-            if crt_name == "ca.crt" and crt is not None and external_ca:
+            if key is None and (worker or (crt_name == "ca.crt" and external_ca)):
                 continue
             if crt_name == "ca.crt" or crt is not None:
                 report.problems.append(f"{crt_name if crt is None else key_name} is not in the backup")
@@ -966,7 +974,9 @@ def verify(contents: BackupContents, now: datetime) -> VerifyReport:
             f"{key_name} matches {crt_name}" if ok else f"{key_name} does not match {crt_name}"
         )
     sa_key, sa_pub = pkimap.get("sa.key"), pkimap.get("sa.pub")
-    if sa_key is None or sa_pub is None:
+    if worker and sa_key is None and sa_pub is None:
+        pass
+    elif sa_key is None or sa_pub is None:
         report.problems.append("sa.key and sa.pub are not both in the backup")
     else:
         try:

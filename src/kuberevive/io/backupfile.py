@@ -166,10 +166,10 @@ def node_identity(
     warnings = []
     if not name:
         name = host.name.lower()
+    if name == host.name.lower() and host.borrowed:
         warnings.append(
-            f"the node name {name!r} is {host.source}"
-            + (", not necessarily the node's" if host.borrowed else "")
-            + f" (no kubelet client certificate, --hostname-override or etcd member name under {root.prefix}); "
+            f"the node name {name!r} is {host.source}, not necessarily the node's"
+            f" (no kubelet client certificate, --hostname-override or etcd member name under {root.prefix}); "
             "pass --node-name NAME if the node is called otherwise"
         )
     return NodeIdentity(node_name=name, hostname=host.name, addresses=tuple(addresses)), warnings

@@ -480,6 +480,11 @@ def kept_from_backup(args: argparse.Namespace, env: Environment, root: NodeRoot)
     report = core.verify(contents, datetime.now(UTC))
     if not report.ok:
         raise BackupError(f"{args.from_backup} fails its checks: {report.problems[0]}", "use another backup")
+    if report.completeness is not None and report.completeness.role != core.CONTROL_PLANE:
+        raise BackupError(
+            f"{args.from_backup} is a backup of a {report.completeness.role} node: it holds no CA keys to keep",
+            "use a backup of a control-plane node of this cluster",
+        )
     warnings = backupfile.check_same_cluster(
         contents,
         root,
