@@ -18,15 +18,12 @@ import stat
 import subprocess
 import sys
 import tarfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyrage
 import pytest
 
 from kuberevive.core import backup as core
-from kuberevive.io.backupfile import collect_node_files, node_identity
-from kuberevive.io.noderoot import NodeRoot
 from tests.integration.test_backup_cli import CONFIGS, assert_one_line_error, kuberevive, make_node, tree
 
 pytestmark = pytest.mark.integration
@@ -351,12 +348,10 @@ def _tar_header(name: str, size: int) -> bytes:
     return info.tobuf(format=tarfile.GNU_FORMAT)
 
 
-def _honest_members(node: Path) -> list[tuple[str, bytes]]:
-    root = NodeRoot(node)
-    files = collect_node_files(root)
-    plaintext = core.build_archive(
-        files, created=datetime.now(UTC), node=node_identity(root, files)[0], tool_version="test"
-    )
+def _honest_members(node: Path, tmp: Path) -> list[tuple[str, bytes]]:
+    """The members of an honest backup of ``node``, made by ``backup create`` and decrypted here."""
+    made = Path(str(create(node, str(tmp / "honest.age"))["file"]))
+    plaintext = pyrage.decrypt(made.read_bytes(), [IDENTITY])
     out = []
     with tarfile.open(fileobj=io.BytesIO(plaintext), mode="r:gz") as tar:
         for info in tar:
@@ -366,12 +361,12 @@ def _honest_members(node: Path) -> list[tuple[str, bytes]]:
     return out
 
 
-def _gzip_bomb(node: Path, extra_bytes: int) -> bytes:
+def _gzip_bomb(node: Path, tmp: Path, extra_bytes: int) -> bytes:
     """An honest archive followed by one unlisted member of ``extra_bytes`` zeros, as a multi-member gzip
     stream whose zero part is one 64 MiB gzip member repeated (a few MB for gigabytes of plaintext)."""
     head = io.BytesIO()
     with tarfile.open(fileobj=head, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for name, data in _honest_members(node):
+        for name, data in _honest_members(node, tmp):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -391,8 +386,9 @@ def _gzip_bomb(node: Path, extra_bytes: int) -> bytes:
 @pytest.fixture(scope="module")
 def bomb(tmp_path_factory: pytest.TempPathFactory, base_node: Path) -> Path:
     """B-V17's backup: an honest archive with an unlisted 4 GiB member of zeros, encrypted to RECIPIENT."""
-    path = tmp_path_factory.mktemp("bomb") / "bomb.age"
-    path.write_bytes(pyrage.encrypt(_gzip_bomb(base_node, 4 << 30), [IDENTITY.to_public()]))
+    tmp = tmp_path_factory.mktemp("bomb")
+    path = tmp / "bomb.age"
+    path.write_bytes(pyrage.encrypt(_gzip_bomb(base_node, tmp, 4 << 30), [IDENTITY.to_public()]))
     assert path.stat().st_size < 32 << 20
     return path
 
