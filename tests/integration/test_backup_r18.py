@@ -24,6 +24,7 @@ import pyrage
 import pytest
 
 from kuberevive.core import backup as core
+from kuberevive.io import nodefacts
 from tests.integration.test_backup_cli import CONFIGS, assert_one_line_error, kuberevive, make_node, tree
 
 pytestmark = pytest.mark.integration
@@ -262,6 +263,12 @@ def test_item3_complete_control_plane_and_worker_backups(tmp_path: Path, node: P
     assert_one_line_error(
         run("backup", "verify", str(wout2), "--passphrase-file", str(_pass(tmp_path))), "/var/lib/kubelet/config.yaml"
     )
+    # a worker's backup holds no CA keys: recover --from-backup refuses it in one line
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rec = run("recover", "--root", str(empty), "--from-backup", str(wout), "--passphrase-file", str(_pass(tmp_path)))
+    assert_one_line_error(rec, "a backup of a worker node", "control-plane")
+    assert tree(empty) == {}
 
 
 def _pass(tmp_path: Path) -> Path:
@@ -465,7 +472,8 @@ def test_item5_generate_under_root_warns_about_this_machines_identity(tmp_path: 
         "\n".join(
             line
             for line in (CONFIGS / "defaults.yaml").read_text().splitlines()
-            if line.strip() not in ("name: cp1", "nodeRegistration:")
+            if line.strip() not in ("name: cp1", "nodeRegistration:", "localAPIEndpoint:")
+            and not line.strip().startswith("advertiseAddress:")
         )
         + "\n"
     )
@@ -476,3 +484,12 @@ def test_item5_generate_under_root_warns_about_this_machines_identity(tmp_path: 
     host = os.uname().nodename.lower()
     assert f"warning: the node name '{host}' is this machine's hostname" in r.stderr
     assert "nodeRegistration.name" in r.stderr
+    address = nodefacts.default_address()
+    if address is None:
+        pytest.skip("this machine has no default route, so no address to fall back to")
+    assert f"warning: the advertise address {address} is this machine's default-route address" in r.stderr
+    assert "localAPIEndpoint.advertiseAddress" in r.stderr
+    named = tmp_path / "named.yaml"  # both set in the configuration: nothing to warn about
+    named.write_text((CONFIGS / "defaults.yaml").read_text())
+    quiet = kuberevive("generate", "certs", "--config", str(named), "--root", str(root), "--dry-run")
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr
