@@ -18,13 +18,14 @@ import stat
 import subprocess
 import sys
 import tarfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyrage
 import pytest
 
 from kuberevive.core import backup as core
-from kuberevive.io import nodefacts
+from kuberevive.io import backupfile, nodefacts
 from tests.integration.test_backup_cli import CONFIGS, assert_one_line_error, kuberevive, make_node, tree
 
 pytestmark = pytest.mark.integration
@@ -458,6 +459,9 @@ def test_item5_backup_create_warns_when_the_node_name_is_this_machines_hostname(
     assert named["node"]["node_name"] == "cp7" and named["warnings"] == [  # type: ignore[index]
         "this backup is incomplete: 1 file(s) a control plane node has are missing: /etc/kubernetes/manifests/etcd.yaml"
     ]
+    bad = run("backup", "create", "--root", str(node), "--out", f"{tmp_path}/", "--recipient", RECIPIENT,
+              "--node-name", "../cp1")  # fmt: skip
+    assert_one_line_error(bad, "is not a Kubernetes node name")
     (node / "etc/hostname").write_text("node-under-root\n")
     own = create(node, str(tmp_path / "d.age"))
     assert own["node"]["node_name"] == "node-under-root"  # type: ignore[index]
@@ -493,3 +497,11 @@ def test_item5_generate_under_root_warns_about_this_machines_identity(tmp_path: 
     named.write_text((CONFIGS / "defaults.yaml").read_text())
     quiet = kuberevive("generate", "certs", "--config", str(named), "--root", str(root), "--dry-run")
     assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr
+
+
+def test_item1_backup_names_never_hold_a_path() -> None:
+    """The node name goes into the file name that list and prune group by: never a path, whatever the name."""
+    when = datetime(2026, 12, 1, tzinfo=UTC)
+    assert backupfile.backup_name("../../etc/cp1", when) == "kuberevive-backup-.._.._etc_cp1-20261201T000000Z.age"
+    assert backupfile.name_node(backupfile.backup_name("cp-1.example.com", when)) == "cp-1.example.com"
+    assert backupfile.name_node("kuberevive-backup-cp1.age") is None

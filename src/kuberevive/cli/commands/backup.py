@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -156,6 +157,10 @@ def _root(arg: str) -> NodeRoot:
     return root
 
 
+_NODE_NAME_RE = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+"""A node name: a DNS-1123 subdomain, as the API server requires."""
+
+
 def run_create(args: argparse.Namespace, env: Environment) -> int:
     start = time.monotonic()
     root = _root(args.root)
@@ -164,6 +169,11 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
         raise BackupError(
             "no passphrase and no recipient to encrypt the backup to",
             f"pass --passphrase-file FILE, set {backupfile.PASSPHRASE_ENV}, or pass --recipient age1...",
+        )
+    if args.node_name is not None and not _NODE_NAME_RE.fullmatch(args.node_name):
+        raise BackupError(
+            f"--node-name {args.node_name!r} is not a Kubernetes node name",
+            "pass lower-case letters, digits, '-' and '.', starting and ending with a letter or digit",
         )
     out, into_dir = backupfile.out_target(args.out)
     if args.keep is not None and not into_dir:
