@@ -830,3 +830,14 @@ def test_B_X11_deeply_nested_manifest_is_one_error(nesting: bytes) -> None:
     manifest.size = len(nesting)
     with pytest.raises(BackupError, match="is not valid JSON"):
         core.parse_archive(_raw_tar([(manifest, nesting)]), "b")
+
+
+def test_create_never_writes_what_reading_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reading bounds hold for writing too: a backup kuberevive could not read back is never made."""
+    monkeypatch.setattr(core, "MAX_FILES_TOTAL_BYTES", sum(len(f.content) for f in FILES) - 1)
+    with pytest.raises(BackupError, match=r"more than .* bytes of files, more than kuberevive reads back"):
+        _archive()
+    monkeypatch.undo()
+    monkeypatch.setattr(core, "MAX_SNAPSHOT_BYTES", 100)
+    with pytest.raises(BackupError, match="an etcd snapshot larger than 100 bytes"):
+        _archive(etcd_snapshot=_snapshot())

@@ -320,6 +320,7 @@ def build_archive(
     mtime = int(created.timestamp())
     # gzip with mtime fixed to the creation time, so the archive bytes depend only on the content
     raw_manifest = json.dumps(manifest, indent=2).encode()
+    _within_read_bounds(by_path.values(), raw_manifest, kubeadm_config, etcd_snapshot)
     key = signing_key(by_path.values(), certificates_dir)
     with (
         gzip.GzipFile(fileobj=buf, mode="wb", mtime=mtime, compresslevel=6) as gz,
@@ -331,6 +332,26 @@ def build_archive(
         for name, data in members:
             _add(tar, name, data, mtime)
     return buf.getvalue()
+
+
+def _within_read_bounds(
+    files: Iterable[BackupFile], raw_manifest: bytes, kubeadm_config: bytes | None, etcd_snapshot: bytes | None
+) -> None:
+    """Refuse to write a backup that reading would refuse (:func:`parse_archive`'s bounds)."""
+    sizes = [len(f.content) for f in files]
+    too_big = (
+        (max(sizes, default=0) > MAX_FILE_BYTES, f"a file larger than {MAX_FILE_BYTES} bytes"),
+        (sum(sizes) > MAX_FILES_TOTAL_BYTES, f"more than {MAX_FILES_TOTAL_BYTES} bytes of files"),
+        (len(raw_manifest) > MAX_MANIFEST_BYTES, f"a manifest larger than {MAX_MANIFEST_BYTES} bytes"),
+        (len(kubeadm_config or b"") > MAX_FILE_BYTES, f"a kubeadm configuration larger than {MAX_FILE_BYTES} bytes"),
+        (len(etcd_snapshot or b"") > MAX_SNAPSHOT_BYTES, f"an etcd snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"),
+    )
+    for bad, what in too_big:
+        if bad:
+            raise BackupError(
+                f"the backup would hold {what}, more than kuberevive reads back; nothing was written",
+                "move what does not belong under /etc/kubernetes elsewhere (or defragment etcd), then run again",
+            )
 
 
 def signing_key(files: Iterable[BackupFile], certificates_dir: PurePosixPath = PKI_DIR) -> pki.PrivateKey | None:
