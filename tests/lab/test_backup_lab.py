@@ -159,6 +159,36 @@ def test_backup_lists_and_verifies(on_node: OnNode, made_backup: dict[str, Any])
     assert report["ok"], report["problems"]
     assert "ca.key matches ca.crt" in report["checks"] and "sa.key matches sa.pub" in report["checks"]
     assert made_backup["kubeadm_config"].startswith("api:")
+    # issue 18 item 3: what kubeadm init left is exactly what a complete control-plane backup holds
+    assert (report["role"], report["complete"], report["missing"]) == ("control plane", True, [])
+    assert made_backup["missing"] == [] and made_backup["warnings"] == []
+
+
+WORKER_BACKUP = "/var/lib/kuberevive/lab-worker-backup.age"
+
+
+def test_worker_backup_is_complete_for_its_role(on_node: OnNode, made_backup: dict[str, Any]) -> None:
+    """Issue 18 item 3 on a real ``kubeadm join`` worker: kubelet.conf, pki/ca.crt and the kubelet's config.yaml
+    make a complete worker backup (no CA or sa keys expected)."""
+    on_node(
+        "worker1", "sh", "-c", f"umask 077; mkdir -p /var/lib/kuberevive; cat > {PASS_FILE}", input=PASSPHRASE + "\n"
+    )
+    on_node("worker1", "rm", "-f", WORKER_BACKUP)
+    made = json.loads(
+        on_node(
+            "worker1", "kuberevive", "backup", "create", "--out", WORKER_BACKUP, "--passphrase-file", PASS_FILE,
+            "--json", timeout=600,
+        ).stdout
+    )  # fmt: skip
+    assert (made["node"]["node_name"], made["role"], made["missing"]) == ("worker1", "worker", [])
+    verified = on_node(
+        "worker1", "kuberevive", "backup", "verify", WORKER_BACKUP, "--passphrase-file", PASS_FILE, "--json",
+        check=False, timeout=600,
+    )  # fmt: skip
+    report = json.loads(verified.stdout)
+    assert verified.returncode == 0 and report["ok"] and report["complete"], (report["problems"], report["missing"])
+    assert report["role"] == "worker"
+    on_node("worker1", "rm", "-f", WORKER_BACKUP)
 
 
 RECIPIENT_BACKUP = "/var/lib/kuberevive/lab-recipient-backup.age"  # not in BACKUP_DIR: its listing is checked

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import tarfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -682,3 +683,161 @@ def test_parse_ca_cert_hash(text: str, ok: bool) -> None:
     else:
         with pytest.raises(BackupError, match="is not sha256:<64 hex digits>"):
             core.parse_ca_cert_hash(text)
+
+
+# ------------------------------------------------------------- issue 18 item 3: completeness for the node's role
+
+
+def _kubeadm_node() -> dict[PurePosixPath, bytes]:
+    """What ``kubeadm init`` leaves on a control plane (generate all) plus the kubelet's config.yaml."""
+    from kuberevive.core.generate import Target, generate
+
+    cfg = load_kubeadm_config((CONFIGS / "defaults.yaml").read_text(), NodeFacts(hostname="cp1"))
+    result = generate(Target.ALL, cfg, NodeFacts(hostname="cp1"), NOW, {})
+    files = {a.path: a.content for a in result.artifacts}
+    files[PurePosixPath("/var/lib/kubelet/config.yaml")] = b"kind: KubeletConfiguration\n"
+    return files
+
+
+KUBEADM_NODE = _kubeadm_node()
+
+
+def _gaps(files: dict[PurePosixPath, bytes]) -> core.Completeness:
+    return core.completeness(files, files.get)
+
+
+def test_item3_a_whole_control_plane_is_complete_and_each_gap_is_named() -> None:
+    assert _gaps(KUBEADM_NODE) == core.Completeness(core.CONTROL_PLANE, ())
+    for gone in (
+        "/etc/kubernetes/pki/apiserver.key",
+        "/etc/kubernetes/pki/sa.pub",
+        "/etc/kubernetes/pki/etcd/peer.key",
+        "/etc/kubernetes/admin.conf",
+        "/etc/kubernetes/manifests/kube-scheduler.yaml",
+        "/var/lib/kubelet/config.yaml",
+    ):
+        lacking = {p: c for p, c in KUBEADM_NODE.items() if str(p) != gone}
+        gaps = _gaps(lacking)
+        assert gaps.role == core.CONTROL_PLANE and gaps.missing == (PurePosixPath(gone),), gone
+        assert gone in gaps.summary() and not gaps.complete
+    # super-admin.conf exists only on the node of kubeadm init (not after join --control-plane): not a gap
+    assert _gaps({p: c for p, c in KUBEADM_NODE.items() if p.name != "super-admin.conf"}).complete
+
+
+def test_item3_worker_needs_kubelet_conf_ca_and_kubelet_config() -> None:
+    worker = {
+        p: KUBEADM_NODE[p]
+        for p in map(
+            PurePosixPath,
+            ("/etc/kubernetes/kubelet.conf", "/etc/kubernetes/pki/ca.crt", "/var/lib/kubelet/config.yaml"),
+        )
+    }
+    assert _gaps(worker) == core.Completeness(core.WORKER, ())
+    assert _gaps({p: c for p, c in worker.items() if p.name != "kubelet.conf"}).missing == (
+        PurePosixPath("/etc/kubernetes/kubelet.conf"),
+    )
+
+
+def test_item3_external_ca_and_external_etcd_are_not_gaps() -> None:
+    kcm = PurePosixPath("/etc/kubernetes/manifests/kube-controller-manager.yaml")
+    api = PurePosixPath("/etc/kubernetes/manifests/kube-apiserver.yaml")
+    ca_key = PurePosixPath("/etc/kubernetes/pki/ca.key")
+    no_ca_key = {p: c for p, c in KUBEADM_NODE.items() if p != ca_key}
+    assert _gaps(no_ca_key).missing == (ca_key,)  # a lost ca.key is a gap...
+    external_ca = no_ca_key | {
+        kcm: re.sub(rb"--cluster-signing-key-file=\S*", b"--cluster-signing-key-file=", KUBEADM_NODE[kcm])
+    }
+    gaps = _gaps(external_ca)  # ...but not with the controller-manager of kubeadm's external-CA mode
+    assert gaps.complete and any("external CA" in n for n in gaps.notes)
+    external_etcd = {p: c for p, c in KUBEADM_NODE.items() if "etcd" not in p.name and p.parent.name != "etcd"}
+    assert _gaps(external_etcd).missing  # the etcd PKI and manifest of a local etcd are gaps...
+    external_etcd[api] = re.sub(rb"--etcd-servers=\S+", b"--etcd-servers=https://10.0.0.5:2379", external_etcd[api])
+    gaps = _gaps(external_etcd)  # ...but not with an external etcd
+    assert gaps.complete and any("external etcd" in n for n in gaps.notes)
+
+
+def test_item3_verify_reports_gaps_apart_from_problems() -> None:
+    """A backup without apiserver.key is consistent (it restores what it holds) but not complete."""
+    files = [BackupFile(p, 0o600, c) for p, c in KUBEADM_NODE.items() if p.name != "apiserver.key"]
+    report = core.verify(core.parse_archive(_archive(files), "b"), NOW)
+    assert report.ok and not report.complete
+    assert report.as_json()["missing"] == ["/etc/kubernetes/pki/apiserver.key"]
+    assert report.as_json()["complete"] is False
+    whole = core.verify(
+        core.parse_archive(_archive([BackupFile(p, 0o600, c) for p, c in KUBEADM_NODE.items()]), "b"), NOW
+    )
+    assert whole.ok and whole.complete
+
+
+# ------------------------------------------------------- issue 18 item 4: bounded reading (B-V17, R-6, B-X11)
+
+
+def _raw_tar(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb") as gz:
+        for info, data in members:
+            gz.write(info.tobuf(format=tarfile.GNU_FORMAT) + data + b"\0" * (-len(data) % 512))
+        gz.write(b"\0" * 1024)
+    return out.getvalue()
+
+
+def _members(plaintext: bytes) -> list[tuple[tarfile.TarInfo, bytes]]:
+    out = []
+    with tarfile.open(fileobj=io.BytesIO(plaintext), mode="r:gz") as tar:
+        for info in tar:
+            fh = tar.extractfile(info)
+            assert fh is not None
+            out.append((info, fh.read()))
+    return out
+
+
+def test_B_V17_an_unlisted_member_is_refused_from_its_header() -> None:
+    """B-V17/R-6: a member the manifest does not list is refused before its data is read: here its header claims
+    7 GiB that are not even there (the old reader decompressed every member whole before any check)."""
+    bomb = tarfile.TarInfo("files/etc/kubernetes/zeros")
+    bomb.size = 7 << 30
+    with pytest.raises(BackupError, match=r"files/etc/kubernetes/zeros is not listed in the manifest"):
+        core.parse_archive(_raw_tar([*_members(_archive()), (bomb, b"\0" * 4096)]), "b")
+
+
+def test_B_V17_a_listed_size_beyond_what_a_backup_holds_is_refused() -> None:
+    def edit(manifest: dict[str, Any]) -> None:
+        manifest["files"][0]["size"] = core.MAX_FILE_BYTES + 1
+
+    with pytest.raises(BackupError, match=r"more than a kuberevive backup holds"):
+        core.parse_archive(_forge(_archive(), edit), "b")
+
+
+def test_B_V17_a_huge_tar_header_is_never_read_whole() -> None:
+    """A pax header claiming 1 GiB would be read by tarfile in one call: refused above MAX_HEADER_BYTES."""
+    members = _members(_archive())
+    pax = tarfile.TarInfo("././@PaxHeader")
+    pax.type = tarfile.XHDTYPE
+    pax.size = 1 << 30
+    with pytest.raises(BackupError, match=r"archive is damaged \(a tar header or read of \d+ bytes, larger than"):
+        core.parse_archive(_raw_tar([members[0], (pax, b"x" * 1024), *members[1:]]), "b")
+
+
+def test_the_manifest_must_come_first() -> None:
+    members = _members(_archive())
+    with pytest.raises(BackupError, match=r"does not start with kuberevive-backup\.json: not a kuberevive backup"):
+        core.parse_archive(_raw_tar([*members[1:], members[0]]), "b")
+
+
+@pytest.mark.parametrize("nesting", [b"[" * 100000, b'{"a":' * 100000])
+def test_B_X11_deeply_nested_manifest_is_one_error(nesting: bytes) -> None:
+    manifest = tarfile.TarInfo(core.MANIFEST_NAME)
+    manifest.size = len(nesting)
+    with pytest.raises(BackupError, match="is not valid JSON"):
+        core.parse_archive(_raw_tar([(manifest, nesting)]), "b")
+
+
+def test_create_never_writes_what_reading_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reading bounds hold for writing too: a backup kuberevive could not read back is never made."""
+    monkeypatch.setattr(core, "MAX_FILES_TOTAL_BYTES", sum(len(f.content) for f in FILES) - 1)
+    with pytest.raises(BackupError, match=r"more than .* bytes of files, more than kuberevive reads back"):
+        _archive()
+    monkeypatch.undo()
+    monkeypatch.setattr(core, "MAX_SNAPSHOT_BYTES", 100)
+    with pytest.raises(BackupError, match="an etcd snapshot larger than 100 bytes"):
+        _archive(etcd_snapshot=_snapshot())

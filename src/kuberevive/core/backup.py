@@ -42,6 +42,7 @@ import io
 import json
 import re
 import tarfile
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -54,7 +55,7 @@ from cryptography.hazmat.primitives import serialization
 
 from kuberevive.core import pki
 from kuberevive.core.kubeconfig import MODE_KUBECONFIG
-from kuberevive.core.manifests import MANIFEST_MODE
+from kuberevive.core.manifests import MANIFEST_MODE, manifest_flags, parse_manifest
 from kuberevive.errors import KubereviveError
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 
@@ -85,6 +86,17 @@ TRUST_FILES = ("ca.crt", "ca.key", "front-proxy-ca.crt", "front-proxy-ca.key", "
 SA_FILES = ("sa.key", "sa.pub")
 
 SHA256_SIZE = 32
+
+#: Bounds on reading a backup (adversarial F8: B-V17, R-6): what ``backup create`` can put in one, with room.
+MAX_FILE_BYTES = 16 << 20
+"""Largest node file a backup holds (``backup create`` reads each with this limit)."""
+MAX_FILES_TOTAL_BYTES = 256 << 20
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_SIGNATURE_BYTES = 64 << 10
+MAX_SNAPSHOT_BYTES = 8 << 30
+"""etcd's largest recommended backend quota (8 GiB)."""
+MAX_HEADER_BYTES = 1 << 20
+"""Largest single read while decompressing (a tar header, or a chunk of member data)."""
 
 PASSPHRASE = "passphrase"
 RECIPIENT = "recipient"
@@ -197,10 +209,19 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
     certificates: list[CertStatus] = field(default_factory=list)
+    completeness: Completeness | None = None
+    """What the backup lacks for its node's role (:func:`completeness`); gaps are not :attr:`problems`: a
+    backup without ``apiserver.key`` still restores what it holds, but ``backup verify`` must not call it
+    complete."""
 
     @property
     def ok(self) -> bool:
+        """Consistent: every check passed (what restore and recover --from-backup need)."""
         return not self.problems
+
+    @property
+    def complete(self) -> bool:
+        return self.completeness is None or self.completeness.complete
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -214,6 +235,10 @@ class VerifyReport:
             "signed_by": self.signed_by,
             "checks": self.checks,
             "problems": self.problems,
+            "role": self.completeness.role if self.completeness else None,
+            "complete": self.complete,
+            "missing": [str(p) for p in self.completeness.missing] if self.completeness else [],
+            "notes": list(self.completeness.notes) if self.completeness else [],
             "certificates": [
                 {
                     "path": c.path,
@@ -295,6 +320,7 @@ def build_archive(
     mtime = int(created.timestamp())
     # gzip with mtime fixed to the creation time, so the archive bytes depend only on the content
     raw_manifest = json.dumps(manifest, indent=2).encode()
+    _within_read_bounds(by_path.values(), raw_manifest, kubeadm_config, etcd_snapshot)
     key = signing_key(by_path.values(), certificates_dir)
     with (
         gzip.GzipFile(fileobj=buf, mode="wb", mtime=mtime, compresslevel=6) as gz,
@@ -306,6 +332,26 @@ def build_archive(
         for name, data in members:
             _add(tar, name, data, mtime)
     return buf.getvalue()
+
+
+def _within_read_bounds(
+    files: Iterable[BackupFile], raw_manifest: bytes, kubeadm_config: bytes | None, etcd_snapshot: bytes | None
+) -> None:
+    """Refuse to write a backup that reading would refuse (:func:`parse_archive`'s bounds)."""
+    sizes = [len(f.content) for f in files]
+    too_big = (
+        (max(sizes, default=0) > MAX_FILE_BYTES, f"a file larger than {MAX_FILE_BYTES} bytes"),
+        (sum(sizes) > MAX_FILES_TOTAL_BYTES, f"more than {MAX_FILES_TOTAL_BYTES} bytes of files"),
+        (len(raw_manifest) > MAX_MANIFEST_BYTES, f"a manifest larger than {MAX_MANIFEST_BYTES} bytes"),
+        (len(kubeadm_config or b"") > MAX_FILE_BYTES, f"a kubeadm configuration larger than {MAX_FILE_BYTES} bytes"),
+        (len(etcd_snapshot or b"") > MAX_SNAPSHOT_BYTES, f"an etcd snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"),
+    )
+    for bad, what in too_big:
+        if bad:
+            raise BackupError(
+                f"the backup would hold {what}, more than kuberevive reads back; nothing was written",
+                "move what does not belong under /etc/kubernetes elsewhere (or defragment etcd), then run again",
+            )
 
 
 def signing_key(files: Iterable[BackupFile], certificates_dir: PurePosixPath = PKI_DIR) -> pki.PrivateKey | None:
@@ -525,26 +571,15 @@ def parse_archive(plaintext: bytes, source: str) -> BackupContents:
     So is a path or mode that ``backup create`` never writes (:func:`is_backup_path`, :func:`manifest_mode`)
     and a signature that does not verify with the backup's own ca.crt. An unsigned archive is read
     (``signed_by`` None); whether that is acceptable is :func:`open_archive`'s decision.
+
+    Reading is bounded (adversarial B-V17, R-6, B-X11): the manifest must be the first member and is parsed before
+    any other member is read; every later member must be listed there with its exact size (checked from its tar
+    header, before its data is decompressed), within :data:`MAX_FILE_BYTES` / :data:`MAX_SNAPSHOT_BYTES`.
     """
-    members = _read_tar(plaintext, source)
-    raw_manifest = members.pop(MANIFEST_NAME, None)
-    if raw_manifest is None:
-        raise BackupError(f"{source} has no {MANIFEST_NAME}: not a kuberevive backup", "use another backup")
-    try:
-        manifest = json.loads(raw_manifest)
-    except ValueError as exc:
-        raise BackupError(f"the manifest of {source} is not valid JSON", "use another backup") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BackupError(
-            f"{source} has format {manifest.get('format') if isinstance(manifest, dict) else '?'!r}, "
-            f"this kuberevive reads {FORMAT}",
-            "use the kuberevive version that made the backup",
-        )
-    signature = members.pop(SIGNATURE_NAME, None)
+    raw_manifest, manifest, signature, members = _read_tar(plaintext, source)
     bad: list[str] = []
     files: dict[PurePosixPath, BackupFile] = {}
     try:
-        _refuse_forged(manifest, source)
         for entry in manifest["files"]:
             path = PurePosixPath(entry["path"])
             data = members.pop(_member_name(path), None)
@@ -571,6 +606,164 @@ def parse_archive(plaintext: bytes, source: str) -> BackupContents:
     if snapshot is not None:
         split_snapshot(snapshot)  # the sha256 trailer etcd appended
     return BackupContents(files, manifest, kubeadm_config, snapshot, signed_by=signed_by)
+
+
+def _load_manifest(raw_manifest: bytes, source: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """The parsed manifest and the size of every member it lists (member name -> bytes), both checked."""
+    try:
+        manifest = json.loads(raw_manifest)
+    except (ValueError, RecursionError) as exc:  # RecursionError: deeply nested JSON (B-X11)
+        raise BackupError(f"the manifest of {source} is not valid JSON", "use another backup") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BackupError(
+            f"{source} has format {_show(manifest.get('format')) if isinstance(manifest, dict) else '?'!r}, "
+            f"this kuberevive reads {FORMAT}",
+            "use the kuberevive version that made the backup",
+        )
+    sizes: dict[str, int] = {}
+    try:
+        _refuse_forged(manifest, source)
+        for entry in manifest["files"]:
+            sizes[_member_name(PurePosixPath(entry["path"]))] = _listed_size(entry, MAX_FILE_BYTES, source)
+        total = sum(sizes.values())
+        if total > MAX_FILES_TOTAL_BYTES:
+            raise BackupError(
+                f"the manifest of {source} lists {total} bytes of files, more than any backup holds "
+                f"({MAX_FILES_TOTAL_BYTES}); nothing was written",
+                _FORGED_HINT,
+            )
+        optional = (
+            ("kubeadm_config", KUBEADM_CONFIG_MEMBER, MAX_FILE_BYTES),
+            ("etcd_snapshot", SNAPSHOT_MEMBER, MAX_SNAPSHOT_BYTES),
+        )
+        for key, member, limit in optional:
+            entry = manifest.get(key)
+            if entry is None:
+                continue
+            if entry["member"] != member:
+                raise BackupError(
+                    f"{source} failed its integrity check: the manifest names {_show(entry['member'])} where a "
+                    f"backup keeps {member}",
+                    _FORGED_HINT,
+                )
+            sizes[member] = _listed_size(entry, limit, source)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BackupError(f"the manifest of {source} is incomplete ({exc})", "use another backup") from exc
+    return manifest, sizes
+
+
+def _listed_size(entry: Any, limit: int, source: str) -> int:
+    size = entry["size"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise TypeError(f"the size of {_show(entry.get('path') or entry.get('member'))} is not a byte count")
+    if size > limit:
+        raise BackupError(
+            f"the manifest of {source} gives {_show(entry.get('path') or entry.get('member'))} {size} bytes, more "
+            f"than a kuberevive backup holds ({limit}); nothing was written",
+            _FORGED_HINT,
+        )
+    return size
+
+
+def _check_member_name(info: tarfile.TarInfo, source: str) -> None:
+    if not info.isfile() or info.name.startswith("/") or ".." in PurePosixPath(info.name).parts:
+        raise BackupError(f"{source} holds an unexpected member {_show(info.name)}", "use another backup")
+
+
+def _read_tar(plaintext: bytes, source: str) -> tuple[bytes, dict[str, Any], bytes | None, dict[str, bytes]]:
+    """(raw manifest, manifest, signature, member name -> bytes), reading no more than the manifest lists.
+
+    The gzip stream is decompressed as the tar is read, never more than one member (or one
+    :data:`MAX_HEADER_BYTES` header) at a time: an unlisted or wrongly sized member is refused from its header,
+    before its data is decompressed (a gzip bomb costs nothing).
+    """
+    members: dict[str, bytes] = {}
+    signature: bytes | None = None
+    try:
+        with (
+            gzip.GzipFile(fileobj=io.BytesIO(plaintext), mode="rb") as gz,
+            tarfile.open(fileobj=_BoundedReads(gz), mode="r:") as tar,
+        ):
+            first = tar.next()
+            if first is None or first.name != MANIFEST_NAME:
+                raise BackupError(
+                    f"{source} does not start with {MANIFEST_NAME}: not a kuberevive backup", "use another backup"
+                )
+            _check_member_name(first, source)
+            if first.size > MAX_MANIFEST_BYTES:
+                raise BackupError(f"the manifest of {source} is {first.size} bytes: too large", _FORGED_HINT)
+            raw_manifest = _read_member(tar, first)
+            manifest, sizes = _load_manifest(raw_manifest, source)
+            while (info := tar.next()) is not None:
+                _check_member_name(info, source)
+                if info.name == SIGNATURE_NAME and signature is None and info.size <= MAX_SIGNATURE_BYTES:
+                    signature = _read_member(tar, info)
+                    continue
+                if info.name not in sizes:
+                    raise BackupError(
+                        f"{source} failed its integrity check: {_show(info.name)} is not listed in the manifest "
+                        "(or appears twice)",
+                        "use another backup",
+                    )
+                listed = sizes.pop(info.name)
+                if info.size != listed:
+                    shown = info.name.removeprefix(f"{FILES_PREFIX}/")
+                    raise BackupError(
+                        f"{source} failed its integrity check: {shown} does not match its sha256 (it is "
+                        f"{info.size} bytes, the manifest lists {listed})",
+                        "use another backup",
+                    )
+                members[info.name] = _read_member(tar, info)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise BackupError(f"{source} decrypts but its archive is damaged ({exc})", "use another backup") from exc
+    except MemoryError:
+        raise BackupError(
+            f"{source} is too large to read in this machine's memory", "read it on a machine with more memory"
+        ) from None
+    return raw_manifest, manifest, signature, members
+
+
+def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    """The data of one member, read in chunks of :data:`MAX_HEADER_BYTES` (never more than its header says)."""
+    fh = tar.extractfile(info)
+    if fh is None:
+        raise BackupError(f"an unreadable member {_show(info.name)}", "use another backup")
+    chunks: list[bytes] = []
+    left = info.size
+    while left > 0:
+        chunk = fh.read(min(left, MAX_HEADER_BYTES))
+        if not chunk:
+            raise EOFError(f"{info.name} is truncated")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+class _BoundedReads(io.RawIOBase):
+    """A decompressing stream for :mod:`tarfile` that refuses any single read above :data:`MAX_HEADER_BYTES`:
+    tarfile reads a pax or GNU long-name header in one call of the size the header claims, so a forged
+    header cannot make it allocate gigabytes. Member data is read in chunks by :func:`_read_member`."""
+
+    def __init__(self, raw: gzip.GzipFile) -> None:
+        super().__init__()
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0 or size > MAX_HEADER_BYTES:
+            raise tarfile.ReadError(f"a tar header or read of {size} bytes, larger than a backup ever has")
+        return self._raw.read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
 
 
 def _check_signature(
@@ -607,22 +800,6 @@ def _optional_member(entry: Any, expected: str, members: dict[str, bytes], bad: 
         bad.append(f"{entry['member']} does not match its sha256")
         return None
     return data
-
-
-def _read_tar(plaintext: bytes, source: str) -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(plaintext), mode="r:gz") as tar:
-            for info in tar:
-                if not info.isfile() or info.name.startswith("/") or ".." in PurePosixPath(info.name).parts:
-                    raise BackupError(f"{source} holds an unexpected member {info.name!r}", "use another backup")
-                fh = tar.extractfile(info)
-                if fh is None:
-                    raise BackupError(f"{source} holds an unreadable member {info.name!r}", "use another backup")
-                out[info.name] = fh.read()
-    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
-        raise BackupError(f"{source} decrypts but its archive is damaged ({exc})", "use another backup") from exc
-    return out
 
 
 # ------------------------------------------------------------------------------- etcd snapshot
@@ -671,6 +848,110 @@ def split_snapshot(data: bytes) -> tuple[bytes, bytes]:
     return db, trailer
 
 
+# ---------------------------------------------------------------------------- completeness
+
+#: What kubeadm leaves on every node (relative to /etc/kubernetes, or absolute), then on a control plane.
+NODE_FILES = ("kubelet.conf", "pki/ca.crt", "/var/lib/kubelet/config.yaml")
+_CP_PAIRS = ("ca", "apiserver", "apiserver-kubelet-client", "front-proxy-ca", "front-proxy-client")
+CONTROL_PLANE_FILES = (
+    *(f"pki/{n}.{ext}" for n in _CP_PAIRS for ext in ("crt", "key")),
+    "pki/sa.key",
+    "pki/sa.pub",
+    "admin.conf",
+    "controller-manager.conf",
+    "scheduler.conf",
+    "manifests/kube-apiserver.yaml",
+    "manifests/kube-controller-manager.yaml",
+    "manifests/kube-scheduler.yaml",
+)
+"""``super-admin.conf`` is not here: only the node of ``kubeadm init`` has one (not a ``join --control-plane``)."""
+LOCAL_ETCD_FILES = (
+    *(f"pki/etcd/{n}.{ext}" for n in ("ca", "server", "peer", "healthcheck-client") for ext in ("crt", "key")),
+    "pki/apiserver-etcd-client.crt",
+    "pki/apiserver-etcd-client.key",
+    "manifests/etcd.yaml",
+)
+_CONTROL_PLANE_MARKERS = tuple(
+    r for r in (*CONTROL_PLANE_FILES, *LOCAL_ETCD_FILES, "super-admin.conf") if r not in NODE_FILES
+)
+_LOCAL_ETCD_SERVERS = ("https://127.0.0.1:", "https://[::1]:", "https://localhost:")
+
+
+CONTROL_PLANE = "control plane"
+WORKER = "worker"
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """What a backup (or a node's collected files) lacks for its node's role."""
+
+    role: str
+    """``control plane`` or ``worker``."""
+    missing: tuple[PurePosixPath, ...]
+    notes: tuple[str, ...] = ()
+    """Why something is not expected (external CA, external etcd)."""
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def summary(self) -> str:
+        shown = ", ".join(str(p) for p in self.missing[:4]) + (
+            f" and {len(self.missing) - 4} more" if len(self.missing) > 4 else ""
+        )
+        return f"{len(self.missing)} file(s) a {self.role} node has are missing: {shown}"
+
+
+def completeness(
+    paths: Iterable[PurePosixPath],
+    read: Callable[[PurePosixPath], bytes | None],
+    certificates_dir: PurePosixPath = PKI_DIR,
+) -> Completeness:
+    """Every file kubeadm leaves on a node of this role that ``paths`` lacks (``read`` gives the content of one of
+    them, for the manifests that tell an external CA or external etcd apart).
+
+    A control plane (any control-plane PKI file, kubeconfig or static Pod manifest present) needs the whole kubeadm
+    PKI with the CA keys and ``sa.key``/``sa.pub`` (``ca.key`` not when the controller-manager's
+    ``--cluster-signing-key-file`` is empty: external CA), the etcd PKI and manifest unless the API server's
+    ``--etcd-servers`` is not local (external etcd), the kubeconfigs and the manifests; a worker ``kubelet.conf``,
+    ``pki/ca.crt`` and the kubelet's ``config.yaml``. Both need the kubelet's files."""
+    have = set(paths)
+
+    def node_path(rel: str) -> PurePosixPath:
+        if rel.startswith("/"):
+            return PurePosixPath(rel)
+        if rel.startswith("pki/"):
+            return certificates_dir / rel.removeprefix("pki/")
+        return KUBERNETES_DIR / rel
+
+    control_plane = any(node_path(r) in have for r in _CONTROL_PLANE_MARKERS)
+    expected = list(NODE_FILES)
+    notes: list[str] = []
+    if control_plane:
+        expected += CONTROL_PLANE_FILES
+        apiserver = _manifest_flags(read(MANIFESTS_DIR / "kube-apiserver.yaml"))
+        servers = apiserver.get("etcd-servers")
+        if servers and not any(s.startswith(_LOCAL_ETCD_SERVERS) for s in servers.split(",")):
+            notes.append(f"external etcd ({servers}): no etcd certificates or manifest expected")
+        else:
+            expected += LOCAL_ETCD_FILES
+        kcm = _manifest_flags(read(MANIFESTS_DIR / "kube-controller-manager.yaml"))
+        if node_path("pki/ca.key") not in have and kcm.get("cluster-signing-key-file") == "":
+            expected.remove("pki/ca.key")
+            notes.append("external CA (the controller-manager signs nothing): no ca.key expected")
+    missing = tuple(p for p in dict.fromkeys(node_path(r) for r in expected) if p not in have)
+    return Completeness(CONTROL_PLANE if control_plane else WORKER, missing, tuple(notes))
+
+
+def _manifest_flags(data: bytes | None) -> dict[str, str]:
+    if data is None:
+        return {}
+    try:
+        return manifest_flags(parse_manifest(data))
+    except (KubereviveError, RecursionError):
+        return {}
+
+
 # ---------------------------------------------------------------------------------- verify
 
 
@@ -691,10 +972,17 @@ def verify(contents: BackupContents, now: datetime) -> VerifyReport:
     report.checks.append(f"{len(contents.files)} file(s) match their sha256")
     if contents.etcd_snapshot is not None:
         report.checks.append("etcd snapshot matches the sha256 etcd appended")
+    cdir = PurePosixPath(str(contents.metadata.get("certificates_dir", PKI_DIR)))
+    report.completeness = completeness(contents.files, lambda p: _content(contents, p), cdir)
+    # a worker has no CA keys or sa keys, and an external-CA control plane no ca.key: not problems
+    worker = report.completeness.role == WORKER
+    external_ca = any(n.startswith("external CA") for n in report.completeness.notes)
     pkimap = contents.pki
     for crt_name, key_name in CA_PAIRS:
         crt, key = pkimap.get(crt_name), pkimap.get(key_name)
         if crt is None or key is None:
+            if key is None and (worker or (crt_name == "ca.crt" and external_ca)):
+                continue
             if crt_name == "ca.crt" or crt is not None:
                 report.problems.append(f"{crt_name if crt is None else key_name} is not in the backup")
             continue
@@ -707,7 +995,9 @@ def verify(contents: BackupContents, now: datetime) -> VerifyReport:
             f"{key_name} matches {crt_name}" if ok else f"{key_name} does not match {crt_name}"
         )
     sa_key, sa_pub = pkimap.get("sa.key"), pkimap.get("sa.pub")
-    if sa_key is None or sa_pub is None:
+    if worker and sa_key is None and sa_pub is None:
+        pass
+    elif sa_key is None or sa_pub is None:
         report.problems.append("sa.key and sa.pub are not both in the backup")
     else:
         try:
@@ -736,6 +1026,11 @@ def verify(contents: BackupContents, now: datetime) -> VerifyReport:
             )
         )
     return report
+
+
+def _content(contents: BackupContents, path: PurePosixPath) -> bytes | None:
+    f = contents.files.get(path)
+    return f.content if f is not None else None
 
 
 # ---------------------------------------------------------------------------------- restore

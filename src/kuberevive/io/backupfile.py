@@ -12,8 +12,8 @@ Entry points for other commands::
 
 from __future__ import annotations
 
+import os
 import re
-import socket
 import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +22,8 @@ from pathlib import Path, PurePosixPath
 from kuberevive.core import backup as core
 from kuberevive.core.backup import BackupContents, BackupError, BackupFile, NodeIdentity, Secret, TrustEvidence
 from kuberevive.core.manifests import manifest_flags, parse_manifest
-from kuberevive.errors import ConfigError, EtcdError, KubeApiError, KubereviveError
+from kuberevive.errors import ConfigError, EtcdError, ExistingFileError, KubeApiError, KubereviveError, NodeFsError
+from kuberevive.io import nodefacts
 from kuberevive.io.noderoot import NodeRoot, WriteResult
 
 PASSPHRASE_ENV = "KUBEREVIVE_PASSPHRASE"
@@ -83,30 +84,56 @@ def _mode(root: NodeRoot, p: PurePosixPath) -> int:
     return stat.S_IMODE(root.host_path(p).stat().st_mode)
 
 
+def _read_exact(root: NodeRoot, p: PurePosixPath) -> bytes | None:
+    """A file for the backup: None when it does not exist; anything but a regular file of at most
+    :data:`core.MAX_FILE_BYTES` (a FIFO, a device, a link to ``/dev/zero``) is refused, never waited on, since a
+    backup must be exact (adversarial B-C6, B-C7)."""
+    try:
+        return root.read(p, limit=core.MAX_FILE_BYTES)
+    except NodeFsError as exc:
+        raise BackupError(
+            f"cannot back up {p}: {exc.message}; nothing was written",
+            f"a backup holds every file exactly: fix or move {p} away (on the node: {root.host_path(p)}), then run "
+            "backup create again",
+        ) from None
+
+
 def collect_node_files(root: NodeRoot) -> list[BackupFile]:
-    """Every file under /etc/kubernetes plus the kubelet's configuration, with their modes."""
+    """Every file under /etc/kubernetes plus the kubelet's configuration, with their modes.
+
+    Directories (and symlinks to directories, which are not descended into) are skipped; every other entry
+    must be a regular file (:func:`_read_exact`); a dangling symlink is skipped."""
     files = []
-    tree = root.read_tree(core.KUBERNETES_DIR)
-    for p in sorted(tree):
+    for p in root.walk(core.KUBERNETES_DIR):
         if ".kuberevive-tmp-" in p.name:
             continue
-        files.append(BackupFile(p, _mode(root, p), tree[p]))
-    for p in core.KUBELET_FILES:
-        data = root.read(p)
+        st = root.stat(p)
+        if st is None or stat.S_ISDIR(st.st_mode):
+            continue
+        data = _read_exact(root, p)
         if data is not None:
             files.append(BackupFile(p, _mode(root, p), data))
-    return files
+    for p in core.KUBELET_FILES:
+        data = _read_exact(root, p)
+        if data is not None:
+            files.append(BackupFile(p, _mode(root, p), data))
+    return sorted(files, key=lambda f: f.path)
 
 
-def node_identity(root: NodeRoot, files: list[BackupFile]) -> NodeIdentity:
-    """Node name (kubelet client certificate CN, else the etcd member name, else the hostname), addresses."""
-    hostname_file = root.read("/etc/hostname") if root.prefix != Path("/") else None
-    hostname = (hostname_file.decode(errors="replace").strip() if hostname_file else "") or socket.gethostname()
+def node_identity(
+    root: NodeRoot, files: list[BackupFile], node_name: str | None = None
+) -> tuple[NodeIdentity, list[str]]:
+    """Node name (``node_name`` if given, else the kubelet client certificate CN, the kubelet's
+    ``--hostname-override``, the etcd member name, else the hostname), addresses; and warnings for a fallback.
+
+    Falling back to the hostname is warned about (with ``--node-name`` as the override), and loudly when under
+    another root the hostname is this machine's (:func:`nodefacts.hostname`)."""
+    host = nodefacts.hostname(root)
     by_path = {f.path: f.content for f in files}
-    name = ""
+    name = node_name or ""
     addresses: list[str] = []
-    cert = root.read(KUBELET_CLIENT_CERT)
-    if cert:
+    cert = by_path.get(KUBELET_CLIENT_CERT) or _read_optional(root, KUBELET_CLIENT_CERT)
+    if cert and not name:
         from kuberevive.core import pki
 
         try:
@@ -136,14 +163,31 @@ def node_identity(root: NodeRoot, files: list[BackupFile]) -> NodeIdentity:
                 addresses.append(adv)
         except ConfigError:
             pass
-    return NodeIdentity(node_name=name or hostname.lower(), hostname=hostname, addresses=tuple(addresses))
+    warnings = []
+    if not name:
+        name = host.name.lower()
+    if name == host.name.lower() and host.borrowed:
+        warnings.append(
+            f"the node name {name!r} is {host.source}, not necessarily the node's"
+            f" (no kubelet client certificate, --hostname-override or etcd member name under {root.prefix}); "
+            "pass --node-name NAME if the node is called otherwise"
+        )
+    return NodeIdentity(node_name=name, hostname=host.name, addresses=tuple(addresses)), warnings
+
+
+def _read_optional(root: NodeRoot, p: PurePosixPath) -> bytes | None:
+    """A file that only helps (e.g. to name the node): None when it is missing or not a readable regular file."""
+    try:
+        return root.read(p, limit=core.MAX_FILE_BYTES)
+    except NodeFsError:
+        return None
 
 
 def fetch_kubeadm_config(root: NodeRoot) -> tuple[bytes | None, str]:
     """The ClusterConfiguration of the kubeadm-config ConfigMap (via admin.conf), or None and why not."""
     from kuberevive.io.kubeapi import KubeApi
 
-    admin = root.read("/etc/kubernetes/admin.conf")
+    admin = _read_optional(root, PurePosixPath("/etc/kubernetes/admin.conf"))
     if admin is None:
         return None, "none: no /etc/kubernetes/admin.conf to reach the API"
     try:
@@ -184,34 +228,76 @@ def take_etcd_snapshot(root: NodeRoot) -> bytes:
 
 
 def backup_name(node: str, created: datetime) -> str:
-    return f"{BACKUP_PREFIX}{node}-{created.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}{BACKUP_SUFFIX}"
+    """``kuberevive-backup-<node>-<UTC time>.age``: the node's name is what ``list`` and ``prune`` group by
+    (characters outside ``[A-Za-z0-9._-]`` become ``_``, so a name is never a path)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", node)[:200] or "_"
+    return f"{BACKUP_PREFIX}{safe}-{created.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}{BACKUP_SUFFIX}"
 
 
-def write_backup(path: Path, ciphertext: bytes) -> None:
-    """Write the ciphertext atomically with mode 0600 (the parent directory is created 0700 if missing)."""
-    target = path.resolve()
-    if not target.parent.exists():
-        target.parent.mkdir(mode=0o700, parents=True)
+def out_target(out: str) -> tuple[Path, bool]:
+    """Where ``--out`` points, and whether it is a directory (a name is then chosen per node and time).
+
+    The rule: a path that ends in ``/`` or is an existing directory is a directory (created ``0700`` when
+    missing); anything else is a file, and must end in ``.age``, so that ``--out /backups/cp1`` meant as a new
+    directory never becomes a file."""
+    path = Path(out)
+    if out.endswith("/") or path.is_dir():
+        return path, True
+    if path.suffix != BACKUP_SUFFIX:
+        raise BackupError(
+            f"--out {out} is not an existing directory, and a backup file name must end in {BACKUP_SUFFIX}",
+            f"pass --out {out}/ (with the trailing slash) to write into a new directory {out}, or a file name "
+            f"such as {out}{BACKUP_SUFFIX}",
+        )
+    return path, False
+
+
+def write_backup(path: Path, ciphertext: bytes, *, force: bool = False, now: datetime | None = None) -> Path | None:
+    """Write the ciphertext atomically with mode 0600 (the parent directory is created 0700 if missing).
+
+    Nothing is ever replaced: an existing ``path`` (whatever it is) is refused, unless ``force``; then it is
+    first moved aside to ``<path>.replaced-<UTC time>``, which is returned. A file that appears at ``path``
+    meanwhile is refused too (:meth:`NodeRoot.atomic_write` with ``replace=False``)."""
+    target = path.absolute()
+    aside = None
     try:
-        NodeRoot(Path("/")).atomic_write(PurePosixPath(target), ciphertext, 0o600)
+        if not target.parent.exists():
+            target.parent.mkdir(mode=0o700, parents=True)
+        if os.path.lexists(target):
+            if not force:
+                raise BackupError(
+                    f"{path} already exists; nothing was written",
+                    "pass another --out, or --force to move the old file aside (to <name>.replaced-<time>)",
+                )
+            stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
+            aside = target.with_name(f"{target.name}.replaced-{stamp}")
+            if os.path.lexists(aside):
+                raise BackupError(f"{aside} already exists; nothing was written", "run again")
+            os.rename(target, aside)
+        NodeRoot(Path("/")).atomic_write(PurePosixPath(target), ciphertext, 0o600, replace=False)
+    except ExistingFileError:
+        raise BackupError(
+            f"{path} appeared while the backup was written; nothing was written", "pass another --out"
+        ) from None
     except OSError as exc:
         raise BackupError(
             f"cannot write {path}: {exc.strerror or exc}; nothing was written", "check free space and permissions"
         ) from None
+    return aside
 
 
 def read_backup_bytes(path: Path) -> bytes:
+    """The bytes of a backup (or snapshot) file: a regular file of at most :data:`MAX_BACKUP_BYTES`, opened without
+    blocking (a FIFO or a device, e.g. a link to ``/dev/zero``, is one error, never a hang: B-V15, B-V16)."""
     try:
-        size = path.stat().st_size
-        if size > MAX_BACKUP_BYTES:
-            raise BackupError(f"{path} is {size} bytes, larger than any backup", "check the path")
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise BackupError(f"the backup {path} does not exist", "check the path") from None
-    except IsADirectoryError:
-        raise BackupError(f"{path} is a directory, not a backup file", "pass a file (see backup list)") from None
-    except OSError as exc:
-        raise BackupError(f"cannot read {path}: {exc.strerror or exc}", "check the path and permissions") from None
+        data = NodeRoot(Path("/")).read(PurePosixPath(path.absolute()), limit=MAX_BACKUP_BYTES)
+    except NodeFsError as exc:
+        raise BackupError(
+            f"cannot read the backup {path}: {exc.message}", "pass a backup file (see backup list)"
+        ) from None
+    if data is None:
+        raise BackupError(f"the backup {path} does not exist", "check the path")
+    return data
 
 
 def open_backup(
@@ -246,27 +332,35 @@ class ListedBackup:
 _NAME_RE = re.compile(rf"^{BACKUP_PREFIX}(?P<node>.+)-(?P<stamp>\d{{8}}T\d{{6}}Z){re.escape(BACKUP_SUFFIX)}$")
 
 
+def name_node(name: str) -> str | None:
+    """The node a backup file name (:func:`backup_name`) belongs to, or None for any other name."""
+    m = _NAME_RE.match(name)
+    return m.group("node") if m else None
+
+
 def list_backups(directory: Path) -> list[ListedBackup]:
-    """kuberevive backups in ``directory``, oldest first (by the time in their names); nothing is decrypted."""
+    """kuberevive backups in ``directory``, oldest first (by the time in their names); nothing is decrypted.
+
+    A backup is a regular file (not a symlink) named :func:`backup_name` whose first bytes are an age header;
+    nothing else in the directory is ever listed (so never pruned)."""
     if not directory.is_dir():
         raise BackupError(f"the backup directory {directory} does not exist", "check the path")
     out = []
     for entry in directory.iterdir():
         m = _NAME_RE.match(entry.name)
-        if not m or not entry.is_file():
+        if not m:
             continue
-        st = entry.stat()
-        with entry.open("rb") as fh:
-            head = fh.read(512)
-        if not core.is_age_file(head):
+        head = _head(entry)
+        if head is None or not core.is_age_file(head[1]):
             continue
+        st, data = head
         created = datetime.strptime(m.group("stamp"), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
         out.append(
             ListedBackup(
                 path=entry,
                 size=st.st_size,
                 modified=datetime.fromtimestamp(st.st_mtime, UTC),
-                encryption="passphrase (scrypt)" if b"\n-> scrypt " in head else "recipient (X25519)",
+                encryption="passphrase (scrypt)" if b"\n-> scrypt " in data else "recipient (X25519)",
                 node=m.group("node"),
                 created=created,
             )
@@ -274,15 +368,54 @@ def list_backups(directory: Path) -> list[ListedBackup]:
     return sorted(out, key=lambda b: (b.created or b.modified, b.path.name))
 
 
-def prune_backups(directory: Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` backups of ``directory``; returns the deleted paths."""
+def _head(entry: Path) -> tuple[os.stat_result, bytes] | None:
+    """The stat and first 512 bytes of a regular file (not a symlink, FIFO or device), or None."""
+    try:
+        fd = os.open(entry, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        return (st, os.read(fd, 512)) if stat.S_ISREG(st.st_mode) else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Pruned:
+    removed: list[ListedBackup]
+    kept: list[ListedBackup]
+
+
+def prune_backups(directory: Path, keep: int, *, node: str | None = None, dry_run: bool = False) -> Pruned:
+    """Delete all but the newest ``keep`` backups **of each node** in ``directory`` (only ``node``'s when given);
+    with ``dry_run`` only say which. Files that are not kuberevive backups (:func:`list_backups`) are never
+    touched."""
     if keep < 1:
         raise BackupError("--keep must be at least 1", "pass --keep N with N >= 1")
-    backups = list_backups(directory)
-    doomed = [b.path for b in backups[: max(0, len(backups) - keep)]]
-    for p in doomed:
-        p.unlink()
-    return doomed
+    by_node: dict[str, list[ListedBackup]] = {}
+    for b in list_backups(directory):
+        by_node.setdefault(b.node, []).append(b)
+    removed: list[ListedBackup] = []
+    kept: list[ListedBackup] = []
+    for name, backups in sorted(by_node.items()):
+        if node is not None and name != node:
+            continue
+        removed += backups[: max(0, len(backups) - keep)]
+        kept += backups[max(0, len(backups) - keep) :]
+    if not dry_run:
+        for b in removed:
+            try:
+                b.path.unlink()
+            except FileNotFoundError:
+                continue  # pruned meanwhile by another node's run
+            except OSError as exc:
+                raise BackupError(
+                    f"cannot remove {b.path}: {exc.strerror}", "check the directory's permissions"
+                ) from None
+    return Pruned(removed, kept)
 
 
 # ------------------------------------------------------------------------------- restore

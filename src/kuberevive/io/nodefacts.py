@@ -1,4 +1,9 @@
-"""What kubeadm would detect on the node: hostname, default address, CA directories, proxy variables."""
+"""What kubeadm would detect on the node: hostname, default address, CA directories, proxy variables.
+
+Under ``--root`` (another node's disk seen from a rescue host) the hostname is the root's ``/etc/hostname``;
+without one, and always for the default address, the only source is *this* machine, which is not the node:
+:func:`identity_warnings` says so, so that no certificate silently carries the rescue host's identity.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,10 @@ import os
 import shutil
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
+from kuberevive.errors import NodeFsError
 from kuberevive.io import process
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.config import NodeFacts
@@ -47,12 +55,67 @@ def default_address() -> str | None:
     return None
 
 
+HOSTNAME_FILE = "/etc/hostname"
+MAX_HOSTNAME_FILE_BYTES = 4096
+
+
+def is_this_machine(root: NodeRoot) -> bool:
+    """Whether ``root`` is this machine's own ``/`` (the tool runs on the node itself)."""
+    return root.prefix.resolve() == Path("/")
+
+
+@dataclass(frozen=True)
+class Hostname:
+    name: str
+    """As found (kubeadm lower-cases it for the node name)."""
+    source: str
+    """Where it came from, for messages."""
+    borrowed: bool
+    """True when ``root`` is another node's disk but the name is this machine's (the root has no usable
+    ``/etc/hostname``): a fallback that must be warned about."""
+
+
+def hostname(root: NodeRoot) -> Hostname:
+    """The node's hostname: on the node itself this machine's; under another root its ``/etc/hostname`` (a
+    FIFO, device or oversized file there counts as none, never a hang), else this machine's, ``borrowed``."""
+    if is_this_machine(root):
+        return Hostname(socket.gethostname(), "this machine's hostname", borrowed=False)
+    why = f"there is no {HOSTNAME_FILE} under {root.prefix}"
+    try:
+        data = root.read(HOSTNAME_FILE, limit=MAX_HOSTNAME_FILE_BYTES)
+    except NodeFsError as exc:
+        data, why = None, f"{root.prefix}{HOSTNAME_FILE} cannot be read ({exc.message})"
+    text = data.decode(errors="replace").strip() if data else ""
+    if text:
+        return Hostname(text, f"{root.prefix}{HOSTNAME_FILE}", borrowed=False)
+    if data is not None:
+        why = f"{root.prefix}{HOSTNAME_FILE} is empty"
+    return Hostname(socket.gethostname(), f"this machine's hostname, because {why}", borrowed=True)
+
+
+def identity_warnings(root: NodeRoot, facts: NodeFacts, node_name: str, address: str | None) -> list[str]:
+    """Warnings for a node name or address that fell back to what this machine detected (``facts``): the
+    hostname when no name was configured, the default-route address under another root. Each names the
+    fallback and how to override it (``nodeRegistration.name``, ``localAPIEndpoint.advertiseAddress``)."""
+    out = []
+    host = hostname(root)
+    if host.borrowed and node_name == facts.hostname:
+        out.append(
+            f"the node name {node_name!r} is {host.source}, not necessarily the node's; "
+            "set nodeRegistration.name in the configuration"
+        )
+    if address and address == facts.default_address and not is_this_machine(root):
+        out.append(
+            f"the advertise address {address} is this machine's default-route address, not necessarily the node's "
+            f"under {root.prefix}; set localAPIEndpoint.advertiseAddress in the configuration"
+        )
+    return out
+
+
 def detect(root: NodeRoot, environ: Mapping[str, str] | None = None) -> NodeFacts:
     env = os.environ if environ is None else environ
-    hostname_file = root.read("/etc/hostname") if root.prefix != root.prefix.parent else None
-    hostname = (hostname_file.decode().strip() if hostname_file else "") or socket.gethostname()
     return NodeFacts(
-        hostname=hostname.lower(),
+        hostname=hostname(root).name.lower(),
         default_address=default_address(),
         existing_paths=frozenset(p for p in CA_CERT_DIRS if root.host_path(p).is_dir()),
         proxy_env=tuple(sorted((k, v) for k, v in env.items() if k.lower().endswith("_proxy"))),

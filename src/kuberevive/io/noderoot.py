@@ -346,9 +346,19 @@ class NodeRoot:
         return done
 
     def atomic_write(
-        self, node_path: PurePosixPath, content: bytes, mode: int, created_dirs: list[Path] | None = None
+        self,
+        node_path: PurePosixPath,
+        content: bytes,
+        mode: int,
+        created_dirs: list[Path] | None = None,
+        *,
+        replace: bool = True,
     ) -> None:
-        """Write one file atomically with its final mode (a symlink at ``node_path`` is replaced, not followed)."""
+        """Write one file atomically with its final mode (a symlink at ``node_path`` is replaced, not followed).
+
+        With ``replace=False`` nothing that exists at ``node_path`` is ever replaced, not even one created
+        concurrently: the file is put in place with ``link`` (which fails if the name exists) and
+        :class:`ExistingFileError` is raised."""
         self._ensure_parent(node_path, created_dirs if created_dirs is not None else [])
         target = self.host_path(node_path, follow=False)
         tmp = target.with_name(f".{target.name}.kuberevive-tmp-{os.getpid()}")
@@ -359,7 +369,16 @@ class NodeRoot:
                 fh.flush()
                 os.fchmod(fh.fileno(), mode)  # the umask may have narrowed the mode given to open()
                 os.fsync(fh.fileno())
-            os.replace(tmp, target)
+            if replace:
+                os.replace(tmp, target)
+            else:
+                try:
+                    os.link(tmp, target, follow_symlinks=False)
+                except FileExistsError:
+                    raise ExistingFileError(
+                        f"{node_path} already exists; nothing was written", "choose another name, or move it away"
+                    ) from None
+                tmp.unlink()
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import stat
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ from kuberevive.core import diagnose as d
 from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.core.manifests import manifest_flags, parse_manifest
 from kuberevive.errors import ConfigError, KubeApiError, KubereviveError, NodeFsError
-from kuberevive.io import process
+from kuberevive.io import nodefacts, process
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
 
@@ -121,12 +120,6 @@ def _ids(data: bytes | None) -> dict[str, int]:
         if len(parts) >= 3 and parts[2].isdigit():
             out[parts[0]] = int(parts[2])
     return out
-
-
-def _hostname(root: NodeRoot) -> str:
-    data = _read_quietly(root, "/etc/hostname") if root.prefix.resolve() != Path("/") else None
-    text = data.decode(errors="replace").strip() if data else ""
-    return (text or socket.gethostname()).lower()
 
 
 def _etcd(root: NodeRoot, reader: _Reader, data_dir: PurePosixPath) -> d.EtcdData:
@@ -346,7 +339,7 @@ def collect(
     base = d.NodeSnapshot(
         root=str(root.prefix.resolve()),
         now=now or datetime.now(UTC),
-        hostname=_hostname(root),
+        hostname=nodefacts.hostname(root).name.lower(),
         files=reader.files,
         config_text=config_text,
         config_file=config_file,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,11 +75,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--out",
         required=True,
         metavar="FILE|DIR",
-        help=f"backup file to write, or a directory (a name with node and time is chosen), e.g. "
-        f"{backupfile.DEFAULT_BACKUP_DIR}",
+        help=f"a directory (ends in / or exists; created 0700; a name with node and time is chosen), e.g. "
+        f"{backupfile.DEFAULT_BACKUP_DIR}/, or a file ending in .age; an existing file is never replaced",
+    )
+    c.add_argument(
+        "--force", action="store_true", help="with a file --out that exists: move it aside (<name>.replaced-<time>)"
+    )
+    c.add_argument(
+        "--node-name",
+        metavar="NAME",
+        help="the node's name, when it cannot be found on the node (kubelet certificate, etcd member name)",
     )
     c.add_argument("--etcd-snapshot", action="store_true", help="include a consistent snapshot of the local etcd")
-    c.add_argument("--keep", type=int, metavar="N", help="with a directory --out: then keep only the newest N")
+    c.add_argument(
+        "--keep",
+        type=int,
+        metavar="N",
+        help="with a directory --out: then keep only this node's newest N backups there (other nodes' are untouched)",
+    )
     c.add_argument("--json", action="store_true", help="machine-readable output")
     _secret_args(c, decrypt=False)
     c.set_defaults(func=run_create)
@@ -94,9 +109,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=run_list)
 
-    pr = bsub.add_parser("prune", allow_abbrev=False, help="delete all but the newest N backups of a directory")
-    pr.add_argument("dir", metavar="DIR")
-    pr.add_argument("--keep", type=int, required=True, metavar="N")
+    pr = bsub.add_parser(
+        "prune",
+        allow_abbrev=False,
+        help="delete all but the newest N backups of each node in a directory",
+        description="Delete all but the newest N kuberevive backups of each node (by the node name in each file's "
+        "name) in DIR. Other files are never touched.",
+    )
+    pr.add_argument("dir", metavar="DIR", help="the backup directory")
+    pr.add_argument("--keep", type=int, required=True, metavar="N", help="how many backups of each node to keep (>= 1)")
+    pr.add_argument("--node", metavar="NAME", help="prune only this node's backups")
+    pr.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    pr.add_argument("--json", action="store_true", help="machine-readable output")
     pr.set_defaults(func=run_prune)
 
     r = bsub.add_parser(
@@ -133,6 +157,10 @@ def _root(arg: str) -> NodeRoot:
     return root
 
 
+_NODE_NAME_RE = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+"""A node name: a DNS-1123 subdomain, as the API server requires."""
+
+
 def run_create(args: argparse.Namespace, env: Environment) -> int:
     start = time.monotonic()
     root = _root(args.root)
@@ -142,15 +170,27 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
             "no passphrase and no recipient to encrypt the backup to",
             f"pass --passphrase-file FILE, set {backupfile.PASSPHRASE_ENV}, or pass --recipient age1...",
         )
-    out = Path(args.out)
-    into_dir = out.is_dir() or args.out.endswith("/")
+    if args.node_name is not None and not _NODE_NAME_RE.fullmatch(args.node_name):
+        raise BackupError(
+            f"--node-name {args.node_name!r} is not a Kubernetes node name",
+            "pass lower-case letters, digits, '-' and '.', starting and ending with a letter or digit",
+        )
+    out, into_dir = backupfile.out_target(args.out)
     if args.keep is not None and not into_dir:
-        raise BackupError("--keep needs --out to be a directory", "pass --out DIR or drop --keep")
+        raise BackupError("--keep needs --out to be a directory", "pass --out DIR/ or drop --keep")
     if args.keep is not None and args.keep < 1:
         raise BackupError("--keep must be at least 1", "pass --keep N with N >= 1")
+    if not into_dir and os.path.lexists(out) and not args.force:
+        raise BackupError(
+            f"{out} already exists; nothing was written",
+            "pass another --out, or --force to move the old file aside (to <name>.replaced-<time>)",
+        )
     created = datetime.now(UTC)
     files = backupfile.collect_node_files(root)
-    node = backupfile.node_identity(root, files)
+    node, warnings = backupfile.node_identity(root, files, args.node_name)
+    gaps = core.completeness((f.path for f in files), {f.path: f.content for f in files}.get, core.PKI_DIR)
+    if not gaps.complete:
+        warnings.append(f"this backup is incomplete: {gaps.summary()}")
     kubeadm_config, source = backupfile.fetch_kubeadm_config(root)
     snapshot = None
     if args.etcd_snapshot:
@@ -170,44 +210,53 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
     ciphertext = core.encrypt(plaintext, secret)
     del plaintext
     target = out / backupfile.backup_name(node.node_name, created) if into_dir else out
-    if into_dir and target.exists():
+    if into_dir and os.path.lexists(target):
         raise BackupError(f"{target} already exists (a backup made in the same second)", "run again in a second")
-    backupfile.write_backup(target, ciphertext)
-    pruned = backupfile.prune_backups(target.parent, args.keep) if args.keep is not None else []
+    moved_aside = backupfile.write_backup(target, ciphertext, force=args.force and not into_dir, now=created)
+    pruned = (
+        backupfile.prune_backups(target.parent, args.keep, node=backupfile.name_node(target.name)).removed
+        if args.keep is not None
+        else []
+    )
     seconds = time.monotonic() - start
+    if signer is None and secret.recipients:
+        warnings.append(
+            "the backup is not signed (no pki/ca.key that matches pki/ca.crt on this node), so reading it will need "
+            "--allow-unauthenticated"
+        )
     result = {
         "command": "backup create",
         "file": str(target),
         "bytes": len(ciphertext),
         "seconds": round(seconds, 2),
         "node": node.as_json(),
+        "role": gaps.role,
         "files": len(files),
+        "missing": [str(p) for p in gaps.missing],
         "kubeadm_config": source,
         "etcd_snapshot_bytes": len(snapshot) if snapshot is not None else None,
         "encryption": "age recipient (X25519)" if secret.recipients else "age passphrase (scrypt)",
         "signed": signer is not None,
-        "pruned": [str(p) for p in pruned],
+        "moved_aside_to": str(moved_aside) if moved_aside else None,
+        "pruned": [str(b.path) for b in pruned],
+        "warnings": warnings,
     }
-    unsigned = (
-        "the backup is not signed (no pki/ca.key that matches pki/ca.crt on this node), so reading it will need "
-        "--allow-unauthenticated"
-        if signer is None and secret.recipients
-        else None
-    )
-    if unsigned:
-        env.progress(f"warning: {unsigned}")
+    for text in warnings:
+        env.progress(f"warning: {text}")
     if args.json:
         env.json(result)
         return int(ExitStatus.OK)
     env.out(f"wrote {target} ({len(ciphertext)} bytes, {result['encryption']}) in {seconds:.1f} s")
+    if moved_aside:
+        env.out(f"  the old {target.name} was moved aside to {moved_aside}")
     env.out(f"  node {node.node_name} ({node.hostname}; {', '.join(node.addresses) or 'no address found'})")
-    env.out(f"  {len(files)} file(s) from /etc/kubernetes and /var/lib/kubelet")
+    env.out(f"  {len(files)} file(s) from /etc/kubernetes and /var/lib/kubelet ({gaps.role})")
     env.out(f"  kubeadm configuration: {source}")
     env.out("  manifest signed with pki/ca.key" if signer is not None else "  manifest not signed (no usable ca.key)")
     if snapshot is not None:
         env.out(f"  etcd snapshot: {len(snapshot)} bytes, sha256 checked")
-    for p in pruned:
-        env.out(f"  pruned {p}")
+    for b in pruned:
+        env.out(f"  pruned {b.path}")
     return int(ExitStatus.OK)
 
 
@@ -229,7 +278,7 @@ def run_verify(args: argparse.Namespace, env: Environment) -> int:
         report.checks.append(f"the backup's CA is the pinned --ca-cert-hash {pin}")
     if args.json:
         env.json({"command": "backup verify", "file": args.file, **report.as_json()})
-        return int(ExitStatus.OK if report.ok else ExitStatus.ERROR)
+        return int(ExitStatus.OK if report.ok and report.complete else ExitStatus.ERROR)
     node = report.node.get("node_name", "?")
     env.out(
         f"{args.file}: made {report.created:%Y-%m-%d %H:%M:%S} UTC ({_age(report.age_days)} ago) on node {node}; "
@@ -241,6 +290,14 @@ def run_verify(args: argparse.Namespace, env: Environment) -> int:
         env.out(f"  ok    {c}")
     for pb in report.problems:
         env.out(f"  FAIL  {pb}")
+    gaps = report.completeness
+    if gaps is not None:
+        for note in gaps.notes:
+            env.out(f"  note  {note}")
+        for missing in gaps.missing:
+            env.out(f"  MISSING  {missing} (a {gaps.role} node has it)")
+    if contents.kubeadm_config is None:
+        env.out("  note  no kubeadm ClusterConfiguration (the API did not answer when it was made)")
     for cert in report.certificates:
         state = "EXPIRED" if cert.days_left < 0 else f"{cert.days_left:.0f} days left"
         env.out(f"  {'ca  ' if cert.is_ca else 'cert'}  {cert.path:<36} expires {cert.not_after:%Y-%m-%d} ({state})")
@@ -249,7 +306,13 @@ def run_verify(args: argparse.Namespace, env: Environment) -> int:
             f"{args.file} decrypts and matches its hashes but fails {len(report.problems)} check(s)",
             "use another backup",
         )
-    env.out("backup is complete and consistent")
+    if gaps is not None and not gaps.complete:
+        raise BackupError(
+            f"{args.file} is consistent but incomplete: {gaps.summary()}",
+            "make a new backup on a healthy node (kuberevive diagnose shows what is missing there); this one can "
+            "still restore the files it holds",
+        )
+    env.out(f"backup is complete (for a {gaps.role if gaps else 'kubeadm'} node) and consistent")
     return int(ExitStatus.OK)
 
 
@@ -305,10 +368,24 @@ def run_list(args: argparse.Namespace, env: Environment) -> int:
 
 
 def run_prune(args: argparse.Namespace, env: Environment) -> int:
-    removed = backupfile.prune_backups(Path(args.dir), args.keep)
-    env.out(f"removed {len(removed)} backup(s), kept the newest {args.keep}")
-    for p in removed:
-        env.out(f"  removed {p}")
+    result = backupfile.prune_backups(Path(args.dir), args.keep, node=args.node, dry_run=args.dry_run)
+    if args.json:
+        env.json(
+            {
+                "command": "backup prune",
+                "dir": args.dir,
+                "keep": args.keep,
+                "dry_run": bool(args.dry_run),
+                "removed": [{"file": str(b.path), "node": b.node} for b in result.removed],
+                "kept": [{"file": str(b.path), "node": b.node} for b in result.kept],
+            }
+        )
+        return int(ExitStatus.OK)
+    nodes = len({b.node for b in result.kept})
+    verb = "would remove" if args.dry_run else "removed"
+    env.out(f"{verb} {len(result.removed)} backup(s), kept the newest {args.keep} of each of {nodes} node(s)")
+    for b in result.removed:
+        env.out(f"  {verb} {b.path}")
     return int(ExitStatus.OK)
 
 
@@ -413,6 +490,11 @@ def kept_from_backup(args: argparse.Namespace, env: Environment, root: NodeRoot)
     report = core.verify(contents, datetime.now(UTC))
     if not report.ok:
         raise BackupError(f"{args.from_backup} fails its checks: {report.problems[0]}", "use another backup")
+    if report.completeness is not None and report.completeness.role != core.CONTROL_PLANE:
+        raise BackupError(
+            f"{args.from_backup} is a backup of a {report.completeness.role} node: it holds no CA keys to keep",
+            "use a backup of a control-plane node of this cluster",
+        )
     warnings = backupfile.check_same_cluster(
         contents,
         root,

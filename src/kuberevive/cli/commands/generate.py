@@ -55,6 +55,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         cfg = load_kubeadm_config(text, facts)
     except ConfigError as exc:
         raise ConfigError(f"{args.config}: {exc.message}", exc.hint) from None
+    for warning in nodefacts.identity_warnings(root, facts, cfg.node_name, cfg.advertise_address):
+        env.progress(f"warning: {warning}")
 
     target = Target(args.what)
     existing = root.read_tree(cfg.cluster.certificates_dir) | root.read_many(kubeconfig_paths())
