@@ -1,0 +1,225 @@
+"""Recovery planning from whatever subset of the kubeadm files survives or was already put back.
+
+Each case starts from a complete, consistent control-plane node (what ``kubeadm init`` writes, built by the
+same pure code), removes or replaces files as a partial loss or a half-done manual ``kubeadm init phase``
+attempt would, and runs the file-writing steps of the plan in order (etcd certificates with the bootstrap
+configuration, then certificates, kubeconfigs, the kubelet's kubeconfig and the manifests with the stored
+one). Every case must converge, without an exception, to a node whose every file the survey keeps, and
+must keep whatever trust material survived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import PurePosixPath
+
+import pytest
+from cryptography import x509
+
+from kuberevive.core import pki
+from kuberevive.core import recover as core
+from kuberevive.core.kubeconfig import build_kubeconfigs
+from kuberevive.core.manifests import build_manifests
+from kuberevive.model.config import KubeadmConfig, NodeFacts
+from tests.unit.test_recover import STORED, evidence
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+LATER = NOW + timedelta(hours=3)
+PKI = PurePosixPath("/etc/kubernetes/pki")
+K8S = PurePosixPath("/etc/kubernetes")
+FACTS = NodeFacts(hostname="cp1")
+IDENT = core.identify(evidence())
+BOOT = core.bootstrap_config(IDENT)
+CFG = core.final_config(IDENT, STORED, None)
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+CA_KEYS = ("ca.key", "front-proxy-ca.key", "etcd/ca.key")
+
+Files = dict[PurePosixPath, bytes]
+
+
+def _healthy_node(cfg: KubeadmConfig = CFG, now: datetime = NOW) -> Files:
+    """What kubeadm init leaves under /etc/kubernetes for ``cfg`` (kubelet.conf as kubelet-finalize leaves it)."""
+    bundle = pki.build_certificates(cfg, now, {})
+    files = {a.path: a.content for a in bundle.artifacts}
+    ca, key = files[PKI / "ca.crt"], files[PKI / "ca.key"]
+    files |= {a.path: a.content for a in build_kubeconfigs(cfg, ca, key, now) if a.path.name != "kubelet.conf"}
+    files[K8S / "kubelet.conf"] = core.kubelet_files(cfg, ca, key, now, "2026-11-25-12-00-00").kubeconfig.content
+    files |= {a.path: a.content for a in build_manifests(cfg, FACTS)}
+    return files
+
+
+HEALTHY = _healthy_node()
+
+
+def _converge(files: Mapping[PurePosixPath, bytes], kept: Mapping[str, bytes] | None = None) -> Files:
+    """The file-writing steps of the plan, in order, each on the node as the previous left it."""
+    node = dict(files)
+    kept_paths = core.kept_files(CFG, kept or {})
+
+    def write(arts: list[core.Artifact]) -> None:
+        node.update({a.path: a.content for a in arts})
+
+    write(core.etcd_pki_artifacts(BOOT, LATER, node, kept_paths))
+    write(core.manifests_for(BOOT, FACTS, ("etcd",)))
+    write(core.pki_artifacts(CFG, LATER, node, kept_paths))
+    ca, key = core.ca_pair(CFG, node)
+    write(core.control_plane_kubeconfigs(CFG, LATER, ca, key, node))
+    write([core.kubelet_files(CFG, ca, key, LATER, "2026-11-25-15-00-00").kubeconfig])
+    write(core.manifests_for(CFG, FACTS, COMPONENTS))
+    return node
+
+
+def _not_kept(node: Mapping[PurePosixPath, bytes]) -> list[str]:
+    return [v.line() for v in core.survey_node(CFG, FACTS, node, {}, LATER) if v.action != core.KEEP]
+
+
+def _without(*names: str) -> Callable[[Files], Files]:
+    return lambda f: {p: b for p, b in f.items() if not any(str(p) == n or str(p).startswith(n + "/") for n in names)}
+
+
+def _pki(*rel: str) -> tuple[str, ...]:
+    return tuple(str(PKI / r) for r in rel)
+
+
+def _fresh_phase(select: Callable[[PurePosixPath], bool]) -> Callable[[Files], Files]:
+    """The seed disaster, then the output of a manual ``kubeadm init phase`` run (a new consistent set)."""
+    other = _healthy_node(CFG, NOW + timedelta(minutes=30))
+    return lambda _f: {p: b for p, b in other.items() if select(p)}
+
+
+def _replace(path: PurePosixPath, data: bytes) -> Callable[[Files], Files]:
+    return lambda f: f | {path: data}
+
+
+def _corrupt(path: PurePosixPath) -> Callable[[Files], Files]:
+    return lambda f: f | {path: f[path][: len(f[path]) // 2]}
+
+
+def _is_etcd_phase(p: PurePosixPath) -> bool:
+    return str(p).startswith(str(PKI / "etcd")) or p.name in ("etcd.yaml", "apiserver-etcd-client.crt")
+
+
+_OTHER = _healthy_node(CFG, NOW + timedelta(minutes=30))
+
+# (case id, what happened to the node, which of ca / sa trust material survives)
+CASES: list[tuple[str, Callable[[Files], Files]]] = [
+    ("nothing lost", lambda f: f),
+    ("seed disaster: everything", lambda _f: {}),
+    ("only pki/", _without(str(PKI))),
+    ("only the CA keys", _without(*_pki(*CA_KEYS))),
+    ("only ca.key", _without(*_pki("ca.key"))),
+    ("only ca.crt (key survives)", _without(*_pki("ca.crt"))),
+    ("only etcd/ca.crt (key survives)", _without(*_pki("etcd/ca.crt"))),
+    ("only sa.key", _without(*_pki("sa.key"))),
+    ("only sa.pub", _without(*_pki("sa.pub"))),
+    ("only the manifests", _without(str(K8S / "manifests"))),
+    ("only admin.conf and super-admin.conf", _without(str(K8S / "admin.conf"), str(K8S / "super-admin.conf"))),
+    (
+        "only the kubeconfigs",
+        _without(
+            *(
+                str(K8S / n)
+                for n in ("admin.conf", "super-admin.conf", "kubelet.conf", "controller-manager.conf", "scheduler.conf")
+            )
+        ),
+    ),
+    ("only pki/etcd", _without(str(PKI / "etcd"))),
+    ("only the leaf keys", _without(*_pki("apiserver.key", "apiserver-kubelet-client.key", "front-proxy-client.key"))),
+    ("manual: etcd phases after the seed", _fresh_phase(_is_etcd_phase)),
+    (
+        "manual: etcd phases + a CA after the seed",
+        _fresh_phase(lambda p: _is_etcd_phase(p) or p.name.startswith("ca.")),
+    ),
+    ("manual: certs all after the seed", _fresh_phase(lambda p: str(p).startswith(str(PKI)))),
+    (
+        "manual: certs all + kubeconfig all after the seed",
+        _fresh_phase(lambda p: str(p).startswith(str(PKI)) or p.suffix == ".conf"),
+    ),
+    (
+        "manual: kubeconfig all with another CA, pki/ lost",
+        lambda f: {p: b for p, b in _OTHER.items() if p.suffix == ".conf"},
+    ),
+    (
+        "manual: certs all over a surviving node (new CA, old kubeconfigs)",
+        lambda f: f | {p: b for p, b in _OTHER.items() if str(p).startswith(str(PKI))},
+    ),
+    ("truncated apiserver.key", _corrupt(PKI / "apiserver.key")),
+    ("truncated ca.crt (key survives)", _corrupt(PKI / "ca.crt")),
+    ("truncated sa.key", _corrupt(PKI / "sa.key")),
+    ("apiserver.crt from another CA", _replace(PKI / "apiserver.crt", _OTHER[PKI / "apiserver.crt"])),
+    ("apiserver.key of another pair", _replace(PKI / "apiserver.key", _OTHER[PKI / "apiserver.key"])),
+    ("ca.crt of another CA (ca.key survives)", _replace(PKI / "ca.crt", _OTHER[PKI / "ca.crt"])),
+    ("sa.pub of another key", _replace(PKI / "sa.pub", _OTHER[PKI / "sa.pub"])),
+    ("admin.conf of another cluster", _replace(K8S / "admin.conf", _OTHER[K8S / "admin.conf"])),
+    ("scheduler.conf garbage", _replace(K8S / "scheduler.conf", b"not: [a kubeconfig")),
+    ("controller-manager.conf is admin.conf", _replace(K8S / "controller-manager.conf", HEALTHY[K8S / "admin.conf"])),
+    ("etcd.yaml of another configuration", _replace(K8S / "manifests/etcd.yaml", b"apiVersion: v1\nkind: Pod\n")),
+    ("kube-apiserver.yaml empty", _replace(K8S / "manifests/kube-apiserver.yaml", b"")),
+]
+# and every single kubeadm file lost on its own
+CASES += [(f"only {p.relative_to(K8S)}", _without(str(p))) for p in sorted(HEALTHY)]
+
+
+@pytest.mark.parametrize(("case", "damage"), CASES, ids=[c for c, _ in CASES])
+def test_every_partial_state_converges(case: str, damage: Callable[[Files], Files]) -> None:
+    before = damage(dict(HEALTHY))
+    after = _converge(before)
+    assert _not_kept(after) == [], case
+    # surviving trust material is kept: a CA key, sa.key
+    for rel in (*CA_KEYS, "sa.key"):
+        p = PKI / rel
+        if before.get(p) == HEALTHY[p]:
+            assert after[p] == HEALTHY[p], f"{case}: {rel} was replaced"
+    ca_crt, ca_key = PKI / "ca.crt", PKI / "ca.key"
+    if before.get(ca_key) == HEALTHY[ca_key]:
+        old = x509.load_pem_x509_certificate(HEALTHY[ca_crt])
+        new = x509.load_pem_x509_certificate(after[ca_crt])
+        if before.get(ca_crt) == HEALTHY[ca_crt]:
+            assert after[ca_crt] == HEALTHY[ca_crt], case  # surviving ca.crt + ca.key: no new CA at all
+        # what the old certificate signed (worker kubelets, their kubelet.conf) verifies with the new one
+        worker = core.kubelet_files(CFG, HEALTHY[ca_crt], HEALTHY[ca_key], NOW, "w").pem.content
+        assert pki.verify_signed_by(x509.load_pem_x509_certificate(worker), new), case
+        assert new.subject == old.subject
+
+
+def test_a_healthy_node_is_kept_file_for_file() -> None:
+    assert _not_kept(HEALTHY) == []
+    assert _converge(HEALTHY) == HEALTHY  # nothing rewritten
+
+
+def test_survey_says_why() -> None:
+    node = dict(HEALTHY)
+    del node[PKI / "ca.key"]
+    node[PKI / "sa.pub"] = _OTHER[PKI / "sa.pub"]
+    node[K8S / "admin.conf"] = _OTHER[K8S / "admin.conf"]
+    del node[K8S / "manifests/kube-scheduler.yaml"]
+    lines = {str(v.path): (v.action, v.why) for v in core.survey_node(CFG, FACTS, node, {}, LATER)}
+    assert lines[str(PKI / "ca.crt")][0] == core.REPLACE and "ca.key is missing" in lines[str(PKI / "ca.crt")][1]
+    assert lines[str(PKI / "apiserver.crt")] == (core.REPLACE, "its CA (ca) is new")
+    assert lines[str(PKI / "sa.key")][0] == core.KEEP
+    assert lines[str(PKI / "sa.pub")] == (core.REPLACE, "does not belong to sa.key: derived again from it")
+    assert lines[str(K8S / "manifests/kube-scheduler.yaml")] == (core.REPLACE, "missing")
+    assert lines[str(PKI / "etcd/ca.key")][0] == core.KEEP
+
+
+def test_kubeconfig_survey_checks_the_client_certificate() -> None:
+    ca = HEALTHY[PKI / "ca.crt"]
+    node = dict(HEALTHY)
+    # scheduler.conf carrying the controller-manager's identity: right CA, wrong user
+    node[K8S / "scheduler.conf"] = HEALTHY[K8S / "controller-manager.conf"]
+    verdicts = {v.path.name: v for v in core.survey_kubeconfigs(CFG, node, ca, LATER).verdicts}
+    assert verdicts["scheduler.conf"].action == core.REPLACE
+    assert "CN=system:kube-controller-manager" in verdicts["scheduler.conf"].why
+    assert verdicts["admin.conf"].action == core.KEEP
+    expired = core.survey_kubeconfigs(CFG, HEALTHY, ca, NOW + timedelta(days=400)).verdicts
+    assert all(v.action == core.REPLACE and "expired" in v.why for v in expired)
+
+
+def test_kept_material_wins_over_the_node() -> None:
+    node = _fresh_phase(lambda p: str(p).startswith(str(PKI)))({})  # a manual 'certs all': another CA
+    kept = {n: HEALTHY[PKI / n] for n in ("ca.crt", "ca.key", "sa.key", "sa.pub")}
+    after = _converge(node, kept)
+    assert _not_kept(after) == []
+    for n, data in kept.items():
+        assert after[PKI / n] == data
