@@ -21,6 +21,7 @@ from kuberevive.core import pki
 from kuberevive.core import recover as core
 from kuberevive.core.kubeconfig import build_kubeconfigs
 from kuberevive.core.manifests import build_manifests
+from kuberevive.model.artifacts import Artifact
 from kuberevive.model.config import KubeadmConfig, NodeFacts
 from tests.unit.test_recover import STORED, evidence
 
@@ -57,7 +58,7 @@ def _converge(files: Mapping[PurePosixPath, bytes], kept: Mapping[str, bytes] | 
     node = dict(files)
     kept_paths = core.kept_files(CFG, kept or {})
 
-    def write(arts: list[core.Artifact]) -> None:
+    def write(arts: list[Artifact]) -> None:
         node.update({a.path: a.content for a in arts})
 
     write(core.etcd_pki_artifacts(BOOT, LATER, node, kept_paths))
