@@ -119,7 +119,8 @@ def identify(evidence: NodeEvidence) -> NodeIdentity:
         raise PlanError(
             "this kubeadm node has no local etcd data (no /var/lib/etcd/member), so it is not a control-plane "
             "node with stacked etcd",
-            "recover the control-plane node first, then re-join this node with the printed 'kubeadm join' command",
+            "run 'kuberevive recover --apply' on a control-plane node: with a healthy control plane it repairs a "
+            "worker whose kubelet lost its files in place over SSH; with a broken one it recovers it first",
         )
     sources: list[tuple[str, str]] = []
     override = evidence.flag("hostname-override")
