@@ -12,17 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import pytest
+import yaml
 from cryptography import x509
 
 from kuberevive.core import pki
 from kuberevive.core import recover as core
 from kuberevive.core.kubeconfig import build_kubeconfigs
 from kuberevive.core.manifests import build_manifests
+from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.artifacts import Artifact
 from kuberevive.model.config import KubeadmConfig, NodeFacts
+from kuberevive.run.recover import plan_recovery
 from tests.unit.test_recover import STORED, evidence
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -224,3 +227,30 @@ def test_kept_material_wins_over_the_node() -> None:
     assert _not_kept(after) == []
     for n, data in kept.items():
         assert after[PKI / n] == data
+
+
+def test_the_plan_lists_each_surviving_file_and_writes_nothing(tmp_path: Path) -> None:
+    """``recover`` (no --apply) on a node root where only pki/ was lost and sa.key survives truncated."""
+    root = tmp_path / "node"
+    for p, data in HEALTHY.items():
+        if not str(p).startswith(str(PKI)):
+            (root / str(p).lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            (root / str(p).lstrip("/")).write_bytes(data)
+    (root / "etc/kubernetes/pki").mkdir()
+    (root / "etc/kubernetes/pki/sa.key").write_bytes(HEALTHY[PKI / "sa.key"][:40])
+    (root / "var/lib/kubelet").mkdir(parents=True)
+    (root / "var/lib/kubelet/config.yaml").write_text(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
+    )
+    (root / "var/lib/kubelet/kubeadm-flags.env").write_text('KUBELET_KUBEADM_ARGS="--node-ip=172.30.2.11"\n')
+    (root / "var/lib/etcd/member/snap").mkdir(parents=True)
+    before = sorted((str(p), p.read_bytes() if p.is_file() else b"") for p in root.rglob("*"))
+    init = yaml.safe_dump(core._init_doc(IDENT))
+    plan = plan_recovery(NodeRoot(root), {}, "---\n" + init + "---\n" + STORED, environ={})
+    assert [s.id for s in plan.steps] == list(core.STEP_IDS)
+    notes = "\n".join(plan.notes)
+    assert "/etc/kubernetes/pki/sa.key: replace (unreadable" in notes
+    assert "/etc/kubernetes/admin.conf: replace (the cluster CA is new)" in notes
+    assert "/etc/kubernetes/pki/ca.crt: replace (missing)" in notes
+    assert "/etc/kubernetes/manifests/etcd.yaml: keep" in notes
+    assert sorted((str(p), p.read_bytes() if p.is_file() else b"") for p in root.rglob("*")) == before

@@ -107,8 +107,8 @@ def _split_image(ref: str) -> tuple[str, str, str]:
     return repo, short, tag
 
 
-def identify(evidence: NodeEvidence) -> NodeIdentity:
-    """Who this node is, from what survives on it. PlanError when it is not a kubeadm control-plane node."""
+def require_control_plane(evidence: NodeEvidence) -> None:
+    """PlanError unless the node is a kubeadm node with local etcd data (a stacked control-plane node)."""
     if evidence.kubelet_config_yaml is None and not evidence.kubeadm_flags_present:
         raise PlanError(
             "this is not a kubeadm node: neither /var/lib/kubelet/config.yaml nor "
@@ -122,6 +122,11 @@ def identify(evidence: NodeEvidence) -> NodeIdentity:
             "run 'kuberevive recover --apply' on a control-plane node: with a healthy control plane it repairs a "
             "worker whose kubelet lost its files in place over SSH; with a broken one it recovers it first",
         )
+
+
+def identify(evidence: NodeEvidence) -> NodeIdentity:
+    """Who this node is, from what survives on it. PlanError when it is not a kubeadm control-plane node."""
+    require_control_plane(evidence)
     sources: list[tuple[str, str]] = []
     override = evidence.flag("hostname-override")
     if evidence.kubelet_client_cn and evidence.kubelet_client_cn.startswith("system:node:"):
@@ -591,6 +596,11 @@ def survey_node(
     ca = pki_survey.usable.get(cdir / "ca.crt")
     if ca is not None:
         verdicts += survey_kubeconfigs(cfg, merged, ca, now).verdicts
+    else:
+        kdir = PurePosixPath(DEFAULT_KUBERNETES_DIR)
+        for spec in kubeconfig_specs(cfg):
+            if kdir / spec.file_name in merged:
+                verdicts.append(FileVerdict(kdir / spec.file_name, REPLACE, "the cluster CA is new"))
     verdicts += manifest_verdicts(cfg, facts, merged)
     present = {v.path for v in verdicts}
     expected = [a.path for a in pki.build_certificates(cfg, now, pki_survey.usable).artifacts]

@@ -184,7 +184,7 @@ class _Context:
         return core.final_config(self.identity, stored["cluster"], stored.get("kubelet"))
 
 
-def _identity_from_config(cfg: KubeadmConfig, fallback: NodeIdentity | None) -> NodeIdentity:
+def _identity_from_config(cfg: KubeadmConfig) -> NodeIdentity:
     local = cfg.cluster.etcd_local
     if local is None:
         raise PlanError("recover handles stacked (local) etcd only; the configuration uses external etcd", "")
@@ -238,9 +238,12 @@ def _prepare(
         )
         return None, dataclasses.replace(plan, node_repairs=repairs, notes=(note,))
     evidence = nodeio.gather_evidence(root)
-    detected = core.identify(evidence)
     given = _load_given(config_text, facts)
-    identity = _identity_from_config(given, detected) if given is not None else detected
+    if given is None:
+        identity = core.identify(evidence)
+    else:  # --config names the node, its address and versions
+        core.require_control_plane(evidence)
+        identity = _identity_from_config(given)
     ctx = _Context(root, identity, given, kept, facts, None)
     cfg = ctx.bootstrap_cfg()
     core.kept_files(cfg, kept)  # validate kept material before anything is written
@@ -265,7 +268,7 @@ def _prepare(
         kept_paths = core.kept_files(survey_cfg, kept)
         verdicts = core.survey_node(survey_cfg, facts, files, kept_paths, datetime.now(UTC))
         for v in verdicts:
-            if health.cfg is None and v.path.parent.name == "manifests":
+            if health.cfg is None and given is None and v.path.parent.name == "manifests":
                 continue  # judged once the stored configuration is read (step 4)
             if v.path in files or v.action != core.KEEP:
                 notes.append(v.line())
