@@ -28,21 +28,36 @@ def _node(name: str, status: str | None, beat: datetime, control_plane: bool = F
     return {"metadata": {"name": name, "labels": labels}, "status": {"conditions": conds}}
 
 
-def test_unreporting_nodes_need_not_ready_and_an_old_heartbeat() -> None:
+def _lease(name: str, renewed: datetime) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "kube-node-lease"},
+        "spec": {"renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "leaseDurationSeconds": 40},
+    }
+
+
+def test_unreporting_nodes_need_an_expired_lease_or_not_ready_with_an_old_heartbeat() -> None:
     old, fresh = NOW - timedelta(minutes=5), NOW - timedelta(seconds=10)
     nodes = [
         _node("cp1", "Unknown", old, control_plane=True),  # this node (and control planes) never
         _node("cp2", "Unknown", old, control_plane=True),
-        _node("w-ready", "True", old),  # Ready (heartbeats are only every few minutes when nothing changes)
+        _node("w-ready", "True", old),  # Ready, lease renewed: fine (status is posted rarely when nothing changes)
         _node("w-flap", "False", fresh),  # NotReady for seconds: a kubelet restart, not lost credentials
         _node("w-lost", "Unknown", old),
-        _node("w-false", "False", NOW - timedelta(seconds=61)),
+        _node("w-false", "False", NOW - timedelta(seconds=41)),
         _node("w-none", None, old),
+        _node("w-lease", "True", fresh),  # still Ready, but its kubelet stopped renewing its Lease 45 s ago
     ]
-    found = dict(core.unreporting_nodes(nodes, "cp1", NOW))
-    assert sorted(found) == ["w-false", "w-lost", "w-none"]
+    leases = [
+        _lease("w-ready", fresh),
+        _lease("w-flap", fresh),
+        _lease("w-lease", NOW - timedelta(seconds=45)),
+        _lease("w-recent", NOW - timedelta(seconds=39)),
+    ]
+    found = dict(core.unreporting_nodes(nodes, leases, "cp1", NOW))
+    assert sorted(found) == ["w-false", "w-lease", "w-lost", "w-none"]
     assert found["w-lost"] == "Ready=Unknown, last heartbeat 2026-11-25T11:55:00Z (300 s ago)"
     assert found["w-none"] == "no Ready condition"
+    assert found["w-lease"] == "its Lease was last renewed 45 s ago"
 
 
 def _worker_files(ca: bytes, key: bytes, name: str = "worker1", now: datetime = NOW) -> tuple[bytes, bytes]:

@@ -25,7 +25,7 @@ Everything here is pure: bytes and dicts in, files and verdicts out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 import yaml
@@ -142,25 +142,49 @@ def node_trust_files(
 # kubelet.conf and crash-loops; or a client certificate that expired or comes from another CA) stops posting
 # its status. Two signals together decide that recover repairs it, because each alone is ambiguous:
 #
-# 1. the API: the Node is not Ready and its last heartbeat is older than STALE_HEARTBEAT (a node that merely
-#    flaps, or whose kubelet restarts, posts again within seconds);
+# 1. the API: the node's Lease in kube-node-lease has expired (not renewed for its leaseDurationSeconds, 40 s;
+#    a kubelet renews it every 10 s, and a kubelet restart takes seconds), or the Node is not Ready with a
+#    heartbeat older than STALE_HEARTBEAT. The Lease expires before the node-lifecycle controller marks the
+#    Node Unknown (grace period 50 s) and long before a NotReady toleration runs out (300 s by default), so
+#    the repair can come before any eviction;
 # 2. its files, read over SSH: kubelet.conf or the kubelet's client CA file missing or not the cluster's CA,
 #    or the client certificate missing, expired, not signed by the cluster CA or not for system:node:<name>.
 #
-# A NotReady node whose files are fine (a network problem, a stopped kubelet, a full disk) is reported and
-# left alone: new credentials would not help it.
+# A node whose files are fine (a network problem, a stopped kubelet, a full disk) is reported and left alone:
+# new credentials would not help it.
 
-STALE_HEARTBEAT = timedelta(seconds=60)
+STALE_HEARTBEAT = timedelta(seconds=40)
 
 
-def unreporting_nodes(nodes: list[dict[str, Any]], me: str, now: datetime) -> list[tuple[str, str]]:
-    """Nodes other than ``me`` (and not control-plane nodes) that are not Ready with a heartbeat older than
-    :data:`STALE_HEARTBEAT`: (name, why)."""
+def _time(raw: object, tz: tzinfo | None) -> datetime | None:
+    text = str(raw or "")
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=tz)
+        except ValueError:
+            continue
+    return None
+
+
+def unreporting_nodes(
+    nodes: list[dict[str, Any]], leases: list[dict[str, Any]], me: str, now: datetime
+) -> list[tuple[str, str]]:
+    """Nodes other than ``me`` (and not control-plane nodes) whose Lease expired, or that are not Ready with a
+    heartbeat older than :data:`STALE_HEARTBEAT`: (name, why)."""
+    renewed: dict[str, tuple[datetime | None, int]] = {}
+    for lease in leases:
+        spec = lease.get("spec") or {}
+        name = str((lease.get("metadata") or {}).get("name") or "")
+        renewed[name] = (_time(spec.get("renewTime"), now.tzinfo), int(spec.get("leaseDurationSeconds") or 40))
     out = []
     for n in nodes:
         meta = n.get("metadata") or {}
         name = str(meta.get("name") or "")
         if not name or name == me or "node-role.kubernetes.io/control-plane" in (meta.get("labels") or {}):
+            continue
+        renew, duration = renewed.get(name, (None, 40))
+        if renew is not None and (now - renew).total_seconds() > duration:
+            out.append((name, f"its Lease was last renewed {int((now - renew).total_seconds())} s ago"))
             continue
         ready = [c for c in (n.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"]
         if not ready:
@@ -170,12 +194,10 @@ def unreporting_nodes(nodes: list[dict[str, Any]], me: str, now: datetime) -> li
         if cond.get("status") == "True":
             continue
         raw = str(cond.get("lastHeartbeatTime") or "")
-        try:
-            beat = datetime.strptime(raw, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
-        except ValueError:
+        beat = _time(raw, now.tzinfo)
+        if beat is None:
             out.append((name, f"Ready={cond.get('status')}, unreadable heartbeat {raw!r}"))
-            continue
-        if now - beat >= STALE_HEARTBEAT:
+        elif now - beat >= STALE_HEARTBEAT:
             age = int((now - beat).total_seconds())
             out.append((name, f"Ready={cond.get('status')}, last heartbeat {raw} ({age} s ago)"))
     return out

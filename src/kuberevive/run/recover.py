@@ -154,9 +154,10 @@ def _node_repairs(health: _Health, me: str) -> tuple[tuple[str, str], ...]:
     assert health.api is not None
     try:
         nodes = health.api.get("/api/v1/nodes").get("items") or []
+        leases = health.api.get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases").get("items") or []
     except KubereviveError:
         return ()
-    return tuple(unreporting_nodes(nodes, me, datetime.now(UTC)))
+    return tuple(unreporting_nodes(nodes, leases, me, datetime.now(UTC)))
 
 
 # ------------------------------------------------------------------------------------- planning
