@@ -18,7 +18,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from kuberevive.core import pki
+from kuberevive.core import pki, satokens
 from kuberevive.core import recover as core
 from kuberevive.core.kubeconfig import build_kubeconfigs
 from kuberevive.core.manifests import build_manifests
@@ -254,3 +254,39 @@ def test_the_plan_lists_each_surviving_file_and_writes_nothing(tmp_path: Path) -
     assert "/etc/kubernetes/pki/ca.crt: replace (missing)" in notes
     assert "/etc/kubernetes/manifests/etcd.yaml: keep" in notes
     assert sorted((str(p), p.read_bytes() if p.is_file() else b"") for p in root.rglob("*")) == before
+
+
+def _kid(pem: bytes) -> str:
+    (kid,) = satokens.key_ids(pem)
+    return kid
+
+
+def test_trust_changes_compare_with_what_the_cluster_trusts() -> None:
+    """A CA or sa.key that a half-done manual attempt made is new to the cluster although it is on the node."""
+    usable = core.survey_pki(CFG, HEALTHY, LATER).usable
+    ours, other = HEALTHY[PKI / "ca.crt"], _OTHER[PKI / "ca.crt"]
+    sa_kid, other_kid = _kid(HEALTHY[PKI / "sa.key"]), _kid(_OTHER[PKI / "sa.key"])
+    info = core.cluster_info_kubeconfig("https://172.30.2.11:6443", ours).encode()
+    assert core.embedded_ca(info) == ours
+    assert core.embedded_ca(HEALTHY[K8S / "admin.conf"]) == ours
+    assert core.embedded_ca(b"[") is None
+    same = core.trust_changes(CFG, usable, ours, frozenset({sa_kid}))
+    assert same == {"new_ca": False, "new_front_proxy": False, "new_sa": False}
+    # the cluster trusts another CA and its pods hold tokens of another sa.key
+    assert core.trust_changes(CFG, usable, other, frozenset({other_kid})) == {
+        "new_ca": True,
+        "new_front_proxy": False,
+        "new_sa": True,
+    }
+    # nothing to compare with (no cluster-info, no token on the node): what survives stands
+    assert core.trust_changes(CFG, usable, None, frozenset()) == same
+    # a CA certificate made again for the surviving key is the same CA
+    rebuilt = core.survey_pki(CFG, {p: b for p, b in HEALTHY.items() if p != PKI / "ca.crt"}, LATER)
+    assert core.trust_changes(CFG, rebuilt.usable, ours, frozenset())["new_ca"] is False
+    # lost: new
+    lost = core.survey_pki(CFG, {p: b for p, b in HEALTHY.items() if p.name not in ("ca.key", "sa.key")}, LATER)
+    assert core.trust_changes(CFG, lost.usable, ours, frozenset({sa_kid})) == {
+        "new_ca": True,
+        "new_front_proxy": False,
+        "new_sa": True,
+    }

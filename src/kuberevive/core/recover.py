@@ -41,7 +41,7 @@ from typing import Any
 import yaml
 from cryptography import x509
 
-from kuberevive.core import pki, yamlfmt
+from kuberevive.core import pki, satokens, yamlfmt
 from kuberevive.core.kubeconfig import (
     Kubeconfig,
     KubeconfigSpec,
@@ -612,6 +612,48 @@ def survey_node(
             verdicts.append(FileVerdict(p, REPLACE, "missing"))
             present.add(p)
     return verdicts
+
+
+def embedded_ca(kubeconfig: bytes) -> bytes | None:
+    """The CA a kubeconfig's current context trusts (``certificate-authority-data``), None when unreadable."""
+    try:
+        kc = Kubeconfig.from_yaml(kubeconfig)
+    except (KubereviveError, ValueError, TypeError, AttributeError, LookupError):
+        return None
+    try:
+        cluster = kc.current()[0]
+    except KubereviveError:  # cluster-info: one cluster, no context
+        if len(kc.clusters) != 1:
+            return None
+        cluster = next(iter(kc.clusters.values()))
+    return cluster.certificate_authority_data
+
+
+def trust_changes(
+    cfg: KubeadmConfig,
+    usable: Mapping[PurePosixPath, bytes],
+    cluster_ca: bytes | None,
+    token_key_ids: frozenset[str],
+) -> dict[str, bool]:
+    """Which trust material the rest of the cluster will see as new after this recovery.
+
+    ``usable`` is what survives valid (kept material included, :func:`survey_pki`). A CA on the node is new
+    to the cluster when the cluster trusts another one: ``cluster_ca`` is the CA that
+    ``kube-public/cluster-info`` in etcd carries (a CA a half-done ``kubeadm init phase certs ca`` made is not
+    the cluster's). sa.key is new when ServiceAccount tokens the kubelet holds (``token_key_ids``, the JWT
+    ``kid`` headers) exist and none was signed by it."""
+    cdir = PurePosixPath(cfg.cluster.certificates_dir)
+    ca = usable.get(cdir / "ca.crt")
+    new_ca = ca is None
+    if ca is not None and cluster_ca is not None:
+        try:
+            theirs = pki.load_certificate(cluster_ca, "the CA of kube-public/cluster-info")
+            new_ca = theirs.public_key() != pki.load_certificate(ca, "ca.crt").public_key()
+        except PkiError:
+            new_ca = False  # nothing readable to compare with: the CA on the node stands
+    sa = usable.get(cdir / "sa.key")
+    new_sa = sa is None or (bool(token_key_ids) and not token_key_ids & satokens.key_ids(sa))
+    return {"new_ca": new_ca, "new_front_proxy": cdir / "front-proxy-ca.crt" not in usable, "new_sa": new_sa}
 
 
 def _is_etcd_file(cfg: KubeadmConfig, path: PurePosixPath) -> bool:

@@ -32,6 +32,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from kuberevive.core import recover as core
+from kuberevive.core import satokens
 from kuberevive.core.k8sproto import decode_configmap, object_meta
 from kuberevive.core.kubeconfig import control_plane_url
 from kuberevive.core.manifests import manifest_path
@@ -122,6 +123,29 @@ def _api_config(api: KubeApi, identity: NodeIdentity) -> KubeadmConfig:
     except KubeApiError:
         endpoint = None
     return core.final_config(core.refine_identity(identity, endpoint, []), cluster_yaml, kubelet_yaml)
+
+
+CLUSTER_INFO_KEY = "/registry/configmaps/kube-public/cluster-info"
+KUBELET_PODS = "/var/lib/kubelet/pods"
+
+
+def _token_key_ids(root: NodeRoot, limit: int = 20) -> frozenset[str]:
+    """The ``kid`` of ServiceAccount tokens the kubelet wrote into its pods' projected volumes (signed by the
+    cluster's current sa.key): at most ``limit`` tokens are read."""
+    kids: set[str] = set()
+    read = 0
+    for p in root.walk(KUBELET_PODS, limit=50_000):
+        if p.name != "token" or "kubernetes.io~projected" not in p.parts or read >= limit:
+            continue
+        try:
+            data = root.read(p, limit=64 * 1024)
+            read += 1
+            kid = satokens.jwt_header(data.decode()).get("kid") if data else None
+        except (KubereviveError, ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(kid, str) and kid:
+            kids.add(kid)
+    return frozenset(kids)
 
 
 def _files(root: NodeRoot, cfg: KubeadmConfig) -> dict[PurePosixPath, bytes]:
@@ -454,6 +478,10 @@ class Executor:
                     "fix the file or run without --config to use the stored configuration; "
                     "the files this run wrote were moved aside",
                 )
+        info = client.get(CLUSTER_INFO_KEY)  # the CA the rest of the cluster trusts
+        cluster_ca = core.embedded_ca(decode_configmap(info).data.get("kubeconfig", "").encode()) if info else None
+        if cluster_ca:
+            self.journal.data["cluster_ca"] = base64.b64encode(cluster_ca).decode()
         self.ctx.identity = identity
         self.journal.data["identity"] = identity.as_dict()
         self.journal.data["config"] = {"cluster": cluster_yaml, "kubelet": kubelet_yaml}
@@ -470,10 +498,11 @@ class Executor:
         kept = core.kept_files(cfg, self.ctx.kept)
         now = datetime.now(UTC)
         if "trust" not in self.journal.data:  # before anything of this step is written
-            cdir = PurePosixPath(cfg.cluster.certificates_dir)
             usable = core.survey_pki(cfg, self._on_node(cfg) | kept, now).usable  # what survives valid
-            present = {str(p.relative_to(cdir)) for p in usable if p.is_relative_to(cdir)}
-            self.journal.data["trust"] = retrust.trust_flags(self.ctx.kept, present)
+            cluster_ca = self.journal.data.get("cluster_ca")
+            self.journal.data["trust"] = core.trust_changes(
+                cfg, usable, base64.b64decode(cluster_ca) if cluster_ca else None, _token_key_ids(self.root)
+            )
             self.journal.save()
         self._write("certs", i, lambda: core.pki_artifacts(cfg, now, self._on_node(cfg), kept))
 

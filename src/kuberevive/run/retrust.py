@@ -14,7 +14,7 @@ NotReady tolerations run out while the eviction guard holds.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
@@ -496,12 +496,3 @@ def step_report(ex: Executor, i: int) -> None:
         f"      {n_ready}/{len(rep.nodes)} node(s) Ready, {len(rep.pending_csrs)} pending CSR(s), "
         f"{sum(1 for v in rep.token_reviews.values() if v['authenticated'])}/{len(rep.token_reviews)} TokenReview(s) ok"
     )
-
-
-def trust_flags(kept: Mapping[str, bytes], on_node_names: set[str]) -> dict[str, bool]:
-    """Which trust material is new: neither kept (``--ca-from``/backup) nor already on the node."""
-    return {
-        "new_ca": "ca.crt" not in kept and "ca.crt" not in on_node_names,
-        "new_front_proxy": "front-proxy-ca.crt" not in kept and "front-proxy-ca.crt" not in on_node_names,
-        "new_sa": "sa.key" not in kept and "sa.key" not in on_node_names,
-    }
