@@ -394,10 +394,9 @@ def _key(data: bytes | None, path: PurePosixPath) -> tuple[pki.PrivateKey | None
         return None, f"unreadable: {exc.message}"
 
 
-def _subject(cert: x509.Certificate) -> tuple[str, tuple[str, ...]]:
-    cn = [a.value for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
-    org = [a.value for a in cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)]
-    return (str(cn[0]) if cn else ""), tuple(sorted(str(o) for o in org))
+def _common_name(cert: x509.Certificate) -> str:
+    cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(cn[0].value) if cn else ""
 
 
 def _leaf_problem(
@@ -405,7 +404,6 @@ def _leaf_problem(
     key: pki.PrivateKey,
     ca_cert: x509.Certificate,
     cn: str,
-    organization: tuple[str, ...],
     required: pki.AltNames | None,
 ) -> str:
     """Why a client/server certificate cannot be kept ("" when it can)."""
@@ -413,9 +411,8 @@ def _leaf_problem(
         return "its key does not belong to it"
     if not pki.verify_signed_by(cert, ca_cert):
         return "not signed by the CA in use"
-    if _subject(cert) != (cn, tuple(sorted(organization))):
-        have_cn, have_o = _subject(cert)
-        return f"subject CN={have_cn} O={list(have_o)}, expected CN={cn} O={sorted(organization)}"
+    if _common_name(cert) != cn:  # the organization is not compared: older kubeadm versions chose other groups
+        return f"subject CN={_common_name(cert)}, expected CN={cn}"
     if required is not None:
         lacking = required.missing_from(pki.certificate_alt_names(cert))
         if lacking:
@@ -486,7 +483,7 @@ def survey_pki(cfg: KubeadmConfig, files: Mapping[PurePosixPath, bytes], now: da
             why = f"{cert_path.name} is {why}"
         elif not why:
             required = spec.alt_names(cfg) if spec.alt_names is not None else None
-            why = _leaf_problem(cert, key, ca_cert, spec.common_name(cfg), spec.organization, required)
+            why = _leaf_problem(cert, key, ca_cert, spec.common_name(cfg), required)
         if why:
             verdict(cert_path, REPLACE, why)
             verdict(key_path, REPLACE, why)
@@ -562,7 +559,7 @@ def _kubeconfig_problem(data: bytes, spec: KubeconfigSpec, ca_cert: x509.Certifi
         return f"client certificate {why}"
     if key is None:
         return f"client key {key_why}"
-    why = _leaf_problem(cert, key, ca_cert, spec.client_name, spec.organization, None)
+    why = _leaf_problem(cert, key, ca_cert, spec.client_name, None)
     return f"client certificate: {why}" if why else ""
 
 
