@@ -546,13 +546,17 @@ class Executor:
         """A control-plane container that survived (a partial loss) keeps the certificates and keys it loaded
         at start; when this run replaced any of them and its manifest stayed the same (so the kubelet does not
         restart it), its container is stopped: the kubelet starts it again from the same manifest at once."""
-        written = [p for p in self.journal.data.get("changed_files") or [] if not p.endswith(".yaml")]
-        if not written:
-            return
-        for comp in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
-            if str(manifest_path(comp)) in unchanged_manifests and nodeio.stop_containers(
-                comp, self.ctx.identity.cri_socket
-            ):
+        written = self.journal.data.get("changed_files") or []
+        pki_dir = self.ctx.final_cfg().cluster.certificates_dir.rstrip("/") + "/"
+        pki_changed = any(p.startswith(pki_dir) for p in written)
+        inputs = {
+            "kube-apiserver": pki_changed,
+            "kube-controller-manager": pki_changed or "/etc/kubernetes/controller-manager.conf" in written,
+            "kube-scheduler": "/etc/kubernetes/scheduler.conf" in written,
+        }
+        for comp, changed in inputs.items():
+            stale = changed and str(manifest_path(comp)) in unchanged_manifests
+            if stale and nodeio.stop_containers(comp, self.ctx.identity.cri_socket):
                 self.progress(f"      {comp} ran with replaced certificates or keys: its container was restarted")
 
     def step_api_ready(self, i: int) -> None:
