@@ -525,7 +525,13 @@ def survey_kubeconfigs(
     for spec in kubeconfig_specs(cfg):
         path = kdir / spec.file_name
         data = files.get(path)
-        if data is None or spec.file_name == "kubelet.conf":
+        if data is None:
+            continue
+        if spec.file_name == "kubelet.conf":  # refers to the kubelet's pem; the kubelet-client step rewrites it
+            if embedded_ca(data) == ca_cert_pem:
+                out.verdicts.append(FileVerdict(path, KEEP, "trusts the CA in use"))
+            else:
+                out.verdicts.append(FileVerdict(path, REPLACE, "does not embed pki/ca.crt"))
             continue
         why = _kubeconfig_problem(data, spec, ca_cert, now)
         if why:
