@@ -9,7 +9,6 @@ the same tree with ``ca.key`` removed must not be (a CA that cannot sign is repl
 from __future__ import annotations
 
 import os
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
@@ -19,7 +18,7 @@ from kuberevive.core import recover as core
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.config import NodeFacts
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
-from tests.integration.test_kubeadm_compare import CA_DIRS, CONFIGS, PHASES, kubeadm_binary
+from tests.integration.test_kubeadm_compare import CA_DIRS, CONFIGS, kubeadm_binary, kubeadm_phases, prepare_root
 
 pytestmark = pytest.mark.integration
 
@@ -29,16 +28,10 @@ def test_the_survey_keeps_what_kubeadm_writes(tmp_path: Path, config_name: str) 
     kubeadm = kubeadm_binary()
     if os.geteuid() != 0:
         pytest.skip("kubeadm --rootfs needs root (chroot)")
-    for d in CA_DIRS:
-        (tmp_path / d).mkdir(parents=True, exist_ok=True)
+    prepare_root(tmp_path)
     config = CONFIGS / f"{config_name}.yaml"
     (tmp_path / "kubeadm.yaml").write_bytes(config.read_bytes())
-    for phase, sub in PHASES:
-        run = subprocess.run(
-            [str(kubeadm), "init", "phase", phase, sub, "--config", "/kubeadm.yaml", "--rootfs", str(tmp_path)],
-            capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
-        )  # fmt: skip
-        assert run.returncode == 0, f"kubeadm init phase {phase} {sub}: {run.stderr}"
+    kubeadm_phases(kubeadm, tmp_path)
     existing = frozenset("/" + d for d in CA_DIRS)
     cfg = load_kubeadm_config(config.read_text(), NodeFacts(hostname="cp1"))
     facts = NodeFacts(hostname=cfg.node_name, existing_paths=existing)
