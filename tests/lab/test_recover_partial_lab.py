@@ -219,14 +219,14 @@ def test_half_done_manual_etcd_phases_and_a_ca(
         for c in ("etcd-ca", "etcd-server", "etcd-peer", "etcd-healthcheck-client", "apiserver-etcd-client", "ca")
     ]
     phases.append(f"kubeadm init phase etcd local --config {cfg}")
-    phases.append("cp /etc/kubernetes/pki/etcd/ca.crt /etc/kubernetes/pki/ca.crt /tmp/")  # what kubeadm made
+    made = {"etcd/ca.crt": "/tmp/kr-manual-etcd-ca.crt", "ca.crt": "/tmp/kr-manual-ca.crt"}
+    phases += [f"cp /etc/kubernetes/pki/{name} {copy}" for name, copy in made.items()]  # what kubeadm made
     script = SEED_DISASTER + "\n" + "\n".join(phases) + "\n"
     _scenario(lab, on_node, chain, tmp_path, script, keeps_ca=False)
     # what kubeadm made is valid and consistent: kept (the etcd CA, and its CA, now the cluster's)
-    for name in ("etcd/ca.crt", "ca.crt"):
-        made = on_node("cp1", "cat", f"/tmp/{name.split('/')[-1]}").stdout
-        assert on_node("cp1", "cat", f"/etc/kubernetes/pki/{name}").stdout == made, name
-    on_node("cp1", "rm", "-f", "/tmp/ca.crt")
+    for name, copy in made.items():
+        assert on_node("cp1", "cat", f"/etc/kubernetes/pki/{name}").stdout == on_node("cp1", "cat", copy).stdout, name
+        on_node("cp1", "rm", "-f", copy)
 
 
 def test_only_pki_lost(lab: Lab, on_node: OnNode, chain: dict[str, Any], tmp_path: Path) -> None:

@@ -672,7 +672,7 @@ class Executor:
         if self.root.readlink(core.KUBELET_CLIENT_CURRENT) != target:
             if self.root.lstat(core.KUBELET_CLIENT_CURRENT) is not None:
                 aside = _move_aside_any(self.root, core.KUBELET_CLIENT_CURRENT)
-                self.result.messages.append(f"{core.KUBELET_CLIENT_CURRENT} (old CA) moved aside to {aside}")
+                self.result.messages.append(f"{core.KUBELET_CLIENT_CURRENT} (the previous one) moved aside to {aside}")
             self.root.replace_symlink(core.KUBELET_CLIENT_CURRENT, target)
         self.root.write_all([kubeconfig], force=True)
 
