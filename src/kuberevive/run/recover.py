@@ -54,7 +54,9 @@ from kuberevive.run.waiting import wait_for as _wait
 
 Progress = Callable[[str], None]
 
-_STALE_TLS = re.compile(r"unknown ca|bad certificate|not trusted by the etcd CA|certificate verify failed", re.I)
+_STALE_TLS = re.compile(
+    r"unknown ca|bad certificate|not trusted by the etcd CA|certificate verify failed|alert internal error", re.I
+)
 
 ETCD_TIMEOUT = 180.0
 API_TIMEOUT = 300.0
@@ -420,7 +422,8 @@ class Executor:
 
     def step_etcd_manifest(self, i: int) -> None:
         cfg = self.ctx.bootstrap_cfg()
-        self._write("etcd-manifest", i, lambda: core.manifests_for(cfg, self.ctx.facts, ("etcd",)))
+        unchanged = self._write("etcd-manifest", i, lambda: core.manifests_for(cfg, self.ctx.facts, ("etcd",)))
+        self._restart_stale_components(cfg, unchanged, ("etcd",))
         if self.journal.timing("etcd_manifest_written") is None:
             self.journal.timing("etcd_manifest_written", time.time())
 
@@ -536,26 +539,29 @@ class Executor:
             self.journal.data["guard"] = "on" if guarded else "off"
             self.journal.save()
         unchanged = self._write("control-plane-manifests", i, compute)
-        self._restart_stale_components(unchanged)
+        self._restart_stale_components(cfg, unchanged, ("kube-apiserver", "kube-controller-manager", "kube-scheduler"))
         if guarded:
             self.progress("      eviction guard on: kube-controller-manager runs without taint-eviction-controller")
         if self.journal.timing("control_plane_manifests_written") is None:
             self.journal.timing("control_plane_manifests_written", time.time())
 
-    def _restart_stale_components(self, unchanged_manifests: list[str]) -> None:
+    def _restart_stale_components(
+        self, cfg: KubeadmConfig, unchanged_manifests: list[str], components: tuple[str, ...]
+    ) -> None:
         """A control-plane container that survived (a partial loss) keeps the certificates and keys it loaded
         at start; when this run replaced any of them and its manifest stayed the same (so the kubelet does not
         restart it), its container is stopped: the kubelet starts it again from the same manifest at once."""
         written = self.journal.data.get("changed_files") or []
-        pki_dir = self.ctx.final_cfg().cluster.certificates_dir.rstrip("/") + "/"
+        pki_dir = cfg.cluster.certificates_dir.rstrip("/") + "/"
         pki_changed = any(p.startswith(pki_dir) for p in written)
         inputs = {
+            "etcd": any(p.startswith(pki_dir + "etcd/") for p in written),
             "kube-apiserver": pki_changed,
             "kube-controller-manager": pki_changed or "/etc/kubernetes/controller-manager.conf" in written,
             "kube-scheduler": "/etc/kubernetes/scheduler.conf" in written,
         }
-        for comp, changed in inputs.items():
-            stale = changed and str(manifest_path(comp)) in unchanged_manifests
+        for comp in components:
+            stale = inputs[comp] and str(manifest_path(comp)) in unchanged_manifests
             if stale and nodeio.stop_containers(comp, self.ctx.identity.cri_socket):
                 self.progress(f"      {comp} ran with replaced certificates or keys: its container was restarted")
 
