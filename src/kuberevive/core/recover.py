@@ -606,7 +606,7 @@ def survey_node(
                 verdicts.append(FileVerdict(kdir / spec.file_name, REPLACE, "the cluster CA is new"))
     verdicts += manifest_verdicts(cfg, facts, merged)
     present = {v.path for v in verdicts}
-    expected = [a.path for a in pki.build_certificates(cfg, now, pki_survey.usable).artifacts]
+    expected = [p for spec in pki.certificate_specs(cfg) for p in (spec.cert_path(str(cdir)), spec.key_path(str(cdir)))]
     expected += [cdir / n for n in ("sa.key", "sa.pub")]
     expected += [PurePosixPath(DEFAULT_KUBERNETES_DIR) / s.file_name for s in kubeconfig_specs(cfg)]
     expected += [a.path for a in build_manifests(cfg, facts)]
