@@ -229,6 +229,33 @@ def test_half_done_manual_etcd_phases_and_a_ca(
         on_node("cp1", "rm", "-f", copy)
 
 
+def test_half_done_manual_certs_all_and_kubeconfig_all(
+    lab: Lab, on_node: OnNode, chain: dict[str, Any], tmp_path: Path
+) -> None:
+    """The seed disaster, then ``kubeadm init phase certs all`` and ``kubeconfig all``: a whole new, consistent
+    PKI (CA and sa.key the cluster does not know) and kubeconfigs. Kept; the cluster follows (re-trust, tokens)."""
+    cfg = chain["kubeadm_config"]
+    copies = (
+        "cp /etc/kubernetes/pki/ca.crt /tmp/kr-manual-ca.crt; cp /etc/kubernetes/admin.conf /tmp/kr-manual-admin.conf"
+    )
+    phases = "\n".join(f"kubeadm init phase {p} all --config {cfg}" for p in ("certs", "kubeconfig"))
+    script = f"{SEED_DISASTER}\n{phases}\n{copies}\n"
+    run = _scenario(lab, on_node, chain, tmp_path, script, keeps_ca=False)
+    assert "rollout-restart Deployment krlab/apicaller" in run.stderr  # kubeadm's sa.key is new to the pods
+    for name, copy in (("pki/ca.crt", "/tmp/kr-manual-ca.crt"), ("admin.conf", "/tmp/kr-manual-admin.conf")):
+        assert on_node("cp1", "cat", f"/etc/kubernetes/{name}").stdout == on_node("cp1", "cat", copy).stdout, name
+        on_node("cp1", "rm", "-f", copy)
+
+
+def test_only_the_ca_keys_lost(lab: Lab, on_node: OnNode, chain: dict[str, Any], tmp_path: Path) -> None:
+    """ca.key, front-proxy-ca.key and etcd/ca.key gone: CAs that cannot sign are replaced (worker1 re-trusted);
+    sa.key survives, so no workload restarts."""
+    damage = "cd /etc/kubernetes/pki && rm -f ca.key front-proxy-ca.key etcd/ca.key"
+    run = _scenario(lab, on_node, chain, tmp_path, damage, keeps_ca=False)
+    assert "sa.key was kept" in run.stderr
+    assert _moved_aside(run, "/etc/kubernetes/pki/ca.crt")
+
+
 def test_only_pki_lost(lab: Lab, on_node: OnNode, chain: dict[str, Any], tmp_path: Path) -> None:
     """pki/ gone while the control plane runs on: new CAs and sa.key, worker1 re-trusted, the kubeconfigs of
     the old CA moved aside."""
