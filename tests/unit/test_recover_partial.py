@@ -291,3 +291,27 @@ def test_trust_changes_compare_with_what_the_cluster_trusts() -> None:
         "new_front_proxy": False,
         "new_sa": True,
     }
+
+
+def test_token_key_ids_come_from_the_kubelets_projected_tokens(tmp_path: Path) -> None:
+    import base64
+    import json
+
+    from kuberevive.run.recover import _token_key_ids
+
+    def jwt(kid: str) -> bytes:
+        header = base64.urlsafe_b64encode(json.dumps({"alg": "RS256", "kid": kid}).encode()).rstrip(b"=")
+        return header + b".eyJzdWIiOiJ4In0.c2ln"
+
+    vol = tmp_path / "var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~projected/kube-api-access-abc"
+    (vol / "..2026_11_25").mkdir(parents=True)
+    (vol / "..2026_11_25/token").write_bytes(jwt("kid-one"))
+    (vol / "..data").symlink_to("..2026_11_25")
+    (vol / "token").symlink_to("..data/token")
+    other = tmp_path / "var/lib/kubelet/pods/uid-2/volumes/kubernetes.io~secret/creds"
+    other.mkdir(parents=True)
+    (other / "token").write_bytes(jwt("not-a-projected-token"))
+    (tmp_path / "var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~projected/broken").mkdir()
+    (tmp_path / "var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~projected/broken/token").write_bytes(b"\xff junk")
+    assert _token_key_ids(NodeRoot(tmp_path)) == frozenset({"kid-one"})
+    assert _token_key_ids(NodeRoot(tmp_path / "nothing")) == frozenset()
