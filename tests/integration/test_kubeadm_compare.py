@@ -192,6 +192,16 @@ def prepare_root(root: Path) -> None:
         (root / d).mkdir(parents=True, exist_ok=True)
 
 
+def kubeadm_phases(kubeadm: Path, root: Path, phases: tuple[tuple[str, str], ...] = PHASES) -> None:
+    """``kubeadm init phase <phase> <sub> --config /kubeadm.yaml --rootfs root`` for each phase, in order."""
+    for phase, sub in phases:
+        run = subprocess.run(
+            [str(kubeadm), "init", "phase", phase, sub, "--config", "/kubeadm.yaml", "--rootfs", str(root)],
+            capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        assert run.returncode == 0, f"kubeadm init phase {phase} {sub}: {run.stderr}"
+
+
 @pytest.mark.parametrize("config_name", ["defaults", "endpoint-sans", "ecdsa-validity"])
 def test_generated_tree_equals_real_kubeadm(tmp_path: Path, config_name: str):
     kubeadm = kubeadm_binary()
@@ -202,12 +212,7 @@ def test_generated_tree_equals_real_kubeadm(tmp_path: Path, config_name: str):
     for root in (theirs, ours):
         prepare_root(root)
     (theirs / "kubeadm.yaml").write_bytes(config.read_bytes())
-    for phase, sub in PHASES:
-        run = subprocess.run(
-            [str(kubeadm), "init", "phase", phase, sub, "--config", "/kubeadm.yaml", "--rootfs", str(theirs)],
-            capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
-        )  # fmt: skip
-        assert run.returncode == 0, f"kubeadm init phase {phase} {sub}: {run.stderr}"
+    kubeadm_phases(kubeadm, theirs)
     gen = subprocess.run(
         [sys.executable, "-m", "kuberevive", "generate", "all", "--config", str(config), "--root", str(ours)],
         capture_output=True, text=True, timeout=120,

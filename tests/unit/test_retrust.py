@@ -17,7 +17,7 @@ from kuberevive.core import retrust as core
 from kuberevive.core.guard import is_guarded
 from kuberevive.core.manifests import parse_manifest
 from kuberevive.model.config import KubeadmConfig
-from kuberevive.run.retrust import guard_manifest, trust_flags, unguard_manifest
+from kuberevive.run.retrust import guard_manifest, unguard_manifest
 from tests.unit.test_recover import STORED, evidence
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -96,17 +96,6 @@ def test_ready_since_needs_a_fresh_heartbeat() -> None:
     assert not core.ready_since(_node("Unknown", NOW + timedelta(seconds=3)), since)[0]
     assert core.ready_since({"status": {}}, since) == (False, "no Ready condition")
     assert core.is_ready(_node("True", NOW)) and not core.is_ready(_node("False", NOW))
-
-
-def test_trust_flags_new_only_when_neither_kept_nor_on_the_node() -> None:
-    assert trust_flags({}, set()) == {"new_ca": True, "new_front_proxy": True, "new_sa": True}
-    kept = {"ca.crt": b"x", "ca.key": b"y", "sa.key": b"z"}
-    assert trust_flags(kept, set()) == {"new_ca": False, "new_front_proxy": True, "new_sa": False}
-    assert trust_flags({}, {"front-proxy-ca.crt", "sa.key"}) == {
-        "new_ca": True,
-        "new_front_proxy": False,
-        "new_sa": False,
-    }
 
 
 def test_guarded_manifest_round_trips_to_kubeadms_bytes() -> None:

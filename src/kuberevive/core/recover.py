@@ -33,17 +33,24 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
+from cryptography import x509
 
-from kuberevive.core import pki, yamlfmt
-from kuberevive.core.kubeconfig import build_kubeconfigs, control_plane_url
+from kuberevive.core import pki, satokens, yamlfmt
+from kuberevive.core.kubeconfig import (
+    Kubeconfig,
+    KubeconfigSpec,
+    build_kubeconfigs,
+    control_plane_url,
+    kubeconfig_specs,
+)
 from kuberevive.core.manifests import build_manifests, etcd_image, manifest_path
-from kuberevive.errors import PkiError, PlanError
+from kuberevive.errors import KubereviveError, PkiError, PlanError
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import (
     DEFAULT_BIND_PORT,
@@ -100,8 +107,8 @@ def _split_image(ref: str) -> tuple[str, str, str]:
     return repo, short, tag
 
 
-def identify(evidence: NodeEvidence) -> NodeIdentity:
-    """Who this node is, from what survives on it. PlanError when it is not a kubeadm control-plane node."""
+def require_control_plane(evidence: NodeEvidence) -> None:
+    """PlanError unless the node is a kubeadm node with local etcd data (a stacked control-plane node)."""
     if evidence.kubelet_config_yaml is None and not evidence.kubeadm_flags_present:
         raise PlanError(
             "this is not a kubeadm node: neither /var/lib/kubelet/config.yaml nor "
@@ -112,8 +119,14 @@ def identify(evidence: NodeEvidence) -> NodeIdentity:
         raise PlanError(
             "this kubeadm node has no local etcd data (no /var/lib/etcd/member), so it is not a control-plane "
             "node with stacked etcd",
-            "recover the control-plane node first, then re-join this node with the printed 'kubeadm join' command",
+            "run 'kuberevive recover --apply' on a control-plane node: with a healthy control plane it repairs a "
+            "worker whose kubelet lost its files in place over SSH; with a broken one it recovers it first",
         )
+
+
+def identify(evidence: NodeEvidence) -> NodeIdentity:
+    """Who this node is, from what survives on it. PlanError when it is not a kubeadm control-plane node."""
+    require_control_plane(evidence)
     sources: list[tuple[str, str]] = []
     override = evidence.flag("hostname-override")
     if evidence.kubelet_client_cn and evidence.kubelet_client_cn.startswith("system:node:"):
@@ -321,29 +334,359 @@ def _kept_artifacts(
     return out
 
 
+# ----------------------------------------------------------------------------------- surviving files
+#
+# Whatever survives or was already put back (a partial loss, a half-done manual ``kubeadm init phase``
+# attempt) is checked before anything is built: each file is kept when it is valid and consistent with the
+# others, or left out so that it is rebuilt (the writer moves the old file aside). Trust material is never
+# dropped while its key survives: a CA key without (or with a broken) certificate gets a new certificate for
+# the same key and subject, which everything signed by the old certificate still verifies against.
+
+KEEP = "keep"
+REPLACE = "replace"
+REBUILD = "rebuild"
+
+
+@dataclass(frozen=True)
+class FileVerdict:
+    """What recovery does with one surviving file: ``keep`` it, ``replace`` it (moved aside, a new one is
+    built) or ``rebuild`` it (a CA certificate made again for a surviving CA key)."""
+
+    path: PurePosixPath
+    action: str
+    why: str
+
+    def line(self) -> str:
+        return f"{self.path}: {self.action} ({self.why})"
+
+
+@dataclass
+class Survey:
+    """The surviving files that may be reused (``usable``), the verdict on each, and CA certificates rebuilt
+    for surviving CA keys (``rebuilt``, to be written)."""
+
+    usable: dict[PurePosixPath, bytes] = field(default_factory=dict)
+    verdicts: list[FileVerdict] = field(default_factory=list)
+    rebuilt: list[Artifact] = field(default_factory=list)
+
+    def to_replace(self) -> list[FileVerdict]:
+        return [v for v in self.verdicts if v.action != KEEP]
+
+
+def _cert_problem(data: bytes, path: PurePosixPath, now: datetime) -> tuple[x509.Certificate | None, str]:
+    try:
+        cert = pki.load_certificate(data, str(path))
+    except PkiError as exc:
+        return None, f"unreadable: {exc.message}"
+    if now < cert.not_valid_before_utc:
+        return cert, "not valid yet"
+    if now > cert.not_valid_after_utc:
+        return cert, "expired"
+    return cert, ""
+
+
+def _key(data: bytes | None, path: PurePosixPath) -> tuple[pki.PrivateKey | None, str]:
+    if data is None:
+        return None, "missing"
+    try:
+        return pki.load_private_key(data, str(path)), ""
+    except PkiError as exc:
+        return None, f"unreadable: {exc.message}"
+
+
+def _common_name(cert: x509.Certificate) -> str:
+    cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(cn[0].value) if cn else ""
+
+
+def _leaf_problem(
+    cert: x509.Certificate,
+    key: pki.PrivateKey,
+    ca_cert: x509.Certificate,
+    cn: str,
+    required: pki.AltNames | None,
+) -> str:
+    """Why a client/server certificate cannot be kept ("" when it can)."""
+    if not pki.key_matches_certificate(key, cert):
+        return "its key does not belong to it"
+    if not pki.verify_signed_by(cert, ca_cert):
+        return "not signed by the CA in use"
+    if _common_name(cert) != cn:  # the organization is not compared: older kubeadm versions chose other groups
+        return f"subject CN={_common_name(cert)}, expected CN={cn}"
+    if required is not None:
+        lacking = required.missing_from(pki.certificate_alt_names(cert))
+        if lacking:
+            return f"lacks SANs {', '.join(lacking)}"
+    return ""
+
+
+def survey_pki(cfg: KubeadmConfig, files: Mapping[PurePosixPath, bytes], now: datetime) -> Survey:
+    """Check every kubeadm PKI file in ``files`` (the node's, with kept material laid over them)."""
+    cdir = PurePosixPath(cfg.cluster.certificates_dir)
+    out = Survey()
+    cas: dict[str, x509.Certificate] = {}
+
+    def verdict(path: PurePosixPath, action: str, why: str) -> None:
+        if path in files:
+            out.verdicts.append(FileVerdict(path, action, why))
+
+    for spec in pki.certificate_specs(cfg):
+        cert_path, key_path = spec.cert_path(str(cdir)), spec.key_path(str(cdir))
+        cert_data, key_data = files.get(cert_path), files.get(key_path)
+        if cert_data is None and key_data is None:
+            continue
+        if spec.is_ca:
+            key, key_why = _key(key_data, key_path)
+            cert, cert_why = _cert_problem(cert_data, cert_path, now) if cert_data is not None else (None, "missing")
+            if cert is not None and not cert_why and not pki.is_ca_certificate(cert):
+                cert_why = "not a CA certificate"
+            if key is None:
+                why = (
+                    f"{key_path.name} is {key_why}: a CA that cannot sign cannot issue what recovery needs; "
+                    f"a new {spec.name} is made"
+                )
+                verdict(cert_path, REPLACE, why)
+                verdict(key_path, REPLACE, why)
+                continue
+            if cert is not None and not cert_why and not pki.key_matches_certificate(key, cert):
+                cert_why = f"does not belong to {key_path.name}"
+            if cert is not None and not cert_why:
+                cas[spec.name] = cert
+                out.usable |= {cert_path: files[cert_path], key_path: files[key_path]}
+                verdict(cert_path, KEEP, "valid CA certificate")
+                verdict(key_path, KEEP, f"the key of {cert_path.name}: trust material, always kept")
+                continue
+            # the key survives: same key, same subject, a new certificate (what it signed still verifies)
+            new = pki.new_self_signed_ca(
+                spec.common_name(cfg), key, now - pki.CERTIFICATE_BACKDATE, now + cfg.cluster.ca_certificate_validity
+            )
+            pem = pki.encode_certificate_pem(new)
+            cas[spec.name] = new
+            out.usable |= {cert_path: pem, key_path: files[key_path]}
+            out.rebuilt.append(
+                Artifact(
+                    cert_path, pki.MODE_CERT, ArtifactKind.CERTIFICATE, f"{spec.name} made again for its kept key", pem
+                )
+            )
+            verdict(cert_path, REBUILD, f"{cert_why}; made again for the surviving {key_path.name}")
+            verdict(key_path, KEEP, "trust material, always kept")
+            continue
+        assert spec.signer is not None
+        ca_cert = cas.get(spec.signer)
+        key, key_why = _key(key_data, key_path)
+        cert, why = _cert_problem(cert_data, cert_path, now) if cert_data is not None else (None, "missing")
+        if ca_cert is None:
+            why = f"its CA ({spec.signer}) is new"
+        elif key is None:
+            why = f"{key_path.name} is {key_why}"
+        elif cert is None:
+            why = f"{cert_path.name} is {why}"
+        elif not why:
+            required = spec.alt_names(cfg) if spec.alt_names is not None else None
+            why = _leaf_problem(cert, key, ca_cert, spec.common_name(cfg), required)
+        if why:
+            verdict(cert_path, REPLACE, why)
+            verdict(key_path, REPLACE, why)
+            continue
+        out.usable |= {cert_path: files[cert_path], key_path: files[key_path]}
+        verdict(cert_path, KEEP, f"valid, signed by {spec.signer}")
+        verdict(key_path, KEEP, f"belongs to {cert_path.name}")
+
+    sa_key_path, sa_pub_path = cdir / "sa.key", cdir / "sa.pub"
+    sa_key, sa_why = _key(files.get(sa_key_path), sa_key_path)
+    if sa_key is None:
+        verdict(sa_key_path, REPLACE, sa_why)
+        verdict(sa_pub_path, REPLACE, "sa.key is new")
+        return out
+    out.usable[sa_key_path] = files[sa_key_path]
+    verdict(sa_key_path, KEEP, "trust material, always kept")
+    pub_data = files.get(sa_pub_path)
+    if pub_data is not None:
+        try:
+            ok = pki.public_key_matches(sa_key, pki.load_public_key(pub_data, str(sa_pub_path)))
+        except PkiError:
+            ok = False
+        if ok:
+            out.usable[sa_pub_path] = pub_data
+            verdict(sa_pub_path, KEEP, "belongs to sa.key")
+        else:
+            verdict(sa_pub_path, REPLACE, "does not belong to sa.key: derived again from it")
+    return out
+
+
+def survey_kubeconfigs(
+    cfg: KubeadmConfig, files: Mapping[PurePosixPath, bytes], ca_cert_pem: bytes, now: datetime
+) -> Survey:
+    """Check the control-plane kubeconfigs in ``files``: kept when the CA is ``ca_cert_pem``, the server is
+    kubeadm's and the embedded client certificate is valid, signed by that CA, for the right user."""
+    out = Survey()
+    ca_cert = pki.load_certificate(ca_cert_pem, "the cluster CA certificate")
+    kdir = PurePosixPath(DEFAULT_KUBERNETES_DIR)
+    for spec in kubeconfig_specs(cfg):
+        path = kdir / spec.file_name
+        data = files.get(path)
+        if data is None:
+            continue
+        if spec.file_name == "kubelet.conf":  # refers to the kubelet's pem; the kubelet-client step rewrites it
+            if embedded_ca(data) == ca_cert_pem:
+                out.verdicts.append(FileVerdict(path, KEEP, "trusts the CA in use"))
+            else:
+                out.verdicts.append(FileVerdict(path, REPLACE, "does not embed pki/ca.crt"))
+            continue
+        why = _kubeconfig_problem(data, spec, ca_cert, now)
+        if why:
+            out.verdicts.append(FileVerdict(path, REPLACE, why))
+        else:
+            out.usable[path] = data
+            out.verdicts.append(FileVerdict(path, KEEP, "valid, trusts and is signed by the CA in use"))
+    return out
+
+
+def _kubeconfig_problem(data: bytes, spec: KubeconfigSpec, ca_cert: x509.Certificate, now: datetime) -> str:
+    try:
+        cluster, user = Kubeconfig.from_yaml(data).current()
+    except (KubereviveError, ValueError, TypeError, AttributeError, LookupError):
+        return "unreadable kubeconfig"
+    if cluster.certificate_authority_data is None:
+        return "no embedded CA"
+    try:
+        embedded = pki.load_certificate(cluster.certificate_authority_data, "certificate-authority-data")
+    except PkiError:
+        return "unreadable embedded CA"
+    if embedded != ca_cert:
+        return "embeds another CA than pki/ca.crt"
+    if cluster.server != spec.server:
+        return f"server {cluster.server}, kubeadm writes {spec.server}"
+    if user.client_certificate_data is None or user.client_key_data is None:
+        return "no embedded client certificate and key"
+    cert, why = _cert_problem(user.client_certificate_data, PurePosixPath(spec.file_name), now)
+    key, key_why = _key(user.client_key_data, PurePosixPath(spec.file_name))
+    if cert is None or why:
+        return f"client certificate {why}"
+    if key is None:
+        return f"client key {key_why}"
+    why = _leaf_problem(cert, key, ca_cert, spec.client_name, None)
+    return f"client certificate: {why}" if why else ""
+
+
+def manifest_verdicts(cfg: KubeadmConfig, facts: NodeFacts, files: Mapping[PurePosixPath, bytes]) -> list[FileVerdict]:
+    """Each static Pod manifest on the node against what kubeadm writes for ``cfg``."""
+    out = []
+    for a in build_manifests(cfg, facts):
+        data = files.get(a.path)
+        if data is None:
+            continue
+        if data == a.content:
+            out.append(FileVerdict(a.path, KEEP, "what kubeadm writes for the stored ClusterConfiguration"))
+        else:
+            out.append(FileVerdict(a.path, REPLACE, "differs from what kubeadm writes for the ClusterConfiguration"))
+    return out
+
+
+def survey_node(
+    cfg: KubeadmConfig,
+    facts: NodeFacts,
+    files: Mapping[PurePosixPath, bytes],
+    kept: Mapping[PurePosixPath, bytes],
+    now: datetime,
+) -> list[FileVerdict]:
+    """Every kubeadm file on the node judged against ``cfg``, and the files missing (action ``replace``,
+    why ``missing``). Empty of non-``keep`` verdicts means nothing to rebuild."""
+    merged = dict(files) | dict(kept)
+    pki_survey = survey_pki(cfg, merged, now)
+    verdicts = list(pki_survey.verdicts)
+    cdir = PurePosixPath(cfg.cluster.certificates_dir)
+    ca = pki_survey.usable.get(cdir / "ca.crt")
+    if ca is not None:
+        verdicts += survey_kubeconfigs(cfg, merged, ca, now).verdicts
+    else:
+        kdir = PurePosixPath(DEFAULT_KUBERNETES_DIR)
+        for spec in kubeconfig_specs(cfg):
+            if kdir / spec.file_name in merged:
+                verdicts.append(FileVerdict(kdir / spec.file_name, REPLACE, "the cluster CA is new"))
+    verdicts += manifest_verdicts(cfg, facts, merged)
+    present = {v.path for v in verdicts}
+    expected = [p for spec in pki.certificate_specs(cfg) for p in (spec.cert_path(str(cdir)), spec.key_path(str(cdir)))]
+    expected += [cdir / n for n in ("sa.key", "sa.pub")]
+    expected += [PurePosixPath(DEFAULT_KUBERNETES_DIR) / s.file_name for s in kubeconfig_specs(cfg)]
+    expected += [a.path for a in build_manifests(cfg, facts)]
+    for p in expected:
+        if p not in present and p not in merged:
+            verdicts.append(FileVerdict(p, REPLACE, "missing"))
+            present.add(p)
+    return verdicts
+
+
+def embedded_ca(kubeconfig: bytes) -> bytes | None:
+    """The CA a kubeconfig's current context trusts (``certificate-authority-data``), None when unreadable."""
+    try:
+        kc = Kubeconfig.from_yaml(kubeconfig)
+    except (KubereviveError, ValueError, TypeError, AttributeError, LookupError):
+        return None
+    try:
+        cluster = kc.current()[0]
+    except KubereviveError:  # cluster-info: one cluster, no context
+        if len(kc.clusters) != 1:
+            return None
+        cluster = next(iter(kc.clusters.values()))
+    return cluster.certificate_authority_data
+
+
+def trust_changes(
+    cfg: KubeadmConfig,
+    usable: Mapping[PurePosixPath, bytes],
+    cluster_ca: bytes | None,
+    token_key_ids: frozenset[str],
+) -> dict[str, bool]:
+    """Which trust material the rest of the cluster will see as new after this recovery.
+
+    ``usable`` is what survives valid (kept material included, :func:`survey_pki`). A CA on the node is new
+    to the cluster when the cluster trusts another one: ``cluster_ca`` is the CA that
+    ``kube-public/cluster-info`` in etcd carries (a CA a half-done ``kubeadm init phase certs ca`` made is not
+    the cluster's). sa.key is new when ServiceAccount tokens the kubelet holds (``token_key_ids``, the JWT
+    ``kid`` headers) exist and none was signed by it."""
+    cdir = PurePosixPath(cfg.cluster.certificates_dir)
+    ca = usable.get(cdir / "ca.crt")
+    new_ca = ca is None
+    if ca is not None and cluster_ca is not None:
+        try:
+            theirs = pki.load_certificate(cluster_ca, "the CA of kube-public/cluster-info")
+            new_ca = theirs.public_key() != pki.load_certificate(ca, "ca.crt").public_key()
+        except PkiError:
+            new_ca = False  # nothing readable to compare with: the CA on the node stands
+    sa = usable.get(cdir / "sa.key")
+    new_sa = sa is None or (bool(token_key_ids) and not token_key_ids & satokens.key_ids(sa))
+    return {"new_ca": new_ca, "new_front_proxy": cdir / "front-proxy-ca.crt" not in usable, "new_sa": new_sa}
+
+
 def _is_etcd_file(cfg: KubeadmConfig, path: PurePosixPath) -> bool:
-    rel = str(path.relative_to(cfg.cluster.certificates_dir))
+    """An etcd file of the PKI (etcd/*, apiserver-etcd-client.*); anything outside the PKI is not."""
+    cdir = PurePosixPath(cfg.cluster.certificates_dir)
+    if not path.is_relative_to(cdir):
+        return False
+    rel = str(path.relative_to(cdir))
     return rel.startswith("etcd/") or rel.startswith("apiserver-etcd-client.")
 
 
 def etcd_pki_artifacts(
     cfg: KubeadmConfig, now: datetime, on_node: Mapping[PurePosixPath, bytes], kept: Mapping[PurePosixPath, bytes]
 ) -> list[Artifact]:
-    """etcd CA (kept, on the node, or new), etcd server/peer/healthcheck certs, apiserver-etcd-client."""
-    existing = {p: b for p, b in on_node.items() if _is_etcd_file(cfg, p)} | {
-        p: b for p, b in kept.items() if _is_etcd_file(cfg, p)
-    }
-    bundle = pki.build_certificates(cfg, now, existing)
-    arts = [a for a in bundle.artifacts if _is_etcd_file(cfg, a.path)]
+    """etcd CA (kept, surviving with its key, or new), etcd server/peer/healthcheck certs, apiserver-etcd-client.
+
+    Surviving etcd files that are valid and consistent are reused; the others are rebuilt."""
+    survey = survey_pki(cfg, dict(on_node) | dict(kept), now)
+    bundle = pki.build_certificates(cfg, now, survey.usable)
+    arts = [a for a in survey.rebuilt + bundle.artifacts if _is_etcd_file(cfg, a.path)]
     return _kept_artifacts(cfg, kept, on_node, "etcd") + arts
 
 
 def pki_artifacts(
     cfg: KubeadmConfig, now: datetime, on_node: Mapping[PurePosixPath, bytes], kept: Mapping[PurePosixPath, bytes]
 ) -> list[Artifact]:
-    """Cluster CA, front-proxy CA, sa key pair and every leaf (etcd ones already on the node are reused)."""
-    bundle = pki.build_certificates(cfg, now, dict(on_node) | dict(kept))
-    return _kept_artifacts(cfg, kept, on_node, "cluster") + bundle.artifacts
+    """Cluster CA, front-proxy CA, sa key pair and every leaf: what survives valid is reused, the rest rebuilt."""
+    survey = survey_pki(cfg, dict(on_node) | dict(kept), now)
+    bundle = pki.build_certificates(cfg, now, survey.usable)
+    return _kept_artifacts(cfg, kept, on_node, "cluster") + survey.rebuilt + bundle.artifacts
 
 
 def ca_pair(cfg: KubeadmConfig, on_node: Mapping[PurePosixPath, bytes]) -> tuple[bytes, bytes]:
@@ -359,19 +702,11 @@ def control_plane_kubeconfigs(
 ) -> list[Artifact]:
     """admin.conf, super-admin.conf, controller-manager.conf, scheduler.conf (kubelet.conf comes later).
 
-    A kubeconfig already on the node that trusts the current CA is kept; one that trusts another CA is
-    replaced (the writer moves it aside)."""
-    kdir = PurePosixPath(DEFAULT_KUBERNETES_DIR)
-    same_ca = {p: b for p, b in on_node.items() if p.parent == kdir and _embedded_ca(b) == ca_cert}
-    return [a for a in build_kubeconfigs(cfg, ca_cert, ca_key, now, same_ca) if a.path.name != "kubelet.conf"]
-
-
-def _embedded_ca(data: bytes) -> bytes | None:
-    try:
-        doc = yaml.safe_load(data)
-        return base64.b64decode(doc["clusters"][0]["cluster"]["certificate-authority-data"])
-    except (yaml.YAMLError, LookupError, TypeError, ValueError):
-        return None
+    A kubeconfig already on the node is kept when :func:`survey_kubeconfigs` finds it valid (the current CA,
+    kubeadm's server, a valid client certificate of that CA for the right user); any other is replaced (the
+    writer moves it aside)."""
+    usable = survey_kubeconfigs(cfg, on_node, ca_cert, now).usable
+    return [a for a in build_kubeconfigs(cfg, ca_cert, ca_key, now, usable) if a.path.name != "kubelet.conf"]
 
 
 def manifests_for(cfg: KubeadmConfig, facts: NodeFacts, components: tuple[str, ...]) -> list[Artifact]:

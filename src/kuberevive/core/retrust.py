@@ -25,10 +25,11 @@ Everything here is pure: bytes and dicts in, files and verdicts out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 import yaml
+from cryptography import x509
 
 from kuberevive.core import pki, yamlfmt
 from kuberevive.core.kubeconfig import Kubeconfig, render_kubeconfig
@@ -135,6 +136,124 @@ def node_trust_files(
     )
 
 
+# ------------------------------------------------------------------------------------- lost kubelet credentials
+#
+# A node whose kubelet can no longer authenticate (a worker that lost /etc/kubernetes: its kubelet has no
+# kubelet.conf and crash-loops; or a client certificate that expired or comes from another CA) stops posting
+# its status. Two signals together decide that recover repairs it, because each alone is ambiguous:
+#
+# 1. the API: the node's Lease in kube-node-lease has expired (not renewed for its leaseDurationSeconds, 40 s;
+#    a kubelet renews it every 10 s, and a kubelet restart takes seconds), or the Node is not Ready with a
+#    heartbeat older than STALE_HEARTBEAT. The Lease expires before the node-lifecycle controller marks the
+#    Node Unknown (grace period 50 s) and long before a NotReady toleration runs out (300 s by default), so
+#    the repair can come before any eviction;
+# 2. its files, read over SSH: kubelet.conf or the kubelet's client CA file missing or not the cluster's CA,
+#    or the client certificate missing, expired, not signed by the cluster CA or not for system:node:<name>.
+#
+# A node whose files are fine (a network problem, a stopped kubelet, a full disk) is reported and left alone:
+# new credentials would not help it.
+
+STALE_HEARTBEAT = timedelta(seconds=40)
+
+
+def _time(raw: object, tz: tzinfo | None) -> datetime | None:
+    text = str(raw or "")
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=tz)
+        except ValueError:
+            continue
+    return None
+
+
+def unreporting_nodes(
+    nodes: list[dict[str, Any]], leases: list[dict[str, Any]], me: str, now: datetime
+) -> list[tuple[str, str]]:
+    """Nodes other than ``me`` (and not control-plane nodes) whose Lease expired, or that are not Ready with a
+    heartbeat older than :data:`STALE_HEARTBEAT`: (name, why)."""
+    renewed: dict[str, tuple[datetime | None, int]] = {}
+    for lease in leases:
+        spec = lease.get("spec") or {}
+        name = str((lease.get("metadata") or {}).get("name") or "")
+        renewed[name] = (_time(spec.get("renewTime"), now.tzinfo), int(spec.get("leaseDurationSeconds") or 40))
+    out = []
+    for n in nodes:
+        meta = n.get("metadata") or {}
+        name = str(meta.get("name") or "")
+        if not name or name == me or "node-role.kubernetes.io/control-plane" in (meta.get("labels") or {}):
+            continue
+        renew, duration = renewed.get(name, (None, 40))
+        if renew is not None and (now - renew).total_seconds() > duration:
+            out.append((name, f"its Lease was last renewed {int((now - renew).total_seconds())} s ago"))
+            continue
+        ready = [c for c in (n.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"]
+        if not ready:
+            out.append((name, "no Ready condition"))
+            continue
+        cond = ready[0]
+        if cond.get("status") == "True":
+            continue
+        raw = str(cond.get("lastHeartbeatTime") or "")
+        beat = _time(raw, now.tzinfo)
+        if beat is None:
+            out.append((name, f"Ready={cond.get('status')}, unreadable heartbeat {raw!r}"))
+        elif now - beat >= STALE_HEARTBEAT:
+            age = int((now - beat).total_seconds())
+            out.append((name, f"Ready={cond.get('status')}, last heartbeat {raw} ({age} s ago)"))
+    return out
+
+
+def trust_problems(
+    node_name: str,
+    ca_cert_pem: bytes,
+    client_ca: bytes | None,
+    kubelet_conf: bytes | None,
+    client_pem: bytes | None,
+    now: datetime,
+) -> list[str]:
+    """What keeps this node's kubelet from authenticating to (or trusting) the cluster; empty when nothing."""
+    ca = pki.load_certificate(ca_cert_pem, "the cluster CA certificate")
+    problems = []
+    if client_ca is None:
+        problems.append("the kubelet's client CA file is missing")
+    elif not _same_certificate(client_ca, ca):
+        problems.append("the kubelet's client CA file is not the cluster CA")
+    if kubelet_conf is None:
+        problems.append(f"{KUBELET_CONF} is missing")
+        return problems
+    try:
+        cluster, user = Kubeconfig.from_yaml(kubelet_conf).current()
+    except (KubereviveError, ValueError, KeyError, TypeError, AttributeError):
+        problems.append(f"{KUBELET_CONF} is unreadable")
+        return problems
+    if cluster.certificate_authority_data is None or not _same_certificate(cluster.certificate_authority_data, ca):
+        problems.append(f"{KUBELET_CONF} does not embed the cluster CA")
+    pem = user.client_certificate_data or client_pem
+    if pem is None:
+        problems.append("the kubelet's client certificate is missing")
+        return problems
+    try:
+        cert = pki.load_certificate(pem, "the kubelet's client certificate")
+    except KubereviveError:
+        problems.append("the kubelet's client certificate is unreadable")
+        return problems
+    if not pki.verify_signed_by(cert, ca):
+        problems.append("the kubelet's client certificate is not signed by the cluster CA")
+    if now > cert.not_valid_after_utc:
+        problems.append("the kubelet's client certificate has expired")
+    cn = [a.value for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    if cn != [f"system:node:{node_name}"]:
+        problems.append(f"the kubelet's client certificate is for {cn}, not system:node:{node_name}")
+    return problems
+
+
+def _same_certificate(pem: bytes, ca: x509.Certificate) -> bool:
+    try:
+        return pki.load_certificate(pem, "a CA certificate") == ca
+    except KubereviveError:
+        return False
+
+
 def ready_since(node: dict[str, Any], since: datetime) -> tuple[bool, str]:
     """The Node is Ready with a heartbeat at or after ``since`` (a status posted by a kubelet that the new
     control plane accepts), and (reason)."""
@@ -163,10 +282,13 @@ __all__ = [
     "KUBELET_CLIENT_CURRENT",
     "KUBELET_CONF",
     "KUBELET_CONFIG_YAML",
+    "STALE_HEARTBEAT",
     "NodeTrustFiles",
     "client_ca_file",
     "is_ready",
     "kubelet_conf_server",
     "node_trust_files",
     "ready_since",
+    "trust_problems",
+    "unreporting_nodes",
 ]

@@ -16,6 +16,7 @@ The node needs ``sh``, ``cat``, ``mv``, ``ln``, ``mkdir``, ``readlink`` and ``sy
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 
 from kuberevive.core.retrust import (
@@ -59,6 +60,8 @@ class NodeTrustState:
     kubelet_conf: bytes | None
     kubelet_config_yaml: bytes | None
     current_link: str | None
+    client_pem: bytes | None = None
+    """What ``kubelet-client-current.pem`` holds (the link followed)."""
 
 
 def _why(r: Result) -> str:
@@ -81,12 +84,22 @@ def read_node_state(t: Transport, client_ca_path: str | None = None) -> NodeTrus
         kubelet_conf=_read(t, KUBELET_CONF),
         kubelet_config_yaml=config,
         current_link=link.stdout.decode().strip() if link.ok else None,
+        client_pem=_read(t, KUBELET_CLIENT_CURRENT),
     )
 
 
 def retrust_node(t: Transport, files: NodeTrustFiles, stamp: str, restart: bool = True) -> list[str]:
     """Put ``files`` in place on the node and restart its kubelet; returns what was moved aside."""
     state = read_node_state(t, files.ca_path)
+    # a node that lost /etc/kubernetes has no directory to write into: make the ones kubeadm join makes
+    dirs = sorted(
+        {posixpath.dirname(files.ca_path), posixpath.dirname(KUBELET_CONF), posixpath.dirname(files.pem_path)}
+    )
+    r = t.run(["mkdir", "-p", "--", *dirs], timeout=30)
+    if not r.ok:
+        raise TransportError(
+            f"{t.name}: cannot create {', '.join(dirs)}: {_why(r)}", "check the node's disk, then run recover again"
+        )
     t.write_file(files.pem_path, files.pem, 0o600)
     replace = []
     if state.client_ca is not None and state.client_ca != files.ca_cert:

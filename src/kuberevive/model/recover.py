@@ -118,11 +118,15 @@ class RecoveryPlan:
     nothing_to_do: str = ""
     """Why there is nothing to do (a healthy node), when ``steps`` is empty."""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    node_repairs: tuple[tuple[str, str], ...] = ()
+    """With a healthy control plane: other nodes whose kubelet no longer reports (name, why); ``--apply``
+    probes them over SSH and repairs those whose credentials are lost or stale."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "identity": self.identity.as_dict() if self.identity else None,
             "nothing_to_do": self.nothing_to_do,
+            "node_repairs": [{"name": n, "why": w} for n, w in self.node_repairs],
             "steps": [s.as_dict() | {"done": s.id in self.done_steps} for s in self.steps],
             "notes": list(self.notes),
         }

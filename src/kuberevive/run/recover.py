@@ -32,9 +32,11 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from kuberevive.core import recover as core
+from kuberevive.core import satokens
 from kuberevive.core.k8sproto import decode_configmap, object_meta
 from kuberevive.core.kubeconfig import control_plane_url
-from kuberevive.core.retrust import ready_since
+from kuberevive.core.manifests import manifest_path
+from kuberevive.core.retrust import ready_since, unreporting_nodes
 from kuberevive.errors import EtcdError, KubeApiError, KubereviveError, NodeFsError, PlanError
 from kuberevive.io import node as nodeio
 from kuberevive.io import nodefacts
@@ -52,7 +54,9 @@ from kuberevive.run.waiting import wait_for as _wait
 
 Progress = Callable[[str], None]
 
-_STALE_TLS = re.compile(r"unknown ca|bad certificate|not trusted by the etcd CA|certificate verify failed", re.I)
+_STALE_TLS = re.compile(
+    r"unknown ca|bad certificate|not trusted by the etcd CA|certificate verify failed|alert internal error", re.I
+)
 
 ETCD_TIMEOUT = 180.0
 API_TIMEOUT = 300.0
@@ -91,18 +95,97 @@ def _admin_api(root: NodeRoot, timeout: float = 5.0) -> KubeApi | None:
     return KubeApi.from_kubeconfig(data, read_file=lambda p: root.read(p) or b"", timeout=timeout)
 
 
-def healthy_reason(root: NodeRoot) -> str:
-    """Non-empty (the reason) when the node has its control-plane files and the API answers /readyz."""
-    missing = [p for p in core.HEALTHY_FILES if not root.exists(p)]
-    if missing:
-        return ""
+HEALTHY = "the control plane is healthy: every kubeadm file is in place and valid and the API server answers /readyz"
+
+
+@dataclass
+class _Health:
+    """How the node stands before a new recovery: ``reason`` non-empty when nothing needs rebuilding."""
+
+    reason: str = ""
+    api: KubeApi | None = None
+    cfg: KubeadmConfig | None = None
+    verdicts: list[core.FileVerdict] = field(default_factory=list)
+
+
+def _api_config(api: KubeApi, identity: NodeIdentity) -> KubeadmConfig:
+    """The ClusterConfiguration (and KubeletConfiguration) the running API serves, joined with this node."""
+    cm = api.get("/api/v1/namespaces/kube-system/configmaps/kubeadm-config")
+    cluster_yaml = (cm.get("data") or {}).get("ClusterConfiguration")
+    if not cluster_yaml:
+        raise PlanError("kube-system/kubeadm-config has no ClusterConfiguration", "pass --config")
+    try:
+        kcm = api.get("/api/v1/namespaces/kube-system/configmaps/kubelet-config")
+        kubelet_yaml = (kcm.get("data") or {}).get("kubelet")
+    except KubeApiError:
+        kubelet_yaml = None
+    try:
+        pod = api.get(f"/api/v1/namespaces/kube-system/pods/kube-apiserver-{identity.node_name}")
+        endpoint = ((pod.get("metadata") or {}).get("annotations") or {}).get(core.APISERVER_ENDPOINT_ANNOTATION)
+    except KubeApiError:
+        endpoint = None
+    return core.final_config(core.refine_identity(identity, endpoint, []), cluster_yaml, kubelet_yaml)
+
+
+CLUSTER_INFO_KEY = "/registry/configmaps/kube-public/cluster-info"
+KUBELET_PODS = "/var/lib/kubelet/pods"
+
+
+def _token_key_ids(root: NodeRoot, limit: int = 20) -> frozenset[str]:
+    """The ``kid`` of ServiceAccount tokens the kubelet wrote into its pods' projected volumes (signed by the
+    cluster's current sa.key): at most ``limit`` tokens are read."""
+    kids: set[str] = set()
+    read = 0
+    for p in root.walk(KUBELET_PODS, limit=50_000):
+        if p.name != "token" or "kubernetes.io~projected" not in p.parts or read >= limit:
+            continue
+        try:
+            data = root.read(p, limit=64 * 1024)
+            read += 1
+            kid = satokens.jwt_header(data.decode()).get("kid") if data else None
+        except (KubereviveError, ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(kid, str) and kid:
+            kids.add(kid)
+    return frozenset(kids)
+
+
+def _files(root: NodeRoot, cfg: KubeadmConfig) -> dict[PurePosixPath, bytes]:
+    return root.read_tree(cfg.cluster.certificates_dir) | root.read_tree("/etc/kubernetes")
+
+
+def _health(root: NodeRoot, facts: NodeFacts) -> _Health:
+    """Healthy: the files the seed disaster removes exist, /readyz answers, and every kubeadm file checks out
+    against the ClusterConfiguration the API serves (a partial loss, e.g. only sa.key, is not healthy)."""
+    if any(not root.exists(p) for p in core.HEALTHY_FILES):
+        return _Health()
     try:
         api = _admin_api(root)
         if api is None or not api.readyz()[0]:
-            return ""
+            return _Health()
+        cfg = _api_config(api, core.identify(nodeio.gather_evidence(root)))
     except KubereviveError:
-        return ""
-    return "the control plane is healthy: its files are in place and the API server answers /readyz"
+        return _Health()
+    verdicts = core.survey_node(cfg, facts, _files(root, cfg), {}, datetime.now(UTC))
+    # a manifest that differs from what kuberevive renders (another kubeadm version, a local edit) does not make
+    # a working control plane "broken": only a missing one does
+    bad = [v for v in verdicts if v.action != core.KEEP and (v.path.suffix != ".yaml" or v.why == "missing")]
+    return _Health("" if bad else HEALTHY, api, cfg, bad)
+
+
+def healthy_reason(root: NodeRoot) -> str:
+    """Non-empty (the reason) when the node's kubeadm files are all in place and valid and /readyz answers."""
+    return _health(root, nodefacts.detect(root)).reason
+
+
+def _node_repairs(health: _Health, me: str) -> tuple[tuple[str, str], ...]:
+    assert health.api is not None
+    try:
+        nodes = health.api.get("/api/v1/nodes").get("items") or []
+        leases = health.api.get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases").get("items") or []
+    except KubereviveError:
+        return ()
+    return tuple(unreporting_nodes(nodes, leases, me, datetime.now(UTC)))
 
 
 # ------------------------------------------------------------------------------------- planning
@@ -130,7 +213,7 @@ class _Context:
         return core.final_config(self.identity, stored["cluster"], stored.get("kubelet"))
 
 
-def _identity_from_config(cfg: KubeadmConfig, fallback: NodeIdentity | None) -> NodeIdentity:
+def _identity_from_config(cfg: KubeadmConfig) -> NodeIdentity:
     local = cfg.cluster.etcd_local
     if local is None:
         raise PlanError("recover handles stacked (local) etcd only; the configuration uses external etcd", "")
@@ -170,13 +253,26 @@ def _prepare(
         cfg = ctx.final_cfg() if journal.data.get("config") else ctx.bootstrap_cfg()
         resuming = (f"resuming the recovery started at {journal.data['started_at']} (journal {JOURNAL})",)
         return ctx, core.make_plan(identity, cfg, kept, journal.done_steps(), notes=resuming)
-    reason = healthy_reason(root)
-    if reason:
-        return None, core.make_plan(None, None, kept, healthy_reason=reason)
+    health = _health(root, facts)
+    if health.reason:
+        assert health.cfg is not None
+        plan = core.make_plan(None, None, kept, healthy_reason=health.reason)
+        repairs = _node_repairs(health, health.cfg.node_name)
+        if not repairs:
+            return None, plan
+        note = (
+            "other nodes whose kubelet no longer reports: --apply reads their kubelet files over SSH and repairs "
+            "in place those whose credentials are lost or stale (the cluster CA, a client certificate, "
+            "kubelet.conf; containers kept); the others are left alone"
+        )
+        return None, dataclasses.replace(plan, node_repairs=repairs, notes=(note,))
     evidence = nodeio.gather_evidence(root)
-    detected = core.identify(evidence)
     given = _load_given(config_text, facts)
-    identity = _identity_from_config(given, detected) if given is not None else detected
+    if given is None:
+        identity = core.identify(evidence)
+    else:  # --config names the node, its address and versions
+        core.require_control_plane(evidence)
+        identity = _identity_from_config(given)
     ctx = _Context(root, identity, given, kept, facts, None)
     cfg = ctx.bootstrap_cfg()
     core.kept_files(cfg, kept)  # validate kept material before anything is written
@@ -191,7 +287,20 @@ def _prepare(
         )
     present = [f for f in evidence.kubernetes_files if f != str(JOURNAL)]
     if present:
-        notes.append(f"{len(present)} file(s) under /etc/kubernetes survive; valid ones are reused, others moved aside")
+        notes.append(
+            f"{len(present)} file(s) under /etc/kubernetes survive: each is kept when valid and consistent, "
+            "otherwise moved aside and rebuilt; surviving CA keys and sa.key are always kept"
+        )
+        # judged against the configuration the API still serves, else (files only) the bootstrap one
+        survey_cfg = health.cfg or cfg
+        files = _files(root, survey_cfg)
+        kept_paths = core.kept_files(survey_cfg, kept)
+        verdicts = core.survey_node(survey_cfg, facts, files, kept_paths, datetime.now(UTC))
+        for v in verdicts:
+            if health.cfg is None and given is None and v.path.parent.name == "manifests":
+                continue  # judged once the stored configuration is read (step 4)
+            if v.path in files or v.action != core.KEEP:
+                notes.append(v.line())
     return ctx, core.make_plan(identity, cfg, kept, notes=tuple(notes))
 
 
@@ -242,7 +351,8 @@ class Executor:
     def _on_node(self, cfg: KubeadmConfig) -> dict[PurePosixPath, bytes]:
         return self.root.read_tree(cfg.cluster.certificates_dir) | self.root.read_tree("/etc/kubernetes")
 
-    def _write(self, step_id: str, index: int, compute: Callable[[], list[Artifact]]) -> None:
+    def _write(self, step_id: str, index: int, compute: Callable[[], list[Artifact]]) -> list[str]:
+        """Write the step's files (recorded in the journal first); returns the paths that were already in place."""
         artifacts = self.journal.artifacts(step_id)
         if artifacts is None:
             artifacts = compute()
@@ -268,7 +378,12 @@ class Executor:
         for r in changed:
             if r.moved_aside_to:
                 self.result.messages.append(f"{r.artifact.path} moved aside to {r.moved_aside_to}")
+        if changed:
+            written = self.journal.data.setdefault("changed_files", [])
+            written.extend(str(r.artifact.path) for r in changed if str(r.artifact.path) not in written)
+            self.journal.save()
         self.progress(f"      wrote {len(changed)} file(s), {len(results) - len(changed)} already in place")
+        return [str(r.artifact.path) for r in results if r.action.value == "unchanged"]
 
     def _move_aside_replaced(self, artifacts: list[Artifact]) -> None:
         for a in artifacts:  # move replaced files aside first: /etc and /var may be different file systems
@@ -307,7 +422,8 @@ class Executor:
 
     def step_etcd_manifest(self, i: int) -> None:
         cfg = self.ctx.bootstrap_cfg()
-        self._write("etcd-manifest", i, lambda: core.manifests_for(cfg, self.ctx.facts, ("etcd",)))
+        unchanged = self._write("etcd-manifest", i, lambda: core.manifests_for(cfg, self.ctx.facts, ("etcd",)))
+        self._restart_stale_components(cfg, unchanged, ("etcd",))
         if self.journal.timing("etcd_manifest_written") is None:
             self.journal.timing("etcd_manifest_written", time.time())
 
@@ -367,6 +483,10 @@ class Executor:
                     "fix the file or run without --config to use the stored configuration; "
                     "the files this run wrote were moved aside",
                 )
+        info = client.get(CLUSTER_INFO_KEY)  # the CA the rest of the cluster trusts
+        cluster_ca = core.embedded_ca(decode_configmap(info).data.get("kubeconfig", "").encode()) if info else None
+        if cluster_ca:
+            self.journal.data["cluster_ca"] = base64.b64encode(cluster_ca).decode()
         self.ctx.identity = identity
         self.journal.data["identity"] = identity.as_dict()
         self.journal.data["config"] = {"cluster": cluster_yaml, "kubelet": kubelet_yaml}
@@ -383,9 +503,11 @@ class Executor:
         kept = core.kept_files(cfg, self.ctx.kept)
         now = datetime.now(UTC)
         if "trust" not in self.journal.data:  # before anything of this step is written
-            cdir = PurePosixPath(cfg.cluster.certificates_dir)
-            present = {str(p.relative_to(cdir)) for p in self._on_node(cfg) if p.is_relative_to(cdir)}
-            self.journal.data["trust"] = retrust.trust_flags(self.ctx.kept, present)
+            usable = core.survey_pki(cfg, self._on_node(cfg) | kept, now).usable  # what survives valid
+            cluster_ca = self.journal.data.get("cluster_ca")
+            self.journal.data["trust"] = core.trust_changes(
+                cfg, usable, base64.b64decode(cluster_ca) if cluster_ca else None, _token_key_ids(self.root)
+            )
             self.journal.save()
         self._write("certs", i, lambda: core.pki_artifacts(cfg, now, self._on_node(cfg), kept))
 
@@ -416,11 +538,32 @@ class Executor:
         if "guard" not in self.journal.data:  # the journal knows the guard is on before the manifest exists
             self.journal.data["guard"] = "on" if guarded else "off"
             self.journal.save()
-        self._write("control-plane-manifests", i, compute)
+        unchanged = self._write("control-plane-manifests", i, compute)
+        self._restart_stale_components(cfg, unchanged, ("kube-apiserver", "kube-controller-manager", "kube-scheduler"))
         if guarded:
             self.progress("      eviction guard on: kube-controller-manager runs without taint-eviction-controller")
         if self.journal.timing("control_plane_manifests_written") is None:
             self.journal.timing("control_plane_manifests_written", time.time())
+
+    def _restart_stale_components(
+        self, cfg: KubeadmConfig, unchanged_manifests: list[str], components: tuple[str, ...]
+    ) -> None:
+        """A control-plane container that survived (a partial loss) keeps the certificates and keys it loaded
+        at start; when this run replaced any of them and its manifest stayed the same (so the kubelet does not
+        restart it), its container is stopped: the kubelet starts it again from the same manifest at once."""
+        written = self.journal.data.get("changed_files") or []
+        pki_dir = cfg.cluster.certificates_dir.rstrip("/") + "/"
+        pki_changed = any(p.startswith(pki_dir) for p in written)
+        inputs = {
+            "etcd": any(p.startswith(pki_dir + "etcd/") for p in written),
+            "kube-apiserver": pki_changed,
+            "kube-controller-manager": pki_changed or "/etc/kubernetes/controller-manager.conf" in written,
+            "kube-scheduler": "/etc/kubernetes/scheduler.conf" in written,
+        }
+        for comp in components:
+            stale = inputs[comp] and str(manifest_path(comp)) in unchanged_manifests
+            if stale and nodeio.stop_containers(comp, self.ctx.identity.cri_socket):
+                self.progress(f"      {comp} ran with replaced certificates or keys: its container was restarted")
 
     def step_api_ready(self, i: int) -> None:
         api = self._api()
@@ -535,7 +678,7 @@ class Executor:
         if self.root.readlink(core.KUBELET_CLIENT_CURRENT) != target:
             if self.root.lstat(core.KUBELET_CLIENT_CURRENT) is not None:
                 aside = _move_aside_any(self.root, core.KUBELET_CLIENT_CURRENT)
-                self.result.messages.append(f"{core.KUBELET_CLIENT_CURRENT} (old CA) moved aside to {aside}")
+                self.result.messages.append(f"{core.KUBELET_CLIENT_CURRENT} (the previous one) moved aside to {aside}")
             self.root.replace_symlink(core.KUBELET_CLIENT_CURRENT, target)
         self.root.write_all([kubeconfig], force=True)
 
@@ -638,6 +781,23 @@ def _roll_back_written(root: NodeRoot, journal: Journal) -> list[str]:
     return moved
 
 
+def _repair_nodes(root: NodeRoot, plan: RecoveryPlan, options: RetrustOptions, progress: Progress) -> RecoveryResult:
+    """The control plane is healthy; other nodes' kubelets no longer report: probe them and repair in place."""
+    health = _health(root, nodefacts.detect(root))
+    if not health.reason or health.api is None or health.cfg is None:
+        raise PlanError("the control plane changed while recover was starting", "run 'kuberevive recover' again")
+    ca, key = core.ca_pair(health.cfg, _files(root, health.cfg))
+    repair = retrust.repair_nodes(health.api, health.cfg, ca, key, list(plan.node_repairs), options, progress)
+    if repair.failed:
+        raise PlanError(
+            f"{len(repair.failed)} node(s) could not be repaired: {'; '.join(repair.failed)[:600]}"
+            + (f" (repaired: {', '.join(repair.repaired)})" if repair.repaired else ""),
+            "fix the node's SSH access (--ssh-key, --known-hosts, --inventory), then run 'kuberevive recover --apply' "
+            "again",
+        )
+    return RecoveryResult(plan, messages=repair.messages, report={"node_repair": repair.as_dict()})
+
+
 def apply_recovery(
     root: NodeRoot,
     kept: Mapping[str, bytes] | None = None,
@@ -648,9 +808,13 @@ def apply_recovery(
 ) -> RecoveryResult:
     """Plan and execute (or resume) the recovery under the node's recovery lock."""
     env = dict(os.environ) if environ is None else dict(environ)
-    if Journal.load(root) is None:
+    journal = Journal.load(root)
+    if journal is None or journal.status != "running":
         # a node that is not a kubeadm node (or healthy) is told so before the lock file is created
         ctx0, plan0 = _prepare(root, kept or {}, config_text, env)
+        if ctx0 is None and plan0.node_repairs:
+            with recovery_lock(root):
+                return _repair_nodes(root, plan0, options or RetrustOptions(), progress)
         if ctx0 is None or not plan0.steps:
             return RecoveryResult(plan0)
     with recovery_lock(root):

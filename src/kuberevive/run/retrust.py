@@ -14,7 +14,7 @@ NotReady tolerations run out while the eviction guard holds.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
@@ -29,9 +29,10 @@ from kuberevive.core.manifests import parse_manifest, render_manifest
 from kuberevive.errors import KubeApiError, PlanError
 from kuberevive.io import csr_approve, restarts_apply, trust_apply
 from kuberevive.io.kubeapi import KubeApi
-from kuberevive.io.retrust_node import read_node_state, retrust_node
-from kuberevive.io.transport import Deadline, SshTarget, SshTransport, Transport, run_on_nodes
+from kuberevive.io.retrust_node import NodeTrustState, read_node_state, retrust_node
+from kuberevive.io.transport import Deadline, NodeResult, SshTarget, SshTransport, Transport, run_on_nodes
 from kuberevive.model.artifacts import Artifact, ArtifactKind
+from kuberevive.model.config import KubeadmConfig
 from kuberevive.model.inventory import Inventory, InventoryNode, from_node_objects
 from kuberevive.run.waiting import wait_for as _wait
 
@@ -230,31 +231,9 @@ def step_retrust_nodes(ex: Executor, i: int) -> None:
             todo.append(target)
     cfg = ex.ctx.final_cfg()
     ca, key = rcore.ca_pair(cfg, ex._on_node(cfg))
-    now = datetime.now(UTC)
-    backup_stamp = now.strftime("%Y%m%dT%H%M%S.%fZ")  # as NodeRoot names its backup directories
-    pem_stamp = now.strftime("%Y-%m-%d-%H-%M-%S")  # as the kubelet names kubelet-client-<stamp>.pem
-    default_server = control_plane_url(cfg)
-
-    def one(node: InventoryNode, t: Transport) -> list[str]:
-        state = read_node_state(t)
-        server = core.kubelet_conf_server(state.kubelet_conf, default_server)
-        files = core.node_trust_files(cfg, ca, key, node.name, server, state.client_ca_path, now, pem_stamp)
-        since = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
-        moved = retrust_node(t, files, backup_stamp)
-        path = f"/api/v1/nodes/{node.name}"
-        _wait(f"node {node.name} Ready", opts.node_timeout, lambda: core.ready_since(api.get(path), since), 1.0)
-        return moved
-
     if todo:
         ex.progress(f"      re-trusting {', '.join(n.name for n in todo)} over SSH")
-        results = run_on_nodes(
-            todo,
-            one,
-            _connect(opts),
-            name=lambda n: n.name,
-            concurrency=opts.concurrency,
-            timeout=opts.node_timeout + 60,
-        )
+        results = _retrust_in_place(api, cfg, ca, key, opts, todo)
         for name, r in results.items():
             if r.ok:
                 states[name] = {"state": "done", "seconds": round(r.seconds, 1)}
@@ -272,6 +251,127 @@ def step_retrust_nodes(ex: Executor, i: int) -> None:
             "again (it resumes here; the eviction guard stays on), or re-join them with "
             f"'{ex.join_command()}' and run it again with --skip-retrust",
         )
+
+
+def _retrust_in_place(
+    api: KubeApi,
+    cfg: KubeadmConfig,
+    ca: bytes,
+    key: bytes,
+    opts: RetrustOptions,
+    todo: list[InventoryNode],
+    probe: Callable[[InventoryNode, NodeTrustState], list[str]] | None = None,
+) -> dict[str, NodeResult[list[str]]]:
+    """Over SSH, in parallel: the cluster CA at each kubelet's clientCAFile, a client certificate from it,
+    kubelet.conf, the kubelet restarted; done when the Node is Ready with a heartbeat after the restart.
+
+    ``probe`` (the node-repair mode) looks at the node's files first: when it finds nothing wrong the node
+    is left untouched and the result says so (a ``ProbeClean`` error)."""
+    now = datetime.now(UTC)
+    backup_stamp = now.strftime("%Y%m%dT%H%M%S.%fZ")  # as NodeRoot names its backup directories
+    pem_stamp = now.strftime("%Y-%m-%d-%H-%M-%S")  # as the kubelet names kubelet-client-<stamp>.pem
+    default_server = control_plane_url(cfg)
+
+    def one(node: InventoryNode, t: Transport) -> list[str]:
+        state = read_node_state(t)
+        found: list[str] = []
+        if probe is not None:
+            found = probe(node, state)
+            if not found:
+                raise ProbeClean(
+                    f"{node.name}: its kubelet's files are in order (cluster CA, kubelet.conf, a valid client "
+                    "certificate), so new credentials would not help; left untouched",
+                    "look at the node itself: its kubelet (journalctl -u kubelet), network and disk",
+                )
+        server = core.kubelet_conf_server(state.kubelet_conf, default_server)
+        files = core.node_trust_files(cfg, ca, key, node.name, server, state.client_ca_path, now, pem_stamp)
+        since = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+        moved = retrust_node(t, files, backup_stamp)
+        path = f"/api/v1/nodes/{node.name}"
+        _wait(f"node {node.name} Ready", opts.node_timeout, lambda: core.ready_since(api.get(path), since), 1.0)
+        return [*(f"{node.name}: {p}" for p in found), *moved]
+
+    return run_on_nodes(
+        todo,
+        one,
+        _connect(opts),
+        name=lambda n: n.name,
+        concurrency=opts.concurrency,
+        timeout=opts.node_timeout + 60,
+    )
+
+
+class ProbeClean(PlanError):
+    """The node's kubelet files are fine: repair would not help."""
+
+
+@dataclass
+class NodeRepair:
+    """Run on a healthy control plane: nodes whose kubelet no longer reports, probed and repaired in place."""
+
+    candidates: list[tuple[str, str]]
+    repaired: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
+    """Not repaired on purpose: its kubelet files are in order, or it is not in the inventory."""
+    failed: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "candidates": [{"name": n, "why": w} for n, w in self.candidates],
+            "repaired": self.repaired,
+            "left_alone": self.left,
+            "failed": self.failed,
+        }
+
+
+def repair_nodes(
+    api: KubeApi,
+    cfg: KubeadmConfig,
+    ca: bytes,
+    key: bytes,
+    candidates: list[tuple[str, str]],
+    opts: RetrustOptions,
+    progress: Progress,
+) -> NodeRepair:
+    """Probe each candidate over SSH and repair those whose kubelet credentials are lost or stale, exactly
+    as the re-trust step does after a new CA; the others are reported and left alone."""
+    out = NodeRepair(candidates)
+    nodes = api.get("/api/v1/nodes").get("items") or []
+    inventory = opts.inventory or from_node_objects(nodes, opts.ssh_user, opts.ssh_port)
+    todo = []
+    for name, _why in candidates:
+        target = inventory.get(name)
+        if target is None:
+            out.left.append(
+                f"{name}: {dict(inventory.skipped).get(name, f'not in the inventory ({inventory.source})')}"
+            )
+        else:
+            todo.append(target)
+
+    clean: set[str] = set()
+
+    def probe(node: InventoryNode, state: NodeTrustState) -> list[str]:
+        pem = state.client_pem
+        found = core.trust_problems(node.name, ca, state.client_ca, state.kubelet_conf, pem, datetime.now(UTC))
+        if not found:
+            clean.add(node.name)
+        return found
+
+    if todo:
+        progress(f"probing {', '.join(n.name for n in todo)} over SSH")
+        for name, r in _retrust_in_place(api, cfg, ca, key, opts, todo, probe).items():
+            if r.ok:
+                out.repaired.append(name)
+                out.messages.extend(r.value or [])
+                progress(f"  {name}: repaired in place and Ready ({r.seconds:.1f} s)")
+            elif name in clean:
+                out.left.append(f"{name}: {r.error}")
+                progress(f"  {name}: left alone: {r.error}")
+            else:
+                out.failed.append(f"{name}: {r.error}")
+                progress(f"  {name}: FAILED: {r.error}")
+    return out
 
 
 # ------------------------------------------------------------------------------------- objects
@@ -396,12 +496,3 @@ def step_report(ex: Executor, i: int) -> None:
         f"      {n_ready}/{len(rep.nodes)} node(s) Ready, {len(rep.pending_csrs)} pending CSR(s), "
         f"{sum(1 for v in rep.token_reviews.values() if v['authenticated'])}/{len(rep.token_reviews)} TokenReview(s) ok"
     )
-
-
-def trust_flags(kept: Mapping[str, bytes], on_node_names: set[str]) -> dict[str, bool]:
-    """Which trust material is new: neither kept (``--ca-from``/backup) nor already on the node."""
-    return {
-        "new_ca": "ca.crt" not in kept and "ca.crt" not in on_node_names,
-        "new_front_proxy": "front-proxy-ca.crt" not in kept and "front-proxy-ca.crt" not in on_node_names,
-        "new_sa": "sa.key" not in kept and "sa.key" not in on_node_names,
-    }

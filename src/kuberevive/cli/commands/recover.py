@@ -143,7 +143,15 @@ def run(args: argparse.Namespace, env: Environment) -> int:
 
 def _print_plan(env: Environment, plan: RecoveryPlan) -> None:
     if not plan.steps:
-        env.out(f"nothing to recover: {plan.nothing_to_do}.")
+        env.out(f"nothing to recover on this node: {plan.nothing_to_do}.")
+        if plan.node_repairs:
+            for name, why in plan.node_repairs:
+                env.out(f"node {name}: its kubelet no longer reports ({why})")
+            for note in plan.notes:
+                env.out(f"note: {note}")
+            env.out(
+                "nothing was changed; run 'kuberevive recover --apply' (with --ssh-key/--known-hosts) to repair them."
+            )
         return
     ident = plan.identity
     if ident is not None:
@@ -167,7 +175,15 @@ def _print_plan(env: Environment, plan: RecoveryPlan) -> None:
 
 def _print_result(env: Environment, result: RecoveryResult) -> None:
     if not result.plan.steps:
-        env.out(f"nothing to recover: {result.plan.nothing_to_do}.")
+        env.out(f"nothing to recover on this node: {result.plan.nothing_to_do}.")
+        repair = result.report.get("node_repair")
+        if repair:
+            for m in result.messages:
+                env.out(f"note: {m}")
+            for name in repair["repaired"]:
+                env.out(f"node {name}: repaired in place (cluster CA, client certificate, kubelet.conf) and Ready")
+            for line in repair["left_alone"]:
+                env.out(f"node {line}")
         return
     for m in result.messages:
         env.out(f"note: {m}")
