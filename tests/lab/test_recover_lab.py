@@ -23,6 +23,7 @@ import yaml
 
 from kuberevive.lab import Lab, LabConfig
 from kuberevive.lab.demo import SEED_DISASTER
+from tests.single_binary import single_binary
 
 pytestmark = pytest.mark.lab
 
@@ -97,10 +98,21 @@ def ssh_args() -> list[str]:
     return ["--ssh-key", str(d / "id_ed25519"), "--known-hosts", str(d / "known_hosts")]
 
 
-def _recover(on_node: OnNode, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _recover(
+    on_node: OnNode, *args: str, env: dict[str, str] | None = None, program: str = "kuberevive"
+) -> subprocess.CompletedProcess[str]:
+    """``kuberevive recover ARGS`` on cp1: the installed package, or ``program`` (the single executable)."""
     prefix = ["env", *(f"{k}={v}" for k, v in (env or {}).items())]
     extra = ssh_args() if "--apply" in args else []
-    return on_node("cp1", *prefix, "kuberevive", "recover", *args, *extra, check=False, timeout=900)
+    return on_node("cp1", *prefix, program, "recover", *args, *extra, check=False, timeout=900)
+
+
+def _single_binary_without_python() -> tuple[str, dict[str, str]]:
+    """The single executable (packaging/build-binary.sh, under /var/cache/kuberevive, which the nodes see) and a
+    PATH without the installed package's scripts directory (issue 15: the node needs no Python for it)."""
+    cfg = LabConfig.from_env()
+    path = ":".join(p for p in cfg.node_path().split(":") if p != cfg.python_scripts_dir)
+    return str(single_binary()), {"PATH": path}
 
 
 def _assert_healthy(on_node: OnNode, before_cluster: dict[str, Any], before_manifests: dict[str, Any]) -> None:
@@ -155,6 +167,8 @@ def test_recover_with_kept_trust_keeps_the_other_nodes(fresh_lab: Lab, on_node: 
 
 
 def test_recover_seed_disaster_then_join_a_new_node(fresh_lab: Lab, on_node: OnNode) -> None:
+    """The seed disaster recovered by the single executable (issue 15), the package playing no part."""
+    binary, bare = _single_binary_without_python()
     before_manifests = _manifests(on_node)
     before_cluster = _cluster_configuration(on_node)
     before_containers = _workload_containers(on_node)
@@ -164,16 +178,16 @@ def test_recover_seed_disaster_then_join_a_new_node(fresh_lab: Lab, on_node: OnN
     init = {d["kind"]: d for d in yaml.safe_load_all(fresh_lab.cfg.init_config_file.read_text())}
     assert before_cluster["networking"]["podSubnet"] == init["ClusterConfiguration"]["networking"]["podSubnet"]
 
-    healthy = _recover(on_node)
+    healthy = _recover(on_node, env=bare, program=binary)
     assert healthy.returncode == 0 and "nothing to recover" in healthy.stdout
 
     _disaster(on_node)
-    plan = _recover(on_node)
+    plan = _recover(on_node, env=bare, program=binary)
     assert plan.returncode == 0, plan.stderr
     assert "etcd static Pod manifest" in plan.stdout and "nothing was changed" in plan.stdout
     assert on_node("cp1", "test", "-e", "/etc/kubernetes/pki", check=False).returncode != 0  # plan wrote nothing
 
-    run = _recover(on_node, "--apply")
+    run = _recover(on_node, "--apply", env=bare, program=binary)
     assert run.returncode == 0, run.stdout + run.stderr
     print(run.stdout)
     m = re.search(r"time from start to API ready: ([\d.]+) s \(components alone: .*= ([\d.]+) s\)", run.stdout)
