@@ -21,12 +21,19 @@ def kuberevive(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+#: The node's lock (held by every run that writes, shared with recover) and its directories: the tool's own state.
+LOCK = "var/lib/kuberevive/recover/lock"
+LOCK_AND_PARENTS = {LOCK, *(str(p) for p in Path(LOCK).parents if str(p) != ".")}
+
+
 def snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
-    """Every path below root with its full mode and (for files) its bytes."""
+    """Every path below root with its full mode and (for files) its bytes; the node's lock aside."""
     out: dict[str, tuple[int, bytes | None]] = {}
     for dirpath, dirs, files in os.walk(root):
         for name in dirs + files:
             p = Path(dirpath) / name
+            if str(p.relative_to(root)) in LOCK_AND_PARENTS:
+                continue
             st = p.lstat()
             out[str(p.relative_to(root))] = (st.st_mode, p.read_bytes() if p.is_file() else None)
     return out
@@ -164,8 +171,8 @@ def test_a_write_failing_part_way_is_rolled_back(populated: Path):
         (populated / "etc/kubernetes/pki" / name).unlink()
     manifest = populated / "etc/kubernetes/manifests/kube-scheduler.yaml"
     manifest.write_text(manifest.read_text() + "# local edit\n")
-    (populated / "var/lib").mkdir(parents=True)
-    (populated / "var/lib/kuberevive").write_text("in the way")
+    (populated / "var/lib/kuberevive").mkdir(parents=True, exist_ok=True)
+    (populated / "var/lib/kuberevive/backup").write_text("in the way")
     before = snapshot(populated)
     result = kuberevive("generate", "all", "--config", str(DEFAULTS), "--root", str(populated), "--force")
     assert_one_line_error(result, "rolled back")
