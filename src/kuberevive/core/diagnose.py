@@ -39,6 +39,7 @@ from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.core.manifests import ALL_COMPONENTS, components, manifest_flags, parse_manifest
 from kuberevive.core.redact import redact_url, redact_urls
 from kuberevive.errors import ConfigError, PkiError
+from kuberevive.model import yamlload
 from kuberevive.model.config import (
     DEFAULT_CERTIFICATES_DIR,
     DEFAULT_ETCD_DATA_DIR,
@@ -367,7 +368,7 @@ def _yaml_mapping(data: bytes | None) -> dict[str, Any]:
     if data is None:
         return {}
     try:
-        doc = yaml.safe_load(data)
+        doc = yamlload.load(data)
     except yaml.YAMLError:
         return {}
     return doc if isinstance(doc, dict) else {}
@@ -535,7 +536,7 @@ def resolve_config(snap: NodeSnapshot) -> ResolvedConfig:
     api_cfg = _api_cluster_configuration(snap)
     if api_cfg is not None and not strong:
         try:
-            local = yaml.safe_load_all(text) if text else []
+            local = yamlload.load_all(text) if text else []
             init = next((d for d in local if d.get("kind") == "InitConfiguration"), None)
             docs = [d for d in (init, api_cfg) if d is not None]
             source = "the kube-system/kubeadm-config ConfigMap" + (

@@ -27,6 +27,7 @@ from kuberevive.core.pki import (
     load_private_key,
 )
 from kuberevive.errors import PkiError
+from kuberevive.model import yamlload
 from kuberevive.model.artifacts import Artifact
 from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, KubeadmConfig, NodeFacts
 
@@ -58,7 +59,7 @@ def kubeconfig_paths() -> tuple[PurePosixPath, ...]:
 
 def _embedded_ca(data: bytes) -> bytes | None:
     try:
-        doc = yaml.safe_load(data)
+        doc = yamlload.load(data)
         clusters = doc.get("clusters") or []
         raw = clusters[0]["cluster"]["certificate-authority-data"]
         return base64.b64decode(raw)

@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import secrets
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -65,6 +66,10 @@ from kuberevive.core._netaddr import (
 from kuberevive.errors import ConfigError, PkiError
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import EncryptionAlgorithm, KubeadmConfig
+
+# cryptography warns about a common name longer than RFC 5280's 64 characters whenever such a name is built or
+# read back; kubeadm (Go) writes them for long node names, so they are expected here (see _name_attribute).
+warnings.filterwarnings("ignore", message="Attribute's length must be", category=UserWarning)
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
@@ -517,6 +522,10 @@ _PRINTABLE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 def _name_attribute(oid: x509.ObjectIdentifier, value: str) -> x509.NameAttribute[str]:
     # Go's encoding/asn1 writes PrintableString when every character allows it, else UTF8String.
     kind = _ASN1Type.PrintableString if set(value) <= _PRINTABLE else _ASN1Type.UTF8String
+    if oid == NameOID.COMMON_NAME and len(value) > 64:
+        # RFC 5280's ub-common-name (64) is not enforced by Go's crypto/x509, so kubeadm writes a kubelet
+        # certificate "system:node:<name>" for any valid node name (up to 253 characters): so do we (G-C-nodename-*)
+        return x509.NameAttribute(oid, value, _type=kind, _validate=False)
     return x509.NameAttribute(oid, value, _type=kind)
 
 
