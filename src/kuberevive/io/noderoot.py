@@ -239,7 +239,7 @@ class NodeRoot:
                 raise NodeFsError(f"{node_path} is a directory, expected a file", "move it away and run again")
             if not stat.S_ISREG(st.st_mode):
                 raise NodeFsError(
-                    f"{node_path} is not a regular file (a {_kind(st.st_mode)})", "move it away and run again"
+                    f"{node_path} is not a regular file (a {file_kind(st.st_mode)})", "move it away and run again"
                 )
             if st.st_size > limit:
                 raise NodeFsError(
@@ -553,7 +553,8 @@ class NodeRoot:
                 d.rmdir()
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages: FIFO, socket, device."""
     if stat.S_ISFIFO(mode):
         return "FIFO"
     if stat.S_ISSOCK(mode):
