@@ -100,8 +100,9 @@ def _split_image(ref: str) -> tuple[str, str, str]:
     return repo, short, tag
 
 
-def identify(evidence: NodeEvidence) -> NodeIdentity:
-    """Who this node is, from what survives on it. PlanError when it is not a kubeadm control-plane node."""
+def identify(evidence: NodeEvidence, config_version: str | None = None) -> NodeIdentity:
+    """Who this node is, from what survives on it. PlanError when it is not a kubeadm control-plane node.
+    ``config_version``: the version ``--config`` gives, used when neither a kubelet nor an image tells (R-3)."""
     if evidence.kubelet_config_yaml is None and not evidence.kubeadm_flags_present:
         raise PlanError(
             "this is not a kubeadm node: neither /var/lib/kubelet/config.yaml nor "
@@ -157,6 +158,9 @@ def identify(evidence: NodeEvidence) -> NodeIdentity:
     version = evidence.kubelet_version
     if version:
         sources.append(("Kubernetes version", "kubelet --version (until kubeadm-config is read)"))
+    elif config_version:
+        version = config_version
+        sources.append(("Kubernetes version", "--config"))
     else:
         apiservers = sorted(_split_image(i)[2] for i in evidence.images if _split_image(i)[1] == "kube-apiserver")
         if not apiservers:

@@ -174,8 +174,8 @@ def _prepare(
     if reason:
         return None, core.make_plan(None, None, kept, healthy_reason=reason)
     evidence = nodeio.gather_evidence(root)
-    detected = core.identify(evidence)
     given = _load_given(config_text, facts)
+    detected = core.identify(evidence, given.cluster.kubernetes_version if given is not None else None)
     identity = _identity_from_config(given, detected) if given is not None else detected
     ctx = _Context(root, identity, given, kept, facts, None)
     cfg = ctx.bootstrap_cfg()
