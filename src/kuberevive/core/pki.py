@@ -664,6 +664,8 @@ class PkiBundle:
     """CA names (``ca``, ``front-proxy-ca``, ``etcd-ca``) found without their key: their leaves were not made."""
     warnings: list[str] = field(default_factory=list)
     """kubeadm prints these and goes on (dropped SANs, expired reused certs)."""
+    expired: list[PurePosixPath] = field(default_factory=list)
+    """Existing certificates kept although expired (CAs always; leaves unless ``renew_expired``)."""
     authorities: dict[str, Authority] = field(default_factory=dict)
 
     @property
@@ -700,11 +702,19 @@ class _Existing:
         return load_public_key(self._files[path], str(path)) if path in self._files else None
 
 
-def _check_period(cert: x509.Certificate, path: PurePosixPath, now: datetime, warnings: list[str]) -> None:
+def _check_period(cert: x509.Certificate, path: PurePosixPath, now: datetime, bundle: PkiBundle, renew: str) -> None:
+    """Warn about a certificate that is kept although not valid now; ``renew`` says how to renew it."""
     if now < cert.not_valid_before_utc:
-        warnings.append(f"{path} is not valid yet (NotBefore {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC)")
+        bundle.warnings.append(f"{path} is not valid yet (NotBefore {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC)")
     elif now > cert.not_valid_after_utc:
-        warnings.append(f"{path} has expired (NotAfter {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC)")
+        bundle.expired.append(path)
+        bundle.warnings.append(
+            f"{path} has expired (NotAfter {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC) and was kept; {renew}"
+        )
+
+
+def is_expired(cert: x509.Certificate, now: datetime) -> bool:
+    return now > cert.not_valid_after_utc
 
 
 def _cert_artifacts(spec: CertSpec, cert: x509.Certificate, key: PrivateKey, cdir: str, issuer: str) -> list[Artifact]:
@@ -737,7 +747,7 @@ def _load_authority(
             f"{cert_path} is not a CA certificate (basic constraints lack CA:TRUE)",
             f"Restore the real {spec.name} certificate or move {cert_path} aside to create a new CA.",
         )
-    _check_period(cert, cert_path, now, bundle.warnings)
+    _check_period(cert, cert_path, now, bundle, "a CA is never renewed in place: recover with a new CA instead")
     key = existing.key(key_path)
     bundle.reused.append(cert_path)
     if key is None:
@@ -759,8 +769,10 @@ def _validate_existing_leaf(
     existing: _Existing,
     now: datetime,
     bundle: PkiBundle,
+    renew_expired: bool = False,
 ) -> bool:
-    """True when the leaf exists and may be kept; False when it is absent; PkiError when it is unusable."""
+    """True when the leaf exists and may be kept; False when it is absent (or expired and ``renew_expired``: it is
+    then issued again, and the writer moves the old pair aside); PkiError when it is unusable."""
     cdir = cfg.cluster.certificates_dir
     cert_path, key_path = spec.cert_path(cdir), spec.key_path(cdir)
     if not existing.has(cert_path) and not existing.has(key_path):
@@ -787,7 +799,9 @@ def _validate_existing_leaf(
             f"{cert_path} is not signed by {spec.signer} ({spec.signer}.crt)",
             "Move the certificate and its key aside so that they are signed again by the current CA.",
         )
-    _check_period(cert, cert_path, now, bundle.warnings)
+    if renew_expired and authority.key is not None and is_expired(cert, now):
+        return False
+    _check_period(cert, cert_path, now, bundle, "run again with --force to renew it (the old one is moved aside)")
     if spec.alt_names is not None:
         lacking = spec.alt_names(cfg).missing_from(certificate_alt_names(cert))
         if lacking:
@@ -836,7 +850,10 @@ def _service_account_keys(cfg: KubeadmConfig, existing: _Existing, bundle: PkiBu
 
 
 def build_certificates(
-    cfg: KubeadmConfig, now: datetime, existing: Mapping[PurePosixPath, bytes] | None = None
+    cfg: KubeadmConfig,
+    now: datetime,
+    existing: Mapping[PurePosixPath, bytes] | None = None,
+    renew_expired: bool = False,
 ) -> PkiBundle:
     """Everything ``kubeadm init phase certs all`` would write for ``cfg`` at time ``now``, given ``existing``.
 
@@ -865,7 +882,7 @@ def build_certificates(
 
         assert spec.signer is not None
         authority = bundle.authorities[spec.signer]
-        if _validate_existing_leaf(spec, cfg, authority, files, now, bundle):
+        if _validate_existing_leaf(spec, cfg, authority, files, now, bundle, renew_expired):
             continue
         assert authority.key is not None  # external CA without the leaf raised above
         alt_names = spec.alt_names(cfg) if spec.alt_names is not None else None

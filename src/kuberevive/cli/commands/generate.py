@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     if not args.json:
         env.progress(f"generating {target.value} for node {cfg.node_name} ({cfg.cluster.encryption_algorithm.value})")
     if args.dry_run:
-        result = generate(target, cfg, facts, datetime.now(UTC), _existing(root, cfg))
+        result = generate(target, cfg, facts, datetime.now(UTC), _existing(root, cfg), renew_expired=args.force)
         try:
             written: list[WriteResult] = root.plan(result.artifacts, force=args.force)
         except ExistingFileError:
@@ -89,14 +89,14 @@ def run(args: argparse.Namespace, env: Environment) -> int:
             ]
             notes = [f"removed {p}, left by an interrupted run" for p in root.remove_stale_tmp(own_dirs)]
             notes += finish_interrupted(root)
-            result = generate(target, cfg, facts, datetime.now(UTC), _existing(root, cfg))
+            result = generate(target, cfg, facts, datetime.now(UTC), _existing(root, cfg), renew_expired=args.force)
             written = write_set(root, result.artifacts, force=args.force)
     result.warnings[:0] = notes
 
     if args.json:
-        env.json(_as_json(args, target, written, result.reused, result.warnings))
+        env.json(_as_json(args, target, written, result.reused, result.warnings, result.expired))
     else:
-        _print_human(env, args, written, result.reused, result.warnings)
+        _print_human(env, args, written, result.reused, result.warnings, result.expired)
     return int(ExitStatus.OK)
 
 
@@ -111,7 +111,12 @@ def _action(r: WriteResult, dry_run: bool, force: bool) -> str:
 
 
 def _as_json(
-    args: argparse.Namespace, target: Target, written: list[WriteResult], reused: list[Any], warnings: list[str]
+    args: argparse.Namespace,
+    target: Target,
+    written: list[WriteResult],
+    reused: list[Any],
+    warnings: list[str],
+    expired: list[Any],
 ) -> dict[str, Any]:
     return {
         "command": "generate",
@@ -130,12 +135,18 @@ def _as_json(
             for r in written
         ],
         "reused": [str(p) for p in reused],
+        "expired": [str(p) for p in expired],
         "warnings": warnings,
     }
 
 
 def _print_human(
-    env: Environment, args: argparse.Namespace, written: list[WriteResult], reused: list[Any], warnings: list[str]
+    env: Environment,
+    args: argparse.Namespace,
+    written: list[WriteResult],
+    reused: list[Any],
+    warnings: list[str],
+    expired: list[Any],
 ) -> None:
     verb = "would write" if args.dry_run else "wrote"
     changed = [r for r in written if r.action is not WriteAction.UNCHANGED]
@@ -151,6 +162,6 @@ def _print_human(
             line += f"  (old file moved to {r.moved_aside_to})"
         env.out(line)
     for p in reused:
-        env.out(f"  {'kept (valid)':<24}       {p}")
+        env.out(f"  {'kept (expired)' if p in expired else 'kept (valid)':<24}       {p}")
     for w in warnings:
         env.out(f"warning: {w}")
