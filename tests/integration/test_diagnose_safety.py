@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.integration.oddfiles import make_fifo, make_zero_link
 from tests.integration.test_diagnose_cli import CONFIG, node
 
 __all__ = ["node"]  # the fixture, shared
@@ -50,18 +50,11 @@ def about(data: list[dict[str, Any]], subject: str) -> list[str]:
 
 
 def fifo(path: Path) -> None:
-    path.unlink(missing_ok=True)
-    os.mkfifo(path)
+    make_fifo(path.parent, path)
 
 
 def zero(path: Path) -> None:
-    """A link to /dev/zero, with a real /dev/zero inside the root (where the link is resolved)."""
-    root = next(p for p in path.parents if p.name == "node")
-    (root / "dev").mkdir(exist_ok=True)
-    if not (root / "dev/zero").exists():
-        os.mknod(root / "dev/zero", 0o666 | stat.S_IFCHR, os.makedev(1, 5))
-    path.unlink(missing_ok=True)
-    path.symlink_to("/dev/zero")
+    make_zero_link(next(p for p in path.parents if p.name == "node"), path)
 
 
 def huge(path: Path) -> None:

@@ -7,7 +7,6 @@ Each case carries its adversarial id, so ``grep -rn G-F1 tests`` finds it.
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,6 +15,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+
+from tests.integration.oddfiles import make_fifo, make_zero_link
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEFAULTS = CONFIGS / "defaults.yaml"
@@ -123,17 +124,6 @@ def test_G_C_nodename_long_node_names_kubeadm_accepts_are_generated(tmp_path: Pa
     assert again.returncode == 0 and '"action": "create"' not in again.stdout, again.stderr  # read back, reused
 
 
-def _fifo(root: Path, path: Path) -> None:
-    os.mkfifo(path)
-
-
-def _zero(root: Path, path: Path) -> None:
-    """A link to /dev/zero, with a real /dev/zero inside the root (the link is resolved there)."""
-    (root / "dev").mkdir()
-    os.mknod(root / "dev/zero", 0o666 | stat.S_IFCHR, os.makedev(1, 5))
-    path.symlink_to("/dev/zero")
-
-
 def _directory(root: Path, path: Path) -> None:
     (path / "x").mkdir(parents=True)
 
@@ -148,9 +138,9 @@ def _without_lock(snapshot: dict[str, int]) -> dict[str, int]:
 @pytest.mark.parametrize(
     ("case", "node_path", "make", "fragment"),
     [
-        ("G-F1", "etc/kubernetes/admin.conf", _fifo, "not a regular file (a FIFO)"),
-        ("G-F2", "etc/kubernetes/pki/ca.crt", _fifo, "not a regular file (a FIFO)"),
-        ("G-F3", "etc/kubernetes/kubelet.conf", _zero, "not a regular file (a device)"),
+        ("G-F1", "etc/kubernetes/admin.conf", make_fifo, "not a regular file (a FIFO)"),
+        ("G-F2", "etc/kubernetes/pki/ca.crt", make_fifo, "not a regular file (a FIFO)"),
+        ("G-F3", "etc/kubernetes/kubelet.conf", make_zero_link, "not a regular file (a device)"),
         ("G-D1f", "etc/kubernetes/pki/ca.key", _directory, "is a directory"),
     ],
 )
