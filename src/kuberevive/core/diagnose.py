@@ -1165,12 +1165,14 @@ def _manifest_findings(snap: NodeSnapshot, cfg: KubeadmConfig | None, out: _Out)
             if not _FILE_FLAG.search(name) or not value.startswith("/"):
                 continue
             if not snap.has(value):
+                why = _unreadable_reason(snap, PurePosixPath(value))
                 out.add(
                     "manifest.missing-file",
                     Severity.ERROR,
                     Area.MANIFEST,
                     path,
-                    f"{comp}: --{name} points at {value}, which does not exist",
+                    f"{comp}: --{name} points at {value}, which "
+                    + (f"cannot be read ({why})" if why else "does not exist"),
                     f"restore {value} (or regenerate it with 'kuberevive generate')",
                     flag=name,
                     file=value,
@@ -1572,6 +1574,11 @@ _CA_NAME = re.compile(r"ca\.(crt|pem)(\.(bak|old|orig|save|backup)|~)?")
 def _ca_candidates(snap: NodeSnapshot, cdir: PurePosixPath, role: str) -> list[CaCandidate]:
     """Copies of the cluster CA on the node: backups, ``*.bak``/``.old`` files, a worker's ca.crt, kubelet.conf."""
     found: list[CaCandidate] = []
+    node_key = _key(snap.content(cdir / "ca.key"), str(cdir / "ca.key"))  # a copy of ca.crt + this key: CA kept
+
+    def matches_node_key(cert: x509.Certificate) -> bool:
+        return node_key is not None and pki.key_matches_certificate(node_key, cert)
+
     for p, info in sorted(snap.files.items()):
         if info.kind != "file" or info.content is None or not _CA_NAME.fullmatch(p.name) or "etcd" in p.parts:
             continue
@@ -1582,7 +1589,7 @@ def _ca_candidates(snap: NodeSnapshot, cdir: PurePosixPath, role: str) -> list[C
             continue
         key_path = p.parent / p.name.replace(".crt", ".key").replace(".pem", ".key")
         key = _key(snap.content(key_path), str(key_path))
-        key_ok = key is not None and pki.key_matches_certificate(key, cert)
+        key_ok = (key is not None and pki.key_matches_certificate(key, cert)) or matches_node_key(cert)
         if str(p).startswith(f"{BACKUP_DIR}/"):
             origin = "kuberevive backup"
         elif p == cdir / "ca.crt":
@@ -1600,7 +1607,7 @@ def _ca_candidates(snap: NodeSnapshot, cdir: PurePosixPath, role: str) -> list[C
                     CaCandidate(
                         f"{KUBERNETES_DIR / 'kubelet.conf'} (certificate-authority-data)",
                         ca,
-                        False,
+                        matches_node_key(ca),
                         "kubelet kubeconfig",
                     )
                 )
