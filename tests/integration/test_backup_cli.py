@@ -229,7 +229,7 @@ def test_passphrase_never_on_the_command_line_and_required(tmp_path: Path, node:
     assert_one_line_error(r, "--passphrase-file", "KUBEREVIVE_PASSPHRASE")
     assert not (tmp_path / "x.age").exists()
     usage = kuberevive("backup", "create", "--root", str(node), "--out", str(tmp_path / "x.age"), "--passphrase", "x")
-    assert usage.returncode == 2  # no abbreviation of --passphrase-file: a secret is never taken as a file name
+    assert usage.returncode == 64  # no abbreviation of --passphrase-file: a secret is never taken as a file name
     assert not (tmp_path / "x.age").exists()
 
 

@@ -260,7 +260,7 @@ def g_s2(c: Case) -> Run:
 def g_s5(c: Case) -> Run:
     c.generate()
     (c.root / "etc/kubernetes/admin.conf").write_text("changed by hand\n")
-    (c.root / "var/lib/kuberevive").mkdir(parents=True)
+    (c.root / "var/lib/kuberevive").mkdir(parents=True, exist_ok=True)  # generate made it for the node's lock
     (c.root / "var/lib/kuberevive/backup").symlink_to(c.victim)
     r = kuberevive(
         c.tmp, "generate", "all", "--config", str(CONFIGS / "defaults.yaml"), "--root", str(c.root), "--force"

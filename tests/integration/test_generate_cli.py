@@ -21,12 +21,19 @@ def kuberevive(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+#: The node's lock (held by every run that writes, shared with recover) and its directories: the tool's own state.
+LOCK = "var/lib/kuberevive/recover/lock"
+LOCK_AND_PARENTS = {LOCK, *(str(p) for p in Path(LOCK).parents if str(p) != ".")}
+
+
 def snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
-    """Every path below root with its full mode and (for files) its bytes."""
+    """Every path below root with its full mode and (for files) its bytes; the node's lock aside."""
     out: dict[str, tuple[int, bytes | None]] = {}
     for dirpath, dirs, files in os.walk(root):
         for name in dirs + files:
             p = Path(dirpath) / name
+            if str(p.relative_to(root)) in LOCK_AND_PARENTS:
+                continue
             st = p.lstat()
             out[str(p.relative_to(root))] = (st.st_mode, p.read_bytes() if p.is_file() else None)
     return out
@@ -164,8 +171,8 @@ def test_a_write_failing_part_way_is_rolled_back(populated: Path):
         (populated / "etc/kubernetes/pki" / name).unlink()
     manifest = populated / "etc/kubernetes/manifests/kube-scheduler.yaml"
     manifest.write_text(manifest.read_text() + "# local edit\n")
-    (populated / "var/lib").mkdir(parents=True)
-    (populated / "var/lib/kuberevive").write_text("in the way")
+    (populated / "var/lib/kuberevive").mkdir(parents=True, exist_ok=True)
+    (populated / "var/lib/kuberevive/backup").write_text("in the way")
     before = snapshot(populated)
     result = kuberevive("generate", "all", "--config", str(DEFAULTS), "--root", str(populated), "--force")
     assert_one_line_error(result, "rolled back")
@@ -177,3 +184,45 @@ def test_missing_config_file_and_missing_root(tmp_path: Path):
     assert_one_line_error(result, "does not exist")
     result = kuberevive("generate", "all", "--config", str(DEFAULTS), "--root", str(tmp_path / "missing"))
     assert_one_line_error(result, "root directory")
+
+
+def test_an_expired_certificate_is_labelled_expired_and_renewed_under_force(tmp_path: Path):
+    """ux (issue 18): on a node set up 800 days ago (CAs valid 10 years, leaves and kubeconfigs one year), the
+    expired certificates and kubeconfigs are "kept (expired)" with a warning, never "kept (valid)"; with --force
+    they are issued again by the same CA and the old files moved aside."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+
+    from kuberevive.core.generate import Target, generate
+    from kuberevive.model.config import NodeFacts
+    from kuberevive.model.kubeadm_yaml import load_kubeadm_config
+
+    facts = NodeFacts(hostname="cp1")
+    past = datetime.now(UTC) - timedelta(days=800)
+    for a in generate(Target.ALL, load_kubeadm_config(DEFAULTS.read_text(), facts), facts, past, {}).artifacts:
+        target = tmp_path / a.path.relative_to("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(a.content)
+        target.chmod(a.mode)
+    expired_files = ("/etc/kubernetes/pki/apiserver.crt", "/etc/kubernetes/admin.conf")
+
+    kept = kuberevive("generate", "all", "--config", str(DEFAULTS), "--root", str(tmp_path))
+    assert kept.returncode == 0, kept.stderr
+    for path in expired_files:
+        line = next(x for x in kept.stdout.splitlines() if x.rstrip().endswith(path))
+        assert "kept (expired)" in line and "valid" not in line, line
+    assert "/etc/kubernetes/pki/ca.crt" in next(x for x in kept.stdout.splitlines() if "kept (valid)" in x)
+    assert "admin.conf has expired and was kept" in kept.stdout, kept.stdout
+
+    renewed = kuberevive("generate", "all", "--config", str(DEFAULTS), "--root", str(tmp_path), "--force", "--json")
+    assert renewed.returncode == 0, renewed.stderr
+    report = json.loads(renewed.stdout)
+    files = {f["path"]: f for f in report["files"]}
+    for path in expired_files:
+        assert files[path]["action"] == "replace" and files[path]["moved_aside_to"], files[path]
+        assert (tmp_path / files[path]["moved_aside_to"].lstrip("/")).exists()
+    assert report["expired"] == []
+    assert "/etc/kubernetes/pki/ca.crt" in report["reused"]
+    cert = x509.load_pem_x509_certificate((tmp_path / "etc/kubernetes/pki/apiserver.crt").read_bytes())
+    assert cert.not_valid_after_utc > datetime.now(UTC)

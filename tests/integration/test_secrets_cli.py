@@ -1,6 +1,6 @@
 """F10 as real processes: no secret in any message.
 
-* B-C4: a mistaken ``--passphrase SECRET`` (or ``--passphrase=SECRET``) is a usage error (exit 2) that names the
+* B-C4: a mistaken ``--passphrase SECRET`` (or ``--passphrase=SECRET``) is a usage error (exit 64) that names the
   option and never the value, and ``recover`` no longer takes ``--passphrase`` for ``--passphrase-file``.
 * D-N5: diagnose (JSON and human) shows a kubeconfig server URL without its ``user:password@`` or ``?token=``,
   and never the kubeconfig's bearer token.
@@ -44,7 +44,7 @@ def root(tmp_path: Path) -> Path:
 
 
 def assert_usage_error_without(result: subprocess.CompletedProcess[str], *secrets: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert result.returncode == 64, (result.returncode, result.stderr)
     for s in secrets:
         assert s not in result.stdout + result.stderr, result.stderr
     assert "unrecognized arguments: --passphrase (values not shown)" in result.stderr, result.stderr
@@ -78,7 +78,7 @@ def test_B_C4_recover_does_not_take_passphrase_for_passphrase_file(tmp_path: Pat
     assert_usage_error_without(r, "right one")
     # other usage errors keep argparse's message
     r = kuberevive("backup", "create", "--root", str(root))
-    assert r.returncode == 2 and "the following arguments are required: --out" in r.stderr
+    assert r.returncode == 64 and "the following arguments are required: --out" in r.stderr
 
 
 def _credentials_in_admin_conf(root: Path) -> None:

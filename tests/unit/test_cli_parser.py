@@ -71,20 +71,20 @@ def _main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 )
 def test_B_C4_usage_error_shows_no_value(capsys: pytest.CaptureFixture[str], argv: list[str]):
     code, output = _main(capsys, *argv)
-    assert code == 2, output
+    assert code == 64, output
     assert SECRET not in output
     assert "unrecognized arguments: --" in output or "invalid choice: (value not shown)" in output, output
 
 
 def test_other_usage_errors_keep_argparse_messages(capsys: pytest.CaptureFixture[str]):
     code, output = _main(capsys, "backup", "create", "--root", "/nonexistent")
-    assert code == 2 and "the following arguments are required: --out" in output
+    assert code == 64 and "the following arguments are required: --out" in output
     code, output = _main(capsys, "backup", "prune", "/nonexistent", "--keep", "many")
-    assert code == 2 and "argument --keep: invalid int value: 'many'" in output
+    assert code == 64 and "argument --keep: invalid int value: 'many'" in output
     code, output = _main(capsys, "diagnos", "--root", "/nonexistent")
-    assert code == 2 and "invalid choice: 'diagnos'" in output  # a mistyped command is still shown
+    assert code == 64 and "invalid choice: 'diagnos'" in output  # a mistyped command is still shown
     code, output = _main(capsys, "generate", "everything", "--config", "c.yaml")
-    assert code == 2 and "invalid choice: 'everything'" in output
+    assert code == 64 and "invalid choice: 'everything'" in output
     code, output = _main(capsys, "--version")
     assert code == 0 and "kuberevive" in output
 
@@ -100,3 +100,24 @@ def test_main_drops_the_passphrase_from_os_environ(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("KUBEREVIVE_PASSPHRASE", SECRET)
     assert main(["--version"]) == 0
     assert "KUBEREVIVE_PASSPHRASE" not in os.environ
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["diagnose", "--bogus"],
+        ["diagnose", "--expiry-warning-days", "soon"],
+        ["generate", "all"],
+        ["recover", "--bogus"],
+        ["backup", "verify"],
+        ["restore-etcd"],
+        ["lab", "nothing"],
+        ["nothing"],
+        [],
+    ],
+)
+def test_usage_error_exit_code_is_64_for_every_command(capsys: pytest.CaptureFixture[str], argv: list[str]):
+    """ux (issue 18): a usage error is 64 (EX_USAGE), never diagnose's 2 ("errors found") nor any findings code."""
+    code, output = _main(capsys, *argv)
+    assert code == 64, output
+    assert "usage: kuberevive" in output

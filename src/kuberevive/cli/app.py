@@ -105,9 +105,12 @@ class Parser(argparse.ArgumentParser):
         return parsed
 
     def error(self, message: str) -> NoReturn:
+        """A usage error: usage and the reason on stderr, exit :attr:`ExitStatus.USAGE` (64, ``EX_USAGE``), a
+        code no command uses for anything else (argparse's own 2 is diagnose's "errors found")."""
         for value in _UNKNOWN_VALUES.get():  # argparse puts the offending value after ": " ("invalid choice: 'x'")
             message = message.replace(f": {value!r}", ": (value not shown)")
-        super().error(message)
+        self.print_usage(sys.stderr)
+        self.exit(int(ExitStatus.USAGE), f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,7 +135,7 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse already printed usage and the reason
+    except SystemExit as exc:  # argparse already printed usage and the reason (Parser.error: ExitStatus.USAGE)
         return int(exc.code or 0) and int(ExitStatus.USAGE)
     try:
         return int(args.func(args, env))

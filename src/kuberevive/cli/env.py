@@ -13,7 +13,7 @@ from typing import Any, TextIO
 class ExitStatus(enum.IntEnum):
     OK = 0
     ERROR = 1
-    USAGE = 2
+    USAGE = 64  # EX_USAGE: apart from every command's own codes (diagnose's 1-3 are findings)
     UNEXPECTED = 70
     INTERRUPTED = 130
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.core.manifests import ALL_COMPONENTS, components, manifest_flags, parse_manifest
 from kuberevive.core.redact import redact_url, redact_urls
 from kuberevive.errors import ConfigError, PkiError
+from kuberevive.model import yamlload
 from kuberevive.model.config import (
     DEFAULT_CERTIFICATES_DIR,
     DEFAULT_ETCD_DATA_DIR,
@@ -145,6 +147,9 @@ class FileInfo:
     content: bytes | None = None
     link: str | None = None
     """Target when the path itself is a symlink (the other fields describe the target)."""
+    error: str | None = None
+    """Why ``content`` is None although something is there (a FIFO, a device, too big, permission denied, a
+    symlink loop): reported as what it is, never as a missing file."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +207,8 @@ class NodeSnapshot:
     group: Mapping[str, int] = field(default_factory=dict)
     truncated: tuple[str, ...] = ()
     """Directories the collector stopped reading (too many files)."""
+    unreadable: Mapping[str, str] = field(default_factory=dict)
+    """Other node files the collector could not read (``/etc/passwd``, a kubeconfig's CA file, ...) -> why."""
 
     def content(self, path: PurePosixPath | str) -> bytes | None:
         info = self.files.get(PurePosixPath(path))
@@ -367,7 +374,7 @@ def _yaml_mapping(data: bytes | None) -> dict[str, Any]:
     if data is None:
         return {}
     try:
-        doc = yaml.safe_load(data)
+        doc = yamlload.load(data)
     except yaml.YAMLError:
         return {}
     return doc if isinstance(doc, dict) else {}
@@ -535,7 +542,7 @@ def resolve_config(snap: NodeSnapshot) -> ResolvedConfig:
     api_cfg = _api_cluster_configuration(snap)
     if api_cfg is not None and not strong:
         try:
-            local = yaml.safe_load_all(text) if text else []
+            local = yamlload.load_all(text) if text else []
             init = next((d for d in local if d.get("kind") == "InitConfiguration"), None)
             docs = [d for d in (init, api_cfg) if d is not None]
             source = "the kube-system/kubeadm-config ConfigMap" + (
@@ -607,8 +614,26 @@ def diagnose(snap: NodeSnapshot, options: Options | None = None) -> Report:
     _cis_findings(snap, role, cfg, cdir, opts, out)
     report.ca_verdict = _recovery_findings(snap, role, cfg, cdir, ca_cert, opts, out)
     _cluster_findings(snap, cdir, out)
+    _unreadable_findings(snap, out)
+    out.items[:] = [_hint_for_root(f, snap.root) for f in out.items]
     out.items.sort(key=lambda f: AREA_ORDER.index(f.area))
     return report
+
+
+_SHELL_FIX = re.compile(r"\b(chmod|chown) (\S+) (/\S*)")
+_OUR_COMMAND = re.compile(r"'kuberevive (generate|diagnose|recover|backup)([^']*)'")
+
+
+def _hint_for_root(finding: Finding, root: str) -> Finding:
+    """Under ``--root`` a hint names the files under the root (``chmod 600 /mnt/node/etc/...``: pasted on a
+    rescue host it must not change the rescue host's own /etc/kubernetes), and suggested kuberevive commands
+    carry ``--root``."""
+    if root == "/" or not finding.hint:
+        return finding
+    base = root.rstrip("/")
+    hint = _SHELL_FIX.sub(lambda m: f"{m[1]} {m[2]} {base}{m[3]}", finding.hint)
+    hint = _OUR_COMMAND.sub(lambda m: f"'kuberevive {m[1]}{m[2]} --root {base}'", hint)
+    return dataclasses.replace(finding, hint=hint)
 
 
 def _config_findings(resolved: ResolvedConfig, role: str, out: _Out) -> None:
@@ -643,9 +668,58 @@ def _config_findings(resolved: ResolvedConfig, role: str, out: _Out) -> None:
 
 
 def _missing(
-    out: _Out, area: Area, path: PurePosixPath, what: str, hint: str, severity: Severity = Severity.ERROR
+    out: _Out,
+    snap: NodeSnapshot,
+    area: Area,
+    path: PurePosixPath,
+    what: str,
+    hint: str,
+    severity: Severity = Severity.ERROR,
 ) -> None:
-    out.add("file.missing", severity, area, path, f"{what} is missing", hint)
+    """``what`` has no readable content: missing, or (D-6, D-8) something that is not a file kubeadm wrote."""
+    why = _unreadable_reason(snap, path)
+    if why is None:
+        out.add("file.missing", severity, area, path, f"{what} is missing", hint)
+    else:
+        out.add(
+            "file.unreadable",
+            severity,
+            area,
+            path,
+            f"{what} cannot be read: {why}",
+            "move it aside and restore the real file (from a backup), then run again",
+        )
+
+
+def _unreadable_reason(snap: NodeSnapshot, path: PurePosixPath) -> str | None:
+    """Why ``path`` is there but has no content, or None when it is simply missing."""
+    info = snap.files.get(PurePosixPath(path))
+    if info is None:
+        return None
+    if info.kind == "dir":
+        return "it is a directory"
+    if info.content is None:
+        return info.error or "it is not a regular file"
+    return None
+
+
+def _unreadable_findings(snap: NodeSnapshot, out: _Out) -> None:
+    """Every file the collector could not read and no other finding names (D-U3, D-10, D-11, D-14): diagnose goes
+    on, and says what it could not see."""
+    named = {f.subject for f in out.items}
+    found = {str(p): info.error for p, info in snap.files.items() if info.error} | dict(snap.unreadable)
+    for path, why in sorted(found.items()):
+        if path not in named:
+            out.add(
+                "file.unreadable",
+                Severity.WARNING,
+                Area.NODE,
+                path,
+                f"cannot be read: {why}; diagnose went on without it",
+                "run kuberevive diagnose as root"
+                if "permission denied" in why.lower()
+                else "move it aside if it is not a file kubeadm wrote (kubeadm writes regular files of a few KiB)",
+            )
 
 
 def _validity(
@@ -678,7 +752,7 @@ def _validity(
             area,
             subject,
             f"{name} expired on {_iso(na)}",
-            "renew it (kubeadm certs renew, or move it aside and run kuberevive generate)",
+            "renew it (kubeadm certs renew, or move it aside and run 'kuberevive generate certs')",
             **details,
         )
         return False
@@ -709,7 +783,7 @@ def _pki_findings(
             regen = "restore it from a backup; a new CA means every certificate and kubeconfig must be reissued"
         cert_data, key_data = snap.content(cert_path), snap.content(key_path)
         if cert_data is None:
-            _missing(out, Area.PKI, cert_path, f"the {spec.name} certificate", regen)
+            _missing(out, snap, Area.PKI, cert_path, f"the {spec.name} certificate", regen)
         if key_data is None:
             if spec.is_ca and cert_data is not None:
                 out.add(
@@ -721,7 +795,7 @@ def _pki_findings(
                     "restore the key from a backup; without it no new certificate can be signed by this CA",
                 )
             else:
-                _missing(out, Area.PKI, key_path, f"the {spec.name} key", regen)
+                _missing(out, snap, Area.PKI, key_path, f"the {spec.name} key", regen)
         if cert_data is None:
             continue
         try:
@@ -833,10 +907,11 @@ def _sa_findings(snap: NodeSnapshot, cdir: PurePosixPath, out: _Out) -> None:
     hint = "restore it from a backup; a new sa.key invalidates every ServiceAccount token issued so far"
     key_data, pub_data = snap.content(key_path), snap.content(pub_path)
     if key_data is None:
-        _missing(out, Area.PKI, key_path, "the service-account signing key", hint)
+        _missing(out, snap, Area.PKI, key_path, "the service-account signing key", hint)
     if pub_data is None:
         _missing(
             out,
+            snap,
             Area.PKI,
             pub_path,
             "the service-account public key",
@@ -869,6 +944,7 @@ def _worker_pki_findings(snap: NodeSnapshot, cdir: PurePosixPath, opts: Options,
     if data is None:
         _missing(
             out,
+            snap,
             Area.PKI,
             path,
             "the cluster CA certificate",
@@ -914,6 +990,7 @@ def _kubeconfig_findings(
     if data is None:
         _missing(
             out,
+            snap,
             Area.KUBECONFIG,
             path,
             f"the kubeconfig {path.name}",
@@ -1064,6 +1141,7 @@ def _manifest_findings(snap: NodeSnapshot, cfg: KubeadmConfig | None, out: _Out)
         if data is None:
             _missing(
                 out,
+                snap,
                 Area.MANIFEST,
                 path,
                 f"the {comp} static Pod manifest",
@@ -1087,12 +1165,14 @@ def _manifest_findings(snap: NodeSnapshot, cfg: KubeadmConfig | None, out: _Out)
             if not _FILE_FLAG.search(name) or not value.startswith("/"):
                 continue
             if not snap.has(value):
+                why = _unreadable_reason(snap, PurePosixPath(value))
                 out.add(
                     "manifest.missing-file",
                     Severity.ERROR,
                     Area.MANIFEST,
                     path,
-                    f"{comp}: --{name} points at {value}, which does not exist",
+                    f"{comp}: --{name} points at {value}, which "
+                    + (f"cannot be read ({why})" if why else "does not exist"),
                     f"restore {value} (or regenerate it with 'kuberevive generate')",
                     flag=name,
                     file=value,
@@ -1410,7 +1490,7 @@ def _cis_findings(
         defaults: list[tuple[PurePosixPath, str]] = []
         for path in paths(snap, cfg, cdir):
             info = snap.files.get(path)
-            if info is None:
+            if info is None or info.uid < 0:  # not there, or not even its owner could be seen (a loop)
                 continue
             checked += 1
             if item.check == "mode":
@@ -1494,6 +1574,11 @@ _CA_NAME = re.compile(r"ca\.(crt|pem)(\.(bak|old|orig|save|backup)|~)?")
 def _ca_candidates(snap: NodeSnapshot, cdir: PurePosixPath, role: str) -> list[CaCandidate]:
     """Copies of the cluster CA on the node: backups, ``*.bak``/``.old`` files, a worker's ca.crt, kubelet.conf."""
     found: list[CaCandidate] = []
+    node_key = _key(snap.content(cdir / "ca.key"), str(cdir / "ca.key"))  # a copy of ca.crt + this key: CA kept
+
+    def matches_node_key(cert: x509.Certificate) -> bool:
+        return node_key is not None and pki.key_matches_certificate(node_key, cert)
+
     for p, info in sorted(snap.files.items()):
         if info.kind != "file" or info.content is None or not _CA_NAME.fullmatch(p.name) or "etcd" in p.parts:
             continue
@@ -1504,7 +1589,7 @@ def _ca_candidates(snap: NodeSnapshot, cdir: PurePosixPath, role: str) -> list[C
             continue
         key_path = p.parent / p.name.replace(".crt", ".key").replace(".pem", ".key")
         key = _key(snap.content(key_path), str(key_path))
-        key_ok = key is not None and pki.key_matches_certificate(key, cert)
+        key_ok = (key is not None and pki.key_matches_certificate(key, cert)) or matches_node_key(cert)
         if str(p).startswith(f"{BACKUP_DIR}/"):
             origin = "kuberevive backup"
         elif p == cdir / "ca.crt":
@@ -1522,7 +1607,7 @@ def _ca_candidates(snap: NodeSnapshot, cdir: PurePosixPath, role: str) -> list[C
                     CaCandidate(
                         f"{KUBERNETES_DIR / 'kubelet.conf'} (certificate-authority-data)",
                         ca,
-                        False,
+                        matches_node_key(ca),
                         "kubelet kubeconfig",
                     )
                 )
@@ -1580,6 +1665,7 @@ def _recovery_findings(
         else:
             _missing(
                 out,
+                snap,
                 Area.RECOVERY,
                 path,
                 what,
@@ -1729,8 +1815,14 @@ def _ca_verdict(
         why = f"{cdir / 'ca.key'} is missing, so no certificate can be signed by the current CA"
     elif ca_cert is not None:
         why = f"{cdir / 'ca.key'} does not match ca.crt, or the CA has expired"
+    elif key is not None or snap.has(cdir / "ca.key"):
+        crt_why = _unreadable_reason(snap, cdir / "ca.crt")
+        state = f"cannot be read ({crt_why})" if crt_why else "is missing"
+        why = f"{cdir / 'ca.crt'} {state} while ca.key is present, and no copy of the certificate was found"
     else:
-        why = f"{cdir / 'ca.crt'} and ca.key are gone and no copy with its key was found"
+        crt_why = _unreadable_reason(snap, cdir / "ca.crt")
+        state = f"cannot be read ({crt_why})" if crt_why else "is gone"
+        why = f"{cdir / 'ca.crt'} {state}, ca.key is gone, and no copy with its key was found"
     old = [c for c in candidates if not c.key_ok]
     if old:
         why += f"; the old CA certificate survives in {old[0].path} (kubelets and workers trust it)"

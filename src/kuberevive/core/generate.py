@@ -22,11 +22,13 @@ from kuberevive.core.manifests import build_manifests
 from kuberevive.core.pki import (
     PkiBundle,
     build_certificates,
+    is_expired,
     key_matches_certificate,
     load_certificate,
     load_private_key,
 )
 from kuberevive.errors import PkiError
+from kuberevive.model import yamlload
 from kuberevive.model.artifacts import Artifact
 from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, KubeadmConfig, NodeFacts
 
@@ -45,6 +47,8 @@ class GenerateResult:
     artifacts: list[Artifact] = field(default_factory=list)
     reused: list[PurePosixPath] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    expired: list[PurePosixPath] = field(default_factory=list)
+    """Reused files whose certificate has expired (never "kept (valid)")."""
 
 
 def paths_to_read(cfg: KubeadmConfig) -> tuple[PurePosixPath, ...]:
@@ -58,12 +62,22 @@ def kubeconfig_paths() -> tuple[PurePosixPath, ...]:
 
 def _embedded_ca(data: bytes) -> bytes | None:
     try:
-        doc = yaml.safe_load(data)
+        doc = yamlload.load(data)
         clusters = doc.get("clusters") or []
         raw = clusters[0]["cluster"]["certificate-authority-data"]
         return base64.b64decode(raw)
     except (yaml.YAMLError, AttributeError, LookupError, TypeError, ValueError):
         return None
+
+
+def _client_cert_expired(data: bytes, now: datetime) -> bool:
+    """The kubeconfig's embedded client certificate has expired (False when there is none to judge)."""
+    try:
+        doc = yamlload.load(data)
+        raw = doc["users"][0]["user"]["client-certificate-data"]
+        return is_expired(load_certificate(base64.b64decode(raw), "kubeconfig"), now)
+    except (yaml.YAMLError, PkiError, AttributeError, LookupError, TypeError, ValueError):
+        return False
 
 
 def generate(
@@ -72,14 +86,17 @@ def generate(
     facts: NodeFacts,
     now: datetime,
     existing: Mapping[PurePosixPath, bytes],
+    renew_expired: bool = False,
 ) -> GenerateResult:
+    """``renew_expired`` (``--force``): expired leaf certificates and kubeconfigs are issued again."""
     result = GenerateResult()
     bundle: PkiBundle | None = None
     if target in (Target.CERTS, Target.ALL):
-        bundle = build_certificates(cfg, now, existing)
+        bundle = build_certificates(cfg, now, existing, renew_expired)
         result.warnings += bundle.warnings
         result.artifacts += bundle.artifacts
         result.reused += bundle.reused
+        result.expired += bundle.expired
 
     if target in (Target.KUBECONFIGS, Target.ALL):
         if bundle is not None:
@@ -93,10 +110,19 @@ def generate(
         else:
             for a in build_kubeconfigs(cfg, ca_cert, ca_key, now):
                 current = existing.get(a.path)
-                if current is not None and _embedded_ca(current) == ca_cert:
-                    result.reused.append(a.path)  # kubeadm keeps a kubeconfig that trusts the same CA
-                else:
+                if current is None or _embedded_ca(current) != ca_cert:
                     result.artifacts.append(a)
+                elif not _client_cert_expired(current, now):
+                    result.reused.append(a.path)  # kubeadm keeps a kubeconfig that trusts the same CA
+                elif renew_expired:
+                    result.artifacts.append(a)
+                else:
+                    result.reused.append(a.path)
+                    result.expired.append(a.path)
+                    result.warnings.append(
+                        f"the client certificate in {a.path} has expired and was kept; "
+                        "run again with --force to renew it (the old file is moved aside)"
+                    )
 
     if target in (Target.MANIFESTS, Target.ALL):
         external_ca = "ca" in bundle.external_cas if bundle is not None else _external_ca(cfg, existing)

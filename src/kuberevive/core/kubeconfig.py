@@ -40,6 +40,7 @@ from cryptography import x509
 from kuberevive.core import pki, yamlfmt
 from kuberevive.core._netaddr import advertise_ip, join_host_port, split_host_port
 from kuberevive.errors import ConfigError, PkiError
+from kuberevive.model import yamlload
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, KubeadmConfig
 
@@ -307,7 +308,7 @@ class Kubeconfig:
     def from_yaml(cls, text: str | bytes) -> Kubeconfig:
         """Parse kubeconfig YAML; raises ConfigError on anything that is not a v1 Config."""
         try:
-            doc = yaml.safe_load(text)
+            doc = yamlload.load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"kubeconfig is not valid YAML: {exc}") from exc
         if not isinstance(doc, dict):

@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import secrets
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -66,6 +67,10 @@ from kuberevive.core._netaddr import (
 from kuberevive.errors import PkiError
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import EncryptionAlgorithm, KubeadmConfig
+
+# cryptography warns about a common name longer than RFC 5280's 64 characters whenever such a name is built or
+# read back; kubeadm (Go) writes them for long node names, so they are expected here (see _name_attribute).
+warnings.filterwarnings("ignore", message="Attribute's length must be", category=UserWarning)
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
@@ -512,6 +517,10 @@ _PRINTABLE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 def _name_attribute(oid: x509.ObjectIdentifier, value: str) -> x509.NameAttribute[str]:
     # Go's encoding/asn1 writes PrintableString when every character allows it, else UTF8String.
     kind = _ASN1Type.PrintableString if set(value) <= _PRINTABLE else _ASN1Type.UTF8String
+    if oid == NameOID.COMMON_NAME and len(value) > 64:
+        # RFC 5280's ub-common-name (64) is not enforced by Go's crypto/x509, so kubeadm writes a kubelet
+        # certificate "system:node:<name>" for any valid node name (up to 253 characters): so do we (G-C-nodename-*)
+        return x509.NameAttribute(oid, value, _type=kind, _validate=False)
     return x509.NameAttribute(oid, value, _type=kind)
 
 
@@ -650,6 +659,8 @@ class PkiBundle:
     """CA names (``ca``, ``front-proxy-ca``, ``etcd-ca``) found without their key: their leaves were not made."""
     warnings: list[str] = field(default_factory=list)
     """kubeadm prints these and goes on (dropped SANs, expired reused certs)."""
+    expired: list[PurePosixPath] = field(default_factory=list)
+    """Existing certificates kept although expired (CAs always; leaves unless ``renew_expired``)."""
     authorities: dict[str, Authority] = field(default_factory=dict)
 
     @property
@@ -686,11 +697,19 @@ class _Existing:
         return load_public_key(self._files[path], str(path)) if path in self._files else None
 
 
-def _check_period(cert: x509.Certificate, path: PurePosixPath, now: datetime, warnings: list[str]) -> None:
+def _check_period(cert: x509.Certificate, path: PurePosixPath, now: datetime, bundle: PkiBundle, renew: str) -> None:
+    """Warn about a certificate that is kept although not valid now; ``renew`` says how to renew it."""
     if now < cert.not_valid_before_utc:
-        warnings.append(f"{path} is not valid yet (NotBefore {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC)")
+        bundle.warnings.append(f"{path} is not valid yet (NotBefore {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC)")
     elif now > cert.not_valid_after_utc:
-        warnings.append(f"{path} has expired (NotAfter {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC)")
+        bundle.expired.append(path)
+        bundle.warnings.append(
+            f"{path} has expired (NotAfter {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC) and was kept; {renew}"
+        )
+
+
+def is_expired(cert: x509.Certificate, now: datetime) -> bool:
+    return now > cert.not_valid_after_utc
 
 
 def _cert_artifacts(spec: CertSpec, cert: x509.Certificate, key: PrivateKey, cdir: str, issuer: str) -> list[Artifact]:
@@ -723,7 +742,7 @@ def _load_authority(
             f"{cert_path} is not a CA certificate (basic constraints lack CA:TRUE)",
             f"Restore the real {spec.name} certificate or move {cert_path} aside to create a new CA.",
         )
-    _check_period(cert, cert_path, now, bundle.warnings)
+    _check_period(cert, cert_path, now, bundle, "a CA is never renewed in place: recover with a new CA instead")
     key = existing.key(key_path)
     bundle.reused.append(cert_path)
     if key is None:
@@ -745,8 +764,10 @@ def _validate_existing_leaf(
     existing: _Existing,
     now: datetime,
     bundle: PkiBundle,
+    renew_expired: bool = False,
 ) -> bool:
-    """True when the leaf exists and may be kept; False when it is absent; PkiError when it is unusable."""
+    """True when the leaf exists and may be kept; False when it is absent (or expired and ``renew_expired``: it is
+    then issued again, and the writer moves the old pair aside); PkiError when it is unusable."""
     cdir = cfg.cluster.certificates_dir
     cert_path, key_path = spec.cert_path(cdir), spec.key_path(cdir)
     if not existing.has(cert_path) and not existing.has(key_path):
@@ -773,7 +794,9 @@ def _validate_existing_leaf(
             f"{cert_path} is not signed by {spec.signer} ({spec.signer}.crt)",
             "Move the certificate and its key aside so that they are signed again by the current CA.",
         )
-    _check_period(cert, cert_path, now, bundle.warnings)
+    if renew_expired and authority.key is not None and is_expired(cert, now):
+        return False
+    _check_period(cert, cert_path, now, bundle, "run again with --force to renew it (the old one is moved aside)")
     if spec.alt_names is not None:
         lacking = spec.alt_names(cfg).missing_from(certificate_alt_names(cert))
         if lacking:
@@ -822,7 +845,10 @@ def _service_account_keys(cfg: KubeadmConfig, existing: _Existing, bundle: PkiBu
 
 
 def build_certificates(
-    cfg: KubeadmConfig, now: datetime, existing: Mapping[PurePosixPath, bytes] | None = None
+    cfg: KubeadmConfig,
+    now: datetime,
+    existing: Mapping[PurePosixPath, bytes] | None = None,
+    renew_expired: bool = False,
 ) -> PkiBundle:
     """Everything ``kubeadm init phase certs all`` would write for ``cfg`` at time ``now``, given ``existing``.
 
@@ -851,7 +877,7 @@ def build_certificates(
 
         assert spec.signer is not None
         authority = bundle.authorities[spec.signer]
-        if _validate_existing_leaf(spec, cfg, authority, files, now, bundle):
+        if _validate_existing_leaf(spec, cfg, authority, files, now, bundle, renew_expired):
             continue
         assert authority.key is not None  # external CA without the leaf raised above
         alt_names = spec.alt_names(cfg) if spec.alt_names is not None else None

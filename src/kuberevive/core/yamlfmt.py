@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from kuberevive.model import yamlload
+
 _STR_TAG = "tag:yaml.org,2002:str"
 _VALUE_TAG = "tag:yaml.org,2002:value"  # PyYAML-only resolution of "="; Go writes it plain
 
@@ -124,4 +126,4 @@ def dump(obj: Any) -> str:
 
 
 def load(text: str | bytes) -> Any:
-    return yaml.safe_load(text)
+    return yamlload.load(text)

@@ -24,6 +24,7 @@ import yaml
 from kuberevive.core.redact import redact_url
 from kuberevive.errors import KubeApiError
 from kuberevive.io.tls import client_context
+from kuberevive.model import yamlload
 
 PATCH_TYPES = {
     "merge": "application/merge-patch+json",
@@ -72,7 +73,7 @@ class KubeApi:
         (default: the local file system), so a node's kubeconfig can be used through a root prefix."""
         reader = read_file or (lambda p: open(p, "rb").read())  # noqa: SIM115
         try:
-            doc = yaml.safe_load(data)
+            doc = yamlload.load(data)
             current = doc.get("current-context") or ""
             contexts = {c["name"]: c["context"] for c in doc.get("contexts") or []}
             clusters = {c["name"]: c["cluster"] for c in doc.get("clusters") or []}

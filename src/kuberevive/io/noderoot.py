@@ -19,26 +19,43 @@ Write guarantees:
   (outside ``/etc/kubernetes/manifests``, where the kubelet would run any file as a static pod);
 * all or nothing: conflicts are checked before the first write, and a failure part-way restores
   every file that was moved aside and removes every file that was created.
+
+One lock per node (:meth:`NodeRoot.lock`, ``flock`` on :data:`NODE_LOCK`) keeps every command that writes a set
+of files (``generate``, ``recover``) apart; the kernel drops it when the process dies. Under it, temporary files
+that only this tool names (``.<name>.kuberevive-tmp-<pid>``) are stale and :meth:`NodeRoot.remove_stale_tmp`
+removes them.
+
+Test hooks (:meth:`NodeRoot.with_test_hooks`, from the environment): ``KUBEREVIVE_TEST_FSYNC_DELAY=<seconds>``
+slows every ``fsync`` (a busy disk); ``KUBEREVIVE_TEST_KILL_AFTER_WRITE=<n>`` makes the process SIGKILL itself at
+the n-th write event (each atomic write has two: its temporary file written, then renamed into place).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
+import re
 import shutil
+import signal
 import stat
+import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
-from kuberevive.errors import ExistingFileError, NodeFsError
+from kuberevive.errors import ExistingFileError, KubereviveError, NodeFsError
 from kuberevive.model.artifacts import Artifact
 
 BACKUP_DIR = PurePosixPath("/var/lib/kuberevive/backup")
+#: The node's lock: held by every command that writes a set of files (generate, recover) for its whole run.
+NODE_LOCK = PurePosixPath("/var/lib/kuberevive/recover/lock")
+#: Temporary files of :meth:`NodeRoot.atomic_write` and :meth:`NodeRoot.replace_symlink` (and nothing else).
+TMP_NAME = re.compile(r"\..+\.kuberevive-tmp-[0-9]+")
 
 #: Modes kubeadm gives to directories it creates (only applied when the directory is missing).
 DIR_MODES: dict[PurePosixPath, int] = {
@@ -50,6 +67,8 @@ DIR_MODES: dict[PurePosixPath, int] = {
     PurePosixPath("/var/lib/etcd"): 0o700,
     PurePosixPath("/var/lib/kubelet"): 0o700,
     PurePosixPath("/var/lib/kuberevive"): 0o700,
+    PurePosixPath("/var/lib/kuberevive/generate"): 0o700,
+    PurePosixPath("/var/lib/kuberevive/recover"): 0o700,
 }
 DEFAULT_DIR_MODE = 0o755
 
@@ -98,6 +117,18 @@ class NodeRoot:
     """A node's filesystem seen through ``prefix`` (``/`` on a real node, a temp dir in tests)."""
 
     prefix: Path = field(default_factory=lambda: Path("/"))
+    fsync_delay: float = 0.0
+    """Test hook: seconds to wait before every ``fsync``."""
+    kill_after_write: int | None = None
+    """Test hook: SIGKILL this process at that write event (1-based)."""
+    _write_events: int = field(default=0, repr=False, compare=False)
+
+    @classmethod
+    def with_test_hooks(cls, prefix: Path, environ: Mapping[str, str]) -> NodeRoot:
+        """A root with the test hooks ``environ`` sets (see the module docstring)."""
+        delay = environ.get("KUBEREVIVE_TEST_FSYNC_DELAY", "")
+        kill = environ.get("KUBEREVIVE_TEST_KILL_AFTER_WRITE", "")
+        return cls(prefix, fsync_delay=float(delay) if delay else 0.0, kill_after_write=int(kill) if kill else None)
 
     def host_path(self, node_path: PurePosixPath | str, follow: bool = True) -> Path:
         """Where ``node_path`` is on this machine, resolved inside the root (see the module docstring).
@@ -208,7 +239,7 @@ class NodeRoot:
                 raise NodeFsError(f"{node_path} is a directory, expected a file", "move it away and run again")
             if not stat.S_ISREG(st.st_mode):
                 raise NodeFsError(
-                    f"{node_path} is not a regular file (a {_kind(st.st_mode)})", "move it away and run again"
+                    f"{node_path} is not a regular file (a {file_kind(st.st_mode)})", "move it away and run again"
                 )
             if st.st_size > limit:
                 raise NodeFsError(
@@ -368,7 +399,8 @@ class NodeRoot:
                 fh.write(content)
                 fh.flush()
                 os.fchmod(fh.fileno(), mode)  # the umask may have narrowed the mode given to open()
-                os.fsync(fh.fileno())
+                self._fsync(fh.fileno())
+            self._write_event()
             if replace:
                 os.replace(tmp, target)
             else:
@@ -384,6 +416,17 @@ class NodeRoot:
                 tmp.unlink()
             raise
         self._fsync_dir(target.parent)
+        self._write_event()
+
+    def _write_event(self) -> None:
+        self._write_events += 1
+        if self.kill_after_write is not None and self._write_events == self.kill_after_write:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _fsync(self, fd: int) -> None:
+        if self.fsync_delay:
+            time.sleep(self.fsync_delay)
+        os.fsync(fd)
 
     def replace_symlink(self, node_path: PurePosixPath, target: str) -> None:
         """Point the symlink at ``node_path`` to ``target`` atomically (a new link renamed over the old one).
@@ -446,13 +489,73 @@ class NodeRoot:
             os.chmod(host, mode)
             created_dirs.append(host)
 
-    @staticmethod
-    def _fsync_dir(path: Path) -> None:
+    def _fsync_dir(self, path: Path) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            os.fsync(fd)
+            self._fsync(fd)
         finally:
             os.close(fd)
+
+    # -- the node's lock and what a killed run leaves ----------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, command: str, error: type[KubereviveError] = NodeFsError) -> Iterator[None]:
+        """Hold the node's lock (:data:`NODE_LOCK`) for a whole run of ``command``, or raise ``error`` at once
+        when another run holds it. The lock file records the holder's pid and command."""
+        try:
+            self.ensure_dir(NODE_LOCK.parent)
+            fd = os.open(
+                self.host_path(NODE_LOCK, follow=False), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
+        except OSError as exc:
+            raise error(
+                f"cannot open the node's lock {NODE_LOCK}: {exc.strerror}; nothing was written",
+                f"make {NODE_LOCK.parent} a writable directory, then run again",
+            ) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 128, 0).decode(errors="replace").split()
+                pid, other = (holder[0] if holder else ""), (holder[1] if len(holder) > 1 else command)
+                raise error(
+                    f"another 'kuberevive {other}' is running on this node (lock {NODE_LOCK} held"
+                    + (f" by pid {pid})" if pid else ")"),
+                    "wait for it to finish; a killed run releases the lock by itself",
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+    def remove_stale_tmp(self, node_dirs: Iterable[PurePosixPath]) -> list[PurePosixPath]:
+        """Remove the temporary files this tool names (:data:`TMP_NAME`) in ``node_dirs``: under :meth:`lock` no
+        other run is writing, so each is left by a killed run. Nothing else is touched. Returns what was removed."""
+        removed: list[PurePosixPath] = []
+        for d in sorted(set(map(normalise, node_dirs))):
+            try:
+                host = self.host_path(d)
+                names = sorted(os.listdir(host)) if host.is_dir() else []
+            except (OSError, NodeFsError):
+                continue
+            for name in names:
+                if not TMP_NAME.fullmatch(name):
+                    continue
+                st = os.lstat(host / name)
+                if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                    (host / name).unlink()
+                    removed.append(d / name)
+        return removed
+
+    def remove_own(self, node_path: PurePosixPath) -> None:
+        """Remove a file this tool created for itself (a record of an unfinished run), and its directory when that
+        is now empty; never a node's file."""
+        host = self.host_path(node_path, follow=False)
+        with contextlib.suppress(FileNotFoundError):
+            host.unlink()
+        with contextlib.suppress(OSError):
+            host.parent.rmdir()  # only when empty
 
     def _rollback(self, done: list[WriteResult], created_dirs: list[Path]) -> None:
         # best effort: a failure here must not hide the error that caused the rollback (a file that cannot be
@@ -469,7 +572,8 @@ class NodeRoot:
                 d.rmdir()
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages: FIFO, socket, device."""
     if stat.S_ISFIFO(mode):
         return "FIFO"
     if stat.S_ISSOCK(mode):

@@ -27,7 +27,7 @@ from kuberevive.core.manifests import manifest_flags, parse_manifest
 from kuberevive.errors import ConfigError, KubeApiError, KubereviveError, NodeFsError
 from kuberevive.io import nodefacts, process
 from kuberevive.io.kubeapi import KubeApi
-from kuberevive.io.noderoot import NodeRoot
+from kuberevive.io.noderoot import NodeRoot, file_kind
 
 MAX_FILES = 5000
 MAX_FILE_BYTES = 1 << 20
@@ -63,7 +63,9 @@ class _Reader:
 
     def stat(self, node_path: PurePosixPath) -> d.FileInfo | None:
         """What ``node_path`` is (a symlink resolved inside the root, never on this machine), with its content
-        when it is a regular file of at most :data:`MAX_FILE_BYTES`."""
+        when it is a regular file of at most :data:`MAX_FILE_BYTES`. What cannot be read (a FIFO, a device, a
+        file too big, a symlink loop, permission denied) is recorded with the reason in ``error`` and diagnose
+        goes on (D-16, D-U3, D-6, D-8)."""
         if node_path in self.files:
             return self.files[node_path]
         try:
@@ -72,22 +74,30 @@ class _Reader:
                 return None
             link = self.root.readlink(node_path) if stat.S_ISLNK(lst.st_mode) else None
             st = self.root.stat(node_path) if link is not None else lst
-        except (NodeFsError, ValueError):  # a symlink loop; a NUL in a path a manifest names
-            st = None
-        except OSError as exc:
-            raise CollectError(f"cannot read {node_path}: {exc.strerror}", "run kuberevive diagnose as root") from None
-        if st is None:  # a dangling or looping symlink
+        except ValueError:  # a NUL in a path a manifest names
+            return None
+        except (NodeFsError, OSError) as exc:  # a symlink loop; a directory on the way that cannot be searched
+            why = exc.message if isinstance(exc, NodeFsError) else f"cannot look it up: {exc.strerror}"
+            info = d.FileInfo(node_path, "other", 0, -1, -1, 0, None, None, why)
+            self.files[node_path] = info
+            return info
+        if st is None:  # a dangling symlink
             return None
         kind = "file" if stat.S_ISREG(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode) else "other"
         content = None
-        if kind == "file" and st.st_size <= MAX_FILE_BYTES:
+        error = None
+        if kind == "other":
+            error = f"it is a {file_kind(st.st_mode)}, not a regular file"
+        elif kind == "file" and st.st_size > MAX_FILE_BYTES:
+            error = f"it is {st.st_size} bytes, far larger than any file kubeadm writes"
+        elif kind == "file":
             try:
                 content = self.root.read(node_path, limit=MAX_FILE_BYTES)
             except NodeFsError as exc:
-                if "permission denied" in exc.message:
-                    raise CollectError(exc.message, "run kuberevive diagnose as root") from None
-                content = None
-        info = d.FileInfo(node_path, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size, content, link)
+                error = exc.message.removeprefix(f"cannot read {node_path}: ")
+        info = d.FileInfo(
+            node_path, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size, content, link, error
+        )
         self.files[node_path] = info
         return info
 
@@ -230,12 +240,16 @@ def _probe(server: str, ca_pem: bytes) -> d.Probe:
     return d.Probe(True, f"HTTP {status}")
 
 
-def _read_quietly(root: NodeRoot, path: str) -> bytes | None:
+def _read_quietly(root: NodeRoot, path: str, unreadable: dict[str, str] | None = None) -> bytes | None:
     """A file a kubeconfig names (relative to /etc/kubernetes, as kubectl reads it there), or None when it
-    cannot be read as a regular file of a sane size (a FIFO, a device, a loop: no hang, no abort)."""
+    cannot be read as a regular file of a sane size (a FIFO, a device, a loop: no hang, no abort); why it could
+    not be read goes to ``unreadable`` (D-10, D-11, D-14, D-N6fifo, D-N6zero)."""
+    node_path = path if path.startswith("/") else f"{d.KUBERNETES_DIR}/{path}"
     try:
-        return root.read(path if path.startswith("/") else f"{d.KUBERNETES_DIR}/{path}", limit=MAX_FILE_BYTES)
-    except (KubereviveError, ValueError):
+        return root.read(node_path, limit=MAX_FILE_BYTES)
+    except (KubereviveError, ValueError) as exc:
+        if unreadable is not None:
+            unreadable[node_path] = getattr(exc, "message", str(exc)).removeprefix(f"cannot read {node_path}: ")
         return None
 
 
@@ -322,8 +336,21 @@ def collect(
             raise CollectError(
                 f"cannot read the configuration file {config_file}: {exc}", "check the --config path"
             ) from None
-    reader = _Reader(root)
     try:
+        os.listdir(root.prefix)
+    except OSError as exc:  # D-U1: one line and exit 3, as documented
+        raise CollectError(
+            f"cannot read the root directory {root_dir}: {exc.strerror}", "run kuberevive diagnose as root"
+        ) from None
+    reader = _Reader(root)
+    unreadable: dict[str, str] = {}
+    try:
+        # kubeadm's own files first, looked up directly, so that no number of other files can hide them (D-T3)
+        reader.tree(d.MANIFESTS_DIR, limit=200)
+        for name in d.KUBECONFIG_NAMES:
+            reader.stat(d.KUBERNETES_DIR / name)
+        for p in d.files_needed(None):
+            reader.tree(p, limit=500)
         reader.tree(d.KUBERNETES_DIR)
         for p in [d.KUBELET_CONFIG, d.KUBELET_FLAGS, *d.KUBELET_SERVICE_FILES]:
             reader.stat(p)
@@ -333,7 +360,7 @@ def collect(
         for p in reader.children(PurePosixPath("/etc")):
             if p.name.startswith("kubernetes") and p.name != "kubernetes":
                 reader.tree(p, limit=500)
-        passwd, group = _read_quietly(root, "/etc/passwd"), _read_quietly(root, "/etc/group")
+        passwd, group = _read_quietly(root, "/etc/passwd", unreadable), _read_quietly(root, "/etc/group", unreadable)
     except NodeFsError as exc:
         raise CollectError(exc.message, exc.hint) from None
     base = d.NodeSnapshot(
@@ -361,13 +388,16 @@ def collect(
         for value in flags.values():
             if value.startswith("/") and len(value) < 4096:
                 reader.stat(PurePosixPath(value))
-    etcd = _etcd(
-        root,
-        reader,
+    data_dir = (
         d.etcd_data_dir(base)
         if resolved.config is None or resolved.config.cluster.etcd_local is None
-        else PurePosixPath(resolved.config.cluster.etcd_local.data_dir),
+        else PurePosixPath(resolved.config.cluster.etcd_local.data_dir)
     )
+    try:
+        etcd = _etcd(root, reader, data_dir)
+    except NodeFsError as exc:  # a loop or an unsearchable directory on the way: a finding, not an abort
+        unreadable[str(data_dir)] = exc.message
+        etcd = None
     images: tuple[str, ...] | None = None
     images_note = "not checked (--offline)"
     addresses: tuple[str, ...] = ()
@@ -385,7 +415,7 @@ def collect(
         images, images_note = _images(root, socket_path)
         if root.prefix.resolve() == Path("/"):
             addresses = _addresses()
-        probes = _probes(reader.files, lambda p: _read_quietly(root, p))
+        probes = _probes(reader.files, lambda p: _read_quietly(root, p, unreadable))
         api, api_note = _api(root, kubeconfig, reader.files)
     return d.NodeSnapshot(
         root=base.root,
@@ -404,4 +434,5 @@ def collect(
         passwd=base.passwd,
         group=base.group,
         truncated=tuple(reader.truncated),
+        unreadable=unreadable,
     )

@@ -18,6 +18,7 @@ import yaml
 
 from kuberevive import KUBEADM_VERSION
 from kuberevive.errors import ConfigError
+from kuberevive.model import yamlload
 from kuberevive.model.config import (
     DNS,
     APIEndpoint,
@@ -102,12 +103,18 @@ def _mapping(raw: Any, where: str, allowed: set[str]) -> dict[str, Any]:
     return raw
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _str(raw: Any, where: str, default: str = "") -> str:
     if raw is None:
         return default
     if isinstance(raw, bool) or not isinstance(raw, str | int | float):
         raise _fail(where, f"expected a string, got {type(raw).__name__}")
-    return str(raw)
+    text = str(raw)
+    if _CONTROL.search(text):  # a NUL or newline ends up in a command line, a file name or a certificate
+        raise _fail(where, f"{text[:64]!r} holds a control character (NUL, newline, ...)")
+    return text
 
 
 def _bool(raw: Any, where: str, default: bool = False) -> bool:
@@ -134,6 +141,9 @@ def _list(raw: Any, where: str, item: Callable[[Any, str], T]) -> tuple[T, ...]:
     return tuple(item(v, f"{where}[{i}]") for i, v in enumerate(raw))
 
 
+_GO_MAX_DURATION_SECONDS = (2**63 - 1) / 1e9
+
+
 def parse_duration(text: str, where: str = "duration") -> timedelta:
     """Parse a Go ``time.Duration`` string such as ``87600h0m0s`` or ``1m30s``."""
     s = text.strip()
@@ -149,6 +159,8 @@ def parse_duration(text: str, where: str = "duration") -> timedelta:
         pos = m.end()
     if pos != len(s) or not s:
         raise _fail(where, f"{text!r} is not a duration (examples: 8760h0m0s, 4m, 30s)")
+    if seconds > _GO_MAX_DURATION_SECONDS:  # Go's time.ParseDuration: "invalid duration" (int64 nanoseconds)
+        raise _fail(where, f"{text[:40]!r} is longer than the longest duration kubeadm accepts (2562047h47m16s)")
     return timedelta(seconds=sign * seconds)
 
 
@@ -257,7 +269,7 @@ def _args(raw: Any, where: str, version: str) -> tuple[Arg, ...]:
         if not isinstance(raw, dict):
             raise _fail(where, "expected a map of flag name to value (v1beta3)")
         # kubeadm converts the v1beta3 map to a list sorted by name.
-        return tuple(Arg(str(k), _str(v, f"{where}.{k}")) for k, v in sorted(raw.items()))
+        return tuple(Arg(_str(k, f"{where} (a flag name)"), _str(v, f"{where}.{k}")) for k, v in sorted(raw.items()))
 
     def one(item: Any, w: str) -> Arg:
         m = _mapping(item, w, {"name", "value"})
@@ -521,8 +533,12 @@ def _init(
         nr_allowed.add("imagePullSerial")
     nr = _mapping(m.get("nodeRegistration"), nw, nr_allowed)
     name = _str(nr.get("name"), f"{nw}.name") or facts.hostname.lower()
-    if not _DNS1123_SUBDOMAIN.match(name):
-        raise _fail(f"{nw}.name", f"{name!r} is not a valid node name (lower-case DNS-1123 subdomain)")
+    if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):  # kubeadm: ValidateDNS1123Subdomain
+        raise _fail(
+            f"{nw}.name",
+            f"{name[:64]!r}{'...' if len(name) > 64 else ''} is not a valid node name "
+            "(lower-case DNS-1123 subdomain of at most 253 characters)",
+        )
     cri = _str(nr.get("criSocket"), f"{nw}.criSocket") or NodeRegistration.cri_socket
     if cri.startswith("/"):
         cri = "unix://" + cri  # kubeadm accepts a bare path with a deprecation warning
@@ -582,7 +598,7 @@ def _init(
 def split_documents(text: str | bytes) -> list[dict[str, Any]]:
     """The YAML documents of a kubeadm config file (``---`` separated), empty ones dropped."""
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in yamlload.load_all(text, strict=True) if d is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -14,10 +14,8 @@ the kernel releases it when the process dies, so a killed run never leaves a sta
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,12 +23,12 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from kuberevive.errors import PlanError
-from kuberevive.io.noderoot import NodeRoot
+from kuberevive.io.noderoot import NODE_LOCK, NodeRoot
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 
 RECOVER_DIR = PurePosixPath("/var/lib/kuberevive/recover")
 JOURNAL = RECOVER_DIR / "journal.json"
-LOCK = RECOVER_DIR / "lock"
+LOCK = NODE_LOCK
 VERSION = 1
 
 
@@ -40,23 +38,9 @@ def now_text() -> str:
 
 @contextmanager
 def recovery_lock(root: NodeRoot) -> Iterator[None]:
-    root.ensure_dir(RECOVER_DIR)
-    fd = os.open(root.host_path(LOCK, follow=False), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            raise PlanError(
-                f"another 'kuberevive recover' is running on this node (lock {LOCK} held"
-                + (f" by pid {holder})" if holder else ")"),
-                "wait for it to finish; a killed run releases the lock by itself",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    """The node's lock (:meth:`NodeRoot.lock`, shared with ``generate``) for a recovery."""
+    with root.lock("recover", error=PlanError):
         yield
-    finally:
-        os.close(fd)
 
 
 def artifact_to_json(a: Artifact) -> dict[str, Any]:

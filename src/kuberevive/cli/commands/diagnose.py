@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig for the API checks (default: admin.conf)")
     p.add_argument(
         "--expiry-warning-days",
-        type=int,
+        type=_days,
         default=DEFAULT_EXPIRY_WARNING_DAYS,
         metavar="N",
         help=f"warn about certificates expiring within N days (default {DEFAULT_EXPIRY_WARNING_DAYS})",
@@ -46,6 +46,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("-a", "--all", action="store_true", help="also list the checks that passed")
     p.add_argument("--json", action="store_true", help="machine-readable output (schema in docs/diagnose.md)")
     p.set_defaults(func=run)
+
+
+MAX_EXPIRY_WARNING_DAYS = 36500
+
+
+def _days(text: str) -> int:
+    """``--expiry-warning-days``: a whole number of days from 0 to 100 years (D-O999: a usage error, not exit 70)."""
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of days: {text[:20]!r}") from None
+    if not 0 <= days <= MAX_EXPIRY_WARNING_DAYS:
+        raise argparse.ArgumentTypeError(f"{text[:20]} is not between 0 and {MAX_EXPIRY_WARNING_DAYS} days")
+    return days
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kuberevive.cli.env import Environment, ExitStatus
@@ -12,7 +12,9 @@ from kuberevive.core.generate import Target, generate, kubeconfig_paths
 from kuberevive.errors import ConfigError, ExistingFileError
 from kuberevive.io import nodefacts
 from kuberevive.io.noderoot import NodeRoot, WriteAction, WriteResult
+from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, DEFAULT_MANIFESTS_DIR, KubeadmConfig
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
+from kuberevive.run.generate import PENDING, finish_interrupted, write_set
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -45,10 +47,19 @@ def read_config_file(path: str) -> str:
         ) from None
 
 
-def run(args: argparse.Namespace, env: Environment) -> int:
-    root = NodeRoot(Path(args.root))
+def node_root(root_arg: str, environ: dict[str, str]) -> NodeRoot:
+    """The ``--root`` of a command that writes, checked: an empty value (``--root "$UNSET"``) is refused, never
+    taken as the current directory (G-R1)."""
+    if not root_arg.strip():
+        raise ConfigError("--root is empty", "pass the node's root directory (/ on the node itself)")
+    root = NodeRoot.with_test_hooks(Path(root_arg), environ)
     if not root.prefix.is_dir():
-        raise ConfigError(f"the root directory {args.root} does not exist", "create it or pass another --root")
+        raise ConfigError(f"the root directory {root_arg} does not exist", "create it or pass another --root")
+    return root
+
+
+def run(args: argparse.Namespace, env: Environment) -> int:
+    root = node_root(args.root, env.environ)
     text = read_config_file(args.config)
     facts = nodefacts.detect(root, env.environ)
     try:
@@ -59,25 +70,40 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         env.progress(f"warning: {warning}")
 
     target = Target(args.what)
-    existing = root.read_tree(cfg.cluster.certificates_dir) | root.read_many(kubeconfig_paths())
     if not args.json:
         env.progress(f"generating {target.value} for node {cfg.node_name} ({cfg.cluster.encryption_algorithm.value})")
-    result = generate(target, cfg, facts, datetime.now(UTC), existing)
-
     if args.dry_run:
+        result = generate(target, cfg, facts, datetime.now(UTC), _existing(root, cfg), renew_expired=args.force)
         try:
-            planned = root.plan(result.artifacts, force=args.force)
+            written: list[WriteResult] = root.plan(result.artifacts, force=args.force)
         except ExistingFileError:
-            planned = root.plan(result.artifacts, force=True)  # show them; --dry-run never fails on conflicts
-        written: list[WriteResult] = planned
+            written = root.plan(result.artifacts, force=True)  # show them; --dry-run never fails on conflicts
+        notes: list[str] = []
     else:
-        written = root.write_all(result.artifacts, force=args.force)
+        # one run per node at a time (shared with recover), and a killed run's leftovers finished first (F5, F6)
+        with root.lock("generate"):
+            own_dirs = [
+                PENDING.parent,
+                PurePosixPath(DEFAULT_KUBERNETES_DIR),
+                PurePosixPath(DEFAULT_MANIFESTS_DIR),
+                PurePosixPath(cfg.cluster.certificates_dir),
+                PurePosixPath(cfg.cluster.certificates_dir) / "etcd",
+            ]
+            notes = [f"removed {p}, left by an interrupted run" for p in root.remove_stale_tmp(own_dirs)]
+            notes += finish_interrupted(root)
+            result = generate(target, cfg, facts, datetime.now(UTC), _existing(root, cfg), renew_expired=args.force)
+            written = write_set(root, result.artifacts, force=args.force)
+    result.warnings[:0] = notes
 
     if args.json:
-        env.json(_as_json(args, target, written, result.reused, result.warnings))
+        env.json(_as_json(args, target, written, result.reused, result.warnings, result.expired))
     else:
-        _print_human(env, args, written, result.reused, result.warnings)
+        _print_human(env, args, written, result.reused, result.warnings, result.expired)
     return int(ExitStatus.OK)
+
+
+def _existing(root: NodeRoot, cfg: KubeadmConfig) -> dict[PurePosixPath, bytes]:
+    return root.read_tree(cfg.cluster.certificates_dir) | root.read_many(kubeconfig_paths())
 
 
 def _action(r: WriteResult, dry_run: bool, force: bool) -> str:
@@ -87,7 +113,12 @@ def _action(r: WriteResult, dry_run: bool, force: bool) -> str:
 
 
 def _as_json(
-    args: argparse.Namespace, target: Target, written: list[WriteResult], reused: list[Any], warnings: list[str]
+    args: argparse.Namespace,
+    target: Target,
+    written: list[WriteResult],
+    reused: list[Any],
+    warnings: list[str],
+    expired: list[Any],
 ) -> dict[str, Any]:
     return {
         "command": "generate",
@@ -106,12 +137,18 @@ def _as_json(
             for r in written
         ],
         "reused": [str(p) for p in reused],
+        "expired": [str(p) for p in expired],
         "warnings": warnings,
     }
 
 
 def _print_human(
-    env: Environment, args: argparse.Namespace, written: list[WriteResult], reused: list[Any], warnings: list[str]
+    env: Environment,
+    args: argparse.Namespace,
+    written: list[WriteResult],
+    reused: list[Any],
+    warnings: list[str],
+    expired: list[Any],
 ) -> None:
     verb = "would write" if args.dry_run else "wrote"
     changed = [r for r in written if r.action is not WriteAction.UNCHANGED]
@@ -127,6 +164,6 @@ def _print_human(
             line += f"  (old file moved to {r.moved_aside_to})"
         env.out(line)
     for p in reused:
-        env.out(f"  {'kept (valid)':<24}       {p}")
+        env.out(f"  {'kept (expired)' if p in expired else 'kept (valid)':<24}       {p}")
     for w in warnings:
         env.out(f"warning: {w}")

@@ -1,0 +1,62 @@
+"""Write what ``generate`` produced so that a kill at any point converges on the next run.
+
+Under the node's lock (:meth:`NodeRoot.lock`, shared with ``recover``) the set of files is first recorded in
+:data:`PENDING` (``/var/lib/kuberevive/generate/pending.json``, directory 0700, file 0600: it holds the private keys
+being written), then written (:meth:`NodeRoot.write_all`), then the record is removed. A run killed in between
+leaves the record: the next run finishes that set first (a key whose certificate was not written yet is written
+with exactly that certificate), then generates as usual, so it sees a complete, consistent set and keeps it.
+A file changed by someone else since then is never overwritten: the record is dropped with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import PurePosixPath
+
+from kuberevive.errors import ExistingFileError, NodeFsError
+from kuberevive.io.noderoot import NodeRoot, WriteAction, WriteResult
+from kuberevive.model.artifacts import Artifact
+from kuberevive.run.journal import artifact_from_json, artifact_to_json
+
+PENDING = PurePosixPath("/var/lib/kuberevive/generate/pending.json")
+
+
+def finish_interrupted(root: NodeRoot) -> list[str]:
+    """Finish the set an interrupted run recorded (see the module docstring); notes for the operator."""
+    try:
+        data = root.read(PENDING)
+    except NodeFsError as exc:
+        return [f"the record of an interrupted run cannot be read ({exc.message}); it was ignored"]
+    if data is None:
+        return []
+    try:
+        doc = json.loads(data)
+        artifacts = [artifact_from_json(a) for a in doc["artifacts"]]
+        force = bool(doc["force"])
+    except (ValueError, KeyError, TypeError):
+        root.remove_own(PENDING)
+        return [f"the record of an interrupted run ({PENDING}) is damaged; it was dropped"]
+    try:
+        done = root.write_all(artifacts, force=force)
+    except ExistingFileError:
+        root.remove_own(PENDING)
+        return ["files of an interrupted run were changed since; they are left as they are (its record was dropped)"]
+    root.remove_own(PENDING)
+    written = sum(1 for r in done if r.action is not WriteAction.UNCHANGED)
+    return [f"finished an interrupted run: {written} of its {len(artifacts)} file(s) were still to write"]
+
+
+def write_set(root: NodeRoot, artifacts: list[Artifact], force: bool) -> list[WriteResult]:
+    """Record, write all or nothing, and drop the record (conflicts are refused before anything is recorded)."""
+    planned = root.plan(artifacts, force=force)
+    if all(r.action is WriteAction.UNCHANGED for r in planned):
+        return planned
+    record = {"force": force, "artifacts": [artifact_to_json(a) for a in artifacts]}
+    root.atomic_write(PENDING, json.dumps(record).encode(), 0o600)
+    try:
+        done = root.write_all(artifacts, force=force)
+    except NodeFsError:
+        root.remove_own(PENDING)  # rolled back: nothing to finish
+        raise
+    root.remove_own(PENDING)
+    return done
