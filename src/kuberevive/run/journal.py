@@ -39,7 +39,8 @@ def now_text() -> str:
 
 
 @contextmanager
-def recovery_lock(root: NodeRoot) -> Iterator[None]:
+def recovery_lock(root: NodeRoot, command: str = "recover") -> Iterator[None]:
+    """The node's one lock for commands that change its control plane (``recover``, ``certs renew``)."""
     root.ensure_dir(RECOVER_DIR)
     fd = os.open(root.host_path(LOCK, follow=False), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
@@ -48,7 +49,7 @@ def recovery_lock(root: NodeRoot) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
             raise PlanError(
-                f"another 'kuberevive recover' is running on this node (lock {LOCK} held"
+                f"another 'kuberevive {command}' or 'kuberevive recover' is running on this node (lock {LOCK} held"
                 + (f" by pid {holder})" if holder else ")"),
                 "wait for it to finish; a killed run releases the lock by itself",
             ) from None
@@ -83,28 +84,29 @@ def artifact_from_json(d: dict[str, Any]) -> Artifact:
 class Journal:
     """The journal document, saved atomically after every change."""
 
-    def __init__(self, root: NodeRoot, data: dict[str, Any]) -> None:
+    def __init__(self, root: NodeRoot, data: dict[str, Any], path: PurePosixPath = JOURNAL) -> None:
         self.root = root
         self.data = data
+        self.path = path
 
     @classmethod
-    def load(cls, root: NodeRoot) -> Journal | None:
-        raw = root.read(JOURNAL)
+    def load(cls, root: NodeRoot, path: PurePosixPath = JOURNAL) -> Journal | None:
+        raw = root.read(path)
         if raw is None:
             return None
         try:
             data = json.loads(raw)
         except ValueError:
             raise PlanError(
-                f"the recovery journal {JOURNAL} is not valid JSON",
+                f"the journal {path} is not valid JSON",
                 "move it aside and run again (the recovery then starts over, reusing the files already written)",
             ) from None
         if not isinstance(data, dict) or data.get("version") != VERSION:
-            raise PlanError(f"the recovery journal {JOURNAL} has an unknown format", "move it aside and run again")
-        return cls(root, data)
+            raise PlanError(f"the journal {path} has an unknown format", "move it aside and run again")
+        return cls(root, data, path)
 
     @classmethod
-    def new(cls, root: NodeRoot, **values: Any) -> Journal:
+    def new(cls, root: NodeRoot, journal_path: PurePosixPath = JOURNAL, **values: Any) -> Journal:
         data: dict[str, Any] = {
             "version": VERSION,
             "status": "running",
@@ -114,12 +116,12 @@ class Journal:
             "timings": {},
         }
         data.update(values)
-        j = cls(root, data)
+        j = cls(root, data, journal_path)
         j.save()
         return j
 
     def save(self) -> None:
-        self.root.atomic_write(JOURNAL, (json.dumps(self.data, indent=1, sort_keys=True) + "\n").encode(), 0o600)
+        self.root.atomic_write(self.path, (json.dumps(self.data, indent=1, sort_keys=True) + "\n").encode(), 0o600)
 
     @property
     def status(self) -> str:

@@ -10,13 +10,7 @@ import argparse
 
 from kuberevive.cli.env import Environment
 from kuberevive.core import certs
-from kuberevive.core.diagnose import detect_role, resolve_config
-from kuberevive.errors import KubereviveError
-from kuberevive.io.snapshot import CollectError, collect
-
-
-class NotAControlPlane(KubereviveError):
-    """``certs`` run on something that is not a kubeadm control-plane node."""
+from kuberevive.run import renew
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -69,27 +63,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def check_node(root: str, config_file: str | None, warning_days: int) -> tuple[certs.CertsReport, object]:
-    """Read the node under ``root`` and check it: the report and the resolved configuration (or None)."""
-    try:
-        snap = collect(root, config_file=config_file, offline=True)
-    except CollectError as exc:  # diagnose's exit 3 means "expiring" here: this is a plain failure (1)
-        raise KubereviveError(exc.message, exc.hint) from None
-    role, _evidence = detect_role(snap)
-    if role != "control-plane" and config_file is None:
-        raise NotAControlPlane(
-            f"{snap.root} is not a kubeadm control-plane node (no manifests, pki/ca.key or admin.conf)",
-            "run it on a control-plane node, or pass its root directory with --root",
-        )
-    resolved = resolve_config(snap)
-    cfg = resolved.config
-    node_name = cfg.node_name if cfg is not None else snap.hostname
-    report = certs.check(snap, cfg, node_name, snap.now, warning_days, resolved.source)
-    return report, cfg
-
-
 def run_check(args: argparse.Namespace, env: Environment) -> int:
-    report, _cfg = check_node(args.root, args.config, args.expiry_warning_days)
+    report, _cfg = renew.read_report(args.root, args.config, args.expiry_warning_days)
     if args.json:
         env.json(report.as_json())
     else:
@@ -143,7 +118,32 @@ def render_table(report: certs.CertsReport, env: Environment) -> None:
     env.out(summary)
 
 
-def run_renew(args: argparse.Namespace, env: Environment) -> int:
-    from kuberevive.run import renew
+def render_renew(result: renew.RenewResult, env: Environment, applied: bool) -> None:
+    if not result.targets:
+        env.out("certs renew: nothing to renew (every certificate is valid beyond the warning period)")
+        return
+    head = "certs renew" + (" (resumed)" if result.resumed else "") + f": configuration from {result.config_source}"
+    env.out(head)
+    for t in result.targets:
+        env.out(f"  {t['name']:<26} {t['status']:<9} {t['not_after'] or '-':<21} {t['path']}")
+    env.out("steps:" if not applied else "done:")
+    for s in result.steps:
+        env.out(f"  {s:<22} {renew.STEP_TITLES[s]}")
+    for m in result.messages:
+        env.out(f"  {m}")
+    if not applied:
+        env.out("this is the plan; nothing was changed. Run again with --apply to renew.")
+    else:
+        env.out(f"renewed {len(result.targets)} item(s) in {result.seconds} s; admin.conf is renewed too")
 
-    return renew.main(args, env)
+
+def run_renew(args: argparse.Namespace, env: Environment) -> int:
+    if args.apply:
+        result = renew.apply(args.root, args.config, args.expiry_warning_days, args.all, env.progress)
+    else:
+        result = renew.plan(args.root, args.config, args.expiry_warning_days, args.all)
+    if args.json:
+        env.json(result.as_dict() | {"apply": bool(args.apply)})
+    else:
+        render_renew(result, env, bool(args.apply))
+    return 0
