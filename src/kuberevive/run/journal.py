@@ -39,7 +39,7 @@ def now_text() -> str:
 
 
 @contextmanager
-def recovery_lock(root: NodeRoot, command: str = "recover") -> Iterator[None]:
+def recovery_lock(root: NodeRoot) -> Iterator[None]:
     """The node's one lock for commands that change its control plane (``recover``, ``certs renew``)."""
     root.ensure_dir(RECOVER_DIR)
     fd = os.open(root.host_path(LOCK, follow=False), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -49,7 +49,7 @@ def recovery_lock(root: NodeRoot, command: str = "recover") -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
             raise PlanError(
-                f"another 'kuberevive {command}' or 'kuberevive recover' is running on this node (lock {LOCK} held"
+                f"another 'kuberevive recover' or 'kuberevive certs renew' is running on this node (lock {LOCK} held"
                 + (f" by pid {holder})" if holder else ")"),
                 "wait for it to finish; a killed run releases the lock by itself",
             ) from None

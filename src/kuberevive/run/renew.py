@@ -328,7 +328,7 @@ def apply(root: str, config_file: str | None, warning_days: int, everything: boo
     node = NodeRoot(Path(root))
     live = node.prefix.resolve() == Path("/")
     started = time.monotonic()
-    with recovery_lock(node, "certs renew"):
+    with recovery_lock(node):
         journal = Journal.load(node, JOURNAL)
         resumed = journal is not None and journal.status == "running"
         report, cfg_or_none = read_report(root, config_file, warning_days)
