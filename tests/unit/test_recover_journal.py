@@ -45,7 +45,7 @@ def test_second_run_is_refused_while_the_lock_is_held(tmp_path: Path) -> None:
     root = NodeRoot(tmp_path)
     with (
         recovery_lock(root),
-        pytest.raises(PlanError, match="another 'kuberevive recover' or 'kuberevive certs renew' is running"),
+        pytest.raises(PlanError, match="another 'kuberevive recover' is running"),
         recovery_lock(root),
     ):
         pass

@@ -49,7 +49,7 @@ def recovery_lock(root: NodeRoot) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
             raise PlanError(
-                f"another 'kuberevive recover' or 'kuberevive certs renew' is running on this node (lock {LOCK} held"
+                f"another 'kuberevive recover' is running on this node, or 'kuberevive certs renew' (lock {LOCK} held"
                 + (f" by pid {holder})" if holder else ")"),
                 "wait for it to finish; a killed run releases the lock by itself",
             ) from None
