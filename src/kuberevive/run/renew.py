@@ -18,12 +18,14 @@ The journal (``/var/lib/kuberevive/renew/journal.json``, 0600) records the targe
 exact files it writes, so a run killed at any point resumes with ``--apply`` and writes the same keys. Replaced
 files are moved aside to ``/var/lib/kuberevive/backup/<timestamp>/``. The lock is recover's: the two never run
 at the same time. With ``--root`` other than ``/`` the files are written but nothing is restarted or awaited.
+Test hook (as recover's): ``KUBEREVIVE_FAULT_AFTER_STEP=<n>`` SIGKILLs the run right after step n is done.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -41,6 +43,7 @@ from kuberevive.io.snapshot import CollectError, collect
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, KubeadmConfig
 from kuberevive.run.journal import Journal, recovery_lock
+from kuberevive.run.recover import _fault as fault
 from kuberevive.run.waiting import wait_for
 
 RENEW_DIR = PurePosixPath("/var/lib/kuberevive/renew")
@@ -309,7 +312,7 @@ class _Executor:
         since = datetime.fromtimestamp((self.journal.timing("kubelet_restarted") or time.time()) - 2, UTC)
         wait_for(f"node {name} Ready", NODE_TIMEOUT, lambda: ready_since(api.get(f"/api/v1/nodes/{name}"), since), 1.0)
 
-    def run(self, steps: list[str]) -> None:
+    def run(self, steps: list[str], environ: Mapping[str, str]) -> None:
         total = len(steps)
         for index, sid in enumerate(steps, start=1):
             if self.journal.step_done(sid):
@@ -321,9 +324,17 @@ class _Executor:
             getattr(self, "step_" + sid.replace("-", "_"))()
             self.journal.mark(sid, "done", seconds=round(time.monotonic() - started, 3))
             self.result.applied.append(sid)
+            fault(environ, "KUBEREVIVE_FAULT_AFTER_STEP", index)
 
 
-def apply(root: str, config_file: str | None, warning_days: int, everything: bool, progress: Progress) -> RenewResult:
+def apply(
+    root: str,
+    config_file: str | None,
+    warning_days: int,
+    everything: bool,
+    progress: Progress,
+    environ: Mapping[str, str] | None = None,
+) -> RenewResult:
     """Renew what needs it (or resume an interrupted renewal) under the node's lock."""
     node = NodeRoot(Path(root))
     live = node.prefix.resolve() == Path("/")
@@ -360,7 +371,7 @@ def apply(root: str, config_file: str | None, warning_days: int, everything: boo
             progress(f"resuming the renewal started at {journal.data['started_at']} (journal {JOURNAL})")
         executor = _Executor(node, journal, cfg, progress, result)
         try:
-            executor.run(result.steps)
+            executor.run(result.steps, os.environ if environ is None else environ)
         except KubeApiError as exc:
             raise PlanError(
                 f"the renewal stopped at a step that talks to the API server: {exc.message}",
