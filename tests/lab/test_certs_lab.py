@@ -27,6 +27,7 @@ import pytest
 from kuberevive.lab import Lab, LabConfig
 from tests.lab.conftest import OnNode
 from tests.lab.test_diagnose_lab import as_kubeadm_date, check_expiration
+from tests.lab.test_recover_lab import ssh_args
 from tests.lab.test_zero_impact_lab import _labapp_containers
 
 pytestmark = pytest.mark.lab
@@ -58,6 +59,35 @@ def test_check_matches_kubeadm_check_expiration(on_node: OnNode):
     table = on_node("cp1", "kuberevive", "certs", "check").stdout
     for name, date in kubeadm.items():
         assert any(line.split()[0] == name and date in line for line in table.splitlines()), (name, table)
+
+
+def test_check_all_nodes_reads_the_workers_kubelet_over_ssh(on_node: OnNode):
+    code, data = certs_check(on_node, "cp1", "--all-nodes", *ssh_args())
+    assert code == 0, [i for i in data["items"] if i["status"] != "ok"]
+    worker = {i["name"]: i for i in data["items"] if i["node"] == "worker1"}
+    assert set(worker) == {"kubelet-client", "kubelet-serving"}
+    client = worker["kubelet-client"]
+    assert (client["subject"], client["issuer"], client["signer_verified"]) == (
+        "system:node:worker1",
+        "kubernetes",
+        True,
+    )
+    end = on_node("worker1", "openssl", "x509", "-noout", "-enddate", "-in", client["path"]).stdout
+    expected = datetime.strptime(end.strip().removeprefix("notAfter="), "%b %d %H:%M:%S %Y GMT")
+    assert client["not_after"] == expected.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # a node that cannot be reached makes the check fail (exit 4), with the reason
+    inventory = "apiVersion: kuberevive.io/v1alpha1\nkind: Inventory\nnodes:\n- name: worker1\n  address: 192.0.2.1\n"
+    on_node("cp1", "sh", "-c", "cat > /tmp/krtest-inventory.yaml", input=inventory)
+    code, data = certs_check(on_node, "cp1", "--all-nodes", "--inventory", "/tmp/krtest-inventory.yaml", *ssh_args())
+    bad = [i for i in data["items"] if i["node"] == "worker1"]
+    assert code == 4 and len(bad) == 1 and bad[0]["status"] == "invalid", bad
+
+
+def served_not_after(on: Any, port: int) -> str:
+    """NotAfter of the certificate the server on cp1's ``port`` presents (what the running process loaded)."""
+    script = f"echo | openssl s_client -connect 127.0.0.1:{port} 2>/dev/null | openssl x509 -noout -enddate"
+    end = on("cp1", "sh", "-c", script).stdout.strip().removeprefix("notAfter=")
+    return datetime.strptime(end, "%b %d %H:%M:%S %Y GMT").strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _wait(what: str, timeout: float, probe: Any, interval: float = 5.0) -> None:
@@ -153,6 +183,10 @@ def test_one_year_cliff(short_lab: Lab, tmp_path: Path):
     assert {n: _labapp_containers(on, n) for n in ("cp1", "worker1")} == containers_before
     code, data = certs_check(on)
     assert code == 0, [i for i in data["items"] if i["status"] != "ok"]
+    items = {i["name"]: i for i in data["items"]}
+    # the running API server and etcd serve the renewed certificates (not only the files are new)
+    assert served_not_after(on, 6443) == items["apiserver"]["not_after"]
+    assert served_not_after(on, 2379) == items["etcd-server"]["not_after"]
     out = on("cp1", "kubeadm", "certs", "check-expiration").stdout
     assert "<invalid>" not in out, out
     assert set(check_expiration(on)) >= {"apiserver", "admin.conf", "etcd-server"}

@@ -283,3 +283,26 @@ def test_report_json_schema(healthy: Files):
     assert row["not_after"].endswith("Z") and row["status"] == "ok" and row["signer_verified"] is True
     assert data["summary"]["ok"] == len(KUBEADM_ROWS | CAS) + 1
     assert d.KUBELET_SERVING_CERT.name == "kubelet.crt"
+
+
+def test_other_nodes_kubelet_items_count_but_are_not_renewed_here(healthy: Files):
+    cfg = _cfg()
+    report = check(healthy)
+    worker = with_kubelet_pem(make_tree(), cfg, node="worker-1")  # another CA: its kubelet does not verify
+    snap = snapshot(worker)
+    ca = pki.load_certificate(healthy[PKI / "ca.crt"].content or b"", "ca")
+    items = certs.kubelet_items(snap, ca, True, "worker-1", NOW, 30, other_node="worker-1")
+    client = items[0]
+    assert (client.node, client.subject, client.status, client.signer_verified) == (
+        "worker-1",
+        "system:node:worker-1",
+        certs.Status.INVALID,
+        False,
+    )
+    assert certs.with_items(report, items).exit_code == 4
+    assert certs.renewal_targets(certs.with_items(report, items)) == []  # only this node's are renewed
+    good = with_kubelet_pem(healthy, cfg, node="worker-1")
+    items = certs.kubelet_items(snapshot(good), ca, True, "worker-1", NOW, 30, other_node="worker-1")
+    assert items[0].status is certs.Status.OK and certs.with_items(report, items).exit_code == 0
+    down = certs.with_items(report, [certs.unreachable_item("worker-2", "connection refused")])
+    assert down.exit_code == 4 and down.items[-1].as_json()["node"] == "worker-2"

@@ -124,6 +124,8 @@ class CertItem:
     residual: str = ""
     serial: str | None = None
     key_path: str | None = None
+    node: str | None = None
+    """The other node this kubelet item was read from over SSH (``--all-nodes``); None: this node."""
 
     @property
     def counts(self) -> bool:
@@ -150,6 +152,7 @@ class CertItem:
             "residual": self.residual,
             "serial": self.serial,
             "key_path": self.key_path,
+            "node": self.node,
         }
 
 
@@ -398,9 +401,34 @@ def check(
     items.sort(key=lambda i: i.name)  # kubeadm sorts the first table by name
 
     items.extend(sorted(ca_items, key=lambda i: i.name))
-    items.append(_kubelet_client_item(snap, cas.get("ca"), ca_keys.get("ca", False), node_name, now, warning_days))
-    items.append(_kubelet_serving_item(snap, cas.get("ca"), now, warning_days))
+    items += kubelet_items(snap, cas.get("ca"), ca_keys.get("ca", False), node_name, now, warning_days)
     return CertsReport(node_name, now, warning_days, tuple(items), config_source, snap.root)
+
+
+def kubelet_items(
+    snap: NodeSnapshot,
+    ca: x509.Certificate | None,
+    ca_key: bool,
+    node_name: str,
+    now: datetime,
+    warning_days: int,
+    other_node: str | None = None,
+) -> list[CertItem]:
+    """The kubelet's client and serving certificates of the node in ``snap`` (``other_node``: read over SSH)."""
+    items = [
+        _kubelet_client_item(snap, ca, ca_key, node_name, now, warning_days),
+        _kubelet_serving_item(snap, ca, now, warning_days),
+    ]
+    return [replace(i, node=other_node) for i in items] if other_node else items
+
+
+def unreachable_item(node: str, why: str) -> CertItem:
+    """A node whose kubelet certificates could not be read: counted as invalid (a check must not pass on it)."""
+    return CertItem(KUBELET_CLIENT, Group.KUBELET, "-", Status.INVALID, problems=(f"not read: {why}",), node=node)
+
+
+def with_items(report: CertsReport, extra: list[CertItem]) -> CertsReport:
+    return replace(report, items=(*report.items, *extra))
 
 
 def _file_item(
@@ -521,7 +549,7 @@ def renewal_targets(report: CertsReport, everything: bool = False) -> list[CertI
     wanted = (Status.EXPIRING, Status.EXPIRED, Status.INVALID) + ((Status.OK,) if everything else ())
     out: list[CertItem] = []
     for item in report.items:
-        if item.status not in wanted:
+        if item.status not in wanted or item.node is not None:  # other nodes' kubelets: not this command
             continue
         if item.group not in RENEWABLE_GROUPS and item.name != KUBELET_CLIENT:
             continue

@@ -31,19 +31,23 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kuberevive.core import certs
+from kuberevive.core import certs, pki
+from kuberevive.core import diagnose as d
 from kuberevive.core.diagnose import detect_role, resolve_config
-from kuberevive.core.kubeconfig import ADMIN_CONF, CONTROLLER_MANAGER_CONF, SCHEDULER_CONF, SUPER_ADMIN_CONF
+from kuberevive.core.kubeconfig import ADMIN_CONF, CONTROLLER_MANAGER_CONF, SCHEDULER_CONF, SUPER_ADMIN_CONF, Kubeconfig
 from kuberevive.core.retrust import KUBELET_CLIENT_CURRENT, ready_since
 from kuberevive.errors import KubeApiError, KubereviveError, PlanError
 from kuberevive.io import node as nodeio
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.snapshot import CollectError, collect
+from kuberevive.io.transport import Transport, run_on_nodes
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, KubeadmConfig
+from kuberevive.model.inventory import InventoryNode, from_node_objects
 from kuberevive.run.journal import Journal, recovery_lock
 from kuberevive.run.recover import _fault as fault
+from kuberevive.run.retrust import RetrustOptions, _connect
 from kuberevive.run.waiting import wait_for
 
 RENEW_DIR = PurePosixPath("/var/lib/kuberevive/renew")
@@ -93,6 +97,75 @@ def read_report(
     cfg = resolved.config
     node_name = cfg.node_name if cfg is not None else snap.hostname
     return certs.check(snap, cfg, node_name, snap.now, warning_days, resolved.source), cfg
+
+
+def _node_objects(root: NodeRoot) -> list[dict[str, Any]]:
+    data = root.read(PurePosixPath(DEFAULT_KUBERNETES_DIR) / ADMIN_CONF)
+    if data is None:
+        raise PlanError("/etc/kubernetes/admin.conf is missing", "")
+    api = KubeApi.from_kubeconfig(data, read_file=lambda p: root.read(p) or b"", timeout=10)
+    return list(api.get("/api/v1/nodes").get("items") or [])
+
+
+def _read_kubelet_files(t: Transport) -> dict[PurePosixPath, d.FileInfo]:
+    """The kubelet's kubelet.conf and certificates on a node, as diagnose's snapshot holds them."""
+    files: dict[PurePosixPath, d.FileInfo] = {}
+
+    def read(path: PurePosixPath) -> bytes | None:
+        r = t.run(["cat", "--", str(path)], timeout=30)
+        if r.ok:
+            files[path] = d.FileInfo(path, "file", 0o600, 0, 0, len(r.stdout), r.stdout)
+        return r.stdout if r.ok else None
+
+    conf = read(PurePosixPath(DEFAULT_KUBERNETES_DIR) / "kubelet.conf")
+    paths = {PurePosixPath(KUBELET_CLIENT_CURRENT), d.KUBELET_SERVING_CURRENT, d.KUBELET_SERVING_CERT}
+    paths.add(d.KUBELET_SERVING_CERT.with_suffix(".key"))
+    if conf is not None:
+        try:
+            _cluster, user = Kubeconfig.from_yaml(conf).current()
+            paths |= {PurePosixPath(p) for p in (user.client_certificate, user.client_key) if p}
+        except (KubereviveError, ValueError, TypeError):
+            pass
+    for p in sorted(paths):
+        read(p)
+    return files
+
+
+def check_other_nodes(
+    report: certs.CertsReport, root: str, options: RetrustOptions, progress: Progress
+) -> certs.CertsReport:
+    """``report`` plus the kubelet certificates of every other node, read over SSH (the inventory, or the
+    cluster's Node objects through admin.conf); a node that cannot be read is an ``invalid`` item."""
+    node = NodeRoot(Path(root))
+    inventory = options.inventory
+    if inventory is None:
+        try:
+            inventory = from_node_objects(_node_objects(node), options.ssh_user, options.ssh_port)
+        except KubereviveError as exc:
+            raise PlanError(
+                f"--all-nodes: the node list cannot be read from the API ({exc.message})",
+                "pass the nodes with --inventory FILE (docs/inventory.md)",
+            ) from None
+    others = [n for n in inventory.nodes if n.name != report.node_name]
+    cdir = PurePosixPath(DEFAULT_KUBERNETES_DIR) / "pki"
+    ca_data = node.read(cdir / "ca.crt")
+    ca = pki.load_certificate(ca_data, str(cdir / "ca.crt")) if ca_data is not None else None
+    ca_key = node.exists(cdir / "ca.key")
+
+    def one(n: InventoryNode, t: Transport) -> list[certs.CertItem]:
+        files = _read_kubelet_files(t)
+        snap = d.NodeSnapshot(root=n.name, now=report.now, hostname=n.name, files=files)
+        return certs.kubelet_items(snap, ca, ca_key, n.name, report.now, report.warning_days, other_node=n.name)
+
+    progress(f"reading the kubelet certificates of {len(others)} other node(s) over SSH")
+    results = run_on_nodes(
+        others, one, _connect(options), name=lambda n: n.name, concurrency=options.concurrency, timeout=120
+    )
+    extra: list[certs.CertItem] = []
+    for name, r in results.items():
+        extra += r.value if r.ok and r.value is not None else [certs.unreachable_item(name, r.error or "")]
+    extra += [certs.unreachable_item(name, why) for name, why in inventory.skipped]
+    return certs.with_items(report, extra)
 
 
 def steps_for(targets: list[str], live: bool) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from kuberevive.cli.commands.recover import add_node_access_args, node_access
 from kuberevive.cli.env import Environment
 from kuberevive.core import certs
 from kuberevive.run import renew
@@ -34,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     _common(c)
     c.add_argument("--json", action="store_true", help="machine-readable output (schema in docs/certs.md)")
+    g = c.add_argument_group("--all-nodes: the kubelet certificates of every other node, over SSH")
+    g.add_argument("--all-nodes", action="store_true", help="also check every other node's kubelet certificates")
+    add_node_access_args(g)
     c.set_defaults(func=run_check)
 
     r = cmds.add_parser(
@@ -65,6 +69,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def run_check(args: argparse.Namespace, env: Environment) -> int:
     report, _cfg = renew.read_report(args.root, args.config, args.expiry_warning_days)
+    if args.all_nodes:
+        report = renew.check_other_nodes(report, args.root, node_access(args), env.progress)
     if args.json:
         env.json(report.as_json())
     else:
@@ -102,13 +108,14 @@ def render_table(report: certs.CertsReport, env: Environment) -> None:
         [_row(i, authority=False) for i in cas],
     )
     env.out()
-    head = ["KUBELET", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY", "EXTERNALLY MANAGED", "STATUS"]
-    _table(env, head, [_row(i, authority=True) for i in kubelet])
+    head = ["NODE", "KUBELET", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY", "EXTERNALLY MANAGED", "STATUS"]
+    _table(env, head, [[i.node or report.node_name, *_row(i, authority=True)] for i in kubelet])
     problems = [(i, p) for i in report.items if i.counts for p in i.problems]
     if problems:
         env.out()
         for item, p in problems:
-            env.out(f"{item.status.value}: {item.name} ({item.path}): {p}")
+            where = f"{item.node}: " if item.node else ""
+            env.out(f"{item.status.value}: {where}{item.name} ({item.path}): {p}")
     env.out()
     summary = {
         certs.EXIT_OK: "all certificates are valid",
