@@ -21,12 +21,12 @@ kubeadm's list, NotBefore now - 5 min and NotAfter now + ``certificateValidityPe
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from cryptography import x509
@@ -58,6 +58,8 @@ from kuberevive.core.retrust import (
 from kuberevive.errors import ConfigError, PkiError, PlanError
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import DEFAULT_CERTIFICATES_DIR, KubeadmConfig
+
+_T = TypeVar("_T")
 
 SCHEMA = "kuberevive.certs/v1"
 DEFAULT_EXPIRY_WARNING_DAYS = 30
@@ -233,22 +235,22 @@ def _orgs(name: x509.Name) -> tuple[str, ...]:
     return tuple(str(a.value) for a in name.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME))
 
 
-def _load_cert(data: bytes | None, source: str) -> tuple[x509.Certificate | None, str | None]:
+def _load(loader: Callable[[bytes, str], _T], data: bytes | None, source: str) -> tuple[_T | None, str | None]:
+    """``loader(data, source)``, or None and why (None, None: no data)."""
     if data is None:
         return None, None
     try:
-        return pki.load_certificate(data, source), None
+        return loader(data, source), None
     except PkiError as exc:
         return None, exc.message
+
+
+def _load_cert(data: bytes | None, source: str) -> tuple[x509.Certificate | None, str | None]:
+    return _load(pki.load_certificate, data, source)
 
 
 def _load_key(data: bytes | None, source: str) -> tuple[pki.PrivateKey | None, str | None]:
-    if data is None:
-        return None, None
-    try:
-        return pki.load_private_key(data, source), None
-    except PkiError as exc:
-        return None, exc.message
+    return _load(pki.load_private_key, data, source)
 
 
 @dataclass
