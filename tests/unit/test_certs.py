@@ -306,3 +306,28 @@ def test_other_nodes_kubelet_items_count_but_are_not_renewed_here(healthy: Files
     assert items[0].status is certs.Status.OK and certs.with_items(report, items).exit_code == 0
     down = certs.with_items(report, [certs.unreachable_item("worker-2", "connection refused")])
     assert down.exit_code == 4 and down.items[-1].as_json()["node"] == "worker-2"
+
+
+def test_kubelet_serving_certificate_signed_by_its_own_ca_in_the_same_file(healthy: Files):
+    """The kubelet writes kubelet.crt as its serving certificate followed by the "<node>-ca@<time>" CA it made."""
+    ca_key = pki.generate_private_key(_cfg().cluster.encryption_algorithm)
+    own_ca = pki.new_self_signed_ca("master-a-ca@1700000000", ca_key, NOW, NOW + timedelta(days=365))
+    key = pki.generate_private_key(_cfg().cluster.encryption_algorithm)
+    leaf = pki.issue_certificate(
+        common_name="master-a@1700000000",
+        organization=(),
+        usages=("serverAuth",),
+        public_key=key.public_key(),
+        ca_cert=own_ca,
+        ca_key=ca_key,
+        not_before=NOW,
+        not_after=NOW + timedelta(days=365),
+    )
+    crt, key_path = d.KUBELET_SERVING_CERT, d.KUBELET_SERVING_CERT.with_suffix(".key")
+    files = dict(healthy)
+    files[crt] = _file(crt, pki.encode_certificate_pem(leaf) + pki.encode_certificate_pem(own_ca), 0o644)
+    files[key_path] = _file(key_path, pki.encode_private_key_pem(key), 0o600)
+    serving = check(files).item("kubelet-serving")
+    assert (serving.status, serving.authority, serving.signer_verified) == (certs.Status.OK, "self", True)
+    files[crt] = _file(crt, pki.encode_certificate_pem(leaf), 0o644)  # its CA gone: nothing verifies it
+    assert check(files).item("kubelet-serving").status is certs.Status.INVALID

@@ -494,6 +494,13 @@ def _kubeconfig_item(
     return b.of(cert, key, ca, now, warning_days)
 
 
+def _bundle(data: bytes | None) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(data) if data else []
+    except ValueError:
+        return []
+
+
 def _opt(path: str | None) -> PurePosixPath | None:
     return PurePosixPath(path) if path else None
 
@@ -524,11 +531,13 @@ def _kubelet_serving_item(
 ) -> CertItem:
     path = KUBELET_SERVING_CURRENT if snap.has(KUBELET_SERVING_CURRENT) else KUBELET_SERVING_CERT
     b = _Item(KUBELET_SERVING, Group.KUBELET, str(path), required=False)
-    data = snap.content(path)
-    cert, _err = _load_cert(data, str(path))
-    if cert is not None and cert.issuer == cert.subject:
+    bundle = _bundle(snap.content(path))
+    # the kubelet's own serving certificate: self-signed, or signed by a "<node>-ca@<time>" CA it made and wrote
+    # after the certificate in the same file
+    own = [c for c in bundle if bundle and c.subject == bundle[0].issuer]
+    if own:
         b.authority = "self"
-        signer: x509.Certificate | None = cert
+        signer: x509.Certificate | None = own[0]
     else:
         b.authority, signer = "ca", ca
     key_path = path.with_suffix(".key") if path == KUBELET_SERVING_CERT else None
