@@ -174,22 +174,41 @@ def test_one_year_cliff(short_lab: Lab, tmp_path: Path):
             return ready == {"cp1": True, "worker1": True}, str(ready)
 
         _wait("both nodes Ready", 300, both_ready)
+        applied = json.loads(run.stdout)["applied"]
+        code, data = certs_check(on)
+        assert code == 0, [i for i in data["items"] if i["status"] != "ok"]
+        items = {i["name"]: i for i in data["items"]}
+        # the running API server and etcd serve the renewed certificates (not only the files are new)
+        assert served_not_after(on, 6443) == items["apiserver"]["not_after"]
+        assert served_not_after(on, 2379) == items["etcd-server"]["not_after"]
+        out = on("cp1", "kubeadm", "certs", "check-expiration").stdout
+        assert "<invalid>" not in out, out
+        assert set(check_expiration(on)) >= {"apiserver", "admin.conf", "etcd-server"}
+        # a second run has nothing to do
+        again = json.loads(on("cp1", "kuberevive", "certs", "renew", "--json", timeout=180).stdout)
+        assert again["targets"] == []
+
+        # --all on the live cluster: the kubelet's client certificate first (kubelet restarted, node Ready again),
+        # then everything else, with the API up the whole time but for the restarts
+        old_client = items["kubelet-client"]["serial"]
+        started = time.monotonic()
+        run_all = on("cp1", "kuberevive", "certs", "renew", "--apply", "--all", "--json", check=False, timeout=1200)
+        took_all = time.monotonic() - started
+        print(f"certs renew --apply --all took {took_all:.0f} s\n{run_all.stderr[-3000:]}")
+        assert run_all.returncode == 0, run_all.stdout[-3000:] + run_all.stderr[-3000:]
+        all_applied = json.loads(run_all.stdout)["applied"]
+        assert all_applied[:2] == ["kubelet-client", "kubelet-restart"] and all_applied[-1] == "node-ready"
+        _wait("both nodes Ready", 300, both_ready)
+        code, data = certs_check(on)
+        client = next(i for i in data["items"] if i["name"] == "kubelet-client")
+        assert code == 0 and client["serial"] != old_client and client["subject"] == "system:node:cp1"
         time.sleep(3)
     results = {n: r.as_dict() for n, r in probe.results.items()}
-    print(f"probe {results}")
+    print(
+        f"one-year cliff: renew --apply {took:.0f} s (steps {applied}), renew --apply --all {took_all:.0f} s; "
+        f"probe {results}"
+    )
     for node, p in results.items():
         assert p["failed"] == 0, (node, p)
         assert p["ok"] > 0, (node, p)
     assert {n: _labapp_containers(on, n) for n in ("cp1", "worker1")} == containers_before
-    code, data = certs_check(on)
-    assert code == 0, [i for i in data["items"] if i["status"] != "ok"]
-    items = {i["name"]: i for i in data["items"]}
-    # the running API server and etcd serve the renewed certificates (not only the files are new)
-    assert served_not_after(on, 6443) == items["apiserver"]["not_after"]
-    assert served_not_after(on, 2379) == items["etcd-server"]["not_after"]
-    out = on("cp1", "kubeadm", "certs", "check-expiration").stdout
-    assert "<invalid>" not in out, out
-    assert set(check_expiration(on)) >= {"apiserver", "admin.conf", "etcd-server"}
-    # a second run has nothing to do
-    again = json.loads(on("cp1", "kuberevive", "certs", "renew", "--json", timeout=180).stdout)
-    assert again["targets"] == []
