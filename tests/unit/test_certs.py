@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
@@ -19,10 +19,12 @@ from kuberevive.core import certs, pki, retrust
 from kuberevive.core import diagnose as d
 from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.errors import PlanError
-from kuberevive.model.config import KubeadmConfig
+from kuberevive.model.config import KubeadmConfig, NodeFacts
+from kuberevive.model.kubeadm_yaml import load_kubeadm_config
 from tests.unit.test_diagnose import K8S, NOW, PKI, Files, _cfg, _file, make_tree, snapshot
 
 CURRENT = PurePosixPath(retrust.KUBELET_CLIENT_CURRENT)
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 KUBEADM_ROWS = {
     "admin.conf",
     "apiserver",
@@ -331,3 +333,24 @@ def test_kubelet_serving_certificate_signed_by_its_own_ca_in_the_same_file(healt
     assert (serving.status, serving.authority, serving.signer_verified) == (certs.Status.OK, "self", True)
     files[crt] = _file(crt, pki.encode_certificate_pem(leaf), 0o644)  # its CA gone: nothing verifies it
     assert check(files).item("kubelet-serving").status is certs.Status.INVALID
+
+
+def test_renewal_keeps_the_key_algorithm_when_the_configuration_does_not_say():
+    """An ECDSA node renewed with a configuration that says RSA-2048 (e.g. reconstructed): the keys stay ECDSA."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    ecdsa_cfg = load_kubeadm_config((CONFIGS / "ecdsa-validity.yaml").read_text(), NodeFacts(hostname="cp-ecdsa"))
+    tree = with_kubelet_pem(make_tree(ecdsa_cfg), ecdsa_cfg, node="cp-ecdsa")
+    files = contents(tree)
+    rsa_cfg = _cfg()
+    assert rsa_cfg.cluster.encryption_algorithm.value == "RSA-2048"
+    key_art, _cert = certs.renew_leaf("apiserver", rsa_cfg, files, NOW)
+    assert isinstance(pki.load_private_key(key_art.content, "k"), ec.EllipticCurvePrivateKey)
+    conf = certs.renew_kubeconfig(K8S / "admin.conf", files[K8S / "admin.conf"], rsa_cfg, files, NOW)
+    _cluster, user = Kubeconfig.from_yaml(conf.content).current()
+    assert isinstance(pki.load_private_key(user.client_key_data or b"", "k"), ec.EllipticCurvePrivateKey)
+    trust, _rewrite = certs.renew_kubelet_client(rsa_cfg, files, files[K8S / "kubelet.conf"], "cp-ecdsa", NOW, "s")
+    assert isinstance(pki.load_private_key(trust.pem, "k"), ec.EllipticCurvePrivateKey)
+    # and an RSA node stays RSA
+    key_art, _cert = certs.renew_leaf("apiserver", ecdsa_cfg, contents(make_tree()), NOW)
+    assert isinstance(pki.load_private_key(key_art.content, "k"), rsa.RSAPrivateKey)

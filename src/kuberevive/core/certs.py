@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from kuberevive.core import pki, yamlfmt
 from kuberevive.core.diagnose import (
@@ -57,7 +58,7 @@ from kuberevive.core.retrust import (
 )
 from kuberevive.errors import ConfigError, PkiError, PlanError
 from kuberevive.model.artifacts import Artifact, ArtifactKind
-from kuberevive.model.config import DEFAULT_CERTIFICATES_DIR, KubeadmConfig
+from kuberevive.model.config import DEFAULT_CERTIFICATES_DIR, EncryptionAlgorithm, KubeadmConfig
 
 _T = TypeVar("_T")
 
@@ -583,6 +584,19 @@ def _alt_names(spec: pki.CertSpec, cfg: KubeadmConfig | None, old: x509.Certific
     return pki.AltNames.normalised([*want.dns, *have.dns], [*want.ips, *have.ips])
 
 
+def _keeping_algorithm(cfg: KubeadmConfig, old: x509.Certificate | None) -> KubeadmConfig:
+    """``cfg`` with the key algorithm of the certificate being replaced (RSA size or ECDSA P-256), so a renewal never
+    changes it when the configuration is reconstructed and does not say; ``cfg`` as it is when ``old`` is None."""
+    key = old.public_key() if old is not None else None
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1":
+        algorithm = EncryptionAlgorithm.ECDSA_P256
+    elif isinstance(key, rsa.RSAPublicKey) and f"RSA-{key.key_size}" in EncryptionAlgorithm._value2member_map_:
+        algorithm = EncryptionAlgorithm(f"RSA-{key.key_size}")
+    else:
+        return cfg
+    return replace(cfg, cluster=replace(cfg.cluster, encryption_algorithm=algorithm))
+
+
 def _authority(cdir: PurePosixPath, name: str, files: Mapping[PurePosixPath, bytes]) -> pki.Authority:
     spec = pki.cert_spec(name)
     cert_path, key_path = spec.cert_path(str(cdir)), spec.key_path(str(cdir))
@@ -613,7 +627,7 @@ def renew_leaf(
     old, _err = _load_cert(files.get(spec.cert_path(str(cdir))), str(spec.cert_path(str(cdir))))
     cn = (_cn(old.subject) if old is not None else None) or spec.common_name(cfg)
     orgs = _orgs(old.subject) if old is not None else spec.organization
-    key = pki.generate_private_key(cfg.cluster.encryption_algorithm)
+    key = pki.generate_private_key(_keeping_algorithm(cfg, old).cluster.encryption_algorithm)
     cert = pki.issue_certificate(
         common_name=cn,
         organization=orgs,
@@ -656,7 +670,7 @@ def renew_kubeconfig(
     old, _err = _load_cert(user.client_certificate_data, f"the client certificate of {path}")
     if old is None or _cn(old.subject) is None:
         raise PlanError(f"{path} has no readable embedded client certificate to renew", f"regenerate {path}")
-    key = pki.generate_private_key(cfg.cluster.encryption_algorithm)
+    key = pki.generate_private_key(_keeping_algorithm(cfg, old).cluster.encryption_algorithm)
     cert = pki.issue_certificate(
         common_name=_cn(old.subject) or "",
         organization=_orgs(old.subject),
@@ -696,7 +710,10 @@ def renew_kubelet_client(
     _authority(cdir, "ca", files)  # both present and matching
     ca_pem, key_pem = files[cdir / "ca.crt"], files[cdir / "ca.key"]
     server = kubelet_conf_server(kubelet_conf, local_api_url(cfg))
-    trust = node_trust_files(cfg, ca_pem, key_pem, node_name, server, str(cdir / "ca.crt"), now, stamp)
+    old = _kubelet_client_cert(kubelet_conf, files)
+    trust = node_trust_files(
+        _keeping_algorithm(cfg, old), ca_pem, key_pem, node_name, server, str(cdir / "ca.crt"), now, stamp
+    )
     rewrite = True
     if kubelet_conf is not None:
         try:
@@ -709,3 +726,17 @@ def renew_kubelet_client(
         except (ConfigError, ValueError, TypeError):
             rewrite = True
     return trust, rewrite
+
+
+def _kubelet_client_cert(kubelet_conf: bytes | None, files: Mapping[PurePosixPath, bytes]) -> x509.Certificate | None:
+    """The client certificate kubelet.conf embeds, or the one it names when ``files`` holds it."""
+    if kubelet_conf is None:
+        return None
+    try:
+        _cluster, user = Kubeconfig.from_yaml(kubelet_conf).current()
+    except (ConfigError, ValueError, TypeError):
+        return None
+    data = user.client_certificate_data
+    if data is None and user.client_certificate:
+        data = files.get(PurePosixPath(user.client_certificate))
+    return _load_cert(data, "the kubelet's client certificate")[0]

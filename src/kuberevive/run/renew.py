@@ -287,9 +287,13 @@ class _Executor:
     def step_kubelet_client(self) -> None:
         def compute() -> list[Artifact]:
             conf = self.node.read(PurePosixPath(DEFAULT_KUBERNETES_DIR) / "kubelet.conf")
+            files = self._pki()
+            current = self.node.read(KUBELET_CLIENT_CURRENT)  # its key algorithm is kept
+            if current is not None:
+                files[PurePosixPath(KUBELET_CLIENT_CURRENT)] = current
             trust, rewrite = certs.renew_kubelet_client(
                 self.cfg,
-                self._pki(),
+                files,
                 conf,
                 str(self.journal.data["node_name"]),
                 self._now(),
