@@ -4,11 +4,13 @@ Run with your own lab instance: ``KUBEREVIVE_LAB_INSTANCE=4 python -m pytest -n0
 
 1. ``certs check --json`` on cp1 gives the same expiry dates as the real ``kubeadm certs check-expiration`` for
    every row kubeadm prints, and the kubelet's client certificate date ``openssl`` reads.
-2. The one-year cliff: the lab is rebuilt with ``certificateValidityPeriod: 6m`` (v1beta4), left running until
-   the API server, etcd and controller-manager certificates have expired and the API refuses every request;
-   ``certs renew --apply`` brings the API back, both nodes Ready, 0 failed Service requests (every 100 ms from
-   both nodes during the whole run), the same workload containers (none restarted), and
-   ``kubeadm certs check-expiration`` is clean afterwards. The normal lab is rebuilt at the end.
+2. The one-year cliff, worse variant: the lab is rebuilt with ``certificateValidityPeriod: 6m`` (v1beta4) and cp1's
+   kubelet is set to ``rotateCertificates: false`` (so it keeps the client certificate kubeadm gave it),
+   left running until the API server, etcd, controller-manager and cp1's kubelet certificates have expired and the
+   API refuses every request; ``certs renew --apply`` (the kubelet first) brings the API back, both nodes Ready,
+   0 failed Service requests (every 100 ms from both nodes during the whole run), the same workload containers
+   (none restarted), and ``kubeadm certs check-expiration`` is clean afterwards; then ``certs renew --apply --all``
+   on the live cluster. The normal lab is rebuilt at the end.
 """
 
 from __future__ import annotations
@@ -129,6 +131,13 @@ def test_one_year_cliff(short_lab: Lab, tmp_path: Path):
 
     init_yaml = short_lab.cfg.init_config_file.read_text()
     assert f"certificateValidityPeriod: {SHORT_VALIDITY}" in init_yaml
+    # cp1's kubelet stops rotating its client certificate (kubeadm forces rotateCertificates: true in the cluster's
+    # KubeletConfiguration, so it is turned off on the node), so it keeps the one kubeadm init gave it and that
+    # expires with the others: the worse variant, where the kubelet cannot start the API server by itself
+    on("cp1", "sed", "-i", "s/^rotateCertificates: true$/rotateCertificates: false/", "/var/lib/kubelet/config.yaml")
+    on("cp1", "systemctl", "restart", "kubelet")
+    client = next(i for i in certs_check(on)[1]["items"] if i["name"] == "kubelet-client")
+    assert client["days_left"] == 0, f"cp1's kubelet rotated its certificate before the test could stop it: {client}"
     containers_before = {n: _labapp_containers(on, n) for n in ("cp1", "worker1")}
     assert all(containers_before.values()), containers_before
     with ServiceProbe(short_lab, tmp_path / "probe") as probe:
@@ -149,6 +158,7 @@ def test_one_year_cliff(short_lab: Lab, tmp_path: Path):
         code, data = certs_check(on)
         expired = {i["name"] for i in data["items"] if i["status"] == "expired"}
         assert code == 4 and {"apiserver", "etcd-server", "controller-manager.conf", "admin.conf"} <= expired
+        assert "kubelet-client" in expired  # the worse variant: the control-plane kubelet's own certificate too
 
         plan = on("cp1", "kuberevive", "certs", "renew", "--json", timeout=180)
         planned = {t["name"] for t in json.loads(plan.stdout)["targets"]}
@@ -175,6 +185,7 @@ def test_one_year_cliff(short_lab: Lab, tmp_path: Path):
 
         _wait("both nodes Ready", 300, both_ready)
         applied = json.loads(run.stdout)["applied"]
+        assert applied[:2] == ["kubelet-client", "kubelet-restart"] and applied[-1] == "node-ready", applied
         code, data = certs_check(on)
         assert code == 0, [i for i in data["items"] if i["status"] != "ok"]
         items = {i["name"]: i for i in data["items"]}
