@@ -3,7 +3,8 @@
 Run with your own lab instance: ``KUBEREVIVE_LAB_INSTANCE=4 python -m pytest -n0 tests/lab/test_certs_lab.py``.
 
 1. ``certs check --json`` on cp1 gives the same expiry dates as the real ``kubeadm certs check-expiration`` for
-   every row kubeadm prints, and the kubelet's client certificate date ``openssl`` reads.
+   every row kubeadm prints, and the kubelet's client certificate date ``openssl`` reads; with ``--all-nodes`` the
+   worker's kubelet certificates are read over SSH (and an unreachable node fails the check).
 2. The one-year cliff, worse variant: the lab is rebuilt with ``certificateValidityPeriod: 6m`` (v1beta4) and cp1's
    kubelet is set to ``rotateCertificates: false`` (so it keeps the client certificate kubeadm gave it),
    left running until the API server, etcd, controller-manager and cp1's kubelet certificates have expired and the
