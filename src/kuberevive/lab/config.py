@@ -66,6 +66,9 @@ class LabConfig:
     service_subnet: str = "10.96.0.0/12"
     cert_san: str = "kuberevive-lab.invalid"
     prefix: str = "krlab"
+    #: ClusterConfiguration ``certificateValidityPeriod`` (e.g. ``6m``) when not kubeadm's default (one year):
+    #: a lab whose leaf certificates expire within minutes, for the "one-year cliff" test of ``certs renew``.
+    certificate_validity: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> LabConfig:

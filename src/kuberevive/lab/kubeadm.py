@@ -105,7 +105,8 @@ def init_documents(cfg: LabConfig, token: str) -> list[dict[str, Any]]:
             },
             "etcd": {"local": {"dataDir": "/var/lib/etcd"}},
             "dns": {"disabled": True},
-        },
+        }
+        | ({"certificateValidityPeriod": cfg.certificate_validity} if cfg.certificate_validity else {}),
         {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",

@@ -38,7 +38,7 @@ def now_text() -> str:
 
 @contextmanager
 def recovery_lock(root: NodeRoot) -> Iterator[None]:
-    """The node's lock (:meth:`NodeRoot.lock`, shared with ``generate``) for a recovery."""
+    """The node's lock (:meth:`NodeRoot.lock`, shared with ``generate`` and ``certs renew``) for a recovery."""
     with root.lock("recover", error=PlanError):
         yield
 
@@ -67,28 +67,29 @@ def artifact_from_json(d: dict[str, Any]) -> Artifact:
 class Journal:
     """The journal document, saved atomically after every change."""
 
-    def __init__(self, root: NodeRoot, data: dict[str, Any]) -> None:
+    def __init__(self, root: NodeRoot, data: dict[str, Any], path: PurePosixPath = JOURNAL) -> None:
         self.root = root
         self.data = data
+        self.path = path
 
     @classmethod
-    def load(cls, root: NodeRoot) -> Journal | None:
-        raw = root.read(JOURNAL)
+    def load(cls, root: NodeRoot, path: PurePosixPath = JOURNAL) -> Journal | None:
+        raw = root.read(path)
         if raw is None:
             return None
         try:
             data = json.loads(raw)
         except ValueError:
             raise PlanError(
-                f"the recovery journal {JOURNAL} is not valid JSON",
+                f"the journal {path} is not valid JSON",
                 "move it aside and run again (the recovery then starts over, reusing the files already written)",
             ) from None
         if not isinstance(data, dict) or data.get("version") != VERSION:
-            raise PlanError(f"the recovery journal {JOURNAL} has an unknown format", "move it aside and run again")
-        return cls(root, data)
+            raise PlanError(f"the journal {path} has an unknown format", "move it aside and run again")
+        return cls(root, data, path)
 
     @classmethod
-    def new(cls, root: NodeRoot, **values: Any) -> Journal:
+    def new(cls, root: NodeRoot, journal_path: PurePosixPath = JOURNAL, **values: Any) -> Journal:
         data: dict[str, Any] = {
             "version": VERSION,
             "status": "running",
@@ -98,12 +99,12 @@ class Journal:
             "timings": {},
         }
         data.update(values)
-        j = cls(root, data)
+        j = cls(root, data, journal_path)
         j.save()
         return j
 
     def save(self) -> None:
-        self.root.atomic_write(JOURNAL, (json.dumps(self.data, indent=1, sort_keys=True) + "\n").encode(), 0o600)
+        self.root.atomic_write(self.path, (json.dumps(self.data, indent=1, sort_keys=True) + "\n").encode(), 0o600)
 
     @property
     def status(self) -> str:

@@ -318,7 +318,7 @@ def plan_recovery(
 # ------------------------------------------------------------------------------------- executor
 
 
-def _fault(environ: Mapping[str, str], name: str, index: int) -> None:
+def fault(environ: Mapping[str, str], name: str, index: int) -> None:
     if environ.get(name) == str(index):
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -359,7 +359,7 @@ class Executor:
             self.journal.record_artifacts(step_id, artifacts)
         if self.environ.get("KUBEREVIVE_FAULT_MID_STEP") == str(index) and len(artifacts) > 1:
             self.root.write_all(artifacts[: len(artifacts) // 2], force=True)
-            _fault(self.environ, "KUBEREVIVE_FAULT_MID_STEP", index)
+            fault(self.environ, "KUBEREVIVE_FAULT_MID_STEP", index)
         # An old static pod the kubelet still runs (it re-lists a re-created manifest directory only every
         # 20 s) makes the container runtime create an empty directory at a missing hostPath file, e.g.
         # controller-manager.conf, again and again until the kubelet drops the pod: move it aside and retry.
@@ -648,7 +648,7 @@ class Executor:
             api.replace(f"/api/v1/namespaces/kube-system/secrets/{name}", secret)
         token_id = token.partition(".")[0]
         value = self._cluster_info_value()
-        _fault(self.environ, "KUBEREVIVE_FAULT_MID_STEP", i)
+        fault(self.environ, "KUBEREVIVE_FAULT_MID_STEP", i)
 
         def signed() -> tuple[bool, str]:
             cm = api.get("/api/v1/namespaces/kube-public/configmaps/cluster-info")
@@ -673,7 +673,7 @@ class Executor:
             self.journal.record_artifacts("kubelet-client", arts)
         pem, kubeconfig = arts
         self.root.write_all([pem], force=True)
-        _fault(self.environ, "KUBEREVIVE_FAULT_MID_STEP", i)
+        fault(self.environ, "KUBEREVIVE_FAULT_MID_STEP", i)
         target = str(pem.path)
         if self.root.readlink(core.KUBELET_CLIENT_CURRENT) != target:
             if self.root.lstat(core.KUBELET_CLIENT_CURRENT) is not None:
@@ -717,7 +717,7 @@ class Executor:
             self.journal.mark(step.id, "done", seconds=round(time.monotonic() - started, 3))
             self.result.applied.append(step.id)
             self.progress(f"      ok ({time.monotonic() - started:.1f} s)")
-            _fault(self.environ, "KUBEREVIVE_FAULT_AFTER_STEP", index)
+            fault(self.environ, "KUBEREVIVE_FAULT_AFTER_STEP", index)
         return self._finish()
 
     def join_command(self) -> str:

@@ -164,7 +164,7 @@ def step_remove_guard(ex: Executor, i: int) -> None:
 # ------------------------------------------------------------------------------------- nodes
 
 
-def _connect(opts: RetrustOptions) -> Callable[[InventoryNode, Deadline], Transport]:
+def connect(opts: RetrustOptions) -> Callable[[InventoryNode, Deadline], Transport]:
     def connect(node: InventoryNode, deadline: Deadline) -> Transport:
         target = SshTarget(
             node.name,
@@ -294,7 +294,7 @@ def _retrust_in_place(
     return run_on_nodes(
         todo,
         one,
-        _connect(opts),
+        connect(opts),
         name=lambda n: n.name,
         concurrency=opts.concurrency,
         timeout=opts.node_timeout + 60,

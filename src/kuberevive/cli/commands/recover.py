@@ -41,25 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_from_backup_args(p)  # --from-backup FILE (kuberevive backup)
     p.add_argument("--config", metavar="FILE", help="kubeadm configuration; must match what etcd holds")
     g = p.add_argument_group("the other nodes (when the cluster CA is new)")
-    g.add_argument(
-        "--inventory",
-        metavar="FILE",
-        help="nodes and how to reach them: kuberevive's format or an Ansible/kubespray inventory (docs/inventory.md); "
-        "default: the cluster's Node objects, at their first InternalIP",
-    )
-    g.add_argument("--ssh-user", default="root", metavar="USER", help="SSH user (default root)")
-    g.add_argument("--ssh-port", type=int, default=22, metavar="PORT", help="SSH port (default 22)")
-    g.add_argument(
-        "--ssh-key", action="append", default=[], metavar="FILE", help="SSH private key (repeatable; default: agent)"
-    )
-    g.add_argument(
-        "--known-hosts",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="known_hosts file the nodes' host keys are checked against (default ~/.ssh/known_hosts)",
-    )
-    g.add_argument("--ssh-concurrency", type=int, default=8, metavar="N", help="nodes re-trusted at once (default 8)")
+    add_node_access_args(g)
     g.add_argument(
         "--skip-retrust",
         action="store_true",
@@ -79,6 +61,42 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--root", default="/", metavar="DIR", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
+
+
+def add_node_access_args(g: argparse._ActionsContainer) -> None:
+    """How to reach the other nodes over SSH (recover, certs check --all-nodes); see :func:`node_access`."""
+    g.add_argument(
+        "--inventory",
+        metavar="FILE",
+        help="nodes and how to reach them: kuberevive's format or an Ansible/kubespray inventory (docs/inventory.md); "
+        "default: the cluster's Node objects, at their first InternalIP",
+    )
+    g.add_argument("--ssh-user", default="root", metavar="USER", help="SSH user (default root)")
+    g.add_argument("--ssh-port", type=int, default=22, metavar="PORT", help="SSH port (default 22)")
+    g.add_argument(
+        "--ssh-key", action="append", default=[], metavar="FILE", help="SSH private key (repeatable; default: agent)"
+    )
+    g.add_argument(
+        "--known-hosts",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="known_hosts file the nodes' host keys are checked against (default ~/.ssh/known_hosts)",
+    )
+    g.add_argument("--ssh-concurrency", type=int, default=8, metavar="N", help="nodes reached at once (default 8)")
+
+
+def node_access(args: argparse.Namespace, **more: Any) -> RetrustOptions:
+    """The options :func:`add_node_access_args` added, as RetrustOptions (plus ``more`` fields)."""
+    return RetrustOptions(
+        inventory=_read_inventory(args.inventory) if args.inventory else None,
+        ssh_user=args.ssh_user,
+        ssh_port=args.ssh_port,
+        identity_files=tuple(args.ssh_key),
+        known_hosts=tuple(args.known_hosts),
+        concurrency=max(1, args.ssh_concurrency),
+        **more,
+    )
 
 
 def read_kept(directory: str) -> dict[str, bytes]:
@@ -122,13 +140,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         else:
             _print_plan(env, plan)
         return int(ExitStatus.OK)
-    options = RetrustOptions(
-        inventory=_read_inventory(args.inventory) if args.inventory else None,
-        ssh_user=args.ssh_user,
-        ssh_port=args.ssh_port,
-        identity_files=tuple(args.ssh_key),
-        known_hosts=tuple(args.known_hosts),
-        concurrency=max(1, args.ssh_concurrency),
+    options = node_access(
+        args,
         skip_retrust=args.skip_retrust,
         eviction_guard=not args.no_eviction_guard,
         restart_bare_pods=args.restart_bare_pods,

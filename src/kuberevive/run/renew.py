@@ -1,0 +1,461 @@
+"""``kuberevive certs renew``: plan, and execute step by step under the node's lock, resumable through a journal.
+
+Steps (only those the targets need, in this order):
+
+1. ``kubelet-client``: a new client certificate for ``system:node:<node>`` signed locally with ``ca.key``, written
+   as ``/var/lib/kubelet/pki/kubelet-client-<stamp>.pem`` with ``kubelet-client-current.pem`` pointed at it (the
+   old link moved aside), kubelet.conf rewritten only when it does not refer to that link yet;
+2. ``kubelet-restart``: ``systemctl restart kubelet`` (containers keep running), so that it can run the static pods;
+3. ``leaves``: every expiring, expired or invalid leaf of kubeadm's list, new key and certificate;
+4. ``kubeconfigs``: every kubeconfig whose embedded client certificate needs it (admin.conf included);
+5. ``restart-control-plane``: the control-plane containers whose files changed are stopped and the kubelet
+   restarted (which also clears a crash-loop back-off); the kubelet starts them again from their unchanged
+   static Pod manifests, reading the new files;
+6. ``api-ready``: the API server answers ``/readyz`` to the renewed admin.conf;
+7. ``node-ready``: this node is Ready with a heartbeat posted after the kubelet restart.
+
+The journal (``/var/lib/kuberevive/renew/journal.json``, 0600) records the targets and, before a step writes, the
+exact files it writes, so a run killed at any point resumes with ``--apply`` and writes the same keys. Replaced
+files are moved aside to ``/var/lib/kuberevive/backup/<timestamp>/``. The lock is recover's: the two never run
+at the same time. With ``--root`` other than ``/`` the files are written but nothing is restarted or awaited.
+Test hook (as recover's): ``KUBEREVIVE_FAULT_AFTER_STEP=<n>`` SIGKILLs the run right after step n is done.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kuberevive.core import certs, pki
+from kuberevive.core import diagnose as d
+from kuberevive.core.diagnose import detect_role, resolve_config
+from kuberevive.core.kubeconfig import ADMIN_CONF, CONTROLLER_MANAGER_CONF, SCHEDULER_CONF, SUPER_ADMIN_CONF, Kubeconfig
+from kuberevive.core.retrust import KUBELET_CLIENT_CURRENT, ready_since
+from kuberevive.errors import KubeApiError, KubereviveError, PlanError
+from kuberevive.io import node as nodeio
+from kuberevive.io.kubeapi import KubeApi
+from kuberevive.io.noderoot import NodeRoot
+from kuberevive.io.snapshot import CollectError, collect
+from kuberevive.io.transport import Transport, run_on_nodes
+from kuberevive.model.artifacts import Artifact, ArtifactKind
+from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, KubeadmConfig
+from kuberevive.model.inventory import InventoryNode, from_node_objects
+from kuberevive.run.journal import Journal
+from kuberevive.run.recover import fault
+from kuberevive.run.retrust import RetrustOptions, connect
+from kuberevive.run.waiting import wait_for
+
+RENEW_DIR = PurePosixPath("/var/lib/kuberevive/renew")
+JOURNAL = RENEW_DIR / "journal.json"
+API_TIMEOUT = 300.0
+NODE_TIMEOUT = 240.0
+KUBELET_TIMEOUT = 60.0
+#: Control-plane component -> the renewable items it reads at start.
+COMPONENT_FILES = {
+    "etcd": ("etcd-server", "etcd-peer", "etcd-healthcheck-client"),
+    "kube-apiserver": ("apiserver", "apiserver-kubelet-client", "apiserver-etcd-client", "front-proxy-client"),
+    "kube-controller-manager": (CONTROLLER_MANAGER_CONF,),
+    "kube-scheduler": (SCHEDULER_CONF,),
+}
+STEP_TITLES = {
+    "kubelet-client": "renew the kubelet's client certificate (signed locally with ca.key)",
+    "kubelet-restart": "restart the kubelet (its containers keep running)",
+    "leaves": "renew the leaf certificates",
+    "kubeconfigs": "renew the kubeconfigs' client certificates",
+    "restart-control-plane": "restart the control-plane containers through the kubelet",
+    "api-ready": "wait for the API server (/readyz) with the renewed admin.conf",
+    "node-ready": "wait for this node to be Ready",
+}
+
+Progress = Callable[[str], None]
+
+
+class NotAControlPlane(KubereviveError):
+    """``certs`` run on something that is not a kubeadm control-plane node."""
+
+
+def read_report(
+    root: str, config_file: str | None, warning_days: int
+) -> tuple[certs.CertsReport, KubeadmConfig | None]:
+    """Read the node under ``root`` and check it: the report and the resolved configuration (or None)."""
+    try:
+        snap = collect(root, config_file=config_file, offline=True)
+    except CollectError as exc:  # diagnose's exit 3 means "expiring" here: this is a plain failure (1)
+        raise KubereviveError(exc.message, exc.hint) from None
+    role, _evidence = detect_role(snap)
+    if role != "control-plane" and config_file is None:
+        raise NotAControlPlane(
+            f"{snap.root} is not a kubeadm control-plane node (no manifests, pki/ca.key or admin.conf)",
+            "run it on a control-plane node, or pass its root directory with --root",
+        )
+    resolved = resolve_config(snap)
+    cfg = resolved.config
+    node_name = cfg.node_name if cfg is not None else snap.hostname
+    return certs.check(snap, cfg, node_name, snap.now, warning_days, resolved.source), cfg
+
+
+def _node_objects(root: NodeRoot) -> list[dict[str, Any]]:
+    data = root.read(PurePosixPath(DEFAULT_KUBERNETES_DIR) / ADMIN_CONF)
+    if data is None:
+        raise PlanError("/etc/kubernetes/admin.conf is missing", "")
+    api = KubeApi.from_kubeconfig(data, read_file=lambda p: root.read(p) or b"", timeout=10)
+    return list(api.get("/api/v1/nodes").get("items") or [])
+
+
+def _read_kubelet_files(t: Transport) -> dict[PurePosixPath, d.FileInfo]:
+    """The kubelet's kubelet.conf and certificates on a node, as diagnose's snapshot holds them."""
+    files: dict[PurePosixPath, d.FileInfo] = {}
+
+    def read(path: PurePosixPath) -> bytes | None:
+        r = t.run(["cat", "--", str(path)], timeout=30)
+        if r.ok:
+            files[path] = d.FileInfo(path, "file", 0o600, 0, 0, len(r.stdout), r.stdout)
+        return r.stdout if r.ok else None
+
+    conf = read(PurePosixPath(DEFAULT_KUBERNETES_DIR) / "kubelet.conf")
+    paths = {PurePosixPath(KUBELET_CLIENT_CURRENT), d.KUBELET_SERVING_CURRENT, d.KUBELET_SERVING_CERT}
+    paths.add(d.KUBELET_SERVING_CERT.with_suffix(".key"))
+    if conf is not None:
+        try:
+            _cluster, user = Kubeconfig.from_yaml(conf).current()
+            paths |= {PurePosixPath(p) for p in (user.client_certificate, user.client_key) if p}
+        except (KubereviveError, ValueError, TypeError):
+            pass
+    for p in sorted(paths):
+        read(p)
+    return files
+
+
+def check_other_nodes(
+    report: certs.CertsReport, root: str, options: RetrustOptions, progress: Progress
+) -> certs.CertsReport:
+    """``report`` plus the kubelet certificates of every other node, read over SSH (the inventory, or the
+    cluster's Node objects through admin.conf); a node that cannot be read is an ``invalid`` item."""
+    node = NodeRoot(Path(root))
+    inventory = options.inventory
+    if inventory is None:
+        try:
+            inventory = from_node_objects(_node_objects(node), options.ssh_user, options.ssh_port)
+        except KubereviveError as exc:
+            raise PlanError(
+                f"--all-nodes: the node list cannot be read from the API ({exc.message})",
+                "pass the nodes with --inventory FILE (docs/inventory.md)",
+            ) from None
+    others = [n for n in inventory.nodes if n.name != report.node_name]
+    cdir = PurePosixPath(DEFAULT_KUBERNETES_DIR) / "pki"
+    ca_data = node.read(cdir / "ca.crt")
+    ca = pki.load_certificate(ca_data, str(cdir / "ca.crt")) if ca_data is not None else None
+    ca_key = node.exists(cdir / "ca.key")
+
+    def one(n: InventoryNode, t: Transport) -> list[certs.CertItem]:
+        files = _read_kubelet_files(t)
+        snap = d.NodeSnapshot(root=n.name, now=report.now, hostname=n.name, files=files)
+        return certs.kubelet_items(snap, ca, ca_key, n.name, report.now, report.warning_days, other_node=n.name)
+
+    progress(f"reading the kubelet certificates of {len(others)} other node(s) over SSH")
+    results = run_on_nodes(
+        others, one, connect(options), name=lambda n: n.name, concurrency=options.concurrency, timeout=120
+    )
+    extra: list[certs.CertItem] = []
+    for name, r in results.items():
+        extra += r.value if r.ok and r.value is not None else [certs.unreachable_item(name, r.error or "")]
+    extra += [certs.unreachable_item(name, why) for name, why in inventory.skipped]
+    return certs.with_items(report, extra)
+
+
+def steps_for(targets: list[str], live: bool) -> list[str]:
+    """The step ids the targets need (``live``: the node's own root, so restarts and waits apply)."""
+    kinds = {name: _group(name) for name in targets}
+    steps: list[str] = []
+    if certs.KUBELET_CLIENT in targets:
+        steps += ["kubelet-client"] + (["kubelet-restart"] if live else [])
+    if certs.Group.CERTIFICATE in kinds.values():
+        steps.append("leaves")
+    if certs.Group.KUBECONFIG in kinds.values():
+        steps.append("kubeconfigs")
+    if live and any(set(files) & set(targets) for files in COMPONENT_FILES.values()):
+        steps.append("restart-control-plane")
+    if live and targets:
+        steps.append("api-ready")
+    if live and certs.KUBELET_CLIENT in targets:
+        steps.append("node-ready")
+    return steps
+
+
+def _group(name: str) -> certs.Group:
+    if name == certs.KUBELET_CLIENT:
+        return certs.Group.KUBELET
+    if name in (ADMIN_CONF, SUPER_ADMIN_CONF, CONTROLLER_MANAGER_CONF, SCHEDULER_CONF):
+        return certs.Group.KUBECONFIG
+    return certs.Group.CERTIFICATE
+
+
+@dataclass
+class RenewResult:
+    targets: list[dict[str, Any]]
+    steps: list[str]
+    config_source: str = ""
+    applied: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    resumed: bool = False
+    seconds: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "targets": self.targets,
+            "steps": [{"id": s, "title": STEP_TITLES[s]} for s in self.steps],
+            "config_source": self.config_source,
+            "applied": self.applied,
+            "messages": self.messages,
+            "resumed": self.resumed,
+            "seconds": self.seconds,
+        }
+
+
+def _target_json(item: certs.CertItem) -> dict[str, Any]:
+    return {
+        "name": item.name,
+        "path": item.path,
+        "status": item.status.value,
+        "not_after": certs.iso(item.not_after),
+        "problems": list(item.problems),
+    }
+
+
+def _require_cfg(cfg: KubeadmConfig | None) -> KubeadmConfig:
+    if cfg is None:
+        raise PlanError(
+            "no kubeadm configuration could be reconstructed from this node's files",
+            "pass the cluster's kubeadm configuration with --config",
+        )
+    return cfg
+
+
+def plan(root: str, config_file: str | None, warning_days: int, everything: bool) -> RenewResult:
+    """What ``--apply`` would do; reads only. A renewal interrupted earlier is shown as resumed."""
+    node = NodeRoot(Path(root))
+    journal = Journal.load(node, JOURNAL)
+    live = node.prefix.resolve() == Path("/")
+    if journal is not None and journal.status == "running":
+        targets = list(journal.data["targets"])
+        todo = [s for s in steps_for([t["name"] for t in targets], live) if not journal.step_done(s)]
+        return RenewResult(targets, todo, str(journal.data.get("config_source", "")), resumed=True)
+    report, cfg = read_report(root, config_file, warning_days)
+    items = certs.renewal_targets(report, everything)
+    if items:
+        _require_cfg(cfg)
+    return RenewResult([_target_json(i) for i in items], steps_for([i.name for i in items], live), report.config_source)
+
+
+class _Executor:
+    def __init__(
+        self, node: NodeRoot, journal: Journal, cfg: KubeadmConfig, progress: Progress, result: RenewResult
+    ) -> None:
+        self.node = node
+        self.journal = journal
+        self.cfg = cfg
+        self.progress = progress
+        self.result = result
+        self.targets = [t["name"] for t in journal.data["targets"]]
+
+    def _pki(self) -> dict[PurePosixPath, bytes]:
+        return self.node.read_tree(self.cfg.cluster.certificates_dir)
+
+    def _recorded(self, step: str, compute: Callable[[], list[Artifact]]) -> list[Artifact]:
+        artifacts = self.journal.artifacts(step)
+        if artifacts is None:
+            artifacts = compute()
+            self.journal.record_artifacts(step, artifacts)
+        return artifacts
+
+    def _write(self, artifacts: list[Artifact]) -> None:
+        for r in self.node.write_all(artifacts, force=True):
+            if r.moved_aside_to:
+                self.result.messages.append(f"{r.artifact.path} moved aside to {r.moved_aside_to}")
+        self.progress(f"      wrote {len(artifacts)} file(s)")
+
+    def _now(self) -> datetime:
+        return datetime.now(UTC)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def step_kubelet_client(self) -> None:
+        def compute() -> list[Artifact]:
+            conf = self.node.read(PurePosixPath(DEFAULT_KUBERNETES_DIR) / "kubelet.conf")
+            files = self._pki()
+            current = self.node.read(KUBELET_CLIENT_CURRENT)  # its key algorithm is kept
+            if current is not None:
+                files[PurePosixPath(KUBELET_CLIENT_CURRENT)] = current
+            trust, rewrite = certs.renew_kubelet_client(
+                self.cfg,
+                files,
+                conf,
+                str(self.journal.data["node_name"]),
+                self._now(),
+                self.journal.data["stamp"],
+            )
+            pem = Artifact(
+                PurePosixPath(trust.pem_path), 0o600, ArtifactKind.PRIVATE_KEY, "kubelet client certificate", trust.pem
+            )
+            out = [pem]
+            if rewrite:
+                out.append(
+                    Artifact(
+                        PurePosixPath(DEFAULT_KUBERNETES_DIR) / "kubelet.conf",
+                        0o600,
+                        ArtifactKind.KUBECONFIG,
+                        "kubelet.conf referring to kubelet-client-current.pem",
+                        trust.kubeconfig,
+                    )
+                )
+            return out
+
+        arts = self._recorded("kubelet-client", compute)
+        pem, rest = arts[0], arts[1:]
+        self.node.write_all([pem], force=True)
+        current = PurePosixPath(KUBELET_CLIENT_CURRENT)
+        if self.node.readlink(current) != str(pem.path):
+            if self.node.lstat(current) is not None:
+                aside = self.node.move_aside(current)
+                self.result.messages.append(f"{current} moved aside to {aside}")
+            self.node.replace_symlink(current, str(pem.path))
+        if rest:
+            self._write(rest)
+        self.progress(f"      {current} -> {pem.path}")
+
+    def _restart_kubelet(self) -> None:
+        self.journal.timing("kubelet_restarted", time.time())
+        nodeio.systemctl_restart("kubelet")
+        wait_for("the kubelet service", KUBELET_TIMEOUT, lambda: (nodeio.systemctl_is_active("kubelet"), "not active"))
+
+    def step_kubelet_restart(self) -> None:
+        self._restart_kubelet()
+
+    def step_leaves(self) -> None:
+        def compute() -> list[Artifact]:
+            pki_files, now = self._pki(), self._now()
+            out: list[Artifact] = []
+            for name in self.targets:
+                if _group(name) is certs.Group.CERTIFICATE:
+                    out += certs.renew_leaf(name, self.cfg, pki_files, now)
+            return out
+
+        self._write(self._recorded("leaves", compute))
+
+    def step_kubeconfigs(self) -> None:
+        def compute() -> list[Artifact]:
+            pki_files, now = self._pki(), self._now()
+            out: list[Artifact] = []
+            for name in self.targets:
+                if _group(name) is certs.Group.KUBECONFIG:
+                    path = PurePosixPath(DEFAULT_KUBERNETES_DIR) / name
+                    data = self.node.read(path)
+                    if data is None:
+                        raise PlanError(f"{path} disappeared during the renewal", "restore it, then run again")
+                    out.append(certs.renew_kubeconfig(path, data, self.cfg, pki_files, now))
+            return out
+
+        self._write(self._recorded("kubeconfigs", compute))
+
+    def step_restart_control_plane(self) -> None:
+        cri = self.cfg.init.node_registration.cri_socket or None
+        stopped = []
+        for component, files in COMPONENT_FILES.items():
+            if set(files) & set(self.targets):
+                n = nodeio.stop_containers(component, cri)
+                stopped.append(f"{component} ({n})")
+        self.progress(f"      stopped: {', '.join(stopped)}; restarting the kubelet (clears any crash-loop back-off)")
+        self._restart_kubelet()
+
+    def _api(self) -> KubeApi:
+        data = self.node.read(PurePosixPath(DEFAULT_KUBERNETES_DIR) / ADMIN_CONF)
+        if data is None:
+            raise PlanError("/etc/kubernetes/admin.conf is missing", "restore it, then run 'certs renew --apply' again")
+        return KubeApi.from_kubeconfig(data, read_file=lambda p: self.node.read(p) or b"", timeout=10)
+
+    def step_api_ready(self) -> None:
+        api = self._api()
+        took = wait_for("the API server (/readyz)", API_TIMEOUT, api.readyz, 1.0)
+        self.progress(f"      the API server is ready ({took:.0f} s)")
+
+    def step_node_ready(self) -> None:
+        api = self._api()
+        name = str(self.journal.data["node_name"])
+        since = datetime.fromtimestamp((self.journal.timing("kubelet_restarted") or time.time()) - 2, UTC)
+        wait_for(f"node {name} Ready", NODE_TIMEOUT, lambda: ready_since(api.get(f"/api/v1/nodes/{name}"), since), 1.0)
+
+    def run(self, steps: list[str], environ: Mapping[str, str]) -> None:
+        total = len(steps)
+        for index, sid in enumerate(steps, start=1):
+            if self.journal.step_done(sid):
+                self.progress(f"[{index}/{total}] {STEP_TITLES[sid]}: done before")
+                continue
+            self.progress(f"[{index}/{total}] {STEP_TITLES[sid]}")
+            started = time.monotonic()
+            self.journal.mark(sid, "started")
+            getattr(self, "step_" + sid.replace("-", "_"))()
+            self.journal.mark(sid, "done", seconds=round(time.monotonic() - started, 3))
+            self.result.applied.append(sid)
+            fault(environ, "KUBEREVIVE_FAULT_AFTER_STEP", index)
+
+
+def apply(
+    root: str,
+    config_file: str | None,
+    warning_days: int,
+    everything: bool,
+    progress: Progress,
+    environ: Mapping[str, str] | None = None,
+) -> RenewResult:
+    """Renew what needs it (or resume an interrupted renewal) under the node's lock."""
+    node = NodeRoot(Path(root))
+    live = node.prefix.resolve() == Path("/")
+    started = time.monotonic()
+    with node.lock("certs renew", error=PlanError):
+        journal = Journal.load(node, JOURNAL)
+        resumed = journal is not None and journal.status == "running"
+        report, cfg_or_none = read_report(root, config_file, warning_days)
+        if journal is None or not resumed:
+            items = certs.renewal_targets(report, everything)
+            result = RenewResult(
+                [_target_json(i) for i in items], steps_for([i.name for i in items], live), report.config_source
+            )
+            if not items:
+                return result
+            cfg = _require_cfg(cfg_or_none)
+            if journal is not None:  # a finished renewal, and now another one
+                node.move_aside(JOURNAL)
+            journal = Journal.new(
+                node,
+                JOURNAL,
+                targets=result.targets,
+                node_name=report.node_name,
+                config_source=report.config_source,
+                stamp=datetime.now(UTC).strftime("%Y-%m-%d-%H-%M-%S"),
+            )
+        else:
+            assert journal is not None
+            cfg = _require_cfg(cfg_or_none)
+            targets = list(journal.data["targets"])
+            result = RenewResult(
+                targets, steps_for([t["name"] for t in targets], live), str(journal.data["config_source"]), resumed=True
+            )
+            progress(f"resuming the renewal started at {journal.data['started_at']} (journal {JOURNAL})")
+        executor = _Executor(node, journal, cfg, progress, result)
+        try:
+            executor.run(result.steps, os.environ if environ is None else environ)
+        except KubeApiError as exc:
+            raise PlanError(
+                f"the renewal stopped at a step that talks to the API server: {exc.message}",
+                "fix the cause, then run 'kuberevive certs renew --apply' again: it resumes where it stopped",
+            ) from exc
+        journal.finish()
+    result.seconds = round(time.monotonic() - started, 1)
+    if not live:
+        result.messages.append(f"--root {root}: files written; nothing was restarted (restart the control plane)")
+    return result
