@@ -165,7 +165,9 @@ def step_remove_guard(ex: Executor, i: int) -> None:
 
 
 def connect(opts: RetrustOptions) -> Callable[[InventoryNode, Deadline], Transport]:
-    def connect(node: InventoryNode, deadline: Deadline) -> Transport:
+    """How to open an SSH transport to one node with ``opts`` (known_hosts, keys, user), within its deadline."""
+
+    def to_node(node: InventoryNode, deadline: Deadline) -> Transport:
         target = SshTarget(
             node.name,
             node.address,
@@ -176,7 +178,7 @@ def connect(opts: RetrustOptions) -> Callable[[InventoryNode, Deadline], Transpo
         )
         return SshTransport(target, deadline)
 
-    return connect
+    return to_node
 
 
 def step_retrust_nodes(ex: Executor, i: int) -> None:
