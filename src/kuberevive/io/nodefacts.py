@@ -73,6 +73,8 @@ class Hostname:
     borrowed: bool
     """True when ``root`` is another node's disk but the name is this machine's (the root has no usable
     ``/etc/hostname``): a fallback that must be warned about."""
+    unreadable: str | None = None
+    """Why the root's ``/etc/hostname`` could not be read (a FIFO, a device, too big), when it could not."""
 
 
 def hostname(root: NodeRoot) -> Hostname:
@@ -84,7 +86,9 @@ def hostname(root: NodeRoot) -> Hostname:
     try:
         data = root.read(HOSTNAME_FILE, limit=MAX_HOSTNAME_FILE_BYTES)
     except NodeFsError as exc:
-        data, why = None, f"{root.prefix}{HOSTNAME_FILE} cannot be read ({exc.message})"
+        failed = exc.message.removeprefix(f"cannot read {HOSTNAME_FILE}: ")
+        why = f"{root.prefix}{HOSTNAME_FILE} cannot be read ({exc.message})"
+        return Hostname(socket.gethostname(), f"this machine's hostname, because {why}", True, failed)
     text = data.decode(errors="replace").strip() if data else ""
     if text:
         return Hostname(text, f"{root.prefix}{HOSTNAME_FILE}", borrowed=False)

@@ -363,10 +363,13 @@ def collect(
         passwd, group = _read_quietly(root, "/etc/passwd", unreadable), _read_quietly(root, "/etc/group", unreadable)
     except NodeFsError as exc:
         raise CollectError(exc.message, exc.hint) from None
+    host = nodefacts.hostname(root)
+    if host.unreadable:  # a FIFO or device at /etc/hostname is a finding, never a hang (D-11)
+        unreadable[nodefacts.HOSTNAME_FILE] = host.unreadable
     base = d.NodeSnapshot(
         root=str(root.prefix.resolve()),
         now=now or datetime.now(UTC),
-        hostname=nodefacts.hostname(root).name.lower(),
+        hostname=host.name.lower(),
         files=reader.files,
         config_text=config_text,
         config_file=config_file,
