@@ -5,6 +5,7 @@ Every broken state is made on purpose from a healthy tree, and the exact non-pas
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -147,6 +148,11 @@ def test_expired_certificate(healthy: Files):
     assert problems(report) == {("cert.expired", "error", "/etc/kubernetes/pki/apiserver.crt")}
     finding = next(f for f in report.findings if f.id == "cert.expired")
     assert finding.detail("not_after") == (NOW - timedelta(days=35)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # the hint names kuberevive's own renewal (it renews the kubelet too), not kubeadm's; under --root with it
+    assert "'kuberevive certs renew --apply'" in finding.hint and "kubeadm" not in finding.hint
+    under_root = d.diagnose(dataclasses.replace(snapshot(files), root="/mnt/node"))
+    (moved,) = [f for f in under_root.findings if f.id == "cert.expired"]
+    assert "'kuberevive certs renew --apply --root /mnt/node'" in moved.hint
 
 
 def test_expiring_certificate_and_the_warning_window(healthy: Files):

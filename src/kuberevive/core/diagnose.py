@@ -621,7 +621,7 @@ def diagnose(snap: NodeSnapshot, options: Options | None = None) -> Report:
 
 
 _SHELL_FIX = re.compile(r"\b(chmod|chown) (\S+) (/\S*)")
-_OUR_COMMAND = re.compile(r"'kuberevive (generate|diagnose|recover|backup)([^']*)'")
+_OUR_COMMAND = re.compile(r"'kuberevive (generate|diagnose|recover|backup|certs renew|certs check)([^']*)'")
 
 
 def _hint_for_root(finding: Finding, root: str) -> Finding:
@@ -734,6 +734,13 @@ def _validity(
 ) -> bool:
     nb, na = pki.certificate_validity(cert)
     details = {"name": name, "not_after": _iso(na)}
+    if pki.is_ca_certificate(cert):
+        renew = "kuberevive cannot renew a CA certificate in place yet (see docs/certs.md); keep its key safe"
+    else:
+        renew = (
+            "run 'kuberevive certs renew --apply' on this node: it renews every expired or expiring leaf and "
+            "kubeconfig with the existing CAs, the control-plane kubelet's client certificate first"
+        )
     if now < nb:
         out.add(
             f"{prefix}.not-yet-valid",
@@ -752,7 +759,7 @@ def _validity(
             area,
             subject,
             f"{name} expired on {_iso(na)}",
-            "renew it (kubeadm certs renew, or move it aside and run 'kuberevive generate certs')",
+            renew,
             **details,
         )
         return False
@@ -763,7 +770,7 @@ def _validity(
             area,
             subject,
             f"{name} expires on {_iso(na)}, in {_days(na - now)} days",
-            "renew it before it expires",
+            f"renew it before it expires; {renew}",
             **details,
         )
         return False
