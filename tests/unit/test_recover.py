@@ -88,6 +88,24 @@ def test_identity_fallbacks() -> None:
     assert core.identify(evidence(kubelet_client_cn=None, kubeadm_flags=())).node_name == "cp1"
 
 
+def test_a_hostname_borrowed_from_this_machine_is_said_in_the_plan() -> None:
+    """ux (issue 18): under --root with no /etc/hostname the name is this machine's; the plan says so."""
+    source = "this machine's hostname, because there is no /etc/hostname under /mnt/node"
+    ident = core.identify(
+        evidence(
+            kubelet_client_cn=None,
+            kubeadm_flags=(("node-ip", "10.0.0.9"),),
+            hostname="rescue-host",
+            hostname_source=source,
+            hostname_borrowed=True,
+        )
+    )
+    assert ident.node_name == "rescue-host"
+    assert dict(ident.sources)["node name"] == f"{source}: WARNING, pass --config to name the node"
+    own = core.identify(evidence(kubelet_client_cn=None, kubeadm_flags=(("node-ip", "10.0.0.9"),)))
+    assert dict(own.sources)["node name"] == "the hostname"
+
+
 def test_etcd_image_taken_from_the_runtime_when_the_default_is_absent() -> None:
     ident = core.identify(evidence(images=("my.registry/etcd:3.5.21-0",)))
     assert ident.etcd_image == "my.registry/etcd:3.5.21-0"

@@ -137,7 +137,10 @@ def identify(evidence: NodeEvidence) -> NodeIdentity:
         sources.append(("node name", "--hostname-override in /var/lib/kubelet/kubeadm-flags.env"))
     else:
         name = evidence.hostname.lower()
-        sources.append(("node name", "the hostname"))
+        if evidence.hostname_borrowed:  # under --root: this machine's name, not necessarily the node's
+            sources.append(("node name", f"{evidence.hostname_source}: WARNING, pass --config to name the node"))
+        else:
+            sources.append(("node name", "the hostname"))
 
     node_ip = evidence.flag("node-ip")
     if node_ip:

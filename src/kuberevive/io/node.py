@@ -102,6 +102,7 @@ def _is_file(root: NodeRoot, node_path: PurePosixPath) -> bool:
 
 def gather_evidence(root: NodeRoot) -> NodeEvidence:
     facts = nodefacts.detect(root)
+    host = nodefacts.hostname(root)
     flags_text = root.read(KUBEADM_FLAGS)
     flags = parse_kubeadm_flags(flags_text.decode(errors="replace")) if flags_text is not None else ()
     kubelet_cfg = root.read(KUBELET_CONFIG)
@@ -111,6 +112,8 @@ def gather_evidence(root: NodeRoot) -> NodeEvidence:
     is_root = root.prefix == root.prefix.parent
     return NodeEvidence(
         hostname=facts.hostname,
+        hostname_source=host.source,
+        hostname_borrowed=host.borrowed,
         kubelet_config_yaml=kubelet_cfg.decode(errors="replace") if kubelet_cfg is not None else None,
         kubeadm_flags=flags,
         kubeadm_flags_present=flags_text is not None,

@@ -12,6 +12,10 @@ class NodeEvidence:
     """What survives on the node, gathered by :func:`kuberevive.io.node.gather_evidence`."""
 
     hostname: str
+    hostname_source: str = "the hostname"
+    """Where ``hostname`` came from: under ``--root`` without a readable ``/etc/hostname`` it is this machine's
+    (``kuberevive.io.nodefacts.hostname``), which the plan must say."""
+    hostname_borrowed: bool = False
     kubelet_config_yaml: str | None = None
     """/var/lib/kubelet/config.yaml."""
     kubeadm_flags: tuple[tuple[str, str], ...] = ()
