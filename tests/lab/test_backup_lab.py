@@ -315,7 +315,18 @@ def test_restore_after_etc_kubernetes_lost(lab: Lab, on_node: OnNode, made_backu
     status = json.loads(res.stdout)["status"]
     assert status.get("authenticated") is True, status
     assert status["user"]["username"] == f"system:serviceaccount:{NS}:default"
-    _wait(lambda: "apicaller ok status=200" in lab.apicaller_logs(tail=1), 30, "the apicaller to succeed")
+    # the apicaller calls every 5 s; the first calls after the restart may still meet a reconnecting
+    # apiserver Service endpoint, so allow several periods and show its log if it never succeeds
+    seen: list[str] = []
+
+    def apicaller_ok() -> bool:
+        seen[:] = lab.apicaller_logs(tail=6).strip().splitlines()
+        return bool(seen) and "apicaller ok status=200" in seen[-1]
+
+    try:
+        _wait(apicaller_ok, 90, "the apicaller to succeed")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; its last log lines: {seen!r}") from None
 
 
 def test_restore_etcd_after_data_dir_lost(lab: Lab, on_node: OnNode, made_backup: dict[str, Any]) -> None:
