@@ -6,8 +6,11 @@ import enum
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
+
+from kuberevive import logs
 
 
 class ExitStatus(enum.IntEnum):
@@ -36,8 +39,18 @@ class Environment:
         self.stdout.write("\n")
 
     def progress(self, text: str) -> None:
-        """Progress lines go to stderr so that ``--json`` on stdout stays machine-readable."""
-        print(text, file=self.stderr, flush=True)
+        """A progress line: through the run's log (:mod:`kuberevive.logs`) to stderr, so that ``--json`` on stdout
+        stays machine-readable, with a timestamp."""
+        self._say(logs.progress, text, "")
+
+    def warning(self, text: str) -> None:
+        self._say(logs.warning, text, "warning: ")
 
     def error(self, text: str) -> None:
-        print(f"kuberevive: error: {text}", file=self.stderr)
+        self._say(logs.error, text, "kuberevive: error: ")
+
+    def _say(self, log: Callable[[str], None], text: str, prefix: str) -> None:
+        if logs.configured():  # the CLI's main() configured it for this run
+            log(text)
+        else:
+            print(f"{prefix}{text}", file=self.stderr, flush=True)

@@ -242,7 +242,7 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
         "warnings": warnings,
     }
     for text in warnings:
-        env.progress(f"warning: {text}")
+        env.warning(text)
     if args.json:
         env.json(result)
         return int(ExitStatus.OK)
@@ -503,5 +503,5 @@ def kept_from_backup(args: argparse.Namespace, env: Environment, root: NodeRoot)
         allow_unauthenticated=args.allow_unauthenticated,
     )
     for warning in warnings:
-        env.progress(f"warning: {warning}")
+        env.warning(warning)
     return {name: data for name, data in contents.pki.items() if name in core.TRUST_FILES + core.SA_FILES}

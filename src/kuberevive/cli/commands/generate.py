@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     except ConfigError as exc:
         raise ConfigError(f"{args.config}: {exc.message}", exc.hint) from None
     for warning in nodefacts.identity_warnings(root, facts, cfg.node_name, cfg.advertise_address):
-        env.progress(f"warning: {warning}")
+        env.warning(warning)
 
     target = Target(args.what)
     if not args.json:

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         )
         for warning in warnings:
             if not args.json:
-                env.progress(f"warning: {warning}")
+                env.warning(warning)
         if contents.etcd_snapshot is None:
             raise BackupError(
                 f"the backup {args.snapshot} has no etcd snapshot",

@@ -1,0 +1,141 @@
+"""The run's log: progress, warnings and errors as timestamped records (standard library ``logging``).
+
+Everything a command says while it works goes through the ``kuberevive`` logger: :func:`progress` (info),
+:func:`warning`, and the CLI's one-line errors. :func:`configure` sends it to stderr, as text (a UTC ``HH:MM:SS``
+on a terminal, RFC 3339 otherwise) or as JSON lines (``--log-format json``), and to a per-run log file (text,
+RFC 3339). Every record is passed through :func:`scrub` first: PEM blocks (also base64-encoded, as in a
+kubeconfig), JWTs, bootstrap tokens, URL credentials and the values :func:`hide` was given never reach a handler.
+
+Without :func:`configure` (a library call, a unit test) the logger has no handler and says nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from kuberevive.core.redact import MASK, redact_urls
+
+LOGGER = logging.getLogger("kuberevive")
+LOGGER.propagate = False
+LOGGER.setLevel(logging.INFO)
+
+FORMATS = ("text", "json")
+
+_PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*-----.*?(?:-----END [A-Z0-9 ]*-----|\Z)", re.S)
+_PEM_B64 = re.compile(r"LS0tLS1CRUdJT[A-Za-z0-9+/=]*")  # base64 of "-----BEGIN" (kubeconfig *-data fields)
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_BOOTSTRAP_TOKEN = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
+_hidden: set[str] = set()
+
+
+def hide(value: str) -> None:
+    """Never log ``value`` (a passphrase, a token read from a file); values shorter than 4 characters are ignored."""
+    if len(value) >= 4:
+        _hidden.add(value)
+
+
+def scrub(text: str) -> str:
+    """``text`` without the secrets it may carry (see the module docstring)."""
+    text = _PEM.sub("[PEM block not logged]", text)
+    text = _PEM_B64.sub(MASK, text)
+    text = _JWT.sub(MASK, text)
+    text = _BOOTSTRAP_TOKEN.sub(MASK, text)
+    text = redact_urls(text)
+    for value in sorted(_hidden, key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return text
+
+
+def progress(text: str, **fields: Any) -> None:
+    """One progress line (``fields`` appear as keys of a JSON record)."""
+    LOGGER.info(text, extra={"fields": fields})
+
+
+def warning(text: str) -> None:
+    LOGGER.warning(text)
+
+
+def error(text: str) -> None:
+    LOGGER.error(text)
+
+
+def rfc3339(created: float) -> str:
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Scrub(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = scrub(record.getMessage()), ()
+        return True
+
+
+LOGGER.addFilter(_Scrub())
+
+
+class TextFormatter(logging.Formatter):
+    """Progress lines carry a UTC time; warnings and errors read ``warning: ...`` and ``kuberevive: error: ...``
+    as they always have (``stamp_all`` also stamps those, with the level: the log file)."""
+
+    def __init__(self, clock_only: bool, stamp_all: bool = False) -> None:
+        super().__init__()
+        self.clock_only, self.stamp_all = clock_only, stamp_all
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = rfc3339(record.created)
+        if self.clock_only:
+            stamp = stamp[11:19]
+        msg = record.getMessage()
+        if self.stamp_all:
+            return f"{stamp} {record.levelname.lower():<7} {msg}"
+        if record.levelno >= logging.ERROR:
+            return f"kuberevive: error: {msg}"
+        if record.levelno >= logging.WARNING:
+            return f"warning: {msg}"
+        return f"{stamp} {msg}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``time`` (RFC 3339 UTC), ``level``, ``msg`` and the record's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {"time": rfc3339(record.created), "level": record.levelname.lower()}
+        doc["msg"] = record.getMessage()
+        doc.update(getattr(record, "fields", None) or {})
+        return json.dumps(doc, sort_keys=False)
+
+
+def configure(
+    stderr: TextIO, fmt: str = "text", tty: bool = False, log_file: TextIO | None = None, secrets: Iterable[str] = ()
+) -> Callable[[], None]:
+    """Send the logger to ``stderr`` (and ``log_file``); returns the function that undoes it (and closes the file)."""
+    for value in secrets:
+        hide(value)
+    handlers: list[logging.Handler] = []
+    out = logging.StreamHandler(stderr)
+    out.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(clock_only=tty))
+    handlers.append(out)
+    if log_file is not None:
+        to_file = logging.StreamHandler(log_file)
+        to_file.setFormatter(TextFormatter(clock_only=False, stamp_all=True))
+        handlers.append(to_file)
+    for h in handlers:
+        LOGGER.addHandler(h)
+
+    def undo() -> None:
+        for h in handlers:
+            LOGGER.removeHandler(h)
+            h.flush()
+        if log_file is not None:
+            log_file.close()
+        _hidden.clear()
+
+    return undo
+
+
+def configured() -> bool:
+    return bool(LOGGER.handlers)
