@@ -77,13 +77,18 @@ class _Scrub(logging.Filter):
 LOGGER.addFilter(_Scrub())
 
 
+#: Cuts a line to fit a terminal: ``fit(text, hang)`` gives the lines, the later ones starting with ``hang``.
+Fit = Callable[[str, str], list[str]]
+
+
 class TextFormatter(logging.Formatter):
     """Progress lines carry a UTC time; warnings and errors read ``warning: ...`` and ``kuberevive: error: ...``
-    as they always have (``stamp_all`` also stamps those, with the level: the log file)."""
+    as they always have (``stamp_all`` also stamps those, with the level: the log file). ``fit`` wraps a record
+    to the terminal's width, later lines indented under the text."""
 
-    def __init__(self, clock_only: bool, stamp_all: bool = False) -> None:
+    def __init__(self, clock_only: bool, stamp_all: bool = False, fit: Fit | None = None) -> None:
         super().__init__()
-        self.clock_only, self.stamp_all = clock_only, stamp_all
+        self.clock_only, self.stamp_all, self.fit = clock_only, stamp_all, fit
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = rfc3339(record.created)
@@ -91,12 +96,16 @@ class TextFormatter(logging.Formatter):
             stamp = stamp[11:19]
         msg = record.getMessage()
         if self.stamp_all:
-            return f"{stamp} {record.levelname.lower():<7} {msg}"
-        if record.levelno >= logging.ERROR:
-            return f"kuberevive: error: {msg}"
-        if record.levelno >= logging.WARNING:
-            return f"warning: {msg}"
-        return f"{stamp} {msg}"
+            line = f"{stamp} {record.levelname.lower():<7} {msg}"
+        elif record.levelno >= logging.ERROR:
+            line = f"kuberevive: error: {msg}"
+        elif record.levelno >= logging.WARNING:
+            line = f"warning: {msg}"
+        else:
+            line = f"{stamp} {msg}"
+        if self.fit is None:
+            return line
+        return "\n".join(self.fit(line, " " * (len(stamp) + 1 if record.levelno < logging.WARNING else 4)))
 
 
 class JsonFormatter(logging.Formatter):
@@ -110,14 +119,19 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(
-    stderr: TextIO, fmt: str = "text", tty: bool = False, log_file: TextIO | None = None, secrets: Iterable[str] = ()
+    stderr: TextIO,
+    fmt: str = "text",
+    tty: bool = False,
+    log_file: TextIO | None = None,
+    secrets: Iterable[str] = (),
+    fit: Fit | None = None,
 ) -> Callable[[], None]:
     """Send the logger to ``stderr`` (and ``log_file``); returns the function that undoes it (and closes the file)."""
     for value in secrets:
         hide(value)
     handlers: list[logging.Handler] = []
     out = logging.StreamHandler(stderr)
-    out.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(clock_only=tty))
+    out.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(clock_only=tty, fit=fit))
     handlers.append(out)
     if log_file is not None:
         to_file = logging.StreamHandler(log_file)

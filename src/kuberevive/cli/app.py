@@ -21,9 +21,10 @@ import sys
 import traceback
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn
 
 from kuberevive import __version__, logs
+from kuberevive.cli import render
 from kuberevive.cli.env import Environment, ExitStatus
 from kuberevive.errors import KubereviveError
 from kuberevive.io.backupfile import PASSPHRASE_ENV
@@ -137,18 +138,16 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed usage and the reason (Parser.error: ExitStatus.USAGE)
         return int(exc.code or 0) and int(ExitStatus.USAGE)
-    undo = logs.configure(env.stderr, tty=_isatty(env.stderr))
+    width = render.terminal_width(env.stderr, env.environ)
+    undo = logs.configure(
+        env.stderr,
+        tty=render.isatty(env.stderr),
+        fit=None if width is None else lambda text, hang: render.wrap(text, width, "", hang),
+    )
     try:
         return _run(args, env)
     finally:
         undo()
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def _run(args: argparse.Namespace, env: Environment) -> int:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from kuberevive import logs
+from kuberevive.cli import render
 
 
 class ExitStatus(enum.IntEnum):
@@ -29,7 +30,17 @@ class Environment:
 
     @property
     def colors(self) -> bool:
-        return self.stdout.isatty() and "NO_COLOR" not in self.environ
+        return render.colours(self.stdout, self.environ)
+
+    @property
+    def width(self) -> int | None:
+        """Columns of stdout to fit lines into, or None (not a terminal and no ``COLUMNS``)."""
+        return render.terminal_width(self.stdout, self.environ)
+
+    def line(self, text: str, indent: str = "", hang: str | None = None) -> None:
+        """``text`` on stdout, wrapped to :attr:`width` with a hanging indent (see :func:`render.wrap`)."""
+        for part in render.wrap(text, self.width, indent, hang):
+            print(part, file=self.stdout)
 
     def out(self, text: str = "") -> None:
         print(text, file=self.stdout)
