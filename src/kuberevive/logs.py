@@ -11,6 +11,7 @@ Without :func:`configure` (a library call, a unit test) the logger has no handle
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -30,7 +31,9 @@ _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*-----.*?(?:-----END [A-Z0-9 ]*-----|\Z)
 _PEM_B64 = re.compile(r"LS0tLS1CRUdJT[A-Za-z0-9+/=]*")  # base64 of "-----BEGIN" (kubeconfig *-data fields)
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _BOOTSTRAP_TOKEN = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
+_AGE_KEY = re.compile(r"AGE-SECRET-KEY-[0-9A-Z]+")
 _hidden: set[str] = set()
+_ours: list[logging.Handler] = []  # the handlers configure() added
 
 
 def hide(value: str) -> None:
@@ -45,6 +48,7 @@ def scrub(text: str) -> str:
     text = _PEM_B64.sub(MASK, text)
     text = _JWT.sub(MASK, text)
     text = _BOOTSTRAP_TOKEN.sub(MASK, text)
+    text = _AGE_KEY.sub(MASK, text)
     text = redact_urls(text)
     for value in sorted(_hidden, key=len, reverse=True):
         text = text.replace(value, MASK)
@@ -62,6 +66,39 @@ def warning(text: str) -> None:
 
 def error(text: str) -> None:
     LOGGER.error(text)
+
+
+def to_file(text: str) -> None:
+    """A line for the run's log file only (what the command printed on stdout, how the run ended)."""
+    LOGGER.info(text, extra={"file_only": True})
+
+
+class Tee(io.TextIOBase):
+    """``stream`` whose every written line also goes to the run's log file (:func:`to_file`)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream, self.partial = stream, ""
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        *lines, self.partial = (self.partial + text).split("\n")
+        for line in lines:
+            to_file(f"stdout: {line}")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+
+def _not_file_only(record: logging.LogRecord) -> bool:
+    return not getattr(record, "file_only", False)
 
 
 def rfc3339(created: float) -> str:
@@ -94,9 +131,9 @@ class TextFormatter(logging.Formatter):
         stamp = rfc3339(record.created)
         if self.clock_only:
             stamp = stamp[11:19]
-        msg = record.getMessage()
-        if self.stamp_all:
-            line = f"{stamp} {record.levelname.lower():<7} {msg}"
+        msg = record.getMessage().rstrip("\n")
+        if self.stamp_all:  # one record, one line: later lines of a message are indented under it
+            line = f"{stamp} {record.levelname.lower():<7} {msg}".replace("\n", "\n" + " " * (len(stamp) + 9))
         elif record.levelno >= logging.ERROR:
             line = f"kuberevive: error: {msg}"
         elif record.levelno >= logging.WARNING:
@@ -118,38 +155,97 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, sort_keys=False)
 
 
+class _RunLog(logging.Handler):
+    """The per-run log file, opened just before the run's first change to the node (:func:`node_changes`): a run
+    refused before it changed anything leaves no file behind, and one that changed something always has its log,
+    with everything said before. If the file cannot be opened the run goes on without it."""
+
+    def __init__(self, opener: Callable[[], TextIO], path: str, header: str) -> None:
+        super().__init__()
+        self.opener, self.path, self.header = opener, path, header
+        self.stream: TextIO | None = None
+        self.pending: list[str] = []
+        self.problem = ""
+
+    def open(self) -> None:
+        if self.stream is not None or self.problem:
+            return
+        try:
+            self.stream = self.opener()
+        except Exception as exc:  # a read-only or full disk must not stop a recovery
+            self.problem, self.pending = str(exc) or type(exc).__name__, []
+            return
+        lines, self.pending = [self.header, *self.pending], []
+        self.stream.write("".join(f"{x}\n" for x in lines))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.format(record)
+        if self.stream is None:
+            if not self.problem:
+                self.pending.append(line)
+            return
+        self.stream.write(f"{line}\n")
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        super().close()
+
+
+def node_changes() -> None:
+    """Called by :class:`~kuberevive.io.noderoot.NodeRoot` before it changes a file of the node: opens the run's
+    log file if this run keeps one."""
+    for h in _ours:
+        if isinstance(h, _RunLog):
+            h.open()
+
+
 def configure(
     stderr: TextIO,
     fmt: str = "text",
     tty: bool = False,
-    log_file: TextIO | None = None,
-    secrets: Iterable[str] = (),
+    *,
     fit: Fit | None = None,
+    run_log: tuple[str, Callable[[], TextIO]] | None = None,
+    header: str = "",
+    secrets: Iterable[str] = (),
 ) -> Callable[[], None]:
-    """Send the logger to ``stderr`` (and ``log_file``); returns the function that undoes it (and closes the file)."""
+    """Send the logger to ``stderr`` and, with ``run_log`` (its path and how to open it), to the run's log file;
+    returns the function that undoes it (and closes the file)."""
     for value in secrets:
         hide(value)
-    handlers: list[logging.Handler] = []
     out = logging.StreamHandler(stderr)
+    out.addFilter(_not_file_only)
     out.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(clock_only=tty, fit=fit))
-    handlers.append(out)
-    if log_file is not None:
-        to_file = logging.StreamHandler(log_file)
+    handlers: list[logging.Handler] = [out]
+    if run_log is not None:
+        to_file = _RunLog(run_log[1], run_log[0], header)
         to_file.setFormatter(TextFormatter(clock_only=False, stamp_all=True))
         handlers.append(to_file)
     for h in handlers:
         LOGGER.addHandler(h)
+        _ours.append(h)
 
     def undo() -> None:
         for h in handlers:
             LOGGER.removeHandler(h)
+            _ours.remove(h)
             h.flush()
-        if log_file is not None:
-            log_file.close()
+            if h is not out:
+                h.close()
         _hidden.clear()
 
     return undo
 
 
 def configured() -> bool:
-    return bool(LOGGER.handlers)
+    """Whether :func:`configure` is in effect (a test runner may add handlers of its own to every logger)."""
+    return bool(_ours)
+
+
+def log_file() -> str | None:
+    """The path of this run's log file once it is open (a failure message names it), else None."""
+    for h in _ours:
+        if isinstance(h, _RunLog) and h.stream is not None:
+            return h.path
+    return None

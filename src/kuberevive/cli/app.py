@@ -18,10 +18,13 @@ import itertools
 import os
 import re
 import sys
+import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
-from typing import Any, NoReturn
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
 
 from kuberevive import __version__, logs
 from kuberevive.cli import render
@@ -114,6 +117,28 @@ class Parser(argparse.ArgumentParser):
         self.exit(int(ExitStatus.USAGE), f"{self.prog}: error: {message}\n")
 
 
+def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """The options every command takes, before or after its name (``kuberevive diagnose --traceback``). Below the
+    top level their default is "not given", so a value given before the command is not reset by its subparser."""
+    default: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error", **default)
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        help="progress, warnings and errors on stderr as text (default) or JSON lines",
+        **({"default": "text"} if top else default),
+    )
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found += [sub, *_subparsers(sub)]
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="kuberevive",
@@ -121,12 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Bring a kubeadm control plane back to life without disrupting running workloads.",
     )
     parser.add_argument("--version", action="version", version=f"kuberevive {__version__}")
-    parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
+    _global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
         module = importlib.import_module(f"kuberevive.cli.commands.{name}")
         module.register(sub)
+    for p in _subparsers(parser):
+        _global_options(p, top=False)
     return parser
 
 
@@ -139,15 +166,42 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
     except SystemExit as exc:  # argparse already printed usage and the reason (Parser.error: ExitStatus.USAGE)
         return int(exc.code or 0) and int(ExitStatus.USAGE)
     width = render.terminal_width(env.stderr, env.environ)
+    words = list(sys.argv[1:] if argv is None else argv)
+    options = shown_arguments([w for w in words if w.startswith("-")])
     undo = logs.configure(
         env.stderr,
+        args.log_format,
         tty=render.isatty(env.stderr),
         fit=None if width is None else lambda text, hang: render.wrap(text, width, "", hang),
+        run_log=_run_log(args),
+        header=f"kuberevive {__version__} {getattr(args, 'run_log', '')}, pid {os.getpid()}, options: {options}",
+        secrets=[env.environ.get(PASSPHRASE_ENV, "")],
     )
+    started, stdout = time.monotonic(), env.stdout
+    if getattr(args, "run_log", None):
+        env.stdout = logs.Tee(stdout)  # type: ignore[assignment]  # what the run prints goes into its log too
+    code = int(ExitStatus.UNEXPECTED)
     try:
-        return _run(args, env)
+        code = _run(args, env)
+        return code
     finally:
+        logs.to_file(f"exit {code} after {time.monotonic() - started:.1f} s")
+        env.stdout = stdout
         undo()
+
+
+def _run_log(args: argparse.Namespace) -> tuple[str, Callable[[], TextIO]] | None:
+    """Where this run keeps its log (``/var/lib/kuberevive/log/<command>-<UTC time>-<pid>.log`` under ``--root``),
+    for the runs that change the node: a command that sets ``run_log``, without ``--dry-run`` and, when it has
+    ``--apply``, with it. Read-only runs write nothing, not even a log."""
+    name = getattr(args, "run_log", None)
+    if not name or getattr(args, "dry_run", False) or not getattr(args, "apply", True):
+        return None
+    from kuberevive.io.noderoot import LOG_DIR, NodeRoot
+
+    root = NodeRoot(Path(getattr(args, "root", None) or "/"))
+    node_path = LOG_DIR / f"{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}.log"
+    return str(root.prefix / node_path.relative_to("/")), lambda: root.open_log(node_path)
 
 
 def _run(args: argparse.Namespace, env: Environment) -> int:

@@ -58,7 +58,9 @@ class Environment:
         self._say(logs.warning, text, "warning: ")
 
     def error(self, text: str) -> None:
-        self._say(logs.error, text, "kuberevive: error: ")
+        """The run's failure in one line; it names the run's log file when there is one."""
+        path = logs.log_file()
+        self._say(logs.error, f"{text} (log: {path})" if path else text, "kuberevive: error: ")
 
     def _say(self, log: Callable[[str], None], text: str, prefix: str) -> None:
         if logs.configured():  # the CLI's main() configured it for this run

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from kuberevive import logs
 from kuberevive.core import backup as core
 from kuberevive.core.backup import BackupContents, BackupError, BackupFile, NodeIdentity, Secret, TrustEvidence
 from kuberevive.core.manifests import manifest_flags, parse_manifest
@@ -74,6 +75,8 @@ def read_secret(
         identities = tuple(line.strip() for line in text.splitlines() if line.strip().startswith("AGE-SECRET-KEY-"))
         if not identities:
             raise BackupError(f"{identity_file} holds no AGE-SECRET-KEY- line", "pass the file age-keygen wrote")
+    for value in (passphrase or "", *identities):
+        logs.hide(value)  # never in the run's log, whatever message may carry it
     return Secret(passphrase=passphrase, recipients=recipients, identities=identities)
 
 

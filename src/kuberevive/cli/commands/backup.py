@@ -95,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     c.add_argument("--json", action="store_true", help="machine-readable output")
     _secret_args(c, decrypt=False)
-    c.set_defaults(func=run_create)
+    c.set_defaults(func=run_create, run_log="backup-create")
 
     v = bsub.add_parser("verify", allow_abbrev=False, help="decrypt in memory and check hashes, key pairs and expiry")
     v.add_argument("file", metavar="FILE")
@@ -144,7 +144,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("--json", action="store_true", help="machine-readable output")
     _secret_args(r, decrypt=True)
     add_authenticity_args(r)
-    r.set_defaults(func=run_restore, only_missing=True)
+    r.set_defaults(func=run_restore, only_missing=True, run_log="backup-restore")
 
 
 # --------------------------------------------------------------------------------- create

@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("--apply", action="store_true", help="do it (default: print the plan and change nothing)")
     r.add_argument("--all", action="store_true", help="renew every leaf and credential, also the valid ones")
     r.add_argument("--json", action="store_true", help="machine-readable output")
-    r.set_defaults(func=run_renew)
+    r.set_defaults(func=run_renew, run_log="certs-renew")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

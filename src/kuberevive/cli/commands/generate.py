@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--dry-run", action="store_true", help="list every file that would be written; write nothing")
     p.add_argument("--force", action="store_true", help="replace existing files (moved aside with a timestamp)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, run_log="generate")
 
 
 def read_config_file(path: str) -> str:

@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--root", default="/", metavar="DIR", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, run_log="recover")
 
 
 def add_node_access_args(g: argparse._ActionsContainer) -> None:

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     add_authenticity_args(p, prefix="for a backup: ")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, run_log="restore-etcd")
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
