@@ -27,6 +27,8 @@ class Environment:
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    output: str = "json"
+    """``-o yaml`` makes :meth:`json` print YAML."""
 
     @property
     def colors(self) -> bool:
@@ -46,6 +48,12 @@ class Environment:
         print(text, file=self.stdout)
 
     def json(self, data: Any) -> None:
+        """The machine-readable document: JSON, or YAML with ``-o yaml``."""
+        if self.output == "yaml":
+            import yaml  # only when asked for: kept off the path of --help
+
+            yaml.safe_dump(data, self.stdout, sort_keys=False)
+            return
         json.dump(data, self.stdout, indent=2, sort_keys=False)
         self.stdout.write("\n")
 

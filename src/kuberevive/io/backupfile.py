@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from kuberevive import PASSPHRASE_ENV as PASSPHRASE_ENV
 from kuberevive import logs
 from kuberevive.core import backup as core
 from kuberevive.core.backup import BackupContents, BackupError, BackupFile, NodeIdentity, Secret, TrustEvidence
@@ -27,7 +28,6 @@ from kuberevive.errors import ConfigError, EtcdError, ExistingFileError, KubeApi
 from kuberevive.io import nodefacts
 from kuberevive.io.noderoot import NodeRoot, WriteResult
 
-PASSPHRASE_ENV = "KUBEREVIVE_PASSPHRASE"
 BACKUP_SUFFIX = ".age"
 BACKUP_PREFIX = "kuberevive-backup-"
 DEFAULT_BACKUP_DIR = Path("/var/lib/kuberevive/backups")

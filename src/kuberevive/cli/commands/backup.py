@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kuberevive import __version__
+from kuberevive.cli.commands import summary
 from kuberevive.cli.env import Environment, ExitStatus
 from kuberevive.core import backup as core
 from kuberevive.core.backup import BackupContents, BackupError
@@ -63,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "backup",
         allow_abbrev=False,
-        help="encrypted backups of the control plane's PKI, configuration and etcd",
+        help=summary("backup"),
         description="Make, check, list and restore encrypted backups (age format) of a control-plane node.",
     )
     bsub = p.add_subparsers(dest="backup_command", metavar="ACTION")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from kuberevive.cli import render
+from kuberevive.cli.commands import summary
 from kuberevive.cli.env import Environment
 from kuberevive.core.diagnose import AREA_ORDER, DEFAULT_EXPIRY_WARNING_DAYS, Options, Report, Severity, diagnose
 from kuberevive.io.snapshot import CollectError, collect
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "diagnose",
         allow_abbrev=False,
-        help="report what is wrong with a kubeadm node and what survives for a recovery (read-only)",
+        help=summary("diagnose"),
         description="Check every kubeadm artifact, file modes (CIS 1.1.x/4.1.x), what survives for a recovery, "
         "and, with a working API, the cluster's copies of the CA. Exit 0 healthy, 1 warnings, 2 errors, "
         "3 could not run.",

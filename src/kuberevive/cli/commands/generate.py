@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from kuberevive.cli.commands import summary
 from kuberevive.cli.env import Environment, ExitStatus
 from kuberevive.core.generate import Target, generate, kubeconfig_paths
 from kuberevive.errors import ConfigError, ExistingFileError
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "generate",
         allow_abbrev=False,
-        help="write what 'kubeadm init' writes to /etc/kubernetes, from a kubeadm configuration",
+        help=summary("generate"),
         description="Generate the kubeadm PKI, kubeconfigs and static Pod manifests for a configuration. "
         "Existing valid CAs and certificates are reused, as kubeadm does.",
     )

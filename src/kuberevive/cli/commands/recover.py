@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from kuberevive.cli.commands import summary
 from kuberevive.cli.commands.backup import add_from_backup_args, kept_from_backup
 from kuberevive.cli.commands.generate import read_config_file
 from kuberevive.cli.env import Environment, ExitStatus
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "recover",
         allow_abbrev=False,
-        help="rebuild a control-plane node whose /etc/kubernetes is lost, from what survives (etcd, kubelet)",
+        help=summary("recover"),
         description="Rebuild this control-plane node from its surviving etcd data and kubelet state, with the "
         "cluster's real configuration read from etcd. Without --apply, print the plan and change nothing.",
     )

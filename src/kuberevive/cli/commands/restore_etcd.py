@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kuberevive.cli.commands import summary
 from kuberevive.cli.commands.backup import add_authenticity_args, pinned_ca
 from kuberevive.cli.env import Environment, ExitStatus
 from kuberevive.core import backup as core
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "restore-etcd",
         allow_abbrev=False,
-        help="restore etcd's data directory from a snapshot or a kuberevive backup (single control-plane node)",
+        help=summary("restore-etcd"),
         description="Stop etcd (its manifest is moved away), keep the old data directory aside, run "
         "'etcdutl snapshot restore' with the member settings of the etcd manifest, put the manifest back and "
         "wait until etcd is healthy. etcdutl and crictl must be on PATH.",
