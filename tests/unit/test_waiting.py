@@ -92,3 +92,38 @@ def test_heartbeats_through_the_log_carry_a_timestamp_and_fields():
     for d in docs:
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", d["time"])
         assert d["level"] == "info" and d["waiting"] == "node cp1 Ready" and d["last"] == "NotReady"
+
+
+class _EvictionApi:
+    """An API server whose eviction endpoint answers 429 (a PodDisruptionBudget) ``refusals`` times."""
+
+    def __init__(self, refusals: int, then: int | None = None) -> None:
+        self.refusals, self.then, self.calls = refusals, then, 0
+
+    def create(self, path: str, body: dict[str, object]) -> None:
+        self.calls += 1
+        if self.calls <= self.refusals:
+            raise KubeApiError("Cannot evict pod as it would violate the pod's disruption budget.", status=429)
+        if self.then is not None:
+            raise KubeApiError("gone", status=self.then)
+
+    def get_or_none(self, path: str) -> None:
+        return None  # the evicted pod is gone
+
+
+def test_an_eviction_refused_by_a_pdb_is_retried_through_the_poll_helper():
+    import time
+
+    from kuberevive.core.restarts import PodRef
+    from kuberevive.io import restarts_apply
+
+    pod = PodRef("ns", "web-1", "uid-1")
+    said: list[str] = []
+    api = _EvictionApi(3)
+    restarts_apply._evict_one(api, pod, time.monotonic() + 30, 0.001, said.append)  # type: ignore[arg-type]
+    assert api.calls == 4 and said == ["  eviction of ns/web-1 refused by a PodDisruptionBudget; retrying"]
+    gone = _EvictionApi(0, then=404)
+    restarts_apply._evict_one(gone, pod, time.monotonic() + 30, 0.001, said.append)  # type: ignore[arg-type]
+    assert gone.calls == 1
+    with pytest.raises(restarts_apply._Fail, match="eviction of ns/web-1 still refused by a PodDisruptionBudget"):
+        restarts_apply._evict_one(_EvictionApi(10**6), pod, time.monotonic() + 0.05, 0.001, said.append)  # type: ignore[arg-type]

@@ -219,22 +219,27 @@ def _evict_one(api: KubeApi, pod: restarts.PodRef, deadline: float, poll: float,
         "deleteOptions": {"preconditions": {"uid": pod.uid}} if pod.uid else {},
     }
     path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}"
-    said = False
-    while True:
+    refused: list[str] = []
+
+    def evicted() -> tuple[bool, str]:
         try:
             api.create(f"{path}/eviction", body)
-            break
         except KubeApiError as exc:
             if exc.status in (404, 409):  # gone, or the name is a newer pod (uid precondition)
-                return
+                return True, "gone"
             if exc.status != 429:
                 raise
-            if time.monotonic() >= deadline:
-                raise _Fail(f"eviction of {pod.ref} still refused by a PodDisruptionBudget: {exc.message}") from None
-            if not said:
+            if not refused:
                 progress(f"  eviction of {pod.ref} refused by a PodDisruptionBudget; retrying")
-                said = True
-            time.sleep(poll)
+            refused.append(exc.message)
+            return False, f"refused by a PodDisruptionBudget: {exc.message}"
+        return True, "evicted"
+
+    ok, message = _wait_for(f"the eviction of {pod.ref}", evicted, deadline, poll)
+    if not ok:
+        raise _Fail(f"eviction of {pod.ref} still {message}")
+    if message == "gone":
+        return
 
     def gone() -> tuple[bool, str]:
         obj = api.get_or_none(path)
