@@ -79,6 +79,21 @@ MAX_READ_BYTES = 16 << 20
 MAX_SYMLINKS = 40
 
 
+def backup_stamp(now: datetime | None = None) -> str:
+    """The name of one run's directory under :data:`BACKUP_DIR`: the UTC time to the microsecond."""
+    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def missing_parents_modes(node_path: PurePosixPath | str) -> list[tuple[PurePosixPath, int]]:
+    """Every directory above ``node_path``, outermost first, with the mode kubeadm gives it when it is made."""
+    chain: list[PurePosixPath] = []
+    parent = normalise(node_path).parent
+    while parent != parent.parent:
+        chain.append(parent)
+        parent = parent.parent
+    return [(d, DIR_MODES.get(d, DEFAULT_DIR_MODE)) for d in reversed(chain)]
+
+
 def normalise(node_path: PurePosixPath | str) -> PurePosixPath:
     """A node path normalised lexically: absolute, no ``.`` or empty parts, ``..`` clamped at ``/`` (as at a
     chroot's root). Raises ``ValueError`` for a relative path or a NUL byte."""
@@ -346,8 +361,7 @@ class NodeRoot:
     ) -> list[WriteResult]:
         """Write every artifact, all or nothing (see the module docstring)."""
         planned = self.plan(list(artifacts), force=force)
-        stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
-        backup_root = BACKUP_DIR / stamp
+        backup_root = BACKUP_DIR / backup_stamp(now)
         done: list[WriteResult] = []
         created_dirs: list[Path] = []
         try:
@@ -455,8 +469,7 @@ class NodeRoot:
         """Move one file (or symlink) to the timestamped backup directory; returns its new node path."""
         if not os.path.lexists(self.host_path(node_path, follow=False)):
             return None
-        stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
-        aside = BACKUP_DIR / stamp / normalise(node_path).relative_to("/")
+        aside = BACKUP_DIR / backup_stamp(now) / normalise(node_path).relative_to("/")
         self._move_aside(node_path, aside, [])
         return aside
 
@@ -469,12 +482,7 @@ class NodeRoot:
         node path puts it (so a symlinked directory inside the root is honoured and never left)."""
         if not self.prefix.is_dir():
             raise FileNotFoundError(2, "the root directory does not exist", str(self.prefix))
-        chain: list[PurePosixPath] = []
-        parent = normalise(node_path).parent
-        while parent != parent.parent:
-            chain.append(parent)
-            parent = parent.parent
-        for d in reversed(chain):
+        for d, mode in missing_parents_modes(node_path):
             host = self.host_path(d)
             if os.path.lexists(host):  # a directory, or a file that the write will then report
                 continue
@@ -484,7 +492,6 @@ class NodeRoot:
                     f"{d} is a symlink to {link}, which does not exist on the node; nothing was written",
                     "create the directory it points to (or replace the link with a directory), then run again",
                 )
-            mode = DIR_MODES.get(d, DEFAULT_DIR_MODE)
             host.mkdir(mode=mode)
             os.chmod(host, mode)
             created_dirs.append(host)
