@@ -592,21 +592,26 @@ def file_kind(mode: int) -> str:
 
 def _move(src: Path, dst: Path) -> None:
     """``rename``, or across file systems (/etc, /var, /var/lib/kubelet are often separate mounts):
-    copy with mode and times (a symlink is re-created as a symlink), fsync, then unlink the source."""
+    copy with mode, owner and times (a symlink is re-created as a symlink), fsync, then unlink the source."""
     try:
         os.replace(src, dst)
         return
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
+    st = os.lstat(src)
     if src.is_symlink():
         os.symlink(os.readlink(src), dst)
+        os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
     elif src.is_dir():  # e.g. an empty directory the container runtime left where a file belongs
         shutil.copytree(src, dst, symlinks=True)
         shutil.rmtree(src)
         return
     else:
         shutil.copy2(src, dst, follow_symlinks=False)
+        if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):  # as mv does: the owner stays (chown as root)
+            os.chown(dst, st.st_uid, st.st_gid)
+            os.chmod(dst, stat.S_IMODE(st.st_mode))  # chown clears set-id bits
         fd = os.open(dst, os.O_RDONLY)
         try:
             os.fsync(fd)
