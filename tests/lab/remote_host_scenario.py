@@ -118,7 +118,7 @@ def scenario(host: Host, base: PurePosixPath, tmpfs: PurePosixPath, now: datetim
     obs["no temporary file left"] = host.run(["ls", "-A", str(key.parent)]).text.split()
 
     aside = host.write(key, b"OTHER\n", 0o600)
-    obs["replace the key"] = [shown(aside), stat(aside), host.read(aside) == SECRET, read(key)]
+    obs["replace the key"] = [shown(aside), stat(aside), aside is not None and host.read(aside) == SECRET, read(key)]
     obs["same content and mode again"] = shown(host.write(key, b"OTHER\n", 0o600))
     aside = host.write(key, b"OTHER\n", 0o640)
     obs["same content, other mode"] = [shown(aside), stat(aside), stat(key)]

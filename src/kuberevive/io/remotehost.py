@@ -137,7 +137,8 @@ def _parents(node_path: PurePosixPath) -> list[str]:
 
 
 def _why(r: Result) -> str:
-    return (r.stderr or r.stdout).decode(errors="replace").strip()[:300] or f"exit code {r.exit_code}"
+    """What a failed command said, on one line."""
+    return " ".join((r.stderr or r.stdout).decode(errors="replace").split())[:300] or f"exit code {r.exit_code}"
 
 
 def parse_crictl_ps(data: bytes | str, name: str | None = None) -> list[Container]:
@@ -215,8 +216,8 @@ class SshHost:
             raise NodeFsError(f"{self.name}: {path} grew past {limit} bytes while read", "move it away and run again")
         return data, int(head, 8)
 
-    def read(self, node_path: PurePosixPath) -> bytes | None:
-        got = self._read(node_path)
+    def read(self, node_path: PurePosixPath, limit: int = MAX_READ_BYTES) -> bytes | None:
+        got = self._read(node_path, limit)
         return None if got is None else got[0]
 
     def exists(self, node_path: PurePosixPath) -> bool:
