@@ -5,9 +5,12 @@ rule that file contents never reach a command line."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -17,6 +20,7 @@ from kuberevive.io.host import Container, Host
 from kuberevive.io.remotehost import SshHost, _parents, parse_crictl_ps
 from kuberevive.io.transport import DEFAULT_TIMEOUT, LocalTransport, Result, TransportError
 
+OWNER = (1234, 2345) if os.geteuid() == 0 else (os.getuid(), os.getgid())  # CI runs as root
 SECRET = b"-----BEGIN EC PRIVATE KEY-----\nc2VjcmV0IGtleSBieXRlcw==\n-----END EC PRIVATE KEY-----\n"
 
 #: ``crictl ps -o json`` on a lab worker (crictl v1.33), one container trimmed of its annotations.
@@ -293,3 +297,72 @@ def test_restart_unit_and_containers_failures_are_one_sentence() -> None:
     with pytest.raises(TransportError, match=r"^node-b: not the JSON of 'crictl ps -o json'"):
         SshHost(Canned(Result(0, b"<html>", b""))).containers()
     assert SshHost(Canned(Result(0, CRICTL_PS, b""))).containers("kube-proxy")[0].pod_name == "kube-proxy-4z48m"
+
+
+@pytest.fixture
+def other_fs() -> Iterator[Path]:
+    """A temporary directory on another file system than pytest's tmp_path (the tmpfs at /dev/shm)."""
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm")
+    d = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="kuberevive-test-"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d)
+
+
+def test_move_aside_keeps_the_file_its_mode_and_owner(rec: Recording, tmp_path: Path) -> None:
+    host = SshHost(rec, backup_dir=PurePosixPath(tmp_path / "backup"))
+    (tmp_path / "etc").mkdir()
+    f = tmp_path / "etc" / "kubelet.conf"
+    f.write_bytes(b"old")
+    f.chmod(0o604)
+    os.chown(f, *OWNER)
+    inode = f.stat().st_ino
+    when = datetime(2026, 12, 4, 20, 1, 2, 345678, tzinfo=UTC)
+    aside = host.move_aside(PurePosixPath(f), when)
+    assert aside == PurePosixPath(tmp_path, "backup", "20261204T200102.345678Z", *f.parts[1:])
+    moved = Path(aside)
+    assert (moved.read_bytes(), _mode(moved), moved.stat().st_ino) == (b"old", 0o604, inode)  # renamed, not copied
+    assert (moved.stat().st_uid, moved.stat().st_gid) == OWNER and not f.exists()
+    assert host.move_aside(PurePosixPath(f), when) is None  # nothing there
+    f.write_bytes(b"again")
+    with pytest.raises(NodeFsError, match=r"that exists already; nothing was moved"):
+        host.move_aside(PurePosixPath(f), when)  # the same timestamp: the first backup is never overwritten
+    assert (f.read_bytes(), moved.read_bytes()) == (b"again", b"old")
+
+
+def test_move_aside_across_file_systems_copies_then_removes(rec: Recording, tmp_path: Path, other_fs: Path) -> None:
+    if os.stat(other_fs).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("/dev/shm and the temporary directory are one file system here")
+    host = SshHost(rec, backup_dir=PurePosixPath(tmp_path / "backup"))
+    f, link, empty = other_fs / "ca.key", other_fs / "current.pem", other_fs / "placeholder.conf"
+    f.write_bytes(SECRET)
+    f.chmod(0o600)
+    os.chown(f, *OWNER)
+    os.symlink("/var/lib/kubelet/pki/kubelet-client-1.pem", link)
+    os.chown(link, *OWNER, follow_symlinks=False)
+    empty.mkdir()
+    moved = {p.name: Path(str(host.move_aside(PurePosixPath(p)))) for p in (f, link, empty)}
+    assert (moved["ca.key"].read_bytes(), _mode(moved["ca.key"])) == (SECRET, 0o600)
+    assert (moved["ca.key"].stat().st_uid, moved["ca.key"].stat().st_gid) == OWNER
+    assert os.readlink(moved["current.pem"]) == "/var/lib/kubelet/pki/kubelet-client-1.pem"
+    assert (os.lstat(moved["current.pem"]).st_uid, os.lstat(moved["current.pem"]).st_gid) == OWNER
+    assert moved["placeholder.conf"].is_dir() and not moved["placeholder.conf"].is_symlink()
+    assert os.listdir(other_fs) == [] and os.stat(moved["ca.key"]).st_dev != os.stat(other_fs).st_dev
+
+
+def test_write_over_other_content_moves_it_aside_and_a_failed_write_puts_it_back(
+    rec: Recording, tmp_path: Path
+) -> None:
+    host = SshHost(rec, backup_dir=PurePosixPath(tmp_path / "backup"))
+    f = tmp_path / "admin.conf"
+    f.write_bytes(b"old")
+    f.chmod(0o600)
+    aside = host.write(PurePosixPath(f), b"new", 0o600)
+    assert aside is not None and Path(aside).read_bytes() == b"old" and f.read_bytes() == b"new"
+    inode = f.stat().st_ino
+    with pytest.raises(NodeFsError, match=r"cannot write .*admin.conf: chmod: invalid mode.*; the old file was put"):
+        host.write(PurePosixPath(f), b"newer", 0o170000)
+    assert (f.read_bytes(), f.stat().st_ino) == (b"new", inode)
+    assert sorted(os.listdir(tmp_path)) == ["admin.conf", "backup"]

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import PurePosixPath
 
-from kuberevive.errors import NodeFsError
+from kuberevive.errors import KubereviveError, NodeFsError
 from kuberevive.io.host import Container
 from kuberevive.io.noderoot import BACKUP_DIR, MAX_READ_BYTES, backup_stamp, missing_parents_modes, normalise
 from kuberevive.io.transport import DEFAULT_TIMEOUT, Result, Transport, TransportError
@@ -165,9 +165,11 @@ def parse_crictl_ps(data: bytes | str, name: str | None = None) -> list[Containe
 class SshHost:
     """Another node, through its transport (usually an :class:`~kuberevive.io.transport.SshTransport`)."""
 
-    def __init__(self, transport: Transport, name: str | None = None) -> None:
+    def __init__(self, transport: Transport, name: str | None = None, backup_dir: PurePosixPath = BACKUP_DIR) -> None:
         self.transport = transport
         self.name = name or transport.name
+        #: Where :meth:`move_aside` puts files (a temporary directory in tests).
+        self.backup_dir = backup_dir
 
     @property
     def live(self) -> bool:
@@ -235,24 +237,38 @@ class SshHost:
         if current == (content, mode):
             return None
         aside = self.move_aside(path) if current is not None or self.readlink(path) is not None else None
-        r = self._sh(_WRITE, str(path), f"{mode:o}", *_parents(path), input=content)
-        if not r.ok:
-            raise self._fail(f"write {path}", r)
-        return aside
+        try:
+            r = self._sh(_WRITE, str(path), f"{mode:o}", *_parents(path), input=content)
+            if r.ok:
+                return aside
+            error: KubereviveError = self._fail(f"write {path}", r)
+        except KubereviveError as exc:
+            error = exc
+        if aside is not None:  # put the old file back, as NodeRoot rolls back (never over a file now there)
+            try:
+                put_back = self._move(aside, path)
+            except KubereviveError:
+                put_back = False
+            error.message += "; the old file was put back" if put_back else f"; the old file is at {aside}"
+        raise error
 
     def move_aside(self, node_path: PurePosixPath, now: datetime | None = None) -> PurePosixPath | None:
         path = normalise(node_path)
-        aside = BACKUP_DIR / backup_stamp(now) / path.relative_to("/")
-        r = self._sh(_MOVE_ASIDE, str(path), str(aside), *_parents(aside))
+        aside = self.backup_dir / backup_stamp(now) / path.relative_to("/")
+        return aside if self._move(path, aside) else None
+
+    def _move(self, path: PurePosixPath, to: PurePosixPath) -> bool:
+        """Move ``path`` to the new name ``to`` (see the module docstring); False when nothing is at ``path``."""
+        r = self._sh(_MOVE_ASIDE, str(path), str(to), *_parents(to))
         if r.exit_code == _ABSENT:
-            return None
+            return False
         if r.exit_code == _ASIDE_EXISTS:
             raise NodeFsError(
-                f"{self.name}: cannot move {path} aside: {aside} exists already; nothing was moved", "run again"
+                f"{self.name}: cannot move {path} to {to}: that exists already; nothing was moved", "run again"
             )
         if not r.ok:
-            raise self._fail(f"move {path} aside to {aside}", r)
-        return aside
+            raise self._fail(f"move {path} to {to}", r)
+        return True
 
     def replace_symlink(self, node_path: PurePosixPath, target: str) -> None:
         path = normalise(node_path)
