@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,12 +17,11 @@ from typing import Any
 
 import pytest
 
-from kuberevive.core.retrust import ready_since
 from kuberevive.io.noderoot import BACKUP_DIR
 from kuberevive.io.remotehost import SshHost
 from kuberevive.io.transport import SshTarget, SshTransport, TransportError
 from kuberevive.lab import Lab
-from tests.lab.conftest import OnNode
+from tests.lab.conftest import OnNode, wait_ready_since
 from tests.lab.remote_host_scenario import KUBEADM_DIR, OWNER, scenario
 
 pytestmark = pytest.mark.lab
@@ -157,15 +155,7 @@ def test_restart_unit_restarts_the_kubelet_and_the_node_is_ready_again(
     since = datetime.now(UTC).replace(microsecond=0)
     outcomes.host.restart_unit("kubelet")
     assert on_node(NODE, "systemctl", "is-active", "kubelet").stdout.strip() == "active"
-    deadline, why = time.monotonic() + 180, ""
-    while time.monotonic() < deadline:  # a fresh Ready heartbeat: the restarted kubelet is back
-        node = json.loads(on_node("cp1", "kubectl", "get", "node", NODE, "-o", "json").stdout)
-        ready, why = ready_since(node, since)
-        if ready:
-            break
-        time.sleep(1)
-    else:
-        raise AssertionError(f"{NODE} posted no fresh Ready status after the kubelet restart: {why}")
+    wait_ready_since(on_node, NODE, since)  # a fresh Ready heartbeat: the restarted kubelet is back
     assert {c.id for c in outcomes.host.containers()} == before  # containers keep running
     assert pid_file.read_text().strip() != pid_before  # a new kubelet process
 

@@ -80,31 +80,36 @@ stat -L -c %a -- "$p" || exit 1
 exec dd if="$p" iflag=nonblock,fullblock bs=65536 count=$(($2 / 65536 + 1)) status=none
 """
 
-# $1 path, $2 mode (octal), then the parents as mode/dir pairs. Content on stdin.
-_WRITE = (
+# $1 path, $2 the mode or the link's target, then the parents as mode/dir pairs: what writing a new file or link
+# next to $1 and renaming it over $1 needs; fail removes the temporary file, exiting with the failed status.
+_BESIDE = (
     _MKPARENTS
     + """
-p=$1 m=$2; shift 2
+p=$1 arg=$2; shift 2
 mkparents "$@"
 d=$(dirname -- "$p"); t="$d/.$(basename -- "$p").kuberevive-tmp-$$"
+fail() { rc=$?; rm -f -- "$t"; exit $rc; }
+"""
+)
+
+# Content on stdin.
+_WRITE = (
+    _BESIDE
+    + """
 umask 077
 set -C
 : > "$t" || exit 1
 set +C
-chmod "$m" -- "$t" && cat >> "$t" && sync -- "$t" && mv -f -T -- "$t" "$p" || { rc=$?; rm -f -- "$t"; exit $rc; }
+chmod "$arg" -- "$t" && cat >> "$t" && sync -- "$t" && mv -f -T -- "$t" "$p" || fail
 exec sync -- "$d"
 """
 )
 
-# $1 link, $2 target, then the parents as mode/dir pairs.
 _SYMLINK = (
-    _MKPARENTS
+    _BESIDE
     + """
-p=$1 target=$2; shift 2
-mkparents "$@"
-d=$(dirname -- "$p"); t="$d/.$(basename -- "$p").kuberevive-tmp-$$"
 rm -f -- "$t"
-ln -s -- "$target" "$t" && mv -f -T -- "$t" "$p" || { rc=$?; rm -f -- "$t"; exit $rc; }
+ln -s -- "$arg" "$t" && mv -f -T -- "$t" "$p" || fail
 exec sync -- "$d"
 """
 )
