@@ -227,11 +227,29 @@ def take_etcd_snapshot(root: NodeRoot) -> bytes:
 # --------------------------------------------------------------------------------- files
 
 
-def backup_name(node: str, created: datetime) -> str:
+def backup_name(node: str, created: datetime, seq: int = 0) -> str:
     """``kuberevive-backup-<node>-<UTC time>.age``: the node's name is what ``list`` and ``prune`` group by
-    (characters outside ``[A-Za-z0-9._-]`` become ``_``, so a name is never a path)."""
+    (characters outside ``[A-Za-z0-9._-]`` become ``_``, so a name is never a path). A second backup of the same
+    node within the same second gets ``seq`` 1, 2, ... (``...Z.1.age``), so it never needs to replace the first."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", node)[:200] or "_"
-    return f"{BACKUP_PREFIX}{safe}-{created.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}{BACKUP_SUFFIX}"
+    suffix = f".{seq}" if seq else ""
+    return f"{BACKUP_PREFIX}{safe}-{created.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}{suffix}{BACKUP_SUFFIX}"
+
+
+#: How many backups of one node :func:`free_backup_name` tries within one second before giving up.
+MAX_SAME_SECOND = 100
+
+
+def free_backup_name(directory: Path, node: str, created: datetime) -> Path:
+    """The first :func:`backup_name` of ``node`` at ``created`` that nothing in ``directory`` holds yet."""
+    for seq in range(MAX_SAME_SECOND):
+        target = directory / backup_name(node, created, seq)
+        if not os.path.lexists(target):
+            return target
+    raise BackupError(
+        f"{directory} already holds {MAX_SAME_SECOND} backups of {node} made in the same second; nothing was written",
+        "run again in a second",
+    )
 
 
 def out_target(out: str) -> tuple[Path, bool]:
@@ -327,9 +345,12 @@ class ListedBackup:
     encryption: str
     node: str
     created: datetime | None
+    seq: int = 0  # the n-th backup of this node within the second of ``created``
 
 
-_NAME_RE = re.compile(rf"^{BACKUP_PREFIX}(?P<node>.+)-(?P<stamp>\d{{8}}T\d{{6}}Z){re.escape(BACKUP_SUFFIX)}$")
+_NAME_RE = re.compile(
+    rf"^{BACKUP_PREFIX}(?P<node>.+)-(?P<stamp>\d{{8}}T\d{{6}}Z)(?:\.(?P<seq>[1-9][0-9]*))?{re.escape(BACKUP_SUFFIX)}$"
+)
 
 
 def name_node(name: str) -> str | None:
@@ -363,9 +384,10 @@ def list_backups(directory: Path) -> list[ListedBackup]:
                 encryption="passphrase (scrypt)" if b"\n-> scrypt " in data else "recipient (X25519)",
                 node=m.group("node"),
                 created=created,
+                seq=int(m.group("seq") or 0),
             )
         )
-    return sorted(out, key=lambda b: (b.created or b.modified, b.path.name))
+    return sorted(out, key=lambda b: (b.created or b.modified, b.seq, b.path.name))
 
 
 def _head(entry: Path) -> tuple[os.stat_result, bytes] | None:

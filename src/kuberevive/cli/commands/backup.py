@@ -209,9 +209,7 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
     signer = core.signing_key(files)
     ciphertext = core.encrypt(plaintext, secret)
     del plaintext
-    target = out / backupfile.backup_name(node.node_name, created) if into_dir else out
-    if into_dir and os.path.lexists(target):
-        raise BackupError(f"{target} already exists (a backup made in the same second)", "run again in a second")
+    target = backupfile.free_backup_name(out, node.node_name, created) if into_dir else out
     moved_aside = backupfile.write_backup(target, ciphertext, force=args.force and not into_dir, now=created)
     pruned = (
         backupfile.prune_backups(target.parent, args.keep, node=backupfile.name_node(target.name)).removed
