@@ -18,13 +18,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kuberevive.io.host import Container, Host
-from kuberevive.io.noderoot import BACKUP_DIR, NodeRoot
+from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.transport import DEFAULT_TIMEOUT, LocalTransport, Result, TransportTimeout
+from kuberevive.model import paths
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 
 SECRET = b"-----BEGIN PRIVATE KEY-----\nnot-on-any-command-line\n-----END PRIVATE KEY-----\n"
 #: A directory kubeadm makes 0700 (noderoot.DIR_MODES) that a worker does not have.
-KUBEADM_DIR = PurePosixPath("/etc/kubernetes/tmp")
+KUBEADM_DIR = paths.KUBERNETES_TMP_DIR
 #: A uid and gid no node account has, to see that a move keeps the owner.
 OWNER = "1234:2345"
 
@@ -103,7 +104,7 @@ def scenario(host: Host, base: PurePosixPath, tmpfs: PurePosixPath, now: datetim
     def shown(p: PurePosixPath | str | None) -> str | None:
         if p is None:
             return None
-        text = re.sub(rf"{BACKUP_DIR}/[0-9]{{8}}T[0-9]{{6}}\.[0-9]{{6}}Z", "<backup>", str(p))
+        text = re.sub(rf"{paths.BACKUP_DIR}/[0-9]{{8}}T[0-9]{{6}}\.[0-9]{{6}}Z", "<backup>", str(p))
         return text.replace(str(base), "<base>").replace(str(tmpfs), "<tmpfs>")
 
     def read(p: PurePosixPath | None) -> str | None:
@@ -146,7 +147,7 @@ def scenario(host: Host, base: PurePosixPath, tmpfs: PurePosixPath, now: datetim
     owned = tmpfs / "owned.conf"
     host.write(owned, b"OWNED\n", 0o640)
     host.run(["chown", OWNER, str(owned)])
-    devices = host.run(["stat", "-c", "%d", str(tmpfs), str(BACKUP_DIR.parent)]).text.split()
+    devices = host.run(["stat", "-c", "%d", str(tmpfs), str(paths.STATE_DIR)]).text.split()
     obs["the two file systems differ"] = len(set(devices)) == 2
     moved = host.move_aside(owned, now)
     obs["move aside across file systems"] = [shown(moved), stat(moved), read(moved), host.exists(owned)]

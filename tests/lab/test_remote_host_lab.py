@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from kuberevive.io.noderoot import BACKUP_DIR
 from kuberevive.io.remotehost import SshHost
 from kuberevive.io.transport import SshTarget, SshTransport, TransportError
 from kuberevive.lab import Lab
+from kuberevive.model import paths
 from tests.lab.conftest import OnNode, wait_ready_since
 from tests.lab.remote_host_scenario import KUBEADM_DIR, OWNER, scenario
 
@@ -38,18 +38,18 @@ class Outcomes:
     ssh_umask: str
 
 
-def _cleanup(on_node: OnNode, had_backup_dir: bool) -> None:
-    paths = [f"/var/tmp/kuberevive-hosttest-{s}" for s in ("ssh", "local")]
-    paths += [f"/run/kuberevive-hosttest-{s}" for s in ("ssh", "local")]
-    on_node(NODE, "rm", "-rf", "--", *paths, str(KUBEADM_DIR))
-    if not had_backup_dir:  # made by this test alone
-        on_node(NODE, "rm", "-rf", "--", str(BACKUP_DIR.parent))
+def _cleanup(on_node: OnNode, had_state_dir: bool) -> None:
+    made = [f"/var/tmp/kuberevive-hosttest-{s}" for s in ("ssh", "local")]
+    made += [f"/run/kuberevive-hosttest-{s}" for s in ("ssh", "local")]
+    on_node(NODE, "rm", "-rf", "--", *made, str(KUBEADM_DIR))
+    if not had_state_dir:  # made by this test alone
+        on_node(NODE, "rm", "-rf", "--", str(paths.STATE_DIR))
 
 
 @pytest.fixture(scope="module")
 def outcomes(lab: Lab, on_node: OnNode) -> Iterator[Outcomes]:
     assert on_node(NODE, "test", "-e", str(KUBEADM_DIR), check=False).returncode != 0, f"{KUBEADM_DIR} exists"
-    had_backup_dir = on_node(NODE, "test", "-e", str(BACKUP_DIR.parent), check=False).returncode == 0
+    had_state_dir = on_node(NODE, "test", "-e", str(paths.STATE_DIR), check=False).returncode == 0
     ssh = lab.cfg.ssh_dir
     spec = lab.cfg.node(NODE)
     target = SshTarget(
@@ -84,7 +84,7 @@ def outcomes(lab: Lab, on_node: OnNode) -> Iterator[Outcomes]:
         yield Outcomes(host, remote, local, ssh_umask)
     finally:
         transport.close()
-        _cleanup(on_node, had_backup_dir)
+        _cleanup(on_node, had_state_dir)
 
 
 def test_ssh_and_noderoot_give_the_same_outcome(outcomes: Outcomes) -> None:

@@ -20,7 +20,7 @@ Write guarantees:
 * all or nothing: conflicts are checked before the first write, and a failure part-way restores
   every file that was moved aside and removes every file that was created.
 
-One lock per node (:meth:`NodeRoot.lock`, ``flock`` on :data:`NODE_LOCK`) keeps every command that writes a set
+One lock per node (:meth:`NodeRoot.lock`, ``flock`` on :data:`paths.NODE_LOCK`) keeps every command that writes a set
 of files (``generate``, ``recover``) apart; the kernel drops it when the process dies. Under it, temporary files
 that only this tool names (``.<name>.kuberevive-tmp-<pid>``) are stale and :meth:`NodeRoot.remove_stale_tmp`
 removes them.
@@ -49,26 +49,24 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from kuberevive.errors import ExistingFileError, KubereviveError, NodeFsError
+from kuberevive.model import paths
 from kuberevive.model.artifacts import Artifact
 
-BACKUP_DIR = PurePosixPath("/var/lib/kuberevive/backup")
-#: The node's lock: held by every command that writes a set of files (generate, recover) for its whole run.
-NODE_LOCK = PurePosixPath("/var/lib/kuberevive/recover/lock")
 #: Temporary files of :meth:`NodeRoot.atomic_write` and :meth:`NodeRoot.replace_symlink` (and nothing else).
 TMP_NAME = re.compile(r"\..+\.kuberevive-tmp-[0-9]+")
 
 #: Modes kubeadm gives to directories it creates (only applied when the directory is missing).
 DIR_MODES: dict[PurePosixPath, int] = {
-    PurePosixPath("/etc/kubernetes"): 0o755,
-    PurePosixPath("/etc/kubernetes/pki"): 0o755,
-    PurePosixPath("/etc/kubernetes/pki/etcd"): 0o755,
-    PurePosixPath("/etc/kubernetes/manifests"): 0o700,
-    PurePosixPath("/etc/kubernetes/tmp"): 0o700,
-    PurePosixPath("/var/lib/etcd"): 0o700,
-    PurePosixPath("/var/lib/kubelet"): 0o700,
-    PurePosixPath("/var/lib/kuberevive"): 0o700,
-    PurePosixPath("/var/lib/kuberevive/generate"): 0o700,
-    PurePosixPath("/var/lib/kuberevive/recover"): 0o700,
+    paths.KUBERNETES_DIR: 0o755,
+    paths.PKI_DIR: 0o755,
+    paths.ETCD_PKI_DIR: 0o755,
+    paths.MANIFESTS_DIR: 0o700,
+    paths.KUBERNETES_TMP_DIR: 0o700,
+    paths.ETCD_DATA_DIR: 0o700,
+    paths.KUBELET_DIR: 0o700,
+    paths.STATE_DIR: 0o700,
+    paths.GENERATE_PENDING.parent: 0o700,
+    paths.RECOVER_DIR: 0o700,
 }
 DEFAULT_DIR_MODE = 0o755
 
@@ -80,7 +78,7 @@ MAX_SYMLINKS = 40
 
 
 def backup_stamp(now: datetime | None = None) -> str:
-    """The name of one run's directory under :data:`BACKUP_DIR`: the UTC time to the microsecond."""
+    """The name of one run's directory under :data:`paths.BACKUP_DIR`: the UTC time to the microsecond."""
     return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
@@ -361,7 +359,7 @@ class NodeRoot:
     ) -> list[WriteResult]:
         """Write every artifact, all or nothing (see the module docstring)."""
         planned = self.plan(list(artifacts), force=force)
-        backup_root = BACKUP_DIR / backup_stamp(now)
+        backup_root = paths.BACKUP_DIR / backup_stamp(now)
         done: list[WriteResult] = []
         created_dirs: list[Path] = []
         try:
@@ -469,7 +467,7 @@ class NodeRoot:
         """Move one file (or symlink) to the timestamped backup directory; returns its new node path."""
         if not os.path.lexists(self.host_path(node_path, follow=False)):
             return None
-        aside = BACKUP_DIR / backup_stamp(now) / normalise(node_path).relative_to("/")
+        aside = paths.BACKUP_DIR / backup_stamp(now) / normalise(node_path).relative_to("/")
         self._move_aside(node_path, aside, [])
         return aside
 
@@ -507,17 +505,19 @@ class NodeRoot:
 
     @contextlib.contextmanager
     def lock(self, command: str, error: type[KubereviveError] = NodeFsError) -> Iterator[None]:
-        """Hold the node's lock (:data:`NODE_LOCK`) for a whole run of ``command``, or raise ``error`` at once
+        """Hold the node's lock (:data:`paths.NODE_LOCK`) for a whole run of ``command``, or raise ``error`` at once
         when another run holds it. The lock file records the holder's pid and command."""
         try:
-            self.ensure_dir(NODE_LOCK.parent)
+            self.ensure_dir(paths.NODE_LOCK.parent)
             fd = os.open(
-                self.host_path(NODE_LOCK, follow=False), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+                self.host_path(paths.NODE_LOCK, follow=False),
+                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
             )
         except OSError as exc:
             raise error(
-                f"cannot open the node's lock {NODE_LOCK}: {exc.strerror}; nothing was written",
-                f"make {NODE_LOCK.parent} a writable directory, then run again",
+                f"cannot open the node's lock {paths.NODE_LOCK}: {exc.strerror}; nothing was written",
+                f"make {paths.NODE_LOCK.parent} a writable directory, then run again",
             ) from None
         try:
             try:
@@ -526,7 +526,7 @@ class NodeRoot:
                 holder = os.pread(fd, 128, 0).decode(errors="replace").split()
                 pid, other = (holder[0] if holder else ""), (holder[1] if len(holder) > 1 else command)
                 raise error(
-                    f"another 'kuberevive {other}' is running on this node (lock {NODE_LOCK} held"
+                    f"another 'kuberevive {other}' is running on this node (lock {paths.NODE_LOCK} held"
                     + (f" by pid {pid})" if pid else ")"),
                     "wait for it to finish; a killed run releases the lock by itself",
                 ) from None

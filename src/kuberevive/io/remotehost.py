@@ -31,8 +31,9 @@ from pathlib import PurePosixPath
 
 from kuberevive.errors import KubereviveError, NodeFsError
 from kuberevive.io.host import Container
-from kuberevive.io.noderoot import BACKUP_DIR, MAX_READ_BYTES, backup_stamp, missing_parents_modes, normalise
+from kuberevive.io.noderoot import MAX_READ_BYTES, backup_stamp, missing_parents_modes, normalise
 from kuberevive.io.transport import DEFAULT_TIMEOUT, Result, Transport, TransportError
+from kuberevive.model import paths
 
 #: Time limit of one file operation on the node (a command's own limit is the caller's).
 FILE_OP_TIMEOUT = 60.0
@@ -170,7 +171,9 @@ def parse_crictl_ps(data: bytes | str, name: str | None = None) -> list[Containe
 class SshHost:
     """Another node, through its transport (usually an :class:`~kuberevive.io.transport.SshTransport`)."""
 
-    def __init__(self, transport: Transport, name: str | None = None, backup_dir: PurePosixPath = BACKUP_DIR) -> None:
+    def __init__(
+        self, transport: Transport, name: str | None = None, backup_dir: PurePosixPath = paths.BACKUP_DIR
+    ) -> None:
         self.transport = transport
         self.name = name or transport.name
         #: Where :meth:`move_aside` puts files (a temporary directory in tests).
