@@ -366,3 +366,14 @@ def test_write_over_other_content_moves_it_aside_and_a_failed_write_puts_it_back
         host.write(PurePosixPath(f), b"newer", 0o170000)
     assert (f.read_bytes(), f.stat().st_ino) == (b"new", inode)
     assert sorted(os.listdir(tmp_path)) == ["admin.conf", "backup"]
+
+
+def test_a_new_file_takes_two_commands_and_a_dangling_link_is_moved_aside(rec: Recording, tmp_path: Path) -> None:
+    host = SshHost(rec, backup_dir=PurePosixPath(tmp_path / "backup"))
+    assert host.write(PurePosixPath(tmp_path / "new"), b"x", 0o600) is None
+    assert len(rec.calls) == 2  # the read that finds nothing, the write
+    os.symlink("/nowhere/kubelet-client-1.pem", tmp_path / "current.pem")
+    assert host.read(PurePosixPath(tmp_path / "current.pem")) is None
+    aside = host.write(PurePosixPath(tmp_path / "current.pem"), b"pem", 0o600)
+    assert aside is not None and os.readlink(aside) == "/nowhere/kubelet-client-1.pem"  # never destroyed
+    assert (tmp_path / "current.pem").read_bytes() == b"pem" and not (tmp_path / "current.pem").is_symlink()

@@ -49,6 +49,7 @@ _NOT_REGULAR = 19
 _TOO_BIG = 20
 _DANGLING_PARENT = 21
 _ASIDE_EXISTS = 22
+_DANGLING = 23
 
 #: Creates the missing parents given as "mode dir" pairs ($@), outermost first; a dangling symlink is refused.
 _MKPARENTS = f"""
@@ -71,6 +72,7 @@ if [ ! -e "$p" ]; then
   while d=$(dirname -- "$d") && [ "$d" != / ]; do
     if [ -e "$d" ] && [ ! -d "$d" ]; then exit {_PARENT_IS_FILE}; fi
   done
+  [ -L "$p" ] && exit {_DANGLING}
   exit {_ABSENT}
 fi
 [ -d "$p" ] && exit {_IS_DIR}
@@ -198,11 +200,12 @@ class SshHost:
 
     # -- reading -------------------------------------------------------------------------
 
-    def _read(self, node_path: PurePosixPath, limit: int = MAX_READ_BYTES) -> tuple[bytes, int] | None:
+    def _read(self, node_path: PurePosixPath, limit: int = MAX_READ_BYTES) -> tuple[bytes, int] | bool:
+        """The bytes and mode of a regular file; else True for a dangling symlink, False for nothing at all."""
         path = normalise(node_path)
         r = self._sh(_READ, str(path), str(limit))
-        if r.exit_code == _ABSENT:
-            return None
+        if r.exit_code in (_ABSENT, _DANGLING):
+            return r.exit_code == _DANGLING
         if r.exit_code == _IS_DIR:
             raise NodeFsError(f"{self.name}: {path} is a directory, expected a file", "move it away and run again")
         if r.exit_code == _PARENT_IS_FILE:
@@ -228,7 +231,7 @@ class SshHost:
 
     def read(self, node_path: PurePosixPath, limit: int = MAX_READ_BYTES) -> bytes | None:
         got = self._read(node_path, limit)
-        return None if got is None else got[0]
+        return got[0] if isinstance(got, tuple) else None
 
     def exists(self, node_path: PurePosixPath) -> bool:
         return self._sh('test -e "$1"', str(normalise(node_path))).ok
@@ -244,7 +247,7 @@ class SshHost:
         current = self._read(path)
         if current == (content, mode):
             return None
-        aside = self.move_aside(path) if current is not None or self.readlink(path) is not None else None
+        aside = self.move_aside(path) if current is not False else None  # a file, or a symlink to nothing
         try:
             r = self._sh(_WRITE, str(path), f"{mode:o}", *_parents(path), input=content)
             if r.ok:
