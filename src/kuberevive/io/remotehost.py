@@ -14,7 +14,8 @@ command line. The node needs ``sh`` and GNU coreutils (``stat``, ``dd``, ``mkdir
 * :meth:`SshHost.write`: missing parents made with kubeadm's modes (:data:`~kuberevive.io.noderoot.DIR_MODES`);
   the temporary file ``.<name>.kuberevive-tmp-<pid>`` is created under ``umask 077`` and given its final mode
   before any byte is written (whatever the login's umask), then fsync-ed, renamed over the target and the
-  directory fsync-ed. An existing file with other content or mode is moved aside first.
+  directory fsync-ed. An existing file with other content or mode (or a dangling symlink) is moved aside first,
+  and put back if the write then fails.
 * :meth:`SshHost.move_aside`: a hard link to the backup path, then the original removed (a rename that keeps the
   inode); across file systems, where a link is refused, ``cp -a`` (mode, owner, times; a symlink stays a
   symlink), fsync, and only then the original removed. An empty directory (what a container runtime leaves
@@ -190,10 +191,9 @@ class SshHost:
 
     def _fail(self, what: str, r: Result) -> NodeFsError:
         if r.exit_code == _DANGLING_PARENT:
-            link = r.stdout.decode(errors="replace")
+            where, _, target = r.stdout.decode(errors="replace").partition(" -> ")
             return NodeFsError(
-                f"{self.name}: {link.split(' -> ')[0]} is a symlink to {link.partition(' -> ')[2]}, which does not "
-                "exist on the node; nothing was written",
+                f"{self.name}: {where} is a symlink to {target}, which does not exist on the node; nothing was written",
                 "create the directory it points to (or replace the link with a directory), then run again",
             )
         return NodeFsError(f"{self.name}: cannot {what}: {_why(r)}", "check the node's files and free space")
