@@ -38,11 +38,17 @@ class Outcomes:
     ssh_umask: str
 
 
-def _cleanup(on_node: OnNode, had_state_dir: bool) -> None:
+def _backups(on_node: OnNode) -> set[str]:
+    return set(on_node(NODE, "sh", "-c", f"ls {paths.BACKUP_DIR} 2>/dev/null || true").stdout.split())
+
+
+def _cleanup(on_node: OnNode, had_state_dir: bool, backups_before: set[str]) -> None:
+    """Remove what the test made on the node, nothing else."""
     made = [f"/var/tmp/kuberevive-hosttest-{s}" for s in ("ssh", "local")]
     made += [f"/run/kuberevive-hosttest-{s}" for s in ("ssh", "local")]
+    made += [str(paths.BACKUP_DIR / stamp) for stamp in _backups(on_node) - backups_before]
     on_node(NODE, "rm", "-rf", "--", *made, str(KUBEADM_DIR))
-    if not had_state_dir:  # made by this test alone
+    if not had_state_dir:
         on_node(NODE, "rm", "-rf", "--", str(paths.STATE_DIR))
 
 
@@ -50,6 +56,7 @@ def _cleanup(on_node: OnNode, had_state_dir: bool) -> None:
 def outcomes(lab: Lab, on_node: OnNode) -> Iterator[Outcomes]:
     assert on_node(NODE, "test", "-e", str(KUBEADM_DIR), check=False).returncode != 0, f"{KUBEADM_DIR} exists"
     had_state_dir = on_node(NODE, "test", "-e", str(paths.STATE_DIR), check=False).returncode == 0
+    backups_before = _backups(on_node)
     ssh = lab.cfg.ssh_dir
     spec = lab.cfg.node(NODE)
     target = SshTarget(
@@ -84,7 +91,7 @@ def outcomes(lab: Lab, on_node: OnNode) -> Iterator[Outcomes]:
         yield Outcomes(host, remote, local, ssh_umask)
     finally:
         transport.close()
-        _cleanup(on_node, had_state_dir)
+        _cleanup(on_node, had_state_dir, backups_before)
 
 
 def test_ssh_and_noderoot_give_the_same_outcome(outcomes: Outcomes) -> None:
