@@ -21,7 +21,6 @@ Areas and the checks in each (ids are stable; see docs/diagnose.md):
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import re
@@ -36,7 +35,7 @@ import yaml
 from cryptography import x509
 
 from kuberevive.core import pki
-from kuberevive.core.kubeconfig import Kubeconfig
+from kuberevive.core.kubeconfig import Kubeconfig, first_cluster_ca
 from kuberevive.core.manifests import ALL_COMPONENTS, components, manifest_flags, parse_manifest
 from kuberevive.core.redact import redact_url, redact_urls
 from kuberevive.errors import ConfigError, PkiError
@@ -1911,8 +1910,7 @@ def _cluster_findings(snap: NodeSnapshot, cdir: PurePosixPath, out: _Out) -> Non
     if isinstance(info, dict) and ca is not None:
         kc = ((info.get("data") or {}).get("kubeconfig")) or ""
         try:
-            cluster, _ = _first_cluster(kc)
-            theirs = _cert(cluster, "cluster-info CA")
+            theirs = _cert(first_cluster_ca(kc), "cluster-info CA")
         except ConfigError:
             theirs = None
         if theirs is None or theirs != ca:
@@ -1985,15 +1983,6 @@ def _cluster_findings(snap: NodeSnapshot, cdir: PurePosixPath, out: _Out) -> Non
                 "configmap/*/kube-root-ca.crt",
                 f"all {len(roots['items'])} kube-root-ca.crt ConfigMaps hold pki/ca.crt",
             )
-
-
-def _first_cluster(text: str) -> tuple[bytes | None, str]:
-    doc = _yaml_mapping(text.encode())
-    clusters = doc.get("clusters") or []
-    if not clusters or not isinstance(clusters[0], dict):
-        raise ConfigError("no cluster")
-    raw = (clusters[0].get("cluster") or {}).get("certificate-authority-data")
-    return (base64.b64decode(raw) if isinstance(raw, str) else None), ""
 
 
 def files_needed(cfg: KubeadmConfig | None) -> Iterable[PurePosixPath]:

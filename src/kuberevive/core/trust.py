@@ -35,6 +35,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from kuberevive.core.redact import redact_url
+from kuberevive.model import yamlload
 
 EXTENSION_AUTH = ("kube-system", "extension-apiserver-authentication")
 CLUSTER_INFO = ("kube-public", "cluster-info")
@@ -247,7 +248,7 @@ def plan_cluster_info(
         )
     text = _data(obj).get("kubeconfig")
     try:
-        kubeconfig: Any = yaml.safe_load(text) if text else None
+        kubeconfig: Any = yamlload.load(text) if text else None
         cluster = kubeconfig["clusters"][0]["cluster"]
         server = str(cluster.get("server", ""))
         ca_b64 = cluster.get("certificate-authority-data")

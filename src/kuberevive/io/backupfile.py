@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from kuberevive.core import backup as core
 from kuberevive.core.backup import BackupContents, BackupError, BackupFile, NodeIdentity, Secret, TrustEvidence
+from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.core.manifests import manifest_flags, parse_manifest
 from kuberevive.errors import ConfigError, EtcdError, ExistingFileError, KubeApiError, KubereviveError, NodeFsError
 from kuberevive.io import nodefacts
@@ -443,9 +444,6 @@ def prune_backups(directory: Path, keep: int, *, node: str | None = None, dry_ru
 
 def trust_evidence(root: NodeRoot) -> list[TrustEvidence]:
     """Certificates that show which CA this node's survivors trust (kubelet client cert, kubeconfig CAs)."""
-    import base64
-
-    import yaml
 
     out = []
     cert = root.read(paths.KUBELET_CLIENT_CURRENT)
@@ -459,12 +457,8 @@ def trust_evidence(root: NodeRoot) -> list[TrustEvidence]:
         if not data:
             continue
         try:
-            doc = yaml.safe_load(data)
-            for c in doc.get("clusters") or []:
-                cad = (c.get("cluster") or {}).get("certificate-authority-data")
-                if cad:
-                    out.append(TrustEvidence(f"the CA in {conf}", base64.b64decode(cad)))
-        except (yaml.YAMLError, AttributeError, ValueError, TypeError):
+            out.extend(TrustEvidence(f"the CA in {conf}", ca) for ca in Kubeconfig.from_yaml(data).cluster_cas())
+        except ConfigError:
             continue
     return out
 

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from kuberevive.errors import ConfigError
+from kuberevive.model import yamlload
 
 INVENTORY_KIND = "Inventory"
 INVENTORY_API_VERSIONS = ("kuberevive.io/v1alpha1",)
@@ -352,7 +353,7 @@ def load_inventory(text: str, source: str = "<inventory>") -> Inventory:
     if _INI_HEADER.match(first):
         return parse_ansible_ini(text, source)
     try:
-        doc = yaml.safe_load(text)
+        doc = yamlload.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
