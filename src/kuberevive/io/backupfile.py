@@ -40,6 +40,17 @@ MAX_BACKUP_BYTES = 4 << 30
 # ------------------------------------------------------------------------------- secrets
 
 
+def _read_secret_file(path: str, what: str) -> str:
+    """The text of a passphrase or identity file (a FIFO is read too, so ``<(...)`` works)."""
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BackupError(
+            f"cannot read the {what} file {path}: {getattr(exc, 'strerror', None) or exc}",
+            "check the path and permissions",
+        ) from exc
+
+
 def read_secret(
     environ: dict[str, str],
     passphrase_file: str | None = None,
@@ -49,27 +60,14 @@ def read_secret(
     """The passphrase (``--passphrase-file``, else ``$KUBEREVIVE_PASSPHRASE``), recipients and identities."""
     passphrase = None
     if passphrase_file:
-        try:
-            text = Path(passphrase_file).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BackupError(
-                f"cannot read the passphrase file {passphrase_file}: {getattr(exc, 'strerror', None) or exc}",
-                "check the path and permissions",
-            ) from None
-        passphrase = text.rstrip("\r\n")
+        passphrase = _read_secret_file(passphrase_file, "passphrase").rstrip("\r\n")
         if not passphrase:
             raise BackupError(f"the passphrase file {passphrase_file} is empty", "write the passphrase into it")
     elif environ.get(PASSPHRASE_ENV):
         passphrase = environ[PASSPHRASE_ENV]
     identities: tuple[str, ...] = ()
     if identity_file:
-        try:
-            text = Path(identity_file).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BackupError(
-                f"cannot read the identity file {identity_file}: {getattr(exc, 'strerror', None) or exc}",
-                "check the path and permissions",
-            ) from None
+        text = _read_secret_file(identity_file, "identity")
         identities = tuple(line.strip() for line in text.splitlines() if line.strip().startswith("AGE-SECRET-KEY-"))
         if not identities:
             raise BackupError(f"{identity_file} holds no AGE-SECRET-KEY- line", "pass the file age-keygen wrote")
