@@ -459,7 +459,7 @@ def _kubeconfig_user(data: bytes, path: str) -> tuple[Any, Any]:
     try:
         return Kubeconfig.from_yaml(data).current()
     except (ConfigError, ValueError, TypeError) as exc:
-        raise PkiError(f"{path}: {exc}") from None
+        raise PkiError(f"{path}: {exc}") from exc
 
 
 def _kubeconfig_item(

@@ -117,7 +117,7 @@ def load_bundle(pem: bytes | str) -> list[x509.Certificate]:
     try:
         return x509.load_pem_x509_certificates(data)
     except ValueError as exc:
-        raise BadPem(str(exc)) from None
+        raise BadPem(str(exc)) from exc
 
 
 def encode_bundle(certs: Iterable[x509.Certificate]) -> str:

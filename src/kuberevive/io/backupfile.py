@@ -20,10 +20,18 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from kuberevive.core import backup as core
-from kuberevive.core.backup import BackupContents, BackupError, BackupFile, NodeIdentity, Secret, TrustEvidence
+from kuberevive.core.backup import BackupContents, BackupFile, NodeIdentity, Secret, TrustEvidence
 from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.core.manifests import manifest_flags, parse_manifest
-from kuberevive.errors import ConfigError, EtcdError, ExistingFileError, KubeApiError, KubereviveError, NodeFsError
+from kuberevive.errors import (
+    BackupError,
+    ConfigError,
+    EtcdError,
+    ExistingFileError,
+    KubeApiError,
+    KubereviveError,
+    NodeFsError,
+)
 from kuberevive.io import nodefacts
 from kuberevive.io.noderoot import NodeRoot, WriteResult
 from kuberevive.model import paths
@@ -92,7 +100,7 @@ def _read_exact(root: NodeRoot, p: PurePosixPath) -> bytes | None:
             f"cannot back up {p}: {exc.message}; nothing was written",
             f"a backup holds every file exactly: fix or move {p} away (on the node: {root.host_path(p)}), then run "
             "backup create again",
-        ) from None
+        ) from exc
 
 
 def collect_node_files(root: NodeRoot) -> list[BackupFile]:
@@ -290,14 +298,14 @@ def write_backup(path: Path, ciphertext: bytes, *, force: bool = False, now: dat
                 raise BackupError(f"{aside} already exists; nothing was written", "run again")
             os.rename(target, aside)
         NodeRoot(Path("/")).atomic_write(PurePosixPath(target), ciphertext, 0o600, replace=False)
-    except ExistingFileError:
+    except ExistingFileError as exc:
         raise BackupError(
             f"{path} appeared while the backup was written; nothing was written", "pass another --out"
-        ) from None
+        ) from exc
     except OSError as exc:
         raise BackupError(
             f"cannot write {path}: {exc.strerror or exc}; nothing was written", "check free space and permissions"
-        ) from None
+        ) from exc
     return aside
 
 
@@ -309,7 +317,7 @@ def read_backup_bytes(path: Path) -> bytes:
     except NodeFsError as exc:
         raise BackupError(
             f"cannot read the backup {path}: {exc.message}", "pass a backup file (see backup list)"
-        ) from None
+        ) from exc
     if data is None:
         raise BackupError(f"the backup {path} does not exist", "check the path")
     return data
@@ -433,7 +441,7 @@ def prune_backups(directory: Path, keep: int, *, node: str | None = None, dry_ru
             except OSError as exc:
                 raise BackupError(
                     f"cannot remove {b.path}: {exc.strerror}", "check the directory's permissions"
-                ) from None
+                ) from exc
     return Pruned(removed, kept)
 
 

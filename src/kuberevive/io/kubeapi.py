@@ -59,7 +59,7 @@ class KubeApi:
         except (ssl.SSLError, ValueError) as exc:
             raise KubeApiError(
                 f"the kubeconfig's CA or client credentials are not usable: {exc}", "check the kubeconfig"
-            ) from None
+            ) from exc
 
     @classmethod
     def from_kubeconfig(
@@ -121,11 +121,11 @@ class KubeApi:
             raise KubeApiError(
                 f"the API server at {self.shown} is not trusted by the kubeconfig's CA: {exc.verify_message}",
                 "check that the kubeconfig embeds the cluster's current ca.crt",
-            ) from None
+            ) from exc
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
             raise KubeApiError(
                 f"cannot reach the API server at {self.shown}: {exc}", "check that kube-apiserver is running"
-            ) from None
+            ) from exc
         finally:
             conn.close()
 
