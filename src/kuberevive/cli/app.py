@@ -230,7 +230,8 @@ def _run_log(args: argparse.Namespace) -> tuple[str, Callable[[], TextIO]] | Non
     name = getattr(args, "run_log", None)
     if not name or getattr(args, "dry_run", False) or not getattr(args, "apply", True):
         return None
-    from kuberevive.io.noderoot import LOG_DIR, NodeRoot
+    from kuberevive.io.noderoot import NodeRoot  # kept off the path of --help
+    from kuberevive.model.paths import LOG_DIR
 
     root = NodeRoot(Path(getattr(args, "root", None) or "/"))
     node_path = LOG_DIR / f"{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}.log"

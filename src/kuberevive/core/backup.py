@@ -56,8 +56,18 @@ from cryptography.hazmat.primitives import serialization
 from kuberevive.core import pki
 from kuberevive.core.kubeconfig import MODE_KUBECONFIG
 from kuberevive.core.manifests import MANIFEST_MODE, manifest_flags, parse_manifest
-from kuberevive.errors import KubereviveError
+from kuberevive.errors import BackupError, KubereviveError
 from kuberevive.model.artifacts import Artifact, ArtifactKind
+from kuberevive.model.paths import (
+    CA_PAIRS,
+    ETCD_DATA_DIR,
+    KUBEADM_FLAGS,
+    KUBELET_CONFIG,
+    KUBELET_INSTANCE_CONFIG,
+    KUBERNETES_DIR,
+    MANIFESTS_DIR,
+    PKI_DIR,
+)
 
 FORMAT = "kuberevive-backup/v1"
 MANIFEST_NAME = "kuberevive-backup.json"
@@ -67,23 +77,9 @@ KUBEADM_CONFIG_MEMBER = "cluster/kubeadm-config.yaml"
 SNAPSHOT_MEMBER = "etcd/snapshot.db"
 AGE_MAGIC = b"age-encryption.org/v1\n"
 AGE_ARMOR_MAGIC = b"-----BEGIN AGE ENCRYPTED FILE-----"
-KUBERNETES_DIR = PurePosixPath("/etc/kubernetes")
-PKI_DIR = KUBERNETES_DIR / "pki"
-MANIFESTS_DIR = KUBERNETES_DIR / "manifests"
 
 #: Node files kept in a backup besides everything under /etc/kubernetes.
-KUBELET_FILES = (
-    PurePosixPath("/var/lib/kubelet/config.yaml"),
-    PurePosixPath("/var/lib/kubelet/kubeadm-flags.env"),
-    PurePosixPath("/var/lib/kubelet/instance-config.yaml"),
-)
-
-#: CA certificate -> key pairs checked by :func:`verify`; relative to the PKI directory.
-CA_PAIRS = (("ca.crt", "ca.key"), ("front-proxy-ca.crt", "front-proxy-ca.key"), ("etcd/ca.crt", "etcd/ca.key"))
-
-#: Files ``restore`` puts back: the kept trust material (every key pair needed to keep trust) and configuration.
-TRUST_FILES = ("ca.crt", "ca.key", "front-proxy-ca.crt", "front-proxy-ca.key", "etcd/ca.crt", "etcd/ca.key")
-SA_FILES = ("sa.key", "sa.pub")
+KUBELET_FILES = (KUBELET_CONFIG, KUBEADM_FLAGS, KUBELET_INSTANCE_CONFIG)
 
 SHA256_SIZE = 32
 
@@ -118,10 +114,6 @@ OTHER_MODE = 0o600
 _MODE_RE = re.compile(r"[0-7]{3,4}")
 _PIN_RE = re.compile(r"sha256:([0-9a-fA-F]{64})")
 _FORGED_HINT = "this file was not made by kuberevive backup create: do not use it; use another backup"
-
-
-class BackupError(KubereviveError):
-    """A backup cannot be made, decrypted, read or trusted."""
 
 
 # ------------------------------------------------------------------------------------ data
@@ -455,7 +447,7 @@ def decrypt(ciphertext: bytes, secret: Secret, source: str) -> bytes:
         raise BackupError(
             f"cannot decrypt {source}: {what}, or the file is truncated or corrupt ({_age_reason(exc)})",
             "check the passphrase or identity; if it is right, the file is damaged: use another backup",
-        ) from None
+        ) from exc
 
 
 def _age_reason(exc: Exception) -> str:
@@ -716,10 +708,10 @@ def _read_tar(plaintext: bytes, source: str) -> tuple[bytes, dict[str, Any], byt
                 members[info.name] = _read_member(tar, info)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise BackupError(f"{source} decrypts but its archive is damaged ({exc})", "use another backup") from exc
-    except MemoryError:
+    except MemoryError as exc:
         raise BackupError(
             f"{source} is too large to read in this machine's memory", "read it on a machine with more memory"
-        ) from None
+        ) from exc
     return raw_manifest, manifest, signature, members
 
 
@@ -851,7 +843,7 @@ def split_snapshot(data: bytes) -> tuple[bytes, bytes]:
 # ---------------------------------------------------------------------------- completeness
 
 #: What kubeadm leaves on every node (relative to /etc/kubernetes, or absolute), then on a control plane.
-NODE_FILES = ("kubelet.conf", "pki/ca.crt", "/var/lib/kubelet/config.yaml")
+NODE_FILES = ("kubelet.conf", "pki/ca.crt", str(KUBELET_CONFIG))
 _CP_PAIRS = ("ca", "apiserver", "apiserver-kubelet-client", "front-proxy-ca", "front-proxy-client")
 CONTROL_PLANE_FILES = (
     *(f"pki/{n}.{ext}" for n in _CP_PAIRS for ext in ("crt", "key")),
@@ -1205,7 +1197,7 @@ def etcd_member(flags: Mapping[str, str], source: str) -> EtcdMember:
     client = flags.get("listen-client-urls") or flags.get("advertise-client-urls") or "https://127.0.0.1:2379"
     return EtcdMember(
         name=name,
-        data_dir=PurePosixPath(flags.get("data-dir") or "/var/lib/etcd"),
+        data_dir=PurePosixPath(flags.get("data-dir") or ETCD_DATA_DIR),
         initial_cluster=initial_cluster,
         initial_advertise_peer_urls=peer_urls,
         initial_cluster_token=flags.get("initial-cluster-token"),

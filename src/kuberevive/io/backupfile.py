@@ -22,24 +22,42 @@ from pathlib import Path, PurePosixPath
 from kuberevive import PASSPHRASE_ENV as PASSPHRASE_ENV
 from kuberevive import logs
 from kuberevive.core import backup as core
-from kuberevive.core.backup import BackupContents, BackupError, BackupFile, NodeIdentity, Secret, TrustEvidence
+from kuberevive.core.backup import BackupContents, BackupFile, NodeIdentity, Secret, TrustEvidence
+from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.core.manifests import manifest_flags, parse_manifest
-from kuberevive.errors import ConfigError, EtcdError, ExistingFileError, KubeApiError, KubereviveError, NodeFsError
+from kuberevive.errors import (
+    BackupError,
+    ConfigError,
+    EtcdError,
+    ExistingFileError,
+    KubeApiError,
+    KubereviveError,
+    NodeFsError,
+)
 from kuberevive.io import nodefacts
 from kuberevive.io.noderoot import NodeRoot, WriteResult
+from kuberevive.model import paths
 
 BACKUP_SUFFIX = ".age"
 BACKUP_PREFIX = "kuberevive-backup-"
-DEFAULT_BACKUP_DIR = Path("/var/lib/kuberevive/backups")
+DEFAULT_BACKUP_DIR = Path(paths.BACKUPS_DIR)
 """Where ``backup create`` writes when ``--out`` is a directory; not ``/var/lib/kuberevive/backup``, which
 holds the files kuberevive moved aside."""
 MAX_BACKUP_BYTES = 4 << 30
 
-ETCD_MANIFEST = PurePosixPath("/etc/kubernetes/manifests/etcd.yaml")
-KUBELET_CLIENT_CERT = PurePosixPath("/var/lib/kubelet/pki/kubelet-client-current.pem")
-
 
 # ------------------------------------------------------------------------------- secrets
+
+
+def _read_secret_file(path: str, what: str) -> str:
+    """The text of a passphrase or identity file (a FIFO is read too, so ``<(...)`` works)."""
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BackupError(
+            f"cannot read the {what} file {path}: {getattr(exc, 'strerror', None) or exc}",
+            "check the path and permissions",
+        ) from exc
 
 
 def read_secret(
@@ -51,27 +69,14 @@ def read_secret(
     """The passphrase (``--passphrase-file``, else ``$KUBEREVIVE_PASSPHRASE``), recipients and identities."""
     passphrase = None
     if passphrase_file:
-        try:
-            text = Path(passphrase_file).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BackupError(
-                f"cannot read the passphrase file {passphrase_file}: {getattr(exc, 'strerror', None) or exc}",
-                "check the path and permissions",
-            ) from None
-        passphrase = text.rstrip("\r\n")
+        passphrase = _read_secret_file(passphrase_file, "passphrase").rstrip("\r\n")
         if not passphrase:
             raise BackupError(f"the passphrase file {passphrase_file} is empty", "write the passphrase into it")
     elif environ.get(PASSPHRASE_ENV):
         passphrase = environ[PASSPHRASE_ENV]
     identities: tuple[str, ...] = ()
     if identity_file:
-        try:
-            text = Path(identity_file).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BackupError(
-                f"cannot read the identity file {identity_file}: {getattr(exc, 'strerror', None) or exc}",
-                "check the path and permissions",
-            ) from None
+        text = _read_secret_file(identity_file, "identity")
         identities = tuple(line.strip() for line in text.splitlines() if line.strip().startswith("AGE-SECRET-KEY-"))
         if not identities:
             raise BackupError(f"{identity_file} holds no AGE-SECRET-KEY- line", "pass the file age-keygen wrote")
@@ -98,7 +103,7 @@ def _read_exact(root: NodeRoot, p: PurePosixPath) -> bytes | None:
             f"cannot back up {p}: {exc.message}; nothing was written",
             f"a backup holds every file exactly: fix or move {p} away (on the node: {root.host_path(p)}), then run "
             "backup create again",
-        ) from None
+        ) from exc
 
 
 def collect_node_files(root: NodeRoot) -> list[BackupFile]:
@@ -107,7 +112,7 @@ def collect_node_files(root: NodeRoot) -> list[BackupFile]:
     Directories (and symlinks to directories, which are not descended into) are skipped; every other entry
     must be a regular file (:func:`_read_exact`); a dangling symlink is skipped."""
     files = []
-    for p in root.walk(core.KUBERNETES_DIR):
+    for p in root.walk(paths.KUBERNETES_DIR):
         if ".kuberevive-tmp-" in p.name:
             continue
         st = root.stat(p)
@@ -135,30 +140,30 @@ def node_identity(
     by_path = {f.path: f.content for f in files}
     name = node_name or ""
     addresses: list[str] = []
-    cert = by_path.get(KUBELET_CLIENT_CERT) or _read_optional(root, KUBELET_CLIENT_CERT)
+    cert = by_path.get(paths.KUBELET_CLIENT_CURRENT) or _read_optional(root, paths.KUBELET_CLIENT_CURRENT)
     if cert and not name:
         from kuberevive.core import pki
 
         try:
-            cn = pki.load_certificate(cert, str(KUBELET_CLIENT_CERT)).subject.rfc4514_string()
+            cn = pki.load_certificate(cert, str(paths.KUBELET_CLIENT_CURRENT)).subject.rfc4514_string()
             m = re.search(r"CN=system:node:([^,]+)", cn)
             name = m.group(1) if m else ""
         except KubereviveError:
             pass
-    flags_env = by_path.get(PurePosixPath("/var/lib/kubelet/kubeadm-flags.env"), b"").decode(errors="replace")
+    flags_env = by_path.get(paths.KUBEADM_FLAGS, b"").decode(errors="replace")
     for key in ("node-ip", "hostname-override"):
         m = re.search(rf"--{key}=([^\s\"]+)", flags_env)
         if m and key == "node-ip":
             addresses.extend(a for a in m.group(1).split(",") if a)
         elif m and not name:
             name = m.group(1)
-    if ETCD_MANIFEST in by_path:
+    if paths.ETCD_MANIFEST in by_path:
         try:
-            flags = manifest_flags(parse_manifest(by_path[ETCD_MANIFEST]))
+            flags = manifest_flags(parse_manifest(by_path[paths.ETCD_MANIFEST]))
             name = name or flags.get("name", "")
         except ConfigError:
             pass
-    apiserver = by_path.get(PurePosixPath("/etc/kubernetes/manifests/kube-apiserver.yaml"))
+    apiserver = by_path.get(paths.APISERVER_MANIFEST)
     if apiserver:
         try:
             adv = manifest_flags(parse_manifest(apiserver)).get("advertise-address")
@@ -190,7 +195,7 @@ def fetch_kubeadm_config(root: NodeRoot) -> tuple[bytes | None, str]:
     """The ClusterConfiguration of the kubeadm-config ConfigMap (via admin.conf), or None and why not."""
     from kuberevive.io.kubeapi import KubeApi
 
-    admin = _read_optional(root, PurePosixPath("/etc/kubernetes/admin.conf"))
+    admin = _read_optional(root, paths.ADMIN_CONF)
     if admin is None:
         return None, "none: no /etc/kubernetes/admin.conf to reach the API"
     try:
@@ -209,15 +214,15 @@ def take_etcd_snapshot(root: NodeRoot) -> bytes:
     from kuberevive.io.etcd import EtcdClient
 
     endpoint = "https://127.0.0.1:2379"
-    manifest = root.read(ETCD_MANIFEST)
+    manifest = root.read(paths.ETCD_MANIFEST)
     if manifest is not None:
         try:
             urls = manifest_flags(parse_manifest(manifest)).get("listen-client-urls", "")
             endpoint = urls.split(",")[0] or endpoint
         except ConfigError:
             pass
-    ca = root.read("/etc/kubernetes/pki/etcd/ca.crt")
-    for base in ("/etc/kubernetes/pki/etcd/healthcheck-client", "/etc/kubernetes/pki/apiserver-etcd-client"):
+    ca = root.read(paths.ETCD_CA_CRT)
+    for base in (paths.ETCD_HEALTHCHECK_CLIENT, paths.APISERVER_ETCD_CLIENT):
         cert, key = root.read(f"{base}.crt"), root.read(f"{base}.key")
         if ca and cert and key:
             return EtcdClient(endpoint, ca, cert, key, timeout=10.0).snapshot()
@@ -230,11 +235,29 @@ def take_etcd_snapshot(root: NodeRoot) -> bytes:
 # --------------------------------------------------------------------------------- files
 
 
-def backup_name(node: str, created: datetime) -> str:
+def backup_name(node: str, created: datetime, seq: int = 0) -> str:
     """``kuberevive-backup-<node>-<UTC time>.age``: the node's name is what ``list`` and ``prune`` group by
-    (characters outside ``[A-Za-z0-9._-]`` become ``_``, so a name is never a path)."""
+    (characters outside ``[A-Za-z0-9._-]`` become ``_``, so a name is never a path). A second backup of the same
+    node within the same second gets ``seq`` 1, 2, ... (``...Z.1.age``), so it never needs to replace the first."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", node)[:200] or "_"
-    return f"{BACKUP_PREFIX}{safe}-{created.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}{BACKUP_SUFFIX}"
+    suffix = f".{seq}" if seq else ""
+    return f"{BACKUP_PREFIX}{safe}-{created.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}{suffix}{BACKUP_SUFFIX}"
+
+
+#: How many backups of one node :func:`free_backup_name` tries within one second before giving up.
+MAX_SAME_SECOND = 100
+
+
+def free_backup_name(directory: Path, node: str, created: datetime) -> Path:
+    """The first :func:`backup_name` of ``node`` at ``created`` that nothing in ``directory`` holds yet."""
+    for seq in range(MAX_SAME_SECOND):
+        target = directory / backup_name(node, created, seq)
+        if not os.path.lexists(target):
+            return target
+    raise BackupError(
+        f"{directory} already holds {MAX_SAME_SECOND} backups of {node} made in the same second; nothing was written",
+        "run again in a second",
+    )
 
 
 def out_target(out: str) -> tuple[Path, bool]:
@@ -278,14 +301,14 @@ def write_backup(path: Path, ciphertext: bytes, *, force: bool = False, now: dat
                 raise BackupError(f"{aside} already exists; nothing was written", "run again")
             os.rename(target, aside)
         NodeRoot(Path("/")).atomic_write(PurePosixPath(target), ciphertext, 0o600, replace=False)
-    except ExistingFileError:
+    except ExistingFileError as exc:
         raise BackupError(
             f"{path} appeared while the backup was written; nothing was written", "pass another --out"
-        ) from None
+        ) from exc
     except OSError as exc:
         raise BackupError(
             f"cannot write {path}: {exc.strerror or exc}; nothing was written", "check free space and permissions"
-        ) from None
+        ) from exc
     return aside
 
 
@@ -297,7 +320,7 @@ def read_backup_bytes(path: Path) -> bytes:
     except NodeFsError as exc:
         raise BackupError(
             f"cannot read the backup {path}: {exc.message}", "pass a backup file (see backup list)"
-        ) from None
+        ) from exc
     if data is None:
         raise BackupError(f"the backup {path} does not exist", "check the path")
     return data
@@ -330,9 +353,12 @@ class ListedBackup:
     encryption: str
     node: str
     created: datetime | None
+    seq: int = 0  # the n-th backup of this node within the second of ``created``
 
 
-_NAME_RE = re.compile(rf"^{BACKUP_PREFIX}(?P<node>.+)-(?P<stamp>\d{{8}}T\d{{6}}Z){re.escape(BACKUP_SUFFIX)}$")
+_NAME_RE = re.compile(
+    rf"^{BACKUP_PREFIX}(?P<node>.+)-(?P<stamp>\d{{8}}T\d{{6}}Z)(?:\.(?P<seq>[1-9][0-9]*))?{re.escape(BACKUP_SUFFIX)}$"
+)
 
 
 def name_node(name: str) -> str | None:
@@ -366,9 +392,10 @@ def list_backups(directory: Path) -> list[ListedBackup]:
                 encryption="passphrase (scrypt)" if b"\n-> scrypt " in data else "recipient (X25519)",
                 node=m.group("node"),
                 created=created,
+                seq=int(m.group("seq") or 0),
             )
         )
-    return sorted(out, key=lambda b: (b.created or b.modified, b.path.name))
+    return sorted(out, key=lambda b: (b.created or b.modified, b.seq, b.path.name))
 
 
 def _head(entry: Path) -> tuple[os.stat_result, bytes] | None:
@@ -417,7 +444,7 @@ def prune_backups(directory: Path, keep: int, *, node: str | None = None, dry_ru
             except OSError as exc:
                 raise BackupError(
                     f"cannot remove {b.path}: {exc.strerror}", "check the directory's permissions"
-                ) from None
+                ) from exc
     return Pruned(removed, kept)
 
 
@@ -426,28 +453,21 @@ def prune_backups(directory: Path, keep: int, *, node: str | None = None, dry_ru
 
 def trust_evidence(root: NodeRoot) -> list[TrustEvidence]:
     """Certificates that show which CA this node's survivors trust (kubelet client cert, kubeconfig CAs)."""
-    import base64
-
-    import yaml
 
     out = []
-    cert = root.read(KUBELET_CLIENT_CERT)
+    cert = root.read(paths.KUBELET_CLIENT_CURRENT)
     if cert:
-        out.append(TrustEvidence(f"the kubelet client certificate {KUBELET_CLIENT_CERT}", cert))
-    ca = root.read("/etc/kubernetes/pki/ca.crt")
+        out.append(TrustEvidence(f"the kubelet client certificate {paths.KUBELET_CLIENT_CURRENT}", cert))
+    ca = root.read(paths.CA_CRT)
     if ca:
-        out.append(TrustEvidence("/etc/kubernetes/pki/ca.crt on the node", ca))
-    for conf in ("/etc/kubernetes/kubelet.conf", "/etc/kubernetes/bootstrap-kubelet.conf"):
+        out.append(TrustEvidence(f"{paths.CA_CRT} on the node", ca))
+    for conf in (paths.KUBELET_CONF, paths.BOOTSTRAP_KUBELET_CONF):
         data = root.read(conf)
         if not data:
             continue
         try:
-            doc = yaml.safe_load(data)
-            for c in doc.get("clusters") or []:
-                cad = (c.get("cluster") or {}).get("certificate-authority-data")
-                if cad:
-                    out.append(TrustEvidence(f"the CA in {conf}", base64.b64decode(cad)))
-        except (yaml.YAMLError, AttributeError, ValueError, TypeError):
+            out.extend(TrustEvidence(f"the CA in {conf}", ca) for ca in Kubeconfig.from_yaml(data).cluster_cas())
+        except ConfigError:
             continue
     return out
 

@@ -22,18 +22,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from kuberevive.core.backup import BackupError, EtcdMember, etcd_member
+from kuberevive.core.backup import EtcdMember, etcd_member
 from kuberevive.core.manifests import manifest_flags, parse_manifest
-from kuberevive.errors import EtcdError, KubereviveError
+from kuberevive.errors import BackupError, EtcdError, KubereviveError
 from kuberevive.io import process
 from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.kubeadm_yaml import node_dir_problem
+from kuberevive.model.paths import ETCD_CA_CRT, ETCD_HEALTHCHECK_CLIENT, ETCD_MANIFEST, KUBERNETES_TMP_DIR
 from kuberevive.run.waiting import poll_until
-
-ETCD_MANIFEST = PurePosixPath("/etc/kubernetes/manifests/etcd.yaml")
-HEALTHCHECK = "/etc/kubernetes/pki/etcd/healthcheck-client"
-ETCD_CA = PurePosixPath("/etc/kubernetes/pki/etcd/ca.crt")
 
 
 @dataclass
@@ -60,7 +57,7 @@ def member_from_manifest(manifest: bytes, source: str) -> EtcdMember:
     try:
         member = etcd_member(manifest_flags(parse_manifest(manifest)), source)
     except KubereviveError as exc:
-        raise BackupError(f"{source}: {exc.message}", exc.hint or "check the etcd manifest") from None
+        raise BackupError(f"{source}: {exc.message}", exc.hint or "check the etcd manifest") from exc
     reason = node_dir_problem(str(member.data_dir))
     if reason:
         raise BackupError(
@@ -118,7 +115,7 @@ def restore_etcd(
     try:
         if manifest_on_node:
             # same file system as the manifest (a rename), outside the directory the kubelet watches
-            aside = PurePosixPath(f"/etc/kubernetes/tmp/kuberevive-etcd-{stamp}.yaml")
+            aside = KUBERNETES_TMP_DIR / f"kuberevive-etcd-{stamp}.yaml"
             root.ensure_dir(aside.parent)
             os.rename(root.host_path(ETCD_MANIFEST, follow=False), root.host_path(aside, follow=False))
             steps.append(f"moved {ETCD_MANIFEST} to {aside} to stop etcd")
@@ -185,8 +182,8 @@ def _etcdutl_restore(etcdutl: str, member: EtcdMember, snapshot: bytes, target: 
 
 
 def _healthy(root: NodeRoot, member: EtcdMember) -> bool:
-    ca = root.read(ETCD_CA)
-    cert, key = root.read(f"{HEALTHCHECK}.crt"), root.read(f"{HEALTHCHECK}.key")
+    ca = root.read(ETCD_CA_CRT)
+    cert, key = root.read(f"{ETCD_HEALTHCHECK_CLIENT}.crt"), root.read(f"{ETCD_HEALTHCHECK_CLIENT}.key")
     if not (ca and cert and key):
         return False
     with contextlib.suppress(KubereviveError):

@@ -18,13 +18,17 @@ from kuberevive.errors import PlanError
 from kuberevive.io import nodefacts
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.process import try_run
+from kuberevive.model.paths import (
+    ETCD_DATA_DIR,
+    KUBEADM_FLAGS,
+    KUBELET_CLIENT_CURRENT,
+    KUBELET_CONFIG,
+    KUBERNETES_DIR,
+    POD_LOGS,
+)
 from kuberevive.model.recover import NodeEvidence
 
-KUBELET_CONFIG = PurePosixPath("/var/lib/kubelet/config.yaml")
-KUBEADM_FLAGS = PurePosixPath("/var/lib/kubelet/kubeadm-flags.env")
-KUBELET_CLIENT_CURRENT = PurePosixPath("/var/lib/kubelet/pki/kubelet-client-current.pem")
-ETCD_DATA_CANDIDATES = ("/var/lib/etcd",)
-POD_LOGS = PurePosixPath("/var/log/pods")
+ETCD_DATA_CANDIDATES = (str(ETCD_DATA_DIR),)
 
 
 _run = try_run  # None when the program is missing, cannot start or times out
@@ -108,7 +112,7 @@ def gather_evidence(root: NodeRoot) -> NodeEvidence:
     kubelet_cfg = root.read(KUBELET_CONFIG)
     cri = next((v for k, v in flags if k == "container-runtime-endpoint"), None)
     pod_logs = root.host_path(POD_LOGS)
-    files = tuple(sorted(str(p) for p in root.walk("/etc/kubernetes") if _is_file(root, p)))
+    files = tuple(sorted(str(p) for p in root.walk(KUBERNETES_DIR) if _is_file(root, p)))
     is_root = root.prefix == root.prefix.parent
     return NodeEvidence(
         hostname=facts.hostname,

@@ -23,8 +23,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from kuberevive.errors import PlanError
-from kuberevive.io.noderoot import NODE_LOCK, NodeRoot
+from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.artifacts import Artifact, ArtifactKind
+from kuberevive.model.paths import NODE_LOCK
 
 RECOVER_DIR = PurePosixPath("/var/lib/kuberevive/recover")
 JOURNAL = RECOVER_DIR / "journal.json"

@@ -35,23 +35,23 @@ from kuberevive.core import certs, pki
 from kuberevive.core import diagnose as d
 from kuberevive.core.diagnose import detect_role, resolve_config
 from kuberevive.core.kubeconfig import ADMIN_CONF, CONTROLLER_MANAGER_CONF, SCHEDULER_CONF, SUPER_ADMIN_CONF, Kubeconfig
-from kuberevive.core.retrust import KUBELET_CLIENT_CURRENT, ready_since
-from kuberevive.errors import KubeApiError, KubereviveError, PlanError
+from kuberevive.core.retrust import ready_since
+from kuberevive.errors import CollectError, KubeApiError, KubereviveError, NotAControlPlane, PlanError
 from kuberevive.io import node as nodeio
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
-from kuberevive.io.snapshot import CollectError, collect
+from kuberevive.io.snapshot import collect
 from kuberevive.io.transport import Transport, run_on_nodes
+from kuberevive.model import paths
 from kuberevive.model.artifacts import Artifact, ArtifactKind
-from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, KubeadmConfig
+from kuberevive.model.config import KubeadmConfig
 from kuberevive.model.inventory import InventoryNode, from_node_objects
 from kuberevive.run.journal import Journal
 from kuberevive.run.recover import fault
 from kuberevive.run.retrust import RetrustOptions, connect
 from kuberevive.run.waiting import wait_for
 
-RENEW_DIR = PurePosixPath("/var/lib/kuberevive/renew")
-JOURNAL = RENEW_DIR / "journal.json"
+JOURNAL = paths.RENEW_DIR / "journal.json"
 API_TIMEOUT = 300.0
 NODE_TIMEOUT = 240.0
 KUBELET_TIMEOUT = 60.0
@@ -75,10 +75,6 @@ STEP_TITLES = {
 Progress = Callable[[str], None]
 
 
-class NotAControlPlane(KubereviveError):
-    """``certs`` run on something that is not a kubeadm control-plane node."""
-
-
 def read_report(
     root: str, config_file: str | None, warning_days: int
 ) -> tuple[certs.CertsReport, KubeadmConfig | None]:
@@ -86,7 +82,7 @@ def read_report(
     try:
         snap = collect(root, config_file=config_file, offline=True)
     except CollectError as exc:  # diagnose's exit 3 means "expiring" here: this is a plain failure (1)
-        raise KubereviveError(exc.message, exc.hint) from None
+        raise KubereviveError(exc.message, exc.hint) from exc
     role, _evidence = detect_role(snap)
     if role != "control-plane" and config_file is None:
         raise NotAControlPlane(
@@ -100,7 +96,7 @@ def read_report(
 
 
 def _node_objects(root: NodeRoot) -> list[dict[str, Any]]:
-    data = root.read(PurePosixPath(DEFAULT_KUBERNETES_DIR) / ADMIN_CONF)
+    data = root.read(paths.KUBERNETES_DIR / ADMIN_CONF)
     if data is None:
         raise PlanError("/etc/kubernetes/admin.conf is missing", "")
     api = KubeApi.from_kubeconfig(data, read_file=lambda p: root.read(p) or b"", timeout=10)
@@ -117,16 +113,16 @@ def _read_kubelet_files(t: Transport) -> dict[PurePosixPath, d.FileInfo]:
             files[path] = d.FileInfo(path, "file", 0o600, 0, 0, len(r.stdout), r.stdout)
         return r.stdout if r.ok else None
 
-    conf = read(PurePosixPath(DEFAULT_KUBERNETES_DIR) / "kubelet.conf")
-    paths = {PurePosixPath(KUBELET_CLIENT_CURRENT), d.KUBELET_SERVING_CURRENT, d.KUBELET_SERVING_CERT}
-    paths.add(d.KUBELET_SERVING_CERT.with_suffix(".key"))
+    conf = read(paths.KUBELET_CONF)
+    wanted = {paths.KUBELET_CLIENT_CURRENT, paths.KUBELET_SERVING_CURRENT, paths.KUBELET_SERVING_CERT}
+    wanted.add(paths.KUBELET_SERVING_CERT.with_suffix(".key"))
     if conf is not None:
         try:
             _cluster, user = Kubeconfig.from_yaml(conf).current()
-            paths |= {PurePosixPath(p) for p in (user.client_certificate, user.client_key) if p}
+            wanted |= {PurePosixPath(p) for p in (user.client_certificate, user.client_key) if p}
         except (KubereviveError, ValueError, TypeError):
             pass
-    for p in sorted(paths):
+    for p in sorted(wanted):
         read(p)
     return files
 
@@ -145,9 +141,9 @@ def check_other_nodes(
             raise PlanError(
                 f"--all-nodes: the node list cannot be read from the API ({exc.message})",
                 "pass the nodes with --inventory FILE (docs/inventory.md)",
-            ) from None
+            ) from exc
     others = [n for n in inventory.nodes if n.name != report.node_name]
-    cdir = PurePosixPath(DEFAULT_KUBERNETES_DIR) / "pki"
+    cdir = paths.PKI_DIR
     ca_data = node.read(cdir / "ca.crt")
     ca = pki.load_certificate(ca_data, str(cdir / "ca.crt")) if ca_data is not None else None
     ca_key = node.exists(cdir / "ca.key")
@@ -286,11 +282,11 @@ class _Executor:
 
     def step_kubelet_client(self) -> None:
         def compute() -> list[Artifact]:
-            conf = self.node.read(PurePosixPath(DEFAULT_KUBERNETES_DIR) / "kubelet.conf")
+            conf = self.node.read(paths.KUBELET_CONF)
             files = self._pki()
-            current = self.node.read(KUBELET_CLIENT_CURRENT)  # its key algorithm is kept
+            current = self.node.read(paths.KUBELET_CLIENT_CURRENT)  # its key algorithm is kept
             if current is not None:
-                files[PurePosixPath(KUBELET_CLIENT_CURRENT)] = current
+                files[paths.KUBELET_CLIENT_CURRENT] = current
             trust, rewrite = certs.renew_kubelet_client(
                 self.cfg,
                 files,
@@ -306,7 +302,7 @@ class _Executor:
             if rewrite:
                 out.append(
                     Artifact(
-                        PurePosixPath(DEFAULT_KUBERNETES_DIR) / "kubelet.conf",
+                        paths.KUBELET_CONF,
                         0o600,
                         ArtifactKind.KUBECONFIG,
                         "kubelet.conf referring to kubelet-client-current.pem",
@@ -318,7 +314,7 @@ class _Executor:
         arts = self._recorded("kubelet-client", compute)
         pem, rest = arts[0], arts[1:]
         self.node.write_all([pem], force=True)
-        current = PurePosixPath(KUBELET_CLIENT_CURRENT)
+        current = paths.KUBELET_CLIENT_CURRENT
         if self.node.readlink(current) != str(pem.path):
             if self.node.lstat(current) is not None:
                 aside = self.node.move_aside(current)
@@ -353,7 +349,7 @@ class _Executor:
             out: list[Artifact] = []
             for name in self.targets:
                 if _group(name) is certs.Group.KUBECONFIG:
-                    path = PurePosixPath(DEFAULT_KUBERNETES_DIR) / name
+                    path = paths.KUBERNETES_DIR / name
                     data = self.node.read(path)
                     if data is None:
                         raise PlanError(f"{path} disappeared during the renewal", "restore it, then run again")
@@ -373,7 +369,7 @@ class _Executor:
         self._restart_kubelet()
 
     def _api(self) -> KubeApi:
-        data = self.node.read(PurePosixPath(DEFAULT_KUBERNETES_DIR) / ADMIN_CONF)
+        data = self.node.read(paths.KUBERNETES_DIR / ADMIN_CONF)
         if data is None:
             raise PlanError("/etc/kubernetes/admin.conf is missing", "restore it, then run 'certs renew --apply' again")
         return KubeApi.from_kubeconfig(data, read_file=lambda p: self.node.read(p) or b"", timeout=10)

@@ -11,7 +11,8 @@ from kuberevive.cli import render
 from kuberevive.cli.commands import summary
 from kuberevive.cli.env import Environment
 from kuberevive.core.diagnose import AREA_ORDER, DEFAULT_EXPIRY_WARNING_DAYS, Options, Report, Severity, diagnose
-from kuberevive.io.snapshot import CollectError, collect
+from kuberevive.errors import CollectError
+from kuberevive.io.snapshot import collect
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
