@@ -21,17 +21,17 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
+import functools
 import json
 import os
-import pstats
 import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +50,65 @@ def bad_nodes(n: int, percent: float) -> tuple[frozenset[int], frozenset[int]]:
     return frozenset(picked[0::2]), frozenset(picked[1::2])
 
 
+class Breakdown:
+    """``--profile``: where the tool's wall time goes, summed over its threads (calls wrapped, not changed)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def wrap(self, owner: Any, attr: str, category: Callable[..., str]) -> None:
+        original = getattr(owner, attr)
+
+        @functools.wraps(original)
+        def timed(*a: Any, **kw: Any) -> Any:
+            t0 = time.monotonic()
+            try:
+                return original(*a, **kw)
+            finally:
+                key = category(*a, **kw)
+                with self.lock:
+                    self.seconds[key] = self.seconds.get(key, 0.0) + time.monotonic() - t0
+                    self.calls[key] = self.calls.get(key, 0) + 1
+
+        setattr(owner, attr, timed)
+
+    def table(self) -> str:
+        rows = sorted(self.seconds.items(), key=lambda kv: -kv[1])
+        return "\n".join(f"{s:9.1f} s {self.calls[k]:>7} calls  {k}" for k, s in rows)
+
+
+def _command(_self: Any, argv: Any, *a: Any, **kw: Any) -> str:
+    words = list(argv)
+    if words[:2] == ["sh", "-c"]:
+        script = words[2]
+        return "ssh run: sh -c " + (
+            "write_file"
+            if "cat >" in script
+            else "move aside"
+            if 'mv -f "$f"' in script
+            else "link"
+            if "ln -s" in script
+            else "script"
+        )
+    return "ssh run: " + " ".join(words[:2] if words[0] == "systemctl" else words[:1])
+
+
 def tool(work: Path, nodes: int, concurrency: int, node_timeout: float, profile: bool) -> dict[str, Any]:
     """The tool's side, in its own process: re-trust every node listed by the API server."""
+    from kuberevive.io.kubeapi import KubeApi
+    from kuberevive.io.transport import SshTransport
     from kuberevive.model.inventory import from_node_objects
+    from kuberevive.run import retrust
     from kuberevive.run.retrust import RetrustOptions, _retrust_in_place
+
+    breakdown = Breakdown()
+    if profile:
+        breakdown.wrap(SshTransport, "connect", lambda *a, **kw: "ssh connect (also counted in the first ssh run)")
+        breakdown.wrap(SshTransport, "run", _command)
+        breakdown.wrap(KubeApi, "raw", lambda _s, method, *a, **kw: f"api {method} (new TLS connection each)")
+        breakdown.wrap(retrust, "_wait", lambda *a, **kw: "wait for Node Ready (polls every 1 s)")
 
     fleet = Fleet(work, nodes)
     api = fleet.api()
@@ -66,14 +121,9 @@ def tool(work: Path, nodes: int, concurrency: int, node_timeout: float, profile:
         concurrency=concurrency,
         node_timeout=node_timeout,
     )
-    prof = cProfile.Profile() if profile else None
     t0 = time.monotonic()
-    if prof:
-        prof.enable()
     inventory = from_node_objects(api.get("/api/v1/nodes")["items"], "root", 22)
     results = _retrust_in_place(api, cfg, ca, key, opts, list(inventory.nodes))
-    if prof:
-        prof.disable()
     wall = time.monotonic() - t0
     out: dict[str, Any] = {
         "wall_s": round(wall, 1),
@@ -84,10 +134,8 @@ def tool(work: Path, nodes: int, concurrency: int, node_timeout: float, profile:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
     }
-    if prof:
-        text = io.StringIO()
-        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(15)
-        out["profile"] = text.getvalue()
+    if profile:
+        out["profile"] = breakdown.table()
     return out
 
 
@@ -136,7 +184,7 @@ def main() -> int:
     parser.add_argument("--slow-seconds", type=float, default=15.0)
     parser.add_argument("--node-timeout", type=float, default=300.0)
     parser.add_argument("--work", default="/var/lib/kuberevive-fleet")
-    parser.add_argument("--profile", action="store_true", help="print the tool's cProfile (top 15 by own time)")
+    parser.add_argument("--profile", action="store_true", help="print where the tool's time goes (summed over threads)")
     parser.add_argument("--tool", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tool:
