@@ -35,17 +35,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from kuberevive.core import pki
 from kuberevive.core.generate import Target, generate
 from kuberevive.errors import KubeApiError, LabError
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.lab.config import LabConfig
-from kuberevive.model.config import KubeadmConfig, NodeFacts
+from kuberevive.model.config import EncryptionAlgorithm, KubeadmConfig, NodeFacts
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
 
 API_ADDRESS = "10.77.0.1"
@@ -106,34 +103,20 @@ def _run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
 def _old_ca_and_client() -> tuple[bytes, bytes]:
     """An OLD cluster CA (not the API server's) and a kubelet client cert + key from it (one pem)."""
     now = datetime.now(UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
+    ca_key = pki.generate_private_key(EncryptionAlgorithm.ECDSA_P256)
+    ca = pki.new_self_signed_ca("kubernetes", ca_key, now - timedelta(days=1), now + timedelta(days=3650))
+    key = pki.generate_private_key(EncryptionAlgorithm.ECDSA_P256)
+    cert = pki.issue_certificate(
+        common_name="system:node:old",
+        organization=("system:nodes",),
+        usages=(pki.KeyUsage.CLIENT_AUTH,),
+        public_key=key.public_key(),
+        ca_cert=ca,
+        ca_key=ca_key,
+        not_before=now - timedelta(days=1),
+        not_after=now + timedelta(days=365),
     )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "system:node:old")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=365))
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return ca.public_bytes(serialization.Encoding.PEM), pem
+    return pki.encode_certificate_pem(ca), pki.encode_certificate_pem(cert) + pki.encode_private_key_pem(key)
 
 
 @dataclass
