@@ -13,9 +13,9 @@ inventory from the Node objects, over SSH in parallel (``--concurrency``, recove
 client certificate and kubelet.conf, ``systemctl restart kubelet``, then a wait for the Node to be Ready
 with a heartbeat after the restart. API requests are counted from the API server's audit log
 (``kubernetes-admin`` = the tool). ``--secrets``/``--pods`` (the ServiceAccount remediation) are not
-measured yet: any value but 0 is refused. Everything runs in a private network and mount namespace; the
-work directory (default ``/var/lib/kuberevive-fleet``) is removed at the start of each N.
-The last line printed is one JSON object.
+measured yet: any value but 0 is refused. Everything runs in a private network and mount namespace;
+the fleet of size N lives in ``<work>/<N>`` (default ``--work /var/lib/kuberevive-fleet``), removed and
+made anew for each run. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
