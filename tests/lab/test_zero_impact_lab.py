@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from kuberevive.lab import Lab
-from kuberevive.lab.demo import SEED_DISASTER, eviction_events
+from kuberevive.lab.demo import SEED_DISASTER
+from kuberevive.lab.impact import eviction_events
 from kuberevive.lab.probe import ServiceProbe
 from kuberevive.lab.workload import NOT_READY_TOLERATION_SECONDS
 from tests.lab.test_recover_lab import ssh_args

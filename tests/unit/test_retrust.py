@@ -124,7 +124,7 @@ def test_eviction_taints_are_only_not_ready_and_unreachable_no_execute() -> None
 
 
 def test_eviction_events_are_taint_evictions_without_their_cancellations() -> None:
-    from kuberevive.lab.demo import eviction_events
+    from kuberevive.lab.impact import eviction_events
 
     def ev(reason: str, message: str, name: str = "labapp-1") -> dict[str, Any]:
         return {"reason": reason, "message": message, "involvedObject": {"namespace": "krlab", "name": name}}

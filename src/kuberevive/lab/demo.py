@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kuberevive.lab.cluster import Lab
-from kuberevive.lab.config import WORKLOAD_NAMESPACE
+from kuberevive.lab.impact import evictions, pods, workload_containers
 from kuberevive.lab.probe import ServiceProbe
 from kuberevive.lab.workload import NOT_READY_TOLERATION_SECONDS
 
@@ -60,45 +60,6 @@ test -z "$(crictl ps -q --name "$names")"
 NODE_MONITOR_GRACE_SECONDS = 50  # kube-controller-manager's default (v1.33)
 
 
-def _pods(lab: Lab) -> dict[str, dict[str, Any]]:
-    out = lab.cp.kubectl("get", "pods", "-n", WORKLOAD_NAMESPACE, "-o", "json", check=False)
-    items = json.loads(out.stdout).get("items", []) if out.returncode == 0 else []
-    return {
-        p["metadata"]["uid"]: {
-            "name": p["metadata"]["name"],
-            "node": p["spec"].get("nodeName", ""),
-            "restarts": sum(s.get("restartCount", 0) for s in p.get("status", {}).get("containerStatuses", [])),
-        }
-        for p in items
-    }
-
-
-def _containers(lab: Lab) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for n in lab.cfg.node_names:
-        proc = lab.node(n).run(["crictl", "ps", "-o", "json"], step="crictl", check=False)
-        if proc.returncode != 0:
-            continue
-        for c in json.loads(proc.stdout).get("containers", []):
-            if c["labels"].get("io.kubernetes.pod.namespace") == WORKLOAD_NAMESPACE:
-                out[f"{n}/{c['labels'].get('io.kubernetes.pod.name')}/{c['metadata']['name']}"] = c["id"]
-    return out
-
-
-def eviction_events(events: list[dict[str, Any]]) -> list[str]:
-    """``namespace/pod: message`` of each taint-based eviction among Event objects (its cancellations left out)."""
-    return [
-        f"{e['involvedObject'].get('namespace')}/{e['involvedObject'].get('name')}: {e.get('message', '')}"
-        for e in events
-        if e.get("reason") == "TaintManagerEviction" and "Cancelling" not in e.get("message", "")
-    ]
-
-
-def _evictions(lab: Lab) -> list[str]:
-    out = lab.cp.kubectl("get", "events", "-A", "-o", "json", check=False)
-    return eviction_events(json.loads(out.stdout).get("items", [])) if out.returncode == 0 else []
-
-
 def run_demo(
     lab: Lab,
     say: Callable[[str], None],
@@ -110,7 +71,7 @@ def run_demo(
     t0 = time.monotonic()
     lab.up()
     say(f"lab: up ({time.monotonic() - t0:.0f} s)")
-    pods_before, containers_before = _pods(lab), _containers(lab)
+    pods_before, containers_before = pods(lab), workload_containers(lab)
     wait = NODE_MONITOR_GRACE_SECONDS + NOT_READY_TOLERATION_SECONDS + 5 if wait is None else wait
     cp = lab.cfg.control_plane.name
     with ServiceProbe(lab, lab.cfg.state_dir / "demo") as probe:
@@ -136,7 +97,7 @@ def run_demo(
         took = time.monotonic() - started
         time.sleep(3)
     result: dict[str, Any] = json.loads(stdout) if code == 0 and stdout.strip() else {}
-    pods_after, containers_after = _pods(lab), _containers(lab)
+    pods_after, containers_after = pods(lab), workload_containers(lab)
     replaced = sorted(p["name"] for u, p in pods_before.items() if u not in pods_after)
     labapp_before = {k: v for k, v in containers_before.items() if "/labapp-" in k}
     report = {
@@ -144,7 +105,7 @@ def run_demo(
         "recover_seconds": round(took, 1),
         "requests": {n: r.as_dict() for n, r in probe.results.items()},
         "failed_requests": sum(r.failed for r in probe.results.values()),
-        "evictions": _evictions(lab),
+        "evictions": evictions(lab),
         "pods_replaced": replaced,
         "labapp_containers_kept": sum(1 for k, v in labapp_before.items() if containers_after.get(k) == v),
         "labapp_containers_before": len(labapp_before),

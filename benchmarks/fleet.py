@@ -1,0 +1,226 @@
+"""The re-trust of N simulated nodes: wall time, nodes/s, the tool's peak RSS, API requests, failures.
+
+    python benchmarks/fleet.py --nodes 10,100,1000 [--concurrency 8] [--bad-percent 5] [--profile]
+
+As root. The fleet (:mod:`kuberevive.lab.fleet`): a real etcd + kube-apiserver with a NEW CA and N nodes,
+each a real OpenSSH sshd with its own file tree holding kubelet credentials of an OLD CA, its Node object
+real in the API server. ``--bad-percent`` of the nodes (at least 2 when N >= 3) are bad: half have no
+sshd (unreachable), half take ``--slow-seconds`` in their kubelet restart.
+
+For each N, the tool runs in its own process (so its peak RSS is its own) and does what
+``recover --apply`` does for the other nodes (``kuberevive.run.retrust._retrust_in_place``): the
+inventory from the Node objects, over SSH in parallel (``--concurrency``, recover's default 8): new CA,
+client certificate and kubelet.conf, ``systemctl restart kubelet``, then a wait for the Node to be Ready
+with a heartbeat after the restart. API requests are counted from the API server's audit log
+(``kubernetes-admin`` = the tool). ``--secrets``/``--pods`` (the ServiceAccount remediation) are not
+measured yet: any value but 0 is refused. Everything runs in a private network and mount namespace;
+the fleet of size N lives in ``<work>/<N>`` (default ``--work /var/lib/kuberevive-fleet``), removed and
+made anew for each run. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kuberevive.lab.fleet import Fleet, in_private_namespaces
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def bad_nodes(n: int, percent: float) -> tuple[frozenset[int], frozenset[int]]:
+    """(unreachable, slow) node indexes, spread over the fleet."""
+    count = 0 if percent <= 0 or n < 3 else max(2, round(n * percent / 100))
+    picked = [round(k * n / count) for k in range(count)] if count else []
+    picked = [min(n - 1, i + 1) for i in picked]  # never the first node
+    return frozenset(picked[0::2]), frozenset(picked[1::2])
+
+
+class Breakdown:
+    """``--profile``: where the tool's wall time goes, summed over its threads (calls wrapped, not changed)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def wrap(self, owner: Any, attr: str, category: Callable[..., str]) -> None:
+        original = getattr(owner, attr)
+
+        @functools.wraps(original)
+        def timed(*a: Any, **kw: Any) -> Any:
+            t0 = time.monotonic()
+            try:
+                return original(*a, **kw)
+            finally:
+                key = category(*a, **kw)
+                with self.lock:
+                    self.seconds[key] = self.seconds.get(key, 0.0) + time.monotonic() - t0
+                    self.calls[key] = self.calls.get(key, 0) + 1
+
+        setattr(owner, attr, timed)
+
+    def table(self) -> str:
+        rows = sorted(self.seconds.items(), key=lambda kv: -kv[1])
+        return "\n".join(f"{s:9.1f} s {self.calls[k]:>7} calls  {k}" for k, s in rows)
+
+
+def _command(_self: Any, argv: Any, *a: Any, **kw: Any) -> str:
+    words = list(argv)
+    if words[:2] == ["sh", "-c"]:
+        script = words[2]
+        return "ssh run: sh -c " + (
+            "write_file"
+            if "cat >" in script
+            else "move aside"
+            if 'mv -f "$f"' in script
+            else "link"
+            if "ln -s" in script
+            else "script"
+        )
+    return "ssh run: " + " ".join(words[:2] if words[0] == "systemctl" else words[:1])
+
+
+def tool(work: Path, nodes: int, concurrency: int, node_timeout: float, profile: bool) -> dict[str, Any]:
+    """The tool's side, in its own process: re-trust every node listed by the API server."""
+    from kuberevive.io.kubeapi import KubeApi
+    from kuberevive.io.transport import SshTransport
+    from kuberevive.model.inventory import from_node_objects
+    from kuberevive.run import retrust
+    from kuberevive.run.retrust import RetrustOptions, _retrust_in_place
+
+    breakdown = Breakdown()
+    if profile:
+        breakdown.wrap(SshTransport, "connect", lambda *a, **kw: "ssh connect (also counted in the first ssh run)")
+        breakdown.wrap(SshTransport, "run", _command)
+        breakdown.wrap(KubeApi, "raw", lambda _s, method, *a, **kw: f"api {method} (new TLS connection each)")
+        breakdown.wrap(retrust, "_wait", lambda *a, **kw: "wait for Node Ready (polls every 1 s)")
+
+    fleet = Fleet(work, nodes)
+    api = fleet.api()
+    cfg = fleet.kubeadm_config()
+    pki = fleet.root / "etc/kubernetes/pki"
+    ca, key = (pki / "ca.crt").read_bytes(), (pki / "ca.key").read_bytes()
+    opts = RetrustOptions(
+        identity_files=(str(fleet.ssh_key),),
+        known_hosts=(str(fleet.known_hosts),),
+        concurrency=concurrency,
+        node_timeout=node_timeout,
+    )
+    t0 = time.monotonic()
+    inventory = from_node_objects(api.get("/api/v1/nodes")["items"], "root", 22)
+    results = _retrust_in_place(api, cfg, ca, key, opts, list(inventory.nodes))
+    wall = time.monotonic() - t0
+    out: dict[str, Any] = {
+        "wall_s": round(wall, 1),
+        "ok": sum(1 for r in results.values() if r.ok),
+        "failed": {name: r.error for name, r in results.items() if not r.ok},
+        "node_seconds_median": round(statistics.median(r.seconds for r in results.values()), 2) if results else 0,
+        "node_seconds_max": round(max(r.seconds for r in results.values()), 2) if results else 0,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
+    }
+    if profile:
+        out["profile"] = breakdown.table()
+    return out
+
+
+def one_size(args: argparse.Namespace, n: int) -> dict[str, Any]:
+    work = Path(args.work) / str(n)
+    if work.exists():
+        shutil.rmtree(work)
+    unreachable, slow = bad_nodes(n, args.bad_percent)
+    fleet = Fleet(work, n, unreachable, slow, args.slow_seconds)
+    try:
+        fleet.start(progress=say)
+        fleet.wait_listening()
+        line = fleet.audit_lines()
+        say(f"fleet: re-trusting {n} nodes (concurrency {args.concurrency})")
+        argv = [sys.executable, __file__, "--tool", str(work), "--nodes", str(n)]
+        argv += ["--concurrency", str(args.concurrency), "--node-timeout", str(args.node_timeout)]
+        argv += ["--profile"] if args.profile else []
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=args.node_timeout * n, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the tool failed: {proc.stderr[-2000:]}")
+        result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        time.sleep(1)  # the audit log is written asynchronously (batch of 1 s at most)
+        requests = fleet.requests_since(line)
+    finally:
+        fleet.stop()
+    tool_requests = requests.get("kubernetes-admin", 0)
+    result |= {
+        "nodes": n,
+        "unreachable": sorted(unreachable),
+        "slow": sorted(slow),
+        "nodes_per_s": round(result["ok"] / result["wall_s"], 2) if result["wall_s"] else 0,
+        "api_requests": tool_requests,
+        "api_requests_per_s": round(tool_requests / result["wall_s"], 1) if result["wall_s"] else 0,
+        "node_requests": requests.get("nodes", 0),
+    }
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", default="10,100", help="comma-separated fleet sizes")
+    parser.add_argument("--secrets", type=int, default=0)
+    parser.add_argument("--pods", type=int, default=0)
+    parser.add_argument("--concurrency", type=int, default=8, help="nodes at a time (recover's default: 8)")
+    parser.add_argument("--bad-percent", type=float, default=5.0)
+    parser.add_argument("--slow-seconds", type=float, default=15.0)
+    parser.add_argument("--node-timeout", type=float, default=300.0)
+    parser.add_argument("--work", default="/var/lib/kuberevive-fleet")
+    parser.add_argument("--profile", action="store_true", help="print where the tool's time goes (summed over threads)")
+    parser.add_argument("--tool", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.tool:
+        print(json.dumps(tool(Path(args.tool), int(args.nodes), args.concurrency, args.node_timeout, args.profile)))
+        return 0
+    if args.secrets or args.pods:
+        parser.error("--secrets/--pods: the ServiceAccount remediation is not measured yet (use 0)")
+    if os.geteuid() != 0:
+        parser.error("needs root (network and mount namespaces, sshd)")
+    if not in_private_namespaces():
+        env = os.environ | {"KUBEREVIVE_FLEET_NS": "1"}
+        argv = ["unshare", "--net", "--mount", "--propagation", "private", "--fork", "--", sys.executable, *sys.argv]
+        return subprocess.run(argv, env=env, check=False).returncode
+    Fleet.enter_namespaces()
+    rows = []
+    for n in (int(x) for x in args.nodes.split(",")):
+        r = one_size(args, n)
+        say(json.dumps({k: v for k, v in r.items() if k != "profile"}))
+        if r.get("profile"):
+            say(r["profile"])
+        rows.append(r)
+    print(f"re-trust of N simulated nodes, concurrency {args.concurrency}, {args.bad_percent:g} % bad nodes")
+    print(
+        f"{'N':>6} {'wall s':>8} {'nodes/s':>8} {'ok':>6} {'failed':>7} {'peak RSS MB':>12} {'tool CPU s':>11}"
+        f" {'API req':>8} {'req/s':>7}"
+    )
+    for r in rows:
+        print(
+            f"{r['nodes']:>6} {r['wall_s']:>8} {r['nodes_per_s']:>8} {r['ok']:>6} {len(r['failed']):>7}"
+            f" {r['peak_rss_mb']:>12} {r['cpu_s']:>11} {r['api_requests']:>8} {r['api_requests_per_s']:>7}"
+        )
+        for name, error in sorted(r["failed"].items()):
+            print(f"       failed: {name}: {error}")
+    print(json.dumps({"benchmark": "fleet", "concurrency": args.concurrency, "sizes": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
