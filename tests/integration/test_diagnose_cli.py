@@ -83,18 +83,20 @@ def test_key_mode_0644_on_disk(node: Path):
     }
 
 
-def test_human_view_groups_by_area(node: Path):
+def test_human_view_lists_errors_first(node: Path):
     (node / "etc/kubernetes/manifests/kube-scheduler.yaml").unlink()
     code, out, err = run("diagnose", "--root", str(node), "--offline")
     assert code == 2 and err == ""
     lines = out.splitlines()
     assert lines[0].startswith("kuberevive diagnose: ")
-    assert "MANIFEST  (3 passed)" in lines
-    assert any(
-        line.split()[:2] == ["error", "/etc/kubernetes/manifests/kube-scheduler.yaml"]
-        and line.endswith("the kube-scheduler static Pod manifest is missing")
-        for line in lines
-    )
+    assert lines[lines.index("ERRORS (1)") + 1].split() == [
+        "manifest",
+        "/etc/kubernetes/manifests/kube-scheduler.yaml:",
+        *["the", "kube-scheduler", "static", "Pod", "manifest", "is", "missing"],
+    ]
+    assert lines.index("ERRORS (1)") < lines.index(next(x for x in lines if x.startswith("INFO (")))
+    assert any(x.startswith("passed: ") and "manifest 3" in x for x in lines)  # passed checks: one line
+    assert max(map(len, lines)) > 100  # not a terminal and no COLUMNS: one line per finding, not wrapped
     assert "\033[" not in out  # not a terminal: no colours
     assert lines[-1].startswith("errors: 1 error(s), 0 warning(s)")
 

@@ -176,6 +176,11 @@ def test_a_write_failing_part_way_is_rolled_back(populated: Path):
     before = snapshot(populated)
     result = kuberevive("generate", "all", "--config", str(DEFAULTS), "--root", str(populated), "--force")
     assert_one_line_error(result, "rolled back")
+    # the run changed files (then rolled them back): its log stays, and the error names it (issue 15)
+    logs = [p for p in (populated / "var/lib/kuberevive/log").iterdir() if str(p.relative_to(populated)) not in before]
+    assert len(logs) == 1 and f"(log: {logs[0]})" in result.stderr, result.stderr
+    assert "rolled back" in logs[0].read_text()
+    logs[0].unlink()
     assert snapshot(populated) == before
 
 

@@ -27,6 +27,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ECDSA = CONFIGS / "ecdsa-validity.yaml"  # fast keys: many rounds stay short
 PENDING = "var/lib/kuberevive/generate/pending.json"
 LOCK = "var/lib/kuberevive/recover/lock"
+RUN_LOGS = "var/lib/kuberevive/log/"  # one per run that changed something (issue 15)
 SIGNERS = {
     "apiserver": "ca",
     "apiserver-kubelet-client": "ca",
@@ -55,11 +56,12 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 def shape(root: Path) -> dict[str, int]:
-    """Every file below root (the lock file aside) with its mode: what a run leaves, without the random keys."""
+    """Every file below root (the lock file and the runs' logs aside) with its mode: what a run leaves, without the
+    random keys."""
     return {
         str(p.relative_to(root)): p.lstat().st_mode
         for p in sorted(root.rglob("*"))
-        if p.is_file() and str(p.relative_to(root)) != LOCK
+        if p.is_file() and str(p.relative_to(root)) != LOCK and not str(p.relative_to(root)).startswith(RUN_LOGS)
     }
 
 

@@ -368,11 +368,15 @@ def test_api_objects_that_hold_a_stale_ca(healthy: Files, other: Files):
 def test_unreachable_server_is_a_warning(healthy: Files):
     probes = {"https://10.20.30.40:6443": d.Probe(False, "connection refused")}
     report = d.diagnose(snapshot(healthy, probes=probes))
-    assert problems(report) == {
-        ("kubeconfig.server-unreachable", "warning", "/etc/kubernetes/controller-manager.conf"),
-        ("kubeconfig.server-unreachable", "warning", "/etc/kubernetes/scheduler.conf"),
-        ("kubeconfig.server-unreachable", "warning", "/etc/kubernetes/kubelet.conf"),
-    }
+    assert problems(report) == {("kubeconfig.server-unreachable", "warning", "https://10.20.30.40:6443")}
+    (f,) = [f for f in report.findings if f.id == "kubeconfig.server-unreachable"]  # one root cause, reported once
+    assert f.message == (
+        "the API server https://10.20.30.40:6443 does not answer (connection refused); "
+        "used by kubelet.conf, controller-manager.conf, scheduler.conf"
+    )
+    assert f.detail("kubeconfigs") == ",".join(
+        f"/etc/kubernetes/{n}" for n in ("kubelet.conf", "controller-manager.conf", "scheduler.conf")
+    )
 
 
 def test_etcd_member_names_are_read_from_raw_bytes():

@@ -18,19 +18,19 @@ import itertools
 import os
 import re
 import sys
+import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
-from typing import Any, NoReturn
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
 
-from kuberevive import __version__
+from kuberevive import PASSPHRASE_ENV, __version__, logs
+from kuberevive.cli import render
+from kuberevive.cli.commands import COMMANDS, EXAMPLES, HIDDEN
 from kuberevive.cli.env import Environment, ExitStatus
 from kuberevive.errors import KubereviveError
-from kuberevive.io.backupfile import PASSPHRASE_ENV
-
-#: Command modules, in the order ``--help`` lists them.
-COMMANDS = ("generate", "diagnose", "certs", "recover", "backup", "restore_etcd", "lab")
-
 
 #: What an unknown argument may be shown as: an option name (``--name``, ``-x``), never a value.
 _OPTION_NAME = re.compile(r"--[A-Za-z0-9][A-Za-z0-9_-]*|-[A-Za-z0-9]")
@@ -92,6 +92,13 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
+        self.examples: tuple[str, ...] = ()
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        if self.examples:
+            text += "\nExamples:\n" + "".join(f"  {line}\n" for line in self.examples)
+        return text
 
     def parse_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
         words = list(sys.argv[1:] if args is None else args)
@@ -113,30 +120,125 @@ class Parser(argparse.ArgumentParser):
         self.exit(int(ExitStatus.USAGE), f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """The options every command takes, before or after its name (``kuberevive diagnose --traceback``). Below the
+    top level their default is "not given", so a value given before the command is not reset by its subparser."""
+    default: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error", **default)
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        help="progress, warnings and errors on stderr as text (default) or JSON lines",
+        **({"default": "text"} if top else default),
+    )
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found += [sub, *_subparsers(sub)]
+    return found
+
+
+def build_parser(only: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """Every command's parser; with ``only``, just those commands' modules are imported (the others are listed
+    by ``--help`` from :data:`COMMANDS` alone), so ``kuberevive --help`` and ``--version`` start fast."""
     parser = Parser(
         prog="kuberevive",
         allow_abbrev=False,
         description="Bring a kubeadm control plane back to life without disrupting running workloads.",
     )
     parser.add_argument("--version", action="version", version=f"kuberevive {__version__}")
-    parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
+    _global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
-        module = importlib.import_module(f"kuberevive.cli.commands.{name}")
-        module.register(sub)
+    wanted = set(COMMANDS) if only is None else set(only)
+    for word, (module_name, summary) in COMMANDS.items():
+        if word in wanted:
+            importlib.import_module(f"kuberevive.cli.commands.{module_name}").register(sub)
+        else:
+            sub.add_parser(word, help=summary, add_help=False)  # listed by --help; never parsed (not asked for)
+    sub._choices_actions[:] = [a for a in sub._choices_actions if a.dest not in HIDDEN]  # still works
+    for p in [parser, *_subparsers(parser)]:
+        if p is not parser:
+            _global_options(p, top=False)
+        _conventions(p)
     return parser
+
+
+def _conventions(parser: argparse.ArgumentParser) -> None:
+    """kubectl's and kubeadm's habits on every parser: ``--rootfs`` beside ``--root``, ``-o json|yaml`` beside
+    ``--json``, and the ``Examples:`` block of :data:`EXAMPLES`."""
+    options = parser._option_string_actions
+    if "--root" in options and "--rootfs" not in options:
+        options["--root"].option_strings = [*options["--root"].option_strings, "--rootfs"]
+        options["--rootfs"] = options["--root"]
+    if "--json" in options and "--output" not in options:
+        parser.add_argument(
+            "-o", "--output", choices=("json", "yaml"), help="machine-readable output: json (as --json) or yaml"
+        )
+    if isinstance(parser, Parser):
+        parser.examples = EXAMPLES.get(parser.prog, ())
+
+
+def _command_words(words: Sequence[str]) -> set[str]:
+    """The command names on a command line: the modules to import (a value that happens to be one costs only time)."""
+    return {w for w in words if w in COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
     env = env or Environment()
     os.environ.pop(PASSPHRASE_ENV, None)  # env.environ keeps it for the commands; no child process gets it
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_words(words))
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(words)
     except SystemExit as exc:  # argparse already printed usage and the reason (Parser.error: ExitStatus.USAGE)
         return int(exc.code or 0) and int(ExitStatus.USAGE)
+    if getattr(args, "output", None):
+        args.json, env.output = True, args.output
+    width = render.terminal_width(env.stderr, env.environ)
+    options = shown_arguments([w for w in words if w.startswith("-")])
+    undo = logs.configure(
+        env.stderr,
+        args.log_format,
+        tty=render.isatty(env.stderr),
+        fit=None if width is None else lambda text, hang: render.wrap(text, width, "", hang),
+        run_log=_run_log(args),
+        header=f"kuberevive {__version__} {getattr(args, 'run_log', '')}, pid {os.getpid()}, options: {options}",
+        secrets=[env.environ.get(PASSPHRASE_ENV, "")],
+    )
+    started, stdout = time.monotonic(), env.stdout
+    if getattr(args, "run_log", None):
+        env.stdout = logs.Tee(stdout)  # type: ignore[assignment]  # what the run prints goes into its log too
+    code = int(ExitStatus.UNEXPECTED)
+    try:
+        code = _run(args, env)
+        return code
+    finally:
+        logs.to_file(f"exit {code} after {time.monotonic() - started:.1f} s")
+        env.stdout = stdout
+        undo()
+
+
+def _run_log(args: argparse.Namespace) -> tuple[str, Callable[[], TextIO]] | None:
+    """Where this run keeps its log (``/var/lib/kuberevive/log/<command>-<UTC time>-<pid>.log`` under ``--root``),
+    for the runs that change the node: a command that sets ``run_log``, without ``--dry-run`` and, when it has
+    ``--apply``, with it. Read-only runs write nothing, not even a log."""
+    name = getattr(args, "run_log", None)
+    if not name or getattr(args, "dry_run", False) or not getattr(args, "apply", True):
+        return None
+    from kuberevive.io.noderoot import NodeRoot  # kept off the path of --help
+    from kuberevive.model.paths import LOG_DIR
+
+    root = NodeRoot(Path(getattr(args, "root", None) or "/"))
+    node_path = LOG_DIR / f"{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}.log"
+    return str(root.prefix / node_path.relative_to("/")), lambda: root.open_log(node_path)
+
+
+def _run(args: argparse.Namespace, env: Environment) -> int:
     try:
         return int(args.func(args, env))
     except KubereviveError as exc:

@@ -327,6 +327,54 @@ class _Out:
 
 # ------------------------------------------------------------------------------------------ helpers
 
+_API_DOWN_HINT = (
+    "check that kube-apiserver runs ('crictl ps -a --name kube-apiserver', 'journalctl -u kubelet') "
+    "and that the address is right"
+)
+
+
+def _probe_reason(detail: str, server: str) -> str:
+    """A probe's error without the "cannot reach the API server at URL:" the message already says."""
+    return redact_urls(detail.replace(f"cannot reach the API server at {server}: ", ""))
+
+
+def _one_per_root_cause(findings: list[Finding]) -> list[Finding]:
+    """One finding per API server that does not answer, naming every kubeconfig that uses it (not one per
+    kubeconfig), and no separate ``cluster.unreachable`` when it is the same server."""
+    by_server: dict[str, list[Finding]] = {}
+    for f in findings:
+        if f.id == "kubeconfig.server-unreachable":
+            by_server.setdefault(f.detail("server") or "", []).append(f)
+    if not by_server:
+        return findings
+    down = set(by_server)
+    out: list[Finding] = []
+    for f in findings:
+        if f.id == "cluster.unreachable" and f.subject in down:
+            continue
+        if f.id != "kubeconfig.server-unreachable":
+            out.append(f)
+            continue
+        server = f.detail("server") or ""
+        group = by_server.get(server)
+        if group is None:  # already merged into the first one
+            continue
+        del by_server[server]
+        names = ", ".join(PurePosixPath(g.subject).name for g in group)
+        reason = f.message.rpartition(" does not answer ")[2]
+        out.append(
+            Finding(
+                f.id,
+                f.severity,
+                f.area,
+                server,
+                f"the API server {server} does not answer {reason}; used by {names}",
+                f.hint,
+                (("server", server), ("kubeconfigs", ",".join(g.subject for g in group))),
+            )
+        )
+    return out
+
 
 def _cert(data: bytes | None, source: str) -> x509.Certificate | None:
     if data is None:
@@ -613,6 +661,7 @@ def diagnose(snap: NodeSnapshot, options: Options | None = None) -> Report:
     report.ca_verdict = _recovery_findings(snap, role, cfg, cdir, ca_cert, opts, out)
     _cluster_findings(snap, cdir, out)
     _unreadable_findings(snap, out)
+    out.items[:] = _one_per_root_cause(out.items)
     out.items[:] = [_hint_for_root(f, snap.root) for f in out.items]
     out.items.sort(key=lambda f: AREA_ORDER.index(f.area))
     return report
@@ -642,7 +691,7 @@ def _config_findings(resolved: ResolvedConfig, role: str, out: _Out) -> None:
             Severity.INFO,
             Area.CONFIG,
             {"file": "--config", "node": "node files", "api": "kubeadm-config"}.get(resolved.kind, resolved.kind),
-            f"configuration from {resolved.source}: node {cfg.node_name}, advertise address "
+            f"configuration ({resolved.source}): node {cfg.node_name}, advertise address "
             f"{cfg.advertise_address}, Kubernetes {cfg.cluster.kubernetes_version}"
             + (
                 f", controlPlaneEndpoint {cfg.cluster.control_plane_endpoint}"
@@ -1114,8 +1163,9 @@ def _kubeconfig_findings(
             Severity.WARNING,
             Area.KUBECONFIG,
             path,
-            f"{path.name}: the API server {redact_url(server)} does not answer ({redact_urls(probe.detail)})",
-            "check that kube-apiserver runs and that the address is right",
+            f"{path.name}: the API server {redact_url(server)} does not answer ({_probe_reason(probe.detail, server)})",
+            _API_DOWN_HINT,
+            server=redact_url(server),
         )
     if len(out.items) == problems:
         extra = {"not_after": not_after} if not_after else {}

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from kuberevive import PASSPHRASE_ENV as PASSPHRASE_ENV
+from kuberevive import logs
 from kuberevive.core import backup as core
 from kuberevive.core.backup import BackupContents, BackupFile, NodeIdentity, Secret, TrustEvidence
 from kuberevive.core.kubeconfig import Kubeconfig
@@ -36,7 +38,6 @@ from kuberevive.io import nodefacts
 from kuberevive.io.noderoot import NodeRoot, WriteResult
 from kuberevive.model import paths
 
-PASSPHRASE_ENV = "KUBEREVIVE_PASSPHRASE"
 BACKUP_SUFFIX = ".age"
 BACKUP_PREFIX = "kuberevive-backup-"
 DEFAULT_BACKUP_DIR = Path(paths.BACKUPS_DIR)
@@ -79,6 +80,8 @@ def read_secret(
         identities = tuple(line.strip() for line in text.splitlines() if line.strip().startswith("AGE-SECRET-KEY-"))
         if not identities:
             raise BackupError(f"{identity_file} holds no AGE-SECRET-KEY- line", "pass the file age-keygen wrote")
+    for value in (passphrase or "", *identities):
+        logs.hide(value)  # never in the run's log, whatever message may carry it
     return Secret(passphrase=passphrase, recipients=recipients, identities=identities)
 
 

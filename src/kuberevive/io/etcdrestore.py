@@ -30,6 +30,7 @@ from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.kubeadm_yaml import node_dir_problem
 from kuberevive.model.paths import ETCD_CA_CRT, ETCD_HEALTHCHECK_CLIENT, ETCD_MANIFEST, KUBERNETES_TMP_DIR
+from kuberevive.run.waiting import poll_until
 
 
 @dataclass
@@ -76,16 +77,6 @@ def _running_etcd(crictl: str) -> list[str]:
     return proc.stdout.split()
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, interval: float = 1.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
 def restore_etcd(
     root: NodeRoot,
     snapshot: bytes,
@@ -129,7 +120,10 @@ def restore_etcd(
             os.rename(root.host_path(ETCD_MANIFEST, follow=False), root.host_path(aside, follow=False))
             steps.append(f"moved {ETCD_MANIFEST} to {aside} to stop etcd")
             progress(f"stopping etcd (manifest moved to {aside})")
-            if not _wait(lambda: not _running_etcd(crictl), stop_timeout):
+            stopped = poll_until(
+                "etcd to stop", stop_timeout, lambda: (not _running_etcd(crictl), "its container runs"), 1.0, retry=()
+            )
+            if not stopped.ok:
                 raise EtcdError(
                     f"etcd did not stop within {stop_timeout:.0f} s after its manifest was moved away",
                     "check the kubelet (is it running?), then run again",
@@ -159,7 +153,9 @@ def restore_etcd(
         os.replace(root.host_path(aside, follow=False), root.host_path(ETCD_MANIFEST, follow=False))
         steps.append(f"moved {ETCD_MANIFEST} back")
         progress("waiting for etcd to be healthy")
-        healthy = _wait(lambda: _healthy(root, member), health_timeout, interval=2.0)
+        healthy = poll_until(
+            "etcd to be healthy", health_timeout, lambda: (_healthy(root, member), "not healthy yet"), 2.0, retry=()
+        ).ok
         if not healthy:
             raise EtcdError(
                 f"etcd was restored but is not healthy after {health_timeout:.0f} s (old data kept as {old})",

@@ -47,7 +47,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
+from typing import TextIO
 
+from kuberevive import logs
 from kuberevive.errors import ExistingFileError, KubereviveError, NodeFsError
 from kuberevive.model import paths
 from kuberevive.model.artifacts import Artifact
@@ -402,6 +404,7 @@ class NodeRoot:
         With ``replace=False`` nothing that exists at ``node_path`` is ever replaced, not even one created
         concurrently: the file is put in place with ``link`` (which fails if the name exists) and
         :class:`ExistingFileError` is raised."""
+        logs.node_changes()
         self._ensure_parent(node_path, created_dirs if created_dirs is not None else [])
         target = self.host_path(node_path, follow=False)
         tmp = target.with_name(f".{target.name}.kuberevive-tmp-{os.getpid()}")
@@ -443,6 +446,7 @@ class NodeRoot:
     def replace_symlink(self, node_path: PurePosixPath, target: str) -> None:
         """Point the symlink at ``node_path`` to ``target`` atomically (a new link renamed over the old one).
         ``target`` is written as given (on the node an absolute target means the node's own path)."""
+        logs.node_changes()
         self._ensure_parent(node_path, [])
         link = self.host_path(node_path, follow=False)
         tmp = link.with_name(f".{link.name}.kuberevive-tmp-{os.getpid()}")
@@ -456,6 +460,13 @@ class NodeRoot:
                 tmp.unlink()
             raise
         self._fsync_dir(link.parent)
+
+    def open_log(self, node_path: PurePosixPath) -> TextIO:
+        """A new file to append a run's log to (0600, line-buffered); never an existing file or a symlink."""
+        self.ensure_dir(node_path.parent)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.host_path(node_path, follow=False), flags, 0o600)
+        return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
 
     def ensure_dir(self, node_dir: PurePosixPath) -> Path:
         """Create ``node_dir`` and its missing parents (kubeadm's modes); returns its host path."""
@@ -472,6 +483,7 @@ class NodeRoot:
         return aside
 
     def _move_aside(self, node_path: PurePosixPath, aside: PurePosixPath, created_dirs: list[Path]) -> None:
+        logs.node_changes()
         self._ensure_parent(aside, created_dirs)
         _move(self.host_path(node_path, follow=False), self.host_path(aside, follow=False))
 

@@ -31,6 +31,7 @@ from kuberevive.core import restarts
 from kuberevive.core.satokens import LEGACY_TOKEN_SECRET, token_kid
 from kuberevive.errors import KubeApiError
 from kuberevive.io.kubeapi import KubeApi
+from kuberevive.run.waiting import poll_until
 
 Outcome = Literal["ok", "skipped", "failed"]
 Progress = Callable[[str], None]
@@ -112,18 +113,15 @@ class _Fail(Exception):
 
 
 def _wait_for(
-    check: Callable[[], tuple[bool, str]], deadline: float, poll: float, fail: Callable[[], str | None] | None = None
+    what: str,
+    check: Callable[[], tuple[bool, str]],
+    deadline: float,
+    poll: float,
+    fail: Callable[[], str | None] | None = None,
 ) -> tuple[bool, str]:
-    while True:
-        done, message = check()
-        if done:
-            return True, message
-        stop = fail() if fail is not None else None
-        if stop:
-            return False, stop
-        if time.monotonic() >= deadline:
-            return False, message
-        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+    """:func:`poll_until` up to the absolute ``deadline`` (``time.monotonic()``) shared by one owner's steps."""
+    waited = poll_until(what, deadline - time.monotonic(), check, poll, fail=fail, retry=())
+    return waited.ok, waited.last
 
 
 def _wait_pdbs(api: KubeApi, action: restarts.Action, wait: float, poll: float, progress: Progress) -> None:
@@ -142,7 +140,7 @@ def _wait_pdbs(api: KubeApi, action: restarts.Action, wait: float, poll: float, 
         ok, message = allowed()
         if not ok:
             progress(f"  {message}; waiting up to {wait:.0f}s")
-            ok, message = _wait_for(allowed, time.monotonic() + wait, poll)
+            ok, message = _wait_for(f"PodDisruptionBudget {name}", allowed, time.monotonic() + wait, poll)
         if not ok:
             raise _Skip(f"{message}; restart {action.ref} once it recovers")
 
@@ -173,7 +171,7 @@ def _remint(api: KubeApi, action: restarts.Action, current: frozenset[str], dead
         found[:] = [base64.b64decode(raw).decode(errors="replace")]
         return True, "refilled"
 
-    ok, message = _wait_for(refilled, deadline, poll)
+    ok, message = _wait_for(f"the token controller to refill {action.ref}", refilled, deadline, poll)
     if not ok:
         raise _Fail(f"{message}; is kube-controller-manager running?")
     if not found:
@@ -205,7 +203,9 @@ def _rollout_restart(api: KubeApi, action: restarts.Action, deadline: float, pol
         last.update(obj)
         return restarts.rollout_done(action.kind, obj, at)
 
-    ok, message = _wait_for(done, deadline, poll, lambda: restarts.rollout_failed(action.kind, last))
+    ok, message = _wait_for(
+        f"the rollout of {action.ref}", done, deadline, poll, lambda: restarts.rollout_failed(action.kind, last)
+    )
     if not ok:
         raise _Fail(f"rollout not done: {message}")
     return message
@@ -219,28 +219,33 @@ def _evict_one(api: KubeApi, pod: restarts.PodRef, deadline: float, poll: float,
         "deleteOptions": {"preconditions": {"uid": pod.uid}} if pod.uid else {},
     }
     path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}"
-    said = False
-    while True:
+    refused: list[str] = []
+
+    def evicted() -> tuple[bool, str]:
         try:
             api.create(f"{path}/eviction", body)
-            break
         except KubeApiError as exc:
             if exc.status in (404, 409):  # gone, or the name is a newer pod (uid precondition)
-                return
+                return True, "gone"
             if exc.status != 429:
                 raise
-            if time.monotonic() >= deadline:
-                raise _Fail(f"eviction of {pod.ref} still refused by a PodDisruptionBudget: {exc.message}") from exc
-            if not said:
+            if not refused:
                 progress(f"  eviction of {pod.ref} refused by a PodDisruptionBudget; retrying")
-                said = True
-            time.sleep(poll)
+            refused.append(exc.message)
+            return False, f"refused by a PodDisruptionBudget: {exc.message}"
+        return True, "evicted"
+
+    ok, message = _wait_for(f"the eviction of {pod.ref}", evicted, deadline, poll)
+    if not ok:
+        raise _Fail(f"eviction of {pod.ref} still {message}")
+    if message == "gone":
+        return
 
     def gone() -> tuple[bool, str]:
         obj = api.get_or_none(path)
         return obj is None or (obj.get("metadata") or {}).get("uid") != pod.uid, f"{pod.ref} is still terminating"
 
-    ok, message = _wait_for(gone, deadline, poll)
+    ok, message = _wait_for(f"{pod.ref} to terminate", gone, deadline, poll)
     if not ok:
         raise _Fail(message)
 
@@ -257,7 +262,7 @@ def _evict(api: KubeApi, action: restarts.Action, deadline: float, poll: float, 
             obj = api.get_or_none(path)
             return (True, "owner gone") if obj is None else restarts.owner_settled(action.kind, obj)
 
-        ok, message = _wait_for(settled, deadline, poll)
+        ok, message = _wait_for(f"{action.ref} to recover", settled, deadline, poll)
         if not ok:
             raise _Fail(f"{action.ref} did not recover after evicting {pod.name}: {message}")
     return f"evicted {len(action.pods)} pod(s)"

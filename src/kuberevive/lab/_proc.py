@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from kuberevive.errors import LabError
+from kuberevive.run.waiting import poll_until
 
 T = TypeVar("T")
 
@@ -70,16 +70,17 @@ def wait_for(
     hint: str = "",
 ) -> T:
     """Call ``probe`` until it returns something other than None/False; LabError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last_error = ""
-    while True:
-        try:
-            result = probe()
-        except LabError as exc:
-            result, last_error = None, str(exc)
+    found: list[T] = []
+
+    def ready() -> tuple[bool, str]:
+        result = probe()
         if result is not None and result is not False:
-            return result
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {last_error})" if last_error else ""
-            raise LabError(f"timed out after {timeout:.0f}s waiting for {what}{detail}", hint or "Read the node logs.")
-        time.sleep(interval)
+            found.append(result)
+            return True, ""
+        return False, "not yet"
+
+    waited = poll_until(what, timeout, ready, interval, retry=(LabError,))
+    if not waited.ok:
+        detail = f" (last error: {waited.last})" if waited.last != "not yet" else ""
+        raise LabError(f"timed out after {timeout:.0f}s waiting for {what}{detail}", hint or "Read the node logs.")
+    return found[0]

@@ -42,6 +42,7 @@ from kuberevive.lab._proc import run, wait_for
 from kuberevive.lab.config import BUILD_SCRIPT, WORKLOAD_NAMESPACE, LabConfig, NodeSpec
 from kuberevive.lab.node import Node
 from kuberevive.lab.supervisor import cgroup_mounts
+from kuberevive.run.waiting import poll_until
 
 Progress = Callable[[str], None]
 
@@ -572,6 +573,7 @@ class Lab:
                 not any(_pidfile_alive(p) for s in cfg.nodes for p in cfg.node_run_dir(s.name).glob("*.supervisor.pid"))
             ),
             25,
+            "the lab's node services to stop",
         )
         self.progress("lab: killing remaining lab processes")
         deadline = time.monotonic() + 30
@@ -592,7 +594,7 @@ class Lab:
             time.sleep(0.3)
         # Cgroups of killed processes outside the node roots (containers made by `ctr run`, e.g.
         # /k8s.io/<id>): the leaf, then each parent that is left empty (rmdir fails on a busy cgroup).
-        _wait(lambda: all(_try_rmdir(p) for p in foreign_cgroups), 10)
+        _wait(lambda: all(_try_rmdir(p) for p in foreign_cgroups), 10, "the foreign cgroups to empty")
         roots = {root for _, root, _ in cgroup_mounts()}
         for leaf in foreign_cgroups:
             parent = leaf.parent
@@ -609,7 +611,7 @@ class Lab:
         _remove_cgroups(cfg)
         shutil.rmtree(cfg.run_dir, ignore_errors=True)
         if cfg.state_dir.exists():
-            _wait(lambda: _rmtree(cfg.state_dir), 20)
+            _wait(lambda: _rmtree(cfg.state_dir), 20, f"{cfg.state_dir} to be removable")
             if cfg.state_dir.exists():
                 raise LabError(f"cannot remove {cfg.state_dir}", "Check `grep kuberevive-lab /proc/mounts`.")
         if self.cfg is not self._base_cfg:  # forget nodes added with add_worker()
@@ -659,13 +661,8 @@ def _signal_pidfile(pidfile: Path, sig: int) -> None:
             os.kill(pid, sig)
 
 
-def _wait(cond: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.2)
-    return cond()
+def _wait(cond: Callable[[], bool], timeout: float, what: str) -> bool:
+    return poll_until(what, timeout, lambda: (cond(), "not yet"), 0.2, retry=()).ok or cond()
 
 
 def _is_mountpoint(path: Path) -> bool:
@@ -795,7 +792,7 @@ def _remove_cgroups(cfg: LabConfig) -> None:
                     ok = False
         return ok and not _lab_cgroups(cfg)
 
-    if not _wait(remove_all, 15):
+    if not _wait(remove_all, 15, "the lab cgroups to be removable"):
         raise LabError(
             f"cannot remove the lab cgroups: {[str(p) for p in _lab_cgroups(cfg)]}",
             "A process may still be in one; check its cgroup.procs.",

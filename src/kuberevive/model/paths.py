@@ -74,3 +74,5 @@ RECOVER_DIR = STATE_DIR / "recover"
 NODE_LOCK = RECOVER_DIR / "lock"
 GENERATE_PENDING = STATE_DIR / "generate" / "pending.json"
 RENEW_DIR = STATE_DIR / "renew"
+#: Where the runs that change the node keep their logs (:meth:`NodeRoot.open_log`, :mod:`kuberevive.logs`).
+LOG_DIR = STATE_DIR / "log"

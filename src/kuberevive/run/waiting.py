@@ -1,27 +1,92 @@
-"""Waiting for a condition during a recovery, with one clear sentence when it does not come."""
+"""The one poll helper: wait for a condition, say every few seconds that it is still waiting and why.
+
+:func:`poll_until` asks ``probe`` every ``interval`` seconds until it answers ``(True, ...)``, ``fail`` names a
+reason to give up, or ``timeout`` seconds have passed; every :data:`HEARTBEAT` seconds it reports a heartbeat
+(``waiting for etcd: 45 s of 180 s (last: connection refused)``) through ``progress`` (default: the run's log,
+:func:`kuberevive.logs.progress`, which adds the timestamp). :func:`wait_for` is the same, raising one clear
+sentence when the condition does not come. The clock and ``sleep`` are injectable, so tests run without waiting.
+
+It does no node I/O of its own (only the probe does), so ``io/`` modules use it as well as the executors.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from kuberevive import logs
 from kuberevive.errors import KubereviveError, PlanError
 
+#: Seconds between two heartbeats.
+HEARTBEAT = 5.0
 
-def wait_for(what: str, timeout: float, probe: Callable[[], tuple[bool, str]], interval: float = 0.5) -> float:
-    start = time.monotonic()
-    last = ""
+Probe = Callable[[], tuple[bool, str]]
+
+
+@dataclass(frozen=True)
+class Waited:
+    ok: bool
+    last: str
+    """The last probe's answer (or ``fail``'s reason)."""
+    seconds: float
+
+
+def poll_until(
+    what: str,
+    timeout: float,
+    probe: Probe,
+    interval: float = 0.5,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[str], None] | None = None,
+    heartbeat: float = HEARTBEAT,
+    fail: Callable[[], str | None] | None = None,
+    retry: tuple[type[BaseException], ...] = (KubereviveError,),
+) -> Waited:
+    """Poll ``probe`` (see the module docstring); an exception in ``retry`` counts as "not yet" with its message."""
+    start = clock()
+    beat = start + heartbeat
     while True:
         try:
             ok, last = probe()
-        except KubereviveError as exc:
+        except retry as exc:
             ok, last = False, str(exc)
+        now = clock()
         if ok:
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise PlanError(
-                f"{what} did not come up within {int(timeout)} s (last: {last[:300]})",
-                "look at the kubelet's log and 'crictl ps -a', fix the cause, then run 'kuberevive recover --apply' "
-                "again: it resumes where it stopped",
-            )
-        time.sleep(interval)
+            return Waited(True, last, now - start)
+        stop = fail() if fail is not None else None
+        if stop:
+            return Waited(False, stop, now - start)
+        if now - start >= timeout:
+            return Waited(False, last, now - start)
+        if now >= beat:
+            text = f"waiting for {what}: {now - start:.0f} s of {timeout:.0f} s (last: {last[:200]})"
+            if progress is not None:
+                progress(text)
+            else:
+                logs.progress(text, waiting=what, elapsed_s=round(now - start, 1), timeout_s=timeout, last=last[:200])
+            beat = now + heartbeat
+        sleep(max(0.0, min(interval, start + timeout - now)))
+
+
+def wait_for(
+    what: str,
+    timeout: float,
+    probe: Probe,
+    interval: float = 0.5,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[str], None] | None = None,
+) -> float:
+    """:func:`poll_until` for a step of a recovery; returns the seconds it took, or raises :class:`PlanError`."""
+    waited = poll_until(what, timeout, probe, interval, clock=clock, sleep=sleep, progress=progress)
+    if not waited.ok:
+        raise PlanError(
+            f"{what} did not come up within {int(timeout)} s (last: {waited.last[:300]})",
+            "look at the kubelet's log and 'crictl ps -a', fix the cause, then run 'kuberevive recover --apply' "
+            "again: it resumes where it stopped",
+        )
+    return waited.seconds

@@ -1,1 +1,95 @@
+"""One module per command (each has ``register(subparsers)``), and what ``--help`` shows without importing them:
+the one-line summary of each command and the ``Examples:`` block of every parser (keyed by its ``prog``)."""
 
+from __future__ import annotations
+
+#: Command word -> (module in this package, one-line summary). ``--help`` lists them in this order.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "generate": ("generate", "write what 'kubeadm init' writes to /etc/kubernetes, from a kubeadm configuration"),
+    "diagnose": (
+        "diagnose",
+        "report what is wrong with a kubeadm node and what survives for a recovery (read-only)",
+    ),
+    "certs": ("certs", "check or renew the certificates of a kubeadm control-plane node"),
+    "recover": (
+        "recover",
+        "rebuild a control-plane node whose /etc/kubernetes is lost, from what survives (etcd, kubelet)",
+    ),
+    "backup": ("backup", "encrypted backups of the control plane's PKI, configuration and etcd"),
+    "restore-etcd": (
+        "restore_etcd",
+        "restore etcd's data directory from a snapshot or a kuberevive backup (single control-plane node)",
+    ),
+    "lab": ("lab", "a real two-node kubeadm cluster on this machine, for tests and demos"),
+}
+
+#: Commands that work but are not listed by ``kuberevive --help`` (test tooling, not for production nodes).
+HIDDEN = frozenset({"lab"})
+
+
+def summary(word: str) -> str:
+    return COMMANDS[word][1]
+
+
+#: ``prog`` of a parser -> its examples (a command line, then ``#`` and what it does).
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "kuberevive": (
+        "kuberevive diagnose                         # what is wrong with this node (read-only)",
+        "kuberevive recover                          # the plan to rebuild a lost /etc/kubernetes; changes nothing",
+        "kuberevive recover --apply                  # do it",
+    ),
+    "kuberevive generate": (
+        "kuberevive generate all --config kubeadm.yaml --dry-run    # list every file; write nothing",
+        "kuberevive generate certs --config kubeadm.yaml --root /mnt/node",
+    ),
+    "kuberevive diagnose": (
+        "kuberevive diagnose",
+        "kuberevive diagnose --root /mnt/node --offline --all",
+        "kuberevive diagnose -o json | jq '.findings[] | select(.severity == \"error\")'",
+    ),
+    "kuberevive certs": (
+        "kuberevive certs check",
+        "kuberevive certs renew && kuberevive certs renew --apply",
+    ),
+    "kuberevive certs check": (
+        "kuberevive certs check --expiry-warning-days 60   # exit 3: something expires within 60 days",
+        "kuberevive certs check -o yaml",
+    ),
+    "kuberevive certs renew": (
+        "kuberevive certs renew            # the plan; changes nothing",
+        "kuberevive certs renew --apply    # renew, restart the control plane, wait for /readyz",
+    ),
+    "kuberevive recover": (
+        "kuberevive recover                # the plan: every file, pod, process and object, with why",
+        "kuberevive recover --apply --ssh-key /root/.ssh/id_ed25519 --known-hosts /root/.ssh/known_hosts",
+        "kuberevive recover --apply --ca-from /mnt/old/etc/kubernetes/pki   # keep the old CAs and sa.key",
+    ),
+    "kuberevive backup": (
+        "kuberevive backup create --out /var/backups/ --passphrase-file /root/backup.pass",
+        "kuberevive backup verify /var/backups/kuberevive-backup-cp1-20261204T210000Z.age --passphrase-file FILE",
+    ),
+    "kuberevive backup create": (
+        "kuberevive backup create --out /var/backups/ --etcd-snapshot --keep 7 --passphrase-file /root/backup.pass",
+        "kuberevive backup create --out /var/backups/ --recipient age1...",
+    ),
+    "kuberevive backup verify": ("kuberevive backup verify FILE --passphrase-file /root/backup.pass -o json",),
+    "kuberevive backup list": ("kuberevive backup list /var/backups/",),
+    "kuberevive backup prune": (
+        "kuberevive backup prune /var/backups/ --keep 7 --dry-run",
+        "kuberevive backup prune /var/backups/ --keep 7",
+    ),
+    "kuberevive backup restore": (
+        "kuberevive backup restore FILE --dry-run --passphrase-file /root/backup.pass",
+        "kuberevive backup restore FILE --passphrase-file /root/backup.pass   # only the missing files",
+    ),
+    "kuberevive restore-etcd": (
+        "kuberevive restore-etcd --snapshot /var/backups/etcd.db",
+        "kuberevive restore-etcd --snapshot BACKUP.age --passphrase-file /root/backup.pass",
+    ),
+    "kuberevive lab": ("kuberevive lab up && kuberevive lab demo && kuberevive lab down",),
+    "kuberevive lab up": ("KUBEREVIVE_LAB_INSTANCE=2 kuberevive lab up",),
+    "kuberevive lab down": ("kuberevive lab down",),
+    "kuberevive lab status": ("kuberevive lab status -o json",),
+    "kuberevive lab demo": ("kuberevive lab demo",),
+    "kuberevive lab exec": ("kuberevive lab exec cp1 -- crictl ps -a",),
+}

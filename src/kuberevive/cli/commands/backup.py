@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kuberevive import __version__
+from kuberevive.cli.commands import summary
 from kuberevive.cli.env import Environment, ExitStatus
 from kuberevive.core import backup as core
 from kuberevive.core.backup import BackupContents
@@ -65,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "backup",
         allow_abbrev=False,
-        help="encrypted backups of the control plane's PKI, configuration and etcd",
+        help=summary("backup"),
         description="Make, check, list and restore encrypted backups (age format) of a control-plane node.",
     )
     bsub = p.add_subparsers(dest="backup_command", metavar="ACTION")
@@ -97,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     c.add_argument("--json", action="store_true", help="machine-readable output")
     _secret_args(c, decrypt=False)
-    c.set_defaults(func=run_create)
+    c.set_defaults(func=run_create, run_log="backup-create")
 
     v = bsub.add_parser("verify", allow_abbrev=False, help="decrypt in memory and check hashes, key pairs and expiry")
     v.add_argument("file", metavar="FILE")
@@ -146,7 +147,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("--json", action="store_true", help="machine-readable output")
     _secret_args(r, decrypt=True)
     add_authenticity_args(r)
-    r.set_defaults(func=run_restore, only_missing=True)
+    r.set_defaults(func=run_restore, only_missing=True, run_log="backup-restore")
 
 
 # --------------------------------------------------------------------------------- create
@@ -242,7 +243,7 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
         "warnings": warnings,
     }
     for text in warnings:
-        env.progress(f"warning: {text}")
+        env.warning(text)
     if args.json:
         env.json(result)
         return int(ExitStatus.OK)
@@ -503,5 +504,5 @@ def kept_from_backup(args: argparse.Namespace, env: Environment, root: NodeRoot)
         allow_unauthenticated=args.allow_unauthenticated,
     )
     for warning in warnings:
-        env.progress(f"warning: {warning}")
+        env.warning(warning)
     return {name: data for name, data in contents.pki.items() if name in paths.TRUST_FILES}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from kuberevive.cli.commands import summary
 from kuberevive.cli.commands.recover import add_node_access_args, node_access
 from kuberevive.cli.env import Environment
 from kuberevive.core import certs
@@ -18,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "certs",
         allow_abbrev=False,
-        help="check or renew the certificates of a kubeadm control-plane node",
+        help=summary("certs"),
         description="Check (read-only) or renew the certificates and kubeconfig credentials of a kubeadm "
         "control-plane node, the kubelet's included. See docs/certs.md.",
     )
@@ -52,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("--apply", action="store_true", help="do it (default: print the plan and change nothing)")
     r.add_argument("--all", action="store_true", help="renew every leaf and credential, also the valid ones")
     r.add_argument("--json", action="store_true", help="machine-readable output")
-    r.set_defaults(func=run_renew)
+    r.set_defaults(func=run_renew, run_log="certs-renew")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -6,28 +6,20 @@ Exit codes: 0 healthy, 1 warnings, 2 errors, 3 could not run (also: not a kubead
 from __future__ import annotations
 
 import argparse
-from itertools import groupby
 
+from kuberevive.cli import render
+from kuberevive.cli.commands import summary
 from kuberevive.cli.env import Environment
 from kuberevive.core.diagnose import AREA_ORDER, DEFAULT_EXPIRY_WARNING_DAYS, Options, Report, Severity, diagnose
 from kuberevive.errors import CollectError
 from kuberevive.io.snapshot import collect
-
-_COLOURS = {
-    Severity.OK: "\033[32m",
-    Severity.INFO: "\033[36m",
-    Severity.WARNING: "\033[33m",
-    Severity.ERROR: "\033[31m",
-}
-_RESET = "\033[0m"
-_BOLD = "\033[1m"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "diagnose",
         allow_abbrev=False,
-        help="report what is wrong with a kubeadm node and what survives for a recovery (read-only)",
+        help=summary("diagnose"),
         description="Check every kubeadm artifact, file modes (CIS 1.1.x/4.1.x), what survives for a recovery, "
         "and, with a working API, the cluster's copies of the CA. Exit 0 healthy, 1 warnings, 2 errors, "
         "3 could not run.",
@@ -79,33 +71,47 @@ def run(args: argparse.Namespace, env: Environment) -> int:
 __all__ = ["CollectError", "register", "render_human", "run"]
 
 
+#: The sections of the human view, most urgent first.
+_SECTIONS = (
+    (Severity.ERROR, "ERRORS", render.RED),
+    (Severity.WARNING, "WARNINGS", render.YELLOW),
+    (Severity.INFO, "INFO", render.CYAN),
+    (Severity.OK, "PASSED", render.GREEN),
+)
+_AREA_WIDTH = max(len(a.value) for a in AREA_ORDER) + 1
+
+
 def render_human(report: Report, env: Environment, show_ok: bool = False) -> None:
+    """Errors first, then warnings, info (and passed checks with ``show_ok``), each line fitted to the terminal:
+    ``area  subject: message`` and under it ``-> what to do``."""
     colors = env.colors
 
-    def paint(sev: Severity, text: str) -> str:
-        return f"{_COLOURS[sev]}{text}{_RESET}" if colors else text
+    def paint(colour: str, text: str) -> str:
+        return f"{colour}{text}{render.RESET}" if colors else text
 
-    def bold(text: str) -> str:
-        return f"{_BOLD}{text}{_RESET}" if colors else text
-
-    env.out(bold(f"kuberevive diagnose: {report.hostname} (root {report.root})"))
-    env.out(f"  role: {report.role}")
-    env.out(f"  configuration: {report.config.source}")
+    env.line(paint(render.BOLD, f"kuberevive diagnose: {report.hostname} (root {report.root})"))
+    env.line(f"role: {report.role}", "  ", "    ")
+    env.line(f"configuration: {report.config.source}", "  ", "    ")
     if report.addresses:
-        env.out(f"  addresses: {', '.join(report.addresses)}")
-    findings = sorted(report.findings, key=lambda f: AREA_ORDER.index(f.area))
-    for area, group in groupby(findings, key=lambda f: f.area):
-        items = list(group)
-        shown = [f for f in items if show_ok or f.severity is not Severity.OK]
-        passed = len(items) - len([f for f in items if f.severity is not Severity.OK])
+        env.line(f"addresses: {', '.join(report.addresses)}", "  ", "    ")
+    hang = " " * (2 + _AREA_WIDTH)
+    for severity, title, colour in _SECTIONS:
+        items = [f for f in report.findings if f.severity is severity]
+        if not items or (severity is Severity.OK and not show_ok):
+            continue
         env.out()
-        env.out(bold(f"{area.value.upper()}") + (f"  ({passed} passed)" if passed and not show_ok else ""))
-        width = max((len(f.subject) for f in shown), default=0)
-        width = min(width, 60)
-        for f in shown:
-            env.out(f"  {paint(f.severity, f'{f.severity.value:<7}')} {f.subject:<{width}}  {f.message}")
-            if f.hint and f.severity.rank >= Severity.WARNING.rank:
-                env.out(f"  {'':<7} {'':<{width}}  -> {f.hint}")
+        env.out(paint(render.BOLD + colour, f"{title} ({len(items)})"))
+        for f in sorted(items, key=lambda f: AREA_ORDER.index(f.area)):
+            env.line(f"{f.subject}: {f.message}", f"  {f.area.value:<{_AREA_WIDTH}}", hang)
+            if f.hint and severity.rank >= Severity.WARNING.rank:
+                env.line(f"-> {f.hint}", hang, hang + "   ")
+    passed = [f for f in report.findings if f.severity is Severity.OK]
+    if passed and not show_ok:
+        per_area = ", ".join(
+            f"{area.value} {n}" for area in AREA_ORDER if (n := sum(1 for f in passed if f.area is area))
+        )
+        env.out()
+        env.line(f"passed: {len(passed)} checks ({per_area}); -a lists them", "", "  ")
     env.out()
     counts = report.counts()
     verdict = ""
@@ -115,4 +121,6 @@ def render_human(report: Report, env: Environment, show_ok: bool = False) -> Non
         f"{report.status}: {counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info, "
         f"{counts['ok']} passed{verdict}"
     )
-    env.out(bold(paint(report.worst, summary)))
+    colour = next(c for sev, _title, c in _SECTIONS if sev is report.worst)
+    for part in render.wrap(summary, env.width, "", "  "):
+        env.out(paint(render.BOLD + colour, part))

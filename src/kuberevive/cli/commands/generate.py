@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from kuberevive.cli.commands import summary
 from kuberevive.cli.env import Environment, ExitStatus
 from kuberevive.core.generate import Target, generate, kubeconfig_paths
 from kuberevive.errors import ConfigError, ExistingFileError
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "generate",
         allow_abbrev=False,
-        help="write what 'kubeadm init' writes to /etc/kubernetes, from a kubeadm configuration",
+        help=summary("generate"),
         description="Generate the kubeadm PKI, kubeconfigs and static Pod manifests for a configuration. "
         "Existing valid CAs and certificates are reused, as kubeadm does.",
     )
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--dry-run", action="store_true", help="list every file that would be written; write nothing")
     p.add_argument("--force", action="store_true", help="replace existing files (moved aside with a timestamp)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, run_log="generate")
 
 
 def read_config_file(path: str) -> str:
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     except ConfigError as exc:
         raise ConfigError(f"{args.config}: {exc.message}", exc.hint) from None
     for warning in nodefacts.identity_warnings(root, facts, cfg.node_name, cfg.advertise_address):
-        env.progress(f"warning: {warning}")
+        env.warning(warning)
 
     target = Target(args.what)
     if not args.json:

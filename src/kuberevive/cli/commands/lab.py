@@ -6,6 +6,7 @@ import argparse
 import os
 import time
 
+from kuberevive.cli.commands import summary
 from kuberevive.cli.env import Environment
 from kuberevive.errors import LabError
 from kuberevive.lab import Lab, LabConfig
@@ -88,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "lab",
         allow_abbrev=False,
-        help="a real two-node kubeadm cluster on this machine, for tests and demos",
+        help=summary("lab"),
         description="A real two-node kubeadm cluster (cp1, worker1) in namespaces on this "
         "machine. Needs root. See docs/lab.md.",
     )

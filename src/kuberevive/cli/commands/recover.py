@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from kuberevive.cli.commands import summary
 from kuberevive.cli.commands.backup import add_from_backup_args, kept_from_backup
 from kuberevive.cli.commands.generate import read_config_file
 from kuberevive.cli.env import Environment, ExitStatus
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "recover",
         allow_abbrev=False,
-        help="rebuild a control-plane node whose /etc/kubernetes is lost, from what survives (etcd, kubelet)",
+        help=summary("recover"),
         description="Rebuild this control-plane node from its surviving etcd data and kubelet state, with the "
         "cluster's real configuration read from etcd. Without --apply, print the plan and change nothing.",
     )
@@ -60,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--root", default="/", metavar="DIR", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, run_log="recover")
 
 
 def add_node_access_args(g: argparse._ActionsContainer) -> None:
@@ -156,52 +157,56 @@ def run(args: argparse.Namespace, env: Environment) -> int:
 
 def _print_plan(env: Environment, plan: RecoveryPlan) -> None:
     if not plan.steps:
-        env.out(f"nothing to recover on this node: {plan.nothing_to_do}.")
+        env.line(f"nothing to recover on this node: {plan.nothing_to_do}.", "", "    ")
         if plan.node_repairs:
             for name, why in plan.node_repairs:
-                env.out(f"node {name}: its kubelet no longer reports ({why})")
+                env.line(f"node {name}: its kubelet no longer reports ({why})", "", "    ")
             for note in plan.notes:
-                env.out(f"note: {note}")
+                env.line(f"note: {note}", "", "    ")
             env.out(
                 "nothing was changed; run 'kuberevive recover --apply' (with --ssh-key/--known-hosts) to repair them."
             )
         return
     ident = plan.identity
     if ident is not None:
-        env.out(f"recovery plan for node {ident.node_name} ({ident.advertise_address}:{ident.bind_port})")
+        env.line(f"recovery plan for node {ident.node_name} ({ident.advertise_address}:{ident.bind_port})", "", "    ")
         for what, where in ident.sources:
-            env.out(f"  {what}: from {where}")
+            env.line(f"{what}: from {where}", "  ", "      ")
     for note in plan.notes:
-        env.out(f"note: {note}")
+        env.line(f"note: {note}", "", "    ")
     for i, s in enumerate(plan.steps, start=1):
         done = "  (done)" if s.id in plan.done_steps else ""
-        env.out(f"{i:2}. [{s.kind.value}] {s.title}{done}")
-        env.out(f"      why: {s.why}")
+        env.line(f"[{s.kind.value}] {s.title}{done}", f"{i:2}. ", "      ")
+        env.line(f"why: {s.why}", "      ", "          ")
         for f in s.files:
-            env.out(f"      file: {f}")
+            env.line(f"file: {f}", "      ", "          ")
         for o in s.objects:
-            env.out(f"      object: {o}")
+            env.line(f"object: {o}", "      ", "          ")
         if s.verify:
-            env.out(f"      verify: {s.verify}")
-    env.out("nothing was changed; run 'kuberevive recover --apply' to execute this plan.")
+            env.line(f"verify: {s.verify}", "      ", "          ")
+    env.line("nothing was changed; run 'kuberevive recover --apply' to execute this plan.")
 
 
 def _print_result(env: Environment, result: RecoveryResult) -> None:
     if not result.plan.steps:
-        env.out(f"nothing to recover on this node: {result.plan.nothing_to_do}.")
+        env.line(f"nothing to recover on this node: {result.plan.nothing_to_do}.", "", "    ")
         repair = result.report.get("node_repair")
         if repair:
             for m in result.messages:
-                env.out(f"note: {m}")
+                env.line(f"note: {m}", "", "    ")
             for name in repair["repaired"]:
-                env.out(f"node {name}: repaired in place (cluster CA, client certificate, kubelet.conf) and Ready")
+                env.line(
+                    f"node {name}: repaired in place (cluster CA, client certificate, kubelet.conf) and Ready",
+                    "",
+                    "    ",
+                )
             for line in repair["left_alone"]:
-                env.out(f"node {line}")
+                env.line(f"node {line}", "", "    ")
         return
     for m in result.messages:
-        env.out(f"note: {m}")
+        env.line(f"note: {m}", "", "    ")
     t = result.timings
-    env.out(f"recovered in {len(result.applied)} step(s) this run.")
+    env.line(f"recovered in {len(result.applied)} step(s) this run.", "", "    ")
     if "start_to_api_ready_s" in t:
         env.out(
             f"time from start to API ready: {t['start_to_api_ready_s']} s "
@@ -217,7 +222,7 @@ def _print_result(env: Environment, result: RecoveryResult) -> None:
     _print_report(env, result.report)
     env.out("the operator's kubeconfig is /etc/kubernetes/admin.conf.")
     env.out("join (or re-join) the other nodes with:")
-    env.out(f"  {result.join_command}")
+    env.out(f"  {result.join_command}")  # one line, whatever the width: it is copied and pasted
 
 
 def _print_report(env: Environment, report: dict[str, Any]) -> None:
@@ -225,16 +230,22 @@ def _print_report(env: Environment, report: dict[str, Any]) -> None:
         return
     env.out("report:")
     for n in report.get("nodes") or []:
-        env.out(f"  node {n['name']}: {'Ready' if n['ready'] else 'NOT Ready'} (re-trust: {n['retrust']})")
+        env.line(
+            f"node {n['name']}: {'Ready' if n['ready'] else 'NOT Ready'} (re-trust: {n['retrust']})", "  ", "      "
+        )
     pending = report.get("pending_csrs") or []
     env.out(f"  pending CSRs: {len(pending)}" + "".join(f"\n    {c['name']} ({c['signer']})" for c in pending))
     for ref, tr in (report.get("token_reviews") or {}).items():
-        env.out(f"  TokenReview of a fresh token for {ref}: {'ok' if tr['authenticated'] else 'FAILED'} {tr['detail']}")
+        env.line(
+            f"TokenReview of a fresh token for {ref}: {'ok' if tr['authenticated'] else 'FAILED'} {tr['detail']}",
+            "  ",
+            "      ",
+        )
     for a in report.get("aggregated_apis") or []:
-        env.out(f"  aggregated API {a['name']}: {'Available' if a['available'] else 'NOT Available'}")
-    env.out(f"  eviction guard: {report.get('eviction_guard')}")
+        env.line(f"aggregated API {a['name']}: {'Available' if a['available'] else 'NOT Available'}", "  ", "      ")
+    env.line(f"eviction guard: {report.get('eviction_guard')}", "  ", "      ")
     phases = report.get("phases_s") or {}
     if phases:
         env.out("  phases (s): " + ", ".join(f"{k} {v}" for k, v in phases.items()))
     for p in report.get("problems") or []:
-        env.out(f"  problem: {p}")
+        env.line(f"problem: {p}", "  ", "      ")

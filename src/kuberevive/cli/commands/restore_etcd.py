@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kuberevive.cli.commands import summary
 from kuberevive.cli.commands.backup import add_authenticity_args, pinned_ca
 from kuberevive.cli.env import Environment, ExitStatus
 from kuberevive.core import backup as core
@@ -18,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "restore-etcd",
         allow_abbrev=False,
-        help="restore etcd's data directory from a snapshot or a kuberevive backup (single control-plane node)",
+        help=summary("restore-etcd"),
         description="Stop etcd (its manifest is moved away), keep the old data directory aside, run "
         "'etcdutl snapshot restore' with the member settings of the etcd manifest, put the manifest back and "
         "wait until etcd is healthy. etcdutl and crictl must be on PATH.",
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     add_authenticity_args(p, prefix="for a backup: ")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, run_log="restore-etcd")
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         )
         for warning in warnings:
             if not args.json:
-                env.progress(f"warning: {warning}")
+                env.warning(warning)
         if contents.etcd_snapshot is None:
             raise BackupError(
                 f"the backup {args.snapshot} has no etcd snapshot",
