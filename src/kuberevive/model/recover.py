@@ -82,6 +82,15 @@ class NodeIdentity:
         )
 
 
+@dataclass(frozen=True)
+class TrustFlags:
+    """Which trust material the rest of the cluster sees as new after a recovery (then it must follow)."""
+
+    new_ca: bool
+    new_front_proxy: bool
+    new_sa: bool
+
+
 class StepKind(StrEnum):
     WRITE = "write-files"
     WAIT = "wait"

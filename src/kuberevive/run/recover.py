@@ -46,9 +46,9 @@ from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.artifacts import Artifact
 from kuberevive.model.config import KubeadmConfig, NodeFacts
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
-from kuberevive.model.recover import NodeIdentity, RecoveryPlan
+from kuberevive.model.recover import NodeIdentity, RecoveryPlan, TrustFlags
 from kuberevive.run import retrust
-from kuberevive.run.journal import JOURNAL, Journal, now_text, recovery_lock
+from kuberevive.run.journal import JOURNAL, RecoveryJournal, StoredConfig, now_text, recovery_lock
 from kuberevive.run.retrust import RetrustOptions
 from kuberevive.run.waiting import wait_for as _wait
 
@@ -198,19 +198,19 @@ class _Context:
     given: KubeadmConfig | None
     kept: Mapping[str, bytes]
     facts: NodeFacts
-    journal: Journal | None = None
+    journal: RecoveryJournal | None = None
 
     def bootstrap_cfg(self) -> KubeadmConfig:
         return self.given if self.given is not None else core.bootstrap_config(self.identity)
 
     def final_cfg(self) -> KubeadmConfig:
         assert self.journal is not None
-        stored = self.journal.data.get("config")
-        if not stored:
+        stored = self.journal.config
+        if stored is None:
             raise PlanError("the journal has no stored configuration although read-config is done", "run again")
         if self.given is not None:
             return self.given
-        return core.final_config(self.identity, stored["cluster"], stored.get("kubelet"))
+        return core.final_config(self.identity, stored.cluster, stored.kubelet)
 
 
 def _identity_from_config(cfg: KubeadmConfig) -> NodeIdentity:
@@ -239,19 +239,21 @@ def _prepare(
     root: NodeRoot, kept: Mapping[str, bytes], config_text: str | None, environ: Mapping[str, str] | None
 ) -> tuple[_Context | None, RecoveryPlan]:
     facts = nodefacts.detect(root, environ)
-    journal = Journal.load(root)
+    journal = RecoveryJournal.load(root)
     if journal is not None and journal.status == "running":
-        identity = NodeIdentity.from_dict(journal.data["identity"])
+        if journal.identity is None:
+            raise PlanError(f"the journal {JOURNAL} has an unknown format (no identity)", "move it aside and run again")
+        identity = journal.identity
         given = _load_given(config_text, facts) if config_text is not None else None
-        recorded = {k: base64.b64decode(v) for k, v in (journal.data.get("kept") or {}).items()}
+        recorded = journal.kept_bytes()
         if kept and recorded and dict(kept) != recorded:
             raise PlanError(
                 "the kept trust material differs from the one the interrupted recovery started with",
                 "run 'kuberevive recover --apply' again with the same --ca-from (or without it)",
             )
         ctx = _Context(root, identity, given, kept or recorded, facts, journal)
-        cfg = ctx.final_cfg() if journal.data.get("config") else ctx.bootstrap_cfg()
-        resuming = (f"resuming the recovery started at {journal.data['started_at']} (journal {JOURNAL})",)
+        cfg = ctx.final_cfg() if journal.config is not None else ctx.bootstrap_cfg()
+        resuming = (f"resuming the recovery started at {journal.started_at} (journal {JOURNAL})",)
         return ctx, core.make_plan(identity, cfg, kept, journal.done_steps(), notes=resuming)
     health = _health(root, facts)
     if health.reason:
@@ -338,7 +340,7 @@ class Executor:
         self.progress = progress
         self.environ = environ
         assert ctx.journal is not None
-        self.journal: Journal = ctx.journal
+        self.journal: RecoveryJournal = ctx.journal
         self.result = RecoveryResult(plan)
         self.mid_fault = False
 
@@ -379,7 +381,7 @@ class Executor:
             if r.moved_aside_to:
                 self.result.messages.append(f"{r.artifact.path} moved aside to {r.moved_aside_to}")
         if changed:
-            written = self.journal.data.setdefault("changed_files", [])
+            written = self.journal.changed_files
             written.extend(str(r.artifact.path) for r in changed if str(r.artifact.path) not in written)
             self.journal.save()
         self.progress(f"      wrote {len(changed)} file(s), {len(results) - len(changed)} already in place")
@@ -486,10 +488,10 @@ class Executor:
         info = client.get(CLUSTER_INFO_KEY)  # the CA the rest of the cluster trusts
         cluster_ca = core.embedded_ca(decode_configmap(info).data.get("kubeconfig", "").encode()) if info else None
         if cluster_ca:
-            self.journal.data["cluster_ca"] = base64.b64encode(cluster_ca).decode()
+            self.journal.cluster_ca = base64.b64encode(cluster_ca).decode()
         self.ctx.identity = identity
-        self.journal.data["identity"] = identity.as_dict()
-        self.journal.data["config"] = {"cluster": cluster_yaml, "kubelet": kubelet_yaml}
+        self.journal.identity = identity
+        self.journal.config = StoredConfig(cluster_yaml, kubelet_yaml)
         self.journal.save()
         c = stored.cluster
         self.progress(
@@ -502,12 +504,10 @@ class Executor:
         cfg = self.ctx.final_cfg()
         kept = core.kept_files(cfg, self.ctx.kept)
         now = datetime.now(UTC)
-        if "trust" not in self.journal.data:  # before anything of this step is written
+        if self.journal.trust is None:  # before anything of this step is written
             usable = core.survey_pki(cfg, self._on_node(cfg) | kept, now).usable  # what survives valid
-            cluster_ca = self.journal.data.get("cluster_ca")
-            self.journal.data["trust"] = core.trust_changes(
-                cfg, usable, base64.b64decode(cluster_ca) if cluster_ca else None, _token_key_ids(self.root)
-            )
+            cluster_ca = self.journal.cluster_ca_bytes()
+            self.journal.trust = TrustFlags(**core.trust_changes(cfg, usable, cluster_ca, _token_key_ids(self.root)))
             self.journal.save()
         self._write("certs", i, lambda: core.pki_artifacts(cfg, now, self._on_node(cfg), kept))
 
@@ -521,8 +521,8 @@ class Executor:
     def step_control_plane_manifests(self, i: int) -> None:
         cfg = self.ctx.final_cfg()
         comps = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
-        trust = self.journal.data.get("trust") or {}
-        guarded = bool(trust.get("new_ca")) and self.options.eviction_guard
+        trust = self.journal.trust
+        guarded = trust is not None and trust.new_ca and self.options.eviction_guard
 
         def compute() -> list[Artifact]:
             arts = core.manifests_for(cfg, self.ctx.facts, comps)
@@ -535,8 +535,8 @@ class Executor:
                 for a in arts
             ]
 
-        if "guard" not in self.journal.data:  # the journal knows the guard is on before the manifest exists
-            self.journal.data["guard"] = "on" if guarded else "off"
+        if self.journal.guard is None:  # the journal knows the guard is on before the manifest exists
+            self.journal.guard = "on" if guarded else "off"
             self.journal.save()
         unchanged = self._write("control-plane-manifests", i, compute)
         self._restart_stale_components(cfg, unchanged, ("kube-apiserver", "kube-controller-manager", "kube-scheduler"))
@@ -551,7 +551,7 @@ class Executor:
         """A control-plane container that survived (a partial loss) keeps the certificates and keys it loaded
         at start; when this run replaced any of them and its manifest stayed the same (so the kubelet does not
         restart it), its container is stopped: the kubelet starts it again from the same manifest at once."""
-        written = self.journal.data.get("changed_files") or []
+        written = self.journal.changed_files
         pki_dir = cfg.cluster.certificates_dir.rstrip("/") + "/"
         pki_changed = any(p.startswith(pki_dir) for p in written)
         inputs = {
@@ -581,10 +581,12 @@ class Executor:
 
     def step_upload_config(self, i: int) -> None:
         api = self._api()
-        stored = self.journal.data["config"]
+        stored = self.journal.config
+        if stored is None:
+            raise PlanError("the journal has no stored configuration although read-config is done", "run again")
         for name, key, value in (
-            ("kubeadm-config", "ClusterConfiguration", stored["cluster"]),
-            ("kubelet-config", "kubelet", stored.get("kubelet")),
+            ("kubeadm-config", "ClusterConfiguration", stored.cluster),
+            ("kubelet-config", "kubelet", stored.kubelet),
         ):
             if value is None:
                 continue
@@ -637,7 +639,7 @@ class Executor:
 
     def step_bootstrap_token(self, i: int) -> None:
         api = self._api()
-        token = str(self.journal.data["token"])
+        token = self.journal.require_token()
         secret = core.bootstrap_token_secret(token, datetime.now(UTC))
         name = secret["metadata"]["name"]
         try:
@@ -664,7 +666,7 @@ class Executor:
 
     def step_kubelet_client(self, i: int) -> None:
         cfg = self.ctx.final_cfg()
-        stamp = str(self.journal.data["kubelet_stamp"])
+        stamp = self.journal.kubelet_stamp
         arts = self.journal.artifacts("kubelet-client")
         if arts is None:
             ca, key = core.ca_pair(cfg, self._on_node(cfg))
@@ -724,11 +726,11 @@ class Executor:
         """``kubeadm join`` with the new bootstrap token and the CA's discovery hash (after step 5)."""
         cfg = self.ctx.final_cfg()
         ca, _key = core.ca_pair(cfg, self._on_node(cfg))
-        return core.join_command(cfg, str(self.journal.data["token"]), ca)
+        return core.join_command(cfg, self.journal.require_token(), ca)
 
     def _finish(self) -> RecoveryResult:
         self.result.join_command = self.join_command()
-        t = self.journal.data["timings"]
+        t = self.journal.timings
         start = float(t.get("started", 0))
         timings: dict[str, float] = {}
         if "api_ready" in t:
@@ -750,7 +752,7 @@ class Executor:
             timings["apiserver_container_to_ready_s"] = round(t["api_ready"] - t["apiserver_container_created"], 1)
         timings["start_to_done_s"] = round(time.time() - start, 1)
         self.result.timings = timings
-        self.journal.finish(result_timings=timings)
+        self.journal.finish_with(timings)
         return self.result
 
 
@@ -766,15 +768,15 @@ class _ConfigMismatch(PlanError):
     pass
 
 
-def _roll_back_written(root: NodeRoot, journal: Journal) -> list[str]:
+def _roll_back_written(root: NodeRoot, journal: RecoveryJournal) -> list[str]:
     """Move aside every file this recovery wrote (after a refusal), then the journal itself."""
     moved = []
     stamp = datetime.now(UTC)
-    for items in journal.data["artifacts"].values():
+    for items in journal.artifact_records.values():
         for item in items:
-            p = PurePosixPath(item["path"])
+            p = PurePosixPath(item.path)
             data = root.read(p)
-            if data is not None and "content" in item and data == base64.b64decode(item["content"]):
+            if data is not None and data == item.content_bytes():
                 aside = _move_aside_any(root, p, stamp)
                 moved.append(f"{p} -> {aside}")
     _move_aside_any(root, JOURNAL, stamp)
@@ -808,7 +810,7 @@ def apply_recovery(
 ) -> RecoveryResult:
     """Plan and execute (or resume) the recovery under the node's recovery lock."""
     env = dict(os.environ) if environ is None else dict(environ)
-    journal = Journal.load(root)
+    journal = RecoveryJournal.load(root)
     if journal is None or journal.status != "running":
         # a node that is not a kubeadm node (or healthy) is told so before the lock file is created
         ctx0, plan0 = _prepare(root, kept or {}, config_text, env)
@@ -829,12 +831,12 @@ def apply_recovery(
                     "this case is not handled yet: restore /etc/kubernetes/kubelet.conf and pki/ca.crt from a "
                     "backup, start the kubelet, then run recover again",
                 )
-            old = Journal.load(root)
+            old = RecoveryJournal.load(root)
             if old is not None:  # a finished recovery, and the node broke again
                 root.move_aside(JOURNAL)
-            ctx.journal = Journal.new(
+            ctx.journal = RecoveryJournal.new(
                 root,
-                identity=ctx.identity.as_dict(),
+                identity=ctx.identity,
                 token=core.new_bootstrap_token(secrets.token_bytes),
                 kubelet_stamp=datetime.now(UTC).strftime("%Y-%m-%d-%H-%M-%S"),
                 kept={k: base64.b64encode(v).decode() for k, v in ctx.kept.items()},

@@ -45,7 +45,7 @@ from kuberevive.io.transport import Transport, run_on_nodes
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, KubeadmConfig
 from kuberevive.model.inventory import InventoryNode, from_node_objects
-from kuberevive.run.journal import Journal
+from kuberevive.run.journal import RenewJournal
 from kuberevive.run.recover import fault
 from kuberevive.run.retrust import RetrustOptions, connect
 from kuberevive.run.waiting import wait_for
@@ -239,12 +239,12 @@ def _require_cfg(cfg: KubeadmConfig | None) -> KubeadmConfig:
 def plan(root: str, config_file: str | None, warning_days: int, everything: bool) -> RenewResult:
     """What ``--apply`` would do; reads only. A renewal interrupted earlier is shown as resumed."""
     node = NodeRoot(Path(root))
-    journal = Journal.load(node, JOURNAL)
+    journal = RenewJournal.load(node, JOURNAL)
     live = node.prefix.resolve() == Path("/")
     if journal is not None and journal.status == "running":
-        targets = list(journal.data["targets"])
+        targets = list(journal.targets)
         todo = [s for s in steps_for([t["name"] for t in targets], live) if not journal.step_done(s)]
-        return RenewResult(targets, todo, str(journal.data.get("config_source", "")), resumed=True)
+        return RenewResult(targets, todo, journal.config_source, resumed=True)
     report, cfg = read_report(root, config_file, warning_days)
     items = certs.renewal_targets(report, everything)
     if items:
@@ -254,14 +254,14 @@ def plan(root: str, config_file: str | None, warning_days: int, everything: bool
 
 class _Executor:
     def __init__(
-        self, node: NodeRoot, journal: Journal, cfg: KubeadmConfig, progress: Progress, result: RenewResult
+        self, node: NodeRoot, journal: RenewJournal, cfg: KubeadmConfig, progress: Progress, result: RenewResult
     ) -> None:
         self.node = node
         self.journal = journal
         self.cfg = cfg
         self.progress = progress
         self.result = result
-        self.targets = [t["name"] for t in journal.data["targets"]]
+        self.targets = [t["name"] for t in journal.targets]
 
     def _pki(self) -> dict[PurePosixPath, bytes]:
         return self.node.read_tree(self.cfg.cluster.certificates_dir)
@@ -295,9 +295,9 @@ class _Executor:
                 self.cfg,
                 files,
                 conf,
-                str(self.journal.data["node_name"]),
+                self.journal.node_name,
                 self._now(),
-                self.journal.data["stamp"],
+                self.journal.stamp,
             )
             pem = Artifact(
                 PurePosixPath(trust.pem_path), 0o600, ArtifactKind.PRIVATE_KEY, "kubelet client certificate", trust.pem
@@ -385,7 +385,7 @@ class _Executor:
 
     def step_node_ready(self) -> None:
         api = self._api()
-        name = str(self.journal.data["node_name"])
+        name = self.journal.node_name
         since = datetime.fromtimestamp((self.journal.timing("kubelet_restarted") or time.time()) - 2, UTC)
         wait_for(f"node {name} Ready", NODE_TIMEOUT, lambda: ready_since(api.get(f"/api/v1/nodes/{name}"), since), 1.0)
 
@@ -417,7 +417,7 @@ def apply(
     live = node.prefix.resolve() == Path("/")
     started = time.monotonic()
     with node.lock("certs renew", error=PlanError):
-        journal = Journal.load(node, JOURNAL)
+        journal = RenewJournal.load(node, JOURNAL)
         resumed = journal is not None and journal.status == "running"
         report, cfg_or_none = read_report(root, config_file, warning_days)
         if journal is None or not resumed:
@@ -430,7 +430,7 @@ def apply(
             cfg = _require_cfg(cfg_or_none)
             if journal is not None:  # a finished renewal, and now another one
                 node.move_aside(JOURNAL)
-            journal = Journal.new(
+            journal = RenewJournal.new(
                 node,
                 JOURNAL,
                 targets=result.targets,
@@ -441,11 +441,11 @@ def apply(
         else:
             assert journal is not None
             cfg = _require_cfg(cfg_or_none)
-            targets = list(journal.data["targets"])
+            targets = list(journal.targets)
             result = RenewResult(
-                targets, steps_for([t["name"] for t in targets], live), str(journal.data["config_source"]), resumed=True
+                targets, steps_for([t["name"] for t in targets], live), journal.config_source, resumed=True
             )
-            progress(f"resuming the renewal started at {journal.data['started_at']} (journal {JOURNAL})")
+            progress(f"resuming the renewal started at {journal.started_at} (journal {JOURNAL})")
         executor = _Executor(node, journal, cfg, progress, result)
         try:
             executor.run(result.steps, os.environ if environ is None else environ)

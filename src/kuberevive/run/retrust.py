@@ -34,6 +34,7 @@ from kuberevive.io.transport import Deadline, NodeResult, SshTarget, SshTranspor
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import KubeadmConfig
 from kuberevive.model.inventory import Inventory, InventoryNode, from_node_objects
+from kuberevive.run.journal import NodeRetrust
 from kuberevive.run.waiting import wait_for as _wait
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ def step_remove_guard(ex: Executor, i: int) -> None:
     """Put the normal controller-manager manifest back once no node carries an eviction taint."""
 
     j = ex.journal
-    if j.data.get("guard") != "on":
+    if j.guard != "on":
         ex.progress("      the eviction guard was not used")
         return
     api = ex._api()
@@ -156,7 +157,7 @@ def step_remove_guard(ex: Executor, i: int) -> None:
         return bool(now_holder) and now_holder != holder, f"lease holder {now_holder or '-'}"
 
     took = _wait("the normal kube-controller-manager to lead", GUARD_TIMEOUT, normal_leads, 2.0)
-    j.data["guard"] = "off"
+    j.guard = "off"
     j.save()
     ex.progress(f"      the normal kube-controller-manager leads again after {took:.0f} s (taint eviction back on)")
 
@@ -184,28 +185,27 @@ def connect(opts: RetrustOptions) -> Callable[[InventoryNode, Deadline], Transpo
 def step_retrust_nodes(ex: Executor, i: int) -> None:
     j = ex.journal
     opts = ex.options
-    trust = j.data.get("trust") or {}
+    trust = j.trust
     api = ex._api()
     me = ex.ctx.identity.node_name
     nodes = [n for n in api.get("/api/v1/nodes").get("items") or [] if n["metadata"]["name"] != me]
-    states: dict[str, dict[str, Any]] = j.data.setdefault("retrust", {})
+    states = j.retrust
     if not nodes:
         ex.progress("      no other nodes")
         return
-    if not trust.get("new_ca"):
+    if trust is None or not trust.new_ca:
         for n in nodes:
-            states[n["metadata"]["name"]] = {"state": "kept", "message": "the cluster CA was kept: it trusts it"}
+            states[n["metadata"]["name"]] = NodeRetrust("kept", "the cluster CA was kept: it trusts it")
         j.save()
         ex.progress(f"      the cluster CA was kept: {len(nodes)} other node(s) still trust it, nothing to change")
         return
     if opts.skip_retrust:
         for n in nodes:
             name = n["metadata"]["name"]
-            if states.get(name, {}).get("state") != "done":
-                states[name] = {
-                    "state": "skipped",
-                    "message": "--skip-retrust: re-join it with the kubeadm join command recover prints",
-                }
+            if name not in states or states[name].state != "done":
+                states[name] = NodeRetrust(
+                    "skipped", "--skip-retrust: re-join it with the kubeadm join command recover prints"
+                )
         j.save()
         ex.progress(f"      --skip-retrust: {len(nodes)} node(s) left to be re-joined")
         return
@@ -218,16 +218,16 @@ def step_retrust_nodes(ex: Executor, i: int) -> None:
     failed: list[str] = []
     for n in nodes:
         name = n["metadata"]["name"]
-        if states.get(name, {}).get("state") == "done":
+        if name in states and states[name].state == "done":
             continue
         target = inventory.get(name)
         if target is None:
             why = dict(inventory.skipped).get(name, f"not in the inventory ({inventory.source})")
-            states[name] = {"state": "failed", "message": why}
+            states[name] = NodeRetrust("failed", why)
             failed.append(f"{name}: {why}")
         elif "node-role.kubernetes.io/control-plane" in (n["metadata"].get("labels") or {}):
             why = "another control-plane node: re-join it as a control-plane node (not handled by recover)"
-            states[name] = {"state": "failed", "message": why}
+            states[name] = NodeRetrust("failed", why)
             failed.append(f"{name}: {why}")
         else:
             todo.append(target)
@@ -238,11 +238,11 @@ def step_retrust_nodes(ex: Executor, i: int) -> None:
         results = _retrust_in_place(api, cfg, ca, key, opts, todo)
         for name, r in results.items():
             if r.ok:
-                states[name] = {"state": "done", "seconds": round(r.seconds, 1)}
+                states[name] = NodeRetrust("done", seconds=round(r.seconds, 1))
                 ex.result.messages.extend(r.value or [])
                 ex.progress(f"      {name}: re-trusted and Ready ({r.seconds:.1f} s)")
             else:
-                states[name] = {"state": "failed", "message": r.error}
+                states[name] = NodeRetrust("failed", r.error)
                 failed.append(f"{name}: {r.error}")
                 ex.progress(f"      {name}: FAILED: {r.error}")
     j.save()
@@ -384,7 +384,7 @@ def step_serving_csrs(ex: Executor, i: int) -> None:
     decisions, objects = csr_approve.review_serving_csrs(api)
     approvals = csr_approve.approve_csrs(api, decisions, objects)
     refused = [d for d in decisions if not d.approve and not (objects[d.name].get("status") or {}).get("conditions")]
-    ex.journal.data["csrs"] = {
+    ex.journal.csrs = {
         "approved": [a.name for a in approvals if a.ok],
         "left_pending": [{"name": d.name, "why": d.summary()} for d in refused],
     }
@@ -404,7 +404,7 @@ def step_trust_objects(ex: Executor, i: int) -> None:
     applied = trust_apply.apply_trust_plan(api, plan)
     ok = [a for a in applied if a.ok]
     other = [a for a in applied if not a.ok]
-    ex.journal.data["trust_objects"] = {
+    ex.journal.trust_objects = {
         "changed": [f"{a.action} {a.ref}" for a in ok],
         "not_changed": [f"{a.ref}: {a.message}" for a in other],
     }
@@ -416,15 +416,14 @@ def step_trust_objects(ex: Executor, i: int) -> None:
 
 def step_sa_tokens(ex: Executor, i: int) -> None:
     j = ex.journal
-    trust = j.data.get("trust") or {}
-    if not trust.get("new_sa"):
-        j.data["sa_tokens"] = {"results": [], "namespaces": {}, "why": "sa.key kept"}
+    if j.trust is None or not j.trust.new_sa:
+        j.sa_tokens = {"results": [], "namespaces": {}, "why": "sa.key kept"}
         j.save()
         ex.progress("      sa.key was kept: every ServiceAccount token stays valid, no workload restarted")
         return
     cfg = ex.ctx.final_cfg()
     sa_pub = ex.root.read(PurePosixPath(cfg.cluster.certificates_dir) / "sa.pub") or b""
-    cutoff = datetime.fromtimestamp(float(j.data["timings"].get("started", time.time())), UTC)
+    cutoff = datetime.fromtimestamp(j.timings.get("started", time.time()), UTC)
     api = ex._api()
     plan = restarts_apply.read_restart_plan(api, cutoff, satokens.key_ids(sa_pub), ex.options.restart_bare_pods)
     results = restarts_apply.apply_restart_plan(api, plan, ex.progress)
@@ -443,7 +442,7 @@ def step_sa_tokens(ex: Executor, i: int) -> None:
     }
     for ns, sa in plan.service_accounts:  # one ServiceAccount per namespace for the TokenReview
         record["namespaces"].setdefault(ns, sa)
-    j.data["sa_tokens"] = record
+    j.sa_tokens = record
     j.save()
     failed = [r for r in results if r.outcome == "failed"]
     if failed:
@@ -460,12 +459,12 @@ def step_sa_tokens(ex: Executor, i: int) -> None:
 def step_report(ex: Executor, i: int) -> None:
     api = ex._api()
     j = ex.journal
-    rep = Report(guard=str(j.data.get("guard", "off")))
-    states = j.data.get("retrust") or {}
+    rep = Report(guard=j.guard or "off")
+    states = j.retrust
     for n in api.get("/api/v1/nodes").get("items") or []:
         name = n["metadata"]["name"]
         ready = core.is_ready(n)
-        entry = {"name": name, "ready": ready, "retrust": (states.get(name) or {}).get("state", "this node")}
+        entry = {"name": name, "ready": ready, "retrust": states[name].state if name in states else "this node"}
         rep.nodes.append(entry)
         if not ready:
             rep.problems.append(f"node {name} is not Ready")
@@ -474,7 +473,7 @@ def step_report(ex: Executor, i: int) -> None:
         conds = (c.get("status") or {}).get("conditions") or []
         if not conds:
             rep.pending_csrs.append({"name": c["metadata"]["name"], "signer": c["spec"].get("signerName", "")})
-    wanted: dict[str, str] = dict((j.data.get("sa_tokens") or {}).get("namespaces") or {})
+    wanted: dict[str, str] = dict((j.sa_tokens or {}).get("namespaces") or {})
     for ns, (ok, why) in restarts_apply.token_review_per_namespace(api, wanted).items():
         rep.token_reviews[f"{ns}/{wanted.get(ns, '')}"] = {"authenticated": ok, "detail": why}
         if not ok:
@@ -487,10 +486,10 @@ def step_report(ex: Executor, i: int) -> None:
         rep.aggregated_apis.append({"name": s["metadata"]["name"], "available": available})
         if not available:
             rep.problems.append(f"aggregated API {s['metadata']['name']} is not Available")
-    for sid, st in (j.data.get("steps") or {}).items():
-        if "seconds" in st:
-            rep.phases[sid] = float(st["seconds"])
-    j.data["report"] = rep.as_dict()
+    for sid, st in j.steps.items():
+        if st.seconds is not None:
+            rep.phases[sid] = st.seconds
+    j.report = rep.as_dict()
     j.save()
     ex.result.report = rep.as_dict()
     n_ready = len([n for n in rep.nodes if n["ready"]])
