@@ -14,6 +14,7 @@ import pytest
 from kuberevive.cli.app import main
 from kuberevive.cli.env import Environment
 from kuberevive.errors import PlanError
+from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.recover import TrustFlags
@@ -113,7 +114,7 @@ def test_a_journal_written_by_the_untyped_code_resumes(tmp_path: Path) -> None:
     doc = json.loads(MAIN_JOURNAL.read_text())
     doc["config"]["cluster"] = STORED
     _install(tmp_path, doc)
-    plan = plan_recovery(NodeRoot(tmp_path), {}, None, environ={})
+    plan = plan_recovery(LocalHost(NodeRoot(tmp_path), live=False), {}, None, environ={})
     assert plan.identity is not None and plan.identity.node_name == "cp1"
     assert plan.done_steps == ("etcd-certs", "etcd-manifest", "etcd-ready", "read-config")
     assert any(n.startswith("resuming the recovery started at ") for n in plan.notes)

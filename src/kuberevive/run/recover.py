@@ -41,6 +41,7 @@ from kuberevive.errors import EtcdError, KubeApiError, KubereviveError, NodeFsEr
 from kuberevive.io import node as nodeio
 from kuberevive.io import nodefacts
 from kuberevive.io.etcd import EtcdClient
+from kuberevive.io.host import LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.artifacts import Artifact
@@ -154,16 +155,17 @@ def _files(root: NodeRoot, cfg: KubeadmConfig) -> dict[PurePosixPath, bytes]:
     return root.read_tree(cfg.cluster.certificates_dir) | root.read_tree("/etc/kubernetes")
 
 
-def _health(root: NodeRoot, facts: NodeFacts) -> _Health:
+def _health(host: LocalHost, facts: NodeFacts) -> _Health:
     """Healthy: the files the seed disaster removes exist, /readyz answers, and every kubeadm file checks out
     against the ClusterConfiguration the API serves (a partial loss, e.g. only sa.key, is not healthy)."""
+    root = host.root
     if any(not root.exists(p) for p in core.HEALTHY_FILES):
         return _Health()
     try:
         api = _admin_api(root)
         if api is None or not api.readyz()[0]:
             return _Health()
-        cfg = _api_config(api, core.identify(nodeio.gather_evidence(root)))
+        cfg = _api_config(api, core.identify(nodeio.gather_evidence(host)))
     except KubereviveError:
         return _Health()
     verdicts = core.survey_node(cfg, facts, _files(root, cfg), {}, datetime.now(UTC))
@@ -173,9 +175,9 @@ def _health(root: NodeRoot, facts: NodeFacts) -> _Health:
     return _Health("" if bad else HEALTHY, api, cfg, bad)
 
 
-def healthy_reason(root: NodeRoot) -> str:
+def healthy_reason(host: LocalHost) -> str:
     """Non-empty (the reason) when the node's kubeadm files are all in place and valid and /readyz answers."""
-    return _health(root, nodefacts.detect(root)).reason
+    return _health(host, nodefacts.detect(host.root, live=host.live)).reason
 
 
 def _node_repairs(health: _Health, me: str) -> tuple[tuple[str, str], ...]:
@@ -193,12 +195,16 @@ def _node_repairs(health: _Health, me: str) -> tuple[tuple[str, str], ...]:
 
 @dataclass
 class _Context:
-    root: NodeRoot
+    host: LocalHost
     identity: NodeIdentity
     given: KubeadmConfig | None
     kept: Mapping[str, bytes]
     facts: NodeFacts
     journal: RecoveryJournal | None = None
+
+    @property
+    def root(self) -> NodeRoot:
+        return self.host.root
 
     def bootstrap_cfg(self) -> KubeadmConfig:
         return self.given if self.given is not None else core.bootstrap_config(self.identity)
@@ -236,9 +242,10 @@ def _load_given(config_text: str | None, facts: NodeFacts) -> KubeadmConfig | No
 
 
 def _prepare(
-    root: NodeRoot, kept: Mapping[str, bytes], config_text: str | None, environ: Mapping[str, str] | None
+    host: LocalHost, kept: Mapping[str, bytes], config_text: str | None, environ: Mapping[str, str] | None
 ) -> tuple[_Context | None, RecoveryPlan]:
-    facts = nodefacts.detect(root, environ)
+    root = host.root
+    facts = nodefacts.detect(root, environ, live=host.live)
     journal = RecoveryJournal.load(root)
     if journal is not None and journal.status == "running":
         if journal.identity is None:
@@ -251,11 +258,11 @@ def _prepare(
                 "the kept trust material differs from the one the interrupted recovery started with",
                 "run 'kuberevive recover --apply' again with the same --ca-from (or without it)",
             )
-        ctx = _Context(root, identity, given, kept or recorded, facts, journal)
+        ctx = _Context(host, identity, given, kept or recorded, facts, journal)
         cfg = ctx.final_cfg() if journal.config is not None else ctx.bootstrap_cfg()
         resuming = (f"resuming the recovery started at {journal.started_at} (journal {JOURNAL})",)
         return ctx, core.make_plan(identity, cfg, kept, journal.done_steps(), notes=resuming)
-    health = _health(root, facts)
+    health = _health(host, facts)
     if health.reason:
         assert health.cfg is not None
         plan = core.make_plan(None, None, kept, healthy_reason=health.reason)
@@ -268,14 +275,14 @@ def _prepare(
             "kubelet.conf; containers kept); the others are left alone"
         )
         return None, dataclasses.replace(plan, node_repairs=repairs, notes=(note,))
-    evidence = nodeio.gather_evidence(root)
+    evidence = nodeio.gather_evidence(host)
     given = _load_given(config_text, facts)
     if given is None:
         identity = core.identify(evidence)
     else:  # --config names the node, its address and versions
         core.require_control_plane(evidence)
         identity = _identity_from_config(given)
-    ctx = _Context(root, identity, given, kept, facts, None)
+    ctx = _Context(host, identity, given, kept, facts, None)
     cfg = ctx.bootstrap_cfg()
     core.kept_files(cfg, kept)  # validate kept material before anything is written
     notes = [
@@ -307,13 +314,13 @@ def _prepare(
 
 
 def plan_recovery(
-    root: NodeRoot,
+    host: LocalHost,
     kept: Mapping[str, bytes] | None = None,
     config_text: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> RecoveryPlan:
     """The recovery plan for this node. Reads only; writes nothing, starts nothing."""
-    _ctx, plan = _prepare(root, kept or {}, config_text, environ)
+    _ctx, plan = _prepare(host, kept or {}, config_text, environ)
     return plan
 
 
@@ -442,7 +449,7 @@ class Executor:
                 # keeps it since its manifest is identical; restarting the container makes it load the new ones
                 if not restarted and _STALE_TLS.search(exc.message):
                     restarted = True
-                    if nodeio.stop_containers("etcd", self.ctx.identity.cri_socket):
+                    if self.ctx.host.stop_containers("etcd", self.ctx.identity.cri_socket):
                         self.progress("      etcd ran with other certificates: its container was restarted")
                 raise
 
@@ -562,7 +569,7 @@ class Executor:
         }
         for comp in components:
             stale = inputs[comp] and str(manifest_path(comp)) in unchanged_manifests
-            if stale and nodeio.stop_containers(comp, self.ctx.identity.cri_socket):
+            if stale and self.ctx.host.stop_containers(comp, self.ctx.identity.cri_socket):
                 self.progress(f"      {comp} ran with replaced certificates or keys: its container was restarted")
 
     def step_api_ready(self, i: int) -> None:
@@ -572,7 +579,7 @@ class Executor:
             self.journal.timing("api_ready", time.time())
             cri = self.ctx.identity.cri_socket
             for name, key in (("etcd", "etcd_container_created"), ("kube-apiserver", "apiserver_container_created")):
-                created = nodeio.container_created_at(name, cri)
+                created = self.ctx.host.container_created_at(name, cri)
                 if created is not None:
                     self.journal.timing(key, created)
 
@@ -686,8 +693,8 @@ class Executor:
 
     def step_kubelet_restart(self, i: int) -> None:
         self.journal.timing("kubelet_restarted", time.time())
-        nodeio.systemctl_restart("kubelet")
-        _wait("the kubelet service", 30, lambda: (nodeio.systemctl_is_active("kubelet"), "not active"))
+        self.ctx.host.restart_unit("kubelet")
+        _wait("the kubelet service", 30, lambda: (self.ctx.host.unit_active("kubelet"), "not active"))
 
     def step_node_ready(self, i: int) -> None:
         api = self._api()
@@ -783,9 +790,10 @@ def _roll_back_written(root: NodeRoot, journal: RecoveryJournal) -> list[str]:
     return moved
 
 
-def _repair_nodes(root: NodeRoot, plan: RecoveryPlan, options: RetrustOptions, progress: Progress) -> RecoveryResult:
+def _repair_nodes(host: LocalHost, plan: RecoveryPlan, options: RetrustOptions, progress: Progress) -> RecoveryResult:
     """The control plane is healthy; other nodes' kubelets no longer report: probe them and repair in place."""
-    health = _health(root, nodefacts.detect(root))
+    root = host.root
+    health = _health(host, nodefacts.detect(root, live=host.live))
     if not health.reason or health.api is None or health.cfg is None:
         raise PlanError("the control plane changed while recover was starting", "run 'kuberevive recover' again")
     ca, key = core.ca_pair(health.cfg, _files(root, health.cfg))
@@ -801,7 +809,7 @@ def _repair_nodes(root: NodeRoot, plan: RecoveryPlan, options: RetrustOptions, p
 
 
 def apply_recovery(
-    root: NodeRoot,
+    host: LocalHost,
     kept: Mapping[str, bytes] | None = None,
     config_text: str | None = None,
     progress: Progress = print,
@@ -810,21 +818,22 @@ def apply_recovery(
 ) -> RecoveryResult:
     """Plan and execute (or resume) the recovery under the node's recovery lock."""
     env = dict(os.environ) if environ is None else dict(environ)
+    root = host.root
     journal = RecoveryJournal.load(root)
     if journal is None or journal.status != "running":
         # a node that is not a kubeadm node (or healthy) is told so before the lock file is created
-        ctx0, plan0 = _prepare(root, kept or {}, config_text, env)
+        ctx0, plan0 = _prepare(host, kept or {}, config_text, env)
         if ctx0 is None and plan0.node_repairs:
             with recovery_lock(root):
-                return _repair_nodes(root, plan0, options or RetrustOptions(), progress)
+                return _repair_nodes(host, plan0, options or RetrustOptions(), progress)
         if ctx0 is None or not plan0.steps:
             return RecoveryResult(plan0)
     with recovery_lock(root):
-        ctx, plan = _prepare(root, kept or {}, config_text, env)
+        ctx, plan = _prepare(host, kept or {}, config_text, env)
         if ctx is None or not plan.steps:
             return RecoveryResult(plan)
         if ctx.journal is None:
-            if root.prefix == root.prefix.parent and not nodeio.systemctl_is_active("kubelet"):
+            if host.live and not host.unit_active("kubelet"):
                 raise PlanError(
                     "the kubelet is not running; it is what starts etcd and the control plane, and it cannot start "
                     "while /etc/kubernetes is gone, so nothing was changed",

@@ -37,7 +37,7 @@ from kuberevive.core.diagnose import detect_role, resolve_config
 from kuberevive.core.kubeconfig import ADMIN_CONF, CONTROLLER_MANAGER_CONF, SCHEDULER_CONF, SUPER_ADMIN_CONF, Kubeconfig
 from kuberevive.core.retrust import KUBELET_CLIENT_CURRENT, ready_since
 from kuberevive.errors import KubeApiError, KubereviveError, PlanError
-from kuberevive.io import node as nodeio
+from kuberevive.io.host import LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.snapshot import CollectError, collect
@@ -80,11 +80,11 @@ class NotAControlPlane(KubereviveError):
 
 
 def read_report(
-    root: str, config_file: str | None, warning_days: int
+    root: str, config_file: str | None, warning_days: int, *, live: bool
 ) -> tuple[certs.CertsReport, KubeadmConfig | None]:
     """Read the node under ``root`` and check it: the report and the resolved configuration (or None)."""
     try:
-        snap = collect(root, config_file=config_file, offline=True)
+        snap = collect(root, config_file=config_file, offline=True, live=live)
     except CollectError as exc:  # diagnose's exit 3 means "expiring" here: this is a plain failure (1)
         raise KubereviveError(exc.message, exc.hint) from None
     role, _evidence = detect_role(snap)
@@ -236,16 +236,15 @@ def _require_cfg(cfg: KubeadmConfig | None) -> KubeadmConfig:
     return cfg
 
 
-def plan(root: str, config_file: str | None, warning_days: int, everything: bool) -> RenewResult:
+def plan(root: str, config_file: str | None, warning_days: int, everything: bool, *, live: bool) -> RenewResult:
     """What ``--apply`` would do; reads only. A renewal interrupted earlier is shown as resumed."""
     node = NodeRoot(Path(root))
     journal = RenewJournal.load(node, JOURNAL)
-    live = node.prefix.resolve() == Path("/")
     if journal is not None and journal.status == "running":
         targets = list(journal.targets)
         todo = [s for s in steps_for([t["name"] for t in targets], live) if not journal.step_done(s)]
         return RenewResult(targets, todo, journal.config_source, resumed=True)
-    report, cfg = read_report(root, config_file, warning_days)
+    report, cfg = read_report(root, config_file, warning_days, live=live)
     items = certs.renewal_targets(report, everything)
     if items:
         _require_cfg(cfg)
@@ -254,9 +253,10 @@ def plan(root: str, config_file: str | None, warning_days: int, everything: bool
 
 class _Executor:
     def __init__(
-        self, node: NodeRoot, journal: RenewJournal, cfg: KubeadmConfig, progress: Progress, result: RenewResult
+        self, host: LocalHost, journal: RenewJournal, cfg: KubeadmConfig, progress: Progress, result: RenewResult
     ) -> None:
-        self.node = node
+        self.node = host.root
+        self.host = host
         self.journal = journal
         self.cfg = cfg
         self.progress = progress
@@ -330,8 +330,8 @@ class _Executor:
 
     def _restart_kubelet(self) -> None:
         self.journal.timing("kubelet_restarted", time.time())
-        nodeio.systemctl_restart("kubelet")
-        wait_for("the kubelet service", KUBELET_TIMEOUT, lambda: (nodeio.systemctl_is_active("kubelet"), "not active"))
+        self.host.restart_unit("kubelet")
+        wait_for("the kubelet service", KUBELET_TIMEOUT, lambda: (self.host.unit_active("kubelet"), "not active"))
 
     def step_kubelet_restart(self) -> None:
         self._restart_kubelet()
@@ -367,7 +367,7 @@ class _Executor:
         stopped = []
         for component, files in COMPONENT_FILES.items():
             if set(files) & set(self.targets):
-                n = nodeio.stop_containers(component, cri)
+                n = self.host.stop_containers(component, cri)
                 stopped.append(f"{component} ({n})")
         self.progress(f"      stopped: {', '.join(stopped)}; restarting the kubelet (clears any crash-loop back-off)")
         self._restart_kubelet()
@@ -411,15 +411,16 @@ def apply(
     everything: bool,
     progress: Progress,
     environ: Mapping[str, str] | None = None,
+    *,
+    live: bool,
 ) -> RenewResult:
     """Renew what needs it (or resume an interrupted renewal) under the node's lock."""
     node = NodeRoot(Path(root))
-    live = node.prefix.resolve() == Path("/")
     started = time.monotonic()
     with node.lock("certs renew", error=PlanError):
         journal = RenewJournal.load(node, JOURNAL)
         resumed = journal is not None and journal.status == "running"
-        report, cfg_or_none = read_report(root, config_file, warning_days)
+        report, cfg_or_none = read_report(root, config_file, warning_days, live=live)
         if journal is None or not resumed:
             items = certs.renewal_targets(report, everything)
             result = RenewResult(
@@ -446,7 +447,7 @@ def apply(
                 targets, steps_for([t["name"] for t in targets], live), journal.config_source, resumed=True
             )
             progress(f"resuming the renewal started at {journal.started_at} (journal {JOURNAL})")
-        executor = _Executor(node, journal, cfg, progress, result)
+        executor = _Executor(LocalHost(node, live=live), journal, cfg, progress, result)
         try:
             executor.run(result.steps, os.environ if environ is None else environ)
         except KubeApiError as exc:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kuberevive import __version__
-from kuberevive.cli.env import Environment, ExitStatus
+from kuberevive.cli.env import Environment, ExitStatus, is_live_root
 from kuberevive.core import backup as core
 from kuberevive.core.backup import BackupContents, BackupError
 from kuberevive.io import backupfile
@@ -187,7 +187,7 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
         )
     created = datetime.now(UTC)
     files = backupfile.collect_node_files(root)
-    node, warnings = backupfile.node_identity(root, files, args.node_name)
+    node, warnings = backupfile.node_identity(root, files, args.node_name, live=is_live_root(args.root))
     gaps = core.completeness((f.path for f in files), {f.path: f.content for f in files}.get, core.PKI_DIR)
     if not gaps.complete:
         warnings.append(f"this backup is incomplete: {gaps.summary()}")
