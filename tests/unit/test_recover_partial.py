@@ -298,7 +298,7 @@ def test_token_key_ids_come_from_the_kubelets_projected_tokens(tmp_path: Path) -
     import base64
     import json
 
-    from kuberevive.run.recover import _token_key_ids
+    from kuberevive.run.steps.control_plane import token_key_ids
 
     def jwt(kid: str) -> bytes:
         header = base64.urlsafe_b64encode(json.dumps({"alg": "RS256", "kid": kid}).encode()).rstrip(b"=")
@@ -314,5 +314,5 @@ def test_token_key_ids_come_from_the_kubelets_projected_tokens(tmp_path: Path) -
     (other / "token").write_bytes(jwt("not-a-projected-token"))
     (tmp_path / "var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~projected/broken").mkdir()
     (tmp_path / "var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~projected/broken/token").write_bytes(b"\xff junk")
-    assert _token_key_ids(NodeRoot(tmp_path)) == frozenset({"kid-one"})
-    assert _token_key_ids(NodeRoot(tmp_path / "nothing")) == frozenset()
+    assert token_key_ids(NodeRoot(tmp_path)) == frozenset({"kid-one"})
+    assert token_key_ids(NodeRoot(tmp_path / "nothing")) == frozenset()

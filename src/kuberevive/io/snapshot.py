@@ -411,7 +411,7 @@ def collect(
     if not offline:
         flags_env = reader.files.get(d.KUBELET_FLAGS)
         endpoint = (
-            d._flags_env((flags_env.content or b"").decode(errors="replace")).get("container-runtime-endpoint", "")
+            d.flags_env((flags_env.content or b"").decode(errors="replace")).get("container-runtime-endpoint", "")
             if flags_env
             else ""
         )

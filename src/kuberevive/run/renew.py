@@ -45,9 +45,10 @@ from kuberevive.io.transport import Transport, run_on_nodes
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, KubeadmConfig
 from kuberevive.model.inventory import InventoryNode, from_node_objects
+from kuberevive.model.recover import RetrustOptions
+from kuberevive.run.context import fault
 from kuberevive.run.journal import RenewJournal
-from kuberevive.run.recover import fault
-from kuberevive.run.retrust import RetrustOptions, connect
+from kuberevive.run.retrust import connect
 from kuberevive.run.waiting import wait_for
 
 RENEW_DIR = PurePosixPath("/var/lib/kuberevive/renew")

@@ -18,9 +18,8 @@ from kuberevive.errors import ConfigError
 from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.inventory import Inventory, load_inventory
-from kuberevive.model.recover import RecoveryPlan
+from kuberevive.model.recover import RecoveryPlan, RetrustOptions
 from kuberevive.run.recover import RecoveryResult, apply_recovery, plan_recovery
-from kuberevive.run.retrust import RetrustOptions
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
