@@ -46,7 +46,6 @@ from kuberevive.run.context import (
     Progress,
     RecoveryResult,
     StepContext,
-    admin_api,
     bootstrap_config,
     final_config,
 )
@@ -92,20 +91,20 @@ def _files(root: NodeRoot, cfg: KubeadmConfig) -> dict[PurePosixPath, bytes]:
     return root.read_tree(cfg.cluster.certificates_dir) | root.read_tree("/etc/kubernetes")
 
 
-def _health(host: LocalHost, facts: NodeFacts) -> _Health:
+def _health(host: LocalHost, facts: NodeFacts, fx: Effects) -> _Health:
     """Healthy: the files the seed disaster removes exist, /readyz answers, and every kubeadm file checks out
     against the ClusterConfiguration the API serves (a partial loss, e.g. only sa.key, is not healthy)."""
     root = host.root
     if any(not root.exists(p) for p in core.HEALTHY_FILES):
         return _Health()
     try:
-        api = admin_api(root)
-        if api is None or not api.readyz()[0]:
+        api = fx.api_client(root)
+        if not api.readyz()[0]:
             return _Health()
         cfg = _api_config(api, core.identify(nodeio.gather_evidence(host)))
     except KubereviveError:
         return _Health()
-    verdicts = core.survey_node(cfg, facts, _files(root, cfg), {}, datetime.now(UTC))
+    verdicts = core.survey_node(cfg, facts, _files(root, cfg), {}, fx.utcnow())
     # a manifest that differs from what kuberevive renders (another kubeadm version, a local edit) does not make
     # a working control plane "broken": only a missing one does
     bad = [v for v in verdicts if v.action != core.KEEP and (v.path.suffix != ".yaml" or v.why == "missing")]
@@ -114,17 +113,17 @@ def _health(host: LocalHost, facts: NodeFacts) -> _Health:
 
 def healthy_reason(host: LocalHost) -> str:
     """Non-empty (the reason) when the node's kubeadm files are all in place and valid and /readyz answers."""
-    return _health(host, nodefacts.detect(host.root, live=host.live)).reason
+    return _health(host, nodefacts.detect(host.root, live=host.live), Effects()).reason
 
 
-def _node_repairs(health: _Health, me: str) -> tuple[tuple[str, str], ...]:
+def _node_repairs(health: _Health, me: str, now: datetime) -> tuple[tuple[str, str], ...]:
     assert health.api is not None
     try:
         nodes = health.api.get("/api/v1/nodes").get("items") or []
         leases = health.api.get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases").get("items") or []
     except KubereviveError:
         return ()
-    return tuple(unreporting_nodes(nodes, leases, me, datetime.now(UTC)))
+    return tuple(unreporting_nodes(nodes, leases, me, now))
 
 
 # ------------------------------------------------------------------------------------- planning
@@ -166,7 +165,11 @@ def _load_given(config_text: str | None, facts: NodeFacts) -> KubeadmConfig | No
 
 
 def _prepare(
-    host: LocalHost, kept: Mapping[str, bytes], config_text: str | None, environ: Mapping[str, str] | None
+    host: LocalHost,
+    kept: Mapping[str, bytes],
+    config_text: str | None,
+    environ: Mapping[str, str] | None,
+    fx: Effects,
 ) -> tuple[_Prepared | None, RecoveryPlan]:
     root = host.root
     facts = nodefacts.detect(root, environ, live=host.live)
@@ -186,11 +189,11 @@ def _prepare(
         cfg = final_config(identity, given, journal) if journal.config is not None else ctx.bootstrap_cfg()
         resuming = (f"resuming the recovery started at {journal.started_at} (journal {JOURNAL})",)
         return ctx, core.make_plan(identity, cfg, kept, journal.done_steps(), notes=resuming)
-    health = _health(host, facts)
+    health = _health(host, facts, fx)
     if health.reason:
         assert health.cfg is not None
         plan = core.make_plan(None, None, kept, healthy_reason=health.reason)
-        repairs = _node_repairs(health, health.cfg.node_name)
+        repairs = _node_repairs(health, health.cfg.node_name, fx.utcnow())
         if not repairs:
             return None, plan
         note = (
@@ -242,9 +245,10 @@ def plan_recovery(
     kept: Mapping[str, bytes] | None = None,
     config_text: str | None = None,
     environ: Mapping[str, str] | None = None,
+    effects: Effects | None = None,
 ) -> RecoveryPlan:
     """The recovery plan for this node. Reads only; writes nothing, starts nothing."""
-    _ctx, plan = _prepare(host, kept or {}, config_text, environ)
+    _ctx, plan = _prepare(host, kept or {}, config_text, environ, effects or Effects())
     return plan
 
 
@@ -282,7 +286,8 @@ class Executor:
         join = ctx.join_command()
         timings = result_timings(ctx.journal.timings, ctx.clock())
         ctx.journal.finish_with(timings)
-        return RecoveryResult(self.plan, self.applied, join, timings, ctx.messages, ctx.report)
+        report = ctx.report or ctx.journal.report or {}  # a run killed right after the report step kept it
+        return RecoveryResult(self.plan, self.applied, join, timings, ctx.messages, report)
 
 
 def result_timings(t: Mapping[str, float], now: float) -> dict[str, float]:
@@ -326,10 +331,12 @@ def _roll_back_written(ctx: StepContext) -> list[str]:
     return moved
 
 
-def _repair_nodes(host: LocalHost, plan: RecoveryPlan, options: RetrustOptions, progress: Progress) -> RecoveryResult:
+def _repair_nodes(
+    host: LocalHost, plan: RecoveryPlan, options: RetrustOptions, progress: Progress, fx: Effects
+) -> RecoveryResult:
     """The control plane is healthy; other nodes' kubelets no longer report: probe them and repair in place."""
     root = host.root
-    health = _health(host, nodefacts.detect(root, live=host.live))
+    health = _health(host, nodefacts.detect(root, live=host.live), fx)
     if not health.reason or health.api is None or health.cfg is None:
         raise PlanError("the control plane changed while recover was starting", "run 'kuberevive recover' again")
     ca, key = core.ca_pair(health.cfg, _files(root, health.cfg))
@@ -361,14 +368,14 @@ def apply_recovery(
     journal = RecoveryJournal.load(root)
     if journal is None or journal.status != "running":
         # a node that is not a kubeadm node (or healthy) is told so before the lock file is created
-        ctx0, plan0 = _prepare(host, kept or {}, config_text, env)
+        ctx0, plan0 = _prepare(host, kept or {}, config_text, env, fx)
         if ctx0 is None and plan0.node_repairs:
             with recovery_lock(root):
-                return _repair_nodes(host, plan0, options or RetrustOptions(), progress)
+                return _repair_nodes(host, plan0, options or RetrustOptions(), progress, fx)
         if ctx0 is None or not plan0.steps:
             return RecoveryResult(plan0)
     with recovery_lock(root):
-        ctx, plan = _prepare(host, kept or {}, config_text, env)
+        ctx, plan = _prepare(host, kept or {}, config_text, env, fx)
         if ctx is None or not plan.steps:
             return RecoveryResult(plan)
         if ctx.journal is None:
