@@ -13,6 +13,7 @@ from kuberevive.cli.env import is_live_root
 from kuberevive.errors import PlanError
 from kuberevive.io.host import Container, Host, LocalHost
 from kuberevive.io.noderoot import BACKUP_DIR, NodeRoot
+from kuberevive.io.transport import TransportError
 
 CRICTL_PS = {
     "containers": [
@@ -96,3 +97,11 @@ def test_write_moves_the_old_file_aside_and_keeps_the_final_mode(tmp_path: Path)
 
 def test_live_is_decided_from_the_root_argument_once(tmp_path: Path) -> None:
     assert is_live_root("/") and is_live_root("/.") and not is_live_root(str(tmp_path))
+
+
+def test_run_returns_the_exit_status_and_names_a_missing_program(tmp_path: Path) -> None:
+    host = LocalHost(_node(tmp_path), live=False, name="cp1")
+    result = host.run(["sh", "-c", "cat; echo err >&2; exit 3"], input=b"in")
+    assert (result.exit_code, result.stdout, result.stderr) == (3, b"in", b"err\n")
+    with pytest.raises(TransportError, match="cp1: cannot run no-such-program-kr"):
+        host.run(["no-such-program-kr"])

@@ -19,7 +19,6 @@ Whether a host is the real, running node (so ``systemctl``, ``crictl`` and ``ip`
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +28,7 @@ from typing import Protocol
 from kuberevive.errors import PlanError
 from kuberevive.io import process
 from kuberevive.io.noderoot import NodeRoot
-from kuberevive.io.transport import DEFAULT_TIMEOUT, Result, TransportError, TransportTimeout
+from kuberevive.io.transport import DEFAULT_TIMEOUT, Result, run_here
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 
 
@@ -134,17 +133,7 @@ class LocalHost:
     # -- commands ----------------------------------------------------------------------------
 
     def run(self, argv: Sequence[str], input: bytes | None = None, timeout: float = DEFAULT_TIMEOUT) -> Result:
-        try:
-            proc = process.run(argv, input=input, timeout=timeout)
-        except process.TimeoutExpired:
-            raise TransportTimeout(
-                f"{self.name}: {shlex.join(argv)} did not finish within {timeout:g}s", "check the node"
-            ) from None
-        except OSError as exc:
-            raise TransportError(
-                f"{self.name}: cannot run {argv[0]}: {exc.strerror}", "check that it is installed"
-            ) from exc
-        return Result(proc.returncode if proc.returncode >= 0 else -1, proc.stdout, proc.stderr)
+        return run_here(self.name, argv, input, timeout)
 
     def _try(self, argv: Sequence[str], timeout: float) -> process.Completed[str] | None:
         """On a live host: the finished command, or None when it is missing, cannot start or times out."""
