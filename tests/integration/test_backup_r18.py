@@ -200,10 +200,9 @@ def test_item2_out_without_slash_or_age_suffix_is_not_made_a_file(tmp_path: Path
     assert not target.exists()
     made = Path(str(create(node, f"{target}/")["file"]))
     assert made.parent == target and target.is_dir() and stat.S_IMODE(target.stat().st_mode) == 0o700
-    # out of the way: a second backup within the same second would take the same name (and is refused, CI saw it)
-    made.rename(target / "first.age")
     again = Path(str(create(node, str(target))["file"]))  # now an existing directory: still a directory
     assert again.parent == target and again.name.startswith("kuberevive-backup-")
+    assert again != made and made.is_file()  # within the same second too: a new name, the first one kept
 
 
 # -------------------------------------------------------------------------- item 3: completeness
@@ -499,6 +498,23 @@ def test_item5_generate_under_root_warns_about_this_machines_identity(tmp_path: 
     named.write_text((CONFIGS / "defaults.yaml").read_text())
     quiet = kuberevive("generate", "certs", "--config", str(named), "--root", str(root), "--dry-run")
     assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr
+
+
+def test_item1_backups_in_the_same_second_get_a_sequence_number_and_sort_after(tmp_path: Path) -> None:
+    when = datetime(2026, 12, 1, tzinfo=UTC)
+    first = backupfile.free_backup_name(tmp_path, "cp1", when)
+    assert first.name == "kuberevive-backup-cp1-20261201T000000Z.age"
+    first.write_bytes(b"age-encryption.org/v1\n-> X25519 a\n")
+    second = backupfile.free_backup_name(tmp_path, "cp1", when)
+    assert second.name == "kuberevive-backup-cp1-20261201T000000Z.1.age"
+    second.write_bytes(first.read_bytes())
+    third = backupfile.free_backup_name(tmp_path, "cp1", when)
+    assert third.name.endswith("Z.2.age")
+    third.write_bytes(first.read_bytes())
+    assert backupfile.name_node(third.name) == "cp1"
+    assert [b.path for b in backupfile.list_backups(tmp_path)] == [first, second, third]
+    pruned = backupfile.prune_backups(tmp_path, 1)
+    assert [b.path for b in pruned.kept] == [third] and not first.exists() and not second.exists()
 
 
 def test_item1_backup_names_never_hold_a_path() -> None:

@@ -10,13 +10,17 @@ Lab tests skip only when not root; anything else missing (binaries, programs) is
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 import pytest
 
+from kuberevive.core.retrust import ready_since
 from kuberevive.lab import Lab, LabConfig
 
 OnNode = Callable[..., "subprocess.CompletedProcess[str]"]
@@ -51,3 +55,15 @@ def on_node(lab: Lab) -> OnNode:
         return proc
 
     return run
+
+
+def wait_ready_since(on_node: OnNode, node: str, since: datetime, timeout: float = 180) -> None:
+    """Poll until ``node`` posts a Ready status with a heartbeat at or after ``since`` (e.g. from a restarted
+    kubelet that has synced its pods), asking cp1's API; AssertionError after ``timeout`` seconds."""
+    deadline, why = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        ready, why = ready_since(json.loads(on_node("cp1", "kubectl", "get", "node", node, "-o", "json").stdout), since)
+        if ready:
+            return
+        time.sleep(1)
+    raise AssertionError(f"{node} posted no fresh Ready status within {timeout:.0f}s: {why}")

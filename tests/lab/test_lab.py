@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -14,8 +13,8 @@ import pytest
 import yaml
 
 from kuberevive.cli.app import main
-from kuberevive.core.retrust import ready_since
 from kuberevive.lab import Lab
+from tests.lab.conftest import wait_ready_since
 
 pytestmark = pytest.mark.lab
 
@@ -105,17 +104,7 @@ def test_kubelet_restart_keeps_containers(on_node: OnNode) -> None:
     since = datetime.now(UTC).replace(microsecond=0)
     on_node("cp1", "systemctl", "restart", "kubelet")
     assert on_node("cp1", "systemctl", "is-active", "kubelet").stdout.strip() == "active"
-    # the restarted kubelet has synced its pods once it posts a fresh Ready status; only then compare
-    deadline = time.monotonic() + 120
-    why = ""
-    while time.monotonic() < deadline:
-        node = json.loads(on_node("cp1", "kubectl", "get", "node", "cp1", "-o", "json").stdout)
-        ready, why = ready_since(node, since)
-        if ready:
-            break
-        time.sleep(1)
-    else:
-        raise AssertionError(f"cp1 posted no fresh Ready status after the kubelet restart: {why}")
+    wait_ready_since(on_node, "cp1", since)  # the restarted kubelet has synced its pods; only then compare
     after = set(on_node("cp1", "crictl", "ps", "-q").stdout.split())
     assert before and before == after
 

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from kuberevive.core import certs, pki, retrust
-from kuberevive.core import diagnose as d
 from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.errors import PlanError
+from kuberevive.model import paths
 from kuberevive.model.config import KubeadmConfig, NodeFacts
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
 from tests.unit.test_diagnose import K8S, NOW, PKI, Files, _cfg, _file, make_tree, snapshot
@@ -284,7 +284,7 @@ def test_report_json_schema(healthy: Files):
     row = next(i for i in data["items"] if i["name"] == "apiserver")
     assert row["not_after"].endswith("Z") and row["status"] == "ok" and row["signer_verified"] is True
     assert data["summary"]["ok"] == len(KUBEADM_ROWS | CAS) + 1
-    assert d.KUBELET_SERVING_CERT.name == "kubelet.crt"
+    assert paths.KUBELET_SERVING_CERT.name == "kubelet.crt"
 
 
 def test_other_nodes_kubelet_items_count_but_are_not_renewed_here(healthy: Files):
@@ -325,7 +325,7 @@ def test_kubelet_serving_certificate_signed_by_its_own_ca_in_the_same_file(healt
         not_before=NOW,
         not_after=NOW + timedelta(days=365),
     )
-    crt, key_path = d.KUBELET_SERVING_CERT, d.KUBELET_SERVING_CERT.with_suffix(".key")
+    crt, key_path = paths.KUBELET_SERVING_CERT, paths.KUBELET_SERVING_CERT.with_suffix(".key")
     files = dict(healthy)
     files[crt] = _file(crt, pki.encode_certificate_pem(leaf) + pki.encode_certificate_pem(own_ca), 0o644)
     files[key_path] = _file(key_path, pki.encode_private_key_pem(key), 0o600)

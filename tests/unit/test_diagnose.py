@@ -15,6 +15,7 @@ import pytest
 from kuberevive.core import diagnose as d
 from kuberevive.core import pki
 from kuberevive.core.generate import Target, generate
+from kuberevive.model import paths
 from kuberevive.model.config import KubeadmConfig, NodeFacts
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
 
@@ -57,8 +58,8 @@ def make_tree(cfg: KubeadmConfig | None = None, now: datetime = NOW) -> Files:
     for p in (K8S, PKI, PKI / "etcd"):
         files[p] = _dir(p)
     files[MANIFESTS] = _dir(MANIFESTS, 0o700)
-    files[d.KUBELET_CONFIG] = _file(d.KUBELET_CONFIG, KUBELET_CONFIG, 0o644)
-    files[d.KUBELET_FLAGS] = _file(d.KUBELET_FLAGS, KUBELET_FLAGS, 0o644)
+    files[paths.KUBELET_CONFIG] = _file(paths.KUBELET_CONFIG, KUBELET_CONFIG, 0o644)
+    files[paths.KUBEADM_FLAGS] = _file(paths.KUBEADM_FLAGS, KUBELET_FLAGS, 0o644)
     return files
 
 
@@ -107,7 +108,9 @@ def test_healthy_tree_has_no_problem(healthy: Files):
     assert report.ca_verdict == (True, report.ca_verdict[1] if report.ca_verdict else "")
     ok = {f.detail("name") for f in report.findings if f.id == "cert.ok"}
     assert ok == {s.name for s in pki.CERT_SPECS}
-    assert {f.subject for f in report.findings if f.id == "kubeconfig.ok"} == {str(K8S / n) for n in d.KUBECONFIG_NAMES}
+    assert {f.subject for f in report.findings if f.id == "kubeconfig.ok"} == {
+        str(K8S / n) for n in paths.KUBECONFIG_NAMES
+    }
     etcd = next(f for f in report.findings if f.id == "recovery.etcd-data")
     assert etcd.detail("member_names") == "master-a"
 
@@ -283,7 +286,7 @@ def _lost(healthy: Files) -> Files:
         not_after=NOW + timedelta(days=300),
     )
     pem = pki.encode_certificate_pem(cert) + pki.encode_private_key_pem(key)
-    files[d.KUBELET_CLIENT_CURRENT] = _file(d.KUBELET_CLIENT_CURRENT, pem, 0o600)
+    files[paths.KUBELET_CLIENT_CURRENT] = _file(paths.KUBELET_CLIENT_CURRENT, pem, 0o600)
     return files
 
 
@@ -302,7 +305,7 @@ def test_after_losing_etc_kubernetes_a_new_ca_is_needed(healthy: Files):
 
 def test_a_backup_with_the_ca_key_means_the_ca_can_be_kept(healthy: Files):
     files = _lost(healthy)
-    backup = d.BACKUP_DIR / "20260301T000000.000000Z/etc/kubernetes/pki"
+    backup = paths.BACKUP_DIR / "20260301T000000.000000Z/etc/kubernetes/pki"
     for name in ("ca.crt", "ca.key"):
         files[backup / name] = replace(healthy[PKI / name], path=backup / name)
     report = d.diagnose(snapshot(files, config=False))
@@ -314,7 +317,7 @@ def test_a_backup_with_the_ca_key_means_the_ca_can_be_kept(healthy: Files):
 
 
 def test_worker_reports_its_ca_copy(healthy: Files):
-    files = {p: healthy[p] for p in (K8S / "kubelet.conf", PKI / "ca.crt", d.KUBELET_CONFIG, d.KUBELET_FLAGS)}
+    files = {p: healthy[p] for p in (K8S / "kubelet.conf", PKI / "ca.crt", paths.KUBELET_CONFIG, paths.KUBEADM_FLAGS)}
     report = d.diagnose(snapshot(files, config=False, etcd=None))
     assert report.role == "worker"
     assert report.ca_verdict is None

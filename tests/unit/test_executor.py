@@ -34,9 +34,10 @@ from kuberevive.errors import KubeApiError, NodeFsError, PlanError
 from kuberevive.io.etcd import EtcdClient, Member
 from kuberevive.io.host import Container, LocalHost
 from kuberevive.io.kubeapi import KubeApi
-from kuberevive.io.noderoot import BACKUP_DIR, NodeRoot, WriteResult
+from kuberevive.io.noderoot import NodeRoot, WriteResult
 from kuberevive.model.artifacts import Artifact
 from kuberevive.model.config import KubeadmConfig, NodeFacts
+from kuberevive.model.paths import BACKUP_DIR
 from kuberevive.run.context import Effects, Faults, StepContext, StepFn, node_api, node_etcd
 from kuberevive.run.journal import JOURNAL, RecoveryJournal
 from kuberevive.run.recover import RecoveryResult, apply_recovery, plan_recovery

@@ -12,8 +12,9 @@ import pytest
 from kuberevive.cli.env import is_live_root
 from kuberevive.errors import PlanError
 from kuberevive.io.host import Container, Host, LocalHost
-from kuberevive.io.noderoot import BACKUP_DIR, NodeRoot
+from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.transport import TransportError
+from kuberevive.model.paths import BACKUP_DIR
 
 CRICTL_PS = {
     "containers": [

@@ -57,7 +57,7 @@ def test_a_mode_change_alone_is_a_conflict(tmp_path: Path):
         root.write_all([art("/etc/kubernetes/pki/ca.key", b"k", 0o600)])
 
 
-def test_move_aside_across_file_systems_keeps_content_mode_and_symlinks(
+def test_move_aside_across_file_systems_keeps_content_mode_owner_and_symlinks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     import errno
@@ -67,6 +67,9 @@ def test_move_aside_across_file_systems_keeps_content_mode_and_symlinks(
     root.write_all([art("/var/lib/kubelet/pki/kubelet-client-1.pem", b"pem", 0o600)])
     link = tmp_path / "var/lib/kubelet/pki/kubelet-client-current.pem"
     link.symlink_to("/var/lib/kubelet/pki/kubelet-client-1.pem")
+    owner = (1234, 2345) if os.geteuid() == 0 else (os.getuid(), os.getgid())  # CI runs as root
+    os.chown(tmp_path / "var/lib/kubelet/pki/kubelet-client-1.pem", *owner)
+    os.chown(link, *owner, follow_symlinks=False)
 
     def cross_device(src: object, dst: object) -> None:
         raise OSError(errno.EXDEV, "Invalid cross-device link")
@@ -79,6 +82,8 @@ def test_move_aside_across_file_systems_keeps_content_mode_and_symlinks(
     moved_file = tmp_path / str(aside_file).lstrip("/")
     assert moved_link.is_symlink() and os.readlink(moved_link) == "/var/lib/kubelet/pki/kubelet-client-1.pem"
     assert moved_file.read_bytes() == b"pem" and stat.S_IMODE(moved_file.stat().st_mode) == 0o600
+    assert (moved_file.stat().st_uid, moved_file.stat().st_gid) == owner
+    assert (moved_link.lstat().st_uid, moved_link.lstat().st_gid) == owner
     assert not os.path.lexists(link) and not (tmp_path / "var/lib/kubelet/pki/kubelet-client-1.pem").exists()
 
 

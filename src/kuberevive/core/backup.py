@@ -58,6 +58,16 @@ from kuberevive.core.kubeconfig import MODE_KUBECONFIG
 from kuberevive.core.manifests import MANIFEST_MODE, manifest_flags, parse_manifest
 from kuberevive.errors import KubereviveError
 from kuberevive.model.artifacts import Artifact, ArtifactKind
+from kuberevive.model.paths import (
+    CA_PAIRS,
+    ETCD_DATA_DIR,
+    KUBEADM_FLAGS,
+    KUBELET_CONFIG,
+    KUBELET_INSTANCE_CONFIG,
+    KUBERNETES_DIR,
+    MANIFESTS_DIR,
+    PKI_DIR,
+)
 
 FORMAT = "kuberevive-backup/v1"
 MANIFEST_NAME = "kuberevive-backup.json"
@@ -67,23 +77,9 @@ KUBEADM_CONFIG_MEMBER = "cluster/kubeadm-config.yaml"
 SNAPSHOT_MEMBER = "etcd/snapshot.db"
 AGE_MAGIC = b"age-encryption.org/v1\n"
 AGE_ARMOR_MAGIC = b"-----BEGIN AGE ENCRYPTED FILE-----"
-KUBERNETES_DIR = PurePosixPath("/etc/kubernetes")
-PKI_DIR = KUBERNETES_DIR / "pki"
-MANIFESTS_DIR = KUBERNETES_DIR / "manifests"
 
 #: Node files kept in a backup besides everything under /etc/kubernetes.
-KUBELET_FILES = (
-    PurePosixPath("/var/lib/kubelet/config.yaml"),
-    PurePosixPath("/var/lib/kubelet/kubeadm-flags.env"),
-    PurePosixPath("/var/lib/kubelet/instance-config.yaml"),
-)
-
-#: CA certificate -> key pairs checked by :func:`verify`; relative to the PKI directory.
-CA_PAIRS = (("ca.crt", "ca.key"), ("front-proxy-ca.crt", "front-proxy-ca.key"), ("etcd/ca.crt", "etcd/ca.key"))
-
-#: Files ``restore`` puts back: the kept trust material (every key pair needed to keep trust) and configuration.
-TRUST_FILES = ("ca.crt", "ca.key", "front-proxy-ca.crt", "front-proxy-ca.key", "etcd/ca.crt", "etcd/ca.key")
-SA_FILES = ("sa.key", "sa.pub")
+KUBELET_FILES = (KUBELET_CONFIG, KUBEADM_FLAGS, KUBELET_INSTANCE_CONFIG)
 
 SHA256_SIZE = 32
 
@@ -851,7 +847,7 @@ def split_snapshot(data: bytes) -> tuple[bytes, bytes]:
 # ---------------------------------------------------------------------------- completeness
 
 #: What kubeadm leaves on every node (relative to /etc/kubernetes, or absolute), then on a control plane.
-NODE_FILES = ("kubelet.conf", "pki/ca.crt", "/var/lib/kubelet/config.yaml")
+NODE_FILES = ("kubelet.conf", "pki/ca.crt", str(KUBELET_CONFIG))
 _CP_PAIRS = ("ca", "apiserver", "apiserver-kubelet-client", "front-proxy-ca", "front-proxy-client")
 CONTROL_PLANE_FILES = (
     *(f"pki/{n}.{ext}" for n in _CP_PAIRS for ext in ("crt", "key")),
@@ -1205,7 +1201,7 @@ def etcd_member(flags: Mapping[str, str], source: str) -> EtcdMember:
     client = flags.get("listen-client-urls") or flags.get("advertise-client-urls") or "https://127.0.0.1:2379"
     return EtcdMember(
         name=name,
-        data_dir=PurePosixPath(flags.get("data-dir") or "/var/lib/etcd"),
+        data_dir=PurePosixPath(flags.get("data-dir") or ETCD_DATA_DIR),
         initial_cluster=initial_cluster,
         initial_advertise_peer_urls=peer_urls,
         initial_cluster_token=flags.get("initial-cluster-token"),

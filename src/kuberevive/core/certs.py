@@ -33,12 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from kuberevive.core import pki, yamlfmt
-from kuberevive.core.diagnose import (
-    KUBELET_SERVING_CERT,
-    KUBELET_SERVING_CURRENT,
-    KUBERNETES_DIR,
-    NodeSnapshot,
-)
+from kuberevive.core.diagnose import NodeSnapshot
 from kuberevive.core.kubeconfig import (
     ADMIN_CONF,
     CONTROLLER_MANAGER_CONF,
@@ -50,7 +45,6 @@ from kuberevive.core.kubeconfig import (
     local_api_url,
 )
 from kuberevive.core.retrust import (
-    KUBELET_CLIENT_CURRENT,
     NODES_GROUP,
     NodeTrustFiles,
     kubelet_conf_server,
@@ -59,6 +53,7 @@ from kuberevive.core.retrust import (
 from kuberevive.errors import ConfigError, PkiError, PlanError
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import DEFAULT_CERTIFICATES_DIR, EncryptionAlgorithm, KubeadmConfig
+from kuberevive.model.paths import KUBELET_CLIENT_CURRENT, KUBELET_SERVING_CERT, KUBELET_SERVING_CURRENT, KUBERNETES_DIR
 
 _T = TypeVar("_T")
 
@@ -719,8 +714,8 @@ def renew_kubelet_client(
         try:
             cluster, user = Kubeconfig.from_yaml(kubelet_conf).current()
             rewrite = not (
-                user.client_certificate == KUBELET_CLIENT_CURRENT
-                and user.client_key == KUBELET_CLIENT_CURRENT
+                user.client_certificate == str(KUBELET_CLIENT_CURRENT)
+                and user.client_key == str(KUBELET_CLIENT_CURRENT)
                 and cluster.certificate_authority_data == ca_pem
             )
         except (ConfigError, ValueError, TypeError):

@@ -44,34 +44,33 @@ from kuberevive.model import yamlload
 from kuberevive.model.config import (
     DEFAULT_CERTIFICATES_DIR,
     DEFAULT_ETCD_DATA_DIR,
-    DEFAULT_KUBERNETES_DIR,
-    DEFAULT_MANIFESTS_DIR,
     KubeadmConfig,
     NodeFacts,
 )
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
+from kuberevive.model.paths import (
+    BACKUP_DIR,
+    CNI_DIR,
+    KUBEADM_FLAGS,
+    KUBECONFIG_NAMES,
+    KUBELET_CLIENT_CURRENT,
+    KUBELET_CONFIG,
+    KUBELET_PKI,
+    KUBELET_SERVING_CERT,
+    KUBELET_SERVING_CURRENT,
+    KUBERNETES_DIR,
+    MANIFESTS_DIR,
+)
 
 SCHEMA = "kuberevive.diagnose/v1"
 DEFAULT_EXPIRY_WARNING_DAYS = 30
 
-KUBELET_DIR = PurePosixPath("/var/lib/kubelet")
-KUBELET_CONFIG = KUBELET_DIR / "config.yaml"
-KUBELET_FLAGS = KUBELET_DIR / "kubeadm-flags.env"
-KUBELET_PKI = KUBELET_DIR / "pki"
-KUBELET_CLIENT_CURRENT = KUBELET_PKI / "kubelet-client-current.pem"
-KUBELET_SERVING_CERT = KUBELET_PKI / "kubelet.crt"
-KUBELET_SERVING_CURRENT = KUBELET_PKI / "kubelet-server-current.pem"
-KUBERNETES_DIR = PurePosixPath(DEFAULT_KUBERNETES_DIR)
-MANIFESTS_DIR = PurePosixPath(DEFAULT_MANIFESTS_DIR)
-KUBECONFIG_NAMES = ("admin.conf", "super-admin.conf", "kubelet.conf", "controller-manager.conf", "scheduler.conf")
 KUBELET_SERVICE_FILES = (
     PurePosixPath("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"),
     PurePosixPath("/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf"),
     PurePosixPath("/lib/systemd/system/kubelet.service.d/10-kubeadm.conf"),
     PurePosixPath("/etc/systemd/system/kubelet.service"),
 )
-CNI_DIR = PurePosixPath("/etc/cni/net.d")
-BACKUP_DIR = PurePosixPath("/var/lib/kuberevive/backup")
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -417,7 +416,7 @@ def detect_role(snap: NodeSnapshot) -> tuple[str, tuple[str, ...]]:
         return "control-plane", tuple(cp)
     worker = [
         str(p)
-        for p in (KUBERNETES_DIR / "kubelet.conf", KUBERNETES_DIR / "pki/ca.crt", KUBELET_CONFIG, KUBELET_FLAGS)
+        for p in (KUBERNETES_DIR / "kubelet.conf", KUBERNETES_DIR / "pki/ca.crt", KUBELET_CONFIG, KUBEADM_FLAGS)
         if snap.has(p)
     ]
     if worker:
@@ -458,10 +457,10 @@ def reconstruct_config_yaml(snap: NodeSnapshot) -> tuple[str | None, list[str]]:
     kubelet_cfg = _yaml_mapping(snap.content(KUBELET_CONFIG))
     if kubelet_cfg:
         used.append(str(KUBELET_CONFIG))
-    flags_text = snap.content(KUBELET_FLAGS)
+    flags_text = snap.content(KUBEADM_FLAGS)
     kflags = flags_env(flags_text.decode(errors="replace")) if flags_text else {}
     if flags_text:
-        used.append(str(KUBELET_FLAGS))
+        used.append(str(KUBEADM_FLAGS))
 
     advertise = api.get("advertise-address") or _host_of(etcd.get("advertise-client-urls", ""))[0]
     advertise = advertise or kflags.get("node-ip", "").split(",")[0]
@@ -1666,7 +1665,7 @@ def _recovery_findings(
                 f"no etcd data in {etcd.data_dir} (no member/ directory): the cluster state is gone",
                 "restore an etcd snapshot (etcdutl snapshot restore) before recovering the control plane",
             )
-    for path, what in ((KUBELET_CONFIG, "the kubelet's config.yaml"), (KUBELET_FLAGS, "kubeadm-flags.env")):
+    for path, what in ((KUBELET_CONFIG, "the kubelet's config.yaml"), (KUBEADM_FLAGS, "kubeadm-flags.env")):
         if snap.has(path):
             out.add("recovery.kubelet-file", Severity.OK, Area.RECOVERY, path, f"{what} survives")
         else:

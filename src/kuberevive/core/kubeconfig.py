@@ -40,7 +40,7 @@ from cryptography import x509
 from kuberevive.core import pki, yamlfmt
 from kuberevive.core._netaddr import advertise_ip, join_host_port, split_host_port
 from kuberevive.errors import ConfigError, PkiError
-from kuberevive.model import yamlload
+from kuberevive.model import paths, yamlload
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, KubeadmConfig
 
@@ -49,11 +49,11 @@ CONTROL_PLANE_KUBELET_LOCAL_MODE = "ControlPlaneKubeletLocalMode"
 _LOCAL_MODE_DEFAULT = True
 """Beta and enabled by default in kubeadm v1.33 (kubernetes PR #129956)."""
 
-ADMIN_CONF = "admin.conf"
-SUPER_ADMIN_CONF = "super-admin.conf"
-KUBELET_CONF = "kubelet.conf"
-CONTROLLER_MANAGER_CONF = "controller-manager.conf"
-SCHEDULER_CONF = "scheduler.conf"
+ADMIN_CONF = paths.ADMIN_CONF.name
+SUPER_ADMIN_CONF = paths.SUPER_ADMIN_CONF.name
+KUBELET_CONF = paths.KUBELET_CONF.name
+CONTROLLER_MANAGER_CONF = paths.CONTROLLER_MANAGER_CONF.name
+SCHEDULER_CONF = paths.SCHEDULER_CONF.name
 
 
 # ---------------------------------------------------------------------------------------- URLs

@@ -51,6 +51,7 @@ from kuberevive.core.kubeconfig import (
 )
 from kuberevive.core.manifests import build_manifests, etcd_image, manifest_path
 from kuberevive.errors import KubereviveError, PkiError, PlanError
+from kuberevive.model import paths
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import (
     DEFAULT_BIND_PORT,
@@ -60,37 +61,29 @@ from kuberevive.model.config import (
     NodeFacts,
 )
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
+from kuberevive.model.paths import KUBELET_CLIENT_CURRENT as KUBELET_CLIENT_CURRENT  # run/recover.py reads it here
 from kuberevive.model.recover import NodeEvidence, NodeIdentity, RecoveryPlan, Step, StepKind
 
-KUBELET_PKI_DIR = PurePosixPath("/var/lib/kubelet/pki")
-KUBELET_CLIENT_CURRENT = KUBELET_PKI_DIR / "kubelet-client-current.pem"
 KUBEADM_CONFIG_KEY = "/registry/configmaps/kube-system/kubeadm-config"
 KUBELET_CONFIG_KEY = "/registry/configmaps/kube-system/kubelet-config"
 APISERVER_ENDPOINT_ANNOTATION = "kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint"
 ETCD_CLIENT_URLS_ANNOTATION = "kubeadm.kubernetes.io/etcd.advertise-client-urls"
 
 #: Trust material that may be kept from an earlier life of the cluster (pki-relative paths).
-KEPT_FILES = (
-    "ca.crt",
-    "ca.key",
-    "front-proxy-ca.crt",
-    "front-proxy-ca.key",
-    "etcd/ca.crt",
-    "etcd/ca.key",
-    "sa.key",
-    "sa.pub",
-)
-_PAIRS = (("ca.crt", "ca.key"), ("front-proxy-ca.crt", "front-proxy-ca.key"), ("etcd/ca.crt", "etcd/ca.key"))
+KEPT_FILES = paths.TRUST_FILES
 
 #: Files the seed disaster removes; a node that has them all and answers /readyz is healthy.
-HEALTHY_FILES = (
-    "/etc/kubernetes/admin.conf",
-    "/etc/kubernetes/kubelet.conf",
-    "/etc/kubernetes/pki/ca.crt",
-    "/etc/kubernetes/manifests/etcd.yaml",
-    "/etc/kubernetes/manifests/kube-apiserver.yaml",
-    "/etc/kubernetes/manifests/kube-controller-manager.yaml",
-    "/etc/kubernetes/manifests/kube-scheduler.yaml",
+HEALTHY_FILES = tuple(
+    str(p)
+    for p in (
+        paths.ADMIN_CONF,
+        paths.KUBELET_CONF,
+        paths.CA_CRT,
+        paths.ETCD_MANIFEST,
+        paths.APISERVER_MANIFEST,
+        paths.CONTROLLER_MANAGER_MANIFEST,
+        paths.SCHEDULER_MANIFEST,
+    )
 )
 
 TOKEN_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -297,7 +290,7 @@ def kept_files(cfg: KubeadmConfig, kept: Mapping[str, bytes]) -> dict[PurePosixP
             f"unexpected kept files {', '.join(unknown)}",
             f"only these can be kept: {', '.join(KEPT_FILES)}",
         )
-    for cert_name, key_name in _PAIRS:
+    for cert_name, key_name in paths.CA_PAIRS:
         if key_name in kept and cert_name not in kept:
             raise PkiError(f"kept {key_name} comes without {cert_name}", f"provide {cert_name} too")
         if cert_name in kept and key_name in kept:
@@ -732,9 +725,9 @@ def kubelet_files(cfg: KubeadmConfig, ca_cert: bytes, ca_key: bytes, now: dateti
     user = doc["users"][0]["user"]
     cert_pem = base64.b64decode(user.pop("client-certificate-data"))
     key_pem = base64.b64decode(user.pop("client-key-data"))
-    user["client-certificate"] = str(KUBELET_CLIENT_CURRENT)
-    user["client-key"] = str(KUBELET_CLIENT_CURRENT)
-    pem_path = KUBELET_PKI_DIR / f"kubelet-client-{stamp}.pem"
+    user["client-certificate"] = str(paths.KUBELET_CLIENT_CURRENT)
+    user["client-key"] = str(paths.KUBELET_CLIENT_CURRENT)
+    pem_path = paths.KUBELET_PKI / f"kubelet-client-{stamp}.pem"
     return KubeletFiles(
         pem_path,
         Artifact(pem_path, 0o600, ArtifactKind.PRIVATE_KEY, "kubelet client certificate and key", cert_pem + key_pem),
@@ -939,8 +932,8 @@ def plan_steps(identity: NodeIdentity, cfg: KubeadmConfig, kept: Mapping[str, by
             "moved aside and replaced by a certificate of the new CA",
             (
                 str(k / "kubelet.conf"),
-                str(KUBELET_PKI_DIR / "kubelet-client-<timestamp>.pem"),
-                str(KUBELET_CLIENT_CURRENT),
+                str(paths.KUBELET_PKI / "kubelet-client-<timestamp>.pem"),
+                str(paths.KUBELET_CLIENT_CURRENT),
             ),
         ),
         Step(
@@ -1009,7 +1002,7 @@ def plan_steps(identity: NodeIdentity, cfg: KubeadmConfig, kept: Mapping[str, by
             (
                 "<node>:/etc/kubernetes/pki/ca.crt (the kubelet's clientCAFile)",
                 "<node>:/etc/kubernetes/kubelet.conf",
-                "<node>:" + str(KUBELET_PKI_DIR / "kubelet-client-<timestamp>.pem"),
+                "<node>:" + str(paths.KUBELET_PKI / "kubelet-client-<timestamp>.pem"),
             ),
             objects=("systemctl restart kubelet (each node)",),
             verify="each Node Ready with a heartbeat after its kubelet restart",

@@ -25,17 +25,15 @@ from kuberevive.core.manifests import manifest_flags, parse_manifest
 from kuberevive.errors import ConfigError, EtcdError, ExistingFileError, KubeApiError, KubereviveError, NodeFsError
 from kuberevive.io import nodefacts
 from kuberevive.io.noderoot import NodeRoot, WriteResult
+from kuberevive.model import paths
 
 PASSPHRASE_ENV = "KUBEREVIVE_PASSPHRASE"
 BACKUP_SUFFIX = ".age"
 BACKUP_PREFIX = "kuberevive-backup-"
-DEFAULT_BACKUP_DIR = Path("/var/lib/kuberevive/backups")
+DEFAULT_BACKUP_DIR = Path(paths.BACKUPS_DIR)
 """Where ``backup create`` writes when ``--out`` is a directory; not ``/var/lib/kuberevive/backup``, which
 holds the files kuberevive moved aside."""
 MAX_BACKUP_BYTES = 4 << 30
-
-ETCD_MANIFEST = PurePosixPath("/etc/kubernetes/manifests/etcd.yaml")
-KUBELET_CLIENT_CERT = PurePosixPath("/var/lib/kubelet/pki/kubelet-client-current.pem")
 
 
 # ------------------------------------------------------------------------------- secrets
@@ -104,7 +102,7 @@ def collect_node_files(root: NodeRoot) -> list[BackupFile]:
     Directories (and symlinks to directories, which are not descended into) are skipped; every other entry
     must be a regular file (:func:`_read_exact`); a dangling symlink is skipped."""
     files = []
-    for p in root.walk(core.KUBERNETES_DIR):
+    for p in root.walk(paths.KUBERNETES_DIR):
         if ".kuberevive-tmp-" in p.name:
             continue
         st = root.stat(p)
@@ -132,30 +130,30 @@ def node_identity(
     by_path = {f.path: f.content for f in files}
     name = node_name or ""
     addresses: list[str] = []
-    cert = by_path.get(KUBELET_CLIENT_CERT) or _read_optional(root, KUBELET_CLIENT_CERT)
+    cert = by_path.get(paths.KUBELET_CLIENT_CURRENT) or _read_optional(root, paths.KUBELET_CLIENT_CURRENT)
     if cert and not name:
         from kuberevive.core import pki
 
         try:
-            cn = pki.load_certificate(cert, str(KUBELET_CLIENT_CERT)).subject.rfc4514_string()
+            cn = pki.load_certificate(cert, str(paths.KUBELET_CLIENT_CURRENT)).subject.rfc4514_string()
             m = re.search(r"CN=system:node:([^,]+)", cn)
             name = m.group(1) if m else ""
         except KubereviveError:
             pass
-    flags_env = by_path.get(PurePosixPath("/var/lib/kubelet/kubeadm-flags.env"), b"").decode(errors="replace")
+    flags_env = by_path.get(paths.KUBEADM_FLAGS, b"").decode(errors="replace")
     for key in ("node-ip", "hostname-override"):
         m = re.search(rf"--{key}=([^\s\"]+)", flags_env)
         if m and key == "node-ip":
             addresses.extend(a for a in m.group(1).split(",") if a)
         elif m and not name:
             name = m.group(1)
-    if ETCD_MANIFEST in by_path:
+    if paths.ETCD_MANIFEST in by_path:
         try:
-            flags = manifest_flags(parse_manifest(by_path[ETCD_MANIFEST]))
+            flags = manifest_flags(parse_manifest(by_path[paths.ETCD_MANIFEST]))
             name = name or flags.get("name", "")
         except ConfigError:
             pass
-    apiserver = by_path.get(PurePosixPath("/etc/kubernetes/manifests/kube-apiserver.yaml"))
+    apiserver = by_path.get(paths.APISERVER_MANIFEST)
     if apiserver:
         try:
             adv = manifest_flags(parse_manifest(apiserver)).get("advertise-address")
@@ -187,7 +185,7 @@ def fetch_kubeadm_config(root: NodeRoot) -> tuple[bytes | None, str]:
     """The ClusterConfiguration of the kubeadm-config ConfigMap (via admin.conf), or None and why not."""
     from kuberevive.io.kubeapi import KubeApi
 
-    admin = _read_optional(root, PurePosixPath("/etc/kubernetes/admin.conf"))
+    admin = _read_optional(root, paths.ADMIN_CONF)
     if admin is None:
         return None, "none: no /etc/kubernetes/admin.conf to reach the API"
     try:
@@ -206,15 +204,15 @@ def take_etcd_snapshot(root: NodeRoot) -> bytes:
     from kuberevive.io.etcd import EtcdClient
 
     endpoint = "https://127.0.0.1:2379"
-    manifest = root.read(ETCD_MANIFEST)
+    manifest = root.read(paths.ETCD_MANIFEST)
     if manifest is not None:
         try:
             urls = manifest_flags(parse_manifest(manifest)).get("listen-client-urls", "")
             endpoint = urls.split(",")[0] or endpoint
         except ConfigError:
             pass
-    ca = root.read("/etc/kubernetes/pki/etcd/ca.crt")
-    for base in ("/etc/kubernetes/pki/etcd/healthcheck-client", "/etc/kubernetes/pki/apiserver-etcd-client"):
+    ca = root.read(paths.ETCD_CA_CRT)
+    for base in (paths.ETCD_HEALTHCHECK_CLIENT, paths.APISERVER_ETCD_CLIENT):
         cert, key = root.read(f"{base}.crt"), root.read(f"{base}.key")
         if ca and cert and key:
             return EtcdClient(endpoint, ca, cert, key, timeout=10.0).snapshot()
@@ -227,11 +225,29 @@ def take_etcd_snapshot(root: NodeRoot) -> bytes:
 # --------------------------------------------------------------------------------- files
 
 
-def backup_name(node: str, created: datetime) -> str:
+def backup_name(node: str, created: datetime, seq: int = 0) -> str:
     """``kuberevive-backup-<node>-<UTC time>.age``: the node's name is what ``list`` and ``prune`` group by
-    (characters outside ``[A-Za-z0-9._-]`` become ``_``, so a name is never a path)."""
+    (characters outside ``[A-Za-z0-9._-]`` become ``_``, so a name is never a path). A second backup of the same
+    node within the same second gets ``seq`` 1, 2, ... (``...Z.1.age``), so it never needs to replace the first."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", node)[:200] or "_"
-    return f"{BACKUP_PREFIX}{safe}-{created.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}{BACKUP_SUFFIX}"
+    suffix = f".{seq}" if seq else ""
+    return f"{BACKUP_PREFIX}{safe}-{created.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}{suffix}{BACKUP_SUFFIX}"
+
+
+#: How many backups of one node :func:`free_backup_name` tries within one second before giving up.
+MAX_SAME_SECOND = 100
+
+
+def free_backup_name(directory: Path, node: str, created: datetime) -> Path:
+    """The first :func:`backup_name` of ``node`` at ``created`` that nothing in ``directory`` holds yet."""
+    for seq in range(MAX_SAME_SECOND):
+        target = directory / backup_name(node, created, seq)
+        if not os.path.lexists(target):
+            return target
+    raise BackupError(
+        f"{directory} already holds {MAX_SAME_SECOND} backups of {node} made in the same second; nothing was written",
+        "run again in a second",
+    )
 
 
 def out_target(out: str) -> tuple[Path, bool]:
@@ -327,9 +343,12 @@ class ListedBackup:
     encryption: str
     node: str
     created: datetime | None
+    seq: int = 0  # the n-th backup of this node within the second of ``created``
 
 
-_NAME_RE = re.compile(rf"^{BACKUP_PREFIX}(?P<node>.+)-(?P<stamp>\d{{8}}T\d{{6}}Z){re.escape(BACKUP_SUFFIX)}$")
+_NAME_RE = re.compile(
+    rf"^{BACKUP_PREFIX}(?P<node>.+)-(?P<stamp>\d{{8}}T\d{{6}}Z)(?:\.(?P<seq>[1-9][0-9]*))?{re.escape(BACKUP_SUFFIX)}$"
+)
 
 
 def name_node(name: str) -> str | None:
@@ -363,9 +382,10 @@ def list_backups(directory: Path) -> list[ListedBackup]:
                 encryption="passphrase (scrypt)" if b"\n-> scrypt " in data else "recipient (X25519)",
                 node=m.group("node"),
                 created=created,
+                seq=int(m.group("seq") or 0),
             )
         )
-    return sorted(out, key=lambda b: (b.created or b.modified, b.path.name))
+    return sorted(out, key=lambda b: (b.created or b.modified, b.seq, b.path.name))
 
 
 def _head(entry: Path) -> tuple[os.stat_result, bytes] | None:
@@ -428,13 +448,13 @@ def trust_evidence(root: NodeRoot) -> list[TrustEvidence]:
     import yaml
 
     out = []
-    cert = root.read(KUBELET_CLIENT_CERT)
+    cert = root.read(paths.KUBELET_CLIENT_CURRENT)
     if cert:
-        out.append(TrustEvidence(f"the kubelet client certificate {KUBELET_CLIENT_CERT}", cert))
-    ca = root.read("/etc/kubernetes/pki/ca.crt")
+        out.append(TrustEvidence(f"the kubelet client certificate {paths.KUBELET_CLIENT_CURRENT}", cert))
+    ca = root.read(paths.CA_CRT)
     if ca:
-        out.append(TrustEvidence("/etc/kubernetes/pki/ca.crt on the node", ca))
-    for conf in ("/etc/kubernetes/kubelet.conf", "/etc/kubernetes/bootstrap-kubelet.conf"):
+        out.append(TrustEvidence(f"{paths.CA_CRT} on the node", ca))
+    for conf in (paths.KUBELET_CONF, paths.BOOTSTRAP_KUBELET_CONF):
         data = root.read(conf)
         if not data:
             continue

@@ -29,10 +29,7 @@ from kuberevive.io import process
 from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.kubeadm_yaml import node_dir_problem
-
-ETCD_MANIFEST = PurePosixPath("/etc/kubernetes/manifests/etcd.yaml")
-HEALTHCHECK = "/etc/kubernetes/pki/etcd/healthcheck-client"
-ETCD_CA = PurePosixPath("/etc/kubernetes/pki/etcd/ca.crt")
+from kuberevive.model.paths import ETCD_CA_CRT, ETCD_HEALTHCHECK_CLIENT, ETCD_MANIFEST, KUBERNETES_TMP_DIR
 
 
 @dataclass
@@ -127,7 +124,7 @@ def restore_etcd(
     try:
         if manifest_on_node:
             # same file system as the manifest (a rename), outside the directory the kubelet watches
-            aside = PurePosixPath(f"/etc/kubernetes/tmp/kuberevive-etcd-{stamp}.yaml")
+            aside = KUBERNETES_TMP_DIR / f"kuberevive-etcd-{stamp}.yaml"
             root.ensure_dir(aside.parent)
             os.rename(root.host_path(ETCD_MANIFEST, follow=False), root.host_path(aside, follow=False))
             steps.append(f"moved {ETCD_MANIFEST} to {aside} to stop etcd")
@@ -189,8 +186,8 @@ def _etcdutl_restore(etcdutl: str, member: EtcdMember, snapshot: bytes, target: 
 
 
 def _healthy(root: NodeRoot, member: EtcdMember) -> bool:
-    ca = root.read(ETCD_CA)
-    cert, key = root.read(f"{HEALTHCHECK}.crt"), root.read(f"{HEALTHCHECK}.key")
+    ca = root.read(ETCD_CA_CRT)
+    cert, key = root.read(f"{ETCD_HEALTHCHECK_CLIENT}.crt"), root.read(f"{ETCD_HEALTHCHECK_CLIENT}.key")
     if not (ca and cert and key):
         return False
     with contextlib.suppress(KubereviveError):

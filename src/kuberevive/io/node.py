@@ -15,13 +15,17 @@ from cryptography.x509.oid import NameOID
 from kuberevive.io import nodefacts
 from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
+from kuberevive.model.paths import (
+    ETCD_DATA_DIR,
+    KUBEADM_FLAGS,
+    KUBELET_CLIENT_CURRENT,
+    KUBELET_CONFIG,
+    KUBERNETES_DIR,
+    POD_LOGS,
+)
 from kuberevive.model.recover import NodeEvidence
 
-KUBELET_CONFIG = PurePosixPath("/var/lib/kubelet/config.yaml")
-KUBEADM_FLAGS = PurePosixPath("/var/lib/kubelet/kubeadm-flags.env")
-KUBELET_CLIENT_CURRENT = PurePosixPath("/var/lib/kubelet/pki/kubelet-client-current.pem")
-ETCD_DATA_CANDIDATES = ("/var/lib/etcd",)
-POD_LOGS = PurePosixPath("/var/log/pods")
+ETCD_DATA_CANDIDATES = (str(ETCD_DATA_DIR),)
 
 
 def parse_kubeadm_flags(text: str) -> tuple[tuple[str, str], ...]:
@@ -68,7 +72,7 @@ def gather_evidence(node: LocalHost) -> NodeEvidence:
     kubelet_cfg = root.read(KUBELET_CONFIG)
     cri = next((v for k, v in flags if k == "container-runtime-endpoint"), None)
     pod_logs = root.host_path(POD_LOGS)
-    files = tuple(sorted(str(p) for p in root.walk("/etc/kubernetes") if _is_file(root, p)))
+    files = tuple(sorted(str(p) for p in root.walk(KUBERNETES_DIR) if _is_file(root, p)))
     return NodeEvidence(
         hostname=facts.hostname,
         hostname_source=host.source,

@@ -18,6 +18,7 @@ from kuberevive.errors import NodeFsError
 from kuberevive.io import process
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.config import NodeFacts
+from kuberevive.model.paths import HOSTNAME_FILE
 
 #: Host directories that kubeadm mounts into the apiserver and controller-manager when they exist.
 CA_CERT_DIRS = (
@@ -54,7 +55,6 @@ def default_address() -> str | None:
     return None
 
 
-HOSTNAME_FILE = "/etc/hostname"
 MAX_HOSTNAME_FILE_BYTES = 4096
 
 

@@ -20,7 +20,7 @@ Write guarantees:
 * all or nothing: conflicts are checked before the first write, and a failure part-way restores
   every file that was moved aside and removes every file that was created.
 
-One lock per node (:meth:`NodeRoot.lock`, ``flock`` on :data:`NODE_LOCK`) keeps every command that writes a set
+One lock per node (:meth:`NodeRoot.lock`, ``flock`` on :data:`paths.NODE_LOCK`) keeps every command that writes a set
 of files (``generate``, ``recover``) apart; the kernel drops it when the process dies. Under it, temporary files
 that only this tool names (``.<name>.kuberevive-tmp-<pid>``) are stale and :meth:`NodeRoot.remove_stale_tmp`
 removes them.
@@ -49,26 +49,24 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from kuberevive.errors import ExistingFileError, KubereviveError, NodeFsError
+from kuberevive.model import paths
 from kuberevive.model.artifacts import Artifact
 
-BACKUP_DIR = PurePosixPath("/var/lib/kuberevive/backup")
-#: The node's lock: held by every command that writes a set of files (generate, recover) for its whole run.
-NODE_LOCK = PurePosixPath("/var/lib/kuberevive/recover/lock")
 #: Temporary files of :meth:`NodeRoot.atomic_write` and :meth:`NodeRoot.replace_symlink` (and nothing else).
 TMP_NAME = re.compile(r"\..+\.kuberevive-tmp-[0-9]+")
 
 #: Modes kubeadm gives to directories it creates (only applied when the directory is missing).
 DIR_MODES: dict[PurePosixPath, int] = {
-    PurePosixPath("/etc/kubernetes"): 0o755,
-    PurePosixPath("/etc/kubernetes/pki"): 0o755,
-    PurePosixPath("/etc/kubernetes/pki/etcd"): 0o755,
-    PurePosixPath("/etc/kubernetes/manifests"): 0o700,
-    PurePosixPath("/etc/kubernetes/tmp"): 0o700,
-    PurePosixPath("/var/lib/etcd"): 0o700,
-    PurePosixPath("/var/lib/kubelet"): 0o700,
-    PurePosixPath("/var/lib/kuberevive"): 0o700,
-    PurePosixPath("/var/lib/kuberevive/generate"): 0o700,
-    PurePosixPath("/var/lib/kuberevive/recover"): 0o700,
+    paths.KUBERNETES_DIR: 0o755,
+    paths.PKI_DIR: 0o755,
+    paths.ETCD_PKI_DIR: 0o755,
+    paths.MANIFESTS_DIR: 0o700,
+    paths.KUBERNETES_TMP_DIR: 0o700,
+    paths.ETCD_DATA_DIR: 0o700,
+    paths.KUBELET_DIR: 0o700,
+    paths.STATE_DIR: 0o700,
+    paths.GENERATE_PENDING.parent: 0o700,
+    paths.RECOVER_DIR: 0o700,
 }
 DEFAULT_DIR_MODE = 0o755
 
@@ -77,6 +75,21 @@ DEFAULT_DIR_MODE = 0o755
 MAX_READ_BYTES = 16 << 20
 #: Symlinks followed while resolving one path before it counts as a loop (Linux's limit).
 MAX_SYMLINKS = 40
+
+
+def backup_stamp(now: datetime | None = None) -> str:
+    """The name of one run's directory under :data:`paths.BACKUP_DIR`: the UTC time to the microsecond."""
+    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def missing_parents_modes(node_path: PurePosixPath | str) -> list[tuple[PurePosixPath, int]]:
+    """Every directory above ``node_path``, outermost first, with the mode kubeadm gives it when it is made."""
+    chain: list[PurePosixPath] = []
+    parent = normalise(node_path).parent
+    while parent != parent.parent:
+        chain.append(parent)
+        parent = parent.parent
+    return [(d, DIR_MODES.get(d, DEFAULT_DIR_MODE)) for d in reversed(chain)]
 
 
 def normalise(node_path: PurePosixPath | str) -> PurePosixPath:
@@ -346,8 +359,7 @@ class NodeRoot:
     ) -> list[WriteResult]:
         """Write every artifact, all or nothing (see the module docstring)."""
         planned = self.plan(list(artifacts), force=force)
-        stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
-        backup_root = BACKUP_DIR / stamp
+        backup_root = paths.BACKUP_DIR / backup_stamp(now)
         done: list[WriteResult] = []
         created_dirs: list[Path] = []
         try:
@@ -455,8 +467,7 @@ class NodeRoot:
         """Move one file (or symlink) to the timestamped backup directory; returns its new node path."""
         if not os.path.lexists(self.host_path(node_path, follow=False)):
             return None
-        stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
-        aside = BACKUP_DIR / stamp / normalise(node_path).relative_to("/")
+        aside = paths.BACKUP_DIR / backup_stamp(now) / normalise(node_path).relative_to("/")
         self._move_aside(node_path, aside, [])
         return aside
 
@@ -469,12 +480,7 @@ class NodeRoot:
         node path puts it (so a symlinked directory inside the root is honoured and never left)."""
         if not self.prefix.is_dir():
             raise FileNotFoundError(2, "the root directory does not exist", str(self.prefix))
-        chain: list[PurePosixPath] = []
-        parent = normalise(node_path).parent
-        while parent != parent.parent:
-            chain.append(parent)
-            parent = parent.parent
-        for d in reversed(chain):
+        for d, mode in missing_parents_modes(node_path):
             host = self.host_path(d)
             if os.path.lexists(host):  # a directory, or a file that the write will then report
                 continue
@@ -484,7 +490,6 @@ class NodeRoot:
                     f"{d} is a symlink to {link}, which does not exist on the node; nothing was written",
                     "create the directory it points to (or replace the link with a directory), then run again",
                 )
-            mode = DIR_MODES.get(d, DEFAULT_DIR_MODE)
             host.mkdir(mode=mode)
             os.chmod(host, mode)
             created_dirs.append(host)
@@ -500,17 +505,19 @@ class NodeRoot:
 
     @contextlib.contextmanager
     def lock(self, command: str, error: type[KubereviveError] = NodeFsError) -> Iterator[None]:
-        """Hold the node's lock (:data:`NODE_LOCK`) for a whole run of ``command``, or raise ``error`` at once
+        """Hold the node's lock (:data:`paths.NODE_LOCK`) for a whole run of ``command``, or raise ``error`` at once
         when another run holds it. The lock file records the holder's pid and command."""
         try:
-            self.ensure_dir(NODE_LOCK.parent)
+            self.ensure_dir(paths.NODE_LOCK.parent)
             fd = os.open(
-                self.host_path(NODE_LOCK, follow=False), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+                self.host_path(paths.NODE_LOCK, follow=False),
+                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
             )
         except OSError as exc:
             raise error(
-                f"cannot open the node's lock {NODE_LOCK}: {exc.strerror}; nothing was written",
-                f"make {NODE_LOCK.parent} a writable directory, then run again",
+                f"cannot open the node's lock {paths.NODE_LOCK}: {exc.strerror}; nothing was written",
+                f"make {paths.NODE_LOCK.parent} a writable directory, then run again",
             ) from None
         try:
             try:
@@ -519,7 +526,7 @@ class NodeRoot:
                 holder = os.pread(fd, 128, 0).decode(errors="replace").split()
                 pid, other = (holder[0] if holder else ""), (holder[1] if len(holder) > 1 else command)
                 raise error(
-                    f"another 'kuberevive {other}' is running on this node (lock {NODE_LOCK} held"
+                    f"another 'kuberevive {other}' is running on this node (lock {paths.NODE_LOCK} held"
                     + (f" by pid {pid})" if pid else ")"),
                     "wait for it to finish; a killed run releases the lock by itself",
                 ) from None
@@ -585,21 +592,26 @@ def file_kind(mode: int) -> str:
 
 def _move(src: Path, dst: Path) -> None:
     """``rename``, or across file systems (/etc, /var, /var/lib/kubelet are often separate mounts):
-    copy with mode and times (a symlink is re-created as a symlink), fsync, then unlink the source."""
+    copy with mode, owner and times (a symlink is re-created as a symlink), fsync, then unlink the source."""
     try:
         os.replace(src, dst)
         return
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
+    st = os.lstat(src)
     if src.is_symlink():
         os.symlink(os.readlink(src), dst)
+        os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
     elif src.is_dir():  # e.g. an empty directory the container runtime left where a file belongs
         shutil.copytree(src, dst, symlinks=True)
         shutil.rmtree(src)
         return
     else:
         shutil.copy2(src, dst, follow_symlinks=False)
+        if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):  # as mv does: the owner stays (chown as root)
+            os.chown(dst, st.st_uid, st.st_gid)
+            os.chmod(dst, stat.S_IMODE(st.st_mode))  # chown clears set-id bits
         fd = os.open(dst, os.O_RDONLY)
         try:
             os.fsync(fd)

@@ -27,8 +27,7 @@ from kuberevive.core.retrust import (
     client_ca_file,
 )
 from kuberevive.io.transport import Result, Transport, TransportError
-
-BACKUP_ROOT = "/var/lib/kuberevive/backup"
+from kuberevive.model.paths import BACKUP_DIR
 
 _MOVE_ASIDE = r"""
 set -e
@@ -110,7 +109,7 @@ def retrust_node(t: Transport, files: NodeTrustFiles, stamp: str, restart: bool 
         replace.append(KUBELET_CLIENT_CURRENT)
     moved: list[str] = []
     if replace:
-        backup = f"{BACKUP_ROOT}/{stamp}"
+        backup = f"{BACKUP_DIR}/{stamp}"
         r = t.run(["sh", "-c", _MOVE_ASIDE, "sh", backup, *replace], timeout=60)
         if not r.ok:
             raise TransportError(

@@ -28,6 +28,7 @@ from kuberevive.errors import ConfigError, KubeApiError, KubereviveError, NodeFs
 from kuberevive.io import nodefacts, process
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot, file_kind
+from kuberevive.model import paths
 
 MAX_FILES = 5000
 MAX_FILE_BYTES = 1 << 20
@@ -244,7 +245,7 @@ def _read_quietly(root: NodeRoot, path: str, unreadable: dict[str, str] | None =
     """A file a kubeconfig names (relative to /etc/kubernetes, as kubectl reads it there), or None when it
     cannot be read as a regular file of a sane size (a FIFO, a device, a loop: no hang, no abort); why it could
     not be read goes to ``unreadable`` (D-10, D-11, D-14, D-N6fifo, D-N6zero)."""
-    node_path = path if path.startswith("/") else f"{d.KUBERNETES_DIR}/{path}"
+    node_path = path if path.startswith("/") else f"{paths.KUBERNETES_DIR}/{path}"
     try:
         return root.read(node_path, limit=MAX_FILE_BYTES)
     except (KubereviveError, ValueError) as exc:
@@ -255,8 +256,8 @@ def _read_quietly(root: NodeRoot, path: str, unreadable: dict[str, str] | None =
 
 def _probes(snap_files: dict[PurePosixPath, d.FileInfo], read: Callable[[str], bytes | None]) -> dict[str, d.Probe]:
     probes: dict[str, d.Probe] = {}
-    for name in d.KUBECONFIG_NAMES:
-        info = snap_files.get(d.KUBERNETES_DIR / name)
+    for name in paths.KUBECONFIG_NAMES:
+        info = snap_files.get(paths.KUBERNETES_DIR / name)
         if info is None or info.content is None:
             continue
         try:
@@ -284,9 +285,9 @@ def _api(
         source = kubeconfig
     else:
         for name in ("admin.conf", "kubelet.conf"):
-            info = role_files.get(d.KUBERNETES_DIR / name)
+            info = role_files.get(paths.KUBERNETES_DIR / name)
             if info is not None and info.content is not None:
-                data, source = info.content, str(d.KUBERNETES_DIR / name)
+                data, source = info.content, str(paths.KUBERNETES_DIR / name)
                 break
         else:
             return None, "no kubeconfig given (--kubeconfig) and no /etc/kubernetes/admin.conf or kubelet.conf"
@@ -347,17 +348,17 @@ def collect(
     unreadable: dict[str, str] = {}
     try:
         # kubeadm's own files first, looked up directly, so that no number of other files can hide them (D-T3)
-        reader.tree(d.MANIFESTS_DIR, limit=200)
-        for name in d.KUBECONFIG_NAMES:
-            reader.stat(d.KUBERNETES_DIR / name)
+        reader.tree(paths.MANIFESTS_DIR, limit=200)
+        for name in paths.KUBECONFIG_NAMES:
+            reader.stat(paths.KUBERNETES_DIR / name)
         for p in d.files_needed(None):
             reader.tree(p, limit=500)
-        reader.tree(d.KUBERNETES_DIR)
-        for p in [d.KUBELET_CONFIG, d.KUBELET_FLAGS, *d.KUBELET_SERVICE_FILES]:
+        reader.tree(paths.KUBERNETES_DIR)
+        for p in [paths.KUBELET_CONFIG, paths.KUBEADM_FLAGS, *d.KUBELET_SERVICE_FILES]:
             reader.stat(p)
-        reader.tree(d.KUBELET_PKI, limit=200)
-        reader.tree(d.CNI_DIR, limit=200)
-        reader.tree(d.BACKUP_DIR, limit=MAX_FILES)
+        reader.tree(paths.KUBELET_PKI, limit=200)
+        reader.tree(paths.CNI_DIR, limit=200)
+        reader.tree(paths.BACKUP_DIR, limit=MAX_FILES)
         for p in reader.children(PurePosixPath("/etc")):
             if p.name.startswith("kubernetes") and p.name != "kubernetes":
                 reader.tree(p, limit=500)
@@ -366,7 +367,7 @@ def collect(
         raise CollectError(exc.message, exc.hint) from None
     host = nodefacts.hostname(root, live=live)
     if host.unreadable:  # a FIFO or device at /etc/hostname is a finding, never a hang (D-11)
-        unreadable[nodefacts.HOSTNAME_FILE] = host.unreadable
+        unreadable[str(paths.HOSTNAME_FILE)] = host.unreadable
     base = d.NodeSnapshot(
         root=str(root.prefix.resolve()),
         now=now or datetime.now(UTC),
@@ -381,7 +382,7 @@ def collect(
     resolved = d.resolve_config(base)
     for p in d.files_needed(resolved.config):
         reader.tree(p, limit=500)
-    for comp_file in sorted(p for p in reader.files if p.parent == d.MANIFESTS_DIR and p.suffix == ".yaml"):
+    for comp_file in sorted(p for p in reader.files if p.parent == paths.MANIFESTS_DIR and p.suffix == ".yaml"):
         content = reader.files[comp_file].content
         if content is None:
             continue
@@ -409,7 +410,7 @@ def collect(
     api: d.ApiData | None = None
     api_note = "--offline"
     if not offline:
-        flags_env = reader.files.get(d.KUBELET_FLAGS)
+        flags_env = reader.files.get(paths.KUBEADM_FLAGS)
         endpoint = (
             d.flags_env((flags_env.content or b"").decode(errors="replace")).get("container-runtime-endpoint", "")
             if flags_env

@@ -32,12 +32,12 @@ from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.artifacts import Artifact
 from kuberevive.model.config import KubeadmConfig, NodeFacts
+from kuberevive.model.paths import ADMIN_CONF
 from kuberevive.model.recover import NodeIdentity, RecoveryPlan, RetrustOptions
 from kuberevive.run.journal import RecoveryJournal
 
 Progress = Callable[[str], None]
 
-ADMIN_CONF = PurePosixPath("/etc/kubernetes/admin.conf")
 PLACEHOLDER_TIMEOUT = 90.0
 
 

@@ -11,14 +11,14 @@ A file changed by someone else since then is never overwritten: the record is dr
 from __future__ import annotations
 
 import json
-from pathlib import PurePosixPath
 
 from kuberevive.errors import ExistingFileError, NodeFsError
 from kuberevive.io.noderoot import NodeRoot, WriteAction, WriteResult
+from kuberevive.model import paths
 from kuberevive.model.artifacts import Artifact
 from kuberevive.run.journal import artifact_from_json, artifact_to_json
 
-PENDING = PurePosixPath("/var/lib/kuberevive/generate/pending.json")
+PENDING = paths.GENERATE_PENDING
 
 
 def finish_interrupted(root: NodeRoot) -> list[str]:

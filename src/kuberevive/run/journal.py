@@ -31,11 +31,11 @@ from pathlib import PurePosixPath
 from typing import Any, ClassVar, Self
 
 from kuberevive.errors import PlanError
-from kuberevive.io.noderoot import NODE_LOCK, NodeRoot
+from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.artifacts import Artifact, ArtifactKind
+from kuberevive.model.paths import NODE_LOCK, RECOVER_DIR
 from kuberevive.model.recover import NodeIdentity, TrustFlags
 
-RECOVER_DIR = PurePosixPath("/var/lib/kuberevive/recover")
 JOURNAL = RECOVER_DIR / "journal.json"
 LOCK = NODE_LOCK
 VERSION = 1

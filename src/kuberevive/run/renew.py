@@ -35,15 +35,16 @@ from kuberevive.core import certs, pki
 from kuberevive.core import diagnose as d
 from kuberevive.core.diagnose import detect_role, resolve_config
 from kuberevive.core.kubeconfig import ADMIN_CONF, CONTROLLER_MANAGER_CONF, SCHEDULER_CONF, SUPER_ADMIN_CONF, Kubeconfig
-from kuberevive.core.retrust import KUBELET_CLIENT_CURRENT, ready_since
+from kuberevive.core.retrust import ready_since
 from kuberevive.errors import KubeApiError, KubereviveError, PlanError
 from kuberevive.io.host import LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.snapshot import CollectError, collect
 from kuberevive.io.transport import Transport, run_on_nodes
+from kuberevive.model import paths
 from kuberevive.model.artifacts import Artifact, ArtifactKind
-from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, KubeadmConfig
+from kuberevive.model.config import KubeadmConfig
 from kuberevive.model.inventory import InventoryNode, from_node_objects
 from kuberevive.model.recover import RetrustOptions
 from kuberevive.run.context import fault
@@ -51,8 +52,7 @@ from kuberevive.run.journal import RenewJournal
 from kuberevive.run.retrust import connect
 from kuberevive.run.waiting import wait_for
 
-RENEW_DIR = PurePosixPath("/var/lib/kuberevive/renew")
-JOURNAL = RENEW_DIR / "journal.json"
+JOURNAL = paths.RENEW_DIR / "journal.json"
 API_TIMEOUT = 300.0
 NODE_TIMEOUT = 240.0
 KUBELET_TIMEOUT = 60.0
@@ -101,7 +101,7 @@ def read_report(
 
 
 def _node_objects(root: NodeRoot) -> list[dict[str, Any]]:
-    data = root.read(PurePosixPath(DEFAULT_KUBERNETES_DIR) / ADMIN_CONF)
+    data = root.read(paths.KUBERNETES_DIR / ADMIN_CONF)
     if data is None:
         raise PlanError("/etc/kubernetes/admin.conf is missing", "")
     api = KubeApi.from_kubeconfig(data, read_file=lambda p: root.read(p) or b"", timeout=10)
@@ -118,16 +118,16 @@ def _read_kubelet_files(t: Transport) -> dict[PurePosixPath, d.FileInfo]:
             files[path] = d.FileInfo(path, "file", 0o600, 0, 0, len(r.stdout), r.stdout)
         return r.stdout if r.ok else None
 
-    conf = read(PurePosixPath(DEFAULT_KUBERNETES_DIR) / "kubelet.conf")
-    paths = {PurePosixPath(KUBELET_CLIENT_CURRENT), d.KUBELET_SERVING_CURRENT, d.KUBELET_SERVING_CERT}
-    paths.add(d.KUBELET_SERVING_CERT.with_suffix(".key"))
+    conf = read(paths.KUBELET_CONF)
+    wanted = {paths.KUBELET_CLIENT_CURRENT, paths.KUBELET_SERVING_CURRENT, paths.KUBELET_SERVING_CERT}
+    wanted.add(paths.KUBELET_SERVING_CERT.with_suffix(".key"))
     if conf is not None:
         try:
             _cluster, user = Kubeconfig.from_yaml(conf).current()
-            paths |= {PurePosixPath(p) for p in (user.client_certificate, user.client_key) if p}
+            wanted |= {PurePosixPath(p) for p in (user.client_certificate, user.client_key) if p}
         except (KubereviveError, ValueError, TypeError):
             pass
-    for p in sorted(paths):
+    for p in sorted(wanted):
         read(p)
     return files
 
@@ -148,7 +148,7 @@ def check_other_nodes(
                 "pass the nodes with --inventory FILE (docs/inventory.md)",
             ) from None
     others = [n for n in inventory.nodes if n.name != report.node_name]
-    cdir = PurePosixPath(DEFAULT_KUBERNETES_DIR) / "pki"
+    cdir = paths.PKI_DIR
     ca_data = node.read(cdir / "ca.crt")
     ca = pki.load_certificate(ca_data, str(cdir / "ca.crt")) if ca_data is not None else None
     ca_key = node.exists(cdir / "ca.key")
@@ -287,11 +287,11 @@ class _Executor:
 
     def step_kubelet_client(self) -> None:
         def compute() -> list[Artifact]:
-            conf = self.node.read(PurePosixPath(DEFAULT_KUBERNETES_DIR) / "kubelet.conf")
+            conf = self.node.read(paths.KUBELET_CONF)
             files = self._pki()
-            current = self.node.read(KUBELET_CLIENT_CURRENT)  # its key algorithm is kept
+            current = self.node.read(paths.KUBELET_CLIENT_CURRENT)  # its key algorithm is kept
             if current is not None:
-                files[PurePosixPath(KUBELET_CLIENT_CURRENT)] = current
+                files[paths.KUBELET_CLIENT_CURRENT] = current
             trust, rewrite = certs.renew_kubelet_client(
                 self.cfg,
                 files,
@@ -307,7 +307,7 @@ class _Executor:
             if rewrite:
                 out.append(
                     Artifact(
-                        PurePosixPath(DEFAULT_KUBERNETES_DIR) / "kubelet.conf",
+                        paths.KUBELET_CONF,
                         0o600,
                         ArtifactKind.KUBECONFIG,
                         "kubelet.conf referring to kubelet-client-current.pem",
@@ -319,7 +319,7 @@ class _Executor:
         arts = self._recorded("kubelet-client", compute)
         pem, rest = arts[0], arts[1:]
         self.node.write_all([pem], force=True)
-        current = PurePosixPath(KUBELET_CLIENT_CURRENT)
+        current = paths.KUBELET_CLIENT_CURRENT
         if self.node.readlink(current) != str(pem.path):
             if self.node.lstat(current) is not None:
                 aside = self.node.move_aside(current)
@@ -354,7 +354,7 @@ class _Executor:
             out: list[Artifact] = []
             for name in self.targets:
                 if _group(name) is certs.Group.KUBECONFIG:
-                    path = PurePosixPath(DEFAULT_KUBERNETES_DIR) / name
+                    path = paths.KUBERNETES_DIR / name
                     data = self.node.read(path)
                     if data is None:
                         raise PlanError(f"{path} disappeared during the renewal", "restore it, then run again")
@@ -374,7 +374,7 @@ class _Executor:
         self._restart_kubelet()
 
     def _api(self) -> KubeApi:
-        data = self.node.read(PurePosixPath(DEFAULT_KUBERNETES_DIR) / ADMIN_CONF)
+        data = self.node.read(paths.KUBERNETES_DIR / ADMIN_CONF)
         if data is None:
             raise PlanError("/etc/kubernetes/admin.conf is missing", "restore it, then run 'certs renew --apply' again")
         return KubeApi.from_kubeconfig(data, read_file=lambda p: self.node.read(p) or b"", timeout=10)

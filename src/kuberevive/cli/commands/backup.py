@@ -16,6 +16,7 @@ from kuberevive.core import backup as core
 from kuberevive.core.backup import BackupContents, BackupError
 from kuberevive.io import backupfile
 from kuberevive.io.noderoot import NodeRoot, WriteAction
+from kuberevive.model import paths
 
 
 def _secret_args(p: argparse.ArgumentParser, decrypt: bool) -> None:
@@ -188,7 +189,7 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
     created = datetime.now(UTC)
     files = backupfile.collect_node_files(root)
     node, warnings = backupfile.node_identity(root, files, args.node_name, live=is_live_root(args.root))
-    gaps = core.completeness((f.path for f in files), {f.path: f.content for f in files}.get, core.PKI_DIR)
+    gaps = core.completeness((f.path for f in files), {f.path: f.content for f in files}.get, paths.PKI_DIR)
     if not gaps.complete:
         warnings.append(f"this backup is incomplete: {gaps.summary()}")
     kubeadm_config, source = backupfile.fetch_kubeadm_config(root)
@@ -209,9 +210,7 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
     signer = core.signing_key(files)
     ciphertext = core.encrypt(plaintext, secret)
     del plaintext
-    target = out / backupfile.backup_name(node.node_name, created) if into_dir else out
-    if into_dir and os.path.lexists(target):
-        raise BackupError(f"{target} already exists (a backup made in the same second)", "run again in a second")
+    target = backupfile.free_backup_name(out, node.node_name, created) if into_dir else out
     moved_aside = backupfile.write_backup(target, ciphertext, force=args.force and not into_dir, now=created)
     pruned = (
         backupfile.prune_backups(target.parent, args.keep, node=backupfile.name_node(target.name)).removed
@@ -504,4 +503,4 @@ def kept_from_backup(args: argparse.Namespace, env: Environment, root: NodeRoot)
     )
     for warning in warnings:
         env.progress(f"warning: {warning}")
-    return {name: data for name, data in contents.pki.items() if name in core.TRUST_FILES + core.SA_FILES}
+    return {name: data for name, data in contents.pki.items() if name in paths.TRUST_FILES}

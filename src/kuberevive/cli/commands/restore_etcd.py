@@ -11,6 +11,7 @@ from kuberevive.core import backup as core
 from kuberevive.core.backup import BackupError
 from kuberevive.io import backupfile, etcdrestore
 from kuberevive.io.noderoot import NodeRoot
+from kuberevive.model import paths
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
                 "use a backup made with backup create --etcd-snapshot",
             )
         snapshot = contents.etcd_snapshot
-        manifest = contents.files.get(etcdrestore.ETCD_MANIFEST)
+        manifest = contents.files.get(paths.ETCD_MANIFEST)
         fallback_manifest = manifest.content if manifest else None
     else:
         core.split_snapshot(data)  # refuse a truncated or corrupt snapshot before stopping anything
@@ -90,5 +91,5 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     for s in result.steps:
         env.out(f"  {s}")
     if not result.manifest_on_node:
-        env.out(f"note: {etcdrestore.ETCD_MANIFEST} is not on the node; etcd starts once it is (backup restore)")
+        env.out(f"note: {paths.ETCD_MANIFEST} is not on the node; etcd starts once it is (backup restore)")
     return int(ExitStatus.OK)

@@ -11,13 +11,13 @@ from kuberevive.core.retrust import guard_manifest
 from kuberevive.errors import KubereviveError
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.artifacts import Artifact
+from kuberevive.model.paths import KUBELET_PODS
 from kuberevive.model.recover import TrustFlags
 from kuberevive.run.context import StepContext
 from kuberevive.run.steps.restarts import restart_stale_components
 from kuberevive.run.waiting import wait_for
 
 API_TIMEOUT = 300.0
-KUBELET_PODS = "/var/lib/kubelet/pods"
 
 
 def token_key_ids(root: NodeRoot, limit: int = 20) -> frozenset[str]:

@@ -22,13 +22,13 @@ from kuberevive.io import csr_approve, restarts_apply, trust_apply
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.inventory import InventoryNode, from_node_objects
+from kuberevive.model.paths import CONTROLLER_MANAGER_MANIFEST as KCM_MANIFEST
 from kuberevive.model.recover import Report
 from kuberevive.run.context import StepContext
 from kuberevive.run.journal import NodeRetrust
 from kuberevive.run.retrust import retrust_in_place
 from kuberevive.run.waiting import wait_for
 
-KCM_MANIFEST = PurePosixPath("/etc/kubernetes/manifests/kube-controller-manager.yaml")
 KCM_LEASE = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager"
 GUARD_TIMEOUT = 180.0
 TAINT_TIMEOUT = 120.0

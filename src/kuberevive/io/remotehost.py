@@ -1,0 +1,313 @@
+"""A node reached over SSH, as a :class:`~kuberevive.io.host.Host` with the guarantees of
+:class:`~kuberevive.io.noderoot.NodeRoot` (see :mod:`kuberevive.io.host`).
+
+Every operation is one small POSIX ``sh`` script run through the node's transport
+(:class:`~kuberevive.io.transport.SshTransport`; any :class:`~kuberevive.io.transport.Transport` works, tests run
+the same scripts through :class:`~kuberevive.io.transport.LocalTransport`). Paths and modes are positional
+arguments of the script (never pasted into its text), file contents go over stdin, so no secret is ever on a
+command line. The node needs ``sh`` and GNU coreutils (``stat``, ``dd``, ``mkdir``, ``chmod``, ``mv``, ``ln``,
+``cp``, ``rm``, ``sync``, ``readlink``), ``systemctl`` and ``crictl``.
+
+* :meth:`SshHost.read`: ``test -f`` first, then ``dd iflag=nonblock`` (a FIFO swapped in after the test still
+  cannot block), never more than the size limit; a directory, FIFO, device or a file over the limit is a
+  :class:`~kuberevive.errors.NodeFsError`, as with NodeRoot.
+* :meth:`SshHost.write`: missing parents made with kubeadm's modes (:data:`~kuberevive.io.noderoot.DIR_MODES`);
+  the temporary file ``.<name>.kuberevive-tmp-<pid>`` is created under ``umask 077`` and given its final mode
+  before any byte is written (whatever the login's umask), then fsync-ed, renamed over the target and the
+  directory fsync-ed. An existing file with other content or mode (or a dangling symlink) is moved aside first,
+  and put back if the write then fails.
+* :meth:`SshHost.move_aside`: a hard link to the backup path, then the original removed (a rename that keeps the
+  inode); across file systems, where a link is refused, ``cp -a`` (mode, owner, times; a symlink stays a
+  symlink), fsync, and only then the original removed. An empty directory (what a container runtime leaves
+  where a file belongs) is moved with ``mv``. A backup path that exists already is never overwritten.
+* :meth:`SshHost.replace_symlink`: a new link renamed over the old one, the directory fsync-ed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import PurePosixPath
+
+from kuberevive.errors import KubereviveError, NodeFsError
+from kuberevive.io.host import Container
+from kuberevive.io.noderoot import MAX_READ_BYTES, backup_stamp, missing_parents_modes, normalise
+from kuberevive.io.transport import DEFAULT_TIMEOUT, Result, Transport, TransportError
+from kuberevive.model import paths
+
+#: Time limit of one file operation on the node (a command's own limit is the caller's).
+FILE_OP_TIMEOUT = 60.0
+#: Time limit of ``systemctl restart`` and ``crictl ps``.
+UNIT_TIMEOUT = 90.0
+CRICTL_TIMEOUT = 30.0
+
+# Exit codes the scripts use to say what they found (well away from coreutils' 1 and timeout's 124/137).
+_ABSENT = 16
+_PARENT_IS_FILE = 17
+_IS_DIR = 18
+_NOT_REGULAR = 19
+_TOO_BIG = 20
+_DANGLING_PARENT = 21
+_ASIDE_EXISTS = 22
+_DANGLING = 23
+
+#: Creates the missing parents given as "mode dir" pairs ($@), outermost first; a dangling symlink is refused.
+_MKPARENTS = f"""
+mkparents() {{
+  while [ $# -gt 1 ]; do
+    if [ ! -e "$2" ]; then
+      if [ -L "$2" ]; then printf '%s' "$2 -> $(readlink -- "$2")"; exit {_DANGLING_PARENT}; fi
+      mkdir -m "$1" -- "$2" && chmod "$1" -- "$2" || exit 1
+    fi
+    shift 2
+  done
+}}
+"""
+
+# $1 path, $2 size limit. Prints the mode (octal) on the first line, then the bytes.
+_READ = f"""
+p=$1
+if [ ! -e "$p" ]; then
+  d=$p
+  while d=$(dirname -- "$d") && [ "$d" != / ]; do
+    if [ -e "$d" ] && [ ! -d "$d" ]; then exit {_PARENT_IS_FILE}; fi
+  done
+  [ -L "$p" ] && exit {_DANGLING}
+  exit {_ABSENT}
+fi
+[ -d "$p" ] && exit {_IS_DIR}
+if [ ! -f "$p" ]; then stat -L -c %F -- "$p"; exit {_NOT_REGULAR}; fi
+size=$(stat -L -c %s -- "$p") || exit 1
+if [ "$size" -gt "$2" ]; then printf '%s' "$size"; exit {_TOO_BIG}; fi
+stat -L -c %a -- "$p" || exit 1
+exec dd if="$p" iflag=nonblock,fullblock bs=65536 count=$(($2 / 65536 + 1)) status=none
+"""
+
+# $1 path, $2 the mode or the link's target, then the parents as mode/dir pairs: what writing a new file or link
+# next to $1 and renaming it over $1 needs; fail removes the temporary file, exiting with the failed status.
+_BESIDE = (
+    _MKPARENTS
+    + """
+p=$1 arg=$2; shift 2
+mkparents "$@"
+d=$(dirname -- "$p"); t="$d/.$(basename -- "$p").kuberevive-tmp-$$"
+fail() { rc=$?; rm -f -- "$t"; exit $rc; }
+"""
+)
+
+# Content on stdin.
+_WRITE = (
+    _BESIDE
+    + """
+umask 077
+set -C
+: > "$t" || exit 1
+set +C
+chmod "$arg" -- "$t" && cat >> "$t" && sync -- "$t" && mv -f -T -- "$t" "$p" || fail
+exec sync -- "$d"
+"""
+)
+
+_SYMLINK = (
+    _BESIDE
+    + """
+rm -f -- "$t"
+ln -s -- "$arg" "$t" && mv -f -T -- "$t" "$p" || fail
+exec sync -- "$d"
+"""
+)
+
+# $1 source, $2 backup path, then the backup path's parents as mode/dir pairs.
+_MOVE_ASIDE = (
+    _MKPARENTS
+    + f"""
+s=$1 a=$2; shift 2
+[ -e "$s" ] || [ -L "$s" ] || exit {_ABSENT}
+mkparents "$@"
+if [ -e "$a" ] || [ -L "$a" ]; then exit {_ASIDE_EXISTS}; fi
+if [ -d "$s" ] && [ ! -L "$s" ]; then
+  mv -T -- "$s" "$a" || exit 1
+elif ln -P -T -- "$s" "$a" 2>/dev/null; then
+  rm -f -- "$s" || exit 1
+else
+  # another file system: copy (mode, owner, times; a symlink as a symlink), make it durable, then remove
+  cp -a -T -- "$s" "$a" && {{ [ -L "$a" ] || sync -- "$a"; }} || {{ rc=$?; rm -f -- "$a"; exit $rc; }}
+  rm -f -- "$s" || exit 1
+fi
+sync -- "$(dirname -- "$a")" && exec sync -- "$(dirname -- "$s")"
+"""
+)
+
+
+def _parents(node_path: PurePosixPath) -> list[str]:
+    """The parents of ``node_path`` as the ``mode dir`` arguments of ``mkparents``."""
+    return [arg for d, mode in missing_parents_modes(node_path) for arg in (f"{mode:o}", str(d))]
+
+
+def _why(r: Result) -> str:
+    """What a failed command said, on one line."""
+    return " ".join((r.stderr or r.stdout).decode(errors="replace").split())[:300] or f"exit code {r.exit_code}"
+
+
+def parse_crictl_ps(data: bytes | str, name: str | None = None) -> list[Container]:
+    """The containers in ``crictl ps -o json`` output (only those called exactly ``name`` when given).
+    Raises ``ValueError`` when it is not that JSON."""
+    try:
+        items = json.loads(data).get("containers") or []
+        out = [
+            Container(
+                id=str(c["id"]),
+                name=str(c["metadata"]["name"]),
+                state=str(c.get("state", "")),
+                created_at=int(c.get("createdAt") or 0) / 1e9,
+                pod_name=str((c.get("labels") or {}).get("io.kubernetes.pod.name", "")),
+                pod_namespace=str((c.get("labels") or {}).get("io.kubernetes.pod.namespace", "")),
+            )
+            for c in items
+        ]
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not the JSON of 'crictl ps -o json': {exc}") from exc
+    return [c for c in out if name is None or c.name == name]
+
+
+class SshHost:
+    """Another node, through its transport (usually an :class:`~kuberevive.io.transport.SshTransport`)."""
+
+    def __init__(
+        self, transport: Transport, name: str | None = None, backup_dir: PurePosixPath = paths.BACKUP_DIR
+    ) -> None:
+        self.transport = transport
+        self.name = name or transport.name
+        #: Where :meth:`move_aside` puts files (a temporary directory in tests).
+        self.backup_dir = backup_dir
+
+    @property
+    def live(self) -> bool:
+        return True
+
+    def _sh(self, script: str, *args: str, input: bytes | None = None) -> Result:
+        return self.transport.run(["sh", "-c", script, "sh", *args], input=input, timeout=FILE_OP_TIMEOUT)
+
+    def _fail(self, what: str, r: Result) -> NodeFsError:
+        if r.exit_code == _DANGLING_PARENT:
+            where, _, target = r.stdout.decode(errors="replace").partition(" -> ")
+            return NodeFsError(
+                f"{self.name}: {where} is a symlink to {target}, which does not exist on the node; nothing was written",
+                "create the directory it points to (or replace the link with a directory), then run again",
+            )
+        return NodeFsError(f"{self.name}: cannot {what}: {_why(r)}", "check the node's files and free space")
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _read(self, node_path: PurePosixPath, limit: int = MAX_READ_BYTES) -> tuple[bytes, int] | bool:
+        """The bytes and mode of a regular file; else True for a dangling symlink, False for nothing at all."""
+        path = normalise(node_path)
+        r = self._sh(_READ, str(path), str(limit))
+        if r.exit_code in (_ABSENT, _DANGLING):
+            return r.exit_code == _DANGLING
+        if r.exit_code == _IS_DIR:
+            raise NodeFsError(f"{self.name}: {path} is a directory, expected a file", "move it away and run again")
+        if r.exit_code == _PARENT_IS_FILE:
+            raise NodeFsError(
+                f"{self.name}: a parent of {path} is a file, expected a directory", "move that file away and run again"
+            )
+        if r.exit_code == _NOT_REGULAR:
+            kind = r.stdout.decode(errors="replace").strip()
+            kind = {"fifo": "FIFO", "socket": "socket"}.get(kind, "device" if "special" in kind else kind)
+            raise NodeFsError(f"{self.name}: {path} is not a regular file (a {kind})", "move it away and run again")
+        if r.exit_code == _TOO_BIG:
+            raise NodeFsError(
+                f"{self.name}: {path} is {r.stdout.decode().strip()} bytes, larger than any file kuberevive reads "
+                f"({limit})",
+                "move it away and run again",
+            )
+        head, sep, data = r.stdout.partition(b"\n")
+        if not r.ok or not sep:
+            raise NodeFsError(f"{self.name}: cannot read {path}: {_why(r)}", "check the file, then run again")
+        if len(data) > limit:
+            raise NodeFsError(f"{self.name}: {path} grew past {limit} bytes while read", "move it away and run again")
+        return data, int(head, 8)
+
+    def read(self, node_path: PurePosixPath, limit: int = MAX_READ_BYTES) -> bytes | None:
+        got = self._read(node_path, limit)
+        return got[0] if isinstance(got, tuple) else None
+
+    def exists(self, node_path: PurePosixPath) -> bool:
+        return self._sh('test -e "$1"', str(normalise(node_path))).ok
+
+    def readlink(self, node_path: PurePosixPath) -> str | None:
+        r = self._sh('test -L "$1" && readlink -- "$1"', str(normalise(node_path)))
+        return r.stdout.decode(errors="surrogateescape").removesuffix("\n") if r.ok else None
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write(self, node_path: PurePosixPath, content: bytes, mode: int) -> PurePosixPath | None:
+        path = normalise(node_path)
+        current = self._read(path)
+        if current == (content, mode):
+            return None
+        aside = self.move_aside(path) if current is not False else None  # a file, or a symlink to nothing
+        try:
+            r = self._sh(_WRITE, str(path), f"{mode:o}", *_parents(path), input=content)
+            if r.ok:
+                return aside
+            error: KubereviveError = self._fail(f"write {path}", r)
+        except KubereviveError as exc:
+            error = exc
+        if aside is not None:  # put the old file back, as NodeRoot rolls back (never over a file now there)
+            try:
+                put_back = self._move(aside, path)
+            except KubereviveError:
+                put_back = False
+            error.message += "; the old file was put back" if put_back else f"; the old file is at {aside}"
+        raise error
+
+    def move_aside(self, node_path: PurePosixPath, now: datetime | None = None) -> PurePosixPath | None:
+        path = normalise(node_path)
+        aside = self.backup_dir / backup_stamp(now) / path.relative_to("/")
+        return aside if self._move(path, aside) else None
+
+    def _move(self, path: PurePosixPath, to: PurePosixPath) -> bool:
+        """Move ``path`` to the new name ``to`` (see the module docstring); False when nothing is at ``path``."""
+        r = self._sh(_MOVE_ASIDE, str(path), str(to), *_parents(to))
+        if r.exit_code == _ABSENT:
+            return False
+        if r.exit_code == _ASIDE_EXISTS:
+            raise NodeFsError(
+                f"{self.name}: cannot move {path} to {to}: that exists already; nothing was moved", "run again"
+            )
+        if not r.ok:
+            raise self._fail(f"move {path} to {to}", r)
+        return True
+
+    def replace_symlink(self, node_path: PurePosixPath, target: str) -> None:
+        path = normalise(node_path)
+        r = self._sh(_SYMLINK, str(path), target, *_parents(path))
+        if not r.ok:
+            raise self._fail(f"point {path} at {target}", r)
+
+    # -- processes -------------------------------------------------------------------------
+
+    def run(self, argv: Sequence[str], input: bytes | None = None, timeout: float = DEFAULT_TIMEOUT) -> Result:
+        return self.transport.run(argv, input=input, timeout=timeout)
+
+    def restart_unit(self, unit: str) -> None:
+        r = self.transport.run(["systemctl", "restart", unit], timeout=UNIT_TIMEOUT)
+        if not r.ok:
+            raise TransportError(
+                f"{self.name}: 'systemctl restart {unit}' failed: {_why(r)}",
+                f"look at 'systemctl status {unit}' and 'journalctl -u {unit}' on the node, then run again",
+            )
+
+    def containers(self, name: str | None = None) -> list[Container]:
+        r = self.transport.run(["crictl", "ps", "-o", "json"], timeout=CRICTL_TIMEOUT)
+        if not r.ok:
+            raise TransportError(
+                f"{self.name}: crictl cannot list containers: {_why(r)}",
+                "check that the container runtime runs and /etc/crictl.yaml points at it",
+            )
+        try:
+            return parse_crictl_ps(r.stdout, name)
+        except ValueError as exc:
+            raise TransportError(f"{self.name}: {exc}", "check the crictl version on the node") from exc

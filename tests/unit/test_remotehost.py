@@ -1,0 +1,379 @@
+"""SshHost without a network: its sh scripts run through LocalTransport on a temporary directory (the same scripts
+the lab runs over SSH, tests/lab/test_remote_host_lab.py), the crictl JSON parser, the parents' modes, and the
+rule that file contents never reach a command line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from kuberevive.errors import NodeFsError
+from kuberevive.io.host import Container, Host
+from kuberevive.io.remotehost import SshHost, _parents, parse_crictl_ps
+from kuberevive.io.transport import DEFAULT_TIMEOUT, LocalTransport, Result, TransportError
+
+OWNER = (1234, 2345) if os.geteuid() == 0 else (os.getuid(), os.getgid())  # CI runs as root
+SECRET = b"-----BEGIN EC PRIVATE KEY-----\nc2VjcmV0IGtleSBieXRlcw==\n-----END EC PRIVATE KEY-----\n"
+
+#: ``crictl ps -o json`` on a lab worker (crictl v1.33), one container trimmed of its annotations.
+CRICTL_PS = b"""{
+  "containers": [
+    {
+      "id": "755c420fc41311f2169985fa88fb1ced751e507b89edff267e3d32022f69dd10",
+      "podSandboxId": "153f83e0dbd6951b1356d5fbba91b08cc6544e2bc5aa855610001e9a3f4b689e",
+      "metadata": {"name": "kube-proxy", "attempt": 0},
+      "image": {"image": "sha256:7995f709b06c5bde38ff2fb5446494dc299872266171c911014a00c53ab40e71"},
+      "imageRef": "sha256:7995f709b06c5bde38ff2fb5446494dc299872266171c911014a00c53ab40e71",
+      "state": "CONTAINER_RUNNING",
+      "createdAt": "1796417341341266616",
+      "labels": {
+        "io.kubernetes.container.name": "kube-proxy",
+        "io.kubernetes.pod.name": "kube-proxy-4z48m",
+        "io.kubernetes.pod.namespace": "kube-system",
+        "io.kubernetes.pod.uid": "31ace418-a53f-43b5-bf3d-2396361c34eb"
+      }
+    },
+    {
+      "id": "5a2b645857f0ceeed9d44679011d43fa6ce538f42141e2386dff593860dbaddd",
+      "metadata": {"name": "kube-proxy-sidecar", "attempt": 1},
+      "state": "CONTAINER_RUNNING",
+      "createdAt": "1796417344274077094",
+      "labels": {"io.kubernetes.pod.name": "labapp-564f8778b6-lxfdw", "io.kubernetes.pod.namespace": "krlab"}
+    }
+  ]
+}"""
+
+
+class Recording:
+    """LocalTransport that records every argv and stdin it runs."""
+
+    def __init__(self) -> None:
+        self.name = "node-a"
+        self.local = LocalTransport("node-a")
+        self.calls: list[tuple[list[str], bytes | None]] = []
+
+    def run(self, argv: Sequence[str], input: bytes | None = None, timeout: float = DEFAULT_TIMEOUT) -> Result:
+        self.calls.append((list(argv), input))
+        return self.local.run(argv, input=input, timeout=timeout)
+
+    def read_file(self, path: str) -> bytes:
+        raise AssertionError("SshHost reads through its scripts")
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        raise AssertionError("SshHost writes through its scripts")
+
+    def close(self) -> None:
+        pass
+
+
+class Canned:
+    """A transport that answers every command with one result (for the pure error handling)."""
+
+    def __init__(self, result: Result) -> None:
+        self.name = "node-b"
+        self.result = result
+
+    def run(self, argv: Sequence[str], input: bytes | None = None, timeout: float = DEFAULT_TIMEOUT) -> Result:
+        return self.result
+
+    def read_file(self, path: str) -> bytes:
+        raise AssertionError
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        raise AssertionError
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def rec() -> Recording:
+    return Recording()
+
+
+@pytest.fixture
+def umask() -> Iterator[None]:
+    old = os.umask(0o077)
+    yield
+    os.umask(old)
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(os.lstat(p).st_mode)
+
+
+def test_is_a_live_host_named_after_its_transport(rec: Recording) -> None:
+    host: Host = SshHost(rec)
+    assert host.live is True and host.name == "node-a"
+    assert SshHost(rec, "cp2").name == "cp2"
+
+
+def test_parents_carry_kubeadm_modes_outermost_first() -> None:
+    assert _parents(PurePosixPath("/etc/kubernetes/manifests/etcd.yaml")) == [
+        "755",
+        "/etc",
+        "755",
+        "/etc/kubernetes",
+        "700",
+        "/etc/kubernetes/manifests",
+    ]
+    assert _parents(PurePosixPath("/var/lib/kuberevive/backup/x/f"))[-6:] == [
+        "700",
+        "/var/lib/kuberevive",
+        "755",
+        "/var/lib/kuberevive/backup",
+        "755",
+        "/var/lib/kuberevive/backup/x",
+    ]
+
+
+def test_write_read_with_final_modes_whatever_the_umask(rec: Recording, tmp_path: Path, umask: None) -> None:
+    host = SshHost(rec)
+    key, cert = tmp_path / "new" / "pki" / "sa.key", tmp_path / "new" / "pki" / "sa.pub"
+    assert host.write(PurePosixPath(key), SECRET, 0o600) is None
+    assert host.write(PurePosixPath(cert), b"PUB\n", 0o644) is None  # umask 077 would make it 0600
+    os.umask(0)
+    other = tmp_path / "new" / "other.key"
+    host.write(PurePosixPath(other), SECRET, 0o600)  # umask 000 would make it 0666
+    assert (key.read_bytes(), _mode(key), _mode(cert), _mode(other)) == (SECRET, 0o600, 0o644, 0o600)
+    assert _mode(tmp_path / "new") == 0o755 and _mode(tmp_path / "new" / "pki") == 0o755
+    assert host.read(PurePosixPath(key)) == SECRET and host.read(PurePosixPath(tmp_path / "none")) is None
+    assert sorted(os.listdir(key.parent)) == ["sa.key", "sa.pub"]  # no temporary file left
+
+
+def test_file_contents_never_reach_a_command_line(rec: Recording, tmp_path: Path) -> None:
+    host = SshHost(rec)
+    target = PurePosixPath(tmp_path / "ca.key")
+    host.write(target, SECRET, 0o600)
+    argvs = [argv for argv, _ in rec.calls]
+    assert all(SECRET not in a.encode() and b"c2VjcmV0" not in a.encode() for argv in argvs for a in argv)
+    assert [stdin for _, stdin in rec.calls if stdin is not None] == [SECRET]
+    # every file operation is `sh -c SCRIPT sh ARGS`: the path is an argument, never part of the script's text
+    assert all(argv[:2] == ["sh", "-c"] and argv[3] == "sh" and str(tmp_path) not in argv[2] for argv in argvs)
+
+
+def test_same_content_and_mode_writes_nothing(rec: Recording, tmp_path: Path) -> None:
+    host = SshHost(rec)
+    target = PurePosixPath(tmp_path / "f")
+    host.write(target, b"x", 0o600)
+    before = os.stat(tmp_path / "f").st_ino
+    rec.calls.clear()
+    assert host.write(target, b"x", 0o600) is None
+    assert len(rec.calls) == 1 and rec.calls[0][1] is None  # one read, no write
+    assert os.stat(tmp_path / "f").st_ino == before
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["with space", "quote's", 'double"quote', "$(touch pwned)", "`touch pwned`", "-leading-dash", "new\nline", "a\\b"],
+)
+def test_any_file_name_is_one_argument(rec: Recording, tmp_path: Path, name: str) -> None:
+    host = SshHost(rec)
+    path = PurePosixPath(tmp_path / name / name)
+    host.write(path, b"data", 0o640)
+    assert (tmp_path / name / name).read_bytes() == b"data" and host.read(path) == b"data"
+    assert host.exists(path) and not host.exists(PurePosixPath(tmp_path / name / "other"))
+    link = PurePosixPath(tmp_path / name / f"link {name}")
+    host.replace_symlink(link, name)
+    assert host.readlink(link) == name == os.readlink(tmp_path / name / f"link {name}")
+    assert host.read(link) == b"data"  # read follows the link
+    assert sorted(os.listdir(tmp_path)) == [name]  # nothing was run from the name (no 'pwned')
+
+
+def test_replace_symlink_swaps_the_link_not_its_target(rec: Recording, tmp_path: Path) -> None:
+    host = SshHost(rec)
+    (tmp_path / "a.pem").write_bytes(b"a")
+    (tmp_path / "b.pem").write_bytes(b"b")
+    link = PurePosixPath(tmp_path / "current.pem")
+    host.replace_symlink(link, "a.pem")
+    host.replace_symlink(link, "b.pem")
+    assert (host.readlink(link), host.read(link), (tmp_path / "a.pem").read_bytes()) == ("b.pem", b"b", b"a")
+    assert host.readlink(PurePosixPath(tmp_path / "a.pem")) is None and host.readlink(link / "x") is None
+    assert sorted(os.listdir(tmp_path)) == ["a.pem", "b.pem", "current.pem"]
+    host.replace_symlink(PurePosixPath(tmp_path / "made" / "link"), "/nowhere")  # parents are made
+    assert os.readlink(tmp_path / "made" / "link") == "/nowhere" and _mode(tmp_path / "made") == 0o755
+
+
+def _in_thread(fn: object) -> list[object]:
+    """Call ``fn`` in a thread, waiting at most 30 s (a FIFO read that blocks never ends by itself)."""
+    out: list[object] = []
+
+    def call() -> None:
+        try:
+            out.append(fn())  # type: ignore[operator]
+        except Exception as exc:
+            out.append(exc)
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(30)
+    return out
+
+
+def test_a_fifo_is_an_error_at_once_never_a_hang(rec: Recording, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    host = SshHost(rec)
+    [got] = _in_thread(lambda: host.read(PurePosixPath(tmp_path / "fifo")))
+    assert isinstance(got, NodeFsError)
+    assert str(got) == f"node-a: {tmp_path}/fifo is not a regular file (a FIFO). Move it away and run again."
+    [got] = _in_thread(lambda: host.write(PurePosixPath(tmp_path / "fifo"), b"x", 0o600))
+    assert isinstance(got, NodeFsError) and stat.S_ISFIFO(os.lstat(tmp_path / "fifo").st_mode)
+
+
+def test_what_is_not_a_readable_file_is_one_sentence(rec: Recording, tmp_path: Path) -> None:
+    host = SshHost(rec)
+    (tmp_path / "f").write_bytes(b"0123456789")
+    cases = {
+        tmp_path: f"node-a: {tmp_path} is a directory, expected a file",
+        tmp_path / "f" / "x": f"node-a: a parent of {tmp_path}/f/x is a file, expected a directory",
+        Path("/dev/null"): "node-a: /dev/null is not a regular file (a device)",
+    }
+    for path, message in cases.items():
+        with pytest.raises(NodeFsError) as err:
+            host.read(PurePosixPath(path))
+        assert str(err.value).startswith(message + ". ")
+    assert host.read(PurePosixPath(tmp_path / "f"), limit=10) == b"0123456789"
+    with pytest.raises(NodeFsError, match=r"f is 10 bytes, larger than any file kuberevive reads \(9\)"):
+        host.read(PurePosixPath(tmp_path / "f"), limit=9)
+
+
+def test_a_failed_write_leaves_no_temporary_file(rec: Recording, tmp_path: Path) -> None:
+    host = SshHost(rec)
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "file").write_bytes(b"keep")
+    with pytest.raises(NodeFsError, match=r"^node-a: cannot write .*/dir/x{250}: sh: .*cannot create"):
+        host.write(PurePosixPath(tmp_path / "dir" / ("x" * 250)), b"x", 0o600)  # its temporary name is too long
+    with pytest.raises(NodeFsError, match=r"^node-a: cannot write .*/dir/new: chmod: invalid mode: .170000. Try"):
+        host.write(PurePosixPath(tmp_path / "dir" / "new"), b"x", 0o170000)  # fails after the temporary file exists
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "sub").mkdir()
+    os.symlink(tmp_path / "missing-target", tmp_path / "links" / "dangling")
+    with pytest.raises(NodeFsError, match=r"dangling is a symlink to .*missing-target, which does not exist on the"):
+        host.write(PurePosixPath(tmp_path / "links" / "dangling" / "f"), b"x", 0o600)
+    assert sorted(os.listdir(tmp_path / "dir")) == ["file"] and (tmp_path / "dir" / "file").read_bytes() == b"keep"
+    assert sorted(os.listdir(tmp_path / "links")) == ["dangling", "sub"]
+
+
+def test_crictl_json_is_parsed_and_filtered_by_exact_name() -> None:
+    proxy = Container(
+        id="755c420fc41311f2169985fa88fb1ced751e507b89edff267e3d32022f69dd10",
+        name="kube-proxy",
+        state="CONTAINER_RUNNING",
+        created_at=1796417341.341266616,
+        pod_name="kube-proxy-4z48m",
+        pod_namespace="kube-system",
+    )
+    assert parse_crictl_ps(CRICTL_PS, "kube-proxy") == [proxy]  # not the kube-proxy-sidecar
+    assert [c.name for c in parse_crictl_ps(CRICTL_PS)] == ["kube-proxy", "kube-proxy-sidecar"]
+    assert parse_crictl_ps(b'{"containers": null}') == [] and parse_crictl_ps("{}", "x") == []
+    for bad in (
+        b"not json",
+        b"[]",
+        b'{"containers": [{"id": "x"}]}',
+        b'{"containers": [{"id": "x", "metadata": {"name": "n"}, "createdAt": "soon"}]}',
+    ):
+        with pytest.raises(ValueError, match="not the JSON of 'crictl ps -o json'"):
+            parse_crictl_ps(bad)
+
+
+def test_restart_unit_and_containers_failures_are_one_sentence() -> None:
+    host = SshHost(Canned(Result(5, b"", b"Failed to restart kubelet.service: Unit kubelet.service not found.\n")))
+    with pytest.raises(TransportError) as err:
+        host.restart_unit("kubelet")
+    assert str(err.value) == (
+        "node-b: 'systemctl restart kubelet' failed: Failed to restart kubelet.service: Unit kubelet.service not "
+        "found. Look at 'systemctl status kubelet' and 'journalctl -u kubelet' on the node, then run again."
+    )
+    with pytest.raises(TransportError, match=r"^node-b: crictl cannot list containers: Failed to restart"):
+        host.containers()
+    with pytest.raises(TransportError, match=r"^node-b: not the JSON of 'crictl ps -o json'"):
+        SshHost(Canned(Result(0, b"<html>", b""))).containers()
+    assert SshHost(Canned(Result(0, CRICTL_PS, b""))).containers("kube-proxy")[0].pod_name == "kube-proxy-4z48m"
+
+
+@pytest.fixture
+def other_fs() -> Iterator[Path]:
+    """A temporary directory on another file system than pytest's tmp_path (the tmpfs at /dev/shm)."""
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm")
+    d = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="kuberevive-test-"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d)
+
+
+def test_move_aside_keeps_the_file_its_mode_and_owner(rec: Recording, tmp_path: Path) -> None:
+    host = SshHost(rec, backup_dir=PurePosixPath(tmp_path / "backup"))
+    (tmp_path / "etc").mkdir()
+    f = tmp_path / "etc" / "kubelet.conf"
+    f.write_bytes(b"old")
+    f.chmod(0o604)
+    os.chown(f, *OWNER)
+    inode = f.stat().st_ino
+    when = datetime(2026, 12, 4, 20, 1, 2, 345678, tzinfo=UTC)
+    aside = host.move_aside(PurePosixPath(f), when)
+    assert aside == PurePosixPath(tmp_path, "backup", "20261204T200102.345678Z", *f.parts[1:])
+    moved = Path(aside)
+    assert (moved.read_bytes(), _mode(moved), moved.stat().st_ino) == (b"old", 0o604, inode)  # renamed, not copied
+    assert (moved.stat().st_uid, moved.stat().st_gid) == OWNER and not f.exists()
+    assert host.move_aside(PurePosixPath(f), when) is None  # nothing there
+    f.write_bytes(b"again")
+    with pytest.raises(NodeFsError, match=r"that exists already; nothing was moved"):
+        host.move_aside(PurePosixPath(f), when)  # the same timestamp: the first backup is never overwritten
+    assert (f.read_bytes(), moved.read_bytes()) == (b"again", b"old")
+
+
+def test_move_aside_across_file_systems_copies_then_removes(rec: Recording, tmp_path: Path, other_fs: Path) -> None:
+    if os.stat(other_fs).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("/dev/shm and the temporary directory are one file system here")
+    host = SshHost(rec, backup_dir=PurePosixPath(tmp_path / "backup"))
+    f, link, empty = other_fs / "ca.key", other_fs / "current.pem", other_fs / "placeholder.conf"
+    f.write_bytes(SECRET)
+    f.chmod(0o600)
+    os.chown(f, *OWNER)
+    os.symlink("/var/lib/kubelet/pki/kubelet-client-1.pem", link)
+    os.chown(link, *OWNER, follow_symlinks=False)
+    empty.mkdir()
+    moved = {p.name: Path(str(host.move_aside(PurePosixPath(p)))) for p in (f, link, empty)}
+    assert (moved["ca.key"].read_bytes(), _mode(moved["ca.key"])) == (SECRET, 0o600)
+    assert (moved["ca.key"].stat().st_uid, moved["ca.key"].stat().st_gid) == OWNER
+    assert os.readlink(moved["current.pem"]) == "/var/lib/kubelet/pki/kubelet-client-1.pem"
+    assert (os.lstat(moved["current.pem"]).st_uid, os.lstat(moved["current.pem"]).st_gid) == OWNER
+    assert moved["placeholder.conf"].is_dir() and not moved["placeholder.conf"].is_symlink()
+    assert os.listdir(other_fs) == [] and os.stat(moved["ca.key"]).st_dev != os.stat(other_fs).st_dev
+
+
+def test_write_over_other_content_moves_it_aside_and_a_failed_write_puts_it_back(
+    rec: Recording, tmp_path: Path
+) -> None:
+    host = SshHost(rec, backup_dir=PurePosixPath(tmp_path / "backup"))
+    f = tmp_path / "admin.conf"
+    f.write_bytes(b"old")
+    f.chmod(0o600)
+    aside = host.write(PurePosixPath(f), b"new", 0o600)
+    assert aside is not None and Path(aside).read_bytes() == b"old" and f.read_bytes() == b"new"
+    inode = f.stat().st_ino
+    with pytest.raises(NodeFsError, match=r"cannot write .*admin.conf: chmod: invalid mode.*; the old file was put"):
+        host.write(PurePosixPath(f), b"newer", 0o170000)
+    assert (f.read_bytes(), f.stat().st_ino) == (b"new", inode)
+    assert sorted(os.listdir(tmp_path)) == ["admin.conf", "backup"]
+
+
+def test_a_new_file_takes_two_commands_and_a_dangling_link_is_moved_aside(rec: Recording, tmp_path: Path) -> None:
+    host = SshHost(rec, backup_dir=PurePosixPath(tmp_path / "backup"))
+    assert host.write(PurePosixPath(tmp_path / "new"), b"x", 0o600) is None
+    assert len(rec.calls) == 2  # the read that finds nothing, the write
+    os.symlink("/nowhere/kubelet-client-1.pem", tmp_path / "current.pem")
+    assert host.read(PurePosixPath(tmp_path / "current.pem")) is None
+    aside = host.write(PurePosixPath(tmp_path / "current.pem"), b"pem", 0o600)
+    assert aside is not None and os.readlink(aside) == "/nowhere/kubelet-client-1.pem"  # never destroyed
+    assert (tmp_path / "current.pem").read_bytes() == b"pem" and not (tmp_path / "current.pem").is_symlink()
