@@ -89,6 +89,27 @@ class Host(Protocol):
         ...
 
 
+def parse_crictl_ps(data: bytes | str, name: str | None = None) -> list[Container]:
+    """The containers in ``crictl ps -o json`` output (only those called exactly ``name`` when given).
+    Raises ``ValueError`` when it is not that JSON."""
+    try:
+        items = json.loads(data).get("containers") or []
+        out = [
+            Container(
+                id=str(c["id"]),
+                name=str(c["metadata"]["name"]),
+                state=str(c.get("state", "")),
+                created_at=int(c.get("createdAt") or 0) / 1e9,
+                pod_name=str((c.get("labels") or {}).get("io.kubernetes.pod.name", "")),
+                pod_namespace=str((c.get("labels") or {}).get("io.kubernetes.pod.namespace", "")),
+            )
+            for c in items
+        ]
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not the JSON of 'crictl ps -o json': {exc}") from exc
+    return [c for c in out if name is None or c.name == name]
+
+
 def _crictl(cri_socket: str | None) -> list[str]:
     return ["crictl"] + (["--runtime-endpoint", cri_socket] if cri_socket else [])
 
@@ -164,23 +185,9 @@ class LocalHost:
         if proc is None or proc.returncode != 0:
             return []
         try:
-            items = json.loads(proc.stdout).get("containers") or []
-            out = []
-            for c in items:
-                meta, labels = c.get("metadata") or {}, c.get("labels") or {}
-                out.append(
-                    Container(
-                        str(c["id"]),
-                        str(meta.get("name", "")),
-                        str(c.get("state", "")),
-                        int(c.get("createdAt") or 0) / 1e9,
-                        str(labels.get("io.kubernetes.pod.name", "")),
-                        str(labels.get("io.kubernetes.pod.namespace", "")),
-                    )
-                )
-        except (ValueError, KeyError, TypeError, AttributeError):
+            return parse_crictl_ps(proc.stdout, name)
+        except ValueError:
             return []
-        return out if name is None else [c for c in out if c.name == name]
 
     def stop_containers(self, name: str, cri_socket: str | None = None) -> int:
         """Stop the running containers called ``name`` (the kubelet starts them again from their static Pod,
