@@ -38,6 +38,7 @@ from kuberevive.io.noderoot import NodeRoot, WriteResult
 from kuberevive.model.artifacts import Artifact
 from kuberevive.model.config import KubeadmConfig, NodeFacts
 from kuberevive.model.paths import BACKUP_DIR
+from kuberevive.model.recover import RetrustOptions, TrustFlags
 from kuberevive.run.context import Effects, Faults, StepContext, StepFn, node_api, node_etcd
 from kuberevive.run.journal import JOURNAL, RecoveryJournal
 from kuberevive.run.recover import RecoveryResult, apply_recovery, plan_recovery
@@ -561,3 +562,59 @@ def test_a_step_reaches_the_node_and_the_cluster_only_through_its_context(tmp_pa
     assert "      kube-system/kubeadm-config: restored to the stored content" in c.progress
     with pytest.raises(KubeApiError, match="404"):
         c.api.get("/api/v1/namespaces/kube-system/configmaps/nothing")
+
+
+def _add_node(c: Cluster, name: str, control_plane: bool = False) -> None:
+    labels = {"node-role.kubernetes.io/control-plane": ""} if control_plane else {}
+    c.api.objects[f"/api/v1/nodes/{name}"] = {
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "status": {"addresses": [{"type": "InternalIP", "address": "172.30.2.12"}]},
+    }
+
+
+def test_other_nodes_left_to_be_rejoined_with_skip_retrust_are_in_the_report(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    _add_node(c, "w1")
+    result = apply_recovery(
+        c.host, {}, None, c.progress.append, environ={}, options=RetrustOptions(skip_retrust=True), effects=c.effects()
+    )
+    assert "      --skip-retrust: 1 node(s) left to be re-joined" in c.progress
+    assert {"name": "w1", "ready": False, "retrust": "skipped"} in result.report["nodes"]
+    assert result.report["problems"] == ["node w1 is not Ready"]
+    assert c.journal().retrust["w1"].state == "skipped"
+
+
+def test_another_control_plane_node_stops_the_recovery_with_the_guard_on_until_it_is_skipped(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    _add_node(c, "cp2", control_plane=True)
+    with pytest.raises(
+        PlanError, match="1 node\\(s\\) could not be re-trusted: cp2: another control-plane node"
+    ) as err:
+        c.recover()
+    assert "kubeadm join" in err.value.hint and "--skip-retrust" in err.value.hint
+    j = c.journal()
+    assert j.status == "running" and j.guard == "on" and j.retrust["cp2"].state == "failed"
+    kcm = c.root.read_existing(KCM)
+    assert is_guarded(parse_manifest(kcm.decode()))  # pods on cp2 are not evicted meanwhile
+    result = apply_recovery(
+        c.host, {}, None, c.progress.append, environ={}, options=RetrustOptions(skip_retrust=True), effects=c.effects()
+    )
+    assert result.applied[0] == "retrust-nodes" and c.journal().retrust["cp2"].state == "skipped"
+    assert c.journal().guard == "off"
+
+
+def test_the_cluster_ca_kept_leaves_the_other_nodes_and_the_guard_alone(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    _add_node(c, "w1")
+    with pytest.raises(Killed):
+        c.recover(Faults(after_step=core.STEP_IDS.index("kubeconfigs") + 1, kill=_kill))
+    j = c.journal()
+    assert j.trust is not None and j.trust.new_ca  # a seed disaster makes a new CA
+    j.trust = TrustFlags(new_ca=False, new_front_proxy=False, new_sa=False)  # as with --ca-from and sa.key kept
+    j.save()
+    result = c.recover()
+    assert c.journal().retrust["w1"].state == "kept" and c.journal().guard == "off"
+    assert "      the eviction guard was not used" in c.progress
+    assert "      sa.key was kept: every ServiceAccount token stays valid, no workload restarted" in c.progress
+    assert {"name": "w1", "ready": False, "retrust": "kept"} in result.report["nodes"]
