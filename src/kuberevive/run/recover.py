@@ -23,7 +23,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import PurePosixPath
 
 from kuberevive.core import recover as core
@@ -231,7 +231,7 @@ def _prepare(
         survey_cfg = health.cfg or cfg
         files = _files(root, survey_cfg)
         kept_paths = core.kept_files(survey_cfg, kept)
-        verdicts = core.survey_node(survey_cfg, facts, files, kept_paths, datetime.now(UTC))
+        verdicts = core.survey_node(survey_cfg, facts, files, kept_paths, fx.utcnow())
         for v in verdicts:
             if health.cfg is None and given is None and v.path.parent.name == "manifests":
                 continue  # judged once the stored configuration is read (step 4)
