@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class KubereviveError(Exception):
-    """Base of every expected failure. The CLI prints ``message`` and ``hint`` on one line."""
+    """Base of every expected failure. The CLI prints ``message`` and ``hint`` on one line and exits with the
+    class's :attr:`exit_status`."""
+
+    #: The process's exit status when this error ends a command (1 unless a class says otherwise).
+    exit_status: ClassVar[int] = 1
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
@@ -58,3 +64,37 @@ class EtcdError(KubereviveError):
 
 class PlanError(KubereviveError):
     """A recovery plan cannot be made or executed."""
+
+
+class ConfigMismatch(PlanError):
+    """``recover --config`` differs from the ClusterConfiguration in etcd: the run's files are rolled back."""
+
+
+class ProtoError(EtcdError):
+    """A stored value is not the Kubernetes protobuf it should be."""
+
+
+class BackupError(KubereviveError):
+    """A backup cannot be made, decrypted, read or trusted."""
+
+
+class TransportError(KubereviveError):
+    """A node cannot be reached, or a command or file operation on it failed."""
+
+
+class TransportTimeout(TransportError):
+    """An operation on a node did not finish within its time limit."""
+
+
+class HostKeyError(TransportError):
+    """The node's SSH host key is unknown or does not match the known or pinned key."""
+
+
+class CollectError(KubereviveError):
+    """The node cannot be read at all: diagnose could not run (exit 3)."""
+
+    exit_status = 3
+
+
+class NotAControlPlane(KubereviveError):
+    """``certs`` run on something that is not a kubeadm control-plane node."""

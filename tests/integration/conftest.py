@@ -1,7 +1,7 @@
 """Shared fixtures for integration tests: where the real programs are, and PKI trees made by kuberevive and kubeadm.
 
-Binaries: ``KUBEREVIVE_BIN_DIR`` or the lab build cache (lab/build-binaries.sh). When a program is missing the
-test is skipped on a workstation and fails under CI (env ``CI`` set), so CI can never pass by skipping.
+Binaries: ``KUBEREVIVE_BIN_DIR`` or the lab build cache (src/kuberevive/lab/data/build-binaries.sh). When a program
+is missing the test is skipped on a workstation and fails under CI (env ``CI`` set), so CI can never pass by skipping.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def k8s_bin_dir() -> Path:
     path = Path(os.environ.get("KUBEREVIVE_BIN_DIR") or DEFAULT_BIN_DIR)
     if not (path / "kubectl").is_file() or not (path / "kubeadm").is_file():
         _missing(
-            f"Kubernetes binaries not found in {path}: build them with lab/build-binaries.sh "
+            f"Kubernetes binaries not found in {path}: build them with src/kuberevive/lab/data/build-binaries.sh "
             "or point KUBEREVIVE_BIN_DIR at a directory holding kubeadm and kubectl v1.33"
         )
     return path

@@ -264,7 +264,7 @@ def etcd_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     etcd = BIN_DIR / "etcd"
     if not etcd.exists() or not (BIN_DIR / "etcdutl").exists():
         if os.environ.get("CI"):
-            pytest.fail("etcd/etcdutl not built: run lab/build-binaries.sh")
+            pytest.fail("etcd/etcdutl not built: run src/kuberevive/lab/data/build-binaries.sh")
         pytest.skip("etcd/etcdutl not built")
     root = tmp_path / "node"
     root.mkdir()

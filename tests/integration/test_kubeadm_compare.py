@@ -26,6 +26,8 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from kuberevive.lab.config import BUILD_SCRIPT
+
 pytestmark = pytest.mark.integration
 
 HERE = Path(__file__).resolve().parent
@@ -41,8 +43,8 @@ def kubeadm_binary() -> Path:
     kubeadm = BIN_DIR / "kubeadm"
     if not kubeadm.exists():
         if os.environ.get("CI"):
-            pytest.fail(f"{kubeadm} is missing: .ci/install must build the test binaries (lab/build-binaries.sh)")
-        pytest.skip(f"{kubeadm} not built; run lab/build-binaries.sh")
+            pytest.fail(f"{kubeadm} is missing: .ci/install must build the test binaries ({BUILD_SCRIPT})")
+        pytest.skip(f"{kubeadm} not built; run {BUILD_SCRIPT}")
     return kubeadm
 
 

@@ -122,7 +122,7 @@ def etcd_node(tmp_path: Path) -> Iterator[Path]:
     """A generated node root whose etcd (the real one, with the root's certificates) serves on a free port."""
     etcd, etcdutl = BIN_DIR / "etcd", BIN_DIR / "etcdutl"
     if not etcd.is_file() or not etcdutl.is_file():
-        _missing(f"etcd/etcdutl not built in {BIN_DIR}: run lab/build-binaries.sh")
+        _missing(f"etcd/etcdutl not built in {BIN_DIR}: run src/kuberevive/lab/data/build-binaries.sh")
     root = make_root(tmp_path, "node")
     client, peer = _free_port(), _free_port()
     manifest = root / "etc/kubernetes/manifests/etcd.yaml"

@@ -17,9 +17,10 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from kuberevive.errors import TransportTimeout
 from kuberevive.io.host import Container, Host
 from kuberevive.io.noderoot import NodeRoot
-from kuberevive.io.transport import DEFAULT_TIMEOUT, LocalTransport, Result, TransportTimeout
+from kuberevive.io.transport import DEFAULT_TIMEOUT, LocalTransport, Result
 from kuberevive.model import paths
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from kuberevive.errors import TransportError
 from kuberevive.io.remotehost import SshHost
-from kuberevive.io.transport import SshTarget, SshTransport, TransportError
+from kuberevive.io.transport import SshTarget, SshTransport
 from kuberevive.lab import Lab
 from kuberevive.model import paths
 from tests.lab.conftest import OnNode, wait_ready_since

@@ -8,16 +8,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from kuberevive.io.transport import (
-    Deadline,
-    HostKeyError,
-    SshTarget,
-    SshTransport,
-    Transport,
-    TransportError,
-    TransportTimeout,
-    run_on_nodes,
-)
+from kuberevive.errors import HostKeyError, TransportError, TransportTimeout
+from kuberevive.io.transport import Deadline, SshTarget, SshTransport, Transport, run_on_nodes
 from kuberevive.lab import Lab
 from kuberevive.lab.config import NodeSpec
 

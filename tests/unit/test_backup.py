@@ -18,7 +18,8 @@ import pytest
 
 from kuberevive.core import backup as core
 from kuberevive.core import pki
-from kuberevive.core.backup import BackupError, BackupFile, NodeIdentity, Secret, TrustEvidence
+from kuberevive.core.backup import BackupFile, NodeIdentity, Secret, TrustEvidence
+from kuberevive.errors import BackupError
 from kuberevive.model.config import NodeFacts
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from kuberevive.core import k8sproto
-from kuberevive.core.k8sproto import ProtoError, decode_configmap, encode_field, encode_varint, fields, object_meta
+from kuberevive.core.k8sproto import decode_configmap, encode_field, encode_varint, fields, object_meta
+from kuberevive.errors import ProtoError
 
 
 def test_varint_round_trip() -> None:

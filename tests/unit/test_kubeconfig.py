@@ -278,3 +278,51 @@ def test_current_context_must_resolve() -> None:
         kubeconfig.Kubeconfig.from_yaml(base + "current-context: other\n").current()
     with pytest.raises(ConfigError, match="unknown cluster 'k'"):
         kubeconfig.Kubeconfig.from_yaml(base + "current-context: c\n").current()
+
+
+TWO_CLUSTERS = """\
+clusters:
+- name: a
+  cluster:
+    server: https://a:6443
+    certificate-authority-data: QQ==
+- name: b
+  cluster:
+    server: https://b:6443
+- name: c
+  cluster:
+    certificate-authority-data: Qw==
+contexts:
+- name: first
+  context: {cluster: b, user: u}
+- name: second
+  context: {cluster: a}
+users:
+- name: u
+  user: {tokenFile: /var/run/secrets/token}
+"""
+
+
+def test_current_or_first_falls_back_to_the_first_context_and_an_empty_user() -> None:
+    kc = kubeconfig.Kubeconfig.from_yaml(TWO_CLUSTERS)
+    cluster, user = kc.current_or_first()  # no current-context: the first context, as kubectl with one
+    assert cluster.server == "https://b:6443" and user.token_file == "/var/run/secrets/token"
+    cluster, user = kubeconfig.Kubeconfig.from_yaml(TWO_CLUSTERS + "current-context: second\n").current_or_first()
+    assert cluster.server == "https://a:6443" and user == kubeconfig.User()
+    with pytest.raises(ConfigError, match="has no context"):
+        kubeconfig.Kubeconfig.from_yaml("clusters: []\n").current_or_first()
+    with pytest.raises(ConfigError, match="names no context"):
+        kubeconfig.Kubeconfig.from_yaml(TWO_CLUSTERS + "current-context: gone\n").current_or_first()
+
+
+def test_cluster_cas_and_first_cluster_ca() -> None:
+    assert kubeconfig.Kubeconfig.from_yaml(TWO_CLUSTERS).cluster_cas() == [b"A", b"C"]
+    assert kubeconfig.first_cluster_ca(TWO_CLUSTERS) == b"A"
+    assert (
+        kubeconfig.first_cluster_ca(TWO_CLUSTERS.replace("QQ==", "").replace("    certificate-authority-data: \n", ""))
+        is None
+    )
+    with pytest.raises(ConfigError, match="has no cluster"):
+        kubeconfig.first_cluster_ca("users: []\n")
+    with pytest.raises(ConfigError, match="not valid base64"):
+        kubeconfig.first_cluster_ca(TWO_CLUSTERS.replace("QQ==", "'***'"))

@@ -10,10 +10,9 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from kuberevive.cli.env import is_live_root
-from kuberevive.errors import PlanError
+from kuberevive.errors import PlanError, TransportError
 from kuberevive.io.host import Container, Host, LocalHost
 from kuberevive.io.noderoot import NodeRoot
-from kuberevive.io.transport import TransportError
 from kuberevive.model.paths import BACKUP_DIR
 
 CRICTL_PS = {

@@ -8,14 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kuberevive.io.transport import (
-    Deadline,
-    LocalTransport,
-    Transport,
-    TransportError,
-    TransportTimeout,
-    run_on_nodes,
-)
+from kuberevive.errors import TransportError, TransportTimeout
+from kuberevive.io.transport import Deadline, LocalTransport, Transport, run_on_nodes
 
 
 def test_local_run_read_write(tmp_path: Path):

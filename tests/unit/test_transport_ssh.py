@@ -13,7 +13,8 @@ import asyncssh
 import pytest
 
 from kuberevive.cli.app import build_parser
-from kuberevive.io.transport import HostKeyError, SshTarget, SshTransport, _Loop
+from kuberevive.errors import HostKeyError
+from kuberevive.io.transport import SshTarget, SshTransport, _Loop
 
 
 class _NoAuthServer(asyncssh.SSHServer):

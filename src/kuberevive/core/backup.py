@@ -56,7 +56,7 @@ from cryptography.hazmat.primitives import serialization
 from kuberevive.core import pki
 from kuberevive.core.kubeconfig import MODE_KUBECONFIG
 from kuberevive.core.manifests import MANIFEST_MODE, manifest_flags, parse_manifest
-from kuberevive.errors import KubereviveError
+from kuberevive.errors import BackupError, KubereviveError
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.paths import (
     CA_PAIRS,
@@ -114,10 +114,6 @@ OTHER_MODE = 0o600
 _MODE_RE = re.compile(r"[0-7]{3,4}")
 _PIN_RE = re.compile(r"sha256:([0-9a-fA-F]{64})")
 _FORGED_HINT = "this file was not made by kuberevive backup create: do not use it; use another backup"
-
-
-class BackupError(KubereviveError):
-    """A backup cannot be made, decrypted, read or trusted."""
 
 
 # ------------------------------------------------------------------------------------ data
@@ -451,7 +447,7 @@ def decrypt(ciphertext: bytes, secret: Secret, source: str) -> bytes:
         raise BackupError(
             f"cannot decrypt {source}: {what}, or the file is truncated or corrupt ({_age_reason(exc)})",
             "check the passphrase or identity; if it is right, the file is damaged: use another backup",
-        ) from None
+        ) from exc
 
 
 def _age_reason(exc: Exception) -> str:
@@ -712,10 +708,10 @@ def _read_tar(plaintext: bytes, source: str) -> tuple[bytes, dict[str, Any], byt
                 members[info.name] = _read_member(tar, info)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise BackupError(f"{source} decrypts but its archive is damaged ({exc})", "use another backup") from exc
-    except MemoryError:
+    except MemoryError as exc:
         raise BackupError(
             f"{source} is too large to read in this machine's memory", "read it on a machine with more memory"
-        ) from None
+        ) from exc
     return raw_manifest, manifest, signature, members
 
 

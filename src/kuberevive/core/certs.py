@@ -28,7 +28,6 @@ from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -51,6 +50,7 @@ from kuberevive.core.retrust import (
     node_trust_files,
 )
 from kuberevive.errors import ConfigError, PkiError, PlanError
+from kuberevive.model import yamlload
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import DEFAULT_CERTIFICATES_DIR, EncryptionAlgorithm, KubeadmConfig
 from kuberevive.model.paths import KUBELET_CLIENT_CURRENT, KUBELET_SERVING_CERT, KUBELET_SERVING_CURRENT, KUBERNETES_DIR
@@ -459,7 +459,7 @@ def _kubeconfig_user(data: bytes, path: str) -> tuple[Any, Any]:
     try:
         return Kubeconfig.from_yaml(data).current()
     except (ConfigError, ValueError, TypeError) as exc:
-        raise PkiError(f"{path}: {exc}") from None
+        raise PkiError(f"{path}: {exc}") from exc
 
 
 def _kubeconfig_item(
@@ -660,7 +660,7 @@ def renew_kubeconfig(
     subject, server and CA data, everything else as it was."""
     ca = _authority(certificates_dir(cfg), "ca", files)
     assert ca.key is not None
-    doc = yaml.safe_load(data)
+    doc = yamlload.load(data)
     _cluster, user = _kubeconfig_user(data, str(path))
     old, _err = _load_cert(user.client_certificate_data, f"the client certificate of {path}")
     if old is None or _cn(old.subject) is None:

@@ -21,7 +21,6 @@ Areas and the checks in each (ids are stable; see docs/diagnose.md):
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import re
@@ -36,7 +35,7 @@ import yaml
 from cryptography import x509
 
 from kuberevive.core import pki
-from kuberevive.core.kubeconfig import Kubeconfig
+from kuberevive.core.kubeconfig import Kubeconfig, first_cluster_ca
 from kuberevive.core.manifests import ALL_COMPONENTS, components, manifest_flags, parse_manifest
 from kuberevive.core.redact import redact_url, redact_urls
 from kuberevive.errors import ConfigError, PkiError
@@ -1276,138 +1275,66 @@ def _cis_items(role: str) -> list[tuple[CisItem, _PathsFn]]:
     def kubelet_config(snap: NodeSnapshot, cfg: KubeadmConfig | None, cdir: PurePosixPath) -> list[PurePosixPath]:
         return [KUBELET_CONFIG]
 
-    master: list[tuple[CisItem, _PathsFn]] = [
-        (
-            CisItem(
-                "1.1.1",
-                "API server pod specification file permissions are set to 600 or more restrictive",
-                True,
-                "mode",
-                kubeadm_mode=0o600,
-            ),
-            manifest("kube-apiserver.yaml"),
-        ),
-        (
-            CisItem("1.1.2", "API server pod specification file ownership is set to root:root", True, "owner"),
-            manifest("kube-apiserver.yaml"),
-        ),
-        (
-            CisItem(
-                "1.1.3",
-                "controller manager pod specification file permissions are set to 600 or more restrictive",
-                True,
-                "mode",
-                kubeadm_mode=0o600,
-            ),
+    def pair(
+        mode_id: str,
+        owner_id: str,
+        what: str,
+        automated: bool,
+        paths: _PathsFn,
+        kubeadm_mode: int | None,
+        *,
+        mode_text: str | None = None,
+        owner_text: str | None = None,
+        want_mode: int = 0o600,
+        want_owner: str = "root:root",
+        kubeadm_owner: str | None = "root:root",
+    ) -> list[tuple[CisItem, _PathsFn]]:
+        """The benchmark's usual two items for one set of files: its mode, then its owner."""
+        mode = CisItem(
+            mode_id,
+            mode_text or f"{what} permissions are set to {want_mode:o} or more restrictive",
+            automated,
+            "mode",
+            want_mode=want_mode,
+            kubeadm_mode=kubeadm_mode,
+        )
+        owner = CisItem(
+            owner_id,
+            owner_text or f"{what} ownership is set to {want_owner}",
+            automated,
+            "owner",
+            want_owner=want_owner,
+            kubeadm_owner=kubeadm_owner,
+        )
+        return [(mode, paths), (owner, paths)]
+
+    master = [
+        *pair("1.1.1", "1.1.2", "API server pod specification file", True, manifest("kube-apiserver.yaml"), 0o600),
+        *pair(
+            "1.1.3",
+            "1.1.4",
+            "controller manager pod specification file",
+            True,
             manifest("kube-controller-manager.yaml"),
+            0o600,
         ),
-        (
-            CisItem("1.1.4", "controller manager pod specification file ownership is set to root:root", True, "owner"),
-            manifest("kube-controller-manager.yaml"),
+        *pair("1.1.5", "1.1.6", "scheduler pod specification file", True, manifest("kube-scheduler.yaml"), 0o600),
+        *pair("1.1.7", "1.1.8", "etcd pod specification file", True, manifest("etcd.yaml"), 0o600),
+        *pair("1.1.9", "1.1.10", "Container Network Interface file", False, cni, None, kubeadm_owner=None),
+        *pair(
+            "1.1.11", "1.1.12", "etcd data directory", True, etcd_dir, 0o700, want_mode=0o700, want_owner="etcd:etcd"
         ),
-        (
-            CisItem(
-                "1.1.5",
-                "scheduler pod specification file permissions are set to 600 or more restrictive",
-                True,
-                "mode",
-                kubeadm_mode=0o600,
-            ),
-            manifest("kube-scheduler.yaml"),
-        ),
-        (
-            CisItem("1.1.6", "scheduler pod specification file ownership is set to root:root", True, "owner"),
-            manifest("kube-scheduler.yaml"),
-        ),
-        (
-            CisItem(
-                "1.1.7",
-                "etcd pod specification file permissions are set to 600 or more restrictive",
-                True,
-                "mode",
-                kubeadm_mode=0o600,
-            ),
-            manifest("etcd.yaml"),
-        ),
-        (
-            CisItem("1.1.8", "etcd pod specification file ownership is set to root:root", True, "owner"),
-            manifest("etcd.yaml"),
-        ),
-        (
-            CisItem(
-                "1.1.9",
-                "Container Network Interface file permissions are set to 600 or more restrictive",
-                False,
-                "mode",
-            ),
-            cni,
-        ),
-        (
-            CisItem(
-                "1.1.10",
-                "Container Network Interface file ownership is set to root:root",
-                False,
-                "owner",
-                kubeadm_owner=None,
-            ),
-            cni,
-        ),
-        (
-            CisItem(
-                "1.1.11",
-                "etcd data directory permissions are set to 700 or more restrictive",
-                True,
-                "mode",
-                want_mode=0o700,
-                kubeadm_mode=0o700,
-            ),
-            etcd_dir,
-        ),
-        (
-            CisItem(
-                "1.1.12", "etcd data directory ownership is set to etcd:etcd", True, "owner", want_owner="etcd:etcd"
-            ),
-            etcd_dir,
-        ),
-        (
-            CisItem(
-                "1.1.13",
-                "default administrative credential file permissions are set to 600",
-                True,
-                "mode",
-                kubeadm_mode=0o600,
-            ),
+        *pair(
+            "1.1.13",
+            "1.1.14",
+            "default administrative credential file",
+            True,
             conf("admin.conf", "super-admin.conf"),
+            0o600,
+            mode_text="default administrative credential file permissions are set to 600",
         ),
-        (
-            CisItem("1.1.14", "default administrative credential file ownership is set to root:root", True, "owner"),
-            conf("admin.conf", "super-admin.conf"),
-        ),
-        (
-            CisItem(
-                "1.1.15",
-                "scheduler.conf file permissions are set to 600 or more restrictive",
-                True,
-                "mode",
-                kubeadm_mode=0o600,
-            ),
-            conf("scheduler.conf"),
-        ),
-        (CisItem("1.1.16", "scheduler.conf file ownership is set to root:root", True, "owner"), conf("scheduler.conf")),
-        (
-            CisItem(
-                "1.1.17",
-                "controller-manager.conf file permissions are set to 600 or more restrictive",
-                True,
-                "mode",
-                kubeadm_mode=0o600,
-            ),
-            conf("controller-manager.conf"),
-        ),
-        (
-            CisItem("1.1.18", "controller-manager.conf file ownership is set to root:root", True, "owner"),
-            conf("controller-manager.conf"),
-        ),
+        *pair("1.1.15", "1.1.16", "scheduler.conf file", True, conf("scheduler.conf"), 0o600),
+        *pair("1.1.17", "1.1.18", "controller-manager.conf file", True, conf("controller-manager.conf"), 0o600),
         (CisItem("1.1.19", "Kubernetes PKI directory and file ownership is set to root:root", True, "owner"), pki_all),
         (
             CisItem(
@@ -1424,57 +1351,19 @@ def _cis_items(role: str) -> list[tuple[CisItem, _PathsFn]]:
             pki_suffix(".key"),
         ),
     ]
-    node: list[tuple[CisItem, _PathsFn]] = [
-        (
-            CisItem(
-                "4.1.1",
-                "kubelet service file permissions are set to 600 or more restrictive",
-                True,
-                "mode",
-                kubeadm_mode=0o644,
-            ),
-            service,
-        ),
-        (CisItem("4.1.2", "kubelet service file ownership is set to root:root", True, "owner"), service),
-        (
-            CisItem(
-                "4.1.5",
-                "--kubeconfig kubelet.conf file permissions are set to 600 or more restrictive",
-                True,
-                "mode",
-                kubeadm_mode=0o600,
-            ),
-            kubelet_conf,
-        ),
-        (CisItem("4.1.6", "--kubeconfig kubelet.conf file ownership is set to root:root", True, "owner"), kubelet_conf),
-        (
-            CisItem(
-                "4.1.7",
-                "certificate authorities file permissions are set to 600 or more restrictive",
-                False,
-                "mode",
-                kubeadm_mode=0o644,
-            ),
+    node = [
+        *pair("4.1.1", "4.1.2", "kubelet service file", True, service, 0o644),
+        *pair("4.1.5", "4.1.6", "--kubeconfig kubelet.conf file", True, kubelet_conf, 0o600),
+        *pair(
+            "4.1.7",
+            "4.1.8",
+            "certificate authorities file",
+            False,
             client_ca,
+            0o644,
+            owner_text="client certificate authorities file ownership is set to root:root",
         ),
-        (
-            CisItem("4.1.8", "client certificate authorities file ownership is set to root:root", False, "owner"),
-            client_ca,
-        ),
-        (
-            CisItem(
-                "4.1.9",
-                "kubelet config.yaml configuration file permissions are set to 600 or more restrictive",
-                True,
-                "mode",
-                kubeadm_mode=0o644,
-            ),
-            kubelet_config,
-        ),
-        (
-            CisItem("4.1.10", "kubelet config.yaml configuration file ownership is set to root:root", True, "owner"),
-            kubelet_config,
-        ),
+        *pair("4.1.9", "4.1.10", "kubelet config.yaml configuration file", True, kubelet_config, 0o644),
     ]
     return (master + node) if role == "control-plane" else node
 
@@ -1911,8 +1800,7 @@ def _cluster_findings(snap: NodeSnapshot, cdir: PurePosixPath, out: _Out) -> Non
     if isinstance(info, dict) and ca is not None:
         kc = ((info.get("data") or {}).get("kubeconfig")) or ""
         try:
-            cluster, _ = _first_cluster(kc)
-            theirs = _cert(cluster, "cluster-info CA")
+            theirs = _cert(first_cluster_ca(kc), "cluster-info CA")
         except ConfigError:
             theirs = None
         if theirs is None or theirs != ca:
@@ -1985,15 +1873,6 @@ def _cluster_findings(snap: NodeSnapshot, cdir: PurePosixPath, out: _Out) -> Non
                 "configmap/*/kube-root-ca.crt",
                 f"all {len(roots['items'])} kube-root-ca.crt ConfigMaps hold pki/ca.crt",
             )
-
-
-def _first_cluster(text: str) -> tuple[bytes | None, str]:
-    doc = _yaml_mapping(text.encode())
-    clusters = doc.get("clusters") or []
-    if not clusters or not isinstance(clusters[0], dict):
-        raise ConfigError("no cluster")
-    raw = (clusters[0].get("cluster") or {}).get("certificate-authority-data")
-    return (base64.b64decode(raw) if isinstance(raw, str) else None), ""
 
 
 def files_needed(cfg: KubeadmConfig | None) -> Iterable[PurePosixPath]:

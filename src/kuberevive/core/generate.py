@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 
 import yaml
 
-from kuberevive.core.kubeconfig import build_kubeconfigs
+from kuberevive.core.kubeconfig import build_kubeconfigs, first_cluster_ca
 from kuberevive.core.manifests import build_manifests
 from kuberevive.core.pki import (
     PkiBundle,
@@ -27,7 +27,7 @@ from kuberevive.core.pki import (
     load_certificate,
     load_private_key,
 )
-from kuberevive.errors import PkiError
+from kuberevive.errors import ConfigError, PkiError
 from kuberevive.model import yamlload
 from kuberevive.model.artifacts import Artifact
 from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, KubeadmConfig, NodeFacts
@@ -62,11 +62,8 @@ def kubeconfig_paths() -> tuple[PurePosixPath, ...]:
 
 def _embedded_ca(data: bytes) -> bytes | None:
     try:
-        doc = yamlload.load(data)
-        clusters = doc.get("clusters") or []
-        raw = clusters[0]["cluster"]["certificate-authority-data"]
-        return base64.b64decode(raw)
-    except (yaml.YAMLError, AttributeError, LookupError, TypeError, ValueError):
+        return first_cluster_ca(data)
+    except ConfigError:
         return None
 
 

@@ -29,15 +29,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from kuberevive.errors import EtcdError
+from kuberevive.errors import ProtoError
 
 MAGIC = b"k8s\x00"
 
 VARINT, FIXED64, LENGTH, START_GROUP, END_GROUP, FIXED32 = 0, 1, 2, 3, 4, 5
-
-
-class ProtoError(EtcdError):
-    """A stored value is not the Kubernetes protobuf it should be."""
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -93,8 +89,8 @@ def _bytes(value: int | bytes, what: str) -> bytes:
 def _text(value: int | bytes, what: str) -> str:
     try:
         return _bytes(value, what).decode("utf-8")
-    except UnicodeDecodeError:
-        raise ProtoError(f"{what} is not UTF-8", "the etcd value is damaged") from None
+    except UnicodeDecodeError as exc:
+        raise ProtoError(f"{what} is not UTF-8", "the etcd value is damaged") from exc
 
 
 def _map_entry(buf: bytes, what: str) -> tuple[str, bytes]:
@@ -200,8 +196,8 @@ def decode_configmap(value: bytes) -> ConfigMap:
             k, v = _map_entry(_bytes(val, "data"), "data")
             try:
                 data[k] = v.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ProtoError(f"ConfigMap data key {k!r} is not UTF-8", "the etcd value is damaged") from None
+            except UnicodeDecodeError as exc:
+                raise ProtoError(f"ConfigMap data key {k!r} is not UTF-8", "the etcd value is damaged") from exc
         elif number == 3:
             k, v = _map_entry(_bytes(val, "binaryData"), "binaryData")
             binary[k] = v

@@ -278,6 +278,7 @@ class User:
     client_certificate: str | None = _kebab("client-certificate")
     client_key: str | None = _kebab("client-key")
     token: str | None = _kebab("token")
+    token_file: str | None = _kebab("tokenFile")
 
 
 @dataclass(frozen=True)
@@ -344,3 +345,33 @@ class Kubeconfig:
         if user is None:
             raise ConfigError(f"context {self.current_context!r} names unknown user {ctx.user!r}")
         return cluster, user
+
+    def current_or_first(self) -> tuple[Cluster, User]:
+        """As :meth:`current`, but a file without a current context uses its first context (as kubectl's
+        clients do when a kubeconfig names one context only); a context without a user gets an empty one."""
+        if self.current_context:
+            ctx_name = self.current_context
+        elif self.contexts:
+            ctx_name = next(iter(self.contexts))
+        else:
+            raise ConfigError("kubeconfig has no context")
+        if ctx_name not in self.contexts:
+            raise ConfigError(f"kubeconfig current-context {ctx_name!r} names no context")
+        ctx = self.contexts[ctx_name]
+        cluster = self.clusters.get(ctx.cluster or "")
+        if cluster is None:
+            raise ConfigError(f"context {ctx_name!r} names unknown cluster {ctx.cluster!r}")
+        return cluster, self.users.get(ctx.user or "", User())
+
+    def cluster_cas(self) -> list[bytes]:
+        """The ``certificate-authority-data`` of every cluster, in file order (clusters without one left out)."""
+        return [c.certificate_authority_data for c in self.clusters.values() if c.certificate_authority_data]
+
+
+def first_cluster_ca(text: str | bytes) -> bytes | None:
+    """The ``certificate-authority-data`` of a kubeconfig's first cluster (what kubeadm's files and
+    ``cluster-info`` hold), ``None`` when it has none; :class:`ConfigError` when it is not a kubeconfig."""
+    clusters = list(Kubeconfig.from_yaml(text).clusters.values())
+    if not clusters:
+        raise ConfigError("kubeconfig has no cluster")
+    return clusters[0].certificate_authority_data

@@ -51,7 +51,7 @@ from kuberevive.core.kubeconfig import (
 )
 from kuberevive.core.manifests import build_manifests, etcd_image, manifest_path
 from kuberevive.errors import KubereviveError, PkiError, PlanError
-from kuberevive.model import paths
+from kuberevive.model import paths, yamlload
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import (
     DEFAULT_BIND_PORT,
@@ -721,7 +721,7 @@ def kubelet_files(cfg: KubeadmConfig, ca_cert: bytes, ca_key: bytes, now: dateti
     """A client certificate for ``system:node:<name>`` from the current CA, in a new dated pem file, and
     kubelet.conf pointing at ``kubelet-client-current.pem`` (what kubeadm's kubelet-finalize leaves)."""
     conf = next(a for a in build_kubeconfigs(cfg, ca_cert, ca_key, now) if a.path.name == "kubelet.conf")
-    doc = yaml.safe_load(conf.content)
+    doc = yamlload.load(conf.content)
     user = doc["users"][0]["user"]
     cert_pem = base64.b64decode(user.pop("client-certificate-data"))
     key_pem = base64.b64decode(user.pop("client-key-data"))

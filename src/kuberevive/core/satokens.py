@@ -48,7 +48,7 @@ def key_ids(pem: bytes) -> frozenset[str]:
             else:
                 public = serialization.load_pem_public_key(block)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"a {kind.decode(errors='replace')} block does not parse ({exc})") from None
+            raise ValueError(f"a {kind.decode(errors='replace')} block does not parse ({exc})") from exc
         der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         ids.add(_b64url_nopad(hashlib.sha256(der).digest()))
     if not ids:
@@ -63,8 +63,8 @@ def jwt_header(token: str) -> dict[str, Any]:
         raise ValueError("not a compact JWT (three dot-separated parts)")
     try:
         header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise ValueError("the JWT header is not base64url JSON") from None
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("the JWT header is not base64url JSON") from exc
     if not isinstance(header, dict):
         raise ValueError("the JWT header is not a JSON object")
     return header

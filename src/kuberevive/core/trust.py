@@ -35,6 +35,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from kuberevive.core.redact import redact_url
+from kuberevive.model import yamlload
 
 EXTENSION_AUTH = ("kube-system", "extension-apiserver-authentication")
 CLUSTER_INFO = ("kube-public", "cluster-info")
@@ -116,7 +117,7 @@ def load_bundle(pem: bytes | str) -> list[x509.Certificate]:
     try:
         return x509.load_pem_x509_certificates(data)
     except ValueError as exc:
-        raise BadPem(str(exc)) from None
+        raise BadPem(str(exc)) from exc
 
 
 def encode_bundle(certs: Iterable[x509.Certificate]) -> str:
@@ -247,7 +248,7 @@ def plan_cluster_info(
         )
     text = _data(obj).get("kubeconfig")
     try:
-        kubeconfig: Any = yaml.safe_load(text) if text else None
+        kubeconfig: Any = yamlload.load(text) if text else None
         cluster = kubeconfig["clusters"][0]["cluster"]
         server = str(cluster.get("server", ""))
         ca_b64 = cluster.get("certificate-authority-data")

@@ -20,9 +20,18 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from kuberevive.core import backup as core
-from kuberevive.core.backup import BackupContents, BackupError, BackupFile, NodeIdentity, Secret, TrustEvidence
+from kuberevive.core.backup import BackupContents, BackupFile, NodeIdentity, Secret, TrustEvidence
+from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.core.manifests import manifest_flags, parse_manifest
-from kuberevive.errors import ConfigError, EtcdError, ExistingFileError, KubeApiError, KubereviveError, NodeFsError
+from kuberevive.errors import (
+    BackupError,
+    ConfigError,
+    EtcdError,
+    ExistingFileError,
+    KubeApiError,
+    KubereviveError,
+    NodeFsError,
+)
 from kuberevive.io import nodefacts
 from kuberevive.io.noderoot import NodeRoot, WriteResult
 from kuberevive.model import paths
@@ -39,6 +48,17 @@ MAX_BACKUP_BYTES = 4 << 30
 # ------------------------------------------------------------------------------- secrets
 
 
+def _read_secret_file(path: str, what: str) -> str:
+    """The text of a passphrase or identity file (a FIFO is read too, so ``<(...)`` works)."""
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BackupError(
+            f"cannot read the {what} file {path}: {getattr(exc, 'strerror', None) or exc}",
+            "check the path and permissions",
+        ) from exc
+
+
 def read_secret(
     environ: dict[str, str],
     passphrase_file: str | None = None,
@@ -48,27 +68,14 @@ def read_secret(
     """The passphrase (``--passphrase-file``, else ``$KUBEREVIVE_PASSPHRASE``), recipients and identities."""
     passphrase = None
     if passphrase_file:
-        try:
-            text = Path(passphrase_file).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BackupError(
-                f"cannot read the passphrase file {passphrase_file}: {getattr(exc, 'strerror', None) or exc}",
-                "check the path and permissions",
-            ) from None
-        passphrase = text.rstrip("\r\n")
+        passphrase = _read_secret_file(passphrase_file, "passphrase").rstrip("\r\n")
         if not passphrase:
             raise BackupError(f"the passphrase file {passphrase_file} is empty", "write the passphrase into it")
     elif environ.get(PASSPHRASE_ENV):
         passphrase = environ[PASSPHRASE_ENV]
     identities: tuple[str, ...] = ()
     if identity_file:
-        try:
-            text = Path(identity_file).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BackupError(
-                f"cannot read the identity file {identity_file}: {getattr(exc, 'strerror', None) or exc}",
-                "check the path and permissions",
-            ) from None
+        text = _read_secret_file(identity_file, "identity")
         identities = tuple(line.strip() for line in text.splitlines() if line.strip().startswith("AGE-SECRET-KEY-"))
         if not identities:
             raise BackupError(f"{identity_file} holds no AGE-SECRET-KEY- line", "pass the file age-keygen wrote")
@@ -93,7 +100,7 @@ def _read_exact(root: NodeRoot, p: PurePosixPath) -> bytes | None:
             f"cannot back up {p}: {exc.message}; nothing was written",
             f"a backup holds every file exactly: fix or move {p} away (on the node: {root.host_path(p)}), then run "
             "backup create again",
-        ) from None
+        ) from exc
 
 
 def collect_node_files(root: NodeRoot) -> list[BackupFile]:
@@ -291,14 +298,14 @@ def write_backup(path: Path, ciphertext: bytes, *, force: bool = False, now: dat
                 raise BackupError(f"{aside} already exists; nothing was written", "run again")
             os.rename(target, aside)
         NodeRoot(Path("/")).atomic_write(PurePosixPath(target), ciphertext, 0o600, replace=False)
-    except ExistingFileError:
+    except ExistingFileError as exc:
         raise BackupError(
             f"{path} appeared while the backup was written; nothing was written", "pass another --out"
-        ) from None
+        ) from exc
     except OSError as exc:
         raise BackupError(
             f"cannot write {path}: {exc.strerror or exc}; nothing was written", "check free space and permissions"
-        ) from None
+        ) from exc
     return aside
 
 
@@ -310,7 +317,7 @@ def read_backup_bytes(path: Path) -> bytes:
     except NodeFsError as exc:
         raise BackupError(
             f"cannot read the backup {path}: {exc.message}", "pass a backup file (see backup list)"
-        ) from None
+        ) from exc
     if data is None:
         raise BackupError(f"the backup {path} does not exist", "check the path")
     return data
@@ -434,7 +441,7 @@ def prune_backups(directory: Path, keep: int, *, node: str | None = None, dry_ru
             except OSError as exc:
                 raise BackupError(
                     f"cannot remove {b.path}: {exc.strerror}", "check the directory's permissions"
-                ) from None
+                ) from exc
     return Pruned(removed, kept)
 
 
@@ -443,9 +450,6 @@ def prune_backups(directory: Path, keep: int, *, node: str | None = None, dry_ru
 
 def trust_evidence(root: NodeRoot) -> list[TrustEvidence]:
     """Certificates that show which CA this node's survivors trust (kubelet client cert, kubeconfig CAs)."""
-    import base64
-
-    import yaml
 
     out = []
     cert = root.read(paths.KUBELET_CLIENT_CURRENT)
@@ -459,12 +463,8 @@ def trust_evidence(root: NodeRoot) -> list[TrustEvidence]:
         if not data:
             continue
         try:
-            doc = yaml.safe_load(data)
-            for c in doc.get("clusters") or []:
-                cad = (c.get("cluster") or {}).get("certificate-authority-data")
-                if cad:
-                    out.append(TrustEvidence(f"the CA in {conf}", base64.b64decode(cad)))
-        except (yaml.YAMLError, AttributeError, ValueError, TypeError):
+            out.extend(TrustEvidence(f"the CA in {conf}", ca) for ca in Kubeconfig.from_yaml(data).cluster_cas())
+        except ConfigError:
             continue
     return out
 

@@ -70,7 +70,7 @@ class EtcdClient:
         try:
             self._ctx = client_context(ca_pem, cert_pem, key_pem)
         except (ssl.SSLError, ValueError, OSError) as exc:
-            raise EtcdError(f"the etcd CA or client certificate is not usable: {exc}", "check the etcd PKI") from None
+            raise EtcdError(f"the etcd CA or client certificate is not usable: {exc}", "check the etcd PKI") from exc
 
     def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         conn = http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=self.timeout)
@@ -83,9 +83,9 @@ class EtcdClient:
             raise EtcdError(
                 f"etcd at {self.shown} is not trusted by the etcd CA: {exc.verify_message}",
                 "check that etcd runs with the server certificate signed by this etcd CA",
-            ) from None
+            ) from exc
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
-            raise EtcdError(f"cannot reach etcd at {self.shown}: {exc}", "check that etcd is running") from None
+            raise EtcdError(f"cannot reach etcd at {self.shown}: {exc}", "check that etcd is running") from exc
         finally:
             conn.close()
         try:
@@ -154,7 +154,8 @@ class EtcdClient:
         Returns the bytes exactly as etcd streamed them: the bbolt db followed by the sha256 etcd appends
         (``kuberevive.core.backup.split_snapshot`` checks it; ``etcdutl snapshot restore`` checks it too).
         """
-        from kuberevive.core.backup import BackupError, decode_snapshot_stream, split_snapshot
+        from kuberevive.core.backup import decode_snapshot_stream, split_snapshot
+        from kuberevive.errors import BackupError
 
         conn = http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=timeout)
         try:
@@ -162,7 +163,7 @@ class EtcdClient:
             resp = conn.getresponse()
             body = resp.read()
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
-            raise EtcdError(f"cannot take a snapshot from etcd at {self.shown}: {exc}", "check etcd") from None
+            raise EtcdError(f"cannot take a snapshot from etcd at {self.shown}: {exc}", "check etcd") from exc
         finally:
             conn.close()
         if resp.status != 200:
@@ -171,5 +172,5 @@ class EtcdClient:
             data = decode_snapshot_stream(body)
             split_snapshot(data)
         except BackupError as exc:
-            raise EtcdError(exc.message, exc.hint) from None
+            raise EtcdError(exc.message, exc.hint) from exc
         return data

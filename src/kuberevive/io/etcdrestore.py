@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from kuberevive.core.backup import BackupError, EtcdMember, etcd_member
+from kuberevive.core.backup import EtcdMember, etcd_member
 from kuberevive.core.manifests import manifest_flags, parse_manifest
-from kuberevive.errors import EtcdError, KubereviveError
+from kuberevive.errors import BackupError, EtcdError, KubereviveError
 from kuberevive.io import process
 from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.noderoot import NodeRoot
@@ -56,7 +56,7 @@ def member_from_manifest(manifest: bytes, source: str) -> EtcdMember:
     try:
         member = etcd_member(manifest_flags(parse_manifest(manifest)), source)
     except KubereviveError as exc:
-        raise BackupError(f"{source}: {exc.message}", exc.hint or "check the etcd manifest") from None
+        raise BackupError(f"{source}: {exc.message}", exc.hint or "check the etcd manifest") from exc
     reason = node_dir_problem(str(member.data_dir))
     if reason:
         raise BackupError(

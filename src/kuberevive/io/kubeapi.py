@@ -11,7 +11,6 @@ and ``reason`` (the API ``Status.reason``, e.g. ``NotFound``, ``AlreadyExists``,
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import ssl
@@ -19,12 +18,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-import yaml
-
+from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.core.redact import redact_url
-from kuberevive.errors import KubeApiError
+from kuberevive.errors import ConfigError, KubeApiError
 from kuberevive.io.tls import client_context
-from kuberevive.model import yamlload
 
 PATCH_TYPES = {
     "merge": "application/merge-patch+json",
@@ -62,7 +59,7 @@ class KubeApi:
         except (ssl.SSLError, ValueError) as exc:
             raise KubeApiError(
                 f"the kubeconfig's CA or client credentials are not usable: {exc}", "check the kubeconfig"
-            ) from None
+            ) from exc
 
     @classmethod
     def from_kubeconfig(
@@ -73,38 +70,33 @@ class KubeApi:
         (default: the local file system), so a node's kubeconfig can be used through a root prefix."""
         reader = read_file or (lambda p: open(p, "rb").read())  # noqa: SIM115
         try:
-            doc = yamlload.load(data)
-            current = doc.get("current-context") or ""
-            contexts = {c["name"]: c["context"] for c in doc.get("contexts") or []}
-            clusters = {c["name"]: c["cluster"] for c in doc.get("clusters") or []}
-            users = {u["name"]: u.get("user") or {} for u in doc.get("users") or []}
-            ctx = contexts[current] if current else next(iter(contexts.values()))
-            cluster = clusters[ctx["cluster"]]
-            user = users.get(ctx.get("user", ""), {})
-        except (yaml.YAMLError, AttributeError, KeyError, TypeError, StopIteration):
-            raise KubeApiError("the kubeconfig is malformed or has no usable context", "check the file") from None
+            cluster, user = Kubeconfig.from_yaml(data).current_or_first()
+        except ConfigError as exc:
+            raise KubeApiError(
+                f"the kubeconfig is malformed or has no usable context: {exc.message}", "check the file"
+            ) from exc
 
-        def material(inline: str, ref: str, obj: Mapping[str, Any]) -> bytes | None:
-            if obj.get(inline):
-                return base64.b64decode(obj[inline])
-            if obj.get(ref):
+        def material(inline: bytes | None, ref: str | None) -> bytes | None:
+            if inline:
+                return inline
+            if ref:
                 try:
-                    return reader(str(obj[ref]))
+                    return reader(ref)
                 except OSError as exc:
-                    raise KubeApiError(f"cannot read {obj[ref]} named in the kubeconfig: {exc.strerror}") from None
+                    raise KubeApiError(f"cannot read {ref} named in the kubeconfig: {exc.strerror}") from exc
             return None
 
-        ca = material("certificate-authority-data", "certificate-authority", cluster)
+        ca = material(cluster.certificate_authority_data, cluster.certificate_authority)
         if ca is None:
             raise KubeApiError("the kubeconfig has no certificate-authority", "kuberevive never skips TLS verification")
-        token = user.get("token")
-        if not token and user.get("tokenFile"):
-            token = reader(str(user["tokenFile"])).decode().strip()
+        token = user.token
+        if not token and user.token_file:
+            token = reader(user.token_file).decode().strip()
         return cls(
-            server=str(cluster.get("server", "")),
+            server=cluster.server or "",
             ca_pem=ca,
-            client_cert_pem=material("client-certificate-data", "client-certificate", user),
-            client_key_pem=material("client-key-data", "client-key", user),
+            client_cert_pem=material(user.client_certificate_data, user.client_certificate),
+            client_key_pem=material(user.client_key_data, user.client_key),
             token=token,
             timeout=timeout,
         )
@@ -129,11 +121,11 @@ class KubeApi:
             raise KubeApiError(
                 f"the API server at {self.shown} is not trusted by the kubeconfig's CA: {exc.verify_message}",
                 "check that the kubeconfig embeds the cluster's current ca.crt",
-            ) from None
+            ) from exc
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
             raise KubeApiError(
                 f"cannot reach the API server at {self.shown}: {exc}", "check that kube-apiserver is running"
-            ) from None
+            ) from exc
         finally:
             conn.close()
 

@@ -236,14 +236,14 @@ class NodeRoot:
             fd = os.open(host, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY)
         except FileNotFoundError:
             return None
-        except IsADirectoryError:
-            raise NodeFsError(f"{node_path} is a directory, expected a file", "move it away and run again") from None
-        except NotADirectoryError:
+        except IsADirectoryError as exc:
+            raise NodeFsError(f"{node_path} is a directory, expected a file", "move it away and run again") from exc
+        except NotADirectoryError as exc:
             raise NodeFsError(
                 f"a parent of {node_path} is a file, expected a directory", "move that file away and run again"
-            ) from None
-        except PermissionError:
-            raise NodeFsError(f"cannot read {node_path}: permission denied", "run kuberevive as root") from None
+            ) from exc
+        except PermissionError as exc:
+            raise NodeFsError(f"cannot read {node_path}: permission denied", "run kuberevive as root") from exc
         except OSError as exc:
             raise NodeFsError(f"cannot read {node_path}: {exc.strerror}", "check the file, then run again") from exc
         try:
@@ -418,10 +418,10 @@ class NodeRoot:
             else:
                 try:
                     os.link(tmp, target, follow_symlinks=False)
-                except FileExistsError:
+                except FileExistsError as exc:
                     raise ExistingFileError(
                         f"{node_path} already exists; nothing was written", "choose another name, or move it away"
-                    ) from None
+                    ) from exc
                 tmp.unlink()
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -518,18 +518,18 @@ class NodeRoot:
             raise error(
                 f"cannot open the node's lock {paths.NODE_LOCK}: {exc.strerror}; nothing was written",
                 f"make {paths.NODE_LOCK.parent} a writable directory, then run again",
-            ) from None
+            ) from exc
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            except BlockingIOError as exc:
                 holder = os.pread(fd, 128, 0).decode(errors="replace").split()
                 pid, other = (holder[0] if holder else ""), (holder[1] if len(holder) > 1 else command)
                 raise error(
                     f"another 'kuberevive {other}' is running on this node (lock {paths.NODE_LOCK} held"
                     + (f" by pid {pid})" if pid else ")"),
                     "wait for it to finish; a killed run releases the lock by itself",
-                ) from None
+                ) from exc
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
             yield

@@ -29,10 +29,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import PurePosixPath
 
-from kuberevive.errors import KubereviveError, NodeFsError
+from kuberevive.errors import KubereviveError, NodeFsError, TransportError
 from kuberevive.io.host import Container, parse_crictl_ps
 from kuberevive.io.noderoot import MAX_READ_BYTES, backup_stamp, missing_parents_modes, normalise
-from kuberevive.io.transport import DEFAULT_TIMEOUT, Result, Transport, TransportError
+from kuberevive.io.transport import DEFAULT_TIMEOUT, Result, Transport
 from kuberevive.model import paths
 
 #: Time limit of one file operation on the node (a command's own limit is the caller's).

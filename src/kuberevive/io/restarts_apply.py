@@ -153,9 +153,9 @@ def _remint(api: KubeApi, action: restarts.Action, current: frozenset[str], dead
         api.patch(path, restarts.remint_patch(action.token_b64), "json")
     except KubeApiError as exc:
         if exc.status == 404:
-            raise _Skip("the Secret is gone") from None
+            raise _Skip("the Secret is gone") from exc
         if exc.status == 422:  # the test op failed: the token changed since planning
-            raise _Skip("its token changed since planning (re-minted already?); plan again to check") from None
+            raise _Skip("its token changed since planning (re-minted already?); plan again to check") from exc
         raise
 
     # Any token present after our removal is a new write. It may be byte-identical to the removed one:
@@ -180,8 +180,8 @@ def _remint(api: KubeApi, action: restarts.Action, current: frozenset[str], dead
         return message
     try:
         kid = token_kid(found[0])
-    except ValueError:
-        raise _Fail("the refilled token is not a JWT") from None
+    except ValueError as exc:
+        raise _Fail("the refilled token is not a JWT") from exc
     if current and kid not in current:
         raise _Fail(
             f"the token controller signed with key {kid}, not a current one: kube-controller-manager still"
@@ -230,7 +230,7 @@ def _evict_one(api: KubeApi, pod: restarts.PodRef, deadline: float, poll: float,
             if exc.status != 429:
                 raise
             if time.monotonic() >= deadline:
-                raise _Fail(f"eviction of {pod.ref} still refused by a PodDisruptionBudget: {exc.message}") from None
+                raise _Fail(f"eviction of {pod.ref} still refused by a PodDisruptionBudget: {exc.message}") from exc
             if not said:
                 progress(f"  eviction of {pod.ref} refused by a PodDisruptionBudget; retrying")
                 said = True

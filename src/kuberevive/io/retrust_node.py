@@ -26,7 +26,8 @@ from kuberevive.core.retrust import (
     NodeTrustFiles,
     client_ca_file,
 )
-from kuberevive.io.transport import Result, Transport, TransportError
+from kuberevive.errors import TransportError
+from kuberevive.io.transport import Result, Transport
 from kuberevive.model.paths import BACKUP_DIR
 
 _MOVE_ASIDE = r"""

@@ -24,7 +24,7 @@ from typing import Any
 from kuberevive.core import diagnose as d
 from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.core.manifests import manifest_flags, parse_manifest
-from kuberevive.errors import ConfigError, KubeApiError, KubereviveError, NodeFsError
+from kuberevive.errors import CollectError, ConfigError, KubeApiError, KubereviveError, NodeFsError
 from kuberevive.io import nodefacts, process
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot, file_kind
@@ -48,12 +48,6 @@ API_OBJECTS = {
     "kube-root-ca": "/api/v1/configmaps?fieldSelector=metadata.name%3Dkube-root-ca.crt",
     "kubeadm-config": "/api/v1/namespaces/kube-system/configmaps/kubeadm-config",
 }
-
-
-class CollectError(KubereviveError):
-    """The node cannot be read at all: diagnose could not run (exit 3)."""
-
-    exit_status = 3
 
 
 class _Reader:
@@ -281,7 +275,7 @@ def _api(
         except OSError as exc:
             raise CollectError(
                 f"cannot read the kubeconfig {kubeconfig}: {exc.strerror}", "check the --kubeconfig path"
-            ) from None
+            ) from exc
         source = kubeconfig
     else:
         for name in ("admin.conf", "kubelet.conf"):
@@ -337,13 +331,13 @@ def collect(
         except (OSError, UnicodeDecodeError) as exc:
             raise CollectError(
                 f"cannot read the configuration file {config_file}: {exc}", "check the --config path"
-            ) from None
+            ) from exc
     try:
         os.listdir(root.prefix)
     except OSError as exc:  # D-U1: one line and exit 3, as documented
         raise CollectError(
             f"cannot read the root directory {root_dir}: {exc.strerror}", "run kuberevive diagnose as root"
-        ) from None
+        ) from exc
     reader = _Reader(root)
     unreadable: dict[str, str] = {}
     try:
@@ -364,7 +358,7 @@ def collect(
                 reader.tree(p, limit=500)
         passwd, group = _read_quietly(root, "/etc/passwd", unreadable), _read_quietly(root, "/etc/group", unreadable)
     except NodeFsError as exc:
-        raise CollectError(exc.message, exc.hint) from None
+        raise CollectError(exc.message, exc.hint) from exc
     host = nodefacts.hostname(root, live=live)
     if host.unreadable:  # a FIFO or device at /etc/hostname is a finding, never a hang (D-11)
         unreadable[str(paths.HOSTNAME_FILE)] = host.unreadable

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from kuberevive.errors import KubereviveError
+from kuberevive.errors import HostKeyError, KubereviveError, TransportError, TransportTimeout
 from kuberevive.io import process
 
 if TYPE_CHECKING:
@@ -48,18 +48,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 60.0
-
-
-class TransportError(KubereviveError):
-    """A node cannot be reached, or a command or file operation on it failed."""
-
-
-class TransportTimeout(TransportError):
-    """An operation on a node did not finish within its time limit."""
-
-
-class HostKeyError(TransportError):
-    """The node's SSH host key is unknown or does not match the known or pinned key."""
 
 
 @dataclass(frozen=True)
@@ -126,10 +114,10 @@ def run_here(name: str, argv: Sequence[str], input: bytes | None, limit: float |
     """Run ``argv`` on this machine (no shell) within ``limit`` seconds; a non-zero exit is a :class:`Result`."""
     try:
         proc = process.run(argv, input=input, timeout=limit)
-    except process.TimeoutExpired:
+    except process.TimeoutExpired as exc:
         raise TransportTimeout(
             f"{name}: {shlex.join(argv)} did not finish within {_secs(limit)}s", "check the node or raise the timeout"
-        ) from None
+        ) from exc
     except OSError as exc:
         raise TransportError(f"{name}: cannot run {argv[0]}: {exc.strerror}", "check that it is installed") from exc
     return Result(proc.returncode if proc.returncode >= 0 else -1, proc.stdout, proc.stderr)
@@ -162,7 +150,7 @@ class LocalTransport:
         try:
             return self._path(path).read_bytes()
         except OSError as exc:
-            raise TransportError(f"{self.name}: cannot read {path}: {exc.strerror}", "check the path") from None
+            raise TransportError(f"{self.name}: cannot read {path}: {exc.strerror}", "check the path") from exc
 
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         target = self._path(path)
@@ -179,7 +167,7 @@ class LocalTransport:
             tmp.unlink(missing_ok=True)
             raise TransportError(
                 f"{self.name}: cannot write {path}: {exc.strerror}", "check the directory exists and is writable"
-            ) from None
+            ) from exc
 
     def close(self) -> None:
         pass
@@ -293,26 +281,26 @@ class SshTransport:
             raise HostKeyError(
                 f"{t.name}: the SSH host key of {t.host}:{t.port} does not match {what}{got}: {exc.reason}",
                 "verify the node's host key out of band; if it legitimately changed, update known_hosts or the pin",
-            ) from None
-        except asyncssh.PermissionDenied:
+            ) from exc
+        except asyncssh.PermissionDenied as exc:
             raise TransportError(
                 f"{t.name}: {t.user}@{t.host}:{t.port} refused every offered key",
                 "check the identity file or the SSH agent and the node's authorized_keys",
-            ) from None
+            ) from exc
         except (asyncssh.Error, OSError) as exc:
             raise TransportError(
                 f"{t.name}: cannot connect to {t.host}:{t.port} over SSH: {exc}",
                 "check that the node is up and sshd listens there",
-            ) from None
+            ) from exc
 
     def _call(self, what: str, coro_fn: Callable[[], Coroutine[Any, Any, T]], timeout: float | None) -> T:
         limit = self.deadline.limit(timeout)
         try:
             return _Loop.call(coro_fn(), limit)
-        except TimeoutError:
+        except TimeoutError as exc:
             raise TransportTimeout(
                 f"{self.name}: {what} did not finish within {_secs(limit)}s", "check the node or raise the timeout"
-            ) from None
+            ) from exc
 
     def connect(self) -> None:
         if self._conn is None:
@@ -368,7 +356,7 @@ class SshTransport:
         try:
             result = self._call(command, _run, None if limit is None else limit + 10)
         except (asyncssh.Error, OSError) as exc:
-            raise TransportError(f"{self.name}: running {command} failed: {exc}", "check the SSH connection") from None
+            raise TransportError(f"{self.name}: running {command} failed: {exc}", "check the SSH connection") from exc
         if limit is not None and result.exit_code in (124, 137) and time.monotonic() - started >= limit:
             raise TransportTimeout(
                 f"{self.name}: {command} did not finish within {_secs(limit)}s", "check the node or raise the timeout"

@@ -2,7 +2,7 @@
 
 ``up`` (each step waits with a timeout and fails with the step and the log file to read):
 
-1. checks: root, programs, the built binaries (lab/build-binaries.sh);
+1. checks: root, programs, the built binaries (``kuberevive/lab/data/build-binaries.sh``);
 2. the network (network.py), then per node: its directories and pre-populated /etc, its mount and
    UTS namespaces, containerd and sshd started through the node's ``systemctl`` shim, the images;
 3. ``kubeadm init --config S/kubeadm-init.yaml`` on the control-plane node (the kubelet is started by
@@ -39,7 +39,7 @@ from kuberevive.lab import images as images_mod
 from kuberevive.lab import kubeadm as kubeadm_mod
 from kuberevive.lab import network, workload
 from kuberevive.lab._proc import run, wait_for
-from kuberevive.lab.config import WORKLOAD_NAMESPACE, LabConfig, NodeSpec
+from kuberevive.lab.config import BUILD_SCRIPT, WORKLOAD_NAMESPACE, LabConfig, NodeSpec
 from kuberevive.lab.node import Node
 from kuberevive.lab.supervisor import cgroup_mounts
 
@@ -162,7 +162,7 @@ class Lab:
         if absent or not (b / ".complete").exists():
             raise LabError(
                 f"the lab binaries are not built in {b} (missing: {', '.join(absent) or '.complete'})",
-                "Run lab/build-binaries.sh first (tens of minutes on a cold cache).",
+                f"Build them first: bash {BUILD_SCRIPT} (it needs Go; tens of minutes on a cold cache).",
             )
 
     # --- up ------------------------------------------------------------------------------------

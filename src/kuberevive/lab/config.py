@@ -34,6 +34,8 @@ ETCD_VERSION = "3.5.24"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 LABAPP_IMAGE = "kuberevive.invalid/labapp:lab"
 WORKLOAD_NAMESPACE = "krlab"
+#: Builds the lab's and the tests' binaries (shipped inside the package, so an installed kuberevive has it too).
+BUILD_SCRIPT = Path(__file__).resolve().parent / "data" / "build-binaries.sh"
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ class LabConfig:
     # --- paths -------------------------------------------------------------------------------
     @property
     def bin_cache(self) -> Path:
-        """Output of lab/build-binaries.sh (keyed by version)."""
+        """Output of :data:`BUILD_SCRIPT` (keyed by version)."""
         return self.cache_dir / f"k8s-v{self.k8s_version}-etcd-v{self.etcd_version}" / "bin"
 
     @property

@@ -11,7 +11,7 @@ config JSON whose ``rootfs.diff_ids`` names the layer, and ``<digest>/layer.tar`
 * pause: the lab's own static C program (``data/pause.c``, ``gcc -Os -static``).
 * kube-proxy: the static kube-proxy plus Debian's iptables (nft backend, ``xtables-nft-multi`` and its
   extension modules) and conntrack with the shared libraries ``ldd`` lists, copied from this host.
-* labapp: the lab workload (``lab/labapp``).
+* labapp: the lab workload (``kuberevive/lab/data/labapp``).
 
 Archives are cached under ``<cache>/images/<key>/`` where the key covers every input file (path,
 size, mtime), so a second ``lab up`` builds nothing.

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from kuberevive.errors import ConfigError
+from kuberevive.model import yamlload
 
 INVENTORY_KIND = "Inventory"
 INVENTORY_API_VERSIONS = ("kuberevive.io/v1alpha1",)
@@ -83,8 +84,8 @@ def _err(source: str, what: str) -> ConfigError:
 def _port(value: Any, source: str, host: str) -> int:
     try:
         port = int(str(value))
-    except ValueError:
-        raise _err(source, f"host {host} has port {value!r}, not a number") from None
+    except ValueError as exc:
+        raise _err(source, f"host {host} has port {value!r}, not a number") from exc
     if not 0 < port < 65536:
         raise _err(source, f"host {host} has port {port}, outside 1-65535")
     return port
@@ -208,7 +209,7 @@ def _parse_ini(text: str, source: str) -> dict[str, _Group]:
         try:
             tokens = shlex.split(line, comments=True)
         except ValueError as exc:
-            raise _err(source, f"line {lineno}: {exc}") from None
+            raise _err(source, f"line {lineno}: {exc}") from exc
         if not tokens:
             continue
         group = groups[section]
@@ -352,12 +353,12 @@ def load_inventory(text: str, source: str = "<inventory>") -> Inventory:
     if _INI_HEADER.match(first):
         return parse_ansible_ini(text, source)
     try:
-        doc = yaml.safe_load(text)
+        doc = yamlload.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise _err(source, f"is neither YAML nor an Ansible INI inventory ({problem}{where})") from None
+        raise _err(source, f"is neither YAML nor an Ansible INI inventory ({problem}{where})") from exc
     if not isinstance(doc, dict):
         if isinstance(doc, str) or doc is None:
             return parse_ansible_ini(text, source)  # bare host lines

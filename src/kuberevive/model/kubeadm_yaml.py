@@ -192,8 +192,8 @@ def _duration(raw: Any, where: str, default: timedelta) -> timedelta:
 def _ip(text: str, where: str) -> str:
     try:
         return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise _fail(where, f"{text!r} is not a valid IP address") from None
+    except ValueError as exc:
+        raise _fail(where, f"{text!r} is not a valid IP address") from exc
 
 
 def _cidrs(text: str, where: str, service: bool) -> str:
@@ -204,8 +204,8 @@ def _cidrs(text: str, where: str, service: bool) -> str:
     for p in parts:
         try:
             net = ipaddress.ip_network(p, strict=False)
-        except ValueError:
-            raise _fail(where, f"{p!r} is not a valid CIDR") from None
+        except ValueError as exc:
+            raise _fail(where, f"{p!r} is not a valid CIDR") from exc
         if "/" not in p:
             raise _fail(where, f"{p!r} is not a valid CIDR (a prefix length is required)")
         families.add(net.version)
@@ -252,9 +252,9 @@ def _host_port(text: str, where: str) -> str:
         raise _fail(where, f"{text!r}: port must be a number between 1 and 65535")
     try:
         ipaddress.ip_address(host)
-    except ValueError:
+    except ValueError as exc:
         if not _DNS1123_SUBDOMAIN.match(host):
-            raise _fail(where, f"{text!r}: {host!r} is not a valid IP address or DNS name") from None
+            raise _fail(where, f"{text!r}: {host!r} is not a valid IP address or DNS name") from exc
     return text
 
 
@@ -425,9 +425,9 @@ def _cluster(doc: dict[str, Any], version: str) -> tuple[ClusterConfiguration, t
     algo_text = _str(m.get("encryptionAlgorithm"), f"{w}.encryptionAlgorithm") or "RSA-2048"
     try:
         algorithm = EncryptionAlgorithm(algo_text)
-    except ValueError:
+    except ValueError as exc:
         allowed_algos = ", ".join(a.value for a in EncryptionAlgorithm)
-        raise _fail(f"{w}.encryptionAlgorithm", f"{algo_text!r} is not one of {allowed_algos}") from None
+        raise _fail(f"{w}.encryptionAlgorithm", f"{algo_text!r} is not one of {allowed_algos}") from exc
 
     cert_validity = _duration(
         m.get("certificateValidityPeriod"), f"{w}.certificateValidityPeriod", ClusterConfiguration.certificate_validity
@@ -605,7 +605,7 @@ def split_documents(text: str | bytes) -> list[dict[str, Any]]:
         problem = getattr(exc, "problem", None) or "malformed YAML"
         raise ConfigError(
             f"the kubeadm configuration is not valid YAML{where}: {problem}", "fix the YAML syntax and run again"
-        ) from None
+        ) from exc
     for i, d in enumerate(docs):
         if not isinstance(d, dict):
             raise ConfigError(

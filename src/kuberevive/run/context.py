@@ -287,7 +287,3 @@ class StepContext:
 
 StepFn = Callable[[StepContext, int], None]
 """One step: the context and the step's 1-based index in the plan (for the fault hooks)."""
-
-
-class ConfigMismatch(PlanError):
-    """``--config`` differs from the ClusterConfiguration in etcd: the run's files are rolled back."""

@@ -213,11 +213,11 @@ class Journal:
             return None
         try:
             data = json.loads(raw)
-        except ValueError:
+        except ValueError as exc:
             raise PlanError(
                 f"the journal {path} is not valid JSON",
                 "move it aside and run again (the recovery then starts over, reusing the files already written)",
-            ) from None
+            ) from exc
         return cls.from_json(root, data, path)
 
     @classmethod

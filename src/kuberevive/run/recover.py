@@ -29,7 +29,7 @@ from pathlib import PurePosixPath
 from kuberevive.core import recover as core
 from kuberevive.core.manifests import etcd_image
 from kuberevive.core.retrust import unreporting_nodes
-from kuberevive.errors import EtcdError, KubeApiError, KubereviveError, PlanError
+from kuberevive.errors import ConfigMismatch, EtcdError, KubeApiError, KubereviveError, PlanError
 from kuberevive.io import node as nodeio
 from kuberevive.io import nodefacts
 from kuberevive.io.host import LocalHost
@@ -40,7 +40,6 @@ from kuberevive.model.kubeadm_yaml import load_kubeadm_config
 from kuberevive.model.recover import NodeIdentity, RecoveryPlan, RetrustOptions
 from kuberevive.run import retrust
 from kuberevive.run.context import (
-    ConfigMismatch,
     Effects,
     Faults,
     Progress,

@@ -36,11 +36,11 @@ from kuberevive.core import diagnose as d
 from kuberevive.core.diagnose import detect_role, resolve_config
 from kuberevive.core.kubeconfig import ADMIN_CONF, CONTROLLER_MANAGER_CONF, SCHEDULER_CONF, SUPER_ADMIN_CONF, Kubeconfig
 from kuberevive.core.retrust import ready_since
-from kuberevive.errors import KubeApiError, KubereviveError, PlanError
+from kuberevive.errors import CollectError, KubeApiError, KubereviveError, NotAControlPlane, PlanError
 from kuberevive.io.host import LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
-from kuberevive.io.snapshot import CollectError, collect
+from kuberevive.io.snapshot import collect
 from kuberevive.io.transport import Transport, run_on_nodes
 from kuberevive.model import paths
 from kuberevive.model.artifacts import Artifact, ArtifactKind
@@ -76,10 +76,6 @@ STEP_TITLES = {
 Progress = Callable[[str], None]
 
 
-class NotAControlPlane(KubereviveError):
-    """``certs`` run on something that is not a kubeadm control-plane node."""
-
-
 def read_report(
     root: str, config_file: str | None, warning_days: int, *, live: bool
 ) -> tuple[certs.CertsReport, KubeadmConfig | None]:
@@ -87,7 +83,7 @@ def read_report(
     try:
         snap = collect(root, config_file=config_file, offline=True, live=live)
     except CollectError as exc:  # diagnose's exit 3 means "expiring" here: this is a plain failure (1)
-        raise KubereviveError(exc.message, exc.hint) from None
+        raise KubereviveError(exc.message, exc.hint) from exc
     role, _evidence = detect_role(snap)
     if role != "control-plane" and config_file is None:
         raise NotAControlPlane(
@@ -146,7 +142,7 @@ def check_other_nodes(
             raise PlanError(
                 f"--all-nodes: the node list cannot be read from the API ({exc.message})",
                 "pass the nodes with --inventory FILE (docs/inventory.md)",
-            ) from None
+            ) from exc
     others = [n for n in inventory.nodes if n.name != report.node_name]
     cdir = paths.PKI_DIR
     ca_data = node.read(cdir / "ca.crt")

@@ -13,7 +13,8 @@ from typing import Any
 from kuberevive import __version__
 from kuberevive.cli.env import Environment, ExitStatus, is_live_root
 from kuberevive.core import backup as core
-from kuberevive.core.backup import BackupContents, BackupError
+from kuberevive.core.backup import BackupContents
+from kuberevive.errors import BackupError
 from kuberevive.io import backupfile
 from kuberevive.io.noderoot import NodeRoot, WriteAction
 from kuberevive.model import paths

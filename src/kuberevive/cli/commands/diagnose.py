@@ -10,7 +10,8 @@ from itertools import groupby
 
 from kuberevive.cli.env import Environment, is_live_root
 from kuberevive.core.diagnose import AREA_ORDER, DEFAULT_EXPIRY_WARNING_DAYS, Options, Report, Severity, diagnose
-from kuberevive.io.snapshot import CollectError, collect
+from kuberevive.errors import CollectError
+from kuberevive.io.snapshot import collect
 
 _COLOURS = {
     Severity.OK: "\033[32m",

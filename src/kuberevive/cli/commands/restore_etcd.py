@@ -8,7 +8,7 @@ from pathlib import Path
 from kuberevive.cli.commands.backup import add_authenticity_args, pinned_ca
 from kuberevive.cli.env import Environment, ExitStatus
 from kuberevive.core import backup as core
-from kuberevive.core.backup import BackupError
+from kuberevive.errors import BackupError
 from kuberevive.io import backupfile, etcdrestore
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model import paths

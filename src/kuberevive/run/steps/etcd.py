@@ -7,8 +7,8 @@ import re
 
 from kuberevive.core import recover as core
 from kuberevive.core.k8sproto import decode_configmap, object_meta
-from kuberevive.errors import EtcdError, PlanError
-from kuberevive.run.context import ConfigMismatch, StepContext
+from kuberevive.errors import ConfigMismatch, EtcdError, PlanError
+from kuberevive.run.context import StepContext
 from kuberevive.run.journal import StoredConfig
 from kuberevive.run.steps.restarts import restart_stale_components
 from kuberevive.run.waiting import wait_for

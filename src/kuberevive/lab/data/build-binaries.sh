@@ -7,7 +7,7 @@
 #   K8S_VERSION default 1.33.13; ETCD_VERSION default 3.5.24 (server); ETCDCTL_VERSION default 3.5.33;
 #   CRICTL_VERSION default 1.34.0
 #
-# Besides the upstream programs it builds the lab's test workload `labapp` (lab/labapp, standard
+# Besides the upstream programs it builds the lab's test workload `labapp` (labapp/ beside this script, standard
 # library only) into the same directory; it is rebuilt whenever its source changes (.labapp.sha256).
 set -euo pipefail
 LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
