@@ -101,7 +101,8 @@ def tool(work: Path, nodes: int, concurrency: int, node_timeout: float, profile:
     from kuberevive.io.transport import SshTransport
     from kuberevive.model.inventory import from_node_objects
     from kuberevive.run import retrust
-    from kuberevive.run.retrust import RetrustOptions, _retrust_in_place
+    from kuberevive.model.recover import RetrustOptions
+    from kuberevive.run.retrust import retrust_in_place
 
     breakdown = Breakdown()
     if profile:
@@ -123,7 +124,7 @@ def tool(work: Path, nodes: int, concurrency: int, node_timeout: float, profile:
     )
     t0 = time.monotonic()
     inventory = from_node_objects(api.get("/api/v1/nodes")["items"], "root", 22)
-    results = _retrust_in_place(api, cfg, ca, key, opts, list(inventory.nodes))
+    results = retrust_in_place(api, cfg, ca, key, opts, list(inventory.nodes))
     wall = time.monotonic() - t0
     out: dict[str, Any] = {
         "wall_s": round(wall, 1),

@@ -66,6 +66,10 @@ class PlanError(KubereviveError):
     """A recovery plan cannot be made or executed."""
 
 
+class ConfigMismatch(PlanError):
+    """``recover --config`` differs from the ClusterConfiguration in etcd: the run's files are rolled back."""
+
+
 class ProtoError(EtcdError):
     """A stored value is not the Kubernetes protobuf it should be."""
 

@@ -10,7 +10,7 @@ from kuberevive import errors
 from kuberevive.errors import CollectError, KubereviveError
 
 #: Private control-flow errors that never leave their module (each named, so a new one is a decision).
-LOCAL = {"kuberevive.run.recover._ConfigMismatch", "kuberevive.run.retrust.ProbeClean"}
+LOCAL = {"kuberevive.run.retrust.ProbeClean"}
 
 
 def _all_subclasses(cls: type[KubereviveError]) -> set[type[KubereviveError]]:

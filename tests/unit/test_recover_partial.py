@@ -22,6 +22,7 @@ from kuberevive.core import pki, satokens
 from kuberevive.core import recover as core
 from kuberevive.core.kubeconfig import build_kubeconfigs
 from kuberevive.core.manifests import build_manifests
+from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.artifacts import Artifact
 from kuberevive.model.config import KubeadmConfig, NodeFacts
@@ -247,7 +248,7 @@ def test_the_plan_lists_each_surviving_file_and_writes_nothing(tmp_path: Path) -
     (root / "var/lib/etcd/member/snap").mkdir(parents=True)
     before = sorted((str(p), p.read_bytes() if p.is_file() else b"") for p in root.rglob("*"))
     init = yaml.safe_dump(core._init_doc(IDENT))
-    plan = plan_recovery(NodeRoot(root), {}, "---\n" + init + "---\n" + STORED, environ={})
+    plan = plan_recovery(LocalHost(NodeRoot(root), live=False), {}, "---\n" + init + "---\n" + STORED, environ={})
     assert [s.id for s in plan.steps] == list(core.STEP_IDS)
     notes = "\n".join(plan.notes)
     assert "/etc/kubernetes/pki/sa.key: replace (unreadable" in notes
@@ -297,7 +298,7 @@ def test_token_key_ids_come_from_the_kubelets_projected_tokens(tmp_path: Path) -
     import base64
     import json
 
-    from kuberevive.run.recover import _token_key_ids
+    from kuberevive.run.steps.control_plane import token_key_ids
 
     def jwt(kid: str) -> bytes:
         header = base64.urlsafe_b64encode(json.dumps({"alg": "RS256", "kid": kid}).encode()).rstrip(b"=")
@@ -313,5 +314,5 @@ def test_token_key_ids_come_from_the_kubelets_projected_tokens(tmp_path: Path) -
     (other / "token").write_bytes(jwt("not-a-projected-token"))
     (tmp_path / "var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~projected/broken").mkdir()
     (tmp_path / "var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~projected/broken/token").write_bytes(b"\xff junk")
-    assert _token_key_ids(NodeRoot(tmp_path)) == frozenset({"kid-one"})
-    assert _token_key_ids(NodeRoot(tmp_path / "nothing")) == frozenset()
+    assert token_key_ids(NodeRoot(tmp_path)) == frozenset({"kid-one"})
+    assert token_key_ids(NodeRoot(tmp_path / "nothing")) == frozenset()

@@ -16,8 +16,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from kuberevive.errors import NodeFsError, TransportError
-from kuberevive.io.host import Container, Host
-from kuberevive.io.remotehost import SshHost, _parents, parse_crictl_ps
+from kuberevive.io.host import Container, Host, parse_crictl_ps
+from kuberevive.io.remotehost import SshHost, _parents
 from kuberevive.io.transport import DEFAULT_TIMEOUT, LocalTransport, Result
 
 OWNER = (1234, 2345) if os.geteuid() == 0 else (os.getuid(), os.getgid())  # CI runs as root

@@ -16,8 +16,8 @@ from kuberevive.core import recover as rcore
 from kuberevive.core import retrust as core
 from kuberevive.core.guard import is_guarded
 from kuberevive.core.manifests import parse_manifest
+from kuberevive.core.retrust import guard_manifest, unguard_manifest
 from kuberevive.model.config import KubeadmConfig
-from kuberevive.run.retrust import guard_manifest, unguard_manifest
 from tests.unit.test_recover import STORED, evidence
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -108,7 +108,7 @@ def test_guarded_manifest_round_trips_to_kubeadms_bytes() -> None:
 
 
 def test_eviction_taints_are_only_not_ready_and_unreachable_no_execute() -> None:
-    from kuberevive.run.retrust import _eviction_taints
+    from kuberevive.core.retrust import eviction_taints
 
     def node(name: str, *taints: tuple[str, str]) -> dict[str, Any]:
         return {"metadata": {"name": name}, "spec": {"taints": [{"key": k, "effect": e} for k, e in taints]}}
@@ -120,7 +120,7 @@ def test_eviction_taints_are_only_not_ready_and_unreachable_no_execute() -> None
         node("d", ("node.kubernetes.io/not-ready", "NoExecute")),
         {"metadata": {"name": "e"}, "spec": {}},
     ]
-    assert _eviction_taints(nodes) == ["a (node.kubernetes.io/unreachable)", "d (node.kubernetes.io/not-ready)"]
+    assert eviction_taints(nodes) == ["a (node.kubernetes.io/unreachable)", "d (node.kubernetes.io/not-ready)"]
 
 
 def test_eviction_events_are_taint_evictions_without_their_cancellations() -> None:

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from kuberevive import logs
@@ -20,6 +21,12 @@ class ExitStatus(enum.IntEnum):
     USAGE = 64  # EX_USAGE: apart from every command's own codes (diagnose's 1-3 are findings)
     UNEXPECTED = 70
     INTERRUPTED = 130
+
+
+def is_live_root(root: str | Path) -> bool:
+    """Whether ``--root`` is this machine's own ``/``: the tool then runs on the node itself, so systemctl, crictl
+    and ip act on it. The one place that decides it (a host's ``live``); nothing else infers it from a path."""
+    return Path(root).resolve() == Path("/")
 
 
 @dataclass

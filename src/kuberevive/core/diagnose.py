@@ -403,7 +403,7 @@ def _days(delta: timedelta) -> int:
     return int(delta.total_seconds() // 86400)
 
 
-def _flags_env(text: str) -> dict[str, str]:
+def flags_env(text: str) -> dict[str, str]:
     """``KUBELET_KUBEADM_ARGS="--a=b --c=d"`` -> {a: b, c: d}."""
     out: dict[str, str] = {}
     m = re.search(r'KUBELET_KUBEADM_ARGS="?([^"\n]*)"?', text)
@@ -505,7 +505,7 @@ def reconstruct_config_yaml(snap: NodeSnapshot) -> tuple[str | None, list[str]]:
     if kubelet_cfg:
         used.append(str(KUBELET_CONFIG))
     flags_text = snap.content(KUBEADM_FLAGS)
-    kflags = _flags_env(flags_text.decode(errors="replace")) if flags_text else {}
+    kflags = flags_env(flags_text.decode(errors="replace")) if flags_text else {}
     if flags_text:
         used.append(str(KUBEADM_FLAGS))
 

@@ -31,8 +31,10 @@ from typing import Any
 import yaml
 from cryptography import x509
 
+from kuberevive.core import guard as guardcore
 from kuberevive.core import pki, yamlfmt
 from kuberevive.core.kubeconfig import Kubeconfig, render_kubeconfig
+from kuberevive.core.manifests import parse_manifest, render_manifest
 from kuberevive.core.redact import redact_url
 from kuberevive.errors import KubereviveError
 from kuberevive.model.config import KubeadmConfig
@@ -292,3 +294,28 @@ __all__ = [
     "trust_problems",
     "unreporting_nodes",
 ]
+
+
+# ------------------------------------------------------------------------------------- eviction guard
+
+EVICTION_TAINTS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
+
+
+def guard_manifest(content: bytes) -> bytes:
+    """The kube-controller-manager manifest with the eviction guard on (:func:`kuberevive.core.guard.guard`)."""
+    return render_manifest(guardcore.guard(parse_manifest(content.decode()))).encode()
+
+
+def unguard_manifest(content: bytes) -> bytes:
+    """The kube-controller-manager manifest with the eviction guard off again."""
+    return render_manifest(guardcore.unguard(parse_manifest(content.decode()))).encode()
+
+
+def eviction_taints(nodes: list[dict[str, Any]]) -> list[str]:
+    """``node (taint)`` for every NoExecute not-ready/unreachable taint: pods there would be evicted at once."""
+    out = []
+    for n in nodes:
+        for t in (n.get("spec") or {}).get("taints") or []:
+            if t.get("key") in EVICTION_TAINTS and t.get("effect") == "NoExecute":
+                out.append(f"{n['metadata']['name']} ({t['key']})")
+    return out

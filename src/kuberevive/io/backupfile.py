@@ -129,14 +129,14 @@ def collect_node_files(root: NodeRoot) -> list[BackupFile]:
 
 
 def node_identity(
-    root: NodeRoot, files: list[BackupFile], node_name: str | None = None
+    root: NodeRoot, files: list[BackupFile], node_name: str | None = None, *, live: bool
 ) -> tuple[NodeIdentity, list[str]]:
     """Node name (``node_name`` if given, else the kubelet client certificate CN, the kubelet's
     ``--hostname-override``, the etcd member name, else the hostname), addresses; and warnings for a fallback.
 
     Falling back to the hostname is warned about (with ``--node-name`` as the override), and loudly when under
     another root the hostname is this machine's (:func:`nodefacts.hostname`)."""
-    host = nodefacts.hostname(root)
+    host = nodefacts.hostname(root, live=live)
     by_path = {f.path: f.content for f in files}
     name = node_name or ""
     addresses: list[str] = []

@@ -18,13 +18,18 @@ Whether a host is the real, running node (so ``systemctl``, ``crictl`` and ``ip`
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Protocol
 
-from kuberevive.io.transport import DEFAULT_TIMEOUT, Result
+from kuberevive.errors import PlanError
+from kuberevive.io import process
+from kuberevive.io.noderoot import NodeRoot
+from kuberevive.io.transport import DEFAULT_TIMEOUT, Result, run_here
+from kuberevive.model.artifacts import Artifact, ArtifactKind
 
 
 @dataclass(frozen=True)
@@ -82,3 +87,151 @@ class Host(Protocol):
     def containers(self, name: str | None = None) -> list[Container]:
         """The running CRI containers (only those called exactly ``name`` when given)."""
         ...
+
+
+def parse_crictl_ps(data: bytes | str, name: str | None = None) -> list[Container]:
+    """The containers in ``crictl ps -o json`` output (only those called exactly ``name`` when given).
+    Raises ``ValueError`` when it is not that JSON."""
+    try:
+        items = json.loads(data).get("containers") or []
+        out = [
+            Container(
+                id=str(c["id"]),
+                name=str(c["metadata"]["name"]),
+                state=str(c.get("state", "")),
+                created_at=int(c.get("createdAt") or 0) / 1e9,
+                pod_name=str((c.get("labels") or {}).get("io.kubernetes.pod.name", "")),
+                pod_namespace=str((c.get("labels") or {}).get("io.kubernetes.pod.namespace", "")),
+            )
+            for c in items
+        ]
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not the JSON of 'crictl ps -o json': {exc}") from exc
+    return [c for c in out if name is None or c.name == name]
+
+
+def _crictl(cri_socket: str | None) -> list[str]:
+    return ["crictl"] + (["--runtime-endpoint", cri_socket] if cri_socket else [])
+
+
+class LocalHost:
+    """The node the tool runs on: files through :class:`NodeRoot` (``--root``), commands through
+    :mod:`kuberevive.io.process`. ``live`` is decided once by the caller (the CLI: ``--root`` is this machine's
+    ``/``); a host that is not live never runs systemctl, crictl, kubelet or ip: it reports no units, no
+    containers, no addresses, and refuses to restart a unit."""
+
+    def __init__(self, root: NodeRoot, *, live: bool, name: str = "localhost") -> None:
+        self.root = root
+        self.name = name
+        self._live = live
+
+    @property
+    def live(self) -> bool:
+        return self._live
+
+    # -- files -------------------------------------------------------------------------------
+
+    def read(self, node_path: PurePosixPath) -> bytes | None:
+        return self.root.read(node_path)
+
+    def exists(self, node_path: PurePosixPath) -> bool:
+        return self.root.exists(node_path)
+
+    def readlink(self, node_path: PurePosixPath) -> str | None:
+        return self.root.readlink(node_path)
+
+    def write(self, node_path: PurePosixPath, content: bytes, mode: int) -> PurePosixPath | None:
+        art = Artifact(node_path, mode, ArtifactKind.CONFIG, str(node_path), content)
+        (done,) = self.root.write_all([art], force=True)
+        return done.moved_aside_to
+
+    def move_aside(self, node_path: PurePosixPath, now: datetime | None = None) -> PurePosixPath | None:
+        return self.root.move_aside(node_path, now=now)
+
+    def replace_symlink(self, node_path: PurePosixPath, target: str) -> None:
+        self.root.replace_symlink(node_path, target)
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def run(self, argv: Sequence[str], input: bytes | None = None, timeout: float = DEFAULT_TIMEOUT) -> Result:
+        return run_here(self.name, argv, input, timeout)
+
+    def _try(self, argv: Sequence[str], timeout: float) -> process.Completed[str] | None:
+        """On a live host: the finished command, or None when it is missing, cannot start or times out."""
+        return process.try_run(argv, timeout=timeout) if self._live else None
+
+    def unit_active(self, unit: str) -> bool:
+        proc = self._try(["systemctl", "is-active", unit], 10)
+        return proc is not None and proc.stdout.strip() in ("active", "activating")
+
+    def restart_unit(self, unit: str) -> None:
+        if not self._live:
+            raise PlanError(
+                f"{unit} cannot be restarted: {self.root.prefix} is not this machine's own root",
+                f"restart {unit} on the node itself",
+            )
+        proc = self._try(["systemctl", "restart", unit], 60)
+        if proc is None:
+            raise PlanError("systemctl is not available on this node", f"restart {unit} by hand, then run again")
+        if proc.returncode != 0:
+            raise PlanError(
+                f"'systemctl restart {unit}' failed: {(proc.stderr or proc.stdout).strip()[:200]}",
+                f"check 'systemctl status {unit}', then run again",
+            )
+
+    def containers(self, name: str | None = None, cri_socket: str | None = None) -> list[Container]:
+        argv = [*_crictl(cri_socket), "ps", "-o", "json"] + (["--name", f"^{name}$"] if name else [])
+        proc = self._try(argv, 20)
+        if proc is None or proc.returncode != 0:
+            return []
+        try:
+            return parse_crictl_ps(proc.stdout, name)
+        except ValueError:
+            return []
+
+    def stop_containers(self, name: str, cri_socket: str | None = None) -> int:
+        """Stop the running containers called ``name`` (the kubelet starts them again from their static Pod,
+        reading the certificate files anew); how many were stopped."""
+        ids = [c.id for c in self.containers(name, cri_socket)]
+        for cid in ids:
+            self._try([*_crictl(cri_socket), "stop", cid], 60)
+        return len(ids)
+
+    def container_created_at(self, name: str, cri_socket: str | None = None) -> float | None:
+        """When the newest running container called ``name`` was created (UNIX seconds)."""
+        stamps = [c.created_at for c in self.containers(name, cri_socket) if c.created_at]
+        return max(stamps) if stamps else None
+
+    def addresses(self) -> tuple[str, ...]:
+        """Global addresses of the node's interfaces."""
+        proc = self._try(["ip", "-j", "addr", "show"], 5)
+        if proc is None or proc.returncode != 0:
+            return ()
+        try:
+            links = json.loads(proc.stdout or "[]")
+        except ValueError:
+            return ()
+        return tuple(
+            str(info["local"])
+            for link in links
+            for info in link.get("addr_info", [])
+            if info.get("scope") == "global" and info.get("local")
+        )
+
+    def images(self, cri_socket: str | None = None) -> tuple[str, ...]:
+        """Image references the container runtime knows (``repo/name:tag``)."""
+        proc = self._try([*_crictl(cri_socket), "images", "-o", "json"], 20)
+        if proc is None or proc.returncode != 0:
+            return ()
+        try:
+            images = json.loads(proc.stdout).get("images") or []
+        except ValueError:
+            return ()
+        return tuple(sorted(t for i in images for t in i.get("repoTags") or []))
+
+    def kubelet_version(self) -> str | None:
+        proc = self._try(["kubelet", "--version"], 10)
+        if proc is None or proc.returncode != 0:
+            return None
+        words = proc.stdout.split()
+        return words[-1] if words and words[-1].startswith("v") else None

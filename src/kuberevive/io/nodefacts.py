@@ -13,7 +13,6 @@ import shutil
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from kuberevive.errors import NodeFsError
 from kuberevive.io import process
@@ -59,11 +58,6 @@ def default_address() -> str | None:
 MAX_HOSTNAME_FILE_BYTES = 4096
 
 
-def is_this_machine(root: NodeRoot) -> bool:
-    """Whether ``root`` is this machine's own ``/`` (the tool runs on the node itself)."""
-    return root.prefix.resolve() == Path("/")
-
-
 @dataclass(frozen=True)
 class Hostname:
     name: str
@@ -77,10 +71,10 @@ class Hostname:
     """Why the root's ``/etc/hostname`` could not be read (a FIFO, a device, too big), when it could not."""
 
 
-def hostname(root: NodeRoot) -> Hostname:
-    """The node's hostname: on the node itself this machine's; under another root its ``/etc/hostname`` (a
-    FIFO, device or oversized file there counts as none, never a hang), else this machine's, ``borrowed``."""
-    if is_this_machine(root):
+def hostname(root: NodeRoot, *, live: bool) -> Hostname:
+    """The node's hostname: on the node itself (``live``) this machine's; under another root its ``/etc/hostname``
+    (a FIFO, device or oversized file there counts as none, never a hang), else this machine's, ``borrowed``."""
+    if live:
         return Hostname(socket.gethostname(), "this machine's hostname", borrowed=False)
     why = f"there is no {HOSTNAME_FILE} under {root.prefix}"
     try:
@@ -97,18 +91,20 @@ def hostname(root: NodeRoot) -> Hostname:
     return Hostname(socket.gethostname(), f"this machine's hostname, because {why}", borrowed=True)
 
 
-def identity_warnings(root: NodeRoot, facts: NodeFacts, node_name: str, address: str | None) -> list[str]:
+def identity_warnings(
+    root: NodeRoot, facts: NodeFacts, node_name: str, address: str | None, *, live: bool
+) -> list[str]:
     """Warnings for a node name or address that fell back to what this machine detected (``facts``): the
     hostname when no name was configured, the default-route address under another root. Each names the
     fallback and how to override it (``nodeRegistration.name``, ``localAPIEndpoint.advertiseAddress``)."""
     out = []
-    host = hostname(root)
+    host = hostname(root, live=live)
     if host.borrowed and node_name == facts.hostname:
         out.append(
             f"the node name {node_name!r} is {host.source}, not necessarily the node's; "
             "set nodeRegistration.name in the configuration"
         )
-    if address and address == facts.default_address and not is_this_machine(root):
+    if address and address == facts.default_address and not live:
         out.append(
             f"the advertise address {address} is this machine's default-route address, not necessarily the node's "
             f"under {root.prefix}; set localAPIEndpoint.advertiseAddress in the configuration"
@@ -116,10 +112,10 @@ def identity_warnings(root: NodeRoot, facts: NodeFacts, node_name: str, address:
     return out
 
 
-def detect(root: NodeRoot, environ: Mapping[str, str] | None = None) -> NodeFacts:
+def detect(root: NodeRoot, environ: Mapping[str, str] | None = None, *, live: bool) -> NodeFacts:
     env = os.environ if environ is None else environ
     return NodeFacts(
-        hostname=hostname(root).name.lower(),
+        hostname=hostname(root, live=live).name.lower(),
         default_address=default_address(),
         existing_paths=frozenset(p for p in CA_CERT_DIRS if root.host_path(p).is_dir()),
         proxy_env=tuple(sorted((k, v) for k, v in env.items() if k.lower().endswith("_proxy"))),

@@ -25,13 +25,12 @@ command line. The node needs ``sh`` and GNU coreutils (``stat``, ``dd``, ``mkdir
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import PurePosixPath
 
 from kuberevive.errors import KubereviveError, NodeFsError, TransportError
-from kuberevive.io.host import Container
+from kuberevive.io.host import Container, parse_crictl_ps
 from kuberevive.io.noderoot import MAX_READ_BYTES, backup_stamp, missing_parents_modes, normalise
 from kuberevive.io.transport import DEFAULT_TIMEOUT, Result, Transport
 from kuberevive.model import paths
@@ -148,27 +147,6 @@ def _parents(node_path: PurePosixPath) -> list[str]:
 def _why(r: Result) -> str:
     """What a failed command said, on one line."""
     return " ".join((r.stderr or r.stdout).decode(errors="replace").split())[:300] or f"exit code {r.exit_code}"
-
-
-def parse_crictl_ps(data: bytes | str, name: str | None = None) -> list[Container]:
-    """The containers in ``crictl ps -o json`` output (only those called exactly ``name`` when given).
-    Raises ``ValueError`` when it is not that JSON."""
-    try:
-        items = json.loads(data).get("containers") or []
-        out = [
-            Container(
-                id=str(c["id"]),
-                name=str(c["metadata"]["name"]),
-                state=str(c.get("state", "")),
-                created_at=int(c.get("createdAt") or 0) / 1e9,
-                pod_name=str((c.get("labels") or {}).get("io.kubernetes.pod.name", "")),
-                pod_namespace=str((c.get("labels") or {}).get("io.kubernetes.pod.namespace", "")),
-            )
-            for c in items
-        ]
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"not the JSON of 'crictl ps -o json': {exc}") from exc
-    return [c for c in out if name is None or c.name == name]
 
 
 class SshHost:

@@ -318,6 +318,7 @@ def collect(
     kubeconfig: str | None = None,
     offline: bool = False,
     now: datetime | None = None,
+    live: bool,
 ) -> d.NodeSnapshot:
     """Read the node under ``root_dir``. Raises :class:`CollectError` (exit 3) when that is impossible."""
     root = NodeRoot(Path(root_dir))
@@ -358,7 +359,7 @@ def collect(
         passwd, group = _read_quietly(root, "/etc/passwd", unreadable), _read_quietly(root, "/etc/group", unreadable)
     except NodeFsError as exc:
         raise CollectError(exc.message, exc.hint) from exc
-    host = nodefacts.hostname(root)
+    host = nodefacts.hostname(root, live=live)
     if host.unreadable:  # a FIFO or device at /etc/hostname is a finding, never a hang (D-11)
         unreadable[str(paths.HOSTNAME_FILE)] = host.unreadable
     base = d.NodeSnapshot(
@@ -405,13 +406,13 @@ def collect(
     if not offline:
         flags_env = reader.files.get(paths.KUBEADM_FLAGS)
         endpoint = (
-            d._flags_env((flags_env.content or b"").decode(errors="replace")).get("container-runtime-endpoint", "")
+            d.flags_env((flags_env.content or b"").decode(errors="replace")).get("container-runtime-endpoint", "")
             if flags_env
             else ""
         )
         socket_path = endpoint.removeprefix("unix://") if endpoint.startswith("unix:///") else CONTAINERD_SOCKET
         images, images_note = _images(root, socket_path)
-        if root.prefix.resolve() == Path("/"):
+        if live:
             addresses = _addresses()
         probes = _probes(reader.files, lambda p: _read_quietly(root, p, unreadable))
         api, api_note = _api(root, kubeconfig, reader.files)

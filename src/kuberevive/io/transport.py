@@ -110,6 +110,19 @@ class Deadline:
         return left if timeout is None else min(timeout, left)
 
 
+def run_here(name: str, argv: Sequence[str], input: bytes | None, limit: float | None) -> Result:
+    """Run ``argv`` on this machine (no shell) within ``limit`` seconds; a non-zero exit is a :class:`Result`."""
+    try:
+        proc = process.run(argv, input=input, timeout=limit)
+    except process.TimeoutExpired as exc:
+        raise TransportTimeout(
+            f"{name}: {shlex.join(argv)} did not finish within {_secs(limit)}s", "check the node or raise the timeout"
+        ) from exc
+    except OSError as exc:
+        raise TransportError(f"{name}: cannot run {argv[0]}: {exc.strerror}", "check that it is installed") from exc
+    return Result(proc.returncode if proc.returncode >= 0 else -1, proc.stdout, proc.stderr)
+
+
 def _secs(seconds: float | None) -> str:
     return "no limit" if seconds is None else f"{round(seconds, 1):g}"
 
@@ -131,19 +144,7 @@ class LocalTransport:
         return self.root / path.lstrip("/")
 
     def run(self, argv: Sequence[str], input: bytes | None = None, timeout: float = DEFAULT_TIMEOUT) -> Result:
-        limit = self.deadline.limit(timeout)
-        try:
-            proc = process.run(argv, input=input, timeout=limit)
-        except process.TimeoutExpired as exc:
-            raise TransportTimeout(
-                f"{self.name}: {shlex.join(argv)} did not finish within {_secs(limit)}s",
-                "check the node or raise the timeout",
-            ) from exc
-        except OSError as exc:
-            raise TransportError(
-                f"{self.name}: cannot run {argv[0]}: {exc.strerror}", "check that it is installed"
-            ) from exc
-        return Result(proc.returncode if proc.returncode >= 0 else -1, proc.stdout, proc.stderr)
+        return run_here(self.name, argv, input, self.deadline.limit(timeout))
 
     def read_file(self, path: str) -> bytes:
         try:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from kuberevive.model.inventory import Inventory
+
 
 @dataclass(frozen=True)
 class NodeEvidence:
@@ -82,6 +84,15 @@ class NodeIdentity:
         )
 
 
+@dataclass(frozen=True)
+class TrustFlags:
+    """Which trust material the rest of the cluster sees as new after a recovery (then it must follow)."""
+
+    new_ca: bool
+    new_front_proxy: bool
+    new_sa: bool
+
+
 class StepKind(StrEnum):
     WRITE = "write-files"
     WAIT = "wait"
@@ -133,4 +144,46 @@ class RecoveryPlan:
             "node_repairs": [{"name": n, "why": w} for n, w in self.node_repairs],
             "steps": [s.as_dict() | {"done": s.id in self.done_steps} for s in self.steps],
             "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class RetrustOptions:
+    """How recover reaches and treats the other nodes (command-line options; not kept in the journal)."""
+
+    inventory: Inventory | None = None
+    """Nodes and how to reach them; None: the cluster's Node objects (first InternalIP)."""
+    ssh_user: str = "root"
+    ssh_port: int = 22
+    identity_files: tuple[str, ...] = ()
+    known_hosts: tuple[str, ...] = ()
+    concurrency: int = 8
+    node_timeout: float = 300.0
+    skip_retrust: bool = False
+    """Leave the other nodes alone (they are to be re-joined with the printed command)."""
+    eviction_guard: bool = True
+    restart_bare_pods: bool = False
+
+
+@dataclass
+class Report:
+    """The final report: every node and its state, pending CSRs, TokenReviews, aggregated APIs, phase times."""
+
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    pending_csrs: list[dict[str, str]] = field(default_factory=list)
+    token_reviews: dict[str, dict[str, Any]] = field(default_factory=dict)
+    aggregated_apis: list[dict[str, Any]] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    guard: str = "off"
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "nodes": self.nodes,
+            "pending_csrs": self.pending_csrs,
+            "token_reviews": self.token_reviews,
+            "aggregated_apis": self.aggregated_apis,
+            "phases_s": self.phases,
+            "eviction_guard": self.guard,
+            "problems": self.problems,
         }

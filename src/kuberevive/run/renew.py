@@ -37,7 +37,7 @@ from kuberevive.core.diagnose import detect_role, resolve_config
 from kuberevive.core.kubeconfig import ADMIN_CONF, CONTROLLER_MANAGER_CONF, SCHEDULER_CONF, SUPER_ADMIN_CONF, Kubeconfig
 from kuberevive.core.retrust import ready_since
 from kuberevive.errors import CollectError, KubeApiError, KubereviveError, NotAControlPlane, PlanError
-from kuberevive.io import node as nodeio
+from kuberevive.io.host import LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.snapshot import collect
@@ -46,9 +46,10 @@ from kuberevive.model import paths
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import KubeadmConfig
 from kuberevive.model.inventory import InventoryNode, from_node_objects
-from kuberevive.run.journal import Journal
-from kuberevive.run.recover import fault
-from kuberevive.run.retrust import RetrustOptions, connect
+from kuberevive.model.recover import RetrustOptions
+from kuberevive.run.context import fault
+from kuberevive.run.journal import RenewJournal
+from kuberevive.run.retrust import connect
 from kuberevive.run.waiting import wait_for
 
 JOURNAL = paths.RENEW_DIR / "journal.json"
@@ -76,11 +77,11 @@ Progress = Callable[[str], None]
 
 
 def read_report(
-    root: str, config_file: str | None, warning_days: int
+    root: str, config_file: str | None, warning_days: int, *, live: bool
 ) -> tuple[certs.CertsReport, KubeadmConfig | None]:
     """Read the node under ``root`` and check it: the report and the resolved configuration (or None)."""
     try:
-        snap = collect(root, config_file=config_file, offline=True)
+        snap = collect(root, config_file=config_file, offline=True, live=live)
     except CollectError as exc:  # diagnose's exit 3 means "expiring" here: this is a plain failure (1)
         raise KubereviveError(exc.message, exc.hint) from exc
     role, _evidence = detect_role(snap)
@@ -232,16 +233,15 @@ def _require_cfg(cfg: KubeadmConfig | None) -> KubeadmConfig:
     return cfg
 
 
-def plan(root: str, config_file: str | None, warning_days: int, everything: bool) -> RenewResult:
+def plan(root: str, config_file: str | None, warning_days: int, everything: bool, *, live: bool) -> RenewResult:
     """What ``--apply`` would do; reads only. A renewal interrupted earlier is shown as resumed."""
     node = NodeRoot(Path(root))
-    journal = Journal.load(node, JOURNAL)
-    live = node.prefix.resolve() == Path("/")
+    journal = RenewJournal.load(node, JOURNAL)
     if journal is not None and journal.status == "running":
-        targets = list(journal.data["targets"])
+        targets = list(journal.targets)
         todo = [s for s in steps_for([t["name"] for t in targets], live) if not journal.step_done(s)]
-        return RenewResult(targets, todo, str(journal.data.get("config_source", "")), resumed=True)
-    report, cfg = read_report(root, config_file, warning_days)
+        return RenewResult(targets, todo, journal.config_source, resumed=True)
+    report, cfg = read_report(root, config_file, warning_days, live=live)
     items = certs.renewal_targets(report, everything)
     if items:
         _require_cfg(cfg)
@@ -250,14 +250,15 @@ def plan(root: str, config_file: str | None, warning_days: int, everything: bool
 
 class _Executor:
     def __init__(
-        self, node: NodeRoot, journal: Journal, cfg: KubeadmConfig, progress: Progress, result: RenewResult
+        self, host: LocalHost, journal: RenewJournal, cfg: KubeadmConfig, progress: Progress, result: RenewResult
     ) -> None:
-        self.node = node
+        self.node = host.root
+        self.host = host
         self.journal = journal
         self.cfg = cfg
         self.progress = progress
         self.result = result
-        self.targets = [t["name"] for t in journal.data["targets"]]
+        self.targets = [t["name"] for t in journal.targets]
 
     def _pki(self) -> dict[PurePosixPath, bytes]:
         return self.node.read_tree(self.cfg.cluster.certificates_dir)
@@ -291,9 +292,9 @@ class _Executor:
                 self.cfg,
                 files,
                 conf,
-                str(self.journal.data["node_name"]),
+                self.journal.node_name,
                 self._now(),
-                self.journal.data["stamp"],
+                self.journal.stamp,
             )
             pem = Artifact(
                 PurePosixPath(trust.pem_path), 0o600, ArtifactKind.PRIVATE_KEY, "kubelet client certificate", trust.pem
@@ -326,8 +327,8 @@ class _Executor:
 
     def _restart_kubelet(self) -> None:
         self.journal.timing("kubelet_restarted", time.time())
-        nodeio.systemctl_restart("kubelet")
-        wait_for("the kubelet service", KUBELET_TIMEOUT, lambda: (nodeio.systemctl_is_active("kubelet"), "not active"))
+        self.host.restart_unit("kubelet")
+        wait_for("the kubelet service", KUBELET_TIMEOUT, lambda: (self.host.unit_active("kubelet"), "not active"))
 
     def step_kubelet_restart(self) -> None:
         self._restart_kubelet()
@@ -363,7 +364,7 @@ class _Executor:
         stopped = []
         for component, files in COMPONENT_FILES.items():
             if set(files) & set(self.targets):
-                n = nodeio.stop_containers(component, cri)
+                n = self.host.stop_containers(component, cri)
                 stopped.append(f"{component} ({n})")
         self.progress(f"      stopped: {', '.join(stopped)}; restarting the kubelet (clears any crash-loop back-off)")
         self._restart_kubelet()
@@ -381,7 +382,7 @@ class _Executor:
 
     def step_node_ready(self) -> None:
         api = self._api()
-        name = str(self.journal.data["node_name"])
+        name = self.journal.node_name
         since = datetime.fromtimestamp((self.journal.timing("kubelet_restarted") or time.time()) - 2, UTC)
         wait_for(f"node {name} Ready", NODE_TIMEOUT, lambda: ready_since(api.get(f"/api/v1/nodes/{name}"), since), 1.0)
 
@@ -407,15 +408,16 @@ def apply(
     everything: bool,
     progress: Progress,
     environ: Mapping[str, str] | None = None,
+    *,
+    live: bool,
 ) -> RenewResult:
     """Renew what needs it (or resume an interrupted renewal) under the node's lock."""
     node = NodeRoot(Path(root))
-    live = node.prefix.resolve() == Path("/")
     started = time.monotonic()
     with node.lock("certs renew", error=PlanError):
-        journal = Journal.load(node, JOURNAL)
+        journal = RenewJournal.load(node, JOURNAL)
         resumed = journal is not None and journal.status == "running"
-        report, cfg_or_none = read_report(root, config_file, warning_days)
+        report, cfg_or_none = read_report(root, config_file, warning_days, live=live)
         if journal is None or not resumed:
             items = certs.renewal_targets(report, everything)
             result = RenewResult(
@@ -426,7 +428,7 @@ def apply(
             cfg = _require_cfg(cfg_or_none)
             if journal is not None:  # a finished renewal, and now another one
                 node.move_aside(JOURNAL)
-            journal = Journal.new(
+            journal = RenewJournal.new(
                 node,
                 JOURNAL,
                 targets=result.targets,
@@ -437,12 +439,12 @@ def apply(
         else:
             assert journal is not None
             cfg = _require_cfg(cfg_or_none)
-            targets = list(journal.data["targets"])
+            targets = list(journal.targets)
             result = RenewResult(
-                targets, steps_for([t["name"] for t in targets], live), str(journal.data["config_source"]), resumed=True
+                targets, steps_for([t["name"] for t in targets], live), journal.config_source, resumed=True
             )
-            progress(f"resuming the renewal started at {journal.data['started_at']} (journal {JOURNAL})")
-        executor = _Executor(node, journal, cfg, progress, result)
+            progress(f"resuming the renewal started at {journal.started_at} (journal {JOURNAL})")
+        executor = _Executor(LocalHost(node, live=live), journal, cfg, progress, result)
         try:
             executor.run(result.steps, os.environ if environ is None else environ)
         except KubeApiError as exc:

@@ -12,7 +12,7 @@ from typing import Any
 
 from kuberevive import __version__
 from kuberevive.cli.commands import summary
-from kuberevive.cli.env import Environment, ExitStatus
+from kuberevive.cli.env import Environment, ExitStatus, is_live_root
 from kuberevive.core import backup as core
 from kuberevive.core.backup import BackupContents
 from kuberevive.errors import BackupError
@@ -190,7 +190,7 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
         )
     created = datetime.now(UTC)
     files = backupfile.collect_node_files(root)
-    node, warnings = backupfile.node_identity(root, files, args.node_name)
+    node, warnings = backupfile.node_identity(root, files, args.node_name, live=is_live_root(args.root))
     gaps = core.completeness((f.path for f in files), {f.path: f.content for f in files}.get, paths.PKI_DIR)
     if not gaps.complete:
         warnings.append(f"this backup is incomplete: {gaps.summary()}")

@@ -10,7 +10,7 @@ import argparse
 
 from kuberevive.cli.commands import summary
 from kuberevive.cli.commands.recover import add_node_access_args, node_access
-from kuberevive.cli.env import Environment
+from kuberevive.cli.env import Environment, is_live_root
 from kuberevive.core import certs
 from kuberevive.run import renew
 
@@ -69,7 +69,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def run_check(args: argparse.Namespace, env: Environment) -> int:
-    report, _cfg = renew.read_report(args.root, args.config, args.expiry_warning_days)
+    report, _cfg = renew.read_report(args.root, args.config, args.expiry_warning_days, live=is_live_root(args.root))
     if args.all_nodes:
         report = renew.check_other_nodes(report, args.root, node_access(args), env.progress)
     if args.json:
@@ -147,9 +147,11 @@ def render_renew(result: renew.RenewResult, env: Environment, applied: bool) -> 
 
 def run_renew(args: argparse.Namespace, env: Environment) -> int:
     if args.apply:
-        result = renew.apply(args.root, args.config, args.expiry_warning_days, args.all, env.progress)
+        result = renew.apply(
+            args.root, args.config, args.expiry_warning_days, args.all, env.progress, live=is_live_root(args.root)
+        )
     else:
-        result = renew.plan(args.root, args.config, args.expiry_warning_days, args.all)
+        result = renew.plan(args.root, args.config, args.expiry_warning_days, args.all, live=is_live_root(args.root))
     if args.json:
         env.json(result.as_dict() | {"apply": bool(args.apply)})
     else:

@@ -9,7 +9,7 @@ import argparse
 
 from kuberevive.cli import render
 from kuberevive.cli.commands import summary
-from kuberevive.cli.env import Environment
+from kuberevive.cli.env import Environment, is_live_root
 from kuberevive.core.diagnose import AREA_ORDER, DEFAULT_EXPIRY_WARNING_DAYS, Options, Report, Severity, diagnose
 from kuberevive.errors import CollectError
 from kuberevive.io.snapshot import collect
@@ -57,7 +57,13 @@ def _days(text: str) -> int:
 
 def run(args: argparse.Namespace, env: Environment) -> int:
     try:
-        snap = collect(args.root, config_file=args.config, kubeconfig=args.kubeconfig, offline=args.offline)
+        snap = collect(
+            args.root,
+            config_file=args.config,
+            kubeconfig=args.kubeconfig,
+            offline=args.offline,
+            live=is_live_root(args.root),
+        )
     except CollectError:
         raise
     report = diagnose(snap, Options(expiry_warning_days=args.expiry_warning_days, cis_strict=args.cis_strict))

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kuberevive.cli.commands import summary
-from kuberevive.cli.env import Environment, ExitStatus
+from kuberevive.cli.env import Environment, ExitStatus, is_live_root
 from kuberevive.core.generate import Target, generate, kubeconfig_paths
 from kuberevive.errors import ConfigError, ExistingFileError
 from kuberevive.io import nodefacts
@@ -62,12 +62,13 @@ def node_root(root_arg: str, environ: dict[str, str]) -> NodeRoot:
 def run(args: argparse.Namespace, env: Environment) -> int:
     root = node_root(args.root, env.environ)
     text = read_config_file(args.config)
-    facts = nodefacts.detect(root, env.environ)
+    live = is_live_root(args.root)
+    facts = nodefacts.detect(root, env.environ, live=live)
     try:
         cfg = load_kubeadm_config(text, facts)
     except ConfigError as exc:
         raise ConfigError(f"{args.config}: {exc.message}", exc.hint) from None
-    for warning in nodefacts.identity_warnings(root, facts, cfg.node_name, cfg.advertise_address):
+    for warning in nodefacts.identity_warnings(root, facts, cfg.node_name, cfg.advertise_address, live=live):
         env.warning(warning)
 
     target = Target(args.what)

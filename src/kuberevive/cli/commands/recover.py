@@ -13,14 +13,14 @@ from typing import Any
 from kuberevive.cli.commands import summary
 from kuberevive.cli.commands.backup import add_from_backup_args, kept_from_backup
 from kuberevive.cli.commands.generate import read_config_file
-from kuberevive.cli.env import Environment, ExitStatus
+from kuberevive.cli.env import Environment, ExitStatus, is_live_root
 from kuberevive.core.recover import KEPT_FILES
 from kuberevive.errors import ConfigError
+from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.inventory import Inventory, load_inventory
-from kuberevive.model.recover import RecoveryPlan
+from kuberevive.model.recover import RecoveryPlan, RetrustOptions
 from kuberevive.run.recover import RecoveryResult, apply_recovery, plan_recovery
-from kuberevive.run.retrust import RetrustOptions
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -132,10 +132,11 @@ def _read_inventory(path: str) -> Inventory:
 
 def run(args: argparse.Namespace, env: Environment) -> int:
     root = NodeRoot(Path(args.root))
+    host = LocalHost(root, live=is_live_root(args.root))
     kept = read_kept(args.ca_from) if args.ca_from else kept_from_backup(args, env, root)
     config_text = read_config_file(args.config) if args.config else None
     if not args.apply:
-        plan = plan_recovery(root, kept, config_text, env.environ)
+        plan = plan_recovery(host, kept, config_text, env.environ)
         if args.json:
             env.json({"command": "recover", "apply": False, "plan": plan.as_dict()})
         else:
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         eviction_guard=not args.no_eviction_guard,
         restart_bare_pods=args.restart_bare_pods,
     )
-    result = apply_recovery(root, kept, config_text, progress=env.progress, environ=env.environ, options=options)
+    result = apply_recovery(host, kept, config_text, progress=env.progress, environ=env.environ, options=options)
     if args.json:
         env.json({"command": "recover", "apply": True} | result.as_dict())
     else:

@@ -1,0 +1,289 @@
+"""What every recovery step is a function of: :class:`StepContext`.
+
+A step (``run/steps``) gets one context and its 1-based index in the plan, and reaches the node, the cluster,
+the journal, the options, the clock and the fault hook only through it, so that a test can run every step
+against a fake host, a fake API and a fake etcd (``tests/unit/test_executor.py``). Nothing here imports the
+executor: steps depend on the context, the executor on the steps.
+
+Test hooks (:class:`Faults`, read once from the environment by :func:`Faults.from_environ`):
+``KUBEREVIVE_FAULT_AFTER_STEP=<n>`` kills the run right after step n is recorded as done;
+``KUBEREVIVE_FAULT_MID_STEP=<n>`` kills it in the middle of step n (after part of its files are written, or
+before its verification); ``KUBEREVIVE_RETRUST_DELAY=<seconds>`` waits that long before re-trusting the other
+nodes (a slow or unreachable fleet), so a test can let the node-monitor grace period and the pods' NotReady
+tolerations run out while the eviction guard holds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+from kuberevive.core import recover as core
+from kuberevive.errors import NodeFsError, PlanError
+from kuberevive.io.etcd import EtcdClient
+from kuberevive.io.host import LocalHost
+from kuberevive.io.kubeapi import KubeApi
+from kuberevive.io.noderoot import NodeRoot
+from kuberevive.model.artifacts import Artifact
+from kuberevive.model.config import KubeadmConfig, NodeFacts
+from kuberevive.model.paths import ADMIN_CONF
+from kuberevive.model.recover import NodeIdentity, RecoveryPlan, RetrustOptions
+from kuberevive.run.journal import RecoveryJournal
+
+Progress = Callable[[str], None]
+
+PLACEHOLDER_TIMEOUT = 90.0
+
+
+@dataclass
+class RecoveryResult:
+    plan: RecoveryPlan
+    applied: list[str] = field(default_factory=list)
+    join_command: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan.as_dict(),
+            "applied": self.applied,
+            "join_command": self.join_command,
+            "timings": self.timings,
+            "messages": self.messages,
+            "report": self.report,
+        }
+
+
+def _sigkill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fault(environ: Mapping[str, str], name: str, index: int) -> None:
+    """SIGKILL this process when the test hook ``name`` in ``environ`` names step ``index``."""
+    if environ.get(name) == str(index):
+        _sigkill()
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Where a test wants the run killed (1-based step indexes); ``kill`` is SIGKILL unless a test injects one."""
+
+    after_step: int | None = None
+    mid_step: int | None = None
+    retrust_delay: float = 0.0
+    """Seconds to wait before re-trusting the other nodes (a slow fleet): the guard must hold meanwhile."""
+    kill: Callable[[], None] = _sigkill
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Faults:
+        def index(name: str) -> int | None:
+            value = environ.get(name, "")
+            return int(value) if value.isdigit() else None
+
+        delay = float(environ.get("KUBEREVIVE_RETRUST_DELAY", "0") or 0)
+        return cls(index("KUBEREVIVE_FAULT_AFTER_STEP"), index("KUBEREVIVE_FAULT_MID_STEP"), delay)
+
+    def armed_mid(self, index: int) -> bool:
+        return self.mid_step == index
+
+    def mid(self, index: int) -> None:
+        if self.mid_step == index:
+            self.kill()
+
+    def after(self, index: int) -> None:
+        if self.after_step == index:
+            self.kill()
+
+
+def admin_api(root: NodeRoot, timeout: float = 5.0) -> KubeApi | None:
+    """A client of the API server with the node's admin.conf, None when there is none."""
+    data = root.read(ADMIN_CONF)
+    if data is None:
+        return None
+    return KubeApi.from_kubeconfig(data, read_file=lambda p: root.read(p) or b"", timeout=timeout)
+
+
+def node_api(root: NodeRoot) -> KubeApi:
+    api = admin_api(root, timeout=10)
+    if api is None:
+        raise PlanError(f"{ADMIN_CONF} is missing although its step is done", "run recover again")
+    return api
+
+
+def node_etcd(root: NodeRoot, cfg: KubeadmConfig) -> EtcdClient:
+    """The local etcd member, with the healthcheck client certificate of the node's etcd PKI."""
+    cdir = PurePosixPath(cfg.cluster.certificates_dir)
+    files = [root.read(cdir / n) for n in ("etcd/ca.crt", "etcd/healthcheck-client.crt", "etcd/healthcheck-client.key")]
+    if any(f is None for f in files):
+        raise PlanError("the etcd certificates are missing although their step is done", "run recover again")
+    ca, cert, key = (f or b"" for f in files)
+    return EtcdClient("https://127.0.0.1:2379", ca, cert, key, timeout=5)
+
+
+def bootstrap_config(identity: NodeIdentity, given: KubeadmConfig | None) -> KubeadmConfig:
+    """The configuration until the stored one is read from etcd: ``--config``, else kubeadm's defaults for
+    this node."""
+    return given if given is not None else core.bootstrap_config(identity)
+
+
+def final_config(identity: NodeIdentity, given: KubeadmConfig | None, journal: RecoveryJournal) -> KubeadmConfig:
+    """The configuration once ``read-config`` is done: ``--config`` (checked against etcd), else the stored one."""
+    stored = journal.config
+    if stored is None:
+        raise PlanError("the journal has no stored configuration although read-config is done", "run again")
+    if given is not None:
+        return given
+    return core.final_config(identity, stored.cluster, stored.kubelet)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Effects:
+    """How steps reach the world beyond the node's files: clients, clocks, sleep and the fault hooks. The
+    defaults are the real ones; a test passes fakes."""
+
+    api_client: Callable[[NodeRoot], KubeApi] = node_api
+    etcd_client: Callable[[NodeRoot, KubeadmConfig], EtcdClient] = node_etcd
+    clock: Callable[[], float] = time.time
+    """Wall clock (UNIX seconds), for the journal's timings."""
+    utcnow: Callable[[], datetime] = _utcnow
+    """Validity start of certificates, and ``since`` of readiness checks."""
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    faults: Faults = field(default_factory=Faults)
+
+
+@dataclass
+class StepContext:
+    """One recovery run: the node, who it is, its configuration, the journal, the options and the effects."""
+
+    host: LocalHost
+    identity: NodeIdentity
+    given: KubeadmConfig | None
+    """``--config``, when passed."""
+    kept: Mapping[str, bytes]
+    facts: NodeFacts
+    journal: RecoveryJournal
+    options: RetrustOptions = field(default_factory=RetrustOptions)
+    progress: Progress = print
+    fx: Effects = field(default_factory=Effects)
+    messages: list[str] = field(default_factory=list)
+    """What the run moved aside or noticed, for the final result."""
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def faults(self) -> Faults:
+        return self.fx.faults
+
+    def clock(self) -> float:
+        return self.fx.clock()
+
+    def utcnow(self) -> datetime:
+        return self.fx.utcnow()
+
+    def monotonic(self) -> float:
+        return self.fx.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        self.fx.sleep(seconds)
+
+    @property
+    def root(self) -> NodeRoot:
+        return self.host.root
+
+    # -- configuration -------------------------------------------------------------------
+
+    def bootstrap_cfg(self) -> KubeadmConfig:
+        return bootstrap_config(self.identity, self.given)
+
+    def final_cfg(self) -> KubeadmConfig:
+        return final_config(self.identity, self.given, self.journal)
+
+    # -- clients -------------------------------------------------------------------------
+
+    def api(self) -> KubeApi:
+        return self.fx.api_client(self.root)
+
+    def etcd(self, cfg: KubeadmConfig) -> EtcdClient:
+        return self.fx.etcd_client(self.root, cfg)
+
+    # -- the node's files ----------------------------------------------------------------
+
+    def on_node(self, cfg: KubeadmConfig) -> dict[PurePosixPath, bytes]:
+        """Every file of the PKI and /etc/kubernetes as the node has it now."""
+        return self.root.read_tree(cfg.cluster.certificates_dir) | self.root.read_tree("/etc/kubernetes")
+
+    def ca_pair(self) -> tuple[bytes, bytes]:
+        cfg = self.final_cfg()
+        return core.ca_pair(cfg, self.on_node(cfg))
+
+    def join_command(self) -> str:
+        """``kubeadm join`` with the new bootstrap token and the CA's discovery hash."""
+        ca, _key = self.ca_pair()
+        return core.join_command(self.final_cfg(), self.journal.require_token(), ca)
+
+    def move_aside(self, path: PurePosixPath, now: datetime | None = None) -> PurePosixPath:
+        """Move a file or symlink to the backup directory (also across file systems); its new path."""
+        aside = self.host.move_aside(path, now or self.utcnow())
+        if aside is None:
+            raise NodeFsError(f"cannot move {path} aside: it is gone", "run 'kuberevive recover --apply' again")
+        return aside
+
+    def write_step_files(self, step_id: str, index: int, compute: Callable[[], list[Artifact]]) -> list[str]:
+        """Write the step's files, recorded in the journal first (a resumed run writes exactly the same bytes);
+        returns the paths that were already in place."""
+        artifacts = self.journal.artifacts(step_id)
+        if artifacts is None:
+            artifacts = compute()
+            self.journal.record_artifacts(step_id, artifacts)
+        if self.faults.armed_mid(index) and len(artifacts) > 1:
+            self.root.write_all(artifacts[: len(artifacts) // 2], force=True)
+            self.faults.mid(index)
+        # An old static pod the kubelet still runs (it re-lists a re-created manifest directory only every
+        # 20 s) makes the container runtime create an empty directory at a missing hostPath file, e.g.
+        # controller-manager.conf, again and again until the kubelet drops the pod: move it aside and retry.
+        deadline = self.monotonic() + PLACEHOLDER_TIMEOUT
+        while True:
+            try:
+                self._move_aside_replaced(artifacts)
+                results = self.root.write_all(artifacts, force=True)
+                break
+            except (NodeFsError, IsADirectoryError):
+                if self.monotonic() > deadline or not any(self.root.is_placeholder_dir(a.path) for a in artifacts):
+                    raise
+                self.progress("      an empty directory came back where a file belongs (an old static pod): retrying")
+                self.sleep(2)
+        changed = [r for r in results if r.action.value != "unchanged"]
+        for r in changed:
+            if r.moved_aside_to:
+                self.messages.append(f"{r.artifact.path} moved aside to {r.moved_aside_to}")
+        if changed:
+            written = self.journal.changed_files
+            written.extend(str(r.artifact.path) for r in changed if str(r.artifact.path) not in written)
+            self.journal.save()
+        self.progress(f"      wrote {len(changed)} file(s), {len(results) - len(changed)} already in place")
+        return [str(r.artifact.path) for r in results if r.action.value == "unchanged"]
+
+    def _move_aside_replaced(self, artifacts: list[Artifact]) -> None:
+        for a in artifacts:  # move replaced files aside first: /etc and /var may be different file systems
+            if self.root.is_placeholder_dir(a.path):  # left by the container runtime; holds nothing
+                aside = self.move_aside(a.path)
+                self.messages.append(f"{a.path} was an empty directory: moved aside to {aside}")
+            current = self.root.read(a.path)
+            if current is not None and current != a.content:
+                aside = self.move_aside(a.path)
+                self.messages.append(f"{a.path} moved aside to {aside}")
+
+
+StepFn = Callable[[StepContext, int], None]
+"""One step: the context and the step's 1-based index in the plan (for the fault hooks)."""

@@ -1,0 +1,49 @@
+"""The recovery's steps: :data:`STEPS` maps every step id of the plan (:data:`kuberevive.core.recover.STEP_IDS`)
+to its function of a :class:`~kuberevive.run.context.StepContext`. The table is checked when this module is
+imported: a step id without a handler, or a handler for no step, is an import error."""
+
+from __future__ import annotations
+
+from kuberevive.core.recover import STEP_IDS
+from kuberevive.run.context import StepFn
+from kuberevive.run.steps import cluster, control_plane, etcd, nodes
+
+STEPS: dict[str, StepFn] = {
+    "etcd-certs": etcd.etcd_certs,
+    "etcd-manifest": etcd.etcd_manifest,
+    "etcd-ready": etcd.etcd_ready,
+    "read-config": etcd.read_config,
+    "certs": control_plane.certs,
+    "kubeconfigs": control_plane.kubeconfigs,
+    "kubelet-client": control_plane.kubelet_client,
+    "control-plane-manifests": control_plane.control_plane_manifests,
+    "kubelet-restart": control_plane.kubelet_restart,
+    "api-ready": control_plane.api_ready,
+    "admin-check": control_plane.admin_check,
+    "upload-config": cluster.upload_config,
+    "cluster-info": cluster.cluster_info,
+    "bootstrap-token": cluster.bootstrap_token,
+    "node-ready": cluster.node_ready,
+    "retrust-nodes": nodes.retrust_nodes,
+    "serving-csrs": nodes.serving_csrs,
+    "trust-objects": nodes.trust_objects,
+    "sa-tokens": nodes.sa_tokens,
+    "remove-guard": nodes.remove_guard,
+    "report": nodes.report,
+}
+
+
+def check_table(table: dict[str, StepFn], step_ids: tuple[str, ...]) -> None:
+    """Raise when ``table`` and the plan's step ids differ (in either direction or in order)."""
+    if tuple(table) != step_ids:
+        missing = [s for s in step_ids if s not in table]
+        extra = [s for s in table if s not in step_ids]
+        raise ImportError(
+            f"kuberevive.run.steps: the step table does not match the plan's steps (no handler: {missing}, "
+            f"no such step: {extra}, or another order)"
+        )
+
+
+check_table(STEPS, STEP_IDS)
+
+__all__ = ["STEPS", "check_table"]

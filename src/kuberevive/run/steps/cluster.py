@@ -1,0 +1,103 @@
+"""Steps 12-15: the cluster's own records of the control plane (kubeadm-config, cluster-info, a bootstrap token)
+and this node Ready again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from kuberevive.core import recover as core
+from kuberevive.core.kubeconfig import control_plane_url
+from kuberevive.core.retrust import ready_since
+from kuberevive.errors import KubeApiError, PlanError
+from kuberevive.run.context import StepContext
+from kuberevive.run.waiting import wait_for
+
+NODE_TIMEOUT = 240.0
+SIGNER_TIMEOUT = 180.0
+CLUSTER_INFO = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+
+
+def upload_config(ctx: StepContext, i: int) -> None:
+    api = ctx.api()
+    stored = ctx.journal.config
+    if stored is None:
+        raise PlanError("the journal has no stored configuration although read-config is done", "run again")
+    for name, key, value in (
+        ("kubeadm-config", "ClusterConfiguration", stored.cluster),
+        ("kubelet-config", "kubelet", stored.kubelet),
+    ):
+        if value is None:
+            continue
+        path = f"/api/v1/namespaces/kube-system/configmaps/{name}"
+        current = api.get_or_none(path)
+        if current is None:
+            api.create(
+                "/api/v1/namespaces/kube-system/configmaps",
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {key: value}},
+            )
+            ctx.progress(f"      kube-system/{name}: created (was missing)")
+            continue
+        if (current.get("data") or {}).get(key) == value:
+            ctx.progress(f"      kube-system/{name}: unchanged")
+        else:
+            current["data"] = (current.get("data") or {}) | {key: value}
+            api.replace(path, current)
+            ctx.progress(f"      kube-system/{name}: restored to the stored content")
+
+
+def cluster_info_value(ctx: StepContext) -> str:
+    ca, _key = ctx.ca_pair()
+    return core.cluster_info_kubeconfig(control_plane_url(ctx.final_cfg()), ca)
+
+
+def cluster_info(ctx: StepContext, i: int) -> None:
+    api = ctx.api()
+    value = cluster_info_value(ctx)
+    current = api.get_or_none(CLUSTER_INFO)
+    if current is None:
+        api.create(
+            "/api/v1/namespaces/kube-public/configmaps",
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "cluster-info"},
+                "data": {"kubeconfig": value},
+            },
+        )
+        return
+    if (current.get("data") or {}).get("kubeconfig") != value:
+        api.patch(CLUSTER_INFO, {"data": {"kubeconfig": value}})
+        ctx.progress("      kube-public/cluster-info: kubeconfig now carries the new CA")
+
+
+def bootstrap_token(ctx: StepContext, i: int) -> None:
+    api = ctx.api()
+    token = ctx.journal.require_token()
+    secret = core.bootstrap_token_secret(token, ctx.utcnow())
+    name = secret["metadata"]["name"]
+    try:
+        api.create("/api/v1/namespaces/kube-system/secrets", secret)
+    except KubeApiError as exc:
+        if exc.status != 409:
+            raise
+        api.replace(f"/api/v1/namespaces/kube-system/secrets/{name}", secret)
+    token_id = token.partition(".")[0]
+    value = cluster_info_value(ctx)
+    ctx.faults.mid(i)
+
+    def signed() -> tuple[bool, str]:
+        data = api.get(CLUSTER_INFO).get("data") or {}
+        sig = data.get(f"jws-kubeconfig-{token_id}")
+        if sig is None:
+            return False, "no signature yet"
+        ok = core.jws_signature_ok(sig, data.get("kubeconfig", ""), token) and data.get("kubeconfig") == value
+        return ok, "signature does not match yet"
+
+    wait_for("the controller-manager's signature of cluster-info for the new token", SIGNER_TIMEOUT, signed, 1.0)
+
+
+def node_ready(ctx: StepContext, i: int) -> None:
+    api = ctx.api()
+    name = ctx.identity.node_name
+    since = datetime.fromtimestamp((ctx.journal.timing("kubelet_restarted") or ctx.clock()) - 2, UTC)
+    wait_for(f"node {name} Ready", NODE_TIMEOUT, lambda: ready_since(api.get(f"/api/v1/nodes/{name}"), since), 1.0)

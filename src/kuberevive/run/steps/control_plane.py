@@ -1,0 +1,130 @@
+"""Steps 5-11: the PKI, the kubeconfigs, the kubelet's client credentials, the control-plane static Pods, the
+kubelet restarted, and the API server ready and answering admin.conf."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kuberevive.core import recover as core
+from kuberevive.core import satokens
+from kuberevive.core.retrust import guard_manifest
+from kuberevive.errors import KubereviveError
+from kuberevive.io.noderoot import NodeRoot
+from kuberevive.model.artifacts import Artifact
+from kuberevive.model.paths import KUBELET_PODS
+from kuberevive.model.recover import TrustFlags
+from kuberevive.run.context import StepContext
+from kuberevive.run.steps.restarts import restart_stale_components
+from kuberevive.run.waiting import wait_for
+
+API_TIMEOUT = 300.0
+
+
+def token_key_ids(root: NodeRoot, limit: int = 20) -> frozenset[str]:
+    """The ``kid`` of ServiceAccount tokens the kubelet wrote into its pods' projected volumes (signed by the
+    cluster's current sa.key): at most ``limit`` tokens are read."""
+    kids: set[str] = set()
+    read = 0
+    for p in root.walk(KUBELET_PODS, limit=50_000):
+        if p.name != "token" or "kubernetes.io~projected" not in p.parts or read >= limit:
+            continue
+        try:
+            data = root.read(p, limit=64 * 1024)
+            read += 1
+            kid = satokens.jwt_header(data.decode()).get("kid") if data else None
+        except (KubereviveError, ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(kid, str) and kid:
+            kids.add(kid)
+    return frozenset(kids)
+
+
+def certs(ctx: StepContext, i: int) -> None:
+    cfg = ctx.final_cfg()
+    kept = core.kept_files(cfg, ctx.kept)
+    now = ctx.utcnow()
+    if ctx.journal.trust is None:  # before anything of this step is written
+        usable = core.survey_pki(cfg, ctx.on_node(cfg) | kept, now).usable  # what survives valid
+        changes = core.trust_changes(cfg, usable, ctx.journal.cluster_ca_bytes(), token_key_ids(ctx.root))
+        ctx.journal.trust = TrustFlags(**changes)
+        ctx.journal.save()
+    ctx.write_step_files("certs", i, lambda: core.pki_artifacts(cfg, now, ctx.on_node(cfg), kept))
+
+
+def kubeconfigs(ctx: StepContext, i: int) -> None:
+    cfg = ctx.final_cfg()
+    on_node = ctx.on_node(cfg)
+    ca, key = core.ca_pair(cfg, on_node)
+    now = ctx.utcnow()
+    ctx.write_step_files("kubeconfigs", i, lambda: core.control_plane_kubeconfigs(cfg, now, ca, key, on_node))
+
+
+def kubelet_client(ctx: StepContext, i: int) -> None:
+    cfg = ctx.final_cfg()
+    arts = ctx.journal.artifacts("kubelet-client")
+    if arts is None:
+        ca, key = core.ca_pair(cfg, ctx.on_node(cfg))
+        files = core.kubelet_files(cfg, ca, key, ctx.utcnow(), ctx.journal.kubelet_stamp)
+        arts = [files.pem, files.kubeconfig]
+        ctx.journal.record_artifacts("kubelet-client", arts)
+    pem, kubeconfig = arts
+    ctx.root.write_all([pem], force=True)
+    ctx.faults.mid(i)
+    target = str(pem.path)
+    current = core.KUBELET_CLIENT_CURRENT
+    if ctx.host.readlink(current) != target:
+        if ctx.root.lstat(current) is not None:
+            aside = ctx.move_aside(current)
+            ctx.messages.append(f"{current} (the previous one) moved aside to {aside}")
+        ctx.host.replace_symlink(current, target)
+    ctx.root.write_all([kubeconfig], force=True)
+
+
+def control_plane_manifests(ctx: StepContext, i: int) -> None:
+    cfg = ctx.final_cfg()
+    comps = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+    trust = ctx.journal.trust
+    guarded = trust is not None and trust.new_ca and ctx.options.eviction_guard
+
+    def compute() -> list[Artifact]:
+        arts = core.manifests_for(cfg, ctx.facts, comps)
+        if not guarded:
+            return arts
+        return [
+            dataclasses.replace(a, content=guard_manifest(a.content))
+            if a.path.name == "kube-controller-manager.yaml"
+            else a
+            for a in arts
+        ]
+
+    if ctx.journal.guard is None:  # the journal knows the guard is on before the manifest exists
+        ctx.journal.guard = "on" if guarded else "off"
+        ctx.journal.save()
+    unchanged = ctx.write_step_files("control-plane-manifests", i, compute)
+    restart_stale_components(ctx, cfg, unchanged, ("kube-apiserver", "kube-controller-manager", "kube-scheduler"))
+    if guarded:
+        ctx.progress("      eviction guard on: kube-controller-manager runs without taint-eviction-controller")
+    if ctx.journal.timing("control_plane_manifests_written") is None:
+        ctx.journal.timing("control_plane_manifests_written", ctx.clock())
+
+
+def kubelet_restart(ctx: StepContext, i: int) -> None:
+    ctx.journal.timing("kubelet_restarted", ctx.clock())
+    ctx.host.restart_unit("kubelet")
+    wait_for("the kubelet service", 30, lambda: (ctx.host.unit_active("kubelet"), "not active"))
+
+
+def api_ready(ctx: StepContext, i: int) -> None:
+    api = ctx.api()
+    wait_for("the API server (/readyz)", API_TIMEOUT, api.readyz)
+    if ctx.journal.timing("api_ready") is None:
+        ctx.journal.timing("api_ready", ctx.clock())
+        cri = ctx.identity.cri_socket
+        for name, key in (("etcd", "etcd_container_created"), ("kube-apiserver", "apiserver_container_created")):
+            created = ctx.host.container_created_at(name, cri)
+            if created is not None:
+                ctx.journal.timing(key, created)
+
+
+def admin_check(ctx: StepContext, i: int) -> None:
+    ctx.api().get("/api/v1/namespaces/kube-system")

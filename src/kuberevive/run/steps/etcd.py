@@ -1,0 +1,109 @@
+"""Steps 1-4: etcd back on its surviving data with new etcd certificates, and the stored configuration read."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from kuberevive.core import recover as core
+from kuberevive.core.k8sproto import decode_configmap, object_meta
+from kuberevive.errors import ConfigMismatch, EtcdError, PlanError
+from kuberevive.run.context import StepContext
+from kuberevive.run.journal import StoredConfig
+from kuberevive.run.steps.restarts import restart_stale_components
+from kuberevive.run.waiting import wait_for
+
+ETCD_TIMEOUT = 180.0
+CLUSTER_INFO_KEY = "/registry/configmaps/kube-public/cluster-info"
+
+_STALE_TLS = re.compile(
+    r"unknown ca|bad certificate|not trusted by the etcd CA|certificate verify failed|alert internal error", re.I
+)
+
+
+def etcd_certs(ctx: StepContext, i: int) -> None:
+    cfg = ctx.bootstrap_cfg()
+    kept = core.kept_files(cfg, ctx.kept)
+    now = ctx.utcnow()
+    ctx.write_step_files("etcd-certs", i, lambda: core.etcd_pki_artifacts(cfg, now, ctx.on_node(cfg), kept))
+
+
+def etcd_manifest(ctx: StepContext, i: int) -> None:
+    cfg = ctx.bootstrap_cfg()
+    unchanged = ctx.write_step_files("etcd-manifest", i, lambda: core.manifests_for(cfg, ctx.facts, ("etcd",)))
+    restart_stale_components(ctx, cfg, unchanged, ("etcd",))
+    if ctx.journal.timing("etcd_manifest_written") is None:
+        ctx.journal.timing("etcd_manifest_written", ctx.clock())
+
+
+def etcd_ready(ctx: StepContext, i: int) -> None:
+    client = ctx.etcd(ctx.bootstrap_cfg())
+    restarted = False
+
+    def healthy() -> tuple[bool, str]:
+        nonlocal restarted
+        try:
+            return client.health()
+        except EtcdError as exc:
+            # an etcd that still runs with other certificates (an earlier, abandoned attempt): the kubelet
+            # keeps it since its manifest is identical; restarting the container makes it load the new ones
+            if not restarted and _STALE_TLS.search(exc.message):
+                restarted = True
+                if ctx.host.stop_containers("etcd", ctx.identity.cri_socket):
+                    ctx.progress("      etcd ran with other certificates: its container was restarted")
+            raise
+
+    wait_for("etcd", ETCD_TIMEOUT, healthy)
+    t = ctx.journal.timing("etcd_manifest_written")
+    if t is not None and ctx.journal.timing("etcd_ready") is None:
+        ctx.journal.timing("etcd_ready", ctx.clock())
+    ctx.progress(f"      etcd is healthy: {client.status().get('version', '?')}")
+
+
+def read_config(ctx: StepContext, i: int) -> None:
+    client = ctx.etcd(ctx.bootstrap_cfg())
+    raw = client.get(core.KUBEADM_CONFIG_KEY)
+    if raw is None:
+        raise PlanError(
+            f"etcd has no {core.KUBEADM_CONFIG_KEY}: this etcd data was not made by kubeadm init",
+            "pass the kubeadm configuration with --config",
+        )
+    cluster_yaml = decode_configmap(raw).data.get("ClusterConfiguration")
+    if not cluster_yaml:
+        raise PlanError("kube-system/kubeadm-config in etcd has no ClusterConfiguration key", "pass --config")
+    kubelet_raw = client.get(core.KUBELET_CONFIG_KEY)
+    kubelet_yaml = decode_configmap(kubelet_raw).data.get("kubelet") if kubelet_raw else None
+    # identity checks against what etcd remembers
+    name = ctx.identity.node_name
+    pod = client.get(f"/registry/pods/kube-system/kube-apiserver-{name}")
+    endpoint = object_meta(pod)[1].annotations.get(core.APISERVER_ENDPOINT_ANNOTATION) if pod else None
+    members = client.members()
+    if len(members) != 1:
+        raise PlanError(
+            f"etcd has {len(members)} members; recover part 1 handles a single stacked etcd member",
+            "recover with etcdctl member remove/add first",
+        )
+    identity = core.refine_identity(ctx.identity, endpoint, list(members[0].peer_urls))
+    stored = core.final_config(identity, cluster_yaml, kubelet_yaml)
+    if ctx.given is not None:
+        diffs = core.config_differences(ctx.given, stored)
+        if diffs:
+            raise ConfigMismatch(
+                f"--config differs from the ClusterConfiguration stored in etcd: {'; '.join(diffs[:5])}",
+                "fix the file or run without --config to use the stored configuration; "
+                "the files this run wrote were moved aside",
+            )
+    info = client.get(CLUSTER_INFO_KEY)  # the CA the rest of the cluster trusts
+    cluster_ca = core.embedded_ca(decode_configmap(info).data.get("kubeconfig", "").encode()) if info else None
+    if cluster_ca:
+        ctx.journal.cluster_ca = base64.b64encode(cluster_ca).decode()
+    ctx.identity = identity
+    ctx.journal.identity = identity
+    ctx.journal.config = StoredConfig(cluster_yaml, kubelet_yaml)
+    ctx.journal.save()
+    c = stored.cluster
+    ctx.progress(
+        f"      ClusterConfiguration {c.kubernetes_version}: pod subnet {c.networking.pod_subnet or '-'}, "
+        f"service subnet {c.networking.service_subnet}, apiServer certSANs {list(c.api_server.cert_sans)}, "
+        f"extraArgs {[f'{a.name}={a.value}' for a in c.api_server.extra_args]}"
+    )

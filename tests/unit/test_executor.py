@@ -1,0 +1,620 @@
+"""The recovery executor without root, network or a cluster: every step of the plan runs against a fake host
+(the node's files under a temporary root, systemctl/crictl recorded), a dict-backed fake API server and a fake
+etcd, with a fake clock. What the fakes simulate of a real cluster (the bootstrap signer, the kubelet's
+heartbeat, the controller-manager's lease) is small and named in :class:`FakeApi`; the lab tests
+(``tests/lab/test_recover_lab.py``) are the end-to-end proof against the real components.
+
+Covered: the step table; a whole recovery; a recovery killed after each step, and in the middle of each
+writing step, resumes to the same files and objects; a ``--config`` that differs from etcd rolls back; an
+empty placeholder directory that comes back where a file belongs is moved aside again and the write retried.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import pytest
+import yaml
+
+from kuberevive.core import recover as core
+from kuberevive.core.guard import is_guarded
+from kuberevive.core.k8sproto import encode_configmap
+from kuberevive.core.manifests import parse_manifest
+from kuberevive.core.retrust import unguard_manifest
+from kuberevive.errors import KubeApiError, NodeFsError, PlanError
+from kuberevive.io.etcd import EtcdClient, Member
+from kuberevive.io.host import Container, LocalHost
+from kuberevive.io.kubeapi import KubeApi
+from kuberevive.io.noderoot import NodeRoot, WriteResult
+from kuberevive.model.artifacts import Artifact
+from kuberevive.model.config import KubeadmConfig, NodeFacts
+from kuberevive.model.paths import BACKUP_DIR
+from kuberevive.model.recover import RetrustOptions, TrustFlags
+from kuberevive.run.context import Effects, Faults, StepContext, StepFn, node_api, node_etcd
+from kuberevive.run.journal import JOURNAL, RecoveryJournal
+from kuberevive.run.recover import RecoveryResult, apply_recovery, plan_recovery
+from kuberevive.run.steps import STEPS, check_table
+from tests.unit.test_recover import STORED, evidence
+
+ADDRESS = "172.30.2.11"
+KUBELET_YAML = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: systemd\n"
+START = datetime(2026, 12, 4, 20, 0, tzinfo=UTC).timestamp()
+KCM = PurePosixPath("/etc/kubernetes/manifests/kube-controller-manager.yaml")
+WRITING_STEPS = ("etcd-certs", "certs", "kubeconfigs", "kubelet-client", "control-plane-manifests")
+"""Steps with a mid-step kill point (files half written, or before a verification); also bootstrap-token."""
+
+
+class Killed(BaseException):
+    """What the fault hook raises instead of SIGKILL: nothing of the run catches it."""
+
+
+def _kill() -> None:
+    raise Killed
+
+
+class FakeClock:
+    """Wall clock, monotonic clock and sleep in one: sleeping advances time, never waits."""
+
+    def __init__(self) -> None:
+        self.now = START
+        self.slept: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def utcnow(self) -> datetime:
+        return datetime.fromtimestamp(self.now, UTC)
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def tick(self) -> None:
+        self.now += 0.05
+
+
+# ------------------------------------------------------------------------------------- the fakes
+
+
+class FakeHost(LocalHost):
+    """The node: its files under a temporary root (real NodeRoot), its units and containers recorded."""
+
+    def __init__(self, root: NodeRoot) -> None:
+        super().__init__(root, live=True, name="cp1")
+        self.commands: list[str] = []
+
+    def unit_active(self, unit: str) -> bool:
+        self.commands.append(f"systemctl is-active {unit}")
+        return True
+
+    def restart_unit(self, unit: str) -> None:
+        self.commands.append(f"systemctl restart {unit}")
+
+    def containers(self, name: str | None = None, cri_socket: str | None = None) -> list[Container]:
+        self.commands.append(f"crictl ps {name}")
+        return [Container(f"id-{name}", name or "", "CONTAINER_RUNNING", START)]
+
+    def stop_containers(self, name: str, cri_socket: str | None = None) -> int:
+        self.commands.append(f"crictl stop {name}")
+        return 1
+
+    def addresses(self) -> tuple[str, ...]:
+        return (ADDRESS,)
+
+    def images(self, cri_socket: str | None = None) -> tuple[str, ...]:
+        return ("registry.k8s.io/etcd:3.5.24-0", "registry.k8s.io/kube-apiserver:v1.33.13")
+
+    def kubelet_version(self) -> str | None:
+        return "v1.33.13"
+
+
+def _jws(payload: str, token: str) -> str:
+    """The bootstrap signer's detached JWS (HS256, kid = token id) of ``payload``."""
+    token_id, _, secret = token.partition(".")
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "HS256", "kid": token_id}, separators=(",", ":")).encode())
+    sig = b64(hmac.new(secret.encode(), f"{header}.{b64(payload.encode())}".encode(), hashlib.sha256).digest())
+    return f"{header}..{sig}"
+
+
+def _merge(base: Any, patch: Any) -> Any:
+    """JSON merge patch (RFC 7386)."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(base) if isinstance(base, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = _merge(out.get(k), v)
+    return out
+
+
+def _field(obj: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None  # type: ignore[assignment]
+    return obj
+
+
+class FakeApi(KubeApi):
+    """An API server that is a dict of objects keyed by path (``/api/v1/namespaces/ns/configmaps/name``):
+    GET of an object or a collection (``fieldSelector`` on ``metadata.name``/``type``), POST (409 when it
+    exists), PUT, PATCH (merge), DELETE, ``/readyz``. Before every request it plays three controllers:
+    the kubelet of ``cp1`` posts a Ready heartbeat at the fake clock's time; the bootstrap signer signs
+    ``kube-public/cluster-info`` with every bootstrap token Secret; the kube-controller-manager lease is held
+    by an identity that changes whenever its manifest on the node changes (a new instance took over)."""
+
+    def __init__(self, clock: FakeClock, node: NodeRoot) -> None:
+        self.clock = clock
+        self.node = node
+        self.shown = self.server = "https://fake"
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.requests: list[str] = []
+        for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            self.objects[f"/api/v1/namespaces/{ns}"] = {"kind": "Namespace", "metadata": {"name": ns}}
+        self.objects["/api/v1/nodes/cp1"] = {
+            "kind": "Node",
+            "metadata": {"name": "cp1", "labels": {"node-role.kubernetes.io/control-plane": ""}},
+            "status": {"addresses": [{"type": "InternalIP", "address": ADDRESS}]},
+        }
+
+    # -- the controllers ------------------------------------------------------------------
+
+    def _controllers(self) -> None:
+        beat = self.clock.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.objects["/api/v1/nodes/cp1"]["status"]["conditions"] = [
+            {"type": "Ready", "status": "True", "lastHeartbeatTime": beat}
+        ]
+        info = self.objects.get("/api/v1/namespaces/kube-public/configmaps/cluster-info")
+        for path, secret in list(self.objects.items()):
+            if info is not None and path.startswith("/api/v1/namespaces/kube-system/secrets/bootstrap-token-"):
+                data = {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+                token = f"{data['token-id']}.{data['token-secret']}"
+                info["data"][f"jws-kubeconfig-{data['token-id']}"] = _jws(info["data"]["kubeconfig"], token)
+        manifest = self.node.read(KCM)
+        lease = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager"
+        if manifest is not None:
+            holder = "cp1_" + hashlib.sha256(manifest).hexdigest()[:8]
+            self.objects[lease] = {"kind": "Lease", "metadata": {"name": "kube-controller-manager"}}
+            self.objects[lease]["spec"] = {"holderIdentity": holder}
+
+    # -- the store ------------------------------------------------------------------------
+
+    @staticmethod
+    def _kind(path: str) -> tuple[str, str | None, list[str]]:
+        """(group/version prefix, namespace, the rest: [resource] or [resource, name] or [resource, name, sub])."""
+        parts = path.strip("/").split("/")
+        head = parts[:2] if parts[0] == "api" else parts[:3]
+        rest = parts[len(head) :]
+        ns = None
+        if len(rest) >= 3 and rest[0] == "namespaces":
+            ns, rest = rest[1], rest[2:]
+        return "/" + "/".join(head), ns, rest
+
+    def _list(self, path: str, query: dict[str, str]) -> dict[str, Any]:
+        gv, ns, (resource,) = self._kind(path)
+        items = []
+        for key, obj in sorted(self.objects.items()):
+            ogv, ons, orest = self._kind(key)
+            if ogv == gv and len(orest) == 2 and orest[0] == resource and (ns is None or ons == ns):
+                items.append(obj)
+        for sel in filter(None, query.get("fieldSelector", "").split(",")):
+            name, _, value = sel.partition("=")
+            items = [o for o in items if str(_field(o, name)) == value]
+        return {"kind": "List", "metadata": {}, "items": items}
+
+    def raw(
+        self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"
+    ) -> tuple[int, bytes]:
+        self.clock.tick()
+        self._controllers()
+        url = urlsplit(path)
+        path, query = unquote(url.path), dict(parse_qsl(url.query))
+        self.requests.append(f"{method} {path}")
+        if path == "/readyz":
+            return 200, b"ok"
+        status, obj = self._handle(method, path, query, json.loads(body) if body else None)
+        return status, json.dumps(obj).encode()
+
+    def _handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        _gv, ns, rest = self._kind(path)
+        missing = {"kind": "Status", "reason": "NotFound", "message": f"{path} not found"}
+        if len(rest) == 1 and method == "GET":
+            return 200, self._list(path, query)
+        if len(rest) == 1 and method == "POST":
+            name = body["metadata"]["name"]
+            key = f"{path}/{name}"
+            if key in self.objects:
+                return 409, {"kind": "Status", "reason": "AlreadyExists", "message": f"{name} exists"}
+            body["metadata"].setdefault("namespace", ns) if ns else None
+            self.objects[key] = body
+            return 201, body
+        key = path if len(rest) == 2 else path.rsplit("/", 1)[0]  # a subresource acts on its object
+        if key not in self.objects:
+            return 404, missing
+        if method == "GET":
+            return 200, self.objects[key]
+        if method == "PUT":
+            self.objects[key] = body
+            return 200, body
+        if method == "PATCH":
+            self.objects[key] = _merge(self.objects[key], body)
+            return 200, self.objects[key]
+        if method == "DELETE":
+            return 200, self.objects.pop(key)
+        return 405, {"message": f"{method} not supported by the fake"}
+
+
+class FakeEtcd(EtcdClient):
+    """The surviving etcd: kubeadm-config and kubelet-config as kube-apiserver stored them (protobuf)."""
+
+    def __init__(self, cluster_yaml: str = STORED) -> None:
+        self.shown = "https://127.0.0.1:2379"
+        self.data = {
+            core.KUBEADM_CONFIG_KEY: encode_configmap(
+                "kubeadm-config", "kube-system", {"ClusterConfiguration": cluster_yaml}
+            ),
+            core.KUBELET_CONFIG_KEY: encode_configmap("kubelet-config", "kube-system", {"kubelet": KUBELET_YAML}),
+        }
+
+    def health(self) -> tuple[bool, str]:
+        return True, ""
+
+    def status(self) -> dict[str, Any]:
+        return {"version": "3.5.24"}
+
+    def get(self, key: bytes | str) -> bytes | None:
+        return self.data.get(key.decode() if isinstance(key, bytes) else key)
+
+    def members(self) -> list[Member]:
+        return [Member("1", "cp1", (f"https://{ADDRESS}:2380",), (f"https://{ADDRESS}:2379",))]
+
+
+# ------------------------------------------------------------------------------------- the node
+
+
+def seed_disaster(base: Path) -> NodeRoot:
+    """A control-plane node after ``rm -rf /etc/kubernetes``: the kubelet's files and etcd's data survive."""
+    root = base / "node"
+    (root / "var/lib/kubelet/pki").mkdir(parents=True)
+    (root / "var/lib/kubelet/config.yaml").write_text(KUBELET_YAML)
+    (root / "var/lib/kubelet/kubeadm-flags.env").write_text(
+        'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///run/containerd/containerd.sock '
+        f'--hostname-override=cp1 --node-ip={ADDRESS}"\n'
+    )
+    (root / "var/lib/etcd/member/snap").mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "etc/hostname").write_text("cp1\n")
+    return NodeRoot(root)
+
+
+class Cluster:
+    """One node and its cluster, and how to run ``recover --apply`` on it."""
+
+    def __init__(self, base: Path, cluster_yaml: str = STORED) -> None:
+        self.root = seed_disaster(base)
+        self.host = FakeHost(self.root)
+        self.clock = FakeClock()
+        self.api = FakeApi(self.clock, self.root)
+        self.etcd = FakeEtcd(cluster_yaml)
+        self.progress: list[str] = []
+
+    def _api(self, root: NodeRoot) -> KubeApi:
+        node_api(root)  # admin.conf is there and its credentials load
+        return self.api
+
+    def _etcd(self, root: NodeRoot, cfg: KubeadmConfig) -> EtcdClient:
+        node_etcd(root, cfg)  # the etcd client certificates are there and load
+        return self.etcd
+
+    def effects(self, faults: Faults | None = None) -> Effects:
+        c = self.clock
+        return Effects(self._api, self._etcd, c.time, c.utcnow, c.time, c.sleep, faults or Faults(kill=_kill))
+
+    def recover(self, faults: Faults | None = None, config_text: str | None = None) -> RecoveryResult:
+        return apply_recovery(
+            self.host, {}, config_text, self.progress.append, environ={}, effects=self.effects(faults)
+        )
+
+    def files(self) -> dict[str, tuple[int, bytes | str]]:
+        """Every file and symlink the recovery is about (backups and the journal aside): mode and content."""
+        out: dict[str, tuple[int, bytes | str]] = {}
+        for top in ("/etc/kubernetes", "/var/lib/kubelet/pki"):
+            for p in self.root.walk(top):
+                st = self.root.lstat(p)
+                assert st is not None
+                if stat.S_ISLNK(st.st_mode):
+                    out[str(p)] = (0, self.root.readlink(p) or "")
+                elif stat.S_ISREG(st.st_mode):
+                    out[str(p)] = (stat.S_IMODE(st.st_mode), self.root.read_existing(p))
+        return out
+
+    def journal(self) -> RecoveryJournal:
+        j = RecoveryJournal.load(self.root)
+        assert j is not None
+        return j
+
+
+def _kubeconfig_ca(kubeconfig: bytes | str) -> bytes:
+    text = kubeconfig.decode() if isinstance(kubeconfig, bytes) else kubeconfig
+    cluster = yaml.safe_load(text)["clusters"][0]["cluster"]
+    return base64.b64decode(cluster["certificate-authority-data"])
+
+
+def assert_recovered(c: Cluster, result: RecoveryResult) -> None:
+    """The node and the cluster as a finished recovery leaves them, checked against each other."""
+    files = c.files()
+    ca = files["/etc/kubernetes/pki/ca.crt"][1]
+    assert isinstance(ca, bytes)
+    for name in ("admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf", "kubelet.conf"):
+        mode, data = files[f"/etc/kubernetes/{name}"]
+        assert mode == 0o600 and isinstance(data, bytes) and _kubeconfig_ca(data) == ca, name
+    for key in ("ca.key", "sa.key", "front-proxy-ca.key", "etcd/ca.key", "apiserver.key"):
+        assert files[f"/etc/kubernetes/pki/{key}"][0] == 0o600, key
+    manifests = {p for p in files if p.startswith("/etc/kubernetes/manifests/")}
+    components = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+    assert manifests == {f"/etc/kubernetes/manifests/{m}.yaml" for m in components}
+    kcm = files[str(KCM)][1]
+    assert isinstance(kcm, bytes) and not is_guarded(parse_manifest(kcm.decode()))  # the guard was removed
+    pem = files["/var/lib/kubelet/pki/kubelet-client-current.pem"][1]
+    assert isinstance(pem, str) and pem.startswith("/var/lib/kubelet/pki/kubelet-client-") and pem in files
+    # every file a step recorded is on the node as recorded (the guarded kcm manifest, later unguarded, aside)
+    j = c.journal()
+    assert j.status == "done" and j.token is None and j.guard == "off"
+    for records in j.artifact_records.values():
+        for r in records:
+            data = files[r.path][1]
+            assert isinstance(data, bytes)
+            if r.path == str(KCM):
+                assert unguard_manifest(data) == data
+            else:
+                assert hashlib.sha256(data).hexdigest() == r.sha256, r.path
+    # the cluster's objects
+    cm = c.api.objects
+    stored = cm["/api/v1/namespaces/kube-system/configmaps/kubeadm-config"]["data"]["ClusterConfiguration"]
+    assert stored == STORED
+    assert cm["/api/v1/namespaces/kube-system/configmaps/kubelet-config"]["data"]["kubelet"] == KUBELET_YAML
+    info = cm["/api/v1/namespaces/kube-public/configmaps/cluster-info"]["data"]
+    assert _kubeconfig_ca(info["kubeconfig"]) == ca
+    token = result.join_command.split("--token ")[1].split()[0]
+    assert core.jws_signature_ok(info[f"jws-kubeconfig-{token.partition('.')[0]}"], info["kubeconfig"], token)
+    secret = cm[f"/api/v1/namespaces/kube-system/secrets/bootstrap-token-{token.partition('.')[0]}"]
+    assert base64.b64decode(secret["data"]["token-secret"]).decode() == token.partition(".")[2]
+    for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
+        root_ca = cm[f"/api/v1/namespaces/{ns}/configmaps/kube-root-ca.crt"]["data"]["ca.crt"]
+        assert root_ca.encode() == ca
+    assert result.report["nodes"] == [{"name": "cp1", "ready": True, "retrust": "this node"}]
+    assert result.report["problems"] == []
+
+
+# ------------------------------------------------------------------------------------- tests
+
+
+def test_every_step_of_the_plan_has_a_handler_and_the_table_is_checked() -> None:
+    assert tuple(STEPS) == core.STEP_IDS
+    check_table(STEPS, core.STEP_IDS)
+    without = {k: v for k, v in STEPS.items() if k != "node-ready"}
+    with pytest.raises(ImportError, match=r"no handler: \['node-ready'\]"):
+        check_table(without, core.STEP_IDS)
+    extra: dict[str, StepFn] = {**STEPS, "reboot": STEPS["report"]}
+    with pytest.raises(ImportError, match=r"no such step: \['reboot'\]"):
+        check_table(extra, core.STEP_IDS)
+    swapped = dict(reversed(list(STEPS.items())))
+    with pytest.raises(ImportError, match="another order"):
+        check_table(swapped, core.STEP_IDS)
+
+
+def test_a_whole_recovery_against_the_fakes(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    plan = plan_recovery(c.host, {}, None, environ={}, effects=c.effects())
+    assert [s.id for s in plan.steps] == list(core.STEP_IDS) and c.files() == {}  # the plan wrote nothing
+    result = c.recover()
+    assert result.applied == list(core.STEP_IDS)
+    assert_recovered(c, result)
+    assert "systemctl restart kubelet" in c.host.commands
+    assert result.join_command.startswith(f"kubeadm join {ADDRESS}:6443 --token ")
+    assert result.timings["start_to_done_s"] > 0
+    # a second run on the recovered node does nothing: the journal says done, and the node is not broken
+    again = c.recover()
+    assert again.applied == [] and c.journal().status == "done"
+
+
+def _progress_lines(c: Cluster) -> Iterator[str]:
+    return (line for line in c.progress if line.startswith("["))
+
+
+@pytest.mark.parametrize("index", range(1, len(core.STEP_IDS) + 1), ids=list(core.STEP_IDS))
+def test_a_recovery_killed_after_each_step_resumes_to_the_same_result(tmp_path: Path, index: int) -> None:
+    c = Cluster(tmp_path)
+    with pytest.raises(Killed):
+        c.recover(Faults(after_step=index, kill=_kill))
+    j = c.journal()
+    assert j.status == "running" and set(j.done_steps()) == set(core.STEP_IDS[:index])
+    written = c.files()
+    result = c.recover()
+    assert result.applied == list(core.STEP_IDS[index:])
+    assert [line.endswith(": done before") for line in _progress_lines(c)][-len(core.STEP_IDS) :] == [
+        i < index for i in range(len(core.STEP_IDS))
+    ]
+    assert_recovered(c, result)
+    final = c.files()
+    # nothing written before the kill was written again with other bytes (same keys, same certificates)
+    changed = {p for p, v in written.items() if final.get(p) != v}
+    assert changed <= {str(KCM)}  # only the guarded kcm manifest, which remove-guard replaces
+
+
+@pytest.mark.parametrize("step_id", [*WRITING_STEPS, "bootstrap-token"])
+def test_a_recovery_killed_in_the_middle_of_a_step_resumes_to_the_same_result(tmp_path: Path, step_id: str) -> None:
+    c = Cluster(tmp_path)
+    index = core.STEP_IDS.index(step_id) + 1
+    with pytest.raises(Killed):
+        c.recover(Faults(mid_step=index, kill=_kill))
+    j = c.journal()
+    assert j.steps[step_id].state == "started" and not j.step_done(step_id)
+    half = c.files()
+    recorded = {r.path: r.sha256 for r in j.artifact_records.get(step_id, [])}
+    if step_id in WRITING_STEPS:  # part of the step's files are on the node, each exactly as recorded
+        on_node = {p: hashlib.sha256(v[1]).hexdigest() for p, v in half.items() if isinstance(v[1], bytes)}
+        on_node = {p: sha for p, sha in on_node.items() if p in recorded}
+        assert 0 < len(on_node) < len(recorded)
+        assert all(recorded[p] == sha for p, sha in on_node.items())
+    result = c.recover()
+    assert result.applied[0] == step_id
+    assert_recovered(c, result)
+    final = c.files()
+    assert {p for p, v in half.items() if final.get(p) != v} <= {str(KCM)}
+
+
+def _config_text(pod_subnet: str) -> str:
+    init = yaml.safe_dump(core._init_doc(core.identify(evidence(addresses=(ADDRESS,)))))
+    return "---\n" + init + "---\n" + STORED.replace("10.123.0.0/16", pod_subnet)
+
+
+def test_a_config_that_differs_from_etcd_is_refused_and_the_written_files_are_moved_aside(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    with pytest.raises(
+        PlanError,
+        match=r"--config differs from the ClusterConfiguration stored in etcd: .*pod_subnet: file '10.99.0.0/16'",
+    ):
+        c.recover(config_text=_config_text("10.99.0.0/16"))
+    assert c.files() == {}  # every file this run wrote was moved aside
+    assert not c.root.exists(JOURNAL)
+    moved = [p for p in c.root.walk(BACKUP_DIR) if c.root.lstat(p) is not None]
+    assert any(p.name == "etcd.yaml" for p in moved) and any(p.name == "journal.json" for p in moved)
+    assert any(str(p).endswith("/etc/kubernetes/pki/etcd/ca.key") for p in moved)
+    # the same --config as etcd: the recovery goes through
+    result = c.recover(config_text=_config_text("10.123.0.0/16"))
+    assert_recovered(c, result)
+
+
+class RacingRoot(NodeRoot):
+    """A node where the container runtime makes an empty directory at ``path`` again right before the first
+    ``times`` writes of a set that contains it (an old static pod still mounting the missing file)."""
+
+    path: PurePosixPath = PurePosixPath("/etc/kubernetes/controller-manager.conf")
+    times: int = 2
+
+    def write_all(self, artifacts: Any, force: bool = False, now: datetime | None = None) -> list[WriteResult]:
+        arts: list[Artifact] = list(artifacts)
+        if self.times and any(a.path == self.path for a in arts):
+            self.times -= 1
+            self.host_path(self.path).mkdir(parents=True)
+        return super().write_all(arts, force=force, now=now)
+
+
+def test_an_empty_directory_that_comes_back_where_a_file_belongs_is_moved_aside_and_the_write_retried(
+    tmp_path: Path,
+) -> None:
+    c = Cluster(tmp_path)
+    racing = RacingRoot(c.root.prefix)
+    c.root = racing
+    c.host = FakeHost(racing)
+    c.api.node = racing
+    result = c.recover()
+    assert racing.times == 0
+    assert sum("an empty directory came back where a file belongs" in line for line in c.progress) == 2
+    assert c.clock.slept.count(2) == 2
+    assert_recovered(c, result)
+    asides = [p for p in racing.walk(BACKUP_DIR) if p.name == "controller-manager.conf"]
+    assert len(asides) == 2 and all(racing.is_placeholder_dir(p) for p in asides)  # both moved aside, empty
+    moved_dirs = [m for m in result.messages if m.startswith("/etc/kubernetes/controller-manager.conf was an empty")]
+    assert len(moved_dirs) == 2
+
+
+def test_a_directory_with_content_where_a_file_belongs_is_not_retried(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    with pytest.raises(Killed):
+        c.recover(Faults(after_step=core.STEP_IDS.index("certs") + 1, kill=_kill))
+    keep = c.root.host_path("/etc/kubernetes/controller-manager.conf")
+    keep.mkdir()
+    (keep / "user-data").write_text("not ours")
+    with pytest.raises(NodeFsError):
+        c.recover()
+    assert (keep / "user-data").read_text() == "not ours"
+    assert 2 not in c.clock.slept
+
+
+def test_a_step_reaches_the_node_and_the_cluster_only_through_its_context(tmp_path: Path) -> None:
+    """A step function run by hand with a context: the fakes are all it needs."""
+    c = Cluster(tmp_path)
+    with pytest.raises(Killed):
+        c.recover(Faults(after_step=core.STEP_IDS.index("admin-check") + 1, kill=_kill))
+    j = c.journal()
+    assert j.identity is not None
+    facts = NodeFacts(hostname="cp1")
+    ctx = StepContext(c.host, j.identity, None, {}, facts, j, progress=c.progress.append, fx=c.effects())
+    STEPS["upload-config"](ctx, 12)
+    assert "      kube-system/kubeadm-config: created (was missing)" in c.progress
+    c.api.objects["/api/v1/namespaces/kube-system/configmaps/kubeadm-config"]["data"]["ClusterConfiguration"] = "x"
+    STEPS["upload-config"](ctx, 12)
+    assert "      kube-system/kubeadm-config: restored to the stored content" in c.progress
+    with pytest.raises(KubeApiError, match="404"):
+        c.api.get("/api/v1/namespaces/kube-system/configmaps/nothing")
+
+
+def _add_node(c: Cluster, name: str, control_plane: bool = False) -> None:
+    labels = {"node-role.kubernetes.io/control-plane": ""} if control_plane else {}
+    c.api.objects[f"/api/v1/nodes/{name}"] = {
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "status": {"addresses": [{"type": "InternalIP", "address": "172.30.2.12"}]},
+    }
+
+
+def test_other_nodes_left_to_be_rejoined_with_skip_retrust_are_in_the_report(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    _add_node(c, "w1")
+    result = apply_recovery(
+        c.host, {}, None, c.progress.append, environ={}, options=RetrustOptions(skip_retrust=True), effects=c.effects()
+    )
+    assert "      --skip-retrust: 1 node(s) left to be re-joined" in c.progress
+    assert {"name": "w1", "ready": False, "retrust": "skipped"} in result.report["nodes"]
+    assert result.report["problems"] == ["node w1 is not Ready"]
+    assert c.journal().retrust["w1"].state == "skipped"
+
+
+def test_another_control_plane_node_stops_the_recovery_with_the_guard_on_until_it_is_skipped(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    _add_node(c, "cp2", control_plane=True)
+    with pytest.raises(
+        PlanError, match="1 node\\(s\\) could not be re-trusted: cp2: another control-plane node"
+    ) as err:
+        c.recover()
+    assert "kubeadm join" in err.value.hint and "--skip-retrust" in err.value.hint
+    j = c.journal()
+    assert j.status == "running" and j.guard == "on" and j.retrust["cp2"].state == "failed"
+    kcm = c.root.read_existing(KCM)
+    assert is_guarded(parse_manifest(kcm.decode()))  # pods on cp2 are not evicted meanwhile
+    result = apply_recovery(
+        c.host, {}, None, c.progress.append, environ={}, options=RetrustOptions(skip_retrust=True), effects=c.effects()
+    )
+    assert result.applied[0] == "retrust-nodes" and c.journal().retrust["cp2"].state == "skipped"
+    assert c.journal().guard == "off"
+
+
+def test_the_cluster_ca_kept_leaves_the_other_nodes_and_the_guard_alone(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    _add_node(c, "w1")
+    with pytest.raises(Killed):
+        c.recover(Faults(after_step=core.STEP_IDS.index("kubeconfigs") + 1, kill=_kill))
+    j = c.journal()
+    assert j.trust is not None and j.trust.new_ca  # a seed disaster makes a new CA
+    j.trust = TrustFlags(new_ca=False, new_front_proxy=False, new_sa=False)  # as with --ca-from and sa.key kept
+    j.save()
+    result = c.recover()
+    assert c.journal().retrust["w1"].state == "kept" and c.journal().guard == "off"
+    assert "      the eviction guard was not used" in c.progress
+    assert "      sa.key was kept: every ServiceAccount token stays valid, no workload restarted" in c.progress
+    assert {"name": "w1", "ready": False, "retrust": "kept"} in result.report["nodes"]
