@@ -1,0 +1,60 @@
+"""``pki.extend_ca`` checked by the real ``openssl verify``: a leaf signed by a CA that has expired fails against the
+old CA certificate and verifies against the extended one (same key), at the same moment."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from kuberevive.core import pki
+from kuberevive.model.config import EncryptionAlgorithm
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_openssl_verifies_old_leaves_against_the_extended_ca_after_the_old_one_expired(
+    tmp_path: Path, openssl: str, run: Callable[..., str]
+) -> None:
+    key = pki.generate_private_key(EncryptionAlgorithm.RSA_2048)
+    old = pki.new_self_signed_ca("kubernetes", key, NOW - timedelta(minutes=5), NOW + timedelta(hours=1))
+    leaf_key = pki.generate_private_key(EncryptionAlgorithm.ECDSA_P256)
+    leaf = pki.issue_certificate(
+        common_name="kube-apiserver",
+        organization=(),
+        usages=(pki.KeyUsage.SERVER_AUTH,),
+        public_key=leaf_key.public_key(),
+        ca_cert=old,
+        ca_key=key,
+        not_before=NOW - timedelta(minutes=5),
+        not_after=NOW + timedelta(days=365),
+    )
+    later = NOW + timedelta(hours=2)  # the old CA has expired by then, the leaf has not
+    new = pki.extend_ca(old, key, later, timedelta(days=3650))
+    old_pem = _write(tmp_path / "old-ca.crt", pki.encode_certificate_pem(old))
+    new_pem = _write(tmp_path / "new-ca.crt", pki.encode_certificate_pem(new))
+    leaf_pem = _write(tmp_path / "leaf.crt", pki.encode_certificate_pem(leaf))
+    at = str(int(later.timestamp()))
+
+    refused = subprocess.run(
+        [openssl, "verify", "-attime", at, "-CAfile", str(old_pem), str(leaf_pem)], capture_output=True, check=False
+    )
+    assert refused.returncode != 0
+    assert b"expired" in refused.stdout + refused.stderr
+
+    assert run(openssl, "verify", "-attime", at, "-CAfile", new_pem, leaf_pem).strip() == f"{leaf_pem}: OK"
+    assert run(openssl, "verify", "-CAfile", new_pem, leaf_pem).strip() == f"{leaf_pem}: OK"  # and now
+    # the same public key, subject and key identifier as openssl reads them; another serial
+    fields = [
+        run(openssl, "x509", "-in", p, "-noout", "-pubkey", "-subject", "-ext", "subjectKeyIdentifier")
+        for p in (old_pem, new_pem)
+    ]
+    assert fields[0] == fields[1]
+    serials = [run(openssl, "x509", "-in", p, "-noout", "-serial") for p in (old_pem, new_pem)]
+    assert serials[0] != serials[1]
