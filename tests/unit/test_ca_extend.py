@@ -7,7 +7,7 @@ from pathlib import PurePosixPath
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 from kuberevive.core import pki
 from kuberevive.errors import PkiError
@@ -78,7 +78,7 @@ def test_a_ca_without_key_identifiers_keeps_having_none() -> None:
         .not_valid_before(NOW)
         .not_valid_after(NOW + timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, pki.hashes.SHA256())
+        .sign(key, hashes.SHA256())
     )
     new = pki.extend_ca(old, key, NOW + timedelta(days=2), TEN_YEARS)
     assert [e.oid for e in new.extensions] == [x509.oid.ExtensionOID.BASIC_CONSTRAINTS]

@@ -29,7 +29,7 @@ from kuberevive.errors import KubereviveError
 from kuberevive.io.backupfile import PASSPHRASE_ENV
 
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ("generate", "diagnose", "certs", "recover", "backup", "restore_etcd", "lab")
+COMMANDS = ("generate", "diagnose", "certs", "ca", "recover", "backup", "restore_etcd", "lab")
 
 
 #: What an unknown argument may be shown as: an option name (``--name``, ``-x``), never a value.

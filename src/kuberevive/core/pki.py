@@ -404,6 +404,12 @@ def public_key_matches(private_key: PrivateKey, public_key: PublicKey) -> bool:
     return _spki_der(private_key.public_key()) == _spki_der(public_key)
 
 
+def same_public_key(a: x509.Certificate, b: x509.Certificate) -> bool:
+    """Whether two certificates hold the same public key."""
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return a.public_key().public_bytes(*spki) == b.public_key().public_bytes(*spki)
+
+
 def key_matches_certificate(key: PrivateKey, cert: x509.Certificate) -> bool:
     """Whether ``cert`` carries the public half of ``key``."""
     cert_key = cert.public_key()

@@ -70,7 +70,8 @@ BACKUP_DIR = STATE_DIR / "backup"
 #: Where ``backup create`` writes by default (not :data:`BACKUP_DIR`, which holds files moved aside).
 BACKUPS_DIR = STATE_DIR / "backups"
 RECOVER_DIR = STATE_DIR / "recover"
-#: The node's lock: held by every command that writes a set of files (generate, recover, certs renew).
+#: The node's lock: held by every command that writes a set of files (generate, recover, certs renew, ca extend).
 NODE_LOCK = RECOVER_DIR / "lock"
 GENERATE_PENDING = STATE_DIR / "generate" / "pending.json"
 RENEW_DIR = STATE_DIR / "renew"
+CA_EXTEND_DIR = STATE_DIR / "ca-extend"

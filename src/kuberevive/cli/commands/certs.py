@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "'kubeadm certs check-expiration', plus the kubelet's). Exit 0 all fine, 3 something expires within "
         "the warning period, 4 something is expired, invalid or missing, 1 it could not run.",
     )
-    _common(c)
+    common_args(c)
     c.add_argument("--json", action="store_true", help="machine-readable output (schema in docs/certs.md)")
     g = c.add_argument_group("--all-nodes: the kubelet certificates of every other node, over SSH")
     g.add_argument("--all-nodes", action="store_true", help="also check every other node's kubelet certificates")
@@ -48,14 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "the kubelet's client certificate of this control-plane node with the CAs on disk, then restart the "
         "control-plane static pods and wait for the API server. Without --apply: the plan, nothing changes.",
     )
-    _common(r)
+    common_args(r)
     r.add_argument("--apply", action="store_true", help="do it (default: print the plan and change nothing)")
     r.add_argument("--all", action="store_true", help="renew every leaf and credential, also the valid ones")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.set_defaults(func=run_renew)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", default="/", metavar="DIR", help="the node's root directory (default /)")
     p.add_argument("--config", metavar="FILE", help="the kubeadm configuration (default: reconstructed)")
     p.add_argument(
