@@ -308,7 +308,8 @@ def apply(
     environ: Mapping[str, str] | None = None,
 ) -> ExtendResult:
     """Extend the CAs (or resume an interrupted extension) under the node's lock."""
-    node = NodeRoot(Path(root))
+    environ = os.environ if environ is None else environ
+    node = NodeRoot.with_test_hooks(Path(root), environ)
     live = node.prefix.resolve() == Path("/")
     started = time.monotonic()
     with node.lock("ca extend", error=PlanError):
@@ -363,7 +364,7 @@ def apply(
             progress(f"resuming the CA extension started at {journal.data['started_at']} (journal {JOURNAL})")
         executor = _Executor(node, journal, cfg, progress, result, extended=extended, options=options)
         try:
-            executor.run(result.steps, os.environ if environ is None else environ)
+            executor.run(result.steps, environ)
         except KubeApiError as exc:
             raise PlanError(
                 f"the CA extension stopped at a step that talks to the API server: {exc.message}",
