@@ -28,7 +28,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -164,21 +164,33 @@ def _journal_extended(journal: Journal) -> list[caextend.Extended]:
 
 
 def _prepare(
-    root: str, config_file: str | None, warning_days: int, wanted: Sequence[str], everything: bool
+    root: str,
+    config_file: str | None,
+    warning_days: int,
+    wanted: Sequence[str],
+    everything: bool,
+    validity: timedelta | None,
 ) -> tuple[list[caextend.Extended], list[certs.CertItem], str]:
-    """The CAs to extend with their new certificates (made now), the rows chosen, the configuration's source."""
+    """The CAs to extend with their new certificates (made now), the rows chosen, the configuration's source.
+    ``validity``: from now; None: the cluster's caCertificateValidityPeriod."""
     report, cfg = renew.read_report(root, config_file, warning_days)
     items = caextend.select(report, wanted, everything)
     if not items:
         return [], [], report.config_source
-    validity = renew.require_cfg(cfg).cluster.ca_certificate_validity
+    validity = validity or renew.require_cfg(cfg).cluster.ca_certificate_validity
     node = NodeRoot(Path(root))
     files = node.read_many([PurePosixPath(p) for i in items for p in (i.path, i.key_path or i.path)])
     return caextend.extend(items, files, datetime.now(UTC), validity), items, report.config_source
 
 
 def plan(
-    root: str, config_file: str | None, warning_days: int, wanted: Sequence[str], everything: bool, all_nodes: bool
+    root: str,
+    config_file: str | None,
+    warning_days: int,
+    wanted: Sequence[str],
+    everything: bool,
+    all_nodes: bool,
+    validity: timedelta | None = None,
 ) -> ExtendResult:
     """What ``--apply`` would do; reads only (the new certificates shown are examples: their serial is new)."""
     node = NodeRoot(Path(root))
@@ -197,7 +209,7 @@ def plan(
             bool(journal.data["all_nodes"]),
             resumed=True,
         )
-    extended, items, source = _prepare(root, config_file, warning_days, wanted, everything)
+    extended, items, source = _prepare(root, config_file, warning_days, wanted, everything, validity)
     by_name = {i.name: i for i in items}
     return ExtendResult(
         [_ca_json(e, by_name[e.name]) for e in extended],
@@ -306,6 +318,7 @@ def apply(
     options: RetrustOptions | None,
     progress: renew.Progress,
     environ: Mapping[str, str] | None = None,
+    validity: timedelta | None = None,
 ) -> ExtendResult:
     """Extend the CAs (or resume an interrupted extension) under the node's lock."""
     environ = os.environ if environ is None else environ
@@ -318,7 +331,7 @@ def apply(
         _report, cfg_or_none = renew.read_report(root, config_file, warning_days)
         cfg = renew.require_cfg(cfg_or_none)
         if journal is None or not resumed:
-            extended, items, source = _prepare(root, config_file, warning_days, wanted, everything)
+            extended, items, source = _prepare(root, config_file, warning_days, wanted, everything, validity)
             result = ExtendResult(
                 [_ca_json(e, i) for e, i in zip(extended, items, strict=True)],
                 [],

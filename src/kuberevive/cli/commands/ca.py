@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
 
 from kuberevive.cli.commands.certs import common_args
 from kuberevive.cli.commands.recover import add_node_access_args, node_access
 from kuberevive.cli.env import Environment
 from kuberevive.core import caextend
+from kuberevive.errors import KubereviveError
+from kuberevive.model.kubeadm_yaml import parse_duration
 from kuberevive.run import caextend as run
 
 
@@ -38,6 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="CA",
         help=f"the CAs to extend ({', '.join(caextend.CA_NAMES)}; default: those expiring or expired)",
     )
+    e.add_argument(
+        "--validity",
+        type=_duration,
+        metavar="DURATION",
+        help="the new CAs' validity from now, as kubeadm writes it (e.g. 87600h; default: the cluster's "
+        "caCertificateValidityPeriod, 10 years when it is not set)",
+    )
     e.add_argument("--all", action="store_true", help="extend every CA, also those far from expiry")
     e.add_argument("--apply", action="store_true", help="do it (default: print the plan and change nothing)")
     e.add_argument("--json", action="store_true", help="machine-readable output")
@@ -45,6 +55,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("--all-nodes", action="store_true", help="also put the extended CA on every other node")
     add_node_access_args(g)
     e.set_defaults(func=run_extend)
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        value = parse_duration(text, "--validity")
+    except KubereviveError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    if value.total_seconds() <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
 
 
 def render(result: run.ExtendResult, env: Environment, applied: bool) -> None:
@@ -83,10 +103,19 @@ def run_extend(args: argparse.Namespace, env: Environment) -> int:
     options = node_access(args) if args.all_nodes else None
     if args.apply:
         result = run.apply(
-            args.root, args.config, args.expiry_warning_days, args.names, args.all, options, env.progress
+            args.root,
+            args.config,
+            args.expiry_warning_days,
+            args.names,
+            args.all,
+            options,
+            env.progress,
+            validity=args.validity,
         )
     else:
-        result = run.plan(args.root, args.config, args.expiry_warning_days, args.names, args.all, args.all_nodes)
+        result = run.plan(
+            args.root, args.config, args.expiry_warning_days, args.names, args.all, args.all_nodes, args.validity
+        )
     if args.json:
         env.json(result.as_dict() | {"apply": bool(args.apply)})
     else:
