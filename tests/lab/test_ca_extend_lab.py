@@ -1,0 +1,157 @@
+"""``kuberevive ca extend`` on the real lab (instance 4 in development: ``KUBEREVIVE_LAB_INSTANCE=4 python -m pytest
+-n0 tests/lab/test_ca_extend_lab.py``).
+
+The CAs are made to expire within minutes without rebuilding the lab: a first ``ca extend --apply --all
+--validity 8m --all-nodes`` re-issues all three with their own keys and an 8-minute validity and puts them
+everywhere (so this also proves the spreading: every holder of the CA, the kubelets of both nodes and the pods'
+``kube-root-ca.crt`` included, trusts the short CA). Then ``ca extend --apply --all-nodes`` (the default
+selection: the CAs expiring within 30 days; the default validity, ten years) before they expire, and the test waits
+until the short CAs' NotAfter has passed: both nodes Ready with a fresh heartbeat, ``kubectl`` with the new
+admin.conf works, the ServiceAccount-using pod (which reads ``ca.crt`` for every call) keeps succeeding, 0 failed
+Service requests from both nodes during the whole run, no workload container restarted, every leaf certificate
+unchanged (same serials), ``certs check --all-nodes`` clean.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kuberevive.lab import Lab
+from tests.lab.conftest import OnNode, wait_ready_since
+from tests.lab.test_certs_lab import certs_check
+from tests.lab.test_recover_lab import ssh_args
+from tests.lab.test_zero_impact_lab import _labapp_containers
+
+pytestmark = pytest.mark.lab
+
+SHORT = "8m"
+CONTROL_PLANE = ("etcd-", "kube-apiserver-", "kube-controller-manager-", "kube-scheduler-")
+
+
+def _iso(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _wait(what: str, timeout: float, probe: Any, interval: float = 2.0) -> None:
+    deadline, last = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        ok, last = probe()
+        if ok:
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}: {last}")
+
+
+def _pods(on: OnNode) -> dict[str, tuple[str, int]]:
+    """Every pod but the control-plane static pods (which ca extend restarts): uid and restart count."""
+    items = json.loads(on("cp1", "kubectl", "get", "pods", "-A", "-o", "json").stdout)["items"]
+    return {
+        f"{p['metadata']['namespace']}/{p['metadata']['name']}": (
+            p["metadata"]["uid"],
+            sum(s.get("restartCount", 0) for s in p["status"].get("containerStatuses", [])),
+        )
+        for p in items
+        if not p["metadata"]["name"].startswith(CONTROL_PLANE)
+    }
+
+
+def _leaf_serials(data: dict[str, Any]) -> dict[str, str]:
+    return {f"{i['node'] or 'cp1'}/{i['name']}": i["serial"] for i in data["items"] if i["group"] != "ca"}
+
+
+def _extend(on: OnNode, *args: str) -> tuple[dict[str, Any], float]:
+    started = time.monotonic()
+    proc = on("cp1", "kuberevive", "ca", "extend", "--apply", "--json", *args, check=False, timeout=1200)
+    took = time.monotonic() - started
+    print(f"ca extend --apply {' '.join(args)}: {took:.0f} s\n{proc.stderr[-3000:]}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout), took
+
+
+def _kubeconfig_ca(text: str) -> str:
+    doc = yaml.safe_load(text)
+    return base64.b64decode(doc["clusters"][0]["cluster"]["certificate-authority-data"]).decode()
+
+
+def _holders_agree(on: OnNode) -> None:
+    """Every holder of the cluster CA has exactly cp1's pki/ca.crt."""
+    ca = on("cp1", "cat", "/etc/kubernetes/pki/ca.crt").stdout
+    for node in ("cp1", "worker1"):
+        assert _kubeconfig_ca(on(node, "cat", "/etc/kubernetes/kubelet.conf").stdout) == ca, node
+    assert on("worker1", "cat", "/etc/kubernetes/pki/ca.crt").stdout == ca  # the worker kubelet's clientCAFile
+    assert _kubeconfig_ca(on("cp1", "cat", "/etc/kubernetes/admin.conf").stdout) == ca
+
+    def objects() -> tuple[bool, str]:
+        info = json.loads(on("cp1", "kubectl", "get", "cm", "-n", "kube-public", "cluster-info", "-o", "json").stdout)
+        root = json.loads(on("cp1", "kubectl", "get", "cm", "-n", "krlab", "kube-root-ca.crt", "-o", "json").stdout)
+        auth = json.loads(
+            on(
+                "cp1", "kubectl", "get", "cm", "-n", "kube-system", "extension-apiserver-authentication", "-o", "json"
+            ).stdout
+        )
+        ok = (
+            _kubeconfig_ca(info["data"]["kubeconfig"]) == ca
+            and root["data"]["ca.crt"] == ca
+            and auth["data"]["client-ca-file"].strip() == ca.strip()
+        )
+        return ok, "cluster objects still differ from pki/ca.crt"
+
+    _wait("cluster-info, kube-root-ca.crt and extension-apiserver-authentication", 60, objects)
+
+
+def test_ca_extend_before_the_ca_expires(lab: Lab, on_node: OnNode, tmp_path: Path) -> None:
+    from kuberevive.lab.probe import ServiceProbe
+
+    on = on_node
+    code, before = certs_check(on, "cp1", "--all-nodes", *ssh_args())
+    assert code == 0, [i for i in before["items"] if i["status"] != "ok"]
+    serials = _leaf_serials(before)
+    containers = {n: _labapp_containers(on, n) for n in ("cp1", "worker1")}
+    pods = _pods(on)
+    assert all(containers.values()) and pods
+    with ServiceProbe(lab, tmp_path / "probe") as probe:
+        short, took_short = _extend(on, "--all", "--validity", SHORT, "--all-nodes", *ssh_args())
+        assert sorted(c["name"] for c in short["cas"]) == ["ca", "etcd-ca", "front-proxy-ca"]
+        expiry = max(_iso(c["new_not_after"]) for c in short["cas"])
+        assert expiry - datetime.now(UTC) < timedelta(minutes=8)
+        _holders_agree(on)
+
+        long, took_long = _extend(on, "--all-nodes", *ssh_args())  # default: the CAs expiring within 30 days
+        assert sorted(c["name"] for c in long["cas"]) == ["ca", "etcd-ca", "front-proxy-ca"]
+        assert all(_iso(c["new_not_after"]) > datetime.now(UTC) + timedelta(days=3649) for c in long["cas"])
+        assert datetime.now(UTC) < expiry, "the second extension finished after the short CAs expired"
+        _holders_agree(on)
+
+        _wait("the short CAs to expire", 900, lambda: (datetime.now(UTC) > expiry + timedelta(seconds=30), expiry))
+        for node in ("cp1", "worker1"):
+            wait_ready_since(on, node, expiry + timedelta(seconds=5), timeout=240)
+        on("cp1", "kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", "get", "--raw", "/readyz")
+        since = (expiry + timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        def apicaller_ok() -> tuple[bool, str]:
+            logs = on("cp1", "kubectl", "logs", "-n", "krlab", "deployment/apicaller", f"--since-time={since}").stdout
+            lines = [ln for ln in logs.splitlines() if ln.startswith("apicaller")]
+            return bool(lines) and all("apicaller ok" in ln for ln in lines), logs[-500:]
+
+        _wait("the apicaller calling the API after the short CAs expired", 120, apicaller_ok)
+        code, after = certs_check(on, "cp1", "--all-nodes", *ssh_args())
+        assert code == 0, [i for i in after["items"] if i["status"] != "ok"]
+        time.sleep(3)  # a few more probe requests after the checks
+    results = {n: r.as_dict() for n, r in probe.results.items()}
+    print(f"ca extend: short {took_short:.0f} s, long {took_long:.0f} s; probe {results}")
+    for node, p in results.items():
+        assert p["failed"] == 0 and p["ok"] > 0, (node, p)
+    assert _leaf_serials(after) == serials
+    assert {n: _labapp_containers(on, n) for n in ("cp1", "worker1")} == containers
+    assert _pods(on) == pods
+    # the apicaller never failed during the whole run
+    logs = on("cp1", "kubectl", "logs", "-n", "krlab", "deployment/apicaller", "--since=30m").stdout
+    assert "apicaller fail" not in logs, [ln for ln in logs.splitlines() if "fail" in ln][:5]
