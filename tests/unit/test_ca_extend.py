@@ -96,3 +96,40 @@ def test_the_wrong_key_or_a_leaf_is_refused(bundle: dict[PurePosixPath, bytes]) 
     key = pki.load_private_key(bundle[PKI / "ca.key"], "ca.key")
     with pytest.raises(PkiError, match="positive"):
         pki.extend_ca(ca, key, NOW, timedelta(0))
+
+
+def test_rewrites_put_the_new_ca_in_kubeconfigs_and_bundles_and_leave_others(
+    bundle: dict[PurePosixPath, bytes],
+) -> None:
+    from kuberevive.core import caextend, kubeconfig
+
+    ca_path, fp_path = PKI / "ca.crt", PKI / "front-proxy-ca.crt"
+    old = _load(bundle, "ca.crt")
+    key = pki.load_private_key(bundle[PKI / "ca.key"], "ca.key")
+    ext = caextend.Extended("ca", ca_path, old, pki.extend_ca(old, key, NOW, TEN_YEARS))
+    conf = kubeconfig.render_kubeconfig("kubernetes", "https://x:6443", bundle[ca_path], "u", b"c", b"k").encode()
+    other_bundle = bundle[fp_path] + b"# a comment\n" + bundle[ca_path]
+    files = {
+        ca_path: (bundle[ca_path], 0o100644),
+        fp_path: (bundle[fp_path], 0o100644),
+        PurePosixPath("/etc/kubernetes/kubelet.conf"): (conf, 0o100600),
+        PurePosixPath("/etc/kubernetes/client-ca.pem"): (other_bundle, 0o100640),
+    }
+    out = {a.path: a for a in caextend.rewrites(files, [ext])}
+    assert set(out) == {
+        ca_path,
+        PurePosixPath("/etc/kubernetes/kubelet.conf"),
+        PurePosixPath("/etc/kubernetes/client-ca.pem"),
+    }
+    assert out[ca_path].content == ext.new_pem
+    doc = kubeconfig.Kubeconfig.from_yaml(out[PurePosixPath("/etc/kubernetes/kubelet.conf")].content)
+    assert doc.current()[0].certificate_authority_data == ext.new_pem
+    assert out[PurePosixPath("/etc/kubernetes/kubelet.conf")].mode == 0o600
+    pem = out[PurePosixPath("/etc/kubernetes/client-ca.pem")]
+    assert pem.content == bundle[fp_path] + b"# a comment\n" + ext.new_pem and pem.mode == 0o640
+    # on a node without the CA keys (a worker) its copy of ca.crt is a bundle like any other
+    worker = caextend.rewrites({ca_path: (bundle[ca_path], 0o100644)}, [ext], with_cas=False)
+    assert [(a.path, a.content) for a in worker] == [(ca_path, ext.new_pem)]
+    # once rewritten, nothing more to do
+    again = {p: (a.content, a.mode) for p, a in out.items()}
+    assert caextend.rewrites(again, [ext], with_cas=False) == []

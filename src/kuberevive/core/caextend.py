@@ -151,7 +151,7 @@ def rewrites(
                 e.new_pem,
             )
         )
-    own = {e.path for e in extended}
+    own = {e.path for e in extended} if with_cas else set()
     for path, (data, mode) in sorted(files.items()):
         if path in own:
             continue
