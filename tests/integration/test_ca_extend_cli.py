@@ -8,7 +8,6 @@ are moved aside; a run SIGKILLed at any write resumes and converges to one set o
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import subprocess
@@ -20,10 +19,10 @@ from typing import Any
 import pytest
 import yaml
 
-from kuberevive.cli.app import main
-from kuberevive.cli.env import Environment
 from kuberevive.core import pki
-from tests.integration.test_certs_cli import CONFIG, check_json, tree
+from tests.integration.test_certs_cli import check_json, node, run, tree
+
+__all__ = ["node"]  # the fixture: a tree kuberevive generate wrote
 
 PKI = "etc/kubernetes/pki"
 CAS = {"ca": "ca.crt", "front-proxy-ca": "front-proxy-ca.crt", "etcd-ca": "etcd/ca.crt"}
@@ -33,21 +32,6 @@ LEAVES = {
     "etcd/ca.crt": ["etcd/server.crt", "etcd/peer.crt", "etcd/healthcheck-client.crt", "apiserver-etcd-client.crt"],
 }
 KUBECONFIGS = ("admin.conf", "super-admin.conf", "kubelet.conf", "controller-manager.conf", "scheduler.conf")
-
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), Environment(stdout=out, stderr=err, environ={}))
-    return code, out.getvalue(), err.getvalue()
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Path:
-    root = tmp_path / "node"
-    root.mkdir()
-    code, _out, err = run("generate", "all", "--config", str(CONFIG), "--root", str(root))
-    assert code == 0, err
-    return root
 
 
 def serial(path: Path) -> int:

@@ -26,7 +26,7 @@ import yaml
 
 from kuberevive.lab import Lab
 from tests.lab.conftest import OnNode, wait_ready_since
-from tests.lab.test_certs_lab import certs_check
+from tests.lab.test_certs_lab import _wait, certs_check
 from tests.lab.test_recover_lab import ssh_args
 from tests.lab.test_zero_impact_lab import _labapp_containers
 
@@ -38,16 +38,6 @@ CONTROL_PLANE = ("etcd-", "kube-apiserver-", "kube-controller-manager-", "kube-s
 
 def _iso(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
-def _wait(what: str, timeout: float, probe: Any, interval: float = 2.0) -> None:
-    deadline, last = time.monotonic() + timeout, ""
-    while time.monotonic() < deadline:
-        ok, last = probe()
-        if ok:
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}: {last}")
 
 
 def _pods(on: OnNode) -> dict[str, tuple[str, int]]:

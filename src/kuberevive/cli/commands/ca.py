@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import timedelta
 
-from kuberevive.cli.commands.certs import common_args
+from kuberevive.cli.commands.certs import common_args, render_steps
 from kuberevive.cli.commands.recover import add_node_access_args, node_access
 from kuberevive.cli.env import Environment
 from kuberevive.core import caextend
@@ -88,14 +88,8 @@ def render(result: run.ExtendResult, env: Environment, applied: bool) -> None:
         if result.all_nodes:
             env.out("other nodes (SSH): kubelet.conf and the kubelet's clientCAFile, then the kubelet is restarted")
         env.out(f"restarted: {', '.join(result.restarts)} (workload containers are not touched)")
-    env.out("steps:" if not applied else "done:")
-    for s in result.steps:
-        env.out(f"  {s:<22} {run.STEP_TITLES[s]}")
-    for m in result.messages:
-        env.out(f"  {m}")
-    if not applied:
-        env.out("this is the plan; nothing was changed. Run again with --apply to extend.")
-    else:
+    render_steps(env, result.steps, run.STEP_TITLES, result.messages, applied, "extend")
+    if applied:
         env.out(f"extended {len(result.cas)} CA(s) in {result.seconds} s; copy admin.conf again where you use a copy")
 
 

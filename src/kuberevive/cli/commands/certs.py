@@ -133,15 +133,22 @@ def render_renew(result: renew.RenewResult, env: Environment, applied: bool) -> 
     env.out(head)
     for t in result.targets:
         env.out(f"  {t['name']:<26} {t['status']:<9} {t['not_after'] or '-':<21} {t['path']}")
+    render_steps(env, result.steps, renew.STEP_TITLES, result.messages, applied, "renew")
+    if applied:
+        env.out(f"renewed {len(result.targets)} item(s) in {result.seconds} s; admin.conf is renewed too")
+
+
+def render_steps(
+    env: Environment, steps: list[str], titles: dict[str, str], messages: list[str], applied: bool, verb: str
+) -> None:
+    """The steps (planned or done) and the messages of a plan-or-apply command."""
     env.out("steps:" if not applied else "done:")
-    for s in result.steps:
-        env.out(f"  {s:<22} {renew.STEP_TITLES[s]}")
-    for m in result.messages:
+    for s in steps:
+        env.out(f"  {s:<22} {titles[s]}")
+    for m in messages:
         env.out(f"  {m}")
     if not applied:
-        env.out("this is the plan; nothing was changed. Run again with --apply to renew.")
-    else:
-        env.out(f"renewed {len(result.targets)} item(s) in {result.seconds} s; admin.conf is renewed too")
+        env.out(f"this is the plan; nothing was changed. Run again with --apply to {verb}.")
 
 
 def run_renew(args: argparse.Namespace, env: Environment) -> int:
