@@ -10,6 +10,11 @@ until the short CAs' NotAfter has passed: both nodes Ready with a fresh heartbea
 admin.conf works, the ServiceAccount-using pod (which reads ``ca.crt`` for every call) keeps succeeding, 0 failed
 Service requests from both nodes during the whole run, no workload container restarted, every leaf certificate
 unchanged (same serials), ``certs check --all-nodes`` clean.
+
+The repair case: the CAs are made to expire within 3 minutes the same way and the test waits until they have
+expired (the API server refuses the kubelets' and kubectl's client certificates); then one ``ca extend --apply
+--all-nodes`` brings the cluster back: both nodes Ready, kubectl works, the apicaller succeeds again, 0 failed
+Service requests, no workload container restarted, leaf serials unchanged.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import pytest
 import yaml
 
 from kuberevive.lab import Lab
-from tests.lab.conftest import OnNode, wait_ready_since
+from tests.lab.conftest import OnNode
 from tests.lab.test_certs_lab import _wait, certs_check
 from tests.lab.test_recover_lab import ssh_args
 from tests.lab.test_zero_impact_lab import _labapp_containers
@@ -33,6 +38,7 @@ from tests.lab.test_zero_impact_lab import _labapp_containers
 pytestmark = pytest.mark.lab
 
 SHORT = "8m"
+SHORTER = "3m"
 CONTROL_PLANE = ("etcd-", "kube-apiserver-", "kube-controller-manager-", "kube-scheduler-")
 
 
@@ -51,6 +57,16 @@ def _pods(on: OnNode) -> dict[str, tuple[str, int]]:
         for p in items
         if not p["metadata"]["name"].startswith(CONTROL_PLANE)
     }
+
+
+def _alive_since(on: OnNode, node: str, since: datetime) -> tuple[bool, str]:
+    """``node`` is Ready and its kubelet renewed its Lease after ``since`` (so it reaches the API server now; the
+    Ready condition's heartbeat is only posted every few minutes when nothing changes)."""
+    obj = json.loads(on("cp1", "kubectl", "get", "node", node, "-o", "json").stdout)
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in obj["status"]["conditions"])
+    lease = json.loads(on("cp1", "kubectl", "get", "lease", "-n", "kube-node-lease", node, "-o", "json").stdout)
+    renewed = datetime.strptime(lease["spec"]["renewTime"][:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    return ready and renewed > since, f"Ready {ready}, lease renewed {renewed:%H:%M:%S}"
 
 
 def _leaf_serials(data: dict[str, Any]) -> dict[str, str]:
@@ -122,7 +138,7 @@ def test_ca_extend_before_the_ca_expires(lab: Lab, on_node: OnNode, tmp_path: Pa
 
         _wait("the short CAs to expire", 900, lambda: (datetime.now(UTC) > expiry + timedelta(seconds=30), expiry))
         for node in ("cp1", "worker1"):
-            wait_ready_since(on, node, expiry + timedelta(seconds=5), timeout=240)
+            _wait(f"{node} Ready and renewing its Lease", 120, lambda n=node: _alive_since(on, n, expiry))
         on("cp1", "kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", "get", "--raw", "/readyz")
         since = (expiry + timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -145,3 +161,51 @@ def test_ca_extend_before_the_ca_expires(lab: Lab, on_node: OnNode, tmp_path: Pa
     # the apicaller never failed during the whole run
     logs = on("cp1", "kubectl", "logs", "-n", "krlab", "deployment/apicaller", "--since=30m").stdout
     assert "apicaller fail" not in logs, [ln for ln in logs.splitlines() if "fail" in ln][:5]
+
+
+def test_ca_extend_after_the_ca_expired(lab: Lab, on_node: OnNode, tmp_path: Path) -> None:
+    from kuberevive.lab.probe import ServiceProbe
+
+    on = on_node
+    code, before = certs_check(on, "cp1", "--all-nodes", *ssh_args())
+    assert code == 0, [i for i in before["items"] if i["status"] != "ok"]
+    serials = _leaf_serials(before)
+    containers = {n: _labapp_containers(on, n) for n in ("cp1", "worker1")}
+    pods = _pods(on)
+    with ServiceProbe(lab, tmp_path / "probe") as probe:
+        short, _took = _extend(on, "--all", "--validity", SHORTER, "--all-nodes", *ssh_args())
+        expiry = max(_iso(c["new_not_after"]) for c in short["cas"])
+        _wait("the CAs to expire", 600, lambda: (datetime.now(UTC) > expiry + timedelta(seconds=20), expiry))
+        _wait(
+            "kubectl to be refused",
+            120,
+            lambda: (on("cp1", "kubectl", "get", "nodes", check=False, timeout=60).returncode != 0, "API answers"),
+        )
+        code, data = certs_check(on)
+        assert code == 4 and {i["name"] for i in data["items"] if i["status"] == "expired"} >= {"ca", "etcd-ca"}
+
+        repaired, took = _extend(on, "--all-nodes", *ssh_args())
+        assert sorted(c["name"] for c in repaired["cas"]) == ["ca", "etcd-ca", "front-proxy-ca"]
+        assert {c["status"] for c in repaired["cas"]} == {"expired"}
+        _holders_agree(on)
+        now = datetime.now(UTC)
+        for node in ("cp1", "worker1"):
+            _wait(f"{node} Ready and renewing its Lease", 240, lambda n=node: _alive_since(on, n, now))
+        since = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        def apicaller_ok() -> tuple[bool, str]:
+            logs = on("cp1", "kubectl", "logs", "-n", "krlab", "deployment/apicaller", f"--since-time={since}").stdout
+            lines = [ln for ln in logs.splitlines() if ln.startswith("apicaller")]
+            return bool(lines) and "apicaller ok" in lines[-1], logs[-500:]
+
+        _wait("the apicaller calling the API again", 240, apicaller_ok)
+        code, after = certs_check(on, "cp1", "--all-nodes", *ssh_args())
+        assert code == 0, [i for i in after["items"] if i["status"] != "ok"]
+        time.sleep(3)
+    results = {n: r.as_dict() for n, r in probe.results.items()}
+    print(f"ca extend after the CAs expired: {took:.0f} s; probe {results}")
+    for node, p in results.items():
+        assert p["failed"] == 0 and p["ok"] > 0, (node, p)
+    assert _leaf_serials(after) == serials
+    assert {n: _labapp_containers(on, n) for n in ("cp1", "worker1")} == containers
+    assert _pods(on) == pods
