@@ -144,7 +144,7 @@ def test_ca_extend_before_the_ca_expires(lab: Lab, on_node: OnNode, tmp_path: Pa
 
         def apicaller_ok() -> tuple[bool, str]:
             logs = on("cp1", "kubectl", "logs", "-n", "krlab", "deployment/apicaller", f"--since-time={since}").stdout
-            lines = [ln for ln in logs.splitlines() if ln.startswith("apicaller")]
+            lines = [ln for ln in logs.splitlines() if " apicaller " in ln]
             return bool(lines) and all("apicaller ok" in ln for ln in lines), logs[-500:]
 
         _wait("the apicaller calling the API after the short CAs expired", 120, apicaller_ok)
@@ -195,7 +195,7 @@ def test_ca_extend_after_the_ca_expired(lab: Lab, on_node: OnNode, tmp_path: Pat
 
         def apicaller_ok() -> tuple[bool, str]:
             logs = on("cp1", "kubectl", "logs", "-n", "krlab", "deployment/apicaller", f"--since-time={since}").stdout
-            lines = [ln for ln in logs.splitlines() if ln.startswith("apicaller")]
+            lines = [ln for ln in logs.splitlines() if " apicaller " in ln]
             return bool(lines) and "apicaller ok" in lines[-1], logs[-500:]
 
         _wait("the apicaller calling the API again", 240, apicaller_ok)
