@@ -7,7 +7,8 @@ everywhere (so this also proves the spreading: every holder of the CA, the kubel
 ``kube-root-ca.crt`` included, trusts the short CA). Then ``ca extend --apply --all-nodes`` (the default
 selection: the CAs expiring within 30 days; the default validity, ten years) before they expire, and the test waits
 until the short CAs' NotAfter has passed: both nodes Ready with a fresh heartbeat, ``kubectl`` with the new
-admin.conf works, the ServiceAccount-using pod (which reads ``ca.crt`` for every call) keeps succeeding, 0 failed
+admin.conf works, the ServiceAccount-using pod (which reads ``ca.crt`` for every call) keeps succeeding (but for
+the calls that cannot connect while the API server restarts, never a TLS error), 0 failed
 Service requests from both nodes during the whole run, no workload container restarted, every leaf certificate
 unchanged (same serials), ``certs check --all-nodes`` clean.
 
@@ -123,6 +124,7 @@ def test_ca_extend_before_the_ca_expires(lab: Lab, on_node: OnNode, tmp_path: Pa
     containers = {n: _labapp_containers(on, n) for n in ("cp1", "worker1")}
     pods = _pods(on)
     assert all(containers.values()) and pods
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with ServiceProbe(lab, tmp_path / "probe") as probe:
         short, took_short = _extend(on, "--all", "--validity", SHORT, "--all-nodes", *ssh_args())
         assert sorted(c["name"] for c in short["cas"]) == ["ca", "etcd-ca", "front-proxy-ca"]
@@ -158,9 +160,11 @@ def test_ca_extend_before_the_ca_expires(lab: Lab, on_node: OnNode, tmp_path: Pa
     assert _leaf_serials(after) == serials
     assert {n: _labapp_containers(on, n) for n in ("cp1", "worker1")} == containers
     assert _pods(on) == pods
-    # the apicaller never failed during the whole run
-    logs = on("cp1", "kubectl", "logs", "-n", "krlab", "deployment/apicaller", "--since=30m").stdout
-    assert "apicaller fail" not in logs, [ln for ln in logs.splitlines() if "fail" in ln][:5]
+    # during the whole run the apicaller never failed but to connect while the API server restarted (no TLS error)
+    logs = on("cp1", "kubectl", "logs", "-n", "krlab", "deployment/apicaller", f"--since-time={started}").stdout
+    failed = [ln for ln in logs.splitlines() if "apicaller fail" in ln]
+    assert not [ln for ln in failed if "reason=transport" not in ln or "x509" in ln or "certificate" in ln], failed
+    assert len(failed) <= 6, failed  # at most a few calls during each of the two restarts
 
 
 def test_ca_extend_after_the_ca_expired(lab: Lab, on_node: OnNode, tmp_path: Path) -> None:
