@@ -74,6 +74,20 @@ def _leaf_serials(data: dict[str, Any]) -> dict[str, str]:
     return {f"{i['node'] or 'cp1'}/{i['name']}": i["serial"] for i in data["items"] if i["group"] != "ca"}
 
 
+def _workload_and_leaves(
+    on: OnNode, check: dict[str, Any] | None = None
+) -> tuple[dict[str, str], dict[str, Any], dict[str, tuple[str, int]]]:
+    """Every leaf serial (from ``check``, else a clean ``certs check --all-nodes``), the labapp containers of both
+    nodes and every pod but the control plane's: what ca extend must leave as it was."""
+    if check is None:
+        code, check = certs_check(on, "cp1", "--all-nodes", *ssh_args())
+        assert code == 0, [i for i in check["items"] if i["status"] != "ok"]
+    containers = {n: _labapp_containers(on, n) for n in ("cp1", "worker1")}
+    pods = _pods(on)
+    assert all(containers.values()) and pods
+    return _leaf_serials(check), containers, pods
+
+
 def _extend(on: OnNode, *args: str) -> tuple[dict[str, Any], float]:
     started = time.monotonic()
     proc = on("cp1", "kuberevive", "ca", "extend", "--apply", "--json", *args, check=False, timeout=1200)
@@ -118,12 +132,7 @@ def test_ca_extend_before_the_ca_expires(lab: Lab, on_node: OnNode, tmp_path: Pa
     from kuberevive.lab.probe import ServiceProbe
 
     on = on_node
-    code, before = certs_check(on, "cp1", "--all-nodes", *ssh_args())
-    assert code == 0, [i for i in before["items"] if i["status"] != "ok"]
-    serials = _leaf_serials(before)
-    containers = {n: _labapp_containers(on, n) for n in ("cp1", "worker1")}
-    pods = _pods(on)
-    assert all(containers.values()) and pods
+    baseline = _workload_and_leaves(on)
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with ServiceProbe(lab, tmp_path / "probe") as probe:
         short, took_short = _extend(on, "--all", "--validity", SHORT, "--all-nodes", *ssh_args())
@@ -157,9 +166,7 @@ def test_ca_extend_before_the_ca_expires(lab: Lab, on_node: OnNode, tmp_path: Pa
     print(f"ca extend: short {took_short:.0f} s, long {took_long:.0f} s; probe {results}")
     for node, p in results.items():
         assert p["failed"] == 0 and p["ok"] > 0, (node, p)
-    assert _leaf_serials(after) == serials
-    assert {n: _labapp_containers(on, n) for n in ("cp1", "worker1")} == containers
-    assert _pods(on) == pods
+    assert _workload_and_leaves(on, after) == baseline
     # during the whole run the apicaller never failed but to connect while the API server restarted (no TLS error)
     logs = on("cp1", "kubectl", "logs", "-n", "krlab", "deployment/apicaller", f"--since-time={started}").stdout
     failed = [ln for ln in logs.splitlines() if "apicaller fail" in ln]
@@ -171,11 +178,7 @@ def test_ca_extend_after_the_ca_expired(lab: Lab, on_node: OnNode, tmp_path: Pat
     from kuberevive.lab.probe import ServiceProbe
 
     on = on_node
-    code, before = certs_check(on, "cp1", "--all-nodes", *ssh_args())
-    assert code == 0, [i for i in before["items"] if i["status"] != "ok"]
-    serials = _leaf_serials(before)
-    containers = {n: _labapp_containers(on, n) for n in ("cp1", "worker1")}
-    pods = _pods(on)
+    baseline = _workload_and_leaves(on)
     with ServiceProbe(lab, tmp_path / "probe") as probe:
         short, _took = _extend(on, "--all", "--validity", SHORTER, "--all-nodes", *ssh_args())
         expiry = max(_iso(c["new_not_after"]) for c in short["cas"])
@@ -210,6 +213,4 @@ def test_ca_extend_after_the_ca_expired(lab: Lab, on_node: OnNode, tmp_path: Pat
     print(f"ca extend after the CAs expired: {took:.0f} s; probe {results}")
     for node, p in results.items():
         assert p["failed"] == 0 and p["ok"] > 0, (node, p)
-    assert _leaf_serials(after) == serials
-    assert {n: _labapp_containers(on, n) for n in ("cp1", "worker1")} == containers
-    assert _pods(on) == pods
+    assert _workload_and_leaves(on, after) == baseline
