@@ -100,8 +100,8 @@ def tool(work: Path, nodes: int, concurrency: int, node_timeout: float, profile:
     from kuberevive.io.kubeapi import KubeApi
     from kuberevive.io.transport import SshTransport
     from kuberevive.model.inventory import from_node_objects
-    from kuberevive.run import retrust
     from kuberevive.model.recover import RetrustOptions
+    from kuberevive.run import retrust
     from kuberevive.run.retrust import retrust_in_place
 
     breakdown = Breakdown()

@@ -782,7 +782,10 @@ def _validity(
     nb, na = pki.certificate_validity(cert)
     details = {"name": name, "not_after": _iso(na)}
     if pki.is_ca_certificate(cert):
-        renew = "kuberevive cannot renew a CA certificate in place yet (see docs/certs.md); keep its key safe"
+        renew = (
+            "run 'kuberevive ca extend --apply' on the control-plane node that holds its key: it re-issues the CA "
+            "with the same key and puts it everywhere, so every certificate it signed stays valid (docs/certs.md)"
+        )
     else:
         renew = (
             "run 'kuberevive certs renew --apply' on this node: it renews every expired or expiring leaf and "

@@ -404,6 +404,12 @@ def public_key_matches(private_key: PrivateKey, public_key: PublicKey) -> bool:
     return _spki_der(private_key.public_key()) == _spki_der(public_key)
 
 
+def same_public_key(a: x509.Certificate, b: x509.Certificate) -> bool:
+    """Whether two certificates hold the same public key."""
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return a.public_key().public_bytes(*spki) == b.public_key().public_bytes(*spki)
+
+
 def key_matches_certificate(key: PrivateKey, cert: x509.Certificate) -> bool:
     """Whether ``cert`` carries the public half of ``key``."""
     cert_key = cert.public_key()
@@ -571,6 +577,38 @@ def new_self_signed_ca(
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
         .sign(key, _signature_hash(key))
     )
+
+
+def extend_ca(old: x509.Certificate, key: PrivateKey, now: datetime, validity: timedelta) -> x509.Certificate:
+    """``old`` (a self-signed CA certificate, valid or expired) re-issued with the same key: the same subject and
+    issuer, every extension exactly as it was (subject and authority key identifiers, basic constraints, key
+    usages, SANs), a new serial, NotBefore the old one (so nothing valid under ``old`` becomes "not yet valid")
+    and NotAfter ``now + validity``. Every certificate ``old`` signed verifies against the result."""
+    if not key_matches_certificate(key, old):
+        raise PkiError(f"the key does not belong to the CA certificate {old.subject.rfc4514_string()}")
+    if old.issuer != old.subject or not verify_signed_by(old, old):
+        raise PkiError(f"{old.subject.rfc4514_string()} is not a self-signed CA certificate; it cannot be extended")
+    not_after = _utc_seconds(now + validity)
+    if not_after <= _utc_seconds(now):
+        raise PkiError("the new CA validity must be positive")
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(old.subject)
+        .issuer_name(old.issuer)
+        .public_key(key.public_key())
+        .serial_number(_new_serial(old.serial_number))
+        .not_valid_before(min(old.not_valid_before_utc, _utc_seconds(now - CERTIFICATE_BACKDATE)))
+        .not_valid_after(not_after)
+    )
+    for ext in old.extensions:
+        builder = builder.add_extension(ext.value, critical=ext.critical)
+    return builder.sign(key, _signature_hash(key))
+
+
+def _new_serial(old: int) -> int:
+    while (serial := _serial()) == old:
+        pass
+    return serial
 
 
 def _key_usage(ca: bool) -> x509.KeyUsage:

@@ -71,6 +71,8 @@ class LabConfig:
     #: ClusterConfiguration ``certificateValidityPeriod`` (e.g. ``6m``) when not kubeadm's default (one year):
     #: a lab whose leaf certificates expire within minutes, for the "one-year cliff" test of ``certs renew``.
     certificate_validity: str | None = None
+    #: ClusterConfiguration ``caCertificateValidityPeriod`` when not kubeadm's default (ten years).
+    ca_certificate_validity: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> LabConfig:

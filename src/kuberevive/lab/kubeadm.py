@@ -106,7 +106,8 @@ def init_documents(cfg: LabConfig, token: str) -> list[dict[str, Any]]:
             "etcd": {"local": {"dataDir": "/var/lib/etcd"}},
             "dns": {"disabled": True},
         }
-        | ({"certificateValidityPeriod": cfg.certificate_validity} if cfg.certificate_validity else {}),
+        | ({"certificateValidityPeriod": cfg.certificate_validity} if cfg.certificate_validity else {})
+        | ({"caCertificateValidityPeriod": cfg.ca_certificate_validity} if cfg.ca_certificate_validity else {}),
         {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",

@@ -70,9 +70,10 @@ BACKUP_DIR = STATE_DIR / "backup"
 #: Where ``backup create`` writes by default (not :data:`BACKUP_DIR`, which holds files moved aside).
 BACKUPS_DIR = STATE_DIR / "backups"
 RECOVER_DIR = STATE_DIR / "recover"
-#: The node's lock: held by every command that writes a set of files (generate, recover, certs renew).
+#: The node's lock: held by every command that writes a set of files (generate, recover, certs renew, ca extend).
 NODE_LOCK = RECOVER_DIR / "lock"
 GENERATE_PENDING = STATE_DIR / "generate" / "pending.json"
 RENEW_DIR = STATE_DIR / "renew"
 #: Where the runs that change the node keep their logs (:meth:`NodeRoot.open_log`, :mod:`kuberevive.logs`).
 LOG_DIR = STATE_DIR / "log"
+CA_EXTEND_DIR = STATE_DIR / "ca-extend"

@@ -354,3 +354,12 @@ class RenewJournal(Journal):
     node_name: str = ""
     config_source: str = ""
     stamp: str = ""
+
+
+@dataclass(kw_only=True)
+class CaExtendJournal(RenewJournal):
+    """``ca extend``'s journal: the CAs (old and new certificate, PEM; no keys) and the nodes already done."""
+
+    cas: list[dict[str, str]] = field(default_factory=list)
+    all_nodes: bool = False
+    nodes_done: list[str] = field(default_factory=list)

@@ -45,7 +45,7 @@ from kuberevive.io.transport import Transport, run_on_nodes
 from kuberevive.model import paths
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import KubeadmConfig
-from kuberevive.model.inventory import InventoryNode, from_node_objects
+from kuberevive.model.inventory import Inventory, InventoryNode, from_node_objects
 from kuberevive.model.recover import RetrustOptions
 from kuberevive.run.context import fault
 from kuberevive.run.journal import RenewJournal
@@ -128,21 +128,26 @@ def _read_kubelet_files(t: Transport) -> dict[PurePosixPath, d.FileInfo]:
     return files
 
 
+def node_inventory(node: NodeRoot, options: RetrustOptions) -> Inventory:
+    """The nodes to reach over SSH: ``--inventory``, or else the cluster's Node objects through admin.conf."""
+    if options.inventory is not None:
+        return options.inventory
+    try:
+        return from_node_objects(_node_objects(node), options.ssh_user, options.ssh_port)
+    except KubereviveError as exc:
+        raise PlanError(
+            f"--all-nodes: the node list cannot be read from the API ({exc.message})",
+            "pass the nodes with --inventory FILE (docs/inventory.md)",
+        ) from exc
+
+
 def check_other_nodes(
     report: certs.CertsReport, root: str, options: RetrustOptions, progress: Progress
 ) -> certs.CertsReport:
     """``report`` plus the kubelet certificates of every other node, read over SSH (the inventory, or the
     cluster's Node objects through admin.conf); a node that cannot be read is an ``invalid`` item."""
     node = NodeRoot(Path(root))
-    inventory = options.inventory
-    if inventory is None:
-        try:
-            inventory = from_node_objects(_node_objects(node), options.ssh_user, options.ssh_port)
-        except KubereviveError as exc:
-            raise PlanError(
-                f"--all-nodes: the node list cannot be read from the API ({exc.message})",
-                "pass the nodes with --inventory FILE (docs/inventory.md)",
-            ) from exc
+    inventory = node_inventory(node, options)
     others = [n for n in inventory.nodes if n.name != report.node_name]
     cdir = paths.PKI_DIR
     ca_data = node.read(cdir / "ca.crt")
@@ -224,7 +229,7 @@ def _target_json(item: certs.CertItem) -> dict[str, Any]:
     }
 
 
-def _require_cfg(cfg: KubeadmConfig | None) -> KubeadmConfig:
+def require_cfg(cfg: KubeadmConfig | None) -> KubeadmConfig:
     if cfg is None:
         raise PlanError(
             "no kubeadm configuration could be reconstructed from this node's files",
@@ -244,11 +249,14 @@ def plan(root: str, config_file: str | None, warning_days: int, everything: bool
     report, cfg = read_report(root, config_file, warning_days, live=live)
     items = certs.renewal_targets(report, everything)
     if items:
-        _require_cfg(cfg)
+        require_cfg(cfg)
     return RenewResult([_target_json(i) for i in items], steps_for([i.name for i in items], live), report.config_source)
 
 
-class _Executor:
+class RenewExecutor:
+    #: Step id -> title (``ca extend`` has its own steps).
+    titles = STEP_TITLES
+
     def __init__(
         self, host: LocalHost, journal: RenewJournal, cfg: KubeadmConfig, progress: Progress, result: RenewResult
     ) -> None:
@@ -390,9 +398,9 @@ class _Executor:
         total = len(steps)
         for index, sid in enumerate(steps, start=1):
             if self.journal.step_done(sid):
-                self.progress(f"[{index}/{total}] {STEP_TITLES[sid]}: done before")
+                self.progress(f"[{index}/{total}] {self.titles[sid]}: done before")
                 continue
-            self.progress(f"[{index}/{total}] {STEP_TITLES[sid]}")
+            self.progress(f"[{index}/{total}] {self.titles[sid]}")
             started = time.monotonic()
             self.journal.mark(sid, "started")
             getattr(self, "step_" + sid.replace("-", "_"))()
@@ -425,7 +433,7 @@ def apply(
             )
             if not items:
                 return result
-            cfg = _require_cfg(cfg_or_none)
+            cfg = require_cfg(cfg_or_none)
             if journal is not None:  # a finished renewal, and now another one
                 node.move_aside(JOURNAL)
             journal = RenewJournal.new(
@@ -438,13 +446,13 @@ def apply(
             )
         else:
             assert journal is not None
-            cfg = _require_cfg(cfg_or_none)
+            cfg = require_cfg(cfg_or_none)
             targets = list(journal.targets)
             result = RenewResult(
                 targets, steps_for([t["name"] for t in targets], live), journal.config_source, resumed=True
             )
             progress(f"resuming the renewal started at {journal.started_at} (journal {JOURNAL})")
-        executor = _Executor(LocalHost(node, live=live), journal, cfg, progress, result)
+        executor = RenewExecutor(LocalHost(node, live=live), journal, cfg, progress, result)
         try:
             executor.run(result.steps, os.environ if environ is None else environ)
         except KubeApiError as exc:

@@ -11,6 +11,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "report what is wrong with a kubeadm node and what survives for a recovery (read-only)",
     ),
     "certs": ("certs", "check or renew the certificates of a kubeadm control-plane node"),
+    "ca": ("ca", "extend the validity of the cluster's CAs with their own keys, everywhere they are held"),
     "recover": (
         "recover",
         "rebuild a control-plane node whose /etc/kubernetes is lost, from what survives (etcd, kubelet)",
@@ -58,6 +59,12 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "kuberevive certs renew": (
         "kuberevive certs renew            # the plan; changes nothing",
         "kuberevive certs renew --apply    # renew, restart the control plane, wait for /readyz",
+    ),
+    "kuberevive ca": ("kuberevive ca extend && kuberevive ca extend --apply --all-nodes",),
+    "kuberevive ca extend": (
+        "kuberevive ca extend                        # the plan: the CAs expiring within 30 days; changes nothing",
+        "kuberevive ca extend --apply --all-nodes    # also every other node's kubelet, over SSH",
+        "kuberevive ca extend ca --all --validity 87600h --apply",
     ),
     "kuberevive recover": (
         "kuberevive recover                # the plan: every file, pod, process and object, with why",

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "'kubeadm certs check-expiration', plus the kubelet's). Exit 0 all fine, 3 something expires within "
         "the warning period, 4 something is expired, invalid or missing, 1 it could not run.",
     )
-    _common(c)
+    common_args(c)
     c.add_argument("--json", action="store_true", help="machine-readable output (schema in docs/certs.md)")
     g = c.add_argument_group("--all-nodes: the kubelet certificates of every other node, over SSH")
     g.add_argument("--all-nodes", action="store_true", help="also check every other node's kubelet certificates")
@@ -49,14 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "the kubelet's client certificate of this control-plane node with the CAs on disk, then restart the "
         "control-plane static pods and wait for the API server. Without --apply: the plan, nothing changes.",
     )
-    _common(r)
+    common_args(r)
     r.add_argument("--apply", action="store_true", help="do it (default: print the plan and change nothing)")
     r.add_argument("--all", action="store_true", help="renew every leaf and credential, also the valid ones")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.set_defaults(func=run_renew, run_log="certs-renew")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", default="/", metavar="DIR", help="the node's root directory (default /)")
     p.add_argument("--config", metavar="FILE", help="the kubeadm configuration (default: reconstructed)")
     p.add_argument(
@@ -134,15 +134,22 @@ def render_renew(result: renew.RenewResult, env: Environment, applied: bool) -> 
     env.out(head)
     for t in result.targets:
         env.out(f"  {t['name']:<26} {t['status']:<9} {t['not_after'] or '-':<21} {t['path']}")
+    render_steps(env, result.steps, renew.STEP_TITLES, result.messages, applied, "renew")
+    if applied:
+        env.out(f"renewed {len(result.targets)} item(s) in {result.seconds} s; admin.conf is renewed too")
+
+
+def render_steps(
+    env: Environment, steps: list[str], titles: dict[str, str], messages: list[str], applied: bool, verb: str
+) -> None:
+    """The steps (planned or done) and the messages of a plan-or-apply command."""
     env.out("steps:" if not applied else "done:")
-    for s in result.steps:
-        env.out(f"  {s:<22} {renew.STEP_TITLES[s]}")
-    for m in result.messages:
+    for s in steps:
+        env.out(f"  {s:<22} {titles[s]}")
+    for m in messages:
         env.out(f"  {m}")
     if not applied:
-        env.out("this is the plan; nothing was changed. Run again with --apply to renew.")
-    else:
-        env.out(f"renewed {len(result.targets)} item(s) in {result.seconds} s; admin.conf is renewed too")
+        env.out(f"this is the plan; nothing was changed. Run again with --apply to {verb}.")
 
 
 def run_renew(args: argparse.Namespace, env: Environment) -> int:

@@ -1,0 +1,402 @@
+"""``kuberevive ca extend``: the plan, and ``--apply`` step by step under the node's lock, resumable through a
+journal (docs/certs.md).
+
+Steps (only those that apply, in this order):
+
+1. ``files``: the extended CA certificates (same key, subject and key identifiers, new NotAfter) and every file on
+   this node that holds an old one: kubeconfigs' ``certificate-authority-data`` and the kubelet's
+   ``clientCAFile``; each replaced file moved aside;
+2. ``restart-control-plane``: the control-plane containers that read a changed CA at start are stopped
+   (``crictl stop``) and the kubelet is restarted (it reads kubelet.conf at start); the kubelet starts them
+   again from their unchanged static Pod manifests;
+3. ``api-ready``: the API server answers ``/readyz`` to admin.conf;
+4. ``cluster-objects``: ``kube-public/cluster-info``, ``kube-root-ca.crt`` in every namespace and
+   ``kube-system/extension-apiserver-authentication`` hold exactly the extended CAs (recover's trust plan);
+5. ``other-nodes`` (``--all-nodes``): on every other node, over SSH, kubelet.conf and the kubelet's
+   ``clientCAFile`` get the extended CA (old files moved aside) and the kubelet is restarted (containers keep
+   running);
+6. ``node-ready``: this node is Ready with a heartbeat posted after the kubelet restart.
+
+The new certificates are made once and kept in the journal (``/var/lib/kuberevive/ca-extend/journal.json``),
+so a run killed at any point resumes with ``--apply`` and writes the same certificates everywhere. With
+``--root`` other than ``/`` only step 1 runs. Test hook: ``KUBEREVIVE_FAULT_AFTER_STEP=<n>``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kuberevive.core import caextend, certs, pki
+from kuberevive.core.retrust import client_ca_file
+from kuberevive.errors import KubeApiError, KubereviveError, PlanError
+from kuberevive.io.host import LocalHost
+from kuberevive.io.noderoot import NodeRoot
+from kuberevive.io.remotehost import SshHost
+from kuberevive.io.transport import Transport, run_on_nodes
+from kuberevive.io.trust_apply import apply_trust_plan, read_trust_plan
+from kuberevive.model import paths
+from kuberevive.model.artifacts import Artifact
+from kuberevive.model.inventory import InventoryNode
+from kuberevive.model.recover import RetrustOptions
+from kuberevive.run import renew
+from kuberevive.run.journal import CaExtendJournal
+from kuberevive.run.retrust import connect
+from kuberevive.run.waiting import wait_for
+
+JOURNAL = paths.CA_EXTEND_DIR / "journal.json"
+OBJECTS_TIMEOUT = 120.0
+STEP_TITLES = {
+    "files": "write the extended CA certificates and every file on this node that holds an old one",
+    "restart-control-plane": "restart the control-plane containers and the kubelet (they read the CAs at start)",
+    "api-ready": "wait for the API server (/readyz)",
+    "cluster-objects": "put the extended CAs into cluster-info, kube-root-ca.crt and "
+    "extension-apiserver-authentication",
+    "other-nodes": "other nodes over SSH: kubelet.conf and clientCAFile, then restart the kubelet",
+    "node-ready": "wait for this node to be Ready",
+}
+#: CA -> the control-plane components that read it (or a kubeconfig holding it) only when they start.
+READERS = {
+    "ca": ("kube-apiserver", "kube-controller-manager", "kube-scheduler"),
+    "front-proxy-ca": ("kube-apiserver", "kube-controller-manager", "kube-scheduler"),
+    "etcd-ca": ("etcd", "kube-apiserver"),
+}
+#: kubeadm's modes of the files a worker holds the CA in.
+WORKER_MODES = {paths.KUBELET_CONF: 0o600}
+
+
+@dataclass
+class ExtendResult:
+    cas: list[dict[str, Any]]
+    files: list[dict[str, str]]
+    steps: list[str]
+    restarts: list[str]
+    config_source: str = ""
+    all_nodes: bool = False
+    applied: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    resumed: bool = False
+    seconds: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cas": self.cas,
+            "files": self.files,
+            "objects": [
+                "kube-public/configmaps/cluster-info",
+                "<every namespace>/configmaps/kube-root-ca.crt",
+                "kube-system/configmaps/extension-apiserver-authentication",
+            ],
+            "other_nodes": [str(paths.KUBELET_CONF), "the kubelet's clientCAFile"] if self.all_nodes else [],
+            "restarts": self.restarts,
+            "steps": [{"id": s, "title": STEP_TITLES[s]} for s in self.steps],
+            "config_source": self.config_source,
+            "applied": self.applied,
+            "messages": self.messages,
+            "resumed": self.resumed,
+            "seconds": self.seconds,
+        }
+
+
+def steps_for(live: bool, all_nodes: bool) -> list[str]:
+    if not live:
+        return ["files"]
+    return (
+        ["files", "restart-control-plane", "api-ready", "cluster-objects"]
+        + (["other-nodes"] if all_nodes else [])
+        + ["node-ready"]
+    )
+
+
+def restarts_for(names: Sequence[str], live: bool = True) -> list[str]:
+    """The control-plane components to restart for these CAs (in kubeadm's manifest order), and the kubelet;
+    none under another ``--root``."""
+    if not live or not names:
+        return []
+    wanted = {c for n in names for c in READERS[n]}
+    return [c for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler") if c in wanted] + [
+        "kubelet"
+    ]
+
+
+def _local_files(node: NodeRoot, extended: Sequence[caextend.Extended]) -> dict[PurePosixPath, tuple[bytes, int]]:
+    """This node's files that may hold a CA: the CA certificates, every kubeconfig, the kubelet's clientCAFile."""
+    wanted = [e.path for e in extended] + [paths.KUBERNETES_DIR / n for n in paths.KUBECONFIG_NAMES]
+    wanted.append(PurePosixPath(client_ca_file(node.read(paths.KUBELET_CONFIG))))
+    out: dict[PurePosixPath, tuple[bytes, int]] = {}
+    for path in wanted:
+        data, st = node.read(path), node.stat(path)
+        if data is not None and st is not None:
+            out[path] = (data, st.st_mode)
+    return out
+
+
+def _file_json(artifacts: Sequence[Artifact]) -> list[dict[str, str]]:
+    return [{"path": str(a.path), "what": a.description} for a in artifacts]
+
+
+def _ca_json(e: caextend.Extended, item: certs.CertItem | None = None) -> dict[str, Any]:
+    return {
+        "name": e.name,
+        "path": str(e.path),
+        "status": item.status.value if item is not None else None,
+        "not_after": certs.iso(e.old.not_valid_after_utc),
+        "new_not_after": certs.iso(e.new.not_valid_after_utc),
+        "serial": format(e.old.serial_number, "x"),
+        "new_serial": format(e.new.serial_number, "x"),
+    }
+
+
+def _journal_extended(journal: CaExtendJournal) -> list[caextend.Extended]:
+    return [
+        caextend.Extended(
+            c["name"],
+            PurePosixPath(c["path"]),
+            pki.load_certificate(c["old"].encode(), c["path"]),
+            pki.load_certificate(c["new"].encode(), c["path"]),
+        )
+        for c in journal.cas
+    ]
+
+
+def _prepare(
+    root: str,
+    config_file: str | None,
+    warning_days: int,
+    wanted: Sequence[str],
+    everything: bool,
+    validity: timedelta | None,
+    live: bool,
+) -> tuple[list[caextend.Extended], list[certs.CertItem], str]:
+    """The CAs to extend with their new certificates (made now), the rows chosen, the configuration's source.
+    ``validity``: from now; None: the cluster's caCertificateValidityPeriod."""
+    report, cfg = renew.read_report(root, config_file, warning_days, live=live)
+    items = caextend.select(report, wanted, everything)
+    if not items:
+        return [], [], report.config_source
+    validity = validity or renew.require_cfg(cfg).cluster.ca_certificate_validity
+    node = NodeRoot(Path(root))
+    files = node.read_many([PurePosixPath(p) for i in items for p in (i.path, i.key_path or i.path)])
+    return caextend.extend(items, files, datetime.now(UTC), validity), items, report.config_source
+
+
+def plan(
+    root: str,
+    config_file: str | None,
+    warning_days: int,
+    wanted: Sequence[str],
+    everything: bool,
+    all_nodes: bool,
+    validity: timedelta | None = None,
+    *,
+    live: bool,
+) -> ExtendResult:
+    """What ``--apply`` would do; reads only (the new certificates shown are examples: their serial is new)."""
+    node = NodeRoot(Path(root))
+    journal = CaExtendJournal.load(node, JOURNAL)
+    if journal is not None and journal.status == "running":
+        extended = _journal_extended(journal)
+        todo = [s for s in steps_for(live, journal.all_nodes) if not journal.step_done(s)]
+        files = _file_json(journal.artifacts("files") or caextend.rewrites(_local_files(node, extended), extended))
+        return ExtendResult(
+            [_ca_json(e) for e in extended],
+            files,
+            todo,
+            restarts_for([e.name for e in extended], live),
+            journal.config_source,
+            journal.all_nodes,
+            resumed=True,
+        )
+    extended, items, source = _prepare(root, config_file, warning_days, wanted, everything, validity, live)
+    by_name = {i.name: i for i in items}
+    return ExtendResult(
+        [_ca_json(e, by_name[e.name]) for e in extended],
+        _file_json(caextend.rewrites(_local_files(node, extended), extended)) if extended else [],
+        steps_for(live, all_nodes) if extended else [],
+        restarts_for([e.name for e in extended], live),
+        source,
+        all_nodes,
+    )
+
+
+class _Executor(renew.RenewExecutor):
+    titles = STEP_TITLES
+
+    journal: CaExtendJournal
+
+    def __init__(self, *args: Any, extended: list[caextend.Extended], options: RetrustOptions | None) -> None:
+        super().__init__(*args)
+        self.extended = extended
+        self.options = options
+
+    def step_files(self) -> None:
+        self._write(
+            self._recorded("files", lambda: caextend.rewrites(_local_files(self.node, self.extended), self.extended))
+        )
+
+    def step_restart_control_plane(self) -> None:
+        cri = self.cfg.init.node_registration.cri_socket or None
+        components = restarts_for([e.name for e in self.extended])[:-1]
+        stopped = [f"{c} ({self.host.stop_containers(c, cri)})" for c in components]
+        self.progress(f"      stopped: {', '.join(stopped)}; restarting the kubelet")
+        self._restart_kubelet()
+
+    def step_cluster_objects(self) -> None:
+        api = self._api()
+        pki_dir = self.cfg.cluster.certificates_dir
+        ca = self.node.read_existing(PurePosixPath(pki_dir) / "ca.crt")
+        front_proxy = self.node.read(PurePosixPath(pki_dir) / "front-proxy-ca.crt")
+
+        def settled() -> tuple[bool, str]:
+            todo = [c for c in read_trust_plan(api, ca, front_proxy).changes if c.action != "report"]
+            if not todo:
+                return True, ""
+            failed = [a.message for a in apply_trust_plan(api, read_trust_plan(api, ca, front_proxy)) if not a.ok]
+            for a in todo:
+                self.progress(f"      {a.ref}: {'; '.join(a.reasons)}")
+            return False, "; ".join(failed) or "applied; checking again"
+
+        took = wait_for("the cluster objects holding the CAs", OBJECTS_TIMEOUT, settled, 1.0)
+        self.progress(
+            f"      cluster-info, kube-root-ca.crt and extension-apiserver-authentication hold the CAs ({took:.0f} s)"
+        )
+
+    def step_other_nodes(self) -> None:
+        if self.options is None:
+            raise PlanError(
+                "this extension was started with --all-nodes; the other nodes still need the extended CA",
+                "run 'kuberevive ca extend --apply --all-nodes' again with the SSH options (--ssh-key, --known-hosts)",
+            )
+        me = self.journal.node_name
+        done = self.journal.nodes_done
+        inventory = renew.node_inventory(self.node, self.options)
+        nodes = [n for n in inventory.nodes if n.name != me and n.name not in done]
+        extended = self.extended
+
+        def one(n: InventoryNode, t: Transport) -> list[str]:
+            host = SshHost(t, n.name)
+            ca_file = PurePosixPath(client_ca_file(host.read(paths.KUBELET_CONFIG)))
+            files: dict[PurePosixPath, tuple[bytes, int]] = {}
+            for p in (paths.KUBELET_CONF, ca_file):
+                data = host.read(p)
+                if data is not None:
+                    files[p] = (data, WORKER_MODES.get(p, pki.MODE_CERT))
+            out = []
+            for a in caextend.rewrites(files, extended, with_cas=False):
+                aside = host.write(a.path, a.content, a.mode)
+                out.append(f"{n.name}: {a.path} rewritten" + (f" ({aside} kept)" if aside else ""))
+            if out:
+                host.restart_unit("kubelet")
+                out.append(f"{n.name}: kubelet restarted")
+            return out
+
+        results = run_on_nodes(
+            nodes, one, connect(self.options), name=lambda n: n.name, concurrency=self.options.concurrency, timeout=180
+        )
+        failed = []
+        for name, r in results.items():
+            if r.ok and r.value is not None:
+                self.result.messages += r.value
+                done.append(name)
+            else:
+                failed.append(f"{name}: {r.error}")
+        self.journal.save()
+        if failed or inventory.skipped:
+            failed += [f"{name}: {why}" for name, why in inventory.skipped]
+            raise PlanError(
+                "the extended CA did not reach every node: " + "; ".join(failed),
+                "fix the access, then run 'kuberevive ca extend --apply --all-nodes' again: it resumes",
+            )
+
+
+def apply(
+    root: str,
+    config_file: str | None,
+    warning_days: int,
+    wanted: Sequence[str],
+    everything: bool,
+    options: RetrustOptions | None,
+    progress: renew.Progress,
+    environ: Mapping[str, str] | None = None,
+    validity: timedelta | None = None,
+    *,
+    live: bool,
+) -> ExtendResult:
+    """Extend the CAs (or resume an interrupted extension) under the node's lock."""
+    environ = os.environ if environ is None else environ
+    node = NodeRoot.with_test_hooks(Path(root), environ)
+    started = time.monotonic()
+    with node.lock("ca extend", error=PlanError):
+        journal = CaExtendJournal.load(node, JOURNAL)
+        resumed = journal is not None and journal.status == "running"
+        _report, cfg_or_none = renew.read_report(root, config_file, warning_days, live=live)
+        cfg = renew.require_cfg(cfg_or_none)
+        if journal is None or not resumed:
+            extended, items, source = _prepare(root, config_file, warning_days, wanted, everything, validity, live)
+            result = ExtendResult(
+                [_ca_json(e, i) for e, i in zip(extended, items, strict=True)],
+                [],
+                steps_for(live, options is not None) if extended else [],
+                restarts_for([e.name for e in extended], live),
+                source,
+                options is not None,
+            )
+            if not extended:
+                return result
+            if journal is not None:
+                node.move_aside(JOURNAL)
+            journal = CaExtendJournal.new(
+                node,
+                JOURNAL,
+                targets=[{"name": e.name} for e in extended],
+                cas=[
+                    {
+                        "name": e.name,
+                        "path": str(e.path),
+                        "old": pki.encode_certificate_pem(e.old).decode(),
+                        "new": e.new_pem.decode(),
+                    }
+                    for e in extended
+                ],
+                node_name=_report.node_name,
+                config_source=source,
+                all_nodes=options is not None,
+                stamp=datetime.now(UTC).strftime("%Y-%m-%d-%H-%M-%S"),
+            )
+        else:
+            assert journal is not None
+            extended = _journal_extended(journal)
+            result = ExtendResult(
+                [_ca_json(e) for e in extended],
+                [],
+                steps_for(live, journal.all_nodes),
+                restarts_for([e.name for e in extended], live),
+                journal.config_source,
+                journal.all_nodes,
+                resumed=True,
+            )
+            progress(f"resuming the CA extension started at {journal.started_at} (journal {JOURNAL})")
+        executor = _Executor(
+            LocalHost(node, live=live), journal, cfg, progress, result, extended=extended, options=options
+        )
+        try:
+            executor.run(result.steps, environ)
+        except KubeApiError as exc:
+            raise PlanError(
+                f"the CA extension stopped at a step that talks to the API server: {exc.message}",
+                "fix the cause, then run 'kuberevive ca extend --apply' again: it resumes where it stopped",
+            ) from exc
+        except KubereviveError as exc:
+            exc.hint = exc.hint or "run 'kuberevive ca extend --apply' again: it resumes where it stopped"
+            raise
+        result.files = _file_json(journal.artifacts("files") or [])
+        journal.finish()
+    result.seconds = round(time.monotonic() - started, 1)
+    if not live:
+        result.messages.append(f"--root {root}: files written; nothing was restarted (restart the control plane)")
+    return result

@@ -1,0 +1,216 @@
+"""``kuberevive ca extend`` on the real lab (instance 4 in development: ``KUBEREVIVE_LAB_INSTANCE=4 python -m pytest
+-n0 tests/lab/test_ca_extend_lab.py``).
+
+The CAs are made to expire within minutes without rebuilding the lab: a first ``ca extend --apply --all
+--validity 8m --all-nodes`` re-issues all three with their own keys and an 8-minute validity and puts them
+everywhere (so this also proves the spreading: every holder of the CA, the kubelets of both nodes and the pods'
+``kube-root-ca.crt`` included, trusts the short CA). Then ``ca extend --apply --all-nodes`` (the default
+selection: the CAs expiring within 30 days; the default validity, ten years) before they expire, and the test waits
+until the short CAs' NotAfter has passed: both nodes Ready with a fresh heartbeat, ``kubectl`` with the new
+admin.conf works, the ServiceAccount-using pod (which reads ``ca.crt`` for every call) keeps succeeding (but for
+the calls that cannot connect while the API server restarts, never a TLS error), 0 failed
+Service requests from both nodes during the whole run, no workload container restarted, every leaf certificate
+unchanged (same serials), ``certs check --all-nodes`` clean.
+
+The repair case: the CAs are made to expire within 3 minutes the same way and the test waits until they have
+expired (the API server refuses the kubelets' and kubectl's client certificates); then one ``ca extend --apply
+--all-nodes`` brings the cluster back: both nodes Ready, kubectl works, the apicaller succeeds again, 0 failed
+Service requests, no workload container restarted, leaf serials unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kuberevive.lab import Lab
+from tests.lab.conftest import OnNode
+from tests.lab.test_certs_lab import _wait, certs_check
+from tests.lab.test_recover_lab import ssh_args
+from tests.lab.test_zero_impact_lab import _labapp_containers
+
+pytestmark = pytest.mark.lab
+
+SHORT = "8m"
+SHORTER = "3m"
+CONTROL_PLANE = ("etcd-", "kube-apiserver-", "kube-controller-manager-", "kube-scheduler-")
+
+
+def _iso(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _pods(on: OnNode) -> dict[str, tuple[str, int]]:
+    """Every pod but the control-plane static pods (which ca extend restarts): uid and restart count."""
+    items = json.loads(on("cp1", "kubectl", "get", "pods", "-A", "-o", "json").stdout)["items"]
+    return {
+        f"{p['metadata']['namespace']}/{p['metadata']['name']}": (
+            p["metadata"]["uid"],
+            sum(s.get("restartCount", 0) for s in p["status"].get("containerStatuses", [])),
+        )
+        for p in items
+        if not p["metadata"]["name"].startswith(CONTROL_PLANE)
+    }
+
+
+def _alive_since(on: OnNode, node: str, since: datetime) -> tuple[bool, str]:
+    """``node`` is Ready and its kubelet renewed its Lease after ``since`` (so it reaches the API server now; the
+    Ready condition's heartbeat is only posted every few minutes when nothing changes)."""
+    obj = json.loads(on("cp1", "kubectl", "get", "node", node, "-o", "json").stdout)
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in obj["status"]["conditions"])
+    lease = json.loads(on("cp1", "kubectl", "get", "lease", "-n", "kube-node-lease", node, "-o", "json").stdout)
+    renewed = datetime.strptime(lease["spec"]["renewTime"][:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    return ready and renewed > since, f"Ready {ready}, lease renewed {renewed:%H:%M:%S}"
+
+
+def _leaf_serials(data: dict[str, Any]) -> dict[str, str]:
+    return {f"{i['node'] or 'cp1'}/{i['name']}": i["serial"] for i in data["items"] if i["group"] != "ca"}
+
+
+def _workload_and_leaves(
+    on: OnNode, check: dict[str, Any] | None = None
+) -> tuple[dict[str, str], dict[str, Any], dict[str, tuple[str, int]]]:
+    """Every leaf serial (from ``check``, else a clean ``certs check --all-nodes``), the labapp containers of both
+    nodes and every pod but the control plane's: what ca extend must leave as it was."""
+    if check is None:
+        code, check = certs_check(on, "cp1", "--all-nodes", *ssh_args())
+        assert code == 0, [i for i in check["items"] if i["status"] != "ok"]
+    containers = {n: _labapp_containers(on, n) for n in ("cp1", "worker1")}
+    pods = _pods(on)
+    assert all(containers.values()) and pods
+    return _leaf_serials(check), containers, pods
+
+
+def _extend(on: OnNode, *args: str) -> tuple[dict[str, Any], float]:
+    started = time.monotonic()
+    proc = on("cp1", "kuberevive", "ca", "extend", "--apply", "--json", *args, check=False, timeout=1200)
+    took = time.monotonic() - started
+    print(f"ca extend --apply {' '.join(args)}: {took:.0f} s\n{proc.stderr[-3000:]}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout), took
+
+
+def _kubeconfig_ca(text: str) -> str:
+    doc = yaml.safe_load(text)
+    return base64.b64decode(doc["clusters"][0]["cluster"]["certificate-authority-data"]).decode()
+
+
+def _holders_agree(on: OnNode) -> None:
+    """Every holder of the cluster CA has exactly cp1's pki/ca.crt."""
+    ca = on("cp1", "cat", "/etc/kubernetes/pki/ca.crt").stdout
+    for node in ("cp1", "worker1"):
+        assert _kubeconfig_ca(on(node, "cat", "/etc/kubernetes/kubelet.conf").stdout) == ca, node
+    assert on("worker1", "cat", "/etc/kubernetes/pki/ca.crt").stdout == ca  # the worker kubelet's clientCAFile
+    assert _kubeconfig_ca(on("cp1", "cat", "/etc/kubernetes/admin.conf").stdout) == ca
+
+    def objects() -> tuple[bool, str]:
+        info = json.loads(on("cp1", "kubectl", "get", "cm", "-n", "kube-public", "cluster-info", "-o", "json").stdout)
+        root = json.loads(on("cp1", "kubectl", "get", "cm", "-n", "krlab", "kube-root-ca.crt", "-o", "json").stdout)
+        auth = json.loads(
+            on(
+                "cp1", "kubectl", "get", "cm", "-n", "kube-system", "extension-apiserver-authentication", "-o", "json"
+            ).stdout
+        )
+        ok = (
+            _kubeconfig_ca(info["data"]["kubeconfig"]) == ca
+            and root["data"]["ca.crt"] == ca
+            and auth["data"]["client-ca-file"].strip() == ca.strip()
+        )
+        return ok, "cluster objects still differ from pki/ca.crt"
+
+    _wait("cluster-info, kube-root-ca.crt and extension-apiserver-authentication", 60, objects)
+
+
+def test_ca_extend_before_the_ca_expires(lab: Lab, on_node: OnNode, tmp_path: Path) -> None:
+    from kuberevive.lab.probe import ServiceProbe
+
+    on = on_node
+    baseline = _workload_and_leaves(on)
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with ServiceProbe(lab, tmp_path / "probe") as probe:
+        short, took_short = _extend(on, "--all", "--validity", SHORT, "--all-nodes", *ssh_args())
+        assert sorted(c["name"] for c in short["cas"]) == ["ca", "etcd-ca", "front-proxy-ca"]
+        expiry = max(_iso(c["new_not_after"]) for c in short["cas"])
+        assert expiry - datetime.now(UTC) < timedelta(minutes=8)
+        _holders_agree(on)
+
+        long, took_long = _extend(on, "--all-nodes", *ssh_args())  # default: the CAs expiring within 30 days
+        assert sorted(c["name"] for c in long["cas"]) == ["ca", "etcd-ca", "front-proxy-ca"]
+        assert all(_iso(c["new_not_after"]) > datetime.now(UTC) + timedelta(days=3649) for c in long["cas"])
+        assert datetime.now(UTC) < expiry, "the second extension finished after the short CAs expired"
+        _holders_agree(on)
+
+        _wait("the short CAs to expire", 900, lambda: (datetime.now(UTC) > expiry + timedelta(seconds=30), expiry))
+        for node in ("cp1", "worker1"):
+            _wait(f"{node} Ready and renewing its Lease", 120, lambda n=node: _alive_since(on, n, expiry))
+        on("cp1", "kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", "get", "--raw", "/readyz")
+        since = (expiry + timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        def apicaller_ok() -> tuple[bool, str]:
+            logs = on("cp1", "kubectl", "logs", "-n", "krlab", "deployment/apicaller", f"--since-time={since}").stdout
+            lines = [ln for ln in logs.splitlines() if " apicaller " in ln]
+            return bool(lines) and all("apicaller ok" in ln for ln in lines), logs[-500:]
+
+        _wait("the apicaller calling the API after the short CAs expired", 120, apicaller_ok)
+        code, after = certs_check(on, "cp1", "--all-nodes", *ssh_args())
+        assert code == 0, [i for i in after["items"] if i["status"] != "ok"]
+        time.sleep(3)  # a few more probe requests after the checks
+    results = {n: r.as_dict() for n, r in probe.results.items()}
+    print(f"ca extend: short {took_short:.0f} s, long {took_long:.0f} s; probe {results}")
+    for node, p in results.items():
+        assert p["failed"] == 0 and p["ok"] > 0, (node, p)
+    assert _workload_and_leaves(on, after) == baseline
+    # during the whole run the apicaller never failed but to connect while the API server restarted (no TLS error)
+    logs = on("cp1", "kubectl", "logs", "-n", "krlab", "deployment/apicaller", f"--since-time={started}").stdout
+    failed = [ln for ln in logs.splitlines() if "apicaller fail" in ln]
+    assert not [ln for ln in failed if "reason=transport" not in ln or "x509" in ln or "certificate" in ln], failed
+    assert len(failed) <= 6, failed  # at most a few calls during each of the two restarts
+
+
+def test_ca_extend_after_the_ca_expired(lab: Lab, on_node: OnNode, tmp_path: Path) -> None:
+    from kuberevive.lab.probe import ServiceProbe
+
+    on = on_node
+    baseline = _workload_and_leaves(on)
+    with ServiceProbe(lab, tmp_path / "probe") as probe:
+        short, _took = _extend(on, "--all", "--validity", SHORTER, "--all-nodes", *ssh_args())
+        expiry = max(_iso(c["new_not_after"]) for c in short["cas"])
+        _wait("the CAs to expire", 600, lambda: (datetime.now(UTC) > expiry + timedelta(seconds=20), expiry))
+        _wait(
+            "kubectl to be refused",
+            120,
+            lambda: (on("cp1", "kubectl", "get", "nodes", check=False, timeout=60).returncode != 0, "API answers"),
+        )
+        code, data = certs_check(on)
+        assert code == 4 and {i["name"] for i in data["items"] if i["status"] == "expired"} >= {"ca", "etcd-ca"}
+
+        repaired, took = _extend(on, "--all-nodes", *ssh_args())
+        assert sorted(c["name"] for c in repaired["cas"]) == ["ca", "etcd-ca", "front-proxy-ca"]
+        assert {c["status"] for c in repaired["cas"]} == {"expired"}
+        _holders_agree(on)
+        now = datetime.now(UTC)
+        for node in ("cp1", "worker1"):
+            _wait(f"{node} Ready and renewing its Lease", 240, lambda n=node: _alive_since(on, n, now))
+        since = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        def apicaller_ok() -> tuple[bool, str]:
+            logs = on("cp1", "kubectl", "logs", "-n", "krlab", "deployment/apicaller", f"--since-time={since}").stdout
+            lines = [ln for ln in logs.splitlines() if " apicaller " in ln]
+            return bool(lines) and "apicaller ok" in lines[-1], logs[-500:]
+
+        _wait("the apicaller calling the API again", 240, apicaller_ok)
+        code, after = certs_check(on, "cp1", "--all-nodes", *ssh_args())
+        assert code == 0, [i for i in after["items"] if i["status"] != "ok"]
+        time.sleep(3)
+    results = {n: r.as_dict() for n, r in probe.results.items()}
+    print(f"ca extend after the CAs expired: {took:.0f} s; probe {results}")
+    for node, p in results.items():
+        assert p["failed"] == 0 and p["ok"] > 0, (node, p)
+    assert _workload_and_leaves(on, after) == baseline
