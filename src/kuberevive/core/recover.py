@@ -61,7 +61,6 @@ from kuberevive.model.config import (
     NodeFacts,
 )
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
-from kuberevive.model.paths import KUBELET_CLIENT_CURRENT as KUBELET_CLIENT_CURRENT  # run/recover.py reads it here
 from kuberevive.model.recover import NodeEvidence, NodeIdentity, RecoveryPlan, Step, StepKind
 
 KUBEADM_CONFIG_KEY = "/registry/configmaps/kube-system/kubeadm-config"

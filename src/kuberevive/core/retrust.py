@@ -37,13 +37,15 @@ from kuberevive.core.kubeconfig import Kubeconfig, render_kubeconfig
 from kuberevive.core.manifests import parse_manifest, render_manifest
 from kuberevive.core.redact import redact_url
 from kuberevive.errors import KubereviveError
+from kuberevive.model import paths
 from kuberevive.model.config import KubeadmConfig
 
-KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
-KUBELET_CONFIG_YAML = "/var/lib/kubelet/config.yaml"
-KUBELET_PKI = "/var/lib/kubelet/pki"
-KUBELET_CLIENT_CURRENT = f"{KUBELET_PKI}/kubelet-client-current.pem"
-DEFAULT_CLIENT_CA_FILE = "/etc/kubernetes/pki/ca.crt"
+# The node paths of model/paths as the strings the remote commands and kubeconfig fields take.
+KUBELET_CONF = str(paths.KUBELET_CONF)
+KUBELET_CONFIG_YAML = str(paths.KUBELET_CONFIG)
+KUBELET_PKI = str(paths.KUBELET_PKI)
+KUBELET_CLIENT_CURRENT = str(paths.KUBELET_CLIENT_CURRENT)
+DEFAULT_CLIENT_CA_FILE = str(paths.CA_CRT)
 NODES_GROUP = "system:nodes"
 
 

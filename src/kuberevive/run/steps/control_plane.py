@@ -11,7 +11,7 @@ from kuberevive.core.retrust import guard_manifest
 from kuberevive.errors import KubereviveError
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.artifacts import Artifact
-from kuberevive.model.paths import KUBELET_PODS
+from kuberevive.model.paths import KUBELET_CLIENT_CURRENT, KUBELET_PODS
 from kuberevive.model.recover import TrustFlags
 from kuberevive.run.context import StepContext
 from kuberevive.run.steps.restarts import restart_stale_components
@@ -71,7 +71,7 @@ def kubelet_client(ctx: StepContext, i: int) -> None:
     ctx.root.write_all([pem], force=True)
     ctx.faults.mid(i)
     target = str(pem.path)
-    current = core.KUBELET_CLIENT_CURRENT
+    current = KUBELET_CLIENT_CURRENT
     if ctx.host.readlink(current) != target:
         if ctx.root.lstat(current) is not None:
             aside = ctx.move_aside(current)
