@@ -307,3 +307,29 @@ def test_walk_and_read_tree_give_node_paths_and_skip_special_files(inside: NodeR
         PurePosixPath("/etc/kubernetes/same"): b"ca",
     }
     assert PurePosixPath("/etc/kubernetes/fifo") in set(inside.walk("/etc/kubernetes"))
+
+
+def test_a_directory_made_meanwhile_by_another_run_is_used_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two commands starting at once both see /var/lib/kuberevive missing; the one that loses the mkdir race uses
+    the directory the other made (CI saw 'cannot open the node's lock: File exists'), and does not count it as its
+    own (a rollback must not remove it)."""
+    root = NodeRoot(tmp_path)
+    real_mkdir = Path.mkdir
+    raced: list[Path] = []
+
+    def racing_mkdir(self: Path, mode: int = 0o777, parents: bool = False, exist_ok: bool = False) -> None:
+        if self.name == "kuberevive" and not raced:
+            real_mkdir(self, mode)  # the other run wins
+            raced.append(self)
+        real_mkdir(self, mode, parents, exist_ok)
+
+    monkeypatch.setattr(Path, "mkdir", racing_mkdir)
+    created: list[Path] = []
+    root.atomic_write(PurePosixPath("/var/lib/kuberevive/recover/x"), b"x", 0o600, created)
+    assert raced and (tmp_path / "var/lib/kuberevive/recover/x").read_bytes() == b"x"
+    assert tmp_path / "var/lib/kuberevive" not in created
+    assert tmp_path / "var/lib/kuberevive/recover" in created
+    with root.lock("generate"):  # and the lock opens
+        pass

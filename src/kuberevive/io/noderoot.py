@@ -502,7 +502,12 @@ class NodeRoot:
                     f"{d} is a symlink to {link}, which does not exist on the node; nothing was written",
                     "create the directory it points to (or replace the link with a directory), then run again",
                 )
-            host.mkdir(mode=mode)
+            try:
+                host.mkdir(mode=mode)
+            except FileExistsError:
+                if host.is_dir():  # another run made it meanwhile (two commands starting at once): not ours
+                    continue
+                raise
             os.chmod(host, mode)
             created_dirs.append(host)
 

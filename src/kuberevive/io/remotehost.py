@@ -57,7 +57,8 @@ mkparents() {{
   while [ $# -gt 1 ]; do
     if [ ! -e "$2" ]; then
       if [ -L "$2" ]; then printf '%s' "$2 -> $(readlink -- "$2")"; exit {_DANGLING_PARENT}; fi
-      mkdir -m "$1" -- "$2" && chmod "$1" -- "$2" || exit 1
+      if mkdir -m "$1" -- "$2"; then chmod "$1" -- "$2" || exit 1
+      elif [ ! -d "$2" ]; then exit 1; fi  # else another run made it meanwhile
     fi
     shift 2
   done
