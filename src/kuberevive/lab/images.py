@@ -218,9 +218,11 @@ def kube_proxy_image(ref: str, kube_proxy: Path) -> ImageSpec:
 
 
 def build_pause(out: Path) -> Path:
-    """Compile the static pause program (cached next to the images)."""
-    binary = out / "pause"
-    if binary.exists() and binary.stat().st_mtime >= PAUSE_SOURCE.stat().st_mtime:
+    """Compile the static pause program (cached next to the images), once per content of its source: a fresh
+    checkout (a CI clone, a worktree) has a new source mtime, and a rebuilt binary would change the image's cache
+    key under a lab that is importing the old one."""
+    binary = out / f"pause-{hashlib.sha256(PAUSE_SOURCE.read_bytes()).hexdigest()[:16]}"
+    if binary.exists():
         return binary
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f"pause.{os.getpid()}.tmp"  # two labs (test workers) may build it at the same time
