@@ -158,7 +158,7 @@ class JsonFormatter(logging.Formatter):
 class _RunLog(logging.Handler):
     """The per-run log file, opened just before the run's first change to the node (:func:`node_changes`): a run
     refused before it changed anything leaves no file behind, and one that changed something always has its log,
-    with everything said before. If the file cannot be opened the run goes on without it."""
+    with everything said before. If the file cannot be opened the run goes on without it, and says so on stderr."""
 
     def __init__(self, opener: Callable[[], TextIO], path: str, header: str) -> None:
         super().__init__()
@@ -174,6 +174,7 @@ class _RunLog(logging.Handler):
             self.stream = self.opener()
         except Exception as exc:  # a read-only or full disk must not stop a recovery
             self.problem, self.pending = str(exc) or type(exc).__name__, []
+            warning(f"the run's log {self.path} cannot be written ({self.problem}); the run goes on without it")
             return
         lines, self.pending = [self.header, *self.pending], []
         self.stream.write("".join(f"{x}\n" for x in lines))

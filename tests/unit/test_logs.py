@@ -85,3 +85,6 @@ def test_an_unopenable_log_does_not_stop_the_run():
     finally:
         undo()
     assert err.getvalue().endswith(" still going\n")
+    # and it says so, once, naming the file and why
+    said = [line for line in err.getvalue().splitlines() if "/ro/x.log" in line]
+    assert len(said) == 1 and "Read-only file system" in said[0] and "goes on without it" in said[0], said
