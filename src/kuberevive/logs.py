@@ -145,6 +145,39 @@ class TextFormatter(logging.Formatter):
         return "\n".join(self.fit(line, " " * (len(stamp) + 1 if record.levelno < logging.WARNING else 4)))
 
 
+CLEAR_LINE = "\r\033[K"
+
+
+class StatusLine(logging.StreamHandler):  # type: ignore[type-arg]
+    """On a terminal, the heartbeats of a wait (records with a ``waiting`` field) share one status line: each
+    replaces the previous one (carriage return, erase line) instead of adding a line; any other record first
+    clears it. Off a terminal every heartbeat stays a line of its own (a CI log, a file)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.showing = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            if (getattr(record, "fields", None) or {}).get("waiting"):
+                self.stream.write(CLEAR_LINE + text.split("\n", 1)[0])  # one row: \r only returns within it
+                self.showing = True
+            else:
+                self.stream.write((CLEAR_LINE if self.showing else "") + text + "\n")
+                self.showing = False
+            self.flush()
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        if self.showing:
+            self.stream.write(CLEAR_LINE)
+            self.flush()
+            self.showing = False
+        super().close()
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: ``time`` (RFC 3339 UTC), ``level``, ``msg`` and the record's fields."""
 
@@ -215,7 +248,7 @@ def configure(
     returns the function that undoes it (and closes the file)."""
     for value in secrets:
         hide(value)
-    out = logging.StreamHandler(stderr)
+    out = StatusLine(stderr) if tty and fmt != "json" else logging.StreamHandler(stderr)
     out.addFilter(_not_file_only)
     out.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(clock_only=tty, fit=fit))
     handlers: list[logging.Handler] = [out]
@@ -232,8 +265,8 @@ def configure(
             LOGGER.removeHandler(h)
             _ours.remove(h)
             h.flush()
-            if h is not out:
-                h.close()
+            if h is not out or isinstance(h, StatusLine):
+                h.close()  # the status line is cleared; stderr itself stays open (StreamHandler never closes it)
         _hidden.clear()
 
     return undo
