@@ -177,7 +177,8 @@ class Lab:
 
     def check_prerequisites(self) -> None:
         self.require_root()
-        missing = [p for p in REQUIRED_PROGRAMS if shutil.which(p) is None]
+        needed = (*REQUIRED_PROGRAMS, "haproxy") if self.requested.ha else REQUIRED_PROGRAMS
+        missing = [p for p in needed if shutil.which(p) is None]
         if missing:
             raise LabError(
                 f"programs the lab needs are missing: {', '.join(missing)}",
