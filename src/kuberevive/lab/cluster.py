@@ -574,7 +574,7 @@ class Lab:
                     "load-balancer",
                     self.cfg.lb_ip,
                     up,
-                    {"haproxy": up and _pidfile_alive(lb.run_dir / "haproxy.pid") and lb.running()},
+                    {"haproxy": up and lb.running()},
                     NOT_A_NODE,
                 )
             )

@@ -24,11 +24,11 @@ import csv
 import io
 import json
 import socket
-import subprocess
 from pathlib import Path
 
 from kuberevive.errors import LabError
 from kuberevive.lab import supervisor as supervisor_module
+from kuberevive.lab import systemctl as systemctl_module
 from kuberevive.lab._proc import run, wait_for
 from kuberevive.lab.config import API_PORT, LB_NAME, LabConfig
 
@@ -82,6 +82,16 @@ class LoadBalancer:
         self.unit_file = self.dir / "haproxy.json"
         self.stats_socket = self.dir / "haproxy.sock"
         self.netns = cfg.netns_path(cfg.netns_name(LB_NAME))
+        #: the same unit handling as a node's ``systemctl`` shim, with the supervisor put in the LB's namespace
+        self.units = systemctl_module.Units(
+            {
+                "units_dir": str(self.dir),
+                "run_dir": str(self.run_dir),
+                "python": cfg.python,
+                "supervisor": str(Path(supervisor_module.__file__).resolve()),
+                "enter": ["nsenter", f"--net={self.netns}", "--"],
+            }
+        )
 
     def start(self, timeout: float = 30) -> None:
         """Write the configuration (checked with ``haproxy -c``), start haproxy under its supervisor in the
@@ -109,25 +119,7 @@ class LoadBalancer:
             "runtime_directories": [],
         }
         self.unit_file.write_text(json.dumps(unit, indent=2) + "\n")
-        if not self.running():
-            subprocess.Popen(
-                [
-                    "nsenter",
-                    f"--net={self.netns}",
-                    "--",
-                    self.cfg.python,
-                    "-I",
-                    "-S",
-                    str(Path(supervisor_module.__file__).resolve()),
-                    str(self.unit_file),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-                close_fds=True,
-                cwd="/",
-            )
+        self.units.start("haproxy")
         wait_for(
             "haproxy (the load balancer) to answer",
             lambda: self._stat_or_none() is not None,
@@ -137,7 +129,8 @@ class LoadBalancer:
         )
 
     def running(self) -> bool:
-        return self._stat_or_none() is not None
+        """haproxy runs under its supervisor and answers on its stats socket."""
+        return self.units.state("haproxy") == "active" and self._stat_or_none() is not None
 
     def command(self, line: str, timeout: float = 5) -> str:
         """One command on haproxy's stats socket (e.g. ``show stat``); its answer."""
