@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -45,6 +45,7 @@ from kuberevive.model.artifacts import Artifact
 from kuberevive.model.inventory import InventoryNode
 from kuberevive.model.recover import RetrustOptions
 from kuberevive.run import renew
+from kuberevive.run.context import check_table
 from kuberevive.run.journal import CaExtendJournal
 from kuberevive.run.retrust import connect
 from kuberevive.run.waiting import wait_for
@@ -314,6 +315,18 @@ class _Executor(renew.RenewExecutor):
             )
 
 
+#: Step id -> its handler, in the plan's order; checked against :data:`STEP_TITLES` at import.
+CA_EXTEND_STEPS: dict[str, Callable[[_Executor], None]] = {
+    "files": _Executor.step_files,
+    "restart-control-plane": _Executor.step_restart_control_plane,
+    "api-ready": _Executor.step_api_ready,
+    "cluster-objects": _Executor.step_cluster_objects,
+    "other-nodes": _Executor.step_other_nodes,
+    "node-ready": _Executor.step_node_ready,
+}
+check_table(CA_EXTEND_STEPS, tuple(STEP_TITLES), "kuberevive.run.caextend")
+
+
 def apply(
     root: str,
     config_file: str | None,
@@ -385,7 +398,7 @@ def apply(
             LocalHost(node, live=live), journal, cfg, progress, result, extended=extended, options=options
         )
         try:
-            executor.run(result.steps, environ)
+            executor.run(result.steps, environ, CA_EXTEND_STEPS)
         except KubeApiError as exc:
             raise PlanError(
                 f"the CA extension stopped at a step that talks to the API server: {exc.message}",

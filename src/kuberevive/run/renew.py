@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Self
 
 from kuberevive.core import certs, pki
 from kuberevive.core import diagnose as d
@@ -47,7 +47,7 @@ from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import KubeadmConfig
 from kuberevive.model.inventory import Inventory, InventoryNode, from_node_objects
 from kuberevive.model.recover import RetrustOptions
-from kuberevive.run.context import fault
+from kuberevive.run.context import check_table, fault
 from kuberevive.run.journal import RenewJournal
 from kuberevive.run.retrust import connect
 from kuberevive.run.waiting import wait_for
@@ -254,6 +254,8 @@ def plan(root: str, config_file: str | None, warning_days: int, everything: bool
 
 
 class RenewExecutor:
+    """Runs renew's steps; ``ca extend``'s executor extends it with its own steps and table."""
+
     #: Step id -> title (``ca extend`` has its own steps).
     titles = STEP_TITLES
 
@@ -394,7 +396,9 @@ class RenewExecutor:
         since = datetime.fromtimestamp((self.journal.timing("kubelet_restarted") or time.time()) - 2, UTC)
         wait_for(f"node {name} Ready", NODE_TIMEOUT, lambda: ready_since(api.get(f"/api/v1/nodes/{name}"), since), 1.0)
 
-    def run(self, steps: list[str], environ: Mapping[str, str]) -> None:
+    def run(self, steps: list[str], environ: Mapping[str, str], table: Mapping[str, Callable[[Self], None]]) -> None:
+        """Run ``steps`` (ids of ``table``, the executor's checked step table) in order; those the journal
+        records as done are skipped."""
         total = len(steps)
         for index, sid in enumerate(steps, start=1):
             if self.journal.step_done(sid):
@@ -403,10 +407,23 @@ class RenewExecutor:
             self.progress(f"[{index}/{total}] {self.titles[sid]}")
             started = time.monotonic()
             self.journal.mark(sid, "started")
-            getattr(self, "step_" + sid.replace("-", "_"))()
+            table[sid](self)
             self.journal.mark(sid, "done", seconds=round(time.monotonic() - started, 3))
             self.result.applied.append(sid)
             fault(environ, "KUBEREVIVE_FAULT_AFTER_STEP", index)
+
+
+#: Step id -> its handler, in the plan's order; checked against :data:`STEP_TITLES` (renew's step ids) at import.
+RENEW_STEPS: dict[str, Callable[[RenewExecutor], None]] = {
+    "kubelet-client": RenewExecutor.step_kubelet_client,
+    "kubelet-restart": RenewExecutor.step_kubelet_restart,
+    "leaves": RenewExecutor.step_leaves,
+    "kubeconfigs": RenewExecutor.step_kubeconfigs,
+    "restart-control-plane": RenewExecutor.step_restart_control_plane,
+    "api-ready": RenewExecutor.step_api_ready,
+    "node-ready": RenewExecutor.step_node_ready,
+}
+check_table(RENEW_STEPS, tuple(STEP_TITLES), "kuberevive.run.renew")
 
 
 def apply(
@@ -454,7 +471,7 @@ def apply(
             progress(f"resuming the renewal started at {journal.started_at} (journal {JOURNAL})")
         executor = RenewExecutor(LocalHost(node, live=live), journal, cfg, progress, result)
         try:
-            executor.run(result.steps, os.environ if environ is None else environ)
+            executor.run(result.steps, os.environ if environ is None else environ, RENEW_STEPS)
         except KubeApiError as exc:
             raise PlanError(
                 f"the renewal stopped at a step that talks to the API server: {exc.message}",
