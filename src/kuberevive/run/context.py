@@ -77,12 +77,6 @@ def check_table(table: Mapping[str, object], step_ids: Sequence[str], owner: str
         )
 
 
-def fault(environ: Mapping[str, str], name: str, index: int) -> None:
-    """SIGKILL this process when the test hook ``name`` in ``environ`` names step ``index``."""
-    if environ.get(name) == str(index):
-        _sigkill()
-
-
 @dataclass(frozen=True)
 class Faults:
     """Where a test wants the run killed (1-based step indexes); ``kill`` is SIGKILL unless a test injects one."""
