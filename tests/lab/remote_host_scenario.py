@@ -3,7 +3,8 @@ them, with the host's own paths and timestamps replaced by placeholders so two h
 
 tests/lab/test_remote_host_lab.py runs it through :class:`~kuberevive.io.remotehost.SshHost` on worker1 and,
 inside worker1 (``python -m tests.lab.remote_host_scenario BASE TMPFS NOW``, umask 077), through
-:class:`NodeRootHost`: today's single local writer, :class:`~kuberevive.io.noderoot.NodeRoot` at ``/``.
+:class:`~kuberevive.io.host.LocalHost` over :class:`~kuberevive.io.noderoot.NodeRoot` at ``/`` (the single local
+writer).
 """
 
 from __future__ import annotations
@@ -12,64 +13,20 @@ import json
 import re
 import sys
 import threading
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kuberevive.errors import TransportTimeout
-from kuberevive.io.host import Container, Host
+from kuberevive.errors import NodeFsError, TransportTimeout
+from kuberevive.io.host import Host, LocalHost
 from kuberevive.io.noderoot import NodeRoot
-from kuberevive.io.transport import DEFAULT_TIMEOUT, LocalTransport, Result
 from kuberevive.model import paths
-from kuberevive.model.artifacts import Artifact, ArtifactKind
 
 SECRET = b"-----BEGIN PRIVATE KEY-----\nnot-on-any-command-line\n-----END PRIVATE KEY-----\n"
 #: A directory kubeadm makes 0700 (noderoot.DIR_MODES) that a worker does not have.
 KUBEADM_DIR = paths.KUBERNETES_TMP_DIR
 #: A uid and gid no node account has, to see that a move keeps the owner.
 OWNER = "1234:2345"
-
-
-class NodeRootHost:
-    """The reference: :class:`NodeRoot` at ``/`` on the machine it runs on, seen as a Host (file operations only)."""
-
-    def __init__(self, name: str = "local") -> None:
-        self.name = name
-        self.root = NodeRoot(Path("/"))
-        self._local = LocalTransport(name)
-
-    @property
-    def live(self) -> bool:
-        return True
-
-    def read(self, node_path: PurePosixPath) -> bytes | None:
-        return self.root.read(node_path)
-
-    def exists(self, node_path: PurePosixPath) -> bool:
-        return self.root.exists(node_path)
-
-    def readlink(self, node_path: PurePosixPath) -> str | None:
-        return self.root.readlink(node_path)
-
-    def write(self, node_path: PurePosixPath, content: bytes, mode: int) -> PurePosixPath | None:
-        [done] = self.root.write_all([Artifact(node_path, mode, ArtifactKind.CONFIG, "test", content)], force=True)
-        return done.moved_aside_to
-
-    def move_aside(self, node_path: PurePosixPath, now: datetime | None = None) -> PurePosixPath | None:
-        return self.root.move_aside(node_path, now)
-
-    def replace_symlink(self, node_path: PurePosixPath, target: str) -> None:
-        self.root.replace_symlink(node_path, target)
-
-    def run(self, argv: Sequence[str], input: bytes | None = None, timeout: float = DEFAULT_TIMEOUT) -> Result:
-        return self._local.run(argv, input=input, timeout=timeout)
-
-    def restart_unit(self, unit: str) -> None:
-        raise NotImplementedError("not compared: only the SSH host restarts units in the lab test")
-
-    def containers(self, name: str | None = None) -> list[Container]:
-        raise NotImplementedError("not compared: only the SSH host lists containers in the lab test")
 
 
 def _unprefixed(exc: Exception) -> str:
@@ -165,6 +122,32 @@ def scenario(host: Host, base: PurePosixPath, tmpfs: PurePosixPath, now: datetim
     host.run(["chown", OWNER, str(same_fs)])
     moved = host.move_aside(same_fs, now)
     obs["move aside on the same file system"] = [shown(moved), stat(moved), read(moved), host.exists(same_fs)]
+    pem_a, pem_b = base / "kubelet-client-a.pem", base / "kubelet-client-b.pem"
+    current = base / "kubelet-client-now.pem"
+    host.write(current, b"A FILE WHERE THE LINK BELONGS\n", 0o600)
+    first = host.repoint_symlink(current, str(pem_a), now)
+    again = host.repoint_symlink(current, str(pem_a), now)
+    obs["repoint a symlink over a file, then again"] = [shown(first), read(first), shown(again), host.readlink(current)]
+    moved = host.repoint_symlink(current, str(pem_b))
+    obs["repoint it elsewhere"] = [shown(moved), host.readlink(moved) if moved else None, host.readlink(current)]
+
+    data_dir, kept = base / "etcd", base / "etcd.kuberevive-old"
+    host.write(data_dir / "member" / "snap" / "db", b"DB\n", 0o600)
+    host.rename(data_dir, kept)
+    obs["rename a directory"] = [host.exists(data_dir), read(kept / "member" / "snap" / "db"), stat(kept)]
+    host.write(data_dir / "member", b"NEW\n", 0o600)
+    obs["rename over something that exists"] = shown(_error(lambda: host.rename(kept, data_dir)))
+    obs["rename what is not there"] = shown(_error(lambda: host.rename(base / "absent", kept)))
+    obs["rename across file systems"] = shown(_error(lambda: host.rename(kept, tmpfs / "etcd")))
+    obs["after the refused renames"] = [host.exists(kept), host.exists(tmpfs / "etcd")]
+
+    with host.lock("scenario"):
+        obs["the node's lock, taken twice"] = shown(
+            re.sub(r"pid [0-9]+", "pid <pid>", _error(lambda: host.lock("second", NodeFsError).__enter__()))
+        )
+    with host.lock("third"):
+        obs["the node's lock after it was left"] = "taken"
+
     obs["move aside what is not there"] = shown(host.move_aside(base / "absent", now))
     obs["read what is not there"] = [read(base / "absent"), host.exists(base / "absent")]
 
@@ -191,6 +174,9 @@ def scenario(host: Host, base: PurePosixPath, tmpfs: PurePosixPath, now: datetim
 if __name__ == "__main__":
     # inside a lab node: BASE TMPFS NOW (ISO) -> the outcome through NodeRoot, as JSON on stdout
     out = scenario(
-        NodeRootHost(), PurePosixPath(sys.argv[1]), PurePosixPath(sys.argv[2]), datetime.fromisoformat(sys.argv[3])
+        LocalHost(NodeRoot(Path("/")), live=True, name="local"),
+        PurePosixPath(sys.argv[1]),
+        PurePosixPath(sys.argv[2]),
+        datetime.fromisoformat(sys.argv[3]),
     )
     print(json.dumps(out))

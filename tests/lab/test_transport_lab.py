@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import asyncssh
 import pytest
 
 from kuberevive.errors import HostKeyError, TransportError, TransportTimeout
+from kuberevive.io.remotehost import SshHost
 from kuberevive.io.transport import Deadline, SshTarget, SshTransport, Transport, run_on_nodes
 from kuberevive.lab import Lab
 from kuberevive.lab.config import NodeSpec
@@ -44,7 +45,7 @@ def test_run_read_write_on_every_node_concurrently(lab: Lab, ssh: Path):
     def work(node: NodeSpec, t: Transport) -> tuple[str, bytes, str]:
         hostname = t.run(["hostname"]).text.strip()
         path = "/var/tmp/kuberevive transport test"  # /var is per node (/tmp is the host's)
-        t.write_file(path, b"secret\x00bytes\n", 0o600)
+        SshHost(t).write(PurePosixPath(path), b"secret\x00bytes\n", 0o600)
         data = t.read_file(path)
         mode = t.run(["stat", "-c", "%a %U", path]).text.strip()
         leftovers = t.run(["sh", "-c", "ls -a /var/tmp | grep -c kuberevive-tmp || true"]).text.strip()

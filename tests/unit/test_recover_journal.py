@@ -48,14 +48,14 @@ def test_damaged_journal_is_reported(tmp_path: Path) -> None:
 
 
 def test_second_run_is_refused_while_the_lock_is_held(tmp_path: Path) -> None:
-    root = NodeRoot(tmp_path)
+    host = LocalHost(NodeRoot(tmp_path), live=False)
     with (
-        recovery_lock(root),
+        recovery_lock(host),
         pytest.raises(PlanError, match="another 'kuberevive recover' is running"),
-        recovery_lock(root),
+        recovery_lock(host),
     ):
         pass
-    with recovery_lock(root):  # released
+    with recovery_lock(host):  # released
         pass
 
 

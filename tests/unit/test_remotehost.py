@@ -4,19 +4,25 @@ rule that file contents never reach a command line."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 import pytest
 
-from kuberevive.errors import NodeFsError, TransportError
-from kuberevive.io.host import Container, Host, parse_crictl_ps
+from kuberevive.errors import NodeFsError, PlanError, TransportError
+from kuberevive.io.host import Container, Host, LocalHost, parse_crictl_ps
+from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.remotehost import SshHost, _parents
 from kuberevive.io.transport import DEFAULT_TIMEOUT, LocalTransport, Result
 
@@ -67,8 +73,9 @@ class Recording:
     def read_file(self, path: str) -> bytes:
         raise AssertionError("SshHost reads through its scripts")
 
-    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        raise AssertionError("SshHost writes through its scripts")
+    def hold(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> AbstractContextManager[Result | None]:
+        self.calls.append((list(argv), None))
+        return self.local.hold(argv, timeout)
 
     def close(self) -> None:
         pass
@@ -87,8 +94,8 @@ class Canned:
     def read_file(self, path: str) -> bytes:
         raise AssertionError
 
-    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        raise AssertionError
+    def hold(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> AbstractContextManager[Result | None]:
+        return contextlib.nullcontext(self.result)
 
     def close(self) -> None:
         pass
@@ -377,3 +384,112 @@ def test_a_new_file_takes_two_commands_and_a_dangling_link_is_moved_aside(rec: R
     aside = host.write(PurePosixPath(tmp_path / "current.pem"), b"pem", 0o600)
     assert aside is not None and os.readlink(aside) == "/nowhere/kubelet-client-1.pem"  # never destroyed
     assert (tmp_path / "current.pem").read_bytes() == b"pem" and not (tmp_path / "current.pem").is_symlink()
+
+
+# -- the operations both hosts offer, with one outcome ----------------------------------------------------------
+
+
+class Side:
+    """One host and where a test works on it: ``base`` a fresh node directory, ``file`` its path on this machine."""
+
+    def __init__(self, host: Host, base: PurePosixPath, on_disk: Path) -> None:
+        self.host, self.base, self.on_disk = host, base, on_disk
+
+    def file(self, p: PurePosixPath | None) -> Path:
+        assert p is not None
+        return self.on_disk / p.relative_to("/")
+
+
+@pytest.fixture(params=["LocalHost", "SshHost"])
+def side(request: pytest.FixtureRequest, rec: Recording, tmp_path: Path) -> Side:
+    """LocalHost over NodeRoot at a temporary root, or SshHost whose scripts run on this machine (its backup
+    directory and lock file moved into the temporary directory)."""
+    if request.param == "LocalHost":
+        (tmp_path / "root").mkdir()
+        return Side(LocalHost(NodeRoot(tmp_path / "root"), live=False), PurePosixPath("/work"), tmp_path / "root")
+    ssh = SshHost(
+        rec,
+        backup_dir=PurePosixPath(tmp_path / "var/lib/kuberevive/backup"),
+        lock_file=PurePosixPath(tmp_path / "var/lib/kuberevive/recover/lock"),
+    )
+    return Side(ssh, PurePosixPath(tmp_path / "work"), Path("/"))
+
+
+def test_repoint_symlink_moves_aside_what_points_elsewhere_on_both_hosts(side: Side) -> None:
+    host, base = side.host, side.base
+    current, pem_a, pem_b = base / "kubelet-client-current.pem", base / "client-a.pem", base / "client-b.pem"
+    host.write(current, b"a file where the link belongs\n", 0o600)
+    when = datetime(2026, 12, 4, 20, 1, 2, tzinfo=UTC)
+    first = host.repoint_symlink(current, str(pem_a), when)
+    assert first is not None and "20261204T200102.000000Z" in str(first)
+    assert side.file(first).read_bytes() == b"a file where the link belongs\n"
+    assert host.readlink(current) == str(pem_a)
+    assert host.repoint_symlink(current, str(pem_a)) is None  # already that link: nothing moved
+    second = host.repoint_symlink(current, str(pem_b))
+    assert second is not None and os.readlink(side.file(second)) == str(pem_a)
+    assert host.readlink(current) == str(pem_b)
+    assert host.repoint_symlink(base / "new-link", "x") is None and host.readlink(base / "new-link") == "x"
+
+
+def test_rename_is_a_rename_never_over_something_and_never_a_copy_on_both_hosts(side: Side) -> None:
+    host, base = side.host, side.base
+    data, kept = base / "etcd", base / "etcd.kuberevive-old"
+    host.write(data / "member" / "db", b"DB", 0o600)
+    inode = side.file(data).stat().st_ino
+    host.rename(data, kept)
+    assert not host.exists(data) and host.read(kept / "member" / "db") == b"DB"
+    assert side.file(kept).stat().st_ino == inode  # the same directory, renamed
+    host.write(data, b"new", 0o600)
+    with pytest.raises(NodeFsError, match=r"cannot rename .* that exists already; nothing was moved"):
+        host.rename(kept, data)
+    with pytest.raises(NodeFsError, match=r"cannot rename .*absent.* does not exist"):
+        host.rename(base / "absent", base / "elsewhere")
+    assert host.read(data) == b"new" and host.read(kept / "member" / "db") == b"DB"
+    host.rename(kept, base / "made" / "here")  # missing parents are made
+    assert host.read(base / "made" / "here" / "member" / "db") == b"DB"
+
+
+def test_the_nodes_lock_keeps_a_second_run_out_until_the_first_leaves_on_both_hosts(side: Side) -> None:
+    host = side.host
+    with (
+        host.lock("recover", PlanError),
+        pytest.raises(PlanError, match=r"another 'kuberevive recover' is running on this node \(lock .* by pid"),
+        host.lock("certs renew", PlanError),
+    ):
+        pass
+    with host.lock("ca extend", PlanError):  # left: taken at once
+        pass
+
+
+def test_a_killed_holder_of_the_remote_lock_releases_it(tmp_path: Path) -> None:
+    """The held ``flock`` ends with the process that holds it (its stdin closes): no stale lock."""
+    lock = tmp_path / "lock"
+    code = (
+        "import sys, time\n"
+        "from pathlib import PurePosixPath\n"
+        "from kuberevive.io.remotehost import SshHost\n"
+        "from kuberevive.io.transport import LocalTransport\n"
+        "with SshHost(LocalTransport('n'), lock_file=PurePosixPath(sys.argv[1])).lock('recover'):\n"
+        "    print('locked', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    host = SshHost(LocalTransport("n"), lock_file=PurePosixPath(lock))
+    with subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline() == b"locked\n"
+            with (
+                pytest.raises(NodeFsError, match=r"another 'kuberevive recover' is running .*by pid"),
+                host.lock("recover"),
+            ):
+                pass
+        finally:
+            child.kill()
+    deadline = time.monotonic() + 60  # a generous limit, polled
+    while True:
+        try:
+            with host.lock("recover"):
+                break
+        except NodeFsError:
+            assert time.monotonic() < deadline, "the lock was never released"
+            time.sleep(0.1)
+    assert _mode(lock) == 0o600

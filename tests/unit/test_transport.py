@@ -12,16 +12,29 @@ from kuberevive.errors import TransportError, TransportTimeout
 from kuberevive.io.transport import Deadline, LocalTransport, Transport, run_on_nodes
 
 
-def test_local_run_read_write(tmp_path: Path):
+def test_local_run_and_read(tmp_path: Path):
     (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "f").write_bytes(b"two")
     t = LocalTransport("here", tmp_path)
     r = t.run(["sh", "-c", "cat; echo e >&2; exit 3"], input=b"x")
     assert (r.exit_code, r.stdout, r.stderr, r.ok) == (3, b"x", b"e\n", False)
-    t.write_file("/etc/f", b"one", 0o640)
-    t.write_file("/etc/f", b"two", 0o600)
     assert t.read_file("/etc/f") == b"two"
-    assert (tmp_path / "etc" / "f").stat().st_mode & 0o777 == 0o600
-    assert sorted(p.name for p in (tmp_path / "etc").iterdir()) == ["f"]  # no temporary file left
+    assert not hasattr(t, "write_file")  # files are written by SshHost's one atomic writer
+
+
+def test_hold_keeps_the_command_running_until_the_context_ends(tmp_path: Path):
+    t = LocalTransport("here", tmp_path)
+    mark = tmp_path / "ended"
+    with t.hold(["sh", "-c", f"echo held; cat; echo done > {mark}"]) as r:
+        assert r is None
+        assert not mark.exists()  # still running, reading its stdin
+    assert mark.read_text() == "done\n"  # its stdin closed: it ended, and hold waited for it
+    with t.hold(["sh", "-c", "echo busy; echo more; echo err >&2; exit 5"]) as r:
+        assert r is not None and (r.exit_code, r.stdout, r.stderr) == (5, b"busy\nmore\n", b"err\n")
+    with t.hold(["sh", "-c", "exit 4"]) as r:
+        assert r is not None and (r.exit_code, r.stdout) == (4, b"")
+    with pytest.raises(TransportTimeout, match=r"said nothing within 0\.2s"), t.hold(["sleep", "5"], timeout=0.2):
+        pass
 
 
 def test_local_errors_are_one_sentence(tmp_path: Path):
@@ -30,8 +43,6 @@ def test_local_errors_are_one_sentence(tmp_path: Path):
         TransportError, match=r"^here: cannot read /nope: No such file or directory\. Check the path\.$"
     ):
         t.read_file("/nope")
-    with pytest.raises(TransportError, match="cannot write /missing/dir/f"):
-        t.write_file("/missing/dir/f", b"x")
     with pytest.raises(TransportError, match="is not an absolute path"):
         t.read_file("relative")
     with pytest.raises(TransportError, match="cannot run /no/such/program"):

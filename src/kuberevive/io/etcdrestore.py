@@ -102,12 +102,13 @@ def restore_etcd(
         manifest = fallback_manifest
     member = member_from_manifest(manifest, str(ETCD_MANIFEST))
     crictl = find_tool("crictl") if manifest_on_node else ""
-    data_dir = root.host_path(member.data_dir)
-    staging = data_dir.with_name(f"{data_dir.name}.kuberevive-restore-{stamp}")
+    data_dir = root.node_path_of(root.host_path(member.data_dir))  # a symlinked data directory: its target
+    staging_dir = data_dir.with_name(f"{data_dir.name}.kuberevive-restore-{stamp}")
     old = data_dir.with_name(f"{data_dir.name}.kuberevive-{stamp}")
-    for p in (staging, old):
-        if p.exists():
-            raise EtcdError(f"{p} already exists", "wait a second and run again")
+    staging = root.host_path(staging_dir)
+    for p in (staging_dir, old):
+        if root.lstat(p) is not None:
+            raise EtcdError(f"{root.host_path(p)} already exists", "wait a second and run again")
     steps: list[str] = []
 
     aside: PurePosixPath | None = None
@@ -117,7 +118,7 @@ def restore_etcd(
             # same file system as the manifest (a rename), outside the directory the kubelet watches
             aside = KUBERNETES_TMP_DIR / f"kuberevive-etcd-{stamp}.yaml"
             root.ensure_dir(aside.parent)
-            os.rename(root.host_path(ETCD_MANIFEST, follow=False), root.host_path(aside, follow=False))
+            root.rename(ETCD_MANIFEST, aside)
             steps.append(f"moved {ETCD_MANIFEST} to {aside} to stop etcd")
             progress(f"stopping etcd (manifest moved to {aside})")
             stopped = poll_until(
@@ -129,28 +130,28 @@ def restore_etcd(
                     "check the kubelet (is it running?), then run again",
                 )
             steps.append("etcd container stopped")
-        if data_dir.exists():
-            os.rename(data_dir, old)
+        if root.exists(data_dir):
+            root.rename(data_dir, old)
             moved_old = True
-            steps.append(f"kept the old data directory as {old}")
-            progress(f"old data directory kept as {old}")
+            steps.append(f"kept the old data directory as {root.host_path(old)}")
+            progress(f"old data directory kept as {root.host_path(old)}")
         progress("etcdutl snapshot restore")
         _etcdutl_restore(etcdutl, member, snapshot, staging)
         os.chmod(staging, 0o700)
-        os.rename(staging, data_dir)
+        root.rename(staging_dir, data_dir)
         steps.append(f"restored the snapshot into {member.data_dir} (a new one-member cluster)")
     except BaseException:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)  # only our own partial output
-        if moved_old and not data_dir.exists():
-            os.rename(old, data_dir)
+        if moved_old and root.lstat(data_dir) is None:
+            root.rename(old, data_dir)
         if aside is not None:
-            os.replace(root.host_path(aside, follow=False), root.host_path(ETCD_MANIFEST, follow=False))
+            root.rename(aside, ETCD_MANIFEST)
         raise
 
     healthy = False
     if aside is not None:
-        os.replace(root.host_path(aside, follow=False), root.host_path(ETCD_MANIFEST, follow=False))
+        root.rename(aside, ETCD_MANIFEST)
         steps.append(f"moved {ETCD_MANIFEST} back")
         progress("waiting for etcd to be healthy")
         healthy = poll_until(
@@ -158,11 +159,12 @@ def restore_etcd(
         ).ok
         if not healthy:
             raise EtcdError(
-                f"etcd was restored but is not healthy after {health_timeout:.0f} s (old data kept as {old})",
+                f"etcd was restored but is not healthy after {health_timeout:.0f} s "
+                f"(old data kept as {root.host_path(old)})",
                 "check the etcd container's log with crictl logs",
             )
         steps.append("etcd is healthy")
-    old_node_path = root.node_path_of(old) if moved_old else None
+    old_node_path = old if moved_old else None
     return RestoreResult(member, old_node_path, manifest_on_node, healthy, time.monotonic() - start, steps)
 
 

@@ -10,6 +10,11 @@ the same guarantees (those :class:`~kuberevive.io.noderoot.NodeRoot` gives today
   ``/var/lib/kuberevive/backup/<UTC timestamp>/<original path>`` on the same node, also when that is on
   another file system (copy, fsync, then remove the original);
 * :meth:`Host.replace_symlink` swaps a symlink atomically (a new link renamed over the old one);
+  :meth:`Host.repoint_symlink` does so after moving aside what pointed elsewhere (the kubelet's
+  ``kubelet-client-current.pem``);
+* :meth:`Host.rename` renames on the same file system (etcd's data directory), never over something that exists;
+* :meth:`Host.lock` holds the node's lock (``flock`` on :data:`~kuberevive.model.paths.NODE_LOCK`) for a run,
+  refused at once when another run holds it, and released by the kernel when the run dies;
 * commands run without a shell, with a timeout, and a non-zero exit is a result, not an error.
 
 Whether a host is the real, running node (so ``systemctl``, ``crictl`` and ``ip`` act on it) is
@@ -18,14 +23,15 @@ Whether a host is the real, running node (so ``systemctl``, ``crictl`` and ``ip`
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Protocol
 
-from kuberevive.errors import PlanError
+from kuberevive.errors import KubereviveError, NodeFsError, PlanError
 from kuberevive.io import process
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.transport import DEFAULT_TIMEOUT, Result, run_here
@@ -76,6 +82,22 @@ class Host(Protocol):
 
     def replace_symlink(self, node_path: PurePosixPath, target: str) -> None: ...
 
+    def repoint_symlink(
+        self, node_path: PurePosixPath, target: str, now: datetime | None = None
+    ) -> PurePosixPath | None:
+        """Make ``node_path`` a symlink to ``target``: what is there and is not that link (another link, a file)
+        is moved aside first and its new path returned (``None``: nothing was there, or it was that link)."""
+        ...
+
+    def rename(self, node_path: PurePosixPath, new_path: PurePosixPath) -> None:
+        """Rename a file, symlink or directory on the same file system (atomic, never a copy), never over
+        something that exists; a :class:`~kuberevive.errors.NodeFsError` otherwise, with nothing moved."""
+        ...
+
+    def lock(self, command: str, error: type[KubereviveError] = NodeFsError) -> contextlib.AbstractContextManager[None]:
+        """Hold the node's lock for a run of ``command``; ``error`` at once when another run holds it."""
+        ...
+
     def run(self, argv: Sequence[str], input: bytes | None = None, timeout: float = DEFAULT_TIMEOUT) -> Result:
         """Run ``argv`` on the node (no shell); a non-zero exit is a :class:`Result`, not an error."""
         ...
@@ -108,6 +130,15 @@ def parse_crictl_ps(data: bytes | str, name: str | None = None) -> list[Containe
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not the JSON of 'crictl ps -o json': {exc}") from exc
     return [c for c in out if name is None or c.name == name]
+
+
+def repoint_symlink(host: Host, node_path: PurePosixPath, target: str, now: datetime | None) -> PurePosixPath | None:
+    """:meth:`Host.repoint_symlink` with the host's own operations (the same steps on every host)."""
+    if host.readlink(node_path) == target:
+        return None
+    aside = host.move_aside(node_path, now)
+    host.replace_symlink(node_path, target)
+    return aside
 
 
 def _crictl(cri_socket: str | None) -> list[str]:
@@ -150,6 +181,19 @@ class LocalHost:
 
     def replace_symlink(self, node_path: PurePosixPath, target: str) -> None:
         self.root.replace_symlink(node_path, target)
+
+    def repoint_symlink(
+        self, node_path: PurePosixPath, target: str, now: datetime | None = None
+    ) -> PurePosixPath | None:
+        return repoint_symlink(self, node_path, target, now)
+
+    def rename(self, node_path: PurePosixPath, new_path: PurePosixPath) -> None:
+        self.root.rename(node_path, new_path)
+
+    @contextlib.contextmanager
+    def lock(self, command: str, error: type[KubereviveError] = NodeFsError) -> Iterator[None]:
+        with self.root.lock(command, error):
+            yield
 
     # -- commands ----------------------------------------------------------------------------
 

@@ -84,6 +84,23 @@ def backup_stamp(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
+def lock_record(pid: int, command: str) -> bytes:
+    """What the holder of the node's lock writes into it: its pid and command."""
+    return f"{pid} {command}\n".encode()
+
+
+def lock_held(
+    error: type[KubereviveError], record: bytes, command: str, lock: PurePosixPath = paths.NODE_LOCK
+) -> KubereviveError:
+    """The error for a node lock held by another run, naming it from its :func:`lock_record`."""
+    holder = record.decode(errors="replace").split()
+    pid, other = (holder[0] if holder else ""), (holder[1] if len(holder) > 1 else command)
+    return error(
+        f"another 'kuberevive {other}' is running on this node (lock {lock} held" + (f" by pid {pid})" if pid else ")"),
+        "wait for it to finish; a killed run releases the lock by itself",
+    )
+
+
 def missing_parents_modes(node_path: PurePosixPath | str) -> list[tuple[PurePosixPath, int]]:
     """Every directory above ``node_path``, outermost first, with the mode kubeadm gives it when it is made."""
     chain: list[PurePosixPath] = []
@@ -482,6 +499,31 @@ class NodeRoot:
         self._move_aside(node_path, aside, [])
         return aside
 
+    def rename(self, node_path: PurePosixPath, new_path: PurePosixPath) -> None:
+        """Give a file, symlink or directory (etcd's data directory) a new name on the same file system: one
+        ``rename``, atomic, the inode kept; never over something that exists, never a copy across file systems;
+        missing parents of ``new_path`` made with kubeadm's modes, both directories fsync-ed."""
+        src, dst = self.host_path(node_path, follow=False), self.host_path(new_path, follow=False)
+        if not os.path.lexists(src):
+            raise NodeFsError(f"cannot rename {node_path} to {new_path}: {node_path} does not exist", "run again")
+        if os.path.lexists(dst):
+            raise NodeFsError(
+                f"cannot rename {node_path} to {new_path}: that exists already; nothing was moved",
+                f"move {new_path} away, then run again",
+            )
+        logs.node_changes()
+        self._ensure_parent(new_path, [])
+        try:
+            os.rename(src, dst)
+        except OSError as exc:
+            raise NodeFsError(
+                f"cannot rename {node_path} to {new_path}: {exc.strerror}; nothing was moved",
+                "check the node's file systems (both must be on the same one), then run again",
+            ) from exc
+        self._fsync_dir(dst.parent)
+        if src.parent != dst.parent:
+            self._fsync_dir(src.parent)
+
     def _move_aside(self, node_path: PurePosixPath, aside: PurePosixPath, created_dirs: list[Path]) -> None:
         logs.node_changes()
         self._ensure_parent(aside, created_dirs)
@@ -540,15 +582,9 @@ class NodeRoot:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
-                holder = os.pread(fd, 128, 0).decode(errors="replace").split()
-                pid, other = (holder[0] if holder else ""), (holder[1] if len(holder) > 1 else command)
-                raise error(
-                    f"another 'kuberevive {other}' is running on this node (lock {paths.NODE_LOCK} held"
-                    + (f" by pid {pid})" if pid else ")"),
-                    "wait for it to finish; a killed run releases the lock by itself",
-                ) from exc
+                raise lock_held(error, os.pread(fd, 128, 0), command) from exc
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
+            os.pwrite(fd, lock_record(os.getpid(), command), 0)
             yield
         finally:
             os.close(fd)

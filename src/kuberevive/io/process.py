@@ -33,6 +33,7 @@ __all__ = [
     "is_secret_name",
     "run",
     "scrubbed_environ",
+    "start",
     "try_run",
 ]
 
@@ -143,3 +144,16 @@ def try_run(argv: Sequence[str], *, timeout: float | None) -> Completed[str] | N
         return run(argv, timeout=timeout, text=True)
     except (OSError, SubprocessError):
         return None
+
+
+def start(argv: Sequence[str]) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (no shell, the scrubbed environment) with its stdin, stdout and stderr as pipes, and return
+    at once: for a command that keeps running while the caller works (a lock held by a child until its stdin
+    closes). The caller owns the process: it closes stdin and waits for it."""
+    if not argv:
+        raise ValueError("start() needs a program to run")
+    env = scrubbed_environ()
+    args = [_resolve(argv[0], env), *argv[1:]]
+    return subprocess.Popen(
+        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, shell=False
+    )

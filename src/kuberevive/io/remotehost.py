@@ -21,18 +21,30 @@ command line. The node needs ``sh`` and GNU coreutils (``stat``, ``dd``, ``mkdir
   symlink), fsync, and only then the original removed. An empty directory (what a container runtime leaves
   where a file belongs) is moved with ``mv``. A backup path that exists already is never overwritten.
 * :meth:`SshHost.replace_symlink`: a new link renamed over the old one, the directory fsync-ed.
+* :meth:`SshHost.rename`: ``mv`` only when the new name is absent and on the source's file system (so it is one
+  ``rename``, never a copy), both directories fsync-ed.
+* :meth:`SshHost.lock`: ``flock -n`` on the node's lock file by a command held open for the whole run
+  (:meth:`~kuberevive.io.transport.Transport.hold`): it ends, releasing the lock, when the run leaves the lock
+  or dies (the SSH connection closes). The node also needs ``flock`` (util-linux).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import PurePosixPath
 
 from kuberevive.errors import KubereviveError, NodeFsError, TransportError
-from kuberevive.io.host import Container, parse_crictl_ps
-from kuberevive.io.noderoot import MAX_READ_BYTES, backup_stamp, missing_parents_modes, normalise
-from kuberevive.io.transport import DEFAULT_TIMEOUT, Result, Transport
+from kuberevive.io.host import Container, parse_crictl_ps, repoint_symlink
+from kuberevive.io.noderoot import (
+    MAX_READ_BYTES,
+    backup_stamp,
+    lock_held,
+    missing_parents_modes,
+    normalise,
+)
+from kuberevive.io.transport import DEFAULT_TIMEOUT, HELD, Result, Transport
 from kuberevive.model import paths
 
 #: Time limit of one file operation on the node (a command's own limit is the caller's).
@@ -50,6 +62,9 @@ _TOO_BIG = 20
 _DANGLING_PARENT = 21
 _ASIDE_EXISTS = 22
 _DANGLING = 23
+_OTHER_FS = 24
+_LOCKED = 25
+_IS_LINK = 26
 
 #: Creates the missing parents given as "mode dir" pairs ($@), outermost first; a dangling symlink is refused.
 _MKPARENTS = f"""
@@ -140,6 +155,37 @@ sync -- "$(dirname -- "$a")" && exec sync -- "$(dirname -- "$s")"
 )
 
 
+# $1 source, $2 new name, then the new name's parents as mode/dir pairs.
+_RENAME = (
+    _MKPARENTS
+    + f"""
+s=$1 n=$2; shift 2
+[ -e "$s" ] || [ -L "$s" ] || exit {_ABSENT}
+if [ -e "$n" ] || [ -L "$n" ]; then exit {_ASIDE_EXISTS}; fi
+mkparents "$@"
+[ "$(stat -c %d -- "$s")" = "$(stat -c %d -- "$(dirname -- "$n")")" ] || exit {_OTHER_FS}
+mv -T -- "$s" "$n" || exit 1
+sync -- "$(dirname -- "$n")" && exec sync -- "$(dirname -- "$s")"
+"""
+)
+
+# $1 the lock file, $2 the command, then its parents as mode/dir pairs. Holds flock on fd 9 while cat reads stdin.
+_LOCK = (
+    _MKPARENTS
+    + f"""
+l=$1 c=$2; shift 2
+mkparents "$@"
+[ -L "$l" ] && exit {_IS_LINK}
+umask 077
+exec 9>>"$l" || exit 1
+if ! flock -n 9; then dd if="$l" bs=128 count=1 status=none; exit {_LOCKED}; fi
+printf '%s %s\\n' "$$" "$c" > "$l" || exit 1  # what noderoot.lock_record writes
+printf '{HELD.decode().strip()}\n'
+exec cat > /dev/null
+"""
+)
+
+
 def _parents(node_path: PurePosixPath) -> list[str]:
     """The parents of ``node_path`` as the ``mode dir`` arguments of ``mkparents``."""
     return [arg for d, mode in missing_parents_modes(node_path) for arg in (f"{mode:o}", str(d))]
@@ -154,12 +200,17 @@ class SshHost:
     """Another node, through its transport (usually an :class:`~kuberevive.io.transport.SshTransport`)."""
 
     def __init__(
-        self, transport: Transport, name: str | None = None, backup_dir: PurePosixPath = paths.BACKUP_DIR
+        self,
+        transport: Transport,
+        name: str | None = None,
+        backup_dir: PurePosixPath = paths.BACKUP_DIR,
+        lock_file: PurePosixPath = paths.NODE_LOCK,
     ) -> None:
         self.transport = transport
         self.name = name or transport.name
-        #: Where :meth:`move_aside` puts files (a temporary directory in tests).
+        #: Where :meth:`move_aside` puts files and which file :meth:`lock` locks (temporary ones in tests).
         self.backup_dir = backup_dir
+        self.lock_file = lock_file
 
     @property
     def live(self) -> bool:
@@ -265,6 +316,42 @@ class SshHost:
         r = self._sh(_SYMLINK, str(path), target, *_parents(path))
         if not r.ok:
             raise self._fail(f"point {path} at {target}", r)
+
+    def repoint_symlink(
+        self, node_path: PurePosixPath, target: str, now: datetime | None = None
+    ) -> PurePosixPath | None:
+        return repoint_symlink(self, node_path, target, now)
+
+    def rename(self, node_path: PurePosixPath, new_path: PurePosixPath) -> None:
+        path, new = normalise(node_path), normalise(new_path)
+        r = self._sh(_RENAME, str(path), str(new), *_parents(new))
+        what = f"{self.name}: cannot rename {path} to {new}"
+        if r.exit_code == _ABSENT:
+            raise NodeFsError(f"{what}: {path} does not exist", "run again")
+        if r.exit_code == _ASIDE_EXISTS:
+            raise NodeFsError(f"{what}: that exists already; nothing was moved", f"move {new} away, then run again")
+        if r.exit_code == _OTHER_FS:
+            raise NodeFsError(
+                f"{what}: Invalid cross-device link; nothing was moved",
+                "check the node's file systems (both must be on the same one), then run again",
+            )
+        if not r.ok:
+            raise self._fail(f"rename {path} to {new}", r)
+
+    @contextlib.contextmanager
+    def lock(self, command: str, error: type[KubereviveError] = NodeFsError) -> Iterator[None]:
+        lock = self.lock_file
+        with self.transport.hold(["sh", "-c", _LOCK, "sh", str(lock), command, *_parents(lock)], FILE_OP_TIMEOUT) as r:
+            if r is not None:
+                if r.exit_code == _LOCKED:
+                    exc = lock_held(error, r.stdout, command, lock)
+                    exc.message = f"{self.name}: {exc.message}"
+                    raise exc
+                raise error(
+                    f"{self.name}: cannot open the node's lock {lock}: {_why(r)}; nothing was written",
+                    f"make {lock.parent} a writable directory on the node, then run again",
+                )
+            yield
 
     # -- processes -------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Reaching nodes: run a command, read a file, write a file atomically — locally or over SSH.
+"""Reaching nodes: run a command, hold one running, read a file — locally or over SSH. Files are written through
+:class:`~kuberevive.io.remotehost.SshHost` (its atomic write), never here.
 
 The recover executor talks to every node through one small synchronous protocol, :class:`Transport`:
 
@@ -29,11 +30,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import posixpath
+import select
 import shlex
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,11 +81,21 @@ class Transport(Protocol):
         """The bytes of ``path``; :class:`TransportError` if it does not exist or cannot be read."""
         ...
 
-    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        """Replace ``path`` atomically (temporary file in the same directory, fsync, rename)."""
+    def hold(
+        self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT
+    ) -> contextlib.AbstractContextManager[Result | None]:
+        """Start ``argv`` and wait (at most ``timeout``) for its first line of output. When that line is
+        :data:`HELD`, the context is entered with ``None`` while the command keeps running with its stdin open;
+        leaving the context closes its stdin and waits for it to end. When it says anything else or ends, the
+        context is entered with its :class:`Result`. The command also ends when this process dies (its stdin
+        closes with the pipe or the SSH connection): what it holds is never left held by a dead run."""
         ...
 
     def close(self) -> None: ...
+
+
+#: The first line of a held command (:meth:`Transport.hold`) that holds what it was started for.
+HELD = b"held\n"
 
 
 # -- deadlines ---------------------------------------------------------------------------------
@@ -152,25 +163,55 @@ class LocalTransport:
         except OSError as exc:
             raise TransportError(f"{self.name}: cannot read {path}: {exc.strerror}", "check the path") from exc
 
-    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        target = self._path(path)
-        tmp = target.with_name(f".{target.name}.kuberevive-tmp")
+    @contextlib.contextmanager
+    def hold(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> Iterator[Result | None]:
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fchmod(fd, mode)
-                os.fsync(fd)
-            os.replace(tmp, target)
+            proc = process.start(argv)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise TransportError(
-                f"{self.name}: cannot write {path}: {exc.strerror}", "check the directory exists and is writable"
-            ) from exc
+            raise TransportError(f"{self.name}: cannot start {shlex.join(argv)}: {exc}", "check the program") from exc
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            first = _first_line(proc.stdout.fileno(), self.deadline.limit(timeout))
+            if first is None:
+                proc.kill()
+                raise TransportTimeout(
+                    f"{self.name}: {shlex.join(argv)} said nothing within {_secs(timeout)}s", "check the node"
+                )
+            if first == HELD:
+                yield None
+                return
+            out, err = proc.communicate(timeout=self.deadline.limit(timeout))
+            yield Result(proc.returncode, first + out, err)
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            try:
+                proc.wait(timeout=30)
+            except process.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
 
     def close(self) -> None:
         pass
+
+
+def _first_line(fd: int, timeout: float | None) -> bytes | None:
+    """The first line read from ``fd`` (what came before the end, when it ends first), or None after ``timeout``."""
+    limit = None if timeout is None else time.monotonic() + timeout
+    got = b""
+    while not got.endswith(b"\n"):
+        wait = None if limit is None else max(0.0, limit - time.monotonic())
+        ready, _, _ = select.select([fd], [], [], wait)
+        if not ready:
+            return None
+        chunk = os.read(fd, 1)  # one byte at a time: what follows the line stays in the pipe
+        if not chunk:
+            break
+        got += chunk
+    return got
 
 
 # -- SSH --------------------------------------------------------------------------------------
@@ -371,22 +412,46 @@ class SshTransport:
             )
         return result.stdout
 
-    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        if not path.startswith("/"):
-            raise TransportError(f"{path!r} is not an absolute path", "pass node paths as absolute paths")
-        directory, base = posixpath.split(path)
-        tmp = posixpath.join(directory, f".{base}.kuberevive-tmp")
-        # umask 077 so the temporary file is never more open than the final mode; chmod before rename.
-        script = (
-            'umask 077 && cat > "$1" && chmod "$3" "$1" && sync "$1" 2>/dev/null; '
-            'mv -f "$1" "$2" || { rc=$?; rm -f "$1"; exit $rc; }'
-        )
-        result = self.run(["sh", "-c", script, "sh", tmp, path, f"{mode:o}"], input=data)
-        if not result.ok:
-            raise TransportError(
-                f"{self.name}: cannot write {path}: {result.stderr.decode(errors='replace').strip()}",
-                "check the directory exists and is writable",
-            )
+    @contextlib.contextmanager
+    def hold(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> Iterator[Result | None]:
+        self.connect()
+        conn = self._conn
+        assert conn is not None
+        import asyncssh
+
+        command = shlex.join(argv)  # no `timeout` wrapper: it runs until its stdin closes
+
+        async def _start() -> asyncssh.SSHClientProcess[bytes]:
+            return await conn.create_process(command, encoding=None)
+
+        try:
+            proc: asyncssh.SSHClientProcess[bytes] = self._call(command, _start, timeout)
+        except (asyncssh.Error, OSError) as exc:
+            raise TransportError(f"{self.name}: running {command} failed: {exc}", "check the SSH connection") from exc
+
+        async def _rest() -> Result:
+            out, err = await proc.communicate()
+            code = proc.exit_status
+            return Result(code if code is not None and code >= 0 else -1, out or b"", err or b"")
+
+        async def _end() -> None:
+            proc.stdin.write_eof()
+            await proc.wait_closed()
+
+        held = False
+        try:
+            first: bytes = self._call(command, proc.stdout.readline, timeout)
+            if first == HELD:
+                held = True
+                yield None
+                return
+            rest = self._call(command, _rest, timeout)
+            yield Result(rest.exit_code, first + rest.stdout, rest.stderr)
+        finally:
+            if held:  # let it end by itself (what it holds is released before the channel closes)
+                with contextlib.suppress(KubereviveError, asyncssh.Error, OSError):
+                    self._call(command, _end, 30)
+            proc.close()
 
 
 # -- many nodes -------------------------------------------------------------------------------

@@ -25,8 +25,7 @@ so a run killed at any point resumes with ``--apply`` and writes the same certif
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -45,9 +44,9 @@ from kuberevive.model.artifacts import Artifact
 from kuberevive.model.inventory import InventoryNode
 from kuberevive.model.recover import RetrustOptions
 from kuberevive.run import renew
+from kuberevive.run.context import Effects, check_table
 from kuberevive.run.journal import CaExtendJournal
 from kuberevive.run.retrust import connect
-from kuberevive.run.waiting import wait_for
 
 JOURNAL = paths.CA_EXTEND_DIR / "journal.json"
 OBJECTS_TIMEOUT = 120.0
@@ -261,7 +260,7 @@ class _Executor(renew.RenewExecutor):
                 self.progress(f"      {a.ref}: {'; '.join(a.reasons)}")
             return False, "; ".join(failed) or "applied; checking again"
 
-        took = wait_for("the cluster objects holding the CAs", OBJECTS_TIMEOUT, settled, 1.0)
+        took = self._wait("the cluster objects holding the CAs", OBJECTS_TIMEOUT, settled, 1.0)
         self.progress(
             f"      cluster-info, kube-root-ca.crt and extension-apiserver-authentication hold the CAs ({took:.0f} s)"
         )
@@ -314,6 +313,18 @@ class _Executor(renew.RenewExecutor):
             )
 
 
+#: Step id -> its handler, in the plan's order; checked against :data:`STEP_TITLES` at import.
+CA_EXTEND_STEPS: dict[str, Callable[[_Executor], None]] = {
+    "files": _Executor.step_files,
+    "restart-control-plane": _Executor.step_restart_control_plane,
+    "api-ready": _Executor.step_api_ready,
+    "cluster-objects": _Executor.step_cluster_objects,
+    "other-nodes": _Executor.step_other_nodes,
+    "node-ready": _Executor.step_node_ready,
+}
+check_table(CA_EXTEND_STEPS, tuple(STEP_TITLES), "kuberevive.run.caextend")
+
+
 def apply(
     root: str,
     config_file: str | None,
@@ -326,12 +337,17 @@ def apply(
     validity: timedelta | None = None,
     *,
     live: bool,
+    host: LocalHost | None = None,
+    effects: Effects | None = None,
 ) -> ExtendResult:
-    """Extend the CAs (or resume an interrupted extension) under the node's lock."""
+    """Extend the CAs (or resume an interrupted extension) under the node's lock; ``host`` and ``effects`` as
+    for :func:`renew.apply`."""
     environ = os.environ if environ is None else environ
-    node = NodeRoot.with_test_hooks(Path(root), environ)
-    started = time.monotonic()
-    with node.lock("ca extend", error=PlanError):
+    host = host or LocalHost(NodeRoot.with_test_hooks(Path(root), environ), live=live)
+    node = host.root
+    fx = effects or renew.renew_effects(environ)
+    started = fx.monotonic()
+    with host.lock("ca extend", error=PlanError):
         journal = CaExtendJournal.load(node, JOURNAL)
         resumed = journal is not None and journal.status == "running"
         _report, cfg_or_none = renew.read_report(root, config_file, warning_days, live=live)
@@ -366,7 +382,7 @@ def apply(
                 node_name=_report.node_name,
                 config_source=source,
                 all_nodes=options is not None,
-                stamp=datetime.now(UTC).strftime("%Y-%m-%d-%H-%M-%S"),
+                stamp=fx.utcnow().strftime("%Y-%m-%d-%H-%M-%S"),
             )
         else:
             assert journal is not None
@@ -381,11 +397,9 @@ def apply(
                 resumed=True,
             )
             progress(f"resuming the CA extension started at {journal.started_at} (journal {JOURNAL})")
-        executor = _Executor(
-            LocalHost(node, live=live), journal, cfg, progress, result, extended=extended, options=options
-        )
+        executor = _Executor(host, journal, cfg, progress, result, fx, extended=extended, options=options)
         try:
-            executor.run(result.steps, environ)
+            executor.run(result.steps, CA_EXTEND_STEPS)
         except KubeApiError as exc:
             raise PlanError(
                 f"the CA extension stopped at a step that talks to the API server: {exc.message}",
@@ -396,7 +410,7 @@ def apply(
             raise
         result.files = _file_json(journal.artifacts("files") or [])
         journal.finish()
-    result.seconds = round(time.monotonic() - started, 1)
+    result.seconds = round(fx.monotonic() - started, 1)
     if not live:
         result.messages.append(f"--root {root}: files written; nothing was restarted (restart the control plane)")
     return result

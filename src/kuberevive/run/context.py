@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -65,10 +65,16 @@ def _sigkill() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def fault(environ: Mapping[str, str], name: str, index: int) -> None:
-    """SIGKILL this process when the test hook ``name`` in ``environ`` names step ``index``."""
-    if environ.get(name) == str(index):
-        _sigkill()
+def check_table(table: Mapping[str, object], step_ids: Sequence[str], owner: str = "kuberevive.run.steps") -> None:
+    """Raise ``ImportError`` when a step table (step id -> handler) and the plan's step ids differ, in either
+    direction or in order; every executor checks its table with it when its module is imported."""
+    if tuple(table) != tuple(step_ids):
+        missing = [s for s in step_ids if s not in table]
+        extra = [s for s in table if s not in step_ids]
+        raise ImportError(
+            f"{owner}: the step table does not match the plan's steps (no handler: {missing}, "
+            f"no such step: {extra}, or another order)"
+        )
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from pathlib import PurePosixPath
 from typing import Any, ClassVar, Self
 
 from kuberevive.errors import PlanError
+from kuberevive.io.host import Host
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.paths import NODE_LOCK, RECOVER_DIR
@@ -46,9 +47,10 @@ def now_text() -> str:
 
 
 @contextmanager
-def recovery_lock(root: NodeRoot) -> Iterator[None]:
-    """The node's lock (:meth:`NodeRoot.lock`, shared with ``generate`` and ``certs renew``) for a recovery."""
-    with root.lock("recover", error=PlanError):
+def recovery_lock(host: Host) -> Iterator[None]:
+    """The node's lock (:meth:`Host.lock`, shared with ``generate``, ``certs renew`` and ``ca extend``) for a
+    recovery."""
+    with host.lock("recover", error=PlanError):
         yield
 
 

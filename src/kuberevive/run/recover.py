@@ -374,11 +374,11 @@ def apply_recovery(
         # a node that is not a kubeadm node (or healthy) is told so before the lock file is created
         ctx0, plan0 = _prepare(host, kept or {}, config_text, env, fx)
         if ctx0 is None and plan0.node_repairs:
-            with recovery_lock(root):
+            with recovery_lock(host):
                 return _repair_nodes(host, plan0, options or RetrustOptions(), progress, fx)
         if ctx0 is None or not plan0.steps:
             return RecoveryResult(plan0)
-    with recovery_lock(root):
+    with recovery_lock(host):
         ctx, plan = _prepare(host, kept or {}, config_text, env, fx)
         if ctx is None or not plan.steps:
             return RecoveryResult(plan)

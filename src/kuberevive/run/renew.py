@@ -24,12 +24,11 @@ Test hook (as recover's): ``KUBEREVIVE_FAULT_AFTER_STEP=<n>`` SIGKILLs the run r
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Self
 
 from kuberevive.core import certs, pki
 from kuberevive.core import diagnose as d
@@ -47,7 +46,7 @@ from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import KubeadmConfig
 from kuberevive.model.inventory import Inventory, InventoryNode, from_node_objects
 from kuberevive.model.recover import RetrustOptions
-from kuberevive.run.context import fault
+from kuberevive.run.context import Effects, Faults, check_table
 from kuberevive.run.journal import RenewJournal
 from kuberevive.run.retrust import connect
 from kuberevive.run.waiting import wait_for
@@ -253,13 +252,35 @@ def plan(root: str, config_file: str | None, warning_days: int, everything: bool
     return RenewResult([_target_json(i) for i in items], steps_for([i.name for i in items], live), report.config_source)
 
 
+def admin_client(root: NodeRoot) -> KubeApi:
+    """A client of the API server with the node's admin.conf (renew's and ca extend's steps that wait for it)."""
+    data = root.read(paths.KUBERNETES_DIR / ADMIN_CONF)
+    if data is None:
+        raise PlanError("/etc/kubernetes/admin.conf is missing", "restore it, then run the command again")
+    return KubeApi.from_kubeconfig(data, read_file=lambda p: root.read(p) or b"", timeout=10)
+
+
+def renew_effects(environ: Mapping[str, str]) -> Effects:
+    """The real clients and clocks, and the fault hook ``KUBEREVIVE_FAULT_AFTER_STEP`` from ``environ``."""
+    return Effects(api_client=admin_client, faults=Faults.from_environ(environ))
+
+
 class RenewExecutor:
+    """Runs renew's steps; ``ca extend``'s executor extends it with its own steps and table."""
+
     #: Step id -> title (``ca extend`` has its own steps).
     titles = STEP_TITLES
 
     def __init__(
-        self, host: LocalHost, journal: RenewJournal, cfg: KubeadmConfig, progress: Progress, result: RenewResult
+        self,
+        host: LocalHost,
+        journal: RenewJournal,
+        cfg: KubeadmConfig,
+        progress: Progress,
+        result: RenewResult,
+        fx: Effects | None = None,
     ) -> None:
+        self.fx = fx or renew_effects({})
         self.node = host.root
         self.host = host
         self.journal = journal
@@ -285,7 +306,10 @@ class RenewExecutor:
         self.progress(f"      wrote {len(artifacts)} file(s)")
 
     def _now(self) -> datetime:
-        return datetime.now(UTC)
+        return self.fx.utcnow()
+
+    def _wait(self, what: str, timeout: float, probe: Callable[[], tuple[bool, str]], interval: float = 0.5) -> float:
+        return wait_for(what, timeout, probe, interval, clock=self.fx.monotonic, sleep=self.fx.sleep)
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -324,19 +348,17 @@ class RenewExecutor:
         pem, rest = arts[0], arts[1:]
         self.node.write_all([pem], force=True)
         current = paths.KUBELET_CLIENT_CURRENT
-        if self.node.readlink(current) != str(pem.path):
-            if self.node.lstat(current) is not None:
-                aside = self.node.move_aside(current)
-                self.result.messages.append(f"{current} moved aside to {aside}")
-            self.node.replace_symlink(current, str(pem.path))
+        aside = self.host.repoint_symlink(current, str(pem.path))
+        if aside is not None:
+            self.result.messages.append(f"{current} moved aside to {aside}")
         if rest:
             self._write(rest)
         self.progress(f"      {current} -> {pem.path}")
 
     def _restart_kubelet(self) -> None:
-        self.journal.timing("kubelet_restarted", time.time())
+        self.journal.timing("kubelet_restarted", self.fx.clock())
         self.host.restart_unit("kubelet")
-        wait_for("the kubelet service", KUBELET_TIMEOUT, lambda: (self.host.unit_active("kubelet"), "not active"))
+        self._wait("the kubelet service", KUBELET_TIMEOUT, lambda: (self.host.unit_active("kubelet"), "not active"))
 
     def step_kubelet_restart(self) -> None:
         self._restart_kubelet()
@@ -378,35 +400,49 @@ class RenewExecutor:
         self._restart_kubelet()
 
     def _api(self) -> KubeApi:
-        data = self.node.read(paths.KUBERNETES_DIR / ADMIN_CONF)
-        if data is None:
-            raise PlanError("/etc/kubernetes/admin.conf is missing", "restore it, then run 'certs renew --apply' again")
-        return KubeApi.from_kubeconfig(data, read_file=lambda p: self.node.read(p) or b"", timeout=10)
+        return self.fx.api_client(self.node)
 
     def step_api_ready(self) -> None:
         api = self._api()
-        took = wait_for("the API server (/readyz)", API_TIMEOUT, api.readyz, 1.0)
+        took = self._wait("the API server (/readyz)", API_TIMEOUT, api.readyz, 1.0)
         self.progress(f"      the API server is ready ({took:.0f} s)")
 
     def step_node_ready(self) -> None:
         api = self._api()
         name = self.journal.node_name
-        since = datetime.fromtimestamp((self.journal.timing("kubelet_restarted") or time.time()) - 2, UTC)
-        wait_for(f"node {name} Ready", NODE_TIMEOUT, lambda: ready_since(api.get(f"/api/v1/nodes/{name}"), since), 1.0)
+        since = datetime.fromtimestamp((self.journal.timing("kubelet_restarted") or self.fx.clock()) - 2, UTC)
+        self._wait(
+            f"node {name} Ready", NODE_TIMEOUT, lambda: ready_since(api.get(f"/api/v1/nodes/{name}"), since), 1.0
+        )
 
-    def run(self, steps: list[str], environ: Mapping[str, str]) -> None:
+    def run(self, steps: list[str], table: Mapping[str, Callable[[Self], None]]) -> None:
+        """Run ``steps`` (ids of ``table``, the executor's checked step table) in order; those the journal
+        records as done are skipped."""
         total = len(steps)
         for index, sid in enumerate(steps, start=1):
             if self.journal.step_done(sid):
                 self.progress(f"[{index}/{total}] {self.titles[sid]}: done before")
                 continue
             self.progress(f"[{index}/{total}] {self.titles[sid]}")
-            started = time.monotonic()
+            started = self.fx.monotonic()
             self.journal.mark(sid, "started")
-            getattr(self, "step_" + sid.replace("-", "_"))()
-            self.journal.mark(sid, "done", seconds=round(time.monotonic() - started, 3))
+            table[sid](self)
+            self.journal.mark(sid, "done", seconds=round(self.fx.monotonic() - started, 3))
             self.result.applied.append(sid)
-            fault(environ, "KUBEREVIVE_FAULT_AFTER_STEP", index)
+            self.fx.faults.after(index)
+
+
+#: Step id -> its handler, in the plan's order; checked against :data:`STEP_TITLES` (renew's step ids) at import.
+RENEW_STEPS: dict[str, Callable[[RenewExecutor], None]] = {
+    "kubelet-client": RenewExecutor.step_kubelet_client,
+    "kubelet-restart": RenewExecutor.step_kubelet_restart,
+    "leaves": RenewExecutor.step_leaves,
+    "kubeconfigs": RenewExecutor.step_kubeconfigs,
+    "restart-control-plane": RenewExecutor.step_restart_control_plane,
+    "api-ready": RenewExecutor.step_api_ready,
+    "node-ready": RenewExecutor.step_node_ready,
+}
+check_table(RENEW_STEPS, tuple(STEP_TITLES), "kuberevive.run.renew")
 
 
 def apply(
@@ -418,11 +454,17 @@ def apply(
     environ: Mapping[str, str] | None = None,
     *,
     live: bool,
+    host: LocalHost | None = None,
+    effects: Effects | None = None,
 ) -> RenewResult:
-    """Renew what needs it (or resume an interrupted renewal) under the node's lock."""
-    node = NodeRoot(Path(root))
-    started = time.monotonic()
-    with node.lock("certs renew", error=PlanError):
+    """Renew what needs it (or resume an interrupted renewal) under the node's lock. ``host`` (default: the
+    node at ``root``) and ``effects`` (default: the real clients and clocks, the fault hook from ``environ``)
+    are what a test replaces."""
+    host = host or LocalHost(NodeRoot(Path(root)), live=live)
+    node = host.root
+    fx = effects or renew_effects(os.environ if environ is None else environ)
+    started = fx.monotonic()
+    with host.lock("certs renew", error=PlanError):
         journal = RenewJournal.load(node, JOURNAL)
         resumed = journal is not None and journal.status == "running"
         report, cfg_or_none = read_report(root, config_file, warning_days, live=live)
@@ -442,7 +484,7 @@ def apply(
                 targets=result.targets,
                 node_name=report.node_name,
                 config_source=report.config_source,
-                stamp=datetime.now(UTC).strftime("%Y-%m-%d-%H-%M-%S"),
+                stamp=fx.utcnow().strftime("%Y-%m-%d-%H-%M-%S"),
             )
         else:
             assert journal is not None
@@ -452,16 +494,16 @@ def apply(
                 targets, steps_for([t["name"] for t in targets], live), journal.config_source, resumed=True
             )
             progress(f"resuming the renewal started at {journal.started_at} (journal {JOURNAL})")
-        executor = RenewExecutor(LocalHost(node, live=live), journal, cfg, progress, result)
+        executor = RenewExecutor(host, journal, cfg, progress, result, fx)
         try:
-            executor.run(result.steps, os.environ if environ is None else environ)
+            executor.run(result.steps, RENEW_STEPS)
         except KubeApiError as exc:
             raise PlanError(
                 f"the renewal stopped at a step that talks to the API server: {exc.message}",
                 "fix the cause, then run 'kuberevive certs renew --apply' again: it resumes where it stopped",
             ) from exc
         journal.finish()
-    result.seconds = round(time.monotonic() - started, 1)
+    result.seconds = round(fx.monotonic() - started, 1)
     if not live:
         result.messages.append(f"--root {root}: files written; nothing was restarted (restart the control plane)")
     return result

@@ -12,7 +12,9 @@ from typing import Any
 from kuberevive.core import retrust as core
 from kuberevive.core.kubeconfig import control_plane_url
 from kuberevive.errors import PlanError
+from kuberevive.io.host import Host
 from kuberevive.io.kubeapi import KubeApi
+from kuberevive.io.remotehost import SshHost
 from kuberevive.io.retrust_node import NodeTrustState, read_node_state, retrust_node
 from kuberevive.io.transport import Deadline, NodeResult, SshTarget, SshTransport, Transport, run_on_nodes
 from kuberevive.model.config import KubeadmConfig
@@ -48,19 +50,23 @@ def retrust_in_place(
     opts: RetrustOptions,
     todo: list[InventoryNode],
     probe: Callable[[InventoryNode, NodeTrustState], list[str]] | None = None,
+    *,
+    reach: Reach | None = None,
 ) -> dict[str, NodeResult[list[str]]]:
     """Over SSH, in parallel: the cluster CA at each kubelet's clientCAFile, a client certificate from it,
     kubelet.conf, the kubelet restarted; done when the Node is Ready with a heartbeat after the restart.
 
     ``probe`` (the node-repair mode) looks at the node's files first: when it finds nothing wrong the node
-    is left untouched and the result says so (a ``ProbeClean`` error)."""
-    now = datetime.now(UTC)
-    backup_stamp = now.strftime("%Y%m%dT%H%M%S.%fZ")  # as NodeRoot names its backup directories
+    is left untouched and the result says so (a ``ProbeClean`` error). ``reach``: how a node is reached
+    (default: :func:`connect` with ``opts``, an :class:`SshHost` over it)."""
+    reach = reach or Reach(connect(opts))
+    now = datetime.now(UTC)  # names the backup directory of every node's old files
     pem_stamp = now.strftime("%Y-%m-%d-%H-%M-%S")  # as the kubelet names kubelet-client-<stamp>.pem
     default_server = control_plane_url(cfg)
 
     def one(node: InventoryNode, t: Transport) -> list[str]:
-        state = read_node_state(t)
+        host = reach.host(t, node.name)
+        state = read_node_state(host)
         found: list[str] = []
         if probe is not None:
             found = probe(node, state)
@@ -73,7 +79,7 @@ def retrust_in_place(
         server = core.kubelet_conf_server(state.kubelet_conf, default_server)
         files = core.node_trust_files(cfg, ca, key, node.name, server, state.client_ca_path, now, pem_stamp)
         since = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
-        moved = retrust_node(t, files, backup_stamp)
+        moved = retrust_node(host, files, now)
         path = f"/api/v1/nodes/{node.name}"
         _wait(f"node {node.name} Ready", opts.node_timeout, lambda: core.ready_since(api.get(path), since), 1.0)
         return [*(f"{node.name}: {p}" for p in found), *moved]
@@ -81,11 +87,19 @@ def retrust_in_place(
     return run_on_nodes(
         todo,
         one,
-        connect(opts),
+        reach.connect,
         name=lambda n: n.name,
         concurrency=opts.concurrency,
         timeout=opts.node_timeout + 60,
     )
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How the other nodes are reached: a transport to each (within its deadline) and the host over it."""
+
+    connect: Callable[[InventoryNode, Deadline], Transport]
+    host: Callable[[Transport, str], Host] = SshHost
 
 
 class ProbeClean(PlanError):
@@ -120,6 +134,7 @@ def repair_nodes(
     candidates: list[tuple[str, str]],
     opts: RetrustOptions,
     progress: Progress,
+    reach: Reach | None = None,
 ) -> NodeRepair:
     """Probe each candidate over SSH and repair those whose kubelet credentials are lost or stale, exactly
     as the re-trust step does after a new CA; the others are reported and left alone."""
@@ -147,7 +162,7 @@ def repair_nodes(
 
     if todo:
         progress(f"probing {', '.join(n.name for n in todo)} over SSH")
-        for name, r in retrust_in_place(api, cfg, ca, key, opts, todo, probe).items():
+        for name, r in retrust_in_place(api, cfg, ca, key, opts, todo, probe, reach=reach).items():
             if r.ok:
                 out.repaired.append(name)
                 out.messages.extend(r.value or [])

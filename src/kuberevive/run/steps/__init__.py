@@ -5,7 +5,7 @@ imported: a step id without a handler, or a handler for no step, is an import er
 from __future__ import annotations
 
 from kuberevive.core.recover import STEP_IDS
-from kuberevive.run.context import StepFn
+from kuberevive.run.context import StepFn, check_table
 from kuberevive.run.steps import cluster, control_plane, etcd, nodes
 
 STEPS: dict[str, StepFn] = {
@@ -31,17 +31,6 @@ STEPS: dict[str, StepFn] = {
     "remove-guard": nodes.remove_guard,
     "report": nodes.report,
 }
-
-
-def check_table(table: dict[str, StepFn], step_ids: tuple[str, ...]) -> None:
-    """Raise when ``table`` and the plan's step ids differ (in either direction or in order)."""
-    if tuple(table) != step_ids:
-        missing = [s for s in step_ids if s not in table]
-        extra = [s for s in table if s not in step_ids]
-        raise ImportError(
-            f"kuberevive.run.steps: the step table does not match the plan's steps (no handler: {missing}, "
-            f"no such step: {extra}, or another order)"
-        )
 
 
 check_table(STEPS, STEP_IDS)

@@ -70,13 +70,10 @@ def kubelet_client(ctx: StepContext, i: int) -> None:
     pem, kubeconfig = arts
     ctx.root.write_all([pem], force=True)
     ctx.faults.mid(i)
-    target = str(pem.path)
     current = KUBELET_CLIENT_CURRENT
-    if ctx.host.readlink(current) != target:
-        if ctx.root.lstat(current) is not None:
-            aside = ctx.move_aside(current)
-            ctx.messages.append(f"{current} (the previous one) moved aside to {aside}")
-        ctx.host.replace_symlink(current, target)
+    aside = ctx.host.repoint_symlink(current, str(pem.path), ctx.utcnow())
+    if aside is not None:
+        ctx.messages.append(f"{current} (the previous one) moved aside to {aside}")
     ctx.root.write_all([kubeconfig], force=True)
 
 
