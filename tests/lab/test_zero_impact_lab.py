@@ -108,6 +108,7 @@ def _run(rebuilt_lab: Lab, on_node: OnNode, tmp_path: Path, guard: bool) -> dict
         "pods_before": pods_before,
         "containers_before": containers_before,
         "apicaller_before": apicaller_before,
+        "stderr": run.stderr,
     }
 
 
@@ -150,6 +151,26 @@ def test_recover_with_new_ca_has_zero_impact(rebuilt_lab: Lab, on_node: OnNode, 
     # the controller-manager runs its normal manifest again, byte for byte what kubeadm wrote
     kcm = on_node("cp1", "cat", "/etc/kubernetes/manifests/kube-controller-manager.yaml").stdout
     assert kcm == r["kcm_before"]
+    # the guarded controller-manager's lease was released for it once its container had stopped (not waited
+    # out), and the one that leads now is a running instance of the normal manifest
+    assert "its leader lease released for it" in r["stderr"], r["stderr"][-3000:]
+    lease = _kubectl_json(on_node, "get", "lease", "-n", "kube-system", "kube-controller-manager")
+    holder = lease["spec"]["holderIdentity"]
+    assert holder.startswith("cp1_") and lease["spec"]["leaseDurationSeconds"] == 15, lease["spec"]
+    kcm_pod = _kubectl_json(on_node, "get", "pod", "-n", "kube-system", "kube-controller-manager-cp1")
+    assert "-taint-eviction-controller" not in json.dumps(kcm_pod["spec"]), kcm_pod["spec"]
+    # recover signed cluster-info for its token itself: the real bootstrap signer computes the same string
+    # (it signs again once the signature is removed, and its value equals the one recover wrote)
+    token = r["out"]["join_command"].split("--token ")[1].split()[0]
+    key = f"jws-kubeconfig-{token.partition('.')[0]}"
+    ours = _kubectl_json(on_node, "get", "cm", "-n", "kube-public", "cluster-info")["data"][key]
+    patch = json.dumps([{"op": "remove", "path": f"/data/{key}"}])
+    on_node("cp1", "kubectl", "patch", "cm", "-n", "kube-public", "cluster-info", "--type=json", "-p", patch)
+    deadline, theirs = time.monotonic() + 120, None
+    while theirs is None and time.monotonic() < deadline:
+        time.sleep(1)
+        theirs = _kubectl_json(on_node, "get", "cm", "-n", "kube-public", "cluster-info")["data"].get(key)
+    assert theirs == ours
     print(
         f"zero impact: probe {r['probe']}, recovery {r['took']:.0f} s, phases {report['phases_s']}, "
         f"timings {r['out']['timings']}"

@@ -162,6 +162,7 @@ class FakeApi(KubeApi):
         self.shown = self.server = "https://fake"
         self.objects: dict[str, dict[str, Any]] = {}
         self.requests: list[str] = []
+        self.signer = True  # the bootstrap signer runs
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.objects[f"/api/v1/namespaces/{ns}"] = {"kind": "Namespace", "metadata": {"name": ns}}
         self.objects["/api/v1/nodes/cp1"] = {
@@ -179,7 +180,8 @@ class FakeApi(KubeApi):
         ]
         info = self.objects.get("/api/v1/namespaces/kube-public/configmaps/cluster-info")
         for path, secret in list(self.objects.items()):
-            if info is not None and path.startswith("/api/v1/namespaces/kube-system/secrets/bootstrap-token-"):
+            token_secret = path.startswith("/api/v1/namespaces/kube-system/secrets/bootstrap-token-")
+            if self.signer and info is not None and token_secret:
                 data = {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
                 token = f"{data['token-id']}.{data['token-secret']}"
                 info["data"][f"jws-kubeconfig-{data['token-id']}"] = _jws(info["data"]["kubeconfig"], token)
@@ -429,6 +431,74 @@ def test_a_whole_recovery_against_the_fakes(tmp_path: Path) -> None:
     # a second run on the recovered node does nothing: the journal says done, and the node is not broken
     again = c.recover()
     assert again.applied == [] and c.journal().status == "done"
+
+
+def test_cluster_info_is_signed_for_the_new_token_without_the_controller_managers_signer(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    c.api.signer = False  # nothing but the recovery signs cluster-info
+    result = c.recover()
+    assert_recovered(c, result)  # the signature checks out with the new token over the new kubeconfig
+    assert not any("waiting for the signature" in line for line in c.progress)
+
+
+KCM_LEASE = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager"
+
+
+class StickyLeaseApi(FakeApi):
+    """kube-controller-manager as it is: a stopped leader does not release its lease, and its successor leads
+    only once the lease is released (an expiry is not modelled: the lease never expires here)."""
+
+    def _controllers(self) -> None:
+        before = self.objects.get(KCM_LEASE)
+        super()._controllers()
+        if before is not None and before["spec"].get("holderIdentity") != "":
+            self.objects[KCM_LEASE] = before  # still held by the instance that held it
+
+
+class KubeletHost(FakeHost):
+    """The kubelet: the kube-controller-manager container is the one of the manifest on disk, unless the
+    guarded instance is ``stuck`` (it does not stop)."""
+
+    stuck = False
+    guarded_id = ""
+
+    def containers(self, name: str | None = None, cri_socket: str | None = None) -> list[Container]:
+        if name != "kube-controller-manager":
+            return super().containers(name, cri_socket)
+        manifest = self.root.read(KCM) or b""
+        cid = self.guarded_id if self.stuck and self.guarded_id else "kcm-" + hashlib.sha256(manifest).hexdigest()[:8]
+        if is_guarded(parse_manifest(manifest.decode())):
+            self.guarded_id = cid
+        return [Container(cid, name, "CONTAINER_RUNNING", START)]
+
+
+def _sticky_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stuck: bool) -> Cluster:
+    monkeypatch.setattr("kuberevive.io.nodefacts.socket.gethostname", lambda: "cp1")
+    c = Cluster(tmp_path)
+    c.api = StickyLeaseApi(c.clock, c.root)
+    c.host = KubeletHost(c.root)
+    c.host.stuck = stuck
+    return c
+
+
+def test_the_stopped_guarded_controller_managers_lease_is_released_so_the_normal_one_leads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = _sticky_cluster(tmp_path, monkeypatch, stuck=False)
+    result = c.recover()
+    assert_recovered(c, result)
+    assert f"PUT {KCM_LEASE}" in c.api.requests
+    assert any("its leader lease released for it" in line for line in c.progress)
+
+
+def test_the_lease_of_a_guarded_controller_manager_that_still_runs_is_never_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = _sticky_cluster(tmp_path, monkeypatch, stuck=True)
+    monkeypatch.setattr("kuberevive.run.steps.nodes.GUARD_TIMEOUT", 3.0)  # the steps wait in real time
+    with pytest.raises(PlanError, match="the normal kube-controller-manager to lead"):
+        c.recover()
+    assert f"PUT {KCM_LEASE}" not in c.api.requests and c.journal().guard == "on"
 
 
 def _progress_lines(c: Cluster) -> Iterator[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,53 @@ def test_essentials_disabled_reports_a_manifest_that_would_stop_csr_signing(kcm)
 def test_a_manifest_without_containers_is_a_config_error():
     with pytest.raises(ConfigError, match="no container"):
         g.guard({"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": {}})
+
+
+# --------------------------------------------------------------- the stopped guarded instance's leader lease
+
+_LEASE: dict[str, Any] = {
+    "apiVersion": "coordination.k8s.io/v1",
+    "kind": "Lease",
+    "metadata": {"name": "kube-controller-manager", "namespace": "kube-system", "resourceVersion": "812"},
+    "spec": {
+        "holderIdentity": "cp1_5b3c0e1e-1d7f-4a55-9b1e-0f9a3c2d4e5f",
+        "leaseDurationSeconds": 15,
+        "acquireTime": "2026-12-05T00:00:01.000000Z",
+        "renewTime": "2026-12-05T00:03:07.123456Z",
+        "leaseTransitions": 4,
+    },
+}
+_HOLDER = "cp1_5b3c0e1e-1d7f-4a55-9b1e-0f9a3c2d4e5f"
+_NOW = datetime(2026, 12, 5, 0, 3, 9, 500000, tzinfo=UTC)
+
+
+def test_the_stopped_guarded_controller_managers_lease_is_released_as_client_go_would() -> None:
+    body = g.released_lease(_LEASE, _HOLDER, "CP1", True, _NOW)
+    assert body is not None
+    assert body["metadata"]["resourceVersion"] == "812"  # the write is conditional on what was read
+    assert body["spec"] == {
+        "holderIdentity": "",
+        "leaseDurationSeconds": 1,
+        "acquireTime": "2026-12-05T00:03:09.500000Z",
+        "renewTime": "2026-12-05T00:03:09.500000Z",
+        "leaseTransitions": 4,
+    }
+    assert _LEASE["spec"]["holderIdentity"] == _HOLDER  # the input is not changed
+
+
+@pytest.mark.parametrize(
+    ("holder_now", "guarded_holder", "hostname", "stopped"),
+    [
+        (_HOLDER, _HOLDER, "cp1", False),  # the guarded instance still runs
+        ("cp1_0000-new", _HOLDER, "cp1", True),  # a successor leads already
+        ("", _HOLDER, "cp1", True),  # released already
+        ("cp2_5b3c0e1e", "cp2_5b3c0e1e", "cp1", True),  # another node's controller-manager may be alive
+        (_HOLDER, "", "cp1", True),  # the holder before the swap was not known
+    ],
+)
+def test_the_lease_is_left_alone_unless_it_is_safe(
+    holder_now: str, guarded_holder: str, hostname: str, stopped: bool
+) -> None:
+    lease = copy.deepcopy(_LEASE)
+    lease["spec"]["holderIdentity"] = holder_now
+    assert g.released_lease(lease, guarded_holder, hostname, stopped, _NOW) is None

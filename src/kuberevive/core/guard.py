@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from kuberevive.errors import ConfigError
@@ -200,4 +201,38 @@ def unguard(pod: Mapping[str, Any]) -> dict[str, Any]:
         kept = [e for e in entries if not (e.startswith("-") and _canonical(e[1:]) == TAINT_EVICTION)]
         items[i] = "--controllers=" + ",".join(kept)
         container[key] = items
+    return out
+
+
+def released_lease(
+    lease: Mapping[str, Any], guarded_holder: str, hostname: str, stopped: bool, now: datetime
+) -> dict[str, Any] | None:
+    """The kube-controller-manager leader Lease as the guarded controller-manager would have left it had it
+    released its lease on exit (client-go ``LeaderElector.release``, ``ReleaseOnCancel``: no holder, a lease
+    of 1 s, ``leaseTransitions`` kept), or None when that is not safe.
+
+    kube-controller-manager does not release its lease when stopped, so its successor waits a whole lease
+    period (15 s, measured from its own first look) before it may lead. Releasing it for the stopped one is safe
+    only when every condition holds: ``stopped`` (no container of the guarded instance runs any more, seen by
+    the caller in the container runtime), the lease is still held by ``guarded_holder`` (the identity read
+    before the manifest was swapped; a new holder means someone else leads already) and that identity is this
+    node's (``<hostname>_<uuid>``, kube-controller-manager's format: a controller-manager of another node may
+    still be alive). The caller PUTs the result with the lease's ``resourceVersion``, so a successor that
+    acquired it meanwhile makes the write fail with a conflict instead of being overwritten."""
+    spec = lease.get("spec") or {}
+    holder = str(spec.get("holderIdentity") or "")
+    if not stopped or not holder or holder != guarded_holder:
+        return None
+    if holder.partition("_")[0].lower() != hostname.lower():
+        return None
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    out = copy.deepcopy(dict(lease))
+    out["spec"] = {
+        **spec,
+        "holderIdentity": "",
+        "leaseDurationSeconds": 1,
+        "acquireTime": stamp,
+        "renewTime": stamp,
+        "leaseTransitions": spec.get("leaseTransitions", 0),
+    }
     return out

@@ -788,8 +788,13 @@ def cluster_info_kubeconfig(server: str, ca_cert: bytes) -> str:
     return yamlfmt.dump(doc)
 
 
-def jws_signature_ok(detached: str, payload: str, token: str) -> bool:
-    """Whether ``jws-kubeconfig-<id>`` is the bootstrapsigner's signature of ``payload`` with ``token``."""
+def jws_signature(payload: str, token: str) -> str:
+    """The ``jws-kubeconfig-<id>`` value the controller-manager's bootstrap signer writes into cluster-info:
+    k8s.io/cluster-bootstrap's ``ComputeDetachedSignature``, a compact JWS (RFC 7515, HS256, protected header
+    ``{"alg":"HS256","kid":<token id>}``) of ``payload`` keyed with the token secret (zero-padded to 32 bytes
+    there, which HMAC-SHA256 does anyway for keys shorter than its 64-byte block), with the payload part left
+    out (``header..signature``). Deterministic: the signer computes the same string from the same content and
+    token, and leaves an equal signature as it is."""
     token_id, _, secret = token.partition(".")
 
     def b64(data: bytes) -> str:
@@ -797,8 +802,12 @@ def jws_signature_ok(detached: str, payload: str, token: str) -> bool:
 
     header = b64(json.dumps({"alg": "HS256", "kid": token_id}, separators=(",", ":")).encode())
     signing_input = f"{header}.{b64(payload.encode())}".encode()
-    sig = b64(hmac.new(secret.encode(), signing_input, hashlib.sha256).digest())
-    return hmac.compare_digest(detached, f"{header}..{sig}")
+    return f"{header}..{b64(hmac.new(secret.encode(), signing_input, hashlib.sha256).digest())}"
+
+
+def jws_signature_ok(detached: str, payload: str, token: str) -> bool:
+    """Whether ``jws-kubeconfig-<id>`` is the bootstrapsigner's signature of ``payload`` with ``token``."""
+    return hmac.compare_digest(detached, jws_signature(payload, token))
 
 
 def api_endpoint(cfg: KubeadmConfig) -> str:
@@ -979,9 +988,10 @@ def plan_steps(identity: NodeIdentity, cfg: KubeadmConfig, kept: Mapping[str, by
             "bootstrap-token",
             StepKind.API,
             "a new bootstrap token",
-            "other nodes join (again) with it; the controller-manager signs cluster-info for it",
-            objects=("kube-system/secrets/bootstrap-token-<new id>",),
-            verify="cluster-info gets a valid jws-kubeconfig-<id> signature",
+            "other nodes join (again) with it; cluster-info is signed for it here, with the string the "
+            "controller-manager's bootstrap signer computes, so nothing waits for the signer",
+            objects=("kube-system/secrets/bootstrap-token-<new id>", "kube-public/configmaps/cluster-info"),
+            verify="cluster-info carries a valid jws-kubeconfig-<id> signature",
         ),
         Step(
             "node-ready",

@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
+from kuberevive.core import guard as guardcore
 from kuberevive.core import recover as rcore
 from kuberevive.core import retrust as core
 from kuberevive.core import satokens
 from kuberevive.core.kubeconfig import control_plane_url
-from kuberevive.errors import PlanError
+from kuberevive.errors import KubeApiError, PlanError
 from kuberevive.io import csr_approve, restarts_apply, trust_apply
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.model.artifacts import Artifact, ArtifactKind
@@ -31,6 +32,7 @@ from kuberevive.run.waiting import wait_for
 
 KCM_LEASE = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager"
 GUARD_TIMEOUT = 180.0
+KCM_CONTAINER = "kube-controller-manager"
 TAINT_TIMEOUT = 120.0
 
 
@@ -207,16 +209,36 @@ def remove_guard(ctx: StepContext, i: int) -> None:
         raise PlanError(f"{KCM_MANIFEST} is missing although the guard is on", "run 'kuberevive recover --apply' again")
     normal = core.unguard_manifest(current)
     holder = _lease_holder(api)
+    cri = ctx.identity.cri_socket
+    # the guarded instance's containers, listed before the swap: only once none of them runs may its lease be
+    # released for it (none listed, e.g. a resumed run that swapped already: the lease is waited out instead)
+    guarded = {c.id for c in ctx.host.containers(KCM_CONTAINER, cri)} if normal != current else set()
     if normal != current:
         art = Artifact(KCM_MANIFEST, 0o600, ArtifactKind.MANIFEST, "kube-controller-manager static Pod", normal)
         for r in ctx.root.write_all([art], force=True):  # the guarded manifest is moved aside first
             ctx.messages.append(f"{KCM_MANIFEST} (guarded) moved aside to {r.moved_aside_to}")
+    released = False
 
     def normal_leads() -> tuple[bool, str]:
-        now_holder = _lease_holder(api)
-        return bool(now_holder) and now_holder != holder, f"lease holder {now_holder or '-'}"
+        nonlocal released
+        lease = api.get_or_none(KCM_LEASE) or {}
+        now_holder = str((lease.get("spec") or {}).get("holderIdentity") or "")
+        if now_holder and now_holder != holder:
+            return True, f"lease holder {now_holder}"
+        if guarded and not released:
+            stopped = not guarded & {c.id for c in ctx.host.containers(KCM_CONTAINER, cri)}
+            body = guardcore.released_lease(lease, holder, ctx.facts.hostname, stopped, ctx.utcnow())
+            if body is not None:
+                released = True
+                try:
+                    api.replace(KCM_LEASE, body)  # with its resourceVersion: a successor's lease is never overwritten
+                except KubeApiError as exc:
+                    if exc.status != 409:
+                        raise
+                ctx.progress("      the guarded kube-controller-manager stopped: its leader lease released for it")
+        return False, f"lease holder {now_holder or '-'}"
 
-    took = wait_for("the normal kube-controller-manager to lead", GUARD_TIMEOUT, normal_leads, 2.0)
+    took = wait_for("the normal kube-controller-manager to lead", GUARD_TIMEOUT, normal_leads, 1.0)
     j.guard = "off"
     j.save()
     ctx.progress(f"      the normal kube-controller-manager leads again after {took:.0f} s (taint eviction back on)")
