@@ -92,6 +92,8 @@ class KubeadmMinor:
     """A static Pod's ``metadata.creationTimestamp: null`` (the zero time is omitted from v1.34)."""
     kubeconfig_preferences: bool = True
     """A kubeconfig's ``preferences: {}`` (the empty struct is omitted from v1.34)."""
+    apiserver_kubelet_client_org: bool = True
+    """apiserver-kubelet-client.crt has O=kubeadm:cluster-admins."""
     writes_super_admin_conf: bool = True
     """``super-admin.conf`` (system:masters) beside ``admin.conf`` (kubeadm:cluster-admins), since v1.29."""
 
@@ -186,6 +188,8 @@ CHANGES: Final[tuple[Change, ...]] = (
     Change(33, f"gate:{ETCD_LEARNER_MODE}", None, "gate removed", _F),
     Change(33, f"gate:{WAIT_FOR_ALL_CONTROL_PLANE_COMPONENTS}", Gate(True), "beta, on", _F + " (PR #129620)"),
     Change(33, f"gate:{CONTROL_PLANE_KUBELET_LOCAL_MODE}", Gate(True), "beta, on", _F + " (PR #129956)"),
+    Change(33, "apiserver_kubelet_client_org", False, "apiserver-kubelet-client.crt without O=kubeadm:cluster-admins",
+           "cmd/kubeadm/app/phases/certs/certlist.go (KubeadmCertKubeletClient)"),
     # -- v1.34
     Change(34, "etcd_image_tag", "3.6.5-0", "etcd 3.6 (image 3.6.5-0): etcdutl restores snapshots", _C),
     Change(34, "etcd_v36_flags", "by-image-tag",
@@ -201,6 +205,8 @@ CHANGES: Final[tuple[Change, ...]] = (
            _F + " (PR #132594)"),
     Change(34, f"gate:{NODE_LOCAL_CRI_SOCKET}", Gate(True), "beta, on: instance-config.yaml",
            _F + " (PR #131981)"),
+    Change(34, "apiserver_kubelet_client_org", True, "apiserver-kubelet-client.crt with O=kubeadm:cluster-admins again",
+           "cmd/kubeadm/app/phases/certs/certlist.go (KubeadmCertKubeletClient)"),
     # -- v1.35
     Change(35, "etcd_image_tag", "3.6.6-0", "etcd image 3.6.6-0", _C),
     Change(35, f"gate:{WAIT_FOR_ALL_CONTROL_PLANE_COMPONENTS}", None, "gate removed", _F + " (PR #134781)"),
@@ -208,6 +214,8 @@ CHANGES: Final[tuple[Change, ...]] = (
     # -- v1.36
     Change(36, "etcd_image_tag", "3.6.8-0", "etcd image 3.6.8-0", _C),
     Change(36, "etcd_v36_flags", "always", "etcd 3.6 flags whatever the image tag", _ETCD),
+    Change(36, "apiserver_kubelet_client_org", False, "apiserver-kubelet-client.crt without O=kubeadm:cluster-admins",
+           "cmd/kubeadm/app/phases/certs/certlist.go (KubeadmCertKubeletClient)"),
     Change(36, "kcm_flexvolume_volume", False, "kube-controller-manager loses the flexvolume-dir volume", _VOL),
     Change(36, f"gate:{CONTROL_PLANE_KUBELET_LOCAL_MODE}", None, "gate removed (always on)", _F + " (PR #135773)"),
     Change(36, f"gate:{NODE_LOCAL_CRI_SOCKET}", Gate(True, locked=True), "GA", _F + " (PR #135742)"),
