@@ -125,3 +125,11 @@ def test_public_keys_ecdsa_gate_sets_the_algorithm_until_v1_37() -> None:
     assert cfg.cluster.encryption_algorithm is EncryptionAlgorithm.RSA_2048  # the gate wins, as in kubeadm
     with pytest.raises(ConfigError, match=r"kubeadm v1\.37 has no such feature gate"):
         load_kubeadm_config(_config("v1.37.2", cluster_extra=on), FACTS)
+
+
+def test_external_etcd_http_endpoints_is_a_field_from_v1_35() -> None:
+    ext = "etcd:\n  external:\n    endpoints: [https://10.0.0.5:2379]\n    httpEndpoints: [http://10.0.0.5:2381]\n"
+    cfg = load_kubeadm_config(_config("v1.35.4", cluster_extra=ext), FACTS)
+    assert cfg.cluster.etcd_external is not None and cfg.cluster.etcd_external.endpoints == ("https://10.0.0.5:2379",)
+    with pytest.raises(ConfigError, match=r"etcd\.external\.httpEndpoints: unknown field"):
+        load_kubeadm_config(_config("v1.34.4", cluster_extra=ext), FACTS)

@@ -14,10 +14,11 @@ Parse: :meth:`Kubeconfig.from_yaml` gives frozen dataclasses with the kebab-case
 kubeadm vs. kuberevive
 ======================
 =================================  ==========================================  ===================================
-topic                              kubeadm v1.33                               kuberevive
+topic                              kubeadm v1.30 to v1.37                      kuberevive
 =================================  ==========================================  ===================================
-kubelet.conf server on init        local API endpoint (ControlPlaneKubelet-    same; CPE URL only when the gate is
-                                   LocalMode, beta and on by default)          set to false in featureGates
+kubelet.conf server on init        local API endpoint with ControlPlane-       same, the gate's default per minor
+                                   KubeletLocalMode (v1.31 alpha, v1.33 on,    from core/versions.py; ``preferences:
+                                   v1.36 always), else the CPE URL             {}`` only up to v1.33
 existing file, same CA             kept (server mismatch only warned)          kept, not returned
 existing file, other CA            error                                       PkiError
 external CA (no ca.key)            files must be supplied by the user          same: missing ones -> PkiError

@@ -1,4 +1,4 @@
-"""The static Pod manifests that ``kubeadm init`` (v1.33) writes to /etc/kubernetes/manifests.
+"""The static Pod manifests that ``kubeadm init`` (v1.30 to v1.37) writes to /etc/kubernetes/manifests.
 
 Pure: a resolved :class:`~kuberevive.model.config.KubeadmConfig` plus :class:`NodeFacts` in,
 Pod dicts / YAML bytes out. The rules follow shared/spec/kubeadm-artifacts.md §4 (kubeadm sources:
@@ -17,10 +17,13 @@ external-CA mode (kcm signing)     pki/ca.crt is a valid CA and pki/ca.key  ca.c
 proxy variables in the pods        kubeadm's own ``*_proxy`` environment    ``NodeFacts.proxy_env``
 ``--patches`` directory            strategic-merge patches applied          not supported (refused)
 RootlessControlPlane feature gate  creates users, adds runAsUser etc.       not supported (refused)
-etcd image tag                     SupportedEtcdVersion table of v1.33.13   same table (3.5.24-0)
+what changes between minors         its own release                          core/versions.py, one table
 =================================  =======================================  ===========================
 
-Facts the spec (§4) gets wrong or leaves out for v1.33.13, all confirmed on the real binary:
+Everything that differs between minors (etcd image tag and flags, probe paths and the named probe port, the
+flexvolume and CA volumes, flag order, ``creationTimestamp: null``) comes from :func:`versions.profile` of the
+configuration's ``kubernetesVersion``. Facts the spec (§4) gets wrong or leaves out for v1.33.13, all confirmed on
+the real binary:
 
 * flag order: defaults sorted, then the extraArgs in the user's order (PR #135400, in 1.33.8+);
 * kube-scheduler probes are /livez (liveness, startup) and /readyz (readiness) since v1.32
@@ -784,7 +787,7 @@ def _parse_url(text: str) -> tuple[str, str, str] | None:
 
 
 def _refuse_unsupported(cfg: KubeadmConfig) -> None:
-    if dict(cfg.cluster.feature_gates).get("RootlessControlPlane"):
+    if dict(cfg.cluster.feature_gates).get(versions.ROOTLESS_CONTROL_PLANE):
         raise ConfigError(
             "the RootlessControlPlane feature gate is not supported",
             "remove it from featureGates; kubeadm would also create system users for it",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 from types import MappingProxyType
 from typing import Any, Final
@@ -94,6 +94,8 @@ class KubeadmMinor:
     """A kubeconfig's ``preferences: {}`` (the empty struct is omitted from v1.34)."""
     apiserver_kubelet_client_org: bool = True
     """apiserver-kubelet-client.crt has O=kubeadm:cluster-admins."""
+    external_etcd_http_endpoints: bool = False
+    """v1beta4 ``etcd.external.httpEndpoints`` (preflight health checks only) is a known field."""
     writes_super_admin_conf: bool = True
     """``super-admin.conf`` (system:masters) beside ``admin.conf`` (kubeadm:cluster-admins), since v1.29."""
 
@@ -209,6 +211,8 @@ CHANGES: Final[tuple[Change, ...]] = (
            "cmd/kubeadm/app/phases/certs/certlist.go (KubeadmCertKubeletClient)"),
     # -- v1.35
     Change(35, "etcd_image_tag", "3.6.6-0", "etcd image 3.6.6-0", _C),
+    Change(35, "external_etcd_http_endpoints", True, "v1beta4 etcd.external.httpEndpoints (used by preflight only)",
+           "cmd/kubeadm/app/apis/kubeadm/v1beta4/types.go (ExternalEtcd.HTTPEndpoints)"),
     Change(35, f"gate:{WAIT_FOR_ALL_CONTROL_PLANE_COMPONENTS}", None, "gate removed", _F + " (PR #134781)"),
     Change(35, f"gate:{CONTROL_PLANE_KUBELET_LOCAL_MODE}", Gate(True, locked=True), "GA", _F + " (PR #134106)"),
     # -- v1.36
@@ -225,8 +229,6 @@ CHANGES: Final[tuple[Change, ...]] = (
            "v1beta3 removed (kubeadm.k8s.io/v1 experimental)", _COMMON + "; PR #136016"),
     Change(37, f"gate:{PUBLIC_KEYS_ECDSA}", None, "gate removed with v1beta3", _F),
 )  # fmt: skip
-
-_SETTINGS: Final = frozenset(f.name for f in fields(KubeadmMinor)) - {"minor", "feature_gates"}
 
 
 def parse_minor(kubernetes_version: str) -> int | None:

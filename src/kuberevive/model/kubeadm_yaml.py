@@ -3,7 +3,9 @@
 Strict, like the operator needs at 3 a.m.: an unknown field, a wrong kind, an invalid CIDR, IP,
 duration or name is one :class:`ConfigError` that names the field (``ClusterConfiguration.
 networking.podSubnet``). Defaults are those of kubeadm v1.33 (``v1beta4/defaults.go``); the values
-kubeadm detects on the machine come from :class:`NodeFacts`.
+kubeadm detects on the machine come from :class:`NodeFacts`. ``kubernetesVersion`` must be in the supported range
+(v1.30 to v1.37), and what that minor's kubeadm reads decides the rest (core/versions.py): the configuration's API
+version, the feature gates it knows or locks.
 """
 
 from __future__ import annotations
@@ -385,7 +387,11 @@ def _cluster(doc: dict[str, Any], version: str) -> tuple[ClusterConfiguration, t
         raise _fail(f"{w}.etcd", "local and external are mutually exclusive")
     if etcd_raw.get("external") is not None:
         ew = f"{w}.etcd.external"
-        e = _mapping(etcd_raw["external"], ew, {"endpoints", "caFile", "certFile", "keyFile"})
+        external_fields = {"endpoints", "caFile", "certFile", "keyFile"}
+        if version == "v1beta4" and versions.minor_profile(minor).external_etcd_http_endpoints:
+            external_fields.add("httpEndpoints")
+        e = _mapping(etcd_raw["external"], ew, external_fields)
+        _list(e.get("httpEndpoints"), f"{ew}.httpEndpoints", _str)  # validated; kubeadm's preflight alone uses it
         endpoints = _list(e.get("endpoints"), f"{ew}.endpoints", _str)
         if not endpoints:
             raise _fail(f"{ew}.endpoints", "at least one endpoint is required")
