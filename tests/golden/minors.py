@@ -33,7 +33,7 @@ KUBECONFIG_NAMES = ("admin.conf", "super-admin.conf", "kubelet.conf", "controlle
 #: Host CA directories of the golden NodeFacts, created in the scratch root.
 CA_DIRS = ("/etc/ssl/certs", "/etc/ca-certificates", "/usr/share/ca-certificates")
 PHASES = (("certs", "ca"), ("kubeconfig", "all"), ("control-plane", "all"), ("etcd", "local"))
-_VERSION_LINE = re.compile(r"^kubernetesVersion: .*$", re.M)
+VERSION_LINE = re.compile(r"^kubernetesVersion: .*$", re.M)
 
 
 def golden_dir(minor: int) -> Path:
@@ -50,9 +50,9 @@ def config_text(name: str, minor: int) -> str:
     form = "v1beta4" if "v1beta4" in minor_profile(minor).config_api_versions else "v1beta3"
     path = CONFIGS / f"{name}.yaml" if form == "v1beta4" else CONFIGS / "v1beta3" / f"{name}.yaml"
     text = path.read_text()
-    if not _VERSION_LINE.search(text):
+    if not VERSION_LINE.search(text):
         raise ValueError(f"{path} has no kubernetesVersion line")
-    return _VERSION_LINE.sub(f"kubernetesVersion: {CHECKED_PATCH[minor]}", text)
+    return VERSION_LINE.sub(f"kubernetesVersion: {CHECKED_PATCH[minor]}", text)
 
 
 def kubeadm_path(minor: int) -> Path:
