@@ -336,3 +336,38 @@ def test_config_api_versions_accepted_as_by_kubeadm(tmp_path: Path, minor: int, 
     assert (run.returncode == 0) == (ours is None), f"kubeadm: {run.returncode} {run.stderr.strip()}; ours: {ours}"
     if ours is not None:
         assert f"kubeadm v1.{minor} does not read kubeadm.k8s.io/{api}" in ours
+
+
+GATE_CASES = [
+    ("ControlPlaneKubeletLocalMode", "false"),
+    ("NodeLocalCRISocket", "false"),
+    ("WaitForAllControlPlaneComponents", "false"),
+    ("EtcdLearnerMode", "false"),
+    ("PublicKeysECDSA", "true"),
+    ("NoSuchGate", "true"),
+]
+
+
+@pytest.mark.parametrize("minor", list(CHECKED_PATCH), ids=[f"v1.{m}" for m in CHECKED_PATCH])
+@pytest.mark.parametrize(("gate", "value"), GATE_CASES, ids=[f"{g}={v}" for g, v in GATE_CASES])
+def test_feature_gates_accepted_as_by_kubeadm(tmp_path: Path, minor: int, gate: str, value: str):
+    """A feature gate (unknown, locked GA, or settable) is refused by kuberevive exactly when that minor's
+    ``kubeadm config validate`` refuses it."""
+    from kuberevive.errors import ConfigError
+    from kuberevive.model.config import NodeFacts
+    from kuberevive.model.kubeadm_yaml import load_kubeadm_config
+
+    kubeadm = kubeadm_binary(minor)
+    text = minors.config_text("defaults", minor) + f"featureGates:\n  {gate}: {value}\n"
+    config = tmp_path / "kubeadm.yaml"
+    config.write_text(text)
+    run = subprocess.run(
+        [str(kubeadm), "config", "validate", "--config", str(config)],
+        capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    try:
+        load_kubeadm_config(text, NodeFacts(hostname="cp1"))
+        ours: str | None = None
+    except ConfigError as exc:
+        ours = str(exc)
+    assert (run.returncode == 0) == (ours is None), f"kubeadm: {run.returncode} {run.stderr.strip()}; ours: {ours}"

@@ -78,6 +78,7 @@ def test_etcd_restore_tool_and_gates_per_minor() -> None:
     assert v.minor_profile(33).writes_instance_config({}) is False
     assert v.minor_profile(34).writes_instance_config({}) is True
     assert v.minor_profile(37).writes_instance_config({}) is True
+    assert v.minor_profile(36).writes_instance_config({v.NODE_LOCAL_CRI_SOCKET: False}) is False  # still read
 
 
 @pytest.mark.parametrize("version", ["v1.29.15", "v1.38.0", "v2.0.0", "1.12.0"])
@@ -103,13 +104,15 @@ def test_v1beta4_is_refused_by_v1_30() -> None:
         load_kubeadm_config(_config("v1.30.14", "v1beta4"), FACTS)
 
 
-def test_feature_gates_unknown_or_locked_are_refused_per_minor() -> None:
+def test_feature_gates_unknown_to_the_minor_are_refused() -> None:
     gate = "featureGates:\n  ControlPlaneKubeletLocalMode: false\n"
     assert load_kubeadm_config(_config("v1.34.4", cluster_extra=gate), FACTS).cluster.feature_gates == (
         ("ControlPlaneKubeletLocalMode", False),
     )
-    with pytest.raises(ConfigError, match=r"GA in kubeadm v1\.35 and locked to true"):
-        load_kubeadm_config(_config("v1.35.4", cluster_extra=gate), FACTS)
+    # locked to its default (GA) but accepted, as kubeadm does; from v1.35 the gate is no longer read
+    cfg = load_kubeadm_config(_config("v1.35.4", cluster_extra=gate), FACTS)
+    assert v.minor_profile(35).kubelet_local_mode(dict(cfg.cluster.feature_gates)) is True
+    assert v.minor_profile(34).kubelet_local_mode(dict(cfg.cluster.feature_gates)) is False
     with pytest.raises(ConfigError, match=r"kubeadm v1\.36 has no such feature gate"):
         load_kubeadm_config(_config("v1.36.3", cluster_extra=gate), FACTS)
     with pytest.raises(ConfigError, match=r"kubeadm v1\.30 has no such feature gate"):

@@ -51,7 +51,8 @@ class Gate:
 
     default: bool
     locked: bool = False
-    """GA with ``LockToDefault``: kubeadm refuses a value other than the default."""
+    """GA with ``LockToDefault``. Informational: kubeadm's ``features.NewFeatureGate`` does not enforce it (a locked
+    gate set to the other value is accepted and, where kubeadm still reads the gate, obeyed)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,12 @@ class KubeadmMinor:
     """apiserver-kubelet-client.crt has O=kubeadm:cluster-admins."""
     external_etcd_http_endpoints: bool = False
     """v1beta4 ``etcd.external.httpEndpoints`` (preflight health checks only) is a known field."""
+    kubelet_conf_server: str = "endpoint"
+    """kubelet.conf of ``init``: ``endpoint`` (controlPlaneEndpoint), ``gate`` (the local API endpoint when
+    ControlPlaneKubeletLocalMode is on) or ``local`` (always the local API endpoint)."""
+    instance_config: str = "never"
+    """/var/lib/kubelet/instance-config.yaml holds the CRI socket: ``never``, ``gate`` (NodeLocalCRISocket) or
+    ``always``."""
     writes_super_admin_conf: bool = True
     """``super-admin.conf`` (system:masters) beside ``admin.conf`` (kubeadm:cluster-admins), since v1.29."""
 
@@ -111,17 +118,17 @@ class KubeadmMinor:
         return configured.get(name, gate.default)
 
     def kubelet_local_mode(self, configured: Mapping[str, bool]) -> bool:
-        """ControlPlaneKubeletLocalMode: kubelet.conf of ``init`` points at the local API server."""
-        if CONTROL_PLANE_KUBELET_LOCAL_MODE not in self.feature_gates:
-            return self.minor > 34  # gate gone: before v1.31 never there, from v1.36 always on
-        return self.gate_enabled(CONTROL_PLANE_KUBELET_LOCAL_MODE, configured)
+        """kubelet.conf of ``init`` points at the local API server (:attr:`kubelet_conf_server`)."""
+        if self.kubelet_conf_server == "gate":
+            return self.gate_enabled(CONTROL_PLANE_KUBELET_LOCAL_MODE, configured)
+        return self.kubelet_conf_server == "local"
 
     def writes_instance_config(self, configured: Mapping[str, bool]) -> bool:
-        """NodeLocalCRISocket: the CRI socket goes to /var/lib/kubelet/instance-config.yaml (not kubeadm-flags.env
-        or the Node annotation)."""
-        if NODE_LOCAL_CRI_SOCKET not in self.feature_gates:
-            return self.minor > 35  # gate gone: before v1.32 never there, from v1.37 always on
-        return self.gate_enabled(NODE_LOCAL_CRI_SOCKET, configured)
+        """The CRI socket goes to /var/lib/kubelet/instance-config.yaml, not kubeadm-flags.env or the Node
+        annotation (:attr:`instance_config`)."""
+        if self.instance_config == "gate":
+            return self.gate_enabled(NODE_LOCAL_CRI_SOCKET, configured)
+        return self.instance_config == "always"
 
     @property
     def etcd_restore_tool(self) -> str:
@@ -143,6 +150,8 @@ _ETCD = "cmd/kubeadm/app/phases/etcd/local.go"
 _CP = "cmd/kubeadm/app/phases/controlplane/manifests.go"
 _VOL = "cmd/kubeadm/app/phases/controlplane/volumes.go"
 _ARGS = "cmd/kubeadm/app/util/arguments.go"
+_INIT_KC = "cmd/kubeadm/app/cmd/phases/init/kubeconfig.go"
+_INIT_KUBELET = "cmd/kubeadm/app/cmd/phases/init/kubelet.go"
 _COMMON = "cmd/kubeadm/app/util/config/common.go (validateSupportedVersion)"
 
 
@@ -178,6 +187,8 @@ CHANGES: Final[tuple[Change, ...]] = (
            "CA directories /etc/pki/ca-trust and /etc/pki/tls/certs instead of /etc/pki", _VOL),
     Change(31, f"gate:{UPGRADE_ADDONS_BEFORE_CONTROL_PLANE}", None, "gate removed", _F),
     Change(31, f"gate:{CONTROL_PLANE_KUBELET_LOCAL_MODE}", Gate(False), "alpha", _F + " (PR #125582)"),
+    Change(31, "kubelet_conf_server", "gate",
+           "kubelet.conf: the local API endpoint when ControlPlaneKubeletLocalMode is on", _INIT_KC),
     # -- v1.32
     Change(32, "scheduler_probes", Probes("/livez", "/readyz", "/livez"),
            "kube-scheduler probes /livez, /readyz and a readiness probe", _CP + " (PR #126945)"),
@@ -186,6 +197,7 @@ CHANGES: Final[tuple[Change, ...]] = (
            _ARGS + " (PR #135400)"),
     Change(32, f"gate:{ETCD_LEARNER_MODE}", Gate(True, locked=True), "GA", _F + " (PR #126374)"),
     Change(32, f"gate:{NODE_LOCAL_CRI_SOCKET}", Gate(False), "alpha", _F + " (PR #129279)"),
+    Change(32, "instance_config", "gate", "instance-config.yaml when NodeLocalCRISocket is on", _INIT_KUBELET),
     # -- v1.33
     Change(33, f"gate:{ETCD_LEARNER_MODE}", None, "gate removed", _F),
     Change(33, f"gate:{WAIT_FOR_ALL_CONTROL_PLANE_COMPONENTS}", Gate(True), "beta, on", _F + " (PR #129620)"),
@@ -215,6 +227,8 @@ CHANGES: Final[tuple[Change, ...]] = (
            "cmd/kubeadm/app/apis/kubeadm/v1beta4/types.go (ExternalEtcd.HTTPEndpoints)"),
     Change(35, f"gate:{WAIT_FOR_ALL_CONTROL_PLANE_COMPONENTS}", None, "gate removed", _F + " (PR #134781)"),
     Change(35, f"gate:{CONTROL_PLANE_KUBELET_LOCAL_MODE}", Gate(True, locked=True), "GA", _F + " (PR #134106)"),
+    Change(35, "kubelet_conf_server", "local",
+           "kubelet.conf: always the local API endpoint (the gate is no longer read)", _INIT_KC),
     # -- v1.36
     Change(36, "etcd_image_tag", "3.6.8-0", "etcd image 3.6.8-0", _C),
     Change(36, "etcd_v36_flags", "always", "etcd 3.6 flags whatever the image tag", _ETCD),
@@ -228,6 +242,8 @@ CHANGES: Final[tuple[Change, ...]] = (
     Change(37, "config_api_versions", ("v1beta4",),
            "v1beta3 removed (kubeadm.k8s.io/v1 experimental)", _COMMON + "; PR #136016"),
     Change(37, f"gate:{PUBLIC_KEYS_ECDSA}", None, "gate removed with v1beta3", _F),
+    Change(37, f"gate:{NODE_LOCAL_CRI_SOCKET}", None, "gate removed (always on)", _F),
+    Change(37, "instance_config", "always", "instance-config.yaml always", _INIT_KUBELET),
 )  # fmt: skip
 
 
@@ -285,21 +301,14 @@ def etcd_version_at_least(image_tag: str, wanted: tuple[int, int]) -> bool:
 
 
 def validate_feature_gates(minor: int, configured: Mapping[str, bool], where: str) -> None:
-    """kubeadm ``features.NewFeatureGate``: an unknown gate, or a locked one set against its default, is refused."""
+    """kubeadm ``features.NewFeatureGate``: a gate the minor does not know is refused (a locked one is not)."""
     known = minor_profile(minor).feature_gates
-    for name, value in configured.items():
-        gate = known.get(name)
-        if gate is None:
+    for name in configured:
+        if name not in known:
             names = ", ".join(sorted(known)) or "none"
             raise ConfigError(
                 f"invalid kubeadm configuration: {where}.{name}: kubeadm v1.{minor} has no such feature gate "
                 f"(it knows {names})",
-                "remove it from featureGates",
-            )
-        if gate.locked and value != gate.default:
-            raise ConfigError(
-                f"invalid kubeadm configuration: {where}.{name}: the gate is GA in kubeadm v1.{minor} and locked "
-                f"to {str(gate.default).lower()}",
                 "remove it from featureGates",
             )
 
