@@ -371,3 +371,27 @@ def test_feature_gates_accepted_as_by_kubeadm(tmp_path: Path, minor: int, gate: 
     except ConfigError as exc:
         ours = str(exc)
     assert (run.returncode == 0) == (ours is None), f"kubeadm: {run.returncode} {run.stderr.strip()}; ours: {ours}"
+
+
+@pytest.mark.parametrize("minor", list(CHECKED_PATCH), ids=[f"v1.{m}" for m in CHECKED_PATCH])
+def test_kubelet_conf_server_with_the_local_mode_gate_off_as_kubeadm(tmp_path: Path, minor: int):
+    """kubelet.conf's server with ControlPlaneKubeletLocalMode=false (where the minor knows the gate) and a
+    controlPlaneEndpoint: the endpoint while kubeadm reads the gate (v1.31-v1.34), the local API server from v1.35."""
+    from kuberevive.core.kubeconfig import kubeconfig_specs
+    from kuberevive.core.versions import CONTROL_PLANE_KUBELET_LOCAL_MODE, minor_profile
+    from kuberevive.model.config import NodeFacts
+    from kuberevive.model.kubeadm_yaml import load_kubeadm_config
+
+    kubeadm = kubeadm_binary(minor)
+    if os.geteuid() != 0:
+        pytest.skip("kubeadm --rootfs needs root (chroot)")
+    text = minors.config_text("endpoint-sans", minor)
+    if CONTROL_PLANE_KUBELET_LOCAL_MODE in minor_profile(minor).feature_gates:
+        text += f"featureGates:\n  {CONTROL_PLANE_KUBELET_LOCAL_MODE}: false\n"
+    prepare_root(tmp_path)
+    (tmp_path / "kubeadm.yaml").write_text(text)
+    kubeadm_phases(kubeadm, tmp_path, (("certs", "ca"), ("kubeconfig", "kubelet")))
+    theirs = yaml.safe_load((tmp_path / "etc/kubernetes/kubelet.conf").read_text())["clusters"][0]["cluster"]["server"]
+    cfg = load_kubeadm_config(text, NodeFacts(hostname="cp1"))
+    (ours,) = [s.server for s in kubeconfig_specs(cfg) if s.file_name == "kubelet.conf"]
+    assert ours == theirs
