@@ -7,6 +7,10 @@ and v1.37.2 from the Go module proxy, and every minor whose kubeadm is built was
 (tests/golden/README.md). :func:`profile` folds the changes up to a minor into one :class:`KubeadmMinor`;
 builders ask it (``profile(cfg.cluster.kubernetes_version).named_probe_port``) instead of comparing versions.
 
+A minor's entry is what its checked patch (:data:`CHECKED_PATCH`) writes; kubeadm changes a little within a minor
+too (the etcd image tag of SupportedEtcdVersion, the flag order of PR #135400 back-ported to v1.32.13, v1.33.8 and
+v1.34.4), so an earlier patch of the same minor may have written those few fields differently.
+
 Pure: no I/O.
 """
 
@@ -47,7 +51,7 @@ _CA_EXTRA_PATHS_1_31: Final = ("/etc/pki/ca-trust", "/etc/pki/tls/certs", "/etc/
 
 @dataclass(frozen=True)
 class Gate:
-    """One kubeadm feature gate of a minor: its default and whether it may be set to anything else."""
+    """One kubeadm feature gate of a minor: its default and whether it is GA and locked to it."""
 
     default: bool
     locked: bool = False
