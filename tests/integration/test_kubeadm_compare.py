@@ -1,6 +1,8 @@
-"""The check against the real kubeadm v1.33.13.
+"""The check against each minor's real kubeadm (v1.30 to v1.37, every one built in the cache).
 
-For each reference configuration, ``kubeadm init phase certs all / kubeconfig all / control-plane all /
+For each minor whose kubeadm is built (tests/golden/minors.py: ``kubeadm_path``; build one with
+``src/kuberevive/lab/data/build-kubeadm.sh VERSION``) and each reference configuration (its ``kubernetesVersion`` set
+to that minor's checked patch), ``kubeadm init phase certs all / kubeconfig all / control-plane all /
 etcd local`` runs in one scratch root (``--rootfs``: kubeadm chroots there, the host's /etc/kubernetes is
 never touched) and ``kuberevive generate all`` in another; then the two trees are compared field by
 field. Keys and serial numbers are random, so certificates are compared by subject, issuer, SANs,
@@ -26,25 +28,35 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from kuberevive.core.versions import CHECKED_PATCH
 from kuberevive.lab.config import BUILD_SCRIPT
+from tests.golden import minors
 
 pytestmark = pytest.mark.integration
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE.parent / "configs"
 ACCEPTED = HERE / "kubeadm_accepted_differences.yaml"
-BIN_DIR = Path(os.environ.get("KUBEREVIVE_BIN_DIR", "/var/cache/kuberevive/k8s-v1.33.13-etcd-v3.5.24/bin"))
 PHASES = (("certs", "all"), ("kubeconfig", "all"), ("control-plane", "all"), ("etcd", "local"))
 #: Host CA directories kubeadm mounts into the control plane when they exist; created in both roots.
 CA_DIRS = ("etc/ssl/certs", "etc/ca-certificates", "usr/share/ca-certificates")
 
 
-def kubeadm_binary() -> Path:
-    kubeadm = BIN_DIR / "kubeadm"
+BUILD_KUBEADM = Path(BUILD_SCRIPT).with_name("build-kubeadm.sh")
+CONFIG_NAMES = list(minors.CONFIG_NAMES)
+CASES = [(minor, name) for minor in CHECKED_PATCH for name in CONFIG_NAMES]
+CASE_IDS = [f"v1.{m}-{n}" for m, n in CASES]
+
+
+def kubeadm_binary(minor: int = 33) -> Path:
+    """kubeadm of the minor's checked patch. v1.33 is the lab's (CI builds it: a missing one fails there); any other
+    minor is skipped, with the command that builds it, when it is not in the cache."""
+    kubeadm = minors.kubeadm_path(minor)
     if not kubeadm.exists():
-        if os.environ.get("CI"):
+        if minor == 33 and os.environ.get("CI"):
             pytest.fail(f"{kubeadm} is missing: .ci/install must build the test binaries ({BUILD_SCRIPT})")
-        pytest.skip(f"{kubeadm} not built; run {BUILD_SCRIPT}")
+        build = BUILD_SCRIPT if minor == 33 else f"{BUILD_KUBEADM} {CHECKED_PATCH[minor].removeprefix('v')}"
+        pytest.skip(f"kubeadm {CHECKED_PATCH[minor]} is not built ({kubeadm}); run {build}")
     return kubeadm
 
 
@@ -204,12 +216,13 @@ def kubeadm_phases(kubeadm: Path, root: Path, phases: tuple[tuple[str, str], ...
         assert run.returncode == 0, f"kubeadm init phase {phase} {sub}: {run.stderr}"
 
 
-@pytest.mark.parametrize("config_name", ["defaults", "endpoint-sans", "ecdsa-validity"])
-def test_generated_tree_equals_real_kubeadm(tmp_path: Path, config_name: str):
-    kubeadm = kubeadm_binary()
+@pytest.mark.parametrize(("minor", "config_name"), CASES, ids=CASE_IDS)
+def test_generated_tree_equals_real_kubeadm(tmp_path: Path, minor: int, config_name: str):
+    kubeadm = kubeadm_binary(minor)
     if os.geteuid() != 0:
         pytest.skip("kubeadm --rootfs needs root (chroot)")
-    config = CONFIGS / f"{config_name}.yaml"
+    config = tmp_path / "kubeadm.yaml"
+    config.write_text(minors.config_text(config_name, minor))
     theirs, ours = tmp_path / "kubeadm", tmp_path / "kuberevive"
     for root in (theirs, ours):
         prepare_root(root)
@@ -227,28 +240,21 @@ def test_generated_tree_equals_real_kubeadm(tmp_path: Path, config_name: str):
         d for d in differences if not any(d[0] == a["field"] or d[0].startswith(a["field"] + ".") for a in allowed)
     ]
     report = "\n".join(f"  {path}\n    kubeadm:    {k!r}\n    kuberevive: {o!r}" for path, k, o in unexplained)
-    assert not unexplained, f"{len(unexplained)} difference(s) from kubeadm for {config_name}:\n{report}"
+    assert not unexplained, f"{len(unexplained)} difference(s) from kubeadm v1.{minor} for {config_name}:\n{report}"
 
 
-@pytest.mark.parametrize("config_name", ["defaults", "endpoint-sans", "ecdsa-validity"])
-def test_kubeadm_kubeconfigs_match_golden(tmp_path: Path, config_name: str):
-    """The kubeconfig golden files (tests/golden/v1.33/<config>/kubeconfigs) are real kubeadm's output."""
-    from tests.golden.kubeconfig_normalise import normalise
-
-    kubeadm = kubeadm_binary()
+@pytest.mark.parametrize(("minor", "config_name"), CASES, ids=CASE_IDS)
+def test_kubeadm_output_is_the_golden_files(minor: int, config_name: str):
+    """The golden files (tests/golden/v1.<minor>/<config>/{manifests,kubeconfigs}) are that minor's real kubeadm's
+    output: manifests byte for byte, kubeconfigs normalised (tests/golden/kubeconfig_normalise.py)."""
+    kubeadm = kubeadm_binary(minor)
     if os.geteuid() != 0:
         pytest.skip("kubeadm --rootfs needs root (chroot)")
-    (tmp_path / "kubeadm.yaml").write_bytes((CONFIGS / f"{config_name}.yaml").read_bytes())
-    for phase in (("certs", "ca"), ("kubeconfig", "all")):
-        run = subprocess.run(
-            [str(kubeadm), "init", "phase", *phase, "--config", "/kubeadm.yaml", "--rootfs", str(tmp_path)],
-            capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
-        )  # fmt: skip
-        assert run.returncode == 0, run.stderr
-    golden = HERE.parent / "golden" / "v1.33" / config_name / "kubeconfigs"
-    for name in ("admin.conf", "super-admin.conf", "kubelet.conf", "controller-manager.conf", "scheduler.conf"):
-        theirs = normalise((tmp_path / "etc/kubernetes" / name).read_text())
-        assert theirs == (golden / name).read_text(), f"kubeadm's {name} differs from the golden file"
+    files = minors.kubeadm_output(kubeadm, minors.config_text(config_name, minor))
+    golden = minors.golden_dir(minor) / config_name
+    assert sorted(files) == sorted(str(p.relative_to(golden)) for p in golden.rglob("*") if p.is_file())
+    for rel, text in files.items():
+        assert text == (golden / rel).read_text(), f"kubeadm {CHECKED_PATCH[minor]}'s {rel} differs from {golden}"
 
 
 def test_kubeconfig_client_certs_with_an_old_ca_equal_kubeadm(tmp_path: Path):
@@ -302,3 +308,90 @@ def test_the_comparison_can_fail(tmp_path: Path):
         ("/etc/kubernetes/pki/apiserver.crt.mode", "0644", "0600"),
     ]
     assert diff({"x": [1]}, {"x": [1, 2]}) == [("x", [1], [1, 2])]
+
+
+@pytest.mark.parametrize("minor", list(CHECKED_PATCH), ids=[f"v1.{m}" for m in CHECKED_PATCH])
+@pytest.mark.parametrize("api", ["v1beta3", "v1beta4"])
+def test_config_api_versions_accepted_as_by_kubeadm(tmp_path: Path, minor: int, api: str):
+    """kuberevive reads a kubeadm.k8s.io/<api> configuration for a minor exactly when that minor's
+    ``kubeadm config validate`` does (v1beta3 up to v1.36, v1beta4 from v1.31), and says which minor refuses it."""
+    from kuberevive.errors import ConfigError
+    from kuberevive.model.config import NodeFacts
+    from kuberevive.model.kubeadm_yaml import load_kubeadm_config
+
+    kubeadm = kubeadm_binary(minor)
+    source = CONFIGS / ("v1beta3/defaults.yaml" if api == "v1beta3" else "defaults.yaml")
+    text = minors.VERSION_LINE.sub(f"kubernetesVersion: {CHECKED_PATCH[minor]}", source.read_text())
+    config = tmp_path / "kubeadm.yaml"
+    config.write_text(text)
+    run = subprocess.run(
+        [str(kubeadm), "config", "validate", "--config", str(config)],
+        capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    try:
+        load_kubeadm_config(text, NodeFacts(hostname="cp1"))
+        ours: str | None = None
+    except ConfigError as exc:
+        ours = str(exc)
+    assert (run.returncode == 0) == (ours is None), f"kubeadm: {run.returncode} {run.stderr.strip()}; ours: {ours}"
+    if ours is not None:
+        assert f"kubeadm v1.{minor} does not read kubeadm.k8s.io/{api}" in ours
+
+
+GATE_CASES = [
+    ("ControlPlaneKubeletLocalMode", "false"),
+    ("NodeLocalCRISocket", "false"),
+    ("WaitForAllControlPlaneComponents", "false"),
+    ("EtcdLearnerMode", "false"),
+    ("PublicKeysECDSA", "true"),
+    ("NoSuchGate", "true"),
+]
+
+
+@pytest.mark.parametrize("minor", list(CHECKED_PATCH), ids=[f"v1.{m}" for m in CHECKED_PATCH])
+@pytest.mark.parametrize(("gate", "value"), GATE_CASES, ids=[f"{g}={v}" for g, v in GATE_CASES])
+def test_feature_gates_accepted_as_by_kubeadm(tmp_path: Path, minor: int, gate: str, value: str):
+    """A feature gate (unknown, locked GA, or settable) is refused by kuberevive exactly when that minor's
+    ``kubeadm config validate`` refuses it."""
+    from kuberevive.errors import ConfigError
+    from kuberevive.model.config import NodeFacts
+    from kuberevive.model.kubeadm_yaml import load_kubeadm_config
+
+    kubeadm = kubeadm_binary(minor)
+    text = minors.config_text("defaults", minor) + f"featureGates:\n  {gate}: {value}\n"
+    config = tmp_path / "kubeadm.yaml"
+    config.write_text(text)
+    run = subprocess.run(
+        [str(kubeadm), "config", "validate", "--config", str(config)],
+        capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    try:
+        load_kubeadm_config(text, NodeFacts(hostname="cp1"))
+        ours: str | None = None
+    except ConfigError as exc:
+        ours = str(exc)
+    assert (run.returncode == 0) == (ours is None), f"kubeadm: {run.returncode} {run.stderr.strip()}; ours: {ours}"
+
+
+@pytest.mark.parametrize("minor", list(CHECKED_PATCH), ids=[f"v1.{m}" for m in CHECKED_PATCH])
+def test_kubelet_conf_server_with_the_local_mode_gate_off_as_kubeadm(tmp_path: Path, minor: int):
+    """kubelet.conf's server with ControlPlaneKubeletLocalMode=false (where the minor knows the gate) and a
+    controlPlaneEndpoint: the endpoint while kubeadm reads the gate (v1.31-v1.34), the local API server from v1.35."""
+    from kuberevive.core.kubeconfig import kubeconfig_specs
+    from kuberevive.core.versions import CONTROL_PLANE_KUBELET_LOCAL_MODE, minor_profile
+    from kuberevive.model.config import NodeFacts
+    from kuberevive.model.kubeadm_yaml import load_kubeadm_config
+
+    kubeadm = kubeadm_binary(minor)
+    if os.geteuid() != 0:
+        pytest.skip("kubeadm --rootfs needs root (chroot)")
+    text = minors.config_text("endpoint-sans", minor)
+    if CONTROL_PLANE_KUBELET_LOCAL_MODE in minor_profile(minor).feature_gates:
+        text += f"featureGates:\n  {CONTROL_PLANE_KUBELET_LOCAL_MODE}: false\n"
+    prepare_root(tmp_path)
+    (tmp_path / "kubeadm.yaml").write_text(text)
+    kubeadm_phases(kubeadm, tmp_path, (("certs", "ca"), ("kubeconfig", "kubelet")))
+    theirs = yaml.safe_load((tmp_path / "etc/kubernetes/kubelet.conf").read_text())["clusters"][0]["cluster"]["server"]
+    cfg = load_kubeadm_config(text, NodeFacts(hostname="cp1"))
+    (ours,) = [s.server for s in kubeconfig_specs(cfg) if s.file_name == "kubelet.conf"]
+    assert ours == theirs

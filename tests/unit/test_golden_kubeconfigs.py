@@ -17,6 +17,7 @@ import pytest
 from kuberevive.core.generate import KUBECONFIG_NAMES, Target, generate
 from kuberevive.model.config import NodeFacts
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
+from tests.golden import minors
 from tests.golden.kubeconfig_normalise import normalise
 
 TESTS = Path(__file__).resolve().parent.parent
@@ -25,13 +26,16 @@ CONFIGS = ["defaults", "endpoint-sans", "ecdsa-validity"]
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("config_name", CONFIGS)
-def test_kubeconfigs_match_golden(config_name: str):
-    text = (TESTS / "configs" / f"{config_name}.yaml").read_text()
+MINOR_CASES = [(minor, name) for minor in minors.golden_minors() for name in CONFIGS]
+
+
+@pytest.mark.parametrize(("minor", "config_name"), MINOR_CASES, ids=[f"v1.{m}-{n}" for m, n in MINOR_CASES])
+def test_kubeconfigs_match_golden(minor: int, config_name: str):
+    text = minors.config_text(config_name, minor)
     facts = NodeFacts(hostname="placeholder")
     cfg = load_kubeadm_config(text, facts)
     artifacts = {a.path.name: a for a in generate(Target.ALL, cfg, facts, NOW, {}).artifacts}
-    gdir = GOLDEN / config_name / "kubeconfigs"
+    gdir = minors.golden_dir(minor) / config_name / "kubeconfigs"
     for name in KUBECONFIG_NAMES:
         got = normalise(artifacts[name].content.decode())
         assert artifacts[name].mode == 0o600

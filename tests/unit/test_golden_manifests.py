@@ -1,9 +1,10 @@
 """Golden files: the four static Pod manifests for each reference configuration, byte for byte.
 
-Two sets, each checked byte for byte against real kubeadm v1.33.13 (tests/golden/README.md):
-* v1.33/<config>/manifests: the three reference configurations of tests/configs/;
+Two sets (tests/golden/README.md):
+* v1.<minor>/<config>/manifests: the three reference configurations of tests/configs/, for every minor that has
+  goldens, each written by that minor's real kubeadm (tests/golden/minors.py);
 * v1.33/crosscheck-<config>/manifests: the edge-case configurations of tests/golden/crosscheck/
-  (IPv6, external etcd, extraArgs/extraVolumes/extraEnvs, proxy variables).
+  (IPv6, external etcd, extraArgs/extraVolumes/extraEnvs, proxy variables), checked against kubeadm v1.33.13.
 
 Regenerate (only after checking the change against real kubeadm, see tests/golden/README.md):
 
@@ -21,6 +22,7 @@ from kuberevive.core.manifests import MANIFEST_MODE, build_manifests
 from kuberevive.model.artifacts import ArtifactKind
 from kuberevive.model.config import NodeFacts
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
+from tests.golden import minors
 
 TESTS = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((TESTS / "configs").glob("*.yaml"))
@@ -51,8 +53,7 @@ def test_reference_configs_present() -> None:
     assert [c.stem for c in CONFIGS] == ["defaults", "ecdsa-validity", "endpoint-sans"]
 
 
-def _check_against_golden(config: Path, gdir: Path, proxy_env: tuple[tuple[str, str], ...]) -> None:
-    text = config.read_text()
+def _check_against_golden(text: str, gdir: Path, proxy_env: tuple[tuple[str, str], ...]) -> None:
     facts = _facts_for(text, proxy_env)
     artifacts = build_manifests(load_kubeadm_config(text, facts), facts)
     if REGEN:
@@ -74,20 +75,28 @@ def _check_against_golden(config: Path, gdir: Path, proxy_env: tuple[tuple[str, 
         assert str(a.path) == f"/etc/kubernetes/manifests/{a.path.name}"
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_manifests_match_golden(config: Path) -> None:
-    _check_against_golden(config, GOLDEN / config.stem / "manifests", ())
+MINOR_CASES = [(minor, name) for minor in minors.golden_minors() for name in minors.CONFIG_NAMES]
+
+
+@pytest.mark.parametrize(("minor", "name"), MINOR_CASES, ids=[f"v1.{m}-{n}" for m, n in MINOR_CASES])
+def test_manifests_match_golden(minor: int, name: str) -> None:
+    _check_against_golden(minors.config_text(name, minor), minors.golden_dir(minor) / name / "manifests", ())
+
+
+def test_every_newer_minor_has_goldens() -> None:
+    """v1.33 to v1.37 all have golden manifests (each minor whose kubeadm the proxy serves)."""
+    assert {33, 34, 35, 36, 37} <= set(minors.golden_minors())
 
 
 @pytest.mark.parametrize("config", CROSSCHECK_CONFIGS, ids=[c.stem for c in CROSSCHECK_CONFIGS])
 def test_crosscheck_manifests_match_golden(config: Path) -> None:
-    _check_against_golden(config, GOLDEN / f"crosscheck-{config.stem}" / "manifests", CROSSCHECK_PROXY_ENV)
+    _check_against_golden(config.read_text(), GOLDEN / f"crosscheck-{config.stem}" / "manifests", CROSSCHECK_PROXY_ENV)
 
 
 def test_golden_file_sets() -> None:
     """Local etcd gives four manifests; external etcd has no etcd.yaml."""
     four = ["etcd.yaml", "kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml"]
-    for config in CONFIGS:
-        assert sorted(p.name for p in (GOLDEN / config.stem / "manifests").glob("*.yaml")) == four
+    for minor, name in MINOR_CASES:
+        assert sorted(p.name for p in (minors.golden_dir(minor) / name / "manifests").glob("*.yaml")) == four
     ext = GOLDEN / "crosscheck-external-etcd" / "manifests"
     assert sorted(p.name for p in ext.glob("*.yaml")) == four[1:]

@@ -523,33 +523,45 @@ def test_etcd_flags_are_the_manifest_command() -> None:
     assert "--snapshot-count=10000" in f
 
 
+def _at(cfg: KubeadmConfig, version: str) -> KubeadmConfig:
+    return dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, kubernetes_version=version))
+
+
 @pytest.mark.parametrize(
     ("version", "tag"),
     [
-        ("v1.33.13", "3.5.24-0"),
+        ("v1.30.14", "3.5.15-0"),
         ("v1.31.0", "3.5.24-0"),
-        ("v1.34.0", "3.5.24-0"),
-        ("v1.20.0", "3.5.24-0"),
-        ("x", "3.5.24-0"),
+        ("v1.33.13", "3.5.24-0"),
+        ("v1.34.0", "3.6.5-0"),
+        ("v1.35.4", "3.6.6-0"),
+        ("v1.36.1", "3.6.8-0"),
+        ("v1.37.2", "3.7.0-0"),
     ],
 )
-def test_default_etcd_tag_of_kubeadm_1_33_13(version: str, tag: str) -> None:
-    assert m.default_etcd_image_tag(version) == tag
+def test_etcd_image_tag_of_each_minor(version: str, tag: str) -> None:
+    # kubeadm constants.SupportedEtcdVersion of v1.30.14 ... v1.37.2 (core/versions.py)
+    assert m.etcd_image_tag(_at(make_cfg(), version)) == tag
+    assert m.etcd_image(_at(make_cfg(), version)) == f"registry.k8s.io/etcd:{tag}"
 
 
 @pytest.mark.parametrize(
-    ("version", "tag"),
+    ("version", "image_tag", "v36"),
     [
-        ("v1.32.4", "b"),  # exact minor
-        ("1.33.0", "c"),  # without the v
-        ("v1.29.1", "a"),  # below the table: the lowest entry
-        ("v1.40.0", "c"),  # above the table: the highest entry
-        ("latest", "default"),  # does not parse
+        ("v1.33.13", "3.6.5-0", False),  # before v1.34: the experimental flags whatever the image
+        ("v1.34.4", "", True),  # v1.34 and v1.35: by the etcd image tag (default 3.6.5-0)
+        ("v1.34.4", "3.5.24-0", False),
+        ("v1.35.4", "3.5.24-0", False),
+        ("v1.36.3", "3.5.24-0", True),  # from v1.36: always the etcd 3.6 flags
     ],
 )
-def test_default_etcd_tag_picks_exact_nearest_lower_upper_or_default(version: str, tag: str) -> None:
-    # distinct values, so each branch of the lookup is seen (kubeadm v1.33's own table has one value only)
-    assert m.default_etcd_image_tag(version, {31: "a", 32: "b", 33: "c"}, "default") == tag
+def test_etcd_36_flags_follow_the_minor_and_image_tag(version: str, image_tag: str, v36: bool) -> None:
+    cfg = _at(make_cfg(etcd_local=LocalEtcd(image_tag=image_tag)), version)
+    f = m.etcd_flags(cfg)
+    new = ["--feature-gates=InitialCorruptCheck=true", "--watch-progress-notify-interval=5s"]
+    old = ["--experimental-initial-corrupt-check=true", "--experimental-watch-progress-notify-interval=5s"]
+    assert all((x in f) == v36 for x in new)
+    assert all((x in f) != v36 for x in old)
 
 
 def test_images() -> None:

@@ -11,16 +11,21 @@ from collections.abc import Iterable, Sequence
 from kuberevive.model.config import Arg
 
 
-def arguments_to_command(base: Sequence[Arg], overrides: Sequence[Arg]) -> list[str]:
-    """kubeadm ``util.ArgumentsToCommand`` (v1.33.8+ and v1.34.4+, PR #135400): ``--name=value`` strings.
+def arguments_to_command(base: Sequence[Arg], overrides: Sequence[Arg], *, sort_all: bool = False) -> list[str]:
+    """kubeadm ``util.ArgumentsToCommand``: ``--name=value`` strings, the binary name not included.
 
-    Every name present in ``overrides`` drops *all* base entries of that name. The remaining base
-    entries are sorted by name (then value); the overrides follow, all of them (duplicates included),
-    in the order the user gave them. The binary name is not included.
+    Every name present in ``overrides`` drops *all* base entries of that name. From v1.32.13, v1.33.8 and
+    v1.34.4 on (PR #135400) the remaining base entries are sorted by name (then value) and the overrides follow,
+    all of them (duplicates included), in the order the user gave them. Before (``sort_all``, v1.30 and v1.31),
+    the whole merged list is sorted by name, then value.
     """
     overridden = {a.name for a in overrides}
-    kept = sorted((a for a in base if a.name not in overridden), key=lambda a: (a.name, a.value))
-    return [f"--{a.name}={a.value}" for a in [*kept, *overrides]]
+    kept = [a for a in base if a.name not in overridden]
+    if sort_all:
+        merged = sorted([*overrides, *kept], key=lambda a: (a.name, a.value))
+    else:
+        merged = [*sorted(kept, key=lambda a: (a.name, a.value)), *overrides]
+    return [f"--{a.name}={a.value}" for a in merged]
 
 
 def get_arg_value(args: Iterable[Arg], name: str) -> str | None:

@@ -14,10 +14,11 @@ Parse: :meth:`Kubeconfig.from_yaml` gives frozen dataclasses with the kebab-case
 kubeadm vs. kuberevive
 ======================
 =================================  ==========================================  ===================================
-topic                              kubeadm v1.33                               kuberevive
+topic                              kubeadm v1.30 to v1.37                      kuberevive
 =================================  ==========================================  ===================================
-kubelet.conf server on init        local API endpoint (ControlPlaneKubelet-    same; CPE URL only when the gate is
-                                   LocalMode, beta and on by default)          set to false in featureGates
+kubelet.conf server on init        local API endpoint with ControlPlane-       same, the gate's default per minor
+                                   KubeletLocalMode (v1.31 alpha, v1.33 on,    from core/versions.py; ``preferences:
+                                   v1.36 always), else the CPE URL             {}`` only up to v1.33
 existing file, same CA             kept (server mismatch only warned)          kept, not returned
 existing file, other CA            error                                       PkiError
 external CA (no ca.key)            files must be supplied by the user          same: missing ones -> PkiError
@@ -37,7 +38,7 @@ from typing import Any, ClassVar
 import yaml
 from cryptography import x509
 
-from kuberevive.core import pki, yamlfmt
+from kuberevive.core import pki, versions, yamlfmt
 from kuberevive.core._netaddr import advertise_ip, join_host_port, split_host_port
 from kuberevive.errors import ConfigError, PkiError
 from kuberevive.model import paths, yamlload
@@ -45,9 +46,7 @@ from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, KubeadmConfig
 
 MODE_KUBECONFIG = 0o600
-CONTROL_PLANE_KUBELET_LOCAL_MODE = "ControlPlaneKubeletLocalMode"
-_LOCAL_MODE_DEFAULT = True
-"""Beta and enabled by default in kubeadm v1.33 (kubernetes PR #129956)."""
+CONTROL_PLANE_KUBELET_LOCAL_MODE = versions.CONTROL_PLANE_KUBELET_LOCAL_MODE
 
 ADMIN_CONF = paths.ADMIN_CONF.name
 SUPER_ADMIN_CONF = paths.SUPER_ADMIN_CONF.name
@@ -74,11 +73,8 @@ def control_plane_url(cfg: KubeadmConfig) -> str:
 
 
 def kubelet_local_mode(cfg: KubeadmConfig) -> bool:
-    """Whether the ControlPlaneKubeletLocalMode feature gate is on (default on in v1.33)."""
-    for name, enabled in cfg.cluster.feature_gates:
-        if name == CONTROL_PLANE_KUBELET_LOCAL_MODE:
-            return enabled
-    return _LOCAL_MODE_DEFAULT
+    """Whether ControlPlaneKubeletLocalMode is on: the gate's value, else the minor's default (versions.py)."""
+    return versions.profile(cfg.cluster.kubernetes_version).kubelet_local_mode(dict(cfg.cluster.feature_gates))
 
 
 # ---------------------------------------------------------------------------------------- specs
@@ -119,9 +115,19 @@ def kubeconfig_specs(cfg: KubeadmConfig) -> tuple[KubeconfigSpec, ...]:
 
 
 def render_kubeconfig(
-    cluster_name: str, server: str, ca_cert_pem: bytes, user: str, client_cert_pem: bytes, client_key_pem: bytes
+    cluster_name: str,
+    server: str,
+    ca_cert_pem: bytes,
+    user: str,
+    client_cert_pem: bytes,
+    client_key_pem: bytes,
+    *,
+    preferences: bool = True,
 ) -> str:
-    """The YAML client-go writes for one cluster/user/context (keys sorted, byte fields base64)."""
+    """The YAML client-go writes for one cluster/user/context (keys sorted, byte fields base64).
+
+    ``preferences``: the empty ``preferences: {}`` client-go writes up to v0.33 (versions.KubeadmMinor).
+    """
     context = f"{user}@{cluster_name}"
 
     def b64(data: bytes) -> str:
@@ -135,7 +141,6 @@ def render_kubeconfig(
         "contexts": [{"context": {"cluster": cluster_name, "user": user}, "name": context}],
         "current-context": context,
         "kind": "Config",
-        "preferences": {},
         "users": [
             {
                 "name": user,
@@ -143,6 +148,8 @@ def render_kubeconfig(
             }
         ],
     }
+    if preferences:
+        doc["preferences"] = {}
     return yamlfmt.dump(doc)
 
 
@@ -195,6 +202,7 @@ def build_kubeconfigs(
             spec.client_name,
             pki.encode_certificate_pem(cert),
             pki.encode_private_key_pem(key),
+            preferences=versions.profile(cfg.cluster.kubernetes_version).kubeconfig_preferences,
         )
         artifacts.append(Artifact(path, MODE_KUBECONFIG, ArtifactKind.KUBECONFIG, spec.description, text.encode()))
     return artifacts

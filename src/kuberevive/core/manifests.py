@@ -1,4 +1,4 @@
-"""The static Pod manifests that ``kubeadm init`` (v1.33) writes to /etc/kubernetes/manifests.
+"""The static Pod manifests that ``kubeadm init`` (v1.30 to v1.37) writes to /etc/kubernetes/manifests.
 
 Pure: a resolved :class:`~kuberevive.model.config.KubeadmConfig` plus :class:`NodeFacts` in,
 Pod dicts / YAML bytes out. The rules follow shared/spec/kubeadm-artifacts.md §4 (kubeadm sources:
@@ -17,10 +17,13 @@ external-CA mode (kcm signing)     pki/ca.crt is a valid CA and pki/ca.key  ca.c
 proxy variables in the pods        kubeadm's own ``*_proxy`` environment    ``NodeFacts.proxy_env``
 ``--patches`` directory            strategic-merge patches applied          not supported (refused)
 RootlessControlPlane feature gate  creates users, adds runAsUser etc.       not supported (refused)
-etcd image tag                     SupportedEtcdVersion table of v1.33.13   same table (3.5.24-0)
+what changes between minors         its own release                          core/versions.py, one table
 =================================  =======================================  ===========================
 
-Facts the spec (§4) gets wrong or leaves out for v1.33.13, all confirmed on the real binary:
+Everything that differs between minors (etcd image tag and flags, probe paths and the named probe port, the
+flexvolume and CA volumes, flag order, ``creationTimestamp: null``) comes from :func:`versions.profile` of the
+configuration's ``kubernetesVersion``. Facts the spec (§4) gets wrong or leaves out for v1.33.13, all confirmed on
+the real binary:
 
 * flag order: defaults sorted, then the extraArgs in the user's order (PR #135400, in 1.33.8+);
 * kube-scheduler probes are /livez (liveness, startup) and /readyz (readiness) since v1.32
@@ -38,7 +41,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any, Final
 
-from kuberevive.core import yamlfmt
+from kuberevive.core import versions, yamlfmt
 from kuberevive.core._args import (
     arguments_to_command,
     get_arg_value,
@@ -82,19 +85,9 @@ ETCD_ADVERTISE_ANNOTATION: Final = "kubeadm.kubernetes.io/etcd.advertise-client-
 
 SYSTEM_NODE_CRITICAL_PRIORITY: Final = 2000001000
 
-# kubeadm v1.33.13 constants.SupportedEtcdVersion (Kubernetes minor -> etcd image tag); a minor outside
-# the table takes the nearest entry. Checked with `kubeadm config images list` of v1.33.13.
-SUPPORTED_ETCD_VERSION: Final[Mapping[int, str]] = {31: "3.5.24-0", 32: "3.5.24-0", 33: "3.5.24-0"}
-DEFAULT_ETCD_VERSION: Final = "3.5.24-0"
+PROBE_PORT_NAME: Final = "probe-port"
 
 _CA_CERTS_VOLUME = ("ca-certs", "/etc/ssl/certs")
-_CA_CERTS_EXTRA_PATHS: Final = (
-    "/etc/pki/ca-trust",
-    "/etc/pki/tls/certs",
-    "/etc/ca-certificates",
-    "/usr/share/ca-certificates",
-    "/usr/local/share/ca-certificates",
-)
 _DEFAULT_FLEXVOLUME_DIR: Final = "/usr/libexec/kubernetes/kubelet-plugins/volume/exec"
 _VALID_AUTHZ_MODES: Final = ("Node", "RBAC", "Webhook", "ABAC", "AlwaysAllow", "AlwaysDeny")
 
@@ -232,7 +225,6 @@ def etcd_flags(cfg: KubeadmConfig) -> list[str]:
     peer_url = _url("https", adv, ETCD_LISTEN_PEER_PORT)
     defaults = [
         Arg("name", cfg.node_name),
-        Arg("experimental-initial-corrupt-check", "true"),
         Arg("listen-client-urls", f"{_url('https', lh, ETCD_LISTEN_CLIENT_PORT)},{client_url}"),
         Arg("advertise-client-urls", client_url),
         Arg("listen-peer-urls", peer_url),
@@ -248,36 +240,45 @@ def etcd_flags(cfg: KubeadmConfig) -> list[str]:
         Arg("peer-client-cert-auth", "true"),
         Arg("snapshot-count", "10000"),
         Arg("listen-metrics-urls", _url("http", lh, ETCD_METRICS_PORT)),
-        Arg("experimental-watch-progress-notify-interval", "5s"),
-        Arg("initial-cluster", f"{cfg.node_name}={peer_url}"),
     ]
-    return arguments_to_command(defaults, local.extra_args)
+    if _etcd_v36_flags(cfg):
+        defaults += [Arg("feature-gates", "InitialCorruptCheck=true"), Arg("watch-progress-notify-interval", "5s")]
+    else:
+        defaults += [
+            Arg("experimental-initial-corrupt-check", "true"),
+            Arg("experimental-watch-progress-notify-interval", "5s"),
+        ]
+    defaults.append(Arg("initial-cluster", f"{cfg.node_name}={peer_url}"))
+    return _to_command(cfg, defaults, local.extra_args)
+
+
+def _etcd_v36_flags(cfg: KubeadmConfig) -> bool:
+    """Whether etcd gets the etcd 3.6 flags (versions.KubeadmMinor.etcd_v36_flags)."""
+    rule = _minor(cfg).etcd_v36_flags
+    if rule == "by-image-tag":
+        return versions.etcd_version_at_least(etcd_image_tag(cfg), (3, 6))
+    return rule == "always"
+
+
+def _minor(cfg: KubeadmConfig) -> versions.KubeadmMinor:
+    return versions.profile(cfg.cluster.kubernetes_version)
+
+
+def _to_command(cfg: KubeadmConfig, defaults: Sequence[Arg], extra: Sequence[Arg]) -> list[str]:
+    return arguments_to_command(defaults, extra, sort_all=_minor(cfg).sort_all_args)
 
 
 def etcd_image(cfg: KubeadmConfig) -> str:
-    """``<etcd.local.imageRepository or imageRepository>/etcd:<etcd.local.imageTag or default tag>``."""
+    """``<etcd.local.imageRepository or imageRepository>/etcd:<etcd.local.imageTag or the minor's tag>``."""
     local = cfg.cluster.etcd_local
     repo = (local.image_repository if local else "") or cfg.cluster.image_repository
-    tag = (local.image_tag if local else "") or default_etcd_image_tag(cfg.cluster.kubernetes_version)
-    return f"{repo}/etcd:{tag}"
+    return f"{repo}/etcd:{etcd_image_tag(cfg)}"
 
 
-def default_etcd_image_tag(
-    kubernetes_version: str,
-    supported: Mapping[int, str] = SUPPORTED_ETCD_VERSION,
-    default: str = DEFAULT_ETCD_VERSION,
-) -> str:
-    """kubeadm ``EtcdSupportedVersion``: the table entry of the Kubernetes minor, else the nearest one.
-
-    ``supported`` (minor -> tag) and ``default`` (for a version that does not parse) are kubeadm's tables.
-    """
-    m = re.match(r"^v?(\d+)\.(\d+)", kubernetes_version)
-    if not m:
-        return default
-    minor = int(m.group(2))
-    if minor in supported:
-        return supported[minor]
-    return supported[min(supported) if minor < min(supported) else max(supported)]
+def etcd_image_tag(cfg: KubeadmConfig) -> str:
+    """kubeadm ``GetEtcdImageTag``: ``etcd.local.imageTag``, else the minor's SupportedEtcdVersion entry."""
+    local = cfg.cluster.etcd_local
+    return (local.image_tag if local else "") or _minor(cfg).etcd_image_tag
 
 
 def kubernetes_image(component: str, cfg: KubeadmConfig) -> str:
@@ -344,7 +345,7 @@ def _apiserver_command(cfg: KubeadmConfig) -> list[str]:
     extra = c.api_server.extra_args
     if get_arg_value(extra, "authorization-config") is None:
         set_arg_value(defaults, "authorization-mode", authorization_modes(get_arg_value(extra, "authorization-mode")))
-    return [KUBE_APISERVER, *arguments_to_command(defaults, extra)]
+    return [KUBE_APISERVER, *_to_command(cfg, defaults, extra)]
 
 
 def authorization_modes(requested: str | None) -> str:
@@ -391,7 +392,7 @@ def _controller_manager_command(cfg: KubeadmConfig, external_ca: bool) -> list[s
             set_arg_value(defaults, "service-cluster-ip-range", net.service_subnet)
     if c.cluster_name:
         set_arg_value(defaults, "cluster-name", c.cluster_name)
-    return [KUBE_CONTROLLER_MANAGER, *arguments_to_command(defaults, c.controller_manager.extra_args)]
+    return [KUBE_CONTROLLER_MANAGER, *_to_command(cfg, defaults, c.controller_manager.extra_args)]
 
 
 def _scheduler_command(cfg: KubeadmConfig) -> list[str]:
@@ -403,7 +404,7 @@ def _scheduler_command(cfg: KubeadmConfig) -> list[str]:
         Arg("authentication-kubeconfig", kubeconfig),
         Arg("authorization-kubeconfig", kubeconfig),
     ]
-    return [KUBE_SCHEDULER, *arguments_to_command(defaults, cfg.cluster.scheduler.extra_args)]
+    return [KUBE_SCHEDULER, *_to_command(cfg, defaults, cfg.cluster.scheduler.extra_args)]
 
 
 # --- pods -------------------------------------------------------------------------------------
@@ -414,60 +415,50 @@ def _apiserver_pod(cfg: KubeadmConfig, facts: NodeFacts) -> Pod:
     adv = cfg.advertise_address
     host = _probe_address(adv) if adv else "127.0.0.1"
     port = cfg.bind_port
-    timeout = _health_check_seconds(cfg)
     volumes = _control_plane_volumes(cfg, facts)[KUBE_APISERVER]
     container = _container(
         KUBE_APISERVER,
         image=kubernetes_image(KUBE_APISERVER, cfg),
         command=_apiserver_command(cfg),
         mounts=volumes,
-        liveness=_liveness(host, "/livez", port, "HTTPS"),
-        readiness=_readiness(host, "/readyz", port, "HTTPS"),
-        startup=_startup(host, "/livez", port, "HTTPS", timeout),
+        probes=_probes(cfg, host, port, "HTTPS", _APISERVER_PROBES),
         requests={"cpu": "250m"},
         env=_merge_env(_proxy_env(facts), c.api_server.extra_envs),
     )
     annotations = {APISERVER_ADVERTISE_ANNOTATION: join_host_port(adv, port)}
-    return _component_pod(KUBE_APISERVER, container, volumes, annotations)
+    return _component_pod(cfg, KUBE_APISERVER, container, volumes, annotations)
 
 
 def _controller_manager_pod(cfg: KubeadmConfig, facts: NodeFacts, external_ca: bool) -> Pod:
     c = cfg.cluster
     host = _bind_probe_address(c.controller_manager.extra_args)
-    timeout = _health_check_seconds(cfg)
     volumes = _control_plane_volumes(cfg, facts)[KUBE_CONTROLLER_MANAGER]
     container = _container(
         KUBE_CONTROLLER_MANAGER,
         image=kubernetes_image(KUBE_CONTROLLER_MANAGER, cfg),
         command=_controller_manager_command(cfg, external_ca),
         mounts=volumes,
-        liveness=_liveness(host, "/healthz", KUBE_CONTROLLER_MANAGER_PORT, "HTTPS"),
-        readiness=None,
-        startup=_startup(host, "/healthz", KUBE_CONTROLLER_MANAGER_PORT, "HTTPS", timeout),
+        probes=_probes(cfg, host, KUBE_CONTROLLER_MANAGER_PORT, "HTTPS", _CONTROLLER_MANAGER_PROBES),
         requests={"cpu": "200m"},
         env=_merge_env(_proxy_env(facts), c.controller_manager.extra_envs),
     )
-    return _component_pod(KUBE_CONTROLLER_MANAGER, container, volumes, None)
+    return _component_pod(cfg, KUBE_CONTROLLER_MANAGER, container, volumes, None)
 
 
 def _scheduler_pod(cfg: KubeadmConfig, facts: NodeFacts) -> Pod:
     c = cfg.cluster
     host = _bind_probe_address(c.scheduler.extra_args)
-    timeout = _health_check_seconds(cfg)
     volumes = _control_plane_volumes(cfg, facts)[KUBE_SCHEDULER]
     container = _container(
         KUBE_SCHEDULER,
         image=kubernetes_image(KUBE_SCHEDULER, cfg),
         command=_scheduler_command(cfg),
         mounts=volumes,
-        # /livez + /readyz since v1.32 (PR #126945); kube-controller-manager keeps /healthz.
-        liveness=_liveness(host, "/livez", KUBE_SCHEDULER_PORT, "HTTPS"),
-        readiness=_readiness(host, "/readyz", KUBE_SCHEDULER_PORT, "HTTPS"),
-        startup=_startup(host, "/livez", KUBE_SCHEDULER_PORT, "HTTPS", timeout),
+        probes=_probes(cfg, host, KUBE_SCHEDULER_PORT, "HTTPS", _minor(cfg).scheduler_probes),
         requests={"cpu": "100m"},
         env=_merge_env(_proxy_env(facts), c.scheduler.extra_envs),
     )
-    return _component_pod(KUBE_SCHEDULER, container, volumes, None)
+    return _component_pod(cfg, KUBE_SCHEDULER, container, volumes, None)
 
 
 def _etcd_pod(cfg: KubeadmConfig) -> Pod:
@@ -479,21 +470,18 @@ def _etcd_pod(cfg: KubeadmConfig) -> Pod:
         "etcd-certs": _Volume("etcd-certs", certs_dir, certs_dir, False, "DirectoryOrCreate"),
     }
     host, port, scheme = etcd_probe_endpoint(cfg)
-    timeout = _health_check_seconds(cfg)
     container = _container(
         ETCD,
         image=etcd_image(cfg),
         command=etcd_command(cfg),
         mounts=volumes,
-        liveness=_liveness(host, "/livez", port, scheme),
-        readiness=_readiness(host, "/readyz", port, scheme),
-        startup=_startup(host, "/readyz", port, scheme, timeout),
+        probes=_probes(cfg, host, port, scheme, _minor(cfg).etcd_probes),
         requests={"cpu": "100m", "memory": "100Mi"},
         env=_merge_env(local.extra_envs),  # etcd gets no proxy variables
         mount_order=("etcd-data", "etcd-certs"),
     )
     annotations = {ETCD_ADVERTISE_ANNOTATION: _url("https", cfg.advertise_address, ETCD_LISTEN_CLIENT_PORT)}
-    return _component_pod(ETCD, container, volumes, annotations)
+    return _component_pod(cfg, ETCD, container, volumes, annotations)
 
 
 def etcd_probe_endpoint(cfg: KubeadmConfig) -> tuple[str, int, str]:
@@ -560,7 +548,13 @@ def _control_plane_volumes(cfg: KubeadmConfig, facts: NodeFacts) -> dict[str, di
     add(KUBE_APISERVER, ca_name, ca_path, ca_path, True, dir_or_create)
     if c.etcd_external is not None:
         for i, d in enumerate(
-            _etcd_cert_dirs(c.etcd_external.ca_file, c.etcd_external.cert_file, c.etcd_external.key_file, cd)
+            _etcd_cert_dirs(
+                c.etcd_external.ca_file,
+                c.etcd_external.cert_file,
+                c.etcd_external.key_file,
+                cd,
+                _minor(cfg).ca_cert_extra_paths,
+            )
         ):
             add(KUBE_APISERVER, f"etcd-certs-{i}", d, d, True, dir_or_create)
 
@@ -568,14 +562,16 @@ def _control_plane_volumes(cfg: KubeadmConfig, facts: NodeFacts) -> dict[str, di
     add(KUBE_CONTROLLER_MANAGER, ca_name, ca_path, ca_path, True, dir_or_create)
     kcm_conf = go_join(DEFAULT_KUBERNETES_DIR, "controller-manager.conf")
     add(KUBE_CONTROLLER_MANAGER, "kubeconfig", kcm_conf, kcm_conf, True, file_or_create)
-    flex = get_arg_value(c.controller_manager.extra_args, "flex-volume-plugin-dir")
-    flex_dir = _DEFAULT_FLEXVOLUME_DIR if flex is None else flex
-    add(KUBE_CONTROLLER_MANAGER, "flexvolume-dir", flex_dir, flex_dir, False, dir_or_create)
+    minor = _minor(cfg)
+    if minor.kcm_flexvolume_volume:
+        flex = get_arg_value(c.controller_manager.extra_args, "flex-volume-plugin-dir")
+        flex_dir = _DEFAULT_FLEXVOLUME_DIR if flex is None else flex
+        add(KUBE_CONTROLLER_MANAGER, "flexvolume-dir", flex_dir, flex_dir, False, dir_or_create)
 
     sched_conf = go_join(DEFAULT_KUBERNETES_DIR, "scheduler.conf")
     add(KUBE_SCHEDULER, "kubeconfig", sched_conf, sched_conf, True, file_or_create)
 
-    for path in _CA_CERTS_EXTRA_PATHS:
+    for path in minor.ca_cert_extra_paths:
         if path in facts.existing_paths:
             name = path.replace("/", "-")[1:]
             add(KUBE_APISERVER, name, path, path, True, dir_or_create)
@@ -592,12 +588,14 @@ def _control_plane_volumes(cfg: KubeadmConfig, facts: NodeFacts) -> dict[str, di
     return out
 
 
-def _etcd_cert_dirs(ca_file: str, cert_file: str, key_file: str, certificates_dir: str) -> list[str]:
+def _etcd_cert_dirs(
+    ca_file: str, cert_file: str, key_file: str, certificates_dir: str, ca_extra_paths: Sequence[str]
+) -> list[str]:
     """kubeadm ``getEtcdCertVolumes``: host directories to mount for external etcd files, sorted."""
     dirs: set[str] = set()
     for path in (ca_file, cert_file, key_file):
         d = go_dir(path)
-        covered = any(d.startswith(p) for p in _CA_CERTS_EXTRA_PATHS)
+        covered = any(d.startswith(p) for p in ca_extra_paths)
         if d == "." or covered or d.startswith(_CA_CERTS_VOLUME[1]) or d.startswith(certificates_dir):
             continue
         already = False
@@ -613,15 +611,20 @@ def _etcd_cert_dirs(ca_file: str, cert_file: str, key_file: str, certificates_di
 
 
 def _component_pod(
-    name: str, container: dict[str, Any], volumes: Mapping[str, _Volume], annotations: dict[str, str] | None
+    cfg: KubeadmConfig,
+    name: str,
+    container: dict[str, Any],
+    volumes: Mapping[str, _Volume],
+    annotations: dict[str, str] | None,
 ) -> Pod:
     """kubeadm ``staticpod.ComponentPod`` after a JSON round trip (empty fields dropped)."""
     metadata: dict[str, Any] = {
-        "creationTimestamp": None,  # v1.33 still serialises the zero time as null
         "labels": {"component": name, "tier": "control-plane"},
         "name": name,
         "namespace": "kube-system",
     }
+    if _minor(cfg).creation_timestamp_null:
+        metadata["creationTimestamp"] = None
     if annotations:
         metadata["annotations"] = annotations
     return {
@@ -646,9 +649,7 @@ def _container(
     image: str,
     command: list[str],
     mounts: Mapping[str, _Volume],
-    liveness: dict[str, Any],
-    readiness: dict[str, Any] | None,
-    startup: dict[str, Any],
+    probes: Mapping[str, Any],
     requests: dict[str, str],
     env: list[dict[str, str]],
     mount_order: Sequence[str] | None = None,
@@ -658,21 +659,38 @@ def _container(
         "command": command,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "livenessProbe": liveness,
         "name": name,
         "resources": {"requests": requests},
-        "startupProbe": startup,
         "volumeMounts": [mounts[n].mount() for n in order],
+        **probes,
     }
-    if readiness is not None:
-        out["readinessProbe"] = readiness
     if env:
         out["env"] = env
     return out
 
 
+_APISERVER_PROBES: Final = versions.Probes("/livez", "/readyz", "/livez")
+_CONTROLLER_MANAGER_PROBES: Final = versions.Probes("/healthz", None, "/healthz")
+
+
+def _probes(cfg: KubeadmConfig, host: str, port: int, scheme: str, paths: versions.Probes) -> dict[str, Any]:
+    """A container's liveness, readiness (when the minor has one) and startup probes; from v1.34 they name the
+    port ``probe-port``, declared in the container's ``ports`` (versions.KubeadmMinor.named_probe_port)."""
+    named = _minor(cfg).named_probe_port
+    target: int | str = PROBE_PORT_NAME if named else port
+    out: dict[str, Any] = {
+        "livenessProbe": _probe(host, paths.liveness, target, scheme, 10, 15, 8, 10),
+        "startupProbe": _startup(host, paths.startup, target, scheme, _health_check_seconds(cfg)),
+    }
+    if paths.readiness is not None:
+        out["readinessProbe"] = _probe(host, paths.readiness, target, scheme, 0, 15, 3, 1)
+    if named:
+        out["ports"] = [{"containerPort": port, "name": PROBE_PORT_NAME, "protocol": "TCP"}]
+    return out
+
+
 def _probe(
-    host: str, path: str, port: int, scheme: str, initial_delay: int, timeout: int, failure: int, period: int
+    host: str, path: str, port: int | str, scheme: str, initial_delay: int, timeout: int, failure: int, period: int
 ) -> dict[str, Any]:
     """kubeadm ``createHTTPProbe`` after JSON (zero ints and an empty host are omitted)."""
     http_get: dict[str, Any] = {"path": path, "port": port, "scheme": scheme}
@@ -689,15 +707,7 @@ def _probe(
     return out
 
 
-def _liveness(host: str, path: str, port: int, scheme: str) -> dict[str, Any]:
-    return _probe(host, path, port, scheme, 10, 15, 8, 10)
-
-
-def _readiness(host: str, path: str, port: int, scheme: str) -> dict[str, Any]:
-    return _probe(host, path, port, scheme, 0, 15, 3, 1)
-
-
-def _startup(host: str, path: str, port: int, scheme: str, timeout_seconds: float) -> dict[str, Any]:
+def _startup(host: str, path: str, port: int | str, scheme: str, timeout_seconds: float) -> dict[str, Any]:
     period = 10
     return _probe(host, path, port, scheme, period, 15, math.ceil(timeout_seconds / period), period)
 
@@ -777,7 +787,7 @@ def _parse_url(text: str) -> tuple[str, str, str] | None:
 
 
 def _refuse_unsupported(cfg: KubeadmConfig) -> None:
-    if dict(cfg.cluster.feature_gates).get("RootlessControlPlane"):
+    if dict(cfg.cluster.feature_gates).get(versions.ROOTLESS_CONTROL_PLANE):
         raise ConfigError(
             "the RootlessControlPlane feature gate is not supported",
             "remove it from featureGates; kubeadm would also create system users for it",

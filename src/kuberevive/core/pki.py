@@ -15,7 +15,8 @@ Nothing here touches the disk or the network; randomness comes from ``cryptograp
 
 Checked against the real kubeadm v1.33.13 binary (tests/integration/test_pki_openssl.py): same files, modes,
 PEM types, and the same certificates field by field (only serials, keys, key ids, signatures and dates differ).
-Note: apiserver-kubelet-client has no O in v1.33 (spec §2.2 said ``kubeadm:cluster-admins``).
+Note: apiserver-kubelet-client has no O in v1.33, v1.36 and v1.37, and O=kubeadm:cluster-admins in the other minors
+(core/versions.py; spec §2.2 said ``kubeadm:cluster-admins``).
 
 Inspection helpers for diagnose/recover: :func:`load_certificate`, :func:`load_private_key`,
 :func:`key_matches_certificate`, :func:`verify_signed_by`, :func:`certificate_alt_names`,
@@ -45,7 +46,7 @@ import ipaddress
 import secrets
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 
@@ -56,6 +57,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kuberevive.core import versions
 from kuberevive.core._netaddr import (
     IPAddress,
     advertise_ip,
@@ -294,10 +296,15 @@ CERT_SPECS: tuple[CertSpec, ...] = (
 
 
 def certificate_specs(cfg: KubeadmConfig) -> tuple[CertSpec, ...]:
-    """The certs ``kubeadm init`` creates for ``cfg``: without the etcd rows when etcd is external."""
-    if cfg.cluster.is_external_etcd:
-        return tuple(s for s in CERT_SPECS if not s.etcd)
-    return CERT_SPECS
+    """The certs ``kubeadm init`` of the configuration's minor creates: without the etcd rows when etcd is
+    external; apiserver-kubelet-client with O=kubeadm:cluster-admins in the minors that set it (versions.py)."""
+    specs = tuple(s for s in CERT_SPECS if not (s.etcd and cfg.cluster.is_external_etcd))
+    if versions.profile(cfg.cluster.kubernetes_version).apiserver_kubelet_client_org:
+        specs = tuple(
+            replace(s, organization=(CLUSTER_ADMINS_GROUP,)) if s.name == "apiserver-kubelet-client" else s
+            for s in specs
+        )
+    return specs
 
 
 def cert_spec(name: str) -> CertSpec:

@@ -32,7 +32,7 @@ import yaml
 from cryptography import x509
 
 from kuberevive.core import guard as guardcore
-from kuberevive.core import pki, yamlfmt
+from kuberevive.core import pki, versions, yamlfmt
 from kuberevive.core.kubeconfig import Kubeconfig, render_kubeconfig
 from kuberevive.core.manifests import parse_manifest, render_manifest
 from kuberevive.core.redact import redact_url
@@ -126,7 +126,15 @@ def node_trust_files(
     )
     cert_pem, key_pem = pki.encode_certificate_pem(cert), pki.encode_private_key_pem(key)
     doc: dict[str, Any] = yamlload.load(
-        render_kubeconfig(cfg.cluster.cluster_name, server, ca_cert_pem, user, cert_pem, key_pem)
+        render_kubeconfig(
+            cfg.cluster.cluster_name,
+            server,
+            ca_cert_pem,
+            user,
+            cert_pem,
+            key_pem,
+            preferences=versions.profile(cfg.cluster.kubernetes_version).kubeconfig_preferences,
+        )
     )
     doc["users"][0]["user"] = {"client-certificate": KUBELET_CLIENT_CURRENT, "client-key": KUBELET_CLIENT_CURRENT}
     return NodeTrustFiles(

@@ -7,9 +7,9 @@ so that nothing here touches the machine.
 kubeadm vs. kuberevive
 ======================
 ============================  ===========================================  ==========================
-topic                         kubeadm v1.33                                kuberevive
+topic                         kubeadm v1.30 to v1.37                       kuberevive
 ============================  ===========================================  ==========================
-input versions                v1beta3 (deprecated) and v1beta4             same
+input versions                v1beta3 up to v1.36, v1beta4 from v1.31      same (core/versions.py)
 stored/normalised shape       internal type; stored as v1beta4             v1beta4 shape (this module)
 kubernetesVersion missing     fetches ``stable-1`` online, falls back to   the emulated kubeadm
                               its own version                              version (offline)

@@ -3,7 +3,9 @@
 Strict, like the operator needs at 3 a.m.: an unknown field, a wrong kind, an invalid CIDR, IP,
 duration or name is one :class:`ConfigError` that names the field (``ClusterConfiguration.
 networking.podSubnet``). Defaults are those of kubeadm v1.33 (``v1beta4/defaults.go``); the values
-kubeadm detects on the machine come from :class:`NodeFacts`.
+kubeadm detects on the machine come from :class:`NodeFacts`. ``kubernetesVersion`` must be in the supported range
+(v1.30 to v1.37), and what that minor's kubeadm reads decides the rest (core/versions.py): the configuration's API
+version, the feature gates it knows or locks.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, TypeVar
 import yaml
 
 from kuberevive import KUBEADM_VERSION
+from kuberevive.core import versions
 from kuberevive.errors import ConfigError
 from kuberevive.model import yamlload
 from kuberevive.model.config import (
@@ -344,6 +347,8 @@ def _cluster(doc: dict[str, Any], version: str) -> tuple[ClusterConfiguration, t
         raise _fail(f"{w}.kubernetesVersion", f"{version_text!r} is not a version like v1.33.13")
     if not version_text.startswith("v"):
         version_text = "v" + version_text
+    minor = versions.check_supported(version_text, f"{w}.kubernetesVersion")
+    versions.check_config_api_version(version, minor, w)
 
     net_raw = _mapping(m.get("networking"), f"{w}.networking", {"serviceSubnet", "podSubnet", "dnsDomain"})
     svc = _str(net_raw.get("serviceSubnet"), f"{w}.networking.serviceSubnet") or Networking.service_subnet
@@ -382,7 +387,11 @@ def _cluster(doc: dict[str, Any], version: str) -> tuple[ClusterConfiguration, t
         raise _fail(f"{w}.etcd", "local and external are mutually exclusive")
     if etcd_raw.get("external") is not None:
         ew = f"{w}.etcd.external"
-        e = _mapping(etcd_raw["external"], ew, {"endpoints", "caFile", "certFile", "keyFile"})
+        external_fields = {"endpoints", "caFile", "certFile", "keyFile"}
+        if version == "v1beta4" and versions.minor_profile(minor).external_etcd_http_endpoints:
+            external_fields.add("httpEndpoints")
+        e = _mapping(etcd_raw["external"], ew, external_fields)
+        _list(e.get("httpEndpoints"), f"{ew}.httpEndpoints", _str)  # validated; kubeadm's preflight alone uses it
         endpoints = _list(e.get("endpoints"), f"{ew}.endpoints", _str)
         if not endpoints:
             raise _fail(f"{ew}.endpoints", "at least one endpoint is required")
@@ -421,6 +430,7 @@ def _cluster(doc: dict[str, Any], version: str) -> tuple[ClusterConfiguration, t
     if not isinstance(gates_raw, dict):
         raise _fail(f"{w}.featureGates", "expected a map of gate name to true/false")
     gates = tuple(sorted((str(k), _bool(v, f"{w}.featureGates.{k}")) for k, v in gates_raw.items()))
+    versions.validate_feature_gates(minor, dict(gates), f"{w}.featureGates")
 
     algo_text = _str(m.get("encryptionAlgorithm"), f"{w}.encryptionAlgorithm") or "RSA-2048"
     try:
@@ -428,6 +438,9 @@ def _cluster(doc: dict[str, Any], version: str) -> tuple[ClusterConfiguration, t
     except ValueError as exc:
         allowed_algos = ", ".join(a.value for a in EncryptionAlgorithm)
         raise _fail(f"{w}.encryptionAlgorithm", f"{algo_text!r} is not one of {allowed_algos}") from exc
+    ecdsa_gate = dict(gates).get(versions.PUBLIC_KEYS_ECDSA)
+    if ecdsa_gate is not None:  # kubeadm EncryptionAlgorithmType(): the (deprecated) gate wins over the field
+        algorithm = EncryptionAlgorithm.ECDSA_P256 if ecdsa_gate else EncryptionAlgorithm.RSA_2048
 
     cert_validity = _duration(
         m.get("certificateValidityPeriod"), f"{w}.certificateValidityPeriod", ClusterConfiguration.certificate_validity
@@ -621,7 +634,7 @@ def load_kubeadm_config(text: str | bytes, facts: NodeFacts) -> KubeadmConfig:
     """Parse, default and validate a ``kubeadm init --config`` file."""
     cluster_doc: dict[str, Any] | None = None
     init_doc: dict[str, Any] | None = None
-    versions: set[str] = set()
+    api_versions: set[str] = set()
     components: list[tuple[str, str]] = []
     for i, doc in enumerate(split_documents(text)):
         api_version = str(doc.get("apiVersion") or "")
@@ -660,14 +673,17 @@ def load_kubeadm_config(text: str | bytes, facts: NodeFacts) -> KubeadmConfig:
                 f"{where}: unknown kind {kind!r} in {api_version}",
                 "use InitConfiguration or ClusterConfiguration",
             )
-        versions.add(version)
+        api_versions.add(version)
     if cluster_doc is None and init_doc is None:
         raise ConfigError(
             "the kubeadm configuration has neither a ClusterConfiguration nor an InitConfiguration",
             "add at least one of them",
         )
-    cluster_version = str((cluster_doc or {}).get("apiVersion", "/v1beta4")).partition("/")[2]
     init_version = str((init_doc or {}).get("apiVersion", "/v1beta4")).partition("/")[2]
+    cluster_version = str((cluster_doc or {}).get("apiVersion", f"/{init_version}")).partition("/")[2]
     cluster, timeout_cp = _cluster(cluster_doc or {}, cluster_version)
+    if init_doc is not None:
+        minor = versions.check_supported(cluster.kubernetes_version)
+        versions.check_config_api_version(init_version, minor, "InitConfiguration")
     init = _init(init_doc, init_version, facts, timeout_cp)
     return KubeadmConfig(cluster=cluster, init=init, component_configs=tuple(components))
