@@ -29,6 +29,7 @@ from kuberevive.model.config import NodeFacts
 from kuberevive.model.inventory import InventoryNode
 from kuberevive.model.recover import NodeIdentity, RetrustOptions
 from kuberevive.run.context import Effects, Faults
+from kuberevive.run.peers import peer_findings
 from kuberevive.run.recover import RecoveryResult, apply_recovery, plan_recovery
 from tests.unit.test_executor import ADDRESS, Cluster, FakeEtcd, Killed, _kill, assert_recovered
 
@@ -421,3 +422,21 @@ def test_the_cli_reads_peer_options_into_the_node_access_options() -> None:
     assert [(p.name, p.address, p.port) for p in opts.peers] == [("cp0", "10.0.0.10", 2222), ("cp2", "10.0.0.12", 2222)]
     with pytest.raises(ConfigError, match="--peer 'cp0' is not NAME=ADDRESS"):
         node_access(build_parser().parse_args(["recover", "--peer", "cp0"]))
+
+
+def test_diagnose_says_which_peers_hold_the_trust_material() -> None:
+    good = Peer("cp0", CP0)
+    stranger = Peer("cp2", CP2)
+    down = Peer("cp3", "172.30.2.13", good.pki)
+    down.reachable = False
+    fake = Peers(good, stranger, down)
+    cfg = core.bootstrap_config(_identity("cp1", ADDRESS))
+    kubelet = core.kubelet_files(cfg, good.pki["ca.crt"], good.pki["ca.key"], ISSUED, "x").pem.content
+    nodes = [good.node, stranger.node, down.node]
+    found = peer_findings(kubelet, nodes, RetrustOptions(), str(PKI), ISSUED, fake.files, fake.verify_tls)
+    by_peer = {f.subject: f for f in found}
+    ok = by_peer[f"peer cp0 ({CP0})"]
+    assert ok.id == "peer.holds-trust" and f"recover --apply --peer cp0={CP0}" in ok.hint
+    assert by_peer[f"peer cp2 ({CP2})"].id == "peer.unusable"
+    assert "did not issue this node's kubelet client certificate" in by_peer[f"peer cp2 ({CP2})"].message
+    assert "cannot connect to 172.30.2.13:22" in by_peer["peer cp3 (172.30.2.13)"].message

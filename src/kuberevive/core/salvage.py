@@ -27,6 +27,7 @@ from pathlib import PurePosixPath
 from cryptography import x509
 
 from kuberevive.core import pki
+from kuberevive.core.diagnose import Area, Finding, Severity
 from kuberevive.core.manifests import (
     APISERVER_ADVERTISE_ANNOTATION,
     ETCD_ADVERTISE_ANNOTATION,
@@ -208,4 +209,28 @@ def salvage_step(peers: Sequence[str], certificates_dir: str) -> Step:
         verify="every file present; each CA certificate valid and matching its key; sa.pub matches sa.key; this "
         "node's kubelet client certificate issued by ca.crt; the peer's API server serves with ca.crt (TLS "
         "handshake)",
+    )
+
+
+def peer_finding(peer: InventoryNode, problem: str | None) -> Finding:
+    """``diagnose --peer``: whether ``peer`` holds usable trust material (``problem`` None) or why not."""
+    subject = f"peer {peer.name} ({peer.address})"
+    if problem is None:
+        return Finding(
+            "peer.holds-trust",
+            Severity.INFO,
+            Area.RECOVERY,
+            subject,
+            "holds the cluster's trust material: the CA pairs and sa.key/sa.pub match, this node's kubelet "
+            "certificate was issued by its CA, and its API server serves with that CA",
+            f"if this node lost /etc/kubernetes: kuberevive recover --apply --peer {peer.name}={peer.address}",
+        )
+    return Finding(
+        "peer.unusable",
+        Severity.WARNING,
+        Area.RECOVERY,
+        subject,
+        f"cannot give its trust material: {problem}",
+        "fix the SSH access (--ssh-key, --known-hosts) or the peer, or name another healthy control-plane node "
+        "with --peer NAME=ADDRESS",
     )

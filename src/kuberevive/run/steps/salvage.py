@@ -16,6 +16,7 @@ from kuberevive.model import paths
 from kuberevive.model.artifacts import Artifact
 from kuberevive.model.inventory import InventoryNode
 from kuberevive.run.context import StepContext, etcd_client_files
+from kuberevive.run.peers import check_peer
 
 NOTHING_WRITTEN = "nothing was written on this node or on the peers"
 
@@ -34,43 +35,27 @@ def _peers(ctx: StepContext) -> list[InventoryNode]:
     return [known[name] for name in ctx.journal.salvage_from]
 
 
-def _read_peer(ctx: StepContext, peer: InventoryNode, cdir: PurePosixPath) -> tuple[dict[str, bytes], str]:
-    """The peer's checked trust material and its etcd client URL; PlanError (why, in a few words) otherwise."""
-    wanted = [cdir / n for n in salvage.SALVAGE_FILES] + [paths.APISERVER_MANIFEST, paths.ETCD_MANIFEST]
-    got = ctx.fx.peer_files(peer, ctx.options, wanted)
-    endpoints = salvage.peer_endpoints(peer.name, got.get(paths.APISERVER_MANIFEST), got.get(paths.ETCD_MANIFEST))
-    files = {n: got.get(cdir / n) for n in salvage.SALVAGE_FILES}
-    try:
-        kubelet_pem = ctx.root.read(paths.KUBELET_CLIENT_CURRENT)
-    except KubereviveError:
-        kubelet_pem = None
-    problems = salvage.material_problems(files, ctx.utcnow(), kubelet_pem)
-    if problems:
-        raise PlanError(f"its trust material cannot be used: {'; '.join(problems)}")
-    material = {n: data for n, data in files.items() if data is not None}
-    where = f"{endpoints.api_host}:{endpoints.api_port}"
-    try:
-        ctx.fx.verify_tls(endpoints.api_host, endpoints.api_port, material["ca.crt"])
-    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        raise PlanError(f"its API server at {where} does not serve with its ca.crt ({exc})") from None
-    return material, endpoints.etcd_client_url
-
-
 def salvage_trust(ctx: StepContext, i: int) -> None:
     cfg = ctx.bootstrap_cfg()
     cdir = PurePosixPath(cfg.cluster.certificates_dir)
 
     def compute() -> list[Artifact]:
+        try:
+            kubelet_pem = ctx.root.read(paths.KUBELET_CLIENT_CURRENT)  # the cluster CA must have issued it
+        except KubereviveError:
+            kubelet_pem = None
         failures = []
         for peer in _peers(ctx):
             try:
-                material, etcd_url = _read_peer(ctx, peer, cdir)
+                material, endpoints = check_peer(
+                    peer, ctx.options, str(cdir), ctx.utcnow(), kubelet_pem, ctx.fx.peer_files, ctx.fx.verify_tls
+                )
             except KubereviveError as exc:  # unreachable, unreadable, or failed a check
                 failures.append(f"{peer.name} ({peer.address}): {exc.message}")
                 ctx.progress(f"      peer {peer.name} cannot be used: {exc.message}")
                 continue
             ctx.journal.salvage_peer = peer.name
-            ctx.journal.peer_etcd_url = etcd_url
+            ctx.journal.peer_etcd_url = endpoints.etcd_client_url
             ctx.progress(
                 f"      peer {peer.name}: trust material complete, pairs match, its API server serves with its CA"
             )
