@@ -4,6 +4,11 @@ With pytest-xdist (``-n N``, set in pyproject.toml), each worker gets its own la
 test modules run side by side on separate two-node clusters: worker ``gwK`` uses
 ``KUBEREVIVE_LAB_INSTANCE`` = base + K (base: the variable's value when pytest starts, default 0).
 Each instance has its own namespaces, addresses (172.30.<instance>.0/24), state and run directories.
+
+The HA lab (three control planes, ``ha_lab`` in tests/lab/conftest.py) never shares an instance with those
+two-node labs: worker ``gwK`` of N uses base + max(N, 2) + K (CI, ``-n 2``: 1+1 labs on 0 and 1, HA labs on 2
+and 3); without xdist it uses ``KUBEREVIVE_LAB_INSTANCE`` when that is set, else 2.
+``KUBEREVIVE_HA_LAB_INSTANCE`` overrides both. The value given at start is kept in ``KUBEREVIVE_LAB_INSTANCE_GIVEN``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import os
 
 
 def pytest_configure() -> None:
+    # as pytest was started (xdist workers inherit the controller's environment, before the override below)
+    os.environ.setdefault("KUBEREVIVE_LAB_INSTANCE_GIVEN", os.environ.get("KUBEREVIVE_LAB_INSTANCE", ""))
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if worker.startswith("gw") and worker[2:].isdigit():
         base = os.environ.get("KUBEREVIVE_LAB_INSTANCE", "0") or "0"  # as pytest was started (workers inherit it)

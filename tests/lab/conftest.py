@@ -6,6 +6,11 @@ this session had to start is taken down at the end unless ``KUBEREVIVE_LAB_KEEP=
 and mount namespaces, the lab PATH, ``KUBECONFIG=/etc/kubernetes/admin.conf`` on the control plane)
 and returns the CompletedProcess (text); ``check=True`` by default.
 Lab tests skip only when not root; anything else missing (binaries, programs) is an error.
+
+``ha_lab``: the HA lab (cp1..cp3 with stacked etcd behind haproxy, worker1), module-scoped: each module that
+uses it brings one up (or reuses a running HA lab on its instance) and takes it down at its end unless
+``KUBEREVIVE_LAB_KEEP=1``. Its instance never collides with the two-node labs (see tests/conftest.py and
+:func:`ha_lab_instance`). ``ha_on_node(node, *argv)`` is ``on_node`` for it (any node: cp1..cp3, worker1).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 
 import pytest
@@ -35,15 +40,16 @@ def lab() -> Iterator[Lab]:
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network/mount namespaces, cgroups)")
     the_lab = Lab(LabConfig.from_env(), progress=_progress)
-    was_up = the_lab.read_state().get("status") == "up" and all(s.state == "up" for s in the_lab.status())
+    was_up = _lab_is_up(the_lab)
     the_lab.up()
     yield the_lab
     if not was_up and os.environ.get("KUBEREVIVE_LAB_KEEP") != "1":
         the_lab.down()
 
 
-@pytest.fixture(scope="session")
-def on_node(lab: Lab) -> OnNode:
+def node_runner(lab: Lab) -> OnNode:
+    """``run(node, *argv, check=True, timeout=120, input=None)`` inside a node of ``lab``."""
+
     def run(
         node: str, *argv: str, check: bool = True, timeout: float = 120, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
@@ -55,6 +61,48 @@ def on_node(lab: Lab) -> OnNode:
         return proc
 
     return run
+
+
+@pytest.fixture(scope="session")
+def on_node(lab: Lab) -> OnNode:
+    return node_runner(lab)
+
+
+def ha_lab_instance(environ: Mapping[str, str] | None = None) -> int:
+    """The lab instance of the HA lab in this pytest process (see tests/conftest.py for the rule)."""
+    env = os.environ if environ is None else environ
+    if env.get("KUBEREVIVE_HA_LAB_INSTANCE"):
+        return int(env["KUBEREVIVE_HA_LAB_INSTANCE"])
+    given = env.get("KUBEREVIVE_LAB_INSTANCE_GIVEN", "")
+    worker = env.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        count = int(env.get("PYTEST_XDIST_WORKER_COUNT", "2") or "2")
+        return int(given or "0") + max(count, 2) + int(worker[2:])
+    return int(given) if given else 2
+
+
+def _lab_is_up(the_lab: Lab) -> bool:
+    return the_lab.read_state().get("status") == "up" and all(s.state == "up" for s in the_lab.status())
+
+
+@pytest.fixture(scope="module")
+def ha_lab() -> Iterator[Lab]:
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root (network/mount namespaces, cgroups)")
+    env = {**os.environ, "KUBEREVIVE_LAB_INSTANCE": str(ha_lab_instance())}
+    the_lab = Lab(LabConfig.from_env(env, control_planes=3, workers=1), progress=_progress)
+    was_up = the_lab.cfg.ha and _lab_is_up(the_lab)
+    t0 = time.monotonic()
+    the_lab.up()
+    _progress(f"ha_lab: {the_lab.cfg.state_dir} up in {time.monotonic() - t0:.1f}s (reused: {was_up})")
+    yield the_lab
+    if not was_up and os.environ.get("KUBEREVIVE_LAB_KEEP") != "1":
+        the_lab.down()
+
+
+@pytest.fixture(scope="module")
+def ha_on_node(ha_lab: Lab) -> OnNode:
+    return node_runner(ha_lab)
 
 
 def wait_ready_since(on_node: OnNode, node: str, since: datetime, timeout: float = 180) -> None:

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import io
 import json
+import re
+import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
+import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from kuberevive.lab import kubeadm, supervisor, workload
-from kuberevive.lab.config import LabConfig
+from kuberevive.errors import LabError
+from kuberevive.lab import kubeadm, loadbalancer, supervisor, workload
+from kuberevive.lab.config import LabConfig, topology_nodes
 from kuberevive.lab.images import Entry, ImageSpec, docker_archive
+from tests.lab.conftest import ha_lab_instance
 
 
 def test_expand_argv_like_systemd() -> None:
@@ -111,3 +118,134 @@ def test_workload_spreads_over_nodes() -> None:
         == "kubernetes.io/hostname"
     )
     assert spec["tolerations"][0]["key"] == "node-role.kubernetes.io/control-plane"
+
+
+def test_default_topology_keeps_the_two_node_addresses() -> None:
+    for env, net in (({}, "172.30.0"), ({"KUBEREVIVE_LAB_INSTANCE": "2"}, "172.30.2")):
+        cfg = LabConfig.from_env(env)
+        assert [(n.name, n.ip, n.role) for n in cfg.nodes] == [
+            ("cp1", f"{net}.11", "control-plane"),
+            ("worker1", f"{net}.12", "worker"),
+        ]
+        assert (cfg.topology, cfg.ha, cfg.api_endpoint, cfg.service_hosts) == (
+            (1, 1),
+            False,
+            f"{net}.11:6443",
+            ["cp1", "worker1"],
+        )
+
+
+def test_ha_topology_from_the_environment_and_arguments() -> None:
+    cfg = LabConfig.from_env({"KUBEREVIVE_LAB_INSTANCE": "3", "KUBEREVIVE_LAB_CONTROL_PLANES": "3"})
+    assert [(n.name, n.ip) for n in cfg.nodes] == [
+        ("cp1", "172.30.3.11"),
+        ("cp2", "172.30.3.13"),
+        ("cp3", "172.30.3.14"),
+        ("worker1", "172.30.3.12"),
+    ]
+    assert (cfg.topology, cfg.ha, cfg.lb_ip, cfg.api_endpoint) == ((3, 1), True, "172.30.3.10", "172.30.3.10:6443")
+    assert cfg.service_hosts == ["cp1", "cp2", "cp3", "worker1", "lb"]
+    two = LabConfig.from_env({"KUBEREVIVE_LAB_CONTROL_PLANES": "3"}, control_planes=1, workers=2)
+    assert [(n.name, n.ip) for n in two.nodes] == [
+        ("cp1", "172.30.0.11"),
+        ("worker1", "172.30.0.12"),
+        ("worker2", "172.30.0.13"),
+    ]
+    assert two.with_topology(1, 2) is two
+    assert two.with_topology(3, 1).nodes == topology_nodes("172.30.0.0/24", 3, 1)
+    assert two.with_topology(3, 1).state_dir == two.state_dir
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"KUBEREVIVE_LAB_CONTROL_PLANES": "2"}, "1 or 3 control-plane nodes, not 2"),
+        ({"KUBEREVIVE_LAB_WORKERS": "9"}, "0 to 5 workers, not 9"),
+        ({"KUBEREVIVE_LAB_WORKERS": "x"}, "KUBEREVIVE_LAB_WORKERS='x' is not a number"),
+    ],
+)
+def test_bad_topology_is_one_clear_error(env: dict[str, str], message: str) -> None:
+    with pytest.raises(LabError, match=re.escape(message)):
+        LabConfig.from_env(env)
+
+
+def test_ha_kubeadm_documents() -> None:
+    cfg = LabConfig.from_env({"KUBEREVIVE_LAB_INSTANCE": "2"}, control_planes=3)
+    key = kubeadm.new_certificate_key()
+    assert re.fullmatch("[0-9a-f]{64}", key)
+    docs = {d["kind"]: d for d in kubeadm.init_documents(cfg, "abcdef.0123456789abcdef", key)}
+    assert docs["ClusterConfiguration"]["controlPlaneEndpoint"] == "172.30.2.10:6443"
+    assert docs["InitConfiguration"]["certificateKey"] == key
+    assert docs["InitConfiguration"]["localAPIEndpoint"]["advertiseAddress"] == "172.30.2.11"
+    (cp3,) = kubeadm.join_documents(cfg, cfg.node("cp3"), "abcdef.0123456789abcdef", "sha256:ab", key)
+    assert cp3["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "172.30.2.10:6443"
+    assert cp3["controlPlane"] == {
+        "localAPIEndpoint": {"advertiseAddress": "172.30.2.14", "bindPort": 6443},
+        "certificateKey": key,
+    }
+    (worker,) = kubeadm.join_documents(cfg, cfg.node("worker1"), "abcdef.0123456789abcdef", "sha256:ab", key)
+    assert "controlPlane" not in worker
+    with pytest.raises(ValueError, match="certificate key"):
+        kubeadm.join_documents(cfg, cfg.node("cp2"), "abcdef.0123456789abcdef", "sha256:ab")
+
+
+def test_two_node_kubeadm_documents_have_no_ha_settings() -> None:
+    cfg = LabConfig()
+    docs = {d["kind"]: d for d in kubeadm.init_documents(cfg, "abcdef.0123456789abcdef", "ab" * 32)}
+    assert "controlPlaneEndpoint" not in docs["ClusterConfiguration"]
+    assert "certificateKey" not in docs["InitConfiguration"]
+    (worker,) = kubeadm.join_documents(cfg, cfg.workers[0], "abcdef.0123456789abcdef", "sha256:ab")
+    assert worker["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "172.30.0.11:6443"
+
+
+def test_haproxy_config_checks_every_api_server(tmp_path: Path) -> None:
+    cfg = LabConfig.from_env({"KUBEREVIVE_LAB_INSTANCE": "2"}, control_planes=3)
+    text = loadbalancer.haproxy_config(cfg, tmp_path / "haproxy.sock")
+    assert "    bind 172.30.2.10:6443\n" in text
+    assert "    mode tcp\n" in text and "    option tcp-check\n" in text
+    servers = [line.split() for line in text.splitlines() if line.strip().startswith("server ")]
+    assert servers == [
+        ["server", "cp1", "172.30.2.11:6443", "check"],
+        ["server", "cp2", "172.30.2.13:6443", "check"],
+        ["server", "cp3", "172.30.2.14:6443", "check"],
+    ]
+    if shutil.which("haproxy"):  # the real parser accepts it (installed by .ci/install)
+        conf = tmp_path / "haproxy.cfg"
+        conf.write_text(text)
+        proc = subprocess.run(["haproxy", "-c", "-f", str(conf)], capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_workload_has_one_labapp_per_node_in_the_ha_lab() -> None:
+    cfg = LabConfig.from_env({}, control_planes=3)
+    items = workload.manifests(cfg)["items"]
+    deploy = next(i for i in items if i["kind"] == "Deployment" and i["metadata"]["name"] == "labapp")
+    assert deploy["spec"]["replicas"] == 4
+    caller = next(i for i in items if i["kind"] == "Deployment" and i["metadata"]["name"] == "apicaller")
+    assert caller["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "worker1"}
+
+
+@pytest.mark.parametrize(
+    ("env", "instance"),
+    [
+        ({}, 2),  # no xdist, nothing given: 2 (the 1+1 lab uses 0)
+        ({"KUBEREVIVE_LAB_INSTANCE_GIVEN": "5"}, 5),  # no xdist, given explicitly: that one
+        ({"PYTEST_XDIST_WORKER": "gw0", "PYTEST_XDIST_WORKER_COUNT": "2"}, 2),  # CI: 1+1 labs on 0 and 1
+        ({"PYTEST_XDIST_WORKER": "gw1", "PYTEST_XDIST_WORKER_COUNT": "2"}, 3),
+        ({"PYTEST_XDIST_WORKER": "gw1", "PYTEST_XDIST_WORKER_COUNT": "3", "KUBEREVIVE_LAB_INSTANCE_GIVEN": "1"}, 5),
+        ({"PYTEST_XDIST_WORKER": "gw0", "KUBEREVIVE_HA_LAB_INSTANCE": "7"}, 7),
+    ],
+)
+def test_ha_lab_instance_never_collides_with_the_two_node_labs(env: dict[str, str], instance: int) -> None:
+    assert ha_lab_instance(env) == instance
+
+
+def test_demo_refuses_the_ha_lab_before_touching_anything(tmp_path: Path) -> None:
+    from kuberevive.lab import Lab
+    from kuberevive.lab.demo import run_demo
+
+    cfg = dataclasses.replace(LabConfig(), state_dir=tmp_path / "state", run_dir=tmp_path / "run").with_topology(3, 1)
+    said: list[str] = []
+    with pytest.raises(LabError, match="recovering an HA control plane is not built yet"):
+        run_demo(Lab(cfg), said.append)
+    assert said == [] and not (tmp_path / "state").exists()

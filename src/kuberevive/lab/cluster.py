@@ -5,9 +5,11 @@
 1. checks: root, programs, the built binaries (``kuberevive/lab/data/build-binaries.sh``);
 2. the network (network.py), then per node: its directories and pre-populated /etc, its mount and
    UTS namespaces, containerd and sshd started through the node's ``systemctl`` shim, the images;
-3. ``kubeadm init --config S/kubeadm-init.yaml`` on the control-plane node (the kubelet is started by
-   kubeadm itself, through the shim), the bridge CNI configuration for the node's pod CIDR;
-4. ``kubeadm join --config S/kubeadm-join-<node>.yaml`` on each worker (bootstrap token + CA hash);
+3. ``kubeadm init --config S/kubeadm-init.yaml`` on cp1 (the kubelet is started by kubeadm itself, through
+   the shim), the bridge CNI configuration for the node's pod CIDR; in the HA lab (three control planes)
+   first the load balancer (loadbalancer.py), then ``kubeadm init --upload-certs``;
+4. ``kubeadm join --config S/kubeadm-join-<node>.yaml`` on cp2, cp3 (HA: ``--control-plane`` in the file,
+   one at a time, each adds its etcd member), then on each worker (bootstrap token + CA hash);
 5. pod routes between nodes; wait for nodes Ready, control-plane pods and kube-proxy Running;
 6. the workload (workload.py), and a check that its Service answers from every node.
 
@@ -39,7 +41,8 @@ from kuberevive.lab import images as images_mod
 from kuberevive.lab import kubeadm as kubeadm_mod
 from kuberevive.lab import network, workload
 from kuberevive.lab._proc import run, wait_for
-from kuberevive.lab.config import BUILD_SCRIPT, WORKLOAD_NAMESPACE, LabConfig, NodeSpec
+from kuberevive.lab.config import BUILD_SCRIPT, LB_NAME, WORKLOAD_NAMESPACE, LabConfig, NodeSpec
+from kuberevive.lab.loadbalancer import LoadBalancer
 from kuberevive.lab.node import Node
 from kuberevive.lab.supervisor import cgroup_mounts
 from kuberevive.run.waiting import poll_until
@@ -78,8 +81,17 @@ REQUIRED_BINARIES = (
 SERVICES = ("containerd", "kubelet", "sshd")
 
 
+#: The ``kubernetes`` column of the load balancer (a lab host, not a Kubernetes node).
+NOT_A_NODE = "-"
+
+
 def _noop(_: str) -> None:
     pass
+
+
+def describe_topology(topology: tuple[int, int]) -> str:
+    cps, workers = topology
+    return f"{cps} control plane{'s' if cps != 1 else ''} and {workers} worker{'s' if workers != 1 else ''}"
 
 
 @dataclass
@@ -95,7 +107,7 @@ class NodeStatus:
     def state(self) -> str:
         if not self.namespaces:
             return "down"
-        if all(self.services.values()) and self.kubernetes == "Ready":
+        if all(self.services.values()) and self.kubernetes in ("Ready", NOT_A_NODE):
             return "up"
         return "degraded"
 
@@ -112,8 +124,13 @@ class NodeStatus:
 
 class Lab:
     def __init__(self, cfg: LabConfig | None = None, progress: Progress = _noop) -> None:
-        self._base_cfg = self.cfg = cfg or LabConfig.from_env()
+        #: the topology asked for (``lab up`` builds it); ``cfg`` is the lab's as built (status, down, exec).
+        self.requested = self.cfg = cfg or LabConfig.from_env()
         self.progress = progress
+        recorded = self.recorded_topology()
+        if recorded is not None and recorded != self.requested.topology:
+            self.cfg = self.requested.with_topology(*recorded)
+        self._base_cfg = self.cfg
         # nodes added with add_worker() are remembered in the state file (so status/down see them)
         names = set(self.cfg.node_names)
         extra = tuple(NodeSpec(**d) for d in self.read_state().get("extra_nodes", []) if d["name"] not in names)
@@ -129,6 +146,14 @@ class Lab:
     @property
     def cp(self) -> Node:
         return self.nodes[self.cfg.control_plane.name]
+
+    def recorded_topology(self) -> tuple[int, int] | None:
+        """(control planes, workers) of the lab the state file describes; None without one."""
+        nodes = self.read_state().get("nodes")
+        if not isinstance(nodes, list) or not nodes:
+            return None
+        cps = sum(1 for n in nodes if n.get("role") == "control-plane")
+        return cps, len(nodes) - cps
 
     def read_state(self) -> dict[str, Any]:
         try:
@@ -152,7 +177,8 @@ class Lab:
 
     def check_prerequisites(self) -> None:
         self.require_root()
-        missing = [p for p in REQUIRED_PROGRAMS if shutil.which(p) is None]
+        needed = (*REQUIRED_PROGRAMS, "haproxy") if self.requested.ha else REQUIRED_PROGRAMS
+        missing = [p for p in needed if shutil.which(p) is None]
         if missing:
             raise LabError(
                 f"programs the lab needs are missing: {', '.join(missing)}",
@@ -170,6 +196,17 @@ class Lab:
     def up(self) -> dict[str, Any]:
         t0 = time.monotonic()
         self.check_prerequisites()
+        if self.cfg.topology != self.requested.topology:
+            if self.read_state().get("status") == "up":
+                raise LabError(
+                    f"the lab in {self.cfg.state_dir} is up with {describe_topology(self.cfg.topology)}, "
+                    f"not {describe_topology(self.requested.topology)}",
+                    "Run `kuberevive lab down` first (same KUBEREVIVE_LAB_INSTANCE), or use another instance.",
+                )
+            self.progress("lab: removing the remains of a previous lab of another topology")
+            self.down()
+            self.cfg = self._base_cfg = self.requested
+            self.nodes = {n.name: Node(self.cfg, n) for n in self.cfg.nodes}
         if self.read_state().get("status") == "up" and self._healthy():
             self.progress("lab: already up")
             return self.read_state()
@@ -191,8 +228,12 @@ class Lab:
         cfg = self.cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         token = kubeadm_mod.new_bootstrap_token()
+        certificate_key = kubeadm_mod.new_certificate_key() if cfg.ha else None
+        cps, workers = cfg.topology
         self._write_state(
             status="starting",
+            topology={"control_planes": cps, "workers": workers},
+            api_endpoint=cfg.api_endpoint,
             nodes=[n.__dict__ for n in cfg.nodes],
             host_ip=cfg.host_ip,
             network=cfg.network,
@@ -200,7 +241,7 @@ class Lab:
             bin_dir=str(cfg.bin_cache),
             state_dir=str(cfg.state_dir),
         )
-        cfg.init_config_file.write_text(kubeadm_mod.dump(kubeadm_mod.init_documents(cfg, token)))
+        cfg.init_config_file.write_text(kubeadm_mod.dump(kubeadm_mod.init_documents(cfg, token, certificate_key)))
 
         self.progress("lab: network namespaces, bridge and links")
         self._prepare_ns_dir()
@@ -212,6 +253,10 @@ class Lab:
             n.prepare_fs(cfg.ssh_dir / "authorized_keys")
             n.create_namespaces()
         self._write_ssh_client_files()
+        if cfg.ha:
+            backends = ", ".join(n.name for n in cfg.control_planes)
+            self.progress(f"lab: load balancer (haproxy on {cfg.api_endpoint}, backends {backends})")
+            LoadBalancer(cfg).start()
 
         self.progress(
             "lab: images (kube-apiserver, kube-controller-manager, kube-scheduler, etcd, pause, kube-proxy, labapp)"
@@ -225,31 +270,38 @@ class Lab:
         archives = {ref: images_mod.ensure_archive(cfg, spec) for ref, spec in lab_images.specs.items()}
         images_mod.prune_cache(cfg, list(archives.values()))
 
+        joining = [n for n in cfg.nodes if n.name != self.cp.name]  # cp2, cp3 (HA), then the workers
         with ThreadPoolExecutor(max_workers=2) as pool:
-            workers_ready = {
-                w.name: pool.submit(self._prepare_worker, self.nodes[w.name], lab_images, archives) for w in cfg.workers
+            prepared = {
+                n.name: pool.submit(self._prepare_node, self.nodes[n.name], lab_images, archives) for n in joining
             }
             self._import_images(self.cp, lab_images.refs_for(True), archives)
             self.progress(f"lab: kubeadm init on {self.cp.name} (log: {self.cp.log_dir / 'kubeadm-init.log'})")
-            self._kubeadm(self.cp, ["kubeadm", "init", "--config", str(cfg.init_config_file)], "kubeadm-init")
+            init = ["kubeadm", "init", "--config", str(cfg.init_config_file)]
+            self._kubeadm(self.cp, [*init, "--upload-certs"] if cfg.ha else init, "kubeadm-init")
             pod_cidrs = {self.cp.name: self._configure_cni(self.cp)}
             ca_hash = kubeadm_mod.ca_cert_hash(self.cp.read_file("/etc/kubernetes/pki/ca.crt").encode())
             self._write_state(bootstrap_token=token, ca_cert_hash=ca_hash)
-            for w in cfg.workers:
-                node = self.nodes[w.name]
-                workers_ready[w.name].result()
-                path = cfg.join_config_file(w.name)
-                path.write_text(kubeadm_mod.dump(kubeadm_mod.join_documents(cfg, w, token, ca_hash)))
-                self.progress(f"lab: kubeadm join on {w.name} (log: {node.log_dir / 'kubeadm-join.log'})")
+            if certificate_key:
+                self._write_state(certificate_key=certificate_key)
+            for spec in joining:  # one at a time: each control plane adds an etcd member
+                node = self.nodes[spec.name]
+                prepared[spec.name].result()
+                path = cfg.join_config_file(spec.name)
+                path.write_text(
+                    kubeadm_mod.dump(kubeadm_mod.join_documents(cfg, spec, token, ca_hash, certificate_key))
+                )
+                kind = "as a control plane " if spec.is_control_plane else ""
+                self.progress(f"lab: kubeadm join {kind}on {spec.name} (log: {node.log_dir / 'kubeadm-join.log'})")
                 self._kubeadm(node, ["kubeadm", "join", "--config", str(path)], "kubeadm-join")
-                pod_cidrs[w.name] = self._configure_cni(node)
+                pod_cidrs[spec.name] = self._configure_cni(node)
         network.set_pod_routes(cfg, pod_cidrs)
         self._write_state(pod_cidrs=pod_cidrs)
 
         self.progress("lab: waiting for nodes Ready and the control plane")
         self.wait_nodes_ready(timeout=180)
         self.wait_system_pods(timeout=180)
-        self.progress("lab: workload (Deployment labapp x2, Service labapp, apicaller)")
+        self.progress(f"lab: workload (Deployment labapp x{len(cfg.nodes)}, Service labapp, apicaller)")
         self.cp.kubectl("apply", "-f", "-", input=json.dumps(workload.manifests(cfg)))
         self.wait_workload(timeout=180)
 
@@ -280,7 +332,7 @@ class Lab:
         ).stdout.split()
         lab_images = images_mod.lab_images(cfg, refs)
         archives = {ref: images_mod.ensure_archive(cfg, spec) for ref, spec in lab_images.specs.items()}
-        self._prepare_worker(node, lab_images, archives)
+        self._prepare_node(node, lab_images, archives)
         path = cfg.join_config_file(name)
         path.write_text(kubeadm_mod.dump(kubeadm_mod.join_documents(cfg, spec, token, ca_hash)))
         self.progress(f"lab: kubeadm join on {name} (log: {node.log_dir / 'kubeadm-join.log'})")
@@ -298,9 +350,9 @@ class Lab:
         )
         return node
 
-    def _prepare_worker(self, node: Node, lab_images: images_mod.LabImages, archives: dict[str, Path]) -> None:
+    def _prepare_node(self, node: Node, lab_images: images_mod.LabImages, archives: dict[str, Path]) -> None:
         self._start_services(node, ("containerd", "sshd"))
-        self._import_images(node, lab_images.refs_for(False), archives)
+        self._import_images(node, lab_images.refs_for(node.spec.is_control_plane), archives)
 
     def _prepare_ns_dir(self) -> None:
         """Persisted namespaces need a private mount to live on (unshare(1) requirement)."""
@@ -430,8 +482,8 @@ class Lab:
         return {p["metadata"]["name"]: _pod_state(p) for p in pods.get("items", [])}
 
     def wait_system_pods(self, timeout: float) -> None:
-        cp = self.cp.name
-        wanted = [f"{c}-{cp}" for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")]
+        components = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+        wanted = [f"{c}-{cp.name}" for cp in self.cfg.control_planes for c in components]
 
         def ok() -> bool:
             pods = self.system_pods()
@@ -513,6 +565,19 @@ class Lab:
             services = {s: up and _service_active(node, s) for s in SERVICES}
             k8s = conds.get(spec.name, "unknown" if conds == {} else "absent") if up else "unknown"
             result.append(NodeStatus(spec.name, spec.role, spec.ip, up, services, k8s))
+        if self.cfg.ha:
+            lb = LoadBalancer(self.cfg)
+            up = lb.netns.exists()
+            result.append(
+                NodeStatus(
+                    LB_NAME,
+                    "load-balancer",
+                    self.cfg.lb_ip,
+                    up,
+                    {"haproxy": up and lb.running()},
+                    NOT_A_NODE,
+                )
+            )
         return result
 
     def _healthy(self) -> bool:
@@ -565,12 +630,14 @@ class Lab:
         self.require_root()
         cfg = self.cfg
         self.progress("lab: stopping node services")
-        for spec in cfg.nodes:
-            for pidfile in sorted(cfg.node_run_dir(spec.name).glob("*.supervisor.pid")):
+        for host in cfg.service_hosts:
+            for pidfile in sorted(cfg.node_run_dir(host).glob("*.supervisor.pid")):
                 _signal_pidfile(pidfile, signal.SIGTERM)
         _wait(
             lambda: (
-                not any(_pidfile_alive(p) for s in cfg.nodes for p in cfg.node_run_dir(s.name).glob("*.supervisor.pid"))
+                not any(
+                    _pidfile_alive(p) for h in cfg.service_hosts for p in cfg.node_run_dir(h).glob("*.supervisor.pid")
+                )
             ),
             25,
             "the lab's node services to stop",
@@ -771,8 +838,8 @@ def _try_rmdir(path: Path) -> bool:
 def _lab_cgroups(cfg: LabConfig) -> list[Path]:
     found = []
     for _, root, _ in cgroup_mounts():
-        for spec in cfg.nodes:
-            p = root / cfg.cgroup_root(spec.name).lstrip("/")
+        for host in cfg.service_hosts:
+            p = root / cfg.cgroup_root(host).lstrip("/")
             if p.is_dir():
                 found.append(p)
     return found

@@ -4,7 +4,8 @@ Layout on the host (``S`` = ``state_dir``, default ``/var/lib/kuberevive-lab``):
 
     S/state.json                 what `lab up` built (nodes, addresses, token, duration, status)
     S/kubeadm-init.yaml          the kubeadm configuration given to `kubeadm init` (tests read it)
-    S/kubeadm-join-<node>.yaml   the JoinConfiguration of each worker
+    S/kubeadm-join-<node>.yaml   the JoinConfiguration of each joining node (workers; cp2, cp3 in the HA lab)
+    S/nodes/lb/{haproxy.cfg,haproxy.json,log,run}  the HA lab's load balancer (haproxy in netns krlab-lb)
     S/bin/                       the node PATH: links to the built binaries + the `systemctl` shim
     S/ssh/                       lab client key, known_hosts, ssh_config (`ssh -F S/ssh/config cp1`)
     S/nodes/<node>/upper/{etc,usr,var}   overlay upper dirs: the node's own /etc, /usr, /var
@@ -12,16 +13,23 @@ Layout on the host (``S`` = ``state_dir``, default ``/var/lib/kuberevive-lab``):
     S/nodes/<node>/log/          containerd.log, kubelet.log, sshd.log, kubeadm-*.log, setup.log
     S/nodes/<node>/run/          pid files of the node's supervisors and daemons
     /run/kuberevive-lab/ns/      persisted mount and UTS namespaces (<node>.mnt, <node>.uts)
-    /run/netns/krlab-*           network namespaces (ip netns): krlab-net (the switch) and one per node
-    /sys/fs/cgroup/*/krlab-<node>  each node's cgroup root (kubelet --cgroup-root, daemons)
+    /run/netns/krlab-*           network namespaces (ip netns): krlab-net (the switch), one per node, krlab-lb
+    /sys/fs/cgroup/*/krlab-<node>  each node's cgroup root (kubelet --cgroup-root, daemons; krlab-lb: haproxy)
+
+Topology: ``control_planes`` (1 or 3) and ``workers`` (0-5) control-plane and worker nodes. ``cp1`` is
+``.11`` and ``worker1`` ``.12`` as in the default 1+1 lab; further nodes take the next addresses in the
+order cp2, cp3, worker2, ... With three control planes the load balancer (haproxy, no kubelet) is ``.10``
+and is the cluster's ``controlPlaneEndpoint``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import sys
 import sysconfig
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -49,8 +57,39 @@ class NodeSpec:
         return self.role == "control-plane"
 
 
+#: The lab topologies: 1 control plane (stacked etcd, no load balancer) or 3 (stacked etcd, haproxy in front).
+CONTROL_PLANE_COUNTS = (1, 3)
+MAX_WORKERS = 5
+#: The load balancer's name (its directory under S/nodes, its network namespace, its cgroup root) and address.
+LB_NAME = "lb"
+LB_HOST = 10
+API_PORT = 6443
+
+
+def topology_nodes(network: str, control_planes: int = 1, workers: int = 1) -> tuple[NodeSpec, ...]:
+    """cp1..cpN and worker1..workerM in ``network``: cp1 ``.11``, worker1 ``.12`` (the default lab's
+    addresses), then ``.13`` onwards for cp2..cpN, worker2..workerM in that order."""
+    from kuberevive.errors import LabError
+
+    if control_planes not in CONTROL_PLANE_COUNTS:
+        raise LabError(
+            f"a lab has 1 or 3 control-plane nodes, not {control_planes}",
+            "Use --control-planes 1 or --control-planes 3.",
+        )
+    if not 0 <= workers <= MAX_WORKERS:
+        raise LabError(f"a lab has 0 to {MAX_WORKERS} workers, not {workers}", "Use a smaller --workers.")
+    net = ipaddress.ip_network(network)
+    nodes = [NodeSpec("cp1", str(net[11]), "control-plane")]
+    if workers:
+        nodes.append(NodeSpec("worker1", str(net[12]), "worker"))
+    rest = [f"cp{i}" for i in range(2, control_planes + 1)] + [f"worker{i}" for i in range(2, workers + 1)]
+    for i, name in enumerate(rest):
+        nodes.append(NodeSpec(name, str(net[13 + i]), "control-plane" if name.startswith("cp") else "worker"))
+    return tuple([n for n in nodes if n.is_control_plane] + [n for n in nodes if not n.is_control_plane])
+
+
 def _default_nodes() -> tuple[NodeSpec, ...]:
-    return (NodeSpec("cp1", "172.30.0.11", "control-plane"), NodeSpec("worker1", "172.30.0.12", "worker"))
+    return topology_nodes("172.30.0.0/24")
 
 
 @dataclass(frozen=True)
@@ -75,10 +114,28 @@ class LabConfig:
     ca_certificate_validity: str | None = None
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> LabConfig:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, control_planes: int | None = None, workers: int | None = None
+    ) -> LabConfig:
         """The default lab, or instance N (``KUBEREVIVE_LAB_INSTANCE=N``, 1-9) with its own state dir,
-        namespaces, cgroup roots and network ``172.30.N.0/24``, so several labs can run side by side."""
+        namespaces, cgroup roots and network ``172.30.N.0/24``, so several labs can run side by side.
+
+        The topology: ``control_planes``/``workers`` when given, else ``KUBEREVIVE_LAB_CONTROL_PLANES`` /
+        ``KUBEREVIVE_LAB_WORKERS``, else 1 and 1."""
         env = os.environ if environ is None else environ
+        cfg = cls._instance(env)
+        cps = control_planes if control_planes is not None else _env_int(env, "KUBEREVIVE_LAB_CONTROL_PLANES", 1)
+        wks = workers if workers is not None else _env_int(env, "KUBEREVIVE_LAB_WORKERS", 1)
+        return cfg.with_topology(cps, wks)
+
+    def with_topology(self, control_planes: int, workers: int) -> LabConfig:
+        """This lab with another topology (same instance, paths and settings)."""
+        if (control_planes, workers) == self.topology:
+            return self
+        return dataclasses.replace(self, nodes=topology_nodes(self.network, control_planes, workers))
+
+    @classmethod
+    def _instance(cls, env: Mapping[str, str]) -> LabConfig:
         cache_dir = Path(env.get("KUBEREVIVE_CACHE", "/var/cache/kuberevive"))
         instance_text = env.get("KUBEREVIVE_LAB_INSTANCE", "0") or "0"
         if not instance_text.isdigit() or not 0 <= int(instance_text) <= 9:
@@ -96,9 +153,7 @@ class LabConfig:
             cache_dir=cache_dir,
             network=f"172.30.{n}.0/24",
             host_ip=f"172.30.{n}.1",
-            nodes=tuple(
-                NodeSpec(spec.name, f"172.30.{n}.{spec.ip.rsplit('.', 1)[1]}", spec.role) for spec in _default_nodes()
-            ),
+            nodes=topology_nodes(f"172.30.{n}.0/24"),
             prefix=f"krlab{n}",
         )
 
@@ -117,7 +172,36 @@ class LabConfig:
 
     @property
     def control_plane(self) -> NodeSpec:
+        """The first control-plane node (``cp1``): ``kubeadm init`` runs there."""
         return next(n for n in self.nodes if n.is_control_plane)
+
+    @property
+    def control_planes(self) -> list[NodeSpec]:
+        return [n for n in self.nodes if n.is_control_plane]
+
+    @property
+    def topology(self) -> tuple[int, int]:
+        """(control-plane nodes, workers)."""
+        return len(self.control_planes), len(self.workers)
+
+    @property
+    def ha(self) -> bool:
+        """Several control planes: stacked etcd members behind the load balancer."""
+        return len(self.control_planes) > 1
+
+    @property
+    def lb_ip(self) -> str:
+        return str(ipaddress.ip_network(self.network)[LB_HOST])
+
+    @property
+    def api_endpoint(self) -> str:
+        """Where nodes and clients reach the API: the load balancer (HA) or cp1."""
+        return f"{self.lb_ip if self.ha else self.control_plane.ip}:{API_PORT}"
+
+    @property
+    def service_hosts(self) -> list[str]:
+        """Every name with supervised services, a run dir and a cgroup root: the nodes and, for HA, the LB."""
+        return self.node_names + ([LB_NAME] if self.ha else [])
 
     @property
     def workers(self) -> list[NodeSpec]:
@@ -216,3 +300,12 @@ class LabConfig:
                 "/bin",
             ]
         )
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name, "") or str(default)
+    if not text.isdigit():
+        from kuberevive.errors import LabError
+
+        raise LabError(f"{name}={text!r} is not a number", "Unset it or fix it.")
+    return int(text)

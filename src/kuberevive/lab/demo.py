@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kuberevive.errors import LabError
 from kuberevive.lab.cluster import Lab
 from kuberevive.lab.impact import evictions, pods, workload_containers
 from kuberevive.lab.probe import ServiceProbe
@@ -68,6 +69,11 @@ def run_demo(
     retrust_delay: float = 0.0,
 ) -> dict[str, Any]:
     """Run the story; returns the impact report (also what ``--json`` prints)."""
+    if lab.requested.ha:
+        raise LabError(
+            "the demo tells the one-control-plane story; recovering an HA control plane is not built yet",
+            "Run it with one control plane (unset KUBEREVIVE_LAB_CONTROL_PLANES).",
+        )
     t0 = time.monotonic()
     lab.up()
     say(f"lab: up ({time.monotonic() - t0:.0f} s)")

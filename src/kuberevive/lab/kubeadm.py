@@ -17,6 +17,12 @@ Lab-specific settings and why:
 * KubeProxyConfiguration: ``mode: iptables``; ``conntrack.maxPerCore: 0`` so kube-proxy does not
   set the host-global ``nf_conntrack_max`` (read-only outside the initial network namespace), as kind does.
 
+The HA lab (three control planes): ``controlPlaneEndpoint`` is the load balancer (``<lb>:6443``, haproxy,
+see loadbalancer.py), ``kubeadm init --upload-certs`` with a ``certificateKey`` chosen here (so the lab can
+write the control-plane JoinConfigurations at once), and cp2, cp3 join with ``controlPlane.localAPIEndpoint``
+(their own advertise address) and that ``certificateKey``: stacked etcd, one member per control plane.
+Every join discovers the cluster through the load balancer. The 1+1 lab's documents do not change.
+
 Preflight checks: the lab ignores none. Each check kubeadm runs passes inside a lab node because the
 node provides what a real machine would (ip_forward=1 and bridge-nf-call-iptables=1 in its network
 namespace, a free port 10250 and empty /var/lib/etcd of its own, a kubelet unit the ``systemctl``
@@ -50,6 +56,11 @@ def new_bootstrap_token() -> str:
     )
 
 
+def new_certificate_key() -> str:
+    """A key for ``kubeadm init --upload-certs`` (AES-256: 32 random bytes, hex), as kubeadm makes one."""
+    return secrets.token_hex(32)
+
+
 def ca_cert_hash(ca_pem: bytes) -> str:
     """kubeadm's discovery hash: ``sha256:`` + hex SHA-256 of the CA's DER SubjectPublicKeyInfo."""
     cert = x509.load_pem_x509_certificate(ca_pem)
@@ -72,8 +83,11 @@ def _node_registration(cfg: LabConfig, node: NodeSpec) -> dict[str, Any]:
     return reg
 
 
-def init_documents(cfg: LabConfig, token: str) -> list[dict[str, Any]]:
+def init_documents(cfg: LabConfig, token: str, certificate_key: str | None = None) -> list[dict[str, Any]]:
+    """``certificate_key``: the HA lab's key for ``--upload-certs`` (None for the 1+1 lab)."""
     cp = cfg.control_plane
+    ha_init = {"certificateKey": certificate_key} if cfg.ha and certificate_key else {}
+    ha_cluster = {"controlPlaneEndpoint": cfg.api_endpoint} if cfg.ha else {}
     return [
         {
             "apiVersion": "kubeadm.k8s.io/v1beta4",
@@ -88,12 +102,16 @@ def init_documents(cfg: LabConfig, token: str) -> list[dict[str, Any]]:
             ],
             "localAPIEndpoint": {"advertiseAddress": cp.ip, "bindPort": 6443},
             "nodeRegistration": _node_registration(cfg, cp),
-        },
+        }
+        | ha_init,
         {
             "apiVersion": "kubeadm.k8s.io/v1beta4",
             "kind": "ClusterConfiguration",
             "kubernetesVersion": f"v{cfg.k8s_version}",
             "clusterName": "kubernetes",
+        }
+        | ha_cluster
+        | {
             "networking": {
                 "podSubnet": cfg.pod_subnet,
                 "serviceSubnet": cfg.service_subnet,
@@ -130,20 +148,35 @@ def init_documents(cfg: LabConfig, token: str) -> list[dict[str, Any]]:
     ]
 
 
-def join_documents(cfg: LabConfig, node: NodeSpec, token: str, ca_hash: str) -> list[dict[str, Any]]:
+def join_documents(
+    cfg: LabConfig, node: NodeSpec, token: str, ca_hash: str, certificate_key: str | None = None
+) -> list[dict[str, Any]]:
+    """A worker's JoinConfiguration, or (a control-plane node of the HA lab) one with ``controlPlane``: its own
+    advertise address and the ``certificateKey`` that decrypts the certificates ``--upload-certs`` stored."""
+    control_plane: dict[str, Any] = {}
+    if node.is_control_plane:
+        if not certificate_key:
+            raise ValueError(f"{node.name} joins as a control plane: it needs the certificate key")
+        control_plane = {
+            "controlPlane": {
+                "localAPIEndpoint": {"advertiseAddress": node.ip, "bindPort": 6443},
+                "certificateKey": certificate_key,
+            }
+        }
     return [
         {
             "apiVersion": "kubeadm.k8s.io/v1beta4",
             "kind": "JoinConfiguration",
             "discovery": {
                 "bootstrapToken": {
-                    "apiServerEndpoint": f"{cfg.control_plane.ip}:6443",
+                    "apiServerEndpoint": cfg.api_endpoint,
                     "token": token,
                     "caCertHashes": [ca_hash],
                 }
             },
             "nodeRegistration": _node_registration(cfg, node),
         }
+        | control_plane
     ]
 
 

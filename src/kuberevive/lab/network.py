@@ -12,6 +12,8 @@ Per node namespace ``krlab-<node>``: ``lo``, ``eth0`` (the node address), ``net.
 (pods are routed), a route for the service subnet on ``eth0`` (so locally generated ClusterIP traffic
 has a route before kube-proxy's DNAT), and a route to each other node's pod CIDR via that node
 (set by :func:`set_pod_routes` once the controller-manager has allocated the CIDRs).
+
+The HA lab adds ``krlab-lb`` (the load balancer, loadbalancer.py): ``lo`` and ``eth0`` with the lab's ``.10``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kuberevive.lab._proc import run
-from kuberevive.lab.config import LabConfig
+from kuberevive.lab.config import LB_NAME, LabConfig
 
 
 def _ip(*args: str, step: str, check: bool = True) -> None:
@@ -61,20 +63,28 @@ def create(cfg: LabConfig) -> None:
     _ip("link", "set", cfg.host_if, "up", step=step)
     _ip("-n", sw, "link", "set", "to-host", "master", "br0", "up", step=step)
     for node in cfg.nodes:
-        ns = cfg.netns_name(node.name)
-        if not netns_exists(cfg, ns):
-            _ip("netns", "add", ns, step=step)
-        _ip("-n", ns, "link", "set", "lo", "up", step=step)
-        port = f"to-{node.name}"
-        has_port = run(["ip", "-n", sw, "link", "show", port], step=step, check=False).returncode == 0
-        if not has_port:
-            _ip("-n", sw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns, step=step)
-        _ip("-n", sw, "link", "set", port, "master", "br0", "up", step=step)
-        _ip("-n", ns, "addr", "replace", f"{node.ip}/{cfg.prefix_len}", "dev", "eth0", step=step)
-        _ip("-n", ns, "link", "set", "eth0", "up", step=step)
+        ns = _add_host(cfg, node.name, node.ip, step)
         _ip("-n", ns, "route", "replace", cfg.service_subnet, "dev", "eth0", "src", node.ip, step=step)
         sysctl_in(ns, "net.ipv4.ip_forward", "1")
         sysctl_in(ns, "net.bridge.bridge-nf-call-iptables", "1")
+    if cfg.ha:  # the load balancer: a namespace with only its address (no routes beyond the lab network)
+        _add_host(cfg, LB_NAME, cfg.lb_ip, step)
+
+
+def _add_host(cfg: LabConfig, name: str, ip: str, step: str) -> str:
+    """The namespace ``<prefix>-<name>`` with ``lo`` and ``eth0`` (``ip``) on a port ``to-<name>`` of the switch."""
+    sw = cfg.switch_netns
+    ns = cfg.netns_name(name)
+    if not netns_exists(cfg, ns):
+        _ip("netns", "add", ns, step=step)
+    _ip("-n", ns, "link", "set", "lo", "up", step=step)
+    port = f"to-{name}"
+    if run(["ip", "-n", sw, "link", "show", port], step=step, check=False).returncode != 0:
+        _ip("-n", sw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns, step=step)
+    _ip("-n", sw, "link", "set", port, "master", "br0", "up", step=step)
+    _ip("-n", ns, "addr", "replace", f"{ip}/{cfg.prefix_len}", "dev", "eth0", step=step)
+    _ip("-n", ns, "link", "set", "eth0", "up", step=step)
+    return ns
 
 
 def set_pod_routes(cfg: LabConfig, pod_cidrs: dict[str, str]) -> None:

@@ -1,6 +1,6 @@
 """The lab workload: objects later tests look at before and after a recovery.
 
-* Deployment ``labapp`` (2 replicas of ``labapp serve``), one replica per node: required pod
+* Deployment ``labapp`` (one replica of ``labapp serve`` per node: 2 in the 1+1 lab, 4 in the 3+1 lab): required pod
   anti-affinity on ``kubernetes.io/hostname``, a toleration for the control-plane taint, and
   NotReady/unreachable tolerations of 30 s (instead of 300 s) so eviction tests run in minutes.
 * Service ``labapp`` (ClusterIP, port 80 -> 8080).
@@ -63,7 +63,7 @@ def manifests(cfg: LabConfig) -> dict[str, Any]:
             "kind": "Deployment",
             "metadata": {"name": "labapp", "namespace": NS, "labels": labels},
             "spec": {
-                "replicas": 2,
+                "replicas": len(cfg.nodes),
                 "selector": {"matchLabels": labels},
                 "template": {
                     "metadata": {"labels": labels},

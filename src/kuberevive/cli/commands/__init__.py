@@ -94,7 +94,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "kuberevive restore-etcd --snapshot BACKUP.age --passphrase-file /root/backup.pass",
     ),
     "kuberevive lab": ("kuberevive lab up && kuberevive lab demo && kuberevive lab down",),
-    "kuberevive lab up": ("KUBEREVIVE_LAB_INSTANCE=2 kuberevive lab up",),
+    "kuberevive lab up": (
+        "KUBEREVIVE_LAB_INSTANCE=2 kuberevive lab up",
+        "KUBEREVIVE_LAB_INSTANCE=2 kuberevive lab up --control-planes 3 --workers 1",
+    ),
     "kuberevive lab down": ("kuberevive lab down",),
     "kuberevive lab status": ("kuberevive lab status -o json",),
     "kuberevive lab demo": ("kuberevive lab demo",),

@@ -12,18 +12,21 @@ from kuberevive.errors import LabError
 from kuberevive.lab import Lab, LabConfig
 
 
-def _lab(env: Environment) -> Lab:
-    return Lab(LabConfig.from_env(env.environ), progress=env.progress)
+def _lab(env: Environment, control_planes: int | None = None, workers: int | None = None) -> Lab:
+    """The lab of this instance: for ``up`` the topology asked for, else the one the lab was built with."""
+    return Lab(LabConfig.from_env(env.environ, control_planes, workers), progress=env.progress)
 
 
 def _up(args: argparse.Namespace, env: Environment) -> int:
     t0 = time.monotonic()
-    lab = _lab(env)
+    lab = _lab(env, args.control_planes, args.workers)
     state = lab.up()
     took = time.monotonic() - t0
     env.out(f"lab up in {took:.1f}s")
     for n in lab.status():
         env.out(f"  {n.name:<8} {n.role:<13} {n.address:<13} {n.state}")
+    if lab.cfg.ha:
+        env.out(f"  API endpoint (controlPlaneEndpoint, haproxy): https://{lab.cfg.api_endpoint}")
     env.out(f"  kubeadm config: {state.get('kubeadm_init_config')}")
     env.out(f"  ssh: ssh -F {lab.cfg.ssh_dir / 'config'} {lab.cfg.control_plane.name}")
     return 0
@@ -90,13 +93,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "lab",
         allow_abbrev=False,
         help=summary("lab"),
-        description="A real two-node kubeadm cluster (cp1, worker1) in namespaces on this "
-        "machine. Needs root. See docs/lab.md.",
+        description="A real kubeadm cluster in namespaces on this machine: cp1 and worker1, or (--control-planes 3) "
+        "cp1..cp3 with stacked etcd behind haproxy, and worker1. Needs root. See docs/lab.md.",
     )
     lab_sub = p.add_subparsers(dest="lab_command", metavar="ACTION")
     lab_sub.required = True
     up = lab_sub.add_parser(
         "up", allow_abbrev=False, help="create the lab (kubeadm init + join + workload); safe to repeat"
+    )
+    up.add_argument(
+        "--control-planes",
+        type=int,
+        choices=(1, 3),
+        default=None,
+        metavar="N",
+        help="1 (default) or 3: cp1..cp3, stacked etcd, haproxy as controlPlaneEndpoint "
+        "(env KUBEREVIVE_LAB_CONTROL_PLANES)",
+    )
+    up.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="worker nodes, 0-5 (default 1; KUBEREVIVE_LAB_WORKERS)"
     )
     up.set_defaults(func=_up)
     down = lab_sub.add_parser("down", allow_abbrev=False, help="remove everything the lab created; safe to repeat")
@@ -131,7 +146,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ex = lab_sub.add_parser(
         "exec", allow_abbrev=False, help="run a command inside a node (its namespaces, the lab PATH)"
     )
-    ex.add_argument("node", help="node name (cp1, worker1)")
+    ex.add_argument("node", help="node name (cp1, worker1; cp2, cp3 in the HA lab)")
     ex.add_argument("--keep-cwd", action="store_true", help="run in the current directory instead of /")
     ex.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     ex.set_defaults(func=_exec)
