@@ -436,7 +436,7 @@ def test_diagnose_says_which_peers_hold_the_trust_material() -> None:
     found = peer_findings(kubelet, nodes, RetrustOptions(), str(PKI), ISSUED, fake.files, fake.verify_tls)
     by_peer = {f.subject: f for f in found}
     ok = by_peer[f"peer cp0 ({CP0})"]
-    assert ok.id == "peer.holds-trust" and f"recover --apply --peer cp0={CP0}" in ok.hint
-    assert by_peer[f"peer cp2 ({CP2})"].id == "peer.unusable"
+    assert ok.id == "recovery.peer-trust" and f"recover --apply --peer cp0={CP0}" in ok.hint
+    assert by_peer[f"peer cp2 ({CP2})"].id == "recovery.peer-unusable"
     assert "did not issue this node's kubelet client certificate" in by_peer[f"peer cp2 ({CP2})"].message
     assert "cannot connect to 172.30.2.13:22" in by_peer["peer cp3 (172.30.2.13)"].message

@@ -217,7 +217,7 @@ def peer_finding(peer: InventoryNode, problem: str | None) -> Finding:
     subject = f"peer {peer.name} ({peer.address})"
     if problem is None:
         return Finding(
-            "peer.holds-trust",
+            "recovery.peer-trust",
             Severity.INFO,
             Area.RECOVERY,
             subject,
@@ -226,7 +226,7 @@ def peer_finding(peer: InventoryNode, problem: str | None) -> Finding:
             f"if this node lost /etc/kubernetes: kuberevive recover --apply --peer {peer.name}={peer.address}",
         )
     return Finding(
-        "peer.unusable",
+        "recovery.peer-unusable",
         Severity.WARNING,
         Area.RECOVERY,
         subject,
