@@ -33,16 +33,7 @@ from tests.lab.test_ha_lab import CPS, ETCDCTL, NODES
 pytestmark = pytest.mark.lab
 
 OnNode = Callable[..., "subprocess.CompletedProcess[str]"]
-TRUST = (
-    "ca.crt",
-    "ca.key",
-    "front-proxy-ca.crt",
-    "front-proxy-ca.key",
-    "etcd/ca.crt",
-    "etcd/ca.key",
-    "sa.key",
-    "sa.pub",
-)
+TRUST = paths.TRUST_FILES
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 LOST = "cp2"
 
