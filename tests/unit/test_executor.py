@@ -421,9 +421,9 @@ def test_every_step_of_the_plan_has_a_handler_and_the_table_is_checked() -> None
 def test_a_whole_recovery_against_the_fakes(tmp_path: Path) -> None:
     c = Cluster(tmp_path)
     plan = plan_recovery(c.host, {}, None, environ={}, effects=c.effects())
-    assert [s.id for s in plan.steps] == list(core.STEP_IDS) and c.files() == {}  # the plan wrote nothing
+    assert [s.id for s in plan.steps] == list(core.SEED_STEP_IDS) and c.files() == {}  # the plan wrote nothing
     result = c.recover()
-    assert result.applied == list(core.STEP_IDS)
+    assert result.applied == list(core.SEED_STEP_IDS)
     assert_recovered(c, result)
     assert "systemctl restart kubelet" in c.host.commands
     assert result.join_command.startswith(f"kubeadm join {ADDRESS}:6443 --token ")
@@ -505,18 +505,18 @@ def _progress_lines(c: Cluster) -> Iterator[str]:
     return (line for line in c.progress if line.startswith("["))
 
 
-@pytest.mark.parametrize("index", range(1, len(core.STEP_IDS) + 1), ids=list(core.STEP_IDS))
+@pytest.mark.parametrize("index", range(1, len(core.SEED_STEP_IDS) + 1), ids=list(core.SEED_STEP_IDS))
 def test_a_recovery_killed_after_each_step_resumes_to_the_same_result(tmp_path: Path, index: int) -> None:
     c = Cluster(tmp_path)
     with pytest.raises(Killed):
         c.recover(Faults(after_step=index, kill=_kill))
     j = c.journal()
-    assert j.status == "running" and set(j.done_steps()) == set(core.STEP_IDS[:index])
+    assert j.status == "running" and set(j.done_steps()) == set(core.SEED_STEP_IDS[:index])
     written = c.files()
     result = c.recover()
-    assert result.applied == list(core.STEP_IDS[index:])
-    assert [line.endswith(": done before") for line in _progress_lines(c)][-len(core.STEP_IDS) :] == [
-        i < index for i in range(len(core.STEP_IDS))
+    assert result.applied == list(core.SEED_STEP_IDS[index:])
+    assert [line.endswith(": done before") for line in _progress_lines(c)][-len(core.SEED_STEP_IDS) :] == [
+        i < index for i in range(len(core.SEED_STEP_IDS))
     ]
     assert_recovered(c, result)
     final = c.files()
@@ -528,7 +528,7 @@ def test_a_recovery_killed_after_each_step_resumes_to_the_same_result(tmp_path: 
 @pytest.mark.parametrize("step_id", [*WRITING_STEPS, "bootstrap-token"])
 def test_a_recovery_killed_in_the_middle_of_a_step_resumes_to_the_same_result(tmp_path: Path, step_id: str) -> None:
     c = Cluster(tmp_path)
-    index = core.STEP_IDS.index(step_id) + 1
+    index = core.SEED_STEP_IDS.index(step_id) + 1
     with pytest.raises(Killed):
         c.recover(Faults(mid_step=index, kill=_kill))
     j = c.journal()
@@ -606,7 +606,7 @@ def test_an_empty_directory_that_comes_back_where_a_file_belongs_is_moved_aside_
 def test_a_directory_with_content_where_a_file_belongs_is_not_retried(tmp_path: Path) -> None:
     c = Cluster(tmp_path)
     with pytest.raises(Killed):
-        c.recover(Faults(after_step=core.STEP_IDS.index("certs") + 1, kill=_kill))
+        c.recover(Faults(after_step=core.SEED_STEP_IDS.index("certs") + 1, kill=_kill))
     keep = c.root.host_path("/etc/kubernetes/controller-manager.conf")
     keep.mkdir()
     (keep / "user-data").write_text("not ours")
@@ -620,7 +620,7 @@ def test_a_step_reaches_the_node_and_the_cluster_only_through_its_context(tmp_pa
     """A step function run by hand with a context: the fakes are all it needs."""
     c = Cluster(tmp_path)
     with pytest.raises(Killed):
-        c.recover(Faults(after_step=core.STEP_IDS.index("admin-check") + 1, kill=_kill))
+        c.recover(Faults(after_step=core.SEED_STEP_IDS.index("admin-check") + 1, kill=_kill))
     j = c.journal()
     assert j.identity is not None
     facts = NodeFacts(hostname="cp1")
@@ -678,7 +678,7 @@ def test_the_cluster_ca_kept_leaves_the_other_nodes_and_the_guard_alone(tmp_path
     c = Cluster(tmp_path)
     _add_node(c, "w1")
     with pytest.raises(Killed):
-        c.recover(Faults(after_step=core.STEP_IDS.index("kubeconfigs") + 1, kill=_kill))
+        c.recover(Faults(after_step=core.SEED_STEP_IDS.index("kubeconfigs") + 1, kill=_kill))
     j = c.journal()
     assert j.trust is not None and j.trust.new_ca  # a seed disaster makes a new CA
     j.trust = TrustFlags(new_ca=False, new_front_proxy=False, new_sa=False)  # as with --ca-from and sa.key kept

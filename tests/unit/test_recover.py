@@ -277,7 +277,7 @@ def test_join_command() -> None:
 def test_plan_covers_every_step_in_order() -> None:
     ident = core.identify(evidence())
     plan = core.make_plan(ident, core.bootstrap_config(ident), {})
-    assert tuple(s.id for s in plan.steps) == core.STEP_IDS
+    assert tuple(s.id for s in plan.steps) == core.SEED_STEP_IDS
     assert plan.steps[0].kind is StepKind.WRITE and "/etc/kubernetes/pki/etcd/ca.key" in plan.steps[0].files
     assert all(s.why for s in plan.steps)
     healthy = core.make_plan(None, None, {}, healthy_reason="healthy")

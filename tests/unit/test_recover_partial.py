@@ -249,7 +249,7 @@ def test_the_plan_lists_each_surviving_file_and_writes_nothing(tmp_path: Path) -
     before = sorted((str(p), p.read_bytes() if p.is_file() else b"") for p in root.rglob("*"))
     init = yaml.safe_dump(core._init_doc(IDENT))
     plan = plan_recovery(LocalHost(NodeRoot(root), live=False), {}, "---\n" + init + "---\n" + STORED, environ={})
-    assert [s.id for s in plan.steps] == list(core.STEP_IDS)
+    assert [s.id for s in plan.steps] == list(core.SEED_STEP_IDS)
     notes = "\n".join(plan.notes)
     assert "/etc/kubernetes/pki/sa.key: replace (unreadable" in notes
     assert "/etc/kubernetes/admin.conf: replace (the cluster CA is new)" in notes

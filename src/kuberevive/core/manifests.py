@@ -205,15 +205,19 @@ def component_command(component: str, cfg: KubeadmConfig, facts: NodeFacts | Non
     return commands[component]()
 
 
-def etcd_command(cfg: KubeadmConfig) -> list[str]:
-    """``["etcd", "--flag=value", ...]`` exactly as in etcd.yaml (init: a one-member initial cluster)."""
-    return ["etcd", *etcd_flags(cfg)]
+def etcd_command(cfg: KubeadmConfig, initial_cluster: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """``["etcd", "--flag=value", ...]`` exactly as in etcd.yaml (init: a one-member initial cluster; a member
+    that joined an existing cluster: ``initial_cluster``, see :func:`etcd_flags`)."""
+    return ["etcd", *etcd_flags(cfg, initial_cluster)]
 
 
-def etcd_flags(cfg: KubeadmConfig) -> list[str]:
+def etcd_flags(cfg: KubeadmConfig, initial_cluster: Sequence[tuple[str, str]] = ()) -> list[str]:
     """The etcd flags of etcd.yaml in manifest order, without the binary name.
 
     Defaults (minus those named in ``etcd.local.extraArgs``) sorted, then the extraArgs as given.
+    ``initial_cluster``: (member name, peer URL) of every member, in etcd's order, for a member of an existing
+    cluster: kubeadm ``getEtcdCommand`` for ``join --control-plane`` then writes ``--initial-cluster`` with all of
+    them and ``--initial-cluster-state=existing``.
     """
     local = cfg.cluster.etcd_local
     if local is None:
@@ -249,6 +253,9 @@ def etcd_flags(cfg: KubeadmConfig) -> list[str]:
             Arg("experimental-watch-progress-notify-interval", "5s"),
         ]
     defaults.append(Arg("initial-cluster", f"{cfg.node_name}={peer_url}"))
+    if initial_cluster:
+        set_arg_value(defaults, "initial-cluster", ",".join(f"{name}={url}" for name, url in initial_cluster))
+        set_arg_value(defaults, "initial-cluster-state", "existing")
     return _to_command(cfg, defaults, local.extra_args)
 
 
@@ -461,7 +468,13 @@ def _scheduler_pod(cfg: KubeadmConfig, facts: NodeFacts) -> Pod:
     return _component_pod(cfg, KUBE_SCHEDULER, container, volumes, None)
 
 
-def _etcd_pod(cfg: KubeadmConfig) -> Pod:
+def joined_etcd_pod(cfg: KubeadmConfig, initial_cluster: Sequence[tuple[str, str]]) -> Pod:
+    """etcd's Pod for a member of an existing cluster (what ``kubeadm join --control-plane`` writes)."""
+    _refuse_unsupported(cfg)
+    return _etcd_pod(cfg, initial_cluster)
+
+
+def _etcd_pod(cfg: KubeadmConfig, initial_cluster: Sequence[tuple[str, str]] = ()) -> Pod:
     local = cfg.cluster.etcd_local
     assert local is not None  # checked by the caller
     certs_dir = cfg.cluster.certificates_dir + "/etcd"  # kubeadm concatenates here (no filepath.Join)
@@ -473,7 +486,7 @@ def _etcd_pod(cfg: KubeadmConfig) -> Pod:
     container = _container(
         ETCD,
         image=etcd_image(cfg),
-        command=etcd_command(cfg),
+        command=etcd_command(cfg, initial_cluster),
         mounts=volumes,
         probes=_probes(cfg, host, port, scheme, _minor(cfg).etcd_probes),
         requests={"cpu": "100m", "memory": "100Mi"},

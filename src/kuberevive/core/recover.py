@@ -28,11 +28,12 @@ cluster objects                 created                              survive in 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
@@ -41,7 +42,7 @@ from typing import Any
 import yaml
 from cryptography import x509
 
-from kuberevive.core import pki, satokens, yamlfmt
+from kuberevive.core import pki, salvage, satokens, yamlfmt
 from kuberevive.core.kubeconfig import (
     Kubeconfig,
     KubeconfigSpec,
@@ -49,7 +50,7 @@ from kuberevive.core.kubeconfig import (
     control_plane_url,
     kubeconfig_specs,
 )
-from kuberevive.core.manifests import build_manifests, etcd_image, manifest_path
+from kuberevive.core.manifests import build_manifests, etcd_image, joined_etcd_pod, manifest_path, render_manifest
 from kuberevive.errors import KubereviveError, PkiError, PlanError
 from kuberevive.model import paths, yamlload
 from kuberevive.model.artifacts import Artifact, ArtifactKind
@@ -704,9 +705,20 @@ def control_plane_kubeconfigs(
     return [a for a in build_kubeconfigs(cfg, ca_cert, ca_key, now, usable) if a.path.name != "kubelet.conf"]
 
 
-def manifests_for(cfg: KubeadmConfig, facts: NodeFacts, components: tuple[str, ...]) -> list[Artifact]:
+def manifests_for(
+    cfg: KubeadmConfig,
+    facts: NodeFacts,
+    components: tuple[str, ...],
+    etcd_members: Sequence[tuple[str, str]] = (),
+) -> list[Artifact]:
+    """The manifests of ``components``; with ``etcd_members`` (name, peer URL) etcd's is that of a member of an
+    existing cluster (``kubeadm join --control-plane``), else the one-member cluster of ``kubeadm init``."""
     wanted = {manifest_path(c) for c in components}
-    return [a for a in build_manifests(cfg, facts) if a.path in wanted]
+    arts = [a for a in build_manifests(cfg, facts) if a.path in wanted]
+    if not etcd_members:
+        return arts
+    joined = render_manifest(joined_etcd_pod(cfg, etcd_members)).encode()
+    return [dataclasses.replace(a, content=joined) if a.path == manifest_path("etcd") else a for a in arts]
 
 
 @dataclass(frozen=True)
@@ -823,6 +835,7 @@ def join_command(cfg: KubeadmConfig, token: str, ca_cert: bytes) -> str:
 # ----------------------------------------------------------------------------------- the plan
 
 STEP_IDS = (
+    salvage.STEP_ID,
     "etcd-certs",
     "etcd-manifest",
     "etcd-ready",
@@ -845,12 +858,20 @@ STEP_IDS = (
     "remove-guard",
     "report",
 )
+#: The steps of a recovery without a healthy peer (the seed disaster on a single control plane).
+SEED_STEP_IDS = tuple(s for s in STEP_IDS if s != salvage.STEP_ID)
 
 
-def plan_steps(identity: NodeIdentity, cfg: KubeadmConfig, kept: Mapping[str, bytes]) -> tuple[Step, ...]:
-    """Every step of the seed recovery, in order (paths from ``cfg``: the bootstrap or the stored one)."""
+def plan_steps(
+    identity: NodeIdentity, cfg: KubeadmConfig, kept: Mapping[str, bytes], salvage_from: tuple[str, ...] = ()
+) -> tuple[Step, ...]:
+    """Every step of the seed recovery, in order (paths from ``cfg``: the bootstrap or the stored one).
+    ``salvage_from``: healthy control-plane peers whose trust material this node takes (first step)."""
     cdir = PurePosixPath(cfg.cluster.certificates_dir)
     kept_note = f" (kept: {', '.join(sorted(kept))})" if kept else ""
+    if salvage_from:
+        kept_note = " (the etcd CA and the cluster CAs: the peer's, copied in the first step)"
+    first = (salvage.salvage_step(salvage_from, cfg.cluster.certificates_dir),) if salvage_from else ()
     etcd_files = tuple(
         str(cdir / n)
         for n in (
@@ -884,7 +905,9 @@ def plan_steps(identity: NodeIdentity, cfg: KubeadmConfig, kept: Mapping[str, by
         )
     )
     k = PurePosixPath(DEFAULT_KUBERNETES_DIR)
+    etcd_rejoin = " as a member of the existing etcd cluster" if salvage_from else ""
     return (
+        *first,
         Step(
             "etcd-certs",
             StepKind.WRITE,
@@ -899,7 +922,7 @@ def plan_steps(identity: NodeIdentity, cfg: KubeadmConfig, kept: Mapping[str, by
             StepKind.WRITE,
             "etcd static Pod manifest",
             f"the kubelet starts etcd as member {identity.node_name} on {identity.etcd_data_dir} "
-            f"(peer https://{identity.advertise_address}:2380)",
+            f"(peer https://{identity.advertise_address}:2380){etcd_rejoin}",
             (str(manifest_path("etcd")),),
         ),
         Step(
@@ -1072,7 +1095,8 @@ def make_plan(
     done: tuple[str, ...] = (),
     healthy_reason: str = "",
     notes: tuple[str, ...] = (),
+    salvage_from: tuple[str, ...] = (),
 ) -> RecoveryPlan:
     if healthy_reason or identity is None or cfg is None:
         return RecoveryPlan(identity, (), (), healthy_reason or "nothing to do", notes)
-    return RecoveryPlan(identity, plan_steps(identity, cfg, kept), done, "", notes)
+    return RecoveryPlan(identity, plan_steps(identity, cfg, kept, salvage_from), done, "", notes)

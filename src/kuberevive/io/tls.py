@@ -8,6 +8,7 @@ OpenSSL through an anonymous in-memory file (``memfd_create``), so no key touche
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 
 
@@ -26,3 +27,12 @@ def client_context(ca_pem: bytes, cert_pem: bytes | None = None, key_pem: bytes 
         finally:
             os.close(fd)
     return ctx
+
+
+def verify_server(host: str, port: int, ca_pem: bytes, timeout: float = 10.0) -> None:
+    """A TLS handshake with ``host:port`` that succeeds only when ``ca_pem`` verifies the server's certificate
+    for ``host`` (an IP address is checked against the IP SANs). Raises :class:`ssl.SSLError` (not that CA, or
+    not that host) or :class:`OSError` (unreachable); nothing is sent after the handshake."""
+    ctx = client_context(ca_pem)
+    with socket.create_connection((host, port), timeout=timeout) as sock, ctx.wrap_socket(sock, server_hostname=host):
+        pass

@@ -17,11 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from kuberevive.errors import LabError
+from kuberevive.lab.config import WORKLOAD_NAMESPACE
 
 _SCRIPT = r"""
-import json, os, sys, time, urllib.request
+import json, os, ssl, sys, time, urllib.request
 url, out, stop, interval, max_seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+ca_file, token_file = (sys.argv[6], sys.argv[7]) if len(sys.argv) > 7 else ("", "")
+handlers = [urllib.request.ProxyHandler({})]
+if ca_file:
+    handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=ca_file)))
+headers = {"Authorization": "Bearer " + open(token_file).read().strip()} if token_file else {}
+opener = urllib.request.build_opener(*handlers)
 ok = 0
 failures = []
 start = time.time()
@@ -35,7 +41,7 @@ def write(done):
 while not os.path.exists(stop) and time.time() - start < max_seconds:
     t0 = time.time()
     try:
-        with opener.open(url, timeout=1.0) as r:
+        with opener.open(urllib.request.Request(url, headers=headers), timeout=1.0) as r:
             r.read()
             if r.status == 200:
                 ok += 1
@@ -84,6 +90,12 @@ class ServiceProbe:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.results: dict[str, ProbeResult] = {}
 
+    def _url(self) -> str:
+        return f"http://{self.lab.service_ip()}/"
+
+    def _extra_args(self) -> list[str]:
+        return []
+
     def _out(self, node: str) -> Path:
         return self.dir / f"probe-{node}.json"
 
@@ -94,7 +106,7 @@ class ServiceProbe:
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._stop.unlink(missing_ok=True)
-        url = f"http://{self.lab.service_ip()}/"
+        url = self._url()
         for n in self.nodes:
             self._out(n).unlink(missing_ok=True)
             argv = [
@@ -109,6 +121,7 @@ class ServiceProbe:
                 str(self._stop),
                 str(self.interval),
                 str(self.max_seconds),
+                *self._extra_args(),
             ]
             self.procs[n] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
@@ -162,3 +175,34 @@ class ServiceProbe:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ApiProbe(ServiceProbe):
+    """The same client against the API at the controlPlaneEndpoint (the load balancer in the HA lab):
+    ``GET https://<endpoint>/api/v1/namespaces/krlab/pods`` with a ServiceAccount ``token`` every ``interval``,
+    verified with the cluster CA (issue 12: an API client sees no failed request while one control-plane node
+    is recovered)."""
+
+    def __init__(
+        self,
+        lab: Any,
+        work_dir: Path,
+        token: str,
+        ca_pem: bytes,
+        interval: float = 0.1,
+        max_seconds: float = 1800.0,
+        nodes: list[str] | None = None,
+    ) -> None:
+        super().__init__(lab, work_dir, interval, max_seconds, nodes)
+        self.token = token
+        self.ca_pem = ca_pem
+
+    def _url(self) -> str:
+        return f"https://{self.lab.cfg.api_endpoint}/api/v1/namespaces/{WORKLOAD_NAMESPACE}/pods"
+
+    def _extra_args(self) -> list[str]:
+        ca, token = self.dir / "ca.crt", self.dir / "token"
+        ca.write_bytes(self.ca_pem)
+        token.touch(mode=0o600)
+        token.write_text(self.token)
+        return [str(ca), str(token)]

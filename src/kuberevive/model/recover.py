@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from kuberevive.model.inventory import Inventory
+from kuberevive.model.inventory import Inventory, InventoryNode
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,9 @@ class RetrustOptions:
     """Leave the other nodes alone (they are to be re-joined with the printed command)."""
     eviction_guard: bool = True
     restart_bare_pods: bool = False
+    peers: tuple[InventoryNode, ...] = ()
+    """Healthy control-plane peers named with ``--peer NAME=ADDRESS``: the trust material is salvaged from the
+    first that passes the checks (else the inventory's other control-plane nodes are tried)."""
 
 
 @dataclass

@@ -30,11 +30,14 @@ from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.host import LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
+from kuberevive.io.tls import verify_server
 from kuberevive.model.artifacts import Artifact
 from kuberevive.model.config import KubeadmConfig, NodeFacts
+from kuberevive.model.inventory import InventoryNode
 from kuberevive.model.paths import ADMIN_CONF
 from kuberevive.model.recover import NodeIdentity, RecoveryPlan, RetrustOptions
 from kuberevive.run.journal import RecoveryJournal
+from kuberevive.run.retrust import read_peer_files
 
 Progress = Callable[[str], None]
 
@@ -123,14 +126,25 @@ def node_api(root: NodeRoot) -> KubeApi:
     return api
 
 
-def node_etcd(root: NodeRoot, cfg: KubeadmConfig) -> EtcdClient:
-    """The local etcd member, with the healthcheck client certificate of the node's etcd PKI."""
+def etcd_client_files(root: NodeRoot, cfg: KubeadmConfig) -> tuple[bytes, bytes, bytes]:
+    """The etcd CA and the healthcheck client certificate and key of the node's etcd PKI."""
     cdir = PurePosixPath(cfg.cluster.certificates_dir)
     files = [root.read(cdir / n) for n in ("etcd/ca.crt", "etcd/healthcheck-client.crt", "etcd/healthcheck-client.key")]
     if any(f is None for f in files):
         raise PlanError("the etcd certificates are missing although their step is done", "run recover again")
     ca, cert, key = (f or b"" for f in files)
+    return ca, cert, key
+
+
+def node_etcd(root: NodeRoot, cfg: KubeadmConfig) -> EtcdClient:
+    """The local etcd member, with the healthcheck client certificate of the node's etcd PKI."""
+    ca, cert, key = etcd_client_files(root, cfg)
     return EtcdClient("https://127.0.0.1:2379", ca, cert, key, timeout=5)
+
+
+def peer_etcd(url: str, ca: bytes, cert: bytes, key: bytes) -> EtcdClient:
+    """A peer's etcd member at its client URL, with this node's etcd client credentials."""
+    return EtcdClient(url, ca, cert, key, timeout=10)
 
 
 def bootstrap_config(identity: NodeIdentity, given: KubeadmConfig | None) -> KubeadmConfig:
@@ -167,6 +181,13 @@ class Effects:
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     faults: Faults = field(default_factory=Faults)
+    peer_files: Callable[
+        [InventoryNode, RetrustOptions, Sequence[PurePosixPath]], dict[PurePosixPath, bytes | None]
+    ] = read_peer_files
+    """Files of a healthy control-plane peer, read over SSH (salvage-trust)."""
+    verify_tls: Callable[[str, int, bytes], None] = verify_server
+    """A TLS handshake with host:port verified with a CA (the peer's API server serves with its ca.crt)."""
+    peer_etcd_client: Callable[[str, bytes, bytes, bytes], EtcdClient] = peer_etcd
 
 
 @dataclass

@@ -300,6 +300,14 @@ class RecoveryJournal(Journal):
     guard: str | None = None
     """``on`` while kube-controller-manager runs with the eviction guard, ``off`` otherwise."""
     changed_files: list[str] = field(default_factory=list)
+    salvage_from: list[str] = field(default_factory=list)
+    """Healthy control-plane peers (names) whose trust material this recovery takes (empty: none)."""
+    salvage_peer: str | None = None
+    """The peer the trust material was taken from, once the salvage-trust step checked it."""
+    peer_etcd_url: str | None = None
+    """That peer's etcd client URL (its manifest's advertise-client-urls), to read the member list."""
+    etcd_members: list[list[str]] | None = None
+    """(name, peer URL) of every etcd member, as this member's --initial-cluster (it rejoins them)."""
     retrust: dict[str, NodeRetrust] = field(default_factory=dict)
     csrs: dict[str, Any] | None = None
     trust_objects: dict[str, Any] | None = None

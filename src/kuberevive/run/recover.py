@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import PurePosixPath
 
 from kuberevive.core import recover as core
+from kuberevive.core import salvage
 from kuberevive.core.manifests import etcd_image
 from kuberevive.core.retrust import unreporting_nodes
 from kuberevive.errors import ConfigMismatch, EtcdError, KubeApiError, KubereviveError, PlanError
@@ -138,6 +139,8 @@ class _Prepared:
     kept: Mapping[str, bytes]
     facts: NodeFacts
     journal: RecoveryJournal | None = None
+    salvage_from: tuple[str, ...] = ()
+    """Healthy control-plane peers whose trust material the run takes (salvage-trust)."""
 
     def bootstrap_cfg(self) -> KubeadmConfig:
         return bootstrap_config(self.identity, self.given)
@@ -169,6 +172,7 @@ def _prepare(
     config_text: str | None,
     environ: Mapping[str, str] | None,
     fx: Effects,
+    options: RetrustOptions | None = None,
 ) -> tuple[_Prepared | None, RecoveryPlan]:
     root = host.root
     facts = nodefacts.detect(root, environ, live=host.live)
@@ -184,10 +188,11 @@ def _prepare(
                 "the kept trust material differs from the one the interrupted recovery started with",
                 "run 'kuberevive recover --apply' again with the same --ca-from (or without it)",
             )
-        ctx = _Prepared(host, identity, given, kept or recorded, facts, journal)
+        salvage_from = tuple(journal.salvage_from)
+        ctx = _Prepared(host, identity, given, kept or recorded, facts, journal, salvage_from)
         cfg = final_config(identity, given, journal) if journal.config is not None else ctx.bootstrap_cfg()
         resuming = (f"resuming the recovery started at {journal.started_at} (journal {JOURNAL})",)
-        return ctx, core.make_plan(identity, cfg, kept, journal.done_steps(), notes=resuming)
+        return ctx, core.make_plan(identity, cfg, kept, journal.done_steps(), notes=resuming, salvage_from=salvage_from)
     health = _health(host, facts, fx)
     if health.reason:
         assert health.cfg is not None
@@ -208,13 +213,19 @@ def _prepare(
     else:  # --config names the node, its address and versions
         core.require_control_plane(evidence)
         identity = _identity_from_config(given)
-    ctx = _Prepared(host, identity, given, kept, facts, None)
+    salvage_from = _salvage_from(options or RetrustOptions(), identity.node_name, kept)
+    ctx = _Prepared(host, identity, given, kept, facts, None, salvage_from)
     cfg = ctx.bootstrap_cfg()
     core.kept_files(cfg, kept)  # validate kept material before anything is written
     notes = [
-        "the ClusterConfiguration is read from etcd (kube-system/kubeadm-config) once etcd runs (step 4); "
+        "the ClusterConfiguration is read from etcd (kube-system/kubeadm-config) once etcd runs; "
         "file lists below use kubeadm's default paths until then",
     ]
+    if salvage_from:
+        notes.append(
+            f"healthy control-plane peers: {', '.join(salvage_from)}: the cluster's CAs and sa.key are taken from "
+            "the first that passes the checks, nothing else in the cluster is re-trusted"
+        )
     if not host.live:
         notes.append(
             f"{host.root.prefix} is not this machine's root: its kubelet is not checked or restarted; --apply expects "
@@ -241,7 +252,21 @@ def _prepare(
                 continue  # judged once the stored configuration is read (step 4)
             if v.path in files or v.action != core.KEEP:
                 notes.append(v.line())
-    return ctx, core.make_plan(identity, cfg, kept, notes=tuple(notes))
+    return ctx, core.make_plan(identity, cfg, kept, notes=tuple(notes), salvage_from=salvage_from)
+
+
+def _salvage_from(options: RetrustOptions, node_name: str, kept: Mapping[str, bytes]) -> tuple[str, ...]:
+    """The peers to salvage trust material from: --peer, else the inventory's other control-plane nodes
+    (none when --ca-from or a backup gives the material; both at once is refused)."""
+    inventory = options.inventory.nodes if options.inventory is not None else ()
+    if kept and options.peers:
+        raise PlanError(
+            "both --peer and --ca-from/--from-backup name the trust material to use",
+            "pass one of them: --peer takes it from a healthy control-plane node",
+        )
+    if kept:
+        return ()
+    return tuple(p.name for p in salvage.candidates(options.peers, inventory, node_name))
 
 
 def plan_recovery(
@@ -250,9 +275,11 @@ def plan_recovery(
     config_text: str | None = None,
     environ: Mapping[str, str] | None = None,
     effects: Effects | None = None,
+    options: RetrustOptions | None = None,
 ) -> RecoveryPlan:
-    """The recovery plan for this node. Reads only; writes nothing, starts nothing."""
-    _ctx, plan = _prepare(host, kept or {}, config_text, environ, effects or Effects())
+    """The recovery plan for this node. Reads only; writes nothing, starts nothing. ``options``: how the other
+    nodes are reached (``--peer`` and ``--inventory`` name the peers to salvage trust material from)."""
+    _ctx, plan = _prepare(host, kept or {}, config_text, environ, effects or Effects(), options)
     return plan
 
 
@@ -372,14 +399,14 @@ def apply_recovery(
     journal = RecoveryJournal.load(root)
     if journal is None or journal.status != "running":
         # a node that is not a kubeadm node (or healthy) is told so before the lock file is created
-        ctx0, plan0 = _prepare(host, kept or {}, config_text, env, fx)
+        ctx0, plan0 = _prepare(host, kept or {}, config_text, env, fx, options)
         if ctx0 is None and plan0.node_repairs:
             with recovery_lock(host):
                 return _repair_nodes(host, plan0, options or RetrustOptions(), progress, fx)
         if ctx0 is None or not plan0.steps:
             return RecoveryResult(plan0)
     with recovery_lock(host):
-        ctx, plan = _prepare(host, kept or {}, config_text, env, fx)
+        ctx, plan = _prepare(host, kept or {}, config_text, env, fx, options)
         if ctx is None or not plan.steps:
             return RecoveryResult(plan)
         if ctx.journal is None:
@@ -400,6 +427,7 @@ def apply_recovery(
                 kubelet_stamp=fx.utcnow().strftime("%Y-%m-%d-%H-%M-%S"),
                 kept={k: base64.b64encode(v).decode() for k, v in ctx.kept.items()},
                 timings={"started": fx.clock()},
+                salvage_from=list(ctx.salvage_from),
             )
         step_ctx = StepContext(
             host,

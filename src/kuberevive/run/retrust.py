@@ -4,9 +4,10 @@ the nodes of a healthy control plane whose kubelet no longer reports."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import PurePosixPath
 from typing import Any
 
 from kuberevive.core import retrust as core
@@ -40,6 +41,22 @@ def connect(opts: RetrustOptions) -> Callable[[InventoryNode, Deadline], Transpo
         return SshTransport(target, deadline)
 
     return to_node
+
+
+PEER_READ_TIMEOUT = 60.0
+
+
+def read_peer_files(
+    node: InventoryNode, opts: RetrustOptions, files: Sequence[PurePosixPath]
+) -> dict[PurePosixPath, bytes | None]:
+    """Read ``files`` on another node over SSH (None: absent); nothing is written there. TransportError or
+    NodeFsError when the node cannot be reached or a file cannot be read."""
+    transport = connect(opts)(node, Deadline.after(PEER_READ_TIMEOUT))
+    try:
+        host = SshHost(transport, node.name)
+        return {f: host.read(f) for f in files}
+    finally:
+        transport.close()
 
 
 def retrust_in_place(

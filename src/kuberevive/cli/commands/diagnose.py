@@ -9,6 +9,7 @@ import argparse
 
 from kuberevive.cli import render
 from kuberevive.cli.commands import summary
+from kuberevive.cli.commands.recover import add_node_access_args, add_peer_args, node_access
 from kuberevive.cli.env import Environment, is_live_root
 from kuberevive.core.diagnose import (
     AREA_ORDER,
@@ -19,8 +20,11 @@ from kuberevive.core.diagnose import (
     Severity,
     diagnose,
 )
+from kuberevive.core.salvage import candidates
 from kuberevive.errors import CollectError
 from kuberevive.io.snapshot import collect
+from kuberevive.model.paths import KUBELET_CLIENT_CURRENT
+from kuberevive.run.peers import peer_findings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -46,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--offline", action="store_true", help="no network: no API, server probes or image listing")
     p.add_argument("-a", "--all", action="store_true", help="also list the checks that passed")
     p.add_argument("--json", action="store_true", help="machine-readable output (schema in docs/diagnose.md)")
+    g = p.add_argument_group("healthy control-plane peers (which of them hold the cluster's trust material)")
+    add_peer_args(g)
+    add_node_access_args(g)
     p.set_defaults(func=run)
 
 
@@ -75,6 +82,13 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     except CollectError:
         raise
     report = diagnose(snap, Options(expiry_warning_days=args.expiry_warning_days, cis_strict=args.cis_strict))
+    access = node_access(args)
+    inventory = access.inventory.nodes if access.inventory is not None else ()
+    peers = candidates(access.peers, inventory, report.hostname)
+    if peers and not args.offline:
+        cdir = report.config.config.cluster.certificates_dir if report.config.config else "/etc/kubernetes/pki"
+        kubelet_pem = snap.content(KUBELET_CLIENT_CURRENT)
+        report.findings += peer_findings(kubelet_pem, peers, access, cdir, snap.now)
     if args.json:
         env.json(report.as_json())
     else:

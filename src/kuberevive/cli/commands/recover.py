@@ -15,6 +15,7 @@ from kuberevive.cli.commands.backup import add_from_backup_args, kept_from_backu
 from kuberevive.cli.commands.generate import read_config_file
 from kuberevive.cli.env import Environment, ExitStatus, is_live_root
 from kuberevive.core.recover import KEPT_FILES
+from kuberevive.core.salvage import parse_peer
 from kuberevive.errors import ConfigError
 from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
@@ -41,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     add_from_backup_args(p)  # --from-backup FILE (kuberevive backup)
     p.add_argument("--config", metavar="FILE", help="kubeadm configuration; must match what etcd holds")
-    g = p.add_argument_group("the other nodes (when the cluster CA is new)")
+    g = p.add_argument_group("the other nodes (healthy control-plane peers; when the cluster CA is new, every node)")
+    add_peer_args(g)
     add_node_access_args(g)
     g.add_argument(
         "--skip-retrust",
@@ -87,6 +89,18 @@ def add_node_access_args(g: argparse._ActionsContainer) -> None:
     g.add_argument("--ssh-concurrency", type=int, default=8, metavar="N", help="nodes reached at once (default 8)")
 
 
+def add_peer_args(g: argparse._ActionsContainer) -> None:
+    """``--peer NAME=ADDRESS`` (recover, diagnose): healthy control-plane nodes holding the trust material."""
+    g.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="NAME=ADDRESS",
+        help="a healthy control-plane node of this cluster, reached over SSH (repeatable): its CAs and sa.key are "
+        "checked and copied instead of new ones (default: the inventory's other control-plane nodes)",
+    )
+
+
 def node_access(args: argparse.Namespace, **more: Any) -> RetrustOptions:
     """The options :func:`add_node_access_args` added, as RetrustOptions (plus ``more`` fields)."""
     return RetrustOptions(
@@ -96,6 +110,7 @@ def node_access(args: argparse.Namespace, **more: Any) -> RetrustOptions:
         identity_files=tuple(args.ssh_key),
         known_hosts=tuple(args.known_hosts),
         concurrency=max(1, args.ssh_concurrency),
+        peers=tuple(parse_peer(p, args.ssh_port) for p in getattr(args, "peer", [])),
         **more,
     )
 
@@ -136,7 +151,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     kept = read_kept(args.ca_from) if args.ca_from else kept_from_backup(args, env, root)
     config_text = read_config_file(args.config) if args.config else None
     if not args.apply:
-        plan = plan_recovery(host, kept, config_text, env.environ)
+        plan = plan_recovery(host, kept, config_text, env.environ, options=node_access(args))
         if args.json:
             env.json({"command": "recover", "apply": False, "plan": plan.as_dict()})
         else:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from kuberevive.core.recover import STEP_IDS
 from kuberevive.run.context import StepFn, check_table
-from kuberevive.run.steps import cluster, control_plane, etcd, nodes
+from kuberevive.run.steps import cluster, control_plane, etcd, nodes, salvage
 
 STEPS: dict[str, StepFn] = {
+    "salvage-trust": salvage.salvage_trust,
     "etcd-certs": etcd.etcd_certs,
     "etcd-manifest": etcd.etcd_manifest,
     "etcd-ready": etcd.etcd_ready,

@@ -15,6 +15,7 @@ from kuberevive.model.paths import KUBELET_CLIENT_CURRENT, KUBELET_PODS
 from kuberevive.model.recover import TrustFlags
 from kuberevive.run.context import StepContext
 from kuberevive.run.steps.restarts import restart_stale_components
+from kuberevive.run.steps.salvage import etcd_members
 from kuberevive.run.waiting import wait_for
 
 API_TIMEOUT = 300.0
@@ -83,8 +84,10 @@ def control_plane_manifests(ctx: StepContext, i: int) -> None:
     trust = ctx.journal.trust
     guarded = trust is not None and trust.new_ca and ctx.options.eviction_guard
 
+    members = etcd_members(ctx)
+
     def compute() -> list[Artifact]:
-        arts = core.manifests_for(cfg, ctx.facts, comps)
+        arts = core.manifests_for(cfg, ctx.facts, comps, members)
         if not guarded:
             return arts
         return [

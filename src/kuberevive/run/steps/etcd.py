@@ -11,6 +11,7 @@ from kuberevive.errors import ConfigMismatch, EtcdError, PlanError
 from kuberevive.run.context import StepContext
 from kuberevive.run.journal import StoredConfig
 from kuberevive.run.steps.restarts import restart_stale_components
+from kuberevive.run.steps.salvage import etcd_members
 from kuberevive.run.waiting import wait_for
 
 ETCD_TIMEOUT = 180.0
@@ -30,7 +31,8 @@ def etcd_certs(ctx: StepContext, i: int) -> None:
 
 def etcd_manifest(ctx: StepContext, i: int) -> None:
     cfg = ctx.bootstrap_cfg()
-    unchanged = ctx.write_step_files("etcd-manifest", i, lambda: core.manifests_for(cfg, ctx.facts, ("etcd",)))
+    members = etcd_members(ctx)  # a member that rejoins its peers (salvage), else a one-member cluster
+    unchanged = ctx.write_step_files("etcd-manifest", i, lambda: core.manifests_for(cfg, ctx.facts, ("etcd",), members))
     restart_stale_components(ctx, cfg, unchanged, ("etcd",))
     if ctx.journal.timing("etcd_manifest_written") is None:
         ctx.journal.timing("etcd_manifest_written", ctx.clock())
@@ -78,12 +80,18 @@ def read_config(ctx: StepContext, i: int) -> None:
     pod = client.get(f"/registry/pods/kube-system/kube-apiserver-{name}")
     endpoint = object_meta(pod)[1].annotations.get(core.APISERVER_ENDPOINT_ANNOTATION) if pod else None
     members = client.members()
-    if len(members) != 1:
+    mine = [m for m in members if m.name == name]
+    if ctx.journal.salvage_from and mine:  # a member of an HA cluster that rejoined its peers
+        peer_urls = list(mine[0].peer_urls)
+    elif len(members) != 1:
         raise PlanError(
-            f"etcd has {len(members)} members; recover part 1 handles a single stacked etcd member",
-            "recover with etcdctl member remove/add first",
+            f"etcd has {len(members)} members; without a healthy peer (--peer NAME=ADDRESS) recover handles a "
+            "single stacked etcd member",
+            "name a healthy control-plane node with --peer, or recover with etcdctl member remove/add first",
         )
-    identity = core.refine_identity(ctx.identity, endpoint, list(members[0].peer_urls))
+    else:
+        peer_urls = list(members[0].peer_urls)
+    identity = core.refine_identity(ctx.identity, endpoint, peer_urls)
     stored = core.final_config(identity, cluster_yaml, kubelet_yaml)
     if ctx.given is not None:
         diffs = core.config_differences(ctx.given, stored)

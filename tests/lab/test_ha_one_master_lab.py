@@ -1,0 +1,146 @@
+"""Issue 12, one master lost: on the 3+1 HA lab, cp2 loses ``/etc/kubernetes`` and its control-plane containers
+(the seed disaster; its etcd data and kubelet survive) while cp1 and cp3 stay healthy. ``kuberevive recover
+--apply --peer cp1=<address>`` on cp2 salvages the cluster's CAs and sa.key from cp1 over SSH and rejoins cp2's
+etcd member to its peers on its own data.
+
+Checked against the real cluster: cp2's ``ca.*``, ``front-proxy-ca.*``, ``etcd/ca.*``, ``sa.*`` byte-identical to
+cp1's; the same three etcd member IDs, all started and voting, every endpoint healthy; cp2's control-plane
+manifests as kubeadm wrote them (etcd's ``--initial-cluster`` now lists every member); all nodes Ready; no pod
+anywhere restarted or re-created (same UIDs, container IDs and restart counts; cp2's own control-plane
+containers, which the disaster removed, aside); 0 failed requests of a Service probe every 100 ms from every
+node and of an API probe every 100 ms through the load balancer (a ServiceAccount token listing pods), during
+the disaster and the whole recovery.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kuberevive.lab import Lab
+from kuberevive.lab.demo import SEED_DISASTER
+from kuberevive.lab.probe import ApiProbe, ServiceProbe
+from kuberevive.model import paths
+from tests.lab.test_ha_lab import CPS, ETCDCTL, NODES
+
+pytestmark = pytest.mark.lab
+
+OnNode = Callable[..., "subprocess.CompletedProcess[str]"]
+TRUST = paths.TRUST_FILES
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+LOST = "cp2"
+
+
+def _trust_sums(on_node: OnNode, node: str) -> dict[str, str]:
+    out = on_node(node, "sh", "-c", "cd /etc/kubernetes/pki && sha256sum " + " ".join(TRUST)).stdout
+    return {line.split()[1]: line.split()[0] for line in out.splitlines()}
+
+
+def _members(on_node: OnNode) -> dict[str, dict[str, Any]]:
+    members = json.loads(on_node("cp1", *ETCDCTL, "member", "list", "-w", "json").stdout)["members"]
+    return {format(m["ID"], "x"): m for m in members}
+
+
+def _pods(on_node: OnNode) -> dict[str, tuple[str, dict[str, tuple[str, int]]]]:
+    """Every pod (namespace/name): its UID and, per container, its container ID and restart count; cp2's own
+    control-plane static pods left out (the disaster removed their containers)."""
+    items = json.loads(on_node("cp1", "kubectl", "get", "pods", "-A", "-o", "json").stdout)["items"]
+    out = {}
+    for p in items:
+        ns, name = p["metadata"]["namespace"], p["metadata"]["name"]
+        if ns == "kube-system" and name in {f"{c}-{LOST}" for c in COMPONENTS}:
+            continue
+        containers = {
+            s["name"]: (s.get("containerID", ""), int(s.get("restartCount", 0)))
+            for s in p["status"].get("containerStatuses", [])
+        }
+        out[f"{ns}/{name}"] = (p["metadata"]["uid"], containers)
+    return out
+
+
+def _manifests(on_node: OnNode, node: str) -> dict[str, Any]:
+    return {c: yaml.safe_load(on_node(node, "cat", f"/etc/kubernetes/manifests/{c}.yaml").stdout) for c in COMPONENTS}
+
+
+def _flags(manifest: dict[str, Any]) -> dict[str, str]:
+    cmd = manifest["spec"]["containers"][0]["command"]
+    return dict(a.removeprefix("--").split("=", 1) for a in cmd[1:])
+
+
+def _wait_all_ready(lab: Lab, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while (conditions := lab.node_conditions()) != dict.fromkeys(NODES, "Ready"):
+        assert time.monotonic() < deadline, f"nodes not all Ready after {timeout:.0f} s: {conditions}"
+        time.sleep(1)
+
+
+def test_one_master_lost_is_recovered_with_the_trust_of_a_healthy_peer(
+    ha_lab: Lab, ha_on_node: OnNode, tmp_path: Path
+) -> None:
+    on_node = ha_on_node
+    _wait_all_ready(ha_lab)
+    trust_cp1 = _trust_sums(on_node, "cp1")
+    assert _trust_sums(on_node, LOST) == trust_cp1  # what kubeadm join --control-plane copied
+    members_before = _members(on_node)
+    assert sorted(m["name"] for m in members_before.values()) == list(CPS)
+    pods_before = _pods(on_node)
+    manifests_before = _manifests(on_node, LOST)
+    token = on_node("cp1", "kubectl", "create", "token", "apicaller", "-n", "krlab", "--duration", "2h").stdout
+    ca = on_node("cp1", "cat", "/etc/kubernetes/pki/ca.crt").stdout.encode()
+    ssh = ha_lab.cfg.ssh_dir
+    peer = f"cp1={ha_lab.cfg.node('cp1').ip}"
+    argv = ["kuberevive", "recover", "--apply", "--json", "--peer", peer]
+    argv += ["--ssh-key", str(ssh / "id_ed25519"), "--known-hosts", str(ssh / "known_hosts")]
+
+    with (
+        ServiceProbe(ha_lab, tmp_path / "service") as service,
+        ApiProbe(ha_lab, tmp_path / "api", token.strip(), ca, nodes=["worker1"]) as api,
+    ):
+        service.wait_for_answers(10)
+        api.wait_for_answers(10)
+        on_node(LOST, "sh", "-c", SEED_DISASTER, timeout=180)
+        assert on_node(LOST, "test", "-e", "/etc/kubernetes", check=False).returncode != 0
+        started = time.monotonic()
+        run = on_node(LOST, *argv, check=False, timeout=900)
+        recovery_s = time.monotonic() - started
+        assert run.returncode == 0, run.stderr[-3000:]
+        _wait_all_ready(ha_lab)
+        service.wait_for_answers(20)  # the clients answer after the recovery too
+        api.wait_for_answers(20)
+    result = json.loads(run.stdout)
+    print(f"one master recovered in {recovery_s:.1f} s; timings {result['timings']}")
+
+    assert result["applied"][0] == "salvage-trust" and result["report"]["eviction_guard"] == "off"
+    # the trust material is cp1's, byte for byte
+    assert _trust_sums(on_node, LOST) == trust_cp1
+    # the same three members, started and voting, each endpoint healthy
+    members = _members(on_node)
+    assert sorted(members) == sorted(members_before)
+    assert all(m.get("name") and not m.get("isLearner", False) for m in members.values()), members
+    health = json.loads(on_node("cp1", *ETCDCTL, "endpoint", "health", "--cluster", "-w", "json").stdout)
+    assert len(health) == 3 and all(h["health"] for h in health), health
+    # cp2's manifests as kubeadm wrote them; etcd's --initial-cluster names every member now, still 'existing'
+    manifests = _manifests(on_node, LOST)
+    for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        assert manifests[c] == manifests_before[c], c
+    etcd, etcd_before = _flags(manifests["etcd"]), _flags(manifests_before["etcd"])
+    assert etcd["initial-cluster-state"] == "existing"
+    assert sorted(etcd["initial-cluster"].split(",")) == sorted(
+        f"{m['name']}={m['peerURLs'][0]}" for m in members.values()
+    )
+    assert {k: v for k, v in etcd.items() if k != "initial-cluster"} == {
+        k: v for k, v in etcd_before.items() if k != "initial-cluster"
+    }
+    # no pod restarted or re-created anywhere
+    assert _pods(on_node) == pods_before
+    # nothing failed, during the disaster and the whole recovery
+    for name, probe in (("Service", service), ("API through the load balancer", api)):
+        for node, r in probe.results.items():
+            assert r.ok > 0 and r.failed == 0, f"{name} probe on {node}: {r.as_dict()}"
