@@ -18,16 +18,20 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
 
+from kuberevive.core import salvage
 from kuberevive.lab import Lab
 from kuberevive.lab.demo import SEED_DISASTER
 from kuberevive.lab.probe import ApiProbe, ServiceProbe
 from kuberevive.model import paths
+from kuberevive.model.recover import RetrustOptions
+from kuberevive.run.retrust import read_peer_files
 from tests.lab.test_ha_lab import CPS, ETCDCTL, NODES
 
 pytestmark = pytest.mark.lab
@@ -144,3 +148,17 @@ def test_one_master_lost_is_recovered_with_the_trust_of_a_healthy_peer(
     for name, probe in (("Service", service), ("API through the load balancer", api)):
         for node, r in probe.results.items():
             assert r.ok > 0 and r.failed == 0, f"{name} probe on {node}: {r.as_dict()}"
+
+
+def test_a_peers_files_are_read_over_real_ssh_and_a_missing_one_is_none(ha_lab: Lab, ha_on_node: OnNode) -> None:
+    """read_peer_files (the salvage step's default reader) against cp1's real sshd, from the host."""
+    ssh = ha_lab.cfg.ssh_dir
+    opts = RetrustOptions(identity_files=(str(ssh / "id_ed25519"),), known_hosts=(str(ssh / "known_hosts"),))
+    cp1 = salvage.parse_peer(f"cp1={ha_lab.cfg.node('cp1').ip}")
+    pki = PurePosixPath("/etc/kubernetes/pki")
+    wanted = [pki / n for n in paths.TRUST_FILES] + [pki / "no-such-file.key"]
+    got = read_peer_files(cp1, opts, wanted)
+    assert got[pki / "no-such-file.key"] is None
+    files = {n: got[pki / n] for n in paths.TRUST_FILES}
+    assert salvage.material_problems(files, datetime.now(UTC)) == []
+    assert files["ca.crt"] == ha_on_node("cp1", "cat", str(pki / "ca.crt")).stdout.encode()
