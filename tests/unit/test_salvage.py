@@ -276,7 +276,7 @@ def test_a_recovery_with_a_healthy_peer_keeps_the_clusters_trust(tmp_path: Path)
     assert etcd["initial-cluster"].split(",") == [f"{m.name}={m.peer_urls[0]}" for m in MEMBERS]
     # meanwhile the kubelet reported through the peer's API server (a kubelet.conf with its surviving
     # certificate), then kubeadm's kubelet.conf came back (the bridge one moved aside) and it was restarted again
-    assert c.bridged == [f"https://{CP0}:6443"]
+    assert c.bridged == [f"https://{CP0}:6443", f"https://{ADDRESS}:6443"]  # and its own API server's /readyz
     assert c.host.commands.count("systemctl restart kubelet") == 2
     (bridge,) = c.journal().artifact_records["kubelet-via-peer"]
     assert bridge.path == "/etc/kubernetes/kubelet.conf" and bridge.mode == 0o600

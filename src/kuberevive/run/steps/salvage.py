@@ -106,6 +106,18 @@ def kubelet_via_peer(ctx: StepContext, i: int) -> None:
     ctx.progress(f"      the kubelet reports through {server}: node {ctx.identity.node_name} Ready")
 
 
+def wait_own_api_server(ctx: StepContext, timeout: float) -> None:
+    """With healthy peers, the control-plane endpoint (a load balancer) answers /readyz through them at once: wait
+    for this node's own API server too (kubeadm's kubelet.conf names it), before requests can land on it."""
+    if not ctx.journal.salvage_from:
+        return
+    conf = ctx.root.read(paths.KUBELET_CONF)
+    if conf is None:
+        raise PlanError(f"{paths.KUBELET_CONF} is missing although kubelet-client is done", "run recover again")
+    own = ctx.fx.kubeconfig_api(ctx.root, conf)
+    wait_for(f"this node's API server ({own.shown}/readyz)", timeout, own.readyz)
+
+
 def etcd_members(ctx: StepContext) -> tuple[tuple[str, str], ...]:
     """(name, peer URL) of every member of the cluster this etcd member rejoins, read once from the peer's etcd
     with this node's etcd client certificate and kept in the journal; empty when nothing was salvaged."""
