@@ -149,6 +149,7 @@ def test_one_master_lost_is_recovered_with_the_trust_of_a_healthy_peer(
     # no pod restarted or re-created anywhere
     assert _pods(on_node) == pods_before
     # nothing failed, during the disaster and the whole recovery
+    print("Service probes:", {node: (r.ok, r.failed) for node, r in service.results.items()})
     for node, r in service.results.items():
         assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
     (through_lb,) = api.results.values()

@@ -298,7 +298,7 @@ class RecoveryJournal(Journal):
     guard: str | None = None
     """``on`` while kube-controller-manager runs with the eviction guard, ``off`` otherwise."""
     changed_files: list[str] = field(default_factory=list)
-    salvage_from: list[str] = field(default_factory=list)
+    salvage_from: list[str] | None = None
     """Healthy control-plane peers (names) whose trust material this recovery takes (empty: none)."""
     salvage_peer: str | None = None
     """The peer the trust material was taken from, once the salvage-trust step checked it."""

@@ -29,14 +29,15 @@ def _peers(ctx: StepContext) -> list[InventoryNode]:
     """The peers the plan named (journal), as the options reach them (--peer, else the inventory)."""
     inventory = ctx.options.inventory.nodes if ctx.options.inventory is not None else ()
     known = {n.name: n for n in salvage.candidates(ctx.options.peers, inventory, ctx.identity.node_name)}
-    missing = [name for name in ctx.journal.salvage_from if name not in known]
+    names = ctx.journal.salvage_from or []
+    missing = [name for name in names if name not in known]
     if missing:
         raise PlanError(
             f"the recovery salvages trust material from {', '.join(missing)}, but this run was not told how to reach "
             "it",
             "run 'kuberevive recover --apply' again with the same --peer (or --inventory) options",
         )
-    return [known[name] for name in ctx.journal.salvage_from]
+    return [known[name] for name in names]
 
 
 def salvage_trust(ctx: StepContext, i: int) -> None:
