@@ -183,8 +183,9 @@ def test_ha_kubeadm_documents() -> None:
         "localAPIEndpoint": {"advertiseAddress": "172.30.2.14", "bindPort": 6443},
         "certificateKey": key,
     }
+    assert cp3["timeouts"] == {"etcdAPICall": "10m0s"}
     (worker,) = kubeadm.join_documents(cfg, cfg.node("worker1"), "abcdef.0123456789abcdef", "sha256:ab", key)
-    assert "controlPlane" not in worker
+    assert "controlPlane" not in worker and "timeouts" not in worker
     with pytest.raises(ValueError, match="certificate key"):
         kubeadm.join_documents(cfg, cfg.node("cp2"), "abcdef.0123456789abcdef", "sha256:ab")
 

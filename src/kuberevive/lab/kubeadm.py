@@ -47,6 +47,8 @@ from kuberevive.lab.config import LabConfig, NodeSpec
 IGNORED_PREFLIGHT_CHECKS: dict[str, str] = {}
 
 CRI_SOCKET = "unix:///run/containerd/containerd.sock"
+#: JoinConfiguration ``timeouts.etcdAPICall`` of a joining control plane (see join_documents).
+ETCD_JOIN_TIMEOUT = "10m0s"
 
 
 def new_bootstrap_token() -> str:
@@ -161,7 +163,11 @@ def join_documents(
             "controlPlane": {
                 "localAPIEndpoint": {"advertiseAddress": node.ip, "bindPort": 6443},
                 "certificateKey": certificate_key,
-            }
+            },
+            # kubeadm adds the etcd member as a learner and promotes it once it is started and in sync, for at
+            # most etcdAPICall (default 2m). On a loaded 2-core machine (other labs, load ~20) the new kubelet
+            # had not even created the etcd container within 2 minutes: "the etcd member ... is not started".
+            "timeouts": {"etcdAPICall": ETCD_JOIN_TIMEOUT},
         }
     return [
         {

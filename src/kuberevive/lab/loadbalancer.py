@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import socket
+import subprocess
 from pathlib import Path
 
 from kuberevive.errors import LabError
@@ -82,16 +83,11 @@ class LoadBalancer:
         self.unit_file = self.dir / "haproxy.json"
         self.stats_socket = self.dir / "haproxy.sock"
         self.netns = cfg.netns_path(cfg.netns_name(LB_NAME))
-        #: the same unit handling as a node's ``systemctl`` shim, with the supervisor put in the LB's namespace
-        self.units = systemctl_module.Units(
-            {
-                "units_dir": str(self.dir),
-                "run_dir": str(self.run_dir),
-                "python": cfg.python,
-                "supervisor": str(Path(supervisor_module.__file__).resolve()),
-                "enter": ["nsenter", f"--net={self.netns}", "--"],
-            }
-        )
+        #: the unit's state and pids, read as a node's ``systemctl`` shim reads them
+        self.units = systemctl_module.Units({"units_dir": str(self.dir), "run_dir": str(self.run_dir)})
+
+    def _supervisor_argv(self) -> list[str]:
+        return [self.cfg.python, "-I", "-S", str(Path(supervisor_module.__file__).resolve()), str(self.unit_file)]
 
     def start(self, timeout: float = 30) -> None:
         """Write the configuration (checked with ``haproxy -c``), start haproxy under its supervisor in the
@@ -119,7 +115,17 @@ class LoadBalancer:
             "runtime_directories": [],
         }
         self.unit_file.write_text(json.dumps(unit, indent=2) + "\n")
-        self.units.start("haproxy")
+        if self.units.supervisor_pid("haproxy") is None:
+            # setsid -f: the supervisor is detached at once (as a node's systemctl shim detaches it), and only
+            # setsid itself is waited for here
+            subprocess.run(
+                ["setsid", "-f", "nsenter", f"--net={self.netns}", "--", *self._supervisor_argv()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd="/",
+                check=True,
+            )
         wait_for(
             "haproxy (the load balancer) to answer",
             lambda: self._stat_or_none() is not None,

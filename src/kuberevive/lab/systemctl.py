@@ -13,9 +13,7 @@ reset-failed. Options such as ``-q``, ``--quiet``, ``--no-pager``, ``--now`` are
 
 Node description: ``/etc/kuberevive-lab/node.json`` (in the node's own /etc) names the unit
 directory (``<name>.json`` unit files, ``<name>.enabled`` markers), the run directory holding pid files,
-the Python interpreter and the supervisor script (and optionally ``enter``, a command prefix for the
-supervisor: the HA lab's load balancer uses :class:`Units` from the host with ``nsenter --net=...``).
-Standard library only (``python3 -I -S``).
+the Python interpreter and the supervisor script. Standard library only (``python3 -I -S``).
 """
 
 from __future__ import annotations
@@ -90,12 +88,8 @@ class Units:
         if self.supervisor_pid(name) is not None:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        # "enter": a command prefix that puts the supervisor in place (the load balancer: nsenter --net=...)
         subprocess.Popen(
-            [
-                *self.node.get("enter", []),
-                *(self.node["python"], "-I", "-S", self.node["supervisor"], str(self.unit_file(name))),
-            ],
+            [self.node["python"], "-I", "-S", self.node["supervisor"], str(self.unit_file(name))],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
