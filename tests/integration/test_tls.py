@@ -25,7 +25,7 @@ from kuberevive.core.pki import (
     issue_certificate,
     new_self_signed_ca,
 )
-from kuberevive.io.tls import client_context
+from kuberevive.io.tls import client_context, verify_server
 
 pytestmark = pytest.mark.integration
 
@@ -59,13 +59,16 @@ def cas() -> tuple[Ca, Ca]:
     return Ca("cluster-ca"), Ca("other-ca")
 
 
-def _serve(tmp: Path, server_ca: Ca, client_ca: Ca) -> Iterator[int]:
+def _serve(tmp: Path, server_ca: Ca, client_ca: Ca | None) -> Iterator[int]:
+    """A TLS server on 127.0.0.1 with a certificate of ``server_ca``; it requires a client certificate of
+    ``client_ca`` (None: none, as kube-apiserver lets anonymous clients greet it)."""
     cert, key = server_ca.leaf("server", KeyUsage.SERVER_AUTH, AltNames(("localhost",), (ip_address("127.0.0.1"),)))
     (tmp / "server.pem").write_bytes(cert + key)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(tmp / "server.pem")
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cadata=client_ca.pem.decode())
+    if client_ca is not None:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata=client_ca.pem.decode())
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     stop = threading.Event()
@@ -152,3 +155,12 @@ def test_unusable_credentials_are_an_ssl_or_value_error(cas):
         client_context(cluster.pem, cert, wrong_key)
     with pytest.raises((ssl.SSLError, ValueError)):
         client_context(b"not a certificate")
+
+
+def test_verify_server_accepts_the_ca_the_server_serves_with_and_refuses_another(tmp_path, cas, env_trusts_other_ca):
+    """The salvage step's check that a peer's API server serves with the peer's ca.crt (issue 12)."""
+    cluster, other = cas
+    for port in _serve(tmp_path, cluster, None):
+        verify_server("127.0.0.1", port, cluster.pem)
+        with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
+            verify_server("127.0.0.1", port, other.pem)

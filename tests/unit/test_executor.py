@@ -375,7 +375,9 @@ def assert_recovered(c: Cluster, result: RecoveryResult) -> None:
     # every file a step recorded is on the node as recorded (the guarded kcm manifest, later unguarded, aside)
     j = c.journal()
     assert j.status == "done" and j.token is None and j.guard == "off"
-    for records in j.artifact_records.values():
+    for step_id, records in j.artifact_records.items():
+        if step_id == "kubelet-via-peer":  # the kubelet.conf that reached a peer until kubelet-client replaced it
+            continue
         for r in records:
             data = files[r.path][1]
             assert isinstance(data, bytes)

@@ -3,7 +3,7 @@
 The pure part (checks, the joined etcd member's flags, the plan) against real keys and certificates; the
 salvage-trust step and the whole recovery on the executor's fakes (tests/unit/test_executor.py: fake node
 root, fake API and etcd, fake clock) with a fake peer reached "over SSH" (a dict of its files); the TLS check
-against a real TLS server on 127.0.0.1. The end-to-end proof on a real 3+1 cluster is
+against a real TLS server is tests/integration/test_tls.py. The end-to-end proof on a real 3+1 cluster is
 tests/lab/test_ha_one_master_lab.py."""
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ssl
 import stat
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
@@ -20,10 +19,12 @@ import pytest
 
 from kuberevive.core import pki, salvage
 from kuberevive.core import recover as core
+from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.core.manifests import build_manifests, manifest_flags, parse_manifest
 from kuberevive.errors import ConfigError, PlanError, TransportError
 from kuberevive.io.etcd import EtcdClient, Member
-from kuberevive.io.tls import verify_server
+from kuberevive.io.kubeapi import KubeApi
+from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model import paths
 from kuberevive.model.config import NodeFacts
 from kuberevive.model.inventory import InventoryNode
@@ -115,12 +116,22 @@ class HaCluster(Cluster):
         self.etcd = HaEtcd()
         self.peers = Peers(*peers)
         self.options = RetrustOptions(peers=tuple(p.node for p in peers))
+        self.bridged: list[str] = []
 
     def fx(self, faults: Faults | None = None) -> Effects:
         p = self.peers
         return dataclasses.replace(
-            self.effects(faults), peer_files=p.files, verify_tls=p.verify_tls, peer_etcd_client=p.etcd
+            self.effects(faults),
+            peer_files=p.files,
+            verify_tls=p.verify_tls,
+            peer_etcd_client=p.etcd,
+            kubeconfig_api=self._bridge_api,
         )
+
+    def _bridge_api(self, root: NodeRoot, kubeconfig: bytes) -> KubeApi:
+        """The peer's API server as the bridged kubelet reaches it (the fake cluster's API)."""
+        self.bridged.append(str(Kubeconfig.from_yaml(kubeconfig).current()[0].server))
+        return self.api
 
     def recover(self, faults: Faults | None = None, config_text: str | None = None) -> RecoveryResult:
         return apply_recovery(
@@ -220,57 +231,6 @@ def test_peers_are_named_with_peer_else_taken_from_the_inventory() -> None:
     assert salvage.candidates((cp0,), (worker, me, cp2), "cp1") == (cp0,)
 
 
-# ------------------------------------------------------------------------------------- TLS (real)
-
-
-@pytest.fixture
-def tls_server(tmp_path: Path) -> Iterator[tuple[int, dict[str, bytes]]]:
-    """A TLS server on 127.0.0.1 with an API server certificate of a fresh cluster CA (what :6443 serves)."""
-    files = cluster_pki("cp0", "127.0.0.1")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    chain = tmp_path / "apiserver.pem"
-    chain.write_bytes(files["apiserver.crt"] + files["apiserver.key"])
-    try:
-        ctx.load_cert_chain(str(chain))
-    finally:
-        chain.unlink()
-    import socket
-
-    srv = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        srv.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except TimeoutError:
-                continue
-            try:
-                with ctx.wrap_socket(conn, server_side=True):
-                    pass
-            except (ssl.SSLError, OSError):
-                pass
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        yield srv.getsockname()[1], files
-    finally:
-        stop.set()
-        t.join(10)
-        srv.close()
-
-
-def test_the_tls_check_accepts_the_ca_the_server_serves_with_and_refuses_another(
-    tls_server: tuple[int, dict[str, bytes]],
-) -> None:
-    port, files = tls_server
-    verify_server("127.0.0.1", port, files["ca.crt"])
-    with pytest.raises(ssl.SSLCertVerificationError):
-        verify_server("127.0.0.1", port, cluster_pki()["ca.crt"])
-
-
 # ------------------------------------------------------------------------------------- the plan and the step
 
 
@@ -314,6 +274,15 @@ def test_a_recovery_with_a_healthy_peer_keeps_the_clusters_trust(tmp_path: Path)
     etcd = manifest_flags(parse_manifest(files["/etc/kubernetes/manifests/etcd.yaml"][1]))
     assert etcd["initial-cluster-state"] == "existing"
     assert etcd["initial-cluster"].split(",") == [f"{m.name}={m.peer_urls[0]}" for m in MEMBERS]
+    # meanwhile the kubelet reported through the peer's API server (a kubelet.conf with its surviving
+    # certificate), then kubeadm's kubelet.conf came back (the bridge one moved aside) and it was restarted again
+    assert c.bridged == [f"https://{CP0}:6443", f"https://{ADDRESS}:6443"]  # and its own API server's /readyz
+    assert c.host.commands.count("systemctl restart kubelet") == 2
+    (bridge,) = c.journal().artifact_records["kubelet-via-peer"]
+    assert bridge.path == "/etc/kubernetes/kubelet.conf" and bridge.mode == 0o600
+    final = Kubeconfig.from_yaml(files["/etc/kubernetes/kubelet.conf"][1]).current()
+    assert final[0].server == f"https://{ADDRESS}:6443"
+    assert final[1].client_certificate == str(paths.KUBELET_CLIENT_CURRENT)
     # the peer was only read; its API server was checked with its CA; its etcd gave the member list
     assert c.peers.tls == [(CP0, 6443)] and c.peers.etcd_urls == [f"https://{CP0}:2379"]
     j = c.journal()

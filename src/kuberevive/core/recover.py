@@ -836,6 +836,7 @@ def join_command(cfg: KubeadmConfig, token: str, ca_cert: bytes) -> str:
 
 STEP_IDS = (
     salvage.STEP_ID,
+    salvage.BRIDGE_STEP_ID,
     "etcd-certs",
     "etcd-manifest",
     "etcd-ready",
@@ -859,7 +860,7 @@ STEP_IDS = (
     "report",
 )
 #: The steps of a recovery without a healthy peer (the seed disaster on a single control plane).
-SEED_STEP_IDS = tuple(s for s in STEP_IDS if s != salvage.STEP_ID)
+SEED_STEP_IDS = tuple(s for s in STEP_IDS if s not in (salvage.STEP_ID, salvage.BRIDGE_STEP_ID))
 
 
 def plan_steps(
@@ -869,9 +870,22 @@ def plan_steps(
     ``salvage_from``: healthy control-plane peers whose trust material this node takes (first step)."""
     cdir = PurePosixPath(cfg.cluster.certificates_dir)
     kept_note = f" (kept: {', '.join(sorted(kept))})" if kept else ""
+    etcd_why = (
+        "etcd keeps no certificates in its data dir: a new etcd CA"
+        + kept_note
+        + " and certificates let the same member restart on its surviving data"
+    )
     if salvage_from:
-        kept_note = " (the etcd CA and the cluster CAs: the peer's, copied in the first step)"
-    first = (salvage.salvage_step(salvage_from, cfg.cluster.certificates_dir),) if salvage_from else ()
+        kept_note = " (the peer's, written in the first step)"
+        etcd_why = (
+            "etcd keeps no certificates in its data dir: server, peer and client certificates of the peer's etcd "
+            "CA (written in the first step) let the same member rejoin its peers on its surviving data"
+        )
+    first = (
+        (salvage.salvage_step(salvage_from, cfg.cluster.certificates_dir), salvage.bridge_step(identity.node_name))
+        if salvage_from
+        else ()
+    )
     etcd_files = tuple(
         str(cdir / n)
         for n in (
@@ -912,9 +926,7 @@ def plan_steps(
             "etcd-certs",
             StepKind.WRITE,
             "etcd CA and certificates for this member",
-            "etcd keeps no certificates in its data dir: a new etcd CA"
-            + kept_note
-            + " and certificates let the same member restart on its surviving data",
+            etcd_why,
             etcd_files,
         ),
         Step(

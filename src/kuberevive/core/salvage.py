@@ -23,23 +23,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
+from typing import Any
 
 from cryptography import x509
 
-from kuberevive.core import pki
+from kuberevive.core import pki, yamlfmt
 from kuberevive.core.diagnose import Area, Finding, Severity
+from kuberevive.core.kubeconfig import render_kubeconfig
 from kuberevive.core.manifests import (
     APISERVER_ADVERTISE_ANNOTATION,
     ETCD_ADVERTISE_ANNOTATION,
     parse_manifest,
 )
 from kuberevive.errors import ConfigError, PkiError, PlanError
-from kuberevive.model import paths
+from kuberevive.model import paths, yamlload
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.inventory import CONTROL_PLANE, InventoryNode
 from kuberevive.model.recover import Step, StepKind
 
 STEP_ID = "salvage-trust"
+BRIDGE_STEP_ID = "kubelet-via-peer"
 
 #: What is copied from the peer (pki-relative): the three CA pairs and the ServiceAccount key pair.
 SALVAGE_FILES = paths.TRUST_FILES
@@ -193,6 +196,32 @@ def parse_peer(text: str, port: int = 22) -> InventoryNode:
             f"--peer {text!r} is not NAME=ADDRESS", "name a healthy control-plane node, e.g. --peer cp1=10.0.0.11"
         )
     return InventoryNode(name.strip(), address.strip(), port=port, roles=frozenset({CONTROL_PLANE}))
+
+
+def bridge_kubelet_conf(cluster_name: str, server: str, ca_pem: bytes, node_name: str) -> bytes:
+    """A kubelet.conf that reaches ``server`` (a healthy peer's API server) with the kubelet's surviving client
+    certificate (``kubelet-client-current.pem``), trusting the salvaged ``ca.crt``: the kubelet keeps its Node
+    Ready (and its pods from being evicted) while this node's own API server is being rebuilt."""
+    user = f"system:node:{node_name}"
+    doc: dict[str, Any] = yamlload.load(render_kubeconfig(cluster_name, server, ca_pem, user, b"", b""))
+    current = str(paths.KUBELET_CLIENT_CURRENT)
+    doc["users"][0]["user"] = {"client-certificate": current, "client-key": current}
+    return yamlfmt.dump(doc).encode()
+
+
+def bridge_step(node_name: str) -> Step:
+    return Step(
+        BRIDGE_STEP_ID,
+        StepKind.PROCESS,
+        "the kubelet reports through the peer's API server meanwhile",
+        "a control-plane kubelet talks to its own API server, which is gone: its Node would turn NotReady and the "
+        "healthy peers' controller-managers would evict its pods. With the salvaged ca.crt and its surviving "
+        "client certificate it reaches the peer's API server instead until this node's runs again (the "
+        "kubelet-client step writes kubeadm's kubelet.conf back); restarting it keeps its containers",
+        (str(paths.KUBELET_CONF), str(paths.MANIFESTS_DIR) + "/"),
+        objects=("systemctl restart kubelet",),
+        verify=f"node {node_name} Ready with a heartbeat after the restart (asked through the peer)",
+    )
 
 
 def salvage_step(peers: Sequence[str], certificates_dir: str) -> Step:

@@ -111,12 +111,17 @@ class Faults:
             self.kill()
 
 
+def kubeconfig_api(root: NodeRoot, kubeconfig: bytes, timeout: float = 10.0) -> KubeApi:
+    """A client of the API server a kubeconfig names; the files it refers to are read on the node."""
+    return KubeApi.from_kubeconfig(kubeconfig, read_file=lambda p: root.read(p) or b"", timeout=timeout)
+
+
 def admin_api(root: NodeRoot, timeout: float = 5.0) -> KubeApi | None:
     """A client of the API server with the node's admin.conf, None when there is none."""
     data = root.read(ADMIN_CONF)
     if data is None:
         return None
-    return KubeApi.from_kubeconfig(data, read_file=lambda p: root.read(p) or b"", timeout=timeout)
+    return kubeconfig_api(root, data, timeout)
 
 
 def node_api(root: NodeRoot) -> KubeApi:
@@ -188,6 +193,8 @@ class Effects:
     verify_tls: Callable[[str, int, bytes], None] = verify_server
     """A TLS handshake with host:port verified with a CA (the peer's API server serves with its ca.crt)."""
     peer_etcd_client: Callable[[str, bytes, bytes, bytes], EtcdClient] = peer_etcd
+    kubeconfig_api: Callable[[NodeRoot, bytes], KubeApi] = kubeconfig_api
+    """A client from a kubeconfig's bytes (the kubelet's, through a peer: kubelet-via-peer)."""
 
 
 @dataclass

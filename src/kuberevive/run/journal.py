@@ -300,10 +300,12 @@ class RecoveryJournal(Journal):
     guard: str | None = None
     """``on`` while kube-controller-manager runs with the eviction guard, ``off`` otherwise."""
     changed_files: list[str] = field(default_factory=list)
-    salvage_from: list[str] = field(default_factory=list)
+    salvage_from: list[str] | None = None
     """Healthy control-plane peers (names) whose trust material this recovery takes (empty: none)."""
     salvage_peer: str | None = None
     """The peer the trust material was taken from, once the salvage-trust step checked it."""
+    peer_api: str | None = None
+    """That peer's API server (host:port), which the kubelet reaches until this node's own runs again."""
     peer_etcd_url: str | None = None
     """That peer's etcd client URL (its manifest's advertise-client-urls), to read the member list."""
     etcd_members: list[list[str]] | None = None

@@ -188,7 +188,7 @@ def _prepare(
                 "the kept trust material differs from the one the interrupted recovery started with",
                 "run 'kuberevive recover --apply' again with the same --ca-from (or without it)",
             )
-        salvage_from = tuple(journal.salvage_from)
+        salvage_from = tuple(journal.salvage_from or ())
         ctx = _Prepared(host, identity, given, kept or recorded, facts, journal, salvage_from)
         cfg = final_config(identity, given, journal) if journal.config is not None else ctx.bootstrap_cfg()
         resuming = (f"resuming the recovery started at {journal.started_at} (journal {JOURNAL})",)
@@ -427,7 +427,7 @@ def apply_recovery(
                 kubelet_stamp=fx.utcnow().strftime("%Y-%m-%d-%H-%M-%S"),
                 kept={k: base64.b64encode(v).decode() for k, v in ctx.kept.items()},
                 timings={"started": fx.clock()},
-                salvage_from=list(ctx.salvage_from),
+                salvage_from=list(ctx.salvage_from) or None,
             )
         step_ctx = StepContext(
             host,

@@ -10,6 +10,7 @@ from kuberevive.run.steps import cluster, control_plane, etcd, nodes, salvage
 
 STEPS: dict[str, StepFn] = {
     "salvage-trust": salvage.salvage_trust,
+    "kubelet-via-peer": salvage.kubelet_via_peer,
     "etcd-certs": etcd.etcd_certs,
     "etcd-manifest": etcd.etcd_manifest,
     "etcd-ready": etcd.etcd_ready,

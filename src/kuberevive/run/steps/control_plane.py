@@ -15,7 +15,7 @@ from kuberevive.model.paths import KUBELET_CLIENT_CURRENT, KUBELET_PODS
 from kuberevive.model.recover import TrustFlags
 from kuberevive.run.context import StepContext
 from kuberevive.run.steps.restarts import restart_stale_components
-from kuberevive.run.steps.salvage import etcd_members
+from kuberevive.run.steps.salvage import etcd_members, wait_own_api_server
 from kuberevive.run.waiting import wait_for
 
 API_TIMEOUT = 300.0
@@ -117,6 +117,7 @@ def kubelet_restart(ctx: StepContext, i: int) -> None:
 def api_ready(ctx: StepContext, i: int) -> None:
     api = ctx.api()
     wait_for("the API server (/readyz)", API_TIMEOUT, api.readyz)
+    wait_own_api_server(ctx, API_TIMEOUT)
     if ctx.journal.timing("api_ready") is None:
         ctx.journal.timing("api_ready", ctx.clock())
         cri = ctx.identity.cri_socket

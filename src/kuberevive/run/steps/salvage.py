@@ -8,31 +8,36 @@ replaced file moved aside), so a run killed in this step writes exactly the same
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import PurePosixPath
 
 from kuberevive.core import salvage
+from kuberevive.core.retrust import ready_since
 from kuberevive.errors import KubereviveError, PlanError
 from kuberevive.model import paths
-from kuberevive.model.artifacts import Artifact
+from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.inventory import InventoryNode
 from kuberevive.run.context import StepContext, etcd_client_files
 from kuberevive.run.peers import check_peer
+from kuberevive.run.waiting import wait_for
 
 NOTHING_WRITTEN = "nothing was written on this node or on the peers"
+BRIDGE_TIMEOUT = 120.0
 
 
 def _peers(ctx: StepContext) -> list[InventoryNode]:
     """The peers the plan named (journal), as the options reach them (--peer, else the inventory)."""
     inventory = ctx.options.inventory.nodes if ctx.options.inventory is not None else ()
     known = {n.name: n for n in salvage.candidates(ctx.options.peers, inventory, ctx.identity.node_name)}
-    missing = [name for name in ctx.journal.salvage_from if name not in known]
+    names = ctx.journal.salvage_from or []
+    missing = [name for name in names if name not in known]
     if missing:
         raise PlanError(
             f"the recovery salvages trust material from {', '.join(missing)}, but this run was not told how to reach "
             "it",
             "run 'kuberevive recover --apply' again with the same --peer (or --inventory) options",
         )
-    return [known[name] for name in ctx.journal.salvage_from]
+    return [known[name] for name in names]
 
 
 def salvage_trust(ctx: StepContext, i: int) -> None:
@@ -56,6 +61,7 @@ def salvage_trust(ctx: StepContext, i: int) -> None:
                 continue
             ctx.journal.salvage_peer = peer.name
             ctx.journal.peer_etcd_url = endpoints.etcd_client_url
+            ctx.journal.peer_api = f"{endpoints.api_host}:{endpoints.api_port}"
             ctx.progress(
                 f"      peer {peer.name}: trust material complete, pairs match, its API server serves with its CA"
             )
@@ -67,6 +73,50 @@ def salvage_trust(ctx: StepContext, i: int) -> None:
         )
 
     ctx.write_step_files(salvage.STEP_ID, i, compute)
+
+
+def kubelet_via_peer(ctx: StepContext, i: int) -> None:
+    """The kubelet reaches the peer's API server with its surviving client certificate (salvage.bridge_step)."""
+    cfg = ctx.bootstrap_cfg()
+    try:
+        client_pem = ctx.root.read(paths.KUBELET_CLIENT_CURRENT)
+    except KubereviveError:
+        client_pem = None
+    if client_pem is None or not ctx.journal.peer_api:
+        ctx.progress("      the kubelet has no client certificate to reach the peer with: left as it is")
+        return
+    ca = ctx.root.read(PurePosixPath(cfg.cluster.certificates_dir) / "ca.crt")
+    if ca is None:
+        raise PlanError("pki/ca.crt is missing although salvage-trust is done", "run recover --apply again")
+    server = f"https://{ctx.journal.peer_api}"
+    conf = salvage.bridge_kubelet_conf(cfg.cluster.cluster_name, server, ca, ctx.identity.node_name)
+    why = f"kubelet.conf through peer {ctx.journal.salvage_peer} (until this node's API server runs)"
+    art = Artifact(paths.KUBELET_CONF, 0o600, ArtifactKind.KUBECONFIG, why, conf)
+    ctx.write_step_files(salvage.BRIDGE_STEP_ID, i, lambda: [art])
+    ctx.root.ensure_dir(paths.MANIFESTS_DIR)  # watched from the start: the kubelet sees etcd.yaml at once
+    since = ctx.utcnow().replace(microsecond=0) - timedelta(seconds=1)
+    ctx.host.restart_unit("kubelet")
+    wait_for("the kubelet service", 30, lambda: (ctx.host.unit_active("kubelet"), "not active"))
+    api = ctx.fx.kubeconfig_api(ctx.root, conf)
+    node = f"/api/v1/nodes/{ctx.identity.node_name}"
+    wait_for(
+        f"node {ctx.identity.node_name} Ready through {server}",
+        BRIDGE_TIMEOUT,
+        lambda: ready_since(api.get(node), since),
+    )
+    ctx.progress(f"      the kubelet reports through {server}: node {ctx.identity.node_name} Ready")
+
+
+def wait_own_api_server(ctx: StepContext, timeout: float) -> None:
+    """With healthy peers, the control-plane endpoint (a load balancer) answers /readyz through them at once: wait
+    for this node's own API server too (kubeadm's kubelet.conf names it), before requests can land on it."""
+    if not ctx.journal.salvage_from:
+        return
+    conf = ctx.root.read(paths.KUBELET_CONF)
+    if conf is None:
+        raise PlanError(f"{paths.KUBELET_CONF} is missing although kubelet-client is done", "run recover again")
+    own = ctx.fx.kubeconfig_api(ctx.root, conf)
+    wait_for(f"this node's API server ({own.shown}/readyz)", timeout, own.readyz)
 
 
 def etcd_members(ctx: StepContext) -> tuple[tuple[str, str], ...]:
