@@ -203,7 +203,8 @@ def test_haproxy_config_checks_every_api_server(tmp_path: Path) -> None:
     cfg = LabConfig.from_env({"KUBEREVIVE_LAB_INSTANCE": "2"}, control_planes=3)
     text = loadbalancer.haproxy_config(cfg, tmp_path / "haproxy.sock")
     assert "    bind 172.30.2.10:6443\n" in text
-    assert "    mode tcp\n" in text and "    option tcp-check\n" in text
+    assert "    mode tcp\n" in text and "    option httpchk GET /readyz\n" in text
+    assert "    http-check expect status 200\n" in text and " check-ssl verify none" in text
     servers = [line.split() for line in text.splitlines() if line.strip().startswith("server ")]
     assert servers == [
         ["server", "cp1", "172.30.2.11:6443", "check"],

@@ -2,9 +2,11 @@
 
 As kubeadm's HA guide sets one up (kubernetes/kubeadm docs/ha-considerations.md, "haproxy configuration"):
 TCP mode, a frontend on ``<lb>:6443`` (the cluster's ``controlPlaneEndpoint``), one backend server per
-control-plane node (``cpN:6443``) with health checks, round robin. The guide's ``option httpchk`` on
-``/healthz`` becomes a plain TCP check (``option tcp-check`` + ``check``): a stopped API server refuses
-connections and is taken out after ``fall`` failed checks, one that comes back is put in after ``rise``.
+control-plane node (``cpN:6443``) with health checks, round robin. The check is the guide's HTTPS check
+(``option httpchk`` + ``check-ssl verify none``) on ``/readyz`` rather than ``/healthz``: a starting API server
+opens its port (and answers /healthz) before its informers and RBAC cache have synced, and a TCP or /healthz
+check sent requests to it too early (TLS handshake timeouts, a 403: measured in the one-master recovery test).
+A stopped API server is taken out after ``fall`` failed checks, one that comes back is put in after ``rise``.
 ``retries`` with ``option redispatch`` sends a connection that is refused to another server, so a client
 does not see an API server that went away between two checks.
 
@@ -68,8 +70,9 @@ frontend apiserver
 
 backend apiservers
     balance roundrobin
-    option tcp-check
-    default-server inter {CHECK_INTER_MS}ms fall {CHECK_FALL} rise {CHECK_RISE}
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server inter {CHECK_INTER_MS}ms fall {CHECK_FALL} rise {CHECK_RISE} check-ssl verify none
 {servers}"""
 
 
