@@ -239,6 +239,7 @@ def remove_guard(ctx: StepContext, i: int) -> None:
                 except KubeApiError as exc:
                     if exc.status != 409:
                         raise
+                    return False, "the lease changed meanwhile (a successor took it)"
                 ctx.progress("      the guarded kube-controller-manager stopped: its leader lease released for it")
         return False, f"lease holder {now_holder or '-'}"
 
