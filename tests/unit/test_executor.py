@@ -495,6 +495,35 @@ def test_the_stopped_guarded_controller_managers_lease_is_released_so_the_normal
     assert any("its leader lease released for it" in line for line in c.progress)
 
 
+class RacedLeaseApi(StickyLeaseApi):
+    """The successor acquires the lease (its own expiry) just before recover's release arrives: that PUT fails
+    with a conflict, as the real API server's resourceVersion check makes it."""
+
+    def _handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        if method == "PUT" and path == KCM_LEASE:
+            self.objects[KCM_LEASE] = {"kind": "Lease", "spec": {"holderIdentity": "cp1_successor"}}
+            return 409, {"kind": "Status", "reason": "Conflict", "message": "the object has been modified"}
+        return super()._handle(method, path, query, body)
+
+    def _controllers(self) -> None:
+        held = (self.objects.get(KCM_LEASE) or {}).get("spec", {}).get("holderIdentity")
+        super()._controllers()
+        if held == "cp1_successor":
+            self.objects[KCM_LEASE] = {"kind": "Lease", "spec": {"holderIdentity": held}}
+
+
+def test_a_release_that_meets_a_successor_leaves_its_lease_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = _sticky_cluster(tmp_path, monkeypatch, stuck=False)
+    c.api = RacedLeaseApi(c.clock, c.root)
+    result = c.recover()
+    assert_recovered(c, result)
+    assert c.api.objects[KCM_LEASE]["spec"]["holderIdentity"] == "cp1_successor"  # not overwritten
+    assert f"PUT {KCM_LEASE}" in c.api.requests
+    assert not any("its leader lease released for it" in line for line in c.progress)
+
+
 @pytest.mark.parametrize("case", ["still running", "crictl lists nothing"])
 def test_the_lease_of_a_guarded_controller_manager_that_still_runs_is_never_released(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
