@@ -459,27 +459,31 @@ class StickyLeaseApi(FakeApi):
 
 class KubeletHost(FakeHost):
     """The kubelet: the kube-controller-manager container is the one of the manifest on disk, unless the
-    guarded instance is ``stuck`` (it does not stop)."""
+    guarded instance is ``stuck`` (it does not stop); ``blind``: crictl lists nothing once the manifest changed
+    (it fails)."""
 
     stuck = False
+    blind = False
     guarded_id = ""
 
     def containers(self, name: str | None = None, cri_socket: str | None = None) -> list[Container]:
         if name != "kube-controller-manager":
             return super().containers(name, cri_socket)
         manifest = self.root.read(KCM) or b""
+        if self.blind and self.guarded_id and not is_guarded(parse_manifest(manifest.decode())):
+            return []
         cid = self.guarded_id if self.stuck and self.guarded_id else "kcm-" + hashlib.sha256(manifest).hexdigest()[:8]
         if is_guarded(parse_manifest(manifest.decode())):
             self.guarded_id = cid
         return [Container(cid, name, "CONTAINER_RUNNING", START)]
 
 
-def _sticky_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stuck: bool) -> Cluster:
+def _sticky_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stuck: bool, blind: bool = False) -> Cluster:
     monkeypatch.setattr("kuberevive.io.nodefacts.socket.gethostname", lambda: "cp1")
     c = Cluster(tmp_path)
     c.api = StickyLeaseApi(c.clock, c.root)
     c.host = KubeletHost(c.root)
-    c.host.stuck = stuck
+    c.host.stuck, c.host.blind = stuck, blind
     return c
 
 
@@ -493,10 +497,40 @@ def test_the_stopped_guarded_controller_managers_lease_is_released_so_the_normal
     assert any("its leader lease released for it" in line for line in c.progress)
 
 
-def test_the_lease_of_a_guarded_controller_manager_that_still_runs_is_never_released(
+class RacedLeaseApi(StickyLeaseApi):
+    """The successor acquires the lease (its own expiry) just before recover's release arrives: that PUT fails
+    with a conflict, as the real API server's resourceVersion check makes it."""
+
+    def _handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        if method == "PUT" and path == KCM_LEASE:
+            self.objects[KCM_LEASE] = {"kind": "Lease", "spec": {"holderIdentity": "cp1_successor"}}
+            return 409, {"kind": "Status", "reason": "Conflict", "message": "the object has been modified"}
+        return super()._handle(method, path, query, body)
+
+    def _controllers(self) -> None:
+        held = (self.objects.get(KCM_LEASE) or {}).get("spec", {}).get("holderIdentity")
+        super()._controllers()
+        if held == "cp1_successor":
+            self.objects[KCM_LEASE] = {"kind": "Lease", "spec": {"holderIdentity": held}}
+
+
+def test_a_release_that_meets_a_successor_leaves_its_lease_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    c = _sticky_cluster(tmp_path, monkeypatch, stuck=True)
+    c = _sticky_cluster(tmp_path, monkeypatch, stuck=False)
+    c.api = RacedLeaseApi(c.clock, c.root)
+    result = c.recover()
+    assert_recovered(c, result)
+    assert c.api.objects[KCM_LEASE]["spec"]["holderIdentity"] == "cp1_successor"  # not overwritten
+    assert f"PUT {KCM_LEASE}" in c.api.requests
+    assert not any("its leader lease released for it" in line for line in c.progress)
+
+
+@pytest.mark.parametrize("case", ["still running", "crictl lists nothing"])
+def test_the_lease_of_a_guarded_controller_manager_that_still_runs_is_never_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    c = _sticky_cluster(tmp_path, monkeypatch, stuck=case == "still running", blind=case == "crictl lists nothing")
     monkeypatch.setattr("kuberevive.run.steps.nodes.GUARD_TIMEOUT", 3.0)  # the steps wait in real time
     with pytest.raises(PlanError, match="the normal kube-controller-manager to lead"):
         c.recover()

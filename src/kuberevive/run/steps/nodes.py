@@ -226,7 +226,11 @@ def remove_guard(ctx: StepContext, i: int) -> None:
         if now_holder and now_holder != holder:
             return True, f"lease holder {now_holder}"
         if guarded and not released:
-            stopped = not guarded & {c.id for c in ctx.host.containers(KCM_CONTAINER, cri)}
+            # stopped: the runtime lists a kube-controller-manager container, none of them the guarded one's (an
+            # empty list proves nothing: crictl may have failed; the kubelet stops the old one before it starts
+            # the new one)
+            running = {c.id for c in ctx.host.containers(KCM_CONTAINER, cri)}
+            stopped = bool(running - guarded) and not running & guarded
             body = guardcore.released_lease(lease, holder, ctx.facts.hostname, stopped, ctx.utcnow())
             if body is not None:
                 released = True
@@ -235,6 +239,7 @@ def remove_guard(ctx: StepContext, i: int) -> None:
                 except KubeApiError as exc:
                     if exc.status != 409:
                         raise
+                    return False, "the lease changed meanwhile (a successor took it)"
                 ctx.progress("      the guarded kube-controller-manager stopped: its leader lease released for it")
         return False, f"lease holder {now_holder or '-'}"
 
