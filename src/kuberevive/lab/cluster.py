@@ -42,7 +42,7 @@ from kuberevive.lab._proc import run, wait_for
 from kuberevive.lab.config import BUILD_SCRIPT, WORKLOAD_NAMESPACE, LabConfig, NodeSpec
 from kuberevive.lab.node import Node
 from kuberevive.lab.supervisor import cgroup_mounts
-from kuberevive.run.waiting import poll_until
+from kuberevive.waiting import poll_until
 
 Progress = Callable[[str], None]
 

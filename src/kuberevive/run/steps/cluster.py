@@ -10,7 +10,7 @@ from kuberevive.core.kubeconfig import control_plane_url
 from kuberevive.core.retrust import ready_since
 from kuberevive.errors import KubeApiError, PlanError
 from kuberevive.run.context import StepContext
-from kuberevive.run.waiting import wait_for
+from kuberevive.waiting import wait_for
 
 NODE_TIMEOUT = 240.0
 SIGNER_TIMEOUT = 180.0

@@ -15,7 +15,7 @@ from kuberevive.model.paths import KUBELET_CLIENT_CURRENT, KUBELET_PODS
 from kuberevive.model.recover import TrustFlags
 from kuberevive.run.context import StepContext
 from kuberevive.run.steps.restarts import restart_stale_components
-from kuberevive.run.waiting import wait_for
+from kuberevive.waiting import wait_for
 
 API_TIMEOUT = 300.0
 

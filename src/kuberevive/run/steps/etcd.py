@@ -11,7 +11,7 @@ from kuberevive.errors import ConfigMismatch, EtcdError, PlanError
 from kuberevive.run.context import StepContext
 from kuberevive.run.journal import StoredConfig
 from kuberevive.run.steps.restarts import restart_stale_components
-from kuberevive.run.waiting import wait_for
+from kuberevive.waiting import wait_for
 
 ETCD_TIMEOUT = 180.0
 CLUSTER_INFO_KEY = "/registry/configmaps/kube-public/cluster-info"
