@@ -618,3 +618,31 @@ def test_the_cluster_ca_kept_leaves_the_other_nodes_and_the_guard_alone(tmp_path
     assert "      the eviction guard was not used" in c.progress
     assert "      sa.key was kept: every ServiceAccount token stays valid, no workload restarted" in c.progress
     assert {"name": "w1", "ready": False, "retrust": "kept"} in result.report["nodes"]
+
+
+class _StoppedKubelet(FakeHost):
+    def unit_active(self, unit: str) -> bool:
+        self.commands.append(f"systemctl is-active {unit}")
+        return unit != "kubelet"
+
+
+def test_with_the_kubelet_stopped_the_plan_says_apply_refuses_and_apply_does_refuse_writing_nothing(
+    tmp_path: Path,
+) -> None:
+    root = seed_disaster(tmp_path)
+    host = _StoppedKubelet(root)
+    before = sorted(p.relative_to(root.prefix) for p in root.prefix.rglob("*"))
+    plan = plan_recovery(host, {}, _config_text("10.123.0.0/16"), environ={})
+    assert any("--apply refuses" in n for n in plan.notes), plan.notes
+    with pytest.raises(PlanError, match="the kubelet is not running"):
+        apply_recovery(host, {}, _config_text("10.123.0.0/16"), lambda _line: None, environ={})
+    after = sorted(p.relative_to(root.prefix) for p in root.prefix.rglob("*"))
+    # nothing but the tool's own recovery lock (under /var/lib/kuberevive) appeared
+    assert [p for p in after if p not in before and not str(p).startswith("var/lib/kuberevive")] == []
+
+
+def test_the_plan_of_a_root_that_is_not_this_machines_says_its_kubelet_is_not_checked(tmp_path: Path) -> None:
+    root = seed_disaster(tmp_path)
+    plan = plan_recovery(LocalHost(root, live=False, name="cp1"), {}, _config_text("10.123.0.0/16"), environ={})
+    assert any("is not this machine's root" in n for n in plan.notes), plan.notes
+    assert not any("--apply refuses" in n for n in plan.notes), plan.notes

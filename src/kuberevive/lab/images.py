@@ -27,6 +27,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from kuberevive.errors import LabError
 from kuberevive.lab.config import LABAPP_IMAGE, PAUSE_IMAGE, LabConfig
 
 FORMAT_VERSION = "1"
+UNUSED_FOR = 7 * 24 * 3600  # prune_cache removes an archive no lab has used for a week
 PAUSE_SOURCE = Path(__file__).parent / "data" / "pause.c"
 XTABLES_DIR = Path("/usr/lib/x86_64-linux-gnu/xtables")
 
@@ -216,9 +218,11 @@ def kube_proxy_image(ref: str, kube_proxy: Path) -> ImageSpec:
 
 
 def build_pause(out: Path) -> Path:
-    """Compile the static pause program (cached next to the images)."""
-    binary = out / "pause"
-    if binary.exists() and binary.stat().st_mtime >= PAUSE_SOURCE.stat().st_mtime:
+    """Compile the static pause program (cached next to the images), once per content of its source: a fresh
+    checkout (a CI clone, a worktree) has a new source mtime, and a rebuilt binary would change the image's cache
+    key under a lab that is importing the old one."""
+    binary = out / f"pause-{hashlib.sha256(PAUSE_SOURCE.read_bytes()).hexdigest()[:16]}"
+    if binary.exists():
         return binary
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f"pause.{os.getpid()}.tmp"  # two labs (test workers) may build it at the same time
@@ -283,6 +287,7 @@ def ensure_archive(cfg: LabConfig, spec: ImageSpec) -> Path:
     d = cfg.image_cache / spec.cache_key()
     path = d / spec.file_name
     if path.exists():
+        os.utime(d)  # in use: prune_cache keeps it
         return path
     d.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two labs (test workers) may build it at the same time
@@ -291,11 +296,16 @@ def ensure_archive(cfg: LabConfig, spec: ImageSpec) -> Path:
     return path
 
 
-def prune_cache(cfg: LabConfig, keep: list[Path]) -> None:
-    """Remove cached archives that no current spec uses."""
+def prune_cache(cfg: LabConfig, keep: list[Path], now: float | None = None) -> None:
+    """Remove cached archives that no current spec uses and that no lab has used for ``UNUSED_FOR`` seconds.
+
+    The cache is shared by every lab instance (CI's two test workers, labs of other Kubernetes versions): an
+    archive another running lab still imports must survive this lab's prune, so age decides, not this lab's specs
+    alone (``ensure_archive`` refreshes a directory's mtime each time a lab uses it)."""
     keep_dirs = {p.parent for p in keep}
     if not cfg.image_cache.is_dir():
         return
+    cutoff = (time.time() if now is None else now) - UNUSED_FOR
     for d in cfg.image_cache.iterdir():
-        if d.is_dir() and d.name != "pause-bin" and d not in keep_dirs:
+        if d.is_dir() and d.name != "pause-bin" and d not in keep_dirs and d.stat().st_mtime < cutoff:
             shutil.rmtree(d, ignore_errors=True)

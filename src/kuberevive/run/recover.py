@@ -215,10 +215,15 @@ def _prepare(
         "the ClusterConfiguration is read from etcd (kube-system/kubeadm-config) once etcd runs (step 4); "
         "file lists below use kubeadm's default paths until then",
     ]
-    if not evidence.kubelet_active:
+    if not host.live:
+        notes.append(
+            f"{host.root.prefix} is not this machine's root: its kubelet is not checked or restarted; --apply expects "
+            "a kubelet that watches its manifests directory to start etcd and the control plane"
+        )
+    elif not evidence.kubelet_active:  # as --apply refuses below
         notes.append(
             "the kubelet is not running: without /etc/kubernetes it cannot start, so it cannot start etcd; "
-            "--apply refuses (not handled by recover part 1)"
+            "--apply refuses (not handled yet)"
         )
     present = [f for f in evidence.kubernetes_files if f != str(JOURNAL)]
     if present:
