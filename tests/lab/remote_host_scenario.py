@@ -127,9 +127,18 @@ def scenario(host: Host, base: PurePosixPath, tmpfs: PurePosixPath, now: datetim
     host.write(current, b"A FILE WHERE THE LINK BELONGS\n", 0o600)
     first = host.repoint_symlink(current, str(pem_a), now)
     again = host.repoint_symlink(current, str(pem_a), now)
-    obs["repoint a symlink over a file, then again"] = [shown(first), read(first), shown(again), host.readlink(current)]
+    obs["repoint a symlink over a file, then again"] = [
+        shown(first),
+        read(first),
+        shown(again),
+        shown(host.readlink(current)),
+    ]
     moved = host.repoint_symlink(current, str(pem_b))
-    obs["repoint it elsewhere"] = [shown(moved), host.readlink(moved) if moved else None, host.readlink(current)]
+    obs["repoint it elsewhere"] = [
+        shown(moved),
+        shown(host.readlink(moved) if moved else None),
+        shown(host.readlink(current)),
+    ]
 
     data_dir, kept = base / "etcd", base / "etcd.kuberevive-old"
     host.write(data_dir / "member" / "snap" / "db", b"DB\n", 0o600)

@@ -135,6 +135,33 @@ def test_the_outcome_is_the_one_kubeadm_needs(outcomes: Outcomes) -> None:
         False,
     ]
     assert o["move aside what is not there"] is None
+    assert o["repoint a symlink over a file, then again"] == [
+        "<backup><base>/kubelet-client-now.pem",
+        "A FILE WHERE THE LINK BELONGS\n",
+        None,
+        "<base>/kubelet-client-a.pem",
+    ]
+    assert o["repoint it elsewhere"] == [
+        "<backup><base>/kubelet-client-now.pem",
+        "<base>/kubelet-client-a.pem",
+        "<base>/kubelet-client-b.pem",
+    ]
+    assert o["rename a directory"] == [False, "DB\n", f"755 {root_dir}"]
+    assert o["rename over something that exists"].startswith(
+        "NodeFsError: cannot rename <base>/etcd.kuberevive-old to <base>/etcd: that exists already; nothing was moved"
+    )
+    assert o["rename what is not there"].startswith(
+        "NodeFsError: cannot rename <base>/absent to <base>/etcd.kuberevive-old: <base>/absent does not exist"
+    )
+    assert o["rename across file systems"].startswith(
+        "NodeFsError: cannot rename <base>/etcd.kuberevive-old to <tmpfs>/etcd: Invalid cross-device link; nothing"
+    )
+    assert o["after the refused renames"] == [True, False]
+    assert o["the node's lock, taken twice"].startswith(
+        "NodeFsError: another 'kuberevive scenario' is running on this node (lock /var/lib/kuberevive/recover/lock "
+        "held by pid <pid>)"
+    )
+    assert o["the node's lock after it was left"] == "taken"
     assert o["read what is not there"] == [None, False]
     assert o["read a FIFO"] == "NodeFsError: <base>/fifo is not a regular file (a FIFO). Move it away and run again."
     assert (

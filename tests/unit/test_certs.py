@@ -23,7 +23,7 @@ from kuberevive.model.config import KubeadmConfig, NodeFacts
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
 from tests.unit.test_diagnose import K8S, NOW, PKI, Files, _cfg, _file, make_tree, snapshot
 
-CURRENT = PurePosixPath(retrust.KUBELET_CLIENT_CURRENT)
+CURRENT = paths.KUBELET_CLIENT_CURRENT
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 KUBEADM_ROWS = {
     "admin.conf",

@@ -160,3 +160,40 @@ def test_the_checks_can_fail(tmp_path: Path) -> None:
     assert "from kuberevive.core.b import _hidden" in found and "b._secret (kuberevive.core.b)" in found
     assert "run.py: imports the private module kuberevive.core._helpers" in found
     assert "a.py: imports the private module" not in found  # core/a.py may use core/_helpers.py
+
+
+#: (layer, layers it may never import): the pure core and model import no I/O, and nothing below the executors
+#: (run/) or the command line (cli/) imports them.
+LAYER_RULES = {
+    "kuberevive.core": ("kuberevive.io", "kuberevive.run", "kuberevive.cli"),
+    "kuberevive.model": ("kuberevive.io", "kuberevive.run", "kuberevive.cli"),
+    "kuberevive.io": ("kuberevive.run", "kuberevive.cli"),
+}
+
+
+def _layer_breaks(imports: _Imports) -> list[str]:
+    found = []
+    for module, targets in sorted(imports.edges.items()):
+        for layer, banned in LAYER_RULES.items():
+            if module == layer or module.startswith(layer + "."):
+                found += [f"{module} imports {t}" for t in sorted(targets) if any(t.startswith(b) for b in banned)]
+    return found
+
+
+def test_io_core_and_model_never_import_the_layers_above_them() -> None:
+    assert _layer_breaks(_scan(_modules())) == []
+
+
+def test_the_layer_check_can_fail(tmp_path: Path) -> None:
+    pkg = tmp_path / "kuberevive"
+    for sub in ("io", "run", "core"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "run" / "waiting.py").write_text("def wait_for() -> None: ...\n")
+    (pkg / "io" / "etcdrestore.py").write_text("from kuberevive.run.waiting import wait_for\n")
+    (pkg / "core" / "pure.py").write_text("import kuberevive.io.etcdrestore\n")
+    assert _layer_breaks(_scan(_modules(pkg))) == [
+        "kuberevive.core.pure imports kuberevive.io.etcdrestore",
+        "kuberevive.io.etcdrestore imports kuberevive.run.waiting",
+    ]

@@ -91,7 +91,7 @@ def test_an_unopenable_log_does_not_stop_the_run():
 
 
 def test_on_a_terminal_heartbeats_share_one_status_line_and_off_it_each_is_a_line():
-    from kuberevive.run.waiting import poll_until
+    from kuberevive.waiting import poll_until
 
     def wait(tty: bool) -> str:
         err = io.StringIO()

@@ -10,6 +10,7 @@ import pytest
 from kuberevive.core import recover as rcore
 from kuberevive.core import retrust as core
 from kuberevive.errors import PlanError
+from kuberevive.model import paths
 from kuberevive.model.config import KubeadmConfig
 from tests.unit.test_recover import STORED, evidence
 
@@ -61,9 +62,7 @@ def test_unreporting_nodes_need_an_expired_lease_or_not_ready_with_an_old_heartb
 
 
 def _worker_files(ca: bytes, key: bytes, name: str = "worker1", now: datetime = NOW) -> tuple[bytes, bytes]:
-    files = core.node_trust_files(
-        _cfg(), ca, key, name, "https://172.30.2.11:6443", core.DEFAULT_CLIENT_CA_FILE, now, "s"
-    )
+    files = core.node_trust_files(_cfg(), ca, key, name, "https://172.30.2.11:6443", str(paths.CA_CRT), now, "s")
     return files.kubeconfig, files.pem
 
 
@@ -80,7 +79,7 @@ def test_trust_problems_name_what_is_lost_or_stale() -> None:
     # the worker lost /etc/kubernetes: kubelet.conf and the client CA file are gone, the pem survives
     assert core.trust_problems("worker1", ca, None, None, pem, NOW) == [
         "the kubelet's client CA file is missing",
-        f"{core.KUBELET_CONF} is missing",
+        f"{paths.KUBELET_CONF} is missing",
     ]
     # a stale client certificate: from another CA, expired, or for another node
     old_conf, old_pem = _worker_files(other_ca, other_key)
@@ -98,7 +97,7 @@ def test_trust_problems_name_what_is_lost_or_stale() -> None:
         "the kubelet's client certificate is for ['system:node:worker2'], not system:node:worker1"
     ]
     assert core.trust_problems("worker1", ca, ca, conf, None, NOW) == ["the kubelet's client certificate is missing"]
-    assert core.trust_problems("worker1", ca, ca, b"::", pem, NOW) == [f"{core.KUBELET_CONF} is unreadable"]
+    assert core.trust_problems("worker1", ca, ca, b"::", pem, NOW) == [f"{paths.KUBELET_CONF} is unreadable"]
 
 
 def test_a_worker_running_recover_is_told_where_to_run_it() -> None:

@@ -3,11 +3,13 @@ run against a fake host (the node's files under a temporary root, systemctl/cric
 
 from __future__ import annotations
 
+import base64
 import re
 import stat
 from pathlib import Path, PurePosixPath
 
 import pytest
+import yaml
 
 from kuberevive.core import retrust
 from kuberevive.core.generate import Target, generate
@@ -18,7 +20,7 @@ from kuberevive.model.config import KubeadmConfig, NodeFacts
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
 from kuberevive.run import caextend, renew
 from kuberevive.run.context import Effects, Faults, check_table
-from kuberevive.run.journal import RenewJournal
+from kuberevive.run.journal import CaExtendJournal, RenewJournal
 from tests.unit.test_diagnose import K8S, KUBELET_CONFIG, NOW, PKI
 from tests.unit.test_executor import FakeClock, FakeHost, Killed, _kill
 from tests.unit.test_retrust_in_place import Fleet
@@ -176,3 +178,38 @@ def test_another_root_writes_the_files_and_restarts_nothing(tmp_path: Path) -> N
     )
     assert result.steps == ["kubelet-client", "leaves", "kubeconfigs"] and result.applied == result.steps
     assert any("nothing was restarted" in m for m in result.messages) and host.commands == []
+
+
+def test_ca_extend_killed_after_its_files_resumes_with_the_same_certificates_and_restarts_nothing_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """``ca extend --all`` under another root: only the files step; a run killed after it resumes to a finished
+    journal, the extended CAs keep their keys, and every kubeconfig holds the new CA."""
+    root = control_plane(tmp_path)
+    host = LocalHost(root, live=False)
+    before = {n: root.read_existing(PKI / n) for n in ("ca.crt", "ca.key", "front-proxy-ca.crt", "etcd/ca.crt")}
+    plan = caextend.plan(str(root.prefix), str(CONFIG), DAYS, [], True, False, live=False)
+    assert plan.steps == ["files"] and {c["name"] for c in plan.cas} == {"ca", "front-proxy-ca", "etcd-ca"}
+    assert root.read_existing(PKI / "ca.crt") == before["ca.crt"]  # the plan changes nothing
+    clock = FakeClock()
+
+    def run(after_step: int | None = None) -> caextend.ExtendResult:
+        fx = Effects(utcnow=clock.utcnow, monotonic=clock.time, faults=Faults(after_step=after_step, kill=_kill))
+        return caextend.apply(
+            str(root.prefix), str(CONFIG), DAYS, [], True, None, print, {}, live=False, host=host, effects=fx
+        )
+
+    with pytest.raises(Killed):
+        run(after_step=1)
+    written = root.read_existing(PKI / "ca.crt")
+    assert written != before["ca.crt"] and root.read_existing(PKI / "ca.key") == before["ca.key"]
+    again = caextend.plan(str(root.prefix), str(CONFIG), DAYS, [], True, False, live=False)
+    assert again.resumed and again.steps == []
+    result = run()
+    assert result.resumed and result.applied == [] and root.read_existing(PKI / "ca.crt") == written
+    journal = CaExtendJournal.load(root, caextend.JOURNAL)
+    assert journal is not None and journal.status == "done"
+    for name in ("admin.conf", "scheduler.conf"):
+        conf = yaml.safe_load(root.read_existing(K8S / name))
+        assert base64.b64decode(conf["clusters"][0]["cluster"]["certificate-authority-data"]) == written
+    assert result.as_dict()["restarts"] == [] and [s["id"] for s in result.as_dict()["steps"]] == ["files"]

@@ -17,6 +17,7 @@ from kuberevive.core import retrust as core
 from kuberevive.core.guard import is_guarded
 from kuberevive.core.manifests import parse_manifest
 from kuberevive.core.retrust import guard_manifest, unguard_manifest
+from kuberevive.model import paths
 from kuberevive.model.config import KubeadmConfig
 from tests.unit.test_recover import STORED, evidence
 
@@ -56,8 +57,8 @@ def test_node_trust_files_issue_a_node_client_certificate_from_the_new_ca() -> N
     assert doc["clusters"][0]["cluster"]["server"] == "https://10.0.0.1:6443"
     assert base64.b64decode(doc["clusters"][0]["cluster"]["certificate-authority-data"]) == ca_pem
     assert doc["users"][0]["user"] == {
-        "client-certificate": core.KUBELET_CLIENT_CURRENT,
-        "client-key": core.KUBELET_CLIENT_CURRENT,
+        "client-certificate": str(paths.KUBELET_CLIENT_CURRENT),
+        "client-key": str(paths.KUBELET_CLIENT_CURRENT),
     }
     assert doc["users"][0]["name"] == "system:node:worker7"
 
@@ -138,6 +139,6 @@ def test_eviction_events_are_taint_evictions_without_their_cancellations() -> No
 
 
 def test_a_kubelet_configuration_nested_too_deep_is_read_as_absent_not_a_recursion_error() -> None:
-    from kuberevive.core.retrust import DEFAULT_CLIENT_CA_FILE, client_ca_file
+    from kuberevive.core.retrust import client_ca_file
 
-    assert client_ca_file(b"[" * 100_000) == DEFAULT_CLIENT_CA_FILE
+    assert client_ca_file(b"[" * 100_000) == str(paths.CA_CRT)

@@ -1,4 +1,4 @@
-"""run/waiting.py: the one poll helper, with an injected clock and sleep (no real waiting) and its heartbeats."""
+"""waiting.py: the one poll helper, with an injected clock and sleep (no real waiting) and its heartbeats."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from kuberevive import logs
 from kuberevive.errors import KubeApiError, PlanError
-from kuberevive.run.waiting import HEARTBEAT, poll_until, wait_for
+from kuberevive.waiting import HEARTBEAT, poll_until, wait_for
 
 
 class FakeClock:

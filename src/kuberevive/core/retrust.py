@@ -41,11 +41,6 @@ from kuberevive.model import paths, yamlload
 from kuberevive.model.config import KubeadmConfig
 
 # The node paths of model/paths as the strings the remote commands and kubeconfig fields take.
-KUBELET_CONF = str(paths.KUBELET_CONF)
-KUBELET_CONFIG_YAML = str(paths.KUBELET_CONFIG)
-KUBELET_PKI = str(paths.KUBELET_PKI)
-KUBELET_CLIENT_CURRENT = str(paths.KUBELET_CLIENT_CURRENT)
-DEFAULT_CLIENT_CA_FILE = str(paths.CA_CRT)
 NODES_GROUP = "system:nodes"
 
 
@@ -66,8 +61,8 @@ class NodeTrustFiles:
         return [
             f"{self.ca_path} (0644): the new cluster CA",
             f"{self.pem_path} (0600): client certificate for system:node:{self.node} from the new CA",
-            f"{KUBELET_CLIENT_CURRENT} -> {self.pem_path}",
-            f"{KUBELET_CONF} (0600): server {redact_url(self.server)}, the new CA, the client certificate above",
+            f"{paths.KUBELET_CLIENT_CURRENT} -> {self.pem_path}",
+            f"{paths.KUBELET_CONF} (0600): server {redact_url(self.server)}, the new CA, the client certificate above",
         ]
 
 
@@ -86,15 +81,15 @@ def kubelet_conf_server(kubelet_conf: bytes | None, default: str) -> str:
 def client_ca_file(kubelet_config_yaml: bytes | None) -> str:
     """``authentication.x509.clientCAFile`` of the kubelet's configuration (kubeadm's default if unset)."""
     if not kubelet_config_yaml:
-        return DEFAULT_CLIENT_CA_FILE
+        return str(paths.CA_CRT)
     try:
         doc = yamlload.load(kubelet_config_yaml)
     except yaml.YAMLError:
-        return DEFAULT_CLIENT_CA_FILE
+        return str(paths.CA_CRT)
     if not isinstance(doc, dict):
-        return DEFAULT_CLIENT_CA_FILE
+        return str(paths.CA_CRT)
     value = ((doc.get("authentication") or {}).get("x509") or {}).get("clientCAFile")
-    return str(value) if isinstance(value, str) and value.startswith("/") else DEFAULT_CLIENT_CA_FILE
+    return str(value) if isinstance(value, str) and value.startswith("/") else str(paths.CA_CRT)
 
 
 def node_trust_files(
@@ -136,13 +131,16 @@ def node_trust_files(
             preferences=versions.profile(cfg.cluster.kubernetes_version).kubeconfig_preferences,
         )
     )
-    doc["users"][0]["user"] = {"client-certificate": KUBELET_CLIENT_CURRENT, "client-key": KUBELET_CLIENT_CURRENT}
+    doc["users"][0]["user"] = {
+        "client-certificate": str(paths.KUBELET_CLIENT_CURRENT),
+        "client-key": str(paths.KUBELET_CLIENT_CURRENT),
+    }
     return NodeTrustFiles(
         node=node_name,
         server=server,
         ca_path=ca_path,
         ca_cert=ca_cert_pem,
-        pem_path=f"{KUBELET_PKI}/kubelet-client-{stamp}.pem",
+        pem_path=f"{paths.KUBELET_PKI}/kubelet-client-{stamp}.pem",
         pem=cert_pem + key_pem,
         kubeconfig=yamlfmt.dump(doc).encode(),
     )
@@ -231,15 +229,15 @@ def trust_problems(
     elif not _same_certificate(client_ca, ca):
         problems.append("the kubelet's client CA file is not the cluster CA")
     if kubelet_conf is None:
-        problems.append(f"{KUBELET_CONF} is missing")
+        problems.append(f"{paths.KUBELET_CONF} is missing")
         return problems
     try:
         cluster, user = Kubeconfig.from_yaml(kubelet_conf).current()
     except (KubereviveError, ValueError, KeyError, TypeError, AttributeError):
-        problems.append(f"{KUBELET_CONF} is unreadable")
+        problems.append(f"{paths.KUBELET_CONF} is unreadable")
         return problems
     if cluster.certificate_authority_data is None or not _same_certificate(cluster.certificate_authority_data, ca):
-        problems.append(f"{KUBELET_CONF} does not embed the cluster CA")
+        problems.append(f"{paths.KUBELET_CONF} does not embed the cluster CA")
     pem = user.client_certificate_data or client_pem
     if pem is None:
         problems.append("the kubelet's client certificate is missing")
@@ -290,10 +288,6 @@ def is_ready(node: dict[str, Any]) -> bool:
 
 
 __all__ = [
-    "DEFAULT_CLIENT_CA_FILE",
-    "KUBELET_CLIENT_CURRENT",
-    "KUBELET_CONF",
-    "KUBELET_CONFIG_YAML",
     "STALE_HEARTBEAT",
     "NodeTrustFiles",
     "client_ca_file",

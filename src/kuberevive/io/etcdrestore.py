@@ -30,7 +30,7 @@ from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.kubeadm_yaml import node_dir_problem
 from kuberevive.model.paths import ETCD_CA_CRT, ETCD_HEALTHCHECK_CLIENT, ETCD_MANIFEST, KUBERNETES_TMP_DIR
-from kuberevive.run.waiting import poll_until
+from kuberevive.waiting import poll_until
 
 
 @dataclass

@@ -169,6 +169,21 @@ class KubeApi:
     def create(self, path: str, obj: Mapping[str, Any]) -> Any:
         return self.request("POST", path, obj)
 
+    def ensure_configmap_data(self, namespace: str, name: str, data: Mapping[str, str]) -> str:
+        """Make the ConfigMap ``namespace/name`` hold ``data`` (its other keys kept): created when it is missing,
+        merge-patched when a value differs. Returns ``created``, ``unchanged`` or ``updated``."""
+        collection = f"/api/v1/namespaces/{namespace}/configmaps"
+        current = self.get_or_none(f"{collection}/{name}")
+        if current is None:
+            obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": dict(data)}
+            self.create(collection, obj)
+            return "created"
+        have = current.get("data") or {}
+        if all(have.get(k) == v for k, v in data.items()):
+            return "unchanged"
+        self.patch(f"{collection}/{name}", {"data": dict(data)})
+        return "updated"
+
     def replace(self, path: str, obj: Mapping[str, Any]) -> Any:
         return self.request("PUT", path, obj)
 

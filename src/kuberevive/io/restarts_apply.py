@@ -31,7 +31,7 @@ from kuberevive.core import restarts
 from kuberevive.core.satokens import LEGACY_TOKEN_SECRET, token_kid
 from kuberevive.errors import KubeApiError
 from kuberevive.io.kubeapi import KubeApi
-from kuberevive.run.waiting import poll_until
+from kuberevive.waiting import poll_until
 
 Outcome = Literal["ok", "skipped", "failed"]
 Progress = Callable[[str], None]

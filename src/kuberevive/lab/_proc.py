@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from kuberevive.errors import LabError
-from kuberevive.run.waiting import poll_until
+from kuberevive.waiting import poll_until
 
 T = TypeVar("T")
 

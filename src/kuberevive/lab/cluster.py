@@ -45,7 +45,7 @@ from kuberevive.lab.config import BUILD_SCRIPT, LB_NAME, WORKLOAD_NAMESPACE, Lab
 from kuberevive.lab.loadbalancer import LoadBalancer
 from kuberevive.lab.node import Node
 from kuberevive.lab.supervisor import cgroup_mounts
-from kuberevive.run.waiting import poll_until
+from kuberevive.waiting import poll_until
 
 Progress = Callable[[str], None]
 

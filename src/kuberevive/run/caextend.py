@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -69,18 +69,13 @@ READERS = {
 WORKER_MODES = {paths.KUBELET_CONF: 0o600}
 
 
-@dataclass
-class ExtendResult:
+@dataclass(kw_only=True)
+class ExtendResult(renew.StepsResult):
+    titles = STEP_TITLES
     cas: list[dict[str, Any]]
     files: list[dict[str, str]]
-    steps: list[str]
     restarts: list[str]
-    config_source: str = ""
     all_nodes: bool = False
-    applied: list[str] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)
-    resumed: bool = False
-    seconds: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -93,12 +88,7 @@ class ExtendResult:
             ],
             "other_nodes": [str(paths.KUBELET_CONF), "the kubelet's clientCAFile"] if self.all_nodes else [],
             "restarts": self.restarts,
-            "steps": [{"id": s, "title": STEP_TITLES[s]} for s in self.steps],
-            "config_source": self.config_source,
-            "applied": self.applied,
-            "messages": self.messages,
-            "resumed": self.resumed,
-            "seconds": self.seconds,
+            **self.steps_dict(),
         }
 
 
@@ -203,23 +193,23 @@ def plan(
         todo = [s for s in steps_for(live, journal.all_nodes) if not journal.step_done(s)]
         files = _file_json(journal.artifacts("files") or caextend.rewrites(_local_files(node, extended), extended))
         return ExtendResult(
-            [_ca_json(e) for e in extended],
-            files,
-            todo,
-            restarts_for([e.name for e in extended], live),
-            journal.config_source,
-            journal.all_nodes,
+            cas=[_ca_json(e) for e in extended],
+            files=files,
+            steps=todo,
+            restarts=restarts_for([e.name for e in extended], live),
+            config_source=journal.config_source,
+            all_nodes=journal.all_nodes,
             resumed=True,
         )
     extended, items, source = _prepare(root, config_file, warning_days, wanted, everything, validity, live)
     by_name = {i.name: i for i in items}
     return ExtendResult(
-        [_ca_json(e, by_name[e.name]) for e in extended],
-        _file_json(caextend.rewrites(_local_files(node, extended), extended)) if extended else [],
-        steps_for(live, all_nodes) if extended else [],
-        restarts_for([e.name for e in extended], live),
-        source,
-        all_nodes,
+        cas=[_ca_json(e, by_name[e.name]) for e in extended],
+        files=_file_json(caextend.rewrites(_local_files(node, extended), extended)) if extended else [],
+        steps=steps_for(live, all_nodes) if extended else [],
+        restarts=restarts_for([e.name for e in extended], live),
+        config_source=source,
+        all_nodes=all_nodes,
     )
 
 
@@ -355,12 +345,12 @@ def apply(
         if journal is None or not resumed:
             extended, items, source = _prepare(root, config_file, warning_days, wanted, everything, validity, live)
             result = ExtendResult(
-                [_ca_json(e, i) for e, i in zip(extended, items, strict=True)],
-                [],
-                steps_for(live, options is not None) if extended else [],
-                restarts_for([e.name for e in extended], live),
-                source,
-                options is not None,
+                cas=[_ca_json(e, i) for e, i in zip(extended, items, strict=True)],
+                files=[],
+                steps=steps_for(live, options is not None) if extended else [],
+                restarts=restarts_for([e.name for e in extended], live),
+                config_source=source,
+                all_nodes=options is not None,
             )
             if not extended:
                 return result
@@ -388,12 +378,12 @@ def apply(
             assert journal is not None
             extended = _journal_extended(journal)
             result = ExtendResult(
-                [_ca_json(e) for e in extended],
-                [],
-                steps_for(live, journal.all_nodes),
-                restarts_for([e.name for e in extended], live),
-                journal.config_source,
-                journal.all_nodes,
+                cas=[_ca_json(e) for e in extended],
+                files=[],
+                steps=steps_for(live, journal.all_nodes),
+                restarts=restarts_for([e.name for e in extended], live),
+                config_source=journal.config_source,
+                all_nodes=journal.all_nodes,
                 resumed=True,
             )
             progress(f"resuming the CA extension started at {journal.started_at} (journal {JOURNAL})")

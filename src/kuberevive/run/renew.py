@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from kuberevive.core import certs, pki
 from kuberevive.core import diagnose as d
@@ -49,7 +49,7 @@ from kuberevive.model.recover import RetrustOptions
 from kuberevive.run.context import Effects, Faults, check_table
 from kuberevive.run.journal import RenewJournal
 from kuberevive.run.retrust import connect
-from kuberevive.run.waiting import wait_for
+from kuberevive.waiting import wait_for
 
 JOURNAL = paths.RENEW_DIR / "journal.json"
 API_TIMEOUT = 300.0
@@ -196,9 +196,13 @@ def _group(name: str) -> certs.Group:
     return certs.Group.CERTIFICATE
 
 
-@dataclass
-class RenewResult:
-    targets: list[dict[str, Any]]
+@dataclass(kw_only=True)
+class StepsResult:
+    """What a resumable command (``certs renew``, ``ca extend``) reports: its steps (planned, or left when resumed),
+    where the configuration came from, what was applied and noticed, and how long it took."""
+
+    #: Step id -> title.
+    titles: ClassVar[Mapping[str, str]]
     steps: list[str]
     config_source: str = ""
     applied: list[str] = field(default_factory=list)
@@ -206,16 +210,24 @@ class RenewResult:
     resumed: bool = False
     seconds: float | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def steps_dict(self) -> dict[str, Any]:
         return {
-            "targets": self.targets,
-            "steps": [{"id": s, "title": STEP_TITLES[s]} for s in self.steps],
+            "steps": [{"id": s, "title": self.titles[s]} for s in self.steps],
             "config_source": self.config_source,
             "applied": self.applied,
             "messages": self.messages,
             "resumed": self.resumed,
             "seconds": self.seconds,
         }
+
+
+@dataclass(kw_only=True)
+class RenewResult(StepsResult):
+    titles = STEP_TITLES
+    targets: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"targets": self.targets, **self.steps_dict()}
 
 
 def _target_json(item: certs.CertItem) -> dict[str, Any]:
@@ -244,12 +256,16 @@ def plan(root: str, config_file: str | None, warning_days: int, everything: bool
     if journal is not None and journal.status == "running":
         targets = list(journal.targets)
         todo = [s for s in steps_for([t["name"] for t in targets], live) if not journal.step_done(s)]
-        return RenewResult(targets, todo, journal.config_source, resumed=True)
+        return RenewResult(targets=targets, steps=todo, config_source=journal.config_source, resumed=True)
     report, cfg = read_report(root, config_file, warning_days, live=live)
     items = certs.renewal_targets(report, everything)
     if items:
         require_cfg(cfg)
-    return RenewResult([_target_json(i) for i in items], steps_for([i.name for i in items], live), report.config_source)
+    return RenewResult(
+        targets=[_target_json(i) for i in items],
+        steps=steps_for([i.name for i in items], live),
+        config_source=report.config_source,
+    )
 
 
 def admin_client(root: NodeRoot) -> KubeApi:
@@ -277,7 +293,7 @@ class RenewExecutor:
         journal: RenewJournal,
         cfg: KubeadmConfig,
         progress: Progress,
-        result: RenewResult,
+        result: StepsResult,
         fx: Effects | None = None,
     ) -> None:
         self.fx = fx or renew_effects({})
@@ -471,7 +487,9 @@ def apply(
         if journal is None or not resumed:
             items = certs.renewal_targets(report, everything)
             result = RenewResult(
-                [_target_json(i) for i in items], steps_for([i.name for i in items], live), report.config_source
+                targets=[_target_json(i) for i in items],
+                steps=steps_for([i.name for i in items], live),
+                config_source=report.config_source,
             )
             if not items:
                 return result
@@ -491,7 +509,10 @@ def apply(
             cfg = require_cfg(cfg_or_none)
             targets = list(journal.targets)
             result = RenewResult(
-                targets, steps_for([t["name"] for t in targets], live), journal.config_source, resumed=True
+                targets=targets,
+                steps=steps_for([t["name"] for t in targets], live),
+                config_source=journal.config_source,
+                resumed=True,
             )
             progress(f"resuming the renewal started at {journal.started_at} (journal {JOURNAL})")
         executor = RenewExecutor(host, journal, cfg, progress, result, fx)

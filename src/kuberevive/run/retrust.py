@@ -21,7 +21,7 @@ from kuberevive.io.transport import Deadline, NodeResult, SshTarget, SshTranspor
 from kuberevive.model.config import KubeadmConfig
 from kuberevive.model.inventory import InventoryNode, from_node_objects
 from kuberevive.model.recover import RetrustOptions
-from kuberevive.run.waiting import wait_for as _wait
+from kuberevive.waiting import wait_for as _wait
 
 Progress = Callable[[str], None]
 

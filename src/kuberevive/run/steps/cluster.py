@@ -10,7 +10,7 @@ from kuberevive.core.kubeconfig import control_plane_url
 from kuberevive.core.retrust import ready_since
 from kuberevive.errors import KubeApiError, PlanError
 from kuberevive.run.context import StepContext
-from kuberevive.run.waiting import wait_for
+from kuberevive.waiting import wait_for
 
 NODE_TIMEOUT = 240.0
 SIGNER_TIMEOUT = 180.0
@@ -28,21 +28,9 @@ def upload_config(ctx: StepContext, i: int) -> None:
     ):
         if value is None:
             continue
-        path = f"/api/v1/namespaces/kube-system/configmaps/{name}"
-        current = api.get_or_none(path)
-        if current is None:
-            api.create(
-                "/api/v1/namespaces/kube-system/configmaps",
-                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {key: value}},
-            )
-            ctx.progress(f"      kube-system/{name}: created (was missing)")
-            continue
-        if (current.get("data") or {}).get(key) == value:
-            ctx.progress(f"      kube-system/{name}: unchanged")
-        else:
-            current["data"] = (current.get("data") or {}) | {key: value}
-            api.replace(path, current)
-            ctx.progress(f"      kube-system/{name}: restored to the stored content")
+        done = api.ensure_configmap_data("kube-system", name, {key: value})
+        said = {"created": "created (was missing)", "updated": "restored to the stored content"}
+        ctx.progress(f"      kube-system/{name}: {said.get(done, done)}")
 
 
 def cluster_info_value(ctx: StepContext) -> str:
@@ -53,20 +41,7 @@ def cluster_info_value(ctx: StepContext) -> str:
 def cluster_info(ctx: StepContext, i: int) -> None:
     api = ctx.api()
     value = cluster_info_value(ctx)
-    current = api.get_or_none(CLUSTER_INFO)
-    if current is None:
-        api.create(
-            "/api/v1/namespaces/kube-public/configmaps",
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": "cluster-info"},
-                "data": {"kubeconfig": value},
-            },
-        )
-        return
-    if (current.get("data") or {}).get("kubeconfig") != value:
-        api.patch(CLUSTER_INFO, {"data": {"kubeconfig": value}})
+    if api.ensure_configmap_data("kube-public", "cluster-info", {"kubeconfig": value}) == "updated":
         ctx.progress("      kube-public/cluster-info: kubeconfig now carries the new CA")
 
 

@@ -16,7 +16,7 @@ from kuberevive.model.recover import TrustFlags
 from kuberevive.run.context import StepContext
 from kuberevive.run.steps.restarts import restart_stale_components
 from kuberevive.run.steps.salvage import etcd_members, wait_own_api_server
-from kuberevive.run.waiting import wait_for
+from kuberevive.waiting import wait_for
 
 API_TIMEOUT = 300.0
 

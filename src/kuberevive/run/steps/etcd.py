@@ -12,7 +12,7 @@ from kuberevive.run.context import StepContext
 from kuberevive.run.journal import StoredConfig
 from kuberevive.run.steps.restarts import restart_stale_components
 from kuberevive.run.steps.salvage import etcd_members
-from kuberevive.run.waiting import wait_for
+from kuberevive.waiting import wait_for
 
 ETCD_TIMEOUT = 180.0
 CLUSTER_INFO_KEY = "/registry/configmaps/kube-public/cluster-info"

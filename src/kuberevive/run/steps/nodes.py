@@ -28,7 +28,7 @@ from kuberevive.model.recover import Report
 from kuberevive.run.context import StepContext
 from kuberevive.run.journal import NodeRetrust
 from kuberevive.run.retrust import retrust_in_place
-from kuberevive.run.waiting import wait_for
+from kuberevive.waiting import wait_for
 
 KCM_LEASE = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager"
 GUARD_TIMEOUT = 180.0

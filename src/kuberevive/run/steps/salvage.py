@@ -19,7 +19,7 @@ from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.inventory import InventoryNode
 from kuberevive.run.context import StepContext, etcd_client_files
 from kuberevive.run.peers import check_peer
-from kuberevive.run.waiting import wait_for
+from kuberevive.waiting import wait_for
 
 NOTHING_WRITTEN = "nothing was written on this node or on the peers"
 BRIDGE_TIMEOUT = 120.0

@@ -6,7 +6,8 @@ reason to give up, or ``timeout`` seconds have passed; every :data:`HEARTBEAT` s
 :func:`kuberevive.logs.progress`, which adds the timestamp). :func:`wait_for` is the same, raising one clear
 sentence when the condition does not come. The clock and ``sleep`` are injectable, so tests run without waiting.
 
-It does no node I/O of its own (only the probe does), so ``io/`` modules use it as well as the executors.
+It does no node I/O of its own (only the probe does) and sits beside ``logs``, outside every layer, so ``io/`` modules
+use it as well as the executors (``io/`` never imports ``run/``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 from kuberevive import logs
 from kuberevive.errors import KubereviveError, PlanError
@@ -32,20 +34,33 @@ class Waited:
     seconds: float
 
 
+class PollOptions(TypedDict, total=False):
+    """The optional settings of :func:`poll_until` and :func:`wait_for` (keyword arguments of both)."""
+
+    clock: Callable[[], float]
+    """Default :func:`time.monotonic`."""
+    sleep: Callable[[float], None]
+    """Default :func:`time.sleep`."""
+    progress: Callable[[str], None] | None
+    """Where heartbeats go; default (None) the run's log."""
+    heartbeat: float
+    """Seconds between two heartbeats; default :data:`HEARTBEAT`."""
+    fail: Callable[[], str | None] | None
+    """A reason to give up at once, or None."""
+    retry: tuple[type[BaseException], ...]
+    """Exceptions of ``probe`` that count as "not yet"; default :class:`KubereviveError`."""
+
+
 def poll_until(
-    what: str,
-    timeout: float,
-    probe: Probe,
-    interval: float = 0.5,
-    *,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-    progress: Callable[[str], None] | None = None,
-    heartbeat: float = HEARTBEAT,
-    fail: Callable[[], str | None] | None = None,
-    retry: tuple[type[BaseException], ...] = (KubereviveError,),
+    what: str, timeout: float, probe: Probe, interval: float = 0.5, **options: Unpack[PollOptions]
 ) -> Waited:
     """Poll ``probe`` (see the module docstring); an exception in ``retry`` counts as "not yet" with its message."""
+    clock = options.get("clock", time.monotonic)
+    sleep = options.get("sleep", time.sleep)
+    progress = options.get("progress")
+    heartbeat = options.get("heartbeat", HEARTBEAT)
+    fail = options.get("fail")
+    retry = options.get("retry", (KubereviveError,))
     start = clock()
     beat = start + heartbeat
     while True:
@@ -71,18 +86,9 @@ def poll_until(
         sleep(max(0.0, min(interval, start + timeout - now)))
 
 
-def wait_for(
-    what: str,
-    timeout: float,
-    probe: Probe,
-    interval: float = 0.5,
-    *,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-    progress: Callable[[str], None] | None = None,
-) -> float:
+def wait_for(what: str, timeout: float, probe: Probe, interval: float = 0.5, **options: Unpack[PollOptions]) -> float:
     """:func:`poll_until` for a step of a recovery; returns the seconds it took, or raises :class:`PlanError`."""
-    waited = poll_until(what, timeout, probe, interval, clock=clock, sleep=sleep, progress=progress)
+    waited = poll_until(what, timeout, probe, interval, **options)
     if not waited.ok:
         raise PlanError(
             f"{what} did not come up within {int(timeout)} s (last: {waited.last[:300]})",
