@@ -242,7 +242,7 @@ def test_directory_list_and_keep(tmp_path: Path, node: Path) -> None:
     for _ in range(3):
         made.append(create(node, bdir, "--recipient", recipient, "--keep", "2")["file"])
         time.sleep(1.05)  # names carry the time to the second
-    listed = json.loads(kuberevive("backup", "list", str(bdir), "--json").stdout)
+    listed = json.loads(kuberevive("backup", "list", str(bdir), "--json").stdout)["items"]
     assert [b["file"] for b in listed] == made[1:]
     assert listed[0]["encryption"] == "recipient (X25519)"
     pruned = kuberevive("backup", "prune", str(bdir), "--keep", "1")

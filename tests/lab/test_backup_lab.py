@@ -147,7 +147,7 @@ def made_backup(lab: Lab, on_node: OnNode, healthy_after: None) -> dict[str, Any
 
 
 def test_backup_lists_and_verifies(on_node: OnNode, made_backup: dict[str, Any]) -> None:
-    listed = json.loads(_kr(on_node, "backup", "list", BACKUP_DIR, "--json").stdout)
+    listed = json.loads(_kr(on_node, "backup", "list", BACKUP_DIR, "--json").stdout)["items"]
     assert [b["file"] for b in listed] == [made_backup["file"]]
     mode = on_node("cp1", "stat", "-c", "%a", made_backup["file"]).stdout.strip()
     assert mode == "600"

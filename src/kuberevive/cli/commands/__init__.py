@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "restore_etcd",
         "restore etcd's data directory from a snapshot or a kuberevive backup (single control-plane node)",
     ),
+    "version": ("version", "print kuberevive's version (-o json: a document)"),
     "lab": ("lab", "a real two-node kubeadm cluster on this machine, for tests and demos"),
 }
 
@@ -93,6 +94,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "kuberevive restore-etcd --snapshot /var/backups/etcd.db",
         "kuberevive restore-etcd --snapshot BACKUP.age --passphrase-file /root/backup.pass",
     ),
+    "kuberevive version": ("kuberevive version -o json",),
     "kuberevive lab": ("kuberevive lab up && kuberevive lab demo && kuberevive lab down",),
     "kuberevive lab up": ("KUBEREVIVE_LAB_INSTANCE=2 kuberevive lab up",),
     "kuberevive lab down": ("kuberevive lab down",),

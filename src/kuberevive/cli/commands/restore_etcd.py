@@ -13,6 +13,7 @@ from kuberevive.errors import BackupError
 from kuberevive.io import backupfile, etcdrestore
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model import paths
+from kuberevive.model.document import RESTORE_ETCD, stamp
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     pin = pinned_ca(args)
     data = backupfile.read_backup_bytes(Path(args.snapshot))
     fallback_manifest = None
+    warnings: list[str] = []
     if core.is_age_file(data):
         secret = backupfile.read_secret(env.environ, args.passphrase_file, (), args.identity)
         contents = core.open_archive(data, secret, args.snapshot, allow_unauthenticated=args.allow_unauthenticated)
@@ -77,15 +79,18 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     )
     if args.json:
         env.json(
-            {
-                "command": "restore-etcd",
-                "member": result.member.name,
-                "data_dir": str(result.member.data_dir),
-                "old_data_dir": str(result.old_data_dir) if result.old_data_dir else None,
-                "healthy": result.healthy,
-                "seconds": round(result.seconds, 2),
-                "steps": result.steps,
-            }
+            stamp(
+                RESTORE_ETCD,
+                {
+                    "member": result.member.name,
+                    "data_dir": str(result.member.data_dir),
+                    "old_data_dir": str(result.old_data_dir) if result.old_data_dir else None,
+                    "healthy": result.healthy,
+                    "seconds": round(result.seconds, 2),
+                    "steps": result.steps,
+                    "warnings": warnings,
+                },
+            )
         )
         return int(ExitStatus.OK)
     env.out(f"restored etcd member {result.member.name} into {result.member.data_dir} in {result.seconds:.1f} s")
