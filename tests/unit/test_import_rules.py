@@ -160,3 +160,16 @@ def test_the_checks_can_fail(tmp_path: Path) -> None:
     assert "from kuberevive.core.b import _hidden" in found and "b._secret (kuberevive.core.b)" in found
     assert "run.py: imports the private module kuberevive.core._helpers" in found
     assert "a.py: imports the private module" not in found  # core/a.py may use core/_helpers.py
+
+
+def test_the_product_never_imports_a_dev_only_package() -> None:
+    """jsonschema (docs/json.md) and the test tools are dev extras: the single executable does not carry them."""
+    dev_only = {"jsonschema", "pytest"}
+    found = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            found += [f"{module}: {n}" for n in names if n.split(".")[0] in dev_only]
+    assert found == []
