@@ -11,7 +11,7 @@ from kuberevive.cli import render
 from kuberevive.cli.commands import summary
 from kuberevive.cli.env import Environment, is_live_root
 from kuberevive.core.diagnose import AREA_ORDER, DEFAULT_EXPIRY_WARNING_DAYS, Options, Report, Severity, diagnose
-from kuberevive.errors import CollectError
+from kuberevive.errors import CollectError, KubereviveError
 from kuberevive.io.snapshot import collect
 
 
@@ -66,6 +66,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         )
     except CollectError:
         raise
+    except KubereviveError as exc:  # any failure is "could not run" (3), never a findings code (1 is warnings)
+        raise CollectError(exc.message, exc.hint) from exc
     report = diagnose(snap, Options(expiry_warning_days=args.expiry_warning_days, cis_strict=args.cis_strict))
     if args.json:
         env.json(report.as_json())
