@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "restore etcd's data directory from a snapshot or a kuberevive backup (single control-plane node)",
     ),
     "version": ("version", "print kuberevive's version (-o json: a document)"),
+    "completion": ("completion", "print a bash or zsh completion script (static: works offline)"),
     "lab": ("lab", "a real two-node kubeadm cluster on this machine, for tests and demos"),
 }
 
@@ -95,6 +96,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "kuberevive restore-etcd --snapshot BACKUP.age --passphrase-file /root/backup.pass",
     ),
     "kuberevive version": ("kuberevive version -o json",),
+    "kuberevive completion": (
+        "kuberevive completion bash > /etc/bash_completion.d/kuberevive",
+        'kuberevive completion zsh > "${fpath[1]}/_kuberevive"',
+    ),
     "kuberevive lab": ("kuberevive lab up && kuberevive lab demo && kuberevive lab down",),
     "kuberevive lab up": ("KUBEREVIVE_LAB_INSTANCE=2 kuberevive lab up",),
     "kuberevive lab down": ("kuberevive lab down",),
