@@ -15,8 +15,11 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import re
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +29,32 @@ import yaml
 from kuberevive.cli.app import main
 from kuberevive.cli.commands.recover import result_document
 from kuberevive.cli.env import Environment
+from kuberevive.core import backup as core
+from kuberevive.core.backup import BackupFile, NodeIdentity, Secret
+from kuberevive.io.backupfile import collect_node_files
+from kuberevive.io.noderoot import NodeRoot
+from kuberevive.model import paths
 from kuberevive.model.document import DOCUMENT_TYPES, LAB_DEMO, LAB_STATUS, RESTORE_ETCD
 from tests.documents import errors, schema_of, validate
+from tests.integration.test_backup_cli import BIN_DIR, _client, _reachable, etcd_root
 from tests.unit.test_executor import Cluster, _config_text, seed_disaster
 
 pytestmark = pytest.mark.integration
+__all__ = ["etcd_root"]  # the fixture: a real etcd with kubeadm's certificates (tests/integration/test_backup_cli.py)
+ETCD_MANIFEST = b"""apiVersion: v1
+kind: Pod
+metadata: {name: etcd, namespace: kube-system}
+spec:
+  containers:
+  - name: etcd
+    command: [etcd, --name=n1, --data-dir=/var/lib/etcd, --initial-advertise-peer-urls=https://127.0.0.1:2380,
+              --initial-cluster=n1=https://127.0.0.1:2380, --listen-client-urls=https://127.0.0.1:2379]
+"""
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "endpoint-sans.yaml"
 PASSPHRASE = "schema test passphrase"
-#: Documents no test here can produce: the lab's (tests/lab/test_lab.py validates ``lab status``), and restore-etcd's
-#: (it needs a running etcd member to restore; its schema is still checked and refuses wrong documents below).
+#: Documents the module's commands do not print: the lab's (tests/lab/test_lab.py validates ``lab status``), and
+#: restore-etcd's (it needs a real etcd: test_restore_etcd_output_matches_its_schema).
 NOT_RUN_HERE = {LAB_STATUS.kind, LAB_DEMO.kind, RESTORE_ETCD.kind}
 
 
@@ -137,6 +156,35 @@ def test_yaml_output_is_the_same_document(tmp_path: Path) -> None:
     assert as_yaml == run("diagnose", "--root", str(tmp_path), "--offline", output="-o json", expect=3) | {
         "generated_at": as_yaml["generated_at"]
     }
+
+
+def test_restore_etcd_output_matches_its_schema(
+    tmp_path: Path, etcd_root: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``restore-etcd --json`` restoring a real etcd's snapshot (taken over its gateway) with the real etcdutl, from
+    a kuberevive backup that carries the snapshot and the etcd manifest (the node has none: nothing to stop)."""
+    root, endpoint = etcd_root
+    client = _client(root, endpoint)
+    deadline = time.monotonic() + 60
+    while not (_reachable(client) and client.health()[0]):  # poll until etcd answers (a generous limit)
+        assert time.monotonic() < deadline, (tmp_path / "etcd.log").read_text()[-2000:]
+        time.sleep(0.3)
+    files = [*collect_node_files(NodeRoot(root)), BackupFile(paths.ETCD_MANIFEST, 0o600, ETCD_MANIFEST)]
+    archive = core.build_archive(
+        files,
+        created=datetime.now(UTC),
+        node=NodeIdentity("n1", "n1", ()),
+        tool_version="test",
+        etcd_snapshot=client.snapshot(),
+    )
+    backup = tmp_path / "with-snapshot.age"
+    backup.write_bytes(core.encrypt(archive, Secret(passphrase=PASSPHRASE)))
+    target = tmp_path / "target"
+    (target / "var/lib/etcd/member").mkdir(parents=True)
+    monkeypatch.setenv("PATH", f"{BIN_DIR}:{os.environ['PATH']}")  # etcdutl
+    doc = validate(run("restore-etcd", "--snapshot", str(backup), "--root", str(target)))
+    assert (doc["member"], doc["data_dir"], doc["healthy"]) == ("n1", "/var/lib/etcd", False)
+    assert doc["old_data_dir"] is not None and doc["warnings"], doc  # nothing on the node ties it to this cluster
 
 
 # ------------------------------------------------------------------------------ wrong documents are refused
