@@ -9,11 +9,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from kuberevive import logs
 from kuberevive.cli import render
-from kuberevive.model.document import Document
+
+if TYPE_CHECKING:
+    from kuberevive.model.document import Document
 
 
 class ExitStatus(enum.IntEnum):
@@ -58,6 +60,8 @@ class Environment:
     def json(self, document: Document) -> None:
         """The machine-readable document (made by :func:`kuberevive.model.document.stamp`, so it has its ``schema``
         and ``kind``): JSON, or YAML with ``-o yaml``."""
+        from kuberevive.model.document import Document  # kept off the path of --help
+
         if not isinstance(document, Document):  # mypy says so too; this keeps an untyped caller honest
             raise TypeError("Environment.json prints only a stamped Document")
         data = dict(document)
