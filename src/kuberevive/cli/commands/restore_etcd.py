@@ -60,9 +60,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
             ca_cert_hash=pin,
             allow_unauthenticated=args.allow_unauthenticated,
         )
-        for warning in warnings:
-            if not args.json:
-                env.warning(warning)
+        for warning in warnings:  # on stderr, and in the --json document
+            env.warning(warning)
         if contents.etcd_snapshot is None:
             raise BackupError(
                 f"the backup {args.snapshot} has no etcd snapshot",
@@ -75,7 +74,10 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         core.split_snapshot(data)  # refuse a truncated or corrupt snapshot before stopping anything
         snapshot = data
     result = etcdrestore.restore_etcd(
-        root, snapshot, fallback_manifest=fallback_manifest, progress=(lambda _s: None) if args.json else env.progress
+        root,
+        snapshot,
+        fallback_manifest=fallback_manifest,
+        progress=env.progress,  # stderr: --json stays clean
     )
     if args.json:
         env.json(
