@@ -145,6 +145,39 @@ class TextFormatter(logging.Formatter):
         return "\n".join(self.fit(line, " " * (len(stamp) + 1 if record.levelno < logging.WARNING else 4)))
 
 
+CLEAR_LINE = "\r\033[K"
+
+
+class StatusLine(logging.StreamHandler):  # type: ignore[type-arg]
+    """On a terminal, the heartbeats of a wait (records with a ``waiting`` field) share one status line: each
+    replaces the previous one (carriage return, erase line) instead of adding a line; any other record first
+    clears it. Off a terminal every heartbeat stays a line of its own (a CI log, a file)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.showing = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            if (getattr(record, "fields", None) or {}).get("waiting"):
+                self.stream.write(CLEAR_LINE + text.split("\n", 1)[0])  # one row: \r only returns within it
+                self.showing = True
+            else:
+                self.stream.write((CLEAR_LINE if self.showing else "") + text + "\n")
+                self.showing = False
+            self.flush()
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        if self.showing:
+            self.stream.write(CLEAR_LINE)
+            self.flush()
+            self.showing = False
+        super().close()
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: ``time`` (RFC 3339 UTC), ``level``, ``msg`` and the record's fields."""
 
@@ -158,7 +191,7 @@ class JsonFormatter(logging.Formatter):
 class _RunLog(logging.Handler):
     """The per-run log file, opened just before the run's first change to the node (:func:`node_changes`): a run
     refused before it changed anything leaves no file behind, and one that changed something always has its log,
-    with everything said before. If the file cannot be opened the run goes on without it."""
+    with everything said before. If the file cannot be opened the run goes on without it, and says so on stderr."""
 
     def __init__(self, opener: Callable[[], TextIO], path: str, header: str) -> None:
         super().__init__()
@@ -174,6 +207,7 @@ class _RunLog(logging.Handler):
             self.stream = self.opener()
         except Exception as exc:  # a read-only or full disk must not stop a recovery
             self.problem, self.pending = str(exc) or type(exc).__name__, []
+            warning(f"the run's log {self.path} cannot be written ({self.problem}); the run goes on without it")
             return
         lines, self.pending = [self.header, *self.pending], []
         self.stream.write("".join(f"{x}\n" for x in lines))
@@ -214,7 +248,7 @@ def configure(
     returns the function that undoes it (and closes the file)."""
     for value in secrets:
         hide(value)
-    out = logging.StreamHandler(stderr)
+    out = StatusLine(stderr) if tty and fmt != "json" else logging.StreamHandler(stderr)
     out.addFilter(_not_file_only)
     out.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(clock_only=tty, fit=fit))
     handlers: list[logging.Handler] = [out]
@@ -231,8 +265,8 @@ def configure(
             LOGGER.removeHandler(h)
             _ours.remove(h)
             h.flush()
-            if h is not out:
-                h.close()
+            if h is not out or isinstance(h, StatusLine):
+                h.close()  # the status line is cleared; stderr itself stays open (StreamHandler never closes it)
         _hidden.clear()
 
     return undo

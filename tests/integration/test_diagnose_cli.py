@@ -132,3 +132,20 @@ def test_unreadable_config_file_is_exit_3(node: Path, tmp_path: Path):
     assert code == 3 and out == ""
     assert err.startswith("kuberevive: error: cannot read the configuration file ")
     assert err.count("\n") == 1
+
+
+def test_a_lost_etc_kubernetes_is_one_error_in_the_text_and_a_lists_the_files(node: Path):
+    import shutil
+
+    shutil.rmtree(node / "etc/kubernetes")
+    code, out, _err = run("diagnose", "--root", str(node), "--offline")
+    assert code == 2, out
+    errors = out.split("ERRORS (", 1)[1].split("\n\n", 1)[0]
+    assert errors.startswith("2)"), errors  # the lost directory and the CA verdict
+    assert "/etc/kubernetes: everything kubeadm wrote here is gone" in errors
+    assert "is missing" not in errors
+    assert f"'kuberevive recover --apply --root {node}'" in errors
+    assert "missing files are part of the first error; -a lists them" in out
+    assert out.rstrip().splitlines()[-1].startswith("errors: 2 error(s) (+")
+    code, everything, _err = run("diagnose", "--root", str(node), "--offline", "-a")
+    assert code == 2 and "/etc/kubernetes/pki/ca.key: the ca key is missing" in everything

@@ -133,3 +133,13 @@ def test_rewrites_put_the_new_ca_in_kubeconfigs_and_bundles_and_leave_others(
     # once rewritten, nothing more to do
     again = {p: (a.content, a.mode) for p, a in out.items()}
     assert caextend.rewrites(again, [ext], with_cas=False) == []
+
+
+def test_a_kubeconfig_nested_too_deep_is_one_clear_error_not_a_recursion_error() -> None:
+    from pathlib import PurePosixPath
+
+    from kuberevive.core.caextend import replace_in_kubeconfig
+    from kuberevive.errors import PlanError
+
+    with pytest.raises(PlanError, match="is not a readable kubeconfig"):
+        replace_in_kubeconfig(PurePosixPath("/etc/kubernetes/admin.conf"), b"[" * 100_000, [])

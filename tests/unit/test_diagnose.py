@@ -303,6 +303,25 @@ def test_after_losing_etc_kubernetes_a_new_ca_is_needed(healthy: Files):
     assert report.exit_code == 2
 
 
+def test_a_lost_etc_kubernetes_is_one_error_pointing_at_recover_and_the_files_are_part_of_it(healthy: Files):
+    report = d.diagnose(snapshot(_lost(healthy), config=False))
+    lost = [f for f in report.findings if f.id == "node.kubernetes-dir-lost"]
+    assert len(lost) == 1 and lost[0].severity is d.Severity.ERROR and lost[0].subject == "/etc/kubernetes"
+    assert "'kuberevive recover'" in lost[0].hint and "'kuberevive recover --apply'" in lost[0].hint
+    missing = [f for f in report.findings if f.id == "file.missing"]
+    assert len(missing) >= 20 and all(f.detail(d.PART_OF) == "node.kubernetes-dir-lost" for f in missing)
+    assert lost[0].detail("missing_files") == len(missing)  # a number (diagnose/v2: typed details)
+    # the other errors (the CA verdict) are not part of it
+    assert not [f for f in report.findings if f.id.startswith("recovery.") and f.detail(d.PART_OF)]
+
+
+def test_one_file_left_under_etc_kubernetes_means_no_grouping(healthy: Files):
+    files = _lost(healthy)
+    files[K8S / "admin.conf"] = healthy[K8S / "admin.conf"]
+    report = d.diagnose(snapshot(files, config=False))
+    assert not [f for f in report.findings if f.id == "node.kubernetes-dir-lost" or f.detail(d.PART_OF)]
+
+
 def test_a_backup_with_the_ca_key_means_the_ca_can_be_kept(healthy: Files):
     files = _lost(healthy)
     backup = paths.BACKUP_DIR / "20260301T000000.000000Z/etc/kubernetes/pki"

@@ -85,3 +85,42 @@ def test_an_unopenable_log_does_not_stop_the_run():
     finally:
         undo()
     assert err.getvalue().endswith(" still going\n")
+    # and it says so, once, naming the file and why
+    said = [line for line in err.getvalue().splitlines() if "/ro/x.log" in line]
+    assert len(said) == 1 and "Read-only file system" in said[0] and "goes on without it" in said[0], said
+
+
+def test_on_a_terminal_heartbeats_share_one_status_line_and_off_it_each_is_a_line():
+    from kuberevive.run.waiting import poll_until
+
+    def wait(tty: bool) -> str:
+        err = io.StringIO()
+        undo = logs.configure(err, tty=tty)
+        now = [0.0]
+        answers = iter([(False, "refused")] * 30 + [(True, "ok")])
+        try:
+            logs.progress("[1/2] start etcd")
+            poll_until(
+                "etcd",
+                60,
+                lambda: next(answers),
+                1.0,
+                clock=lambda: now[0],
+                sleep=lambda s: now.__setitem__(0, now[0] + s),
+            )
+            logs.progress("[2/2] etcd is up")
+        finally:
+            undo()
+        return err.getvalue()
+
+    shown = wait(tty=True)
+    assert shown.count(logs.CLEAR_LINE) >= 6 and shown.count("waiting for etcd") >= 5
+    lines = shown.split("\n")
+    assert lines[0].endswith("[1/2] start etcd")
+    # every heartbeat is on the second row, each after a carriage return that erases the previous one
+    assert all(part.startswith("\033[K") for part in lines[1].split("\r")[1:]) and "waiting for etcd: 25 s" in lines[1]
+    # the next line clears the status line first, and then there is no status line left
+    assert len(lines) == 3 and lines[2] == ""
+    assert lines[1].rsplit("(last: refused)", 1)[1].startswith(logs.CLEAR_LINE) and "[2/2] etcd is up" in lines[1]
+    plain = wait(tty=False)
+    assert "\r" not in plain and sum(1 for line in plain.splitlines() if "waiting for etcd" in line) >= 5

@@ -135,3 +135,9 @@ def test_eviction_events_are_taint_evictions_without_their_cancellations() -> No
         ev("Killing", "Stopping container labapp"),
     ]
     assert eviction_events(events) == ["krlab/labapp-1: Marking for deletion Pod krlab/labapp-1"]
+
+
+def test_a_kubelet_configuration_nested_too_deep_is_read_as_absent_not_a_recursion_error() -> None:
+    from kuberevive.core.retrust import DEFAULT_CLIENT_CA_FILE, client_ca_file
+
+    assert client_ca_file(b"[" * 100_000) == DEFAULT_CLIENT_CA_FILE

@@ -18,6 +18,7 @@ from cryptography import x509
 
 from kuberevive.core import certs, pki, yamlfmt
 from kuberevive.errors import PkiError, PlanError
+from kuberevive.model import yamlload
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 
 #: The CAs kubeadm makes (names as ``certs check`` shows them).
@@ -113,7 +114,7 @@ def replace_in_kubeconfig(path: PurePosixPath, data: bytes, extended: Sequence[E
     """``data`` with every cluster's ``certificate-authority-data`` passed through :func:`replace_in_bundle`
     (everything else as it was); None when no cluster holds an extended CA."""
     try:
-        doc: Any = yaml.safe_load(data)
+        doc: Any = yamlload.load(data)
     except yaml.YAMLError as exc:
         raise PlanError(f"{path} is not a readable kubeconfig: {exc}", f"repair or regenerate {path}") from None
     changed = False

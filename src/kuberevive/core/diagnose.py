@@ -99,6 +99,7 @@ class Area(StrEnum):
 
 
 AREA_ORDER = tuple(Area)
+_LOST_DIR_AREAS = (Area.PKI, Area.KUBECONFIG, Area.MANIFEST)
 
 
 #: The value of a finding's detail: JSON's own types (a list is a tuple here, so a Finding stays hashable).
@@ -378,6 +379,33 @@ def _one_per_root_cause(findings: list[Finding]) -> list[Finding]:
             )
         )
     return out
+
+
+PART_OF = "part_of"
+"""Detail naming the finding a per-file finding is part of (the renderer lists those only with ``-a``)."""
+
+
+def _one_for_a_lost_kubernetes_dir(findings: list[Finding], snap: NodeSnapshot) -> list[Finding]:
+    """The seed disaster: nothing kubeadm wrote under /etc/kubernetes is left. That is one root cause and one
+    finding pointing at ``recover``; the per-file findings stay (JSON, ``-a``) with ``part_of`` naming it."""
+    missing = [f for f in findings if f.id == "file.missing" and f.area in _LOST_DIR_AREAS]
+    left = [p for p, info in snap.files.items() if info.kind == "file" and p.is_relative_to(KUBERNETES_DIR)]
+    if len(missing) < 2 or left:
+        return findings
+    subject = str(KUBERNETES_DIR)
+    lost = Finding(
+        "node.kubernetes-dir-lost",
+        Severity.ERROR,
+        Area.NODE,
+        subject,
+        f"everything kubeadm wrote here is gone: the {len(missing)} certificates, keys, kubeconfigs and static Pod "
+        "manifests are all missing",
+        "run 'kuberevive recover' to see the plan (it reads the cluster's configuration back from etcd), then "
+        "'kuberevive recover --apply'",
+        (("missing_files", len(missing)),),
+    )
+    part = ((PART_OF, lost.id),)
+    return [lost] + [dataclasses.replace(f, details=f.details + part) if f in missing else f for f in findings]
 
 
 def _cert(data: bytes | None, source: str) -> x509.Certificate | None:
@@ -666,6 +694,8 @@ def diagnose(snap: NodeSnapshot, options: Options | None = None) -> Report:
     _cluster_findings(snap, cdir, out)
     _unreadable_findings(snap, out)
     out.items[:] = _one_per_root_cause(out.items)
+    if role == "control-plane":
+        out.items[:] = _one_for_a_lost_kubernetes_dir(out.items, snap)
     out.items[:] = [_hint_for_root(f, snap.root) for f in out.items]
     out.items.sort(key=lambda f: AREA_ORDER.index(f.area))
     return report

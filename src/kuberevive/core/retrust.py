@@ -37,7 +37,7 @@ from kuberevive.core.kubeconfig import Kubeconfig, render_kubeconfig
 from kuberevive.core.manifests import parse_manifest, render_manifest
 from kuberevive.core.redact import redact_url
 from kuberevive.errors import KubereviveError
-from kuberevive.model import paths
+from kuberevive.model import paths, yamlload
 from kuberevive.model.config import KubeadmConfig
 
 # The node paths of model/paths as the strings the remote commands and kubeconfig fields take.
@@ -88,7 +88,7 @@ def client_ca_file(kubelet_config_yaml: bytes | None) -> str:
     if not kubelet_config_yaml:
         return DEFAULT_CLIENT_CA_FILE
     try:
-        doc = yaml.safe_load(kubelet_config_yaml)
+        doc = yamlload.load(kubelet_config_yaml)
     except yaml.YAMLError:
         return DEFAULT_CLIENT_CA_FILE
     if not isinstance(doc, dict):
@@ -125,7 +125,7 @@ def node_trust_files(
         not_after=now + cfg.cluster.certificate_validity,
     )
     cert_pem, key_pem = pki.encode_certificate_pem(cert), pki.encode_private_key_pem(key)
-    doc: dict[str, Any] = yaml.safe_load(
+    doc: dict[str, Any] = yamlload.load(
         render_kubeconfig(cfg.cluster.cluster_name, server, ca_cert_pem, user, cert_pem, key_pem)
     )
     doc["users"][0]["user"] = {"client-certificate": KUBELET_CLIENT_CURRENT, "client-key": KUBELET_CLIENT_CURRENT}

@@ -10,7 +10,15 @@ import argparse
 from kuberevive.cli import render
 from kuberevive.cli.commands import summary
 from kuberevive.cli.env import Environment, is_live_root
-from kuberevive.core.diagnose import AREA_ORDER, DEFAULT_EXPIRY_WARNING_DAYS, Options, Report, Severity, diagnose
+from kuberevive.core.diagnose import (
+    AREA_ORDER,
+    DEFAULT_EXPIRY_WARNING_DAYS,
+    PART_OF,
+    Options,
+    Report,
+    Severity,
+    diagnose,
+)
 from kuberevive.errors import CollectError, KubereviveError
 from kuberevive.io.snapshot import collect
 
@@ -103,8 +111,10 @@ def render_human(report: Report, env: Environment, show_ok: bool = False) -> Non
     if report.addresses:
         env.line(f"addresses: {', '.join(report.addresses)}", "  ", "    ")
     hang = " " * (2 + _AREA_WIDTH)
+    # per-file findings of one root cause (the lost /etc/kubernetes) are listed only with -a
+    covered = [] if show_ok else [f for f in report.findings if f.detail(PART_OF)]
     for severity, title, colour in _SECTIONS:
-        items = [f for f in report.findings if f.severity is severity]
+        items = [f for f in report.findings if f.severity is severity and f not in covered]
         if not items or (severity is Severity.OK and not show_ok):
             continue
         env.out()
@@ -113,6 +123,9 @@ def render_human(report: Report, env: Environment, show_ok: bool = False) -> Non
             env.line(f"{f.subject}: {f.message}", f"  {f.area.value:<{_AREA_WIDTH}}", hang)
             if f.hint and severity.rank >= Severity.WARNING.rank:
                 env.line(f"-> {f.hint}", hang, hang + "   ")
+    if covered:
+        env.out()
+        env.line(f"{len(covered)} missing files are part of the first error; -a lists them", "", "  ")
     passed = [f for f in report.findings if f.severity is Severity.OK]
     if passed and not show_ok:
         per_area = ", ".join(
@@ -125,8 +138,10 @@ def render_human(report: Report, env: Environment, show_ok: bool = False) -> Non
     verdict = ""
     if report.ca_verdict is not None:
         verdict = "; CA can be kept" if report.ca_verdict[0] else "; a new CA is needed"
+    errors = f"{counts['error'] - len(covered)} error(s) (+{len(covered)} missing files)" if covered else ""
     summary = (
-        f"{report.status}: {counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info, "
+        f"{report.status}: {errors or str(counts['error']) + ' error(s)'}, {counts['warning']} warning(s), "
+        f"{counts['info']} info, "
         f"{counts['ok']} passed{verdict}"
     )
     colour = next(c for sev, _title, c in _SECTIONS if sev is report.worst)
