@@ -36,20 +36,11 @@ from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model import paths
 from kuberevive.model.document import DOCUMENT_TYPES, LAB_DEMO, LAB_STATUS, RESTORE_ETCD
 from tests.documents import errors, schema_of, validate
-from tests.integration.test_backup_cli import BIN_DIR, _client, _reachable, etcd_root
+from tests.integration.test_backup_cli import BIN_DIR, ETCD_MANIFEST_N1, _client, _reachable, etcd_root
 from tests.unit.test_executor import Cluster, _config_text, seed_disaster
 
 pytestmark = pytest.mark.integration
 __all__ = ["etcd_root"]  # the fixture: a real etcd with kubeadm's certificates (tests/integration/test_backup_cli.py)
-ETCD_MANIFEST = b"""apiVersion: v1
-kind: Pod
-metadata: {name: etcd, namespace: kube-system}
-spec:
-  containers:
-  - name: etcd
-    command: [etcd, --name=n1, --data-dir=/var/lib/etcd, --initial-advertise-peer-urls=https://127.0.0.1:2380,
-              --initial-cluster=n1=https://127.0.0.1:2380, --listen-client-urls=https://127.0.0.1:2379]
-"""
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "endpoint-sans.yaml"
 PASSPHRASE = "schema test passphrase"
@@ -169,7 +160,7 @@ def test_restore_etcd_output_matches_its_schema(
     while not (_reachable(client) and client.health()[0]):  # poll until etcd answers (a generous limit)
         assert time.monotonic() < deadline, (tmp_path / "etcd.log").read_text()[-2000:]
         time.sleep(0.3)
-    files = [*collect_node_files(NodeRoot(root)), BackupFile(paths.ETCD_MANIFEST, 0o600, ETCD_MANIFEST)]
+    files = [*collect_node_files(NodeRoot(root)), BackupFile(paths.ETCD_MANIFEST, 0o600, ETCD_MANIFEST_N1)]
     archive = core.build_archive(
         files,
         created=datetime.now(UTC),
