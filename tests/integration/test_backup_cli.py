@@ -242,7 +242,7 @@ def test_directory_list_and_keep(tmp_path: Path, node: Path) -> None:
     for _ in range(3):
         made.append(create(node, bdir, "--recipient", recipient, "--keep", "2")["file"])
         time.sleep(1.05)  # names carry the time to the second
-    listed = json.loads(kuberevive("backup", "list", str(bdir), "--json").stdout)
+    listed = json.loads(kuberevive("backup", "list", str(bdir), "--json").stdout)["items"]
     assert [b["file"] for b in listed] == made[1:]
     assert listed[0]["encryption"] == "recipient (X25519)"
     pruned = kuberevive("backup", "prune", str(bdir), "--keep", "1")
@@ -299,6 +299,18 @@ def etcd_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         log.close()
 
 
+#: The etcd static Pod manifest of the one-member etcd ``n1`` that :func:`etcd_root` runs, for restore-etcd.
+ETCD_MANIFEST_N1 = b"""apiVersion: v1
+kind: Pod
+metadata: {name: etcd, namespace: kube-system}
+spec:
+  containers:
+  - name: etcd
+    command: [etcd, --name=n1, --data-dir=/var/lib/etcd, --initial-advertise-peer-urls=https://127.0.0.1:2380,
+              --initial-cluster=n1=https://127.0.0.1:2380, --listen-client-urls=https://127.0.0.1:2379]
+"""
+
+
 def _client(root: Path, endpoint: str) -> EtcdClient:
     pki = root / "etc/kubernetes/pki/etcd"
     return EtcdClient(
@@ -347,15 +359,7 @@ def test_snapshot_over_the_gateway_is_what_etcdutl_accepts(tmp_path: Path, etcd_
     assert status["totalKey"] >= 50 and status["revision"] >= 51
 
     # restore through restore-etcd's code path (manifest not on the node: nothing to stop)
-    manifest = b"""apiVersion: v1
-kind: Pod
-metadata: {name: etcd, namespace: kube-system}
-spec:
-  containers:
-  - name: etcd
-    command: [etcd, --name=n1, --data-dir=/var/lib/etcd, --initial-advertise-peer-urls=https://127.0.0.1:2380,
-              --initial-cluster=n1=https://127.0.0.1:2380, --listen-client-urls=https://127.0.0.1:2379]
-"""
+    manifest = ETCD_MANIFEST_N1
     target = tmp_path / "target"
     (target / "var/lib/etcd/member").mkdir(parents=True)
     (target / "var/lib/etcd/member/old").write_text("old data")

@@ -59,7 +59,7 @@ def test_healthy_generated_tree_exits_0(node: Path):
     assert (code, data["status"], problems(data)) == (0, "healthy", set())
     assert data["config"]["source"] == f"--config {CONFIG}"
     etcd = next(f for f in data["findings"] if f["id"] == "recovery.etcd-data")
-    assert etcd["details"]["member_names"] == "master-a"
+    assert etcd["details"]["member_names"] == ["master-a"]
 
 
 def test_deleted_certificate_exits_2(node: Path):

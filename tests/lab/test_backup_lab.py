@@ -28,6 +28,7 @@ import pytest
 from kuberevive.core import pki
 from kuberevive.lab import Lab
 from kuberevive.lab.demo import SEED_DISASTER
+from tests.documents import validate
 
 pytestmark = pytest.mark.lab
 
@@ -147,7 +148,7 @@ def made_backup(lab: Lab, on_node: OnNode, healthy_after: None) -> dict[str, Any
 
 
 def test_backup_lists_and_verifies(on_node: OnNode, made_backup: dict[str, Any]) -> None:
-    listed = json.loads(_kr(on_node, "backup", "list", BACKUP_DIR, "--json").stdout)
+    listed = json.loads(_kr(on_node, "backup", "list", BACKUP_DIR, "--json").stdout)["items"]
     assert [b["file"] for b in listed] == [made_backup["file"]]
     mode = on_node("cp1", "stat", "-c", "%a", made_backup["file"]).stdout.strip()
     assert mode == "600"
@@ -337,7 +338,7 @@ def test_restore_etcd_after_data_dir_lost(lab: Lab, on_node: OnNode, made_backup
 
     start = time.monotonic()
     out = _kr(on_node, "restore-etcd", "--snapshot", made_backup["file"], "--passphrase-file", PASS_FILE, "--json")
-    result: dict[str, Any] = json.loads(out.stdout)
+    result: dict[str, Any] = validate(json.loads(out.stdout))  # its JSON Schema (docs/json.md)
     assert result["healthy"] and result["member"] == "cp1"
     api_seconds = _wait(lambda: _api_ready(on_node), 240, "the API server after the etcd restore")
     _say(

@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from kuberevive.lab import Lab
+from tests.documents import validate
 from tests.lab.conftest import OnNode
 from tests.lab.test_certs_lab import _wait, certs_check
 from tests.lab.test_recover_lab import ssh_args
@@ -96,7 +97,7 @@ def _extend(on: OnNode, *args: str) -> tuple[dict[str, Any], float]:
     took = time.monotonic() - started
     print(f"ca extend --apply {' '.join(args)}: {took:.0f} s\n{proc.stderr[-3000:]}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(proc.stdout), took
+    return validate(json.loads(proc.stdout)), took  # its JSON Schema (docs/json.md)
 
 
 def _kubeconfig_ca(text: str) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from kuberevive.lab import Lab, LabConfig
+from tests.documents import validate
 from tests.lab.conftest import OnNode
 from tests.lab.test_diagnose_lab import as_kubeadm_date, check_expiration
 from tests.lab.test_recover_lab import ssh_args
@@ -41,7 +42,7 @@ SHORT_VALIDITY = "6m"
 def certs_check(on_node: OnNode, node: str = "cp1", *extra: str) -> tuple[int, dict[str, Any]]:
     proc = on_node(node, "kuberevive", "certs", "check", "--json", *extra, check=False, timeout=180)
     assert proc.returncode in (0, 3, 4), proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
+    return proc.returncode, validate(json.loads(proc.stdout))  # its JSON Schema (docs/json.md)
 
 
 def test_check_matches_kubeadm_check_expiration(on_node: OnNode):

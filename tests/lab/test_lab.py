@@ -14,6 +14,7 @@ import yaml
 
 from kuberevive.cli.app import main
 from kuberevive.lab import Lab
+from tests.documents import validate
 from tests.lab.conftest import wait_ready_since
 
 pytestmark = pytest.mark.lab
@@ -123,7 +124,7 @@ def test_cli_exec_passes_exit_code(lab: Lab) -> None:
 
 def test_cli_status_json(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["lab", "status", "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
+    data = validate(json.loads(capsys.readouterr().out))  # its JSON Schema (docs/json.md)
     net = lab.cfg.network.rsplit(".", 1)[0]  # 172.30.<instance>
     assert [(n["name"], n["address"], n["state"]) for n in data["nodes"]] == [
         ("cp1", f"{net}.11", "up"),

@@ -26,6 +26,7 @@ from kuberevive.lab.demo import SEED_DISASTER
 from kuberevive.lab.impact import eviction_events
 from kuberevive.lab.probe import ServiceProbe
 from kuberevive.lab.workload import NOT_READY_TOLERATION_SECONDS
+from tests.documents import validate
 from tests.lab.test_recover_lab import ssh_args
 
 pytestmark = pytest.mark.lab
@@ -99,7 +100,7 @@ def _run(rebuilt_lab: Lab, on_node: OnNode, tmp_path: Path, guard: bool) -> dict
     print(f"guard={guard}: recover --apply took {took:.0f} s; probe {results}")
     print(run.stderr[-4000:])
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    out = json.loads(run.stdout)
+    out = validate(json.loads(run.stdout))  # a RecoveryResult matching its JSON Schema (docs/json.md)
     return {
         "out": out,
         "probe": results,

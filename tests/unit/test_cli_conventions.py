@@ -15,6 +15,7 @@ import yaml
 from kuberevive.cli.app import build_parser, main
 from kuberevive.cli.commands import COMMANDS
 from kuberevive.cli.env import Environment
+from kuberevive.model.document import VERSION, stamp
 
 
 def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
@@ -70,15 +71,24 @@ def test_rootfs_is_root_and_output_is_json_everywhere(capsys: pytest.CaptureFixt
 
 
 def test_output_yaml_and_json_are_the_same_document(tmp_path):
-    data = {"schema": "x/v1", "ok": True, "files": ["/etc/a", "/etc/b"], "n": 3, "nested": {"at": None}}
+    data = stamp(VERSION, {"ok": True, "files": ["/etc/a", "/etc/b"], "n": 3, "nested": {"at": None}})
     as_json, as_yaml = io.StringIO(), io.StringIO()
     Environment(stdout=as_json).json(data)
     Environment(stdout=as_yaml, output="yaml").json(data)
     assert json.loads(as_json.getvalue()) == yaml.safe_load(as_yaml.getvalue()) == data
-    assert as_yaml.getvalue().startswith("schema: x/v1\n")
+    assert as_yaml.getvalue().startswith("schema: kuberevive.version/v1\nkind: Version\n")
     code, out, _ = _main("diagnose", "--root", str(tmp_path), "--offline", "-o", "yaml")  # reaches the Environment
-    assert code == 3 and out.startswith("schema: kuberevive.diagnose/v1\n"), out
+    assert code == 3 and out.startswith("schema: kuberevive.diagnose/v2\nkind: DiagnoseReport\n"), out
     assert yaml.safe_load(out)["status"] == "not-kubeadm"
+
+
+def test_only_a_stamped_document_is_printed():
+    """One JSON contract: ``Environment.json`` refuses a dict no :func:`stamp` made, and ``stamp`` refuses a body
+    that sets its own ``schema`` or ``kind``."""
+    with pytest.raises(TypeError, match="stamped Document"):
+        Environment(stdout=io.StringIO()).json({"schema": "kuberevive.version/v1", "kind": "Version"})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="kind"):
+        stamp(VERSION, {"kind": "Other"})
 
 
 def test_help_and_version_import_no_command():

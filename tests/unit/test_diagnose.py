@@ -112,7 +112,7 @@ def test_healthy_tree_has_no_problem(healthy: Files):
         str(K8S / n) for n in paths.KUBECONFIG_NAMES
     }
     etcd = next(f for f in report.findings if f.id == "recovery.etcd-data")
-    assert etcd.detail("member_names") == "master-a"
+    assert etcd.detail("member_names") == ("master-a",)
 
 
 def test_healthy_tree_expiry_dates_are_reported(healthy: Files):
@@ -187,7 +187,7 @@ def test_san_missing_the_advertise_address(healthy: Files):
     report = d.diagnose(snapshot(files))
     assert problems(report) == {("cert.san-missing", "error", "/etc/kubernetes/pki/apiserver.crt")}
     finding = next(f for f in report.findings if f.id == "cert.san-missing")
-    assert finding.detail("missing") == "IP:10.20.30.40"
+    assert finding.detail("missing") == ("IP:10.20.30.40",)
 
 
 def test_kubeconfig_with_a_foreign_ca(healthy: Files, other: Files):
@@ -310,7 +310,7 @@ def test_a_lost_etc_kubernetes_is_one_error_pointing_at_recover_and_the_files_ar
     assert "'kuberevive recover'" in lost[0].hint and "'kuberevive recover --apply'" in lost[0].hint
     missing = [f for f in report.findings if f.id == "file.missing"]
     assert len(missing) >= 20 and all(f.detail(d.PART_OF) == "node.kubernetes-dir-lost" for f in missing)
-    assert lost[0].detail("files") == str(len(missing))
+    assert lost[0].detail("missing_files") == len(missing)  # a number (diagnose/v2: typed details)
     # the other errors (the CA verdict) are not part of it
     assert not [f for f in report.findings if f.id.startswith("recovery.") and f.detail(d.PART_OF)]
 
@@ -393,7 +393,7 @@ def test_unreachable_server_is_a_warning(healthy: Files):
         "the API server https://10.20.30.40:6443 does not answer (connection refused); "
         "used by kubelet.conf, controller-manager.conf, scheduler.conf"
     )
-    assert f.detail("kubeconfigs") == ",".join(
+    assert f.detail("kubeconfigs") == tuple(
         f"/etc/kubernetes/{n}" for n in ("kubelet.conf", "controller-manager.conf", "scheduler.conf")
     )
 
@@ -408,6 +408,7 @@ def test_json_schema_keys(healthy: Files):
     data = d.diagnose(snapshot(healthy)).as_json()
     assert list(data) == [
         "schema",
+        "kind",
         "root",
         "generated_at",
         "status",
@@ -418,5 +419,5 @@ def test_json_schema_keys(healthy: Files):
         "ca_verdict",
         "findings",
     ]
-    assert data["schema"] == "kuberevive.diagnose/v1"
+    assert (data["schema"], data["kind"]) == ("kuberevive.diagnose/v2", "DiagnoseReport")
     assert set(data["findings"][0]) == {"id", "severity", "area", "subject", "message", "hint", "details"}

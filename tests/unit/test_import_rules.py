@@ -197,3 +197,16 @@ def test_the_layer_check_can_fail(tmp_path: Path) -> None:
         "kuberevive.core.pure imports kuberevive.io.etcdrestore",
         "kuberevive.io.etcdrestore imports kuberevive.run.waiting",
     ]
+
+
+def test_the_product_never_imports_a_dev_only_package() -> None:
+    """jsonschema (docs/json.md) and the test tools are dev extras: the single executable does not carry them."""
+    dev_only = {"jsonschema", "pytest"}
+    found = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            found += [f"{module}: {n}" for n in names if n.split(".")[0] in dev_only]
+    assert found == []

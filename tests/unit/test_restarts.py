@@ -21,6 +21,7 @@ from kuberevive.core.restarts import (
     stale_secrets,
     token_consumers,
 )
+from kuberevive.model.document import rfc3339
 
 KEY_CHANGE = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 BEFORE = "2025-05-20T08:00:00Z"
@@ -444,7 +445,7 @@ def test_restart_patch_is_what_kubectl_rollout_restart_sends():
         restart_patch(at.replace(tzinfo=None))
     # another offset is written as the same instant in UTC
     plus2 = timezone(timedelta(hours=2))
-    assert restarts.rfc3339(datetime(2025, 6, 1, 16, 30, 5, tzinfo=plus2)) == "2025-06-01T14:30:05Z"
+    assert rfc3339(datetime(2025, 6, 1, 16, 30, 5, tzinfo=plus2)) == "2025-06-01T14:30:05Z"
 
 
 MARK = "2025-06-01T14:30:05Z"

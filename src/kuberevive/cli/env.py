@@ -9,10 +9,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from kuberevive import logs
 from kuberevive.cli import render
+
+if TYPE_CHECKING:
+    from kuberevive.model.document import Document
 
 
 class ExitStatus(enum.IntEnum):
@@ -54,8 +57,14 @@ class Environment:
     def out(self, text: str = "") -> None:
         print(text, file=self.stdout)
 
-    def json(self, data: Any) -> None:
-        """The machine-readable document: JSON, or YAML with ``-o yaml``."""
+    def json(self, document: Document) -> None:
+        """The machine-readable document (made by :func:`kuberevive.model.document.stamp`, so it has its ``schema``
+        and ``kind``): JSON, or YAML with ``-o yaml``."""
+        from kuberevive.model.document import Document  # kept off the path of --help
+
+        if not isinstance(document, Document):  # mypy says so too; this keeps an untyped caller honest
+            raise TypeError("Environment.json prints only a stamped Document")
+        data = dict(document)
         if self.output == "yaml":
             import yaml  # only when asked for: kept off the path of --help
 

@@ -58,6 +58,7 @@ from kuberevive.core.kubeconfig import MODE_KUBECONFIG
 from kuberevive.core.manifests import MANIFEST_MODE, manifest_flags, parse_manifest
 from kuberevive.errors import BackupError, KubereviveError
 from kuberevive.model.artifacts import Artifact, ArtifactKind
+from kuberevive.model.document import rfc3339
 from kuberevive.model.paths import (
     CA_PAIRS,
     ETCD_DATA_DIR,
@@ -218,7 +219,7 @@ class VerifyReport:
     def as_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
-            "created": self.created.isoformat(),
+            "created": rfc3339(self.created),
             "age_days": round(self.age_days, 2),
             "node": self.node,
             "files": self.files,
@@ -235,7 +236,7 @@ class VerifyReport:
                 {
                     "path": c.path,
                     "subject": c.subject,
-                    "not_after": c.not_after.isoformat(),
+                    "not_after": rfc3339(c.not_after),
                     "days_left": round(c.days_left, 1),
                     "ca": c.is_ca,
                 }

@@ -53,11 +53,12 @@ from kuberevive.errors import ConfigError, PkiError, PlanError
 from kuberevive.model import yamlload
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import DEFAULT_CERTIFICATES_DIR, EncryptionAlgorithm, KubeadmConfig
+from kuberevive.model.document import CERTS_CHECK, Document, rfc3339, rfc3339_or_none, stamp
 from kuberevive.model.paths import KUBELET_CLIENT_CURRENT, KUBELET_SERVING_CERT, KUBELET_SERVING_CURRENT, KUBERNETES_DIR
 
 _T = TypeVar("_T")
 
-SCHEMA = "kuberevive.certs/v1"
+SCHEMA = CERTS_CHECK.schema
 DEFAULT_EXPIRY_WARNING_DAYS = 30
 
 EXIT_OK = 0
@@ -144,8 +145,8 @@ class CertItem:
             "organization": list(self.organization),
             "issuer": self.issuer,
             "signer_verified": self.signer_verified,
-            "not_before": iso(self.not_before),
-            "not_after": iso(self.not_after),
+            "not_before": rfc3339_or_none(self.not_before),
+            "not_after": rfc3339_or_none(self.not_after),
             "days_left": self.days_left,
             "residual": self.residual,
             "serial": self.serial,
@@ -180,23 +181,21 @@ class CertsReport:
     def item(self, name: str) -> CertItem:
         return next(i for i in self.items if i.name == name)
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "schema": SCHEMA,
-            "root": self.root,
-            "generated_at": iso(self.now),
-            "node_name": self.node_name,
-            "config_source": self.config_source,
-            "expiry_warning_days": self.warning_days,
-            "status": self.status,
-            "exit_code": self.exit_code,
-            "summary": {s.value: sum(1 for i in self.items if i.status is s) for s in Status},
-            "items": [i.as_json() for i in self.items],
-        }
-
-
-def iso(t: datetime | None) -> str | None:
-    return None if t is None else t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    def as_json(self) -> Document:
+        return stamp(
+            CERTS_CHECK,
+            {
+                "root": self.root,
+                "generated_at": rfc3339(self.now),
+                "node_name": self.node_name,
+                "config_source": self.config_source,
+                "expiry_warning_days": self.warning_days,
+                "status": self.status,
+                "exit_code": self.exit_code,
+                "summary": {s.value: sum(1 for i in self.items if i.status is s) for s in Status},
+                "items": [i.as_json() for i in self.items],
+            },
+        )
 
 
 def kubeadm_date(t: datetime) -> str:
@@ -304,12 +303,12 @@ class _Item:
         if key is not None and not pki.key_matches_certificate(key, cert):
             problems.append(f"{self.key_path} does not belong to it")
         if now < nb:
-            problems.append(f"not valid before {iso(nb)} (check the clock)")
+            problems.append(f"not valid before {rfc3339(nb)} (check the clock)")
         if problems:
             status = Status.INVALID
         elif now >= na:
             status = Status.EXPIRED
-            problems.append(f"expired on {iso(na)}")
+            problems.append(f"expired on {rfc3339(na)}")
         elif na - now < timedelta(days=warning_days):
             status = Status.EXPIRING
         else:

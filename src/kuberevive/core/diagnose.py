@@ -46,6 +46,7 @@ from kuberevive.model.config import (
     KubeadmConfig,
     NodeFacts,
 )
+from kuberevive.model.document import DIAGNOSE, Document, rfc3339, stamp
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
 from kuberevive.model.paths import (
     BACKUP_DIR,
@@ -61,7 +62,7 @@ from kuberevive.model.paths import (
     MANIFESTS_DIR,
 )
 
-SCHEMA = "kuberevive.diagnose/v1"
+SCHEMA = DIAGNOSE.schema
 DEFAULT_EXPIRY_WARNING_DAYS = 30
 
 KUBELET_SERVICE_FILES = (
@@ -101,6 +102,10 @@ AREA_ORDER = tuple(Area)
 _LOST_DIR_AREAS = (Area.PKI, Area.KUBECONFIG, Area.MANIFEST)
 
 
+#: The value of a finding's detail: JSON's own types (a list is a tuple here, so a Finding stays hashable).
+Detail = str | int | bool | tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class Finding:
     """One observation: ``id`` is stable (``cert.expired``), ``subject`` a node path or an API object."""
@@ -111,10 +116,11 @@ class Finding:
     subject: str
     message: str
     hint: str = ""
-    details: tuple[tuple[str, str], ...] = ()
-    """Extra facts as (key, value) strings, e.g. ("not_after", "2027-11-25T17:42:24Z")."""
+    details: tuple[tuple[str, Detail], ...] = ()
+    """Extra facts as (key, typed value): ("not_after", "2027-11-25T17:42:24Z"), ("key", True),
+    ("member_names", ("cp1",)), ("size_bytes", 4096)."""
 
-    def detail(self, key: str) -> str | None:
+    def detail(self, key: str) -> Detail | None:
         return dict(self.details).get(key)
 
     def as_json(self) -> dict[str, Any]:
@@ -125,7 +131,7 @@ class Finding:
             "subject": self.subject,
             "message": self.message,
             "hint": self.hint,
-            "details": dict(self.details),
+            "details": {k: list(v) if isinstance(v, tuple) else v for k, v in self.details},
         }
 
 
@@ -271,40 +277,38 @@ class Report:
     def counts(self) -> dict[str, int]:
         return {s.value: sum(1 for f in self.findings if f.severity is s) for s in Severity}
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> Document:
         cfg = self.config.config
-        return {
-            "schema": SCHEMA,
-            "root": self.root,
-            "generated_at": _iso(self.generated_at),
-            "status": self.status,
-            "exit_code": self.exit_code,
-            "summary": self.counts(),
-            "node": {
-                "hostname": self.hostname,
-                "role": self.role,
-                "role_evidence": list(self.role_evidence),
-                "addresses": list(self.addresses),
+        return stamp(
+            DIAGNOSE,
+            {
+                "root": self.root,
+                "generated_at": rfc3339(self.generated_at),
+                "status": self.status,
+                "exit_code": self.exit_code,
+                "summary": self.counts(),
+                "node": {
+                    "hostname": self.hostname,
+                    "role": self.role,
+                    "role_evidence": list(self.role_evidence),
+                    "addresses": list(self.addresses),
+                },
+                "config": {
+                    "source": self.config.source,
+                    "kind": self.config.kind,
+                    "problem": self.config.problem,
+                    "node_name": cfg.node_name if cfg else None,
+                    "advertise_address": cfg.advertise_address if cfg else None,
+                    "control_plane_endpoint": (cfg.cluster.control_plane_endpoint or None) if cfg else None,
+                    "kubernetes_version": cfg.cluster.kubernetes_version if cfg else None,
+                    "certificates_dir": cfg.cluster.certificates_dir if cfg else None,
+                },
+                "ca_verdict": (
+                    None if self.ca_verdict is None else {"keep": self.ca_verdict[0], "reason": self.ca_verdict[1]}
+                ),
+                "findings": [f.as_json() for f in self.findings],
             },
-            "config": {
-                "source": self.config.source,
-                "kind": self.config.kind,
-                "problem": self.config.problem,
-                "node_name": cfg.node_name if cfg else None,
-                "advertise_address": cfg.advertise_address if cfg else None,
-                "control_plane_endpoint": (cfg.cluster.control_plane_endpoint or None) if cfg else None,
-                "kubernetes_version": cfg.cluster.kubernetes_version if cfg else None,
-                "certificates_dir": cfg.cluster.certificates_dir if cfg else None,
-            },
-            "ca_verdict": (
-                None if self.ca_verdict is None else {"keep": self.ca_verdict[0], "reason": self.ca_verdict[1]}
-            ),
-            "findings": [f.as_json() for f in self.findings],
-        }
-
-
-def _iso(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+        )
 
 
 class _Out:
@@ -321,7 +325,7 @@ class _Out:
         subject: PurePosixPath | str,
         message: str,
         hint: str = "",
-        **details: str,
+        **details: Detail,
     ) -> None:
         self.items.append(Finding(id, severity, area, str(subject), message, hint, tuple(details.items())))
 
@@ -345,7 +349,7 @@ def _one_per_root_cause(findings: list[Finding]) -> list[Finding]:
     by_server: dict[str, list[Finding]] = {}
     for f in findings:
         if f.id == "kubeconfig.server-unreachable":
-            by_server.setdefault(f.detail("server") or "", []).append(f)
+            by_server.setdefault(str(f.detail("server") or ""), []).append(f)
     if not by_server:
         return findings
     down = set(by_server)
@@ -356,7 +360,7 @@ def _one_per_root_cause(findings: list[Finding]) -> list[Finding]:
         if f.id != "kubeconfig.server-unreachable":
             out.append(f)
             continue
-        server = f.detail("server") or ""
+        server = str(f.detail("server") or "")
         group = by_server.get(server)
         if group is None:  # already merged into the first one
             continue
@@ -371,7 +375,7 @@ def _one_per_root_cause(findings: list[Finding]) -> list[Finding]:
                 server,
                 f"the API server {server} does not answer {reason}; used by {names}",
                 f.hint,
-                (("server", server), ("kubeconfigs", ",".join(g.subject for g in group))),
+                (("server", server), ("kubeconfigs", tuple(g.subject for g in group))),
             )
         )
     return out
@@ -398,7 +402,7 @@ def _one_for_a_lost_kubernetes_dir(findings: list[Finding], snap: NodeSnapshot) 
         "manifests are all missing",
         "run 'kuberevive recover' to see the plan (it reads the cluster's configuration back from etcd), then "
         "'kuberevive recover --apply'",
-        (("files", str(len(missing))),),
+        (("missing_files", len(missing)),),
     )
     part = ((PART_OF, lost.id),)
     return [lost] + [dataclasses.replace(f, details=f.details + part) if f in missing else f for f in findings]
@@ -810,7 +814,7 @@ def _validity(
     name: str,
 ) -> bool:
     nb, na = pki.certificate_validity(cert)
-    details = {"name": name, "not_after": _iso(na)}
+    details = {"name": name, "not_after": rfc3339(na)}
     if pki.is_ca_certificate(cert):
         renew = (
             "run 'kuberevive ca extend --apply' on the control-plane node that holds its key: it re-issues the CA "
@@ -827,7 +831,7 @@ def _validity(
             Severity.ERROR,
             area,
             subject,
-            f"{name} is not valid before {_iso(nb)}",
+            f"{name} is not valid before {rfc3339(nb)}",
             "check the node's clock, or regenerate it",
             **details,
         )
@@ -838,7 +842,7 @@ def _validity(
             Severity.ERROR,
             area,
             subject,
-            f"{name} expired on {_iso(na)}",
+            f"{name} expired on {rfc3339(na)}",
             renew,
             **details,
         )
@@ -849,7 +853,7 @@ def _validity(
             Severity.WARNING,
             area,
             subject,
-            f"{name} expires on {_iso(na)}, in {_days(na - now)} days",
+            f"{name} expires on {rfc3339(na)}, in {_days(na - now)} days",
             f"renew it before it expires; {renew}",
             **details,
         )
@@ -946,7 +950,7 @@ def _pki_findings(
                     f"{spec.name} lacks SANs the configuration requires: {', '.join(lacking)}",
                     f"move {cert_path.name} and {key_path.name} aside and run 'kuberevive generate certs' "
                     "to issue it with the right SANs",
-                    missing=", ".join(lacking),
+                    missing=tuple(lacking),
                 )
         _usage_findings(spec, cert, cert_path, out)
         if len(out.items) == problems:
@@ -956,11 +960,11 @@ def _pki_findings(
                 Severity.OK,
                 Area.PKI,
                 cert_path,
-                f"{spec.name}: valid until {_iso(na)} ({_days(na - snap.now)} days), "
+                f"{spec.name}: valid until {rfc3339(na)} ({_days(na - snap.now)} days), "
                 + ("self-signed CA" if spec.is_ca else f"signed by {spec.signer}"),
                 name=spec.name,
-                not_after=_iso(na),
-                not_before=_iso(nb),
+                not_after=rfc3339(na),
+                not_before=rfc3339(nb),
                 issuer=spec.signer or "self",
             )
     return authorities
@@ -1055,9 +1059,9 @@ def _worker_pki_findings(snap: NodeSnapshot, cdir: PurePosixPath, opts: Options,
             Severity.OK,
             Area.PKI,
             path,
-            f"ca: valid until {_iso(cert.not_valid_after_utc)}",
+            f"ca: valid until {rfc3339(cert.not_valid_after_utc)}",
             name="ca",
-            not_after=_iso(cert.not_valid_after_utc),
+            not_after=rfc3339(cert.not_valid_after_utc),
             issuer="self",
         )
 
@@ -1116,7 +1120,7 @@ def _kubeconfig_findings(
             Severity.ERROR,
             Area.KUBECONFIG,
             path,
-            f"{path.name} trusts a CA ({_cn(theirs.subject)}, expires {_iso(theirs.not_valid_after_utc)}) "
+            f"{path.name} trusts a CA ({_cn(theirs.subject)}, expires {rfc3339(theirs.not_valid_after_utc)}) "
             f"that is not {cdir / 'ca.crt'}",
             "move it aside and run 'kuberevive generate kubeconfigs' to issue it for the current CA",
         )
@@ -1148,7 +1152,7 @@ def _kubeconfig_findings(
                 "regenerate the kubeconfig",
             )
         else:
-            not_after = _iso(cert.not_valid_after_utc)
+            not_after = rfc3339(cert.not_valid_after_utc)
             if ca_cert is not None and not pki.verify_signed_by(cert, ca_cert):
                 out.add(
                     "kubeconfig.client-cert-invalid",
@@ -1521,7 +1525,7 @@ def _cis_findings(
                 item=item.item,
                 text=item.text,
                 actual=defaults[0][1],
-                files=",".join(str(p) for p, _ in defaults),
+                files=tuple(str(p) for p, _ in defaults),
             )
         if checked and not failed:
             out.add(
@@ -1624,8 +1628,8 @@ def _recovery_findings(
                 f"etcd data survives: {etcd.data_dir} ({_size(etcd.size_bytes)}), member name {name_text}"
                 + (f" (etcd.yaml --name={manifest_name})" if manifest_name else ""),
                 "keep it: recovery restarts etcd on this data",
-                member_names=",".join(names),
-                size_bytes=str(etcd.size_bytes),
+                member_names=tuple(names),
+                size_bytes=etcd.size_bytes,
                 data_dir=str(etcd.data_dir),
             )
         else:
@@ -1686,11 +1690,11 @@ def _recovery_findings(
             path,
             f"kubelet {what} certificate {_cn(cert.subject)} survives"
             + (f" (-> {link})" if link else "")
-            + f", issuer {_cn(cert.issuer)}, valid until {_iso(cert.not_valid_after_utc)}"
+            + f", issuer {_cn(cert.issuer)}, valid until {rfc3339(cert.not_valid_after_utc)}"
             + ("" if signed_by == "?" else f", signed by {signed_by}"),
             issuer=_cn(cert.issuer),
             cert_subject=_cn(cert.subject),
-            not_after=_iso(cert.not_valid_after_utc),
+            not_after=rfc3339(cert.not_valid_after_utc),
             signed_by="" if signed_by == "?" else signed_by,
             issuer_key_id=_aki(cert),
         )
@@ -1702,8 +1706,8 @@ def _recovery_findings(
             Area.RECOVERY,
             snap.images_note,
             "control-plane images in the container runtime: " + (", ".join(versions) or "none"),
-            images=",".join(versions),
-            kubernetes_versions=",".join(sorted({i.rsplit(":", 1)[1] for i in versions if "/kube-apiserver:" in i})),
+            images=tuple(versions),
+            kubernetes_versions=tuple(sorted({i.rsplit(":", 1)[1] for i in versions if "/kube-apiserver:" in i})),
         )
     else:
         out.add(
@@ -1720,7 +1724,7 @@ def _recovery_findings(
             Area.RECOVERY,
             snap.hostname,
             f"node addresses: {', '.join(snap.addresses)}",
-            addresses=",".join(snap.addresses),
+            addresses=tuple(snap.addresses),
         )
     for c in candidates:
         out.add(
@@ -1729,11 +1733,11 @@ def _recovery_findings(
             Area.RECOVERY,
             c.path,
             f"CA certificate found ({c.origin}): CN {_cn(c.cert.subject)}, valid until "
-            f"{_iso(c.cert.not_valid_after_utc)}, {pki.discovery_token_ca_cert_hash(c.cert)}, "
+            f"{rfc3339(c.cert.not_valid_after_utc)}, {pki.discovery_token_ca_cert_hash(c.cert)}, "
             + ("with its matching key" if c.key_ok else "without its key"),
             pin=pki.discovery_token_ca_cert_hash(c.cert),
-            key=str(c.key_ok).lower(),
-            same_as_current=str(ca_cert is not None and c.cert == ca_cert).lower(),
+            key=c.key_ok,
+            same_as_current=ca_cert is not None and c.cert == ca_cert,
             origin=c.origin,
         )
     if role != "control-plane":
@@ -1772,7 +1776,7 @@ def _ca_verdict(
         and pki.key_matches_certificate(key, ca_cert)
         and snap.now <= ca_cert.not_valid_after_utc
     ):
-        reason = f"{cdir / 'ca.crt'} and ca.key are present, match, and are valid until " + _iso(
+        reason = f"{cdir / 'ca.crt'} and ca.key are present, match, and are valid until " + rfc3339(
             ca_cert.not_valid_after_utc
         )
         out.add("recovery.ca-keep", Severity.OK, Area.RECOVERY, cdir / "ca.crt", f"CA can be kept: {reason}")

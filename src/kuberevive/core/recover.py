@@ -61,6 +61,7 @@ from kuberevive.model.config import (
     KubeadmConfig,
     NodeFacts,
 )
+from kuberevive.model.document import rfc3339
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
 from kuberevive.model.recover import NodeEvidence, NodeIdentity, RecoveryPlan, Step, StepKind
 
@@ -762,7 +763,7 @@ def new_bootstrap_token(random_bytes: Callable[[int], bytes]) -> str:
 def bootstrap_token_secret(token: str, now: datetime, ttl: timedelta = timedelta(hours=24)) -> dict[str, Any]:
     """The Secret of spec §5.4 (kube-system/bootstrap-token-<id>)."""
     token_id, _, secret = token.partition(".")
-    expiration = (now + ttl).strftime("%Y-%m-%dT%H:%M:%SZ")
+    expiration = rfc3339(now + ttl)
     data = {
         "token-id": token_id,
         "token-secret": secret,

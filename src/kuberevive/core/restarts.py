@@ -30,10 +30,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from kuberevive.core.satokens import LEGACY_TOKEN_SECRET, stale_token_secrets
+from kuberevive.model.document import rfc3339
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
@@ -54,13 +55,6 @@ Labels = tuple[tuple[str, str], ...]
 def parse_time(text: str) -> datetime:
     """An API timestamp (``2024-05-01T10:00:00Z``, RFC 3339) as an aware datetime."""
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def rfc3339(at: datetime) -> str:
-    """``at`` as kubectl writes ``restartedAt``: RFC 3339, whole seconds (here always UTC, ``Z``)."""
-    if at.tzinfo is None:
-        raise ValueError("the time must be timezone-aware")
-    return at.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 
 from kuberevive.core.redact import redact_url
 from kuberevive.model import yamlload
+from kuberevive.model.document import rfc3339
 
 EXTENSION_AUTH = ("kube-system", "extension-apiserver-authentication")
 CLUSTER_INFO = ("kube-public", "cluster-info")
@@ -58,7 +59,7 @@ class CertInfo:
     @classmethod
     def of(cls, cert: x509.Certificate) -> CertInfo:
         fp = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
-        return cls(cert.subject.rfc4514_string(), fp, cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return cls(cert.subject.rfc4514_string(), fp, rfc3339(cert.not_valid_after_utc))
 
     def __str__(self) -> str:
         return f"{self.subject or '<empty subject>'} (sha256 {self.sha256[:16]}, expires {self.not_after})"

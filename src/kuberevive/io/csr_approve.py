@@ -16,6 +16,7 @@ from typing import Any
 from kuberevive.core.csr import CsrDecision, approval_condition, decide_all
 from kuberevive.errors import KubeApiError
 from kuberevive.io.kubeapi import KubeApi
+from kuberevive.model.document import rfc3339
 
 CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 
@@ -37,7 +38,7 @@ def review_serving_csrs(api: KubeApi) -> tuple[list[CsrDecision], dict[str, dict
 def approve_csrs(
     api: KubeApi, decisions: list[CsrDecision], objects: dict[str, dict[str, Any]], now: datetime | None = None
 ) -> list[Approval]:
-    stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = rfc3339(now or datetime.now(UTC))
     out: list[Approval] = []
     for d in decisions:
         if not d.approve:

@@ -31,6 +31,7 @@ from kuberevive.core import restarts
 from kuberevive.core.satokens import LEGACY_TOKEN_SECRET, token_kid
 from kuberevive.errors import KubeApiError
 from kuberevive.io.kubeapi import KubeApi
+from kuberevive.model.document import rfc3339
 from kuberevive.waiting import poll_until
 
 Outcome = Literal["ok", "skipped", "failed"]
@@ -191,7 +192,7 @@ def _remint(api: KubeApi, action: restarts.Action, current: frozenset[str], dead
 def _rollout_restart(api: KubeApi, action: restarts.Action, deadline: float, poll: float) -> str:
     path = _path(action.kind, action.namespace, action.name)
     now = datetime.now(UTC).replace(microsecond=0)
-    at = restarts.rfc3339(now)
+    at = rfc3339(now)
     api.patch(path, restarts.restart_patch(now), "strategic")
     last: dict[str, Any] = {}
 

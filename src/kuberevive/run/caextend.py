@@ -41,6 +41,7 @@ from kuberevive.io.transport import Transport, run_on_nodes
 from kuberevive.io.trust_apply import apply_trust_plan, read_trust_plan
 from kuberevive.model import paths
 from kuberevive.model.artifacts import Artifact
+from kuberevive.model.document import rfc3339_or_none
 from kuberevive.model.inventory import InventoryNode
 from kuberevive.model.recover import RetrustOptions
 from kuberevive.run import renew
@@ -134,8 +135,8 @@ def _ca_json(e: caextend.Extended, item: certs.CertItem | None = None) -> dict[s
         "name": e.name,
         "path": str(e.path),
         "status": item.status.value if item is not None else None,
-        "not_after": certs.iso(e.old.not_valid_after_utc),
-        "new_not_after": certs.iso(e.new.not_valid_after_utc),
+        "not_after": rfc3339_or_none(e.old.not_valid_after_utc),
+        "new_not_after": rfc3339_or_none(e.new.not_valid_after_utc),
         "serial": format(e.old.serial_number, "x"),
         "new_serial": format(e.new.serial_number, "x"),
     }

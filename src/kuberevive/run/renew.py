@@ -44,6 +44,7 @@ from kuberevive.io.transport import Transport, run_on_nodes
 from kuberevive.model import paths
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import KubeadmConfig
+from kuberevive.model.document import rfc3339_or_none
 from kuberevive.model.inventory import Inventory, InventoryNode, from_node_objects
 from kuberevive.model.recover import RetrustOptions
 from kuberevive.run.context import Effects, Faults, check_table
@@ -235,7 +236,7 @@ def _target_json(item: certs.CertItem) -> dict[str, Any]:
         "name": item.name,
         "path": item.path,
         "status": item.status.value,
-        "not_after": certs.iso(item.not_after),
+        "not_after": rfc3339_or_none(item.not_after),
         "problems": list(item.problems),
     }
 

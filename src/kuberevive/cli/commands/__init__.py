@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "restore_etcd",
         "restore etcd's data directory from a snapshot or a kuberevive backup (single control-plane node)",
     ),
+    "version": ("version", "print kuberevive's version (-o json: a document)"),
+    "completion": ("completion", "print a bash or zsh completion script (static: works offline)"),
     "lab": ("lab", "a real two-node kubeadm cluster on this machine, for tests and demos"),
 }
 
@@ -92,6 +94,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "kuberevive restore-etcd": (
         "kuberevive restore-etcd --snapshot /var/backups/etcd.db",
         "kuberevive restore-etcd --snapshot BACKUP.age --passphrase-file /root/backup.pass",
+    ),
+    "kuberevive version": ("kuberevive version -o json",),
+    "kuberevive completion": (
+        "kuberevive completion bash > /etc/bash_completion.d/kuberevive",
+        'kuberevive completion zsh > "${fpath[1]}/_kuberevive"',
     ),
     "kuberevive lab": ("kuberevive lab up && kuberevive lab demo && kuberevive lab down",),
     "kuberevive lab up": (

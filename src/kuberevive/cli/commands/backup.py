@@ -8,7 +8,6 @@ import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from kuberevive import __version__
 from kuberevive.cli.commands import summary
@@ -19,6 +18,16 @@ from kuberevive.errors import BackupError
 from kuberevive.io import backupfile
 from kuberevive.io.noderoot import NodeRoot, WriteAction
 from kuberevive.model import paths
+from kuberevive.model.document import (
+    BACKUP_CREATE,
+    BACKUP_LIST,
+    BACKUP_PRUNE,
+    BACKUP_RESTORE,
+    BACKUP_VERIFY,
+    rfc3339,
+    rfc3339_or_none,
+    stamp,
+)
 
 
 def _secret_args(p: argparse.ArgumentParser, decrypt: bool) -> None:
@@ -225,23 +234,26 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
             "the backup is not signed (no pki/ca.key that matches pki/ca.crt on this node), so reading it will need "
             "--allow-unauthenticated"
         )
-    result = {
-        "command": "backup create",
-        "file": str(target),
-        "bytes": len(ciphertext),
-        "seconds": round(seconds, 2),
-        "node": node.as_json(),
-        "role": gaps.role,
-        "files": len(files),
-        "missing": [str(p) for p in gaps.missing],
-        "kubeadm_config": source,
-        "etcd_snapshot_bytes": len(snapshot) if snapshot is not None else None,
-        "encryption": "age recipient (X25519)" if secret.recipients else "age passphrase (scrypt)",
-        "signed": signer is not None,
-        "moved_aside_to": str(moved_aside) if moved_aside else None,
-        "pruned": [str(b.path) for b in pruned],
-        "warnings": warnings,
-    }
+    result = stamp(
+        BACKUP_CREATE,
+        {
+            "file": str(target),
+            "created": rfc3339(created),
+            "bytes": len(ciphertext),
+            "seconds": round(seconds, 2),
+            "node": node.as_json(),
+            "role": gaps.role,
+            "files": len(files),
+            "missing": [str(p) for p in gaps.missing],
+            "kubeadm_config": source,
+            "etcd_snapshot_bytes": len(snapshot) if snapshot is not None else None,
+            "encryption": "age recipient (X25519)" if secret.recipients else "age passphrase (scrypt)",
+            "signed": signer is not None,
+            "moved_aside_to": str(moved_aside) if moved_aside else None,
+            "pruned": [str(b.path) for b in pruned],
+            "warnings": warnings,
+        },
+    )
     for text in warnings:
         env.warning(text)
     if args.json:
@@ -278,7 +290,7 @@ def run_verify(args: argparse.Namespace, env: Environment) -> int:
     if pin is not None:
         report.checks.append(f"the backup's CA is the pinned --ca-cert-hash {pin}")
     if args.json:
-        env.json({"command": "backup verify", "file": args.file, **report.as_json()})
+        env.json(stamp(BACKUP_VERIFY, {"file": args.file, **report.as_json()}))
         return int(ExitStatus.OK if report.ok and report.complete else ExitStatus.ERROR)
     node = report.node.get("node_name", "?")
     env.out(
@@ -346,16 +358,22 @@ def run_list(args: argparse.Namespace, env: Environment) -> int:
     now = datetime.now(UTC)
     if args.json:
         env.json(
-            [
+            stamp(
+                BACKUP_LIST,
                 {
-                    "file": str(b.path),
-                    "node": b.node,
-                    "created": b.created.isoformat() if b.created else None,
-                    "bytes": b.size,
-                    "encryption": b.encryption,
-                }
-                for b in backups
-            ]
+                    "dir": args.dir,
+                    "items": [
+                        {
+                            "file": str(b.path),
+                            "node": b.node,
+                            "created": rfc3339_or_none(b.created),
+                            "bytes": b.size,
+                            "encryption": b.encryption,
+                        }
+                        for b in backups
+                    ],
+                },
+            )
         )
         return int(ExitStatus.OK)
     if not backups:
@@ -372,14 +390,16 @@ def run_prune(args: argparse.Namespace, env: Environment) -> int:
     result = backupfile.prune_backups(Path(args.dir), args.keep, node=args.node, dry_run=args.dry_run)
     if args.json:
         env.json(
-            {
-                "command": "backup prune",
-                "dir": args.dir,
-                "keep": args.keep,
-                "dry_run": bool(args.dry_run),
-                "removed": [{"file": str(b.path), "node": b.node} for b in result.removed],
-                "kept": [{"file": str(b.path), "node": b.node} for b in result.kept],
-            }
+            stamp(
+                BACKUP_PRUNE,
+                {
+                    "dir": args.dir,
+                    "keep": args.keep,
+                    "dry_run": bool(args.dry_run),
+                    "removed": [{"file": str(b.path), "node": b.node} for b in result.removed],
+                    "kept": [{"file": str(b.path), "node": b.node} for b in result.kept],
+                },
+            )
         )
         return int(ExitStatus.OK)
     nodes = len({b.node for b in result.kept})
@@ -418,23 +438,25 @@ def run_restore(args: argparse.Namespace, env: Environment) -> int:
     changed = [w for w in written if w.action is not WriteAction.UNCHANGED]
     seconds = time.monotonic() - start
     if args.json:
-        out: dict[str, Any] = {
-            "command": "backup restore",
-            "file": args.file,
-            "dry_run": bool(args.dry_run),
-            "signed_by": contents.signed_by,
-            "seconds": round(seconds, 2),
-            "files": [
-                {
-                    "path": str(w.artifact.path),
-                    "mode": f"{w.artifact.mode:04o}",
-                    "action": w.action.value,
-                    "moved_aside_to": str(w.moved_aside_to) if w.moved_aside_to else None,
-                }
-                for w in written
-            ],
-            "warnings": warnings,
-        }
+        out = stamp(
+            BACKUP_RESTORE,
+            {
+                "file": args.file,
+                "dry_run": bool(args.dry_run),
+                "signed_by": contents.signed_by,
+                "seconds": round(seconds, 2),
+                "files": [
+                    {
+                        "path": str(w.artifact.path),
+                        "mode": f"{w.artifact.mode:04o}",
+                        "action": w.action.value,
+                        "moved_aside_to": str(w.moved_aside_to) if w.moved_aside_to else None,
+                    }
+                    for w in written
+                ],
+                "warnings": warnings,
+            },
+        )
         env.json(out)
         return int(ExitStatus.OK)
     verb = "would restore" if args.dry_run else "restored"

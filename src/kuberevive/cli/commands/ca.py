@@ -11,6 +11,7 @@ from kuberevive.cli.commands.recover import add_node_access_args, node_access
 from kuberevive.cli.env import Environment, is_live_root
 from kuberevive.core import caextend
 from kuberevive.errors import KubereviveError
+from kuberevive.model.document import CA_EXTEND_PLAN, CA_EXTEND_RESULT, stamp
 from kuberevive.model.kubeadm_yaml import parse_duration
 from kuberevive.run import caextend as run
 
@@ -120,7 +121,9 @@ def run_extend(args: argparse.Namespace, env: Environment) -> int:
             live=is_live_root(args.root),
         )
     if args.json:
-        env.json(result.as_dict() | {"apply": bool(args.apply)})
+        env.json(
+            stamp(CA_EXTEND_RESULT if args.apply else CA_EXTEND_PLAN, {"apply": bool(args.apply), **result.as_dict()})
+        )
     else:
         render(result, env, bool(args.apply))
     return 0

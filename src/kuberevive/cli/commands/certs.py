@@ -12,6 +12,7 @@ from kuberevive.cli.commands import summary
 from kuberevive.cli.commands.recover import add_node_access_args, node_access
 from kuberevive.cli.env import Environment, is_live_root
 from kuberevive.core import certs
+from kuberevive.model.document import CERTS_RENEW_PLAN, CERTS_RENEW_RESULT, stamp
 from kuberevive.run import renew
 
 
@@ -160,7 +161,11 @@ def run_renew(args: argparse.Namespace, env: Environment) -> int:
     else:
         result = renew.plan(args.root, args.config, args.expiry_warning_days, args.all, live=is_live_root(args.root))
     if args.json:
-        env.json(result.as_dict() | {"apply": bool(args.apply)})
+        env.json(
+            stamp(
+                CERTS_RENEW_RESULT if args.apply else CERTS_RENEW_PLAN, {"apply": bool(args.apply), **result.as_dict()}
+            )
+        )
     else:
         render_renew(result, env, bool(args.apply))
     return 0

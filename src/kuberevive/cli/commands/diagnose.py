@@ -21,7 +21,7 @@ from kuberevive.core.diagnose import (
     diagnose,
 )
 from kuberevive.core.salvage import candidates
-from kuberevive.errors import CollectError
+from kuberevive.errors import CollectError, KubereviveError
 from kuberevive.io.snapshot import collect
 from kuberevive.model.paths import KUBELET_CLIENT_CURRENT
 from kuberevive.run.peers import peer_findings
@@ -81,6 +81,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         )
     except CollectError:
         raise
+    except KubereviveError as exc:  # any failure is "could not run" (3), never a findings code (1 is warnings)
+        raise CollectError(exc.message, exc.hint) from exc
     report = diagnose(snap, Options(expiry_warning_days=args.expiry_warning_days, cis_strict=args.cis_strict))
     access = node_access(args)
     inventory = access.inventory.nodes if access.inventory is not None else ()

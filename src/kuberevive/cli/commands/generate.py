@@ -14,6 +14,7 @@ from kuberevive.errors import ConfigError, ExistingFileError
 from kuberevive.io import nodefacts
 from kuberevive.io.noderoot import NodeRoot, WriteAction, WriteResult
 from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, DEFAULT_MANIFESTS_DIR, KubeadmConfig
+from kuberevive.model.document import GENERATE, Document, stamp
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
 from kuberevive.run.generate import PENDING, finish_interrupted, write_set
 
@@ -121,27 +122,29 @@ def _as_json(
     reused: list[Any],
     warnings: list[str],
     expired: list[Any],
-) -> dict[str, Any]:
-    return {
-        "command": "generate",
-        "target": target.value,
-        "root": str(Path(args.root).resolve()),
-        "dry_run": bool(args.dry_run),
-        "files": [
-            {
-                "path": str(r.artifact.path),
-                "mode": f"{r.artifact.mode:04o}",
-                "kind": r.artifact.kind.value,
-                "description": r.artifact.description,
-                "action": _action(r, args.dry_run, args.force),
-                "moved_aside_to": str(r.moved_aside_to) if r.moved_aside_to else None,
-            }
-            for r in written
-        ],
-        "reused": [str(p) for p in reused],
-        "expired": [str(p) for p in expired],
-        "warnings": warnings,
-    }
+) -> Document:
+    return stamp(
+        GENERATE,
+        {
+            "target": target.value,
+            "root": str(Path(args.root).resolve()),
+            "dry_run": bool(args.dry_run),
+            "files": [
+                {
+                    "path": str(r.artifact.path),
+                    "mode": f"{r.artifact.mode:04o}",
+                    "kind": r.artifact.kind.value,
+                    "description": r.artifact.description,
+                    "action": _action(r, args.dry_run, args.force),
+                    "moved_aside_to": str(r.moved_aside_to) if r.moved_aside_to else None,
+                }
+                for r in written
+            ],
+            "reused": [str(p) for p in reused],
+            "expired": [str(p) for p in expired],
+            "warnings": warnings,
+        },
+    )
 
 
 def _print_human(

@@ -10,6 +10,7 @@ from kuberevive.cli.commands import summary
 from kuberevive.cli.env import Environment
 from kuberevive.errors import LabError
 from kuberevive.lab import Lab, LabConfig
+from kuberevive.model.document import LAB_DEMO, LAB_STATUS, stamp
 
 
 def _lab(env: Environment, control_planes: int | None = None, workers: int | None = None) -> Lab:
@@ -45,12 +46,15 @@ def _status(args: argparse.Namespace, env: Environment) -> int:
     state = lab.read_state()
     if args.json:
         env.json(
-            {
-                "status": state.get("status", "absent"),
-                "state_dir": str(lab.cfg.state_dir),
-                "kubeadm_init_config": state.get("kubeadm_init_config"),
-                "nodes": [n.as_dict() for n in nodes],
-            }
+            stamp(
+                LAB_STATUS,
+                {
+                    "status": state.get("status", "absent"),
+                    "state_dir": str(lab.cfg.state_dir),
+                    "kubeadm_init_config": state.get("kubeadm_init_config"),
+                    "nodes": [n.as_dict() for n in nodes],
+                },
+            )
         )
     else:
         env.out(f"lab: {state.get('status', 'absent')} (state in {lab.cfg.state_dir})")
@@ -69,7 +73,7 @@ def _demo(args: argparse.Namespace, env: Environment) -> int:
         _lab(env), say, wait=args.wait, guard=not args.no_eviction_guard, retrust_delay=args.retrust_delay
     )
     if args.json:
-        env.json(report)
+        env.json(stamp(LAB_DEMO, report))
     if report["recover_exit_code"] != 0:
         raise LabError(
             f"kuberevive recover --apply exited {report['recover_exit_code']}",

@@ -19,6 +19,7 @@ from kuberevive.core.salvage import parse_peer
 from kuberevive.errors import ConfigError
 from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
+from kuberevive.model.document import RECOVERY_PLAN, RECOVERY_RESULT, Document, stamp
 from kuberevive.model.inventory import Inventory, load_inventory
 from kuberevive.model.recover import RecoveryPlan, RetrustOptions
 from kuberevive.run.recover import RecoveryResult, apply_recovery, plan_recovery
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     if not args.apply:
         plan = plan_recovery(host, kept, config_text, env.environ, options=node_access(args))
         if args.json:
-            env.json({"command": "recover", "apply": False, "plan": plan.as_dict()})
+            env.json(plan_document(plan))
         else:
             _print_plan(env, plan)
         return int(ExitStatus.OK)
@@ -165,10 +166,20 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     )
     result = apply_recovery(host, kept, config_text, progress=env.progress, environ=env.environ, options=options)
     if args.json:
-        env.json({"command": "recover", "apply": True} | result.as_dict())
+        env.json(result_document(result))
     else:
         _print_result(env, result)
     return int(ExitStatus.OK)
+
+
+def plan_document(plan: RecoveryPlan) -> Document:
+    """``recover --json`` without ``--apply``."""
+    return stamp(RECOVERY_PLAN, {"apply": False, "plan": plan.as_dict()})
+
+
+def result_document(result: RecoveryResult) -> Document:
+    """``recover --apply --json``."""
+    return stamp(RECOVERY_RESULT, {"apply": True, **result.as_dict()})
 
 
 def _print_plan(env: Environment, plan: RecoveryPlan) -> None:

@@ -13,6 +13,7 @@ from kuberevive.errors import BackupError
 from kuberevive.io import backupfile, etcdrestore
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model import paths
+from kuberevive.model.document import RESTORE_ETCD, stamp
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     pin = pinned_ca(args)
     data = backupfile.read_backup_bytes(Path(args.snapshot))
     fallback_manifest = None
+    warnings: list[str] = []
     if core.is_age_file(data):
         secret = backupfile.read_secret(env.environ, args.passphrase_file, (), args.identity)
         contents = core.open_archive(data, secret, args.snapshot, allow_unauthenticated=args.allow_unauthenticated)
@@ -58,9 +60,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
             ca_cert_hash=pin,
             allow_unauthenticated=args.allow_unauthenticated,
         )
-        for warning in warnings:
-            if not args.json:
-                env.warning(warning)
+        for warning in warnings:  # on stderr, and in the --json document
+            env.warning(warning)
         if contents.etcd_snapshot is None:
             raise BackupError(
                 f"the backup {args.snapshot} has no etcd snapshot",
@@ -73,19 +74,25 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         core.split_snapshot(data)  # refuse a truncated or corrupt snapshot before stopping anything
         snapshot = data
     result = etcdrestore.restore_etcd(
-        root, snapshot, fallback_manifest=fallback_manifest, progress=(lambda _s: None) if args.json else env.progress
+        root,
+        snapshot,
+        fallback_manifest=fallback_manifest,
+        progress=env.progress,  # stderr: --json stays clean
     )
     if args.json:
         env.json(
-            {
-                "command": "restore-etcd",
-                "member": result.member.name,
-                "data_dir": str(result.member.data_dir),
-                "old_data_dir": str(result.old_data_dir) if result.old_data_dir else None,
-                "healthy": result.healthy,
-                "seconds": round(result.seconds, 2),
-                "steps": result.steps,
-            }
+            stamp(
+                RESTORE_ETCD,
+                {
+                    "member": result.member.name,
+                    "data_dir": str(result.member.data_dir),
+                    "old_data_dir": str(result.old_data_dir) if result.old_data_dir else None,
+                    "healthy": result.healthy,
+                    "seconds": round(result.seconds, 2),
+                    "steps": result.steps,
+                    "warnings": warnings,
+                },
+            )
         )
         return int(ExitStatus.OK)
     env.out(f"restored etcd member {result.member.name} into {result.member.data_dir} in {result.seconds:.1f} s")
