@@ -106,6 +106,15 @@ def init_documents(cfg: LabConfig, token: str) -> list[dict[str, Any]]:
             "etcd": {"local": {"dataDir": "/var/lib/etcd"}},
             "dns": {"disabled": True},
         }
+        | (
+            {
+                "controllerManager": {
+                    "extraArgs": [{"name": "cluster-signing-duration", "value": cfg.cluster_signing_duration}]
+                }
+            }
+            if cfg.cluster_signing_duration
+            else {}
+        )
         | ({"certificateValidityPeriod": cfg.certificate_validity} if cfg.certificate_validity else {})
         | ({"caCertificateValidityPeriod": cfg.ca_certificate_validity} if cfg.ca_certificate_validity else {}),
         {
