@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from kuberevive.core import certs, pki
 from kuberevive.errors import NodeFsError, PlanError, TransportError
@@ -18,7 +19,7 @@ from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.transport import DEFAULT_TIMEOUT, Deadline, Result, Transport
 from kuberevive.model import paths
-from kuberevive.model.config import KubeadmConfig
+from kuberevive.model.config import EncryptionAlgorithm, KubeadmConfig
 from kuberevive.model.inventory import Inventory, InventoryNode
 from kuberevive.model.recover import RetrustOptions
 from kuberevive.run import renew
@@ -36,7 +37,8 @@ EXPIRED = replace(_cfg().cluster, certificate_validity=timedelta(days=1))  # iss
 def kubelet_files(cfg: KubeadmConfig, node: str, expired: bool = False) -> dict[PurePosixPath, bytes]:
     """A joined node's kubelet files, its client certificate from the cluster CA of TREE (valid, or long expired)."""
     if expired:
-        files = with_kubelet_pem(TREE, replace(cfg, cluster=EXPIRED), node=node, now=NOW)
+        old = replace(EXPIRED, encryption_algorithm=cfg.cluster.encryption_algorithm)
+        files = with_kubelet_pem(TREE, replace(cfg, cluster=old), node=node, now=NOW)
     else:
         files = with_kubelet_pem(TREE, cfg, node=node, now=REAL_NOW)
     keep = (paths.KUBELET_CONF, CURRENT, PurePosixPath(f"{paths.KUBELET_PKI}/kubelet-client-stamp.pem"))
@@ -200,7 +202,9 @@ def test_node_renewal_decides_per_certificate():
 
 def test_other_kubelets_renews_the_expired_one_reports_the_unreachable_one_and_resumes(tmp_path: Path):
     cfg = _cfg()
-    old_files = kubelet_files(cfg, "worker-1", expired=True)
+    # a TLS-bootstrapped kubelet's key is ECDSA P-256 (the cluster's configuration says RSA-2048): the new one is too
+    ecdsa = replace(cfg, cluster=replace(cfg.cluster, encryption_algorithm=EncryptionAlgorithm.ECDSA_P256))
+    old_files = kubelet_files(ecdsa, "worker-1", expired=True)
     worker1 = FakeHost("worker-1", old_files)
     worker2 = FakeHost("worker-2", kubelet_files(cfg, "worker-2"))
     ex, journal = executor(tmp_path, {"worker-1": worker1, "worker-2": worker2}, {"worker-3"}, timedelta(minutes=6))
@@ -220,6 +224,8 @@ def test_other_kubelets_renews_the_expired_one_reports_the_unreachable_one_and_r
     assert cert.subject.rfc4514_string() == "CN=system:node:worker-1,O=system:nodes"
     assert abs(cert.not_valid_after_utc - (datetime.now(UTC) + timedelta(minutes=6))) < timedelta(minutes=1)
     assert pki.key_matches_certificate(pki.load_private_key(worker1.read(CURRENT) or b"", "k"), cert)
+    key = cert.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
     # the old link is kept (moved aside), the old pem and kubelet.conf untouched (it already refers to the link)
     assert list(worker1.aside.values()) == [f"{paths.KUBELET_PKI}/kubelet-client-stamp.pem"]
     assert worker1.files[PurePosixPath(f"{paths.KUBELET_PKI}/kubelet-client-stamp.pem")] == old_files[CURRENT]
