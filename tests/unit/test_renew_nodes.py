@@ -3,7 +3,6 @@ fake hosts (in memory; the lab test runs it over SSH against real kubelets: test
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -17,7 +16,7 @@ from kuberevive.core import certs, pki
 from kuberevive.errors import NodeFsError, PlanError, TransportError
 from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
-from kuberevive.io.transport import DEFAULT_TIMEOUT, Deadline, Result, Transport
+from kuberevive.io.transport import Deadline, Result, Transport
 from kuberevive.model import paths
 from kuberevive.model.config import EncryptionAlgorithm, KubeadmConfig
 from kuberevive.model.inventory import Inventory, InventoryNode
@@ -26,6 +25,7 @@ from kuberevive.run import renew
 from kuberevive.run.journal import RenewJournal
 from tests.unit.test_certs import contents, with_kubelet_pem
 from tests.unit.test_diagnose import NOW, PKI, _cfg, _file, make_tree, snapshot
+from tests.unit.test_remotehost import Canned
 
 CURRENT = paths.KUBELET_CLIENT_CURRENT
 SERVING = paths.KUBELET_SERVING_CERT
@@ -91,25 +91,6 @@ class FakeHost:
         return pki.load_certificate(self.read(CURRENT) or b"", "client")
 
 
-class NoTransport:
-    """The transport handed to FakeHost's factory (nothing runs through it)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def run(self, argv: Sequence[str], input: bytes | None = None, timeout: float = DEFAULT_TIMEOUT) -> Result:
-        raise AssertionError("the fake host does not run commands")
-
-    def read_file(self, path: str) -> bytes:
-        raise AssertionError
-
-    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        raise AssertionError
-
-    def close(self) -> None:
-        pass
-
-
 class ReadyApi:
     """The API as the ready wait sees it: every Node Ready with a heartbeat now."""
 
@@ -138,7 +119,7 @@ def executor(
     def connect(n: InventoryNode, _deadline: Deadline) -> Transport:
         if n.name in down:
             raise TransportError(f"{n.name}: ssh: connect to host {n.address} port 22: No route to host", "")
-        return NoTransport(n.name)
+        return Canned(Result(1, b"", b"the fake host runs no command"))
 
     ex.connect = connect
     ex.remote = lambda _t, name: hosts[name]  # type: ignore[assignment,return-value]
