@@ -13,6 +13,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kuberevive.core import certs, pki
+from kuberevive.core.kubeconfig import Kubeconfig, control_plane_url
 from kuberevive.errors import NodeFsError, PlanError, TransportError
 from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
@@ -195,6 +196,16 @@ def test_other_kubelets_renews_the_expired_one_reports_the_unreachable_one_and_r
         ex.step_other_kubelets()
     assert "worker-3" in failed.value.message and "No route to host" in failed.value.message
     assert "worker-1" not in failed.value.message and "resumes" in failed.value.hint
+    # worker-3, where nothing was written, gets a kubelet.conf to copy there by hand (a new embedded certificate)
+    copy = tmp_path / "var/lib/kuberevive/renew/nodes/worker-3/kubelet.conf"
+    assert str(copy).removeprefix(str(tmp_path)).replace("worker-3", "<node>") in failed.value.hint
+    assert copy.stat().st_mode & 0o777 == 0o600
+    _cluster, user = Kubeconfig.from_yaml(copy.read_bytes()).current()
+    embedded = pki.load_certificate(user.client_certificate_data or b"", "copy")
+    assert embedded.subject.rfc4514_string() == "CN=system:node:worker-3,O=system:nodes"
+    assert pki.verify_signed_by(embedded, pki.load_certificate(contents(TREE)[PKI / "ca.crt"], "ca"))
+    assert _cluster.server == control_plane_url(_cfg())
+    assert not (tmp_path / "var/lib/kuberevive/renew/nodes/worker-1").exists()
 
     # worker-1: a new client certificate in place, signed by the cluster CA, for its node, with the validity given
     new_pem = PurePosixPath(f"{paths.KUBELET_PKI}/kubelet-client-2026-12-05-00-00-00.pem")

@@ -41,7 +41,9 @@ from kuberevive.core.kubeconfig import (
     SCHEDULER_CONF,
     SUPER_ADMIN_CONF,
     Kubeconfig,
+    control_plane_url,
     local_api_url,
+    render_kubeconfig,
 )
 from kuberevive.core.retrust import (
     NODES_GROUP,
@@ -729,17 +731,9 @@ def renew_kubelet_client(
     return trust, rewrite
 
 
-def kubelet_client_artifacts(
-    cfg: KubeadmConfig,
-    files: Mapping[PurePosixPath, bytes],
-    kubelet_conf: bytes | None,
-    node_name: str,
-    now: datetime,
-    stamp: str,
-) -> list[Artifact]:
-    """:func:`renew_kubelet_client` as the files to write: the new ``kubelet-client-<stamp>.pem`` (certificate and
-    key, 0600) first, then kubelet.conf when it must be rewritten."""
-    trust, rewrite = renew_kubelet_client(cfg, files, kubelet_conf, node_name, now, stamp)
+def kubelet_client_artifacts(trust: NodeTrustFiles, rewrite: bool) -> list[Artifact]:
+    """What :func:`renew_kubelet_client` returns as the files to write: the new ``kubelet-client-<stamp>.pem``
+    (certificate and key, 0600) first, then kubelet.conf when it must be rewritten."""
     pem_path = PurePosixPath(trust.pem_path)
     out = [Artifact(pem_path, 0o600, ArtifactKind.PRIVATE_KEY, "kubelet client certificate", trust.pem)]
     if rewrite:
@@ -753,6 +747,21 @@ def kubelet_client_artifacts(
             )
         )
     return out
+
+
+def kubelet_conf_to_copy(
+    cfg: KubeadmConfig, files: Mapping[PurePosixPath, bytes], node_name: str, now: datetime
+) -> bytes:
+    """A kubelet.conf for ``node_name`` with a new client certificate embedded (signed with the CA in ``files``) and
+    the control-plane endpoint: for a node ``certs renew --all-nodes`` could not reach, to be copied there by hand."""
+    cdir = certificates_dir(cfg)
+    _authority(cdir, "ca", files)  # both present and matching
+    ca_pem, server = files[cdir / "ca.crt"], control_plane_url(cfg)
+    trust = node_trust_files(cfg, ca_pem, files[cdir / "ca.key"], node_name, server, str(cdir / "ca.crt"), now, "-")
+    cert = pki.encode_certificate_pem(pki.load_certificate(trust.pem, "the new client certificate"))
+    key = pki.encode_private_key_pem(pki.load_private_key(trust.pem, "the new client key"))
+    user = f"system:node:{node_name}"
+    return render_kubeconfig(cfg.cluster.cluster_name, server, ca_pem, user, cert, key).encode()
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ from kuberevive.io.remotehost import SshHost
 from kuberevive.io.snapshot import collect
 from kuberevive.io.transport import Deadline, Transport, run_on_nodes
 from kuberevive.model import paths
-from kuberevive.model.artifacts import Artifact
+from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import KubeadmConfig
 from kuberevive.model.inventory import Inventory, InventoryNode, from_node_objects
 from kuberevive.model.kubeadm_yaml import format_duration, parse_duration
@@ -431,9 +431,10 @@ class RenewExecutor:
             current = self.node.read(paths.KUBELET_CLIENT_CURRENT)  # its key algorithm is kept
             if current is not None:
                 files[paths.KUBELET_CLIENT_CURRENT] = current
-            return certs.kubelet_client_artifacts(
+            renewed = certs.renew_kubelet_client(
                 self.cfg, files, conf, self.journal.node_name, self._now(), self.journal.stamp
             )
+            return certs.kubelet_client_artifacts(*renewed)
 
         arts = self._recorded("kubelet-client", compute)
         pem, rest = arts[0], arts[1:]
@@ -569,9 +570,10 @@ def other_kubelets(ex: RenewExecutor) -> None:
                 node_files = dict(pki_files)
                 if current is not None and current.content is not None:
                     node_files[paths.KUBELET_CLIENT_CURRENT] = current.content  # its key algorithm is kept
-                arts = certs.kubelet_client_artifacts(
+                renewed = certs.renew_kubelet_client(
                     ex.cfg, node_files, conf.content if conf else None, n.name, now, journal.stamp
                 )
+                arts = certs.kubelet_client_artifacts(*renewed)
             with lock:
                 journal.record_artifacts(key, arts)
             record(n.name, state="started", new_serving=todo.new_serving)
@@ -604,13 +606,41 @@ def other_kubelets(ex: RenewExecutor) -> None:
             ex.progress(f"      {line}")
     if failed:
         names = [f.split(":", 1)[0] for f in failed]
+        # a node where nothing was written yet gets a kubelet.conf to copy there by hand
+        untouched = [r.node for r in results.values() if not r.ok and r.node not in journal.other_nodes]
+        copies = _kubelet_confs_to_copy(ex, untouched)
+        by_hand = (
+            f"; or by hand on {', '.join(untouched)} (kubeadm's fix for an expired kubelet client certificate): move "
+            "aside /etc/kubernetes/kubelet.conf and /var/lib/kubelet/pki/kubelet-client-current.pem, copy "
+            f"{paths.RENEW_DIR}/nodes/<node>/kubelet.conf from this node (written now, 0600) to "
+            "/etc/kubernetes/kubelet.conf (0600) and run 'systemctl restart kubelet' there"
+            if copies
+            else ""
+        )
         raise PlanError(
             f"the kubelet certificates of {len(failed)} node(s) were not renewed (the other nodes are done): "
             + "; ".join(failed),
             f"make {', '.join(names)} reachable over SSH from this node (or give its address with --inventory FILE), "
-            "then run 'kuberevive certs renew --apply --all-nodes' again: it resumes with the nodes left. Nothing was "
-            "changed on a node that was not reached",
+            "then run 'kuberevive certs renew --apply --all-nodes' again: it resumes with the nodes left" + by_hand,
         )
+
+
+def _kubelet_confs_to_copy(ex: RenewExecutor, names: list[str]) -> list[Artifact]:
+    """For each node not reached: a kubelet.conf with a new client certificate embedded, written on this node."""
+    pki_files, now = ex._pki(), datetime.now(UTC)
+    arts = [
+        Artifact(
+            paths.RENEW_DIR / "nodes" / name / "kubelet.conf",
+            0o600,
+            ArtifactKind.KUBECONFIG,
+            f"kubelet.conf for {name}, to copy there by hand",
+            certs.kubelet_conf_to_copy(ex.cfg, pki_files, name, now),
+        )
+        for name in names
+    ]
+    if arts:
+        ex._write(arts)
+    return arts
 
 
 def _put_kubelet_files(host: Host, name: str, arts: list[Artifact]) -> list[str]:
