@@ -136,6 +136,8 @@ def render_nodes(result: renew.RenewResult, env: Environment) -> None:
     """``--all-nodes``: each other node's kubelet certificates and what is done there."""
     if result.nodes_note:
         env.out(f"other nodes: {result.nodes_note}")
+    if result.nodes:
+        env.out("other nodes (--all-nodes):")
     for n in result.nodes or []:
         client, serving = n["client"], n["serving"]
         if not n["reached"]:
