@@ -6,7 +6,7 @@ Run with your own lab instance: ``KUBEREVIVE_LAB_INSTANCE=4 python -m pytest -n0
    every row kubeadm prints, and the kubelet's client certificate date ``openssl`` reads; with ``--all-nodes`` the
    worker's kubelet certificates are read over SSH (and an unreachable node fails the check).
 2. The one-year cliff, worse variant, powered off past expiry: the lab is rebuilt with
-   ``certificateValidityPeriod: 6m`` (v1beta4) and the controller-manager's ``--cluster-signing-duration: 3m`` (the
+   ``certificateValidityPeriod: 6m`` (v1beta4) and the controller-manager's ``--cluster-signing-duration: 6m`` (the
    workers' kubelet client certificates), both kubelets are set to ``rotateCertificates: false`` (so they keep the
    client certificates they have), left running until the API server, etcd, controller-manager and both kubelets'
    certificates have expired and the API refuses every request; one ``certs renew --apply --all-nodes`` (cp1's kubelet
@@ -39,9 +39,11 @@ from tests.lab.test_zero_impact_lab import _labapp_containers
 pytestmark = pytest.mark.lab
 
 SHORT_VALIDITY = "6m"
-#: The controller-manager signs the workers' kubelet client certificates for this long: while rotation is on they
-#: are renewed every minute or two, once it is off the last one expires within 3 minutes (before the leaves).
-SIGNING_DURATION = "3m"
+#: The controller-manager signs the workers' kubelet client certificates for this long: worker1 joins just after
+#: cp1's leaves are made, so its certificate expires just *after* them, when the API server is already refusing
+#: everyone, as in a cluster powered off past expiry. (Had it expired first, the still running controller-manager
+#: would taint worker1 unreachable, and the restarted one would evict its pods at once: 300 s had passed.)
+SIGNING_DURATION = "6m"
 
 
 def certs_check(on_node: OnNode, node: str = "cp1", *extra: str) -> tuple[int, dict[str, Any]]:
@@ -152,7 +154,7 @@ def test_one_year_cliff(short_lab: Lab, tmp_path: Path):
     # both kubelets stop rotating their client certificates (kubeadm forces rotateCertificates: true in the cluster's
     # KubeletConfiguration, so it is turned off on each node), so they keep the ones they have and those expire
     # with the others: cp1's (from kubeadm init) is the worse variant, where the kubelet cannot start the API server
-    # by itself; worker1's (from the controller-manager, 3 minutes) is the powered-off one nobody renews
+    # by itself; worker1's (from the controller-manager, 6 minutes) is the powered-off one nobody renews
     for node in ("cp1", "worker1"):
         sed = "s/^rotateCertificates: true$/rotateCertificates: false/"
         on(node, "sed", "-i", sed, "/var/lib/kubelet/config.yaml")
