@@ -5,13 +5,16 @@ Run with your own lab instance: ``KUBEREVIVE_LAB_INSTANCE=4 python -m pytest -n0
 1. ``certs check --json`` on cp1 gives the same expiry dates as the real ``kubeadm certs check-expiration`` for
    every row kubeadm prints, and the kubelet's client certificate date ``openssl`` reads; with ``--all-nodes`` the
    worker's kubelet certificates are read over SSH (and an unreachable node fails the check).
-2. The one-year cliff, worse variant: the lab is rebuilt with ``certificateValidityPeriod: 6m`` (v1beta4) and cp1's
-   kubelet is set to ``rotateCertificates: false`` (so it keeps the client certificate kubeadm gave it),
-   left running until the API server, etcd, controller-manager and cp1's kubelet certificates have expired and the
-   API refuses every request; ``certs renew --apply`` (the kubelet first) brings the API back, both nodes Ready,
-   0 failed Service requests (every 100 ms from both nodes during the whole run), the same workload containers
-   (none restarted), and ``kubeadm certs check-expiration`` is clean afterwards; then ``certs renew --apply --all``
-   on the live cluster. The normal lab is rebuilt at the end.
+2. The one-year cliff, worse variant, powered off past expiry: the lab is rebuilt with
+   ``certificateValidityPeriod: 6m`` (v1beta4) and the controller-manager's ``--cluster-signing-duration: 6m`` (the
+   workers' kubelet client certificates), both kubelets are set to ``rotateCertificates: false`` (so they keep the
+   client certificates they have), left running until the API server, etcd, controller-manager and both kubelets'
+   certificates have expired and the API refuses every request; one ``certs renew --apply --all-nodes`` (cp1's kubelet
+   first, worker1's over SSH after the API is back) brings the cluster back: both nodes Ready, worker1's client
+   certificate new (serial changed, signed by the CA, valid), 0 failed Service requests (every 100 ms from both nodes
+   during the whole run), the same workload containers (same IDs and restart counts), and ``kubeadm certs
+   check-expiration`` is clean afterwards; then ``certs renew --apply --all`` on the live cluster, whose validity
+   now comes from the stored ClusterConfiguration (6m). The normal lab is rebuilt at the end.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ from tests.lab.test_zero_impact_lab import _labapp_containers
 pytestmark = pytest.mark.lab
 
 SHORT_VALIDITY = "6m"
+#: The controller-manager signs the workers' kubelet client certificates for this long: worker1 joins just after
+#: cp1's leaves are made, so its certificate expires just *after* them, when the API server is already refusing
+#: everyone, as in a cluster powered off past expiry. (Had it expired first, the still running controller-manager
+#: would taint worker1 unreachable, and the restarted one would evict its pods at once: 300 s had passed.)
+SIGNING_DURATION = "6m"
 
 
 def certs_check(on_node: OnNode, node: str = "cp1", *extra: str) -> tuple[int, dict[str, Any]]:
@@ -87,6 +95,25 @@ def test_check_all_nodes_reads_the_workers_kubelet_over_ssh(on_node: OnNode):
     assert code == 4 and len(bad) == 1 and bad[0]["status"] == "invalid", bad
 
 
+def read_with_worker(on: Any, argv: list[str], nodes: Any) -> dict[str, Any]:
+    """``kuberevive ARGV --json`` on cp1 (read-only: check, or renew's plan), again while worker1 could not be read
+    over SSH (on this loaded machine an SSH login can exceed its 10 s limit); ``nodes(data)``: worker1's entries."""
+    for attempt in range(1, 4):
+        proc = on("cp1", "kuberevive", *argv, "--json", check=False, timeout=180)
+        assert proc.returncode in (0, 3, 4), proc.stderr
+        data: dict[str, Any] = json.loads(proc.stdout)
+        data["exit_code"] = proc.returncode
+        unread = [n for n in nodes(data) if n.get("path") == "-" or n.get("reached") is False]
+        if not unread:
+            return data
+        print(f"attempt {attempt}: worker1 not read over SSH: {unread}")
+    raise AssertionError(f"worker1 could not be read over SSH in 3 attempts: {unread}")
+
+
+def _worker_items(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [i for i in data["items"] if i["node"] == "worker1"]
+
+
 def served_not_after(on: Any, port: int) -> str:
     """NotAfter of the certificate the server on cp1's ``port`` presents (what the running process loaded)."""
     script = f"echo | openssl s_client -connect 127.0.0.1:{port} 2>/dev/null | openssl x509 -noout -enddate"
@@ -109,7 +136,10 @@ def _wait(what: str, timeout: float, probe: Any, interval: float = 5.0) -> None:
 def short_lab(lab: Lab) -> Iterator[Lab]:
     """This instance rebuilt with leaf certificates valid for minutes; the normal lab is rebuilt afterwards."""
     lab.down()
-    short = Lab(dataclasses.replace(LabConfig.from_env(), certificate_validity=SHORT_VALIDITY), progress=print)
+    cfg = dataclasses.replace(
+        LabConfig.from_env(), certificate_validity=SHORT_VALIDITY, cluster_signing_duration=SIGNING_DURATION
+    )
+    short = Lab(cfg, progress=print)
     try:
         short.up()
         yield short
@@ -118,37 +148,58 @@ def short_lab(lab: Lab) -> Iterator[Lab]:
         lab.up()
 
 
-def _run(lab: Lab, node: str, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(lab.node(node).nsenter(list(argv)), capture_output=True, text=True, timeout=timeout)
+def _run(
+    lab: Lab, node: str, *argv: str, timeout: float = 120, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        lab.node(node).nsenter(list(argv)), capture_output=True, text=True, timeout=timeout, input=input
+    )
 
 
 def test_one_year_cliff(short_lab: Lab, tmp_path: Path):
     from kuberevive.lab.probe import ServiceProbe
 
-    def on(node: str, *argv: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        proc = _run(short_lab, node, *argv, timeout=timeout)
+    def on(
+        node: str, *argv: str, check: bool = True, timeout: float = 120, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        proc = _run(short_lab, node, *argv, timeout=timeout, input=input)
         if check and proc.returncode != 0:
             raise AssertionError(f"{node}: {' '.join(argv)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
         return proc
 
+    test_started = time.monotonic()
     init_yaml = short_lab.cfg.init_config_file.read_text()
     assert f"certificateValidityPeriod: {SHORT_VALIDITY}" in init_yaml
-    # cp1's kubelet stops rotating its client certificate (kubeadm forces rotateCertificates: true in the cluster's
-    # KubeletConfiguration, so it is turned off on the node), so it keeps the one kubeadm init gave it and that
-    # expires with the others: the worse variant, where the kubelet cannot start the API server by itself
-    on("cp1", "sed", "-i", "s/^rotateCertificates: true$/rotateCertificates: false/", "/var/lib/kubelet/config.yaml")
-    on("cp1", "systemctl", "restart", "kubelet")
-    client = next(i for i in certs_check(on)[1]["items"] if i["name"] == "kubelet-client")
-    assert client["days_left"] == 0, f"cp1's kubelet rotated its certificate before the test could stop it: {client}"
+    assert f"value: {SIGNING_DURATION}" in init_yaml  # controllerManager.extraArgs cluster-signing-duration
+    # both kubelets stop rotating their client certificates (kubeadm forces rotateCertificates: true in the cluster's
+    # KubeletConfiguration, so it is turned off on each node), so they keep the ones they have and those expire
+    # with the others: cp1's (from kubeadm init) is the worse variant, where the kubelet cannot start the API server
+    # by itself; worker1's (from the controller-manager, 6 minutes) is the powered-off one nobody renews
+    for node in ("cp1", "worker1"):
+        sed = "s/^rotateCertificates: true$/rotateCertificates: false/"
+        on(node, "sed", "-i", sed, "/var/lib/kubelet/config.yaml")
+        on(node, "systemctl", "restart", "kubelet")
+    # the other node is read over SSH at its address (the API will not answer to list the nodes)
+    inventory = (
+        "apiVersion: kuberevive.io/v1alpha1\nkind: Inventory\nnodes:\n"
+        f"- name: worker1\n  address: {short_lab.cfg.node('worker1').ip}\n"
+    )
+    on("cp1", "sh", "-c", "cat > /tmp/krtest-inventory.yaml", input=inventory)
+    all_nodes = ["--all-nodes", "--inventory", "/tmp/krtest-inventory.yaml", *ssh_args()]
     containers_before = {n: _labapp_containers(on, n) for n in ("cp1", "worker1")}
     assert all(containers_before.values()), containers_before
     with ServiceProbe(short_lab, tmp_path / "probe") as probe:
-        # the leaves kubeadm made expire; the API refuses every request (etcd and the API server's certificates)
-        _code, data = certs_check(on)
-        items = {i["name"]: i for i in data["items"]}
+        # the leaves kubeadm made expire, and both kubelets' client certificates; the API refuses every request
+        data = read_with_worker(on, ["certs", "check", *all_nodes], _worker_items)
+        items = {i["name"]: i for i in data["items"] if not i["node"]}
+        worker = {i["name"]: i for i in data["items"] if i["node"] == "worker1"}
+        old_worker_serial = worker["kubelet-client"]["serial"]
         expiry = max(
-            datetime.strptime(items[n]["not_after"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-            for n in ("apiserver", "etcd-server", "apiserver-etcd-client", "controller-manager.conf")
+            datetime.strptime(i["not_after"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            for i in [
+                items[n] for n in ("apiserver", "etcd-server", "apiserver-etcd-client", "controller-manager.conf")
+            ]
+            + [items["kubelet-client"], worker["kubelet-client"]]
         )
         assert expiry - datetime.now(UTC) < timedelta(minutes=10), items["apiserver"]
         _wait("the certificates to expire", 900, lambda: (datetime.now(UTC) > expiry + timedelta(seconds=20), expiry))
@@ -157,18 +208,41 @@ def test_one_year_cliff(short_lab: Lab, tmp_path: Path):
             300,
             lambda: (on("cp1", "kubectl", "get", "nodes", check=False, timeout=60).returncode != 0, "API answers"),
         )
-        code, data = certs_check(on)
-        expired = {i["name"] for i in data["items"] if i["status"] == "expired"}
+        data = read_with_worker(on, ["certs", "check", *all_nodes], _worker_items)
+        code = data["exit_code"]
+        expired = {i["name"] for i in data["items"] if i["status"] == "expired" and not i["node"]}
         assert code == 4 and {"apiserver", "etcd-server", "controller-manager.conf", "admin.conf"} <= expired
         assert "kubelet-client" in expired  # the worse variant: the control-plane kubelet's own certificate too
+        worker = {i["name"]: i for i in data["items"] if i["node"] == "worker1"}
+        assert worker["kubelet-client"]["status"] == "expired", worker  # powered off past expiry: the worker's too
 
-        plan = on("cp1", "kuberevive", "certs", "renew", "--json", timeout=180)
-        planned = {t["name"] for t in json.loads(plan.stdout)["targets"]}
+        plan = read_with_worker(on, ["certs", "renew", *all_nodes], lambda d: d["nodes"] or [])
+        planned = {t["name"] for t in plan["targets"]}
         assert expired - {"kubelet-serving"} <= planned
+        (node_plan,) = plan["nodes"]
+        assert (node_plan["node"], node_plan["renew_client"], node_plan["client"]["status"]) == (
+            "worker1",
+            True,
+            "expired",
+        )
+        assert plan["validity"].startswith("8760h0m0s, from kubeadm's default"), plan["validity"]  # the API is down
+        assert plan["steps"][-1]["id"] == "other-kubelets"
         assert certs_check(on)[0] == 4  # the plan changed nothing
 
+        # one command, with the node list from the API once it is back (no --inventory)
         started = time.monotonic()
-        run = on("cp1", "kuberevive", "certs", "renew", "--apply", "--json", check=False, timeout=1200)
+        run = on(
+            "cp1",
+            "kuberevive",
+            "certs",
+            "renew",
+            "--apply",
+            "--json",
+            "--all-nodes",
+            *ssh_args(),
+            check=False,
+            timeout=1200,
+        )
         took = time.monotonic() - started
         print(f"certs renew --apply took {took:.0f} s\n{run.stderr[-3000:]}")
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -187,10 +261,14 @@ def test_one_year_cliff(short_lab: Lab, tmp_path: Path):
 
         _wait("both nodes Ready", 300, both_ready)
         applied = json.loads(run.stdout)["applied"]
-        assert applied[:2] == ["kubelet-client", "kubelet-restart"] and applied[-1] == "node-ready", applied
-        code, data = certs_check(on)
+        assert applied[:2] == ["kubelet-client", "kubelet-restart"] and applied[-2:] == ["node-ready", "other-kubelets"]
+        data = read_with_worker(on, ["certs", "check", *all_nodes], _worker_items)
+        code = data["exit_code"]
         assert code == 0, [i for i in data["items"] if i["status"] != "ok"]
-        items = {i["name"]: i for i in data["items"]}
+        items = {i["name"]: i for i in data["items"] if not i["node"]}
+        worker = {i["name"]: i for i in data["items"] if i["node"] == "worker1"}["kubelet-client"]
+        assert worker["serial"] != old_worker_serial and worker["signer_verified"] is True
+        assert worker["subject"] == "system:node:worker1" and worker["days_left"] >= 364, worker
         # the running API server and etcd serve the renewed certificates (not only the files are new)
         assert served_not_after(on, 6443) == items["apiserver"]["not_after"]
         assert served_not_after(on, 2379) == items["etcd-server"]["not_after"]
@@ -214,12 +292,23 @@ def test_one_year_cliff(short_lab: Lab, tmp_path: Path):
         _wait("both nodes Ready", 300, both_ready)
         code, data = certs_check(on)
         client = next(i for i in data["items"] if i["name"] == "kubelet-client")
-        assert code == 0 and client["serial"] != old_client and client["subject"] == "system:node:cp1"
+        assert client["serial"] != old_client and client["subject"] == "system:node:cp1"
+        # with the API up, the validity is the stored ClusterConfiguration's (6m): everything renewed is "expiring"
+        assert (
+            json.loads(run_all.stdout)["validity"]
+            == "6m0s, from the stored ClusterConfiguration (kube-system/kubeadm-config)"
+        )
+        renewed = [i for i in data["items"] if i["group"] in ("certificate", "kubeconfig") and i["status"] != "missing"]
+        left = [
+            datetime.strptime(i["not_after"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) - datetime.now(UTC)
+            for i in [*renewed, client]
+        ]
+        assert code == 3 and all(timedelta(minutes=2) < t <= timedelta(minutes=6) for t in left), (code, left)
         time.sleep(3)
     results = {n: r.as_dict() for n, r in probe.results.items()}
     print(
-        f"one-year cliff: renew --apply {took:.0f} s (steps {applied}), renew --apply --all {took_all:.0f} s; "
-        f"probe {results}"
+        f"one-year cliff: renew --apply --all-nodes {took:.0f} s (steps {applied}), renew --apply --all "
+        f"{took_all:.0f} s; the test body {time.monotonic() - test_started:.0f} s; probe {results}"
     )
     for node, p in results.items():
         assert p["failed"] == 0, (node, p)

@@ -41,7 +41,9 @@ from kuberevive.core.kubeconfig import (
     SCHEDULER_CONF,
     SUPER_ADMIN_CONF,
     Kubeconfig,
+    control_plane_url,
     local_api_url,
+    render_kubeconfig,
 )
 from kuberevive.core.retrust import (
     NODES_GROUP,
@@ -419,9 +421,15 @@ def kubelet_items(
     return [replace(i, node=other_node) for i in items] if other_node else items
 
 
+#: The path of :func:`unreachable_item`: nothing was read.
+UNREACHABLE_PATH = "-"
+
+
 def unreachable_item(node: str, why: str) -> CertItem:
     """A node whose kubelet certificates could not be read: counted as invalid (a check must not pass on it)."""
-    return CertItem(KUBELET_CLIENT, Group.KUBELET, "-", Status.INVALID, problems=(f"not read: {why}",), node=node)
+    return CertItem(
+        KUBELET_CLIENT, Group.KUBELET, UNREACHABLE_PATH, Status.INVALID, problems=(f"not read: {why}",), node=node
+    )
 
 
 def with_items(report: CertsReport, extra: list[CertItem]) -> CertsReport:
@@ -720,6 +728,112 @@ def renew_kubelet_client(
         except (ConfigError, ValueError, TypeError):
             rewrite = True
     return trust, rewrite
+
+
+def kubelet_client_artifacts(trust: NodeTrustFiles, rewrite: bool) -> list[Artifact]:
+    """What :func:`renew_kubelet_client` returns as the files to write: the new ``kubelet-client-<stamp>.pem``
+    (certificate and key, 0600) first, then kubelet.conf when it must be rewritten."""
+    pem_path = PurePosixPath(trust.pem_path)
+    out = [Artifact(pem_path, 0o600, ArtifactKind.PRIVATE_KEY, "kubelet client certificate", trust.pem)]
+    if rewrite:
+        out.append(
+            Artifact(
+                KUBERNETES_DIR / KUBELET_CONF,
+                MODE_KUBECONFIG,
+                ArtifactKind.KUBECONFIG,
+                "kubelet.conf referring to kubelet-client-current.pem",
+                trust.kubeconfig,
+            )
+        )
+    return out
+
+
+def kubelet_conf_to_copy(
+    cfg: KubeadmConfig, files: Mapping[PurePosixPath, bytes], node_name: str, now: datetime
+) -> bytes:
+    """A kubelet.conf for ``node_name`` with a new client certificate embedded (signed with the CA in ``files``) and
+    the control-plane endpoint: for a node ``certs renew --all-nodes`` could not reach, to be copied there by hand."""
+    cdir = certificates_dir(cfg)
+    _authority(cdir, "ca", files)  # both present and matching
+    ca_pem, server = files[cdir / "ca.crt"], control_plane_url(cfg)
+    trust = node_trust_files(cfg, ca_pem, files[cdir / "ca.key"], node_name, server, str(cdir / "ca.crt"), now, "-")
+    cert = pki.encode_certificate_pem(pki.load_certificate(trust.pem, "the new client certificate"))
+    key = pki.encode_private_key_pem(pki.load_private_key(trust.pem, "the new client key"))
+    user = f"system:node:{node_name}"
+    return render_kubeconfig(cfg.cluster.cluster_name, server, ca_pem, user, cert, key).encode()
+
+
+@dataclass(frozen=True)
+class NodeRenewal:
+    """What ``certs renew --all-nodes`` does on one other node, from its kubelet items (:func:`kubelet_items`)."""
+
+    node: str
+    client: CertItem
+    serving: CertItem | None
+    renew_client: bool
+    """A new client certificate signed locally with ca.key, kubelet-client-current.pem pointed at it."""
+    new_serving: bool
+    """The kubelet's self-signed serving certificate (kubelet.crt/.key) moved aside: it makes a new one at start."""
+    notes: tuple[str, ...] = ()
+
+    @property
+    def restart(self) -> bool:
+        return self.renew_client or self.new_serving
+
+    @property
+    def reached(self) -> bool:
+        return self.client.path != UNREACHABLE_PATH
+
+    def as_json(self) -> dict[str, Any]:
+        def cert(i: CertItem | None) -> dict[str, Any] | None:
+            if i is None:
+                return None
+            return {
+                "path": i.path,
+                "status": i.status.value,
+                "not_after": rfc3339_or_none(i.not_after),
+                "authority": i.authority,
+                "problems": list(i.problems),
+            }
+
+        return {
+            "node": self.node,
+            "reached": self.reached,
+            "client": cert(self.client),
+            "serving": cert(self.serving),
+            "renew_client": self.renew_client,
+            "new_serving": self.new_serving,
+            "restart_kubelet": self.restart,
+            "notes": list(self.notes),
+        }
+
+
+def node_renewal(node: str, items: list[CertItem], everything: bool = False) -> NodeRenewal:
+    """What to do on ``node`` given its kubelet items: renew an expiring, expired or invalid client certificate
+    (``everything``: also a valid one); move aside an expiring or expired *self-signed* serving certificate (kubeadm's
+    default, ``serverTLSBootstrap: false``: the kubelet makes a new one when it starts and finds none). A serving
+    certificate signed through a CSR (``serverTLSBootstrap: true``) is only reported: the kubelet asks for a new one
+    itself and someone must approve the CSR. A node not read, or whose kubelet.conf is missing, is left alone."""
+    client = next(i for i in items if i.name == KUBELET_CLIENT)
+    serving = next((i for i in items if i.name == KUBELET_SERVING), None)
+    wanted = (Status.EXPIRING, Status.EXPIRED, Status.INVALID) + ((Status.OK,) if everything else ())
+    notes: list[str] = []
+    if client.path == UNREACHABLE_PATH:
+        return NodeRenewal(node, client, serving, False, False, (client.problems[0] if client.problems else "",))
+    renew_client = client.status in wanted
+    if client.status is Status.MISSING:
+        notes.append(
+            f"{client.path} is missing: not a renewal; 'kuberevive recover --apply' repairs a node whose kubelet lost "
+            "its files"
+        )
+    old_serving = serving is not None and serving.status in (Status.EXPIRING, Status.EXPIRED)
+    new_serving = old_serving and serving is not None and serving.authority == "self"
+    if old_serving and not new_serving:
+        notes.append(
+            "the serving certificate is signed through a CSR (serverTLSBootstrap): after the kubelet restart it asks "
+            "for a new one; approve it with 'kubectl certificate approve'"
+        )
+    return NodeRenewal(node, client, serving, renew_client, new_serving, tuple(notes))
 
 
 def _kubelet_client_cert(kubelet_conf: bytes | None, files: Mapping[PurePosixPath, bytes]) -> x509.Certificate | None:

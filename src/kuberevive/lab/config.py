@@ -112,6 +112,9 @@ class LabConfig:
     certificate_validity: str | None = None
     #: ClusterConfiguration ``caCertificateValidityPeriod`` when not kubeadm's default (ten years).
     ca_certificate_validity: str | None = None
+    #: The controller-manager's ``--cluster-signing-duration`` (e.g. ``2m``) when not its default (one year): the
+    #: kubelet client certificates it signs (the workers') expire within minutes too.
+    cluster_signing_duration: str | None = None
 
     @classmethod
     def from_env(

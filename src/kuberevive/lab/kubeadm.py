@@ -126,6 +126,15 @@ def init_documents(cfg: LabConfig, token: str, certificate_key: str | None = Non
             "etcd": {"local": {"dataDir": "/var/lib/etcd"}},
             "dns": {"disabled": True},
         }
+        | (
+            {
+                "controllerManager": {
+                    "extraArgs": [{"name": "cluster-signing-duration", "value": cfg.cluster_signing_duration}]
+                }
+            }
+            if cfg.cluster_signing_duration
+            else {}
+        )
         | ({"certificateValidityPeriod": cfg.certificate_validity} if cfg.certificate_validity else {})
         | ({"caCertificateValidityPeriod": cfg.ca_certificate_validity} if cfg.ca_certificate_validity else {}),
         {

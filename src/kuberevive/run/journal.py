@@ -366,6 +366,16 @@ class RenewJournal(Journal):
     node_name: str = ""
     config_source: str = ""
     stamp: str = ""
+    all_nodes: bool = False
+    """``--all-nodes``: the other nodes' kubelets too (``certs renew``: their client certificates)."""
+    everything: bool = False
+    warning_days: int = 30
+    validity_seconds: float | None = None
+    """``certs renew``: the renewed certificates' validity, decided once (``validity_source`` says from where)."""
+    validity_source: str = ""
+    other_nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``certs renew --all-nodes``: per other node ``{"state": "started"|"done", "new_serving": bool}``; its files
+    are recorded as the artifacts of ``node:<name>`` before anything is written there."""
 
 
 @dataclass(kw_only=True)
@@ -373,5 +383,4 @@ class CaExtendJournal(RenewJournal):
     """``ca extend``'s journal: the CAs (old and new certificate, PEM; no keys) and the nodes already done."""
 
     cas: list[dict[str, str]] = field(default_factory=list)
-    all_nodes: bool = False
     nodes_done: list[str] = field(default_factory=list)

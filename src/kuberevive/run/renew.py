@@ -12,7 +12,17 @@ Steps (only those the targets need, in this order):
    restarted (which also clears a crash-loop back-off); the kubelet starts them again from their unchanged
    static Pod manifests, reading the new files;
 6. ``api-ready``: the API server answers ``/readyz`` to the renewed admin.conf;
-7. ``node-ready``: this node is Ready with a heartbeat posted after the kubelet restart.
+7. ``node-ready``: this node is Ready with a heartbeat posted after the kubelet restart;
+8. ``other-kubelets`` (``--all-nodes``): on every other node, over SSH, an expiring, expired or invalid kubelet client
+   certificate is re-issued in place (signed locally with ``ca.key``, a new ``kubelet-client-<stamp>.pem`` and the
+   ``kubelet-client-current.pem`` link swapped, the old one kept), an expiring or expired self-signed serving
+   certificate is moved aside, the kubelet restarted (containers keep running) and the Node awaited Ready. Each
+   node's files are recorded in the journal before they are written and the node marked done after; a node that
+   cannot be reached is reported at the end, after the others are done, and the next run resumes with it.
+
+The renewed certificates are valid for the ``certificateValidityPeriod`` of ``--config``, else of the stored
+ClusterConfiguration (``kube-system/kubeadm-config`` through admin.conf) when the API answers, else kubeadm's default
+(one year); the plan says which, and the journal keeps it.
 
 The journal (``/var/lib/kuberevive/renew/journal.json``, 0600) records the targets and, before a step writes, the
 exact files it writes, so a run killed at any point resumes with ``--apply`` and writes the same keys. Replaced
@@ -24,11 +34,15 @@ Test hook (as recover's): ``KUBEREVIVE_FAULT_AFTER_STEP=<n>`` SIGKILLs the run r
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Self
+
+import yaml
+from cryptography import x509
 
 from kuberevive.core import certs, pki
 from kuberevive.core import diagnose as d
@@ -36,16 +50,18 @@ from kuberevive.core.diagnose import detect_role, resolve_config
 from kuberevive.core.kubeconfig import ADMIN_CONF, CONTROLLER_MANAGER_CONF, SCHEDULER_CONF, SUPER_ADMIN_CONF, Kubeconfig
 from kuberevive.core.retrust import ready_since
 from kuberevive.errors import CollectError, KubeApiError, KubereviveError, NotAControlPlane, PlanError
-from kuberevive.io.host import LocalHost
+from kuberevive.io.host import Host, LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
+from kuberevive.io.remotehost import SshHost
 from kuberevive.io.snapshot import collect
-from kuberevive.io.transport import Transport, run_on_nodes
+from kuberevive.io.transport import Deadline, Transport, run_on_nodes
 from kuberevive.model import paths
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import KubeadmConfig
 from kuberevive.model.document import rfc3339_or_none
 from kuberevive.model.inventory import Inventory, InventoryNode, from_node_objects
+from kuberevive.model.kubeadm_yaml import format_duration, parse_duration
 from kuberevive.model.recover import RetrustOptions
 from kuberevive.run.context import Effects, Faults, check_table
 from kuberevive.run.journal import RenewJournal
@@ -71,6 +87,7 @@ STEP_TITLES = {
     "restart-control-plane": "restart the control-plane containers through the kubelet",
     "api-ready": "wait for the API server (/readyz) with the renewed admin.conf",
     "node-ready": "wait for this node to be Ready",
+    "other-kubelets": "other nodes over SSH: renew the kubelet's client certificate, restart the kubelet, wait Ready",
 }
 
 Progress = Callable[[str], None]
@@ -104,15 +121,15 @@ def _node_objects(root: NodeRoot) -> list[dict[str, Any]]:
     return list(api.get("/api/v1/nodes").get("items") or [])
 
 
-def _read_kubelet_files(t: Transport) -> dict[PurePosixPath, d.FileInfo]:
+def _read_kubelet_files(host: Host) -> dict[PurePosixPath, d.FileInfo]:
     """The kubelet's kubelet.conf and certificates on a node, as diagnose's snapshot holds them."""
     files: dict[PurePosixPath, d.FileInfo] = {}
 
     def read(path: PurePosixPath) -> bytes | None:
-        r = t.run(["cat", "--", str(path)], timeout=30)
-        if r.ok:
-            files[path] = d.FileInfo(path, "file", 0o600, 0, 0, len(r.stdout), r.stdout)
-        return r.stdout if r.ok else None
+        data = host.read(path)
+        if data is not None:
+            files[path] = d.FileInfo(path, "file", 0o600, 0, 0, len(data), data)
+        return data
 
     conf = read(paths.KUBELET_CONF)
     wanted = {paths.KUBELET_CLIENT_CURRENT, paths.KUBELET_SERVING_CURRENT, paths.KUBELET_SERVING_CERT}
@@ -146,16 +163,28 @@ def check_other_nodes(
 ) -> certs.CertsReport:
     """``report`` plus the kubelet certificates of every other node, read over SSH (the inventory, or the
     cluster's Node objects through admin.conf); a node that cannot be read is an ``invalid`` item."""
-    node = NodeRoot(Path(root))
-    inventory = node_inventory(node, options)
-    others = [n for n in inventory.nodes if n.name != report.node_name]
+    return certs.with_items(report, other_node_items(report, root, options, progress))
+
+
+def _pki_ca(node: NodeRoot) -> tuple[x509.Certificate | None, bool]:
+    """This node's cluster CA certificate (None: missing) and whether its key is there."""
     cdir = paths.PKI_DIR
     ca_data = node.read(cdir / "ca.crt")
     ca = pki.load_certificate(ca_data, str(cdir / "ca.crt")) if ca_data is not None else None
-    ca_key = node.exists(cdir / "ca.key")
+    return ca, node.exists(cdir / "ca.key")
+
+
+def other_node_items(
+    report: certs.CertsReport, root: str, options: RetrustOptions, progress: Progress
+) -> list[certs.CertItem]:
+    """The kubelet items of every other node (:func:`check_other_nodes`)."""
+    node = NodeRoot(Path(root))
+    inventory = node_inventory(node, options)
+    others = [n for n in inventory.nodes if n.name != report.node_name]
+    ca, ca_key = _pki_ca(node)
 
     def one(n: InventoryNode, t: Transport) -> list[certs.CertItem]:
-        files = _read_kubelet_files(t)
+        files = _read_kubelet_files(SshHost(t, n.name))
         snap = d.NodeSnapshot(root=n.name, now=report.now, hostname=n.name, files=files)
         return certs.kubelet_items(snap, ca, ca_key, n.name, report.now, report.warning_days, other_node=n.name)
 
@@ -167,11 +196,61 @@ def check_other_nodes(
     for name, r in results.items():
         extra += r.value if r.ok and r.value is not None else [certs.unreachable_item(name, r.error or "")]
     extra += [certs.unreachable_item(name, why) for name, why in inventory.skipped]
-    return certs.with_items(report, extra)
+    return extra
 
 
-def steps_for(targets: list[str], live: bool) -> list[str]:
-    """The step ids the targets need (``live``: the node's own root, so restarts and waits apply)."""
+def plan_other_kubelets(
+    report: certs.CertsReport, root: str, options: RetrustOptions, everything: bool, progress: Progress
+) -> tuple[list[certs.NodeRenewal] | None, str]:
+    """What ``--all-nodes`` would do on each other node, read now over SSH; None (and why) when the node list
+    cannot be read yet (no ``--inventory`` and the API does not answer: it is read again once the API is back)."""
+    try:
+        items = other_node_items(report, root, options, progress)
+    except PlanError as exc:
+        if options.inventory is not None:
+            raise
+        return None, (
+            f"the other nodes are read after the API server is back ({exc.message}); "
+            "pass --inventory FILE to see them in the plan"
+        )
+    by_node: dict[str, list[certs.CertItem]] = {}
+    for item in items:
+        by_node.setdefault(item.node or "", []).append(item)
+    return [certs.node_renewal(name, its, everything) for name, its in by_node.items()], ""
+
+
+def stored_validity(root: str, config_file: str | None, cfg: KubeadmConfig) -> tuple[timedelta, str]:
+    """The validity of renewed certificates and where it comes from: ``--config``, else the stored
+    ClusterConfiguration (``kube-system/kubeadm-config``, read through admin.conf), else kubeadm's default."""
+    validity = cfg.cluster.certificate_validity
+    if config_file is not None:
+        return validity, f"--config {config_file}"
+    node = NodeRoot(Path(root))
+    try:
+        api = _admin_api(node, timeout=5)
+        cm = api.get("/api/v1/namespaces/kube-system/configmaps/kubeadm-config")
+        text = str(((cm or {}).get("data") or {}).get("ClusterConfiguration") or "")
+        raw = yaml.safe_load(text) if text else None
+        if not isinstance(raw, dict):
+            raise PlanError("kube-system/kubeadm-config has no ClusterConfiguration", "")
+        value = raw.get("certificateValidityPeriod")
+        stored = parse_duration(str(value), "certificateValidityPeriod") if value else validity
+        return stored, "the stored ClusterConfiguration (kube-system/kubeadm-config)"
+    except (KubereviveError, yaml.YAMLError, ValueError) as exc:
+        why = exc.message if isinstance(exc, KubereviveError) else str(exc)
+        return validity, f"kubeadm's default (the stored ClusterConfiguration cannot be read: {why})"
+
+
+def _admin_api(node: NodeRoot, timeout: float = 10) -> KubeApi:
+    data = node.read(paths.KUBERNETES_DIR / ADMIN_CONF)
+    if data is None:
+        raise PlanError("/etc/kubernetes/admin.conf is missing", "restore it, then run 'certs renew --apply' again")
+    return KubeApi.from_kubeconfig(data, read_file=lambda p: node.read(p) or b"", timeout=timeout)
+
+
+def steps_for(targets: list[str], live: bool, all_nodes: bool = False) -> list[str]:
+    """The step ids the targets need (``live``: the node's own root, so restarts and waits apply; ``all_nodes``:
+    the other nodes' kubelets too, last, once the API answers)."""
     kinds = {name: _group(name) for name in targets}
     steps: list[str] = []
     if certs.KUBELET_CLIENT in targets:
@@ -186,6 +265,8 @@ def steps_for(targets: list[str], live: bool) -> list[str]:
         steps.append("api-ready")
     if live and certs.KUBELET_CLIENT in targets:
         steps.append("node-ready")
+    if live and all_nodes:
+        steps += ([] if "api-ready" in steps else ["api-ready"]) + ["other-kubelets"]
     return steps
 
 
@@ -226,9 +307,20 @@ class StepsResult:
 class RenewResult(StepsResult):
     titles = STEP_TITLES
     targets: list[dict[str, Any]]
+    validity: str = ""
+    """The renewed certificates' validity and where it comes from."""
+    nodes: list[dict[str, Any]] | None = None
+    """``--all-nodes``: what is done on each other node (:meth:`certs.NodeRenewal.as_json`); None: not read yet."""
+    nodes_note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"targets": self.targets, **self.steps_dict()}
+        return {
+            "targets": self.targets,
+            **self.steps_dict(),
+            "validity": self.validity,
+            "nodes": self.nodes,
+            "nodes_note": self.nodes_note,
+        }
 
 
 def _target_json(item: certs.CertItem) -> dict[str, Any]:
@@ -250,23 +342,60 @@ def require_cfg(cfg: KubeadmConfig | None) -> KubeadmConfig:
     return cfg
 
 
-def plan(root: str, config_file: str | None, warning_days: int, everything: bool, *, live: bool) -> RenewResult:
-    """What ``--apply`` would do; reads only. A renewal interrupted earlier is shown as resumed."""
+def _validity_text(validity: timedelta, source: str) -> str:
+    return f"{format_duration(validity)}, from {source}"
+
+
+def plan(
+    root: str,
+    config_file: str | None,
+    warning_days: int,
+    everything: bool,
+    *,
+    live: bool,
+    options: RetrustOptions | None = None,
+    progress: Progress = lambda _text: None,
+) -> RenewResult:
+    """What ``--apply`` would do; reads only. A renewal interrupted earlier is shown as resumed. ``options``:
+    ``--all-nodes`` (the other nodes' kubelets, read over SSH)."""
     node = NodeRoot(Path(root))
     journal = RenewJournal.load(node, JOURNAL)
     if journal is not None and journal.status == "running":
         targets = list(journal.targets)
-        todo = [s for s in steps_for([t["name"] for t in targets], live) if not journal.step_done(s)]
-        return RenewResult(targets=targets, steps=todo, config_source=journal.config_source, resumed=True)
+        all_steps = steps_for([t["name"] for t in targets], live, journal.all_nodes)
+        todo = [s for s in all_steps if not journal.step_done(s)]
+        validity = timedelta(seconds=journal.validity_seconds or 0)
+        return RenewResult(
+            targets=targets,
+            steps=todo,
+            config_source=journal.config_source,
+            resumed=True,
+            validity=_validity_text(validity, journal.validity_source),
+        )
     report, cfg = read_report(root, config_file, warning_days, live=live)
     items = certs.renewal_targets(report, everything)
-    if items:
-        require_cfg(cfg)
-    return RenewResult(
+    nodes, note = (None, "")
+    if options is not None:
+        nodes, note = plan_other_kubelets(report, root, options, everything, progress)
+    result = RenewResult(
         targets=[_target_json(i) for i in items],
-        steps=steps_for([i.name for i in items], live),
+        steps=[],
         config_source=report.config_source,
+        nodes=[n.as_json() for n in nodes] if nodes is not None else None,
+        nodes_note=note,
     )
+    if items or _nodes_need_work(nodes, options):
+        validity, source = stored_validity(root, config_file, require_cfg(cfg))
+        result.validity = _validity_text(validity, source)
+        result.steps = steps_for([i.name for i in items], live, options is not None)
+    return result
+
+
+def _nodes_need_work(nodes: list[certs.NodeRenewal] | None, options: RetrustOptions | None) -> bool:
+    """Whether ``--all-nodes`` has something to do: a node to renew or not reached, or nodes not read yet."""
+    if options is None:
+        return False
+    return nodes is None or any(n.restart or not n.reached for n in nodes)
 
 
 def admin_client(root: NodeRoot) -> KubeApi:
@@ -305,6 +434,11 @@ class RenewExecutor:
         self.progress = progress
         self.result = result
         self.targets = [t["name"] for t in journal.targets]
+        #: ``--all-nodes``: how to reach the other nodes (None: not given in this run).
+        self.options: RetrustOptions | None = None
+        #: How the ``other-kubelets`` step opens a node and sees it as a host (tests give fakes).
+        self.connect: Callable[[InventoryNode, Deadline], Transport] | None = None
+        self.remote: Callable[[Transport, str], Host] = lambda t, name: SshHost(t, name)
 
     def _pki(self) -> dict[PurePosixPath, bytes]:
         return self.node.read_tree(self.cfg.cluster.certificates_dir)
@@ -337,29 +471,10 @@ class RenewExecutor:
             current = self.node.read(paths.KUBELET_CLIENT_CURRENT)  # its key algorithm is kept
             if current is not None:
                 files[paths.KUBELET_CLIENT_CURRENT] = current
-            trust, rewrite = certs.renew_kubelet_client(
-                self.cfg,
-                files,
-                conf,
-                self.journal.node_name,
-                self._now(),
-                self.journal.stamp,
+            renewed = certs.renew_kubelet_client(
+                self.cfg, files, conf, self.journal.node_name, self._now(), self.journal.stamp
             )
-            pem = Artifact(
-                PurePosixPath(trust.pem_path), 0o600, ArtifactKind.PRIVATE_KEY, "kubelet client certificate", trust.pem
-            )
-            out = [pem]
-            if rewrite:
-                out.append(
-                    Artifact(
-                        paths.KUBELET_CONF,
-                        0o600,
-                        ArtifactKind.KUBECONFIG,
-                        "kubelet.conf referring to kubelet-client-current.pem",
-                        trust.kubeconfig,
-                    )
-                )
-            return out
+            return certs.kubelet_client_artifacts(*renewed)
 
         arts = self._recorded("kubelet-client", compute)
         pem, rest = arts[0], arts[1:]
@@ -424,6 +539,9 @@ class RenewExecutor:
         took = self._wait("the API server (/readyz)", API_TIMEOUT, api.readyz, 1.0)
         self.progress(f"      the API server is ready ({took:.0f} s)")
 
+    def step_other_kubelets(self) -> None:
+        other_kubelets(self)
+
     def step_node_ready(self) -> None:
         api = self._api()
         name = self.journal.node_name
@@ -458,8 +576,148 @@ RENEW_STEPS: dict[str, Callable[[RenewExecutor], None]] = {
     "restart-control-plane": RenewExecutor.step_restart_control_plane,
     "api-ready": RenewExecutor.step_api_ready,
     "node-ready": RenewExecutor.step_node_ready,
+    "other-kubelets": RenewExecutor.step_other_kubelets,
 }
 check_table(RENEW_STEPS, tuple(STEP_TITLES), "kuberevive.run.renew")
+
+
+def other_kubelets(ex: RenewExecutor) -> None:
+    """The ``other-kubelets`` step: on every other node not done yet, in parallel over SSH, what
+    :func:`certs.node_renewal` says (read there now), then the kubelet restarted and the Node awaited Ready.
+    Unreachable or failed nodes are reported after the others are done; the next run resumes with them."""
+    options = ex.options
+    if options is None:
+        raise PlanError(
+            "this renewal was started with --all-nodes; the other nodes' kubelets are not done yet",
+            "run 'kuberevive certs renew --apply --all-nodes' again with the SSH options (--ssh-key, --known-hosts)",
+        )
+    journal, me = ex.journal, ex.journal.node_name
+    inventory = node_inventory(ex.node, options)
+    nodes = [n for n in inventory.nodes if n.name != me and journal.other_nodes.get(n.name, {}).get("state") != "done"]
+    pki_files = ex._pki()
+    ca, _key = _pki_ca(ex.node)
+    lock = threading.Lock()  # the nodes run in threads; the journal is one file
+
+    def record(name: str, **values: Any) -> None:
+        with lock:
+            journal.other_nodes.setdefault(name, {}).update(values)
+            journal.save()
+
+    def one(n: InventoryNode, t: Transport) -> list[str]:
+        host = ex.remote(t, n.name)
+        key = f"node:{n.name}"
+        with lock:
+            started = journal.other_nodes.get(n.name, {}).get("state") == "started"
+            arts = journal.artifacts(key) if started else None
+        now = datetime.now(UTC)
+        if not started:  # look at the node first; after a kill, what was decided and recorded is carried out
+            files = _read_kubelet_files(host)
+            snap = d.NodeSnapshot(root=n.name, now=now, hostname=n.name, files=files)
+            items = certs.kubelet_items(snap, ca, True, n.name, now, journal.warning_days, other_node=n.name)
+            todo = certs.node_renewal(n.name, items, journal.everything)
+            notes = [f"{n.name}: {note}" for note in todo.notes]
+            if not todo.restart:
+                record(n.name, state="done", new_serving=False)
+                return [*notes, f"{n.name}: nothing to renew ({todo.client.status.value})"]
+            arts = []
+            if todo.renew_client:
+                current = files.get(paths.KUBELET_CLIENT_CURRENT)
+                conf = files.get(paths.KUBELET_CONF)
+                node_files = dict(pki_files)
+                if current is not None and current.content is not None:
+                    node_files[paths.KUBELET_CLIENT_CURRENT] = current.content  # its key algorithm is kept
+                renewed = certs.renew_kubelet_client(
+                    ex.cfg, node_files, conf.content if conf else None, n.name, now, journal.stamp
+                )
+                arts = certs.kubelet_client_artifacts(*renewed)
+            with lock:
+                journal.record_artifacts(key, arts)
+            record(n.name, state="started", new_serving=todo.new_serving)
+        else:
+            notes = []
+        out = notes + _put_kubelet_files(host, n.name, arts or [])
+        if journal.other_nodes[n.name].get("new_serving"):
+            for p in (paths.KUBELET_SERVING_CERT, paths.KUBELET_SERVING_CERT.with_suffix(".key")):
+                aside = host.move_aside(p)
+                if aside is not None:
+                    out.append(f"{n.name}: {p} moved aside to {aside} (the kubelet makes a new one)")
+        since = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+        host.restart_unit("kubelet")
+        api = ex._api()
+        path = f"/api/v1/nodes/{n.name}"
+        took = wait_for(f"node {n.name} Ready", options.node_timeout, lambda: ready_since(api.get(path), since), 1.0)
+        record(n.name, state="done")
+        return [*out, f"{n.name}: kubelet restarted, Ready after {took:.0f} s"]
+
+    ex.progress(f"      {len(nodes)} other node(s) over SSH")
+    connect_to = ex.connect or connect(options)
+    results = run_on_nodes(
+        nodes, one, connect_to, name=lambda n: n.name, concurrency=options.concurrency, timeout=options.node_timeout
+    )
+    failed = [f"{name}: {r.error}" for name, r in results.items() if not r.ok]
+    failed += [f"{name}: {why}" for name, why in inventory.skipped]
+    for r in results.values():
+        for line in r.value or []:
+            ex.result.messages.append(line)
+            ex.progress(f"      {line}")
+    if failed:
+        names = [f.split(":", 1)[0] for f in failed]
+        # a node where nothing was written yet gets a kubelet.conf to copy there by hand
+        untouched = [r.node for r in results.values() if not r.ok and r.node not in journal.other_nodes]
+        copies = _kubelet_confs_to_copy(ex, untouched)
+        by_hand = (
+            f"; or by hand on {', '.join(untouched)} (kubeadm's fix for an expired kubelet client certificate): move "
+            "aside /etc/kubernetes/kubelet.conf and /var/lib/kubelet/pki/kubelet-client-current.pem, copy "
+            f"{paths.RENEW_DIR}/nodes/<node>/kubelet.conf from this node (written now, 0600) to "
+            "/etc/kubernetes/kubelet.conf (0600) and run 'systemctl restart kubelet' there"
+            if copies
+            else ""
+        )
+        raise PlanError(
+            f"the kubelet certificates of {len(failed)} node(s) were not renewed (the other nodes are done): "
+            + "; ".join(failed),
+            f"make {', '.join(names)} reachable over SSH from this node (or give its address with --inventory FILE), "
+            "then run 'kuberevive certs renew --apply --all-nodes' again: it resumes with the nodes left" + by_hand,
+        )
+
+
+def _kubelet_confs_to_copy(ex: RenewExecutor, names: list[str]) -> list[Artifact]:
+    """For each node not reached: a kubelet.conf with a new client certificate embedded, written on this node."""
+    pki_files, now = ex._pki(), datetime.now(UTC)
+    arts = [
+        Artifact(
+            paths.RENEW_DIR / "nodes" / name / "kubelet.conf",
+            0o600,
+            ArtifactKind.KUBECONFIG,
+            f"kubelet.conf for {name}, to copy there by hand",
+            certs.kubelet_conf_to_copy(ex.cfg, pki_files, name, now),
+        )
+        for name in names
+    ]
+    if arts:
+        ex._write(arts)
+    return arts
+
+
+def _put_kubelet_files(host: Host, name: str, arts: list[Artifact]) -> list[str]:
+    """Write the new client pem, point ``kubelet-client-current.pem`` at it (the old link moved aside) and write
+    the rest (kubelet.conf; the old one moved aside). Each part is a no-op when done already."""
+    if not arts:
+        return []
+    out = []
+    pem, rest = arts[0], arts[1:]
+    host.write(pem.path, pem.content, pem.mode)
+    current = paths.KUBELET_CLIENT_CURRENT
+    if host.readlink(current) != str(pem.path):
+        aside = host.move_aside(current)
+        if aside is not None:
+            out.append(f"{name}: {current} moved aside to {aside}")
+        host.replace_symlink(current, str(pem.path))
+    out.append(f"{name}: {current} -> {pem.path}")
+    for a in rest:
+        aside = host.write(a.path, a.content, a.mode)
+        out.append(f"{name}: {a.path} rewritten" + (f" ({aside} kept)" if aside else ""))
+    return out
 
 
 def apply(
@@ -471,12 +729,18 @@ def apply(
     environ: Mapping[str, str] | None = None,
     *,
     live: bool,
+    options: RetrustOptions | None = None,
     host: LocalHost | None = None,
     effects: Effects | None = None,
 ) -> RenewResult:
-    """Renew what needs it (or resume an interrupted renewal) under the node's lock. ``host`` (default: the
-    node at ``root``) and ``effects`` (default: the real clients and clocks, the fault hook from ``environ``)
-    are what a test replaces."""
+    """Renew what needs it (or resume an interrupted renewal) under the node's lock; ``options``: ``--all-nodes``.
+    ``host`` (default: the node at ``root``) and ``effects`` (default: the real clients and clocks, the fault hook
+    from ``environ``) are what a test replaces."""
+    if options is not None and not live:
+        raise PlanError(
+            f"--all-nodes renews the other nodes from this node's own root, not from --root {root}",
+            "run it on the control-plane node itself, without --root",
+        )
     host = host or LocalHost(NodeRoot(Path(root)), live=live)
     node = host.root
     fx = effects or renew_effects(os.environ if environ is None else environ)
@@ -486,15 +750,11 @@ def apply(
         resumed = journal is not None and journal.status == "running"
         report, cfg_or_none = read_report(root, config_file, warning_days, live=live)
         if journal is None or not resumed:
-            items = certs.renewal_targets(report, everything)
-            result = RenewResult(
-                targets=[_target_json(i) for i in items],
-                steps=steps_for([i.name for i in items], live),
-                config_source=report.config_source,
-            )
-            if not items:
+            result = plan(root, config_file, warning_days, everything, live=live, options=options, progress=progress)
+            if not result.steps:
                 return result
             cfg = require_cfg(cfg_or_none)
+            validity, source = stored_validity(root, config_file, cfg)
             if journal is not None:  # a finished renewal, and now another one
                 node.move_aside(JOURNAL)
             journal = RenewJournal.new(
@@ -504,6 +764,11 @@ def apply(
                 node_name=report.node_name,
                 config_source=report.config_source,
                 stamp=fx.utcnow().strftime("%Y-%m-%d-%H-%M-%S"),
+                all_nodes=options is not None,
+                everything=everything,
+                warning_days=warning_days,
+                validity_seconds=validity.total_seconds(),
+                validity_source=source,
             )
         else:
             assert journal is not None
@@ -511,12 +776,16 @@ def apply(
             targets = list(journal.targets)
             result = RenewResult(
                 targets=targets,
-                steps=steps_for([t["name"] for t in targets], live),
+                steps=steps_for([t["name"] for t in targets], live, journal.all_nodes),
                 config_source=journal.config_source,
                 resumed=True,
             )
             progress(f"resuming the renewal started at {journal.started_at} (journal {JOURNAL})")
+        validity = timedelta(seconds=journal.validity_seconds or cfg.cluster.certificate_validity.total_seconds())
+        result.validity = _validity_text(validity, journal.validity_source or "the configuration")
+        cfg = replace(cfg, cluster=replace(cfg.cluster, certificate_validity=validity))
         executor = RenewExecutor(host, journal, cfg, progress, result, fx)
+        executor.options = options
         try:
             executor.run(result.steps, RENEW_STEPS)
         except KubeApiError as exc:
@@ -524,6 +793,11 @@ def apply(
                 f"the renewal stopped at a step that talks to the API server: {exc.message}",
                 "fix the cause, then run 'kuberevive certs renew --apply' again: it resumes where it stopped",
             ) from exc
+        except KubereviveError as exc:
+            if journal.all_nodes and "resumes" not in exc.hint:
+                exc.hint = (exc.hint + "; " if exc.hint else "") + "then run 'kuberevive certs renew --apply "
+                exc.hint += "--all-nodes' again: it resumes where it stopped"
+            raise
         journal.finish()
     result.seconds = round(fx.monotonic() - started, 1)
     if not live:

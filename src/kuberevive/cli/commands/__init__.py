@@ -61,6 +61,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "kuberevive certs renew": (
         "kuberevive certs renew            # the plan; changes nothing",
         "kuberevive certs renew --apply    # renew, restart the control plane, wait for /readyz",
+        "kuberevive certs renew --apply --all-nodes --ssh-key /root/.ssh/id_ed25519   # and every other kubelet",
     ),
     "kuberevive ca": ("kuberevive ca extend && kuberevive ca extend --apply --all-nodes",),
     "kuberevive ca extend": (

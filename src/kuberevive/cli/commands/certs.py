@@ -48,12 +48,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="renew expired or expiring certificates with the existing CAs (plan unless --apply)",
         description="Renew every expired, expiring or invalid leaf certificate, kubeconfig client certificate and "
         "the kubelet's client certificate of this control-plane node with the CAs on disk, then restart the "
-        "control-plane static pods and wait for the API server. Without --apply: the plan, nothing changes.",
+        "control-plane static pods and wait for the API server; with --all-nodes also every other node's kubelet "
+        "client certificate, over SSH. Without --apply: the plan, nothing changes.",
     )
     common_args(r)
     r.add_argument("--apply", action="store_true", help="do it (default: print the plan and change nothing)")
     r.add_argument("--all", action="store_true", help="renew every leaf and credential, also the valid ones")
     r.add_argument("--json", action="store_true", help="machine-readable output")
+    g = r.add_argument_group("--all-nodes: the kubelet client certificates of every other node, over SSH")
+    g.add_argument(
+        "--all-nodes", action="store_true", help="also renew every other node's kubelet client certificate in place"
+    )
+    add_node_access_args(g)
     r.set_defaults(func=run_renew, run_log="certs-renew")
 
 
@@ -127,17 +133,46 @@ def render_table(report: certs.CertsReport, env: Environment) -> None:
     env.out(summary)
 
 
+def render_nodes(result: renew.RenewResult, env: Environment) -> None:
+    """``--all-nodes``: each other node's kubelet certificates and what is done there."""
+    if result.nodes_note:
+        env.out(f"other nodes: {result.nodes_note}")
+    if result.nodes:
+        env.out("other nodes (--all-nodes):")
+    for n in result.nodes or []:
+        client, serving = n["client"], n["serving"]
+        if not n["reached"]:
+            env.out(f"  {n['node']}: not reached: {'; '.join(n['notes'])}")
+            continue
+        what = "renew the kubelet client certificate" if n["renew_client"] else "keep the kubelet client certificate"
+        env.out(f"  {n['node']}: {what} ({client['status']}, {client['not_after'] or '-'}, {client['path']})")
+        if serving is not None:
+            action = "move it aside (the kubelet makes a new one)" if n["new_serving"] else "keep it"
+            env.out(f"  {n['node']}: serving certificate {serving['status']} ({serving['path']}): {action}")
+        for note in n["notes"]:
+            env.out(f"  {n['node']}: {note}")
+
+
 def render_renew(result: renew.RenewResult, env: Environment, applied: bool) -> None:
-    if not result.targets:
+    if not result.steps:
         env.out("certs renew: nothing to renew (every certificate is valid beyond the warning period)")
+        render_nodes(result, env)
         return
     head = "certs renew" + (" (resumed)" if result.resumed else "") + f": configuration from {result.config_source}"
     env.out(head)
     for t in result.targets:
         env.out(f"  {t['name']:<26} {t['status']:<9} {t['not_after'] or '-':<21} {t['path']}")
+    render_nodes(result, env)
+    if result.validity:
+        env.out(f"validity of the new certificates: {result.validity}")
     render_steps(env, result.steps, renew.STEP_TITLES, result.messages, applied, "renew")
     if applied:
-        env.out(f"renewed {len(result.targets)} item(s) in {result.seconds} s; admin.conf is renewed too")
+        admin = (
+            " (admin.conf too: copy it again where you use a copy)"
+            if any(t["name"] == "admin.conf" for t in result.targets)
+            else ""
+        )
+        env.out(f"renewed {len(result.targets)} item(s) on this node{admin} in {result.seconds} s")
 
 
 def render_steps(
@@ -154,12 +189,22 @@ def render_steps(
 
 
 def run_renew(args: argparse.Namespace, env: Environment) -> int:
+    live = is_live_root(args.root)
+    options = node_access(args) if args.all_nodes else None
     if args.apply:
         result = renew.apply(
-            args.root, args.config, args.expiry_warning_days, args.all, env.progress, live=is_live_root(args.root)
+            args.root, args.config, args.expiry_warning_days, args.all, env.progress, live=live, options=options
         )
     else:
-        result = renew.plan(args.root, args.config, args.expiry_warning_days, args.all, live=is_live_root(args.root))
+        result = renew.plan(
+            args.root,
+            args.config,
+            args.expiry_warning_days,
+            args.all,
+            live=live,
+            options=options,
+            progress=env.progress,
+        )
     if args.json:
         env.json(
             stamp(
