@@ -28,6 +28,10 @@ from tests.unit.test_retrust_in_place import Fleet
 SRC = Path(renew.__file__).resolve().parents[1]
 
 
+#: Every step but those only --all-nodes plans (tests/unit/test_renew_nodes.py covers those).
+LOCAL_STEPS = [s for s in renew.RENEW_STEPS if s != "other-kubelets"]
+
+
 def test_renew_and_ca_extend_run_their_steps_through_checked_tables() -> None:
     assert list(renew.RENEW_STEPS) == list(renew.STEP_TITLES)
     assert list(caextend.CA_EXTEND_STEPS) == list(caextend.STEP_TITLES)
@@ -122,9 +126,9 @@ def test_a_whole_renewal_renews_every_credential_and_restarts_through_the_host(t
     r = Renewal(tmp_path)
     before = r.files()
     plan = renew.plan(str(r.root.prefix), str(CONFIG), DAYS, False, live=True)
-    assert plan.steps == list(renew.RENEW_STEPS) and r.files() == before  # the plan changes nothing
+    assert plan.steps == LOCAL_STEPS and r.files() == before  # the plan changes nothing
     result = r.apply()
-    assert result.applied == list(renew.RENEW_STEPS) and not result.resumed
+    assert result.applied == LOCAL_STEPS and not result.resumed
     after = r.files()
     changed = {p for p in before if before[p] != after.get(p)}
     assert {str(PKI / f"{n}.crt") for n in ("apiserver", "front-proxy-client", "etcd/server")} <= changed
@@ -142,7 +146,7 @@ def test_a_whole_renewal_renews_every_credential_and_restarts_through_the_host(t
     assert again.steps == [] and r.files() == after
 
 
-@pytest.mark.parametrize("index", range(1, len(renew.RENEW_STEPS) + 1), ids=list(renew.RENEW_STEPS))
+@pytest.mark.parametrize("index", range(1, len(LOCAL_STEPS) + 1), ids=LOCAL_STEPS)
 def test_a_renewal_killed_after_each_step_resumes_and_writes_the_same_files(tmp_path: Path, index: int) -> None:
     r = Renewal(tmp_path)
     before = r.files()
@@ -151,11 +155,11 @@ def test_a_renewal_killed_after_each_step_resumes_and_writes_the_same_files(tmp_
     killed = r.files()
     journal = RenewJournal.load(r.root, renew.JOURNAL)
     assert journal is not None and journal.status == "running"
-    assert [s for s in renew.RENEW_STEPS if journal.step_done(s)] == list(renew.RENEW_STEPS)[:index]
+    assert [s for s in renew.RENEW_STEPS if journal.step_done(s)] == LOCAL_STEPS[:index]
     plan = renew.plan(str(r.root.prefix), str(CONFIG), DAYS, False, live=True)
-    assert plan.resumed and plan.steps == list(renew.RENEW_STEPS)[index:]
+    assert plan.resumed and plan.steps == LOCAL_STEPS[index:]
     result = r.apply()
-    assert result.resumed and result.applied == list(renew.RENEW_STEPS)[index:]
+    assert result.resumed and result.applied == LOCAL_STEPS[index:]
     assert any("resuming the renewal" in line for line in r.progress)
     after = r.files()
     written = {p for p in killed if killed[p] != before.get(p)}
