@@ -310,18 +310,12 @@ def test_the_comparison_can_fail(tmp_path: Path):
     assert diff({"x": [1]}, {"x": [1, 2]}) == [("x", [1], [1, 2])]
 
 
-@pytest.mark.parametrize("minor", list(CHECKED_PATCH), ids=[f"v1.{m}" for m in CHECKED_PATCH])
-@pytest.mark.parametrize("api", ["v1beta3", "v1beta4"])
-def test_config_api_versions_accepted_as_by_kubeadm(tmp_path: Path, minor: int, api: str):
-    """kuberevive reads a kubeadm.k8s.io/<api> configuration for a minor exactly when that minor's
-    ``kubeadm config validate`` does (v1beta3 up to v1.36, v1beta4 from v1.31), and says which minor refuses it."""
+def validate_both(kubeadm: Path, text: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], str | None]:
+    """``kubeadm config validate`` of ``text`` and kuberevive's parser's error for it (None: accepted)."""
     from kuberevive.errors import ConfigError
     from kuberevive.model.config import NodeFacts
     from kuberevive.model.kubeadm_yaml import load_kubeadm_config
 
-    kubeadm = kubeadm_binary(minor)
-    source = CONFIGS / ("v1beta3/defaults.yaml" if api == "v1beta3" else "defaults.yaml")
-    text = minors.VERSION_LINE.sub(f"kubernetesVersion: {CHECKED_PATCH[minor]}", source.read_text())
     config = tmp_path / "kubeadm.yaml"
     config.write_text(text)
     run = subprocess.run(
@@ -330,9 +324,20 @@ def test_config_api_versions_accepted_as_by_kubeadm(tmp_path: Path, minor: int, 
     )  # fmt: skip
     try:
         load_kubeadm_config(text, NodeFacts(hostname="cp1"))
-        ours: str | None = None
     except ConfigError as exc:
-        ours = str(exc)
+        return run, str(exc)
+    return run, None
+
+
+@pytest.mark.parametrize("minor", list(CHECKED_PATCH), ids=[f"v1.{m}" for m in CHECKED_PATCH])
+@pytest.mark.parametrize("api", ["v1beta3", "v1beta4"])
+def test_config_api_versions_accepted_as_by_kubeadm(tmp_path: Path, minor: int, api: str):
+    """kuberevive reads a kubeadm.k8s.io/<api> configuration for a minor exactly when that minor's
+    ``kubeadm config validate`` does (v1beta3 up to v1.36, v1beta4 from v1.31), and says which minor refuses it."""
+    kubeadm = kubeadm_binary(minor)
+    source = CONFIGS / ("v1beta3/defaults.yaml" if api == "v1beta3" else "defaults.yaml")
+    text = minors.VERSION_LINE.sub(f"kubernetesVersion: {CHECKED_PATCH[minor]}", source.read_text())
+    run, ours = validate_both(kubeadm, text, tmp_path)
     assert (run.returncode == 0) == (ours is None), f"kubeadm: {run.returncode} {run.stderr.strip()}; ours: {ours}"
     if ours is not None:
         assert f"kubeadm v1.{minor} does not read kubeadm.k8s.io/{api}" in ours
@@ -353,23 +358,9 @@ GATE_CASES = [
 def test_feature_gates_accepted_as_by_kubeadm(tmp_path: Path, minor: int, gate: str, value: str):
     """A feature gate (unknown, locked GA, or settable) is refused by kuberevive exactly when that minor's
     ``kubeadm config validate`` refuses it."""
-    from kuberevive.errors import ConfigError
-    from kuberevive.model.config import NodeFacts
-    from kuberevive.model.kubeadm_yaml import load_kubeadm_config
-
     kubeadm = kubeadm_binary(minor)
     text = minors.config_text("defaults", minor) + f"featureGates:\n  {gate}: {value}\n"
-    config = tmp_path / "kubeadm.yaml"
-    config.write_text(text)
-    run = subprocess.run(
-        [str(kubeadm), "config", "validate", "--config", str(config)],
-        capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
-    try:
-        load_kubeadm_config(text, NodeFacts(hostname="cp1"))
-        ours: str | None = None
-    except ConfigError as exc:
-        ours = str(exc)
+    run, ours = validate_both(kubeadm, text, tmp_path)
     assert (run.returncode == 0) == (ours is None), f"kubeadm: {run.returncode} {run.stderr.strip()}; ours: {ours}"
 
 
