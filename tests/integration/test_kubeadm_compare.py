@@ -386,3 +386,18 @@ def test_kubelet_conf_server_with_the_local_mode_gate_off_as_kubeadm(tmp_path: P
     cfg = load_kubeadm_config(text, NodeFacts(hostname="cp1"))
     (ours,) = [s.server for s in kubeconfig_specs(cfg) if s.file_name == "kubelet.conf"]
     assert ours == theirs
+
+
+@pytest.mark.parametrize("version", ["v1.29.15", "v1.38.0"])
+def test_generate_outside_the_range_is_one_line_and_writes_nothing(tmp_path: Path, version: str):
+    config = tmp_path / "kubeadm.yaml"
+    config.write_text(minors.VERSION_LINE.sub(f"kubernetesVersion: {version}", (CONFIGS / "defaults.yaml").read_text()))
+    root = tmp_path / "root"
+    root.mkdir()
+    gen = subprocess.run(
+        [sys.executable, "-m", "kuberevive", "generate", "all", "--config", str(config), "--root", str(root)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert gen.returncode == 1
+    assert gen.stderr.count("\n") == 1 and "outside" in gen.stderr and "(v1.30 to v1.37)" in gen.stderr, gen.stderr
+    assert list(root.rglob("*")) == []
