@@ -78,7 +78,9 @@ def describe_cert(pem: bytes) -> dict[str, Any]:
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
         "version": cert.version.name,
-        "validity_seconds": int((cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds()),
+        # whole minutes: kubeadm v1.30 reads the clock twice per certificate (NotBefore, then NotAfter), so its
+        # validity is a second longer when a second ticks between; v1.31+ use one start time (certlist.go)
+        "validity_minutes": round((cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds() / 60),
         "signature_algorithm": cert.signature_algorithm_oid._name,
         "extensions": sorted(f"{name}{'(critical)' if e.critical else ''}" for name, e in exts.items()),
     }
@@ -119,11 +121,9 @@ def describe_key(pem: bytes) -> dict[str, Any]:
 
 def describe_client_cert(pem: bytes, ca_pem: bytes) -> dict[str, Any]:
     """A kubeconfig's client certificate. kubeadm's kubeconfig phase may start a second after the certs
-    phase, so NotBefore is described relative to the CA's and NotAfter to the minute."""
+    phase, so NotBefore is described relative to the CA's (the validity is in whole minutes, as for every cert)."""
     out = describe_cert(pem)
     cert, ca = x509.load_pem_x509_certificate(pem), x509.load_pem_x509_certificate(ca_pem)
-    validity = cert.not_valid_after_utc - cert.not_valid_before_utc
-    out["validity_seconds"] = f"~{round(validity.total_seconds() / 60)} min"
     out["not_before_minus_ca_not_before"] = (cert.not_valid_before_utc - ca.not_valid_before_utc).total_seconds()
     return out
 
