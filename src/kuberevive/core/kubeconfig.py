@@ -43,7 +43,7 @@ from kuberevive.core._netaddr import advertise_ip, join_host_port, split_host_po
 from kuberevive.errors import ConfigError, PkiError
 from kuberevive.model import paths, yamlload
 from kuberevive.model.artifacts import Artifact, ArtifactKind
-from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, KubeadmConfig
+from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, EncryptionAlgorithm, KubeadmConfig
 
 MODE_KUBECONFIG = 0o600
 CONTROL_PLANE_KUBELET_LOCAL_MODE = versions.CONTROL_PLANE_KUBELET_LOCAL_MODE
@@ -184,7 +184,7 @@ def build_kubeconfigs(
                 f"external CA mode (no ca.key): {path} must be supplied",
                 f"Create {path} with a client certificate for {spec.client_name} signed by ca.crt, or provide ca.key.",
             )
-        key = pki.generate_private_key(cfg.cluster.encryption_algorithm)
+        key = pki.generate_private_key(_client_key_algorithm(cfg))
         cert = pki.issue_certificate(
             common_name=spec.client_name,
             organization=spec.organization,
@@ -206,6 +206,13 @@ def build_kubeconfigs(
         )
         artifacts.append(Artifact(path, MODE_KUBECONFIG, ArtifactKind.KUBECONFIG, spec.description, text.encode()))
     return artifacts
+
+
+def _client_key_algorithm(cfg: KubeadmConfig) -> EncryptionAlgorithm:
+    """encryptionAlgorithm, or RSA-2048 in the minors whose kubeconfigs ignore it (versions.py)."""
+    if versions.profile(cfg.cluster.kubernetes_version).kubeconfig_keys_follow_algorithm:
+        return cfg.cluster.encryption_algorithm
+    return EncryptionAlgorithm.RSA_2048
 
 
 def _check_existing(path: PurePosixPath, data: bytes, ca_cert: x509.Certificate) -> None:

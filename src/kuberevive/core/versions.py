@@ -107,6 +107,8 @@ class KubeadmMinor:
     instance_config: str = "never"
     """/var/lib/kubelet/instance-config.yaml holds the CRI socket: ``never``, ``gate`` (NodeLocalCRISocket) or
     ``always``."""
+    kubeconfig_keys_follow_algorithm: bool = False
+    """The kubeconfigs' client keys are of ``encryptionAlgorithm`` (before v1.31 always RSA-2048)."""
     writes_super_admin_conf: bool = True
     """``super-admin.conf`` (system:masters) beside ``admin.conf`` (kubeadm:cluster-admins), since v1.29."""
 
@@ -189,6 +191,9 @@ CHANGES: Final[tuple[Change, ...]] = (
            "etcd probes /livez, /readyz and a readiness probe", _ETCD),
     Change(31, "ca_cert_extra_paths", _CA_EXTRA_PATHS_1_31,
            "CA directories /etc/pki/ca-trust and /etc/pki/tls/certs instead of /etc/pki", _VOL),
+    Change(31, "kubeconfig_keys_follow_algorithm", True,
+           "kubeconfig client keys of encryptionAlgorithm (v1.30: RSA-2048 even with PublicKeysECDSA)",
+           "cmd/kubeadm/app/phases/kubeconfig/kubeconfig.go (kubeConfigSpec.EncryptionAlgorithm)"),
     Change(31, f"gate:{UPGRADE_ADDONS_BEFORE_CONTROL_PLANE}", None, "gate removed", _F),
     Change(31, f"gate:{CONTROL_PLANE_KUBELET_LOCAL_MODE}", Gate(False), "alpha", _F + " (PR #125582)"),
     Change(31, "kubelet_conf_server", "gate",
