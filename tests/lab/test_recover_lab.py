@@ -212,6 +212,15 @@ def test_recover_seed_disaster_then_join_a_new_node(fresh_lab: Lab, on_node: OnN
         r"kubeadm join (\S+) --token (\S+) --discovery-token-ca-cert-hash (sha256:[0-9a-f]{64})", run.stdout
     )
     assert join, run.stdout
+    # the run's log file (issue 15): there, 0600, with what the run said, and no key, certificate, token or JWT
+    logs = on_node("cp1", "sh", "-c", "ls -t /var/lib/kuberevive/log/recover-*.log").stdout.split()
+    assert logs, "recover --apply left no log file"
+    assert on_node("cp1", "stat", "-c", "%a", logs[0]).stdout.strip() == "600"
+    text = on_node("cp1", "cat", logs[0]).stdout
+    assert "kubeadm join" in text and "time from start to API ready" in text, text[-2000:]
+    token_secret = join.group(2).split(".")[1]
+    for secret in ("-----BEGIN", "PRIVATE KEY", "LS0tLS1CRUdJTi", "eyJ", token_secret):
+        assert secret not in text, f"{secret!r} is in {logs[0]}"
     fresh_lab.add_worker("worker2", token=join.group(2), ca_hash=join.group(3))
     assert _node_ready(on_node, "worker2")
 
