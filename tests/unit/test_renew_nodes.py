@@ -283,7 +283,7 @@ def test_steps_and_validity_source(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             text = yaml.safe_dump({"kind": "ClusterConfiguration", "certificateValidityPeriod": "6m0s"})
             return {"data": {"ClusterConfiguration": text}}
 
-    monkeypatch.setattr(renew, "_admin_api", lambda _node, timeout=10: StoredApi())
+    monkeypatch.setattr(renew, "admin_client", lambda _node, timeout=10: StoredApi())
     assert renew.stored_validity(str(tmp_path), None, cfg) == (
         timedelta(minutes=6),
         "the stored ClusterConfiguration (kube-system/kubeadm-config)",

@@ -227,7 +227,7 @@ def stored_validity(root: str, config_file: str | None, cfg: KubeadmConfig) -> t
         return validity, f"--config {config_file}"
     node = NodeRoot(Path(root))
     try:
-        api = _admin_api(node, timeout=5)
+        api = admin_client(node, timeout=5)
         cm = api.get("/api/v1/namespaces/kube-system/configmaps/kubeadm-config")
         text = str(((cm or {}).get("data") or {}).get("ClusterConfiguration") or "")
         raw = yaml.safe_load(text) if text else None
@@ -239,13 +239,6 @@ def stored_validity(root: str, config_file: str | None, cfg: KubeadmConfig) -> t
     except (KubereviveError, yaml.YAMLError, ValueError) as exc:
         why = exc.message if isinstance(exc, KubereviveError) else str(exc)
         return validity, f"kubeadm's default (the stored ClusterConfiguration cannot be read: {why})"
-
-
-def _admin_api(node: NodeRoot, timeout: float = 10) -> KubeApi:
-    data = node.read(paths.KUBERNETES_DIR / ADMIN_CONF)
-    if data is None:
-        raise PlanError("/etc/kubernetes/admin.conf is missing", "restore it, then run 'certs renew --apply' again")
-    return KubeApi.from_kubeconfig(data, read_file=lambda p: node.read(p) or b"", timeout=timeout)
 
 
 def steps_for(targets: list[str], live: bool, all_nodes: bool = False) -> list[str]:
@@ -398,12 +391,13 @@ def _nodes_need_work(nodes: list[certs.NodeRenewal] | None, options: RetrustOpti
     return nodes is None or any(n.restart or not n.reached for n in nodes)
 
 
-def admin_client(root: NodeRoot) -> KubeApi:
-    """A client of the API server with the node's admin.conf (renew's and ca extend's steps that wait for it)."""
+def admin_client(root: NodeRoot, timeout: float = 10) -> KubeApi:
+    """A client of the API server with the node's admin.conf (renew's and ca extend's steps that wait for it, and
+    the stored ClusterConfiguration's reader)."""
     data = root.read(paths.KUBERNETES_DIR / ADMIN_CONF)
     if data is None:
         raise PlanError("/etc/kubernetes/admin.conf is missing", "restore it, then run the command again")
-    return KubeApi.from_kubeconfig(data, read_file=lambda p: root.read(p) or b"", timeout=10)
+    return KubeApi.from_kubeconfig(data, read_file=lambda p: root.read(p) or b"", timeout=timeout)
 
 
 def renew_effects(environ: Mapping[str, str]) -> Effects:
