@@ -12,6 +12,7 @@ import dataclasses
 import ssl
 import stat
 from collections.abc import Sequence
+from typing import Any
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
@@ -31,6 +32,7 @@ from kuberevive.model.inventory import InventoryNode
 from kuberevive.model.recover import NodeIdentity, RetrustOptions
 from kuberevive.run.context import Effects, Faults
 from kuberevive.run.peers import peer_findings
+from kuberevive.run.journal import JOURNAL, RecoveryJournal
 from kuberevive.run.recover import RecoveryResult, apply_recovery, plan_recovery
 from tests.unit.test_executor import ADDRESS, Cluster, FakeEtcd, Killed, _kill, assert_recovered
 
@@ -322,7 +324,30 @@ def test_no_usable_peer_stops_before_anything_is_written(tmp_path: Path) -> None
     assert "cp2 (172.30.2.12): its trust material cannot be used: its ca.crt did not issue" in msg
     assert "--peer NAME=ADDRESS" in err.value.hint
     assert c.files() == before  # nothing written here (the journal aside)
-    assert c.journal().salvage_peer is None and not c.journal().step_done("salvage-trust")
+    # the refused run left no "running" journal: it was moved aside, with what it held
+    assert RecoveryJournal.load(c.root) is None
+    (aside,) = [p for p in c.root.walk(paths.BACKUP_DIR) if p.name == JOURNAL.name]
+    stuck = RecoveryJournal.load(c.root, aside)
+    assert stuck is not None and stuck.salvage_from == ["cp0", "cp2"] and stuck.salvage_peer is None
+    assert not stuck.step_done("salvage-trust") and stuck.artifact_records == {}
+
+
+def test_a_refused_run_does_not_block_the_rerun_with_another_peer(tmp_path: Path) -> None:
+    """The stuck journal (issue 12 noticed): no peer passed the checks, so nothing was written; the rerun with a
+    healthy peer plans afresh instead of being refused ("from cp0, but this run was not told how to reach it")."""
+    impostor, good = Peer("cp0", CP0), Peer("cp2", CP2)
+    impostor.serving_ca = cluster_pki()["ca.crt"]
+    c = HaCluster(tmp_path, impostor, good)
+    c.kubelet_cert_from(good.pki)
+    c.options = RetrustOptions(peers=(impostor.node,))
+    with pytest.raises(PlanError, match="no peer could give its trust material"):
+        c.recover()
+    assert RecoveryJournal.load(c.root) is None
+    c.options = RetrustOptions(peers=(good.node,))
+    result = c.recover()
+    assert result.applied == list(core.STEP_IDS)
+    assert c.journal().salvage_peer == "cp2" and c.journal().status == "done"
+    assert c.files()[str(PKI / "ca.key")][1] == good.pki["ca.key"]
 
 
 def test_a_run_killed_in_the_salvage_step_resumes_with_the_same_bytes_without_the_peer(tmp_path: Path) -> None:
@@ -358,9 +383,15 @@ def test_a_run_killed_after_the_salvage_step_resumes_without_peer_options(tmp_pa
 
 def test_a_resumed_run_that_still_needs_the_peer_says_how_to_reach_it(tmp_path: Path) -> None:
     c = HaCluster(tmp_path, Peer("cp0", CP0))
-    c.peers.by_name["cp0"].reachable = False
-    with pytest.raises(PlanError):
+    read = c.peers.files
+
+    def killed_while_reading(*args: Any) -> dict[PurePosixPath, bytes | None]:
+        raise Killed  # SIGKILL while the peer's files were read: the salvage step started, nothing recorded
+
+    c.peers.files = killed_while_reading  # type: ignore[method-assign]
+    with pytest.raises(Killed):
         c.recover()
+    c.peers.files = read  # type: ignore[method-assign]
     c.options = RetrustOptions()
     with pytest.raises(PlanError, match="from cp0, but this run was not told how to reach it") as err:
         c.recover()

@@ -339,6 +339,10 @@ class RecoveryJournal(Journal):
             out["kept"] = sorted(self.kept)
         return out
 
+    def nothing_done(self) -> bool:
+        """No step done, no file recorded to write and none written: the run changed nothing yet."""
+        return not self.done_steps() and not self.artifact_records and not self.changed_files
+
     def kept_bytes(self) -> dict[str, bytes]:
         return {k: base64.b64decode(v) for k, v in self.kept.items() if v}
 

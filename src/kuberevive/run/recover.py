@@ -446,10 +446,22 @@ def apply_recovery(
             _roll_back_written(step_ctx)
             raise
         except (EtcdError, KubeApiError) as exc:
+            _close_unstarted(step_ctx)
             raise PlanError(
                 f"recovery stopped at a step that talks to the cluster: {exc.message}",
                 "fix the cause, then run 'kuberevive recover --apply' again: it resumes where it stopped",
             ) from exc
+        except KubereviveError:
+            _close_unstarted(step_ctx)
+            raise
+
+
+def _close_unstarted(ctx: StepContext) -> None:
+    """A run refused before its first write (no usable peer, a check that failed) leaves no "running" journal
+    behind: it is moved aside, so the next run plans afresh (e.g. with other --peer options) instead of resuming."""
+    if ctx.journal.nothing_done():
+        aside = ctx.move_aside(JOURNAL)
+        ctx.progress(f"      nothing was written: the journal was moved aside to {aside}")
 
 
 __all__ = ["Executor", "RecoveryResult", "apply_recovery", "healthy_reason", "now_text", "plan_recovery"]
