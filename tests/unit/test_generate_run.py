@@ -4,18 +4,21 @@ next run (or dropped when its files changed since, or when the record is damaged
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 import pytest
 
-from kuberevive.errors import NodeFsError
+from kuberevive.core.generate import GenerateResult
+from kuberevive.errors import KubereviveError, NodeFsError, PlanError
+from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot, WriteAction, WriteResult
 from kuberevive.model.artifacts import Artifact, ArtifactKind
-from kuberevive.run.generate import PENDING, finish_interrupted, write_set
+from kuberevive.run.generate import PENDING, apply_generate, finish_interrupted, write_set
 from kuberevive.run.journal import artifact_to_json
 
 PKI = PurePosixPath("/etc/kubernetes/pki")
@@ -114,3 +117,49 @@ def test_an_unreadable_record_is_ignored_and_kept(root: NodeRoot) -> None:
     notes = finish_interrupted(root)
     assert len(notes) == 1 and notes[0].startswith("the record of an interrupted run cannot be read (")
     assert root.host_path(PENDING).is_dir()
+
+
+class RecordingHost(LocalHost):
+    """The node, recording which commands took its lock through it."""
+
+    def __init__(self, root: NodeRoot) -> None:
+        super().__init__(root, live=False)
+        self.locked: list[str] = []
+
+    @contextlib.contextmanager
+    def lock(self, command: str, error: type[KubereviveError] = NodeFsError) -> Iterator[None]:
+        self.locked.append(command)
+        with super().lock(command, error):
+            yield
+
+
+def test_generate_takes_the_nodes_lock_through_the_host_and_finishes_a_killed_run_first(root: NodeRoot) -> None:
+    _interrupted(root, [KEY, CRT])
+    host = RecordingHost(root)
+    seen: list[bytes | None] = []
+
+    def make() -> GenerateResult:
+        seen.append(root.read(CRT.path))  # generated from the node as the finished set left it
+        return GenerateResult(artifacts=[KEY, CRT])
+
+    result, written, notes = apply_generate(host, str(PKI), make, force=False)
+    assert host.locked == ["generate"]
+    assert seen == [b"CRT\n"] and notes == ["finished an interrupted run: 1 of its 2 file(s) were still to write"]
+    assert [r.action for r in written] == [WriteAction.UNCHANGED, WriteAction.UNCHANGED] and result.artifacts
+    assert root.read(PENDING) is None
+
+
+def test_generate_is_refused_while_another_run_holds_the_nodes_lock(root: NodeRoot) -> None:
+    other = LocalHost(root, live=False)
+    made: list[str] = []
+
+    def make() -> GenerateResult:
+        made.append("generated")
+        return GenerateResult([KEY])
+
+    refused = pytest.raises(NodeFsError, match="another 'kuberevive recover' is running on this node")
+    with other.lock("recover", error=PlanError), refused:
+        apply_generate(LocalHost(root, live=False), str(PKI), make, False)
+    assert made == [] and root.read(KEY.path) is None
+    _, written, _ = apply_generate(LocalHost(root, live=False), str(PKI), lambda: GenerateResult([KEY]), False)
+    assert [r.action for r in written] == [WriteAction.CREATE] and root.read(KEY.path) == b"KEY\n"

@@ -12,7 +12,6 @@ import dataclasses
 import ssl
 import stat
 from collections.abc import Sequence
-from typing import Any
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
@@ -31,8 +30,8 @@ from kuberevive.model.config import NodeFacts
 from kuberevive.model.inventory import InventoryNode
 from kuberevive.model.recover import NodeIdentity, RetrustOptions
 from kuberevive.run.context import Effects, Faults
-from kuberevive.run.peers import peer_findings
 from kuberevive.run.journal import JOURNAL, RecoveryJournal
+from kuberevive.run.peers import peer_findings
 from kuberevive.run.recover import RecoveryResult, apply_recovery, plan_recovery
 from tests.unit.test_executor import ADDRESS, Cluster, FakeEtcd, Killed, _kill, assert_recovered
 
@@ -385,7 +384,9 @@ def test_a_resumed_run_that_still_needs_the_peer_says_how_to_reach_it(tmp_path: 
     c = HaCluster(tmp_path, Peer("cp0", CP0))
     read = c.peers.files
 
-    def killed_while_reading(*args: Any) -> dict[PurePosixPath, bytes | None]:
+    def killed_while_reading(
+        node: InventoryNode, opts: RetrustOptions, wanted: Sequence[PurePosixPath]
+    ) -> dict[PurePosixPath, bytes | None]:
         raise Killed  # SIGKILL while the peer's files were read: the salvage step started, nothing recorded
 
     c.peers.files = killed_while_reading  # type: ignore[method-assign]

@@ -12,11 +12,12 @@ from kuberevive.cli.env import Environment, ExitStatus, is_live_root
 from kuberevive.core.generate import Target, generate, kubeconfig_paths
 from kuberevive.errors import ConfigError, ExistingFileError
 from kuberevive.io import nodefacts
+from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot, WriteAction, WriteResult
-from kuberevive.model.config import DEFAULT_KUBERNETES_DIR, DEFAULT_MANIFESTS_DIR, KubeadmConfig
+from kuberevive.model.config import KubeadmConfig
 from kuberevive.model.document import GENERATE, Document, stamp
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
-from kuberevive.run.generate import PENDING, finish_interrupted, write_set
+from kuberevive.run.generate import apply_generate
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -84,18 +85,12 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         notes: list[str] = []
     else:
         # one run per node at a time (shared with recover), and a killed run's leftovers finished first (F5, F6)
-        with root.lock("generate"):
-            own_dirs = [
-                PENDING.parent,
-                PurePosixPath(DEFAULT_KUBERNETES_DIR),
-                PurePosixPath(DEFAULT_MANIFESTS_DIR),
-                PurePosixPath(cfg.cluster.certificates_dir),
-                PurePosixPath(cfg.cluster.certificates_dir) / "etcd",
-            ]
-            notes = [f"removed {p}, left by an interrupted run" for p in root.remove_stale_tmp(own_dirs)]
-            notes += finish_interrupted(root)
-            result = generate(target, cfg, facts, datetime.now(UTC), _existing(root, cfg), renew_expired=args.force)
-            written = write_set(root, result.artifacts, force=args.force)
+        result, written, notes = apply_generate(
+            LocalHost(root, live=live),
+            cfg.cluster.certificates_dir,
+            lambda: generate(target, cfg, facts, datetime.now(UTC), _existing(root, cfg), renew_expired=args.force),
+            force=args.force,
+        )
     result.warnings[:0] = notes
 
     if args.json:
