@@ -1,10 +1,11 @@
 """The run's log: progress, warnings and errors as timestamped records (standard library ``logging``).
 
 Everything a command says while it works goes through the ``kuberevive`` logger: :func:`progress` (info),
-:func:`warning`, and the CLI's one-line errors. :func:`configure` sends it to stderr, as text (a UTC ``HH:MM:SS``
-on a terminal, RFC 3339 otherwise) or as JSON lines (``--log-format json``), and to a per-run log file (text,
-RFC 3339). Every record is passed through :func:`scrub` first: PEM blocks (also base64-encoded, as in a
-kubeconfig), JWTs, bootstrap tokens, URL credentials and the values :func:`hide` was given never reach a handler.
+:func:`warning`, and the CLI's one-line errors. :func:`configure` sends it to stderr, as text (a UTC ``HH:MM:SS`` on
+a terminal, RFC 3339 otherwise) or as JSON lines (``--log-format json``), and to a per-run log file (text, RFC
+3339). Every record is passed through :func:`scrub` first: PEM blocks (also base64-encoded, as in a kubeconfig),
+JWTs, bootstrap tokens, certificate keys (``--certificate-key``), URL credentials and the values :func:`hide` was
+given never reach a handler.
 
 Without :func:`configure` (a library call, a unit test) the logger has no handler and says nothing.
 """
@@ -32,6 +33,7 @@ _PEM_B64 = re.compile(r"LS0tLS1CRUdJT[A-Za-z0-9+/=]*")  # base64 of "-----BEGIN"
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _BOOTSTRAP_TOKEN = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
 _AGE_KEY = re.compile(r"AGE-SECRET-KEY-[0-9A-Z]+")
+_CERTIFICATE_KEY = re.compile(r"(?<=--certificate-key[ =])[0-9a-f]{64}\b")
 _hidden: set[str] = set()
 _ours: list[logging.Handler] = []  # the handlers configure() added
 
@@ -49,6 +51,7 @@ def scrub(text: str) -> str:
     text = _JWT.sub(MASK, text)
     text = _BOOTSTRAP_TOKEN.sub(MASK, text)
     text = _AGE_KEY.sub(MASK, text)
+    text = _CERTIFICATE_KEY.sub(MASK, text)
     text = redact_urls(text)
     for value in sorted(_hidden, key=len, reverse=True):
         text = text.replace(value, MASK)

@@ -241,6 +241,7 @@ class FakeApi(KubeApi):
             if key in self.objects:
                 return 409, {"kind": "Status", "reason": "AlreadyExists", "message": f"{name} exists"}
             body["metadata"].setdefault("namespace", ns) if ns else None
+            body["metadata"]["uid"] = hashlib.sha256(f"{key} {len(self.requests)}".encode()).hexdigest()[:32]
             self.objects[key] = body
             return 201, body
         key = path if len(rest) == 2 else path.rsplit("/", 1)[0]  # a subresource acts on its object

@@ -56,6 +56,7 @@ from kuberevive.model import paths, yamlload
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import (
     DEFAULT_BIND_PORT,
+    DEFAULT_BOOTSTRAP_GROUP,
     DEFAULT_CRI_SOCKET,
     DEFAULT_KUBERNETES_DIR,
     KubeadmConfig,
@@ -760,19 +761,23 @@ def new_bootstrap_token(random_bytes: Callable[[int], bytes]) -> str:
     return "".join(out[:6]) + "." + "".join(out[6:])
 
 
-def bootstrap_token_secret(token: str, now: datetime, ttl: timedelta = timedelta(hours=24)) -> dict[str, Any]:
-    """The Secret of spec §5.4 (kube-system/bootstrap-token-<id>)."""
+def bootstrap_token_secret(
+    token: str,
+    now: datetime,
+    ttl: timedelta = timedelta(hours=24),
+    *,
+    description: str = TOKEN_DESCRIPTION,
+    usages: tuple[str, ...] = ("authentication", "signing"),
+    groups: tuple[str, ...] = (DEFAULT_BOOTSTRAP_GROUP,),
+) -> dict[str, Any]:
+    """The Secret of spec §5.4 (kube-system/bootstrap-token-<id>); by default kubeadm's node token (both usages,
+    the default node group), with ``usages=()`` and ``groups=()`` a token that only carries a TTL."""
     token_id, _, secret = token.partition(".")
     expiration = rfc3339(now + ttl)
-    data = {
-        "token-id": token_id,
-        "token-secret": secret,
-        "description": TOKEN_DESCRIPTION,
-        "expiration": expiration,
-        "usage-bootstrap-authentication": "true",
-        "usage-bootstrap-signing": "true",
-        "auth-extra-groups": "system:bootstrappers:kubeadm:default-node-token",
-    }
+    data = {"token-id": token_id, "token-secret": secret, "description": description, "expiration": expiration}
+    data |= {f"usage-bootstrap-{u}": "true" for u in usages}
+    if groups:
+        data["auth-extra-groups"] = ",".join(groups)
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -1091,12 +1096,28 @@ def plan_steps(
             (str(manifest_path("kube-controller-manager")),),
             verify="a new kube-controller-manager holds the leader lease",
         ),
-        Step(
-            "report",
-            StepKind.READ,
-            "final report",
-            "every node and its state, pending CSRs, a TokenReview of a fresh token per ServiceAccount whose "
-            "pods were restarted, aggregated APIs Available, the time of each phase",
+        _report_step(cfg),
+    )
+
+
+def _report_step(cfg: KubeadmConfig) -> Step:
+    why = (
+        "every node and its state, pending CSRs, a TokenReview of a fresh token per ServiceAccount whose "
+        "pods were restarted, aggregated APIs Available, the time of each phase"
+    )
+    if not cfg.cluster.control_plane_endpoint:
+        return Step("report", StepKind.READ, "final report", why)
+    return Step(
+        "report",
+        StepKind.API,
+        "final report, and the certificates for a new control-plane node",
+        why + "; as 'kubeadm init phase upload-certs --upload-certs': the shared CAs and sa keys sealed with a fresh "
+        "certificate key in a Secret that lives 2 h, for the printed 'kubeadm join --control-plane' command",
+        objects=(
+            "kube-system/secrets/bootstrap-token-<id> (its TTL only)",
+            "kube-system/secrets/kubeadm-certs",
+            "kube-system/roles/kubeadm:kubeadm-certs",
+            "kube-system/rolebindings/kubeadm:kubeadm-certs",
         ),
     )
 

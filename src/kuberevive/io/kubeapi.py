@@ -169,6 +169,15 @@ class KubeApi:
     def create(self, path: str, obj: Mapping[str, Any]) -> Any:
         return self.request("POST", path, obj)
 
+    def create_or_replace(self, collection: str, obj: Mapping[str, Any]) -> Any:
+        """POST ``obj`` to ``collection``; when it exists (409), PUT it over the existing one. The stored object."""
+        try:
+            return self.create(collection, obj)
+        except KubeApiError as exc:
+            if exc.status != 409:
+                raise
+            return self.replace(f"{collection}/{obj['metadata']['name']}", obj)
+
     def ensure_configmap_data(self, namespace: str, name: str, data: Mapping[str, str]) -> str:
         """Make the ConfigMap ``namespace/name`` hold ``data`` (its other keys kept): created when it is missing,
         merge-patched when a value differs. Returns ``created``, ``unchanged`` or ``updated``."""

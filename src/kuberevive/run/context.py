@@ -16,6 +16,7 @@ tolerations run out while the eviction guard holds.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from kuberevive.core import recover as core
+from kuberevive.core import uploadcerts
 from kuberevive.errors import NodeFsError, PlanError
 from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.host import LocalHost
@@ -49,6 +51,8 @@ class RecoveryResult:
     plan: RecoveryPlan
     applied: list[str] = field(default_factory=list)
     join_command: str = ""
+    control_plane_join_command: str = ""
+    """With a controlPlaneEndpoint: ``join_command`` for a new control-plane node, with a fresh certificate key."""
     timings: dict[str, float] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
@@ -58,6 +62,7 @@ class RecoveryResult:
             "plan": self.plan.as_dict(),
             "applied": self.applied,
             "join_command": self.join_command,
+            "control_plane_join_command": self.control_plane_join_command,
             "timings": self.timings,
             "messages": self.messages,
             "report": self.report,
@@ -195,6 +200,8 @@ class Effects:
     peer_etcd_client: Callable[[str, bytes, bytes, bytes], EtcdClient] = peer_etcd
     kubeconfig_api: Callable[[NodeRoot, bytes], KubeApi] = kubeconfig_api
     """A client from a kubeconfig's bytes (the kubelet's, through a peer: kubelet-via-peer)."""
+    random_bytes: Callable[[int], bytes] = secrets.token_bytes
+    """Secrets the run makes: the certificate key, tokens, AES-GCM nonces."""
 
 
 @dataclass
@@ -265,6 +272,11 @@ class StepContext:
         """``kubeadm join`` with the new bootstrap token and the CA's discovery hash."""
         ca, _key = self.ca_pair()
         return core.join_command(self.final_cfg(), self.journal.require_token(), ca)
+
+    def control_plane_join_command(self, worker_join: str) -> str:
+        """``worker_join`` for a new control-plane node when the run uploaded the certificates, else empty."""
+        key = self.journal.certificate_key
+        return uploadcerts.control_plane_join_command(worker_join, key) if key else ""
 
     def move_aside(self, path: PurePosixPath, now: datetime | None = None) -> PurePosixPath:
         """Move a file or symlink to the backup directory (also across file systems); its new path."""

@@ -289,6 +289,8 @@ class RecoveryJournal(Journal):
     identity: NodeIdentity | None = None
     token: str | None = None
     """The new bootstrap token (dropped at the end)."""
+    certificate_key: str | None = None
+    """The key the kubeadm-certs Secret is sealed with, with a controlPlaneEndpoint (dropped at the end)."""
     kubelet_stamp: str = ""
     """As the kubelet names ``kubelet-client-<stamp>.pem``."""
     kept: dict[str, str] = field(default_factory=dict)
@@ -356,6 +358,7 @@ class RecoveryJournal(Journal):
 
     def finish_with(self, result_timings: dict[str, float]) -> None:
         self.token = None
+        self.certificate_key = None
         self.result_timings = result_timings
         for name in self.kept:
             self.kept[name] = ""

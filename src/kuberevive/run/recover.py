@@ -315,10 +315,11 @@ class Executor:
     def _finish(self) -> RecoveryResult:
         ctx = self.ctx
         join = ctx.join_command()
+        control_plane_join = ctx.control_plane_join_command(join)  # before the journal drops the key
         timings = result_timings(ctx.journal.timings, ctx.clock())
         ctx.journal.finish_with(timings)
         report = ctx.report or ctx.journal.report or {}  # a run killed right after the report step kept it
-        return RecoveryResult(self.plan, self.applied, join, timings, ctx.messages, report)
+        return RecoveryResult(self.plan, self.applied, join, control_plane_join, timings, ctx.messages, report)
 
 
 def result_timings(t: Mapping[str, float], now: float) -> dict[str, float]:

@@ -250,6 +250,9 @@ def _print_result(env: Environment, result: RecoveryResult) -> None:
     env.out("the operator's kubeconfig is /etc/kubernetes/admin.conf.")
     env.out("join (or re-join) the other nodes with:")
     env.out(f"  {result.join_command}")  # one line, whatever the width: it is copied and pasted
+    if result.control_plane_join_command:
+        env.out("join a new control-plane node with (its certificate key expires with the kubeadm-certs Secret, 2 h):")
+        env.out(f"  {result.control_plane_join_command}")
 
 
 def _print_report(env: Environment, report: dict[str, Any]) -> None:

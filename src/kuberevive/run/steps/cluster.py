@@ -4,17 +4,21 @@ and this node Ready again."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import PurePosixPath
 
 from kuberevive.core import recover as core
+from kuberevive.core import uploadcerts
 from kuberevive.core.kubeconfig import control_plane_url
 from kuberevive.core.retrust import ready_since
-from kuberevive.errors import KubeApiError, PlanError
+from kuberevive.errors import PlanError
 from kuberevive.run.context import StepContext
 from kuberevive.waiting import wait_for
 
 NODE_TIMEOUT = 240.0
 SIGNER_TIMEOUT = 180.0
 CLUSTER_INFO = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+SECRETS = "/api/v1/namespaces/kube-system/secrets"
+RBAC = "/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system"
 
 
 def upload_config(ctx: StepContext, i: int) -> None:
@@ -48,14 +52,7 @@ def cluster_info(ctx: StepContext, i: int) -> None:
 def bootstrap_token(ctx: StepContext, i: int) -> None:
     api = ctx.api()
     token = ctx.journal.require_token()
-    secret = core.bootstrap_token_secret(token, ctx.utcnow())
-    name = secret["metadata"]["name"]
-    try:
-        api.create("/api/v1/namespaces/kube-system/secrets", secret)
-    except KubeApiError as exc:
-        if exc.status != 409:
-            raise
-        api.replace(f"/api/v1/namespaces/kube-system/secrets/{name}", secret)
+    api.create_or_replace(SECRETS, core.bootstrap_token_secret(token, ctx.utcnow()))
     token_id = token.partition(".")[0]
     value = cluster_info_value(ctx)
     ctx.faults.mid(i)
@@ -82,3 +79,29 @@ def node_ready(ctx: StepContext, i: int) -> None:
     name = ctx.identity.node_name
     since = datetime.fromtimestamp((ctx.journal.timing("kubelet_restarted") or ctx.clock()) - 2, UTC)
     wait_for(f"node {name} Ready", NODE_TIMEOUT, lambda: ready_since(api.get(f"/api/v1/nodes/{name}"), since), 1.0)
+
+
+def upload_certs(ctx: StepContext) -> None:
+    """With a controlPlaneEndpoint, what ``kubeadm init phase upload-certs --upload-certs`` does, for the
+    control-plane join command the recovery prints (:mod:`kuberevive.core.uploadcerts`): a fresh certificate key
+    (kept in the journal until the end, so a resumed run uploads under the same key), a TTL token, the
+    kubeadm-certs Secret it owns, and the Role and RoleBinding that let joining nodes read it."""
+    cfg = ctx.final_cfg()
+    if not cfg.cluster.control_plane_endpoint:
+        return
+    j = ctx.journal
+    if not j.certificate_key:
+        j.certificate_key = uploadcerts.new_certificate_key(ctx.fx.random_bytes)
+        j.save()
+    api = ctx.api()
+    ttl_token = core.new_bootstrap_token(ctx.fx.random_bytes)
+    owner = api.create_or_replace(SECRETS, uploadcerts.ttl_token_secret(ttl_token, ctx.utcnow()))
+    pki = PurePosixPath(cfg.cluster.certificates_dir)
+    files = {name: ctx.root.read(pki / name) for name in uploadcerts.TRANSFERRED}
+    api.create_or_replace(SECRETS, uploadcerts.certs_secret(files, j.certificate_key, ctx.fx.random_bytes, owner))
+    api.create_or_replace(f"{RBAC}/roles", uploadcerts.role())
+    api.create_or_replace(f"{RBAC}/rolebindings", uploadcerts.role_binding())
+    ctx.progress(
+        f"      kube-system/{uploadcerts.SECRET_NAME}: the control plane's certificates for 'kubeadm join "
+        f"--control-plane', sealed with a fresh certificate key (deleted with its token in {uploadcerts.TTL})"
+    )

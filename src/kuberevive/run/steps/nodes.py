@@ -28,6 +28,7 @@ from kuberevive.model.recover import Report
 from kuberevive.run.context import StepContext
 from kuberevive.run.journal import NodeRetrust
 from kuberevive.run.retrust import retrust_in_place
+from kuberevive.run.steps import cluster
 from kuberevive.waiting import wait_for
 
 KCM_LEASE = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager"
@@ -250,6 +251,7 @@ def remove_guard(ctx: StepContext, i: int) -> None:
 
 
 def report(ctx: StepContext, i: int) -> None:
+    cluster.upload_certs(ctx)  # for the control-plane join command printed with the report
     api = ctx.api()
     j = ctx.journal
     rep = Report(guard=j.guard or "off")
