@@ -32,7 +32,7 @@ from typing import Any
 
 from kuberevive.lab import Lab, LabConfig, impact
 from kuberevive.lab.demo import NODE_MONITOR_GRACE_SECONDS, SEED_DISASTER
-from kuberevive.lab.kubeadm import ca_cert_hash, dump, join_documents
+from kuberevive.lab.kubeadm import JoinCommand, ca_cert_hash, dump, join_documents
 from kuberevive.lab.manual import JOIN_CONFIG, MINIMAL_CONFIG, manual_plan, minimal_config, token_create
 from kuberevive.lab.probe import ServiceProbe
 from kuberevive.lab.workload import NOT_READY_TOLERATION_SECONDS
@@ -77,8 +77,9 @@ def recover_manually(lab: Lab, clock: impact.Clock, with_config: bool) -> dict[s
         if step.stage == "bootstrap-token":
             token = lab.cp.run(list(token_create()), step="kubeadm token create").stdout.strip().splitlines()[-1]
             ca_hash = ca_cert_hash(lab.cp.read_file("/etc/kubernetes/pki/ca.crt").encode())
+            join = JoinCommand(cfg.api_endpoint, token, ca_hash)
             for w in cfg.workers:
-                lab.node(w.name).write_file(JOIN_CONFIG, dump(join_documents(cfg, w, token, ca_hash)), 0o600)
+                lab.node(w.name).write_file(JOIN_CONFIG, dump(join_documents(cfg, w, join)), 0o600)
         marks[f"{step.stage}_{step.node}_done_s"] = clock.elapsed()
     return {"exit": 0, "marks": marks}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from kuberevive.lab import LabConfig
-from kuberevive.lab.kubeadm import dump, init_documents, join_documents, new_bootstrap_token
+from kuberevive.lab.kubeadm import JoinCommand, dump, init_documents, join_documents, new_bootstrap_token
 from kuberevive.lab.manual import KCM_CONTROLLERS, kubeadm_commands, manual_plan, minimal_config
 
 pytestmark = pytest.mark.integration
@@ -53,7 +53,11 @@ def test_manual_configurations_are_valid_to_kubeadm(k8s_bin_dir: Path, tmp_path:
     files = {
         "minimal.yaml": minimal_config(cfg),
         "init.yaml": dump(init_documents(cfg, new_bootstrap_token())),
-        "join.yaml": dump(join_documents(cfg, cfg.workers[0], new_bootstrap_token(), "sha256:" + "0" * 64)),
+        "join.yaml": dump(
+            join_documents(
+                cfg, cfg.workers[0], JoinCommand(cfg.api_endpoint, new_bootstrap_token(), "sha256:" + "0" * 64)
+            )
+        ),
     }
     for name, text in files.items():
         (tmp_path / name).write_text(text)

@@ -177,17 +177,18 @@ def test_ha_kubeadm_documents() -> None:
     assert docs["ClusterConfiguration"]["controlPlaneEndpoint"] == "172.30.2.10:6443"
     assert docs["InitConfiguration"]["certificateKey"] == key
     assert docs["InitConfiguration"]["localAPIEndpoint"]["advertiseAddress"] == "172.30.2.11"
-    (cp3,) = kubeadm.join_documents(cfg, cfg.node("cp3"), "abcdef.0123456789abcdef", "sha256:ab", key)
+    join = kubeadm.JoinCommand(cfg.api_endpoint, "abcdef.0123456789abcdef", "sha256:ab", key)
+    (cp3,) = kubeadm.join_documents(cfg, cfg.node("cp3"), join)
     assert cp3["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "172.30.2.10:6443"
     assert cp3["controlPlane"] == {
         "localAPIEndpoint": {"advertiseAddress": "172.30.2.14", "bindPort": 6443},
         "certificateKey": key,
     }
     assert cp3["timeouts"] == {"etcdAPICall": "10m0s"}
-    (worker,) = kubeadm.join_documents(cfg, cfg.node("worker1"), "abcdef.0123456789abcdef", "sha256:ab", key)
+    (worker,) = kubeadm.join_documents(cfg, cfg.node("worker1"), join)
     assert "controlPlane" not in worker and "timeouts" not in worker
     with pytest.raises(ValueError, match="certificate key"):
-        kubeadm.join_documents(cfg, cfg.node("cp2"), "abcdef.0123456789abcdef", "sha256:ab")
+        kubeadm.join_documents(cfg, cfg.node("cp2"), dataclasses.replace(join, certificate_key=None))
 
 
 def test_two_node_kubeadm_documents_have_no_ha_settings() -> None:
@@ -195,8 +196,32 @@ def test_two_node_kubeadm_documents_have_no_ha_settings() -> None:
     docs = {d["kind"]: d for d in kubeadm.init_documents(cfg, "abcdef.0123456789abcdef", "ab" * 32)}
     assert "controlPlaneEndpoint" not in docs["ClusterConfiguration"]
     assert "certificateKey" not in docs["InitConfiguration"]
-    (worker,) = kubeadm.join_documents(cfg, cfg.workers[0], "abcdef.0123456789abcdef", "sha256:ab")
+    join = kubeadm.JoinCommand(cfg.api_endpoint, "abcdef.0123456789abcdef", "sha256:ab")
+    (worker,) = kubeadm.join_documents(cfg, cfg.workers[0], join)
     assert worker["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "172.30.0.11:6443"
+
+
+def test_a_printed_join_command_is_read_back_as_kubeadm_would_use_it() -> None:
+    h = "sha256:" + "ab" * 32
+    worker = kubeadm.parse_join_command(
+        f"kubeadm join 10.0.0.1:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash {h}"
+    )
+    assert worker == kubeadm.JoinCommand("10.0.0.1:6443", "abcdef.0123456789abcdef", h)
+    cp = kubeadm.parse_join_command(
+        f"kubeadm join lb:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash {h} "
+        f"--control-plane --certificate-key {'c' * 64}"
+    )
+    assert cp.endpoint == "lb:6443" and cp.certificate_key == "c" * 64
+    for bad in (
+        "kubeadm init",
+        f"kubeadm join --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash {h}",
+        "kubeadm join lb:6443 --token abcdef.0123456789abcdef",
+        f"kubeadm join lb:6443 --token x --discovery-token-ca-cert-hash {h}",
+        f"kubeadm join lb:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash {h} --control-plane",
+        f"kubeadm join lb:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash {h} --v=5",
+    ):
+        with pytest.raises(ValueError):
+            kubeadm.parse_join_command(bad)
 
 
 def test_haproxy_config_checks_every_api_server(tmp_path: Path) -> None:

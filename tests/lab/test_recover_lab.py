@@ -208,10 +208,13 @@ def test_recover_seed_disaster_then_join_a_new_node(fresh_lab: Lab, on_node: OnN
     aside = on_node("cp1", "sh", "-c", "ls /var/lib/kuberevive/backup/*/var/lib/kubelet/pki/").stdout
     assert "kubelet-client-current.pem" in aside
 
-    join = re.search(
-        r"kubeadm join (\S+) --token (\S+) --discovery-token-ca-cert-hash (sha256:[0-9a-f]{64})", run.stdout
+    lines = run.stdout.splitlines()
+    printed = lines[lines.index("join (or re-join) the other nodes with:") + 1].strip()
+    join = re.fullmatch(
+        r"kubeadm join (\S+) --token (\S+) --discovery-token-ca-cert-hash (sha256:[0-9a-f]{64})", printed
     )
     assert join, run.stdout
+    assert "--control-plane" not in run.stdout  # no controlPlaneEndpoint in the 1+1 lab: no control-plane command
     # the run's log file (issue 15): there, 0600, with what the run said, and no key, certificate, token or JWT
     logs = on_node("cp1", "sh", "-c", "ls -t /var/lib/kuberevive/log/recover-*.log").stdout.split()
     assert logs, "recover --apply left no log file"
@@ -221,7 +224,7 @@ def test_recover_seed_disaster_then_join_a_new_node(fresh_lab: Lab, on_node: OnN
     token_secret = join.group(2).split(".")[1]
     for secret in ("-----BEGIN", "PRIVATE KEY", "LS0tLS1CRUdJTi", "eyJ", token_secret):
         assert secret not in text, f"{secret!r} is in {logs[0]}"
-    fresh_lab.add_worker("worker2", token=join.group(2), ca_hash=join.group(3))
+    fresh_lab.add_worker("worker2", printed)  # the printed command, as printed: its endpoint, token and hash
     assert _node_ready(on_node, "worker2")
 
 

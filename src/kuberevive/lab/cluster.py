@@ -262,12 +262,7 @@ class Lab:
             "lab: images (kube-apiserver, kube-controller-manager, kube-scheduler, etcd, pause, kube-proxy, labapp)"
         )
         self._start_services(self.cp, ("containerd", "sshd"))
-        refs = self.cp.run(
-            ["kubeadm", "config", "images", "list", "--config", str(cfg.init_config_file)],
-            step="listing the images kubeadm expects",
-        ).stdout.split()
-        lab_images = images_mod.lab_images(cfg, refs)
-        archives = {ref: images_mod.ensure_archive(cfg, spec) for ref, spec in lab_images.specs.items()}
+        lab_images, archives = self._images()
         images_mod.prune_cache(cfg, list(archives.values()))
 
         joining = [n for n in cfg.nodes if n.name != self.cp.name]  # cp2, cp3 (HA), then the workers
@@ -284,17 +279,10 @@ class Lab:
             self._write_state(bootstrap_token=token, ca_cert_hash=ca_hash)
             if certificate_key:
                 self._write_state(certificate_key=certificate_key)
+            join = kubeadm_mod.JoinCommand(cfg.api_endpoint, token, ca_hash, certificate_key)
             for spec in joining:  # one at a time: each control plane adds an etcd member
-                node = self.nodes[spec.name]
                 prepared[spec.name].result()
-                path = cfg.join_config_file(spec.name)
-                path.write_text(
-                    kubeadm_mod.dump(kubeadm_mod.join_documents(cfg, spec, token, ca_hash, certificate_key))
-                )
-                kind = "as a control plane " if spec.is_control_plane else ""
-                self.progress(f"lab: kubeadm join {kind}on {spec.name} (log: {node.log_dir / 'kubeadm-join.log'})")
-                self._kubeadm(node, ["kubeadm", "join", "--config", str(path)], "kubeadm-join")
-                pod_cidrs[spec.name] = self._configure_cni(node)
+                pod_cidrs[spec.name] = self._join(spec, join)
         network.set_pod_routes(cfg, pod_cidrs)
         self._write_state(pod_cidrs=pod_cidrs)
 
@@ -305,10 +293,12 @@ class Lab:
         self.cp.kubectl("apply", "-f", "-", input=json.dumps(workload.manifests(cfg)))
         self.wait_workload(timeout=180)
 
-    def add_worker(self, name: str, token: str, ca_hash: str, timeout: float = 240) -> Node:
-        """Add a worker node to the running lab and join it with ``kubeadm join`` using ``token`` and the
-        discovery hash ``ca_hash`` (e.g. the ones ``kuberevive recover`` prints). The node gets the next
-        address of the lab network; ``status``/``down`` include it (it is recorded in the state file)."""
+    def add_worker(self, name: str, join_command: str, timeout: float = 240) -> Node:
+        """Add a worker node to the running lab and join it with ``join_command`` (a ``kubeadm join ENDPOINT
+        --token ... --discovery-token-ca-cert-hash ...`` line, e.g. the one ``kuberevive recover`` prints: its
+        endpoint, token and hash, with the node's own registration). The node gets the next address of the lab
+        network; ``status``/``down`` include it (it is recorded in the state file)."""
+        join = kubeadm_mod.parse_join_command(join_command)
         if name in self.nodes:
             raise LabError(f"the lab already has a node {name}", "pick another name")
         cfg = self.cfg
@@ -326,19 +316,9 @@ class Lab:
         node.prepare_fs(cfg.ssh_dir / "authorized_keys")
         node.create_namespaces()
         self._write_ssh_client_files()
-        refs = self.cp.run(
-            ["kubeadm", "config", "images", "list", "--config", str(cfg.init_config_file)],
-            step="listing the images kubeadm expects",
-        ).stdout.split()
-        lab_images = images_mod.lab_images(cfg, refs)
-        archives = {ref: images_mod.ensure_archive(cfg, spec) for ref, spec in lab_images.specs.items()}
-        self._prepare_node(node, lab_images, archives)
-        path = cfg.join_config_file(name)
-        path.write_text(kubeadm_mod.dump(kubeadm_mod.join_documents(cfg, spec, token, ca_hash)))
-        self.progress(f"lab: kubeadm join on {name} (log: {node.log_dir / 'kubeadm-join.log'})")
-        self._kubeadm(node, ["kubeadm", "join", "--config", str(path)], "kubeadm-join")
+        self._prepare_node(node, *self._images())
         pod_cidrs = dict(self.read_state().get("pod_cidrs", {}))
-        pod_cidrs[name] = self._configure_cni(node)
+        pod_cidrs[name] = self._join(spec, join)
         network.set_pod_routes(cfg, pod_cidrs)
         self._write_state(pod_cidrs=pod_cidrs)
         wait_for(
@@ -349,6 +329,27 @@ class Lab:
             hint=f"Read {node.log_dir / 'kubelet.log'}.",
         )
         return node
+
+    def _images(self) -> tuple[images_mod.LabImages, dict[str, Path]]:
+        """The images kubeadm expects (asked on the first control plane) and the lab's own, each with its archive
+        in the cache."""
+        refs = self.cp.run(
+            ["kubeadm", "config", "images", "list", "--config", str(self.cfg.init_config_file)],
+            step="listing the images kubeadm expects",
+        ).stdout.split()
+        lab_images = images_mod.lab_images(self.cfg, refs)
+        return lab_images, {ref: images_mod.ensure_archive(self.cfg, spec) for ref, spec in lab_images.specs.items()}
+
+    def _join(self, spec: NodeSpec, join: kubeadm_mod.JoinCommand) -> str:
+        """``kubeadm join`` on a prepared node (services started, images imported) with its JoinConfiguration, then
+        its CNI configuration; returns its pod CIDR."""
+        node = self.nodes[spec.name]
+        path = self.cfg.join_config_file(spec.name)
+        path.write_text(kubeadm_mod.dump(kubeadm_mod.join_documents(self.cfg, spec, join)))
+        kind = "as a control plane " if spec.is_control_plane else ""
+        self.progress(f"lab: kubeadm join {kind}on {spec.name} (log: {node.log_dir / 'kubeadm-join.log'})")
+        self._kubeadm(node, ["kubeadm", "join", "--config", str(path)], "kubeadm-join")
+        return self._configure_cni(node)
 
     def _prepare_node(self, node: Node, lab_images: images_mod.LabImages, archives: dict[str, Path]) -> None:
         self._start_services(node, ("containerd", "sshd"))

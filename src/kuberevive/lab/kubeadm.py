@@ -33,8 +33,10 @@ shim reports as enabled, a hostname that resolves, images present in its contain
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import string
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -159,11 +161,44 @@ def init_documents(cfg: LabConfig, token: str, certificate_key: str | None = Non
     ]
 
 
-def join_documents(
-    cfg: LabConfig, node: NodeSpec, token: str, ca_hash: str, certificate_key: str | None = None
-) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class JoinCommand:
+    """What a ``kubeadm join`` command line carries: where to discover the cluster and with which token and CA
+    hash, and for a new control plane the key of the certificates ``upload-certs`` stored."""
+
+    endpoint: str
+    token: str
+    ca_hash: str
+    certificate_key: str | None = None
+
+
+def parse_join_command(text: str) -> JoinCommand:
+    """A ``kubeadm join ENDPOINT --token T --discovery-token-ca-cert-hash H [--control-plane --certificate-key K]``
+    line (kubeadm init's or kuberevive recover's) as a :class:`JoinCommand`; anything else is refused."""
+    words = text.split()
+    if words[:2] != ["kubeadm", "join"] or len(words) < 3 or words[2].startswith("-"):
+        raise ValueError(f"not a 'kubeadm join ENDPOINT ...' command: {text!r}")
+    flags: dict[str, str] = {}
+    rest = iter(words[3:])
+    for word in rest:
+        if word == "--control-plane":
+            flags[word] = ""
+        elif word in ("--token", "--discovery-token-ca-cert-hash", "--certificate-key"):
+            flags[word] = next(rest, "")
+        else:
+            raise ValueError(f"unexpected {word!r} in the join command {text!r}")
+    token, ca_hash = flags.get("--token", ""), flags.get("--discovery-token-ca-cert-hash", "")
+    if not re.fullmatch(r"[a-z0-9]{6}\.[a-z0-9]{16}", token) or not re.fullmatch(r"sha256:[0-9a-f]{64}", ca_hash):
+        raise ValueError(f"the join command needs --token and --discovery-token-ca-cert-hash: {text!r}")
+    if ("--control-plane" in flags) != bool(flags.get("--certificate-key")):
+        raise ValueError(f"--control-plane and --certificate-key go together: {text!r}")
+    return JoinCommand(words[2], token, ca_hash, flags.get("--certificate-key"))
+
+
+def join_documents(cfg: LabConfig, node: NodeSpec, join: JoinCommand) -> list[dict[str, Any]]:
     """A worker's JoinConfiguration, or (a control-plane node of the HA lab) one with ``controlPlane``: its own
     advertise address and the ``certificateKey`` that decrypts the certificates ``--upload-certs`` stored."""
+    certificate_key = join.certificate_key
     control_plane: dict[str, Any] = {}
     if node.is_control_plane:
         if not certificate_key:
@@ -184,9 +219,9 @@ def join_documents(
             "kind": "JoinConfiguration",
             "discovery": {
                 "bootstrapToken": {
-                    "apiServerEndpoint": cfg.api_endpoint,
-                    "token": token,
-                    "caCertHashes": [ca_hash],
+                    "apiServerEndpoint": join.endpoint,
+                    "token": join.token,
+                    "caCertHashes": [join.ca_hash],
                 }
             },
             "nodeRegistration": _node_registration(cfg, node),
