@@ -31,7 +31,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -42,6 +42,7 @@ from kuberevive.errors import KubeApiError, LabError
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.lab.config import LabConfig
+from kuberevive.model import paths
 from kuberevive.model.config import EncryptionAlgorithm, KubeadmConfig, NodeFacts
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
 
@@ -64,7 +65,7 @@ SYSTEMCTL = r"""#!/bin/sh
 [ "$1" = restart ] && [ "$2" = kubelet ] || exit 0
 name=$(cat /etc/kuberevive-fleet-node)
 [ -f /etc/kuberevive-fleet-slow ] && sleep "$(cat /etc/kuberevive-fleet-slow)"
-conf=/etc/kubernetes/kubelet.conf
+conf=@KUBELET_CONF@
 server=$(sed -n 's/^ *server: *//p' "$conf" | head -1)
 pem=$(sed -n 's/^ *client-certificate: *//p' "$conf" | head -1)
 ca=$(mktemp)
@@ -75,7 +76,7 @@ body='{"status":{"conditions":[{"type":"Ready","status":"True","reason":"Kubelet
 body="$body\"message\":\"simulated kubelet\",\"lastHeartbeatTime\":\"$now\",\"lastTransitionTime\":\"$now\"}]}}"
 curl -sS --fail -o /dev/null --cacert "$ca" --cert "$pem" --key "$pem" -X PATCH \
   -H 'Content-Type: application/strategic-merge-patch+json' --data "$body" "$server/api/v1/nodes/$name/status"
-"""
+""".replace("@KUBELET_CONF@", str(paths.KUBELET_CONF))
 
 
 def _ready(api: KubeApi) -> bool:
@@ -83,6 +84,15 @@ def _ready(api: KubeApi) -> bool:
         return api.readyz()[0]
     except KubeApiError:
         return False
+
+
+OLD_CLIENT_PEM = paths.KUBELET_PKI / "kubelet-client-2025-01-01-00-00-00.pem"
+"""Each simulated node's kubelet client certificate, of the fleet's old CA."""
+
+
+def _rel(node_path: PurePosixPath) -> str:
+    """A node path relative to the node's root (``etc/...``), as the simulated node's overlay lays it out."""
+    return str(node_path.relative_to("/"))
 
 
 def node_name(i: int) -> str:
@@ -215,7 +225,7 @@ class Fleet:
             time.sleep(0.5)
 
     def _rooted(self, arg: str) -> str:
-        for prefix in ("/etc/kubernetes", "/var/lib/etcd"):
+        for prefix in (str(paths.KUBERNETES_DIR), "/var/lib/etcd"):
             arg = arg.replace("=" + prefix, f"={self.root}{prefix}")
         return arg
 
@@ -257,8 +267,8 @@ class Fleet:
                     {
                         "name": "default",
                         "user": {
-                            "client-certificate": "/var/lib/kubelet/pki/kubelet-client-current.pem",
-                            "client-key": "/var/lib/kubelet/pki/kubelet-client-current.pem",
+                            "client-certificate": str(paths.KUBELET_CLIENT_CURRENT),
+                            "client-key": str(paths.KUBELET_CLIENT_CURRENT),
                         },
                     }
                 ],
@@ -266,7 +276,7 @@ class Fleet:
         )
         kubelet_config = (
             "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
-            "authentication:\n  x509:\n    clientCAFile: /etc/kubernetes/pki/ca.crt\n"
+            f"authentication:\n  x509:\n    clientCAFile: {paths.CA_CRT}\n"
         )
         old_beat = (datetime.now(UTC) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
         known: list[str] = []
@@ -274,11 +284,11 @@ class Fleet:
             name, address = node_name(i), node_address(i)
             d = self.work / "nodes" / name
             files = {
-                "etc/kubernetes/kubelet.conf": (kubelet_conf.encode(), 0o600),
-                "etc/kubernetes/pki/ca.crt": (old_ca, 0o644),
+                _rel(paths.KUBELET_CONF): (kubelet_conf.encode(), 0o600),
+                _rel(paths.CA_CRT): (old_ca, 0o644),
                 "etc/kuberevive-fleet-node": (name.encode(), 0o644),
-                "var/lib/kubelet/config.yaml": (kubelet_config.encode(), 0o644),
-                "var/lib/kubelet/pki/kubelet-client-2025-01-01-00-00-00.pem": (old_pem, 0o600),
+                _rel(paths.KUBELET_CONFIG): (kubelet_config.encode(), 0o644),
+                _rel(OLD_CLIENT_PEM): (old_pem, 0o600),
                 "sbin/systemctl": (SYSTEMCTL.encode(), 0o755),
             }
             if i in self.slow:
@@ -289,9 +299,10 @@ class Fleet:
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_bytes(data)
                 p.chmod(mode)
-            link = d / "var.up/lib/kubelet/pki/kubelet-client-current.pem"
+            top, _, rest = _rel(paths.KUBELET_CLIENT_CURRENT).partition("/")
+            link = d / f"{top}.up" / rest
             if not link.is_symlink():
-                link.symlink_to("/var/lib/kubelet/pki/kubelet-client-2025-01-01-00-00-00.pem")
+                link.symlink_to(OLD_CLIENT_PEM)
             for top in ("etc", "var", "sbin"):
                 (d / f"{top}.work").mkdir(exist_ok=True)
             host_key = d / "ssh_host_ed25519_key"
