@@ -22,11 +22,10 @@ from kuberevive.model import paths
 from kuberevive.model.inventory import Inventory, InventoryNode
 from kuberevive.model.recover import RetrustOptions
 from kuberevive.run import caextend
-from kuberevive.run.context import Effects, Faults
 from kuberevive.run.journal import CaExtendJournal
 from tests.unit.test_diagnose import PKI
-from tests.unit.test_executor import FakeClock, FakeHost, Killed, _kill
-from tests.unit.test_renew_executor import CONFIG, DAYS, NODE, control_plane
+from tests.unit.test_executor import FakeClock, FakeHost, Killed
+from tests.unit.test_renew_executor import CONFIG, DAYS, NODE, control_plane, fake_effects
 from tests.unit.test_retrust_in_place import KUBELET_YAML, Fleet, Worker
 
 WORKERS = ("worker1", "worker2")
@@ -105,15 +104,7 @@ class Extension:
         return to_node
 
     def apply(self, options: RetrustOptions | None, after_step: int | None = None) -> caextend.ExtendResult:
-        c = self.clock
-        fx = Effects(
-            lambda _r: self.api,
-            clock=c.time,
-            utcnow=c.utcnow,
-            monotonic=c.time,
-            sleep=c.sleep,
-            faults=Faults(after_step=after_step, kill=_kill),
-        )
+        fx = fake_effects(self.api, self.clock, after_step)
         return caextend.apply(
             str(self.root.prefix),
             str(CONFIG),

@@ -14,6 +14,7 @@ import yaml
 from kuberevive.core import retrust
 from kuberevive.core.generate import Target, generate
 from kuberevive.io.host import LocalHost
+from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model import paths
 from kuberevive.model.config import KubeadmConfig, NodeFacts
@@ -85,6 +86,19 @@ def control_plane(base: Path) -> NodeRoot:
     return root
 
 
+def fake_effects(api: KubeApi, clock: FakeClock, after_step: int | None = None) -> Effects:
+    """The effects of a renewal or an extension on the fakes: ``api`` for admin.conf, the fake clock, the kill hook."""
+    c = clock
+    return Effects(
+        lambda _r: api,
+        clock=c.time,
+        utcnow=c.utcnow,
+        monotonic=c.time,
+        sleep=c.sleep,
+        faults=Faults(after_step=after_step, kill=_kill),
+    )
+
+
 class Renewal:
     """One node and its cluster, and how to run ``certs renew --all --apply`` on it."""
 
@@ -96,15 +110,7 @@ class Renewal:
         self.progress: list[str] = []
 
     def apply(self, after_step: int | None = None) -> renew.RenewResult:
-        c = self.clock
-        fx = Effects(
-            lambda _r: self.api,
-            clock=c.time,
-            utcnow=c.utcnow,
-            monotonic=c.time,
-            sleep=c.sleep,
-            faults=Faults(after_step=after_step, kill=_kill),
-        )
+        fx = fake_effects(self.api, self.clock, after_step)
         root = str(self.root.prefix)
         return renew.apply(
             root, str(CONFIG), DAYS, False, self.progress.append, {}, live=True, host=self.host, effects=fx
