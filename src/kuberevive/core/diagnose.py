@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -165,6 +166,8 @@ class EtcdData:
     size_bytes: int = 0
     member_names: tuple[str, ...] = ()
     """Member names read from member/snap/db and the WAL (may be empty)."""
+    member_peer_urls: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(name, peer URLs) of each member found there, by name."""
 
 
 @dataclass(frozen=True)
@@ -1982,9 +1985,22 @@ def etcd_data_dir(snap: NodeSnapshot) -> PurePosixPath:
     return PurePosixPath(DEFAULT_ETCD_DATA_DIR)
 
 
-_MEMBER_RE = re.compile(rb'\{"id":\d+,"peerURLs":\[[^\]]*\](?:,"isLearner":(?:true|false))?,"name":"([^"\\]*)"')
+_MEMBER_RE = re.compile(rb'\{"id":\d+,"peerURLs":\[([^\]]*)\](?:,"isLearner":(?:true|false))?,"name":"([^"\\]*)"')
+
+
+def etcd_members(chunk: bytes) -> dict[str, tuple[str, ...]]:
+    """Members (name -> peer URLs) in raw bytes of etcd's bbolt db or WAL: the membership JSON etcd stores for each
+    member (``{"id":...,"peerURLs":[...],"name":...}``); a later record of a name wins."""
+    out: dict[str, tuple[str, ...]] = {}
+    for m in _MEMBER_RE.finditer(chunk):
+        try:
+            urls = json.loads(b"[" + m.group(1) + b"]")
+        except ValueError:
+            urls = []
+        out[m.group(2).decode(errors="replace")] = tuple(u for u in urls if isinstance(u, str))
+    return out
 
 
 def etcd_member_names(chunk: bytes) -> set[str]:
-    """Member names in raw bytes of etcd's bbolt db or WAL: the membership JSON etcd stores for each member."""
-    return {m.group(1).decode(errors="replace") for m in _MEMBER_RE.finditer(chunk)}
+    """Member names in raw bytes of etcd's bbolt db or WAL (:func:`etcd_members`)."""
+    return set(etcd_members(chunk))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography import x509
 
@@ -262,4 +263,39 @@ def peer_finding(peer: InventoryNode, problem: str | None) -> Finding:
         f"cannot give its trust material: {problem}",
         "fix the SSH access (--ssh-key, --known-hosts) or the peer, or name another healthy control-plane node "
         "with --peer NAME=ADDRESS",
+    )
+
+
+def member_peers(
+    members: Sequence[tuple[str, Sequence[str]]], node_name: str, port: int = 22
+) -> tuple[InventoryNode, ...]:
+    """The other members of this node's etcd cluster (name, peer URLs; as its surviving data records them) as
+    candidate control-plane peers, each at the host of its first peer URL; unnamed (never started) members and
+    members without a usable URL are left out."""
+    out = []
+    for name, urls in members:
+        host = next((urlsplit(u).hostname for u in urls if urlsplit(u).hostname), None)
+        if name and name != node_name and host:
+            out.append(InventoryNode(name, host, port=port, roles=frozenset({CONTROL_PLANE})))
+    return tuple(out)
+
+
+def peer_flags(peers: Sequence[InventoryNode]) -> str:
+    """``--peer NAME=ADDRESS`` for each peer, as recover and diagnose take them."""
+    return " ".join(f"--peer {p.name}={p.address}" for p in peers)
+
+
+def etcd_peers_finding(data_dir: str, peers: Sequence[InventoryNode]) -> Finding:
+    """``diagnose``: the other etcd members this node's data lists, the peers to try (with the SSH options)."""
+    names = ", ".join(f"{p.name} ({p.address})" for p in peers)
+    return Finding(
+        "recovery.etcd-peers",
+        Severity.INFO,
+        Area.RECOVERY,
+        data_dir,
+        f"the etcd data lists {len(peers)} other member(s): {names}; a healthy one can give this node the "
+        "cluster's trust material",
+        f"check them: kuberevive diagnose {peer_flags(peers)} --ssh-key KEY --known-hosts FILE; if this node lost "
+        f"/etc/kubernetes: kuberevive recover --apply {peer_flags(peers)} --ssh-key KEY --known-hosts FILE",
+        (("peers", tuple(f"{p.name}={p.address}" for p in peers)),),
     )

@@ -127,11 +127,12 @@ def _ids(data: bytes | None) -> dict[str, int]:
     return out
 
 
-def _etcd(root: NodeRoot, reader: _Reader, data_dir: PurePosixPath) -> d.EtcdData:
+def _etcd(root: NodeRoot, reader: _Reader | None, data_dir: PurePosixPath) -> d.EtcdData:
     st = root.stat(data_dir)
     if st is None or not stat.S_ISDIR(st.st_mode):
         return d.EtcdData(data_dir, exists=False)
-    reader.stat(data_dir)
+    if reader is not None:
+        reader.stat(data_dir)
     member = root.stat(data_dir / "member")
     if member is None or not stat.S_ISDIR(member.st_mode):
         return d.EtcdData(data_dir, exists=True)
@@ -144,16 +145,22 @@ def _etcd(root: NodeRoot, reader: _Reader, data_dir: PurePosixPath) -> d.EtcdDat
         size += lst.st_size
         if p.name == "db" or p.name.endswith(".wal"):
             scan.append(root.host_path(p, follow=False))
-    names_found: set[str] = set()
+    found: dict[str, tuple[str, ...]] = {}
     for host in scan:
-        names_found |= _scan_member_names(host)
-    return d.EtcdData(data_dir, True, True, size, tuple(sorted(names_found)))
+        found |= _scan_members(host)
+    return d.EtcdData(data_dir, True, True, size, tuple(sorted(found)), tuple(sorted(found.items())))
 
 
-def _scan_member_names(path: Path) -> set[str]:
-    """Member names in the first :data:`ETCD_SCAN_BYTES` of a regular file (opened without blocking or
-    following a symlink, so a FIFO or a link put there since the walk is skipped, never waited on)."""
-    found: set[str] = set()
+def etcd_data(root: NodeRoot, data_dir: PurePosixPath) -> d.EtcdData:
+    """What survives of etcd in ``data_dir``: whether it holds a member, its size, and the members (names and
+    peer URLs) its db and WAL record (read only)."""
+    return _etcd(root, None, data_dir)
+
+
+def _scan_members(path: Path) -> dict[str, tuple[str, ...]]:
+    """Members (name -> peer URLs) in the first :data:`ETCD_SCAN_BYTES` of a regular file (opened without blocking
+    or following a symlink, so a FIFO or a link put there since the walk is skipped, never waited on)."""
+    found: dict[str, tuple[str, ...]] = {}
     overlap = 4096
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -169,7 +176,7 @@ def _scan_member_names(path: Path) -> set[str]:
             if not chunk:
                 break
             read += len(chunk)
-            found |= d.etcd_member_names(tail + chunk)
+            found |= d.etcd_members(tail + chunk)
             tail = chunk[-overlap:]
     except OSError:
         pass

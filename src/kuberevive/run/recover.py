@@ -36,7 +36,9 @@ from kuberevive.io import nodefacts
 from kuberevive.io.host import LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
+from kuberevive.io.snapshot import etcd_data
 from kuberevive.model.config import KubeadmConfig, NodeFacts
+from kuberevive.model.inventory import InventoryNode
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
 from kuberevive.model.recover import NodeIdentity, RecoveryPlan, RetrustOptions
 from kuberevive.run import retrust
@@ -141,6 +143,8 @@ class _Prepared:
     journal: RecoveryJournal | None = None
     salvage_from: tuple[str, ...] = ()
     """Healthy control-plane peers whose trust material the run takes (salvage-trust)."""
+    etcd_peers: tuple[InventoryNode, ...] = ()
+    """Without peers to salvage from: the other members this node's etcd data lists (--apply refuses)."""
 
     def bootstrap_cfg(self) -> KubeadmConfig:
         return bootstrap_config(self.identity, self.given)
@@ -214,7 +218,8 @@ def _prepare(
         core.require_control_plane(evidence)
         identity = _identity_from_config(given)
     salvage_from = _salvage_from(options or RetrustOptions(), identity.node_name, kept)
-    ctx = _Prepared(host, identity, given, kept, facts, None, salvage_from)
+    etcd_peers = () if salvage_from else _etcd_peers(root, identity)
+    ctx = _Prepared(host, identity, given, kept, facts, None, salvage_from, etcd_peers)
     cfg = ctx.bootstrap_cfg()
     core.kept_files(cfg, kept)  # validate kept material before anything is written
     notes = [
@@ -226,6 +231,8 @@ def _prepare(
             f"healthy control-plane peers: {', '.join(salvage_from)}: the cluster's CAs and sa.key are taken from "
             "the first that passes the checks, nothing else in the cluster is re-trusted"
         )
+    if etcd_peers:
+        notes.append(f"{_several_members(etcd_peers)}; --apply refuses: {_peer_hint(etcd_peers)}")
     if not host.live:
         notes.append(
             f"{host.root.prefix} is not this machine's root: its kubelet is not checked or restarted; --apply expects "
@@ -253,6 +260,24 @@ def _prepare(
             if v.path in files or v.action != core.KEEP:
                 notes.append(v.line())
     return ctx, core.make_plan(identity, cfg, kept, notes=tuple(notes), salvage_from=salvage_from)
+
+
+def _etcd_peers(root: NodeRoot, identity: NodeIdentity) -> tuple[InventoryNode, ...]:
+    """The other members this node's surviving etcd data lists (read only; issue 12: peers found automatically)."""
+    data = etcd_data(root, PurePosixPath(identity.etcd_data_dir))
+    return salvage.member_peers(data.member_peer_urls, identity.node_name)
+
+
+def _several_members(peers: tuple[InventoryNode, ...]) -> str:
+    names = ", ".join(f"{p.name} ({p.address})" for p in peers)
+    return f"this node's etcd data lists {len(peers)} other member(s): {names}"
+
+
+def _peer_hint(peers: tuple[InventoryNode, ...]) -> str:
+    return (
+        "take the cluster's trust material from a healthy one: kuberevive recover --apply "
+        f"{salvage.peer_flags(peers)} --ssh-key KEY --known-hosts FILE"
+    )
 
 
 def _salvage_from(options: RetrustOptions, node_name: str, kept: Mapping[str, bytes]) -> tuple[str, ...]:
@@ -411,6 +436,12 @@ def apply_recovery(
         if ctx is None or not plan.steps:
             return RecoveryResult(plan)
         if ctx.journal is None:
+            if ctx.etcd_peers:  # a new CA would cut this member off its peers: refused before anything is written
+                raise PlanError(
+                    f"{_several_members(ctx.etcd_peers)}: a new cluster and etcd CA here would cut this member off "
+                    "its peers, so nothing was changed",
+                    _peer_hint(ctx.etcd_peers),
+                )
             if host.live and not host.unit_active("kubelet"):
                 raise PlanError(
                     "the kubelet is not running; it is what starts etcd and the control plane, and it cannot start "

@@ -20,7 +20,7 @@ from kuberevive.core.diagnose import (
     Severity,
     diagnose,
 )
-from kuberevive.core.salvage import candidates
+from kuberevive.core.salvage import candidates, etcd_peers_finding, member_peers
 from kuberevive.errors import CollectError, KubereviveError
 from kuberevive.io.snapshot import collect
 from kuberevive.model.paths import KUBELET_CLIENT_CURRENT
@@ -91,6 +91,11 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         cdir = report.config.config.cluster.certificates_dir if report.config.config else "/etc/kubernetes/pki"
         kubelet_pem = snap.content(KUBELET_CLIENT_CURRENT)
         report.findings += peer_findings(kubelet_pem, peers, access, cdir, snap.now)
+    elif not peers and snap.etcd is not None:  # the other members its etcd data lists: the peers to try
+        me = report.config.config.node_name if report.config.config else report.hostname
+        others = member_peers(snap.etcd.member_peer_urls, me)
+        if others:
+            report.findings.append(etcd_peers_finding(str(snap.etcd.data_dir), others))
     if args.json:
         env.json(report.as_json())
     else:
