@@ -17,12 +17,14 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kuberevive import logs
+from kuberevive.cli.commands.recover import result_document
 from kuberevive.core import uploadcerts
 from kuberevive.core.recover import SEED_STEP_IDS
 from kuberevive.core.redact import MASK
 from kuberevive.errors import PlanError
 from kuberevive.run.context import Faults
 from kuberevive.run.recover import RecoveryResult
+from tests.documents import errors
 from tests.unit.test_executor import ADDRESS, Cluster, Killed, _kill
 from tests.unit.test_recover import STORED
 from tests.unit.test_salvage import cluster_pki
@@ -135,6 +137,7 @@ def _assert_control_plane_join(c: Cluster, result: RecoveryResult) -> str:
     rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system"
     assert c.api.objects[f"{rbac}/rolebindings/kubeadm:kubeadm-certs"]["roleRef"]["name"] == "kubeadm:kubeadm-certs"
     assert result.as_dict()["control_plane_join_command"] == result.control_plane_join_command
+    assert errors(result_document(result)) == []  # the --json document, against RecoveryResult.schema.json
     assert c.journal().certificate_key is None  # dropped at the end, like the token
     return key
 
@@ -163,6 +166,7 @@ def test_without_a_control_plane_endpoint_there_is_no_control_plane_join_command
     result = c.recover()
     assert result.join_command.startswith(f"kubeadm join {ADDRESS}:6443 --token ")
     assert result.control_plane_join_command == "" and result.as_dict()["control_plane_join_command"] == ""
+    assert errors(result_document(result)) == []
     assert "/api/v1/namespaces/kube-system/secrets/kubeadm-certs" not in c.api.objects
 
 
