@@ -58,11 +58,23 @@ def test_the_member_records_give_names_and_peer_urls_and_this_node_is_left_out()
     assert salvage.member_peers([("cp1", (f"https://{ADDRESS}:2380",))], "cp1") == ()  # a single member: none
 
 
+def test_a_removed_member_is_not_a_peer() -> None:
+    """A removed member's record may linger in free pages of the db; its id in members_removed (hex -> "removed")
+    says it is gone."""
+    raw = three_members() + b"\x00\x10" + format(3, "x").encode() + b"removed\x00"
+    assert set(d.etcd_members(raw)) == {"cp0", "cp1", ""}
+    assert d.etcd_removed_ids(b"\x0012a4removed") == {0x12A4} and d.etcd_removed_ids(b"unremoved") == set()
+
+
 def test_the_node_s_data_dir_is_read_without_etcd(tmp_path: Path) -> None:
     root = NodeRoot(tmp_path)
     root.atomic_write(DB, three_members(), 0o600)
     data = etcd_data(root, PurePosixPath("/var/lib/etcd"))
     assert data.has_member and dict(data.member_peer_urls)["cp2"] == (f"https://{CP2}:2380",)
+    root.atomic_write(
+        PurePosixPath("/var/lib/etcd/member/wal/0000000000000000-0000000000000000.wal"), b"2removed", 0o600
+    )
+    assert "cp0" not in dict(etcd_data(root, PurePosixPath("/var/lib/etcd")).member_peer_urls)  # across files
 
 
 def test_recover_names_the_peers_and_apply_refuses_before_anything_is_written(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ import contextlib
 import dataclasses
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -1985,20 +1985,45 @@ def etcd_data_dir(snap: NodeSnapshot) -> PurePosixPath:
     return PurePosixPath(DEFAULT_ETCD_DATA_DIR)
 
 
-_MEMBER_RE = re.compile(rb'\{"id":\d+,"peerURLs":\[([^\]]*)\](?:,"isLearner":(?:true|false))?,"name":"([^"\\]*)"')
+_MEMBER_RE = re.compile(rb'\{"id":(\d+),"peerURLs":\[([^\]]*)\](?:,"isLearner":(?:true|false))?,"name":"([^"\\]*)"')
+_REMOVED_RE = re.compile(rb"(?<![0-9a-f])([0-9a-f]{1,16})removed")
+
+
+@dataclass(frozen=True)
+class EtcdMemberRecord:
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+
+
+def etcd_member_records(chunk: bytes) -> list[EtcdMemberRecord]:
+    """The membership JSON etcd stores for each member (``{"id":...,"peerURLs":[...],"name":...}``) found in raw
+    bytes of its bbolt db or WAL, in order."""
+    out = []
+    for m in _MEMBER_RE.finditer(chunk):
+        try:
+            urls = json.loads(b"[" + m.group(2) + b"]")
+        except ValueError:
+            urls = []
+        name = m.group(3).decode(errors="replace")
+        out.append(EtcdMemberRecord(int(m.group(1)), name, tuple(u for u in urls if isinstance(u, str))))
+    return out
+
+
+def etcd_removed_ids(chunk: bytes) -> set[int]:
+    """Ids of removed members in raw bytes of etcd's db: its ``members_removed`` bucket maps the id (hex) to
+    ``removed``; a removed member's old record may linger in free pages, so these ids are not members."""
+    return {int(m.group(1), 16) for m in _REMOVED_RE.finditer(chunk)}
+
+
+def live_members(records: Sequence[EtcdMemberRecord], removed: set[int]) -> dict[str, tuple[str, ...]]:
+    """Name -> peer URLs of the records not removed (a later record of a name wins)."""
+    return {r.name: r.peer_urls for r in records if r.id not in removed}
 
 
 def etcd_members(chunk: bytes) -> dict[str, tuple[str, ...]]:
-    """Members (name -> peer URLs) in raw bytes of etcd's bbolt db or WAL: the membership JSON etcd stores for each
-    member (``{"id":...,"peerURLs":[...],"name":...}``); a later record of a name wins."""
-    out: dict[str, tuple[str, ...]] = {}
-    for m in _MEMBER_RE.finditer(chunk):
-        try:
-            urls = json.loads(b"[" + m.group(1) + b"]")
-        except ValueError:
-            urls = []
-        out[m.group(2).decode(errors="replace")] = tuple(u for u in urls if isinstance(u, str))
-    return out
+    """Members (name -> peer URLs) in raw bytes of etcd's bbolt db or WAL, removed ones left out."""
+    return live_members(etcd_member_records(chunk), etcd_removed_ids(chunk))
 
 
 def etcd_member_names(chunk: bytes) -> set[str]:

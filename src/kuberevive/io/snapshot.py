@@ -145,9 +145,13 @@ def _etcd(root: NodeRoot, reader: _Reader | None, data_dir: PurePosixPath) -> d.
         size += lst.st_size
         if p.name == "db" or p.name.endswith(".wal"):
             scan.append(root.host_path(p, follow=False))
-    found: dict[str, tuple[str, ...]] = {}
+    records: list[d.EtcdMemberRecord] = []
+    removed: set[int] = set()
     for host in scan:
-        found |= _scan_members(host)
+        more, gone = _scan_members(host)
+        records += more
+        removed |= gone
+    found = d.live_members(records, removed)
     return d.EtcdData(data_dir, True, True, size, tuple(sorted(found)), tuple(sorted(found.items())))
 
 
@@ -157,18 +161,20 @@ def etcd_data(root: NodeRoot, data_dir: PurePosixPath) -> d.EtcdData:
     return _etcd(root, None, data_dir)
 
 
-def _scan_members(path: Path) -> dict[str, tuple[str, ...]]:
-    """Members (name -> peer URLs) in the first :data:`ETCD_SCAN_BYTES` of a regular file (opened without blocking
-    or following a symlink, so a FIFO or a link put there since the walk is skipped, never waited on)."""
-    found: dict[str, tuple[str, ...]] = {}
+def _scan_members(path: Path) -> tuple[list[d.EtcdMemberRecord], set[int]]:
+    """Member records and removed member ids in the first :data:`ETCD_SCAN_BYTES` of a regular file (opened
+    without blocking or following a symlink, so a FIFO or a link put there since the walk is skipped, never waited
+    on)."""
+    found: list[d.EtcdMemberRecord] = []
+    removed: set[int] = set()
     overlap = 4096
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
-        return found
+        return found, removed
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return found
+            return found, removed
         tail = b""
         read = 0
         while read < ETCD_SCAN_BYTES:
@@ -176,13 +182,14 @@ def _scan_members(path: Path) -> dict[str, tuple[str, ...]]:
             if not chunk:
                 break
             read += len(chunk)
-            found |= d.etcd_members(tail + chunk)
+            found += d.etcd_member_records(tail + chunk)
+            removed |= d.etcd_removed_ids(tail + chunk)
             tail = chunk[-overlap:]
     except OSError:
         pass
     finally:
         os.close(fd)
-    return found
+    return found, removed
 
 
 def _images(root: NodeRoot, socket_path: str) -> tuple[tuple[str, ...] | None, str]:
