@@ -71,9 +71,8 @@ def test_the_node_s_data_dir_is_read_without_etcd(tmp_path: Path) -> None:
     root.atomic_write(DB, three_members(), 0o600)
     data = etcd_data(root, PurePosixPath("/var/lib/etcd"))
     assert data.has_member and dict(data.member_peer_urls)["cp2"] == (f"https://{CP2}:2380",)
-    root.atomic_write(
-        PurePosixPath("/var/lib/etcd/member/wal/0000000000000000-0000000000000000.wal"), b"2removed", 0o600
-    )
+    wal = PurePosixPath("/var/lib/etcd/member/wal/0000000000000000-0000000000000000.wal")
+    root.atomic_write(wal, b"\x001removed", 0o600)  # cp0 (id 1) removed, recorded in another file
     assert "cp0" not in dict(etcd_data(root, PurePosixPath("/var/lib/etcd")).member_peer_urls)  # across files
 
 
