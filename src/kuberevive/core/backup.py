@@ -798,12 +798,33 @@ def _optional_member(entry: Any, expected: str, members: dict[str, bytes], bad: 
 # ------------------------------------------------------------------------------- etcd snapshot
 
 
-def decode_snapshot_stream(body: bytes) -> bytes:
-    """The bytes of an etcd ``/v3/maintenance/snapshot`` gateway response (JSON lines with base64 ``blob``)."""
-    out = bytearray()
-    for n, line in enumerate(body.splitlines(), 1):
+class SnapshotStreamDecoder:
+    """An etcd ``/v3/maintenance/snapshot`` gateway response (JSON lines, each with a base64 ``blob``), decoded
+    as it arrives: :meth:`feed` the response's chunks, each call yields the snapshot bytes of the lines it
+    completed; :meth:`close` the rest. Only one line is ever buffered."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._line = 0
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._buf += chunk
+        out = []
+        while (nl := self._buf.find(b"\n")) >= 0:
+            line = bytes(self._buf[:nl])
+            del self._buf[: nl + 1]
+            out += self._decode(line)
+        return out
+
+    def close(self) -> list[bytes]:
+        line, self._buf = bytes(self._buf), bytearray()
+        return self._decode(line)
+
+    def _decode(self, line: bytes) -> list[bytes]:
+        self._line += 1
+        n = self._line
         if not line.strip():
-            continue
+            return []
         try:
             msg = json.loads(line)
         except ValueError as exc:
@@ -815,30 +836,64 @@ def decode_snapshot_stream(body: bytes) -> bytes:
             text = err.get("message", err) if isinstance(err, dict) else err
             raise BackupError(f"etcd refused the snapshot: {text}", "check etcd health and run again")
         try:
-            out += base64.b64decode(msg["result"].get("blob", ""), validate=True)
+            return [base64.b64decode(msg["result"].get("blob", ""), validate=True)]
         except (KeyError, AttributeError, ValueError) as exc:
             raise BackupError(f"etcd sent a malformed snapshot chunk at line {n}", "run again") from exc
-    return bytes(out)
+
+
+def decode_snapshot_stream(body: bytes) -> bytes:
+    """The bytes of a whole etcd ``/v3/maintenance/snapshot`` gateway response (:class:`SnapshotStreamDecoder`)."""
+    decoder = SnapshotStreamDecoder()
+    return b"".join([*decoder.feed(body), *decoder.close()])
+
+
+class SnapshotDigest:
+    """Checks a snapshot as etcd streamed it, chunk by chunk: the last :data:`SHA256_SIZE` bytes must be the
+    sha256 of everything before them, and the db a whole number of 512-byte blocks (as ``etcdutl`` tells them
+    apart). Also keeps the sha256 of the whole stream (the backup manifest's ``sha256``)."""
+
+    def __init__(self) -> None:
+        self._db = hashlib.sha256()
+        self._all = hashlib.sha256()
+        self._tail = b""
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._all.update(chunk)
+        self.size += len(chunk)
+        data = self._tail + chunk
+        if len(data) > SHA256_SIZE:
+            self._db.update(data[:-SHA256_SIZE])
+            self._tail = data[-SHA256_SIZE:]
+        else:
+            self._tail = data
+
+    @property
+    def sha256(self) -> str:
+        return self._all.hexdigest()
+
+    def finish(self) -> bytes:
+        """The trailer (sha256 of the db); raises :class:`BackupError` unless the snapshot is whole."""
+        if self.size % 512 != SHA256_SIZE:
+            raise BackupError(
+                "the etcd snapshot has no integrity hash (it is truncated, or not a snapshot etcd streamed)",
+                "take a new snapshot with backup create --etcd-snapshot",
+            )
+        if self._db.digest() != self._tail:
+            raise BackupError(
+                "the etcd snapshot does not match the sha256 etcd appended to it (corrupt)",
+                "take a new snapshot with backup create --etcd-snapshot",
+            )
+        return self._tail
 
 
 def split_snapshot(data: bytes) -> tuple[bytes, bytes]:
-    """(db, sha256) of a snapshot etcd streamed; raises unless the trailer is the sha256 of the db.
-
-    etcd appends ``sha256(db)`` to the stream; a bbolt db is a whole number of 4 KiB pages, so the
-    trailer is what is left after the last 512-byte boundary (as ``etcdutl`` tells them apart).
-    """
-    if len(data) % 512 != SHA256_SIZE:
-        raise BackupError(
-            "the etcd snapshot has no integrity hash (it is truncated, or not a snapshot etcd streamed)",
-            "take a new snapshot with backup create --etcd-snapshot",
-        )
-    db, trailer = data[:-SHA256_SIZE], data[-SHA256_SIZE:]
-    if hashlib.sha256(db).digest() != trailer:
-        raise BackupError(
-            "the etcd snapshot does not match the sha256 etcd appended to it (corrupt)",
-            "take a new snapshot with backup create --etcd-snapshot",
-        )
-    return db, trailer
+    """(db, sha256) of a snapshot etcd streamed; raises unless the trailer is the sha256 of the db
+    (:class:`SnapshotDigest`)."""
+    digest = SnapshotDigest()
+    digest.update(data)
+    trailer = digest.finish()
+    return data[:-SHA256_SIZE], trailer
 
 
 # ---------------------------------------------------------------------------- completeness
@@ -1165,7 +1220,7 @@ class EtcdMember:
     initial_cluster_token: str | None
     client_url: str
 
-    def restore_args(self, snapshot_path: str, target_dir: str) -> list[str]:
+    def restore_args(self, snapshot_path: str, target_dir: str, *, skip_hash_check: bool = False) -> list[str]:
         args = [
             "snapshot",
             "restore",
@@ -1179,6 +1234,8 @@ class EtcdMember:
         ]
         if self.initial_cluster_token:
             args.append(f"--initial-cluster-token={self.initial_cluster_token}")
+        if skip_hash_check:  # a db copied from a data directory has no sha256 trailer
+            args.append("--skip-hash-check")
         return args
 
 
