@@ -452,12 +452,12 @@ class WalScanner:
             return
         self._buf += chunk
         while len(self._buf) >= 8:
-            (raw,) = struct.unpack_from("<q", self._buf)
+            (raw,) = struct.unpack_from("<Q", self._buf)
             if raw == 0:
                 self.done = True
                 return
-            size = raw & ~(0xFF << 56)
-            pad = (raw >> 56) & 0x7 if raw < 0 else 0
+            size = raw & 0x00FF_FFFF_FFFF_FFFF
+            pad = (raw >> 56) & 0x7 if raw >> 63 else 0
             if size > self.MAX_RECORD:
                 self.done = True  # torn or not a WAL: stop, what was found stands
                 return
