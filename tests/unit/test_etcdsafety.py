@@ -1,5 +1,5 @@
 """The etcd safety preflight's pure checks (core/etcdsafety.py): each problem named, each fix given; the WAL and
-bbolt readers against bytes laid out as etcd and bbolt write them (the real files: tests/integration/test_etcd_safety.py)."""
+bbolt readers against bytes laid out as etcd and bbolt write them (real files: integration/test_etcd_safety.py)."""
 
 from __future__ import annotations
 

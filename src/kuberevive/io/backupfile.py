@@ -326,6 +326,44 @@ def read_backup_bytes(path: Path) -> bytes:
     return data
 
 
+def _open_input(path: Path) -> int:
+    """A descriptor of a regular input file, opened without blocking (no FIFO or device waited on)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError as exc:
+        raise BackupError(f"the backup {path} does not exist", "check the path") from exc
+    except OSError as exc:
+        raise BackupError(f"cannot read the backup {path}: {exc.strerror}", "check the path") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BackupError(
+            f"cannot read the backup {path}: it is not a regular file", "pass a backup file (see backup list)"
+        )
+    return fd
+
+
+def read_head(path: Path, size: int = 512) -> bytes:
+    """The first bytes of a backup or snapshot file (:func:`_open_input`)."""
+    fd = _open_input(path)
+    try:
+        return os.read(fd, size)
+    finally:
+        os.close(fd)
+
+
+def check_snapshot_file(path: Path, chunk: int = 1 << 20) -> int:
+    """Check a snapshot file's sha256 trailer reading it in chunks (never whole); returns its size."""
+    digest = core.SnapshotDigest()
+    fd = _open_input(path)
+    try:
+        while data := os.read(fd, chunk):
+            digest.update(data)
+    finally:
+        os.close(fd)
+    digest.finish()
+    return digest.size
+
+
 def open_backup(
     path: Path | str,
     passphrase: str | None = None,

@@ -36,6 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="for a backup: use it even if this node's kubelet trusts another CA",
     )
+    p.add_argument(
+        "--skip-hash-check",
+        action="store_true",
+        help="the snapshot is a db copied from a data directory (e.g. /var/lib/etcd/member/snap/db of an etcd that "
+        "will not start): it has no sha256 trailer to check",
+    )
     add_authenticity_args(p, prefix="for a backup: ")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run, run_log="restore-etcd")
@@ -46,10 +52,13 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     if not root.prefix.is_dir():
         raise BackupError(f"the root directory {args.root} does not exist", "create it or pass another --root")
     pin = pinned_ca(args)
-    data = backupfile.read_backup_bytes(Path(args.snapshot))
+    snapshot_path = Path(args.snapshot)
+    head = backupfile.read_head(snapshot_path)
     fallback_manifest = None
     warnings: list[str] = []
-    if core.is_age_file(data):
+    snapshot: bytes | Path
+    if core.is_age_file(head):
+        data = backupfile.read_backup_bytes(snapshot_path)
         secret = backupfile.read_secret(env.environ, args.passphrase_file, (), args.identity)
         contents = core.open_archive(data, secret, args.snapshot, allow_unauthenticated=args.allow_unauthenticated)
         # the same ties to this cluster as backup restore: a forged snapshot would become the cluster's state
@@ -71,11 +80,13 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         manifest = contents.files.get(paths.ETCD_MANIFEST)
         fallback_manifest = manifest.content if manifest else None
     else:
-        core.split_snapshot(data)  # refuse a truncated or corrupt snapshot before stopping anything
-        snapshot = data
+        if not args.skip_hash_check:
+            backupfile.check_snapshot_file(snapshot_path)  # a truncated or corrupt snapshot: before stopping anything
+        snapshot = snapshot_path  # streamed to etcdutl, never read into memory
     result = etcdrestore.restore_etcd(
         root,
         snapshot,
+        skip_hash_check=args.skip_hash_check,
         fallback_manifest=fallback_manifest,
         progress=env.progress,  # stderr: --json stays clean
     )
