@@ -78,7 +78,7 @@ class Member:
         ]  # fmt: skip
 
     def start(self, initial_cluster: str = "", state: str = "new", extra: tuple[str, ...] = ()) -> None:
-        self.log = self.data.parent / f"{self.name}.etcd.log"
+        self.log = self.root.parent / f"{self.name}-{self.data.name}.etcd.log"
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(self.argv(initial_cluster, state, extra), stdout=log, stderr=subprocess.STDOUT)
 
