@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -159,48 +160,61 @@ def test_nospace_full_of_live_keys_is_refused_with_the_fix(
 # ------------------------------------------------------------------------------------ missing .snap file
 
 
-def test_data_dir_without_its_snap_file_is_found_and_salvaged(
-    build: tuple[str, Path], node: Path, members: list[Member]
-) -> None:
+def _filled(build: tuple[str, Path], node: Path, members: list[Member]) -> Member:
+    """A member with 120 keys and raft snapshots (``--snapshot-count=20``), stopped, and a snapshot of it."""
     m = _member(build, node, "n1", members)
     m.start(extra=("--snapshot-count=20",))
     m.wait_healthy()
     for i in range(120):
         m.etcdctl("put", f"/registry/keep/k{i:03}", f"v{i}")
+    m.etcdctl("snapshot", "save", str(node.parent / "before.db"))
     m.stop()
-    snaps = sorted((m.data / "member/snap").glob("*.snap"))
-    assert snaps, "etcd wrote no raft snapshot (.snap)"
-    root = NodeRoot(node)
-    data = etcdprobe.data_dir(root, _node(m.data, node))
-    assert s.check_data_dir(data) == []  # intact: the WAL's snapshots are there
-    for p in snaps:
-        p.unlink()
-    data = etcdprobe.data_dir(root, _node(m.data, node))
-    [problem] = s.check_data_dir(data)
-    assert problem.id == s.SNAP_MISSING and "--skip-hash-check" in problem.salvage
+    assert sorted((m.data / "member/snap").glob("*.snap")), "etcd wrote no raft snapshot (.snap)"
+    assert s.check_data_dir(etcdprobe.data_dir(NodeRoot(node), _node(m.data, node))) == []  # intact
+    return m
 
-    # the premise: the real etcd does not start from it
-    m.start()
-    assert m.exits_within(120) not in (None, 0), "etcd started although its .snap file is gone"
-    m.stop()
 
-    # the salvage: restore member/snap/db without the hash check (the old data dir is kept aside)
+def _restore_and_count(build: tuple[str, Path], node: Path, m: Member, members: list[Member], **kw: object) -> int:
     env_path = os.environ["PATH"]
     os.environ["PATH"] = f"{build[1]}:{env_path}"
     try:
-        result = restore_etcd(
-            root, m.data / "member/snap/db", skip_hash_check=True, fallback_manifest=manifest_for(m, _tag(build[0]))
-        )
+        result = restore_etcd(NodeRoot(node), fallback_manifest=manifest_for(m, _tag(build[0])), **kw)  # type: ignore[arg-type]
     finally:
         os.environ["PATH"] = env_path
-    assert result.old_data_dir is not None
-    assert (node / str(result.old_data_dir).lstrip("/") / "member/snap/db").is_file()  # kept, not consumed
+    assert result.old_data_dir is not None and (node / str(result.old_data_dir).lstrip("/") / "member").is_dir()
     m2 = _member(build, node, "n1", members)
     m2.client, m2.peer = m.client, m.peer
     m2.start(initial_cluster=f"n1={m.peer_url}")
     m2.wait_healthy()
-    keys = m2.etcdctl("get", "/registry/keep/", "--prefix", "--keys-only").stdout.split()
-    assert len(keys) == 120
+    return len(m2.etcdctl("get", "/registry/keep/", "--prefix", "--keys-only").stdout.split())
+
+
+def test_data_dir_without_its_db_is_refused_by_name_and_restored(
+    build: tuple[str, Path], node: Path, members: list[Member]
+) -> None:
+    """etcd-io/etcd#14497's failure: the raft snapshots are there, the db they refer to is not."""
+    m = _filled(build, node, members)
+    (m.data / "member/snap/db").unlink()
+    [problem] = s.check_data_dir(etcdprobe.data_dir(NodeRoot(node), _node(m.data, node)))
+    assert problem.id == s.NO_DB
+    with pytest.raises(EtcdError, match=r"etcd restart refused \[etcd-data-no-db\]"):
+        s.refuse([problem], "etcd restart")
+    m.start()  # the premise: the real etcd does not start from it
+    assert not m.starts_within(60), "etcd started without its db"
+    m.stop()
+    assert _restore_and_count(build, node, m, members, snapshot=node.parent / "before.db") == 120
+
+
+def test_data_dir_without_its_wal_is_salvaged_from_its_db(
+    build: tuple[str, Path], node: Path, members: list[Member]
+) -> None:
+    """The guided salvage: the member's own member/snap/db restored without the hash check (no trailer)."""
+    m = _filled(build, node, members)
+    shutil.rmtree(m.data / "member/wal")
+    [problem] = s.check_data_dir(etcdprobe.data_dir(NodeRoot(node), _node(m.data, node)))
+    assert problem.id == s.NO_WAL and "--skip-hash-check" in problem.salvage
+    count = _restore_and_count(build, node, m, members, snapshot=m.data / "member/snap/db", skip_hash_check=True)
+    assert count == 120
 
 
 def _node(host: Path, root: Path) -> PurePosixPath:
@@ -220,7 +234,12 @@ def test_restore_refuses_a_multi_member_etcd_and_members_read_from_the_db(
     n1.etcdctl("member", "add", "n2", f"--peer-urls={n2.peer_url}")
     n2.start(initial_cluster=f"n1={n1.peer_url},n2={n2.peer_url}", state="existing")
     n2.wait_healthy()
-    n1.etcdctl("member", "add", "n3", "--learner", "--peer-urls=https://127.0.0.1:1")  # never started
+    deadline = time.monotonic() + 120  # etcd refuses a change until n2 has been connected for a few seconds
+    while (
+        add := n1.etcdctl("member", "add", "n3", "--learner", "--peer-urls=https://127.0.0.1:1", check=False)
+    ).returncode:
+        assert time.monotonic() < deadline, add.stderr
+        time.sleep(1)
     _put_manifest(node, n1, _tag(build[0]))
     root = NodeRoot(node)
     facts = etcdprobe.facts(root)
@@ -229,9 +248,13 @@ def test_restore_refuses_a_multi_member_etcd_and_members_read_from_the_db(
     assert s.LEARNER in ids and s.UNSTARTED in ids
 
     # the v3 store's members, read page by page from the real db, equal the live list (no zombie)
-    stored = etcdprobe.stored_members(root, _node(n1.data, node) / "member/snap/db")
-    assert stored is not None
-    assert {m.id for m in stored} == {m.id for m in facts.members}
+    live = {m.id for m in facts.members}
+    deadline = time.monotonic() + 60  # etcd commits its backend in batches: poll until the db holds the change
+    while (stored := etcdprobe.stored_members(root, _node(n1.data, node) / "member/snap/db")) is None or {
+        m.id for m in stored
+    } != live:
+        assert time.monotonic() < deadline, (stored, live)
+        time.sleep(0.5)
     assert s.ZOMBIE not in ids
 
     # restore-etcd on n1 would split the cluster: refused before anything is touched

@@ -79,16 +79,23 @@ def test_single_member_restore() -> None:
 
 
 def test_data_dir_problems() -> None:
-    wal = ("0000000000000000-0000000000000000.wal",)
-    assert s.check_data_dir(s.DataDir("/d", exists=False)) == []
-    assert s.check_data_dir(s.DataDir("/d", True, wal, (), True, 4096, ((0, 0),))) == []
-    assert [p.id for p in s.check_data_dir(s.DataDir("/d", True, wal, (), False))] == [s.NO_DB]
-    assert [p.id for p in s.check_data_dir(s.DataDir("/d", True, (), (), True, 4096))] == [s.NO_WAL]
+    wal0 = ("0000000000000000-0000000000000000.wal",)
+    purged = ("0000000000000003-0000000000000190.wal",)
     snap = s.snap_file_name(2, 300)
     assert snap == "0000000000000002-000000000000012c.snap"
-    ok = s.DataDir("/d", True, wal, (snap,), True, 4096, ((0, 0), (2, 300)))
+    assert s.wal_first_index(purged + wal0) == 0 and s.wal_first_index(purged) == 0x190
+    assert s.check_data_dir(s.DataDir("/d", exists=False)) == []
+    assert s.check_data_dir(s.DataDir("/d", True, wal0, (), True, 4096, ((0, 0),))) == []
+    # no db: fatal once a snapshot (or a purged WAL) means etcd needs the db; a whole WAL is replayed
+    assert [p.id for p in s.check_data_dir(s.DataDir("/d", True, wal0, (snap,), False, 0, ((2, 300),)))] == [s.NO_DB]
+    assert [p.id for p in s.check_data_dir(s.DataDir("/d", True, purged, (), False))] == [s.NO_DB]
+    assert s.check_data_dir(s.DataDir("/d", True, wal0, (), False)) == []
+    assert [p.id for p in s.check_data_dir(s.DataDir("/d", True, (), (), True, 4096))] == [s.NO_WAL]
+    ok = s.DataDir("/d", True, purged, (snap,), True, 4096, ((2, 300),))
     assert s.check_data_dir(ok) == []
-    [p] = s.check_data_dir(s.DataDir("/d", True, wal, (), True, 4096, ((0, 0), (2, 300))))
+    # the .snap is gone: fatal only when the WAL no longer starts at 0
+    assert s.check_data_dir(s.DataDir("/d", True, wal0, (), True, 4096, ((0, 0), (2, 300)))) == []
+    [p] = s.check_data_dir(s.DataDir("/d", True, purged, (), True, 4096, ((2, 300),)))
     assert p.id == s.SNAP_MISSING and snap in p.message
     assert p.salvage == "kuberevive restore-etcd --snapshot /d/member/snap/db --skip-hash-check"
 

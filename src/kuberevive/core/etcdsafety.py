@@ -357,17 +357,34 @@ def snap_file_name(term: int, index: int) -> str:
     return f"{term:016x}-{index:016x}.snap"
 
 
+def wal_first_index(names: Iterable[str]) -> int | None:
+    """The raft index the oldest WAL file starts at (``<seq>-<index>.wal``, hex); None without one."""
+    found = []
+    for n in names:
+        m = re.fullmatch(r"([0-9a-f]{16})-([0-9a-f]{16})\.wal", n)
+        if m:
+            found.append(int(m.group(2), 16))
+    return min(found) if found else None
+
+
 def check_data_dir(d: DataDir) -> list[Problem]:
-    """A data directory that etcd cannot start from; the salvage restores its db without the hash check."""
+    """A data directory that etcd cannot start from, as etcd loads it: the newest raft snapshot (``.snap``) that
+    the WAL records, then the db at least that far, then the WAL from there. A WAL that still starts at index 0
+    needs no snapshot (etcd replays it whole)."""
     if not d.exists or not (d.wal_files or d.snap_files or d.has_db):
         return []
     salvage = f"kuberevive restore-etcd --snapshot {d.path}/member/snap/db --skip-hash-check"
-    if d.wal_files and not d.has_db:
+    recorded = [(t, i) for t, i in d.wal_snapshots if i > 0]
+    present = set(d.snap_files)
+    matching = [(t, i) for t, i in recorded if snap_file_name(t, i) in present]
+    first = wal_first_index(d.wal_files)
+    if d.wal_files and not d.has_db and (matching or (first or 0) > 0):
         return [
             Problem(
                 NO_DB,
                 REFUSE,
-                f"{d.path} has a WAL but no member/snap/db: etcd would start without its keys",
+                f"{d.path} has a WAL and raft snapshots but no member/snap/db: etcd will not start (it cannot find "
+                "the database its snapshot refers to)",
                 "restore a snapshot or a kuberevive backup with restore-etcd (the data directory is kept aside)",
             )
         ]
@@ -381,21 +398,18 @@ def check_data_dir(d: DataDir) -> list[Problem]:
                 salvage,
             )
         ]
-    recorded = [(t, i) for t, i in d.wal_snapshots if i > 0]
-    if recorded:
-        present = set(d.snap_files)
-        if not any(snap_file_name(t, i) in present for t, i in recorded):
-            t, i = max(recorded, key=lambda ti: ti[1])
-            return [
-                Problem(
-                    SNAP_MISSING,
-                    REFUSE,
-                    f"{d.path}'s WAL starts from raft snapshot {snap_file_name(t, i)}, which is not in member/snap: "
-                    "etcd will not start",
-                    "restore the member's db as a snapshot (the old data directory is kept aside)",
-                    salvage,
-                )
-            ]
+    if recorded and not matching and (first or 0) > 0:
+        t, i = max(recorded, key=lambda ti: ti[1])
+        return [
+            Problem(
+                SNAP_MISSING,
+                REFUSE,
+                f"{d.path}'s WAL starts at index {first} after raft snapshot {snap_file_name(t, i)}, which is not in "
+                "member/snap: etcd will not start",
+                "restore the member's db as a snapshot (the old data directory is kept aside)",
+                salvage,
+            )
+        ]
     return []
 
 
