@@ -96,13 +96,15 @@ class Member:
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log and self.log.exists() else ""
 
-    def etcdctl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def etcdctl(
+        self, *args: str, check: bool = True, timeout: float = 60, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         pki = self.root / "etc/kubernetes/pki/etcd"
         return subprocess.run(
             [str(self.bin / "etcdctl"), f"--endpoints={self.endpoint}", f"--cacert={pki}/ca.crt",
              f"--cert={pki}/healthcheck-client.crt", f"--key={pki}/healthcheck-client.key",
              "--command-timeout=30s", *args],
-            capture_output=True, text=True, timeout=timeout, check=check,
+            capture_output=True, text=True, timeout=timeout, check=check, input=stdin,
         )  # fmt: skip
 
     def wait_healthy(self, limit: float = 120) -> None:

@@ -102,7 +102,7 @@ def test_nospace_member_is_refused_then_salvaged(build: tuple[str, Path], node: 
     # fill: the same keys again and again (history the compaction can free) until etcd raises NOSPACE
     value = "x" * (256 << 10)
     for i in range(2000):
-        put = m.etcdctl("put", f"/registry/fill/k{i % 8}", value, check=False)
+        put = m.etcdctl("put", f"/registry/fill/k{i % 8}", check=False, stdin=value)  # the value from stdin
         if put.returncode != 0:
             assert "database space exceeded" in put.stderr, put.stderr
             break
@@ -148,7 +148,7 @@ def test_nospace_full_of_live_keys_is_refused_with_the_fix(
     _put_manifest(node, m, _tag(build[0]), extra)
     value = "y" * (256 << 10)
     for i in range(2000):
-        if m.etcdctl("put", f"/registry/live/k{i}", value, check=False).returncode != 0:
+        if m.etcdctl("put", f"/registry/live/k{i}", check=False, stdin=value).returncode != 0:
             break
     r = kuberevive("etcd-salvage", "nospace", "--root", str(node), "--apply")
     assert r.returncode == 1, r.stdout
