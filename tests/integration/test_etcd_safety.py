@@ -136,27 +136,6 @@ def test_nospace_member_is_refused_then_salvaged(build: tuple[str, Path], node: 
     assert s.NOSPACE not in [p.id for p in s.preflight(etcdprobe.facts(root))]
 
 
-def test_nospace_full_of_live_keys_is_refused_with_the_fix(
-    build: tuple[str, Path], node: Path, members: list[Member]
-) -> None:
-    """Distinct keys fill the quota: compaction frees nothing, so the alarm stays and the fix is named."""
-    quota = 16 << 20
-    m = _member(build, node, "n1", members)
-    extra = (f"--quota-backend-bytes={quota}",)
-    m.start(extra=extra)
-    m.wait_healthy()
-    _put_manifest(node, m, _tag(build[0]), extra)
-    value = "y" * (256 << 10)
-    for i in range(2000):
-        if m.etcdctl("put", f"/registry/live/k{i}", check=False, stdin=value).returncode != 0:
-            break
-    r = kuberevive("etcd-salvage", "nospace", "--root", str(node), "--apply")
-    assert r.returncode == 1, r.stdout
-    assert "the keys themselves fill the quota" in r.stderr and "raise --quota-backend-bytes" in r.stderr
-    assert "Traceback" not in r.stderr
-    assert "NOSPACE" in m.etcdctl("alarm", "list").stdout
-
-
 # ------------------------------------------------------------------------------------ missing .snap file
 
 

@@ -24,7 +24,7 @@ def _encrypt(data: bytes, **kw: object) -> bytes:
 
 def _decrypt(ct: bytes, passphrase: str | None = None, identities: tuple[str, ...] = ()) -> bytes:
     src = io.BytesIO(ct)
-    key = a.read_header(src, passphrase=passphrase, identities=identities, source="t.age")
+    key, _scrypt = a.read_header(src, passphrase=passphrase, identities=identities, source="t.age")
     r = a.AgeReader(src, key, "t.age")
     out = b""
     while chunk := r.read(5000):

@@ -147,9 +147,11 @@ def _read_line(src: BinaryIO, limit: int = 4096) -> bytes:
     return line[:-1]
 
 
-def read_header(src: BinaryIO, *, passphrase: str | None, identities: tuple[str, ...], source: str) -> bytes:
-    """Read the header from ``src`` (left at the payload) and return the file key; one clear BackupError for
-    every way it can fail."""
+def read_header(
+    src: BinaryIO, *, passphrase: str | None, identities: tuple[str, ...], source: str
+) -> tuple[bytes, bool]:
+    """Read the header from ``src`` (left at the payload): the file key, and whether it was wrapped to a
+    passphrase (scrypt); one clear BackupError for every way it can fail."""
     try:
         if src.read(len(INTRO)) != INTRO:
             raise BackupError(f"{source} is not a binary age file", "use a kuberevive backup")
@@ -231,7 +233,7 @@ def read_header(src: BinaryIO, *, passphrase: str | None, identities: tuple[str,
         )
     if not hmac.compare_digest(hmac.new(_hkdf(file_key, b"", b"header"), text, sha256).digest(), mac):
         raise BackupError(f"cannot decrypt {source}: its age header was altered", "use another backup")
-    return file_key
+    return file_key, bool(scrypt)
 
 
 # ------------------------------------------------------------------------------------------- payload
@@ -241,10 +243,20 @@ class AgeWriter:
     """A write-only file object: what is written is encrypted in 64 KiB chunks into ``out`` (header first).
     :meth:`close` writes the last chunk; nothing is flushed in plaintext."""
 
-    def __init__(self, out: BinaryIO, *, passphrase: str | None = None, recipients: tuple[str, ...] = ()) -> None:
-        file_key = secrets.token_bytes(16)
+    def __init__(
+        self,
+        out: BinaryIO,
+        *,
+        passphrase: str | None = None,
+        recipients: tuple[str, ...] = (),
+        file_key: bytes | None = None,
+    ) -> None:
+        """With ``file_key`` no header is written: a payload only that key opens (:class:`AgeReader`), for a
+        spool file whose key never leaves memory."""
         self._out = out
-        out.write(header_for(file_key, passphrase=passphrase, recipients=recipients))
+        if file_key is None:
+            file_key = secrets.token_bytes(16)
+            out.write(header_for(file_key, passphrase=passphrase, recipients=recipients))
         nonce = secrets.token_bytes(16)
         out.write(nonce)
         self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
@@ -332,3 +344,12 @@ class AgeReader:
 
     def readable(self) -> bool:
         return True
+
+    def close(self) -> None:
+        self._src.close()
+
+    def __enter__(self) -> AgeReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

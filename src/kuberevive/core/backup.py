@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import pyrage
 from cryptography import x509
@@ -154,6 +154,8 @@ class BackupContents:
     """``sha256:`` hash (kubeadm's CA pin) of the backup's ca.crt whose key signed the manifest; None: unsigned."""
     encryption: str = ""
     """:data:`PASSPHRASE` or :data:`RECIPIENT` once read by :func:`open_archive`; "" from :func:`parse_archive`."""
+    etcd_snapshot_streamed: int | None = None
+    """The size of the snapshot when it was streamed to a sink (:func:`open_archive_stream`), not kept in memory."""
 
     @property
     def created(self) -> datetime:
@@ -248,6 +250,17 @@ class VerifyReport:
 # --------------------------------------------------------------------------------- building
 
 
+@dataclass(frozen=True)
+class StreamedSnapshot:
+    """An etcd snapshot that is not in memory: its size, its sha256 and its trailer (checked while it was taken,
+    :class:`SnapshotDigest`), and how to read it again (chunk by chunk)."""
+
+    size: int
+    sha256: str
+    trailer: bytes
+    open: Callable[[], BinaryIO]
+
+
 def build_archive(
     files: Iterable[BackupFile],
     *,
@@ -259,7 +272,37 @@ def build_archive(
     kubeadm_config_source: str = "none",
     etcd_snapshot: bytes | None = None,
 ) -> bytes:
-    """The plaintext archive (gzip'd tar) for ``files``; built in memory. Refuses a backup without ``ca.crt``.
+    """The plaintext archive (gzip'd tar) for ``files``; built in memory (:func:`write_archive` streams)."""
+    buf = io.BytesIO()
+    write_archive(
+        buf,
+        files,
+        created=created,
+        node=node,
+        tool_version=tool_version,
+        certificates_dir=certificates_dir,
+        kubeadm_config=kubeadm_config,
+        kubeadm_config_source=kubeadm_config_source,
+        etcd_snapshot=etcd_snapshot,
+    )
+    return buf.getvalue()
+
+
+def write_archive(
+    out: BinaryIO,
+    files: Iterable[BackupFile],
+    *,
+    created: datetime,
+    node: NodeIdentity,
+    tool_version: str,
+    certificates_dir: PurePosixPath = PKI_DIR,
+    kubeadm_config: bytes | None = None,
+    kubeadm_config_source: str = "none",
+    etcd_snapshot: bytes | StreamedSnapshot | None = None,
+) -> None:
+    """Write the plaintext archive (gzip'd tar) for ``files`` into ``out`` (e.g. an
+    :class:`~kuberevive.core.agestream.AgeWriter`); a :class:`StreamedSnapshot` is copied in chunks, never whole.
+    Refuses a backup without ``ca.crt``.
 
     The manifest is signed with ``ca.key`` (:func:`signing_key`) when the files hold one that matches ``ca.crt``.
     """
@@ -299,7 +342,8 @@ def build_archive(
             "size": len(kubeadm_config),
             "sha256": hashlib.sha256(kubeadm_config).hexdigest(),
         }
-    if etcd_snapshot is not None:
+    streamed: StreamedSnapshot | None = None
+    if isinstance(etcd_snapshot, bytes):
         db, trailer = split_snapshot(etcd_snapshot)
         members.append((SNAPSHOT_MEMBER, etcd_snapshot))
         manifest["etcd_snapshot"] = {
@@ -309,14 +353,25 @@ def build_archive(
             "db_sha256": trailer.hex(),
             "db_size": len(db),
         }
-    buf = io.BytesIO()
+    elif etcd_snapshot is not None:
+        streamed = etcd_snapshot
+        manifest["etcd_snapshot"] = {
+            "member": SNAPSHOT_MEMBER,
+            "size": streamed.size,
+            "sha256": streamed.sha256,
+            "db_sha256": streamed.trailer.hex(),
+            "db_size": streamed.size - SHA256_SIZE,
+        }
     mtime = int(created.timestamp())
     # gzip with mtime fixed to the creation time, so the archive bytes depend only on the content
     raw_manifest = json.dumps(manifest, indent=2).encode()
-    _within_read_bounds(by_path.values(), raw_manifest, kubeadm_config, etcd_snapshot)
+    snapshot_size = (
+        streamed.size if streamed is not None else len(etcd_snapshot) if isinstance(etcd_snapshot, bytes) else 0
+    )
+    _within_read_bounds(by_path.values(), raw_manifest, kubeadm_config, snapshot_size)
     key = signing_key(by_path.values(), certificates_dir)
     with (
-        gzip.GzipFile(fileobj=buf, mode="wb", mtime=mtime, compresslevel=6) as gz,
+        gzip.GzipFile(fileobj=out, mode="wb", mtime=mtime, compresslevel=6) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
         _add(tar, MANIFEST_NAME, raw_manifest, mtime)
@@ -324,11 +379,15 @@ def build_archive(
             _add(tar, SIGNATURE_NAME, pki.sign_sha256(key, raw_manifest), mtime)
         for name, data in members:
             _add(tar, name, data, mtime)
-    return buf.getvalue()
+        if streamed is not None:
+            info = tarfile.TarInfo(SNAPSHOT_MEMBER)
+            info.size, info.mode, info.mtime = streamed.size, 0o600, mtime
+            with streamed.open() as src:
+                tar.addfile(info, src)
 
 
 def _within_read_bounds(
-    files: Iterable[BackupFile], raw_manifest: bytes, kubeadm_config: bytes | None, etcd_snapshot: bytes | None
+    files: Iterable[BackupFile], raw_manifest: bytes, kubeadm_config: bytes | None, snapshot_size: int
 ) -> None:
     """Refuse to write a backup that reading would refuse (:func:`parse_archive`'s bounds)."""
     sizes = [len(f.content) for f in files]
@@ -337,7 +396,7 @@ def _within_read_bounds(
         (sum(sizes) > MAX_FILES_TOTAL_BYTES, f"more than {MAX_FILES_TOTAL_BYTES} bytes of files"),
         (len(raw_manifest) > MAX_MANIFEST_BYTES, f"a manifest larger than {MAX_MANIFEST_BYTES} bytes"),
         (len(kubeadm_config or b"") > MAX_FILE_BYTES, f"a kubeadm configuration larger than {MAX_FILE_BYTES} bytes"),
-        (len(etcd_snapshot or b"") > MAX_SNAPSHOT_BYTES, f"an etcd snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"),
+        (snapshot_size > MAX_SNAPSHOT_BYTES, f"an etcd snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"),
     )
     for bad, what in too_big:
         if bad:
@@ -476,6 +535,34 @@ def open_archive(
     """
     contents = parse_archive(decrypt(ciphertext, secret, source), source)
     contents = replace(contents, encryption=encryption_of(ciphertext))
+    _refuse_unsigned(contents, source, allow_unauthenticated)
+    return contents
+
+
+def open_archive_stream(
+    src: BinaryIO,
+    secret: Secret,
+    source: str,
+    *,
+    snapshot_sink: BinaryIO,
+    allow_unauthenticated: bool = False,
+) -> BackupContents:
+    """:func:`open_archive` of a (binary) age file read chunk by chunk (:mod:`kuberevive.core.agestream`): the etcd
+    snapshot goes to ``snapshot_sink`` as it is decrypted, checked against the manifest and its own trailer; it is
+    never whole in memory. The sink holds it only if this returns."""
+    from kuberevive.core import agestream
+
+    key, scrypt = agestream.read_header(src, passphrase=secret.passphrase, identities=secret.identities, source=source)
+    with agestream.AgeReader(src, key, source) as plain:
+        contents = parse_archive_stream(cast(BinaryIO, plain), source, snapshot_sink)
+        if plain.read(1):
+            raise BackupError(f"{source} has data after its archive", "use another backup")
+    contents = replace(contents, encryption=PASSPHRASE if scrypt else RECIPIENT)
+    _refuse_unsigned(contents, source, allow_unauthenticated)
+    return contents
+
+
+def _refuse_unsigned(contents: BackupContents, source: str, allow_unauthenticated: bool) -> None:
     if contents.encryption == RECIPIENT and contents.signed_by is None and not allow_unauthenticated:
         raise BackupError(
             f"{source} is encrypted to an age recipient key but its manifest is not signed by its cluster CA, so "
@@ -483,7 +570,6 @@ def open_archive(
             "use a backup made by this kuberevive version (backup create signs with pki/ca.key), or pass "
             "--allow-unauthenticated if you know where this file comes from",
         )
-    return contents
 
 
 def parse_ca_cert_hash(text: str) -> str:
@@ -559,6 +645,11 @@ def _refuse_forged(manifest: dict[str, Any], source: str) -> None:
 
 
 def parse_archive(plaintext: bytes, source: str) -> BackupContents:
+    """:func:`parse_archive_stream` of an archive in memory."""
+    return parse_archive_stream(io.BytesIO(plaintext), source)
+
+
+def parse_archive_stream(plaintext: BinaryIO, source: str, snapshot_sink: BinaryIO | None = None) -> BackupContents:
     """Read and verify a decrypted archive; any missing, extra or altered member is a :class:`BackupError`.
 
     So is a path or mode that ``backup create`` never writes (:func:`is_backup_path`, :func:`manifest_mode`)
@@ -569,7 +660,8 @@ def parse_archive(plaintext: bytes, source: str) -> BackupContents:
     any other member is read; every later member must be listed there with its exact size (checked from its tar
     header, before its data is decompressed), within :data:`MAX_FILE_BYTES` / :data:`MAX_SNAPSHOT_BYTES`.
     """
-    raw_manifest, manifest, signature, members = _read_tar(plaintext, source)
+    streamed: dict[str, SnapshotDigest] = {}
+    raw_manifest, manifest, signature, members = _read_tar(plaintext, source, snapshot_sink, streamed)
     bad: list[str] = []
     files: dict[PurePosixPath, BackupFile] = {}
     try:
@@ -584,7 +676,19 @@ def parse_archive(plaintext: bytes, source: str) -> BackupContents:
                 continue
             files[path] = BackupFile(path, int(entry["mode"], 8), data)
         kubeadm_config = _optional_member(manifest.get("kubeadm_config"), KUBEADM_CONFIG_MEMBER, members, bad)
-        snapshot = _optional_member(manifest.get("etcd_snapshot"), SNAPSHOT_MEMBER, members, bad)
+        snapshot = None
+        streamed_size = None
+        if SNAPSHOT_MEMBER in streamed:
+            digest, entry = streamed.pop(SNAPSHOT_MEMBER), manifest.get("etcd_snapshot") or {}
+            if digest.size != entry.get("size") or digest.sha256 != entry.get("sha256"):
+                bad.append(f"{SNAPSHOT_MEMBER} does not match its sha256")
+            else:
+                digest.finish()  # the sha256 trailer etcd appended
+                streamed_size = digest.size
+        elif manifest.get("etcd_snapshot") is not None and snapshot_sink is not None:
+            bad.append(f"{SNAPSHOT_MEMBER} is missing")
+        else:
+            snapshot = _optional_member(manifest.get("etcd_snapshot"), SNAPSHOT_MEMBER, members, bad)
         created = datetime.fromisoformat(manifest["created"])
         _ = created, manifest["node"], manifest["cluster"]
     except (KeyError, TypeError, ValueError) as exc:
@@ -598,7 +702,9 @@ def parse_archive(plaintext: bytes, source: str) -> BackupContents:
         signed_by = _check_signature(raw_manifest, signature, files, manifest, source)
     if snapshot is not None:
         split_snapshot(snapshot)  # the sha256 trailer etcd appended
-    return BackupContents(files, manifest, kubeadm_config, snapshot, signed_by=signed_by)
+    return BackupContents(
+        files, manifest, kubeadm_config, snapshot, signed_by=signed_by, etcd_snapshot_streamed=streamed_size
+    )
 
 
 def _load_manifest(raw_manifest: bytes, source: str) -> tuple[dict[str, Any], dict[str, int]]:
@@ -663,8 +769,11 @@ def _check_member_name(info: tarfile.TarInfo, source: str) -> None:
         raise BackupError(f"{source} holds an unexpected member {_show(info.name)}", "use another backup")
 
 
-def _read_tar(plaintext: bytes, source: str) -> tuple[bytes, dict[str, Any], bytes | None, dict[str, bytes]]:
-    """(raw manifest, manifest, signature, member name -> bytes), reading no more than the manifest lists.
+def _read_tar(
+    plaintext: BinaryIO, source: str, snapshot_sink: BinaryIO | None, streamed: dict[str, SnapshotDigest]
+) -> tuple[bytes, dict[str, Any], bytes | None, dict[str, bytes]]:
+    """(raw manifest, manifest, signature, member name -> bytes), reading no more than the manifest lists. With a
+    ``snapshot_sink`` the snapshot member is copied there in chunks (its :class:`SnapshotDigest` in ``streamed``).
 
     The gzip stream is decompressed as the tar is read, never more than one member (or one
     :data:`MAX_HEADER_BYTES` header) at a time: an unlisted or wrongly sized member is refused from its header,
@@ -674,7 +783,7 @@ def _read_tar(plaintext: bytes, source: str) -> tuple[bytes, dict[str, Any], byt
     signature: bytes | None = None
     try:
         with (
-            gzip.GzipFile(fileobj=io.BytesIO(plaintext), mode="rb") as gz,
+            gzip.GzipFile(fileobj=plaintext, mode="rb") as gz,
             tarfile.open(fileobj=_BoundedReads(gz), mode="r:") as tar,
         ):
             first = tar.next()
@@ -706,7 +815,10 @@ def _read_tar(plaintext: bytes, source: str) -> tuple[bytes, dict[str, Any], byt
                         f"{info.size} bytes, the manifest lists {listed})",
                         "use another backup",
                     )
-                members[info.name] = _read_member(tar, info)
+                if info.name == SNAPSHOT_MEMBER and snapshot_sink is not None:
+                    streamed[info.name] = _copy_member(tar, info, snapshot_sink)
+                else:
+                    members[info.name] = _read_member(tar, info)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise BackupError(f"{source} decrypts but its archive is damaged ({exc})", "use another backup") from exc
     except MemoryError as exc:
@@ -730,6 +842,23 @@ def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
         chunks.append(chunk)
         left -= len(chunk)
     return b"".join(chunks)
+
+
+def _copy_member(tar: tarfile.TarFile, info: tarfile.TarInfo, sink: BinaryIO) -> SnapshotDigest:
+    """Copy one member into ``sink`` in chunks of :data:`MAX_HEADER_BYTES`, hashing it on the way."""
+    fh = tar.extractfile(info)
+    if fh is None:
+        raise BackupError(f"an unreadable member {_show(info.name)}", "use another backup")
+    digest = SnapshotDigest()
+    left = info.size
+    while left > 0:
+        chunk = fh.read(min(left, MAX_HEADER_BYTES))
+        if not chunk:
+            raise EOFError(f"{info.name} is truncated")
+        digest.update(chunk)
+        sink.write(chunk)
+        left -= len(chunk)
+    return digest
 
 
 class _BoundedReads(io.RawIOBase):

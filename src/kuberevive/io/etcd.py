@@ -18,6 +18,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from kuberevive.core.backup import SnapshotDigest
 from kuberevive.core.etcdsafety import Member, Status
 from kuberevive.core.redact import redact_url
 from kuberevive.errors import EtcdError
@@ -191,12 +192,12 @@ class EtcdClient:
         status = self.status()
         return int((status.get("header") or {}).get("revision", 0))
 
-    def snapshot_to(self, out: BinaryIO, timeout: float = 300.0) -> int:
+    def snapshot_to(self, out: BinaryIO, timeout: float = 3600.0) -> SnapshotDigest:
         """Stream a consistent snapshot (``Maintenance.Snapshot`` via ``POST /v3/maintenance/snapshot``) into
         ``out`` chunk by chunk, never whole in memory; returns its size. What is written is exactly what etcd
         streamed: the bbolt db followed by the sha256 etcd appends, which is checked on the way
-        (:class:`kuberevive.core.backup.SnapshotDigest`)."""
-        from kuberevive.core.backup import SnapshotDigest, SnapshotStreamDecoder
+        (:class:`kuberevive.core.backup.SnapshotDigest`, returned: size, sha256, trailer)."""
+        from kuberevive.core.backup import SnapshotStreamDecoder
         from kuberevive.errors import BackupError
 
         conn = http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=timeout)
@@ -220,7 +221,7 @@ class EtcdClient:
             raise EtcdError(f"cannot take a snapshot from etcd at {self.shown}: {exc}", "check etcd") from exc
         finally:
             conn.close()
-        return digest.size
+        return digest
 
     def snapshot(self, timeout: float = 300.0) -> bytes:
         """A consistent snapshot in memory (small databases and tests; :meth:`snapshot_to` streams)."""
