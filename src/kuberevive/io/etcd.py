@@ -154,6 +154,11 @@ class EtcdClient:
             for m in parsed.get("members") or []
         ]
 
+    def put(self, key: bytes, value: bytes) -> int:
+        """Write one key; returns the new revision (tests and benchmarks fill an etcd with it)."""
+        parsed = self._post("/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
+        return int((parsed.get("header") or {}).get("revision", 0))
+
     def alarms(self) -> list[tuple[str, str]]:
         """(member id, alarm) of every raised alarm (``NOSPACE``, ``CORRUPT``)."""
         parsed = self._post("/v3/maintenance/alarm", {"action": "GET"})
