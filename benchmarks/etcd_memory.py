@@ -18,6 +18,7 @@ is one JSON object. The restored etcd is started and its keys counted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -63,10 +64,8 @@ def measured(argv: list[str], env: dict[str, str]) -> dict[str, object]:
         pids = [proc.pid]
         if timer:
             children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-            try:
+            with contextlib.suppress(OSError):
                 pids = [int(p) for p in children.read_text().split()] or pids
-            except OSError:
-                pass
         own = max([own, *(vm_hwm_kib(p) for p in pids)])
         time.sleep(0.2)
     out, err = proc.communicate()
@@ -103,8 +102,8 @@ def main() -> None:
     member.start(extra=extra)
     try:
         pki = root / "etc/kubernetes/pki/etcd"
-        client = EtcdClient(member.endpoint, (pki / "ca.crt").read_bytes(), (pki / "healthcheck-client.crt").read_bytes(),
-                            (pki / "healthcheck-client.key").read_bytes(), timeout=60)  # fmt: skip
+        ca, cert = (pki / "ca.crt").read_bytes(), (pki / "healthcheck-client.crt").read_bytes()
+        client = EtcdClient(member.endpoint, ca, cert, (pki / "healthcheck-client.key").read_bytes(), timeout=60)
         deadline = time.monotonic() + 120
         while True:
             try:
