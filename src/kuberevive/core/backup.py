@@ -261,30 +261,10 @@ class StreamedSnapshot:
     open: Callable[[], BinaryIO]
 
 
-def build_archive(
-    files: Iterable[BackupFile],
-    *,
-    created: datetime,
-    node: NodeIdentity,
-    tool_version: str,
-    certificates_dir: PurePosixPath = PKI_DIR,
-    kubeadm_config: bytes | None = None,
-    kubeadm_config_source: str = "none",
-    etcd_snapshot: bytes | None = None,
-) -> bytes:
-    """The plaintext archive (gzip'd tar) for ``files``; built in memory (:func:`write_archive` streams)."""
+def build_archive(files: Iterable[BackupFile], **options: Any) -> bytes:
+    """The plaintext archive (gzip'd tar) for ``files``, in memory: :func:`write_archive` into a buffer."""
     buf = io.BytesIO()
-    write_archive(
-        buf,
-        files,
-        created=created,
-        node=node,
-        tool_version=tool_version,
-        certificates_dir=certificates_dir,
-        kubeadm_config=kubeadm_config,
-        kubeadm_config_source=kubeadm_config_source,
-        etcd_snapshot=etcd_snapshot,
-    )
+    write_archive(buf, files, **options)
     return buf.getvalue()
 
 

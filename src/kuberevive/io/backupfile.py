@@ -273,25 +273,16 @@ def snapshot_sink(root: NodeRoot, data_dir: PurePosixPath) -> Iterator[tuple[Pat
 
 def _local_etcd(root: NodeRoot) -> EtcdClient:
     """A client of the node's local etcd, over mTLS with the healthcheck (or apiserver) client cert."""
-    from kuberevive.io.etcd import EtcdClient
+    from kuberevive.io import etcdprobe
 
-    endpoint = "https://127.0.0.1:2379"
-    manifest = root.read(paths.ETCD_MANIFEST)
-    if manifest is not None:
-        try:
-            urls = manifest_flags(parse_manifest(manifest)).get("listen-client-urls", "")
-            endpoint = urls.split(",")[0] or endpoint
-        except ConfigError:
-            pass
-    ca = root.read(paths.ETCD_CA_CRT)
-    for base in (paths.ETCD_HEALTHCHECK_CLIENT, paths.APISERVER_ETCD_CLIENT):
-        cert, key = root.read(f"{base}.crt"), root.read(f"{base}.key")
-        if ca and cert and key:
-            return EtcdClient(endpoint, ca, cert, key, timeout=10.0)
-    raise EtcdError(
-        "there is no etcd client certificate on this node (etcd/healthcheck-client or apiserver-etcd-client)",
-        "run backup create without --etcd-snapshot, or on a control-plane node with local etcd",
-    )
+    settings = etcdprobe.settings(root)
+    client = etcdprobe.client_for(root, settings.client_url if settings else "https://127.0.0.1:2379", timeout=10.0)
+    if client is None:
+        raise EtcdError(
+            "there is no etcd client certificate on this node (etcd/healthcheck-client or apiserver-etcd-client)",
+            "run backup create without --etcd-snapshot, or on a control-plane node with local etcd",
+        )
+    return client
 
 
 # --------------------------------------------------------------------------------- files

@@ -47,7 +47,7 @@ def settings(root: NodeRoot, manifest: bytes | None = None) -> EtcdSettings | No
     with contextlib.suppress(KeyError, IndexError, TypeError, AttributeError):
         image = str(pod["spec"]["containers"][0].get("image", ""))
     tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
-    client = flags.get("advertise-client-urls") or flags.get("listen-client-urls") or "https://127.0.0.1:2379"
+    client = flags.get("listen-client-urls") or flags.get("advertise-client-urls") or "https://127.0.0.1:2379"
     return EtcdSettings(
         name=flags.get("name", "default"),
         data_dir=PurePosixPath(flags.get("data-dir") or paths.ETCD_DATA_DIR),
