@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import pyrage
 from cryptography import x509
@@ -154,6 +154,8 @@ class BackupContents:
     """``sha256:`` hash (kubeadm's CA pin) of the backup's ca.crt whose key signed the manifest; None: unsigned."""
     encryption: str = ""
     """:data:`PASSPHRASE` or :data:`RECIPIENT` once read by :func:`open_archive`; "" from :func:`parse_archive`."""
+    etcd_snapshot_streamed: int | None = None
+    """The size of the snapshot when it was streamed to a sink (:func:`open_archive_stream`), not kept in memory."""
 
     @property
     def created(self) -> datetime:
@@ -248,7 +250,26 @@ class VerifyReport:
 # --------------------------------------------------------------------------------- building
 
 
-def build_archive(
+@dataclass(frozen=True)
+class StreamedSnapshot:
+    """An etcd snapshot that is not in memory: its size, its sha256 and its trailer (checked while it was taken,
+    :class:`SnapshotDigest`), and how to read it again (chunk by chunk)."""
+
+    size: int
+    sha256: str
+    trailer: bytes
+    open: Callable[[], BinaryIO]
+
+
+def build_archive(files: Iterable[BackupFile], **options: Any) -> bytes:
+    """The plaintext archive (gzip'd tar) for ``files``, in memory: :func:`write_archive` into a buffer."""
+    buf = io.BytesIO()
+    write_archive(buf, files, **options)
+    return buf.getvalue()
+
+
+def write_archive(
+    out: BinaryIO,
     files: Iterable[BackupFile],
     *,
     created: datetime,
@@ -257,9 +278,11 @@ def build_archive(
     certificates_dir: PurePosixPath = PKI_DIR,
     kubeadm_config: bytes | None = None,
     kubeadm_config_source: str = "none",
-    etcd_snapshot: bytes | None = None,
-) -> bytes:
-    """The plaintext archive (gzip'd tar) for ``files``; built in memory. Refuses a backup without ``ca.crt``.
+    etcd_snapshot: bytes | StreamedSnapshot | None = None,
+) -> None:
+    """Write the plaintext archive (gzip'd tar) for ``files`` into ``out`` (e.g. an
+    :class:`~kuberevive.core.agestream.AgeWriter`); a :class:`StreamedSnapshot` is copied in chunks, never whole.
+    Refuses a backup without ``ca.crt``.
 
     The manifest is signed with ``ca.key`` (:func:`signing_key`) when the files hold one that matches ``ca.crt``.
     """
@@ -299,7 +322,8 @@ def build_archive(
             "size": len(kubeadm_config),
             "sha256": hashlib.sha256(kubeadm_config).hexdigest(),
         }
-    if etcd_snapshot is not None:
+    streamed: StreamedSnapshot | None = None
+    if isinstance(etcd_snapshot, bytes):
         db, trailer = split_snapshot(etcd_snapshot)
         members.append((SNAPSHOT_MEMBER, etcd_snapshot))
         manifest["etcd_snapshot"] = {
@@ -309,14 +333,25 @@ def build_archive(
             "db_sha256": trailer.hex(),
             "db_size": len(db),
         }
-    buf = io.BytesIO()
+    elif etcd_snapshot is not None:
+        streamed = etcd_snapshot
+        manifest["etcd_snapshot"] = {
+            "member": SNAPSHOT_MEMBER,
+            "size": streamed.size,
+            "sha256": streamed.sha256,
+            "db_sha256": streamed.trailer.hex(),
+            "db_size": streamed.size - SHA256_SIZE,
+        }
     mtime = int(created.timestamp())
     # gzip with mtime fixed to the creation time, so the archive bytes depend only on the content
     raw_manifest = json.dumps(manifest, indent=2).encode()
-    _within_read_bounds(by_path.values(), raw_manifest, kubeadm_config, etcd_snapshot)
+    snapshot_size = (
+        streamed.size if streamed is not None else len(etcd_snapshot) if isinstance(etcd_snapshot, bytes) else 0
+    )
+    _within_read_bounds(by_path.values(), raw_manifest, kubeadm_config, snapshot_size)
     key = signing_key(by_path.values(), certificates_dir)
     with (
-        gzip.GzipFile(fileobj=buf, mode="wb", mtime=mtime, compresslevel=6) as gz,
+        gzip.GzipFile(fileobj=out, mode="wb", mtime=mtime, compresslevel=6) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
         _add(tar, MANIFEST_NAME, raw_manifest, mtime)
@@ -324,11 +359,15 @@ def build_archive(
             _add(tar, SIGNATURE_NAME, pki.sign_sha256(key, raw_manifest), mtime)
         for name, data in members:
             _add(tar, name, data, mtime)
-    return buf.getvalue()
+        if streamed is not None:
+            info = tarfile.TarInfo(SNAPSHOT_MEMBER)
+            info.size, info.mode, info.mtime = streamed.size, 0o600, mtime
+            with streamed.open() as src:
+                tar.addfile(info, src)
 
 
 def _within_read_bounds(
-    files: Iterable[BackupFile], raw_manifest: bytes, kubeadm_config: bytes | None, etcd_snapshot: bytes | None
+    files: Iterable[BackupFile], raw_manifest: bytes, kubeadm_config: bytes | None, snapshot_size: int
 ) -> None:
     """Refuse to write a backup that reading would refuse (:func:`parse_archive`'s bounds)."""
     sizes = [len(f.content) for f in files]
@@ -337,7 +376,7 @@ def _within_read_bounds(
         (sum(sizes) > MAX_FILES_TOTAL_BYTES, f"more than {MAX_FILES_TOTAL_BYTES} bytes of files"),
         (len(raw_manifest) > MAX_MANIFEST_BYTES, f"a manifest larger than {MAX_MANIFEST_BYTES} bytes"),
         (len(kubeadm_config or b"") > MAX_FILE_BYTES, f"a kubeadm configuration larger than {MAX_FILE_BYTES} bytes"),
-        (len(etcd_snapshot or b"") > MAX_SNAPSHOT_BYTES, f"an etcd snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"),
+        (snapshot_size > MAX_SNAPSHOT_BYTES, f"an etcd snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"),
     )
     for bad, what in too_big:
         if bad:
@@ -476,6 +515,34 @@ def open_archive(
     """
     contents = parse_archive(decrypt(ciphertext, secret, source), source)
     contents = replace(contents, encryption=encryption_of(ciphertext))
+    _refuse_unsigned(contents, source, allow_unauthenticated)
+    return contents
+
+
+def open_archive_stream(
+    src: BinaryIO,
+    secret: Secret,
+    source: str,
+    *,
+    snapshot_sink: BinaryIO,
+    allow_unauthenticated: bool = False,
+) -> BackupContents:
+    """:func:`open_archive` of a (binary) age file read chunk by chunk (:mod:`kuberevive.core.agestream`): the etcd
+    snapshot goes to ``snapshot_sink`` as it is decrypted, checked against the manifest and its own trailer; it is
+    never whole in memory. The sink holds it only if this returns."""
+    from kuberevive.core import agestream
+
+    key, scrypt = agestream.read_header(src, passphrase=secret.passphrase, identities=secret.identities, source=source)
+    with agestream.AgeReader(src, key, source) as plain:
+        contents = parse_archive_stream(cast(BinaryIO, plain), source, snapshot_sink)
+        if plain.read(1):
+            raise BackupError(f"{source} has data after its archive", "use another backup")
+    contents = replace(contents, encryption=PASSPHRASE if scrypt else RECIPIENT)
+    _refuse_unsigned(contents, source, allow_unauthenticated)
+    return contents
+
+
+def _refuse_unsigned(contents: BackupContents, source: str, allow_unauthenticated: bool) -> None:
     if contents.encryption == RECIPIENT and contents.signed_by is None and not allow_unauthenticated:
         raise BackupError(
             f"{source} is encrypted to an age recipient key but its manifest is not signed by its cluster CA, so "
@@ -483,7 +550,6 @@ def open_archive(
             "use a backup made by this kuberevive version (backup create signs with pki/ca.key), or pass "
             "--allow-unauthenticated if you know where this file comes from",
         )
-    return contents
 
 
 def parse_ca_cert_hash(text: str) -> str:
@@ -559,6 +625,11 @@ def _refuse_forged(manifest: dict[str, Any], source: str) -> None:
 
 
 def parse_archive(plaintext: bytes, source: str) -> BackupContents:
+    """:func:`parse_archive_stream` of an archive in memory."""
+    return parse_archive_stream(io.BytesIO(plaintext), source)
+
+
+def parse_archive_stream(plaintext: BinaryIO, source: str, snapshot_sink: BinaryIO | None = None) -> BackupContents:
     """Read and verify a decrypted archive; any missing, extra or altered member is a :class:`BackupError`.
 
     So is a path or mode that ``backup create`` never writes (:func:`is_backup_path`, :func:`manifest_mode`)
@@ -569,7 +640,8 @@ def parse_archive(plaintext: bytes, source: str) -> BackupContents:
     any other member is read; every later member must be listed there with its exact size (checked from its tar
     header, before its data is decompressed), within :data:`MAX_FILE_BYTES` / :data:`MAX_SNAPSHOT_BYTES`.
     """
-    raw_manifest, manifest, signature, members = _read_tar(plaintext, source)
+    streamed: dict[str, SnapshotDigest] = {}
+    raw_manifest, manifest, signature, members = _read_tar(plaintext, source, snapshot_sink, streamed)
     bad: list[str] = []
     files: dict[PurePosixPath, BackupFile] = {}
     try:
@@ -584,7 +656,19 @@ def parse_archive(plaintext: bytes, source: str) -> BackupContents:
                 continue
             files[path] = BackupFile(path, int(entry["mode"], 8), data)
         kubeadm_config = _optional_member(manifest.get("kubeadm_config"), KUBEADM_CONFIG_MEMBER, members, bad)
-        snapshot = _optional_member(manifest.get("etcd_snapshot"), SNAPSHOT_MEMBER, members, bad)
+        snapshot = None
+        streamed_size = None
+        if SNAPSHOT_MEMBER in streamed:
+            digest, entry = streamed.pop(SNAPSHOT_MEMBER), manifest.get("etcd_snapshot") or {}
+            if digest.size != entry.get("size") or digest.sha256 != entry.get("sha256"):
+                bad.append(f"{SNAPSHOT_MEMBER} does not match its sha256")
+            else:
+                digest.finish()  # the sha256 trailer etcd appended
+                streamed_size = digest.size
+        elif manifest.get("etcd_snapshot") is not None and snapshot_sink is not None:
+            bad.append(f"{SNAPSHOT_MEMBER} is missing")
+        else:
+            snapshot = _optional_member(manifest.get("etcd_snapshot"), SNAPSHOT_MEMBER, members, bad)
         created = datetime.fromisoformat(manifest["created"])
         _ = created, manifest["node"], manifest["cluster"]
     except (KeyError, TypeError, ValueError) as exc:
@@ -598,7 +682,9 @@ def parse_archive(plaintext: bytes, source: str) -> BackupContents:
         signed_by = _check_signature(raw_manifest, signature, files, manifest, source)
     if snapshot is not None:
         split_snapshot(snapshot)  # the sha256 trailer etcd appended
-    return BackupContents(files, manifest, kubeadm_config, snapshot, signed_by=signed_by)
+    return BackupContents(
+        files, manifest, kubeadm_config, snapshot, signed_by=signed_by, etcd_snapshot_streamed=streamed_size
+    )
 
 
 def _load_manifest(raw_manifest: bytes, source: str) -> tuple[dict[str, Any], dict[str, int]]:
@@ -663,8 +749,11 @@ def _check_member_name(info: tarfile.TarInfo, source: str) -> None:
         raise BackupError(f"{source} holds an unexpected member {_show(info.name)}", "use another backup")
 
 
-def _read_tar(plaintext: bytes, source: str) -> tuple[bytes, dict[str, Any], bytes | None, dict[str, bytes]]:
-    """(raw manifest, manifest, signature, member name -> bytes), reading no more than the manifest lists.
+def _read_tar(
+    plaintext: BinaryIO, source: str, snapshot_sink: BinaryIO | None, streamed: dict[str, SnapshotDigest]
+) -> tuple[bytes, dict[str, Any], bytes | None, dict[str, bytes]]:
+    """(raw manifest, manifest, signature, member name -> bytes), reading no more than the manifest lists. With a
+    ``snapshot_sink`` the snapshot member is copied there in chunks (its :class:`SnapshotDigest` in ``streamed``).
 
     The gzip stream is decompressed as the tar is read, never more than one member (or one
     :data:`MAX_HEADER_BYTES` header) at a time: an unlisted or wrongly sized member is refused from its header,
@@ -674,7 +763,7 @@ def _read_tar(plaintext: bytes, source: str) -> tuple[bytes, dict[str, Any], byt
     signature: bytes | None = None
     try:
         with (
-            gzip.GzipFile(fileobj=io.BytesIO(plaintext), mode="rb") as gz,
+            gzip.GzipFile(fileobj=plaintext, mode="rb") as gz,
             tarfile.open(fileobj=_BoundedReads(gz), mode="r:") as tar,
         ):
             first = tar.next()
@@ -706,7 +795,10 @@ def _read_tar(plaintext: bytes, source: str) -> tuple[bytes, dict[str, Any], byt
                         f"{info.size} bytes, the manifest lists {listed})",
                         "use another backup",
                     )
-                members[info.name] = _read_member(tar, info)
+                if info.name == SNAPSHOT_MEMBER and snapshot_sink is not None:
+                    streamed[info.name] = _copy_member(tar, info, snapshot_sink)
+                else:
+                    members[info.name] = _read_member(tar, info)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise BackupError(f"{source} decrypts but its archive is damaged ({exc})", "use another backup") from exc
     except MemoryError as exc:
@@ -730,6 +822,23 @@ def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
         chunks.append(chunk)
         left -= len(chunk)
     return b"".join(chunks)
+
+
+def _copy_member(tar: tarfile.TarFile, info: tarfile.TarInfo, sink: BinaryIO) -> SnapshotDigest:
+    """Copy one member into ``sink`` in chunks of :data:`MAX_HEADER_BYTES`, hashing it on the way."""
+    fh = tar.extractfile(info)
+    if fh is None:
+        raise BackupError(f"an unreadable member {_show(info.name)}", "use another backup")
+    digest = SnapshotDigest()
+    left = info.size
+    while left > 0:
+        chunk = fh.read(min(left, MAX_HEADER_BYTES))
+        if not chunk:
+            raise EOFError(f"{info.name} is truncated")
+        digest.update(chunk)
+        sink.write(chunk)
+        left -= len(chunk)
+    return digest
 
 
 class _BoundedReads(io.RawIOBase):
@@ -798,12 +907,33 @@ def _optional_member(entry: Any, expected: str, members: dict[str, bytes], bad: 
 # ------------------------------------------------------------------------------- etcd snapshot
 
 
-def decode_snapshot_stream(body: bytes) -> bytes:
-    """The bytes of an etcd ``/v3/maintenance/snapshot`` gateway response (JSON lines with base64 ``blob``)."""
-    out = bytearray()
-    for n, line in enumerate(body.splitlines(), 1):
+class SnapshotStreamDecoder:
+    """An etcd ``/v3/maintenance/snapshot`` gateway response (JSON lines, each with a base64 ``blob``), decoded
+    as it arrives: :meth:`feed` the response's chunks, each call yields the snapshot bytes of the lines it
+    completed; :meth:`close` the rest. Only one line is ever buffered."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._line = 0
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._buf += chunk
+        out = []
+        while (nl := self._buf.find(b"\n")) >= 0:
+            line = bytes(self._buf[:nl])
+            del self._buf[: nl + 1]
+            out += self._decode(line)
+        return out
+
+    def close(self) -> list[bytes]:
+        line, self._buf = bytes(self._buf), bytearray()
+        return self._decode(line)
+
+    def _decode(self, line: bytes) -> list[bytes]:
+        self._line += 1
+        n = self._line
         if not line.strip():
-            continue
+            return []
         try:
             msg = json.loads(line)
         except ValueError as exc:
@@ -815,30 +945,64 @@ def decode_snapshot_stream(body: bytes) -> bytes:
             text = err.get("message", err) if isinstance(err, dict) else err
             raise BackupError(f"etcd refused the snapshot: {text}", "check etcd health and run again")
         try:
-            out += base64.b64decode(msg["result"].get("blob", ""), validate=True)
+            return [base64.b64decode(msg["result"].get("blob", ""), validate=True)]
         except (KeyError, AttributeError, ValueError) as exc:
             raise BackupError(f"etcd sent a malformed snapshot chunk at line {n}", "run again") from exc
-    return bytes(out)
+
+
+def decode_snapshot_stream(body: bytes) -> bytes:
+    """The bytes of a whole etcd ``/v3/maintenance/snapshot`` gateway response (:class:`SnapshotStreamDecoder`)."""
+    decoder = SnapshotStreamDecoder()
+    return b"".join([*decoder.feed(body), *decoder.close()])
+
+
+class SnapshotDigest:
+    """Checks a snapshot as etcd streamed it, chunk by chunk: the last :data:`SHA256_SIZE` bytes must be the
+    sha256 of everything before them, and the db a whole number of 512-byte blocks (as ``etcdutl`` tells them
+    apart). Also keeps the sha256 of the whole stream (the backup manifest's ``sha256``)."""
+
+    def __init__(self) -> None:
+        self._db = hashlib.sha256()
+        self._all = hashlib.sha256()
+        self._tail = b""
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._all.update(chunk)
+        self.size += len(chunk)
+        data = self._tail + chunk
+        if len(data) > SHA256_SIZE:
+            self._db.update(data[:-SHA256_SIZE])
+            self._tail = data[-SHA256_SIZE:]
+        else:
+            self._tail = data
+
+    @property
+    def sha256(self) -> str:
+        return self._all.hexdigest()
+
+    def finish(self) -> bytes:
+        """The trailer (sha256 of the db); raises :class:`BackupError` unless the snapshot is whole."""
+        if self.size % 512 != SHA256_SIZE:
+            raise BackupError(
+                "the etcd snapshot has no integrity hash (it is truncated, or not a snapshot etcd streamed)",
+                "take a new snapshot with backup create --etcd-snapshot",
+            )
+        if self._db.digest() != self._tail:
+            raise BackupError(
+                "the etcd snapshot does not match the sha256 etcd appended to it (corrupt)",
+                "take a new snapshot with backup create --etcd-snapshot",
+            )
+        return self._tail
 
 
 def split_snapshot(data: bytes) -> tuple[bytes, bytes]:
-    """(db, sha256) of a snapshot etcd streamed; raises unless the trailer is the sha256 of the db.
-
-    etcd appends ``sha256(db)`` to the stream; a bbolt db is a whole number of 4 KiB pages, so the
-    trailer is what is left after the last 512-byte boundary (as ``etcdutl`` tells them apart).
-    """
-    if len(data) % 512 != SHA256_SIZE:
-        raise BackupError(
-            "the etcd snapshot has no integrity hash (it is truncated, or not a snapshot etcd streamed)",
-            "take a new snapshot with backup create --etcd-snapshot",
-        )
-    db, trailer = data[:-SHA256_SIZE], data[-SHA256_SIZE:]
-    if hashlib.sha256(db).digest() != trailer:
-        raise BackupError(
-            "the etcd snapshot does not match the sha256 etcd appended to it (corrupt)",
-            "take a new snapshot with backup create --etcd-snapshot",
-        )
-    return db, trailer
+    """(db, sha256) of a snapshot etcd streamed; raises unless the trailer is the sha256 of the db
+    (:class:`SnapshotDigest`)."""
+    digest = SnapshotDigest()
+    digest.update(data)
+    trailer = digest.finish()
+    return data[:-SHA256_SIZE], trailer
 
 
 # ---------------------------------------------------------------------------- completeness
@@ -1165,7 +1329,7 @@ class EtcdMember:
     initial_cluster_token: str | None
     client_url: str
 
-    def restore_args(self, snapshot_path: str, target_dir: str) -> list[str]:
+    def restore_args(self, snapshot_path: str, target_dir: str, *, skip_hash_check: bool = False) -> list[str]:
         args = [
             "snapshot",
             "restore",
@@ -1179,6 +1343,8 @@ class EtcdMember:
         ]
         if self.initial_cluster_token:
             args.append(f"--initial-cluster-token={self.initial_cluster_token}")
+        if skip_hash_check:  # a db copied from a data directory has no sha256 trailer
+            args.append("--skip-hash-check")
         return args
 
 

@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 from cryptography import x509
 
-from kuberevive.core import pki
+from kuberevive.core import etcdsafety, pki
 from kuberevive.core.kubeconfig import Kubeconfig, first_cluster_ca
 from kuberevive.core.manifests import ALL_COMPONENTS, components, manifest_flags, parse_manifest
 from kuberevive.core.redact import redact_url, redact_urls
@@ -217,6 +217,10 @@ class NodeSnapshot:
     """Directories the collector stopped reading (too many files)."""
     unreadable: Mapping[str, str] = field(default_factory=dict)
     """Other node files the collector could not read (``/etc/passwd``, a kubeconfig's CA file, ...) -> why."""
+    etcd_safety: tuple[etcdsafety.Problem, ...] | None = None
+    """The etcd safety preflight's problems (:func:`kuberevive.core.etcdsafety.preflight`); None: not run."""
+    etcd_safety_checked: str = ""
+    """What the preflight could check (the data directory; the live etcd when it answered)."""
 
     def content(self, path: PurePosixPath | str) -> bytes | None:
         info = self.files.get(PurePosixPath(path))
@@ -1601,6 +1605,32 @@ def _ca_candidates(snap: NodeSnapshot, cdir: PurePosixPath, role: str) -> list[C
     return found
 
 
+def _etcd_safety_findings(snap: NodeSnapshot, subject: PurePosixPath | str, out: _Out) -> None:
+    """The etcd safety preflight as findings (``recovery.etcd-*``): what restore-etcd, etcd-salvage and member
+    changes would refuse, with the fix and the guided salvage."""
+    if snap.etcd_safety is None:
+        return
+    for p in snap.etcd_safety:
+        out.add(
+            f"recovery.{p.id}",
+            Severity.ERROR if p.severity == etcdsafety.REFUSE else Severity.WARNING,
+            Area.RECOVERY,
+            subject,
+            p.message,
+            p.fix + (f"; guided salvage: {p.salvage}" if p.salvage else ""),
+            salvage=p.salvage,
+        )
+    if not snap.etcd_safety:
+        out.add(
+            "recovery.etcd-safety",
+            Severity.OK,
+            Area.RECOVERY,
+            subject,
+            f"etcd safety preflight passed ({snap.etcd_safety_checked})",
+            "",
+        )
+
+
 def _recovery_findings(
     snap: NodeSnapshot,
     role: str,
@@ -1644,6 +1674,7 @@ def _recovery_findings(
                 f"no etcd data in {etcd.data_dir} (no member/ directory): the cluster state is gone",
                 "restore an etcd snapshot (etcdutl snapshot restore) before recovering the control plane",
             )
+    _etcd_safety_findings(snap, etcd.data_dir if etcd is not None else "etcd", out)
     for path, what in ((KUBELET_CONFIG, "the kubelet's config.yaml"), (KUBEADM_FLAGS, "kubeadm-flags.env")):
         if snap.has(path):
             out.add("recovery.kubelet-file", Severity.OK, Area.RECOVERY, path, f"{what} survives")

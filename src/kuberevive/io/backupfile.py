@@ -12,12 +12,16 @@ Entry points for other commands::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import secrets
 import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, BinaryIO
 
 from kuberevive import PASSPHRASE_ENV as PASSPHRASE_ENV
 from kuberevive import logs
@@ -29,7 +33,6 @@ from kuberevive.errors import (
     BackupError,
     ConfigError,
     EtcdError,
-    ExistingFileError,
     KubeApiError,
     KubereviveError,
     NodeFsError,
@@ -37,6 +40,9 @@ from kuberevive.errors import (
 from kuberevive.io import nodefacts
 from kuberevive.io.noderoot import NodeRoot, WriteResult
 from kuberevive.model import paths
+
+if TYPE_CHECKING:
+    from kuberevive.io.etcd import EtcdClient
 
 BACKUP_SUFFIX = ".age"
 BACKUP_PREFIX = "kuberevive-backup-"
@@ -210,26 +216,73 @@ def fetch_kubeadm_config(root: NodeRoot) -> tuple[bytes | None, str]:
 
 
 def take_etcd_snapshot(root: NodeRoot) -> bytes:
-    """A snapshot from the node's local etcd, over mTLS with the healthcheck (or apiserver) client cert."""
-    from kuberevive.io.etcd import EtcdClient
+    """A snapshot from the node's local etcd in memory (small databases; :func:`spooled_etcd_snapshot` streams)."""
+    return _local_etcd(root).snapshot()
 
-    endpoint = "https://127.0.0.1:2379"
-    manifest = root.read(paths.ETCD_MANIFEST)
-    if manifest is not None:
-        try:
-            urls = manifest_flags(parse_manifest(manifest)).get("listen-client-urls", "")
-            endpoint = urls.split(",")[0] or endpoint
-        except ConfigError:
-            pass
-    ca = root.read(paths.ETCD_CA_CRT)
-    for base in (paths.ETCD_HEALTHCHECK_CLIENT, paths.APISERVER_ETCD_CLIENT):
-        cert, key = root.read(f"{base}.crt"), root.read(f"{base}.key")
-        if ca and cert and key:
-            return EtcdClient(endpoint, ca, cert, key, timeout=10.0).snapshot()
-    raise EtcdError(
-        "there is no etcd client certificate on this node (etcd/healthcheck-client or apiserver-etcd-client)",
-        "run backup create without --etcd-snapshot, or on a control-plane node with local etcd",
-    )
+
+@contextlib.contextmanager
+def spooled_etcd_snapshot(root: NodeRoot, directory: Path) -> Iterator[core.StreamedSnapshot]:
+    """Stream a snapshot of the node's etcd into a spool file in ``directory`` (0600, removed at the end), encrypted
+    with a key that never leaves memory (:class:`~kuberevive.core.agestream.AgeWriter` without header): the
+    snapshot is never whole in memory and no plaintext of it is ever written."""
+    from kuberevive.core.agestream import AgeReader, AgeWriter
+
+    client = _local_etcd(root)
+    key = secrets.token_bytes(16)
+    if not directory.exists():
+        directory.mkdir(mode=0o700, parents=True)
+    spool = directory / f".kuberevive-etcd-snapshot.kuberevive-tmp-{os.getpid()}"
+    try:
+        fd = os.open(spool, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise BackupError(
+            f"cannot write the snapshot spool {spool}: {exc.strerror}; nothing was written",
+            "check free space and permissions of the backup directory",
+        ) from exc
+    try:
+        with os.fdopen(fd, "wb") as fh, AgeWriter(fh, file_key=key) as w:
+            digest = client.snapshot_to(w)  # type: ignore[arg-type]
+        trailer = digest.finish()
+
+        def reopen() -> BinaryIO:
+            return AgeReader(spool.open("rb"), key, str(spool))  # type: ignore[return-value]
+
+        yield core.StreamedSnapshot(digest.size, digest.sha256, trailer, reopen)
+    finally:
+        spool.unlink(missing_ok=True)  # our own spool, made in this run
+
+
+@contextlib.contextmanager
+def snapshot_sink(root: NodeRoot, data_dir: PurePosixPath) -> Iterator[tuple[Path, BinaryIO]]:
+    """A file beside the etcd data directory (same disk, which holds etcd's data in plaintext anyway; mode 0600,
+    removed at the end) for the snapshot a backup carries, so ``etcdutl`` can read it without it ever being whole
+    in memory."""
+    parent = root.host_path(data_dir.parent)
+    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = parent / f".{data_dir.name}.kuberevive-snapshot-{os.getpid()}"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise BackupError(f"cannot write {path}: {exc.strerror}; nothing was changed", "check free space") from exc
+    try:
+        with os.fdopen(fd, "w+b") as fh:
+            yield path, fh
+    finally:
+        path.unlink(missing_ok=True)  # made in this run
+
+
+def _local_etcd(root: NodeRoot) -> EtcdClient:
+    """A client of the node's local etcd, over mTLS with the healthcheck (or apiserver) client cert."""
+    from kuberevive.io import etcdprobe
+
+    settings = etcdprobe.settings(root)
+    client = etcdprobe.client_for(root, settings.client_url if settings else "https://127.0.0.1:2379", timeout=10.0)
+    if client is None:
+        raise EtcdError(
+            "there is no etcd client certificate on this node (etcd/healthcheck-client or apiserver-etcd-client)",
+            "run backup create without --etcd-snapshot, or on a control-plane node with local etcd",
+        )
+    return client
 
 
 # --------------------------------------------------------------------------------- files
@@ -279,13 +332,22 @@ def out_target(out: str) -> tuple[Path, bool]:
 
 
 def write_backup(path: Path, ciphertext: bytes, *, force: bool = False, now: datetime | None = None) -> Path | None:
-    """Write the ciphertext atomically with mode 0600 (the parent directory is created 0700 if missing).
+    """:func:`write_backup_stream` of ciphertext in memory."""
+    return write_backup_stream(path, lambda fh: fh.write(ciphertext), force=force, now=now)
+
+
+def write_backup_stream(
+    path: Path, produce: Callable[[BinaryIO], object], *, force: bool = False, now: datetime | None = None
+) -> Path | None:
+    """Write what ``produce`` writes (the ciphertext, chunk by chunk) into a temporary file beside ``path``
+    (mode 0600, the parent directory created 0700 if missing), then link it into place: all or nothing.
 
     Nothing is ever replaced: an existing ``path`` (whatever it is) is refused, unless ``force``; then it is
     first moved aside to ``<path>.replaced-<UTC time>``, which is returned. A file that appears at ``path``
-    meanwhile is refused too (:meth:`NodeRoot.atomic_write` with ``replace=False``)."""
+    meanwhile is refused too (the link does not replace)."""
     target = path.absolute()
     aside = None
+    tmp = target.with_name(f".{target.name}.kuberevive-tmp-{os.getpid()}")
     try:
         if not target.parent.exists():
             target.parent.mkdir(mode=0o700, parents=True)
@@ -299,16 +361,31 @@ def write_backup(path: Path, ciphertext: bytes, *, force: bool = False, now: dat
             aside = target.with_name(f"{target.name}.replaced-{stamp}")
             if os.path.lexists(aside):
                 raise BackupError(f"{aside} already exists; nothing was written", "run again")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            produce(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if aside is not None:
             os.rename(target, aside)
-        NodeRoot(Path("/")).atomic_write(PurePosixPath(target), ciphertext, 0o600, replace=False)
-    except ExistingFileError as exc:
-        raise BackupError(
-            f"{path} appeared while the backup was written; nothing was written", "pass another --out"
-        ) from exc
+        try:
+            os.link(tmp, target)
+        except FileExistsError as exc:
+            raise BackupError(
+                f"{path} appeared while the backup was written; nothing was written", "pass another --out"
+            ) from exc
+        dfd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
     except OSError as exc:
         raise BackupError(
             f"cannot write {path}: {exc.strerror or exc}; nothing was written", "check free space and permissions"
         ) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # our own temporary file (linked into place, or abandoned)
     return aside
 
 
@@ -324,6 +401,44 @@ def read_backup_bytes(path: Path) -> bytes:
     if data is None:
         raise BackupError(f"the backup {path} does not exist", "check the path")
     return data
+
+
+def _open_input(path: Path) -> int:
+    """A descriptor of a regular input file, opened without blocking (no FIFO or device waited on)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError as exc:
+        raise BackupError(f"the backup {path} does not exist", "check the path") from exc
+    except OSError as exc:
+        raise BackupError(f"cannot read the backup {path}: {exc.strerror}", "check the path") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BackupError(
+            f"cannot read the backup {path}: it is not a regular file", "pass a backup file (see backup list)"
+        )
+    return fd
+
+
+def read_head(path: Path, size: int = 512) -> bytes:
+    """The first bytes of a backup or snapshot file (:func:`_open_input`)."""
+    fd = _open_input(path)
+    try:
+        return os.read(fd, size)
+    finally:
+        os.close(fd)
+
+
+def check_snapshot_file(path: Path, chunk: int = 1 << 20) -> int:
+    """Check a snapshot file's sha256 trailer reading it in chunks (never whole); returns its size."""
+    digest = core.SnapshotDigest()
+    fd = _open_input(path)
+    try:
+        while data := os.read(fd, chunk):
+            digest.update(data)
+    finally:
+        os.close(fd)
+    digest.finish()
+    return digest.size
 
 
 def open_backup(

@@ -16,8 +16,10 @@ import http.client
 import json
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
+from kuberevive.core.backup import SnapshotDigest
+from kuberevive.core.etcdsafety import Member, Status
 from kuberevive.core.redact import redact_url
 from kuberevive.errors import EtcdError
 from kuberevive.io.tls import client_context
@@ -32,12 +34,12 @@ class KeyValue:
     version: int
 
 
-@dataclass(frozen=True)
-class Member:
-    id: str
-    name: str
-    peer_urls: tuple[str, ...]
-    client_urls: tuple[str, ...]
+def member_id(value: object) -> str:
+    """An etcd member id as etcdctl prints it (hex); the JSON gateway sends uint64 as a decimal string."""
+    try:
+        return f"{int(str(value)):x}"
+    except ValueError:
+        return str(value)
 
 
 def _b64(data: bytes) -> str:
@@ -52,6 +54,9 @@ def prefix_end(prefix: bytes) -> bytes:
             b[i] += 1
             return bytes(b[: i + 1])
     return b"\x00"
+
+
+SNAPSHOT_READ_BYTES = 1 << 20
 
 
 class EtcdClient:
@@ -140,37 +145,93 @@ class EtcdClient:
         parsed = self._post("/v3/cluster/member/list", {})
         return [
             Member(
-                id=str(m.get("ID", "")),
+                id=member_id(m.get("ID", "")),
                 name=str(m.get("name", "")),
                 peer_urls=tuple(m.get("peerURLs") or ()),
                 client_urls=tuple(m.get("clientURLs") or ()),
+                is_learner=bool(m.get("isLearner")),
             )
             for m in parsed.get("members") or []
         ]
 
-    def snapshot(self, timeout: float = 300.0) -> bytes:
-        """A consistent snapshot (``Maintenance.Snapshot`` via ``POST /v3/maintenance/snapshot``), streamed.
+    def put(self, key: bytes, value: bytes) -> int:
+        """Write one key; returns the new revision (tests and benchmarks fill an etcd with it)."""
+        parsed = self._post("/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
+        return int((parsed.get("header") or {}).get("revision", 0))
 
-        Returns the bytes exactly as etcd streamed them: the bbolt db followed by the sha256 etcd appends
-        (``kuberevive.core.backup.split_snapshot`` checks it; ``etcdutl snapshot restore`` checks it too).
-        """
-        from kuberevive.core.backup import decode_snapshot_stream, split_snapshot
+    def alarms(self) -> list[tuple[str, str]]:
+        """(member id, alarm) of every raised alarm (``NOSPACE``, ``CORRUPT``)."""
+        parsed = self._post("/v3/maintenance/alarm", {"action": "GET"})
+        return [(member_id(a.get("memberID", "0")), str(a.get("alarm", ""))) for a in parsed.get("alarms") or []]
+
+    def safety_status(self) -> Status:
+        """:class:`Status` for the preflight: version, member id, database size, learner flag, alarms."""
+        st = self.status()
+        return Status(
+            endpoint=self.shown,
+            version=str(st.get("version", "")),
+            member_id=member_id((st.get("header") or {}).get("member_id", "0")),
+            db_size=int(st.get("dbSize", 0)),
+            db_size_in_use=int(st.get("dbSizeInUse", 0)),
+            is_learner=bool(st.get("isLearner")),
+            alarms=tuple(self.alarms()),
+        )
+
+    def compact(self, revision: int) -> None:
+        """Compact the key history up to ``revision`` (physically, so defragment can free the pages)."""
+        self._post("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+
+    def defragment(self, timeout: float = 600.0) -> None:
+        """Defragment this member (it is blocked meanwhile: one member at a time)."""
+        saved, self.timeout = self.timeout, timeout
+        try:
+            self._post("/v3/maintenance/defragment", {})
+        finally:
+            self.timeout = saved
+
+    def disarm(self, member: str, alarm: str) -> None:
+        """Deactivate one alarm of one member (``member`` in hex, as :func:`member_id`)."""
+        self._post("/v3/maintenance/alarm", {"action": "DEACTIVATE", "memberID": str(int(member, 16)), "alarm": alarm})
+
+    def revision(self) -> int:
+        status = self.status()
+        return int((status.get("header") or {}).get("revision", 0))
+
+    def snapshot_to(self, out: BinaryIO, timeout: float = 3600.0) -> SnapshotDigest:
+        """Stream a consistent snapshot (``Maintenance.Snapshot`` via ``POST /v3/maintenance/snapshot``) into
+        ``out`` chunk by chunk, never whole in memory; returns its size. What is written is exactly what etcd
+        streamed: the bbolt db followed by the sha256 etcd appends, which is checked on the way
+        (:class:`kuberevive.core.backup.SnapshotDigest`, returned: size, sha256, trailer)."""
+        from kuberevive.core.backup import SnapshotStreamDecoder
         from kuberevive.errors import BackupError
 
         conn = http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=timeout)
+        decoder, digest = SnapshotStreamDecoder(), SnapshotDigest()
         try:
             conn.request("POST", "/v3/maintenance/snapshot", body=b"{}", headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
-            body = resp.read()
+            if resp.status != 200:
+                raise EtcdError(f"etcd refused the snapshot: HTTP {resp.status}", "check etcd's log")
+            while chunk := resp.read(SNAPSHOT_READ_BYTES):
+                for blob in decoder.feed(chunk):
+                    digest.update(blob)
+                    out.write(blob)
+            for blob in decoder.close():
+                digest.update(blob)
+                out.write(blob)
+            digest.finish()
+        except BackupError as exc:
+            raise EtcdError(exc.message, exc.hint) from exc
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
             raise EtcdError(f"cannot take a snapshot from etcd at {self.shown}: {exc}", "check etcd") from exc
         finally:
             conn.close()
-        if resp.status != 200:
-            raise EtcdError(f"etcd refused the snapshot: HTTP {resp.status}", "check etcd's log")
-        try:
-            data = decode_snapshot_stream(body)
-            split_snapshot(data)
-        except BackupError as exc:
-            raise EtcdError(exc.message, exc.hint) from exc
-        return data
+        return digest
+
+    def snapshot(self, timeout: float = 300.0) -> bytes:
+        """A consistent snapshot in memory (small databases and tests; :meth:`snapshot_to` streams)."""
+        import io
+
+        buf = io.BytesIO()
+        self.snapshot_to(buf, timeout)
+        return buf.getvalue()

@@ -7,8 +7,14 @@ Steps (each undone if a later one fails before the new data directory is in plac
 2. keep the old data directory: rename it to ``<data-dir>.kuberevive-<UTC timestamp>`` (never deleted);
 3. ``etcdutl snapshot restore`` with the member name, initial cluster and peer URLs of the manifest, into a
    staging directory beside the data directory, then rename it into place (mode 0700). The snapshot is
-   handed to etcdutl through an anonymous in-memory file, so it is never written anywhere else;
+   handed to etcdutl as an open file descriptor (``/proc/self/fd/N``): a snapshot file is never copied or read
+   into memory (it may even be the old data directory's ``member/snap/db``, restored with
+   ``skip_hash_check``: the descriptor follows the file when the directory is moved aside);
 4. put the manifest back and wait until etcd answers ``/health`` over mTLS.
+
+Before step 1 the etcd safety preflight runs (:func:`kuberevive.core.etcdsafety.restore_preflight`): a restore
+that would split a multi-member cluster, put 3.5 data under an etcd 3.6 from an older 3.5 than 3.5.26, or restore
+a database over its quota is refused with its named reason, and nothing is changed.
 """
 
 from __future__ import annotations
@@ -16,16 +22,18 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from kuberevive.core.backup import EtcdMember, etcd_member
+from kuberevive.core import etcdsafety
+from kuberevive.core.backup import SHA256_SIZE, EtcdMember, etcd_member
 from kuberevive.core.manifests import manifest_flags, parse_manifest
 from kuberevive.errors import BackupError, EtcdError, KubereviveError
-from kuberevive.io import process
+from kuberevive.io import etcdprobe, process
 from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.kubeadm_yaml import node_dir_problem
@@ -79,15 +87,18 @@ def _running_etcd(crictl: str) -> list[str]:
 
 def restore_etcd(
     root: NodeRoot,
-    snapshot: bytes,
+    snapshot: bytes | Path,
     *,
+    skip_hash_check: bool = False,
     fallback_manifest: bytes | None = None,
     progress: Callable[[str], None] = lambda _s: None,
     stop_timeout: float = 120.0,
     health_timeout: float = 180.0,
     now: datetime | None = None,
 ) -> RestoreResult:
-    """Restore ``snapshot`` (bytes as etcd streamed them) as a new one-member etcd; see the module docstring."""
+    """Restore ``snapshot`` (bytes as etcd streamed them, or a snapshot file, streamed) as a new one-member etcd;
+    see the module docstring. ``skip_hash_check``: the snapshot is a db copied from a data directory (no sha256
+    trailer)."""
     start = time.monotonic()
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     etcdutl = find_tool("etcdutl")
@@ -102,6 +113,54 @@ def restore_etcd(
         manifest = fallback_manifest
     member = member_from_manifest(manifest, str(ETCD_MANIFEST))
     crictl = find_tool("crictl") if manifest_on_node else ""
+    snap_fd = _snapshot_fd(snapshot)
+    try:
+        return _restore(
+            root, snap_fd, member, manifest_on_node, crictl, etcdutl, stamp, start,
+            skip_hash_check=skip_hash_check, manifest=manifest, progress=progress, stop_timeout=stop_timeout,
+            health_timeout=health_timeout,
+        )  # fmt: skip
+    finally:
+        os.close(snap_fd)
+
+
+def _snapshot_fd(snapshot: bytes | Path) -> int:
+    """A read-only descriptor of the snapshot: the file itself, or an anonymous in-memory file for bytes."""
+    if isinstance(snapshot, bytes):
+        fd = os.memfd_create("kuberevive-etcd-snapshot")
+        with os.fdopen(os.dup(fd), "wb") as fh:
+            fh.write(snapshot)
+        return fd
+    try:
+        fd = os.open(snapshot, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise BackupError(f"cannot open the snapshot {snapshot}: {exc.strerror}", "check the path") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BackupError(f"the snapshot {snapshot} is not a regular file", "pass an etcd snapshot file")
+    return fd
+
+
+def _restore(
+    root: NodeRoot,
+    snap_fd: int,
+    member: EtcdMember,
+    manifest_on_node: bool,
+    crictl: str,
+    etcdutl: str,
+    stamp: str,
+    start: float,
+    *,
+    skip_hash_check: bool,
+    manifest: bytes,
+    progress: Callable[[str], None],
+    stop_timeout: float,
+    health_timeout: float,
+) -> RestoreResult:
+    size = os.fstat(snap_fd).st_size
+    facts = etcdprobe.facts(root, live=manifest_on_node, manifest=manifest, with_data=False)
+    problems = etcdsafety.restore_preflight(facts, size if skip_hash_check else size - SHA256_SIZE)
+    etcdsafety.refuse(problems, "restore-etcd")
     data_dir = root.node_path_of(root.host_path(member.data_dir))  # a symlinked data directory: its target
     staging_dir = data_dir.with_name(f"{data_dir.name}.kuberevive-restore-{stamp}")
     old = data_dir.with_name(f"{data_dir.name}.kuberevive-{stamp}")
@@ -136,7 +195,7 @@ def restore_etcd(
             steps.append(f"kept the old data directory as {root.host_path(old)}")
             progress(f"old data directory kept as {root.host_path(old)}")
         progress("etcdutl snapshot restore")
-        _etcdutl_restore(etcdutl, member, snapshot, staging)
+        _etcdutl_restore(etcdutl, member, snap_fd, staging, skip_hash_check)
         os.chmod(staging, 0o700)
         root.rename(staging_dir, data_dir)
         steps.append(f"restored the snapshot into {member.data_dir} (a new one-member cluster)")
@@ -168,16 +227,9 @@ def restore_etcd(
     return RestoreResult(member, old_node_path, manifest_on_node, healthy, time.monotonic() - start, steps)
 
 
-def _etcdutl_restore(etcdutl: str, member: EtcdMember, snapshot: bytes, target: Path) -> None:
-    fd = os.memfd_create("kuberevive-etcd-snapshot")  # inherited by etcdutl through pass_fds
-    try:
-        with os.fdopen(os.dup(fd), "wb") as fh:
-            fh.write(snapshot)
-        proc = process.run(
-            [etcdutl, *member.restore_args(f"/proc/self/fd/{fd}", str(target))], text=True, timeout=600, pass_fds=(fd,)
-        )
-    finally:
-        os.close(fd)
+def _etcdutl_restore(etcdutl: str, member: EtcdMember, fd: int, target: Path, skip_hash_check: bool) -> None:
+    args = member.restore_args(f"/proc/self/fd/{fd}", str(target), skip_hash_check=skip_hash_check)
+    proc = process.run([etcdutl, *args], text=True, timeout=3600, pass_fds=(fd,))  # inherited by etcdutl
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
         raise EtcdError(f"etcdutl snapshot restore failed: {last}", "check the snapshot with etcdutl snapshot status")

@@ -22,10 +22,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kuberevive.core import diagnose as d
+from kuberevive.core import etcdsafety
 from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.core.manifests import manifest_flags, parse_manifest
 from kuberevive.errors import CollectError, ConfigError, KubeApiError, KubereviveError, NodeFsError
-from kuberevive.io import nodefacts, process
+from kuberevive.io import etcdprobe, nodefacts, process
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot, file_kind
 from kuberevive.model import paths
@@ -190,6 +191,20 @@ def _scan_members(path: Path) -> tuple[list[d.EtcdMemberRecord], set[int]]:
     finally:
         os.close(fd)
     return found, removed
+
+
+def _etcd_safety(root: NodeRoot, *, live: bool) -> tuple[tuple[etcdsafety.Problem, ...] | None, str]:
+    """The etcd safety preflight of this node's etcd (none without an etcd manifest)."""
+    try:
+        facts = etcdprobe.facts(root, live=live)
+    except (KubereviveError, OSError, ValueError):
+        return None, ""
+    if facts.data_dir is None:
+        return None, ""
+    checked = ["the data directory"]
+    if facts.status is not None:
+        checked.append(f"the live etcd {facts.status.version} (alarms, quota, members)")
+    return tuple(etcdsafety.preflight(facts)), ", ".join(checked)
 
 
 def _images(root: NodeRoot, socket_path: str) -> tuple[tuple[str, ...] | None, str]:
@@ -411,6 +426,7 @@ def collect(
     except NodeFsError as exc:  # a loop or an unsearchable directory on the way: a finding, not an abort
         unreadable[str(data_dir)] = exc.message
         etcd = None
+    etcd_safety, etcd_checked = _etcd_safety(root, live=not offline)
     images: tuple[str, ...] | None = None
     images_note = "not checked (--offline)"
     addresses: tuple[str, ...] = ()
@@ -448,4 +464,6 @@ def collect(
         group=base.group,
         truncated=tuple(reader.truncated),
         unreadable=unreadable,
+        etcd_safety=etcd_safety,
+        etcd_safety_checked=etcd_checked,
     )

@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "restore_etcd",
         "restore etcd's data directory from a snapshot or a kuberevive backup (single control-plane node)",
     ),
+    "etcd-salvage": (
+        "etcd_salvage",
+        "guided salvage of this node's etcd (nospace: compact, defragment, disarm the NOSPACE alarm)",
+    ),
     "version": ("version", "print kuberevive's version (-o json: a document)"),
     "completion": ("completion", "print a bash or zsh completion script (static: works offline)"),
     "lab": ("lab", "a real two-node kubeadm cluster on this machine, for tests and demos"),
@@ -91,6 +95,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "kuberevive backup restore": (
         "kuberevive backup restore FILE --dry-run --passphrase-file /root/backup.pass",
         "kuberevive backup restore FILE --passphrase-file /root/backup.pass   # only the missing files",
+    ),
+    "kuberevive etcd-salvage": (
+        "kuberevive etcd-salvage nospace            # the plan: compact, defragment, disarm; changes nothing",
+        "kuberevive etcd-salvage nospace --apply    # do it",
     ),
     "kuberevive restore-etcd": (
         "kuberevive restore-etcd --snapshot /var/backups/etcd.db",

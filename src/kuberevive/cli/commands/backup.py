@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from kuberevive import __version__
 from kuberevive.cli.commands import summary
 from kuberevive.cli.env import Environment, ExitStatus, is_live_root
 from kuberevive.core import backup as core
+from kuberevive.core.agestream import AgeWriter
 from kuberevive.core.backup import BackupContents
 from kuberevive.errors import BackupError
 from kuberevive.io import backupfile
@@ -204,25 +207,33 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
     if not gaps.complete:
         warnings.append(f"this backup is incomplete: {gaps.summary()}")
     kubeadm_config, source = backupfile.fetch_kubeadm_config(root)
-    snapshot = None
-    if args.etcd_snapshot:
-        if not args.json:
-            env.progress("taking an etcd snapshot")
-        snapshot = backupfile.take_etcd_snapshot(root)
-    plaintext = core.build_archive(
-        files,
-        created=created,
-        node=node,
-        tool_version=__version__,
-        kubeadm_config=kubeadm_config,
-        kubeadm_config_source=source,
-        etcd_snapshot=snapshot,
-    )
-    signer = core.signing_key(files)
-    ciphertext = core.encrypt(plaintext, secret)
-    del plaintext
     target = backupfile.free_backup_name(out, node.node_name, created) if into_dir else out
-    moved_aside = backupfile.write_backup(target, ciphertext, force=args.force and not into_dir, now=created)
+    snapshot: core.StreamedSnapshot | None = None
+
+    def produce(fh: BinaryIO) -> None:
+        # tar -> gzip -> age, chunk by chunk into the file: the archive is never whole in memory
+        with AgeWriter(fh, passphrase=secret.passphrase, recipients=secret.recipients) as w:
+            core.write_archive(
+                w,  # type: ignore[arg-type]
+                files,
+                created=created,
+                node=node,
+                tool_version=__version__,
+                kubeadm_config=kubeadm_config,
+                kubeadm_config_source=source,
+                etcd_snapshot=snapshot,
+            )
+
+    signer = core.signing_key(files)
+    with contextlib.ExitStack() as stack:
+        if args.etcd_snapshot:
+            if not args.json:
+                env.progress("taking an etcd snapshot (streamed)")
+            snapshot = stack.enter_context(backupfile.spooled_etcd_snapshot(root, target.absolute().parent))
+        if args.etcd_snapshot and not args.json:
+            env.progress("writing the encrypted backup")
+        moved_aside = backupfile.write_backup_stream(target, produce, force=args.force and not into_dir, now=created)
+    size = target.stat().st_size
     pruned = (
         backupfile.prune_backups(target.parent, args.keep, node=backupfile.name_node(target.name)).removed
         if args.keep is not None
@@ -239,14 +250,14 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
         {
             "file": str(target),
             "created": rfc3339(created),
-            "bytes": len(ciphertext),
+            "bytes": size,
             "seconds": round(seconds, 2),
             "node": node.as_json(),
             "role": gaps.role,
             "files": len(files),
             "missing": [str(p) for p in gaps.missing],
             "kubeadm_config": source,
-            "etcd_snapshot_bytes": len(snapshot) if snapshot is not None else None,
+            "etcd_snapshot_bytes": snapshot.size if snapshot is not None else None,
             "encryption": "age recipient (X25519)" if secret.recipients else "age passphrase (scrypt)",
             "signed": signer is not None,
             "moved_aside_to": str(moved_aside) if moved_aside else None,
@@ -259,7 +270,7 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
     if args.json:
         env.json(result)
         return int(ExitStatus.OK)
-    env.out(f"wrote {target} ({len(ciphertext)} bytes, {result['encryption']}) in {seconds:.1f} s")
+    env.out(f"wrote {target} ({size} bytes, {result['encryption']}) in {seconds:.1f} s")
     if moved_aside:
         env.out(f"  the old {target.name} was moved aside to {moved_aside}")
     env.out(f"  node {node.node_name} ({node.hostname}; {', '.join(node.addresses) or 'no address found'})")
@@ -267,7 +278,7 @@ def run_create(args: argparse.Namespace, env: Environment) -> int:
     env.out(f"  kubeadm configuration: {source}")
     env.out("  manifest signed with pki/ca.key" if signer is not None else "  manifest not signed (no usable ca.key)")
     if snapshot is not None:
-        env.out(f"  etcd snapshot: {len(snapshot)} bytes, sha256 checked")
+        env.out(f"  etcd snapshot: {snapshot.size} bytes, sha256 checked")
     for b in pruned:
         env.out(f"  pruned {b.path}")
     return int(ExitStatus.OK)

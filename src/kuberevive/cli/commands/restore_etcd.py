@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import contextlib
+from pathlib import Path, PurePosixPath
 
 from kuberevive.cli.commands import summary
 from kuberevive.cli.commands.backup import add_authenticity_args, pinned_ca
 from kuberevive.cli.env import Environment, ExitStatus
 from kuberevive.core import backup as core
 from kuberevive.errors import BackupError
-from kuberevive.io import backupfile, etcdrestore
+from kuberevive.io import backupfile, etcdprobe, etcdrestore
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model import paths
 from kuberevive.model.document import RESTORE_ETCD, stamp
@@ -36,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="for a backup: use it even if this node's kubelet trusts another CA",
     )
+    p.add_argument(
+        "--skip-hash-check",
+        action="store_true",
+        help="the snapshot is a db copied from a data directory (e.g. /var/lib/etcd/member/snap/db of an etcd that "
+        "will not start): it has no sha256 trailer to check",
+    )
     add_authenticity_args(p, prefix="for a backup: ")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run, run_log="restore-etcd")
@@ -46,39 +53,60 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     if not root.prefix.is_dir():
         raise BackupError(f"the root directory {args.root} does not exist", "create it or pass another --root")
     pin = pinned_ca(args)
-    data = backupfile.read_backup_bytes(Path(args.snapshot))
-    fallback_manifest = None
+    snapshot_path = Path(args.snapshot)
+    head = backupfile.read_head(snapshot_path)
     warnings: list[str] = []
-    if core.is_age_file(data):
-        secret = backupfile.read_secret(env.environ, args.passphrase_file, (), args.identity)
-        contents = core.open_archive(data, secret, args.snapshot, allow_unauthenticated=args.allow_unauthenticated)
-        # the same ties to this cluster as backup restore: a forged snapshot would become the cluster's state
-        warnings = backupfile.check_same_cluster(
-            contents,
-            root,
-            args.allow_foreign_backup,
-            ca_cert_hash=pin,
-            allow_unauthenticated=args.allow_unauthenticated,
-        )
-        for warning in warnings:  # on stderr, and in the --json document
-            env.warning(warning)
-        if contents.etcd_snapshot is None:
-            raise BackupError(
-                f"the backup {args.snapshot} has no etcd snapshot",
-                "use a backup made with backup create --etcd-snapshot",
+    with contextlib.ExitStack() as stack:
+        fallback_manifest = None
+        snapshot: bytes | Path
+        if core.is_age_file(head):
+            secret = backupfile.read_secret(env.environ, args.passphrase_file, (), args.identity)
+            if head.startswith(core.AGE_MAGIC):  # binary age: decrypted and written out chunk by chunk
+                settings = etcdprobe.settings(root)
+                data_dir = settings.data_dir if settings else PurePosixPath(paths.ETCD_DATA_DIR)
+                sink_path, sink = stack.enter_context(backupfile.snapshot_sink(root, data_dir))
+                src = stack.enter_context(snapshot_path.open("rb"))
+                contents = core.open_archive_stream(
+                    src, secret, args.snapshot, snapshot_sink=sink, allow_unauthenticated=args.allow_unauthenticated
+                )
+                sink.flush()
+                has_snapshot = contents.etcd_snapshot_streamed is not None
+                snapshot = sink_path
+            else:  # armored (made elsewhere): read in memory
+                data = backupfile.read_backup_bytes(snapshot_path)
+                contents = core.open_archive(
+                    data, secret, args.snapshot, allow_unauthenticated=args.allow_unauthenticated
+                )
+                has_snapshot = contents.etcd_snapshot is not None
+                snapshot = contents.etcd_snapshot or b""
+            # the same ties to this cluster as backup restore: a forged snapshot would become the cluster's state
+            warnings = backupfile.check_same_cluster(
+                contents,
+                root,
+                args.allow_foreign_backup,
+                ca_cert_hash=pin,
+                allow_unauthenticated=args.allow_unauthenticated,
             )
-        snapshot = contents.etcd_snapshot
-        manifest = contents.files.get(paths.ETCD_MANIFEST)
-        fallback_manifest = manifest.content if manifest else None
-    else:
-        core.split_snapshot(data)  # refuse a truncated or corrupt snapshot before stopping anything
-        snapshot = data
-    result = etcdrestore.restore_etcd(
-        root,
-        snapshot,
-        fallback_manifest=fallback_manifest,
-        progress=env.progress,  # stderr: --json stays clean
-    )
+            for warning in warnings:  # on stderr, and in the --json document
+                env.warning(warning)
+            if not has_snapshot:
+                raise BackupError(
+                    f"the backup {args.snapshot} has no etcd snapshot",
+                    "use a backup made with backup create --etcd-snapshot",
+                )
+            manifest = contents.files.get(paths.ETCD_MANIFEST)
+            fallback_manifest = manifest.content if manifest else None
+        else:
+            if not args.skip_hash_check:
+                backupfile.check_snapshot_file(snapshot_path)  # a truncated or corrupt snapshot: before stopping
+            snapshot = snapshot_path  # streamed to etcdutl, never read into memory
+        result = etcdrestore.restore_etcd(
+            root,
+            snapshot,
+            skip_hash_check=args.skip_hash_check,
+            fallback_manifest=fallback_manifest,
+            progress=env.progress,  # stderr: --json stays clean
+        )
     if args.json:
         env.json(
             stamp(
