@@ -377,3 +377,17 @@ class SshHost:
             return parse_crictl_ps(r.stdout, name)
         except ValueError as exc:
             raise TransportError(f"{self.name}: {exc}", "check the crictl version on the node") from exc
+
+    def stop_containers(self, name: str, cri_socket: str | None = None) -> int:
+        """Stop the running containers called ``name`` (the kubelet starts them again from their static Pod, reading
+        their files anew), as :meth:`LocalHost.stop_containers` does; how many were stopped."""
+        ids = [c.id for c in self.containers(name)]
+        argv = ["crictl"] + (["--runtime-endpoint", cri_socket] if cri_socket else [])
+        for cid in ids:
+            r = self.transport.run([*argv, "stop", cid], timeout=UNIT_TIMEOUT)
+            if not r.ok:
+                raise TransportError(
+                    f"{self.name}: 'crictl stop {cid}' ({name}) failed: {_why(r)}",
+                    "check the container runtime on the node, then run again",
+                )
+        return len(ids)

@@ -84,9 +84,13 @@ STEP_TITLES = {
     "kubelet-restart": "restart the kubelet (its containers keep running)",
     "leaves": "renew the leaf certificates",
     "kubeconfigs": "renew the kubeconfigs' client certificates",
+    "peer-certificates": "other control-plane nodes over SSH: renew their leaves, kubeconfigs and kubelet client "
+    "certificate with their own SANs (no restart yet)",
     "restart-control-plane": "restart the control-plane containers through the kubelet",
     "api-ready": "wait for the API server (/readyz) with the renewed admin.conf",
     "node-ready": "wait for this node to be Ready",
+    "peer-restarts": "other control-plane nodes one at a time: restart their control-plane containers and kubelet, "
+    "wait for that node's API server, etcd member and Node",
     "other-kubelets": "other nodes over SSH: renew the kubelet's client certificate, restart the kubelet, wait Ready",
 }
 
@@ -121,7 +125,7 @@ def _node_objects(root: NodeRoot) -> list[dict[str, Any]]:
     return list(api.get("/api/v1/nodes").get("items") or [])
 
 
-def _read_kubelet_files(host: Host) -> dict[PurePosixPath, d.FileInfo]:
+def read_kubelet_files(host: Host) -> dict[PurePosixPath, d.FileInfo]:
     """The kubelet's kubelet.conf and certificates on a node, as diagnose's snapshot holds them."""
     files: dict[PurePosixPath, d.FileInfo] = {}
 
@@ -184,7 +188,7 @@ def other_node_items(
     ca, ca_key = _pki_ca(node)
 
     def one(n: InventoryNode, t: Transport) -> list[certs.CertItem]:
-        files = _read_kubelet_files(SshHost(t, n.name))
+        files = read_kubelet_files(SshHost(t, n.name))
         snap = d.NodeSnapshot(root=n.name, now=report.now, hostname=n.name, files=files)
         return certs.kubelet_items(snap, ca, ca_key, n.name, report.now, report.warning_days, other_node=n.name)
 
@@ -244,7 +248,7 @@ def stored_validity(root: str, config_file: str | None, cfg: KubeadmConfig) -> t
 def steps_for(targets: list[str], live: bool, all_nodes: bool = False) -> list[str]:
     """The step ids the targets need (``live``: the node's own root, so restarts and waits apply; ``all_nodes``:
     the other nodes' kubelets too, last, once the API answers)."""
-    kinds = {name: _group(name) for name in targets}
+    kinds = {name: group_of(name) for name in targets}
     steps: list[str] = []
     if certs.KUBELET_CLIENT in targets:
         steps += ["kubelet-client"] + (["kubelet-restart"] if live else [])
@@ -252,6 +256,9 @@ def steps_for(targets: list[str], live: bool, all_nodes: bool = False) -> list[s
         steps.append("leaves")
     if certs.Group.KUBECONFIG in kinds.values():
         steps.append("kubeconfigs")
+    if live and all_nodes:
+        steps.append("peer-certificates")  # before this node restarts: with every certificate expired, etcd's
+        # members need each other's new certificates to have a quorum again
     if live and any(set(files) & set(targets) for files in COMPONENT_FILES.values()):
         steps.append("restart-control-plane")
     if live and targets:
@@ -259,11 +266,11 @@ def steps_for(targets: list[str], live: bool, all_nodes: bool = False) -> list[s
     if live and certs.KUBELET_CLIENT in targets:
         steps.append("node-ready")
     if live and all_nodes:
-        steps += ([] if "api-ready" in steps else ["api-ready"]) + ["other-kubelets"]
+        steps += ([] if "api-ready" in steps else ["api-ready"]) + ["peer-restarts", "other-kubelets"]
     return steps
 
 
-def _group(name: str) -> certs.Group:
+def group_of(name: str) -> certs.Group:
     if name == certs.KUBELET_CLIENT:
         return certs.Group.KUBELET
     if name in (ADMIN_CONF, SUPER_ADMIN_CONF, CONTROLLER_MANAGER_CONF, SCHEDULER_CONF):
@@ -494,7 +501,7 @@ class RenewExecutor:
             pki_files, now = self._pki(), self._now()
             out: list[Artifact] = []
             for name in self.targets:
-                if _group(name) is certs.Group.CERTIFICATE:
+                if group_of(name) is certs.Group.CERTIFICATE:
                     out += certs.renew_leaf(name, self.cfg, pki_files, now)
             return out
 
@@ -505,7 +512,7 @@ class RenewExecutor:
             pki_files, now = self._pki(), self._now()
             out: list[Artifact] = []
             for name in self.targets:
-                if _group(name) is certs.Group.KUBECONFIG:
+                if group_of(name) is certs.Group.KUBECONFIG:
                     path = paths.KUBERNETES_DIR / name
                     data = self.node.read(path)
                     if data is None:
@@ -535,6 +542,16 @@ class RenewExecutor:
 
     def step_other_kubelets(self) -> None:
         other_kubelets(self)
+
+    def step_peer_certificates(self) -> None:
+        from kuberevive.run import renewha  # it builds on this module
+
+        renewha.step_peer_certificates(self)
+
+    def step_peer_restarts(self) -> None:
+        from kuberevive.run import renewha
+
+        renewha.step_peer_restarts(self)
 
     def step_node_ready(self) -> None:
         api = self._api()
@@ -567,9 +584,11 @@ RENEW_STEPS: dict[str, Callable[[RenewExecutor], None]] = {
     "kubelet-restart": RenewExecutor.step_kubelet_restart,
     "leaves": RenewExecutor.step_leaves,
     "kubeconfigs": RenewExecutor.step_kubeconfigs,
+    "peer-certificates": RenewExecutor.step_peer_certificates,
     "restart-control-plane": RenewExecutor.step_restart_control_plane,
     "api-ready": RenewExecutor.step_api_ready,
     "node-ready": RenewExecutor.step_node_ready,
+    "peer-restarts": RenewExecutor.step_peer_restarts,
     "other-kubelets": RenewExecutor.step_other_kubelets,
 }
 check_table(RENEW_STEPS, tuple(STEP_TITLES), "kuberevive.run.renew")
@@ -587,7 +606,13 @@ def other_kubelets(ex: RenewExecutor) -> None:
         )
     journal, me = ex.journal, ex.journal.node_name
     inventory = node_inventory(ex.node, options)
-    nodes = [n for n in inventory.nodes if n.name != me and journal.other_nodes.get(n.name, {}).get("state") != "done"]
+    nodes = [
+        n
+        for n in inventory.nodes
+        if n.name != me
+        and not n.is_control_plane  # the other control-plane nodes: peer-certificates and peer-restarts
+        and journal.other_nodes.get(n.name, {}).get("state") != "done"
+    ]
     pki_files = ex._pki()
     ca, _key = _pki_ca(ex.node)
     lock = threading.Lock()  # the nodes run in threads; the journal is one file
@@ -605,7 +630,7 @@ def other_kubelets(ex: RenewExecutor) -> None:
             arts = journal.artifacts(key) if started else None
         now = datetime.now(UTC)
         if not started:  # look at the node first; after a kill, what was decided and recorded is carried out
-            files = _read_kubelet_files(host)
+            files = read_kubelet_files(host)
             snap = d.NodeSnapshot(root=n.name, now=now, hostname=n.name, files=files)
             items = certs.kubelet_items(snap, ca, True, n.name, now, journal.warning_days, other_node=n.name)
             todo = certs.node_renewal(n.name, items, journal.everything)
@@ -629,7 +654,7 @@ def other_kubelets(ex: RenewExecutor) -> None:
             record(n.name, state="started", new_serving=todo.new_serving)
         else:
             notes = []
-        out = notes + _put_kubelet_files(host, n.name, arts or [])
+        out = notes + put_kubelet_files(host, n.name, arts or [])
         if journal.other_nodes[n.name].get("new_serving"):
             for p in (paths.KUBELET_SERVING_CERT, paths.KUBELET_SERVING_CERT.with_suffix(".key")):
                 aside = host.move_aside(p)
@@ -693,7 +718,7 @@ def _kubelet_confs_to_copy(ex: RenewExecutor, names: list[str]) -> list[Artifact
     return arts
 
 
-def _put_kubelet_files(host: Host, name: str, arts: list[Artifact]) -> list[str]:
+def put_kubelet_files(host: Host, name: str, arts: list[Artifact]) -> list[str]:
     """Write the new client pem, point ``kubelet-client-current.pem`` at it (the old link moved aside) and write
     the rest (kubelet.conf; the old one moved aside). Each part is a no-op when done already."""
     if not arts:
