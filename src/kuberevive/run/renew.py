@@ -163,11 +163,16 @@ def node_inventory(node: NodeRoot, options: RetrustOptions) -> Inventory:
 
 
 def check_other_nodes(
-    report: certs.CertsReport, root: str, options: RetrustOptions, progress: Progress
+    report: certs.CertsReport,
+    root: str,
+    options: RetrustOptions,
+    progress: Progress,
+    cfg: KubeadmConfig | None = None,
 ) -> certs.CertsReport:
     """``report`` plus the kubelet certificates of every other node, read over SSH (the inventory, or the
-    cluster's Node objects through admin.conf); a node that cannot be read is an ``invalid`` item."""
-    return certs.with_items(report, other_node_items(report, root, options, progress))
+    cluster's Node objects through admin.conf), and with ``cfg`` every certificate of each other control-plane node;
+    a node that cannot be read is an ``invalid`` item."""
+    return certs.with_items(report, other_node_items(report, root, options, progress, cfg))
 
 
 def _pki_ca(node: NodeRoot) -> tuple[x509.Certificate | None, bool]:
@@ -179,15 +184,25 @@ def _pki_ca(node: NodeRoot) -> tuple[x509.Certificate | None, bool]:
 
 
 def other_node_items(
-    report: certs.CertsReport, root: str, options: RetrustOptions, progress: Progress
+    report: certs.CertsReport,
+    root: str,
+    options: RetrustOptions,
+    progress: Progress,
+    cfg: KubeadmConfig | None = None,
 ) -> list[certs.CertItem]:
-    """The kubelet items of every other node (:func:`check_other_nodes`)."""
+    """The kubelet items of every other node, every item of each other control-plane node (with ``cfg``: its
+    pki, kubeconfigs and kubelet, checked as this node's; :func:`check_other_nodes`)."""
+    from kuberevive.run import renewha  # it builds on this module
+
     node = NodeRoot(Path(root))
     inventory = node_inventory(node, options)
     others = [n for n in inventory.nodes if n.name != report.node_name]
     ca, ca_key = _pki_ca(node)
 
     def one(n: InventoryNode, t: Transport) -> list[certs.CertItem]:
+        if cfg is not None and n.is_control_plane:
+            peer = renewha.read_peer(SshHost(t, n.name), n.name, cfg)
+            return renewha.peer_items(peer, report.now, report.warning_days, report.config_source)
         files = read_kubelet_files(SshHost(t, n.name))
         snap = d.NodeSnapshot(root=n.name, now=report.now, hostname=n.name, files=files)
         return certs.kubelet_items(snap, ca, ca_key, n.name, report.now, report.warning_days, other_node=n.name)
@@ -204,12 +219,17 @@ def other_node_items(
 
 
 def plan_other_kubelets(
-    report: certs.CertsReport, root: str, options: RetrustOptions, everything: bool, progress: Progress
+    report: certs.CertsReport,
+    root: str,
+    options: RetrustOptions,
+    everything: bool,
+    progress: Progress,
+    cfg: KubeadmConfig | None = None,
 ) -> tuple[list[certs.NodeRenewal] | None, str]:
     """What ``--all-nodes`` would do on each other node, read now over SSH; None (and why) when the node list
     cannot be read yet (no ``--inventory`` and the API does not answer: it is read again once the API is back)."""
     try:
-        items = other_node_items(report, root, options, progress)
+        items = other_node_items(report, root, options, progress, cfg)
     except PlanError as exc:
         if options.inventory is not None:
             raise
@@ -376,7 +396,7 @@ def plan(
     items = certs.renewal_targets(report, everything)
     nodes, note = (None, "")
     if options is not None:
-        nodes, note = plan_other_kubelets(report, root, options, everything, progress)
+        nodes, note = plan_other_kubelets(report, root, options, everything, progress, cfg)
     result = RenewResult(
         targets=[_target_json(i) for i in items],
         steps=[],
