@@ -676,10 +676,7 @@ def other_kubelets(ex: RenewExecutor) -> None:
             notes = []
         out = notes + put_kubelet_files(host, n.name, arts or [])
         if journal.other_nodes[n.name].get("new_serving"):
-            for p in (paths.KUBELET_SERVING_CERT, paths.KUBELET_SERVING_CERT.with_suffix(".key")):
-                aside = host.move_aside(p)
-                if aside is not None:
-                    out.append(f"{n.name}: {p} moved aside to {aside} (the kubelet makes a new one)")
+            out += move_aside_serving(host, n.name)
         since = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
         host.restart_unit("kubelet")
         api = ex._api()
@@ -736,6 +733,16 @@ def _kubelet_confs_to_copy(ex: RenewExecutor, names: list[str]) -> list[Artifact
     if arts:
         ex._write(arts)
     return arts
+
+
+def move_aside_serving(host: Host, name: str) -> list[str]:
+    """Move aside the kubelet's self-signed serving certificate and key: it makes new ones when it starts."""
+    out = []
+    for p in (paths.KUBELET_SERVING_CERT, paths.KUBELET_SERVING_CERT.with_suffix(".key")):
+        aside = host.move_aside(p)
+        if aside is not None:
+            out.append(f"{name}: {p} moved aside to {aside} (the kubelet makes a new one)")
+    return out
 
 
 def put_kubelet_files(host: Host, name: str, arts: list[Artifact]) -> list[str]:

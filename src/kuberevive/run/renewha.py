@@ -144,6 +144,8 @@ class PeerRenewal:
     files: list[Artifact]
     components: list[str]
     names: list[str]
+    new_serving: bool
+    """The kubelet's expiring self-signed serving certificate is moved aside before its restart."""
 
 
 def peer_renewal(peer: Peer, everything: bool, now: datetime, warning_days: int, stamp: str) -> PeerRenewal:
@@ -165,7 +167,9 @@ def peer_renewal(peer: Peer, everything: bool, now: datetime, warning_days: int,
         else:
             files += certs.renew_leaf(name, peer.cfg, content, now)
     components = [c for c, names in renew.COMPONENT_FILES.items() if set(names) & set(targets)]
-    return PeerRenewal(kubelet, files, components, targets)
+    kubelet_items = [i for i in report.items if i.group is certs.Group.KUBELET]
+    new_serving = certs.node_renewal(peer.name, kubelet_items, everything).new_serving
+    return PeerRenewal(kubelet, files, components, targets, new_serving)
 
 
 def discover(ex: renew.RenewExecutor, options: RetrustOptions) -> tuple[list[InventoryNode], str]:
@@ -236,6 +240,7 @@ def _write_peer(ex: renew.RenewExecutor, lock: threading.Lock, n: InventoryNode,
                 state="started",
                 components=todo.components,
                 kubelet=bool(kubelet),
+                new_serving=todo.new_serving,
                 api=f"{peer.endpoints.api_host}:{peer.endpoints.api_port}",
                 etcd=peer.endpoints.etcd_client_url,
             )
@@ -335,11 +340,13 @@ def _restart_peer(ex: renew.RenewExecutor, lock: threading.Lock, n: InventoryNod
     if entry.get("state") in ("pending", "started"):  # found only now (the API was down before), or killed mid-way
         out += _write_peer(ex, lock, n, host)
     components = list(entry.get("components") or [])
-    if not components and not entry.get("kubelet"):
+    if not components and not entry.get("kubelet") and not entry.get("new_serving"):
         with lock:
             entry["state"] = "done"
             ex.journal.save()
         return [*out, f"{n.name}: nothing renewed, nothing restarted"]
+    if entry.get("new_serving"):
+        out += renew.move_aside_serving(host, n.name)
     stopped = [f"{c} ({host.stop_containers(c)})" for c in components]
     since = ex._now().replace(microsecond=0) - timedelta(seconds=1)
     host.restart_unit("kubelet")
