@@ -343,6 +343,134 @@ def test_a_peers_files_are_read_over_real_ssh_and_a_missing_one_is_none(ha_lab: 
     assert files["ca.crt"] == ha_on_node("cp1", "cat", str(pki / "ca.crt")).stdout.encode()
 
 
+# certs renew --apply --all-nodes on the HA lab (issue 14): every leaf, kubeconfig and kubelet client certificate of
+# cp1, cp2 and cp3 counted as expiring (--expiry-warning-days 400: kubeadm's leaves are valid one year), renewed with
+# each node's own SANs, the control planes restarted one node at a time; an API probe through the load balancer
+# every 100 ms, a Service probe every 100 ms from every node; no workload pod restarted.
+
+STATIC = {f"{c}-{cp}" for c in COMPONENTS for cp in CPS}
+RENEWED_GROUPS = ("certificate", "kubeconfig")
+
+
+def _certs_by_node(on_node: OnNode, ssh: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """``certs check --all-nodes --json`` on cp1: node -> item name -> item (cp1's own items under "cp1")."""
+    argv = ["kuberevive", "certs", "check", "--all-nodes", "--json"]
+    argv += ["--ssh-key", str(ssh / "id_ed25519"), "--known-hosts", str(ssh / "known_hosts")]
+    data = json.loads(on_node("cp1", *argv, check=False, timeout=300).stdout)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for item in data["items"]:
+        out.setdefault(item["node"] or "cp1", {})[item["name"]] = item
+    return out
+
+
+def _serving_serial(on_node: OnNode, address: str) -> str:
+    """The serial (hex, lower case) of the certificate the API server at ``address``:6443 serves now."""
+    script = f"openssl s_client -connect {address}:6443 </dev/null 2>/dev/null | openssl x509 -noout -serial"
+    return on_node("cp1", "sh", "-c", script).stdout.strip().removeprefix("serial=").lower().lstrip("0")
+
+
+def _workload_pods(on_node: OnNode) -> dict[str, tuple[str, dict[str, tuple[str, int]]]]:
+    """Every pod but the control planes' static pods (which the renewal restarts): UID, container IDs, restarts."""
+    items = json.loads(on_node("cp1", "kubectl", "get", "pods", "-A", "-o", "json").stdout)["items"]
+    out = {}
+    for p in items:
+        if p["metadata"]["namespace"] == "kube-system" and p["metadata"]["name"] in STATIC:
+            continue
+        containers = {
+            s["name"]: (s.get("containerID", ""), int(s.get("restartCount", 0)))
+            for s in p["status"].get("containerStatuses", [])
+        }
+        out[f"{p['metadata']['namespace']}/{p['metadata']['name']}"] = (p["metadata"]["uid"], containers)
+    return out
+
+
+def test_certs_renew_all_nodes_renews_every_master_one_at_a_time_with_the_api_up(
+    ha_lab: Lab, ha_on_node: OnNode, tmp_path: Path
+) -> None:
+    on_node = ha_on_node
+    _wait_all_ready(ha_lab)
+    ssh = ha_lab.cfg.ssh_dir
+    before = _certs_by_node(on_node, ssh)
+    assert sorted(before) == sorted(NODES)
+    for cp in CPS:  # every control-plane node is read whole (kubeadm's rows), not as a worker
+        assert {"apiserver", "etcd-server", "etcd-peer", "admin.conf", "ca", "kubelet-client"} <= set(before[cp]), cp
+    assert set(before["worker1"]) == {"kubelet-client", "kubelet-serving"}
+    pods_before = _workload_pods(on_node)
+    members_before = _members(on_node)
+    token = on_node("cp1", "kubectl", "create", "token", "apicaller", "-n", "krlab", "--duration", "2h").stdout
+    ca = on_node("cp1", "cat", "/etc/kubernetes/pki/ca.crt").stdout.encode()
+    argv = ["kuberevive", "certs", "renew", "--apply", "--all-nodes", "--expiry-warning-days", "400", "--json"]
+    argv += ["--ssh-key", str(ssh / "id_ed25519"), "--known-hosts", str(ssh / "known_hosts")]
+
+    probes_started = time.time()
+    with (
+        ServiceProbe(ha_lab, tmp_path / "service") as service,
+        ApiProbe(ha_lab, tmp_path / "api", token.strip(), ca, nodes=["worker1"]) as api,
+    ):
+        service.wait_for_answers(10)
+        api.wait_for_answers(10)
+        started = time.time()
+        run = on_node("cp1", *argv, check=False, timeout=1500)
+        took = time.time() - started
+        window = (started - probes_started, started + took - probes_started)
+        print(f"certs renew --apply --all-nodes took {took:.1f} s\n{run.stderr[-6000:]}")
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        _wait_all_ready(ha_lab)
+        service.wait_for_answers(20)
+        api.wait_for_answers(20)
+    result = json.loads(run.stdout)
+    assert result["applied"] == [
+        "kubelet-client",
+        "kubelet-restart",
+        "leaves",
+        "kubeconfigs",
+        "peer-certificates",
+        "restart-control-plane",
+        "api-ready",
+        "node-ready",
+        "peer-restarts",
+        "other-kubelets",
+    ]
+    # one control plane at a time: cp2 stopped, then healthy, and only then cp3 stopped
+    messages = result["messages"]
+
+    def at(prefix: str) -> int:
+        return next(i for i, m in enumerate(messages) if m.startswith(prefix))
+
+    assert at("cp2: stopped") < at("cp2: API server ready") < at("cp3: stopped") < at("cp3: API server ready")
+
+    after = _certs_by_node(on_node, ssh)
+    for cp in CPS:
+        renewed = [n for n, i in before[cp].items() if i["group"] in RENEWED_GROUPS and i["status"] != "missing"]
+        assert len(renewed) >= 10, (cp, renewed)
+        for name in [*renewed, "kubelet-client"]:
+            old, new = before[cp][name], after[cp][name]
+            assert new["serial"] != old["serial"] and new["status"] == "ok" and new["signer_verified"], (cp, name)
+        # the node's own name and address, not cp1's, in its serving certificates (kept: every old SAN)
+        assert after[cp]["apiserver"]["subject"] == "kube-apiserver"
+        # the running API server serves the renewed certificate
+        assert _serving_serial(on_node, ha_lab.cfg.node(cp).ip) == after[cp]["apiserver"]["serial"].lstrip("0"), cp
+    assert after["worker1"]["kubelet-client"]["serial"] != before["worker1"]["kubelet-client"]["serial"]
+    for cp in ("cp2", "cp3"):  # each SAN set is the node's own: cp1's address is not in cp2's certificates
+        sans = on_node(
+            cp, "openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", "/etc/kubernetes/pki/etcd/server.crt"
+        )
+        assert ha_lab.cfg.node(cp).ip in sans.stdout and ha_lab.cfg.node("cp1").ip not in sans.stdout, sans.stdout
+    # etcd: the same three members, all healthy
+    assert sorted(_members(on_node)) == sorted(members_before)
+    health = json.loads(on_node("cp1", *ETCDCTL, "endpoint", "health", "--cluster", "-w", "json").stdout)
+    assert len(health) == 3 and all(h["health"] for h in health), health
+    # no workload pod restarted or re-created
+    assert _workload_pods(on_node) == pods_before
+    print("Service probes:", {node: (r.ok, r.failed) for node, r in service.results.items()})
+    for node, r in service.results.items():
+        assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
+    (through_lb,) = api.results.values()
+    during = [f for f in through_lb.failures if window[0] <= f[0] <= window[1]]
+    print(f"API probe through the load balancer: {through_lb.as_dict()}; window {window}")
+    assert through_lb.ok > 0 and during == []
+
+
 def test_down_through_the_cli_leaves_nothing(ha_lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     """Last: ``lab down`` without a topology finds the HA lab's nodes and load balancer and removes them all."""
     if os.environ.get("KUBEREVIVE_LAB_KEEP") == "1":
