@@ -368,7 +368,7 @@ def step_peer_restarts(ex: renew.RenewExecutor) -> None:
     todo = [n for n in journal_peers(ex) if ex.journal.other_nodes[n.name].get("state") != "done"]
     if not todo:
         return
-    took = wait_healthy(ex, ex.journal.node_name, api_at(ex, _host_port(local_api_url(ex.cfg))), None)
+    took = wait_healthy(ex, ex.journal.node_name, api_at(ex, host_port(local_api_url(ex.cfg))), None)
     ex.progress(f"      this node's API server and etcd member are healthy ({took:.0f} s)")
     ex.progress(f"      {len(todo)} other control-plane node(s), one at a time")
 
@@ -378,6 +378,6 @@ def step_peer_restarts(ex: renew.RenewExecutor) -> None:
     _on_peers(ex, options, todo, one, parallel=False)
 
 
-def _host_port(url: str) -> str:
+def host_port(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.hostname}:{parts.port or 443}"
