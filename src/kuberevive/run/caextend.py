@@ -282,6 +282,8 @@ class _Executor(renew.RenewExecutor):
         failed = []
         if peers:
             failed = self._peers(peers)
+            if not failed:  # a peer's API server that still held the old CA may have put it back meanwhile
+                self.step_cluster_objects()
         if not failed:
             results = run_on_nodes(
                 workers,
