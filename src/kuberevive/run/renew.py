@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -125,28 +125,31 @@ def _node_objects(root: NodeRoot) -> list[dict[str, Any]]:
     return list(api.get("/api/v1/nodes").get("items") or [])
 
 
-def read_kubelet_files(host: Host) -> dict[PurePosixPath, d.FileInfo]:
-    """The kubelet's kubelet.conf and certificates on a node, as diagnose's snapshot holds them."""
-    files: dict[PurePosixPath, d.FileInfo] = {}
+def read_files(host: Host, wanted: Sequence[PurePosixPath]) -> dict[PurePosixPath, d.FileInfo]:
+    """The files among ``wanted`` that exist on ``host``, as diagnose's snapshot holds them (one command over SSH)."""
+    got = (
+        host.read_many(wanted)
+        if isinstance(host, SshHost)
+        else {p: b for p in wanted if (b := host.read(p)) is not None}
+    )
+    return {p: d.FileInfo(p, "file", 0o600, 0, 0, len(data), data) for p, data in got.items()}
 
-    def read(path: PurePosixPath) -> bytes | None:
-        data = host.read(path)
-        if data is not None:
-            files[path] = d.FileInfo(path, "file", 0o600, 0, 0, len(data), data)
-        return data
 
-    conf = read(paths.KUBELET_CONF)
-    wanted = {paths.KUBELET_CLIENT_CURRENT, paths.KUBELET_SERVING_CURRENT, paths.KUBELET_SERVING_CERT}
-    wanted.add(paths.KUBELET_SERVING_CERT.with_suffix(".key"))
-    if conf is not None:
+def read_kubelet_files(host: Host, extra: Sequence[PurePosixPath] = ()) -> dict[PurePosixPath, d.FileInfo]:
+    """The kubelet's kubelet.conf and certificates on a node (and ``extra``), as diagnose's snapshot holds them."""
+    wanted = {paths.KUBELET_CONF, paths.KUBELET_CLIENT_CURRENT, paths.KUBELET_SERVING_CURRENT}
+    wanted |= {paths.KUBELET_SERVING_CERT, paths.KUBELET_SERVING_CERT.with_suffix(".key")}
+    files = read_files(host, [*sorted(wanted), *extra])
+    conf = files.get(paths.KUBELET_CONF)
+    named: set[PurePosixPath] = set()
+    if conf is not None and conf.content is not None:
         try:
-            _cluster, user = Kubeconfig.from_yaml(conf).current()
-            wanted |= {PurePosixPath(p) for p in (user.client_certificate, user.client_key) if p}
+            _cluster, user = Kubeconfig.from_yaml(conf.content).current()
+            named = {PurePosixPath(p) for p in (user.client_certificate, user.client_key) if p}
         except (KubereviveError, ValueError, TypeError):
             pass
-    for p in sorted(wanted):
-        read(p)
-    return files
+    more = sorted(named - set(files) - wanted)
+    return files | (read_files(host, more) if more else {})
 
 
 def node_inventory(node: NodeRoot, options: RetrustOptions) -> Inventory:

@@ -84,11 +84,7 @@ def control_plane_paths(cfg: KubeadmConfig) -> list[PurePosixPath]:
 def read_peer(host: Host, name: str, cfg: KubeadmConfig) -> Peer:
     """A peer's files over SSH, and its configuration: ``cfg`` with the peer's node name and the advertise address
     kubeadm wrote on its kube-apiserver manifest (so its leaves get its own SANs)."""
-    files = renew.read_kubelet_files(host)
-    for p in control_plane_paths(cfg):
-        data = host.read(p)
-        if data is not None:
-            files[p] = d.FileInfo(p, "file", 0o600, 0, 0, len(data), data)
+    files = renew.read_kubelet_files(host, control_plane_paths(cfg))
 
     def content(p: PurePosixPath) -> bytes | None:
         f = files.get(p)
