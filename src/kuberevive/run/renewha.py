@@ -288,7 +288,7 @@ def _on_peers(
             connect_to,
             name=lambda n: n.name,
             concurrency=options.concurrency,
-            timeout=options.node_timeout + PEER_TIMEOUT,
+            timeout=options.node_timeout + 3 * PEER_TIMEOUT,  # generous: a login to a loaded node costs seconds
         )
         for name, r in results.items():
             for line in r.value or []:
