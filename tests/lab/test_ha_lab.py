@@ -27,6 +27,7 @@ from kuberevive.lab.loadbalancer import LoadBalancer
 from kuberevive.lab.probe import ApiProbe, ServiceProbe
 from kuberevive.model import paths
 from kuberevive.model.recover import RetrustOptions
+from kuberevive.run import renew
 from kuberevive.run.retrust import read_peer_files
 
 pytestmark = pytest.mark.lab
@@ -216,14 +217,17 @@ def _members(on_node: OnNode) -> dict[str, dict[str, Any]]:
     return {format(m["ID"], "x"): m for m in members}
 
 
-def _pods(on_node: OnNode) -> dict[str, tuple[str, dict[str, tuple[str, int]]]]:
-    """Every pod (namespace/name): its UID and, per container, its container ID and restart count; cp2's own
-    control-plane static pods left out (the disaster removed their containers)."""
+def _pods(
+    on_node: OnNode, skip: frozenset[str] = frozenset(f"{c}-{LOST}" for c in COMPONENTS)
+) -> dict[str, tuple[str, dict[str, tuple[str, int]]]]:
+    """Every pod (namespace/name): its UID and, per container, its container ID and restart count; the kube-system
+    pods in ``skip`` left out (by default cp2's own control-plane static pods: the disaster removed their
+    containers)."""
     items = json.loads(on_node("cp1", "kubectl", "get", "pods", "-A", "-o", "json").stdout)["items"]
     out = {}
     for p in items:
         ns, name = p["metadata"]["namespace"], p["metadata"]["name"]
-        if ns == "kube-system" and name in {f"{c}-{LOST}" for c in COMPONENTS}:
+        if ns == "kube-system" and name in skip:
             continue
         containers = {
             s["name"]: (s.get("containerID", ""), int(s.get("restartCount", 0)))
@@ -348,7 +352,8 @@ def test_a_peers_files_are_read_over_real_ssh_and_a_missing_one_is_none(ha_lab: 
 # each node's own SANs, the control planes restarted one node at a time; an API probe through the load balancer
 # every 100 ms, a Service probe every 100 ms from every node; no workload pod restarted.
 
-STATIC = {f"{c}-{cp}" for c in COMPONENTS for cp in CPS}
+STATIC = frozenset(f"{c}-{cp}" for c in COMPONENTS for cp in CPS)
+"""The control planes' static pods, which the renewal restarts."""
 RENEWED_GROUPS = ("certificate", "kubeconfig")
 
 
@@ -369,21 +374,6 @@ def _serving_serial(on_node: OnNode, address: str) -> str:
     return on_node("cp1", "sh", "-c", script).stdout.strip().removeprefix("serial=").lower().lstrip("0")
 
 
-def _workload_pods(on_node: OnNode) -> dict[str, tuple[str, dict[str, tuple[str, int]]]]:
-    """Every pod but the control planes' static pods (which the renewal restarts): UID, container IDs, restarts."""
-    items = json.loads(on_node("cp1", "kubectl", "get", "pods", "-A", "-o", "json").stdout)["items"]
-    out = {}
-    for p in items:
-        if p["metadata"]["namespace"] == "kube-system" and p["metadata"]["name"] in STATIC:
-            continue
-        containers = {
-            s["name"]: (s.get("containerID", ""), int(s.get("restartCount", 0)))
-            for s in p["status"].get("containerStatuses", [])
-        }
-        out[f"{p['metadata']['namespace']}/{p['metadata']['name']}"] = (p["metadata"]["uid"], containers)
-    return out
-
-
 def test_certs_renew_all_nodes_renews_every_master_one_at_a_time_with_the_api_up(
     ha_lab: Lab, ha_on_node: OnNode, tmp_path: Path
 ) -> None:
@@ -395,7 +385,7 @@ def test_certs_renew_all_nodes_renews_every_master_one_at_a_time_with_the_api_up
     for cp in CPS:  # every control-plane node is read whole (kubeadm's rows), not as a worker
         assert {"apiserver", "etcd-server", "etcd-peer", "admin.conf", "ca", "kubelet-client"} <= set(before[cp]), cp
     assert set(before["worker1"]) == {"kubelet-client", "kubelet-serving"}
-    pods_before = _workload_pods(on_node)
+    pods_before = _pods(on_node, skip=STATIC)
     members_before = _members(on_node)
     token = on_node("cp1", "kubectl", "create", "token", "apicaller", "-n", "krlab", "--duration", "2h").stdout
     ca = on_node("cp1", "cat", "/etc/kubernetes/pki/ca.crt").stdout.encode()
@@ -419,18 +409,9 @@ def test_certs_renew_all_nodes_renews_every_master_one_at_a_time_with_the_api_up
         service.wait_for_answers(20)
         api.wait_for_answers(20)
     result = json.loads(run.stdout)
-    assert result["applied"] == [
-        "kubelet-client",
-        "kubelet-restart",
-        "leaves",
-        "kubeconfigs",
-        "peer-certificates",
-        "restart-control-plane",
-        "api-ready",
-        "node-ready",
-        "peer-restarts",
-        "other-kubelets",
-    ]
+    # every step, the peers' between this node's files and its restart, and after it (tests/unit/test_renew_ha.py)
+    assert result["applied"] == renew.steps_for([t["name"] for t in result["targets"]], True, all_nodes=True)
+    assert {"peer-certificates", "peer-restarts", "other-kubelets"} <= set(result["applied"])
     # one control plane at a time: cp2 stopped, then healthy, and only then cp3 stopped
     messages = result["messages"]
 
@@ -461,7 +442,7 @@ def test_certs_renew_all_nodes_renews_every_master_one_at_a_time_with_the_api_up
     health = json.loads(on_node("cp1", *ETCDCTL, "endpoint", "health", "--cluster", "-w", "json").stdout)
     assert len(health) == 3 and all(h["health"] for h in health), health
     # no workload pod restarted or re-created
-    assert _workload_pods(on_node) == pods_before
+    assert _pods(on_node, skip=STATIC) == pods_before
     print("Service probes:", {node: (r.ok, r.failed) for node, r in service.results.items()})
     for node, r in service.results.items():
         assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
