@@ -7,6 +7,7 @@ the order written; the last one takes the lab down through the CLI and checks th
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -368,6 +369,18 @@ def _certs_by_node(on_node: OnNode, ssh: Path) -> dict[str, dict[str, dict[str, 
     return out
 
 
+def _pod_time(on_node: OnNode, pod: str, what: str) -> datetime:
+    """When the kube-system pod's container started (``started``) or the pod last became Ready (``ready``)."""
+    status = json.loads(on_node("cp1", "kubectl", "get", "pod", "-n", "kube-system", pod, "-o", "json").stdout)[
+        "status"
+    ]
+    if what == "started":
+        stamp = status["containerStatuses"][0]["state"]["running"]["startedAt"]
+    else:
+        stamp = next(c["lastTransitionTime"] for c in status["conditions"] if c["type"] == "Ready")
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
 def _serving_serial(on_node: OnNode, address: str) -> str:
     """The serial (hex, lower case) of the certificate the API server at ``address``:6443 serves now."""
     script = f"openssl s_client -connect {address}:6443 </dev/null 2>/dev/null | openssl x509 -noout -serial"
@@ -412,13 +425,14 @@ def test_certs_renew_all_nodes_renews_every_master_one_at_a_time_with_the_api_up
     # every step, the peers' between this node's files and its restart, and after it (tests/unit/test_renew_ha.py)
     assert result["applied"] == renew.steps_for([t["name"] for t in result["targets"]], True, all_nodes=True)
     assert {"peer-certificates", "peer-restarts", "other-kubelets"} <= set(result["applied"])
-    # one control plane at a time: cp2 stopped, then healthy, and only then cp3 stopped
-    messages = result["messages"]
-
-    def at(prefix: str) -> int:
-        return next(i for i, m in enumerate(messages) if m.startswith(prefix))
-
-    assert at("cp2: stopped") < at("cp2: API server ready") < at("cp3: stopped") < at("cp3: API server ready")
+    # one control plane at a time: each master's etcd and API server were started anew during the run, cp1's first,
+    # and the next master's only once the previous one's API server was Ready again
+    started_at = datetime.fromtimestamp(started, UTC).replace(microsecond=0)
+    for prev, cp in itertools.pairwise(CPS):
+        for c in ("etcd", "kube-apiserver"):
+            before_it, it = _pod_time(on_node, f"{c}-{prev}", "started"), _pod_time(on_node, f"{c}-{cp}", "started")
+            assert started_at <= before_it < it, (c, prev, cp)
+        assert _pod_time(on_node, f"kube-apiserver-{prev}", "ready") <= _pod_time(on_node, f"etcd-{cp}", "started")
 
     after = _certs_by_node(on_node, ssh)
     for cp in CPS:
