@@ -218,9 +218,10 @@ def _members(on_node: OnNode) -> dict[str, dict[str, Any]]:
     return {format(m["ID"], "x"): m for m in members}
 
 
-def _pods(
-    on_node: OnNode, skip: frozenset[str] = frozenset(f"{c}-{LOST}" for c in COMPONENTS)
-) -> dict[str, tuple[str, dict[str, tuple[str, int]]]]:
+LOST_STATIC = frozenset(f"{c}-{LOST}" for c in COMPONENTS)
+
+
+def _pods(on_node: OnNode, skip: frozenset[str] = LOST_STATIC) -> dict[str, tuple[str, dict[str, tuple[str, int]]]]:
     """Every pod (namespace/name): its UID and, per container, its container ID and restart count; the kube-system
     pods in ``skip`` left out (by default cp2's own control-plane static pods: the disaster removed their
     containers)."""

@@ -29,15 +29,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, cast
 
 from kuberevive.core import caextend, certs, pki, salvage
 from kuberevive.core.kubeconfig import local_api_url
 from kuberevive.core.retrust import client_ca_file, ready_since
 from kuberevive.errors import KubeApiError, KubereviveError, PlanError
-from kuberevive.io.host import LocalHost
+from kuberevive.io.host import Host, LocalHost
 from kuberevive.io.noderoot import NodeRoot
-from kuberevive.io.remotehost import SshHost
 from kuberevive.io.transport import Transport, run_on_nodes
 from kuberevive.io.trust_apply import apply_trust_plan, read_trust_plan
 from kuberevive.model import paths
@@ -272,7 +271,7 @@ class _Executor(renew.RenewExecutor):
         extended = self.extended
 
         def one(n: InventoryNode, t: Transport) -> list[str]:
-            host = SshHost(t, n.name)
+            host = self.remote(t, n.name)
             out = [f"{n.name}: {line}" for line in _rewrite_node(host, extended, [])]
             if out:
                 host.restart_unit("kubelet")
@@ -288,7 +287,7 @@ class _Executor(renew.RenewExecutor):
             results = run_on_nodes(
                 workers,
                 one,
-                connect(self.options),
+                self.connect or connect(self.options),
                 name=lambda n: n.name,
                 concurrency=self.options.concurrency,
                 timeout=180,
@@ -323,7 +322,7 @@ class _Executor(renew.RenewExecutor):
         ]
 
         def one(n: InventoryNode, t: Transport) -> list[str]:
-            host = SshHost(t, n.name)
+            host = cast(renewha.PeerHost, self.remote(t, n.name))
             endpoints = salvage.peer_endpoints(
                 n.name, host.read(paths.APISERVER_MANIFEST), host.read(paths.ETCD_MANIFEST)
             )
@@ -347,7 +346,7 @@ class _Executor(renew.RenewExecutor):
             results = run_on_nodes(
                 [n],
                 one,
-                connect(self.options),
+                self.connect or connect(self.options),
                 name=lambda m: m.name,
                 concurrency=1,
                 timeout=renewha.PEER_TIMEOUT * 2,
@@ -363,7 +362,7 @@ class _Executor(renew.RenewExecutor):
         return []
 
 
-def _rewrite_node(host: SshHost, extended: Sequence[caextend.Extended], extra: Sequence[PurePosixPath]) -> list[str]:
+def _rewrite_node(host: Host, extended: Sequence[caextend.Extended], extra: Sequence[PurePosixPath]) -> list[str]:
     """On another node: kubelet.conf, the kubelet's clientCAFile and ``extra`` (a control-plane node's CA
     certificates and kubeconfigs) rewritten to hold the extended CAs (old files moved aside); what was done."""
     ca_file = PurePosixPath(client_ca_file(host.read(paths.KUBELET_CONFIG)))
