@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
+from kuberevive.core import caextend as caextend_core
 from kuberevive.core import certs, pki
 from kuberevive.core.generate import Target, generate
+from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.errors import NodeFsError, PlanError
 from kuberevive.io.etcd import Member
 from kuberevive.io.host import LocalHost
@@ -24,9 +26,9 @@ from kuberevive.model import paths
 from kuberevive.model.config import KubeadmConfig, NodeFacts
 from kuberevive.model.inventory import CONTROL_PLANE, WORKER, Inventory, InventoryNode
 from kuberevive.model.recover import RetrustOptions
-from kuberevive.run import renew, renewha
+from kuberevive.run import caextend, renew, renewha
 from kuberevive.run.context import Effects
-from kuberevive.run.journal import RenewJournal
+from kuberevive.run.journal import CaExtendJournal, RenewJournal
 from tests.unit.test_certs import contents
 from tests.unit.test_diagnose import CONFIG_TEXT, NOW, PKI, _cfg
 from tests.unit.test_remotehost import Canned
@@ -318,3 +320,43 @@ def test_steps_with_all_nodes_write_the_peers_before_this_node_restarts():
         "other-kubelets",
     ]
     assert "peer-certificates" not in renew.steps_for(["apiserver"], True)
+
+
+def test_ca_extend_puts_the_extended_ca_on_each_master_one_at_a_time_then_on_the_workers(tmp_path: Path):
+    """ca extend's other-nodes step on HA: each other master's CA certificate, kubeconfigs and kubelet.conf hold the
+    extended CA, its components that read the CA at start are restarted, one master at a time, each awaited healthy;
+    then the workers (kubelet.conf, restart); the cluster objects settled again after the masters."""
+    events: list[str] = []
+    b = PeerHost("master-b", cached_peer_files("master-b"), events)
+    c = PeerHost("master-c", cached_peer_files("master-c"), events)
+    w = PeerHost("worker-1", kubelet_files(_cfg(), "worker-1"), events)
+    old = pki.load_certificate(CA_FILES[PKI / "ca.crt"], "ca")
+    new = pki.extend_ca(old, pki.load_private_key(CA_FILES[PKI / "ca.key"], "ca.key"), REAL_NOW, timedelta(days=3650))
+    extended = [caextend_core.Extended("ca", PKI / "ca.crt", old, new)]
+    base, _journal = executor(tmp_path, {"master-b": b, "master-c": c, "worker-1": w}, events, None)
+    journal = CaExtendJournal.new(NodeRoot(tmp_path), caextend.JOURNAL, node_name="master-a", all_nodes=True)
+    ex = caextend._Executor(
+        base.host, journal, base.cfg, lambda _t: None, base.result, base.fx, extended=extended, options=None
+    )
+    ex.options = RetrustOptions(inventory=inventory("master-b", "master-c"), node_timeout=5)
+    ex.connect, ex.remote, ex._api = base.connect, base.remote, base._api  # type: ignore[method-assign]
+    ex.step_cluster_objects = lambda: events.append("cluster-objects")  # type: ignore[method-assign]
+    new_pem = pki.encode_certificate_pem(new)
+
+    ex.step_other_nodes()
+    for host in (b, c):
+        assert host.read(PKI / "ca.crt") == new_pem and host.read(PKI / "ca.key") == CA_FILES[PKI / "ca.key"]
+        for conf in ("admin.conf", "controller-manager.conf", "scheduler.conf", "kubelet.conf"):
+            cluster, _user = Kubeconfig.from_yaml(host.read(paths.KUBERNETES_DIR / conf) or b"").current()
+            assert cluster.certificate_authority_data == new_pem, (host.name, conf)
+        assert host.stopped == ["kube-apiserver", "kube-controller-manager", "kube-scheduler"] and host.restarts == 1
+        assert any(str(p).endswith("/etc/kubernetes/pki/ca.crt") for p in host.aside)  # the old one kept
+    # one master at a time, each healthy before the next; the cluster objects again; then the worker
+    b_healthy = events.index("etcd https://10.20.30.50:2379")
+    assert max(i for i, e in enumerate(events) if e.startswith("master-b:")) < b_healthy
+    assert b_healthy < min(i for i, e in enumerate(events) if e.startswith("master-c:"))
+    assert events.index("etcd https://10.20.30.60:2379") < events.index("cluster-objects")
+    assert events.index("cluster-objects") < events.index("worker-1: restart kubelet")
+    cluster, _user = Kubeconfig.from_yaml(w.read(paths.KUBELET_CONF) or b"").current()
+    assert cluster.certificate_authority_data == new_pem and w.stopped == [] and w.restarts == 1
+    assert journal.nodes_done == ["master-b", "master-c", "worker-1"]
