@@ -449,13 +449,13 @@ def test_certs_renew_all_nodes_renews_every_master_one_at_a_time_with_the_api_up
     assert len(health) == 3 and all(h["health"] for h in health), health
     # no workload pod restarted or re-created
     assert _pods(on_node, skip=STATIC) == pods_before
-    print("Service probes:", {node: (r.ok, r.failed) for node, r in service.results.items()})
-    for node, r in service.results.items():
-        assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
     (through_lb,) = api.results.values()
     during = [f for f in through_lb.failures if window[0] <= f[0] <= window[1]]
     print(f"API probe through the load balancer: {through_lb.as_dict()}; window {window}")
+    print("Service probes:", {node: r.as_dict() for node, r in service.results.items()})
     assert through_lb.ok > 0 and during == []
+    for node, r in service.results.items():
+        assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
     # one control plane at a time: each master's etcd and API server were started anew during the run, cp1's first,
     # and the next master's only after the previous one's API server had started again and turned Ready (the kubelet
     # reports Ready from its own probe, some seconds after /readyz answers kuberevive: up to 15 s late here)
