@@ -7,12 +7,13 @@ the order written; the last one takes the lab down through the CLI and checks th
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -27,6 +28,7 @@ from kuberevive.lab.loadbalancer import LoadBalancer
 from kuberevive.lab.probe import ApiProbe, ServiceProbe
 from kuberevive.model import paths
 from kuberevive.model.recover import RetrustOptions
+from kuberevive.run import renew
 from kuberevive.run.retrust import read_peer_files
 
 pytestmark = pytest.mark.lab
@@ -216,14 +218,18 @@ def _members(on_node: OnNode) -> dict[str, dict[str, Any]]:
     return {format(m["ID"], "x"): m for m in members}
 
 
-def _pods(on_node: OnNode) -> dict[str, tuple[str, dict[str, tuple[str, int]]]]:
-    """Every pod (namespace/name): its UID and, per container, its container ID and restart count; cp2's own
-    control-plane static pods left out (the disaster removed their containers)."""
+LOST_STATIC = frozenset(f"{c}-{LOST}" for c in COMPONENTS)
+
+
+def _pods(on_node: OnNode, skip: frozenset[str] = LOST_STATIC) -> dict[str, tuple[str, dict[str, tuple[str, int]]]]:
+    """Every pod (namespace/name): its UID and, per container, its container ID and restart count; the kube-system
+    pods in ``skip`` left out (by default cp2's own control-plane static pods: the disaster removed their
+    containers)."""
     items = json.loads(on_node("cp1", "kubectl", "get", "pods", "-A", "-o", "json").stdout)["items"]
     out = {}
     for p in items:
         ns, name = p["metadata"]["namespace"], p["metadata"]["name"]
-        if ns == "kube-system" and name in {f"{c}-{LOST}" for c in COMPONENTS}:
+        if ns == "kube-system" and name in skip:
             continue
         containers = {
             s["name"]: (s.get("containerID", ""), int(s.get("restartCount", 0)))
@@ -341,6 +347,127 @@ def test_a_peers_files_are_read_over_real_ssh_and_a_missing_one_is_none(ha_lab: 
     files = {n: got[pki / n] for n in paths.TRUST_FILES}
     assert salvage.material_problems(files, datetime.now(UTC)) == []
     assert files["ca.crt"] == ha_on_node("cp1", "cat", str(pki / "ca.crt")).stdout.encode()
+
+
+# certs renew --apply --all-nodes on the HA lab (issue 14): every leaf, kubeconfig and kubelet client certificate of
+# cp1, cp2 and cp3 counted as expiring (--expiry-warning-days 400: kubeadm's leaves are valid one year), renewed with
+# each node's own SANs, the control planes restarted one node at a time; an API probe through the load balancer
+# every 100 ms, a Service probe every 100 ms from every node; no workload pod restarted.
+
+STATIC = frozenset(f"{c}-{cp}" for c in COMPONENTS for cp in CPS)
+"""The control planes' static pods, which the renewal restarts."""
+RENEWED_GROUPS = ("certificate", "kubeconfig")
+
+
+def _certs_by_node(on_node: OnNode, ssh: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """``certs check --all-nodes --json`` on cp1: node -> item name -> item (cp1's own items under "cp1")."""
+    argv = ["kuberevive", "certs", "check", "--all-nodes", "--json"]
+    argv += ["--ssh-key", str(ssh / "id_ed25519"), "--known-hosts", str(ssh / "known_hosts")]
+    data = json.loads(on_node("cp1", *argv, check=False, timeout=300).stdout)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for item in data["items"]:
+        out.setdefault(item["node"] or "cp1", {})[item["name"]] = item
+    return out
+
+
+def _pod_time(on_node: OnNode, pod: str, what: str) -> datetime:
+    """When the kube-system pod's container started (``started``) or the pod last became Ready (``ready``)."""
+    status = json.loads(on_node("cp1", "kubectl", "get", "pod", "-n", "kube-system", pod, "-o", "json").stdout)[
+        "status"
+    ]
+    if what == "started":
+        stamp = status["containerStatuses"][0]["state"]["running"]["startedAt"]
+    else:
+        stamp = next(c["lastTransitionTime"] for c in status["conditions"] if c["type"] == "Ready")
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _serving_serial(on_node: OnNode, address: str) -> str:
+    """The serial (hex, lower case) of the certificate the API server at ``address``:6443 serves now."""
+    script = f"openssl s_client -connect {address}:6443 </dev/null 2>/dev/null | openssl x509 -noout -serial"
+    return on_node("cp1", "sh", "-c", script).stdout.strip().removeprefix("serial=").lower().lstrip("0")
+
+
+def test_certs_renew_all_nodes_renews_every_master_one_at_a_time_with_the_api_up(
+    ha_lab: Lab, ha_on_node: OnNode, tmp_path: Path
+) -> None:
+    on_node = ha_on_node
+    _wait_all_ready(ha_lab)
+    ssh = ha_lab.cfg.ssh_dir
+    before = _certs_by_node(on_node, ssh)
+    assert sorted(before) == sorted(NODES)
+    for cp in CPS:  # every control-plane node is read whole (kubeadm's rows), not as a worker
+        assert {"apiserver", "etcd-server", "etcd-peer", "admin.conf", "ca", "kubelet-client"} <= set(before[cp]), cp
+    assert set(before["worker1"]) == {"kubelet-client", "kubelet-serving"}
+    pods_before = _pods(on_node, skip=STATIC)
+    members_before = _members(on_node)
+    token = on_node("cp1", "kubectl", "create", "token", "apicaller", "-n", "krlab", "--duration", "2h").stdout
+    ca = on_node("cp1", "cat", "/etc/kubernetes/pki/ca.crt").stdout.encode()
+    argv = ["kuberevive", "certs", "renew", "--apply", "--all-nodes", "--expiry-warning-days", "400", "--json"]
+    argv += ["--ssh-key", str(ssh / "id_ed25519"), "--known-hosts", str(ssh / "known_hosts")]
+
+    probes_started = time.time()
+    with (
+        ServiceProbe(ha_lab, tmp_path / "service") as service,
+        ApiProbe(ha_lab, tmp_path / "api", token.strip(), ca, nodes=["worker1"]) as api,
+    ):
+        service.wait_for_answers(10)
+        api.wait_for_answers(10)
+        started = time.time()
+        run = on_node("cp1", *argv, check=False, timeout=1500)
+        took = time.time() - started
+        window = (started - probes_started, started + took - probes_started)
+        print(f"certs renew --apply --all-nodes took {took:.1f} s\n{run.stderr[-6000:]}")
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        _wait_all_ready(ha_lab)
+        service.wait_for_answers(20)
+        api.wait_for_answers(20)
+    result = json.loads(run.stdout)
+    # every step, the peers' between this node's files and its restart, and after it (tests/unit/test_renew_ha.py)
+    assert result["applied"] == renew.steps_for([t["name"] for t in result["targets"]], True, all_nodes=True)
+    assert {"peer-certificates", "peer-restarts", "other-kubelets"} <= set(result["applied"])
+    after = _certs_by_node(on_node, ssh)
+    for cp in CPS:
+        renewed = [n for n, i in before[cp].items() if i["group"] in RENEWED_GROUPS and i["status"] != "missing"]
+        assert len(renewed) >= 10, (cp, renewed)
+        for name in [*renewed, "kubelet-client"]:
+            old, new = before[cp][name], after[cp][name]
+            assert new["serial"] != old["serial"] and new["status"] == "ok" and new["signer_verified"], (cp, name)
+        # the node's own name and address, not cp1's, in its serving certificates (kept: every old SAN)
+        assert after[cp]["apiserver"]["subject"] == "kube-apiserver"
+        # the running API server serves the renewed certificate
+        assert _serving_serial(on_node, ha_lab.cfg.node(cp).ip) == after[cp]["apiserver"]["serial"].lstrip("0"), cp
+    assert after["worker1"]["kubelet-client"]["serial"] != before["worker1"]["kubelet-client"]["serial"]
+    for cp in ("cp2", "cp3"):  # each SAN set is the node's own: cp1's address is not in cp2's certificates
+        sans = on_node(
+            cp, "openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", "/etc/kubernetes/pki/etcd/server.crt"
+        )
+        assert ha_lab.cfg.node(cp).ip in sans.stdout and ha_lab.cfg.node("cp1").ip not in sans.stdout, sans.stdout
+    # etcd: the same three members, all healthy
+    assert sorted(_members(on_node)) == sorted(members_before)
+    health = json.loads(on_node("cp1", *ETCDCTL, "endpoint", "health", "--cluster", "-w", "json").stdout)
+    assert len(health) == 3 and all(h["health"] for h in health), health
+    # no workload pod restarted or re-created
+    assert _pods(on_node, skip=STATIC) == pods_before
+    (through_lb,) = api.results.values()
+    during = [f for f in through_lb.failures if window[0] <= f[0] <= window[1]]
+    print(f"API probe through the load balancer: {through_lb.as_dict()}; window {window}")
+    print("Service probes:", {node: r.as_dict() for node, r in service.results.items()})
+    assert through_lb.ok > 0 and during == []
+    for node, r in service.results.items():
+        assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
+    # one control plane at a time: each master's etcd and API server were started anew during the run, cp1's first,
+    # and the next master's only after the previous one's API server had started again and turned Ready (the kubelet
+    # reports Ready from its own probe, some seconds after /readyz answers kuberevive: up to 15 s late here)
+    started_at = datetime.fromtimestamp(started, UTC).replace(microsecond=0)
+    for prev, cp in itertools.pairwise(CPS):
+        for c in ("etcd", "kube-apiserver"):
+            before_it, it = _pod_time(on_node, f"{c}-{prev}", "started"), _pod_time(on_node, f"{c}-{cp}", "started")
+            assert started_at <= before_it < it, (c, prev, cp, before_it, it)
+        next_etcd = _pod_time(on_node, f"etcd-{cp}", "started")
+        assert _pod_time(on_node, f"kube-apiserver-{prev}", "started") < next_etcd, (prev, cp)
+        ready = _pod_time(on_node, f"kube-apiserver-{prev}", "ready")
+        assert ready <= next_etcd + timedelta(seconds=15), (prev, cp, ready, next_etcd)
 
 
 def test_down_through_the_cli_leaves_nothing(ha_lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -252,6 +252,25 @@ def test_what_is_not_a_readable_file_is_one_sentence(rec: Recording, tmp_path: P
         host.read(PurePosixPath(tmp_path / "f"), limit=9)
 
 
+def test_read_many_is_one_command_with_the_checks_of_read(rec: Recording, tmp_path: Path) -> None:
+    host = SshHost(rec)
+    (tmp_path / "a").write_bytes(b"first\n\n")  # trailing newlines kept
+    (tmp_path / "b").write_bytes(bytes(range(256)))  # any byte
+    (tmp_path / "empty").write_bytes(b"")
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    wanted = [PurePosixPath(tmp_path / n) for n in ("a", "missing", "b", "dangling", "empty")]
+    got = host.read_many(wanted)
+    assert len(rec.calls) == 1
+    assert got == {wanted[0]: b"first\n\n", wanted[2]: bytes(range(256)), wanted[4]: b""}
+    assert got == {p: d for p in wanted if (d := host.read(p)) is not None}
+    with pytest.raises(NodeFsError) as err:  # what read refuses, read_many refuses, naming the file
+        host.read_many([wanted[0], PurePosixPath(tmp_path)])
+    assert str(err.value).startswith(f"node-a: {tmp_path} is a directory, expected a file")
+    with pytest.raises(NodeFsError, match=r"b is 256 bytes, larger than any file kuberevive reads \(10\)"):
+        host.read_many([wanted[2]], limit=10)
+    assert host.read_many([]) == {}
+
+
 def test_a_failed_write_leaves_no_temporary_file(rec: Recording, tmp_path: Path) -> None:
     host = SshHost(rec)
     (tmp_path / "dir").mkdir()

@@ -29,8 +29,8 @@ from tests.unit.test_retrust_in_place import Fleet
 SRC = Path(renew.__file__).resolve().parents[1]
 
 
-#: Every step but those only --all-nodes plans (tests/unit/test_renew_nodes.py covers those).
-LOCAL_STEPS = [s for s in renew.RENEW_STEPS if s != "other-kubelets"]
+#: Every step but those only --all-nodes plans (tests/unit/test_renew_nodes.py and test_renew_ha.py cover those).
+LOCAL_STEPS = [s for s in renew.RENEW_STEPS if s not in ("peer-certificates", "peer-restarts", "other-kubelets")]
 
 
 def test_renew_and_ca_extend_run_their_steps_through_checked_tables() -> None:

@@ -266,8 +266,13 @@ def test_other_kubelets_resumes_a_node_killed_between_its_write_and_its_restart(
 
 
 def test_steps_and_validity_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    assert renew.steps_for(["apiserver"], True, all_nodes=True)[-2:] == ["api-ready", "other-kubelets"]
-    assert renew.steps_for([], True, all_nodes=True) == ["api-ready", "other-kubelets"]
+    assert renew.steps_for(["apiserver"], True, all_nodes=True)[-3:] == ["api-ready", "peer-restarts", "other-kubelets"]
+    assert renew.steps_for([], True, all_nodes=True) == [
+        "peer-certificates",
+        "api-ready",
+        "peer-restarts",
+        "other-kubelets",
+    ]
     assert "other-kubelets" not in renew.steps_for(["apiserver"], True)
     cfg = _cfg()
     assert renew.stored_validity(str(tmp_path), "kubeadm.yaml", cfg) == (

@@ -775,10 +775,13 @@ class NodeRenewal:
     new_serving: bool
     """The kubelet's self-signed serving certificate (kubelet.crt/.key) moved aside: it makes a new one at start."""
     notes: tuple[str, ...] = ()
+    control_plane: tuple[str, ...] | None = None
+    """An other control-plane node (its whole certificate set read): the leaves and kubeconfigs renewed there (its
+    control-plane containers restarted, one node at a time); None: a node read for its kubelet only."""
 
     @property
     def restart(self) -> bool:
-        return self.renew_client or self.new_serving
+        return self.renew_client or self.new_serving or bool(self.control_plane)
 
     @property
     def reached(self) -> bool:
@@ -805,6 +808,7 @@ class NodeRenewal:
             "new_serving": self.new_serving,
             "restart_kubelet": self.restart,
             "notes": list(self.notes),
+            "control_plane": list(self.control_plane) if self.control_plane is not None else None,
         }
 
 
@@ -833,7 +837,10 @@ def node_renewal(node: str, items: list[CertItem], everything: bool = False) -> 
             "the serving certificate is signed through a CSR (serverTLSBootstrap): after the kubelet restart it asks "
             "for a new one; approve it with 'kubectl certificate approve'"
         )
-    return NodeRenewal(node, client, serving, renew_client, new_serving, tuple(notes))
+    control_plane = None
+    if any(i.group in RENEWABLE_GROUPS for i in items):  # an other control-plane node (certs renew: peer steps)
+        control_plane = tuple(i.name for i in items if i.group in RENEWABLE_GROUPS and i.status in wanted)
+    return NodeRenewal(node, client, serving, renew_client, new_serving, tuple(notes), control_plane)
 
 
 def _kubelet_client_cert(kubelet_conf: bytes | None, files: Mapping[PurePosixPath, bytes]) -> x509.Certificate | None:

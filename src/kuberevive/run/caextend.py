@@ -29,14 +29,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, cast
 
-from kuberevive.core import caextend, certs, pki
-from kuberevive.core.retrust import client_ca_file
+from kuberevive.core import caextend, certs, pki, salvage
+from kuberevive.core.kubeconfig import local_api_url
+from kuberevive.core.retrust import client_ca_file, ready_since
 from kuberevive.errors import KubeApiError, KubereviveError, PlanError
-from kuberevive.io.host import LocalHost
+from kuberevive.io.host import Host, LocalHost
 from kuberevive.io.noderoot import NodeRoot
-from kuberevive.io.remotehost import SshHost
 from kuberevive.io.transport import Transport, run_on_nodes
 from kuberevive.io.trust_apply import apply_trust_plan, read_trust_plan
 from kuberevive.model import paths
@@ -44,7 +44,7 @@ from kuberevive.model.artifacts import Artifact
 from kuberevive.model.document import rfc3339_or_none
 from kuberevive.model.inventory import InventoryNode
 from kuberevive.model.recover import RetrustOptions
-from kuberevive.run import renew
+from kuberevive.run import renew, renewha
 from kuberevive.run.context import Effects, check_table
 from kuberevive.run.journal import CaExtendJournal
 from kuberevive.run.retrust import connect
@@ -266,35 +266,38 @@ class _Executor(renew.RenewExecutor):
         done = self.journal.nodes_done
         inventory = renew.node_inventory(self.node, self.options)
         nodes = [n for n in inventory.nodes if n.name != me and n.name not in done]
+        peers = [n for n in nodes if n.is_control_plane]
+        workers = [n for n in nodes if not n.is_control_plane]
         extended = self.extended
 
         def one(n: InventoryNode, t: Transport) -> list[str]:
-            host = SshHost(t, n.name)
-            ca_file = PurePosixPath(client_ca_file(host.read(paths.KUBELET_CONFIG)))
-            files: dict[PurePosixPath, tuple[bytes, int]] = {}
-            for p in (paths.KUBELET_CONF, ca_file):
-                data = host.read(p)
-                if data is not None:
-                    files[p] = (data, WORKER_MODES.get(p, pki.MODE_CERT))
-            out = []
-            for a in caextend.rewrites(files, extended, with_cas=False):
-                aside = host.write(a.path, a.content, a.mode)
-                out.append(f"{n.name}: {a.path} rewritten" + (f" ({aside} kept)" if aside else ""))
+            host = self.remote(t, n.name)
+            out = [f"{n.name}: {line}" for line in _rewrite_node(host, extended, [])]
             if out:
                 host.restart_unit("kubelet")
                 out.append(f"{n.name}: kubelet restarted")
             return out
 
-        results = run_on_nodes(
-            nodes, one, connect(self.options), name=lambda n: n.name, concurrency=self.options.concurrency, timeout=180
-        )
         failed = []
-        for name, r in results.items():
-            if r.ok and r.value is not None:
-                self.result.messages += r.value
-                done.append(name)
-            else:
-                failed.append(f"{name}: {r.error}")
+        if peers:
+            failed = self._peers(peers)
+            if not failed:  # a peer's API server that still held the old CA may have put it back meanwhile
+                self.step_cluster_objects()
+        if not failed:
+            results = run_on_nodes(
+                workers,
+                one,
+                self.connect or connect(self.options),
+                name=lambda n: n.name,
+                concurrency=self.options.concurrency,
+                timeout=180,
+            )
+            for name, r in results.items():
+                if r.ok and r.value is not None:
+                    self.result.messages += r.value
+                    done.append(name)
+                else:
+                    failed.append(f"{name}: {r.error}")
         self.journal.save()
         if failed or inventory.skipped:
             failed += [f"{name}: {why}" for name, why in inventory.skipped]
@@ -302,6 +305,78 @@ class _Executor(renew.RenewExecutor):
                 "the extended CA did not reach every node: " + "; ".join(failed),
                 "fix the access, then run 'kuberevive ca extend --apply --all-nodes' again: it resumes",
             )
+
+    def _peers(self, peers: list[InventoryNode]) -> list[str]:
+        """The other control-plane nodes, ONE at a time (this node's API server and etcd healthy first): their CA
+        certificates, kubeconfigs and clientCAFile rewritten, the components that read a changed CA at start
+        stopped (the kubelet starts them again) and the kubelet restarted; the next node only once this one's API
+        server answers /readyz, its etcd member is healthy and its Node is Ready. Stops at the first failure."""
+        assert self.options is not None
+        own = renewha.api_at(self, renewha.host_port(local_api_url(self.cfg)))
+        took = renewha.wait_healthy(self, self.journal.node_name, own, None)
+        self.progress(f"      this node's API server and etcd member are healthy ({took:.0f} s)")
+        components = restarts_for([e.name for e in self.extended])[:-1]
+        cdir = PurePosixPath(self.cfg.cluster.certificates_dir)
+        extra = [cdir / crt for crt, _key in paths.CA_PAIRS] + [
+            paths.KUBERNETES_DIR / n for n in paths.KUBECONFIG_NAMES
+        ]
+
+        def one(n: InventoryNode, t: Transport) -> list[str]:
+            host = cast(renewha.PeerHost, self.remote(t, n.name))
+            endpoints = salvage.peer_endpoints(
+                n.name, host.read(paths.APISERVER_MANIFEST), host.read(paths.ETCD_MANIFEST)
+            )
+            out = [f"{n.name}: {line}" for line in _rewrite_node(host, self.extended, extra)]
+            stopped = [f"{c} ({host.stop_containers(c)})" for c in components]
+            since = self._now().replace(microsecond=0) - timedelta(seconds=1)
+            host.restart_unit("kubelet")
+            out.append(f"{n.name}: stopped {', '.join(stopped)}; kubelet restarted")
+            api = renewha.api_at(self, f"{endpoints.api_host}:{endpoints.api_port}")
+            took = renewha.wait_healthy(self, n.name, api, endpoints.etcd_client_url)
+            admin = self._api()
+            self._wait(
+                f"node {n.name} Ready",
+                renewha.PEER_TIMEOUT,
+                lambda: ready_since(admin.get(f"/api/v1/nodes/{n.name}"), since),
+                1.0,
+            )
+            return [*out, f"{n.name}: API server ready, etcd member healthy and Node Ready ({took:.0f} s)"]
+
+        for n in peers:
+            results = run_on_nodes(
+                [n],
+                one,
+                self.connect or connect(self.options),
+                name=lambda m: m.name,
+                concurrency=1,
+                timeout=renewha.PEER_TIMEOUT * 2,
+            )
+            r = results[n.name]
+            self.result.messages += r.value or []
+            for line in r.value or []:
+                self.progress(f"      {line}")
+            if not r.ok:
+                return [f"{n.name}: {r.error} (the control-plane nodes after it were not touched)"]
+            self.journal.nodes_done.append(n.name)
+            self.journal.save()
+        return []
+
+
+def _rewrite_node(host: Host, extended: Sequence[caextend.Extended], extra: Sequence[PurePosixPath]) -> list[str]:
+    """On another node: kubelet.conf, the kubelet's clientCAFile and ``extra`` (a control-plane node's CA
+    certificates and kubeconfigs) rewritten to hold the extended CAs (old files moved aside); what was done."""
+    ca_file = PurePosixPath(client_ca_file(host.read(paths.KUBELET_CONFIG)))
+    files: dict[PurePosixPath, tuple[bytes, int]] = {}
+    for p in dict.fromkeys([paths.KUBELET_CONF, ca_file, *extra]):
+        data = host.read(p)
+        if data is not None:
+            mode = WORKER_MODES.get(p, 0o600 if p.suffix == ".conf" else pki.MODE_CERT)
+            files[p] = (data, mode)
+    out = []
+    for a in caextend.rewrites(files, extended, with_cas=False):
+        aside = host.write(a.path, a.content, a.mode)
+        out.append(f"{a.path} rewritten" + (f" ({aside} kept)" if aside else ""))
+    return out
 
 
 #: Step id -> its handler, in the plan's order; checked against :data:`STEP_TITLES` at import.

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -84,9 +84,13 @@ STEP_TITLES = {
     "kubelet-restart": "restart the kubelet (its containers keep running)",
     "leaves": "renew the leaf certificates",
     "kubeconfigs": "renew the kubeconfigs' client certificates",
+    "peer-certificates": "other control-plane nodes over SSH: renew their leaves, kubeconfigs and kubelet client "
+    "certificate with their own SANs (no restart yet)",
     "restart-control-plane": "restart the control-plane containers through the kubelet",
     "api-ready": "wait for the API server (/readyz) with the renewed admin.conf",
     "node-ready": "wait for this node to be Ready",
+    "peer-restarts": "other control-plane nodes one at a time: restart their control-plane containers and kubelet, "
+    "wait for that node's API server, etcd member and Node",
     "other-kubelets": "other nodes over SSH: renew the kubelet's client certificate, restart the kubelet, wait Ready",
 }
 
@@ -121,28 +125,31 @@ def _node_objects(root: NodeRoot) -> list[dict[str, Any]]:
     return list(api.get("/api/v1/nodes").get("items") or [])
 
 
-def _read_kubelet_files(host: Host) -> dict[PurePosixPath, d.FileInfo]:
-    """The kubelet's kubelet.conf and certificates on a node, as diagnose's snapshot holds them."""
-    files: dict[PurePosixPath, d.FileInfo] = {}
+def read_files(host: Host, wanted: Sequence[PurePosixPath]) -> dict[PurePosixPath, d.FileInfo]:
+    """The files among ``wanted`` that exist on ``host``, as diagnose's snapshot holds them (one command over SSH)."""
+    got = (
+        host.read_many(wanted)
+        if isinstance(host, SshHost)
+        else {p: b for p in wanted if (b := host.read(p)) is not None}
+    )
+    return {p: d.FileInfo(p, "file", 0o600, 0, 0, len(data), data) for p, data in got.items()}
 
-    def read(path: PurePosixPath) -> bytes | None:
-        data = host.read(path)
-        if data is not None:
-            files[path] = d.FileInfo(path, "file", 0o600, 0, 0, len(data), data)
-        return data
 
-    conf = read(paths.KUBELET_CONF)
-    wanted = {paths.KUBELET_CLIENT_CURRENT, paths.KUBELET_SERVING_CURRENT, paths.KUBELET_SERVING_CERT}
-    wanted.add(paths.KUBELET_SERVING_CERT.with_suffix(".key"))
-    if conf is not None:
+def read_kubelet_files(host: Host, extra: Sequence[PurePosixPath] = ()) -> dict[PurePosixPath, d.FileInfo]:
+    """The kubelet's kubelet.conf and certificates on a node (and ``extra``), as diagnose's snapshot holds them."""
+    wanted = {paths.KUBELET_CONF, paths.KUBELET_CLIENT_CURRENT, paths.KUBELET_SERVING_CURRENT}
+    wanted |= {paths.KUBELET_SERVING_CERT, paths.KUBELET_SERVING_CERT.with_suffix(".key")}
+    files = read_files(host, [*sorted(wanted), *extra])
+    conf = files.get(paths.KUBELET_CONF)
+    named: set[PurePosixPath] = set()
+    if conf is not None and conf.content is not None:
         try:
-            _cluster, user = Kubeconfig.from_yaml(conf).current()
-            wanted |= {PurePosixPath(p) for p in (user.client_certificate, user.client_key) if p}
+            _cluster, user = Kubeconfig.from_yaml(conf.content).current()
+            named = {PurePosixPath(p) for p in (user.client_certificate, user.client_key) if p}
         except (KubereviveError, ValueError, TypeError):
             pass
-    for p in sorted(wanted):
-        read(p)
-    return files
+    more = sorted(named - set(files) - wanted)
+    return files | (read_files(host, more) if more else {})
 
 
 def node_inventory(node: NodeRoot, options: RetrustOptions) -> Inventory:
@@ -159,11 +166,16 @@ def node_inventory(node: NodeRoot, options: RetrustOptions) -> Inventory:
 
 
 def check_other_nodes(
-    report: certs.CertsReport, root: str, options: RetrustOptions, progress: Progress
+    report: certs.CertsReport,
+    root: str,
+    options: RetrustOptions,
+    progress: Progress,
+    cfg: KubeadmConfig | None = None,
 ) -> certs.CertsReport:
     """``report`` plus the kubelet certificates of every other node, read over SSH (the inventory, or the
-    cluster's Node objects through admin.conf); a node that cannot be read is an ``invalid`` item."""
-    return certs.with_items(report, other_node_items(report, root, options, progress))
+    cluster's Node objects through admin.conf), and with ``cfg`` every certificate of each other control-plane node;
+    a node that cannot be read is an ``invalid`` item."""
+    return certs.with_items(report, other_node_items(report, root, options, progress, cfg))
 
 
 def _pki_ca(node: NodeRoot) -> tuple[x509.Certificate | None, bool]:
@@ -175,16 +187,26 @@ def _pki_ca(node: NodeRoot) -> tuple[x509.Certificate | None, bool]:
 
 
 def other_node_items(
-    report: certs.CertsReport, root: str, options: RetrustOptions, progress: Progress
+    report: certs.CertsReport,
+    root: str,
+    options: RetrustOptions,
+    progress: Progress,
+    cfg: KubeadmConfig | None = None,
 ) -> list[certs.CertItem]:
-    """The kubelet items of every other node (:func:`check_other_nodes`)."""
+    """The kubelet items of every other node, every item of each other control-plane node (with ``cfg``: its
+    pki, kubeconfigs and kubelet, checked as this node's; :func:`check_other_nodes`)."""
+    from kuberevive.run import renewha  # it builds on this module
+
     node = NodeRoot(Path(root))
     inventory = node_inventory(node, options)
     others = [n for n in inventory.nodes if n.name != report.node_name]
     ca, ca_key = _pki_ca(node)
 
     def one(n: InventoryNode, t: Transport) -> list[certs.CertItem]:
-        files = _read_kubelet_files(SshHost(t, n.name))
+        if cfg is not None and n.is_control_plane:
+            peer = renewha.read_peer(SshHost(t, n.name), n.name, cfg)
+            return renewha.peer_items(peer, report.now, report.warning_days, report.config_source)
+        files = read_kubelet_files(SshHost(t, n.name))
         snap = d.NodeSnapshot(root=n.name, now=report.now, hostname=n.name, files=files)
         return certs.kubelet_items(snap, ca, ca_key, n.name, report.now, report.warning_days, other_node=n.name)
 
@@ -200,12 +222,17 @@ def other_node_items(
 
 
 def plan_other_kubelets(
-    report: certs.CertsReport, root: str, options: RetrustOptions, everything: bool, progress: Progress
+    report: certs.CertsReport,
+    root: str,
+    options: RetrustOptions,
+    everything: bool,
+    progress: Progress,
+    cfg: KubeadmConfig | None = None,
 ) -> tuple[list[certs.NodeRenewal] | None, str]:
     """What ``--all-nodes`` would do on each other node, read now over SSH; None (and why) when the node list
     cannot be read yet (no ``--inventory`` and the API does not answer: it is read again once the API is back)."""
     try:
-        items = other_node_items(report, root, options, progress)
+        items = other_node_items(report, root, options, progress, cfg)
     except PlanError as exc:
         if options.inventory is not None:
             raise
@@ -244,7 +271,7 @@ def stored_validity(root: str, config_file: str | None, cfg: KubeadmConfig) -> t
 def steps_for(targets: list[str], live: bool, all_nodes: bool = False) -> list[str]:
     """The step ids the targets need (``live``: the node's own root, so restarts and waits apply; ``all_nodes``:
     the other nodes' kubelets too, last, once the API answers)."""
-    kinds = {name: _group(name) for name in targets}
+    kinds = {name: group_of(name) for name in targets}
     steps: list[str] = []
     if certs.KUBELET_CLIENT in targets:
         steps += ["kubelet-client"] + (["kubelet-restart"] if live else [])
@@ -252,6 +279,9 @@ def steps_for(targets: list[str], live: bool, all_nodes: bool = False) -> list[s
         steps.append("leaves")
     if certs.Group.KUBECONFIG in kinds.values():
         steps.append("kubeconfigs")
+    if live and all_nodes:
+        steps.append("peer-certificates")  # before this node restarts: with every certificate expired, etcd's
+        # members need each other's new certificates to have a quorum again
     if live and any(set(files) & set(targets) for files in COMPONENT_FILES.values()):
         steps.append("restart-control-plane")
     if live and targets:
@@ -259,11 +289,11 @@ def steps_for(targets: list[str], live: bool, all_nodes: bool = False) -> list[s
     if live and certs.KUBELET_CLIENT in targets:
         steps.append("node-ready")
     if live and all_nodes:
-        steps += ([] if "api-ready" in steps else ["api-ready"]) + ["other-kubelets"]
+        steps += ([] if "api-ready" in steps else ["api-ready"]) + ["peer-restarts", "other-kubelets"]
     return steps
 
 
-def _group(name: str) -> certs.Group:
+def group_of(name: str) -> certs.Group:
     if name == certs.KUBELET_CLIENT:
         return certs.Group.KUBELET
     if name in (ADMIN_CONF, SUPER_ADMIN_CONF, CONTROLLER_MANAGER_CONF, SCHEDULER_CONF):
@@ -369,7 +399,7 @@ def plan(
     items = certs.renewal_targets(report, everything)
     nodes, note = (None, "")
     if options is not None:
-        nodes, note = plan_other_kubelets(report, root, options, everything, progress)
+        nodes, note = plan_other_kubelets(report, root, options, everything, progress, cfg)
     result = RenewResult(
         targets=[_target_json(i) for i in items],
         steps=[],
@@ -494,7 +524,7 @@ class RenewExecutor:
             pki_files, now = self._pki(), self._now()
             out: list[Artifact] = []
             for name in self.targets:
-                if _group(name) is certs.Group.CERTIFICATE:
+                if group_of(name) is certs.Group.CERTIFICATE:
                     out += certs.renew_leaf(name, self.cfg, pki_files, now)
             return out
 
@@ -505,7 +535,7 @@ class RenewExecutor:
             pki_files, now = self._pki(), self._now()
             out: list[Artifact] = []
             for name in self.targets:
-                if _group(name) is certs.Group.KUBECONFIG:
+                if group_of(name) is certs.Group.KUBECONFIG:
                     path = paths.KUBERNETES_DIR / name
                     data = self.node.read(path)
                     if data is None:
@@ -535,6 +565,16 @@ class RenewExecutor:
 
     def step_other_kubelets(self) -> None:
         other_kubelets(self)
+
+    def step_peer_certificates(self) -> None:
+        from kuberevive.run import renewha  # it builds on this module
+
+        renewha.step_peer_certificates(self)
+
+    def step_peer_restarts(self) -> None:
+        from kuberevive.run import renewha
+
+        renewha.step_peer_restarts(self)
 
     def step_node_ready(self) -> None:
         api = self._api()
@@ -567,9 +607,11 @@ RENEW_STEPS: dict[str, Callable[[RenewExecutor], None]] = {
     "kubelet-restart": RenewExecutor.step_kubelet_restart,
     "leaves": RenewExecutor.step_leaves,
     "kubeconfigs": RenewExecutor.step_kubeconfigs,
+    "peer-certificates": RenewExecutor.step_peer_certificates,
     "restart-control-plane": RenewExecutor.step_restart_control_plane,
     "api-ready": RenewExecutor.step_api_ready,
     "node-ready": RenewExecutor.step_node_ready,
+    "peer-restarts": RenewExecutor.step_peer_restarts,
     "other-kubelets": RenewExecutor.step_other_kubelets,
 }
 check_table(RENEW_STEPS, tuple(STEP_TITLES), "kuberevive.run.renew")
@@ -587,7 +629,13 @@ def other_kubelets(ex: RenewExecutor) -> None:
         )
     journal, me = ex.journal, ex.journal.node_name
     inventory = node_inventory(ex.node, options)
-    nodes = [n for n in inventory.nodes if n.name != me and journal.other_nodes.get(n.name, {}).get("state") != "done"]
+    nodes = [
+        n
+        for n in inventory.nodes
+        if n.name != me
+        and not n.is_control_plane  # the other control-plane nodes: peer-certificates and peer-restarts
+        and journal.other_nodes.get(n.name, {}).get("state") != "done"
+    ]
     pki_files = ex._pki()
     ca, _key = _pki_ca(ex.node)
     lock = threading.Lock()  # the nodes run in threads; the journal is one file
@@ -605,7 +653,7 @@ def other_kubelets(ex: RenewExecutor) -> None:
             arts = journal.artifacts(key) if started else None
         now = datetime.now(UTC)
         if not started:  # look at the node first; after a kill, what was decided and recorded is carried out
-            files = _read_kubelet_files(host)
+            files = read_kubelet_files(host)
             snap = d.NodeSnapshot(root=n.name, now=now, hostname=n.name, files=files)
             items = certs.kubelet_items(snap, ca, True, n.name, now, journal.warning_days, other_node=n.name)
             todo = certs.node_renewal(n.name, items, journal.everything)
@@ -629,12 +677,9 @@ def other_kubelets(ex: RenewExecutor) -> None:
             record(n.name, state="started", new_serving=todo.new_serving)
         else:
             notes = []
-        out = notes + _put_kubelet_files(host, n.name, arts or [])
+        out = notes + put_kubelet_files(host, n.name, arts or [])
         if journal.other_nodes[n.name].get("new_serving"):
-            for p in (paths.KUBELET_SERVING_CERT, paths.KUBELET_SERVING_CERT.with_suffix(".key")):
-                aside = host.move_aside(p)
-                if aside is not None:
-                    out.append(f"{n.name}: {p} moved aside to {aside} (the kubelet makes a new one)")
+            out += move_aside_serving(host, n.name)
         since = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
         host.restart_unit("kubelet")
         api = ex._api()
@@ -693,7 +738,17 @@ def _kubelet_confs_to_copy(ex: RenewExecutor, names: list[str]) -> list[Artifact
     return arts
 
 
-def _put_kubelet_files(host: Host, name: str, arts: list[Artifact]) -> list[str]:
+def move_aside_serving(host: Host, name: str) -> list[str]:
+    """Move aside the kubelet's self-signed serving certificate and key: it makes new ones when it starts."""
+    out = []
+    for p in (paths.KUBELET_SERVING_CERT, paths.KUBELET_SERVING_CERT.with_suffix(".key")):
+        aside = host.move_aside(p)
+        if aside is not None:
+            out.append(f"{name}: {p} moved aside to {aside} (the kubelet makes a new one)")
+    return out
+
+
+def put_kubelet_files(host: Host, name: str, arts: list[Artifact]) -> list[str]:
     """Write the new client pem, point ``kubelet-client-current.pem`` at it (the old link moved aside) and write
     the rest (kubelet.conf; the old one moved aside). Each part is a no-op when done already."""
     if not arts:

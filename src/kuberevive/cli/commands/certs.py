@@ -76,9 +76,9 @@ def common_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_check(args: argparse.Namespace, env: Environment) -> int:
-    report, _cfg = renew.read_report(args.root, args.config, args.expiry_warning_days, live=is_live_root(args.root))
+    report, cfg = renew.read_report(args.root, args.config, args.expiry_warning_days, live=is_live_root(args.root))
     if args.all_nodes:
-        report = renew.check_other_nodes(report, args.root, node_access(args), env.progress)
+        report = renew.check_other_nodes(report, args.root, node_access(args), env.progress, cfg)
     if args.json:
         env.json(report.as_json())
     else:
@@ -101,12 +101,10 @@ def _row(item: certs.CertItem, *, authority: bool) -> list[str]:
     return row
 
 
-def render_table(report: certs.CertsReport, env: Environment) -> None:
-    leaves = [i for i in report.items if i.group in (certs.Group.CERTIFICATE, certs.Group.KUBECONFIG)]
-    cas = [i for i in report.items if i.group is certs.Group.CA]
-    kubelet = [i for i in report.items if i.group is certs.Group.KUBELET]
-    env.out(f"certs check: node {report.node_name} (root {report.root}), configuration: {report.config_source}")
-    env.out()
+def _leaf_tables(items: list[certs.CertItem], env: Environment) -> None:
+    """kubeadm's two tables (leaves and kubeconfigs, then CAs) for one node's items."""
+    leaves = [i for i in items if i.group in (certs.Group.CERTIFICATE, certs.Group.KUBECONFIG)]
+    cas = [i for i in items if i.group is certs.Group.CA]
     head = ["CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY", "EXTERNALLY MANAGED", "STATUS"]
     _table(env, head, [_row(i, authority=True) for i in leaves])
     env.out()
@@ -116,6 +114,21 @@ def render_table(report: certs.CertsReport, env: Environment) -> None:
         [_row(i, authority=False) for i in cas],
     )
     env.out()
+
+
+def render_table(report: certs.CertsReport, env: Environment) -> None:
+    env.out(f"certs check: node {report.node_name} (root {report.root}), configuration: {report.config_source}")
+    env.out()
+    _leaf_tables([i for i in report.items if i.node is None], env)
+    peers: dict[str, list[certs.CertItem]] = {}
+    for i in report.items:
+        if i.node is not None and i.group is not certs.Group.KUBELET:
+            peers.setdefault(i.node, []).append(i)
+    for name, its in peers.items():  # --all-nodes: each other control-plane node, read over SSH
+        env.out(f"control-plane node {name} (over SSH):")
+        env.out()
+        _leaf_tables(its, env)
+    kubelet = [i for i in report.items if i.group is certs.Group.KUBELET]
     head = ["NODE", "KUBELET", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY", "EXTERNALLY MANAGED", "STATUS"]
     _table(env, head, [[i.node or report.node_name, *_row(i, authority=True)] for i in kubelet])
     problems = [(i, p) for i in report.items if i.counts for p in i.problems]
@@ -144,6 +157,9 @@ def render_nodes(result: renew.RenewResult, env: Environment) -> None:
         if not n["reached"]:
             env.out(f"  {n['node']}: not reached: {'; '.join(n['notes'])}")
             continue
+        if n.get("control_plane") is not None:
+            renewed = ", ".join(n["control_plane"]) or "nothing"
+            env.out(f"  {n['node']}: control-plane node: renew {renewed}; its control plane restarted after this one's")
         what = "renew the kubelet client certificate" if n["renew_client"] else "keep the kubelet client certificate"
         env.out(f"  {n['node']}: {what} ({client['status']}, {client['not_after'] or '-'}, {client['path']})")
         if serving is not None:

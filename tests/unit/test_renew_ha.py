@@ -1,0 +1,362 @@
+"""``certs check/renew --all-nodes`` on an HA control plane: the other control-plane nodes (peers) read whole, renewed
+with their own SANs and this node's CA keys, and restarted one at a time (run/renewha.py), against in-memory hosts;
+the lab test runs it over SSH against real masters: tests/lab/test_ha_lab.py."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+
+from kuberevive.core import caextend as caextend_core
+from kuberevive.core import certs, pki
+from kuberevive.core.generate import Target, generate
+from kuberevive.core.kubeconfig import Kubeconfig
+from kuberevive.errors import NodeFsError, PlanError
+from kuberevive.io.etcd import Member
+from kuberevive.io.host import LocalHost
+from kuberevive.io.noderoot import NodeRoot
+from kuberevive.io.transport import Deadline, Result, Transport
+from kuberevive.model import paths
+from kuberevive.model.config import KubeadmConfig, NodeFacts
+from kuberevive.model.inventory import CONTROL_PLANE, WORKER, Inventory, InventoryNode
+from kuberevive.model.recover import RetrustOptions
+from kuberevive.run import caextend, renew, renewha
+from kuberevive.run.context import Effects
+from kuberevive.run.journal import CaExtendJournal, RenewJournal
+from tests.unit.test_certs import contents
+from tests.unit.test_diagnose import CONFIG_TEXT, NOW, PKI, _cfg
+from tests.unit.test_remotehost import Canned
+from tests.unit.test_renew_nodes import TREE, FakeHost, ReadyApi, kubelet_files
+
+# TREE (test_renew_nodes'): master-a, this node, with the cluster's CAs
+CA_FILES = {p: d for p, d in contents(TREE).items() if p.name in ("ca.crt", "ca.key") or "-ca." in p.name}
+REAL_NOW = datetime.now(UTC)
+ADDRESSES = {"master-b": "10.20.30.50", "master-c": "10.20.30.60"}
+
+
+def peer_cfg(name: str) -> KubeadmConfig:
+    text = CONFIG_TEXT.replace("master-a", name).replace("10.20.30.40", ADDRESSES[name])
+    # ECDSA keys: quick to make (a renewal keeps each old key's algorithm)
+    return _cfg(text.replace("clusterName: prod-eu", "clusterName: prod-eu\nencryptionAlgorithm: ECDSA-P256"))
+
+
+@functools.cache
+def _peer_files(name: str, other_ca: bool) -> tuple[tuple[PurePosixPath, bytes], ...]:
+    ca_files = OTHER_CA() if other_ca else CA_FILES
+    return tuple(peer_files(name, ca_files).items())
+
+
+def cached_peer_files(name: str, other_ca: bool = False) -> dict[PurePosixPath, bytes]:
+    return dict(_peer_files(name, other_ca))
+
+
+def OTHER_CA() -> dict[PurePosixPath, bytes]:
+    """Another cluster's CAs (made once)."""
+    return _other_ca()
+
+
+@functools.cache
+def _other_ca() -> dict[PurePosixPath, bytes]:
+    cfg = peer_cfg("master-b")
+    result = generate(Target.CERTS, cfg, NodeFacts(hostname="master-b"), NOW, {})
+    return {a.path: a.content for a in result.artifacts if a.path in CA_FILES}
+
+
+def peer_files(name: str, ca_files: dict[PurePosixPath, bytes] = CA_FILES) -> dict[PurePosixPath, bytes]:
+    """What ``kubeadm join --control-plane`` leaves on ``name``: its own leaves and manifests, the cluster's CAs
+    (keys included: --upload-certs), its kubelet's files; no super-admin.conf."""
+    cfg = peer_cfg(name)
+    result = generate(Target.ALL, cfg, NodeFacts(hostname=name), NOW, ca_files)
+    files = {a.path: a.content for a in result.artifacts if a.path.name != "super-admin.conf"}
+    return files | {**ca_files} | kubelet_files(cfg, name)
+
+
+class PeerHost(FakeHost):
+    """A control-plane peer in memory that also stops containers; every stop and restart goes to ``events``."""
+
+    def __init__(self, name: str, files: dict[PurePosixPath, bytes], events: list[str]) -> None:
+        super().__init__(name, files)
+        self.events = events
+        self.stopped: list[str] = []
+
+    def stop_containers(self, name: str, cri_socket: str | None = None) -> int:
+        self.stopped.append(name)
+        self.events.append(f"{self.name}: stop {name}")
+        return 1
+
+    def restart_unit(self, unit: str) -> None:
+        super().restart_unit(unit)
+        self.events.append(f"{self.name}: restart {unit}")
+
+    def cert(self, path: PurePosixPath) -> Any:
+        return pki.load_certificate(self.read(path) or b"", str(path))
+
+
+class HealthyApi:
+    """One API server's /readyz, logged."""
+
+    def __init__(self, server: str, events: list[str]) -> None:
+        self.server, self.events = server, events
+
+    def readyz(self) -> tuple[bool, str]:
+        self.events.append(f"readyz {self.server}")
+        return True, "ok"
+
+
+class HealthyEtcd:
+    def __init__(self, endpoint: str, events: list[str]) -> None:
+        self.endpoint, self.events = endpoint, events
+
+    def health(self) -> tuple[bool, str]:
+        self.events.append(f"etcd {self.endpoint}")
+        return True, ""
+
+    def members(self) -> list[Member]:
+        return [
+            Member("1", n, (f"https://{ip}:2380",), ()) for n, ip in [("master-a", "10.20.30.40"), *ADDRESSES.items()]
+        ]
+
+
+def executor(
+    tmp_path: Path, hosts: dict[str, FakeHost], events: list[str], inventory: Inventory | None
+) -> tuple[renew.RenewExecutor, RenewJournal]:
+    """An executor on master-a (a temporary root with TREE's pki and admin.conf) whose peers are ``hosts``."""
+    root = NodeRoot(tmp_path)
+    for p, data in contents(TREE).items():
+        if p.is_relative_to(PKI) or p == paths.ADMIN_CONF:
+            root.atomic_write(p, data, 0o600)
+    cfg = _cfg()
+    cfg = replace(cfg, cluster=replace(cfg.cluster, certificate_validity=timedelta(days=365)))
+    journal = RenewJournal.load(root, renew.JOURNAL) or RenewJournal.new(
+        root,
+        renew.JOURNAL,
+        node_name="master-a",
+        stamp="2026-12-05-00-00-00",
+        all_nodes=True,
+        warning_days=400,  # every certificate of the tree (one year from NOW) is expiring
+    )
+
+    def api(_node: NodeRoot, data: bytes) -> Any:
+        return HealthyApi(str(yaml.safe_load(data)["clusters"][0]["cluster"]["server"]), events)
+
+    fx = Effects(
+        kubeconfig_api=api,
+        peer_etcd_client=lambda url, *_creds: HealthyEtcd(url, events),  # type: ignore[arg-type]
+        etcd_client=lambda _node, _cfg: HealthyEtcd("https://127.0.0.1:2379", events),  # type: ignore[arg-type,return-value]
+        sleep=lambda _s: None,
+    )
+    ex = renew.RenewExecutor(
+        LocalHost(root, live=False), journal, cfg, lambda _t: None, renew.RenewResult(targets=[], steps=[]), fx
+    )
+    ex.options = RetrustOptions(inventory=inventory, node_timeout=5)
+
+    def connect(n: InventoryNode, _deadline: Deadline) -> Transport:
+        if n.name not in hosts:
+            raise NodeFsError(f"{n.name}: no route", "")
+        return Canned(Result(1, b"", b"the fake host runs no command"))
+
+    ex.connect = connect
+    ex.remote = lambda _t, name: hosts[name]  # type: ignore[assignment,return-value]
+    ex._api = lambda: ReadyApi()  # type: ignore[assignment,method-assign,return-value]
+    return ex, journal
+
+
+def inventory(*names: str) -> Inventory:
+    nodes = [InventoryNode("master-a", "10.20.30.40", roles=frozenset({CONTROL_PLANE}))]
+    nodes += [InventoryNode(n, ADDRESSES[n], roles=frozenset({CONTROL_PLANE})) for n in names]
+    nodes.append(InventoryNode("worker-1", "10.20.30.70", roles=frozenset({WORKER})))
+    return Inventory(tuple(nodes))
+
+
+def test_a_peer_is_read_whole_and_checked_with_its_own_name_and_address():
+    host = PeerHost("master-b", cached_peer_files("master-b"), [])
+    peer = renewha.read_peer(host, "master-b", _cfg())  # type: ignore[arg-type]
+    assert (peer.cfg.node_name, peer.cfg.advertise_address) == ("master-b", "10.20.30.50")
+    assert (peer.endpoints.api_host, peer.endpoints.etcd_client_url) == ("10.20.30.50", "https://10.20.30.50:2379")
+    items = {i.name: i for i in renewha.peer_items(peer, REAL_NOW, 30, "test")}
+    assert {i.node for i in items.values()} == {"master-b"}
+    assert items["apiserver"].status is certs.Status.OK and items["apiserver"].signer_verified
+    assert items["kubelet-client"].status is certs.Status.OK  # its CN is master-b's, checked against master-b
+    assert items["super-admin.conf"].status is certs.Status.MISSING and not items["super-admin.conf"].counts
+    assert items["ca"].status is certs.Status.OK
+    # with a 400-day warning every leaf, kubeconfig and the kubelet's certificate is expiring
+    later = renewha.peer_items(peer, REAL_NOW, 400, "t")
+    expiring = {i.name for i in later if i.status is certs.Status.EXPIRING}
+    assert {"apiserver", "etcd-peer", "admin.conf", "kubelet-client"} <= expiring
+
+
+def test_peer_renewal_has_the_peers_own_sans_and_is_signed_with_this_nodes_ca():
+    host = PeerHost("master-b", cached_peer_files("master-b"), [])
+    local_pki = {p: d for p, d in contents(TREE).items() if p.is_relative_to(PKI)}
+    peer = renewha.with_local_ca_keys(renewha.read_peer(host, "master-b", _cfg()), local_pki)  # type: ignore[arg-type]
+    todo = renewha.peer_renewal(peer, False, REAL_NOW, 400, "2026-12-05-00-00-00")
+    assert todo.components == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+    assert "super-admin.conf" not in todo.names and "kubelet-client" in todo.names
+    by_path = {a.path: a for a in todo.files}
+    ca = pki.load_certificate(CA_FILES[PKI / "ca.crt"], "ca")
+    etcd_ca = pki.load_certificate(CA_FILES[PKI / "etcd/ca.crt"], "etcd ca")
+    apiserver = pki.load_certificate(by_path[PKI / "apiserver.crt"].content, "apiserver")
+    assert pki.verify_signed_by(apiserver, ca)
+    sans = pki.certificate_alt_names(apiserver)
+    ips = {str(ip) for ip in sans.ips}
+    assert "10.20.30.50" in ips and "10.20.30.40" not in ips  # master-b's address, not master-a's
+    assert "master-b" in sans.dns and "master-a" not in sans.dns
+    etcd_server = pki.load_certificate(by_path[PKI / "etcd/server.crt"].content, "etcd server")
+    assert pki.verify_signed_by(etcd_server, etcd_ca)
+    assert "master-b" in pki.certificate_alt_names(etcd_server).dns
+    assert "10.20.30.40" not in {str(ip) for ip in pki.certificate_alt_names(etcd_server).ips}
+    assert abs(apiserver.not_valid_after_utc - (REAL_NOW + peer.cfg.cluster.certificate_validity)) < timedelta(1)
+    assert by_path[PKI / "apiserver.key"].mode == 0o600
+    # the kubelet's client certificate for master-b, first the pem, then (here) nothing else: kubelet.conf refers to
+    # the link already
+    pem = todo.kubelet[0]
+    cert = pki.load_certificate(pem.content, "kubelet")
+    assert cert.subject.rfc4514_string() == "CN=system:node:master-b,O=system:nodes" and pem.mode == 0o600
+
+
+def test_a_peer_with_another_ca_is_refused_before_anything_is_written():
+    host = PeerHost("master-b", cached_peer_files("master-b", other_ca=True), [])
+    local_pki = {p: d for p, d in contents(TREE).items() if p.is_relative_to(PKI)}
+    with pytest.raises(PlanError) as refused:
+        renewha.with_local_ca_keys(renewha.read_peer(host, "master-b", _cfg()), local_pki)  # type: ignore[arg-type]
+    assert "master-b" in refused.value.message and "another CA" in refused.value.message
+
+
+def test_peers_are_written_first_then_restarted_one_at_a_time_each_awaited_healthy(tmp_path: Path):
+    events: list[str] = []
+    b = PeerHost("master-b", cached_peer_files("master-b"), events)
+    c = PeerHost("master-c", cached_peer_files("master-c"), events)
+    old_b = b.cert(PKI / "apiserver.crt").serial_number
+    ex, journal = executor(tmp_path, {"master-b": b, "master-c": c}, events, inventory("master-b", "master-c"))
+
+    ex.step_peer_certificates()
+    # written on both, nothing restarted yet; each file recorded in the journal before it was written
+    assert events == [] and b.restarts == 0 and c.restarts == 0
+    assert b.cert(PKI / "apiserver.crt").serial_number != old_b
+    assert {journal.other_nodes[n]["state"] for n in ("master-b", "master-c")} == {"written"}
+    assert "worker-1" not in journal.other_nodes  # a worker is other-kubelets' (its kubelet only)
+    saved = RenewJournal.load(NodeRoot(tmp_path), renew.JOURNAL)
+    assert saved is not None and saved.artifacts("cp:master-b") is not None
+    recorded = {a.path: a.content for a in saved.artifacts("cp:master-b") or []}
+    assert recorded[PKI / "apiserver.crt"] == b.read(PKI / "apiserver.crt")
+    # master-b's old files were moved aside, not lost
+    assert any(str(p).endswith("/etc/kubernetes/pki/apiserver.crt") for p in b.aside)
+
+    ex.step_peer_restarts()
+    # this node's API server and etcd first, then master-b whole (stopped, restarted, healthy), then master-c
+    assert events[0] == "readyz https://10.20.30.40:6443" and events[1] == "etcd https://127.0.0.1:2379"
+    b_ready = events.index("etcd https://10.20.30.50:2379")
+    assert events.index("readyz https://10.20.30.50:6443") < b_ready < events.index("master-c: stop etcd")
+    assert max(i for i, e in enumerate(events) if e.startswith("master-b:")) < b_ready
+    assert events[-1] == "etcd https://10.20.30.60:2379"
+    assert b.stopped == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"] == c.stopped
+    assert (b.restarts, c.restarts) == (1, 1)
+    assert {journal.other_nodes[n]["state"] for n in ("master-b", "master-c")} == {"done"}
+    # a second run: nothing is done again
+    ex.step_peer_restarts()
+    assert (b.restarts, c.restarts) == (1, 1)
+
+
+def test_a_peer_that_fails_stops_the_rolling_restart_and_the_next_run_resumes_with_it(tmp_path: Path):
+    events: list[str] = []
+    b = PeerHost("master-b", cached_peer_files("master-b"), events)
+    c = PeerHost("master-c", cached_peer_files("master-c"), events)
+    ex, _journal = executor(tmp_path, {"master-b": b, "master-c": c}, events, inventory("master-b", "master-c"))
+    ex.step_peer_certificates()
+    written = c.read(PKI / "apiserver.crt")
+
+    def dead(_unit: str) -> None:
+        raise NodeFsError("master-b: 'systemctl restart kubelet' failed", "")
+
+    b.restart_unit = dead  # type: ignore[method-assign,assignment]
+    with pytest.raises(PlanError) as failed:
+        ex.step_peer_restarts()
+    assert "master-b" in failed.value.message and "resumes" in failed.value.hint
+    assert c.stopped == [] and c.restarts == 0  # master-c is never touched while master-b is not healthy
+    del b.restart_unit
+    ex2, journal2 = executor(tmp_path, {"master-b": b, "master-c": c}, events, inventory("master-b", "master-c"))
+    assert journal2.other_nodes["master-b"]["state"] == "written"
+    ex2.step_peer_restarts()
+    assert (b.restarts, c.restarts) == (1, 1) and c.read(PKI / "apiserver.crt") == written  # not renewed twice
+
+
+def test_peers_come_from_the_etcd_members_when_the_api_is_down(tmp_path: Path):
+    """No --inventory and no API (every certificate expired): the members of this node's etcd are the peers."""
+    events: list[str] = []
+    b = PeerHost("master-b", cached_peer_files("master-b"), events)
+    c = PeerHost("master-c", cached_peer_files("master-c"), events)
+    ex, journal = executor(tmp_path, {"master-b": b, "master-c": c}, events, None)  # Node objects: admin.conf fails
+    nodes, source = renewha.discover(ex, ex.options or RetrustOptions())
+    assert [(n.name, n.address) for n in nodes] == [("master-b", "10.20.30.50"), ("master-c", "10.20.30.60")]
+    assert source == "the etcd members"
+    ex.step_peer_certificates()
+    assert {journal.other_nodes[n]["state"] for n in ("master-b", "master-c")} == {"written"}
+
+
+def test_steps_with_all_nodes_write_the_peers_before_this_node_restarts():
+    steps = renew.steps_for(["kubelet-client", "apiserver", "admin.conf"], True, all_nodes=True)
+    assert steps == [
+        "kubelet-client",
+        "kubelet-restart",
+        "leaves",
+        "kubeconfigs",
+        "peer-certificates",
+        "restart-control-plane",
+        "api-ready",
+        "node-ready",
+        "peer-restarts",
+        "other-kubelets",
+    ]
+    assert renew.steps_for([], True, all_nodes=True) == [
+        "peer-certificates",
+        "api-ready",
+        "peer-restarts",
+        "other-kubelets",
+    ]
+    assert "peer-certificates" not in renew.steps_for(["apiserver"], True)
+
+
+def test_ca_extend_puts_the_extended_ca_on_each_master_one_at_a_time_then_on_the_workers(tmp_path: Path):
+    """ca extend's other-nodes step on HA: each other master's CA certificate, kubeconfigs and kubelet.conf hold the
+    extended CA, its components that read the CA at start are restarted, one master at a time, each awaited healthy;
+    then the workers (kubelet.conf, restart); the cluster objects settled again after the masters."""
+    events: list[str] = []
+    b = PeerHost("master-b", cached_peer_files("master-b"), events)
+    c = PeerHost("master-c", cached_peer_files("master-c"), events)
+    w = PeerHost("worker-1", kubelet_files(_cfg(), "worker-1"), events)
+    old = pki.load_certificate(CA_FILES[PKI / "ca.crt"], "ca")
+    new = pki.extend_ca(old, pki.load_private_key(CA_FILES[PKI / "ca.key"], "ca.key"), REAL_NOW, timedelta(days=3650))
+    extended = [caextend_core.Extended("ca", PKI / "ca.crt", old, new)]
+    base, _journal = executor(tmp_path, {"master-b": b, "master-c": c, "worker-1": w}, events, None)
+    journal = CaExtendJournal.new(NodeRoot(tmp_path), caextend.JOURNAL, node_name="master-a", all_nodes=True)
+    ex = caextend._Executor(
+        base.host, journal, base.cfg, lambda _t: None, base.result, base.fx, extended=extended, options=None
+    )
+    ex.options = RetrustOptions(inventory=inventory("master-b", "master-c"), node_timeout=5)
+    ex.connect, ex.remote, ex._api = base.connect, base.remote, base._api  # type: ignore[method-assign]
+    ex.step_cluster_objects = lambda: events.append("cluster-objects")  # type: ignore[method-assign]
+    new_pem = pki.encode_certificate_pem(new)
+
+    ex.step_other_nodes()
+    for host in (b, c):
+        assert host.read(PKI / "ca.crt") == new_pem and host.read(PKI / "ca.key") == CA_FILES[PKI / "ca.key"]
+        for conf in ("admin.conf", "controller-manager.conf", "scheduler.conf", "kubelet.conf"):
+            cluster, _user = Kubeconfig.from_yaml(host.read(paths.KUBERNETES_DIR / conf) or b"").current()
+            assert cluster.certificate_authority_data == new_pem, (host.name, conf)
+        assert host.stopped == ["kube-apiserver", "kube-controller-manager", "kube-scheduler"] and host.restarts == 1
+        assert any(str(p).endswith("/etc/kubernetes/pki/ca.crt") for p in host.aside)  # the old one kept
+    # one master at a time, each healthy before the next; the cluster objects again; then the worker
+    b_healthy = events.index("etcd https://10.20.30.50:2379")
+    assert max(i for i, e in enumerate(events) if e.startswith("master-b:")) < b_healthy
+    assert b_healthy < min(i for i, e in enumerate(events) if e.startswith("master-c:"))
+    assert events.index("etcd https://10.20.30.60:2379") < events.index("cluster-objects")
+    assert events.index("cluster-objects") < events.index("worker-1: restart kubelet")
+    cluster, _user = Kubeconfig.from_yaml(w.read(paths.KUBELET_CONF) or b"").current()
+    assert cluster.certificate_authority_data == new_pem and w.stopped == [] and w.restarts == 1
+    assert journal.nodes_done == ["master-b", "master-c", "worker-1"]
