@@ -21,7 +21,7 @@ from kuberevive.io.transport import Deadline, LocalTransport, Transport
 from kuberevive.model import paths
 from kuberevive.model.inventory import Inventory, InventoryNode
 from kuberevive.model.recover import RetrustOptions
-from kuberevive.run import caextend
+from kuberevive.run import caextend, renew
 from kuberevive.run.journal import CaExtendJournal
 from tests.unit.test_diagnose import PKI
 from tests.unit.test_executor import FakeClock, FakeHost, Killed
@@ -52,7 +52,8 @@ class Extension:
         nodes = [InventoryNode(n, f"192.0.2.{i}") for i, n in enumerate((NODE, *WORKERS), start=1)]
         self.options = RetrustOptions(inventory=Inventory(tuple(nodes)), node_timeout=5)
         monkeypatch.setattr(caextend, "connect", self._connect)
-        monkeypatch.setattr(caextend, "SshHost", lambda _t, name: self.workers[name])
+        # the executor's default remote host (run/renew.RenewExecutor.remote) is an SshHost over the transport
+        monkeypatch.setattr(renew, "SshHost", lambda _t, name: self.workers[name])
 
     def _cluster_objects(self) -> None:
         """What kubeadm and the controller-manager made, holding the CAs before the extension."""
