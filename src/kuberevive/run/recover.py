@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
 
+from kuberevive.core import allmasters, salvage
 from kuberevive.core import recover as core
-from kuberevive.core import salvage
 from kuberevive.core.manifests import etcd_image
 from kuberevive.core.retrust import unreporting_nodes
 from kuberevive.errors import ConfigMismatch, EtcdError, KubeApiError, KubereviveError, PlanError
@@ -36,6 +36,7 @@ from kuberevive.io import nodefacts
 from kuberevive.io.host import LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
+from kuberevive.model import paths
 from kuberevive.model.config import KubeadmConfig, NodeFacts
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
 from kuberevive.model.recover import NodeIdentity, RecoveryPlan, RetrustOptions
@@ -141,6 +142,8 @@ class _Prepared:
     journal: RecoveryJournal | None = None
     salvage_from: tuple[str, ...] = ()
     """Healthy control-plane peers whose trust material the run takes (salvage-trust)."""
+    masters: tuple[NodeIdentity, ...] = ()
+    """The other control-plane nodes, when every one lost its files too (the all-masters case)."""
 
     def bootstrap_cfg(self) -> KubeadmConfig:
         return bootstrap_config(self.identity, self.given)
@@ -189,10 +192,13 @@ def _prepare(
                 "run 'kuberevive recover --apply' again with the same --ca-from (or without it)",
             )
         salvage_from = tuple(journal.salvage_from or ())
-        ctx = _Prepared(host, identity, given, kept or recorded, facts, journal, salvage_from)
+        masters = tuple(journal.masters or ())
+        ctx = _Prepared(host, identity, given, kept or recorded, facts, journal, salvage_from, masters)
         cfg = final_config(identity, given, journal) if journal.config is not None else ctx.bootstrap_cfg()
         resuming = (f"resuming the recovery started at {journal.started_at} (journal {JOURNAL})",)
-        return ctx, core.make_plan(identity, cfg, kept, journal.done_steps(), notes=resuming, salvage_from=salvage_from)
+        return ctx, core.make_plan(
+            identity, cfg, kept, journal.done_steps(), notes=resuming, salvage_from=salvage_from, masters=masters
+        )
     health = _health(host, facts, fx)
     if health.reason:
         assert health.cfg is not None
@@ -214,13 +220,17 @@ def _prepare(
         core.require_control_plane(evidence)
         identity = _identity_from_config(given)
     salvage_from = _salvage_from(options or RetrustOptions(), identity.node_name, kept)
-    ctx = _Prepared(host, identity, given, kept, facts, None, salvage_from)
+    masters, lost_notes = _lost_masters(options or RetrustOptions(), identity, salvage_from, fx)
+    if masters:
+        salvage_from = ()
+    ctx = _Prepared(host, identity, given, kept, facts, None, salvage_from, masters)
     cfg = ctx.bootstrap_cfg()
     core.kept_files(cfg, kept)  # validate kept material before anything is written
     notes = [
         "the ClusterConfiguration is read from etcd (kube-system/kubeadm-config) once etcd runs; "
         "file lists below use kubeadm's default paths until then",
     ]
+    notes.extend(lost_notes)
     if salvage_from:
         notes.append(
             f"healthy control-plane peers: {', '.join(salvage_from)}: the cluster's CAs and sa.key are taken from "
@@ -252,7 +262,46 @@ def _prepare(
                 continue  # judged once the stored configuration is read (step 4)
             if v.path in files or v.action != core.KEEP:
                 notes.append(v.line())
-    return ctx, core.make_plan(identity, cfg, kept, notes=tuple(notes), salvage_from=salvage_from)
+    return ctx, core.make_plan(identity, cfg, kept, notes=tuple(notes), salvage_from=salvage_from, masters=masters)
+
+
+def _lost_masters(
+    options: RetrustOptions, identity: NodeIdentity, peers: tuple[str, ...], fx: Effects
+) -> tuple[tuple[NodeIdentity, ...], list[str]]:
+    """The other masters when every reachable control-plane peer lost its trust material too (the all-masters
+    case: no peer to salvage from), with notes for the plan; () when a peer still holds it (salvage) or none
+    can be reached. Reads the peers' pki and kubelet client certificate over SSH; writes nothing."""
+    if not peers:
+        return (), []
+    inventory = options.inventory.nodes if options.inventory is not None else ()
+    nodes = salvage.candidates(options.peers, inventory, identity.node_name)
+    cdir = PurePosixPath(bootstrap_config(identity, None).cluster.certificates_dir)
+    wanted = [cdir / n for n in paths.TRUST_FILES] + [paths.KUBELET_CLIENT_CURRENT]
+    cns: dict[str, str | None] = {}
+    unreachable = []
+    for node in nodes:
+        try:
+            got = fx.peer_files(node, options, wanted)
+        except KubereviveError as exc:
+            unreachable.append(f"{node.name} ({node.address}): {exc.message}")
+            continue
+        if not allmasters.trust_lost({n: got.get(cdir / n) for n in paths.TRUST_FILES}):
+            return (), []  # a peer holds trust material: salvage-trust checks it
+        cns[node.name] = nodeio.client_cn(got.get(paths.KUBELET_CLIENT_CURRENT))
+    if not cns:
+        return (), []
+    masters = tuple(allmasters.master_identity(identity, n.name, n.address, cns.get(n.name)) for n in nodes)
+    notes = [
+        f"every control-plane peer lost its trust material too ({', '.join(cns)}): all masters are recovered from "
+        "here in a quorum-safe order: ONE new etcd CA, every member's etcd first, quorum, then ONE new cluster CA, "
+        "front-proxy CA and sa.key for all, each master's own certificates, kubeconfigs and manifests (over SSH)"
+    ]
+    if unreachable:
+        notes.append(
+            "not reachable now (recovered once reachable: run 'kuberevive recover --apply' again here): "
+            + "; ".join(unreachable)
+        )
+    return masters, notes
 
 
 def _salvage_from(options: RetrustOptions, node_name: str, kept: Mapping[str, bytes]) -> tuple[str, ...]:
@@ -428,6 +477,7 @@ def apply_recovery(
                 kept={k: base64.b64encode(v).decode() for k, v in ctx.kept.items()},
                 timings={"started": fx.clock()},
                 salvage_from=list(ctx.salvage_from) or None,
+                masters=list(ctx.masters) or None,
             )
         step_ctx = StepContext(
             host,
