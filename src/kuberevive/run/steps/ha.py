@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 from kuberevive.core import allmasters as core
 from kuberevive.core import recover as rcore
 from kuberevive.core.retrust import ready_since
-from kuberevive.errors import EtcdError, KubereviveError, PlanError
+from kuberevive.errors import EtcdError, KubereviveError, PlanError, TransportError
 from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.host import Host
 from kuberevive.io.kubeapi import KubeApi
@@ -55,8 +55,11 @@ def _reach(ctx: StepContext, master: NodeIdentity) -> InventoryNode:
 def _facts(ctx: StepContext, master: NodeIdentity, host: Host | None) -> NodeFacts:
     """What kubeadm would detect on that master (the optional CA-certificate volumes exist there or not)."""
     existing = ctx.facts.existing_paths
-    if host is not None:
-        existing = frozenset(p for p in CA_CERT_DIRS if host.exists(PurePosixPath(p)))
+    if host is not None:  # one command: each one is an SSH round trip
+        r = host.run(["sh", "-c", 'for d; do [ -d "$d" ] && echo "$d"; done; exit 0', "sh", *CA_CERT_DIRS])
+        if not r.ok:
+            raise TransportError(f"{master.node_name}: cannot list its CA-certificate directories", "check SSH")
+        existing = frozenset(line for line in r.stdout.decode(errors="replace").splitlines() if line in CA_CERT_DIRS)
     return NodeFacts(master.node_name, master.advertise_address, existing, ctx.facts.proxy_env)
 
 
@@ -72,18 +75,17 @@ def _local_trust(ctx: StepContext, names: tuple[str, ...]) -> dict[str, bytes]:
 
 
 def _write(ctx: StepContext, host: Host, master: str, arts: list[Artifact], index: int) -> int:
-    """Write ``arts`` on a master (a replaced file is moved aside there); the number of files changed."""
-    changed = 0
+    """Write ``arts`` on a master (the same bytes and mode already there: left as they are; a different file:
+    moved aside there first); the number of files moved aside."""
+    replaced = 0
     for n, a in enumerate(arts):
         if ctx.faults.armed_mid(index) and n == len(arts) // 2:
             ctx.faults.mid(index)
-        if host.read(a.path) == a.content:
-            continue
         aside = host.write(a.path, a.content, a.mode)
-        changed += 1
         if aside is not None:
+            replaced += 1
             ctx.messages.append(f"{master}:{a.path} moved aside to {aside}")
-    return changed
+    return replaced
 
 
 def _unreachable(ctx: StepContext, master: NodeIdentity, exc: KubereviveError) -> str:
@@ -114,13 +116,13 @@ def masters_etcd(ctx: StepContext, i: int) -> None:
                         rcore.bootstrap_config(m), _facts(ctx, m, host), now, etcd_ca, members, here
                     )
                     ctx.journal.record_artifacts(key, arts)
-                changed = _write(ctx, host, m.node_name, arts, i)
+                replaced = _write(ctx, host, m.node_name, arts, i)
         except PlanError:
             raise
         except KubereviveError as exc:
             failed.append(_unreachable(ctx, m, exc))
             continue
-        ctx.progress(f"      {m.node_name}: {changed} etcd file(s) written, {len(arts) - changed} already in place")
+        ctx.progress(f"      {m.node_name}: {len(arts)} etcd file(s) in place ({replaced} moved aside)")
     total = 1 + len(masters(ctx))
     if 2 * (total - len(failed)) <= total:
         raise PlanError(
@@ -200,14 +202,16 @@ def masters_control_plane(ctx: StepContext, i: int) -> None:
                     arts = [*files, kubelet.pem, kubelet.kubeconfig]
                     j.record_artifacts(key, arts)
                 *files, pem, kubeconfig = arts
-                changed = _write(ctx, host, m.node_name, [*files, pem], i)
+                replaced = _write(ctx, host, m.node_name, [*files, pem], i)
                 aside = host.repoint_symlink(paths.KUBELET_CLIENT_CURRENT, str(pem.path), ctx.utcnow())
                 if aside is not None:
                     ctx.messages.append(f"{m.node_name}:{paths.KUBELET_CLIENT_CURRENT} moved aside to {aside}")
-                changed += _write(ctx, host, m.node_name, [kubeconfig], i)
+                replaced += _write(ctx, host, m.node_name, [kubeconfig], i)
                 since = ctx.utcnow().replace(microsecond=0) - timedelta(seconds=1)
                 host.restart_unit("kubelet")
-                ctx.progress(f"      {m.node_name}: {changed} file(s) written, kubelet restarted")
+                ctx.progress(
+                    f"      {m.node_name}: {len(arts)} file(s) in place ({replaced} moved aside), kubelet restarted"
+                )
             conf = next(a.content for a in files if a.path == paths.CONTROLLER_MANAGER_CONF)
             own = ctx.fx.kubeconfig_api(ctx.root, conf)  # its own API server, with embedded credentials
             wait_for(f"{m.node_name}'s API server ({own.shown}/readyz)", MASTER_API_TIMEOUT, own.readyz)
