@@ -20,6 +20,7 @@ from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.host import Host
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.nodefacts import CA_CERT_DIRS
+from kuberevive.io.remotehost import SshHost
 from kuberevive.model import paths
 from kuberevive.model.artifacts import Artifact
 from kuberevive.model.config import NodeFacts
@@ -76,15 +77,21 @@ def _local_trust(ctx: StepContext, names: tuple[str, ...]) -> dict[str, bytes]:
 
 def _write(ctx: StepContext, host: Host, master: str, arts: list[Artifact], index: int) -> int:
     """Write ``arts`` on a master (the same bytes and mode already there: left as they are; a different file:
-    moved aside there first); the number of files moved aside."""
+    moved aside there first); the number of files moved aside. Over SSH in one command (each command is a
+    login on the node); a test's kill point in the middle writes the first half first."""
+    batches = [arts[: len(arts) // 2], arts[len(arts) // 2 :]] if ctx.faults.armed_mid(index) else [arts]
     replaced = 0
-    for n, a in enumerate(arts):
-        if ctx.faults.armed_mid(index) and n == len(arts) // 2:
+    for n, batch in enumerate(batches):
+        if n == 1:
             ctx.faults.mid(index)
-        aside = host.write(a.path, a.content, a.mode)
-        if aside is not None:
-            replaced += 1
-            ctx.messages.append(f"{master}:{a.path} moved aside to {aside}")
+        if isinstance(host, SshHost):
+            asides = host.write_many([(a.path, a.content, a.mode) for a in batch], ctx.utcnow())
+        else:
+            asides = [host.write(a.path, a.content, a.mode) for a in batch]
+        for a, aside in zip(batch, asides, strict=True):
+            if aside is not None:
+                replaced += 1
+                ctx.messages.append(f"{master}:{a.path} moved aside to {aside}")
     return replaced
 
 
