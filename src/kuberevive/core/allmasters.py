@@ -25,11 +25,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import PurePosixPath
 
-from kuberevive.core import pki
 from kuberevive.core import recover as core
+from kuberevive.core import salvage
 from kuberevive.errors import PlanError
 from kuberevive.model import paths
-from kuberevive.model.artifacts import Artifact, ArtifactKind
+from kuberevive.model.artifacts import Artifact
 from kuberevive.model.config import KubeadmConfig, NodeFacts
 from kuberevive.model.recover import NodeIdentity, Step, StepKind
 
@@ -109,13 +109,7 @@ def trust_artifacts(
         data = material.get(name)
         if data is None:
             raise PlanError(f"{cdir / name} is missing here although its step is done", "run recover --apply again")
-        if name.endswith(".key"):
-            mode, kind = pki.MODE_KEY, ArtifactKind.PRIVATE_KEY
-        elif name.endswith(".pub"):
-            mode, kind = pki.MODE_PUBLIC_KEY, ArtifactKind.PUBLIC_KEY
-        else:
-            mode, kind = pki.MODE_CERT, ArtifactKind.CERTIFICATE
-        out.append(Artifact(cdir / name, mode, kind, f"{name}, the same as on {here}", data))
+        out.append(salvage.trust_artifact(cdir, name, data, f"{name}, the same as on {here}"))
     return out
 
 
