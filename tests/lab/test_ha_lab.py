@@ -458,6 +458,55 @@ def test_all_masters_lost_are_recovered_from_one_node(ha_lab: Lab, ha_on_node: O
     _poll("apicaller to call the API again", lambda: "apicaller ok status=200" in ha_lab.apicaller_logs(tail=5), 180)
 
 
+ALL_MASTERS_KILLS = (("KUBEREVIVE_FAULT_AFTER_STEP", 2), ("KUBEREVIVE_FAULT_MID_STEP", 14))
+"""kill -9 right after masters-etcd (step 2 of the all-masters plan: the other members written, this one not yet),
+then in the middle of masters-control-plane (step 14: half of cp2's files written over SSH)."""
+
+
+def test_all_masters_recovery_killed_at_step_boundaries_converges_when_rerun(
+    ha_lab: Lab, ha_on_node: OnNode, tmp_path: Path
+) -> None:
+    on_node = ha_on_node
+    _wait_all_ready(ha_lab)
+    members_before = _members(on_node)
+    labapp_before = _labapp(on_node)
+    ssh = ha_lab.cfg.ssh_dir
+    argv = ["kuberevive", "recover", "--apply", "--json"]
+    for cp in CPS[1:]:
+        argv += ["--peer", f"{cp}={ha_lab.cfg.node(cp).ip}"]
+    argv += ["--ssh-key", str(ssh / "id_ed25519"), "--known-hosts", str(ssh / "known_hosts")]
+    with ServiceProbe(ha_lab, tmp_path / "service") as service:
+        service.wait_for_answers(10)
+        with ThreadPoolExecutor(len(CPS)) as pool:
+            for done in [pool.submit(on_node, cp, "sh", "-c", SEED_DISASTER, timeout=180) for cp in CPS]:
+                done.result()
+        for hook, step in ALL_MASTERS_KILLS:
+            killed = on_node("cp1", "env", f"{hook}={step}", *argv, check=False, timeout=1800)
+            assert killed.returncode != 0, killed.stdout[-2000:]
+            journal = json.loads(on_node("cp1", "cat", "/var/lib/kuberevive/recover/journal.json").stdout)
+            assert journal["status"] == "running", journal["status"]
+            done_steps = [k for k, v in journal["steps"].items() if v["state"] == "done"]
+            print(f"killed at {hook}={step}: steps done {done_steps}")
+        run = on_node("cp1", *argv, check=False, timeout=1800)
+        assert run.returncode == 0, run.stderr[-3000:]
+        _wait_all_ready(ha_lab)
+        service.wait_for_answers(20)
+    result = json.loads(run.stdout)
+    assert result["applied"][0] == "masters-control-plane", result["applied"]  # resumed in the step it died in
+    members = _members(on_node)
+    assert sorted(members) == sorted(members_before)
+    assert all(m.get("name") and not m.get("isLearner", False) for m in members.values()), members
+    for cp in CPS:
+        health = json.loads(on_node(cp, *ETCDCTL, "endpoint", "health", "--cluster", "-w", "json").stdout)
+        assert len(health) == 3 and all(h["health"] for h in health), (cp, health)
+    sums = {cp: _trust_sums(on_node, cp) for cp in CPS}
+    assert sums["cp1"] == sums["cp2"] == sums["cp3"] and len(sums["cp1"]) == len(TRUST)
+    assert _labapp(on_node) == labapp_before
+    for node, r in service.results.items():
+        assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
+    _poll("apicaller to call the API again", lambda: "apicaller ok status=200" in ha_lab.apicaller_logs(tail=5), 180)
+
+
 def test_down_through_the_cli_leaves_nothing(ha_lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     """Last: ``lab down`` without a topology finds the HA lab's nodes and load balancer and removes them all."""
     if os.environ.get("KUBEREVIVE_LAB_KEEP") == "1":
