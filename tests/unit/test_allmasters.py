@@ -404,4 +404,4 @@ def test_the_journal_keeps_the_masters_and_a_resumed_plan_shows_their_steps(tmp_
     assert [m.node_name for m in j.masters or []] == ["cp2", "cp3"]
     plan = c.plan()
     assert [s.id for s in plan.steps] == list(core.ALL_MASTERS_IDS)
-    assert plan.done == ("etcd-certs", "masters-etcd")
+    assert plan.done_steps == ("etcd-certs", "masters-etcd")
