@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
+from typing import Any
 
 from kuberevive.core import allmasters, salvage
 from kuberevive.core import recover as core
@@ -176,7 +177,9 @@ def _prepare(
     environ: Mapping[str, str] | None,
     fx: Effects,
     options: RetrustOptions | None = None,
+    probed: dict[str, Any] | None = None,
 ) -> tuple[_Prepared | None, RecoveryPlan]:
+    """``probed``: what an earlier call of this run found on the peers (each SSH login costs), reused."""
     root = host.root
     facts = nodefacts.detect(root, environ, live=host.live)
     journal = RecoveryJournal.load(root)
@@ -220,7 +223,12 @@ def _prepare(
         core.require_control_plane(evidence)
         identity = _identity_from_config(given)
     salvage_from = _salvage_from(options or RetrustOptions(), identity.node_name, kept)
-    masters, lost_notes = _lost_masters(options or RetrustOptions(), identity, salvage_from, fx)
+    if probed is not None and "masters" in probed:
+        masters, lost_notes = probed["masters"], probed["notes"]
+    else:
+        masters, lost_notes = _lost_masters(options or RetrustOptions(), identity, salvage_from, fx)
+        if probed is not None:
+            probed.update(masters=masters, notes=lost_notes)
     if masters:
         salvage_from = ()
     ctx = _Prepared(host, identity, given, kept, facts, None, salvage_from, masters)
@@ -445,17 +453,18 @@ def apply_recovery(
     env = dict(os.environ) if environ is None else dict(environ)
     fx = effects or Effects(faults=Faults.from_environ(env))
     root = host.root
+    probed: dict[str, Any] = {}  # the peers are read over SSH once per run
     journal = RecoveryJournal.load(root)
     if journal is None or journal.status != "running":
         # a node that is not a kubeadm node (or healthy) is told so before the lock file is created
-        ctx0, plan0 = _prepare(host, kept or {}, config_text, env, fx, options)
+        ctx0, plan0 = _prepare(host, kept or {}, config_text, env, fx, options, probed)
         if ctx0 is None and plan0.node_repairs:
             with recovery_lock(host):
                 return _repair_nodes(host, plan0, options or RetrustOptions(), progress, fx)
         if ctx0 is None or not plan0.steps:
             return RecoveryResult(plan0)
     with recovery_lock(host):
-        ctx, plan = _prepare(host, kept or {}, config_text, env, fx, options)
+        ctx, plan = _prepare(host, kept or {}, config_text, env, fx, options, probed)
         if ctx is None or not plan.steps:
             return RecoveryResult(plan)
         if ctx.journal is None:
