@@ -868,6 +868,8 @@ STEP_IDS = (
 #: The steps only the all-masters case has (:mod:`kuberevive.core.allmasters`).
 ALL_MASTERS_STEP_IDS = ("masters-etcd", "etcd-quorum", "masters-control-plane", "masters-controller-managers")
 SEED_STEP_IDS = tuple(s for s in STEP_IDS if s not in (salvage.STEP_ID, salvage.BRIDGE_STEP_ID, *ALL_MASTERS_STEP_IDS))
+#: The steps of a recovery that salvages the trust material from a healthy peer.
+SALVAGE_STEP_IDS = tuple(s for s in STEP_IDS if s not in ALL_MASTERS_STEP_IDS)
 #: The steps of the all-masters case (every control plane lost its files, no healthy peer).
 ALL_MASTERS_IDS = tuple(s for s in STEP_IDS if s not in (salvage.STEP_ID, salvage.BRIDGE_STEP_ID))
 
