@@ -387,6 +387,22 @@ def _evictions(on_node: OnNode) -> set[str]:
     return set(out.stdout.split())
 
 
+def _assert_members_healthy_and_one_trust(
+    on_node: OnNode, members_before: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The same etcd members, started and voting, every endpoint healthy asked on each master; one set of trust
+    material, byte-identical on the three masters. The members."""
+    members = _members(on_node)
+    assert sorted(members) == sorted(members_before)
+    assert all(m.get("name") and not m.get("isLearner", False) for m in members.values()), members
+    for cp in CPS:
+        health = json.loads(on_node(cp, *ETCDCTL, "endpoint", "health", "--cluster", "-w", "json").stdout)
+        assert len(health) == 3 and all(h["health"] for h in health), (cp, health)
+    sums = {cp: _trust_sums(on_node, cp) for cp in CPS}
+    assert sums["cp1"] == sums["cp2"] == sums["cp3"] and len(sums["cp1"]) == len(TRUST)
+    return members
+
+
 def test_all_masters_lost_are_recovered_from_one_node(ha_lab: Lab, ha_on_node: OnNode, tmp_path: Path) -> None:
     on_node = ha_on_node
     assert KUBEADM_MANIFESTS, "test_what_kubeadm_wrote_on_each_master_is_recorded did not run first"
@@ -420,16 +436,7 @@ def test_all_masters_lost_are_recovered_from_one_node(ha_lab: Lab, ha_on_node: O
     print(f"all masters recovered in {recovery_s:.1f} s; timings {result['timings']}")
     applied = result["applied"]
     assert applied[:2] == ["etcd-certs", "masters-etcd"] and "masters-control-plane" in applied
-    # the same three members, started and voting; every endpoint healthy, asked on each master
-    members = _members(on_node)
-    assert sorted(members) == sorted(members_before)
-    assert all(m.get("name") and not m.get("isLearner", False) for m in members.values()), members
-    for cp in CPS:
-        health = json.loads(on_node(cp, *ETCDCTL, "endpoint", "health", "--cluster", "-w", "json").stdout)
-        assert len(health) == 3 and all(h["health"] for h in health), (cp, health)
-    # one set of trust material, byte-identical on the three masters
-    sums = {cp: _trust_sums(on_node, cp) for cp in CPS}
-    assert sums["cp1"] == sums["cp2"] == sums["cp3"] and len(sums["cp1"]) == len(TRUST)
+    members = _assert_members_healthy_and_one_trust(on_node, members_before)
     # each master's manifests as kubeadm wrote them for that node; etcd's --initial-cluster lists every member
     for cp in CPS:
         manifests, before = _manifests(on_node, cp), KUBEADM_MANIFESTS[cp]
@@ -499,14 +506,7 @@ def test_all_masters_recovery_killed_at_step_boundaries_converges_when_rerun(
         service.wait_for_answers(20)
     result = json.loads(run.stdout)
     assert result["applied"][0] == "masters-control-plane", result["applied"]  # resumed in the step it died in
-    members = _members(on_node)
-    assert sorted(members) == sorted(members_before)
-    assert all(m.get("name") and not m.get("isLearner", False) for m in members.values()), members
-    for cp in CPS:
-        health = json.loads(on_node(cp, *ETCDCTL, "endpoint", "health", "--cluster", "-w", "json").stdout)
-        assert len(health) == 3 and all(h["health"] for h in health), (cp, health)
-    sums = {cp: _trust_sums(on_node, cp) for cp in CPS}
-    assert sums["cp1"] == sums["cp2"] == sums["cp3"] and len(sums["cp1"]) == len(TRUST)
+    _assert_members_healthy_and_one_trust(on_node, members_before)
     assert _labapp(on_node) == labapp_before
     assert _evictions(on_node) - evictions_before == set()
     for node, r in service.results.items():
