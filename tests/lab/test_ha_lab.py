@@ -13,6 +13,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -74,6 +75,16 @@ def test_four_nodes_ready_and_every_control_plane_runs_its_pods(ha_lab: Lab) -> 
         for component in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
             assert pods.get(f"{component}-{cp}") == "Running", pods
     assert sorted(v for k, v in pods.items() if k.startswith("kube-proxy-")) == ["Running"] * 4, pods
+
+
+KUBEADM_MANIFESTS: dict[str, dict[str, Any]] = {}
+"""Every master's static Pod manifests as kubeadm wrote them, for the all-masters test at the end."""
+
+
+def test_what_kubeadm_wrote_on_each_master_is_recorded(ha_lab: Lab, ha_on_node: OnNode) -> None:
+    for cp in CPS:
+        KUBEADM_MANIFESTS[cp] = _manifests(ha_on_node, cp)
+        assert set(KUBEADM_MANIFESTS[cp]) == set(COMPONENTS) and all(KUBEADM_MANIFESTS[cp].values())
 
 
 def test_etcd_has_three_started_voting_members(ha_lab: Lab, ha_on_node: OnNode) -> None:
@@ -468,6 +479,135 @@ def test_certs_renew_all_nodes_renews_every_master_one_at_a_time_with_the_api_up
         assert _pod_time(on_node, f"kube-apiserver-{prev}", "started") < next_etcd, (prev, cp)
         ready = _pod_time(on_node, f"kube-apiserver-{prev}", "ready")
         assert ready <= next_etcd + timedelta(seconds=15), (prev, cp, ready, next_etcd)
+
+
+# ------------------------------------------------------------------ all masters lost (issue 12)
+# The seed disaster on cp1, cp2 AND cp3 at once (``/etc/kubernetes`` and the control-plane containers gone; etcd
+# data and kubelets survive), a wait past the node-monitor grace period, then ONE ``kuberevive recover --apply``
+# on cp1 with SSH to cp2 and cp3: one new etcd CA, every member's etcd first, quorum, then one new cluster CA,
+# front-proxy CA and sa.key for all, each master's own certificates, kubeconfigs and manifests, then the worker.
+# Runs after the one-master tests (it leaves a healthy cluster with new CAs; only ``lab down`` follows).
+
+NODE_MONITOR_GRACE_SECONDS = 50  # kube-controller-manager's default (v1.33)
+
+
+def _labapp(on_node: OnNode) -> dict[str, tuple[str, str, dict[str, tuple[str, int]]]]:
+    """labapp's pods: node, UID and, per container, its container ID and restart count."""
+    items = json.loads(on_node("cp1", "kubectl", "get", "pods", "-n", "krlab", "-l", "app=labapp", "-o", "json").stdout)
+    return {
+        p["metadata"]["name"]: (
+            p["spec"]["nodeName"],
+            p["metadata"]["uid"],
+            {
+                c["name"]: (c.get("containerID", ""), int(c.get("restartCount", 0)))
+                for c in p["status"].get("containerStatuses", [])
+            },
+        )
+        for p in items["items"]
+    }
+
+
+def _evictions(on_node: OnNode) -> set[str]:
+    out = on_node(
+        "cp1", "kubectl", "get", "events", "-A", "--field-selector", "reason=TaintManagerEviction", "-o", "name"
+    )
+    return set(out.stdout.split())
+
+
+def _assert_members_healthy_and_one_trust(
+    on_node: OnNode, members_before: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The same etcd members, started and voting, every endpoint healthy asked on each master; one set of trust
+    material, byte-identical on the three masters. The members."""
+    members = _members(on_node)
+    assert sorted(members) == sorted(members_before)
+    assert all(m.get("name") and not m.get("isLearner", False) for m in members.values()), members
+    for cp in CPS:
+        health = json.loads(on_node(cp, *ETCDCTL, "endpoint", "health", "--cluster", "-w", "json").stdout)
+        assert len(health) == 3 and all(h["health"] for h in health), (cp, health)
+    sums = {cp: _trust_sums(on_node, cp) for cp in CPS}
+    assert sums["cp1"] == sums["cp2"] == sums["cp3"] and len(sums["cp1"]) == len(TRUST)
+    return members
+
+
+ALL_MASTERS_KILLS = (("KUBEREVIVE_FAULT_AFTER_STEP", 2), ("KUBEREVIVE_FAULT_MID_STEP", 14))
+"""kill -9 right after masters-etcd (step 2 of the all-masters plan: the other members written, this one not yet),
+then in the middle of masters-control-plane (step 14: half of cp2's files written over SSH)."""
+
+
+def test_all_masters_lost_are_recovered_from_one_node_through_two_kills(
+    ha_lab: Lab, ha_on_node: OnNode, tmp_path: Path
+) -> None:
+    on_node = ha_on_node
+    assert KUBEADM_MANIFESTS, "test_what_kubeadm_wrote_on_each_master_is_recorded did not run first"
+    _wait_all_ready(ha_lab)
+    members_before = _members(on_node)
+    assert sorted(m["name"] for m in members_before.values()) == list(CPS)
+    labapp_before = _labapp(on_node)
+    assert sorted(n for n, _uid, _c in labapp_before.values()) == sorted(NODES)
+    evictions_before = _evictions(on_node)  # events live 2 h: an earlier test's count too
+    ssh = ha_lab.cfg.ssh_dir
+    argv = ["kuberevive", "recover", "--apply", "--json"]
+    for cp in CPS[1:]:
+        argv += ["--peer", f"{cp}={ha_lab.cfg.node(cp).ip}"]
+    argv += ["--ssh-key", str(ssh / "id_ed25519"), "--known-hosts", str(ssh / "known_hosts")]
+
+    with ServiceProbe(ha_lab, tmp_path / "service") as service:
+        service.wait_for_answers(10)
+        with ThreadPoolExecutor(len(CPS)) as pool:  # the disaster on every master at once
+            for done in [pool.submit(on_node, cp, "sh", "-c", SEED_DISASTER, timeout=180) for cp in CPS]:
+                done.result()
+        for cp in CPS:
+            assert on_node(cp, "test", "-e", "/etc/kubernetes", check=False).returncode != 0
+        time.sleep(NODE_MONITOR_GRACE_SECONDS + 5)  # the scenario: the cluster stays broken past the grace period
+        started = time.time()
+        for hook, step in ALL_MASTERS_KILLS:  # kill -9 twice (issue 12: the resume across nodes), then the rerun
+            killed = on_node("cp1", "env", f"{hook}={step}", *argv, check=False, timeout=1800)
+            assert killed.returncode != 0, killed.stdout[-2000:]
+            journal = json.loads(on_node("cp1", "cat", "/var/lib/kuberevive/recover/journal.json").stdout)
+            assert journal["status"] == "running", journal["status"]
+            done_steps = [k for k, v in journal["steps"].items() if v["state"] == "done"]
+            print(f"killed at {hook}={step}: steps done {done_steps}")
+        run = on_node("cp1", *argv, check=False, timeout=1800)
+        recovery_s = time.time() - started
+        assert run.returncode == 0, run.stderr[-3000:]
+        _wait_all_ready(ha_lab)
+        service.wait_for_answers(20)
+    result = json.loads(run.stdout)
+    print(f"all masters recovered in {recovery_s:.1f} s; timings {result['timings']}")
+    assert result["applied"][0] == "masters-control-plane", result["applied"]  # resumed in the step it died in
+    members = _assert_members_healthy_and_one_trust(on_node, members_before)
+    # each master's manifests as kubeadm wrote them for that node; etcd's --initial-cluster lists every member
+    for cp in CPS:
+        manifests, before = _manifests(on_node, cp), KUBEADM_MANIFESTS[cp]
+        for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+            assert manifests[c] == before[c], (cp, c)
+        etcd, etcd_before = _flags(manifests["etcd"]), _flags(before["etcd"])
+        assert etcd["initial-cluster-state"] == "existing"
+        assert sorted(etcd["initial-cluster"].split(",")) == sorted(
+            f"{m['name']}={m['peerURLs'][0]}" for m in members.values()
+        )
+        ignore = ("initial-cluster", "initial-cluster-state")
+        assert {k: v for k, v in etcd.items() if k not in ignore} == {
+            k: v for k, v in etcd_before.items() if k not in ignore
+        }, cp
+        rest, rest_before = json.loads(json.dumps(manifests["etcd"])), json.loads(json.dumps(before["etcd"]))
+        rest["spec"]["containers"][0]["command"] = rest_before["spec"]["containers"][0]["command"] = None
+        assert rest == rest_before, cp
+        check = on_node(cp, "kubeadm", "certs", "check-expiration", check=False)
+        assert check.returncode == 0 and "MISSING" not in check.stdout and "invalid" not in check.stdout, (
+            cp,
+            check.stdout,
+            check.stderr,
+        )
+    # the workload: labapp's containers kept (IDs, restart counts), nothing evicted, no Service request failed
+    assert _labapp(on_node) == labapp_before
+    assert _evictions(on_node) - evictions_before == set()
+    print("Service probes:", {node: (r.ok, r.failed) for node, r in service.results.items()})
+    for node, r in service.results.items():
+        assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
+    # the ServiceAccount-using pod (restarted for the new sa.key) calls the API again
+    _poll("apicaller to call the API again", lambda: "apicaller ok status=200" in ha_lab.apicaller_logs(tail=5), 180)
 
 
 def test_down_through_the_cli_leaves_nothing(ha_lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -512,3 +512,50 @@ def test_a_killed_holder_of_the_remote_lock_releases_it(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the lock was never released"
             time.sleep(0.1)
     assert _mode(lock) == 0o600
+
+
+def test_write_many_writes_every_file_in_one_command_and_moves_other_content_aside(
+    rec: Recording, tmp_path: Path, umask: None
+) -> None:
+    """The all-masters steps write a master's files in one SSH command: final modes, parents with kubeadm's
+    modes, the same bytes left alone (same inode), another file or an empty directory moved to the backup path
+    first; contents only on stdin, in order, one after another (an empty file too)."""
+    backup = tmp_path / "backup"
+    host = SshHost(rec, backup_dir=PurePosixPath(backup))
+    pki_dir = tmp_path / "etc" / "pki"
+    same, other, placeholder = pki_dir / "same.crt", pki_dir / "ca.key", pki_dir / "controller-manager.conf"
+    pki_dir.mkdir(parents=True)
+    same.write_bytes(b"SAME\n")
+    os.chmod(same, 0o644)
+    other.write_bytes(b"OLD KEY\n")
+    placeholder.mkdir()  # what a container runtime leaves where a file belongs
+    inode = os.stat(same).st_ino
+    files = [
+        (PurePosixPath(same), b"SAME\n", 0o644),
+        (PurePosixPath(other), SECRET, 0o600),
+        (PurePosixPath(placeholder), b"conf\n", 0o600),
+        (PurePosixPath(tmp_path / "etc" / "new" / "empty"), b"", 0o644),
+        (PurePosixPath(tmp_path / "etc" / "new" / "sa.pub"), b"PUB\n" * 5000, 0o600),
+    ]
+    now = datetime(2026, 12, 5, 4, 0, tzinfo=UTC)
+    asides = host.write_many(files, now)
+    assert len(rec.calls) == 1 and rec.calls[0][1] == b"SAME\n" + SECRET + b"conf\n" + b"" + b"PUB\n" * 5000
+    argv = rec.calls[0][0]
+    assert argv[:2] == ["sh", "-c"] and all(SECRET not in a.encode() for a in argv)
+    stamp = backup / "20261205T040000.000000Z"
+    assert asides == [
+        None,
+        PurePosixPath(stamp / str(other).lstrip("/")),
+        PurePosixPath(stamp / str(placeholder).lstrip("/")),
+        None,
+        None,
+    ]
+    assert os.stat(same).st_ino == inode
+    for path, content, mode in files:
+        assert (Path(path).read_bytes(), _mode(Path(path))) == (content, mode), path
+    assert (stamp / str(other).lstrip("/")).read_bytes() == b"OLD KEY\n"
+    assert (stamp / str(placeholder).lstrip("/")).is_dir()
+    assert sorted(os.listdir(pki_dir)) == ["ca.key", "controller-manager.conf", "same.crt"]  # no temporary file
+    rec.calls.clear()
+    assert host.write_many(files, now) == [None] * 5  # again: nothing to move aside, one command
+    assert len(rec.calls) == 1

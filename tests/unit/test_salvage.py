@@ -238,12 +238,15 @@ def test_peers_are_named_with_peer_else_taken_from_the_inventory() -> None:
 def test_the_plan_salvages_from_the_peer_first_and_writes_nothing(tmp_path: Path) -> None:
     c = HaCluster(tmp_path, Peer("cp0", CP0))
     plan = plan_recovery(c.host, {}, None, environ={}, effects=c.fx(), options=c.options)
-    assert [s.id for s in plan.steps] == list(core.STEP_IDS)  # salvage-trust, then the seed steps
+    assert [s.id for s in plan.steps] == list(core.SALVAGE_STEP_IDS)  # salvage-trust, then the seed steps
     first = plan.steps[0]
     assert first.id == "salvage-trust" and "peer cp0" in first.title
     assert set(first.files) == {str(PKI / n) for n in salvage.SALVAGE_FILES}
     assert any("healthy control-plane peers: cp0" in n for n in plan.notes)
-    assert c.files() == {} and c.peers.by_name["cp0"].reads == []  # neither the node nor the peer was touched
+    # nothing written here or there; the peer only read (to tell salvage from the all-masters case): its trust
+    # files and kubelet client certificate
+    wanted = [PKI / n for n in paths.TRUST_FILES] + [paths.KUBELET_CLIENT_CURRENT]
+    assert c.files() == {} and c.peers.by_name["cp0"].reads == wanted
     plain = plan_recovery(c.host, {}, None, environ={}, effects=c.fx())
     assert [s.id for s in plain.steps] == list(core.SEED_STEP_IDS)
 
@@ -260,7 +263,7 @@ def test_a_recovery_with_a_healthy_peer_keeps_the_clusters_trust(tmp_path: Path)
     c = HaCluster(tmp_path, peer)
     c.kubelet_cert_from(peer.pki)
     result = c.recover()
-    assert result.applied == list(core.STEP_IDS)
+    assert result.applied == list(core.SALVAGE_STEP_IDS)
     assert_recovered(c, result)
     files = c.files()
     for name in salvage.SALVAGE_FILES:  # byte-identical to the peer's, kubeadm's modes
@@ -300,7 +303,7 @@ def test_a_peer_that_fails_a_check_is_named_and_the_next_one_is_used(tmp_path: P
     c = HaCluster(tmp_path, broken, unreachable, good)
     c.kubelet_cert_from(good.pki)
     result = c.recover()
-    assert result.applied == list(core.STEP_IDS)
+    assert result.applied == list(core.SALVAGE_STEP_IDS)
     assert c.files()[str(PKI / "ca.key")][1] == good.pki["ca.key"]
     said = "\n".join(c.progress)
     assert "peer cp0 cannot be used: its trust material cannot be used: ca.key does not belong to ca.crt" in said
@@ -359,7 +362,7 @@ def test_a_run_killed_in_the_salvage_step_resumes_with_the_same_bytes_without_th
     peer.reachable = False  # the journal holds what was read: the peer is not needed again
     peer.files[PKI / "ca.key"] = cluster_pki()["ca.key"]  # nor re-read (it would fail the checks now)
     result = c.recover()
-    assert result.applied == list(core.STEP_IDS)
+    assert result.applied == list(core.SALVAGE_STEP_IDS)
     files = c.files()
     assert all(files[str(PKI / n)][1] == peer.pki[n] for n in salvage.SALVAGE_FILES)
     assert {p: v for p, v in files.items() if p in half} == half
@@ -369,13 +372,13 @@ def test_a_run_killed_after_the_salvage_step_resumes_without_peer_options(tmp_pa
     peer = Peer("cp0", CP0)
     c = HaCluster(tmp_path, peer)
     with pytest.raises(Killed):
-        c.recover(Faults(after_step=core.STEP_IDS.index("etcd-manifest") + 1, kill=_kill))
+        c.recover(Faults(after_step=core.SALVAGE_STEP_IDS.index("etcd-manifest") + 1, kill=_kill))
     assert c.journal().etcd_members is not None
     c.options = RetrustOptions()  # the rerun names no peer: the journal has everything
     plan = plan_recovery(c.host, {}, None, environ={}, effects=c.fx())
     assert plan.steps[0].id == "salvage-trust" and "salvage-trust" in plan.done_steps
     result = c.recover()
-    assert result.applied == list(core.STEP_IDS[core.STEP_IDS.index("etcd-manifest") + 1 :])
+    assert result.applied == list(core.SALVAGE_STEP_IDS[core.SALVAGE_STEP_IDS.index("etcd-manifest") + 1 :])
     assert c.peers.etcd_urls == [f"https://{CP0}:2379"]  # the member list was read once
     assert all(c.files()[str(PKI / n)][1] == peer.pki[n] for n in salvage.SALVAGE_FILES)
 

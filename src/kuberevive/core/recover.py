@@ -844,8 +844,10 @@ STEP_IDS = (
     salvage.STEP_ID,
     salvage.BRIDGE_STEP_ID,
     "etcd-certs",
+    "masters-etcd",
     "etcd-manifest",
     "etcd-ready",
+    "etcd-quorum",
     "read-config",
     "certs",
     "kubeconfigs",
@@ -854,6 +856,7 @@ STEP_IDS = (
     "kubelet-restart",
     "api-ready",
     "admin-check",
+    "masters-control-plane",
     "upload-config",
     "cluster-info",
     "bootstrap-token",
@@ -863,17 +866,48 @@ STEP_IDS = (
     "trust-objects",
     "sa-tokens",
     "remove-guard",
+    "masters-controller-managers",
     "report",
 )
 #: The steps of a recovery without a healthy peer (the seed disaster on a single control plane).
-SEED_STEP_IDS = tuple(s for s in STEP_IDS if s not in (salvage.STEP_ID, salvage.BRIDGE_STEP_ID))
+#: The steps only the all-masters case has (:mod:`kuberevive.core.allmasters`).
+ALL_MASTERS_STEP_IDS = ("masters-etcd", "etcd-quorum", "masters-control-plane", "masters-controller-managers")
+SEED_STEP_IDS = tuple(s for s in STEP_IDS if s not in (salvage.STEP_ID, salvage.BRIDGE_STEP_ID, *ALL_MASTERS_STEP_IDS))
+#: The steps of a recovery that salvages the trust material from a healthy peer.
+SALVAGE_STEP_IDS = tuple(s for s in STEP_IDS if s not in ALL_MASTERS_STEP_IDS)
+#: The steps of the all-masters case (every control plane lost its files, no healthy peer).
+ALL_MASTERS_IDS = tuple(s for s in STEP_IDS if s not in (salvage.STEP_ID, salvage.BRIDGE_STEP_ID))
 
 
 def plan_steps(
-    identity: NodeIdentity, cfg: KubeadmConfig, kept: Mapping[str, bytes], salvage_from: tuple[str, ...] = ()
+    identity: NodeIdentity,
+    cfg: KubeadmConfig,
+    kept: Mapping[str, bytes],
+    salvage_from: tuple[str, ...] = (),
+    masters: tuple[NodeIdentity, ...] = (),
 ) -> tuple[Step, ...]:
     """Every step of the seed recovery, in order (paths from ``cfg``: the bootstrap or the stored one).
-    ``salvage_from``: healthy control-plane peers whose trust material this node takes (first step)."""
+    ``salvage_from``: healthy control-plane peers whose trust material this node takes (first step).
+    ``masters``: the other control-plane nodes, when every one lost its files too (the all-masters steps)."""
+    steps = _plan_steps(identity, cfg, kept, salvage_from)
+    if not masters:
+        return steps
+    from kuberevive.core import allmasters  # it builds on this module
+
+    extra = allmasters.plan_steps(masters, cfg.cluster.certificates_dir)
+    out: list[Step] = []
+    for step in steps:
+        out.append(step)
+        following = STEP_IDS[STEP_IDS.index(step.id) + 1 :]
+        while following and following[0] in extra:
+            out.append(extra[following[0]])
+            following = following[1:]
+    return tuple(out)
+
+
+def _plan_steps(
+    identity: NodeIdentity, cfg: KubeadmConfig, kept: Mapping[str, bytes], salvage_from: tuple[str, ...]
+) -> tuple[Step, ...]:
     cdir = PurePosixPath(cfg.cluster.certificates_dir)
     kept_note = f" (kept: {', '.join(sorted(kept))})" if kept else ""
     etcd_why = (
@@ -1130,7 +1164,8 @@ def make_plan(
     healthy_reason: str = "",
     notes: tuple[str, ...] = (),
     salvage_from: tuple[str, ...] = (),
+    masters: tuple[NodeIdentity, ...] = (),
 ) -> RecoveryPlan:
     if healthy_reason or identity is None or cfg is None:
         return RecoveryPlan(identity, (), (), healthy_reason or "nothing to do", notes)
-    return RecoveryPlan(identity, plan_steps(identity, cfg, kept, salvage_from), done, "", notes)
+    return RecoveryPlan(identity, plan_steps(identity, cfg, kept, salvage_from, masters), done, "", notes)

@@ -143,16 +143,18 @@ def material_problems(
 def salvage_artifacts(certificates_dir: str, material: Mapping[str, bytes], peer: str) -> list[Artifact]:
     """The peer's trust material as this node's files, with kubeadm's modes (keys and sa.pub 0600)."""
     cdir = PurePosixPath(certificates_dir)
-    out = []
-    for name in SALVAGE_FILES:
-        if name.endswith(".key"):
-            mode, kind = pki.MODE_KEY, ArtifactKind.PRIVATE_KEY
-        elif name.endswith(".pub"):
-            mode, kind = pki.MODE_PUBLIC_KEY, ArtifactKind.PUBLIC_KEY
-        else:
-            mode, kind = pki.MODE_CERT, ArtifactKind.CERTIFICATE
-        out.append(Artifact(cdir / name, mode, kind, f"{name} from peer {peer}", material[name]))
-    return out
+    return [trust_artifact(cdir, name, material[name], f"{name} from peer {peer}") for name in SALVAGE_FILES]
+
+
+def trust_artifact(cdir: PurePosixPath, name: str, data: bytes, why: str) -> Artifact:
+    """A trust file (pki-relative ``name``) with kubeadm's mode: keys and ``sa.pub`` 0600, certificates 0644."""
+    if name.endswith(".key"):
+        mode, kind = pki.MODE_KEY, ArtifactKind.PRIVATE_KEY
+    elif name.endswith(".pub"):
+        mode, kind = pki.MODE_PUBLIC_KEY, ArtifactKind.PUBLIC_KEY
+    else:
+        mode, kind = pki.MODE_CERT, ArtifactKind.CERTIFICATE
+    return Artifact(cdir / name, mode, kind, why, data)
 
 
 def initial_cluster(

@@ -46,7 +46,7 @@ def parse_kubeadm_flags(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _client_cn(data: bytes | None) -> str | None:
+def client_cn(data: bytes | None) -> str | None:
     if not data:
         return None
     try:
@@ -80,7 +80,7 @@ def gather_evidence(node: LocalHost) -> NodeEvidence:
         kubelet_config_yaml=kubelet_cfg.decode(errors="replace") if kubelet_cfg is not None else None,
         kubeadm_flags=flags,
         kubeadm_flags_present=flags_text is not None,
-        kubelet_client_cn=_client_cn(root.read(KUBELET_CLIENT_CURRENT)),
+        kubelet_client_cn=client_cn(root.read(KUBELET_CLIENT_CURRENT)),
         etcd_data_dirs=tuple(d for d in ETCD_DATA_CANDIDATES if root.host_path(f"{d}/member").is_dir()),
         static_pod_log_dirs=tuple(sorted(p.name for p in pod_logs.iterdir())) if pod_logs.is_dir() else (),
         addresses=node.addresses(),

@@ -15,11 +15,12 @@ tolerations run out while the eviction guard holds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -29,17 +30,19 @@ from kuberevive.core import recover as core
 from kuberevive.core import uploadcerts
 from kuberevive.errors import NodeFsError, PlanError
 from kuberevive.io.etcd import EtcdClient
-from kuberevive.io.host import LocalHost
+from kuberevive.io.host import Host, LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
+from kuberevive.io.remotehost import SshHost
 from kuberevive.io.tls import verify_server
+from kuberevive.io.transport import Deadline
 from kuberevive.model.artifacts import Artifact
 from kuberevive.model.config import KubeadmConfig, NodeFacts
 from kuberevive.model.inventory import InventoryNode
 from kuberevive.model.paths import ADMIN_CONF
 from kuberevive.model.recover import NodeIdentity, RecoveryPlan, RetrustOptions
 from kuberevive.run.journal import RecoveryJournal
-from kuberevive.run.retrust import read_peer_files
+from kuberevive.run.retrust import connect, read_peer_files
 
 Progress = Callable[[str], None]
 
@@ -157,6 +160,20 @@ def peer_etcd(url: str, ca: bytes, cert: bytes, key: bytes) -> EtcdClient:
     return EtcdClient(url, ca, cert, key, timeout=10)
 
 
+#: Time limit of the SSH session to another master in one step (its writes, a kubelet restart, the waits).
+MASTER_SESSION_TIMEOUT = 900.0
+
+
+@contextlib.contextmanager
+def ssh_master(node: InventoryNode, opts: RetrustOptions) -> Iterator[Host]:
+    """Another control-plane node over SSH, as a :class:`Host`, for one step (the all-masters case)."""
+    transport = connect(opts)(node, Deadline.after(MASTER_SESSION_TIMEOUT))
+    try:
+        yield SshHost(transport, node.name)
+    finally:
+        transport.close()
+
+
 def bootstrap_config(identity: NodeIdentity, given: KubeadmConfig | None) -> KubeadmConfig:
     """The configuration until the stored one is read from etcd: ``--config``, else kubeadm's defaults for
     this node."""
@@ -199,6 +216,8 @@ class Effects:
     """A TLS handshake with host:port verified with a CA (the peer's API server serves with its ca.crt)."""
     peer_etcd_client: Callable[[str, bytes, bytes, bytes], EtcdClient] = peer_etcd
     kubeconfig_api: Callable[[NodeRoot, bytes], KubeApi] = kubeconfig_api
+    master_host: Callable[[InventoryNode, RetrustOptions], contextlib.AbstractContextManager[Host]] = ssh_master
+    """Another control-plane node, to write its files and restart its kubelet (the all-masters case)."""
     """A client from a kubeconfig's bytes (the kubelet's, through a peer: kubelet-via-peer)."""
     random_bytes: Callable[[int], bytes] = secrets.token_bytes
     """Secrets the run makes: the certificate key, tokens, AES-GCM nonces."""

@@ -312,6 +312,8 @@ class RecoveryJournal(Journal):
     """That peer's etcd client URL (its manifest's advertise-client-urls), to read the member list."""
     etcd_members: list[list[str]] | None = None
     """(name, peer URL) of every etcd member, as this member's --initial-cluster (it rejoins them)."""
+    masters: list[NodeIdentity] | None = None
+    """The other control-plane nodes, when every one lost its files too (the all-masters case)."""
     retrust: dict[str, NodeRetrust] = field(default_factory=dict)
     csrs: dict[str, Any] | None = None
     trust_objects: dict[str, Any] | None = None
@@ -329,6 +331,8 @@ class RecoveryJournal(Journal):
             return TrustFlags(**value)
         if name == "retrust":
             return {k: NodeRetrust(**v) for k, v in value.items()}
+        if name == "masters" and value is not None:
+            return [NodeIdentity.from_dict(v) for v in value]
         if name == "kept" and isinstance(value, list):  # a finished journal keeps the names only
             return {str(k): "" for k in value}
         return super()._decode(name, value)
@@ -337,6 +341,8 @@ class RecoveryJournal(Journal):
         out = super().to_json()
         if self.identity is not None:
             out["identity"] = self.identity.as_dict()
+        if self.masters is not None:
+            out["masters"] = [m.as_dict() for m in self.masters]
         if self.status == "done":
             out["kept"] = sorted(self.kept)
         return out

@@ -25,9 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
+from typing import Any
 
+from kuberevive.core import allmasters, salvage
 from kuberevive.core import recover as core
-from kuberevive.core import salvage
 from kuberevive.core.manifests import etcd_image
 from kuberevive.core.retrust import unreporting_nodes
 from kuberevive.errors import ConfigMismatch, EtcdError, KubeApiError, KubereviveError, PlanError
@@ -37,6 +38,7 @@ from kuberevive.io.host import LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.snapshot import etcd_data
+from kuberevive.model import paths
 from kuberevive.model.config import KubeadmConfig, NodeFacts
 from kuberevive.model.inventory import InventoryNode
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
@@ -145,6 +147,8 @@ class _Prepared:
     """Healthy control-plane peers whose trust material the run takes (salvage-trust)."""
     etcd_peers: tuple[InventoryNode, ...] = ()
     """Without peers to salvage from: the other members this node's etcd data lists (--apply refuses)."""
+    masters: tuple[NodeIdentity, ...] = ()
+    """The other control-plane nodes, when every one lost its files too (the all-masters case)."""
 
     def bootstrap_cfg(self) -> KubeadmConfig:
         return bootstrap_config(self.identity, self.given)
@@ -177,7 +181,9 @@ def _prepare(
     environ: Mapping[str, str] | None,
     fx: Effects,
     options: RetrustOptions | None = None,
+    probed: dict[str, Any] | None = None,
 ) -> tuple[_Prepared | None, RecoveryPlan]:
+    """``probed``: what an earlier call of this run found on the peers (each SSH login costs), reused."""
     root = host.root
     facts = nodefacts.detect(root, environ, live=host.live)
     journal = RecoveryJournal.load(root)
@@ -193,10 +199,13 @@ def _prepare(
                 "run 'kuberevive recover --apply' again with the same --ca-from (or without it)",
             )
         salvage_from = tuple(journal.salvage_from or ())
-        ctx = _Prepared(host, identity, given, kept or recorded, facts, journal, salvage_from)
+        masters = tuple(journal.masters or ())
+        ctx = _Prepared(host, identity, given, kept or recorded, facts, journal, salvage_from, masters=masters)
         cfg = final_config(identity, given, journal) if journal.config is not None else ctx.bootstrap_cfg()
         resuming = (f"resuming the recovery started at {journal.started_at} (journal {JOURNAL})",)
-        return ctx, core.make_plan(identity, cfg, kept, journal.done_steps(), notes=resuming, salvage_from=salvage_from)
+        return ctx, core.make_plan(
+            identity, cfg, kept, journal.done_steps(), notes=resuming, salvage_from=salvage_from, masters=masters
+        )
     health = _health(host, facts, fx)
     if health.reason:
         assert health.cfg is not None
@@ -219,13 +228,22 @@ def _prepare(
         identity = _identity_from_config(given)
     salvage_from = _salvage_from(options or RetrustOptions(), identity.node_name, kept)
     etcd_peers = () if salvage_from else _etcd_peers(root, identity)
-    ctx = _Prepared(host, identity, given, kept, facts, None, salvage_from, etcd_peers)
+    if probed is not None and "masters" in probed:
+        masters, lost_notes = probed["masters"], probed["notes"]
+    else:
+        masters, lost_notes = _lost_masters(options or RetrustOptions(), identity, salvage_from, fx)
+        if probed is not None:
+            probed.update(masters=masters, notes=lost_notes)
+    if masters:
+        salvage_from = ()
+    ctx = _Prepared(host, identity, given, kept, facts, None, salvage_from, etcd_peers=etcd_peers, masters=masters)
     cfg = ctx.bootstrap_cfg()
     core.kept_files(cfg, kept)  # validate kept material before anything is written
     notes = [
         "the ClusterConfiguration is read from etcd (kube-system/kubeadm-config) once etcd runs; "
         "file lists below use kubeadm's default paths until then",
     ]
+    notes.extend(lost_notes)
     if salvage_from:
         notes.append(
             f"healthy control-plane peers: {', '.join(salvage_from)}: the cluster's CAs and sa.key are taken from "
@@ -259,7 +277,46 @@ def _prepare(
                 continue  # judged once the stored configuration is read (step 4)
             if v.path in files or v.action != core.KEEP:
                 notes.append(v.line())
-    return ctx, core.make_plan(identity, cfg, kept, notes=tuple(notes), salvage_from=salvage_from)
+    return ctx, core.make_plan(identity, cfg, kept, notes=tuple(notes), salvage_from=salvage_from, masters=masters)
+
+
+def _lost_masters(
+    options: RetrustOptions, identity: NodeIdentity, peers: tuple[str, ...], fx: Effects
+) -> tuple[tuple[NodeIdentity, ...], list[str]]:
+    """The other masters when every reachable control-plane peer lost its trust material too (the all-masters
+    case: no peer to salvage from), with notes for the plan; () when a peer still holds it (salvage) or none
+    can be reached. Reads the peers' pki and kubelet client certificate over SSH; writes nothing."""
+    if not peers:
+        return (), []
+    inventory = options.inventory.nodes if options.inventory is not None else ()
+    nodes = salvage.candidates(options.peers, inventory, identity.node_name)
+    cdir = PurePosixPath(bootstrap_config(identity, None).cluster.certificates_dir)
+    wanted = [cdir / n for n in paths.TRUST_FILES] + [paths.KUBELET_CLIENT_CURRENT]
+    cns: dict[str, str | None] = {}
+    unreachable = []
+    for node in nodes:
+        try:
+            got = fx.peer_files(node, options, wanted)
+        except KubereviveError as exc:
+            unreachable.append(f"{node.name} ({node.address}): {exc.message}")
+            continue
+        if not allmasters.trust_lost({n: got.get(cdir / n) for n in paths.TRUST_FILES}):
+            return (), []  # a peer holds trust material: salvage-trust checks it
+        cns[node.name] = nodeio.client_cn(got.get(paths.KUBELET_CLIENT_CURRENT))
+    if not cns:
+        return (), []
+    masters = tuple(allmasters.master_identity(identity, n.name, n.address, cns.get(n.name)) for n in nodes)
+    notes = [
+        f"every control-plane peer lost its trust material too ({', '.join(cns)}): all masters are recovered from "
+        "here in a quorum-safe order: ONE new etcd CA, every member's etcd first, quorum, then ONE new cluster CA, "
+        "front-proxy CA and sa.key for all, each master's own certificates, kubeconfigs and manifests (over SSH)"
+    ]
+    if unreachable:
+        notes.append(
+            "not reachable now (recovered once reachable: run 'kuberevive recover --apply' again here): "
+            + "; ".join(unreachable)
+        )
+    return masters, notes
 
 
 def _etcd_peers(root: NodeRoot, identity: NodeIdentity) -> tuple[InventoryNode, ...]:
@@ -422,17 +479,18 @@ def apply_recovery(
     env = dict(os.environ) if environ is None else dict(environ)
     fx = effects or Effects(faults=Faults.from_environ(env))
     root = host.root
+    probed: dict[str, Any] = {}  # the peers are read over SSH once per run
     journal = RecoveryJournal.load(root)
     if journal is None or journal.status != "running":
         # a node that is not a kubeadm node (or healthy) is told so before the lock file is created
-        ctx0, plan0 = _prepare(host, kept or {}, config_text, env, fx, options)
+        ctx0, plan0 = _prepare(host, kept or {}, config_text, env, fx, options, probed)
         if ctx0 is None and plan0.node_repairs:
             with recovery_lock(host):
                 return _repair_nodes(host, plan0, options or RetrustOptions(), progress, fx)
         if ctx0 is None or not plan0.steps:
             return RecoveryResult(plan0)
     with recovery_lock(host):
-        ctx, plan = _prepare(host, kept or {}, config_text, env, fx, options)
+        ctx, plan = _prepare(host, kept or {}, config_text, env, fx, options, probed)
         if ctx is None or not plan.steps:
             return RecoveryResult(plan)
         if ctx.journal is None:
@@ -460,6 +518,7 @@ def apply_recovery(
                 kept={k: base64.b64encode(v).decode() for k, v in ctx.kept.items()},
                 timings={"started": fx.clock()},
                 salvage_from=list(ctx.salvage_from) or None,
+                masters=list(ctx.masters) or None,
             )
         step_ctx = StepContext(
             host,

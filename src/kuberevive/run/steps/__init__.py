@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from kuberevive.core.recover import STEP_IDS
 from kuberevive.run.context import StepFn, check_table
-from kuberevive.run.steps import cluster, control_plane, etcd, nodes, salvage
+from kuberevive.run.steps import cluster, control_plane, etcd, ha, nodes, salvage
 
 STEPS: dict[str, StepFn] = {
     "salvage-trust": salvage.salvage_trust,
     "kubelet-via-peer": salvage.kubelet_via_peer,
     "etcd-certs": etcd.etcd_certs,
+    "masters-etcd": ha.masters_etcd,
     "etcd-manifest": etcd.etcd_manifest,
     "etcd-ready": etcd.etcd_ready,
+    "etcd-quorum": ha.etcd_quorum,
     "read-config": etcd.read_config,
     "certs": control_plane.certs,
     "kubeconfigs": control_plane.kubeconfigs,
@@ -22,6 +24,7 @@ STEPS: dict[str, StepFn] = {
     "kubelet-restart": control_plane.kubelet_restart,
     "api-ready": control_plane.api_ready,
     "admin-check": control_plane.admin_check,
+    "masters-control-plane": ha.masters_control_plane,
     "upload-config": cluster.upload_config,
     "cluster-info": cluster.cluster_info,
     "bootstrap-token": cluster.bootstrap_token,
@@ -31,6 +34,7 @@ STEPS: dict[str, StepFn] = {
     "trust-objects": nodes.trust_objects,
     "sa-tokens": nodes.sa_tokens,
     "remove-guard": nodes.remove_guard,
+    "masters-controller-managers": ha.masters_controller_managers,
     "report": nodes.report,
 }
 

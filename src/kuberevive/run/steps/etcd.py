@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 
+from kuberevive.core import allmasters
 from kuberevive.core import recover as core
 from kuberevive.core.k8sproto import decode_configmap, object_meta
 from kuberevive.errors import ConfigMismatch, EtcdError, PlanError
@@ -82,6 +83,9 @@ def read_config(ctx: StepContext, i: int) -> None:
     members = client.members()
     mine = [m for m in members if m.name == name]
     if ctx.journal.salvage_from and mine:  # a member of an HA cluster that rejoined its peers
+        peer_urls = list(mine[0].peer_urls)
+    elif ctx.journal.masters:  # every master lost its files: the members are exactly the masters
+        allmasters.check_members([(m.name, m.peer_urls) for m in members], [ctx.identity, *ctx.journal.masters])
         peer_urls = list(mine[0].peer_urls)
     elif len(members) != 1:
         raise PlanError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import PurePosixPath
 
-from kuberevive.core import salvage
+from kuberevive.core import allmasters, salvage
 from kuberevive.core.retrust import ready_since
 from kuberevive.errors import KubereviveError, PlanError
 from kuberevive.model import paths
@@ -121,7 +121,10 @@ def wait_own_api_server(ctx: StepContext, timeout: float) -> None:
 
 def etcd_members(ctx: StepContext) -> tuple[tuple[str, str], ...]:
     """(name, peer URL) of every member of the cluster this etcd member rejoins, read once from the peer's etcd
-    with this node's etcd client certificate and kept in the journal; empty when nothing was salvaged."""
+    with this node's etcd client certificate and kept in the journal; in the all-masters case this node and the
+    other masters (their names and addresses); empty otherwise."""
+    if ctx.journal.masters:
+        return allmasters.initial_cluster([ctx.identity, *ctx.journal.masters])
     if not ctx.journal.salvage_from:
         return ()
     if ctx.journal.etcd_members is None:
