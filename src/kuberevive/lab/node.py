@@ -341,6 +341,11 @@ class Node:
             f"mount --bind {q(str(self.dir / 'kubelet'))} /var/lib/kubelet",
             "mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run",
             "mkdir -p /run/lock /run/netns /run/sshd /run/containerd",
+            # bash sources root's ~/.bashrc for every command run over SSH; a developer machine's (pyenv init: a
+            # rehash under a lock at each login) made each SSH command of the tool take seconds under load. A lab
+            # node is a plain machine: its root has an empty one.
+            f": > {q(str(self.dir / 'bashrc'))}",
+            f"if [ -f /root/.bashrc ]; then mount --bind {q(str(self.dir / 'bashrc'))} /root/.bashrc; fi",
         ]
         for key in KUBELET_SYSCTLS:
             lines.append(f"mount --bind {q(str(self.dir / 'sysctl' / key.replace('/', '.')))} /proc/sys/{key}")
