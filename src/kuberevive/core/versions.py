@@ -111,6 +111,9 @@ class KubeadmMinor:
     """The kubeconfigs' client keys are of ``encryptionAlgorithm`` (before v1.31 always RSA-2048)."""
     writes_super_admin_conf: bool = True
     """``super-admin.conf`` (system:masters) beside ``admin.conf`` (kubeadm:cluster-admins), since v1.29."""
+    pause_image_tag: str = "3.9"
+    """``constants.PauseVersion``: the sandbox image kubeadm lists (``kubeadm config images list``) and checks the
+    container runtime against."""
 
     @property
     def version(self) -> str:
@@ -185,6 +188,7 @@ CHANGES: Final[tuple[Change, ...]] = (
     Change(30, f"gate:{WAIT_FOR_ALL_CONTROL_PLANE_COMPONENTS}", Gate(False), "alpha", _F + " (PR #123341)"),
     # -- v1.31
     Change(31, "etcd_image_tag", "3.5.24-0", "etcd image 3.5.24-0 (v1.31.14's SupportedEtcdVersion)", _C),
+    Change(31, "pause_image_tag", "3.10", "pause image 3.10", _C + " (PauseVersion)"),
     Change(31, "config_api_versions", ("v1beta3", "v1beta4"),
            "v1beta4 released (v1beta3 deprecated, still read)", _COMMON + "; PR #125029"),
     Change(31, "etcd_probes", Probes("/livez", "/readyz", "/readyz"),
@@ -218,6 +222,7 @@ CHANGES: Final[tuple[Change, ...]] = (
     Change(34, "etcd_v36_flags", "by-image-tag",
            "etcd flags --feature-gates=InitialCorruptCheck=true and --watch-progress-notify-interval when the etcd "
            "image is 3.6.0 or newer", _ETCD),
+    Change(34, "pause_image_tag", "3.10.1", "pause image 3.10.1", _C + " (PauseVersion)"),
     Change(34, "named_probe_port", True,
            "probes use the named container port probe-port, declared in each container's ports", _CP + ", " + _ETCD),
     Change(34, "creation_timestamp_null", False, "static Pods lose 'creationTimestamp: null'",
@@ -240,6 +245,7 @@ CHANGES: Final[tuple[Change, ...]] = (
            "kubelet.conf: always the local API endpoint (the gate is no longer read)", _INIT_KC),
     # -- v1.36
     Change(36, "etcd_image_tag", "3.6.8-0", "etcd image 3.6.8-0", _C),
+    Change(36, "pause_image_tag", "3.10.2", "pause image 3.10.2", _C + " (PauseVersion)"),
     Change(36, "etcd_v36_flags", "always", "etcd 3.6 flags whatever the image tag", _ETCD),
     Change(36, "apiserver_kubelet_client_org", False, "apiserver-kubelet-client.crt without O=kubeadm:cluster-admins",
            "cmd/kubeadm/app/phases/certs/certlist.go (KubeadmCertKubeletClient)"),
