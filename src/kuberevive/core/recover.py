@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 from cryptography import x509
 
-from kuberevive.core import pki, salvage, satokens, yamlfmt
+from kuberevive.core import pki, salvage, satokens, versions, yamlfmt
 from kuberevive.core.kubeconfig import (
     Kubeconfig,
     KubeconfigSpec,
@@ -164,15 +164,15 @@ def identify(evidence: NodeEvidence) -> NodeIdentity:
     data_dir = evidence.etcd_data_dirs[0]
     sources.append(("etcd data dir", f"{data_dir}/member exists"))
 
-    version = evidence.kubelet_version
-    if version:
-        sources.append(("Kubernetes version", "kubelet --version (until kubeadm-config is read)"))
-    else:
-        apiservers = sorted(_split_image(i)[2] for i in evidence.images if _split_image(i)[1] == "kube-apiserver")
-        if not apiservers:
-            raise PlanError("cannot tell the Kubernetes version (no kubelet, no kube-apiserver image)", "pass --config")
-        version = apiservers[-1]
-        sources.append(("Kubernetes version", "the kube-apiserver image"))
+    found = versions.surviving_version(None, evidence.kubelet_version, dict(evidence.manifest_images), evidence.images)
+    if found is None:
+        raise PlanError(
+            "cannot tell the Kubernetes version of the cluster: no kubelet, and no kube-apiserver, "
+            "kube-controller-manager or kube-scheduler image in a surviving manifest or the container runtime",
+            "pass the kubeadm configuration (with kubernetesVersion) with --config",
+        )
+    version, version_source = found
+    sources.append(("Kubernetes version", f"{version_source} (until kubeadm-config is read)"))
 
     probe = bootstrap_config(NodeIdentity(name, address, DEFAULT_BIND_PORT, cri, data_dir, version, ""))
     wanted = etcd_image(probe)
@@ -210,12 +210,39 @@ def bootstrap_config(identity: NodeIdentity) -> KubeadmConfig:
 
 
 def final_config(identity: NodeIdentity, cluster_configuration_yaml: str, kubelet_yaml: str | None) -> KubeadmConfig:
-    """The stored ClusterConfiguration joined with this node's identity (and the stored kubelet config)."""
-    docs = [yaml.safe_dump(_init_doc(identity)), cluster_configuration_yaml]
+    """The stored ClusterConfiguration joined with this node's identity (and the stored kubelet config). Its
+    ``kubernetesVersion`` decides which minor's kubeadm everything is generated as; a stored configuration without
+    one (kubeadm always writes it) takes the version read from the node."""
+    stored = cluster_configuration_yaml.strip("\n")
+    if stored_kubernetes_version(cluster_configuration_yaml) is None:
+        stored += f"\nkubernetesVersion: {identity.kubernetes_version}"
+    docs = [yaml.safe_dump(_init_doc(identity)), stored]
     if kubelet_yaml:
         docs.append(kubelet_yaml)
     text = "---\n" + "\n---\n".join(d.strip("\n") for d in docs) + "\n"
     return load_kubeadm_config(text, NodeFacts(hostname=identity.node_name))
+
+
+def stored_kubernetes_version(cluster_configuration_yaml: str) -> str | None:
+    """``kubernetesVersion`` of a stored ClusterConfiguration (None when absent or unreadable: the parser says why)."""
+    try:
+        doc = yamlload.load(cluster_configuration_yaml)
+    except yaml.YAMLError:
+        return None
+    version = doc.get("kubernetesVersion") if isinstance(doc, dict) else None
+    return version if isinstance(version, str) and version else None
+
+
+def with_stored_version(identity: NodeIdentity, cluster_configuration_yaml: str) -> NodeIdentity:
+    """The identity with the cluster's version taken from the stored ClusterConfiguration (it outranks the kubelet
+    and the images, :func:`kuberevive.core.versions.surviving_version`); ConfigError naming the supported range when
+    that version is outside it."""
+    found = versions.surviving_version(stored_kubernetes_version(cluster_configuration_yaml))
+    if found is None:
+        return identity
+    version, source = found
+    others = tuple(s for s in identity.sources if s[0] != "Kubernetes version")
+    return dataclasses.replace(identity, kubernetes_version=version, sources=(*others, ("Kubernetes version", source)))
 
 
 def refine_identity(

@@ -5,6 +5,7 @@ host, its units, images and addresses (through :class:`~kuberevive.io.host.Local
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import stat
 from pathlib import PurePosixPath
@@ -12,6 +13,8 @@ from pathlib import PurePosixPath
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from kuberevive.core.manifests import parse_manifest
+from kuberevive.errors import KubereviveError
 from kuberevive.io import nodefacts
 from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
@@ -21,6 +24,7 @@ from kuberevive.model.paths import (
     KUBELET_CLIENT_CURRENT,
     KUBELET_CONFIG,
     KUBERNETES_DIR,
+    MANIFESTS_DIR,
     POD_LOGS,
 )
 from kuberevive.model.recover import NodeEvidence
@@ -57,6 +61,18 @@ def _client_cn(data: bytes | None) -> str | None:
         return None
 
 
+def _manifest_images(root: NodeRoot) -> tuple[tuple[str, str], ...]:
+    """(node path, first container's image) of each surviving, readable static Pod manifest."""
+    out: list[tuple[str, str]] = []
+    for path in root.walk(MANIFESTS_DIR):
+        data = root.read(path) if path.suffix == ".yaml" and _is_file(root, path) else None
+        if data is None:
+            continue
+        with contextlib.suppress(KubereviveError, KeyError, IndexError, TypeError):
+            out.append((str(path), str(parse_manifest(data)["spec"]["containers"][0]["image"])))
+    return tuple(sorted(out))
+
+
 def _is_file(root: NodeRoot, node_path: PurePosixPath) -> bool:
     st = root.stat(node_path)
     return st is not None and stat.S_ISREG(st.st_mode)
@@ -87,6 +103,7 @@ def gather_evidence(node: LocalHost) -> NodeEvidence:
         default_address=facts.default_address if live else None,
         images=node.images(cri),
         kubelet_version=node.kubelet_version(),
+        manifest_images=_manifest_images(root),
         kubelet_active=node.unit_active("kubelet"),
         kubernetes_files=files,
     )

@@ -35,6 +35,8 @@ class NodeEvidence:
     images: tuple[str, ...] = ()
     """Image references known to the container runtime (``repo/name:tag``)."""
     kubelet_version: str | None = None
+    manifest_images: tuple[tuple[str, str], ...] = ()
+    """(node path, image) of each surviving static Pod manifest under /etc/kubernetes/manifests."""
     kubelet_active: bool = False
     kubernetes_files: tuple[str, ...] = ()
     """Files present under /etc/kubernetes (absolute paths)."""
