@@ -359,3 +359,49 @@ def test_a_stored_version_outside_the_range_is_refused() -> None:
     ident = core.identify(evidence())
     with pytest.raises(ConfigError, match=r"v1\.29\.15 is outside .*\(v1\.30 to v1\.37\)"):
         core.with_stored_version(ident, STORED.replace("v1.33.13", "v1.29.15"))
+
+
+def test_cri_socket_from_instance_config_yaml_as_kubeadm_v1_34_writes_it() -> None:
+    """kubeadm v1.34+ leaves the CRI socket out of kubeadm-flags.env (NodeLocalCRISocket): instance-config.yaml,
+    else the kubelet's config.yaml (kubeadm merges it in), else kubeadm's default."""
+    flags = (("node-ip", "172.30.2.11"),)
+    socket = "unix:///run/containerd/containerd.sock"
+    ident = core.identify(
+        evidence(kubeadm_flags=flags, kubelet_instance_config_yaml=f'containerRuntimeEndpoint: "{socket}"\n')
+    )
+    assert ident.cri_socket == socket
+    assert dict(ident.sources)["CRI socket"] == "containerRuntimeEndpoint in /var/lib/kubelet/instance-config.yaml"
+    merged = core.identify(
+        evidence(
+            kubeadm_flags=flags, kubelet_config_yaml=f"kind: KubeletConfiguration\ncontainerRuntimeEndpoint: {socket}\n"
+        )
+    )
+    assert (merged.cri_socket, dict(merged.sources)["CRI socket"]) == (
+        socket,
+        "containerRuntimeEndpoint in /var/lib/kubelet/config.yaml",
+    )
+    default = core.identify(evidence(kubeadm_flags=flags, kubelet_instance_config_yaml="{broken"))
+    assert (default.cri_socket, dict(default.sources)["CRI socket"]) == (
+        "unix:///var/run/containerd/containerd.sock",
+        "kubeadm's default",
+    )
+
+
+@pytest.mark.parametrize(("version", "written"), [("v1.33.13", False), ("v1.34.4", True), ("v1.37.2", True)])
+def test_instance_config_yaml_where_the_minor_writes_it(version: str, written: bool) -> None:
+    """Byte for byte what kubeadm's WriteInstanceConfigToDisk writes (``containerRuntimeEndpoint: %q``), mode 0644."""
+    ident = core.identify(evidence(kubelet_version=version))
+    cfg = core.final_config(ident, STORED.replace("v1.33.13", version), None)
+    art = core.kubelet_instance_config(cfg)
+    if not written:
+        assert art is None
+        return
+    assert art is not None
+    assert (str(art.path), art.mode) == ("/var/lib/kubelet/instance-config.yaml", 0o644)
+    assert art.content == b'containerRuntimeEndpoint: "unix:///run/containerd/containerd.sock"\n'
+
+
+def test_instance_config_yaml_follows_the_gate_where_the_minor_reads_it() -> None:
+    ident = core.identify(evidence(kubelet_version="v1.35.4"))
+    stored = STORED.replace("v1.33.13", "v1.35.4") + "featureGates:\n  NodeLocalCRISocket: false\n"
+    assert core.kubelet_instance_config(core.final_config(ident, stored, None)) is None

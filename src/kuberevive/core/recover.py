@@ -118,6 +118,31 @@ def require_control_plane(evidence: NodeEvidence) -> None:
         )
 
 
+def _runtime_endpoint(kubelet_yaml: str | None) -> str | None:
+    try:
+        doc = yamlload.load(kubelet_yaml) if kubelet_yaml else None
+    except yaml.YAMLError:
+        return None
+    value = doc.get("containerRuntimeEndpoint") if isinstance(doc, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _cri_socket(evidence: NodeEvidence) -> tuple[str, str]:
+    """The CRI socket and where it was read: kubeadm-flags.env (kubeadm up to v1.33), instance-config.yaml (kubeadm
+    v1.34+ with NodeLocalCRISocket), the kubelet's config.yaml (which kubeadm merges it into), kubeadm's default."""
+    flag = evidence.flag("container-runtime-endpoint")
+    if flag:
+        return flag, "kubeadm-flags.env"
+    for text, where in (
+        (evidence.kubelet_instance_config_yaml, f"containerRuntimeEndpoint in {paths.KUBELET_INSTANCE_CONFIG}"),
+        (evidence.kubelet_config_yaml, f"containerRuntimeEndpoint in {paths.KUBELET_CONFIG}"),
+    ):
+        endpoint = _runtime_endpoint(text)
+        if endpoint:
+            return endpoint, where
+    return DEFAULT_CRI_SOCKET, "kubeadm's default"
+
+
 def identify(evidence: NodeEvidence) -> NodeIdentity:
     """Who this node is, from what survives on it. PlanError when it is not a kubeadm control-plane node."""
     require_control_plane(evidence)
@@ -152,10 +177,8 @@ def identify(evidence: NodeEvidence) -> NodeIdentity:
             "pass the kubeadm configuration with --config",
         )
 
-    cri = evidence.flag("container-runtime-endpoint") or DEFAULT_CRI_SOCKET
-    sources.append(
-        ("CRI socket", "kubeadm-flags.env" if evidence.flag("container-runtime-endpoint") else "kubeadm's default")
-    )
+    cri, cri_source = _cri_socket(evidence)
+    sources.append(("CRI socket", cri_source))
     if len(evidence.etcd_data_dirs) > 1:
         raise PlanError(
             f"several etcd data directories found: {', '.join(evidence.etcd_data_dirs)}",
@@ -749,6 +772,22 @@ def manifests_for(
     return [dataclasses.replace(a, content=joined) if a.path == manifest_path("etcd") else a for a in arts]
 
 
+def kubelet_instance_config(cfg: KubeadmConfig) -> Artifact | None:
+    """/var/lib/kubelet/instance-config.yaml as ``kubeadm init`` (phase kubelet-start, ``WriteInstanceConfigToDisk``)
+    writes it, where the cluster's minor writes one (v1.34+, NodeLocalCRISocket); None where it does not."""
+    profile = versions.profile(cfg.cluster.kubernetes_version)
+    if not profile.writes_instance_config(dict(cfg.cluster.feature_gates)):
+        return None
+    socket = cfg.init.node_registration.cri_socket
+    return Artifact(
+        paths.KUBELET_INSTANCE_CONFIG,
+        0o644,
+        ArtifactKind.CONFIG,
+        f"the kubelet's CRI socket (kubeadm {profile.version}, NodeLocalCRISocket)",
+        f"containerRuntimeEndpoint: {json.dumps(socket)}\n".encode(),
+    )
+
+
 @dataclass(frozen=True)
 class KubeletFiles:
     pem_path: PurePosixPath
@@ -1000,11 +1039,13 @@ def plan_steps(
             StepKind.WRITE,
             "kubelet client certificate from the new CA and kubelet.conf",
             "the kubelet prefers a still-valid kubelet-client-current.pem from the OLD CA (spec §6.3): it is "
-            "moved aside and replaced by a certificate of the new CA",
+            "moved aside and replaced by a certificate of the new CA; from kubeadm v1.34 a lost "
+            "instance-config.yaml (the CRI socket) is written again",
             (
                 str(k / "kubelet.conf"),
                 str(paths.KUBELET_PKI / "kubelet-client-<timestamp>.pem"),
                 str(paths.KUBELET_CLIENT_CURRENT),
+                *([str(paths.KUBELET_INSTANCE_CONFIG)] if cfg is not None and kubelet_instance_config(cfg) else []),
             ),
         ),
         Step(

@@ -23,6 +23,7 @@ from kuberevive.model.paths import (
     KUBEADM_FLAGS,
     KUBELET_CLIENT_CURRENT,
     KUBELET_CONFIG,
+    KUBELET_INSTANCE_CONFIG,
     KUBERNETES_DIR,
     MANIFESTS_DIR,
     POD_LOGS,
@@ -86,6 +87,7 @@ def gather_evidence(node: LocalHost) -> NodeEvidence:
     flags_text = root.read(KUBEADM_FLAGS)
     flags = parse_kubeadm_flags(flags_text.decode(errors="replace")) if flags_text is not None else ()
     kubelet_cfg = root.read(KUBELET_CONFIG)
+    instance_cfg = root.read(KUBELET_INSTANCE_CONFIG)
     cri = next((v for k, v in flags if k == "container-runtime-endpoint"), None)
     pod_logs = root.host_path(POD_LOGS)
     files = tuple(sorted(str(p) for p in root.walk(KUBERNETES_DIR) if _is_file(root, p)))
@@ -94,6 +96,7 @@ def gather_evidence(node: LocalHost) -> NodeEvidence:
         hostname_source=host.source,
         hostname_borrowed=host.borrowed,
         kubelet_config_yaml=kubelet_cfg.decode(errors="replace") if kubelet_cfg is not None else None,
+        kubelet_instance_config_yaml=instance_cfg.decode(errors="replace") if instance_cfg is not None else None,
         kubeadm_flags=flags,
         kubeadm_flags_present=flags_text is not None,
         kubelet_client_cn=_client_cn(root.read(KUBELET_CLIENT_CURRENT)),

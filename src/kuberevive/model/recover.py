@@ -20,6 +20,8 @@ class NodeEvidence:
     hostname_borrowed: bool = False
     kubelet_config_yaml: str | None = None
     """/var/lib/kubelet/config.yaml."""
+    kubelet_instance_config_yaml: str | None = None
+    """/var/lib/kubelet/instance-config.yaml (kubeadm v1.34+: the CRI socket, NodeLocalCRISocket)."""
     kubeadm_flags: tuple[tuple[str, str], ...] = ()
     """The ``--name=value`` flags of /var/lib/kubelet/kubeadm-flags.env, in order."""
     kubeadm_flags_present: bool = False
