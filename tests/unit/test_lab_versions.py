@@ -41,3 +41,16 @@ def test_a_version_outside_the_range_is_refused_naming_the_range(version: str) -
 def test_a_malformed_version_is_refused(version: str) -> None:
     with pytest.raises(LabError, match=r"not a Kubernetes version like 1\.37\.2"):
         LabConfig.from_env({"KUBEREVIVE_LAB_KUBERNETES_VERSION": version})
+
+
+def test_preflight_checks_ignored_only_from_v1_35() -> None:
+    from kuberevive.lab.kubeadm import init_documents, join_documents
+
+    old = LabConfig.from_env({})
+    assert "ignorePreflightErrors" not in init_documents(old, "abcdef.0123456789abcdef")[0]["nodeRegistration"]
+    new = LabConfig.from_env({"KUBEREVIVE_LAB_KUBERNETES_VERSION": "1.37.2"})
+    init = init_documents(new, "abcdef.0123456789abcdef")
+    assert init[0]["nodeRegistration"]["ignorePreflightErrors"] == ["SystemVerification"]
+    assert init[1]["kubernetesVersion"] == "v1.37.2"
+    join = join_documents(new, new.workers[0], "abcdef.0123456789abcdef", "sha256:00")
+    assert join[0]["nodeRegistration"]["ignorePreflightErrors"] == ["SystemVerification"]
