@@ -25,7 +25,7 @@ import pytest
 from kuberevive.core.manifests import parse_manifest
 from kuberevive.io.etcdrestore import _etcdutl_restore, member_from_manifest
 from kuberevive.io.snapshot import _scan_member_names
-from tests.integration.test_etcd_mtls import ADVERTISE, _etcdctl, _generate_tree
+from tests.integration.test_etcd_mtls import ADVERTISE, _config, _etcdctl, _generate_tree
 
 pytestmark = pytest.mark.integration
 
@@ -38,26 +38,7 @@ TREES = {
         "K8S_VERSION=1.37.2 ETCD_VERSION=3.7.0 ETCDCTL_VERSION=3.7.4",
     ),
 }
-MEMBER = "etcd-mtls"
-
-
-def _config(tmp: Path, version: str, data_dir: str = "etcd-data") -> str:
-    return f"""
-apiVersion: kubeadm.k8s.io/v1beta4
-kind: InitConfiguration
-localAPIEndpoint:
-  advertiseAddress: {ADVERTISE}
-nodeRegistration:
-  name: {MEMBER}
----
-apiVersion: kubeadm.k8s.io/v1beta4
-kind: ClusterConfiguration
-kubernetesVersion: {version}
-certificatesDir: {tmp}/pki
-etcd:
-  local:
-    dataDir: {tmp}/{data_dir}
-"""
+MEMBER = "etcd-mtls"  # the node name of test_etcd_mtls._config
 
 
 @dataclass
