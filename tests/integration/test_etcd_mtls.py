@@ -45,7 +45,7 @@ def _etcd_binaries() -> list[tuple[str, Path, Path]]:
     return found
 
 
-def _config(tmp: Path) -> str:
+def _config(tmp: Path, version: str = "v1.33.13") -> str:
     return f"""
 apiVersion: kubeadm.k8s.io/v1beta4
 kind: InitConfiguration
@@ -56,7 +56,7 @@ nodeRegistration:
 ---
 apiVersion: kubeadm.k8s.io/v1beta4
 kind: ClusterConfiguration
-kubernetesVersion: v1.33.13
+kubernetesVersion: {version}
 certificatesDir: {tmp}/pki
 etcd:
   local:

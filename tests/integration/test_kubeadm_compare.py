@@ -407,3 +407,20 @@ def test_generate_outside_the_range_is_one_line_and_writes_nothing(tmp_path: Pat
     assert gen.returncode == 1
     assert gen.stderr.count("\n") == 1 and "outside" in gen.stderr and "(v1.30 to v1.37)" in gen.stderr, gen.stderr
     assert list(root.rglob("*")) == []
+
+
+@pytest.mark.parametrize("minor", list(CHECKED_PATCH), ids=[f"v1.{m}" for m in CHECKED_PATCH])
+def test_image_tags_of_the_table_are_kubeadms_image_list(minor: int):
+    """The etcd and pause tags of the per-minor table are what that minor's ``kubeadm config images list`` names
+    (the lab builds exactly these images; recover writes etcd's)."""
+    from kuberevive.core.versions import minor_profile
+
+    kubeadm = kubeadm_binary(minor)
+    run = subprocess.run(
+        [str(kubeadm), "config", "images", "list", "--kubernetes-version", CHECKED_PATCH[minor]],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    tags = {line.rsplit("/", 1)[-1].split(":")[0]: line.rsplit(":", 1)[1] for line in run.stdout.split()}
+    profile = minor_profile(minor)
+    assert (tags["etcd"], tags["pause"]) == (profile.etcd_image_tag, profile.pause_image_tag)

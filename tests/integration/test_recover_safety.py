@@ -57,3 +57,37 @@ def test_R_8_a_fifo_at_kubeadm_flags_env_is_one_line_never_a_hang(lost_node: Pat
         "kuberevive: error: /var/lib/kubelet/kubeadm-flags.env is not a regular file (a FIFO). "
         "Move it away and run again."
     ]
+
+
+def _surviving_apiserver_manifest(root: Path, version: str) -> None:
+    manifests = root / "etc/kubernetes/manifests"
+    manifests.mkdir(parents=True)
+    (manifests / "kube-apiserver.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: kube-apiserver, namespace: kube-system}\n"
+        f"spec:\n  containers:\n  - name: kube-apiserver\n    image: registry.k8s.io/kube-apiserver:{version}\n"
+    )
+
+
+def test_the_version_is_read_from_a_surviving_manifest_and_the_plan_is_that_minors(lost_node: Path):
+    """Issue 13: no kubelet binary (seen through --root), but kube-apiserver.yaml survived: the plan is v1.37's
+    kubeadm's (etcd image 3.7.0-0) and says where the version came from."""
+    import json
+
+    _surviving_apiserver_manifest(lost_node, "v1.37.2")
+    result = recover(lost_node, "--json")
+    assert result.returncode == 0, result.stderr
+    identity = json.loads(result.stdout)["plan"]["identity"]
+    assert identity["kubernetes_version"] == "v1.37.2"
+    assert identity["etcd_image"] == "registry.k8s.io/etcd:3.7.0-0"
+    assert "/etc/kubernetes/manifests/kube-apiserver.yaml" in identity["sources"]["Kubernetes version"]
+
+
+@pytest.mark.parametrize("version", ["v1.29.15", "v1.38.0"])
+def test_a_surviving_version_outside_the_range_is_one_line_and_nothing_is_written(lost_node: Path, version: str):
+    _surviving_apiserver_manifest(lost_node, version)
+    before = sorted((p, p.stat().st_mtime_ns) for p in lost_node.rglob("*"))
+    result = recover(lost_node, "--apply")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and f"{version} is outside" in result.stderr, result.stderr
+    assert "(v1.30 to v1.37)" in result.stderr
+    assert sorted((p, p.stat().st_mtime_ns) for p in lost_node.rglob("*")) == before

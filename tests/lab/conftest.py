@@ -6,6 +6,8 @@ this session had to start is taken down at the end unless ``KUBEREVIVE_LAB_KEEP=
 and mount namespaces, the lab PATH, ``KUBECONFIG=/etc/kubernetes/admin.conf`` on the control plane)
 and returns the CompletedProcess (text); ``check=True`` by default.
 Lab tests skip only when not root; anything else missing (binaries, programs) is an error.
+Every lab runs ``KUBEREVIVE_LAB_KUBERNETES_VERSION`` (e.g. ``1.37.2``; default the lab's, v1.33.13), whose binaries
+must be built (the error says how).
 
 ``ha_lab``: the HA lab (cp1..cp3 with stacked etcd behind haproxy, worker1), module-scoped: each module that
 uses it brings one up (or reuses a running HA lab on its instance) and takes it down at its end unless

@@ -41,7 +41,7 @@ def as_kubeadm_date(iso: str) -> str:
     return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").strftime("%b %d, %Y %H:%M UTC")
 
 
-def test_healthy_control_plane(on_node: OnNode):
+def test_healthy_control_plane(lab: Lab, on_node: OnNode):
     code, data = diagnose(on_node, "cp1")
     bad = [f for f in data["findings"] if f["severity"] in ("warning", "error")]
     assert (code, data["status"], bad) == (0, "healthy", [])
@@ -63,7 +63,7 @@ def test_healthy_control_plane(on_node: OnNode):
 
     by_id = {f["id"]: f for f in data["findings"]}
     assert by_id["recovery.etcd-data"]["details"]["member_names"] == ["cp1"]
-    assert "registry.k8s.io/kube-apiserver:v1.33.13" in by_id["recovery.images"]["details"]["images"]
+    assert f"registry.k8s.io/kube-apiserver:v{lab.cfg.k8s_version}" in by_id["recovery.images"]["details"]["images"]
     assert by_id["cluster.cluster-info-ca"]["severity"] == "ok"
 
 

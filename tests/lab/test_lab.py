@@ -66,7 +66,7 @@ def test_kubeadm_config_kept_with_lab_non_defaults(lab: Lab) -> None:
     docs = list(yaml.safe_load_all(lab.cfg.init_config_file.read_text()))
     cluster = next(d for d in docs if d["kind"] == "ClusterConfiguration")
     assert cluster["apiVersion"] == "kubeadm.k8s.io/v1beta4"
-    assert cluster["kubernetesVersion"] == "v1.33.13"
+    assert cluster["kubernetesVersion"] == f"v{lab.cfg.k8s_version}"
     assert cluster["networking"]["podSubnet"] == "10.123.0.0/16"
     assert {"name": "event-ttl", "value": "2h0m0s"} in cluster["apiServer"]["extraArgs"]
     assert "kuberevive-lab.invalid" in cluster["apiServer"]["certSANs"]
@@ -145,7 +145,7 @@ def test_down_leaves_nothing_then_up_again(lab: Lab, on_node: OnNode) -> None:
     A container made behind the kubelet's back (own namespaces, cgroup outside the node root) must go too.
     """
     stray = f"{lab.cfg.prefix}-stray"
-    on_node("worker1", "ctr", "-n", "k8s.io", "run", "-d", "registry.k8s.io/pause:3.10", stray)
+    on_node("worker1", "ctr", "-n", "k8s.io", "run", "-d", lab.cfg.pause_image, stray)
     stray_cgroup = Path("/sys/fs/cgroup/pids/k8s.io") / stray
     assert stray_cgroup.is_dir()
     lab.down()

@@ -22,7 +22,6 @@ from kuberevive.errors import KubeApiError
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.restarts_apply import apply_restart_plan, read_restart_plan, token_review_per_namespace
 from kuberevive.lab import Lab
-from kuberevive.lab.config import PAUSE_IMAGE
 
 from .conftest import OnNode
 
@@ -105,7 +104,7 @@ def _wait(predicate: Any, seconds: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def test_a_pdb_holds_a_bare_pod_eviction_and_a_stale_legacy_secret_is_reminted(on_node: OnNode):
+def test_a_pdb_holds_a_bare_pod_eviction_and_a_stale_legacy_secret_is_reminted(lab: Lab, on_node: OnNode):
     api = KubeApi.from_kubeconfig(on_node("cp1", "cat", "/etc/kubernetes/admin.conf").stdout)
     current = key_ids(on_node("cp1", "cat", "/etc/kubernetes/pki/sa.pub").stdout.encode())
     base = f"/api/v1/namespaces/{TEST_NS}"
@@ -135,7 +134,7 @@ def test_a_pdb_holds_a_bare_pod_eviction_and_a_stale_legacy_secret_is_reminted(o
                 "spec": {
                     "terminationGracePeriodSeconds": 1,
                     "tolerations": [{"operator": "Exists"}],
-                    "containers": [{"name": "pause", "image": PAUSE_IMAGE, "imagePullPolicy": "Never"}],
+                    "containers": [{"name": "pause", "image": lab.cfg.pause_image, "imagePullPolicy": "Never"}],
                     "volumes": [{"name": "legacy", "secret": {"secretName": "legacy"}}],
                 },
             },

@@ -753,3 +753,32 @@ def test_the_plan_of_a_root_that_is_not_this_machines_says_its_kubelet_is_not_ch
     plan = plan_recovery(LocalHost(root, live=False, name="cp1"), {}, _config_text("10.123.0.0/16"), environ={})
     assert any("is not this machine's root" in n for n in plan.notes), plan.notes
     assert not any("--apply refuses" in n for n in plan.notes), plan.notes
+
+
+def test_a_v1_37_cluster_is_recovered_as_v1_37s_kubeadm_writes_it(tmp_path: Path) -> None:
+    """Issue 13: the kubelet says v1.33.13 (a lagging kubelet), the ClusterConfiguration stored in etcd v1.37.2: from
+    read-config on everything is v1.37's (etcd 3.7.0-0 manifest), and the lost instance-config.yaml (NodeLocalCRISocket,
+    always written by kubeadm v1.37) is written again with the node's CRI socket; a surviving one is kept."""
+    stored = STORED.replace("kubernetesVersion: v1.33.13", "kubernetesVersion: v1.37.2")
+    c = Cluster(tmp_path / "lost", stored)
+    result = c.recover()
+    assert result.applied == list(core.SEED_STEP_IDS)
+    identity = c.journal().identity
+    assert identity is not None and identity.kubernetes_version == "v1.37.2"
+    etcd_yaml = c.root.read_existing("/etc/kubernetes/manifests/etcd.yaml").decode()
+    assert "image: registry.k8s.io/etcd:3.7.0-0" in etcd_yaml
+    apiserver = c.root.read_existing("/etc/kubernetes/manifests/kube-apiserver.yaml").decode()
+    assert "image: registry.k8s.io/kube-apiserver:v1.37.2" in apiserver
+    instance = "/var/lib/kubelet/instance-config.yaml"
+    assert c.root.read_existing(instance) == b'containerRuntimeEndpoint: "unix:///run/containerd/containerd.sock"\n'
+    st = c.root.stat(instance)
+    assert st is not None and stat.S_IMODE(st.st_mode) == 0o644
+
+    kept = Cluster(tmp_path / "kept", stored)
+    (kept.root.host_path(instance)).write_bytes(b'containerRuntimeEndpoint: "unix:///run/other.sock"\n')
+    kept.recover()
+    assert kept.root.read_existing(instance) == b'containerRuntimeEndpoint: "unix:///run/other.sock"\n'
+
+    old = Cluster(tmp_path / "v133")  # kubeadm v1.33 writes none (NodeLocalCRISocket alpha, off)
+    old.recover()
+    assert not old.root.exists(instance)

@@ -13,9 +13,10 @@ import pytest
 import yaml
 from cryptography import x509
 
-from kuberevive.core import pki
+from kuberevive.core import pki, versions
 from kuberevive.core import recover as core
-from kuberevive.errors import PkiError, PlanError
+from kuberevive.core.manifests import etcd_image
+from kuberevive.errors import ConfigError, PkiError, PlanError
 from kuberevive.model.config import EncryptionAlgorithm
 from kuberevive.model.recover import NodeEvidence, StepKind
 
@@ -283,3 +284,124 @@ def test_plan_covers_every_step_in_order() -> None:
     healthy = core.make_plan(None, None, {}, healthy_reason="healthy")
     assert healthy.steps == () and healthy.nothing_to_do == "healthy"
     assert json.loads(json.dumps(plan.as_dict()))["steps"][2]["kind"] == "wait"
+
+
+# -- the cluster's version from what survives (issue 13) ------------------------------------------------------------
+
+APISERVER_MANIFEST_PATH = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+
+
+def test_version_precedence_kubelet_then_surviving_manifest_then_runtime_images() -> None:
+    """Without the stored ClusterConfiguration (etcd not running yet): the kubelet, else a surviving manifest's
+    image, else the newest control-plane image of the runtime; each choice says where it came from."""
+    runtime = ("registry.k8s.io/kube-apiserver:v1.9.11", "registry.k8s.io/kube-apiserver:v1.36.3")
+    manifests = ((APISERVER_MANIFEST_PATH, "registry.k8s.io/kube-apiserver:v1.37.2"),)
+    kubelet = core.identify(evidence(kubelet_version="v1.35.4", manifest_images=manifests, images=runtime))
+    assert kubelet.kubernetes_version == "v1.35.4"
+    assert dict(kubelet.sources)["Kubernetes version"].startswith("kubelet --version")
+    manifest = core.identify(evidence(kubelet_version=None, manifest_images=manifests, images=runtime))
+    assert manifest.kubernetes_version == "v1.37.2"
+    assert APISERVER_MANIFEST_PATH in dict(manifest.sources)["Kubernetes version"]
+    newest = core.identify(evidence(kubelet_version=None, images=runtime))  # v1.36.3 > v1.9.11 as versions
+    assert newest.kubernetes_version == "v1.36.3"
+    assert dict(newest.sources)["Kubernetes version"].startswith("the newest kube-apiserver image")
+    scheduler = core.identify(evidence(kubelet_version=None, images=("registry.k8s.io/kube-scheduler:v1.34.4",)))
+    assert scheduler.kubernetes_version == "v1.34.4"
+
+
+def test_the_etcd_image_follows_the_minor_read_from_the_node() -> None:
+    """Bootstrapping etcd as that minor's kubeadm: v1.37's etcd 3.7.0-0, v1.34's 3.6.5-0."""
+    ident = core.identify(evidence(kubelet_version="v1.37.2", images=()))
+    assert ident.etcd_image == "registry.k8s.io/etcd:3.7.0-0"
+    assert core.identify(evidence(kubelet_version="v1.34.4", images=())).etcd_image == "registry.k8s.io/etcd:3.6.5-0"
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"kubelet_version": "v1.29.15"},
+        {"kubelet_version": None, "images": ("registry.k8s.io/kube-apiserver:v1.38.0",)},
+        {"kubelet_version": None, "manifest_images": ((APISERVER_MANIFEST_PATH, "r.example/kube-apiserver:v1.28.1"),)},
+    ],
+)
+def test_a_version_outside_the_range_is_refused_naming_the_range_and_the_source(over: dict[str, object]) -> None:
+    with pytest.raises(ConfigError, match=r"outside .*\(v1\.30 to v1\.37\)") as info:
+        core.identify(evidence(**over))
+    assert "the cluster's Kubernetes version (" in info.value.message
+
+
+def test_no_version_anywhere_is_refused() -> None:
+    with pytest.raises(PlanError, match="cannot tell the Kubernetes version"):
+        core.identify(evidence(kubelet_version=None, images=("registry.k8s.io/etcd:3.7.0-0",)))
+
+
+def test_the_stored_cluster_configuration_outranks_the_kubelet() -> None:
+    """After an upgrade whose kubelet lags (kubelet v1.36, control plane v1.37): the stored kubernetesVersion wins,
+    and everything after is generated as v1.37's kubeadm (etcd 3.7.0-0, no v1beta3...)."""
+    ident = core.identify(evidence(kubelet_version="v1.36.3"))
+    stored_yaml = STORED.replace("kubernetesVersion: v1.33.13", "kubernetesVersion: v1.37.2")
+    refined = core.with_stored_version(ident, stored_yaml)
+    assert refined.kubernetes_version == "v1.37.2"
+    assert dict(refined.sources)["Kubernetes version"] == versions.STORED_CONFIGURATION
+    cfg = core.final_config(refined, stored_yaml, None)
+    assert cfg.cluster.kubernetes_version == "v1.37.2"
+    assert etcd_image(cfg) == "registry.k8s.io/etcd:3.7.0-0"
+
+
+def test_a_stored_configuration_without_kubernetes_version_keeps_the_nodes_version() -> None:
+    ident = core.identify(evidence(kubelet_version="v1.36.3"))
+    stored_yaml = STORED.replace("kubernetesVersion: v1.33.13\n", "")
+    assert core.with_stored_version(ident, stored_yaml) == ident
+    assert core.final_config(ident, stored_yaml, None).cluster.kubernetes_version == "v1.36.3"
+
+
+def test_a_stored_version_outside_the_range_is_refused() -> None:
+    ident = core.identify(evidence())
+    with pytest.raises(ConfigError, match=r"v1\.29\.15 is outside .*\(v1\.30 to v1\.37\)"):
+        core.with_stored_version(ident, STORED.replace("v1.33.13", "v1.29.15"))
+
+
+def test_cri_socket_from_instance_config_yaml_as_kubeadm_v1_34_writes_it() -> None:
+    """kubeadm v1.34+ leaves the CRI socket out of kubeadm-flags.env (NodeLocalCRISocket): instance-config.yaml,
+    else the kubelet's config.yaml (kubeadm merges it in), else kubeadm's default."""
+    flags = (("node-ip", "172.30.2.11"),)
+    socket = "unix:///run/containerd/containerd.sock"
+    ident = core.identify(
+        evidence(kubeadm_flags=flags, kubelet_instance_config_yaml=f'containerRuntimeEndpoint: "{socket}"\n')
+    )
+    assert ident.cri_socket == socket
+    assert dict(ident.sources)["CRI socket"] == "containerRuntimeEndpoint in /var/lib/kubelet/instance-config.yaml"
+    merged = core.identify(
+        evidence(
+            kubeadm_flags=flags, kubelet_config_yaml=f"kind: KubeletConfiguration\ncontainerRuntimeEndpoint: {socket}\n"
+        )
+    )
+    assert (merged.cri_socket, dict(merged.sources)["CRI socket"]) == (
+        socket,
+        "containerRuntimeEndpoint in /var/lib/kubelet/config.yaml",
+    )
+    default = core.identify(evidence(kubeadm_flags=flags, kubelet_instance_config_yaml="{broken"))
+    assert (default.cri_socket, dict(default.sources)["CRI socket"]) == (
+        "unix:///var/run/containerd/containerd.sock",
+        "kubeadm's default",
+    )
+
+
+@pytest.mark.parametrize(("version", "written"), [("v1.33.13", False), ("v1.34.4", True), ("v1.37.2", True)])
+def test_instance_config_yaml_where_the_minor_writes_it(version: str, written: bool) -> None:
+    """Byte for byte what kubeadm's WriteInstanceConfigToDisk writes (``containerRuntimeEndpoint: %q``), mode 0644."""
+    ident = core.identify(evidence(kubelet_version=version))
+    cfg = core.final_config(ident, STORED.replace("v1.33.13", version), None)
+    art = core.kubelet_instance_config(cfg)
+    if not written:
+        assert art is None
+        return
+    assert art is not None
+    assert (str(art.path), art.mode) == ("/var/lib/kubelet/instance-config.yaml", 0o644)
+    assert art.content == b'containerRuntimeEndpoint: "unix:///run/containerd/containerd.sock"\n'
+
+
+def test_instance_config_yaml_follows_the_gate_where_the_minor_reads_it() -> None:
+    ident = core.identify(evidence(kubelet_version="v1.35.4"))
+    stored = STORED.replace("v1.33.13", "v1.35.4") + "featureGates:\n  NodeLocalCRISocket: false\n"
+    assert core.kubelet_instance_config(core.final_config(ident, stored, None)) is None

@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 from cryptography import x509
 
-from kuberevive.core import pki, salvage, satokens, yamlfmt
+from kuberevive.core import pki, salvage, satokens, versions, yamlfmt
 from kuberevive.core.kubeconfig import (
     Kubeconfig,
     KubeconfigSpec,
@@ -119,6 +119,31 @@ def require_control_plane(evidence: NodeEvidence) -> None:
         )
 
 
+def _runtime_endpoint(kubelet_yaml: str | None) -> str | None:
+    try:
+        doc = yamlload.load(kubelet_yaml) if kubelet_yaml else None
+    except yaml.YAMLError:
+        return None
+    value = doc.get("containerRuntimeEndpoint") if isinstance(doc, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _cri_socket(evidence: NodeEvidence) -> tuple[str, str]:
+    """The CRI socket and where it was read: kubeadm-flags.env (kubeadm up to v1.33), instance-config.yaml (kubeadm
+    v1.34+ with NodeLocalCRISocket), the kubelet's config.yaml (which kubeadm merges it into), kubeadm's default."""
+    flag = evidence.flag("container-runtime-endpoint")
+    if flag:
+        return flag, "kubeadm-flags.env"
+    for text, where in (
+        (evidence.kubelet_instance_config_yaml, f"containerRuntimeEndpoint in {paths.KUBELET_INSTANCE_CONFIG}"),
+        (evidence.kubelet_config_yaml, f"containerRuntimeEndpoint in {paths.KUBELET_CONFIG}"),
+    ):
+        endpoint = _runtime_endpoint(text)
+        if endpoint:
+            return endpoint, where
+    return DEFAULT_CRI_SOCKET, "kubeadm's default"
+
+
 def identify(evidence: NodeEvidence) -> NodeIdentity:
     """Who this node is, from what survives on it. PlanError when it is not a kubeadm control-plane node."""
     require_control_plane(evidence)
@@ -153,10 +178,8 @@ def identify(evidence: NodeEvidence) -> NodeIdentity:
             "pass the kubeadm configuration with --config",
         )
 
-    cri = evidence.flag("container-runtime-endpoint") or DEFAULT_CRI_SOCKET
-    sources.append(
-        ("CRI socket", "kubeadm-flags.env" if evidence.flag("container-runtime-endpoint") else "kubeadm's default")
-    )
+    cri, cri_source = _cri_socket(evidence)
+    sources.append(("CRI socket", cri_source))
     if len(evidence.etcd_data_dirs) > 1:
         raise PlanError(
             f"several etcd data directories found: {', '.join(evidence.etcd_data_dirs)}",
@@ -165,15 +188,15 @@ def identify(evidence: NodeEvidence) -> NodeIdentity:
     data_dir = evidence.etcd_data_dirs[0]
     sources.append(("etcd data dir", f"{data_dir}/member exists"))
 
-    version = evidence.kubelet_version
-    if version:
-        sources.append(("Kubernetes version", "kubelet --version (until kubeadm-config is read)"))
-    else:
-        apiservers = sorted(_split_image(i)[2] for i in evidence.images if _split_image(i)[1] == "kube-apiserver")
-        if not apiservers:
-            raise PlanError("cannot tell the Kubernetes version (no kubelet, no kube-apiserver image)", "pass --config")
-        version = apiservers[-1]
-        sources.append(("Kubernetes version", "the kube-apiserver image"))
+    found = versions.surviving_version(None, evidence.kubelet_version, dict(evidence.manifest_images), evidence.images)
+    if found is None:
+        raise PlanError(
+            "cannot tell the Kubernetes version of the cluster: no kubelet, and no kube-apiserver, "
+            "kube-controller-manager or kube-scheduler image in a surviving manifest or the container runtime",
+            "pass the kubeadm configuration (with kubernetesVersion) with --config",
+        )
+    version, version_source = found
+    sources.append(("Kubernetes version", f"{version_source} (until kubeadm-config is read)"))
 
     probe = bootstrap_config(NodeIdentity(name, address, DEFAULT_BIND_PORT, cri, data_dir, version, ""))
     wanted = etcd_image(probe)
@@ -211,12 +234,39 @@ def bootstrap_config(identity: NodeIdentity) -> KubeadmConfig:
 
 
 def final_config(identity: NodeIdentity, cluster_configuration_yaml: str, kubelet_yaml: str | None) -> KubeadmConfig:
-    """The stored ClusterConfiguration joined with this node's identity (and the stored kubelet config)."""
-    docs = [yaml.safe_dump(_init_doc(identity)), cluster_configuration_yaml]
+    """The stored ClusterConfiguration joined with this node's identity (and the stored kubelet config). Its
+    ``kubernetesVersion`` decides which minor's kubeadm everything is generated as; a stored configuration without
+    one (kubeadm always writes it) takes the version read from the node."""
+    stored = cluster_configuration_yaml.strip("\n")
+    if stored_kubernetes_version(cluster_configuration_yaml) is None:
+        stored += f"\nkubernetesVersion: {identity.kubernetes_version}"
+    docs = [yaml.safe_dump(_init_doc(identity)), stored]
     if kubelet_yaml:
         docs.append(kubelet_yaml)
     text = "---\n" + "\n---\n".join(d.strip("\n") for d in docs) + "\n"
     return load_kubeadm_config(text, NodeFacts(hostname=identity.node_name))
+
+
+def stored_kubernetes_version(cluster_configuration_yaml: str) -> str | None:
+    """``kubernetesVersion`` of a stored ClusterConfiguration (None when absent or unreadable: the parser says why)."""
+    try:
+        doc = yamlload.load(cluster_configuration_yaml)
+    except yaml.YAMLError:
+        return None
+    version = doc.get("kubernetesVersion") if isinstance(doc, dict) else None
+    return version if isinstance(version, str) and version else None
+
+
+def with_stored_version(identity: NodeIdentity, cluster_configuration_yaml: str) -> NodeIdentity:
+    """The identity with the cluster's version taken from the stored ClusterConfiguration (it outranks the kubelet
+    and the images, :func:`kuberevive.core.versions.surviving_version`); ConfigError naming the supported range when
+    that version is outside it."""
+    found = versions.surviving_version(stored_kubernetes_version(cluster_configuration_yaml))
+    if found is None:
+        return identity
+    version, source = found
+    others = tuple(s for s in identity.sources if s[0] != "Kubernetes version")
+    return dataclasses.replace(identity, kubernetes_version=version, sources=(*others, ("Kubernetes version", source)))
 
 
 def refine_identity(
@@ -723,6 +773,22 @@ def manifests_for(
     return [dataclasses.replace(a, content=joined) if a.path == manifest_path("etcd") else a for a in arts]
 
 
+def kubelet_instance_config(cfg: KubeadmConfig) -> Artifact | None:
+    """/var/lib/kubelet/instance-config.yaml as ``kubeadm init`` (phase kubelet-start, ``WriteInstanceConfigToDisk``)
+    writes it, where the cluster's minor writes one (v1.34+, NodeLocalCRISocket); None where it does not."""
+    profile = versions.profile(cfg.cluster.kubernetes_version)
+    if not profile.writes_instance_config(dict(cfg.cluster.feature_gates)):
+        return None
+    socket = cfg.init.node_registration.cri_socket
+    return Artifact(
+        paths.KUBELET_INSTANCE_CONFIG,
+        0o644,
+        ArtifactKind.CONFIG,
+        f"the kubelet's CRI socket (kubeadm {profile.version}, NodeLocalCRISocket)",
+        f"containerRuntimeEndpoint: {json.dumps(socket)}\n".encode(),
+    )
+
+
 @dataclass(frozen=True)
 class KubeletFiles:
     pem_path: PurePosixPath
@@ -1012,11 +1078,13 @@ def _plan_steps(
             StepKind.WRITE,
             "kubelet client certificate from the new CA and kubelet.conf",
             "the kubelet prefers a still-valid kubelet-client-current.pem from the OLD CA (spec §6.3): it is "
-            "moved aside and replaced by a certificate of the new CA",
+            "moved aside and replaced by a certificate of the new CA; from kubeadm v1.34 a lost "
+            "instance-config.yaml (the CRI socket) is written again",
             (
                 str(k / "kubelet.conf"),
                 str(paths.KUBELET_PKI / "kubelet-client-<timestamp>.pem"),
                 str(paths.KUBELET_CLIENT_CURRENT),
+                *([str(paths.KUBELET_INSTANCE_CONFIG)] if cfg is not None and kubelet_instance_config(cfg) else []),
             ),
         ),
         Step(

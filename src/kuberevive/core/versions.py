@@ -111,6 +111,9 @@ class KubeadmMinor:
     """The kubeconfigs' client keys are of ``encryptionAlgorithm`` (before v1.31 always RSA-2048)."""
     writes_super_admin_conf: bool = True
     """``super-admin.conf`` (system:masters) beside ``admin.conf`` (kubeadm:cluster-admins), since v1.29."""
+    pause_image_tag: str = "3.9"
+    """``constants.PauseVersion``: the sandbox image kubeadm lists (``kubeadm config images list``) and checks the
+    container runtime against."""
 
     @property
     def version(self) -> str:
@@ -185,6 +188,7 @@ CHANGES: Final[tuple[Change, ...]] = (
     Change(30, f"gate:{WAIT_FOR_ALL_CONTROL_PLANE_COMPONENTS}", Gate(False), "alpha", _F + " (PR #123341)"),
     # -- v1.31
     Change(31, "etcd_image_tag", "3.5.24-0", "etcd image 3.5.24-0 (v1.31.14's SupportedEtcdVersion)", _C),
+    Change(31, "pause_image_tag", "3.10", "pause image 3.10", _C + " (PauseVersion)"),
     Change(31, "config_api_versions", ("v1beta3", "v1beta4"),
            "v1beta4 released (v1beta3 deprecated, still read)", _COMMON + "; PR #125029"),
     Change(31, "etcd_probes", Probes("/livez", "/readyz", "/readyz"),
@@ -218,6 +222,7 @@ CHANGES: Final[tuple[Change, ...]] = (
     Change(34, "etcd_v36_flags", "by-image-tag",
            "etcd flags --feature-gates=InitialCorruptCheck=true and --watch-progress-notify-interval when the etcd "
            "image is 3.6.0 or newer", _ETCD),
+    Change(34, "pause_image_tag", "3.10.1", "pause image 3.10.1", _C + " (PauseVersion)"),
     Change(34, "named_probe_port", True,
            "probes use the named container port probe-port, declared in each container's ports", _CP + ", " + _ETCD),
     Change(34, "creation_timestamp_null", False, "static Pods lose 'creationTimestamp: null'",
@@ -240,6 +245,7 @@ CHANGES: Final[tuple[Change, ...]] = (
            "kubelet.conf: always the local API endpoint (the gate is no longer read)", _INIT_KC),
     # -- v1.36
     Change(36, "etcd_image_tag", "3.6.8-0", "etcd image 3.6.8-0", _C),
+    Change(36, "pause_image_tag", "3.10.2", "pause image 3.10.2", _C + " (PauseVersion)"),
     Change(36, "etcd_v36_flags", "always", "etcd 3.6 flags whatever the image tag", _ETCD),
     Change(36, "apiserver_kubelet_client_org", False, "apiserver-kubelet-client.crt without O=kubeadm:cluster-admins",
            "cmd/kubeadm/app/phases/certs/certlist.go (KubeadmCertKubeletClient)"),
@@ -341,3 +347,66 @@ def check_config_api_version(api_version: str, minor: int, where: str) -> None:
         f"{where}: kubeadm v1.{minor} does not read kubeadm.k8s.io/{api_version} ({span})",
         f"write the configuration as kubeadm.k8s.io/{' or '.join(reads)} for Kubernetes v1.{minor}",
     )
+
+
+# ------------------------------------------------------------------------------------------- the cluster's version
+
+STORED_CONFIGURATION: Final = "the ClusterConfiguration stored in etcd (kube-system/kubeadm-config)"
+KUBELET_BINARY: Final = "kubelet --version"
+RUNTIME_IMAGES: Final = "the newest {component} image in the container runtime"
+#: Control-plane images whose tag is the cluster's version, most telling first.
+VERSIONED_COMPONENTS: Final = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def version_key(version: str) -> tuple[int, int, int] | None:
+    """``v1.37.2`` (``v`` optional, a ``-rc.0``/``+build`` suffix ignored) as (1, 37, 2); None if it is none."""
+    m = re.match(r"^v?(\d+)\.(\d+)\.(\d+)(?:[-+].*)?$", version)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def image_version(ref: str, component: str) -> str | None:
+    """The tag of ``<repo>/<component>:<tag>`` when it is a version (``v1.37.2``), else None."""
+    name, _, tag = ref.rpartition(":")
+    if not name or "/" in tag or name.rsplit("/", 1)[-1] != component:
+        return None
+    return tag if version_key(tag) is not None else None
+
+
+def surviving_version(
+    stored: str | None = None,
+    kubelet: str | None = None,
+    manifest_images: Mapping[str, str] | None = None,
+    runtime_images: tuple[str, ...] = (),
+) -> tuple[str, str] | None:
+    """The cluster's Kubernetes version from what survives, and where it was read: the stored ClusterConfiguration's
+    ``kubernetesVersion``, else the kubelet's version, else the image of a surviving control-plane manifest
+    (``manifest_images``: node path -> image), else the newest control-plane image the container runtime holds.
+    None when nothing tells it; a :class:`ConfigError` naming the source and the supported range when the version
+    found is outside it (nothing may be generated as another minor's kubeadm)."""
+    found: tuple[str, str] | None = None
+    if stored:
+        found = stored, STORED_CONFIGURATION
+    elif kubelet and version_key(kubelet) is not None:
+        found = kubelet, KUBELET_BINARY
+    else:
+        images = sorted((manifest_images or {}).items())
+        in_manifests = [
+            (version, f"the {component} image in {path}")
+            for component in VERSIONED_COMPONENTS
+            for path, ref in images
+            if (version := image_version(ref, component))
+        ]
+        in_runtime = [
+            [v for ref in runtime_images if (v := image_version(ref, component))] for component in VERSIONED_COMPONENTS
+        ]
+        if in_manifests:
+            found = in_manifests[0]
+        else:
+            for component, tags in zip(VERSIONED_COMPONENTS, in_runtime, strict=True):
+                if tags:
+                    newest = max(tags, key=lambda v: version_key(v) or (0, 0, 0))
+                    found = newest, RUNTIME_IMAGES.format(component=component)
+                    break
+    if found is not None:
+        check_supported(found[0], f"the cluster's Kubernetes version ({found[1]})")
+    return found

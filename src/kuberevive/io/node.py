@@ -5,6 +5,7 @@ host, its units, images and addresses (through :class:`~kuberevive.io.host.Local
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import stat
 from pathlib import PurePosixPath
@@ -12,6 +13,8 @@ from pathlib import PurePosixPath
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from kuberevive.core.manifests import parse_manifest
+from kuberevive.errors import KubereviveError
 from kuberevive.io import nodefacts
 from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
@@ -20,7 +23,9 @@ from kuberevive.model.paths import (
     KUBEADM_FLAGS,
     KUBELET_CLIENT_CURRENT,
     KUBELET_CONFIG,
+    KUBELET_INSTANCE_CONFIG,
     KUBERNETES_DIR,
+    MANIFESTS_DIR,
     POD_LOGS,
 )
 from kuberevive.model.recover import NodeEvidence
@@ -57,6 +62,18 @@ def client_cn(data: bytes | None) -> str | None:
         return None
 
 
+def _manifest_images(root: NodeRoot) -> tuple[tuple[str, str], ...]:
+    """(node path, first container's image) of each surviving, readable static Pod manifest."""
+    out: list[tuple[str, str]] = []
+    for path in root.walk(MANIFESTS_DIR):
+        data = root.read(path) if path.suffix == ".yaml" and _is_file(root, path) else None
+        if data is None:
+            continue
+        with contextlib.suppress(KubereviveError, KeyError, IndexError, TypeError):
+            out.append((str(path), str(parse_manifest(data)["spec"]["containers"][0]["image"])))
+    return tuple(sorted(out))
+
+
 def _is_file(root: NodeRoot, node_path: PurePosixPath) -> bool:
     st = root.stat(node_path)
     return st is not None and stat.S_ISREG(st.st_mode)
@@ -70,6 +87,7 @@ def gather_evidence(node: LocalHost) -> NodeEvidence:
     flags_text = root.read(KUBEADM_FLAGS)
     flags = parse_kubeadm_flags(flags_text.decode(errors="replace")) if flags_text is not None else ()
     kubelet_cfg = root.read(KUBELET_CONFIG)
+    instance_cfg = root.read(KUBELET_INSTANCE_CONFIG)
     cri = next((v for k, v in flags if k == "container-runtime-endpoint"), None)
     pod_logs = root.host_path(POD_LOGS)
     files = tuple(sorted(str(p) for p in root.walk(KUBERNETES_DIR) if _is_file(root, p)))
@@ -78,6 +96,7 @@ def gather_evidence(node: LocalHost) -> NodeEvidence:
         hostname_source=host.source,
         hostname_borrowed=host.borrowed,
         kubelet_config_yaml=kubelet_cfg.decode(errors="replace") if kubelet_cfg is not None else None,
+        kubelet_instance_config_yaml=instance_cfg.decode(errors="replace") if instance_cfg is not None else None,
         kubeadm_flags=flags,
         kubeadm_flags_present=flags_text is not None,
         kubelet_client_cn=client_cn(root.read(KUBELET_CLIENT_CURRENT)),
@@ -87,6 +106,7 @@ def gather_evidence(node: LocalHost) -> NodeEvidence:
         default_address=facts.default_address if live else None,
         images=node.images(cri),
         kubelet_version=node.kubelet_version(),
+        manifest_images=_manifest_images(root),
         kubelet_active=node.unit_active("kubelet"),
         kubernetes_files=files,
     )

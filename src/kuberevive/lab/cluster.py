@@ -41,7 +41,7 @@ from kuberevive.lab import images as images_mod
 from kuberevive.lab import kubeadm as kubeadm_mod
 from kuberevive.lab import network, workload
 from kuberevive.lab._proc import run, wait_for
-from kuberevive.lab.config import BUILD_SCRIPT, LB_NAME, WORKLOAD_NAMESPACE, LabConfig, NodeSpec
+from kuberevive.lab.config import LB_NAME, WORKLOAD_NAMESPACE, LabConfig, NodeSpec
 from kuberevive.lab.loadbalancer import LoadBalancer
 from kuberevive.lab.node import Node
 from kuberevive.lab.supervisor import cgroup_mounts
@@ -130,6 +130,9 @@ class Lab:
         recorded = self.recorded_topology()
         if recorded is not None and recorded != self.requested.topology:
             self.cfg = self.requested.with_topology(*recorded)
+        version = self.read_state().get("kubernetes_version")
+        if isinstance(version, str) and version != self.cfg.k8s_version:  # status, down, exec: the lab as built
+            self.cfg = self.cfg.with_version(version)
         self._base_cfg = self.cfg
         # nodes added with add_worker() are remembered in the state file (so status/down see them)
         names = set(self.cfg.node_names)
@@ -184,26 +187,28 @@ class Lab:
                 f"programs the lab needs are missing: {', '.join(missing)}",
                 "Install them (see docs/lab.md, 'Host requirements').",
             )
-        b = self.cfg.bin_cache
+        b = self.requested.bin_cache
         absent = [x for x in REQUIRED_BINARIES if not (b / x).is_file()]
         if absent or not (b / ".complete").exists():
             raise LabError(
                 f"the lab binaries are not built in {b} (missing: {', '.join(absent) or '.complete'})",
-                f"Build them first: bash {BUILD_SCRIPT} (it needs Go; tens of minutes on a cold cache).",
+                f"Build them first: {self.requested.build_command} (it needs Go; tens of minutes on a cold cache).",
             )
 
     # --- up ------------------------------------------------------------------------------------
     def up(self) -> dict[str, Any]:
         t0 = time.monotonic()
         self.check_prerequisites()
-        if self.cfg.topology != self.requested.topology:
+        built = (self.cfg.topology, self.cfg.k8s_version)
+        if built != (self.requested.topology, self.requested.k8s_version):
             if self.read_state().get("status") == "up":
                 raise LabError(
-                    f"the lab in {self.cfg.state_dir} is up with {describe_topology(self.cfg.topology)}, "
-                    f"not {describe_topology(self.requested.topology)}",
+                    f"the lab in {self.cfg.state_dir} is up with {describe_topology(self.cfg.topology)} on "
+                    f"Kubernetes v{self.cfg.k8s_version}, not {describe_topology(self.requested.topology)} on "
+                    f"v{self.requested.k8s_version}",
                     "Run `kuberevive lab down` first (same KUBEREVIVE_LAB_INSTANCE), or use another instance.",
                 )
-            self.progress("lab: removing the remains of a previous lab of another topology")
+            self.progress("lab: removing the remains of a previous lab of another topology or version")
             self.down()
             self.cfg = self._base_cfg = self.requested
             self.nodes = {n.name: Node(self.cfg, n) for n in self.cfg.nodes}
@@ -238,6 +243,7 @@ class Lab:
             host_ip=cfg.host_ip,
             network=cfg.network,
             kubeadm_init_config=str(cfg.init_config_file),
+            kubernetes_version=cfg.k8s_version,
             bin_dir=str(cfg.bin_cache),
             state_dir=str(cfg.state_dir),
         )

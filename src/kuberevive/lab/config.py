@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import sys
 import sysconfig
 from collections.abc import Mapping
@@ -38,7 +39,10 @@ Role = Literal["control-plane", "worker"]
 
 K8S_VERSION = "1.33.13"
 ETCD_VERSION = "3.5.24"
-#: Names kubeadm's static pods and addons use; checked at `lab up` against `kubeadm config images list`.
+#: The etcdctl/etcdutl build-binaries.sh builds beside each etcd server minor (the proxy serves no client tools at
+#: some server patches, e.g. v3.5.24 or v3.7.0); a client of the server's own minor reads its snapshots.
+ETCDCTL_VERSIONS = {"3.5": "3.5.33", "3.6": "3.6.17", "3.7": "3.7.4"}
+#: The lab's default sandbox image (kubeadm v1.33's); another version's is :attr:`LabConfig.pause_image`.
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 LABAPP_IMAGE = "kuberevive.invalid/labapp:lab"
 WORKLOAD_NAMESPACE = "krlab"
@@ -88,6 +92,22 @@ def topology_nodes(network: str, control_planes: int = 1, workers: int = 1) -> t
     return tuple([n for n in nodes if n.is_control_plane] + [n for n in nodes if not n.is_control_plane])
 
 
+def lab_versions(kubernetes_version: str) -> tuple[str, str]:
+    """(Kubernetes, etcd server) versions of a lab of ``kubernetes_version`` (``1.37.2``, a leading ``v`` allowed):
+    etcd is what that minor's kubeadm runs (:mod:`kuberevive.core.versions`). LabError outside the supported range."""
+    from kuberevive.core import versions
+    from kuberevive.errors import KubereviveError, LabError
+
+    text = kubernetes_version.strip().removeprefix("v")
+    if not re.fullmatch(r"1\.\d+\.\d+", text):
+        raise LabError(f"{kubernetes_version!r} is not a Kubernetes version like 1.37.2", "Give MAJOR.MINOR.PATCH.")
+    try:
+        minor = versions.check_supported(text, "the lab's Kubernetes version")
+    except KubereviveError as exc:
+        raise LabError(exc.message, "Use a version the lab can build (see docs/lab.md).") from exc
+    return text, versions.minor_profile(minor).etcd_image_tag.rsplit("-", 1)[0]
+
+
 def _default_nodes() -> tuple[NodeSpec, ...]:
     return topology_nodes("172.30.0.0/24")
 
@@ -118,18 +138,45 @@ class LabConfig:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, control_planes: int | None = None, workers: int | None = None
+        cls,
+        environ: Mapping[str, str] | None = None,
+        control_planes: int | None = None,
+        workers: int | None = None,
+        kubernetes_version: str | None = None,
     ) -> LabConfig:
         """The default lab, or instance N (``KUBEREVIVE_LAB_INSTANCE=N``, 1-9) with its own state dir,
         namespaces, cgroup roots and network ``172.30.N.0/24``, so several labs can run side by side.
 
         The topology: ``control_planes``/``workers`` when given, else ``KUBEREVIVE_LAB_CONTROL_PLANES`` /
-        ``KUBEREVIVE_LAB_WORKERS``, else 1 and 1."""
+        ``KUBEREVIVE_LAB_WORKERS``, else 1 and 1. The Kubernetes version: ``kubernetes_version`` when given, else
+        ``KUBEREVIVE_LAB_KUBERNETES_VERSION``, else :data:`K8S_VERSION`."""
         env = os.environ if environ is None else environ
         cfg = cls._instance(env)
+        version = kubernetes_version or env.get("KUBEREVIVE_LAB_KUBERNETES_VERSION", "")
+        if version:
+            cfg = cfg.with_version(version)
         cps = control_planes if control_planes is not None else _env_int(env, "KUBEREVIVE_LAB_CONTROL_PLANES", 1)
         wks = workers if workers is not None else _env_int(env, "KUBEREVIVE_LAB_WORKERS", 1)
         return cfg.with_topology(cps, wks)
+
+    def with_version(self, kubernetes_version: str) -> LabConfig:
+        """This lab with another Kubernetes version (and that minor's etcd)."""
+        k8s, etcd = lab_versions(kubernetes_version)
+        return dataclasses.replace(self, k8s_version=k8s, etcd_version=etcd)
+
+    @property
+    def pause_image(self) -> str:
+        """The sandbox image this version's kubeadm lists (and the nodes' containerd is configured with)."""
+        from kuberevive.core import versions
+
+        return f"registry.k8s.io/pause:{versions.profile(self.k8s_version).pause_image_tag}"
+
+    @property
+    def build_command(self) -> str:
+        """The command that builds this lab's binaries."""
+        etcdctl = ETCDCTL_VERSIONS.get(self.etcd_version.rsplit(".", 1)[0], "")
+        env = f"K8S_VERSION={self.k8s_version} ETCD_VERSION={self.etcd_version} ETCDCTL_VERSION={etcdctl} "
+        return f"{'' if self.k8s_version == K8S_VERSION else env}bash {BUILD_SCRIPT}"
 
     def with_topology(self, control_planes: int, workers: int) -> LabConfig:
         """This lab with another topology (same instance, paths and settings)."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kuberevive.errors import LabError
-from kuberevive.lab.config import LABAPP_IMAGE, PAUSE_IMAGE, LabConfig
+from kuberevive.lab.config import LABAPP_IMAGE, LabConfig
 
 FORMAT_VERSION = "1"
 UNUSED_FOR = 7 * 24 * 3600  # prune_cache removes an archive no lab has used for a week
@@ -264,10 +264,10 @@ def lab_images(cfg: LabConfig, kubeadm_refs: list[str]) -> LabImages:
         elif name == "kube-proxy":
             specs[ref] = kube_proxy_image(ref, b / "kube-proxy")
         elif name == "pause":
-            if ref != PAUSE_IMAGE:
+            if ref != cfg.pause_image:
                 raise LabError(
-                    f"kubeadm wants the sandbox image {ref}, the lab configures {PAUSE_IMAGE}",
-                    "Update PAUSE_IMAGE in kuberevive/lab/config.py.",
+                    f"kubeadm wants the sandbox image {ref}, the lab configures {cfg.pause_image}",
+                    "Update pause_image_tag in kuberevive/core/versions.py.",
                 )
             specs[ref] = ImageSpec(ref, (Entry("/pause", src=pause),), entrypoint=("/pause",))
         elif name == "coredns":

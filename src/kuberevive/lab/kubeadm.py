@@ -23,11 +23,11 @@ write the control-plane JoinConfigurations at once), and cp2, cp3 join with ``co
 (their own advertise address) and that ``certificateKey``: stacked etcd, one member per control plane.
 Every join discovers the cluster through the load balancer. The 1+1 lab's documents do not change.
 
-Preflight checks: the lab ignores none. Each check kubeadm runs passes inside a lab node because the
-node provides what a real machine would (ip_forward=1 and bridge-nf-call-iptables=1 in its network
+Preflight checks: the lab on v1.30-v1.34 ignores none. Each check kubeadm runs passes inside a lab node because
+the node provides what a real machine would (ip_forward=1 and bridge-nf-call-iptables=1 in its network
 namespace, a free port 10250 and empty /var/lib/etcd of its own, a kubelet unit the ``systemctl``
 shim reports as enabled, a hostname that resolves, images present in its containerd).
-``IGNORED_PREFLIGHT_CHECKS`` stays the single place to add one, with its reason.
+:func:`ignored_preflight_checks` stays the single place to add one, with its reason and the first minor.
 """
 
 from __future__ import annotations
@@ -45,8 +45,21 @@ from cryptography.hazmat.primitives import serialization
 
 from kuberevive.lab.config import LabConfig, NodeSpec
 
-#: check name -> reason. Empty: see the module docstring.
-IGNORED_PREFLIGHT_CHECKS: dict[str, str] = {}
+#: check name -> (first minor, reason). See the module docstring.
+IGNORED_PREFLIGHT_CHECKS: dict[str, tuple[int, str]] = {
+    "SystemVerification": (
+        35,
+        "the lab host is cgroup v1: kubeadm v1.35+ (k8s.io/system-validators v1.12 CgroupsValidator) fails it for a "
+        "kubelet >= 1.35 and says to skip it once the kubelet sets failCgroupV1: false, as the lab's does",
+    ),
+}
+
+
+def ignored_preflight_checks(cfg: LabConfig) -> list[str]:
+    """The preflight checks the lab's kubeadm of ``cfg.k8s_version`` is told to ignore (sorted)."""
+    minor = int(cfg.k8s_version.split(".")[1])
+    return sorted(name for name, (since, _why) in IGNORED_PREFLIGHT_CHECKS.items() if minor >= since)
+
 
 CRI_SOCKET = "unix:///run/containerd/containerd.sock"
 #: JoinConfiguration ``timeouts.etcdAPICall`` of a joining control plane (see join_documents).
@@ -82,8 +95,9 @@ def _node_registration(cfg: LabConfig, node: NodeSpec) -> dict[str, Any]:
             {"name": "node-ip", "value": node.ip},
         ],
     }
-    if IGNORED_PREFLIGHT_CHECKS:
-        reg["ignorePreflightErrors"] = sorted(IGNORED_PREFLIGHT_CHECKS)
+    ignored = ignored_preflight_checks(cfg)
+    if ignored:
+        reg["ignorePreflightErrors"] = ignored
     return reg
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from kuberevive.lab import supervisor as supervisor_module
 from kuberevive.lab import systemctl as systemctl_module
 from kuberevive.lab._proc import run
-from kuberevive.lab.config import PAUSE_IMAGE, LabConfig, NodeSpec
+from kuberevive.lab.config import LabConfig, NodeSpec
 
 #: The values the kubelet wants (pkg/util/sysctl): shown to it through bind mounts, see the module doc.
 KUBELET_SYSCTLS = {
@@ -55,7 +55,7 @@ KUBELET_KUBECONFIG_ARGS = (
 )
 KUBELET_CONFIG_ARGS = "--config=/var/lib/kubelet/config.yaml"
 
-CONTAINERD_CONFIG = f"""\
+CONTAINERD_CONFIG = """\
 # containerd for one kuberevive lab node (Debian's containerd 1.6, run by the node's supervisor).
 # Standard paths: they are the node's own through its mount namespace.
 version = 2
@@ -69,7 +69,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   address = "/run/containerd/containerd.sock"
 
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
+  sandbox_image = "{pause_image}"
   enable_selinux = false
   # The lab host withholds CAP_SYS_RESOURCE from root: runc cannot lower oom_score_adj (the CRI asks
   # -998 for sandboxes), so clamp container OOM scores to containerd's own, as for rootless setups.
@@ -208,7 +208,7 @@ class Node:
             "# kuberevive lab node: no DNS outside the lab\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
         )
         (etc / "containerd").mkdir(exist_ok=True)
-        (etc / "containerd" / "config.toml").write_text(CONTAINERD_CONFIG)
+        (etc / "containerd" / "config.toml").write_text(CONTAINERD_CONFIG.format(pause_image=cfg.pause_image))
         (etc / "crictl.yaml").write_text(CRICTL_YAML)
         (etc / "cni" / "net.d").mkdir(parents=True, exist_ok=True)
         self._prepare_ssh(etc / "ssh", ssh_pubkey_path)

@@ -20,6 +20,8 @@ class NodeEvidence:
     hostname_borrowed: bool = False
     kubelet_config_yaml: str | None = None
     """/var/lib/kubelet/config.yaml."""
+    kubelet_instance_config_yaml: str | None = None
+    """/var/lib/kubelet/instance-config.yaml (kubeadm v1.34+: the CRI socket, NodeLocalCRISocket)."""
     kubeadm_flags: tuple[tuple[str, str], ...] = ()
     """The ``--name=value`` flags of /var/lib/kubelet/kubeadm-flags.env, in order."""
     kubeadm_flags_present: bool = False
@@ -35,6 +37,8 @@ class NodeEvidence:
     images: tuple[str, ...] = ()
     """Image references known to the container runtime (``repo/name:tag``)."""
     kubelet_version: str | None = None
+    manifest_images: tuple[tuple[str, str], ...] = ()
+    """(node path, image) of each surviving static Pod manifest under /etc/kubernetes/manifests."""
     kubelet_active: bool = False
     kubernetes_files: tuple[str, ...] = ()
     """Files present under /etc/kubernetes (absolute paths)."""

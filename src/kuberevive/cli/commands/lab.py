@@ -13,17 +13,21 @@ from kuberevive.lab import Lab, LabConfig
 from kuberevive.model.document import LAB_DEMO, LAB_STATUS, stamp
 
 
-def _lab(env: Environment, control_planes: int | None = None, workers: int | None = None) -> Lab:
-    """The lab of this instance: for ``up`` the topology asked for, else the one the lab was built with."""
-    return Lab(LabConfig.from_env(env.environ, control_planes, workers), progress=env.progress)
+def _lab(
+    env: Environment, control_planes: int | None = None, workers: int | None = None, version: str | None = None
+) -> Lab:
+    """The lab of this instance: for ``up`` the topology and version asked for, else the ones the lab was built
+    with."""
+    return Lab(LabConfig.from_env(env.environ, control_planes, workers, version), progress=env.progress)
 
 
 def _up(args: argparse.Namespace, env: Environment) -> int:
     t0 = time.monotonic()
-    lab = _lab(env, args.control_planes, args.workers)
+    lab = _lab(env, args.control_planes, args.workers, args.kubernetes_version)
     state = lab.up()
     took = time.monotonic() - t0
     env.out(f"lab up in {took:.1f}s")
+    env.out(f"  Kubernetes v{lab.cfg.k8s_version}, etcd {lab.cfg.etcd_version}")
     for n in lab.status():
         env.out(f"  {n.name:<8} {n.role:<13} {n.address:<13} {n.state}")
     if lab.cfg.ha:
@@ -116,6 +120,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     up.add_argument(
         "--workers", type=int, default=None, metavar="N", help="worker nodes, 0-5 (default 1; KUBEREVIVE_LAB_WORKERS)"
+    )
+    up.add_argument(
+        "--kubernetes-version",
+        default=None,
+        metavar="VERSION",
+        help="the Kubernetes version to run, e.g. 1.37.2 (default 1.33.13; KUBEREVIVE_LAB_KUBERNETES_VERSION); its "
+        "binaries must be built (the error says how)",
     )
     up.set_defaults(func=_up)
     down = lab_sub.add_parser("down", allow_abbrev=False, help="remove everything the lab created; safe to repeat")

@@ -76,6 +76,10 @@ def kubelet_client(ctx: StepContext, i: int) -> None:
     if aside is not None:
         ctx.messages.append(f"{current} (the previous one) moved aside to {aside}")
     ctx.root.write_all([kubeconfig], force=True)
+    instance = core.kubelet_instance_config(cfg)
+    if instance is not None and not ctx.root.exists(instance.path):  # a surviving one is the kubelet's: kept
+        ctx.root.write_all([instance])
+        ctx.messages.append(f"{instance.path} written: {instance.description}")
 
 
 def control_plane_manifests(ctx: StepContext, i: int) -> None:

@@ -7,6 +7,7 @@ import re
 
 from kuberevive.core import allmasters
 from kuberevive.core import recover as core
+from kuberevive.core import versions
 from kuberevive.core.k8sproto import decode_configmap, object_meta
 from kuberevive.errors import ConfigMismatch, EtcdError, PlanError
 from kuberevive.run.context import StepContext
@@ -95,7 +96,7 @@ def read_config(ctx: StepContext, i: int) -> None:
         )
     else:
         peer_urls = list(members[0].peer_urls)
-    identity = core.refine_identity(ctx.identity, endpoint, peer_urls)
+    identity = core.with_stored_version(core.refine_identity(ctx.identity, endpoint, peer_urls), cluster_yaml)
     stored = core.final_config(identity, cluster_yaml, kubelet_yaml)
     if ctx.given is not None:
         diffs = core.config_differences(ctx.given, stored)
@@ -114,8 +115,10 @@ def read_config(ctx: StepContext, i: int) -> None:
     ctx.journal.config = StoredConfig(cluster_yaml, kubelet_yaml)
     ctx.journal.save()
     c = stored.cluster
+    minor = versions.profile(c.kubernetes_version).version
     ctx.progress(
-        f"      ClusterConfiguration {c.kubernetes_version}: pod subnet {c.networking.pod_subnet or '-'}, "
+        f"      ClusterConfiguration {c.kubernetes_version} (files as kubeadm {minor} writes them): "
+        f"pod subnet {c.networking.pod_subnet or '-'}, "
         f"service subnet {c.networking.service_subnet}, apiServer certSANs {list(c.api_server.cert_sans)}, "
         f"extraArgs {[f'{a.name}={a.value}' for a in c.api_server.extra_args]}"
     )
