@@ -174,8 +174,11 @@ def test_same_content_and_mode_writes_nothing(rec: Recording, tmp_path: Path) ->
     before = os.stat(tmp_path / "f").st_ino
     rec.calls.clear()
     assert host.write(target, b"x", 0o600) is None
-    assert len(rec.calls) == 1 and rec.calls[0][1] is None  # one read, no write
+    assert len(rec.calls) == 1  # one command, which found the same bytes and mode and replaced nothing
     assert os.stat(tmp_path / "f").st_ino == before
+    assert os.listdir(tmp_path) == ["f"]  # its temporary file is gone, nothing moved aside
+    aside = host.write(target, b"x", 0o640)  # the same bytes with another mode: replaced, the old one kept
+    assert aside is not None and _mode(Path(aside)) == 0o600 and _mode(tmp_path / "f") == 0o640
 
 
 @pytest.mark.parametrize(
@@ -359,9 +362,7 @@ def test_move_aside_across_file_systems_copies_then_removes(rec: Recording, tmp_
     assert os.listdir(other_fs) == [] and os.stat(moved["ca.key"]).st_dev != os.stat(other_fs).st_dev
 
 
-def test_write_over_other_content_moves_it_aside_and_a_failed_write_puts_it_back(
-    rec: Recording, tmp_path: Path
-) -> None:
+def test_write_over_other_content_moves_it_aside_and_a_failed_write_leaves_it(rec: Recording, tmp_path: Path) -> None:
     host = SshHost(rec, backup_dir=PurePosixPath(tmp_path / "backup"))
     f = tmp_path / "admin.conf"
     f.write_bytes(b"old")
@@ -369,16 +370,57 @@ def test_write_over_other_content_moves_it_aside_and_a_failed_write_puts_it_back
     aside = host.write(PurePosixPath(f), b"new", 0o600)
     assert aside is not None and Path(aside).read_bytes() == b"old" and f.read_bytes() == b"new"
     inode = f.stat().st_ino
-    with pytest.raises(NodeFsError, match=r"cannot write .*admin.conf: chmod: invalid mode.*; the old file was put"):
+    with pytest.raises(NodeFsError, match=r"cannot write .*admin.conf: chmod: invalid mode.*; what was there is unch"):
         host.write(PurePosixPath(f), b"newer", 0o170000)
     assert (f.read_bytes(), f.stat().st_ino) == (b"new", inode)
     assert sorted(os.listdir(tmp_path)) == ["admin.conf", "backup"]
+    assert [p.read_bytes() for p in (tmp_path / "backup").rglob("admin.conf")] == [b"old"]  # no second backup
 
 
-def test_a_new_file_takes_two_commands_and_a_dangling_link_is_moved_aside(rec: Recording, tmp_path: Path) -> None:
+def test_a_write_whose_rename_fails_leaves_the_old_file_and_no_backup_name(rec: Recording, tmp_path: Path) -> None:
+    host = SshHost(rec, backup_dir=PurePosixPath(tmp_path / "backup"))
+    f = tmp_path / "kubelet.conf"
+    f.write_bytes(b"old")
+    f.chmod(0o600)
+    inode = f.stat().st_ino
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/mv").write_text("#!/bin/sh\necho 'mv: cannot move: Read-only file system' >&2\nexit 1\n")
+    (tmp_path / "bin/mv").chmod(0o755)
+    run = rec.run
+    rec.run = lambda argv, input=None, timeout=DEFAULT_TIMEOUT: run(  # type: ignore[method-assign]
+        ["env", f"PATH={tmp_path / 'bin'}:{os.environ['PATH']}", *argv], input, timeout
+    )
+    with pytest.raises(NodeFsError, match=r"cannot write .*kubelet.conf: .*; what was there is unchanged"):
+        host.write(PurePosixPath(f), b"new", 0o600)
+    assert (f.read_bytes(), f.stat().st_ino) == (b"old", inode)
+    assert not list((tmp_path / "backup").rglob("kubelet.conf"))  # the backup name this write made is removed
+    assert sorted(os.listdir(tmp_path)) == ["backup", "bin", "kubelet.conf"]  # and its temporary file
+
+
+def test_read_many_is_one_command_with_read_s_answers(rec: Recording, tmp_path: Path) -> None:
+    host = SshHost(rec)
+    blob = bytes(range(256)) * 3 + b"\n\n"  # NULs, newlines, every byte
+    (tmp_path / "a").write_bytes(blob)
+    (tmp_path / "empty").write_bytes(b"")
+    os.symlink("/nowhere", tmp_path / "dangling")
+    os.symlink(tmp_path / "a", tmp_path / "link")
+    names = ["a", "missing", "empty", "dangling", "link", "no/such/dir/f"]
+    got = host.read_many([PurePosixPath(tmp_path / n) for n in names])
+    assert len(rec.calls) == 1
+    assert got == {PurePosixPath(tmp_path / n): host.read(PurePosixPath(tmp_path / n)) for n in names}
+    assert list(got.values()) == [blob, None, b"", None, blob, None]
+    assert host.read_many([]) == {}
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(NodeFsError, match=r"fifo is not a regular file \(a FIFO\)"):
+        host.read_many([PurePosixPath(tmp_path / "a"), PurePosixPath(tmp_path / "fifo")])
+
+
+def test_a_write_is_one_command_and_a_dangling_link_is_moved_aside(rec: Recording, tmp_path: Path) -> None:
     host = SshHost(rec, backup_dir=PurePosixPath(tmp_path / "backup"))
     assert host.write(PurePosixPath(tmp_path / "new"), b"x", 0o600) is None
-    assert len(rec.calls) == 2  # the read that finds nothing, the write
+    assert len(rec.calls) == 1  # one SSH round trip per file written (issue 17: the fleet's bottleneck)
+    aside = host.write(PurePosixPath(tmp_path / "new"), b"y", 0o600)
+    assert len(rec.calls) == 2 and aside is not None and Path(aside).read_bytes() == b"x"
     os.symlink("/nowhere/kubelet-client-1.pem", tmp_path / "current.pem")
     assert host.read(PurePosixPath(tmp_path / "current.pem")) is None
     aside = host.write(PurePosixPath(tmp_path / "current.pem"), b"pem", 0o600)

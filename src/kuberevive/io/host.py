@@ -65,6 +65,10 @@ class Host(Protocol):
         size limit is a :class:`~kuberevive.errors.NodeFsError`."""
         ...
 
+    def read_many(self, node_paths: Sequence[PurePosixPath]) -> dict[PurePosixPath, bytes | None]:
+        """:meth:`read` of each path (over SSH: in one command, one round trip)."""
+        ...
+
     def exists(self, node_path: PurePosixPath) -> bool: ...
 
     def readlink(self, node_path: PurePosixPath) -> str | None:
@@ -164,6 +168,9 @@ class LocalHost:
 
     def read(self, node_path: PurePosixPath) -> bytes | None:
         return self.root.read(node_path)
+
+    def read_many(self, node_paths: Sequence[PurePosixPath]) -> dict[PurePosixPath, bytes | None]:
+        return {p: self.root.read(p) for p in node_paths}
 
     def exists(self, node_path: PurePosixPath) -> bool:
         return self.root.exists(node_path)

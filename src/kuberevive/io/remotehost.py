@@ -30,6 +30,8 @@ command line. The node needs ``sh`` and GNU coreutils (``stat``, ``dd``, ``mkdir
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -65,11 +67,13 @@ _DANGLING = 23
 _OTHER_FS = 24
 _LOCKED = 25
 _IS_LINK = 26
+_UNCHANGED = 27
 
-#: Creates the missing parents given as "mode dir" pairs ($@), outermost first; a dangling symlink is refused.
+#: Creates the missing parents given as "mode dir" pairs ($@), outermost first, up to a lone "-" (what follows it
+#: is another list); a dangling symlink is refused.
 _MKPARENTS = f"""
 mkparents() {{
-  while [ $# -gt 1 ]; do
+  while [ $# -gt 1 ] && [ "$1" != - ]; do
     if [ ! -e "$2" ]; then
       if [ -L "$2" ]; then printf '%s' "$2 -> $(readlink -- "$2")"; exit {_DANGLING_PARENT}; fi
       if mkdir -m "$1" -- "$2"; then chmod "$1" -- "$2" || exit 1
@@ -99,6 +103,20 @@ stat -L -c %a -- "$p" || exit 1
 exec dd if="$p" iflag=nonblock,fullblock bs=65536 count=$(($2 / 65536 + 1)) status=none
 """
 
+# $1 size limit, then paths: for each, what _READ prints, base64 on one line, then its exit code on the next line.
+_READ_MANY = (
+    "read_one() (\n"
+    + _READ
+    + """)
+l=$1; shift
+exec 4>&1
+for p in "$@"; do
+  rc=$( { { read_one "$p" "$l"; echo $? >&3; } | base64 -w 0 >&4; } 3>&1 )
+  printf '\\n%s\\n' "$rc"
+done
+"""
+)
+
 # $1 path, $2 the mode or the link's target, then the parents as mode/dir pairs: what writing a new file or link
 # next to $1 and renaming it over $1 needs; fail removes the temporary file, exiting with the failed status.
 _BESIDE = (
@@ -111,15 +129,50 @@ fail() { rc=$?; rm -f -- "$t"; exit $rc; }
 """
 )
 
-# Content on stdin.
+# $1 path, $2 mode, $3 the backup path for what is there now, then the path's parents as mode/dir pairs, "-", the
+# backup path's parents. Content on stdin. One command for the whole write: what is there with the same bytes and
+# mode is left alone (exit _UNCHANGED); else the new file is made complete beside it first, what is there (a file,
+# or a symlink to nothing) gets a second name at the backup path (a hard link; across file systems a copy made
+# durable), and only then is the new file renamed over it: the path never lacks a file, and a failure removes what
+# this write made (the temporary file, the backup name), leaving the old file where it was.
 _WRITE = (
-    _BESIDE
-    + """
+    _MKPARENTS
+    + f"""
+p=$1 arg=$2 a=$3; shift 3
+if [ -e "$p" ]; then
+  [ -d "$p" ] && exit {_IS_DIR}
+  if [ ! -f "$p" ]; then stat -L -c %F -- "$p"; exit {_NOT_REGULAR}; fi
+elif [ ! -L "$p" ]; then
+  d=$p
+  while d=$(dirname -- "$d") && [ "$d" != / ]; do
+    if [ -e "$d" ] && [ ! -d "$d" ]; then exit {_PARENT_IS_FILE}; fi
+  done
+fi
+mkparents "$@"
+while [ $# -gt 0 ] && [ "$1" != - ]; do shift; done
+[ $# -gt 0 ] && shift
+d=$(dirname -- "$p"); t="$d/.$(basename -- "$p").kuberevive-tmp-$$"
+made=
 umask 077
 set -C
 : > "$t" || exit 1
 set +C
-chmod "$arg" -- "$t" && cat >> "$t" && sync -- "$t" && mv -f -T -- "$t" "$p" || fail
+trap 'rm -f -- "$t"; [ -z "$made" ] || rm -f -- "$a"' EXIT  # what this write made, unless it succeeds
+chmod "$arg" -- "$t" && cat >> "$t" || exit
+if [ -f "$p" ] && [ "$(stat -L -c %a -- "$p")" = "$arg" ] && cmp -s -- "$t" "$p"; then exit {_UNCHANGED}; fi
+sync -- "$t" || exit
+if [ -e "$p" ] || [ -L "$p" ]; then
+  if [ -e "$a" ] || [ -L "$a" ]; then exit {_ASIDE_EXISTS}; fi
+  mkparents "$@"
+  made=1
+  if ! ln -P -T -- "$p" "$a" 2>/dev/null; then
+    cp -a -T -- "$p" "$a" && {{ [ -L "$a" ] || sync -- "$a"; }} || exit
+  fi
+  sync -- "$(dirname -- "$a")" || exit
+  printf 'aside\n'
+fi
+mv -f -T -- "$t" "$p" || exit
+trap - EXIT
 exec sync -- "$d"
 """
 )
@@ -233,7 +286,10 @@ class SshHost:
     def _read(self, node_path: PurePosixPath, limit: int = MAX_READ_BYTES) -> tuple[bytes, int] | bool:
         """The bytes and mode of a regular file; else True for a dangling symlink, False for nothing at all."""
         path = normalise(node_path)
-        r = self._sh(_READ, str(path), str(limit))
+        return self._decode(path, self._sh(_READ, str(path), str(limit)), limit)
+
+    def _decode(self, path: PurePosixPath, r: Result, limit: int) -> tuple[bytes, int] | bool:
+        """What :data:`_READ` said about ``path``, as :meth:`_read` returns it."""
         if r.exit_code in (_ABSENT, _DANGLING):
             return r.exit_code == _DANGLING
         if r.exit_code == _IS_DIR:
@@ -263,6 +319,30 @@ class SshHost:
         got = self._read(node_path, limit)
         return got[0] if isinstance(got, tuple) else None
 
+    def read_many(
+        self, node_paths: Sequence[PurePosixPath], limit: int = MAX_READ_BYTES
+    ) -> dict[PurePosixPath, bytes | None]:
+        """:meth:`read` of each path, in one command on the node (one SSH round trip instead of one per file)."""
+        wanted = [normalise(p) for p in node_paths]
+        if not wanted:
+            return {}
+        r = self._sh(_READ_MANY, str(limit), *map(str, wanted))
+        lines = r.stdout.split(b"\n")
+        if not r.ok or len(lines) < 2 * len(wanted):
+            raise NodeFsError(
+                f"{self.name}: cannot read {', '.join(map(str, wanted))}: {_why(r)}", "check the files, then run again"
+            )
+        out: dict[PurePosixPath, bytes | None] = {}
+        for i, (path, original) in enumerate(zip(wanted, node_paths, strict=True)):
+            encoded, code = lines[2 * i], lines[2 * i + 1]
+            try:
+                one = Result(int(code), base64.b64decode(encoded, validate=True), r.stderr)
+            except (ValueError, binascii.Error) as exc:
+                raise NodeFsError(f"{self.name}: cannot read {path}: {exc}", "check the file, then run again") from exc
+            got = self._decode(path, one, limit)
+            out[original] = got[0] if isinstance(got, tuple) else None
+        return out
+
     def exists(self, node_path: PurePosixPath) -> bool:
         return self._sh('test -e "$1"', str(normalise(node_path))).ok
 
@@ -273,24 +353,23 @@ class SshHost:
     # -- writing -------------------------------------------------------------------------
 
     def write(self, node_path: PurePosixPath, content: bytes, mode: int) -> PurePosixPath | None:
+        """One command (:data:`_WRITE`): same bytes and mode, nothing done; else what is there is moved aside to
+        the backup directory and the new file put in its place, or, on failure, the old file stays."""
         path = normalise(node_path)
-        current = self._read(path)
-        if current == (content, mode):
+        aside = self.backup_dir / backup_stamp() / path.relative_to("/")
+        r = self._sh(_WRITE, str(path), f"{mode:o}", str(aside), *_parents(path), "-", *_parents(aside), input=content)
+        if r.exit_code == _UNCHANGED:
             return None
-        aside = self.move_aside(path) if current is not False else None  # a file, or a symlink to nothing
-        try:
-            r = self._sh(_WRITE, str(path), f"{mode:o}", *_parents(path), input=content)
-            if r.ok:
-                return aside
-            error: KubereviveError = self._fail(f"write {path}", r)
-        except KubereviveError as exc:
-            error = exc
-        if aside is not None:  # put the old file back, as NodeRoot rolls back (never over a file now there)
-            try:
-                put_back = self._move(aside, path)
-            except KubereviveError:
-                put_back = False
-            error.message += "; the old file was put back" if put_back else f"; the old file is at {aside}"
+        if r.ok:
+            return aside if r.stdout.startswith(b"aside\n") else None
+        if r.exit_code in (_IS_DIR, _NOT_REGULAR, _PARENT_IS_FILE):
+            self._decode(path, r, MAX_READ_BYTES)  # raises what reading it would
+        if r.exit_code == _ASIDE_EXISTS:
+            raise NodeFsError(
+                f"{self.name}: cannot move {path} to {aside}: that exists already; nothing was written", "run again"
+            )
+        error = self._fail(f"write {path}", r)
+        error.message += "; what was there is unchanged"
         raise error
 
     def move_aside(self, node_path: PurePosixPath, now: datetime | None = None) -> PurePosixPath | None:
