@@ -421,6 +421,12 @@ def test_a_write_is_one_command_and_a_dangling_link_is_moved_aside(rec: Recordin
     assert len(rec.calls) == 1  # one SSH round trip per file written (issue 17: the fleet's bottleneck)
     aside = host.write(PurePosixPath(tmp_path / "new"), b"y", 0o600)
     assert len(rec.calls) == 2 and aside is not None and Path(aside).read_bytes() == b"x"
+    with pytest.raises(NodeFsError, match=r"a parent of .*/new/x is a file, expected a directory"):
+        host.write(PurePosixPath(tmp_path / "new" / "x"), b"z", 0o600)
+    os.mkdir(tmp_path / "dir")
+    with pytest.raises(NodeFsError, match=r"/dir is a directory, expected a file"):
+        host.write(PurePosixPath(tmp_path / "dir"), b"z", 0o600)
+    assert sorted(os.listdir(tmp_path)) == ["backup", "dir", "new"]
     os.symlink("/nowhere/kubelet-client-1.pem", tmp_path / "current.pem")
     assert host.read(PurePosixPath(tmp_path / "current.pem")) is None
     aside = host.write(PurePosixPath(tmp_path / "current.pem"), b"pem", 0o600)

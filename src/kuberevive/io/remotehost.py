@@ -86,10 +86,10 @@ mkparents() {{
 
 # $1 path, $2 size limit. Prints the mode (octal) on the first line, then the bytes.
 _READ = f"""
-p=$1
+p=$1 l=$2
 if [ ! -e "$p" ]; then
   d=$p
-  while d=$(dirname -- "$d") && [ "$d" != / ]; do
+  while d=${{d%/*}} && [ -n "$d" ]; do  # the parents of an absolute, normalised path, without a process each
     if [ -e "$d" ] && [ ! -d "$d" ]; then exit {_PARENT_IS_FILE}; fi
   done
   [ -L "$p" ] && exit {_DANGLING}
@@ -97,10 +97,10 @@ if [ ! -e "$p" ]; then
 fi
 [ -d "$p" ] && exit {_IS_DIR}
 if [ ! -f "$p" ]; then stat -L -c %F -- "$p"; exit {_NOT_REGULAR}; fi
-size=$(stat -L -c %s -- "$p") || exit 1
-if [ "$size" -gt "$2" ]; then printf '%s' "$size"; exit {_TOO_BIG}; fi
-stat -L -c %a -- "$p" || exit 1
-exec dd if="$p" iflag=nonblock,fullblock bs=65536 count=$(($2 / 65536 + 1)) status=none
+s=$(stat -L -c '%s %a' -- "$p") || exit 1
+if [ "${{s% *}}" -gt "$l" ]; then printf '%s' "${{s% *}}"; exit {_TOO_BIG}; fi
+printf '%s\n' "${{s#* }}"
+exec dd if="$p" iflag=nonblock,fullblock bs=65536 count=$((l / 65536 + 1)) status=none
 """
 
 # $1 size limit, then paths: for each, what _READ prints, base64 on one line, then its exit code on the next line.
@@ -144,14 +144,14 @@ if [ -e "$p" ]; then
   if [ ! -f "$p" ]; then stat -L -c %F -- "$p"; exit {_NOT_REGULAR}; fi
 elif [ ! -L "$p" ]; then
   d=$p
-  while d=$(dirname -- "$d") && [ "$d" != / ]; do
+  while d=${{d%/*}} && [ -n "$d" ]; do
     if [ -e "$d" ] && [ ! -d "$d" ]; then exit {_PARENT_IS_FILE}; fi
   done
 fi
 mkparents "$@"
 while [ $# -gt 0 ] && [ "$1" != - ]; do shift; done
 [ $# -gt 0 ] && shift
-d=$(dirname -- "$p"); t="$d/.$(basename -- "$p").kuberevive-tmp-$$"
+d=${{p%/*}}; d=${{d:-/}}; t="$d/.${{p##*/}}.kuberevive-tmp-$$"  # no dirname/basename process: $p is normalised
 made=
 umask 077
 set -C
@@ -168,7 +168,7 @@ if [ -e "$p" ] || [ -L "$p" ]; then
   if ! ln -P -T -- "$p" "$a" 2>/dev/null; then
     cp -a -T -- "$p" "$a" && {{ [ -L "$a" ] || sync -- "$a"; }} || exit
   fi
-  sync -- "$(dirname -- "$a")" || exit
+  sync -- "${{a%/*}}" || exit
   printf 'aside\n'
 fi
 mv -f -T -- "$t" "$p" || exit
