@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,66 @@ def tool(work: Path, nodes: int, concurrency: int, node_timeout: float, profile:
     return out
 
 
+def sa_tool(work: Path) -> dict[str, Any]:
+    """The tool's side of the ServiceAccount remediation, in its own process: what recover's ``sa-tokens`` step runs
+    (``read_restart_plan`` then ``apply_restart_plan``, with ``admin.conf``), every pod and legacy token Secret
+    counted as signed by a retired key."""
+    from kuberevive.core.satokens import key_ids
+    from kuberevive.io import restarts_apply
+    from kuberevive.io.kubeapi import KubeApi
+
+    calls: dict[str, int] = {}
+    lock = threading.Lock()
+    raw = KubeApi.raw
+
+    def counted(self: KubeApi, method: str, path: str, *a: Any, **kw: Any) -> Any:
+        key = (
+            f"GET {path.split('?')[0]} (a list page)"
+            if method == "GET" and "limit=" in path
+            else f"{method} one object"
+        )
+        with lock:
+            calls[key] = calls.get(key, 0) + 1
+        return raw(self, method, path, *a, **kw)
+
+    KubeApi.raw = counted  # type: ignore[method-assign]
+    fleet = Fleet(work, 0)
+    api = fleet.api()
+    current = key_ids((fleet.root / "etc/kubernetes/pki/sa.pub").read_bytes())
+    cutoff = datetime.now(UTC)
+    t0 = time.monotonic()
+    plan = restarts_apply.read_restart_plan(api, cutoff, current, False)
+    t_plan = time.monotonic() - t0
+    kinds: dict[str, int] = {}
+    for action in plan.actions:
+        kinds[f"{action.action} {action.kind}"] = kinds.get(f"{action.action} {action.kind}", 0) + 1
+    say(f"sa: plan in {t_plan:.1f} s: {kinds}")
+    lines: list[str] = []
+
+    def progress(text: str) -> None:
+        lines.append(text)
+        if not text.startswith("  ok: "):
+            say(f"sa: {text}")
+
+    results = restarts_apply.apply_restart_plan(api, plan, progress)
+    wall = time.monotonic() - t0
+    remints = [r for r in results if r.action.action == "remint"]
+    rollouts = [r for r in results if r.action.action != "remint"]
+    return {
+        "wall_s": round(wall, 1),
+        "plan_s": round(t_plan, 1),
+        "remint_s": round(max((r.seconds for r in remints), default=0.0), 1),
+        "rollouts_s": round(sum(r.seconds for r in rollouts), 1),
+        "actions": kinds,
+        "outcomes": {o: sum(1 for r in results if r.outcome == o) for o in ("ok", "skipped", "failed")},
+        "failed": [r.line() for r in results if r.outcome == "failed"][:20],
+        "slowest_rollouts": [r.line()[:160] for r in sorted(rollouts, key=lambda r: -r.seconds)[:5]],
+        "client_requests": dict(sorted(calls.items(), key=lambda kv: -kv[1])),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
+    }
+
+
 def one_size(args: argparse.Namespace, n: int) -> dict[str, Any]:
     work = Path(args.work) / str(n)
     if work.exists():
@@ -171,8 +232,62 @@ def one_size(args: argparse.Namespace, n: int) -> dict[str, Any]:
         "api_requests": tool_requests,
         "api_requests_per_s": round(tool_requests / result["wall_s"], 1) if result["wall_s"] else 0,
         "node_requests": requests.get("nodes", 0),
+        "load_average": os.getloadavg(),
     }
     return result
+
+
+def sa_size(args: argparse.Namespace) -> dict[str, Any]:
+    """A fleet with ``--sa-nodes`` Node objects (no sshd), the real kube-controller-manager and the pod simulator;
+    ``--secrets`` legacy token Secrets and ``--pods`` pods; then :func:`sa_tool` in its own process."""
+    from kuberevive.lab.fleet import PodSimulator, sa_nodes, sa_objects
+
+    work = Path(args.work) / "sa"
+    if work.exists():
+        shutil.rmtree(work)
+    fleet = Fleet(work, 0)
+    sim: PodSimulator | None = None
+    try:
+        fleet.start(progress=say)
+        admin = fleet.api("super-admin.conf")
+        t0 = time.monotonic()
+        nodes = sa_nodes(admin, args.sa_nodes)
+        fleet.start_controller_manager(
+            "serviceaccount,serviceaccount-token,deployment,replicaset,statefulset,daemonset", args.kcm_qps
+        )
+        sim = PodSimulator(admin, nodes)
+        sim.start()
+        made = sa_objects(admin, fleet, args.secrets, args.pods, len(nodes), say)
+        say(f"sa: {made} in {time.monotonic() - t0:.0f} s; pod simulator: {sim.counts}")
+        line = fleet.audit_lines()
+        say("sa: the remediation (recover's sa-tokens step)")
+        argv = [sys.executable, __file__, "--sa-tool", str(work)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=4 * 3600, check=False)
+        sys.stderr.write(proc.stderr[-4000:])
+        if proc.returncode != 0:
+            raise RuntimeError(f"the tool failed: {proc.stderr[-2000:]}")
+        result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        time.sleep(1)  # the audit log is written asynchronously (batch of 1 s at most)
+        requests = fleet.requests_since(line)
+    finally:
+        if sim is not None:
+            sim.stop()
+        fleet.stop()
+    tool = requests.get("kubernetes-admin", 0)
+    return result | {
+        "secrets": args.secrets,
+        "pods": args.pods,
+        "nodes": args.sa_nodes,
+        "objects": made,
+        "kcm_qps": args.kcm_qps,
+        "api_requests": tool,
+        "api_requests_per_s": round(tool / result["wall_s"], 1) if result["wall_s"] else 0,
+        "controller_requests": sum(
+            v for k, v in requests.items() if k.startswith("system:serviceaccount:kube-system:")
+        ),
+        "simulator": sim.counts if sim is not None else {},
+        "load_average": os.getloadavg(),
+    }
 
 
 def main() -> int:
@@ -186,13 +301,17 @@ def main() -> int:
     parser.add_argument("--node-timeout", type=float, default=300.0)
     parser.add_argument("--work", default="/var/lib/kuberevive-fleet")
     parser.add_argument("--profile", action="store_true", help="print where the tool's time goes (summed over threads)")
+    parser.add_argument("--sa-nodes", type=int, default=100, help="Node objects for the pods (--secrets/--pods)")
+    parser.add_argument("--kcm-qps", type=int, default=100, help="kube-controller-manager's --kube-api-qps")
     parser.add_argument("--tool", help=argparse.SUPPRESS)
+    parser.add_argument("--sa-tool", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tool:
         print(json.dumps(tool(Path(args.tool), int(args.nodes), args.concurrency, args.node_timeout, args.profile)))
         return 0
-    if args.secrets or args.pods:
-        parser.error("--secrets/--pods: the ServiceAccount remediation is not measured yet (use 0)")
+    if args.sa_tool:
+        print(json.dumps(sa_tool(Path(args.sa_tool))))
+        return 0
     if os.geteuid() != 0:
         parser.error("needs root (network and mount namespaces, sshd)")
     if not in_private_namespaces():
@@ -201,25 +320,46 @@ def main() -> int:
         return subprocess.run(argv, env=env, check=False).returncode
     Fleet.enter_namespaces()
     rows = []
-    for n in (int(x) for x in args.nodes.split(",")):
+    for n in (int(x) for x in args.nodes.split(",") if x.strip() and int(x) > 0):
         r = one_size(args, n)
         say(json.dumps({k: v for k, v in r.items() if k != "profile"}))
         if r.get("profile"):
             say(r["profile"])
         rows.append(r)
-    print(f"re-trust of N simulated nodes, concurrency {args.concurrency}, {args.bad_percent:g} % bad nodes")
-    print(
-        f"{'N':>6} {'wall s':>8} {'nodes/s':>8} {'ok':>6} {'failed':>7} {'peak RSS MB':>12} {'tool CPU s':>11}"
-        f" {'API req':>8} {'req/s':>7}"
-    )
+    sa = sa_size(args) if args.secrets or args.pods else None
+    if rows:
+        print(f"re-trust of N simulated nodes, concurrency {args.concurrency}, {args.bad_percent:g} % bad nodes")
+        print(
+            f"{'N':>6} {'wall s':>8} {'nodes/s':>8} {'ok':>6} {'failed':>7} {'peak RSS MB':>12} {'tool CPU s':>11}"
+            f" {'API req':>8} {'req/s':>7}  load average (1, 5, 15 min) at the end"
+        )
     for r in rows:
         print(
             f"{r['nodes']:>6} {r['wall_s']:>8} {r['nodes_per_s']:>8} {r['ok']:>6} {len(r['failed']):>7}"
             f" {r['peak_rss_mb']:>12} {r['cpu_s']:>11} {r['api_requests']:>8} {r['api_requests_per_s']:>7}"
+            f"  {', '.join(f'{x:.0f}' for x in r['load_average'])}"
         )
         for name, error in sorted(r["failed"].items()):
             print(f"       failed: {name}: {error}")
-    print(json.dumps({"benchmark": "fleet", "concurrency": args.concurrency, "sizes": rows}))
+    if sa is not None:
+        print(
+            f"ServiceAccount remediation: {sa['secrets']} legacy token Secrets, {sa['pods']} pods"
+            f" on {sa['nodes']} nodes ({sa['objects']})"
+        )
+        print(
+            f"  wall {sa['wall_s']} s (plan {sa['plan_s']} s, re-mints {sa['remint_s']} s,"
+            f" rollouts {sa['rollouts_s']} s);"
+            f" peak RSS {sa['peak_rss_mb']} MB, tool CPU {sa['cpu_s']} s"
+        )
+        print(
+            f"  tool API requests {sa['api_requests']} ({sa['api_requests_per_s']}/s; the tool has no client-side QPS"
+            f" limit); kube-controller-manager's --kube-api-qps {sa['kcm_qps']}, its requests"
+            f" {sa['controller_requests']}; outcomes {sa['outcomes']}"
+        )
+        print(f"  actions {sa['actions']}; requests by kind {sa['client_requests']}")
+        for line in sa["failed"]:
+            print(f"  failed: {line}")
+    print(json.dumps({"benchmark": "fleet", "concurrency": args.concurrency, "sizes": rows, "sa": sa}))
     return 0
 
 

@@ -26,8 +26,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import queue
 import shlex
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -187,21 +189,17 @@ class Fleet:
         (self.root / "var/lib/etcd").mkdir(parents=True, mode=0o700, exist_ok=True)
         policy = self.work / "audit-policy.yaml"
         policy.write_text(AUDIT_POLICY)
-        bindir = self.lab.bin_cache
         for component in ("etcd", "kube-apiserver"):
-            manifest = yaml.safe_load((self.root / f"etc/kubernetes/manifests/{component}.yaml").read_text())
-            argv = [self._rooted(a) for a in manifest["spec"]["containers"][0]["command"]]
-            argv[0] = str(bindir / component)
+            extra = []
             if component == "kube-apiserver":
-                argv += [
+                extra = [
                     f"--audit-policy-file={policy}",
                     f"--audit-log-path={self.audit_log}",
                     "--audit-log-maxsize=0",
                     "--max-requests-inflight=800",
                     "--max-mutating-requests-inflight=400",
                 ]
-            log = (self.work / f"{component}.log").open("wb")
-            self.procs[component] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            self._start(component, extra)
             if component == "etcd":
                 time.sleep(0.5)  # etcd needs no wait: the API server retries its connection
         deadline = time.monotonic() + 180
@@ -213,6 +211,25 @@ class Fleet:
             if time.monotonic() > deadline:
                 raise LabError("the fleet's API server did not get ready in 180 s", f"read {self.work}/*.log")
             time.sleep(0.5)
+
+    def _start(self, component: str, extra: list[str]) -> None:
+        """Run a control-plane component as a plain process with the flags of its generated static Pod manifest."""
+        manifest = yaml.safe_load((self.root / f"etc/kubernetes/manifests/{component}.yaml").read_text())
+        argv = [self._rooted(a) for a in manifest["spec"]["containers"][0]["command"]]
+        argv[0] = str(self.lab.bin_cache / component)
+        names = {a.split("=")[0] for a in extra}
+        argv = [a for a in argv if a.split("=")[0] not in names] + extra
+        log = (self.work / f"{component}.log").open("wb")
+        self.procs[component] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+
+    def start_controller_manager(self, controllers: str, qps: int) -> None:
+        """The real kube-controller-manager (kubeadm's flags, the fleet's ``sa.key``), only ``controllers``, with
+        ``--kube-api-qps`` ``qps`` (burst twice that): the token controller re-mints legacy token Secrets and the
+        workload controllers roll Deployments, StatefulSets and DaemonSets out as on a real cluster."""
+        self._start(
+            "kube-controller-manager",
+            [f"--controllers={controllers}", f"--kube-api-qps={qps}", f"--kube-api-burst={2 * qps}"],
+        )
 
     def _rooted(self, arg: str) -> str:
         for prefix in ("/etc/kubernetes", "/var/lib/etcd"):
@@ -402,3 +419,260 @@ class Fleet:
 
 def in_private_namespaces() -> bool:
     return os.environ.get("KUBEREVIVE_FLEET_NS") == "1"
+
+
+def _pod_node(pod: dict[str, Any]) -> str | None:
+    """The node a DaemonSet pod is pinned to (its required node affinity on ``metadata.name``), if any."""
+    affinity = ((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {}
+    required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+    for term in required.get("nodeSelectorTerms") or []:
+        for match in term.get("matchFields") or []:
+            if match.get("key") == "metadata.name" and match.get("values"):
+                return str(match["values"][0])
+    return None
+
+
+class PodSimulator:
+    """What kube-scheduler and the kubelets would do for pods on the fleet's Nodes, which run nothing: a pod
+    without a node is bound (a DaemonSet pod to its node, others round robin), a bound pod is reported Running
+    and Ready at once, a terminating pod is deleted for good (grace period 0, with its uid as a precondition).
+    Driven by a watch of every pod, worked off by ``workers`` threads; everything it does goes through the real
+    API server (the controllers see it as they would see kubelets). Not kwok (the Go proxy is not used here):
+    the same three steps, in Python, with the super-admin credentials."""
+
+    def __init__(self, api: KubeApi, nodes: list[str], workers: int = 8) -> None:
+        self.api, self.nodes, self.workers = api, nodes, workers
+        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.stopped = threading.Event()
+        self.lock = threading.Lock()
+        self.seen: set[tuple[str, str]] = set()
+        self.counts: dict[str, int] = {"bind": 0, "run": 0, "delete": 0, "errors": 0}
+        self.next = 0
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self.threads = [threading.Thread(target=self._watch, name="pods-watch", daemon=True)]
+        self.threads += [
+            threading.Thread(target=self._work, name=f"pods-{i}", daemon=True) for i in range(self.workers)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        for _ in range(self.workers):
+            self.queue.put(None)
+
+    def _watch(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                rv = ""
+                cont: str | None = None
+                while True:
+                    page = self.api.get("/api/v1/pods", limit=500, **({"continue": cont} if cont else {}))
+                    for pod in page.get("items") or []:
+                        self.queue.put(pod)
+                    rv = rv or str(page["metadata"]["resourceVersion"])
+                    cont = page["metadata"].get("continue")
+                    if not cont:
+                        break
+                for event in self.api.watch("/api/v1/pods", rv, 120):
+                    if self.stopped.is_set():
+                        return
+                    if event.get("type") in ("ADDED", "MODIFIED"):
+                        self.queue.put(event["object"])
+            except KubeApiError:
+                time.sleep(0.5)
+
+    def _work(self) -> None:
+        while (pod := self.queue.get()) is not None:
+            try:
+                self._handle(pod)
+            except KubeApiError as exc:
+                if exc.status not in (404, 409):
+                    with self.lock:
+                        self.counts["errors"] += 1
+
+    def _once(self, uid: str, stage: str) -> bool:
+        with self.lock:
+            if (uid, stage) in self.seen:
+                return False
+            self.seen.add((uid, stage))
+            self.counts[stage] += 1
+            return True
+
+    def _handle(self, pod: dict[str, Any]) -> None:
+        meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        path = f"/api/v1/namespaces/{ns}/pods/{name}"
+        if meta.get("deletionTimestamp"):
+            if self._once(uid, "delete"):
+                options = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0}
+                self.api.request("DELETE", path, options | {"preconditions": {"uid": uid}})
+        elif not spec.get("nodeName"):
+            if self._once(uid, "bind"):
+                node = _pod_node(pod)
+                if node is None:
+                    with self.lock:
+                        node, self.next = self.nodes[self.next % len(self.nodes)], self.next + 1
+                target = {"apiVersion": "v1", "kind": "Node", "name": node}
+                self.api.create(
+                    f"{path}/binding",
+                    {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": target},
+                )
+        elif status.get("phase") != "Running" and self._once(uid, "run"):
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            conditions = [
+                {"type": t, "status": "True", "lastTransitionTime": now}
+                for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+            ]
+            containers = [
+                {
+                    "name": c["name"],
+                    "image": c.get("image", ""),
+                    "imageID": "",
+                    "containerID": f"fleet://{uid}/{c['name']}",
+                    "ready": True,
+                    "started": True,
+                    "restartCount": 0,
+                    "state": {"running": {"startedAt": now}},
+                }
+                for c in spec.get("containers") or []
+            ]
+            body = {
+                "status": {
+                    "phase": "Running",
+                    "startTime": now,
+                    "conditions": conditions,
+                    "containerStatuses": containers,
+                }
+            }
+            self.api.patch(f"{path}/status", body, "strategic")
+
+
+RETIRED_KID = "retired-sa-key"
+SA_NAMESPACES = 20
+#: The share of --pods each kind of owner has, and the pods of one owner (DaemonSets: one per node).
+POD_SHARES = {"Deployment": (0.7, 50), "StatefulSet": (0.1, 10), "DaemonSet": (0.2, 0)}
+
+
+def _parallel(fn: Any, items: list[Any], workers: int = 16) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(fn, items))
+
+
+def sa_nodes(api: KubeApi, count: int) -> list[str]:
+    """``count`` Node objects, Ready with a heartbeat now, for the simulated pods (no sshd, no re-trust)."""
+    beat = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    names = [node_name(i) for i in range(count)]
+
+    def one(name: str) -> None:
+        api.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+        capacity = {"cpu": "64", "memory": "256Gi", "pods": "1000"}
+        ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": beat}
+        status = {"capacity": capacity, "allocatable": capacity, "conditions": [ready | {"lastTransitionTime": beat}]}
+        api.patch(f"/api/v1/nodes/{name}/status", {"status": status}, "strategic")
+
+    _parallel(one, names)
+    return names
+
+
+def _jwt_with_kid(kid: str, subject: str) -> str:
+    def b64(obj: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{b64({'alg': 'RS256', 'kid': kid})}.{b64({'sub': subject})}.{b64({'sig': 'retired'})}"
+
+
+def sa_objects(api: KubeApi, fleet: Fleet, secrets: int, pods: int, nodes: int, progress: Any = print) -> str:
+    """``secrets`` legacy ServiceAccount token Secrets whose token names a retired key id (as after ``sa.key`` was
+    replaced), over :data:`SA_NAMESPACES` namespaces and 10 ServiceAccounts each; about ``pods`` pods owned by
+    Deployments, StatefulSets and DaemonSets (:data:`POD_SHARES`), made by the real controllers and run by the
+    :class:`PodSimulator`; waits until every workload is available. Returns what was made, in words."""
+    ca = (fleet.root / "etc/kubernetes/pki/ca.crt").read_bytes()
+    namespaces = [f"sa-{i:02d}" for i in range(SA_NAMESPACES)]
+
+    def namespace(ns: str) -> None:
+        api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        for sa in ["app", *(f"legacy-{k}" for k in range(10))]:
+            api.create(
+                f"/api/v1/namespaces/{ns}/serviceaccounts",
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}},
+            )
+
+    _parallel(namespace, namespaces)
+
+    def secret(i: int) -> None:
+        ns, sa, name = namespaces[i % SA_NAMESPACES], f"legacy-{(i // SA_NAMESPACES) % 10}", f"legacy-{i:05d}"
+        data = {"token": _jwt_with_kid(RETIRED_KID, name).encode(), "ca.crt": ca, "namespace": ns.encode()}
+        api.create(
+            f"/api/v1/namespaces/{ns}/secrets",
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "kubernetes.io/service-account-token",
+                "metadata": {"name": name, "annotations": {"kubernetes.io/service-account.name": sa}},
+                "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+            },
+        )
+
+    t0 = time.monotonic()
+    _parallel(secret, list(range(secrets)))
+    progress(f"sa: {secrets} legacy token Secrets in {time.monotonic() - t0:.0f} s")
+
+    owners: list[tuple[str, str, str, int]] = []  # kind, namespace, name, replicas
+    for kind, (share, per) in POD_SHARES.items():
+        want = round(pods * share)
+        size = per or max(1, nodes)
+        for k in range((want + size - 1) // size if want else 0):
+            owners.append((kind, namespaces[k % SA_NAMESPACES], f"{kind.lower()}-{k:03d}", min(size, want - k * size)))
+    template = {
+        "spec": {
+            "serviceAccountName": "app",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}],
+        }
+    }
+
+    def owner(item: tuple[str, str, str, int]) -> None:
+        kind, ns, name, replicas = item
+        spec: dict[str, Any] = {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}} | template,
+        }
+        if kind == "Deployment":
+            spec |= {"replicas": replicas}
+        elif kind == "StatefulSet":
+            spec |= {"replicas": replicas, "serviceName": name, "podManagementPolicy": "Parallel"}
+        else:
+            spec |= {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}}}
+        api.create(
+            f"/apis/apps/v1/namespaces/{ns}/{kind.lower()}s",
+            {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name}, "spec": spec},
+        )
+
+    t0 = time.monotonic()
+    _parallel(owner, owners, 4)
+    expected = sum(r for _, _, _, r in owners)
+    deadline = time.monotonic() + 1800
+    while True:
+        running = 0
+        cont: str | None = None
+        while True:
+            page = api.get(
+                "/api/v1/pods", limit=500, fieldSelector="status.phase=Running", **({"continue": cont} if cont else {})
+            )
+            running += len(page.get("items") or [])
+            cont = page["metadata"].get("continue")
+            if not cont:
+                break
+        if running >= expected:
+            break
+        if time.monotonic() > deadline:
+            raise LabError(f"only {running} of {expected} pods run after 30 min", f"read {fleet.work}/*.log")
+        time.sleep(5)
+    kinds = {k: sum(1 for o in owners if o[0] == k) for k in POD_SHARES}
+    progress(f"sa: {expected} pods of {kinds} running in {time.monotonic() - t0:.0f} s")
+    return f"{secrets} Secrets, {expected} pods of {kinds}"
