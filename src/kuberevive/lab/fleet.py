@@ -87,6 +87,21 @@ def _ready(api: KubeApi) -> bool:
         return False
 
 
+def _host_key(path: Path) -> None:
+    """An Ed25519 SSH host key pair at ``path`` (0600) and ``path.pub``, as ``ssh-keygen -t ed25519`` writes them."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    path.write_bytes(private)
+    path.chmod(0o600)
+    path.with_suffix(".pub").write_bytes(public + b" fleet\n")
+
+
 def node_name(i: int) -> str:
     return f"fleet-{i:05d}"
 
@@ -157,9 +172,9 @@ class Fleet:
     def kubeadm_config(self) -> KubeadmConfig:
         return load_kubeadm_config(CONFIG, NodeFacts(hostname="fleet-cp"))
 
-    def api(self, conf: str = "admin.conf") -> KubeApi:
+    def api(self, conf: str = "admin.conf", timeout: float = 10.0) -> KubeApi:
         """The tool's client (``admin.conf``, as recover uses); ``super-admin.conf`` sets the fleet up."""
-        return KubeApi.from_kubeconfig((self.root / "etc/kubernetes" / conf).read_bytes())
+        return KubeApi.from_kubeconfig((self.root / "etc/kubernetes" / conf).read_bytes(), timeout=timeout)
 
     # --- setup ---------------------------------------------------------------------------------------
     @staticmethod
@@ -241,7 +256,7 @@ class Fleet:
         if not self.ssh_key.exists():
             _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.ssh_key)])
         old_ca, old_pem = _old_ca_and_client()
-        api = self.api("super-admin.conf")
+        api = self.api("super-admin.conf", timeout=60)
         api.create(  # what kubeadm init makes for admin.conf's group
             "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
             {
@@ -287,6 +302,11 @@ class Fleet:
         )
         old_beat = (datetime.now(UTC) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
         known: list[str] = []
+        registrations: list[tuple[str, str]] = []
+
+        def register(item: tuple[str, str]) -> None:
+            self._register(api, item[0], item[1], old_beat)
+
         for i in range(self.nodes):
             name, address = node_name(i), node_address(i)
             d = self.work / "nodes" / name
@@ -313,40 +333,46 @@ class Fleet:
                 (d / f"{top}.work").mkdir(exist_ok=True)
             host_key = d / "ssh_host_ed25519_key"
             if not host_key.exists():
-                _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)])
-            known.append(
-                f"{address} {host_key.with_suffix('.pub').read_text().split(' ')[0]} "
-                f"{host_key.with_suffix('.pub').read_text().split(' ')[1]}"
-            )
-            api.create(
-                "/api/v1/nodes",
-                {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"fleet": "yes"}}},
-            )
-            api.patch(
-                f"/api/v1/nodes/{name}/status",
-                {
-                    "status": {
-                        "addresses": [
-                            {"type": "InternalIP", "address": address},
-                            {"type": "Hostname", "address": name},
-                        ],
-                        "conditions": [
-                            {
-                                "type": "Ready",
-                                "status": "True",
-                                "reason": "KubeletReady",
-                                "lastHeartbeatTime": old_beat,
-                                "lastTransitionTime": old_beat,
-                            }
-                        ],
-                    }
-                },
-                "strategic",
-            )
+                _host_key(host_key)  # in-process: 1,000 ssh-keygen runs take minutes on a loaded machine
+            known.append(f"{address} {' '.join(host_key.with_suffix('.pub').read_text().split(' ')[:2])}")
+            registrations.append((name, address))
+        _parallel(register, registrations)  # the Node objects, 16 at a time
+        for i in range(self.nodes):
             if i not in self.unreachable:
-                self._sshd(i, d, host_key)
+                self._sshd(
+                    i, self.work / "nodes" / node_name(i), self.work / "nodes" / node_name(i) / "ssh_host_ed25519_key"
+                )
         self.known_hosts.write_text("\n".join(known) + "\n")
         (self.work / "ssh/authorized_keys").write_text(self.ssh_key.with_suffix(".pub").read_text())
+
+    def _register(self, api: KubeApi, name: str, address: str, old_beat: str) -> None:
+        """The Node object of a simulated node: InternalIP its SSH address, Ready with an old heartbeat."""
+        _create(
+            api,
+            "/api/v1/nodes",
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"fleet": "yes"}}},
+        )
+        api.patch(
+            f"/api/v1/nodes/{name}/status",
+            {
+                "status": {
+                    "addresses": [
+                        {"type": "InternalIP", "address": address},
+                        {"type": "Hostname", "address": name},
+                    ],
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "KubeletReady",
+                            "lastHeartbeatTime": old_beat,
+                            "lastTransitionTime": old_beat,
+                        }
+                    ],
+                }
+            },
+            "strategic",
+        )
 
     def _sshd(self, i: int, d: Path, host_key: Path) -> None:
         config = d / "sshd_config"
@@ -557,10 +583,31 @@ POD_SHARES = {"Deployment": (0.7, 50), "StatefulSet": (0.1, 10), "DaemonSet": (0
 
 
 def _parallel(fn: Any, items: list[Any], workers: int = 16) -> None:
+    """``fn`` over ``items``, ``workers`` at a time; a call whose request timed out (a loaded machine) is tried again,
+    up to 5 times (so every ``fn`` must be idempotent: see :func:`_create`)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    def patient(item: Any) -> None:
+        for attempt in range(5):
+            try:
+                fn(item)
+                return
+            except KubeApiError as exc:
+                if exc.status is not None or attempt == 4:
+                    raise
+                time.sleep(2)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(fn, items))
+        list(pool.map(patient, items))
+
+
+def _create(api: KubeApi, path: str, obj: dict[str, Any]) -> None:
+    """Create ``obj``; one that exists already (a retried request that had gone through) is fine."""
+    try:
+        api.create(path, obj)
+    except KubeApiError as exc:
+        if exc.status != 409:
+            raise
 
 
 def sa_nodes(api: KubeApi, count: int) -> list[str]:
@@ -569,7 +616,7 @@ def sa_nodes(api: KubeApi, count: int) -> list[str]:
     names = [node_name(i) for i in range(count)]
 
     def one(name: str) -> None:
-        api.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+        _create(api, "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
         capacity = {"cpu": "64", "memory": "256Gi", "pods": "1000"}
         ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": beat}
         status = {"capacity": capacity, "allocatable": capacity, "conditions": [ready | {"lastTransitionTime": beat}]}
@@ -595,9 +642,10 @@ def sa_objects(api: KubeApi, fleet: Fleet, secrets: int, pods: int, nodes: int, 
     namespaces = [f"sa-{i:02d}" for i in range(SA_NAMESPACES)]
 
     def namespace(ns: str) -> None:
-        api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        _create(api, "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         for sa in ["app", *(f"legacy-{k}" for k in range(10))]:
-            api.create(
+            _create(
+                api,
                 f"/api/v1/namespaces/{ns}/serviceaccounts",
                 {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}},
             )
@@ -607,7 +655,8 @@ def sa_objects(api: KubeApi, fleet: Fleet, secrets: int, pods: int, nodes: int, 
     def secret(i: int) -> None:
         ns, sa, name = namespaces[i % SA_NAMESPACES], f"legacy-{(i // SA_NAMESPACES) % 10}", f"legacy-{i:05d}"
         data = {"token": _jwt_with_kid(RETIRED_KID, name).encode(), "ca.crt": ca, "namespace": ns.encode()}
-        api.create(
+        _create(
+            api,
             f"/api/v1/namespaces/{ns}/secrets",
             {
                 "apiVersion": "v1",
@@ -648,7 +697,8 @@ def sa_objects(api: KubeApi, fleet: Fleet, secrets: int, pods: int, nodes: int, 
             spec |= {"replicas": replicas, "serviceName": name, "podManagementPolicy": "Parallel"}
         else:
             spec |= {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}}}
-        api.create(
+        _create(
+            api,
             f"/apis/apps/v1/namespaces/{ns}/{kind.lower()}s",
             {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name}, "spec": spec},
         )
