@@ -179,8 +179,7 @@ def sa_tool(work: Path) -> dict[str, Any]:
 
     def progress(text: str) -> None:
         lines.append(text)
-        if not text.startswith("  ok: "):
-            say(f"sa: {text}")
+        say(f"sa: {text}")
 
     results = restarts_apply.apply_restart_plan(api, plan, progress)
     wall = time.monotonic() - t0
@@ -215,16 +214,28 @@ def one_size(args: argparse.Namespace, n: int) -> dict[str, Any]:
         argv = [sys.executable, __file__, "--tool", str(work), "--nodes", str(n)]
         argv += ["--concurrency", str(args.concurrency), "--node-timeout", str(args.node_timeout)]
         argv += ["--profile"] if args.profile else []
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=args.node_timeout * n, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"the tool failed: {proc.stderr[-2000:]}")
-        result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        sshd_mb = fleet.sshd_pss_mb()
+        say(f"fleet: the {n - len(unreachable)} sshd listeners hold {sshd_mb} MB (PSS)")
+        limit = min(args.node_timeout * n, args.time_limit or float("inf"))
+        t0 = time.monotonic()
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=limit, check=False)
+            if proc.returncode != 0:
+                raise RuntimeError(f"the tool failed: {proc.stderr[-2000:]}")
+            result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        except subprocess.TimeoutExpired:  # --time-limit: stopped; what it finished is in the audit log
+            time.sleep(1)
+            done = fleet.requests_since(line).get("nodes", 0)
+            say(f"fleet: --time-limit {limit:g} s reached with {done} of {n} nodes re-trusted; the tool was stopped")
+            result = {"wall_s": round(time.monotonic() - t0, 1), "ok": done, "failed": {}, "partial": True}
+            result |= {"peak_rss_mb": None, "cpu_s": None}
         time.sleep(1)  # the audit log is written asynchronously (batch of 1 s at most)
         requests = fleet.requests_since(line)
     finally:
         fleet.stop()
     tool_requests = requests.get("kubernetes-admin", 0)
     result |= {
+        "sshd_pss_mb": sshd_mb,
         "nodes": n,
         "unreachable": sorted(unreachable),
         "slow": sorted(slow),
@@ -262,11 +273,26 @@ def sa_size(args: argparse.Namespace) -> dict[str, Any]:
         line = fleet.audit_lines()
         say("sa: the remediation (recover's sa-tokens step)")
         argv = [sys.executable, __file__, "--sa-tool", str(work)]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=4 * 3600, check=False)
-        sys.stderr.write(proc.stderr[-4000:])
-        if proc.returncode != 0:
-            raise RuntimeError(f"the tool failed: {proc.stderr[-2000:]}")
-        result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        t0 = time.monotonic()
+        try:
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, timeout=args.time_limit or 4 * 3600, check=False
+            )
+            sys.stderr.write(proc.stderr[-4000:])
+            if proc.returncode != 0:
+                raise RuntimeError(f"the tool failed: {proc.stderr[-2000:]}")
+            result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        except subprocess.TimeoutExpired as exc:  # --time-limit: what it said it finished
+            said = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+            sys.stderr.write(said[-4000:])
+            lines = said.splitlines()
+            result = {
+                "partial": True,
+                "wall_s": round(time.monotonic() - t0, 1),
+                "said": [x for x in lines if x.startswith("sa: plan") or "re-minted in" in x],
+                "owners_done": sum(1 for x in lines if x.startswith("sa:   ok: ")),
+                "last": lines[-3:],
+            }
         time.sleep(1)  # the audit log is written asynchronously (batch of 1 s at most)
         requests = fleet.requests_since(line)
     finally:
@@ -303,6 +329,9 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="print where the tool's time goes (summed over threads)")
     parser.add_argument("--sa-nodes", type=int, default=100, help="Node objects for the pods (--secrets/--pods)")
     parser.add_argument("--kcm-qps", type=int, default=100, help="kube-controller-manager's --kube-api-qps")
+    parser.add_argument(
+        "--time-limit", type=float, default=0, help="stop the tool after this many seconds and report what it finished"
+    )
     parser.add_argument("--tool", help=argparse.SUPPRESS)
     parser.add_argument("--sa-tool", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -102,6 +102,13 @@ def _host_key(path: Path) -> None:
     path.with_suffix(".pub").write_bytes(public + b" fleet\n")
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def node_name(i: int) -> str:
     return f"fleet-{i:05d}"
 
@@ -392,6 +399,21 @@ class Fleet:
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
         self.procs[node_name(i)] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
 
+    def sshd_pss_mb(self) -> float:
+        """The memory the nodes' sshd listeners hold (their proportional set size, shared pages divided)."""
+        kb = 0
+        for name, p in self.procs.items():
+            if not name.startswith("fleet-"):
+                continue
+            for pid in [p.pid, *_children(p.pid)]:
+                try:
+                    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                        if line.startswith("Pss:"):
+                            kb += int(line.split()[1])
+                except OSError:
+                    pass
+        return round(kb / 1024, 1)
+
     def wait_listening(self, timeout: float = 120) -> None:
         """Every reachable node's sshd accepts connections."""
         import socket
@@ -621,6 +643,9 @@ def sa_nodes(api: KubeApi, count: int) -> list[str]:
         ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": beat}
         status = {"capacity": capacity, "allocatable": capacity, "conditions": [ready | {"lastTransitionTime": beat}]}
         api.patch(f"/api/v1/nodes/{name}/status", {"status": status}, "strategic")
+        # the not-ready taint the API server put on the new Node (TaintNodesByCondition): no node-lifecycle
+        # controller runs to take it off, and DaemonSet pods do not tolerate it
+        api.patch(f"/api/v1/nodes/{name}", {"spec": {"taints": None}})
 
     _parallel(one, names)
     return names
