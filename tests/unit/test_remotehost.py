@@ -477,6 +477,31 @@ def test_repoint_symlink_moves_aside_what_points_elsewhere_on_both_hosts(side: S
     assert second is not None and os.readlink(side.file(second)) == str(pem_a)
     assert host.readlink(current) == str(pem_b)
     assert host.repoint_symlink(base / "new-link", "x") is None and host.readlink(base / "new-link") == "x"
+    os.mkdir(side.file(base / "was-a-dir"))  # what a container runtime leaves where a file belongs
+    third = host.repoint_symlink(base / "was-a-dir", "y", when)
+    assert third is not None and side.file(third).is_dir() and host.readlink(base / "was-a-dir") == "y"
+
+
+def test_repoint_symlink_over_ssh_is_one_command_and_a_failure_changes_nothing(rec: Recording, tmp_path: Path) -> None:
+    host = SshHost(rec, backup_dir=PurePosixPath(tmp_path / "backup"))
+    link = tmp_path / "current.pem"
+    os.symlink("/var/lib/kubelet/pki/old.pem", link)
+    assert host.repoint_symlink(PurePosixPath(link), "/var/lib/kubelet/pki/new.pem") is not None
+    assert len(rec.calls) == 1 and os.readlink(link) == "/var/lib/kubelet/pki/new.pem"
+    assert host.repoint_symlink(PurePosixPath(link), "/var/lib/kubelet/pki/new.pem") is None
+    (tmp_path / "bin").mkdir()  # a mv that fails: the old link stays, the backup name made for it is removed
+    (tmp_path / "bin/mv").write_text("#!/bin/sh\necho 'mv: cannot move: Read-only file system' >&2\nexit 1\n")
+    (tmp_path / "bin/mv").chmod(0o755)
+    run = rec.run
+    rec.run = lambda argv, input=None, timeout=DEFAULT_TIMEOUT: run(  # type: ignore[method-assign]
+        ["env", f"PATH={tmp_path / 'bin'}:{os.environ['PATH']}", *argv], input, timeout
+    )
+    with pytest.raises(NodeFsError, match=r"cannot point .*current.pem at /other.pem: .*; what was there is unchanged"):
+        host.repoint_symlink(PurePosixPath(link), "/other.pem")
+    assert os.readlink(link) == "/var/lib/kubelet/pki/new.pem"
+    kept = [os.path.join(d, f) for d, _, files in os.walk(tmp_path / "backup") for f in files]  # (rglob skips links)
+    assert [os.readlink(p) for p in kept] == ["/var/lib/kubelet/pki/old.pem"]
+    assert sorted(os.listdir(tmp_path)) == ["backup", "bin", "current.pem"]
 
 
 def test_rename_is_a_rename_never_over_something_and_never_a_copy_on_both_hosts(side: Side) -> None:

@@ -132,24 +132,31 @@ def test_retrust_node_puts_the_new_trust_in_place_and_moves_the_old_aside(tmp_pa
 
 
 class Counting(Worker):
-    """A worker whose file operations are recorded by name (each is one SSH command on an SshHost)."""
+    """A worker whose file operations are recorded by name, the outermost only (each is one SSH command on an
+    SshHost, tests/unit/test_remotehost.py; LocalHost's repoint_symlink is made of three)."""
 
     def __init__(self, root: NodeRoot, name: str) -> None:
         super().__init__(root, name)
         self.ops: list[str] = []
+        depth = [0]
         for op in ("read", "read_many", "readlink", "write", "move_aside", "replace_symlink", "repoint_symlink"):
             original = getattr(self, op)
 
             def counted(*a: Any, _op: str = op, _f: Any = original, **kw: Any) -> Any:
-                self.ops.append(_op)
-                return _f(*a, **kw)
+                if not depth[0]:
+                    self.ops.append(_op)
+                depth[0] += 1
+                try:
+                    return _f(*a, **kw)
+                finally:
+                    depth[0] -= 1
 
             setattr(self, op, counted)
 
 
-def test_with_the_state_just_read_a_node_is_re_trusted_without_reading_its_files_again(tmp_path: Path) -> None:
-    """Issue 17: a node's round trips bound the fleet. The state is two operations (the files, the link); the
-    re-trust then only writes: three files, two moved aside first, the link moved aside and replaced."""
+def test_a_node_is_read_in_two_operations_and_re_trusted_in_four_plus_the_restart(tmp_path: Path) -> None:
+    """Issue 17: a node's SSH round trips bound the fleet (19 before). The state is two operations (the files, the
+    link); the re-trust writes three files and repoints the link, each write moving aside what it replaces."""
     cfg = _cfg()
     ca, key = _ca(cfg)
     host = Counting(worker_root(tmp_path, "worker1"), "worker1")
@@ -163,8 +170,8 @@ def test_with_the_state_just_read_a_node_is_re_trusted_without_reading_its_files
     now = datetime(2026, 12, 4, 20, 0, tzinfo=UTC)
     files = core.node_trust_files(cfg, ca, key, "worker1", "https://10.0.0.1:6443", state.client_ca_path, now, "x")
     host.ops.clear()
-    moved = retrust_node(host, files, now, state=state)
-    assert sorted(host.ops) == sorted(["write"] * 3 + ["move_aside"] * 3 + ["replace_symlink"])
+    moved = retrust_node(host, files, now)
+    assert host.ops == ["write", "write", "write", "repoint_symlink"] and host.restarts == ["kubelet"]
     stamp = paths.BACKUP_DIR / "20261204T200000.000000Z"
     assert [m.split(" moved aside to ")[1] for m in moved] == [
         f"{stamp}{p}" for p in (paths.CA_CRT, paths.KUBELET_CONF, paths.KUBELET_CLIENT_CURRENT)
@@ -173,8 +180,7 @@ def test_with_the_state_just_read_a_node_is_re_trusted_without_reading_its_files
     assert (root.read(paths.CA_CRT), root.read(paths.KUBELET_CONF)) == (ca, files.kubeconfig)
     assert root.readlink(paths.KUBELET_CLIENT_CURRENT) == files.pem_path
     assert root.read(stamp / "etc/kubernetes/kubelet.conf") == b"old kubelet.conf\n"
-    # a rerun after a kill, with the state read again: nothing moved, nothing replaced
-    assert retrust_node(host, files, now, state=read_node_state(host)) == []
+    assert retrust_node(host, files, now) == []  # a rerun after a kill: nothing moved, nothing replaced
 
 
 def test_a_client_ca_elsewhere_is_read_on_its_own(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from datetime import datetime
 from pathlib import PurePosixPath
 
 from kuberevive.errors import KubereviveError, NodeFsError, TransportError
-from kuberevive.io.host import Container, parse_crictl_ps, repoint_symlink
+from kuberevive.io.host import Container, parse_crictl_ps
 from kuberevive.io.noderoot import (
     MAX_READ_BYTES,
     backup_stamp,
@@ -182,6 +182,43 @@ _SYMLINK = (
     + """
 rm -f -- "$t"
 ln -s -- "$arg" "$t" && mv -f -T -- "$t" "$p" || fail
+exec sync -- "$d"
+"""
+)
+
+# $1 path, $2 the link's target, $3 the backup path, then the path's parents as mode/dir pairs, "-", the backup
+# path's parents: Host.repoint_symlink in one command. A link to the target already: nothing (exit _UNCHANGED).
+# Else the new link is made beside the path, what is there gets a second name at the backup path (a hard link to
+# it, a symlink staying a symlink; an empty directory is renamed), and the new link is renamed over the path.
+_REPOINT = (
+    _MKPARENTS
+    + f"""
+p=$1 arg=$2 a=$3; shift 3
+if [ -L "$p" ] && [ "$(readlink -- "$p")" = "$arg" ]; then exit {_UNCHANGED}; fi
+mkparents "$@"
+while [ $# -gt 0 ] && [ "$1" != - ]; do shift; done
+[ $# -gt 0 ] && shift
+d=${{p%/*}}; d=${{d:-/}}; t="$d/.${{p##*/}}.kuberevive-tmp-$$"
+made=
+rm -f -- "$t"
+ln -s -- "$arg" "$t" || exit
+trap 'rm -f -- "$t"; [ -z "$made" ] || rm -f -- "$a"' EXIT
+if [ -e "$p" ] || [ -L "$p" ]; then
+  if [ -e "$a" ] || [ -L "$a" ]; then exit {_ASIDE_EXISTS}; fi
+  mkparents "$@"
+  if [ -d "$p" ] && [ ! -L "$p" ]; then
+    mv -T -- "$p" "$a" || exit
+  else
+    made=1
+    if ! ln -P -T -- "$p" "$a" 2>/dev/null; then
+      cp -a -T -- "$p" "$a" && {{ [ -L "$a" ] || sync -- "$a"; }} || exit
+    fi
+  fi
+  sync -- "${{a%/*}}" || exit
+  printf 'aside\n'
+fi
+mv -f -T -- "$t" "$p" || exit
+trap - EXIT
 exec sync -- "$d"
 """
 )
@@ -352,11 +389,13 @@ class SshHost:
 
     # -- writing -------------------------------------------------------------------------
 
-    def write(self, node_path: PurePosixPath, content: bytes, mode: int) -> PurePosixPath | None:
+    def write(
+        self, node_path: PurePosixPath, content: bytes, mode: int, now: datetime | None = None
+    ) -> PurePosixPath | None:
         """One command (:data:`_WRITE`): same bytes and mode, nothing done; else what is there is moved aside to
         the backup directory and the new file put in its place, or, on failure, the old file stays."""
         path = normalise(node_path)
-        aside = self.backup_dir / backup_stamp() / path.relative_to("/")
+        aside = self.backup_dir / backup_stamp(now) / path.relative_to("/")
         r = self._sh(_WRITE, str(path), f"{mode:o}", str(aside), *_parents(path), "-", *_parents(aside), input=content)
         if r.exit_code == _UNCHANGED:
             return None
@@ -399,7 +438,21 @@ class SshHost:
     def repoint_symlink(
         self, node_path: PurePosixPath, target: str, now: datetime | None = None
     ) -> PurePosixPath | None:
-        return repoint_symlink(self, node_path, target, now)
+        """One command (:data:`_REPOINT`), with :func:`~kuberevive.io.host.repoint_symlink`'s outcome."""
+        path = normalise(node_path)
+        aside = self.backup_dir / backup_stamp(now) / path.relative_to("/")
+        r = self._sh(_REPOINT, str(path), target, str(aside), *_parents(path), "-", *_parents(aside))
+        if r.exit_code == _UNCHANGED:
+            return None
+        if r.ok:
+            return aside if r.stdout.startswith(b"aside\n") else None
+        if r.exit_code == _ASIDE_EXISTS:
+            raise NodeFsError(
+                f"{self.name}: cannot move {path} to {aside}: that exists already; nothing was changed", "run again"
+            )
+        error = self._fail(f"point {path} at {target}", r)
+        error.message += "; what was there is unchanged"
+        raise error
 
     def rename(self, node_path: PurePosixPath, new_path: PurePosixPath) -> None:
         path, new = normalise(node_path), normalise(new_path)

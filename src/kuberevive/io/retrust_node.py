@@ -55,34 +55,23 @@ def read_node_state(host: Host, client_ca_path: str | None = None) -> NodeTrustS
     )
 
 
-def retrust_node(
-    host: Host, files: NodeTrustFiles, now: datetime, restart: bool = True, state: NodeTrustState | None = None
-) -> list[str]:
+def retrust_node(host: Host, files: NodeTrustFiles, now: datetime, restart: bool = True) -> list[str]:
     """Put ``files`` in place on the node and restart its kubelet; returns what was moved aside (backup
-    directories named after ``now``). ``state``: what :func:`read_node_state` read just before, so the files
-    are not read again (each write still checks what it replaces on the node itself)."""
+    directories named after ``now``). Each file is one :meth:`Host.write` (over SSH one command: it compares, moves
+    aside what differs and writes), the link one :meth:`Host.repoint_symlink`: five SSH round trips in all."""
     moved: list[str] = []
 
     def aside(path: PurePosixPath, where: PurePosixPath | None) -> None:
         if where is not None:
             moved.append(f"{host.name}:{path} moved aside to {where}")
 
-    known: dict[PurePosixPath, bytes | None] = {}
-    if state is not None and PurePosixPath(state.client_ca_path) == PurePosixPath(files.ca_path):
-        known = {PurePosixPath(files.ca_path): state.client_ca, paths.KUBELET_CONF: state.kubelet_conf}
-    host.write(PurePosixPath(files.pem_path), files.pem, 0o600)
+    aside(PurePosixPath(files.pem_path), host.write(PurePosixPath(files.pem_path), files.pem, 0o600, now))
     for path, content, mode in (
         (PurePosixPath(files.ca_path), files.ca_cert, 0o644),
         (paths.KUBELET_CONF, files.kubeconfig, 0o600),
     ):
-        if (known[path] if path in known else host.read(path)) not in (None, content):
-            aside(path, host.move_aside(path, now))
-        aside(path, host.write(path, content, mode))
-    if state is not None and state.current_link != files.pem_path:
-        aside(paths.KUBELET_CLIENT_CURRENT, host.move_aside(paths.KUBELET_CLIENT_CURRENT, now))
-        host.replace_symlink(paths.KUBELET_CLIENT_CURRENT, files.pem_path)
-    elif state is None:
-        aside(paths.KUBELET_CLIENT_CURRENT, host.repoint_symlink(paths.KUBELET_CLIENT_CURRENT, files.pem_path, now))
+        aside(path, host.write(path, content, mode, now))
+    aside(paths.KUBELET_CLIENT_CURRENT, host.repoint_symlink(paths.KUBELET_CLIENT_CURRENT, files.pem_path, now))
     if restart:
         host.restart_unit("kubelet")
     return moved

@@ -96,7 +96,7 @@ def retrust_in_place(
         server = core.kubelet_conf_server(state.kubelet_conf, default_server)
         files = core.node_trust_files(cfg, ca, key, node.name, server, state.client_ca_path, now, pem_stamp)
         since = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
-        moved = retrust_node(host, files, now, state=state)
+        moved = retrust_node(host, files, now)
         path = f"/api/v1/nodes/{node.name}"
         _wait(f"node {node.name} Ready", opts.node_timeout, lambda: core.ready_since(api.get(path), since), 1.0)
         return [*(f"{node.name}: {p}" for p in found), *moved]
