@@ -218,17 +218,39 @@ def one_size(args: argparse.Namespace, n: int) -> dict[str, Any]:
         say(f"fleet: the {n - len(unreachable)} sshd listeners hold {sshd_mb} MB (PSS)")
         limit = min(args.node_timeout * n, args.time_limit or float("inf"))
         t0 = time.monotonic()
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=limit, check=False)
-            if proc.returncode != 0:
-                raise RuntimeError(f"the tool failed: {proc.stderr[-2000:]}")
-            result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-        except subprocess.TimeoutExpired:  # --time-limit: stopped; what it finished is in the audit log
+        tool_proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out: list[str] = []
+        readers = [
+            threading.Thread(target=lambda f=f: out.append(f.read()), daemon=True)  # type: ignore[misc]
+            for f in (tool_proc.stdout, tool_proc.stderr)
+        ]
+        for r in readers:
+            r.start()
+        progress_at = t0 + 60
+        while tool_proc.poll() is None and time.monotonic() - t0 < limit:
+            time.sleep(1)
+            if time.monotonic() > progress_at:  # the re-trusted nodes' status requests, as the tool goes
+                progress_at += 60
+                done = fleet.requests_since(line).get("nodes", 0)
+                say(f"fleet: {time.monotonic() - t0:.0f} s: {done} nodes re-trusted, load {os.getloadavg()[0]:.0f}")
+        if tool_proc.poll() is None:  # --time-limit: stopped; what it finished is in the audit log
+            status = Path(f"/proc/{tool_proc.pid}/status").read_text()
+            hwm = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmHWM:"))
+            ticks = [int(x) for x in Path(f"/proc/{tool_proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]]
+            tool_proc.kill()
+            tool_proc.wait()
             time.sleep(1)
             done = fleet.requests_since(line).get("nodes", 0)
             say(f"fleet: --time-limit {limit:g} s reached with {done} of {n} nodes re-trusted; the tool was stopped")
-            result = {"wall_s": round(time.monotonic() - t0, 1), "ok": done, "failed": {}, "partial": True}
-            result |= {"peak_rss_mb": None, "cpu_s": None}
+            result: dict[str, Any] = {"wall_s": round(time.monotonic() - t0, 1), "ok": done, "failed": {}}
+            result |= {"partial": True, "peak_rss_mb": round(hwm / 1024, 1), "cpu_s": round(sum(ticks) / 100, 1)}
+        else:
+            for r in readers:
+                r.join()
+            if tool_proc.returncode != 0:
+                raise RuntimeError(f"the tool failed: {''.join(out)[-2000:]}")
+            stdout = next(o for o in out if o.strip().startswith("{"))
+            result = json.loads(stdout.strip().splitlines()[-1])
         time.sleep(1)  # the audit log is written asynchronously (batch of 1 s at most)
         requests = fleet.requests_since(line)
     finally:
