@@ -221,6 +221,8 @@ class Fleet:
                     "--max-requests-inflight=800",
                     "--max-mutating-requests-inflight=400",
                 ]
+            if component == "etcd":  # the fleet's etcd is throwaway: no fsync wait on a disk the other labs share
+                extra = ["--unsafe-no-fsync"]
             self._start(component, extra)
             if component == "etcd":
                 time.sleep(0.5)  # etcd needs no wait: the API server retries its connection
@@ -250,7 +252,13 @@ class Fleet:
         workload controllers roll Deployments, StatefulSets and DaemonSets out as on a real cluster."""
         self._start(
             "kube-controller-manager",
-            [f"--controllers={controllers}", f"--kube-api-qps={qps}", f"--kube-api-burst={2 * qps}"],
+            # one instance: no leader election, which it loses (and exits) when the loaded API server is slow
+            [
+                f"--controllers={controllers}",
+                f"--kube-api-qps={qps}",
+                f"--kube-api-burst={2 * qps}",
+                "--leader-elect=false",
+            ],
         )
 
     def _rooted(self, arg: str) -> str:
