@@ -85,12 +85,16 @@ def _command(_self: Any, argv: Any, *a: Any, **kw: Any) -> str:
     if words[:2] == ["sh", "-c"]:
         script = words[2]
         return "ssh run: sh -c " + (
-            "write_file"
+            "read files (read_many)"
+            if "read_one" in script
+            else "readlink"
+            if script.startswith("test -L")
+            else "write file (compare, move aside, write)"
             if "cat >" in script
-            else "move aside"
-            if 'mv -f "$f"' in script
-            else "link"
+            else "repoint link (move aside, link)"
             if "ln -s" in script
+            else "move aside"
+            if 'mv -T -- "$s" "$a"' in script
             else "script"
         )
     return "ssh run: " + " ".join(words[:2] if words[0] == "systemctl" else words[:1])
@@ -221,7 +225,7 @@ def one_size(args: argparse.Namespace, n: int) -> dict[str, Any]:
         tool_proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         out: list[str] = []
         readers = [
-            threading.Thread(target=lambda f=f: out.append(f.read()), daemon=True)  # type: ignore[misc]
+            threading.Thread(target=lambda f=f: out.append(f.read()), daemon=True)
             for f in (tool_proc.stdout, tool_proc.stderr)
         ]
         for r in readers:
