@@ -94,7 +94,12 @@ def test_known_hosts_is_parsed_once_while_unchanged_and_read_again_when_it_chang
     port = server.sockets[0].getsockname()[1]
     parsed: list[object] = []
     real = asyncssh.read_known_hosts
-    monkeypatch.setattr(asyncssh, "read_known_hosts", lambda files: parsed.append(files) or real(files))
+
+    def counted(files: Any) -> Any:
+        parsed.append(files)
+        return real(files)
+
+    monkeypatch.setattr(asyncssh, "read_known_hosts", counted)
     known = tmp_path / "known_hosts"
     other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
     known.write_text(f"[127.0.0.1]:{port} {other}\n[127.0.0.1]:{port} {key.export_public_key().decode().strip()}\n")

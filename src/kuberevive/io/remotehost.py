@@ -129,12 +129,43 @@ fail() { rc=$?; rm -f -- "$t"; exit $rc; }
 """
 )
 
+# After the checks of the target $p: its parents made (the mode/dir pairs up to "-"), "$@" left with the backup
+# path's parents, $d and the temporary name $t beside $p. Then (_SWAP) what is at $p (a file, a symlink, an empty
+# directory where a link goes) gets a second name at the backup path $a (a hard link, a symlink staying a symlink;
+# across file systems a durable copy; a directory renamed), "aside" printed, and $t renamed over $p: the path never
+# lacks its file. The EXIT trap a script sets removes $t, and $a when $made, if it stops before that.
+_BESIDE_TEMP = """
+mkparents "$@"
+while [ $# -gt 0 ] && [ "$1" != - ]; do shift; done
+[ $# -gt 0 ] && shift
+d=${p%/*}; d=${d:-/}; t="$d/.${p##*/}.kuberevive-tmp-$$"  # no dirname/basename process: $p is normalised
+made=
+"""
+_SWAP = f"""
+if [ -e "$p" ] || [ -L "$p" ]; then
+  if [ -e "$a" ] || [ -L "$a" ]; then exit {_ASIDE_EXISTS}; fi
+  mkparents "$@"
+  if [ -d "$p" ] && [ ! -L "$p" ]; then
+    mv -T -- "$p" "$a" || exit
+  else
+    made=1
+    if ! ln -P -T -- "$p" "$a" 2>/dev/null; then
+      cp -a -T -- "$p" "$a" && {{ [ -L "$a" ] || sync -- "$a"; }} || exit
+    fi
+  fi
+  sync -- "${{a%/*}}" || exit
+  printf 'aside\\n'
+fi
+mv -f -T -- "$t" "$p" || exit
+trap - EXIT
+exec sync -- "$d"
+"""
+_TRAP = """trap 'rm -f -- "$t"; [ -z "$made" ] || rm -f -- "$a"' EXIT\n"""
+
 # $1 path, $2 mode, $3 the backup path for what is there now, then the path's parents as mode/dir pairs, "-", the
 # backup path's parents. Content on stdin. One command for the whole write: what is there with the same bytes and
-# mode is left alone (exit _UNCHANGED); else the new file is made complete beside it first, what is there (a file,
-# or a symlink to nothing) gets a second name at the backup path (a hard link; across file systems a copy made
-# durable), and only then is the new file renamed over it: the path never lacks a file, and a failure removes what
-# this write made (the temporary file, the backup name), leaving the old file where it was.
+# mode is left alone (exit _UNCHANGED); else the new file is made complete beside it first, then _SWAP: a failure
+# removes what this write made (the temporary file, the backup name), leaving the old file where it was.
 _WRITE = (
     _MKPARENTS
     + f"""
@@ -148,33 +179,19 @@ elif [ ! -L "$p" ]; then
     if [ -e "$d" ] && [ ! -d "$d" ]; then exit {_PARENT_IS_FILE}; fi
   done
 fi
-mkparents "$@"
-while [ $# -gt 0 ] && [ "$1" != - ]; do shift; done
-[ $# -gt 0 ] && shift
-d=${{p%/*}}; d=${{d:-/}}; t="$d/.${{p##*/}}.kuberevive-tmp-$$"  # no dirname/basename process: $p is normalised
-made=
-umask 077
+"""
+    + _BESIDE_TEMP
+    + """umask 077
 set -C
 : > "$t" || exit 1
 set +C
-trap 'rm -f -- "$t"; [ -z "$made" ] || rm -f -- "$a"' EXIT  # what this write made, unless it succeeds
-chmod "$arg" -- "$t" && cat >> "$t" || exit
+"""
+    + _TRAP
+    + f"""chmod "$arg" -- "$t" && cat >> "$t" || exit
 if [ -f "$p" ] && [ "$(stat -L -c %a -- "$p")" = "$arg" ] && cmp -s -- "$t" "$p"; then exit {_UNCHANGED}; fi
 sync -- "$t" || exit
-if [ -e "$p" ] || [ -L "$p" ]; then
-  if [ -e "$a" ] || [ -L "$a" ]; then exit {_ASIDE_EXISTS}; fi
-  mkparents "$@"
-  made=1
-  if ! ln -P -T -- "$p" "$a" 2>/dev/null; then
-    cp -a -T -- "$p" "$a" && {{ [ -L "$a" ] || sync -- "$a"; }} || exit
-  fi
-  sync -- "${{a%/*}}" || exit
-  printf 'aside\n'
-fi
-mv -f -T -- "$t" "$p" || exit
-trap - EXIT
-exec sync -- "$d"
 """
+    + _SWAP
 )
 
 _SYMLINK = (
@@ -188,39 +205,19 @@ exec sync -- "$d"
 
 # $1 path, $2 the link's target, $3 the backup path, then the path's parents as mode/dir pairs, "-", the backup
 # path's parents: Host.repoint_symlink in one command. A link to the target already: nothing (exit _UNCHANGED).
-# Else the new link is made beside the path, what is there gets a second name at the backup path (a hard link to
-# it, a symlink staying a symlink; an empty directory is renamed), and the new link is renamed over the path.
+# Else the new link is made beside the path, then _SWAP.
 _REPOINT = (
     _MKPARENTS
     + f"""
 p=$1 arg=$2 a=$3; shift 3
 if [ -L "$p" ] && [ "$(readlink -- "$p")" = "$arg" ]; then exit {_UNCHANGED}; fi
-mkparents "$@"
-while [ $# -gt 0 ] && [ "$1" != - ]; do shift; done
-[ $# -gt 0 ] && shift
-d=${{p%/*}}; d=${{d:-/}}; t="$d/.${{p##*/}}.kuberevive-tmp-$$"
-made=
-rm -f -- "$t"
-ln -s -- "$arg" "$t" || exit
-trap 'rm -f -- "$t"; [ -z "$made" ] || rm -f -- "$a"' EXIT
-if [ -e "$p" ] || [ -L "$p" ]; then
-  if [ -e "$a" ] || [ -L "$a" ]; then exit {_ASIDE_EXISTS}; fi
-  mkparents "$@"
-  if [ -d "$p" ] && [ ! -L "$p" ]; then
-    mv -T -- "$p" "$a" || exit
-  else
-    made=1
-    if ! ln -P -T -- "$p" "$a" 2>/dev/null; then
-      cp -a -T -- "$p" "$a" && {{ [ -L "$a" ] || sync -- "$a"; }} || exit
-    fi
-  fi
-  sync -- "${{a%/*}}" || exit
-  printf 'aside\n'
-fi
-mv -f -T -- "$t" "$p" || exit
-trap - EXIT
-exec sync -- "$d"
 """
+    + _BESIDE_TEMP
+    + """rm -f -- "$t"
+ln -s -- "$arg" "$t" || exit
+"""
+    + _TRAP
+    + _SWAP
 )
 
 # $1 source, $2 backup path, then the backup path's parents as mode/dir pairs.
