@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +85,16 @@ def _command(_self: Any, argv: Any, *a: Any, **kw: Any) -> str:
     if words[:2] == ["sh", "-c"]:
         script = words[2]
         return "ssh run: sh -c " + (
-            "write_file"
+            "read files (read_many)"
+            if "read_one" in script
+            else "readlink"
+            if script.startswith("test -L")
+            else "write file (compare, move aside, write)"
             if "cat >" in script
-            else "move aside"
-            if 'mv -f "$f"' in script
-            else "link"
+            else "repoint link (move aside, link)"
             if "ln -s" in script
+            else "move aside"
+            if 'mv -T -- "$s" "$a"' in script
             else "script"
         )
     return "ssh run: " + " ".join(words[:2] if words[0] == "systemctl" else words[:1])
@@ -140,6 +145,65 @@ def tool(work: Path, nodes: int, concurrency: int, node_timeout: float, profile:
     return out
 
 
+def sa_tool(work: Path) -> dict[str, Any]:
+    """The tool's side of the ServiceAccount remediation, in its own process: what recover's ``sa-tokens`` step runs
+    (``read_restart_plan`` then ``apply_restart_plan``, with ``admin.conf``), every pod and legacy token Secret
+    counted as signed by a retired key."""
+    from kuberevive.core.satokens import key_ids
+    from kuberevive.io import restarts_apply
+    from kuberevive.io.kubeapi import KubeApi
+
+    calls: dict[str, int] = {}
+    lock = threading.Lock()
+    raw = KubeApi.raw
+
+    def counted(self: KubeApi, method: str, path: str, *a: Any, **kw: Any) -> Any:
+        key = (
+            f"GET {path.split('?')[0]} (a list page)"
+            if method == "GET" and "limit=" in path
+            else f"{method} one object"
+        )
+        with lock:
+            calls[key] = calls.get(key, 0) + 1
+        return raw(self, method, path, *a, **kw)
+
+    KubeApi.raw = counted  # type: ignore[method-assign]
+    fleet = Fleet(work, 0)
+    api = fleet.api()
+    current = key_ids((fleet.root / "etc/kubernetes/pki/sa.pub").read_bytes())
+    cutoff = datetime.now(UTC)
+    t0 = time.monotonic()
+    plan = restarts_apply.read_restart_plan(api, cutoff, current, False)
+    t_plan = time.monotonic() - t0
+    kinds: dict[str, int] = {}
+    for action in plan.actions:
+        kinds[f"{action.action} {action.kind}"] = kinds.get(f"{action.action} {action.kind}", 0) + 1
+    say(f"sa: plan in {t_plan:.1f} s: {kinds}")
+    lines: list[str] = []
+
+    def progress(text: str) -> None:
+        lines.append(text)
+        say(f"sa: {text}")
+
+    results = restarts_apply.apply_restart_plan(api, plan, progress)
+    wall = time.monotonic() - t0
+    remints = [r for r in results if r.action.action == "remint"]
+    rollouts = [r for r in results if r.action.action != "remint"]
+    return {
+        "wall_s": round(wall, 1),
+        "plan_s": round(t_plan, 1),
+        "remint_s": round(max((r.seconds for r in remints), default=0.0), 1),
+        "rollouts_s": round(sum(r.seconds for r in rollouts), 1),
+        "actions": kinds,
+        "outcomes": {o: sum(1 for r in results if r.outcome == o) for o in ("ok", "skipped", "failed")},
+        "failed": [r.line() for r in results if r.outcome == "failed"][:20],
+        "slowest_rollouts": [r.line()[:160] for r in sorted(rollouts, key=lambda r: -r.seconds)[:5]],
+        "client_requests": dict(sorted(calls.items(), key=lambda kv: -kv[1])),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
+    }
+
+
 def one_size(args: argparse.Namespace, n: int) -> dict[str, Any]:
     work = Path(args.work) / str(n)
     if work.exists():
@@ -154,16 +218,50 @@ def one_size(args: argparse.Namespace, n: int) -> dict[str, Any]:
         argv = [sys.executable, __file__, "--tool", str(work), "--nodes", str(n)]
         argv += ["--concurrency", str(args.concurrency), "--node-timeout", str(args.node_timeout)]
         argv += ["--profile"] if args.profile else []
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=args.node_timeout * n, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"the tool failed: {proc.stderr[-2000:]}")
-        result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        sshd_mb = fleet.sshd_pss_mb()
+        say(f"fleet: the {n - len(unreachable)} sshd listeners hold {sshd_mb} MB (PSS)")
+        limit = min(args.node_timeout * n, args.time_limit or float("inf"))
+        t0 = time.monotonic()
+        tool_proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out: list[str] = []
+        readers = [
+            threading.Thread(target=lambda f=f: out.append(f.read()), daemon=True)
+            for f in (tool_proc.stdout, tool_proc.stderr)
+        ]
+        for r in readers:
+            r.start()
+        progress_at = t0 + 60
+        while tool_proc.poll() is None and time.monotonic() - t0 < limit:
+            time.sleep(1)
+            if time.monotonic() > progress_at:  # the re-trusted nodes' status requests, as the tool goes
+                progress_at += 60
+                done = fleet.requests_since(line).get("nodes", 0)
+                say(f"fleet: {time.monotonic() - t0:.0f} s: {done} nodes re-trusted, load {os.getloadavg()[0]:.0f}")
+        if tool_proc.poll() is None:  # --time-limit: stopped; what it finished is in the audit log
+            status = Path(f"/proc/{tool_proc.pid}/status").read_text()
+            hwm = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmHWM:"))
+            ticks = [int(x) for x in Path(f"/proc/{tool_proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]]
+            tool_proc.kill()
+            tool_proc.wait()
+            time.sleep(1)
+            done = fleet.requests_since(line).get("nodes", 0)
+            say(f"fleet: --time-limit {limit:g} s reached with {done} of {n} nodes re-trusted; the tool was stopped")
+            result: dict[str, Any] = {"wall_s": round(time.monotonic() - t0, 1), "ok": done, "failed": {}}
+            result |= {"partial": True, "peak_rss_mb": round(hwm / 1024, 1), "cpu_s": round(sum(ticks) / 100, 1)}
+        else:
+            for r in readers:
+                r.join()
+            if tool_proc.returncode != 0:
+                raise RuntimeError(f"the tool failed: {''.join(out)[-2000:]}")
+            stdout = next(o for o in out if o.strip().startswith("{"))
+            result = json.loads(stdout.strip().splitlines()[-1])
         time.sleep(1)  # the audit log is written asynchronously (batch of 1 s at most)
         requests = fleet.requests_since(line)
     finally:
         fleet.stop()
     tool_requests = requests.get("kubernetes-admin", 0)
     result |= {
+        "sshd_pss_mb": sshd_mb,
         "nodes": n,
         "unreachable": sorted(unreachable),
         "slow": sorted(slow),
@@ -171,8 +269,77 @@ def one_size(args: argparse.Namespace, n: int) -> dict[str, Any]:
         "api_requests": tool_requests,
         "api_requests_per_s": round(tool_requests / result["wall_s"], 1) if result["wall_s"] else 0,
         "node_requests": requests.get("nodes", 0),
+        "load_average": os.getloadavg(),
     }
     return result
+
+
+def sa_size(args: argparse.Namespace) -> dict[str, Any]:
+    """A fleet with ``--sa-nodes`` Node objects (no sshd), the real kube-controller-manager and the pod simulator;
+    ``--secrets`` legacy token Secrets and ``--pods`` pods; then :func:`sa_tool` in its own process."""
+    from kuberevive.lab.fleet import PodSimulator, sa_nodes, sa_objects
+
+    work = Path(args.work) / "sa"
+    if work.exists():
+        shutil.rmtree(work)
+    fleet = Fleet(work, 0)
+    sim: PodSimulator | None = None
+    try:
+        fleet.start(progress=say)
+        admin = fleet.api("super-admin.conf", timeout=60)
+        t0 = time.monotonic()
+        nodes = sa_nodes(admin, args.sa_nodes)
+        fleet.start_controller_manager(
+            "serviceaccount,serviceaccount-token,deployment,replicaset,statefulset,daemonset", args.kcm_qps
+        )
+        sim = PodSimulator(admin, nodes)
+        sim.start()
+        made = sa_objects(admin, fleet, args.secrets, args.pods, len(nodes), say)
+        say(f"sa: {made} in {time.monotonic() - t0:.0f} s; pod simulator: {sim.counts}")
+        line = fleet.audit_lines()
+        say("sa: the remediation (recover's sa-tokens step)")
+        argv = [sys.executable, __file__, "--sa-tool", str(work)]
+        t0 = time.monotonic()
+        try:
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, timeout=args.time_limit or 4 * 3600, check=False
+            )
+            sys.stderr.write(proc.stderr[-4000:])
+            if proc.returncode != 0:
+                raise RuntimeError(f"the tool failed: {proc.stderr[-2000:]}")
+            result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        except subprocess.TimeoutExpired as exc:  # --time-limit: what it said it finished
+            said = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+            sys.stderr.write(said[-4000:])
+            lines = said.splitlines()
+            result = {
+                "partial": True,
+                "wall_s": round(time.monotonic() - t0, 1),
+                "said": [x for x in lines if x.startswith("sa: plan") or "re-minted in" in x],
+                "owners_done": sum(1 for x in lines if x.startswith("sa:   ok: ")),
+                "last": lines[-3:],
+            }
+        time.sleep(1)  # the audit log is written asynchronously (batch of 1 s at most)
+        requests = fleet.requests_since(line)
+    finally:
+        if sim is not None:
+            sim.stop()
+        fleet.stop()
+    tool = requests.get("kubernetes-admin", 0)
+    return result | {
+        "secrets": args.secrets,
+        "pods": args.pods,
+        "nodes": args.sa_nodes,
+        "objects": made,
+        "kcm_qps": args.kcm_qps,
+        "api_requests": tool,
+        "api_requests_per_s": round(tool / result["wall_s"], 1) if result["wall_s"] else 0,
+        "controller_requests": sum(
+            v for k, v in requests.items() if k.startswith("system:serviceaccount:kube-system:")
+        ),
+        "simulator": sim.counts if sim is not None else {},
+        "load_average": os.getloadavg(),
+    }
 
 
 def main() -> int:
@@ -186,13 +353,20 @@ def main() -> int:
     parser.add_argument("--node-timeout", type=float, default=300.0)
     parser.add_argument("--work", default="/var/lib/kuberevive-fleet")
     parser.add_argument("--profile", action="store_true", help="print where the tool's time goes (summed over threads)")
+    parser.add_argument("--sa-nodes", type=int, default=100, help="Node objects for the pods (--secrets/--pods)")
+    parser.add_argument("--kcm-qps", type=int, default=100, help="kube-controller-manager's --kube-api-qps")
+    parser.add_argument(
+        "--time-limit", type=float, default=0, help="stop the tool after this many seconds and report what it finished"
+    )
     parser.add_argument("--tool", help=argparse.SUPPRESS)
+    parser.add_argument("--sa-tool", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tool:
         print(json.dumps(tool(Path(args.tool), int(args.nodes), args.concurrency, args.node_timeout, args.profile)))
         return 0
-    if args.secrets or args.pods:
-        parser.error("--secrets/--pods: the ServiceAccount remediation is not measured yet (use 0)")
+    if args.sa_tool:
+        print(json.dumps(sa_tool(Path(args.sa_tool))))
+        return 0
     if os.geteuid() != 0:
         parser.error("needs root (network and mount namespaces, sshd)")
     if not in_private_namespaces():
@@ -201,25 +375,46 @@ def main() -> int:
         return subprocess.run(argv, env=env, check=False).returncode
     Fleet.enter_namespaces()
     rows = []
-    for n in (int(x) for x in args.nodes.split(",")):
+    for n in (int(x) for x in args.nodes.split(",") if x.strip() and int(x) > 0):
         r = one_size(args, n)
         say(json.dumps({k: v for k, v in r.items() if k != "profile"}))
         if r.get("profile"):
             say(r["profile"])
         rows.append(r)
-    print(f"re-trust of N simulated nodes, concurrency {args.concurrency}, {args.bad_percent:g} % bad nodes")
-    print(
-        f"{'N':>6} {'wall s':>8} {'nodes/s':>8} {'ok':>6} {'failed':>7} {'peak RSS MB':>12} {'tool CPU s':>11}"
-        f" {'API req':>8} {'req/s':>7}"
-    )
+    sa = sa_size(args) if args.secrets or args.pods else None
+    if rows:
+        print(f"re-trust of N simulated nodes, concurrency {args.concurrency}, {args.bad_percent:g} % bad nodes")
+        print(
+            f"{'N':>6} {'wall s':>8} {'nodes/s':>8} {'ok':>6} {'failed':>7} {'peak RSS MB':>12} {'tool CPU s':>11}"
+            f" {'API req':>8} {'req/s':>7}  load average (1, 5, 15 min) at the end"
+        )
     for r in rows:
         print(
             f"{r['nodes']:>6} {r['wall_s']:>8} {r['nodes_per_s']:>8} {r['ok']:>6} {len(r['failed']):>7}"
             f" {r['peak_rss_mb']:>12} {r['cpu_s']:>11} {r['api_requests']:>8} {r['api_requests_per_s']:>7}"
+            f"  {', '.join(f'{x:.0f}' for x in r['load_average'])}"
         )
         for name, error in sorted(r["failed"].items()):
             print(f"       failed: {name}: {error}")
-    print(json.dumps({"benchmark": "fleet", "concurrency": args.concurrency, "sizes": rows}))
+    if sa is not None:
+        print(
+            f"ServiceAccount remediation: {sa['secrets']} legacy token Secrets, {sa['pods']} pods"
+            f" on {sa['nodes']} nodes ({sa['objects']})"
+        )
+        print(
+            f"  wall {sa['wall_s']} s (plan {sa['plan_s']} s, re-mints {sa['remint_s']} s,"
+            f" rollouts {sa['rollouts_s']} s);"
+            f" peak RSS {sa['peak_rss_mb']} MB, tool CPU {sa['cpu_s']} s"
+        )
+        print(
+            f"  tool API requests {sa['api_requests']} ({sa['api_requests_per_s']}/s; the tool has no client-side QPS"
+            f" limit); kube-controller-manager's --kube-api-qps {sa['kcm_qps']}, its requests"
+            f" {sa['controller_requests']}; outcomes {sa['outcomes']}"
+        )
+        print(f"  actions {sa['actions']}; requests by kind {sa['client_requests']}")
+        for line in sa["failed"]:
+            print(f"  failed: {line}")
+    print(json.dumps({"benchmark": "fleet", "concurrency": args.concurrency, "sizes": rows, "sa": sa}))
     return 0
 
 

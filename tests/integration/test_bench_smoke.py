@@ -4,7 +4,8 @@
 about a second, every ``kubeadm`` command of the manual procedure (:mod:`kuberevive.lab.manual`), with and
 without the cluster's configuration: the subcommand exists in kubeadm v1.33 and accepts every flag used,
 and the configuration files it is given are valid to kubeadm (``kubeadm config validate``).
-``fleet.py`` runs whole at N = 3 (about 45 s on 2 cores, most of it the API server starting).
+``fleet.py`` runs whole at N = 3 (about 45 s on 2 cores, most of it the API server starting), and its ServiceAccount
+remediation with a few Secrets and pods (the real kube-controller-manager re-mints and rolls them out).
 """
 
 from __future__ import annotations
@@ -111,3 +112,20 @@ def test_fleet_benchmark_at_three_nodes(tmp_path: Path) -> None:
         node = tmp_path / "3/nodes" / name
         assert ((node / "etc.up/kubernetes/pki/ca.crt").read_bytes() == new_ca) is done, name
         assert any((node / "var.up/lib/kuberevive/backup").glob("*/etc/kubernetes/kubelet.conf")) is done, name
+
+
+def test_fleet_benchmark_sa_remediation_with_a_few_secrets_and_pods(tmp_path: Path) -> None:
+    """``benchmarks/fleet.py --nodes 0 --secrets 6 --pods 4`` end to end: recover's sa-tokens code re-mints every
+    legacy token Secret (the real token controller signs new ones with the fleet's sa.key) and rolls out every owner
+    of a pod (the real Deployment and DaemonSet controllers, pods run by the simulator); nothing fails."""
+    if os.geteuid() != 0:
+        pytest.skip("the fleet needs root (network and mount namespaces)")
+    script = Path(__file__).parents[2] / "benchmarks" / "fleet.py"
+    argv = [sys.executable, str(script), "--nodes", "0", "--secrets", "6", "--pods", "4", "--sa-nodes", "2"]
+    run = subprocess.run([*argv, "--work", str(tmp_path)], capture_output=True, text=True, timeout=900, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    sa = json.loads(run.stdout.strip().splitlines()[-1])["sa"]
+    assert sa["actions"] == {"remint Secret": 6, "rollout-restart Deployment": 1, "rollout-restart DaemonSet": 1}, sa
+    assert sa["outcomes"] == {"ok": 8, "skipped": 0, "failed": 0}, sa
+    assert sa["api_requests"] >= 6 + 2  # a patch per Secret and per owner, plus the lists and the waits
+    assert "ServiceAccount remediation: 6 legacy token Secrets" in run.stdout

@@ -24,7 +24,7 @@ import pytest
 
 from kuberevive.core.manifests import parse_manifest
 from kuberevive.io.etcdrestore import _etcdutl_restore, member_from_manifest
-from kuberevive.io.snapshot import _scan_member_names
+from kuberevive.io.snapshot import _scan_members
 from tests.integration.test_etcd_mtls import ADVERTISE, _config, _etcdctl, _generate_tree
 
 pytestmark = pytest.mark.integration
@@ -118,13 +118,17 @@ def test_real_etcd_of_the_minor_runs_the_generated_manifest_is_diagnosed_and_its
     data = server.tmp / "etcd-data"
     files = [p for p in data.rglob("*") if p.is_file() and (p.name == "db" or p.name.endswith(".wal"))]
     assert files, list(data.rglob("*"))
-    assert MEMBER in set().union(*(_scan_member_names(p) for p in files))
+    assert MEMBER in {r.name for p in files for r in _scan_members(p)[0]}
 
     # restore with this etcd's etcdutl, as restore-etcd does: the member settings of the manifest
     member = member_from_manifest(server.manifest, "etcd.yaml")
     assert member.name == MEMBER
     restored = server.tmp / "restored"
-    _etcdutl_restore(str(server.bin_dir / "etcdutl"), member, snap.read_bytes(), restored)
+    fd = os.open(snap, os.O_RDONLY)  # restored through a descriptor, as restore-etcd streams it
+    try:
+        _etcdutl_restore(str(server.bin_dir / "etcdutl"), member, fd, restored, skip_hash_check=False)
+    finally:
+        os.close(fd)
     assert (restored / "member").is_dir()
     server.start(data_dir=restored)
     got = server.ctl("apiserver-etcd-client", "get", "/registry/kuberevive", "--print-value-only")

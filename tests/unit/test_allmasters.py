@@ -23,10 +23,11 @@ from cryptography import x509
 
 from kuberevive.core import allmasters, pki
 from kuberevive.core import recover as core
+from kuberevive.core.etcdsafety import Member
 from kuberevive.core.guard import is_guarded
 from kuberevive.core.manifests import manifest_flags, parse_manifest
 from kuberevive.errors import PlanError, TransportError
-from kuberevive.io.etcd import EtcdClient, Member
+from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.host import Host
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot

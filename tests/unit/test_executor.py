@@ -26,12 +26,13 @@ import pytest
 import yaml
 
 from kuberevive.core import recover as core
+from kuberevive.core.etcdsafety import Member
 from kuberevive.core.guard import is_guarded
 from kuberevive.core.k8sproto import encode_configmap
 from kuberevive.core.manifests import parse_manifest
 from kuberevive.core.retrust import unguard_manifest
 from kuberevive.errors import KubeApiError, NodeFsError, PlanError
-from kuberevive.io.etcd import EtcdClient, Member
+from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.host import Container, LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot, WriteResult

@@ -44,7 +44,7 @@ def test_a_malformed_version_is_refused(version: str) -> None:
 
 
 def test_preflight_checks_ignored_only_from_v1_35() -> None:
-    from kuberevive.lab.kubeadm import init_documents, join_documents
+    from kuberevive.lab.kubeadm import JoinCommand, init_documents, join_documents
 
     old = LabConfig.from_env({})
     assert "ignorePreflightErrors" not in init_documents(old, "abcdef.0123456789abcdef")[0]["nodeRegistration"]
@@ -52,5 +52,5 @@ def test_preflight_checks_ignored_only_from_v1_35() -> None:
     init = init_documents(new, "abcdef.0123456789abcdef")
     assert init[0]["nodeRegistration"]["ignorePreflightErrors"] == ["SystemVerification"]
     assert init[1]["kubernetesVersion"] == "v1.37.2"
-    join = join_documents(new, new.workers[0], "abcdef.0123456789abcdef", "sha256:00")
+    join = join_documents(new, new.workers[0], JoinCommand("172.30.7.11:6443", "abcdef.0123456789abcdef", "sha256:00"))
     assert join[0]["nodeRegistration"]["ignorePreflightErrors"] == ["SystemVerification"]

@@ -174,8 +174,11 @@ def test_same_content_and_mode_writes_nothing(rec: Recording, tmp_path: Path) ->
     before = os.stat(tmp_path / "f").st_ino
     rec.calls.clear()
     assert host.write(target, b"x", 0o600) is None
-    assert len(rec.calls) == 1 and rec.calls[0][1] is None  # one read, no write
+    assert len(rec.calls) == 1  # one command, which found the same bytes and mode and replaced nothing
     assert os.stat(tmp_path / "f").st_ino == before
+    assert os.listdir(tmp_path) == ["f"]  # its temporary file is gone, nothing moved aside
+    aside = host.write(target, b"x", 0o640)  # the same bytes with another mode: replaced, the old one kept
+    assert aside is not None and _mode(Path(aside)) == 0o600 and _mode(tmp_path / "f") == 0o640
 
 
 @pytest.mark.parametrize(
@@ -261,8 +264,14 @@ def test_read_many_is_one_command_with_the_checks_of_read(rec: Recording, tmp_pa
     wanted = [PurePosixPath(tmp_path / n) for n in ("a", "missing", "b", "dangling", "empty")]
     got = host.read_many(wanted)
     assert len(rec.calls) == 1
-    assert got == {wanted[0]: b"first\n\n", wanted[2]: bytes(range(256)), wanted[4]: b""}
-    assert got == {p: d for p in wanted if (d := host.read(p)) is not None}
+    assert got == {
+        wanted[0]: b"first\n\n",
+        wanted[1]: None,
+        wanted[2]: bytes(range(256)),
+        wanted[3]: None,
+        wanted[4]: b"",
+    }
+    assert got == {p: host.read(p) for p in wanted}
     with pytest.raises(NodeFsError) as err:  # what read refuses, read_many refuses, naming the file
         host.read_many([wanted[0], PurePosixPath(tmp_path)])
     assert str(err.value).startswith(f"node-a: {tmp_path} is a directory, expected a file")
@@ -378,9 +387,7 @@ def test_move_aside_across_file_systems_copies_then_removes(rec: Recording, tmp_
     assert os.listdir(other_fs) == [] and os.stat(moved["ca.key"]).st_dev != os.stat(other_fs).st_dev
 
 
-def test_write_over_other_content_moves_it_aside_and_a_failed_write_puts_it_back(
-    rec: Recording, tmp_path: Path
-) -> None:
+def test_write_over_other_content_moves_it_aside_and_a_failed_write_leaves_it(rec: Recording, tmp_path: Path) -> None:
     host = SshHost(rec, backup_dir=PurePosixPath(tmp_path / "backup"))
     f = tmp_path / "admin.conf"
     f.write_bytes(b"old")
@@ -388,16 +395,63 @@ def test_write_over_other_content_moves_it_aside_and_a_failed_write_puts_it_back
     aside = host.write(PurePosixPath(f), b"new", 0o600)
     assert aside is not None and Path(aside).read_bytes() == b"old" and f.read_bytes() == b"new"
     inode = f.stat().st_ino
-    with pytest.raises(NodeFsError, match=r"cannot write .*admin.conf: chmod: invalid mode.*; the old file was put"):
+    with pytest.raises(NodeFsError, match=r"cannot write .*admin.conf: chmod: invalid mode.*; what was there is unch"):
         host.write(PurePosixPath(f), b"newer", 0o170000)
     assert (f.read_bytes(), f.stat().st_ino) == (b"new", inode)
     assert sorted(os.listdir(tmp_path)) == ["admin.conf", "backup"]
+    assert [p.read_bytes() for p in (tmp_path / "backup").rglob("admin.conf")] == [b"old"]  # no second backup
 
 
-def test_a_new_file_takes_two_commands_and_a_dangling_link_is_moved_aside(rec: Recording, tmp_path: Path) -> None:
+def test_a_write_whose_rename_fails_leaves_the_old_file_and_no_backup_name(rec: Recording, tmp_path: Path) -> None:
+    host = SshHost(rec, backup_dir=PurePosixPath(tmp_path / "backup"))
+    f = tmp_path / "kubelet.conf"
+    f.write_bytes(b"old")
+    f.chmod(0o600)
+    inode = f.stat().st_ino
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/mv").write_text("#!/bin/sh\necho 'mv: cannot move: Read-only file system' >&2\nexit 1\n")
+    (tmp_path / "bin/mv").chmod(0o755)
+    run = rec.run
+    rec.run = lambda argv, input=None, timeout=DEFAULT_TIMEOUT: run(  # type: ignore[method-assign]
+        ["env", f"PATH={tmp_path / 'bin'}:{os.environ['PATH']}", *argv], input, timeout
+    )
+    with pytest.raises(NodeFsError, match=r"cannot write .*kubelet.conf: .*; what was there is unchanged"):
+        host.write(PurePosixPath(f), b"new", 0o600)
+    assert (f.read_bytes(), f.stat().st_ino) == (b"old", inode)
+    assert not list((tmp_path / "backup").rglob("kubelet.conf"))  # the backup name this write made is removed
+    assert sorted(os.listdir(tmp_path)) == ["backup", "bin", "kubelet.conf"]  # and its temporary file
+
+
+def test_read_many_is_one_command_with_read_s_answers(rec: Recording, tmp_path: Path) -> None:
+    host = SshHost(rec)
+    blob = bytes(range(256)) * 3 + b"\n\n"  # NULs, newlines, every byte
+    (tmp_path / "a").write_bytes(blob)
+    (tmp_path / "empty").write_bytes(b"")
+    os.symlink("/nowhere", tmp_path / "dangling")
+    os.symlink(tmp_path / "a", tmp_path / "link")
+    names = ["a", "missing", "empty", "dangling", "link", "no/such/dir/f"]
+    got = host.read_many([PurePosixPath(tmp_path / n) for n in names])
+    assert len(rec.calls) == 1
+    assert got == {PurePosixPath(tmp_path / n): host.read(PurePosixPath(tmp_path / n)) for n in names}
+    assert list(got.values()) == [blob, None, b"", None, blob, None]
+    assert host.read_many([]) == {}
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(NodeFsError, match=r"fifo is not a regular file \(a FIFO\)"):
+        host.read_many([PurePosixPath(tmp_path / "a"), PurePosixPath(tmp_path / "fifo")])
+
+
+def test_a_write_is_one_command_and_a_dangling_link_is_moved_aside(rec: Recording, tmp_path: Path) -> None:
     host = SshHost(rec, backup_dir=PurePosixPath(tmp_path / "backup"))
     assert host.write(PurePosixPath(tmp_path / "new"), b"x", 0o600) is None
-    assert len(rec.calls) == 2  # the read that finds nothing, the write
+    assert len(rec.calls) == 1  # one SSH round trip per file written (issue 17: the fleet's bottleneck)
+    aside = host.write(PurePosixPath(tmp_path / "new"), b"y", 0o600)
+    assert len(rec.calls) == 2 and aside is not None and Path(aside).read_bytes() == b"x"
+    with pytest.raises(NodeFsError, match=r"a parent of .*/new/x is a file, expected a directory"):
+        host.write(PurePosixPath(tmp_path / "new" / "x"), b"z", 0o600)
+    os.mkdir(tmp_path / "dir")
+    with pytest.raises(NodeFsError, match=r"/dir is a directory, expected a file"):
+        host.write(PurePosixPath(tmp_path / "dir"), b"z", 0o600)
+    assert sorted(os.listdir(tmp_path)) == ["backup", "dir", "new"]
     os.symlink("/nowhere/kubelet-client-1.pem", tmp_path / "current.pem")
     assert host.read(PurePosixPath(tmp_path / "current.pem")) is None
     aside = host.write(PurePosixPath(tmp_path / "current.pem"), b"pem", 0o600)
@@ -448,6 +502,31 @@ def test_repoint_symlink_moves_aside_what_points_elsewhere_on_both_hosts(side: S
     assert second is not None and os.readlink(side.file(second)) == str(pem_a)
     assert host.readlink(current) == str(pem_b)
     assert host.repoint_symlink(base / "new-link", "x") is None and host.readlink(base / "new-link") == "x"
+    os.mkdir(side.file(base / "was-a-dir"))  # what a container runtime leaves where a file belongs
+    third = host.repoint_symlink(base / "was-a-dir", "y", when)
+    assert third is not None and side.file(third).is_dir() and host.readlink(base / "was-a-dir") == "y"
+
+
+def test_repoint_symlink_over_ssh_is_one_command_and_a_failure_changes_nothing(rec: Recording, tmp_path: Path) -> None:
+    host = SshHost(rec, backup_dir=PurePosixPath(tmp_path / "backup"))
+    link = tmp_path / "current.pem"
+    os.symlink("/var/lib/kubelet/pki/old.pem", link)
+    assert host.repoint_symlink(PurePosixPath(link), "/var/lib/kubelet/pki/new.pem") is not None
+    assert len(rec.calls) == 1 and os.readlink(link) == "/var/lib/kubelet/pki/new.pem"
+    assert host.repoint_symlink(PurePosixPath(link), "/var/lib/kubelet/pki/new.pem") is None
+    (tmp_path / "bin").mkdir()  # a mv that fails: the old link stays, the backup name made for it is removed
+    (tmp_path / "bin/mv").write_text("#!/bin/sh\necho 'mv: cannot move: Read-only file system' >&2\nexit 1\n")
+    (tmp_path / "bin/mv").chmod(0o755)
+    run = rec.run
+    rec.run = lambda argv, input=None, timeout=DEFAULT_TIMEOUT: run(  # type: ignore[method-assign]
+        ["env", f"PATH={tmp_path / 'bin'}:{os.environ['PATH']}", *argv], input, timeout
+    )
+    with pytest.raises(NodeFsError, match=r"cannot point .*current.pem at /other.pem: .*; what was there is unchanged"):
+        host.repoint_symlink(PurePosixPath(link), "/other.pem")
+    assert os.readlink(link) == "/var/lib/kubelet/pki/new.pem"
+    kept = [os.path.join(d, f) for d, _, files in os.walk(tmp_path / "backup") for f in files]  # (rglob skips links)
+    assert [os.readlink(p) for p in kept] == ["/var/lib/kubelet/pki/old.pem"]
+    assert sorted(os.listdir(tmp_path)) == ["backup", "bin", "current.pem"]
 
 
 def test_rename_is_a_rename_never_over_something_and_never_a_copy_on_both_hosts(side: Side) -> None:

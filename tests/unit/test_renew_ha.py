@@ -15,10 +15,10 @@ import yaml
 
 from kuberevive.core import caextend as caextend_core
 from kuberevive.core import certs, pki
+from kuberevive.core.etcdsafety import Member
 from kuberevive.core.generate import Target, generate
 from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.errors import NodeFsError, PlanError
-from kuberevive.io.etcd import Member
 from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.transport import Deadline, Result, Transport

@@ -64,7 +64,9 @@ class FakeHost:
     def readlink(self, node_path: PurePosixPath) -> str | None:
         return self.links.get(node_path)
 
-    def write(self, node_path: PurePosixPath, content: bytes, mode: int) -> PurePosixPath | None:
+    def write(
+        self, node_path: PurePosixPath, content: bytes, mode: int, now: datetime | None = None
+    ) -> PurePosixPath | None:
         aside = None
         if node_path in self.files and self.files[node_path] != content:
             aside = self.move_aside(node_path)

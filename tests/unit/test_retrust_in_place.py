@@ -131,6 +131,72 @@ def test_retrust_node_puts_the_new_trust_in_place_and_moves_the_old_aside(tmp_pa
     assert host.restarts == ["kubelet", "kubelet"]
 
 
+class Counting(Worker):
+    """A worker whose file operations are recorded by name, the outermost only (each is one SSH command on an
+    SshHost, tests/unit/test_remotehost.py; LocalHost's repoint_symlink is made of three)."""
+
+    def __init__(self, root: NodeRoot, name: str) -> None:
+        super().__init__(root, name)
+        self.ops: list[str] = []
+        depth = [0]
+        for op in ("read", "read_many", "readlink", "write", "move_aside", "replace_symlink", "repoint_symlink"):
+            original = getattr(self, op)
+
+            def counted(*a: Any, _op: str = op, _f: Any = original, **kw: Any) -> Any:
+                if not depth[0]:
+                    self.ops.append(_op)
+                depth[0] += 1
+                try:
+                    return _f(*a, **kw)
+                finally:
+                    depth[0] -= 1
+
+            setattr(self, op, counted)
+
+
+def test_a_node_is_read_in_two_operations_and_re_trusted_in_four_plus_the_restart(tmp_path: Path) -> None:
+    """Issue 17: a node's SSH round trips bound the fleet (19 before). The state is two operations (the files, the
+    link); the re-trust writes three files and repoints the link, each write moving aside what it replaces."""
+    cfg = _cfg()
+    ca, key = _ca(cfg)
+    host = Counting(worker_root(tmp_path, "worker1"), "worker1")
+    state = read_node_state(host)
+    assert host.ops == ["read_many", "readlink"]
+    assert (state.client_ca, state.kubelet_conf, state.client_pem) == (
+        OLD_CA,
+        b"old kubelet.conf\n",
+        b"old client pem\n",
+    )
+    now = datetime(2026, 12, 4, 20, 0, tzinfo=UTC)
+    files = core.node_trust_files(cfg, ca, key, "worker1", "https://10.0.0.1:6443", state.client_ca_path, now, "x")
+    host.ops.clear()
+    moved = retrust_node(host, files, now)
+    assert host.ops == ["write", "write", "write", "repoint_symlink"] and host.restarts == ["kubelet"]
+    stamp = paths.BACKUP_DIR / "20261204T200000.000000Z"
+    assert [m.split(" moved aside to ")[1] for m in moved] == [
+        f"{stamp}{p}" for p in (paths.CA_CRT, paths.KUBELET_CONF, paths.KUBELET_CLIENT_CURRENT)
+    ]
+    root = host.root
+    assert (root.read(paths.CA_CRT), root.read(paths.KUBELET_CONF)) == (ca, files.kubeconfig)
+    assert root.readlink(paths.KUBELET_CLIENT_CURRENT) == files.pem_path
+    assert root.read(stamp / "etc/kubernetes/kubelet.conf") == b"old kubelet.conf\n"
+    assert retrust_node(host, files, now) == []  # a rerun after a kill: nothing moved, nothing replaced
+
+
+def test_a_client_ca_elsewhere_is_read_on_its_own(tmp_path: Path) -> None:
+    root = worker_root(tmp_path, "worker1")
+    other = PurePosixPath("/etc/kubernetes/pki/kubelet-ca.crt")
+    root.atomic_write(other, b"other ca", 0o644)
+    config = (
+        b"kind: KubeletConfiguration\nauthentication:\n  x509:\n    clientCAFile: /etc/kubernetes/pki/kubelet-ca.crt\n"
+    )
+    root.atomic_write(paths.KUBELET_CONFIG, config, 0o644)
+    host = Counting(root, "worker1")
+    state = read_node_state(host)
+    assert (state.client_ca_path, state.client_ca) == (str(other), b"other ca")
+    assert host.ops == ["read_many", "read", "readlink"]
+
+
 def test_retrust_in_place_reaches_every_node_and_one_failure_stops_no_other(tmp_path: Path) -> None:
     cfg = _cfg()
     ca, key = _ca(cfg)

@@ -19,10 +19,11 @@ import pytest
 
 from kuberevive.core import pki, salvage
 from kuberevive.core import recover as core
+from kuberevive.core.etcdsafety import Member
 from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.core.manifests import build_manifests, manifest_flags, parse_manifest
 from kuberevive.errors import ConfigError, PlanError, TransportError
-from kuberevive.io.etcd import EtcdClient, Member
+from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model import paths

@@ -72,3 +72,51 @@ def test_a_missing_known_hosts_file_is_refused_with_a_hint_that_names_real_flags
     (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     known = {s for action in commands.choices["recover"]._actions for s in action.option_strings}
     assert named <= known, named - known
+
+
+def test_known_hosts_is_parsed_once_while_unchanged_and_read_again_when_it_changes(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: asyncssh parses a known_hosts file at every connection, N lines for each of N nodes; the transport
+    parses it once for the process, and again when the file changes (a removed key is refused at once)."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+
+    async def start() -> Any:
+        return await asyncssh.create_server(
+            _NoAuthServer,
+            "127.0.0.1",
+            0,
+            server_host_keys=[key],
+            process_factory=lambda proc: (proc.stdout.write("hello\n"), proc.exit(0)),
+        )
+
+    server = _Loop.call(start(), 10)
+    port = server.sockets[0].getsockname()[1]
+    parsed: list[object] = []
+    real = asyncssh.read_known_hosts
+
+    def counted(files: Any) -> Any:
+        parsed.append(files)
+        return real(files)
+
+    monkeypatch.setattr(asyncssh, "read_known_hosts", counted)
+    known = tmp_path / "known_hosts"
+    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    known.write_text(f"[127.0.0.1]:{port} {other}\n[127.0.0.1]:{port} {key.export_public_key().decode().strip()}\n")
+    target = SshTarget("n1", "127.0.0.1", port=port, user="test", known_hosts=(str(known),), use_agent=False)
+    try:
+        for _ in range(3):
+            with SshTransport(target) as t:
+                assert t.run(["true"], timeout=10).stdout == b"hello\n"
+        assert len(parsed) == 1
+        known.write_text(f"[127.0.0.1]:{port} {other}\n")  # the node's key removed: refused, not served from a cache
+        with pytest.raises(HostKeyError, match="does not match known_hosts"):
+            SshTransport(target).connect()
+        assert len(parsed) == 2
+    finally:
+
+        async def stop() -> None:
+            server.close()
+            await server.wait_closed()
+
+        _Loop.call(stop(), 10)

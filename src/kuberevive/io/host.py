@@ -65,15 +65,22 @@ class Host(Protocol):
         size limit is a :class:`~kuberevive.errors.NodeFsError`."""
         ...
 
+    def read_many(self, node_paths: Sequence[PurePosixPath]) -> dict[PurePosixPath, bytes | None]:
+        """:meth:`read` of each path (over SSH: in one command, one round trip)."""
+        ...
+
     def exists(self, node_path: PurePosixPath) -> bool: ...
 
     def readlink(self, node_path: PurePosixPath) -> str | None:
         """The target of a symlink, ``None`` when ``node_path`` is not a symlink."""
         ...
 
-    def write(self, node_path: PurePosixPath, content: bytes, mode: int) -> PurePosixPath | None:
+    def write(
+        self, node_path: PurePosixPath, content: bytes, mode: int, now: datetime | None = None
+    ) -> PurePosixPath | None:
         """Write one file atomically with its final mode; an existing file with other content is moved aside
-        first and its new path returned (``None`` when nothing was moved). Same content: nothing is done."""
+        first (to the backup directory named after ``now``, default the current time) and its new path returned
+        (``None`` when nothing was moved). Same content: nothing is done."""
         ...
 
     def move_aside(self, node_path: PurePosixPath, now: datetime | None = None) -> PurePosixPath | None:
@@ -165,15 +172,20 @@ class LocalHost:
     def read(self, node_path: PurePosixPath) -> bytes | None:
         return self.root.read(node_path)
 
+    def read_many(self, node_paths: Sequence[PurePosixPath]) -> dict[PurePosixPath, bytes | None]:
+        return {p: self.root.read(p) for p in node_paths}
+
     def exists(self, node_path: PurePosixPath) -> bool:
         return self.root.exists(node_path)
 
     def readlink(self, node_path: PurePosixPath) -> str | None:
         return self.root.readlink(node_path)
 
-    def write(self, node_path: PurePosixPath, content: bytes, mode: int) -> PurePosixPath | None:
+    def write(
+        self, node_path: PurePosixPath, content: bytes, mode: int, now: datetime | None = None
+    ) -> PurePosixPath | None:
         art = Artifact(node_path, mode, ArtifactKind.CONFIG, str(node_path), content)
-        (done,) = self.root.write_all([art], force=True)
+        (done,) = self.root.write_all([art], force=True, now=now)
         return done.moved_aside_to
 
     def move_aside(self, node_path: PurePosixPath, now: datetime | None = None) -> PurePosixPath | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -201,6 +201,29 @@ class KubeApi:
 
     def delete(self, path: str, **query: Any) -> Any:
         return self.request("DELETE", path, query=query or None)
+
+    def watch(self, path: str, resource_version: str, timeout_seconds: int = 300) -> Iterator[dict[str, Any]]:
+        """The events of ``GET path?watch=1`` from ``resource_version`` (``{"type": ..., "object": ...}``), until the
+        server ends the watch (at most ``timeout_seconds``); an ``ERROR`` event (e.g. 410 Gone) ends it too."""
+        query = urlencode({"watch": "1", "resourceVersion": resource_version, "timeoutSeconds": str(timeout_seconds)})
+        headers = {"Accept": "application/json", "User-Agent": "kuberevive"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        conn = http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=timeout_seconds + 30)
+        try:
+            conn.request("GET", f"{quote(path)}?{query}", headers=headers)
+            resp = conn.getresponse()
+            if resp.status >= 400:
+                raise KubeApiError(f"watch {path} failed: {resp.status} {resp.read()[:200]!r}", status=resp.status)
+            while line := resp.readline():
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    return
+                yield event
+        except (TimeoutError, OSError, http.client.HTTPException, ValueError) as exc:
+            raise KubeApiError(f"watch {path} at {self.shown} broke: {exc}", "watch again") from exc
+        finally:
+            conn.close()
 
     def readyz(self) -> tuple[bool, str]:
         """``GET /readyz``: (ok, body)."""

@@ -30,13 +30,15 @@ command line. The node needs ``sh`` and GNU coreutils (``stat``, ``dd``, ``mkdir
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import PurePosixPath
 
 from kuberevive.errors import KubereviveError, NodeFsError, TransportError
-from kuberevive.io.host import Container, parse_crictl_ps, repoint_symlink
+from kuberevive.io.host import Container, parse_crictl_ps
 from kuberevive.io.noderoot import (
     MAX_READ_BYTES,
     backup_stamp,
@@ -65,11 +67,13 @@ _DANGLING = 23
 _OTHER_FS = 24
 _LOCKED = 25
 _IS_LINK = 26
+_UNCHANGED = 27
 
-#: Creates the missing parents given as "mode dir" pairs ($@), outermost first; a dangling symlink is refused.
+#: Creates the missing parents given as "mode dir" pairs ($@), outermost first, up to a lone "-" (what follows it
+#: is another list); a dangling symlink is refused.
 _MKPARENTS = f"""
 mkparents() {{
-  while [ $# -gt 1 ]; do
+  while [ $# -gt 1 ] && [ "$1" != - ]; do
     if [ ! -e "$2" ]; then
       if [ -L "$2" ]; then printf '%s' "$2 -> $(readlink -- "$2")"; exit {_DANGLING_PARENT}; fi
       if mkdir -m "$1" -- "$2"; then chmod "$1" -- "$2" || exit 1
@@ -82,10 +86,10 @@ mkparents() {{
 
 # $1 path, $2 size limit. Prints the mode (octal) on the first line, then the bytes.
 _READ = f"""
-p=$1
+p=$1 l=$2
 if [ ! -e "$p" ]; then
   d=$p
-  while d=$(dirname -- "$d") && [ "$d" != / ]; do
+  while d=${{d%/*}} && [ -n "$d" ]; do  # the parents of an absolute, normalised path, without a process each
     if [ -e "$d" ] && [ ! -d "$d" ]; then exit {_PARENT_IS_FILE}; fi
   done
   [ -L "$p" ] && exit {_DANGLING}
@@ -93,22 +97,25 @@ if [ ! -e "$p" ]; then
 fi
 [ -d "$p" ] && exit {_IS_DIR}
 if [ ! -f "$p" ]; then stat -L -c %F -- "$p"; exit {_NOT_REGULAR}; fi
-size=$(stat -L -c %s -- "$p") || exit 1
-if [ "$size" -gt "$2" ]; then printf '%s' "$size"; exit {_TOO_BIG}; fi
-stat -L -c %a -- "$p" || exit 1
-exec dd if="$p" iflag=nonblock,fullblock bs=65536 count=$(($2 / 65536 + 1)) status=none
+s=$(stat -L -c '%s %a' -- "$p") || exit 1
+if [ "${{s% *}}" -gt "$l" ]; then printf '%s' "${{s% *}}"; exit {_TOO_BIG}; fi
+printf '%s\n' "${{s#* }}"
+exec dd if="$p" iflag=nonblock,fullblock bs=65536 count=$((l / 65536 + 1)) status=none
 """
 
-# $1 the read script above, $2 its size limit, then the paths: each one read by it, framed by "<code> <size>\n".
-_READ_MANY = """
-r=$1 lim=$2; shift 2
-t=$(mktemp) || exit 1
-trap 'rm -f -- "$t"' EXIT
+# $1 size limit, then paths: for each, what _READ prints, base64 on one line, then its exit code on the next line.
+_READ_MANY = (
+    "read_one() (\n"
+    + _READ
+    + """)
+l=$1; shift
+exec 4>&1
 for p in "$@"; do
-  sh -c "$r" sh "$p" "$lim" > "$t" 2>/dev/null; rc=$?
-  printf '%s %s\\n' "$rc" "$(stat -c %s -- "$t")" && cat -- "$t" || exit 1
+  rc=$( { { read_one "$p" "$l"; echo $? >&3; } | base64 -w 0 >&4; } 3>&1 )
+  printf '\\n%s\\n' "$rc"
 done
 """
+)
 
 # $1 path, $2 the mode or the link's target, then the parents as mode/dir pairs: what writing a new file or link
 # next to $1 and renaming it over $1 needs; fail removes the temporary file, exiting with the failed status.
@@ -122,17 +129,69 @@ fail() { rc=$?; rm -f -- "$t"; exit $rc; }
 """
 )
 
-# Content on stdin.
+# After the checks of the target $p: its parents made (the mode/dir pairs up to "-"), "$@" left with the backup
+# path's parents, $d and the temporary name $t beside $p. Then (_SWAP) what is at $p (a file, a symlink, an empty
+# directory where a link goes) gets a second name at the backup path $a (a hard link, a symlink staying a symlink;
+# across file systems a durable copy; a directory renamed), "aside" printed, and $t renamed over $p: the path never
+# lacks its file. The EXIT trap a script sets removes $t, and $a when $made, if it stops before that.
+_BESIDE_TEMP = """
+mkparents "$@"
+while [ $# -gt 0 ] && [ "$1" != - ]; do shift; done
+[ $# -gt 0 ] && shift
+d=${p%/*}; d=${d:-/}; t="$d/.${p##*/}.kuberevive-tmp-$$"  # no dirname/basename process: $p is normalised
+made=
+"""
+_SWAP = f"""
+if [ -e "$p" ] || [ -L "$p" ]; then
+  if [ -e "$a" ] || [ -L "$a" ]; then exit {_ASIDE_EXISTS}; fi
+  mkparents "$@"
+  if [ -d "$p" ] && [ ! -L "$p" ]; then
+    mv -T -- "$p" "$a" || exit
+  else
+    made=1
+    if ! ln -P -T -- "$p" "$a" 2>/dev/null; then
+      cp -a -T -- "$p" "$a" && {{ [ -L "$a" ] || sync -- "$a"; }} || exit
+    fi
+  fi
+  sync -- "${{a%/*}}" || exit
+  printf 'aside\\n'
+fi
+mv -f -T -- "$t" "$p" || exit
+trap - EXIT
+exec sync -- "$d"
+"""
+_TRAP = """trap 'rm -f -- "$t"; [ -z "$made" ] || rm -f -- "$a"' EXIT\n"""
+
+# $1 path, $2 mode, $3 the backup path for what is there now, then the path's parents as mode/dir pairs, "-", the
+# backup path's parents. Content on stdin. One command for the whole write: what is there with the same bytes and
+# mode is left alone (exit _UNCHANGED); else the new file is made complete beside it first, then _SWAP: a failure
+# removes what this write made (the temporary file, the backup name), leaving the old file where it was.
 _WRITE = (
-    _BESIDE
-    + """
-umask 077
+    _MKPARENTS
+    + f"""
+p=$1 arg=$2 a=$3; shift 3
+if [ -e "$p" ]; then
+  [ -d "$p" ] && exit {_IS_DIR}
+  if [ ! -f "$p" ]; then stat -L -c %F -- "$p"; exit {_NOT_REGULAR}; fi
+elif [ ! -L "$p" ]; then
+  d=$p
+  while d=${{d%/*}} && [ -n "$d" ]; do
+    if [ -e "$d" ] && [ ! -d "$d" ]; then exit {_PARENT_IS_FILE}; fi
+  done
+fi
+"""
+    + _BESIDE_TEMP
+    + """umask 077
 set -C
 : > "$t" || exit 1
 set +C
-chmod "$arg" -- "$t" && cat >> "$t" && sync -- "$t" && mv -f -T -- "$t" "$p" || fail
-exec sync -- "$d"
 """
+    + _TRAP
+    + f"""chmod "$arg" -- "$t" && cat >> "$t" || exit
+if [ -f "$p" ] && [ "$(stat -L -c %a -- "$p")" = "$arg" ] && cmp -s -- "$t" "$p"; then exit {_UNCHANGED}; fi
+sync -- "$t" || exit
+"""
+    + _SWAP
 )
 
 _SYMLINK = (
@@ -142,6 +201,23 @@ rm -f -- "$t"
 ln -s -- "$arg" "$t" && mv -f -T -- "$t" "$p" || fail
 exec sync -- "$d"
 """
+)
+
+# $1 path, $2 the link's target, $3 the backup path, then the path's parents as mode/dir pairs, "-", the backup
+# path's parents: Host.repoint_symlink in one command. A link to the target already: nothing (exit _UNCHANGED).
+# Else the new link is made beside the path, then _SWAP.
+_REPOINT = (
+    _MKPARENTS
+    + f"""
+p=$1 arg=$2 a=$3; shift 3
+if [ -L "$p" ] && [ "$(readlink -- "$p")" = "$arg" ]; then exit {_UNCHANGED}; fi
+"""
+    + _BESIDE_TEMP
+    + """rm -f -- "$t"
+ln -s -- "$arg" "$t" || exit
+"""
+    + _TRAP
+    + _SWAP
 )
 
 # $1 source, $2 backup path, then the backup path's parents as mode/dir pairs.
@@ -288,37 +364,10 @@ class SshHost:
     def _read(self, node_path: PurePosixPath, limit: int = MAX_READ_BYTES) -> tuple[bytes, int] | bool:
         """The bytes and mode of a regular file; else True for a dangling symlink, False for nothing at all."""
         path = normalise(node_path)
-        return self._found(path, self._sh(_READ, str(path), str(limit)), limit)
+        return self._decode(path, self._sh(_READ, str(path), str(limit)), limit)
 
-    def read_many(self, node_paths: Sequence[PurePosixPath], limit: int = MAX_READ_BYTES) -> dict[PurePosixPath, bytes]:
-        """The regular files among ``node_paths`` that exist (as :meth:`read`, each with the same checks), in ONE
-        command on the node: each file's read runs there as :meth:`read`'s, its exit code and output framed by a
-        ``<code> <size>`` line (a login to the node can cost seconds; one per file adds up)."""
-        paths_ = [normalise(p) for p in node_paths]
-        if not paths_:
-            return {}
-        r = self.transport.run(
-            ["sh", "-c", _READ_MANY, "sh", _READ, str(limit), *map(str, paths_)], timeout=FILE_OP_TIMEOUT
-        )
-        if not r.ok:
-            raise NodeFsError(
-                f"{self.name}: cannot read {len(paths_)} files: {_why(r)}", "check the node, then run again"
-            )
-        out: dict[PurePosixPath, bytes] = {}
-        rest = r.stdout
-        for path in paths_:
-            head, sep, rest = rest.partition(b"\n")
-            code, _, size = head.decode(errors="replace").partition(" ")
-            if not sep or not code.isdigit() or not size.isdigit() or len(rest) < int(size):
-                raise NodeFsError(f"{self.name}: cannot read {path}: the node's answer is cut short", "run again")
-            one, rest = rest[: int(size)], rest[int(size) :]
-            got = self._found(path, Result(int(code), one, b""), limit)
-            if isinstance(got, tuple):
-                out[path] = got[0]
-        return out
-
-    def _found(self, path: PurePosixPath, r: Result, limit: int) -> tuple[bytes, int] | bool:
-        """What the read script's result ``r`` says about ``path`` (see :meth:`_read`)."""
+    def _decode(self, path: PurePosixPath, r: Result, limit: int) -> tuple[bytes, int] | bool:
+        """What :data:`_READ` said about ``path``, as :meth:`_read` returns it."""
         if r.exit_code in (_ABSENT, _DANGLING):
             return r.exit_code == _DANGLING
         if r.exit_code == _IS_DIR:
@@ -348,6 +397,30 @@ class SshHost:
         got = self._read(node_path, limit)
         return got[0] if isinstance(got, tuple) else None
 
+    def read_many(
+        self, node_paths: Sequence[PurePosixPath], limit: int = MAX_READ_BYTES
+    ) -> dict[PurePosixPath, bytes | None]:
+        """:meth:`read` of each path, in one command on the node (one SSH round trip instead of one per file)."""
+        wanted = [normalise(p) for p in node_paths]
+        if not wanted:
+            return {}
+        r = self._sh(_READ_MANY, str(limit), *map(str, wanted))
+        lines = r.stdout.split(b"\n")
+        if not r.ok or len(lines) < 2 * len(wanted):
+            raise NodeFsError(
+                f"{self.name}: cannot read {', '.join(map(str, wanted))}: {_why(r)}", "check the files, then run again"
+            )
+        out: dict[PurePosixPath, bytes | None] = {}
+        for i, (path, original) in enumerate(zip(wanted, node_paths, strict=True)):
+            encoded, code = lines[2 * i], lines[2 * i + 1]
+            try:
+                one = Result(int(code), base64.b64decode(encoded, validate=True), r.stderr)
+            except (ValueError, binascii.Error) as exc:
+                raise NodeFsError(f"{self.name}: cannot read {path}: {exc}", "check the file, then run again") from exc
+            got = self._decode(path, one, limit)
+            out[original] = got[0] if isinstance(got, tuple) else None
+        return out
+
     def exists(self, node_path: PurePosixPath) -> bool:
         return self._sh('test -e "$1"', str(normalise(node_path))).ok
 
@@ -357,25 +430,26 @@ class SshHost:
 
     # -- writing -------------------------------------------------------------------------
 
-    def write(self, node_path: PurePosixPath, content: bytes, mode: int) -> PurePosixPath | None:
+    def write(
+        self, node_path: PurePosixPath, content: bytes, mode: int, now: datetime | None = None
+    ) -> PurePosixPath | None:
+        """One command (:data:`_WRITE`): same bytes and mode, nothing done; else what is there is moved aside to
+        the backup directory and the new file put in its place, or, on failure, the old file stays."""
         path = normalise(node_path)
-        current = self._read(path)
-        if current == (content, mode):
+        aside = self.backup_dir / backup_stamp(now) / path.relative_to("/")
+        r = self._sh(_WRITE, str(path), f"{mode:o}", str(aside), *_parents(path), "-", *_parents(aside), input=content)
+        if r.exit_code == _UNCHANGED:
             return None
-        aside = self.move_aside(path) if current is not False else None  # a file, or a symlink to nothing
-        try:
-            r = self._sh(_WRITE, str(path), f"{mode:o}", *_parents(path), input=content)
-            if r.ok:
-                return aside
-            error: KubereviveError = self._fail(f"write {path}", r)
-        except KubereviveError as exc:
-            error = exc
-        if aside is not None:  # put the old file back, as NodeRoot rolls back (never over a file now there)
-            try:
-                put_back = self._move(aside, path)
-            except KubereviveError:
-                put_back = False
-            error.message += "; the old file was put back" if put_back else f"; the old file is at {aside}"
+        if r.ok:
+            return aside if r.stdout.startswith(b"aside\n") else None
+        if r.exit_code in (_IS_DIR, _NOT_REGULAR, _PARENT_IS_FILE):
+            self._decode(path, r, MAX_READ_BYTES)  # raises what reading it would
+        if r.exit_code == _ASIDE_EXISTS:
+            raise NodeFsError(
+                f"{self.name}: cannot move {path} to {aside}: that exists already; nothing was written", "run again"
+            )
+        error = self._fail(f"write {path}", r)
+        error.message += "; what was there is unchanged"
         raise error
 
     def write_many(
@@ -434,7 +508,21 @@ class SshHost:
     def repoint_symlink(
         self, node_path: PurePosixPath, target: str, now: datetime | None = None
     ) -> PurePosixPath | None:
-        return repoint_symlink(self, node_path, target, now)
+        """One command (:data:`_REPOINT`), with :func:`~kuberevive.io.host.repoint_symlink`'s outcome."""
+        path = normalise(node_path)
+        aside = self.backup_dir / backup_stamp(now) / path.relative_to("/")
+        r = self._sh(_REPOINT, str(path), target, str(aside), *_parents(path), "-", *_parents(aside))
+        if r.exit_code == _UNCHANGED:
+            return None
+        if r.ok:
+            return aside if r.stdout.startswith(b"aside\n") else None
+        if r.exit_code == _ASIDE_EXISTS:
+            raise NodeFsError(
+                f"{self.name}: cannot move {path} to {aside}: that exists already; nothing was changed", "run again"
+            )
+        error = self._fail(f"point {path} at {target}", r)
+        error.message += "; what was there is unchanged"
+        raise error
 
     def rename(self, node_path: PurePosixPath, new_path: PurePosixPath) -> None:
         path, new = normalise(node_path), normalise(new_path)

@@ -3,11 +3,14 @@
 ``read_restart_plan`` lists pods, ReplicaSets, Deployments, StatefulSets, DaemonSets, PDBs and legacy
 token Secrets across all namespaces and returns :func:`kuberevive.core.restarts.plan_restarts`.
 
-``apply_restart_plan`` works one action at a time, in plan order, and never starts the next before
+``apply_restart_plan`` works one owner at a time, in plan order, and never starts the next before
 the last one settled (or ran out of time), so at most one owner is rolling at any moment:
 
 * ``remint``: JSON patch removing the stale ``data.token`` (tested against the value seen while
-  planning), then wait until the token controller has written a new one and check its key id;
+  planning), then wait until the token controller has written a new one and check its key id. A re-mint
+  restarts nothing, so all of them go at once (:func:`remint_all`): the patches in parallel
+  (:data:`REMINT_CONCURRENCY`), then one paginated list of the token Secrets per poll for all of them, never a
+  GET per Secret (10,000 Secrets: 10,000 patches and a few lists, not 10,000 one-second waits in a row);
 * ``rollout-restart``: wait (bounded) while a covering PodDisruptionBudget allows no disruption, else
   skip; patch ``restartedAt`` like ``kubectl rollout restart``; wait for ``rollout_done``;
 * ``evict``: each pod in turn through the Eviction API (policy/v1, with the pod's uid as a
@@ -23,6 +26,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -146,47 +150,102 @@ def _wait_pdbs(api: KubeApi, action: restarts.Action, wait: float, poll: float, 
             raise _Skip(f"{message}; restart {action.ref} once it recovers")
 
 
-def _remint(api: KubeApi, action: restarts.Action, current: frozenset[str], deadline: float, poll: float) -> str:
+#: Re-mint patches sent at once (each is one small PATCH; the API server's own limits apply).
+REMINT_CONCURRENCY = 16
+
+
+def _remint_patch(api: KubeApi, action: restarts.Action) -> str | None:
+    """Remove the stale token; None when sent, else why the action is skipped (raises _Fail or KubeApiError)."""
     path = f"/api/v1/namespaces/{action.namespace}/secrets/{action.name}"
     try:
         api.patch(path, restarts.remint_patch(action.token_b64), "json")
     except KubeApiError as exc:
         if exc.status == 404:
-            raise _Skip("the Secret is gone") from exc
+            return "the Secret is gone"
         if exc.status == 422:  # the test op failed: the token changed since planning
-            raise _Skip("its token changed since planning (re-minted already?); plan again to check") from exc
+            return "its token changed since planning (re-minted already?); plan again to check"
         raise
+    return None
 
-    # Any token present after our removal is a new write. It may be byte-identical to the removed one:
-    # legacy tokens have no iat/exp and RSA PKCS#1 v1.5 signatures are deterministic, so the same key
-    # signs the same token again. Hence the check is the key id, not "the token changed".
-    found: list[str] = []
 
-    def refilled() -> tuple[bool, str]:
-        secret = api.get_or_none(path)
-        if secret is None:
-            return True, "the Secret was deleted (its ServiceAccount is gone)"
-        raw = (secret.get("data") or {}).get("token")
-        if not raw:
-            return False, "the token controller has not refilled data.token"
-        found[:] = [base64.b64decode(raw).decode(errors="replace")]
-        return True, "refilled"
+def _refilled(token_b64: str | None, current: frozenset[str]) -> tuple[Outcome, str] | None:
+    """What a re-minted Secret's ``data.token`` says: None while empty, else the outcome and its message.
 
-    ok, message = _wait_for(f"the token controller to refill {action.ref}", refilled, deadline, poll)
-    if not ok:
-        raise _Fail(f"{message}; is kube-controller-manager running?")
-    if not found:
-        return message
+    Any token present after our removal is a new write. It may be byte-identical to the removed one: legacy
+    tokens have no iat/exp and RSA PKCS#1 v1.5 signatures are deterministic, so the same key signs the same
+    token again. Hence the check is the key id, not "the token changed"."""
+    if not token_b64:
+        return None
     try:
-        kid = token_kid(found[0])
-    except ValueError as exc:
-        raise _Fail("the refilled token is not a JWT") from exc
+        kid = token_kid(base64.b64decode(token_b64).decode(errors="replace"))
+    except ValueError:
+        return "failed", "the refilled token is not a JWT"
     if current and kid not in current:
-        raise _Fail(
+        return "failed", (
             f"the token controller signed with key {kid}, not a current one: kube-controller-manager still"
             " runs with the old --service-account-private-key-file"
         )
-    return f"the token controller signed a new token with key {kid}"
+    return "ok", f"the token controller signed a new token with key {kid}"
+
+
+def remint_all(
+    api: KubeApi,
+    actions: list[restarts.Action],
+    current: frozenset[str],
+    timeout: float = 600.0,
+    poll: float = 1.0,
+    progress: Progress = _noop,
+) -> list[ActionResult]:
+    """Re-mint every stale legacy token Secret of ``actions`` at once (see the module docstring); one result each,
+    in order. A Secret that is gone counts as done (the token controller deletes one whose ServiceAccount is
+    gone)."""
+    start = time.monotonic()
+    results: dict[int, ActionResult] = {}
+
+    def done(i: int, outcome: Outcome, message: str) -> None:
+        results[i] = ActionResult(actions[i], outcome, message, time.monotonic() - start)
+
+    def send(i: int) -> None:
+        try:
+            skipped = _remint_patch(api, actions[i])
+        except KubeApiError as exc:
+            done(i, "failed", exc.message)
+            return
+        if skipped is not None:
+            done(i, "skipped", skipped)
+
+    with ThreadPoolExecutor(max_workers=REMINT_CONCURRENCY, thread_name_prefix="kuberevive-remint") as pool:
+        list(pool.map(send, range(len(actions))))
+    pending = {(a.namespace, a.name): i for i, a in enumerate(actions) if i not in results}
+    progress(f"  {len(pending)} token(s) removed; waiting for the token controller to sign new ones")
+
+    def refilled() -> tuple[bool, str]:
+        tokens = {
+            (str(s["metadata"].get("namespace", "")), str(s["metadata"].get("name", ""))): (s.get("data") or {}).get(
+                "token"
+            )
+            for s in _list_all(api, "/api/v1/secrets", fieldSelector=f"type={LEGACY_TOKEN_SECRET}")
+        }
+        for key, i in list(pending.items()):
+            if key not in tokens:
+                done(i, "ok", "the Secret was deleted (its ServiceAccount is gone)")
+            else:
+                seen = _refilled(tokens[key], current)
+                if seen is None:
+                    continue
+                done(i, *seen)
+            del pending[key]
+        return not pending, f"{len(pending)} Secret(s) not refilled yet"
+
+    if pending:
+        why = "the token controller has not refilled data.token; is kube-controller-manager running?"
+        try:
+            _wait_for("the token controller to refill the re-minted Secrets", refilled, start + timeout, poll)
+        except KubeApiError as exc:
+            why = f"{exc.message}; its token was removed, so run 'kuberevive recover --apply' again to check it"
+        for i in pending.values():
+            done(i, "failed", why)
+    return [results[i] for i in range(len(actions))]
 
 
 def _rollout_restart(api: KubeApi, action: restarts.Action, deadline: float, poll: float) -> str:
@@ -277,10 +336,22 @@ def apply_restart_plan(
     pdb_wait: float = 120.0,
     poll: float = 1.0,
 ) -> list[ActionResult]:
-    """Apply every action in order, one at a time; a failure never stops the rest (each is reported)."""
+    """Apply every action in order: the re-mints together (:func:`remint_all`), then one owner at a time; a
+    failure never stops the rest (each is reported)."""
     out: list[ActionResult] = []
     total = len(plan.actions)
+    remints = [a for a in plan.actions if a.action == "remint"]
+    if remints:
+        progress(f"[1-{len(remints)}/{total}] re-mint {len(remints)} legacy token Secret(s) at once")
+        for result in remint_all(api, remints, plan.current_key_ids, timeout_per_owner, poll, progress):
+            if not result.ok or len(remints) <= 20:
+                progress(f"  {result.line()}")
+            out.append(result)
+        ok = sum(1 for r in out if r.ok)
+        progress(f"  {ok} of {len(remints)} re-minted in {max((r.seconds for r in out), default=0):.1f}s")
     for i, action in enumerate(plan.actions, 1):
+        if action.action == "remint":
+            continue
         progress(f"[{i}/{total}] {action.summary()}")
         start = time.monotonic()
         deadline = start + timeout_per_owner
@@ -288,8 +359,6 @@ def apply_restart_plan(
         try:
             if action.action == "skip":
                 outcome, message = "skipped", "; ".join(action.why[:1])
-            elif action.action == "remint":
-                message = _remint(api, action, plan.current_key_ids, deadline, poll)
             elif action.action == "rollout-restart":
                 _wait_pdbs(api, action, pdb_wait, poll, progress)
                 message = _rollout_restart(api, action, deadline, poll)

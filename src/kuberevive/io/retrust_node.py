@@ -38,36 +38,39 @@ class NodeTrustState:
 
 
 def read_node_state(host: Host, client_ca_path: str | None = None) -> NodeTrustState:
-    """Read the node's kubelet trust files (``client_ca_path`` None: from the kubelet's config.yaml)."""
-    config = host.read(paths.KUBELET_CONFIG)
+    """Read the node's kubelet trust files (``client_ca_path`` None: from the kubelet's config.yaml), in two
+    commands over SSH (the files, then the link): kubeadm's client CA path is read with the others, and read
+    again only when config.yaml names another one."""
+    guess = PurePosixPath(client_ca_path or paths.CA_CRT)
+    got = host.read_many([paths.KUBELET_CONFIG, guess, paths.KUBELET_CONF, paths.KUBELET_CLIENT_CURRENT])
+    config = got[paths.KUBELET_CONFIG]
     path = client_ca_path or client_ca_file(config)
     return NodeTrustState(
         client_ca_path=path,
-        client_ca=host.read(PurePosixPath(path)),
-        kubelet_conf=host.read(paths.KUBELET_CONF),
+        client_ca=got[guess] if PurePosixPath(path) == guess else host.read(PurePosixPath(path)),
+        kubelet_conf=got[paths.KUBELET_CONF],
         kubelet_config_yaml=config,
         current_link=host.readlink(paths.KUBELET_CLIENT_CURRENT),
-        client_pem=host.read(paths.KUBELET_CLIENT_CURRENT),
+        client_pem=got[paths.KUBELET_CLIENT_CURRENT],
     )
 
 
 def retrust_node(host: Host, files: NodeTrustFiles, now: datetime, restart: bool = True) -> list[str]:
     """Put ``files`` in place on the node and restart its kubelet; returns what was moved aside (backup
-    directories named after ``now``)."""
+    directories named after ``now``). Each file is one :meth:`Host.write` (over SSH one command: it compares, moves
+    aside what differs and writes), the link one :meth:`Host.repoint_symlink`: five SSH round trips in all."""
     moved: list[str] = []
 
     def aside(path: PurePosixPath, where: PurePosixPath | None) -> None:
         if where is not None:
             moved.append(f"{host.name}:{path} moved aside to {where}")
 
-    host.write(PurePosixPath(files.pem_path), files.pem, 0o600)
+    aside(PurePosixPath(files.pem_path), host.write(PurePosixPath(files.pem_path), files.pem, 0o600, now))
     for path, content, mode in (
         (PurePosixPath(files.ca_path), files.ca_cert, 0o644),
         (paths.KUBELET_CONF, files.kubeconfig, 0o600),
     ):
-        if host.read(path) not in (None, content):
-            aside(path, host.move_aside(path, now))
-        host.write(path, content, mode)
+        aside(path, host.write(path, content, mode, now))
     aside(paths.KUBELET_CLIENT_CURRENT, host.repoint_symlink(paths.KUBELET_CLIENT_CURRENT, files.pem_path, now))
     if restart:
         host.restart_unit("kubelet")

@@ -26,8 +26,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import queue
 import shlex
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -93,6 +95,28 @@ OLD_CLIENT_PEM = paths.KUBELET_PKI / "kubelet-client-2025-01-01-00-00-00.pem"
 def _rel(node_path: PurePosixPath) -> str:
     """A node path relative to the node's root (``etc/...``), as the simulated node's overlay lays it out."""
     return str(node_path.relative_to("/"))
+
+
+def _host_key(path: Path) -> None:
+    """An Ed25519 SSH host key pair at ``path`` (0600) and ``path.pub``, as ``ssh-keygen -t ed25519`` writes them."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    path.write_bytes(private)
+    path.chmod(0o600)
+    path.with_suffix(".pub").write_bytes(public + b" fleet\n")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def node_name(i: int) -> str:
@@ -165,9 +189,9 @@ class Fleet:
     def kubeadm_config(self) -> KubeadmConfig:
         return load_kubeadm_config(CONFIG, NodeFacts(hostname="fleet-cp"))
 
-    def api(self, conf: str = "admin.conf") -> KubeApi:
+    def api(self, conf: str = "admin.conf", timeout: float = 10.0) -> KubeApi:
         """The tool's client (``admin.conf``, as recover uses); ``super-admin.conf`` sets the fleet up."""
-        return KubeApi.from_kubeconfig((self.root / "etc/kubernetes" / conf).read_bytes())
+        return KubeApi.from_kubeconfig((self.root / "etc/kubernetes" / conf).read_bytes(), timeout=timeout)
 
     # --- setup ---------------------------------------------------------------------------------------
     @staticmethod
@@ -197,21 +221,19 @@ class Fleet:
         (self.root / "var/lib/etcd").mkdir(parents=True, mode=0o700, exist_ok=True)
         policy = self.work / "audit-policy.yaml"
         policy.write_text(AUDIT_POLICY)
-        bindir = self.lab.bin_cache
         for component in ("etcd", "kube-apiserver"):
-            manifest = yaml.safe_load((self.root / f"etc/kubernetes/manifests/{component}.yaml").read_text())
-            argv = [self._rooted(a) for a in manifest["spec"]["containers"][0]["command"]]
-            argv[0] = str(bindir / component)
+            extra = []
             if component == "kube-apiserver":
-                argv += [
+                extra = [
                     f"--audit-policy-file={policy}",
                     f"--audit-log-path={self.audit_log}",
                     "--audit-log-maxsize=0",
                     "--max-requests-inflight=800",
                     "--max-mutating-requests-inflight=400",
                 ]
-            log = (self.work / f"{component}.log").open("wb")
-            self.procs[component] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            if component == "etcd":  # the fleet's etcd is throwaway: no fsync wait on a disk the other labs share
+                extra = ["--unsafe-no-fsync"]
+            self._start(component, extra)
             if component == "etcd":
                 time.sleep(0.5)  # etcd needs no wait: the API server retries its connection
         deadline = time.monotonic() + 180
@@ -224,6 +246,31 @@ class Fleet:
                 raise LabError("the fleet's API server did not get ready in 180 s", f"read {self.work}/*.log")
             time.sleep(0.5)
 
+    def _start(self, component: str, extra: list[str]) -> None:
+        """Run a control-plane component as a plain process with the flags of its generated static Pod manifest."""
+        manifest = yaml.safe_load((self.root / f"etc/kubernetes/manifests/{component}.yaml").read_text())
+        argv = [self._rooted(a) for a in manifest["spec"]["containers"][0]["command"]]
+        argv[0] = str(self.lab.bin_cache / component)
+        names = {a.split("=")[0] for a in extra}
+        argv = [a for a in argv if a.split("=")[0] not in names] + extra
+        log = (self.work / f"{component}.log").open("wb")
+        self.procs[component] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+
+    def start_controller_manager(self, controllers: str, qps: int) -> None:
+        """The real kube-controller-manager (kubeadm's flags, the fleet's ``sa.key``), only ``controllers``, with
+        ``--kube-api-qps`` ``qps`` (burst twice that): the token controller re-mints legacy token Secrets and the
+        workload controllers roll Deployments, StatefulSets and DaemonSets out as on a real cluster."""
+        self._start(
+            "kube-controller-manager",
+            # one instance: no leader election, which it loses (and exits) when the loaded API server is slow
+            [
+                f"--controllers={controllers}",
+                f"--kube-api-qps={qps}",
+                f"--kube-api-burst={2 * qps}",
+                "--leader-elect=false",
+            ],
+        )
+
     def _rooted(self, arg: str) -> str:
         for prefix in (str(paths.KUBERNETES_DIR), "/var/lib/etcd"):
             arg = arg.replace("=" + prefix, f"={self.root}{prefix}")
@@ -234,7 +281,7 @@ class Fleet:
         if not self.ssh_key.exists():
             _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.ssh_key)])
         old_ca, old_pem = _old_ca_and_client()
-        api = self.api("super-admin.conf")
+        api = self.api("super-admin.conf", timeout=60)
         api.create(  # what kubeadm init makes for admin.conf's group
             "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
             {
@@ -280,6 +327,11 @@ class Fleet:
         )
         old_beat = (datetime.now(UTC) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
         known: list[str] = []
+        registrations: list[tuple[str, str]] = []
+
+        def register(item: tuple[str, str]) -> None:
+            self._register(api, item[0], item[1], old_beat)
+
         for i in range(self.nodes):
             name, address = node_name(i), node_address(i)
             d = self.work / "nodes" / name
@@ -307,40 +359,46 @@ class Fleet:
                 (d / f"{top}.work").mkdir(exist_ok=True)
             host_key = d / "ssh_host_ed25519_key"
             if not host_key.exists():
-                _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)])
-            known.append(
-                f"{address} {host_key.with_suffix('.pub').read_text().split(' ')[0]} "
-                f"{host_key.with_suffix('.pub').read_text().split(' ')[1]}"
-            )
-            api.create(
-                "/api/v1/nodes",
-                {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"fleet": "yes"}}},
-            )
-            api.patch(
-                f"/api/v1/nodes/{name}/status",
-                {
-                    "status": {
-                        "addresses": [
-                            {"type": "InternalIP", "address": address},
-                            {"type": "Hostname", "address": name},
-                        ],
-                        "conditions": [
-                            {
-                                "type": "Ready",
-                                "status": "True",
-                                "reason": "KubeletReady",
-                                "lastHeartbeatTime": old_beat,
-                                "lastTransitionTime": old_beat,
-                            }
-                        ],
-                    }
-                },
-                "strategic",
-            )
+                _host_key(host_key)  # in-process: 1,000 ssh-keygen runs take minutes on a loaded machine
+            known.append(f"{address} {' '.join(host_key.with_suffix('.pub').read_text().split(' ')[:2])}")
+            registrations.append((name, address))
+        _parallel(register, registrations)  # the Node objects, 16 at a time
+        for i in range(self.nodes):
             if i not in self.unreachable:
-                self._sshd(i, d, host_key)
+                self._sshd(
+                    i, self.work / "nodes" / node_name(i), self.work / "nodes" / node_name(i) / "ssh_host_ed25519_key"
+                )
         self.known_hosts.write_text("\n".join(known) + "\n")
         (self.work / "ssh/authorized_keys").write_text(self.ssh_key.with_suffix(".pub").read_text())
+
+    def _register(self, api: KubeApi, name: str, address: str, old_beat: str) -> None:
+        """The Node object of a simulated node: InternalIP its SSH address, Ready with an old heartbeat."""
+        _create(
+            api,
+            "/api/v1/nodes",
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"fleet": "yes"}}},
+        )
+        api.patch(
+            f"/api/v1/nodes/{name}/status",
+            {
+                "status": {
+                    "addresses": [
+                        {"type": "InternalIP", "address": address},
+                        {"type": "Hostname", "address": name},
+                    ],
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "KubeletReady",
+                            "lastHeartbeatTime": old_beat,
+                            "lastTransitionTime": old_beat,
+                        }
+                    ],
+                }
+            },
+            "strategic",
+        )
 
     def _sshd(self, i: int, d: Path, host_key: Path) -> None:
         config = d / "sshd_config"
@@ -359,6 +417,21 @@ class Fleet:
         log = (d / "sshd.log").open("wb")
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
         self.procs[node_name(i)] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+
+    def sshd_pss_mb(self) -> float:
+        """The memory the nodes' sshd listeners hold (their proportional set size, shared pages divided)."""
+        kb = 0
+        for name, p in self.procs.items():
+            if not name.startswith("fleet-"):
+                continue
+            for pid in [p.pid, *_children(p.pid)]:
+                try:
+                    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                        if line.startswith("Pss:"):
+                            kb += int(line.split()[1])
+                except OSError:
+                    pass
+        return round(kb / 1024, 1)
 
     def wait_listening(self, timeout: float = 120) -> None:
         """Every reachable node's sshd accepts connections."""
@@ -413,3 +486,287 @@ class Fleet:
 
 def in_private_namespaces() -> bool:
     return os.environ.get("KUBEREVIVE_FLEET_NS") == "1"
+
+
+def _pod_node(pod: dict[str, Any]) -> str | None:
+    """The node a DaemonSet pod is pinned to (its required node affinity on ``metadata.name``), if any."""
+    affinity = ((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {}
+    required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+    for term in required.get("nodeSelectorTerms") or []:
+        for match in term.get("matchFields") or []:
+            if match.get("key") == "metadata.name" and match.get("values"):
+                return str(match["values"][0])
+    return None
+
+
+class PodSimulator:
+    """What kube-scheduler and the kubelets would do for pods on the fleet's Nodes, which run nothing: a pod
+    without a node is bound (a DaemonSet pod to its node, others round robin), a bound pod is reported Running
+    and Ready at once, a terminating pod is deleted for good (grace period 0, with its uid as a precondition).
+    Driven by a watch of every pod, worked off by ``workers`` threads; everything it does goes through the real
+    API server (the controllers see it as they would see kubelets). Not kwok (the Go proxy is not used here):
+    the same three steps, in Python, with the super-admin credentials."""
+
+    def __init__(self, api: KubeApi, nodes: list[str], workers: int = 8) -> None:
+        self.api, self.nodes, self.workers = api, nodes, workers
+        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.stopped = threading.Event()
+        self.lock = threading.Lock()
+        self.seen: set[tuple[str, str]] = set()
+        self.counts: dict[str, int] = {"bind": 0, "run": 0, "delete": 0, "errors": 0}
+        self.next = 0
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self.threads = [threading.Thread(target=self._watch, name="pods-watch", daemon=True)]
+        self.threads += [
+            threading.Thread(target=self._work, name=f"pods-{i}", daemon=True) for i in range(self.workers)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        for _ in range(self.workers):
+            self.queue.put(None)
+
+    def _watch(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                rv = ""
+                cont: str | None = None
+                while True:
+                    page = self.api.get("/api/v1/pods", limit=500, **({"continue": cont} if cont else {}))
+                    for pod in page.get("items") or []:
+                        self.queue.put(pod)
+                    rv = rv or str(page["metadata"]["resourceVersion"])
+                    cont = page["metadata"].get("continue")
+                    if not cont:
+                        break
+                for event in self.api.watch("/api/v1/pods", rv, 120):
+                    if self.stopped.is_set():
+                        return
+                    if event.get("type") in ("ADDED", "MODIFIED"):
+                        self.queue.put(event["object"])
+            except KubeApiError:
+                time.sleep(0.5)
+
+    def _work(self) -> None:
+        while (pod := self.queue.get()) is not None:
+            try:
+                self._handle(pod)
+            except KubeApiError as exc:
+                if exc.status not in (404, 409):
+                    with self.lock:
+                        self.counts["errors"] += 1
+
+    def _once(self, uid: str, stage: str) -> bool:
+        with self.lock:
+            if (uid, stage) in self.seen:
+                return False
+            self.seen.add((uid, stage))
+            self.counts[stage] += 1
+            return True
+
+    def _handle(self, pod: dict[str, Any]) -> None:
+        meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        path = f"/api/v1/namespaces/{ns}/pods/{name}"
+        if meta.get("deletionTimestamp"):
+            if self._once(uid, "delete"):
+                options = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0}
+                self.api.request("DELETE", path, options | {"preconditions": {"uid": uid}})
+        elif not spec.get("nodeName"):
+            if self._once(uid, "bind"):
+                node = _pod_node(pod)
+                if node is None:
+                    with self.lock:
+                        node, self.next = self.nodes[self.next % len(self.nodes)], self.next + 1
+                target = {"apiVersion": "v1", "kind": "Node", "name": node}
+                self.api.create(
+                    f"{path}/binding",
+                    {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": target},
+                )
+        elif status.get("phase") != "Running" and self._once(uid, "run"):
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            conditions = [
+                {"type": t, "status": "True", "lastTransitionTime": now}
+                for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+            ]
+            containers = [
+                {
+                    "name": c["name"],
+                    "image": c.get("image", ""),
+                    "imageID": "",
+                    "containerID": f"fleet://{uid}/{c['name']}",
+                    "ready": True,
+                    "started": True,
+                    "restartCount": 0,
+                    "state": {"running": {"startedAt": now}},
+                }
+                for c in spec.get("containers") or []
+            ]
+            body = {
+                "status": {
+                    "phase": "Running",
+                    "startTime": now,
+                    "conditions": conditions,
+                    "containerStatuses": containers,
+                }
+            }
+            self.api.patch(f"{path}/status", body, "strategic")
+
+
+RETIRED_KID = "retired-sa-key"
+SA_NAMESPACES = 20
+#: The share of --pods each kind of owner has, and the pods of one owner (DaemonSets: one per node).
+POD_SHARES = {"Deployment": (0.7, 50), "StatefulSet": (0.1, 10), "DaemonSet": (0.2, 0)}
+
+
+def _parallel(fn: Any, items: list[Any], workers: int = 16) -> None:
+    """``fn`` over ``items``, ``workers`` at a time; a call whose request timed out (a loaded machine) is tried again,
+    up to 5 times (so every ``fn`` must be idempotent: see :func:`_create`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def patient(item: Any) -> None:
+        for attempt in range(5):
+            try:
+                fn(item)
+                return
+            except KubeApiError as exc:
+                if exc.status is not None or attempt == 4:
+                    raise
+                time.sleep(2)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(patient, items))
+
+
+def _create(api: KubeApi, path: str, obj: dict[str, Any]) -> None:
+    """Create ``obj``; one that exists already (a retried request that had gone through) is fine."""
+    try:
+        api.create(path, obj)
+    except KubeApiError as exc:
+        if exc.status != 409:
+            raise
+
+
+def sa_nodes(api: KubeApi, count: int) -> list[str]:
+    """``count`` Node objects, Ready with a heartbeat now, for the simulated pods (no sshd, no re-trust)."""
+    beat = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    names = [node_name(i) for i in range(count)]
+
+    def one(name: str) -> None:
+        _create(api, "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+        capacity = {"cpu": "64", "memory": "256Gi", "pods": "1000"}
+        ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": beat}
+        status = {"capacity": capacity, "allocatable": capacity, "conditions": [ready | {"lastTransitionTime": beat}]}
+        api.patch(f"/api/v1/nodes/{name}/status", {"status": status}, "strategic")
+        # the not-ready taint the API server put on the new Node (TaintNodesByCondition): no node-lifecycle
+        # controller runs to take it off, and DaemonSet pods do not tolerate it
+        api.patch(f"/api/v1/nodes/{name}", {"spec": {"taints": None}})
+
+    _parallel(one, names)
+    return names
+
+
+def _jwt_with_kid(kid: str, subject: str) -> str:
+    def b64(obj: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{b64({'alg': 'RS256', 'kid': kid})}.{b64({'sub': subject})}.{b64({'sig': 'retired'})}"
+
+
+def sa_objects(api: KubeApi, fleet: Fleet, secrets: int, pods: int, nodes: int, progress: Any = print) -> str:
+    """``secrets`` legacy ServiceAccount token Secrets whose token names a retired key id (as after ``sa.key`` was
+    replaced), over :data:`SA_NAMESPACES` namespaces and 10 ServiceAccounts each; about ``pods`` pods owned by
+    Deployments, StatefulSets and DaemonSets (:data:`POD_SHARES`), made by the real controllers and run by the
+    :class:`PodSimulator`; waits until every workload is available. Returns what was made, in words."""
+    ca = (fleet.root / "etc/kubernetes/pki/ca.crt").read_bytes()
+    namespaces = [f"sa-{i:02d}" for i in range(SA_NAMESPACES)]
+
+    def namespace(ns: str) -> None:
+        _create(api, "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        for sa in ["app", *(f"legacy-{k}" for k in range(10))]:
+            _create(
+                api,
+                f"/api/v1/namespaces/{ns}/serviceaccounts",
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}},
+            )
+
+    _parallel(namespace, namespaces)
+
+    def secret(i: int) -> None:
+        ns, sa, name = namespaces[i % SA_NAMESPACES], f"legacy-{(i // SA_NAMESPACES) % 10}", f"legacy-{i:05d}"
+        data = {"token": _jwt_with_kid(RETIRED_KID, name).encode(), "ca.crt": ca, "namespace": ns.encode()}
+        _create(
+            api,
+            f"/api/v1/namespaces/{ns}/secrets",
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "kubernetes.io/service-account-token",
+                "metadata": {"name": name, "annotations": {"kubernetes.io/service-account.name": sa}},
+                "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+            },
+        )
+
+    t0 = time.monotonic()
+    _parallel(secret, list(range(secrets)))
+    progress(f"sa: {secrets} legacy token Secrets in {time.monotonic() - t0:.0f} s")
+
+    owners: list[tuple[str, str, str, int]] = []  # kind, namespace, name, replicas
+    for kind, (share, per) in POD_SHARES.items():
+        want = round(pods * share)
+        size = per or max(1, nodes)
+        for k in range((want + size - 1) // size if want else 0):
+            owners.append((kind, namespaces[k % SA_NAMESPACES], f"{kind.lower()}-{k:03d}", min(size, want - k * size)))
+    template = {
+        "spec": {
+            "serviceAccountName": "app",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}],
+        }
+    }
+
+    def owner(item: tuple[str, str, str, int]) -> None:
+        kind, ns, name, replicas = item
+        spec: dict[str, Any] = {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}} | template,
+        }
+        if kind == "Deployment":
+            spec |= {"replicas": replicas}
+        elif kind == "StatefulSet":
+            spec |= {"replicas": replicas, "serviceName": name, "podManagementPolicy": "Parallel"}
+        else:
+            spec |= {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}}}
+        _create(
+            api,
+            f"/apis/apps/v1/namespaces/{ns}/{kind.lower()}s",
+            {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name}, "spec": spec},
+        )
+
+    t0 = time.monotonic()
+    _parallel(owner, owners, 4)
+    expected = sum(r for _, _, _, r in owners)
+    deadline = time.monotonic() + 1800
+    while True:
+        running = 0
+        cont: str | None = None
+        while True:
+            page = api.get(
+                "/api/v1/pods", limit=500, fieldSelector="status.phase=Running", **({"continue": cont} if cont else {})
+            )
+            running += len(page.get("items") or [])
+            cont = page["metadata"].get("continue")
+            if not cont:
+                break
+        if running >= expected:
+            break
+        if time.monotonic() > deadline:
+            raise LabError(f"only {running} of {expected} pods run after 30 min", f"read {fleet.work}/*.log")
+        time.sleep(5)
+    kinds = {k: sum(1 for o in owners if o[0] == k) for k in POD_SHARES}
+    progress(f"sa: {expected} pods of {kinds} running in {time.monotonic() - t0:.0f} s")
+    return f"{secrets} Secrets, {expected} pods of {kinds}"

@@ -127,11 +127,7 @@ def _node_objects(root: NodeRoot) -> list[dict[str, Any]]:
 
 def read_files(host: Host, wanted: Sequence[PurePosixPath]) -> dict[PurePosixPath, d.FileInfo]:
     """The files among ``wanted`` that exist on ``host``, as diagnose's snapshot holds them (one command over SSH)."""
-    got = (
-        host.read_many(wanted)
-        if isinstance(host, SshHost)
-        else {p: b for p in wanted if (b := host.read(p)) is not None}
-    )
+    got = {p: b for p, b in host.read_many(wanted).items() if b is not None}
     return {p: d.FileInfo(p, "file", 0o600, 0, 0, len(data), data) for p, data in got.items()}
 
 

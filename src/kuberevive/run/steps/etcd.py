@@ -5,9 +5,8 @@ from __future__ import annotations
 import base64
 import re
 
-from kuberevive.core import allmasters
+from kuberevive.core import allmasters, versions
 from kuberevive.core import recover as core
-from kuberevive.core import versions
 from kuberevive.core.k8sproto import decode_configmap, object_meta
 from kuberevive.errors import ConfigMismatch, EtcdError, PlanError
 from kuberevive.run.context import StepContext

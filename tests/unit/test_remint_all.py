@@ -1,0 +1,162 @@
+"""The re-mint of stale legacy token Secrets (``io/restarts_apply.remint_all``) against a fake API server with a fake
+token controller (pure logic: the real controller is exercised in tests/lab/test_restarts_lab.py and
+benchmarks/fleet.py --secrets). What matters at 10,000 Secrets: the patches go out together and the wait is a few
+paginated lists, never a GET per Secret."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from typing import Any
+
+from kuberevive.core import restarts
+from kuberevive.core.satokens import LEGACY_TOKEN_SECRET
+from kuberevive.errors import KubeApiError
+from kuberevive.io import restarts_apply
+from kuberevive.io.restarts_apply import apply_restart_plan, remint_all
+
+
+def _jwt(kid: str, sub: str) -> str:
+    def b64(obj: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{b64({'alg': 'RS256', 'kid': kid})}.{b64({'sub': sub})}.c2ln"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+class TokenApi:
+    """Secrets in a dict; the token controller refills an emptied token (with ``key``) at the ``delay``-th list
+    after the removal; a Secret named ``orphan-*`` is deleted instead (its ServiceAccount is gone)."""
+
+    def __init__(self, n: int, key: str = "new", delay: int = 2, page: int = 7) -> None:
+        self.key, self.delay, self.page = key, delay, page
+        self.lock = threading.Lock()
+        self.requests: list[str] = []
+        self.lists = 0
+        self.emptied: dict[tuple[str, str], int] = {}
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        for i in range(n):
+            ns, name = f"ns{i % 3}", f"tok-{i:03d}"
+            self.secrets[(ns, name)] = {
+                "metadata": {"namespace": ns, "name": name},
+                "type": LEGACY_TOKEN_SECRET,
+                "data": {"token": _b64(_jwt("old", name))},
+            }
+
+    def patch(self, path: str, obj: Any, patch_type: str = "merge") -> Any:
+        *_, ns, _secrets, name = path.split("/")
+        with self.lock:
+            self.requests.append(f"PATCH {path}")
+            secret = self.secrets.get((ns, name))
+            if secret is None:
+                raise KubeApiError(f"PATCH {path} failed: 404 not found", status=404, reason="NotFound")
+            test, remove = obj
+            assert (patch_type, test["op"], remove) == ("json", "test", {"op": "remove", "path": "/data/token"})
+            if secret["data"].get("token") != test["value"]:
+                raise KubeApiError(f"PATCH {path} failed: 422 test failed", status=422, reason="Invalid")
+            del secret["data"]["token"]
+            self.emptied[(ns, name)] = self.lists
+
+    def get(self, path: str, **query: Any) -> Any:
+        with self.lock:
+            self.requests.append(f"GET {path}")
+            assert path == "/api/v1/secrets" and query["fieldSelector"] == f"type={LEGACY_TOKEN_SECRET}", path
+            start = int(query.get("continue") or 0)
+            if start == 0:
+                self.lists += 1
+                self._controller()
+            keys = sorted(self.secrets)[start : start + self.page]
+            more = start + self.page < len(self.secrets)
+            return {
+                "kind": "SecretList",
+                "metadata": {"continue": str(start + self.page)} if more else {},
+                "items": [json.loads(json.dumps(self.secrets[k])) for k in keys],
+            }
+
+    def _controller(self) -> None:
+        for key, at in list(self.emptied.items()):
+            if self.lists - at >= self.delay:
+                del self.emptied[key]
+                if key[1].startswith("orphan-"):
+                    del self.secrets[key]
+                else:
+                    self.secrets[key]["data"]["token"] = _b64(_jwt(self.key, key[1]))
+
+
+def _action(ns: str, name: str, token_b64: str) -> restarts.Action:
+    return restarts.Action("remint", "Secret", ns, name, why=("stale",), group="remint", token_b64=token_b64)
+
+
+def test_every_stale_secret_is_reminted_at_once_with_lists_not_a_get_each() -> None:
+    api = TokenApi(60)
+    actions = [_action(ns, name, s["data"]["token"]) for (ns, name), s in sorted(api.secrets.items())]
+    results = remint_all(api, actions, frozenset({"new"}), timeout=30, poll=0.001)  # type: ignore[arg-type]
+    assert [r.action for r in results] == actions
+    assert all(r.outcome == "ok" and "signed a new token with key new" in r.message for r in results), results[:2]
+    assert all(api.secrets[a.namespace, a.name]["data"]["token"] == _b64(_jwt("new", a.name)) for a in actions)
+    patches = [r for r in api.requests if r.startswith("PATCH")]
+    gets = [r for r in api.requests if r.startswith("GET")]
+    assert len(patches) == 60
+    assert api.lists == 2 and len(gets) == 2 * 9  # two lists of nine pages for 60 Secrets, no GET per Secret
+
+
+def test_gone_changed_orphaned_and_wrongly_signed_secrets_are_each_reported() -> None:
+    api = TokenApi(4)
+    keys = sorted(api.secrets)
+    gone, changed, wrong, fine = keys
+    api.secrets[("ns0", "orphan-1")] = {
+        "metadata": {"namespace": "ns0", "name": "orphan-1"},
+        "type": LEGACY_TOKEN_SECRET,
+        "data": {"token": _b64(_jwt("old", "orphan-1"))},
+    }
+    tokens = {k: s["data"]["token"] for k, s in api.secrets.items()}
+    del api.secrets[gone]
+    api.secrets[changed]["data"]["token"] = _b64(_jwt("new", "someone re-minted it"))
+    actions = [_action(*k, tokens[k]) for k in (gone, changed, wrong, fine, ("ns0", "orphan-1"))]
+    original = api._controller
+
+    def controller() -> None:  # this Secret is refilled by a controller that still signs with the old key
+        if wrong in api.emptied and api.lists - api.emptied[wrong] >= api.delay:
+            del api.emptied[wrong]
+            api.secrets[wrong]["data"]["token"] = _b64(_jwt("old", "again"))
+        original()
+
+    api._controller = controller  # type: ignore[method-assign]
+    results = remint_all(api, actions, frozenset({"new"}), timeout=30, poll=0.001)  # type: ignore[arg-type]
+    got = [(r.outcome, r.message.split(";")[0].split(":")[0]) for r in results]
+    assert got == [
+        ("skipped", "the Secret is gone"),
+        ("skipped", "its token changed since planning (re-minted already?)"),
+        ("failed", "the token controller signed with key old, not a current one"),
+        ("ok", "the token controller signed a new token with key new"),
+        ("ok", "the Secret was deleted (its ServiceAccount is gone)"),
+    ]
+
+
+def test_no_token_controller_fails_each_after_the_timeout_and_the_rest_of_the_plan_still_runs() -> None:
+    api = TokenApi(3, delay=10**9)
+    actions = [_action(ns, name, s["data"]["token"]) for (ns, name), s in sorted(api.secrets.items())]
+    skip = restarts.Action("skip", "Pod", "ns0", "bare", why=("bare pod",))
+    plan = restarts.RestartPlan((*actions, skip), (), frozenset({"new"}))
+    said: list[str] = []
+    results = apply_restart_plan(api, plan, said.append, timeout_per_owner=0.05, poll=0.001)  # type: ignore[arg-type]
+    assert [r.outcome for r in results] == ["failed", "failed", "failed", "skipped"]
+    assert "is kube-controller-manager running?" in results[0].message
+    assert said[0] == "[1-3/4] re-mint 3 legacy token Secret(s) at once" and "[4/4] skip Pod ns0/bare" in said[-2]
+
+
+def test_a_list_that_fails_leaves_the_pending_ones_failed_with_what_to_do(monkeypatch: Any) -> None:
+    api = TokenApi(2)
+    actions = [_action(ns, name, s["data"]["token"]) for (ns, name), s in sorted(api.secrets.items())]
+
+    def broken(*_a: Any, **_kw: Any) -> Any:
+        raise KubeApiError("GET /api/v1/secrets failed: 503 unavailable", status=503)
+
+    monkeypatch.setattr(restarts_apply, "_list_all", broken)
+    results = remint_all(api, actions, frozenset({"new"}), timeout=30, poll=0.001)  # type: ignore[arg-type]
+    assert [r.outcome for r in results] == ["failed", "failed"]
+    assert "503 unavailable; its token was removed, so run 'kuberevive recover --apply' again" in results[0].message
