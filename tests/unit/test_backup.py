@@ -48,7 +48,7 @@ def _snapshot(db: bytes = b"\x01" * 8192) -> bytes:
 
 
 def _archive(files: list[BackupFile] = FILES, **kw: object) -> bytes:
-    return core.build_archive(files, created=NOW, node=NODE, tool_version="test", **kw)  # type: ignore[arg-type]
+    return core.build_archive(files, created=NOW, node=NODE, tool_version="test", **kw)
 
 
 def _by_name(files: list[BackupFile], name: str) -> BackupFile:
