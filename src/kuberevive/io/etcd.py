@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from kuberevive.core.backup import SnapshotDigest
-from kuberevive.core.etcdsafety import Member, Status
+from kuberevive.core.etcdsafety import Member as Member
+from kuberevive.core.etcdsafety import Status
 from kuberevive.core.redact import redact_url
 from kuberevive.errors import EtcdError
 from kuberevive.io.tls import client_context
