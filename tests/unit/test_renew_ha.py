@@ -1,5 +1,5 @@
 """``certs check/renew --all-nodes`` on an HA control plane: the other control-plane nodes (peers) read whole, renewed
-with their own SANs and this node's CA keys, and restarted one at a time (run/renewha.py), against in-memory hosts;
+with their own SANs and this node's CA keys, and restarted one at a time (run/renew.py), against in-memory hosts;
 the lab test runs it over SSH against real masters: tests/lab/test_ha_lab.py."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from kuberevive.model import paths
 from kuberevive.model.config import KubeadmConfig, NodeFacts
 from kuberevive.model.inventory import CONTROL_PLANE, WORKER, Inventory, InventoryNode
 from kuberevive.model.recover import RetrustOptions
-from kuberevive.run import caextend, renew, renewha
+from kuberevive.run import caextend, renew
 from kuberevive.run.context import Effects
 from kuberevive.run.journal import CaExtendJournal, RenewJournal
 from tests.unit.test_certs import contents
@@ -176,17 +176,17 @@ def inventory(*names: str) -> Inventory:
 
 def test_a_peer_is_read_whole_and_checked_with_its_own_name_and_address():
     host = PeerHost("master-b", cached_peer_files("master-b"), [])
-    peer = renewha.read_peer(host, "master-b", _cfg())  # type: ignore[arg-type]
+    peer = renew.read_peer(host, "master-b", _cfg())  # type: ignore[arg-type]
     assert (peer.cfg.node_name, peer.cfg.advertise_address) == ("master-b", "10.20.30.50")
     assert (peer.endpoints.api_host, peer.endpoints.etcd_client_url) == ("10.20.30.50", "https://10.20.30.50:2379")
-    items = {i.name: i for i in renewha.peer_items(peer, REAL_NOW, 30, "test")}
+    items = {i.name: i for i in renew.peer_items(peer, REAL_NOW, 30, "test")}
     assert {i.node for i in items.values()} == {"master-b"}
     assert items["apiserver"].status is certs.Status.OK and items["apiserver"].signer_verified
     assert items["kubelet-client"].status is certs.Status.OK  # its CN is master-b's, checked against master-b
     assert items["super-admin.conf"].status is certs.Status.MISSING and not items["super-admin.conf"].counts
     assert items["ca"].status is certs.Status.OK
     # with a 400-day warning every leaf, kubeconfig and the kubelet's certificate is expiring
-    later = renewha.peer_items(peer, REAL_NOW, 400, "t")
+    later = renew.peer_items(peer, REAL_NOW, 400, "t")
     expiring = {i.name for i in later if i.status is certs.Status.EXPIRING}
     assert {"apiserver", "etcd-peer", "admin.conf", "kubelet-client"} <= expiring
 
@@ -194,8 +194,8 @@ def test_a_peer_is_read_whole_and_checked_with_its_own_name_and_address():
 def test_peer_renewal_has_the_peers_own_sans_and_is_signed_with_this_nodes_ca():
     host = PeerHost("master-b", cached_peer_files("master-b"), [])
     local_pki = {p: d for p, d in contents(TREE).items() if p.is_relative_to(PKI)}
-    peer = renewha.with_local_ca_keys(renewha.read_peer(host, "master-b", _cfg()), local_pki)  # type: ignore[arg-type]
-    todo = renewha.peer_renewal(peer, False, REAL_NOW, 400, "2026-12-05-00-00-00")
+    peer = renew.with_local_ca_keys(renew.read_peer(host, "master-b", _cfg()), local_pki)  # type: ignore[arg-type]
+    todo = renew.peer_renewal(peer, False, REAL_NOW, 400, "2026-12-05-00-00-00")
     assert todo.components == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
     assert "super-admin.conf" not in todo.names and "kubelet-client" in todo.names
     by_path = {a.path: a for a in todo.files}
@@ -224,7 +224,7 @@ def test_a_peer_with_another_ca_is_refused_before_anything_is_written():
     host = PeerHost("master-b", cached_peer_files("master-b", other_ca=True), [])
     local_pki = {p: d for p, d in contents(TREE).items() if p.is_relative_to(PKI)}
     with pytest.raises(PlanError) as refused:
-        renewha.with_local_ca_keys(renewha.read_peer(host, "master-b", _cfg()), local_pki)  # type: ignore[arg-type]
+        renew.with_local_ca_keys(renew.read_peer(host, "master-b", _cfg()), local_pki)  # type: ignore[arg-type]
     assert "master-b" in refused.value.message and "another CA" in refused.value.message
 
 
@@ -292,7 +292,7 @@ def test_peers_come_from_the_etcd_members_when_the_api_is_down(tmp_path: Path):
     b = PeerHost("master-b", cached_peer_files("master-b"), events)
     c = PeerHost("master-c", cached_peer_files("master-c"), events)
     ex, journal = executor(tmp_path, {"master-b": b, "master-c": c}, events, None)  # Node objects: admin.conf fails
-    nodes, source = renewha.discover(ex, ex.options or RetrustOptions())
+    nodes, source = renew.discover(ex, ex.options or RetrustOptions())
     assert [(n.name, n.address) for n in nodes] == [("master-b", "10.20.30.50"), ("master-c", "10.20.30.60")]
     assert source == "the etcd members"
     ex.step_peer_certificates()

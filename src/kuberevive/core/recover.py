@@ -950,17 +950,15 @@ def plan_steps(
     cfg: KubeadmConfig,
     kept: Mapping[str, bytes],
     salvage_from: tuple[str, ...] = (),
-    masters: tuple[NodeIdentity, ...] = (),
+    extra: Mapping[str, Step] | None = None,
 ) -> tuple[Step, ...]:
     """Every step of the seed recovery, in order (paths from ``cfg``: the bootstrap or the stored one).
     ``salvage_from``: healthy control-plane peers whose trust material this node takes (first step).
-    ``masters``: the other control-plane nodes, when every one lost its files too (the all-masters steps)."""
+    ``extra``: the all-masters steps by id (:func:`kuberevive.core.allmasters.plan_steps`), when every control-plane
+    node lost its files; each is placed where :data:`STEP_IDS` has it."""
     steps = _plan_steps(identity, cfg, kept, salvage_from)
-    if not masters:
+    if not extra:
         return steps
-    from kuberevive.core import allmasters  # it builds on this module
-
-    extra = allmasters.plan_steps(masters, cfg.cluster.certificates_dir)
     out: list[Step] = []
     for step in steps:
         out.append(step)
@@ -1232,8 +1230,8 @@ def make_plan(
     healthy_reason: str = "",
     notes: tuple[str, ...] = (),
     salvage_from: tuple[str, ...] = (),
-    masters: tuple[NodeIdentity, ...] = (),
+    extra: Mapping[str, Step] | None = None,
 ) -> RecoveryPlan:
     if healthy_reason or identity is None or cfg is None:
         return RecoveryPlan(identity, (), (), healthy_reason or "nothing to do", notes)
-    return RecoveryPlan(identity, plan_steps(identity, cfg, kept, salvage_from, masters), done, "", notes)
+    return RecoveryPlan(identity, plan_steps(identity, cfg, kept, salvage_from, extra), done, "", notes)

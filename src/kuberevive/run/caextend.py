@@ -44,7 +44,7 @@ from kuberevive.model.artifacts import Artifact
 from kuberevive.model.document import rfc3339_or_none
 from kuberevive.model.inventory import InventoryNode
 from kuberevive.model.recover import RetrustOptions
-from kuberevive.run import renew, renewha
+from kuberevive.run import renew
 from kuberevive.run.context import Effects, check_table
 from kuberevive.run.journal import CaExtendJournal
 from kuberevive.run.retrust import connect
@@ -312,8 +312,8 @@ class _Executor(renew.RenewExecutor):
         stopped (the kubelet starts them again) and the kubelet restarted; the next node only once this one's API
         server answers /readyz, its etcd member is healthy and its Node is Ready. Stops at the first failure."""
         assert self.options is not None
-        own = renewha.api_at(self, renewha.host_port(local_api_url(self.cfg)))
-        took = renewha.wait_healthy(self, self.journal.node_name, own, None)
+        own = renew.api_at(self, renew.host_port(local_api_url(self.cfg)))
+        took = renew.wait_healthy(self, self.journal.node_name, own, None)
         self.progress(f"      this node's API server and etcd member are healthy ({took:.0f} s)")
         components = restarts_for([e.name for e in self.extended])[:-1]
         cdir = PurePosixPath(self.cfg.cluster.certificates_dir)
@@ -322,7 +322,7 @@ class _Executor(renew.RenewExecutor):
         ]
 
         def one(n: InventoryNode, t: Transport) -> list[str]:
-            host = cast(renewha.PeerHost, self.remote(t, n.name))
+            host = cast(renew.PeerHost, self.remote(t, n.name))
             endpoints = salvage.peer_endpoints(
                 n.name, host.read(paths.APISERVER_MANIFEST), host.read(paths.ETCD_MANIFEST)
             )
@@ -331,12 +331,12 @@ class _Executor(renew.RenewExecutor):
             since = self._now().replace(microsecond=0) - timedelta(seconds=1)
             host.restart_unit("kubelet")
             out.append(f"{n.name}: stopped {', '.join(stopped)}; kubelet restarted")
-            api = renewha.api_at(self, f"{endpoints.api_host}:{endpoints.api_port}")
-            took = renewha.wait_healthy(self, n.name, api, endpoints.etcd_client_url)
+            api = renew.api_at(self, f"{endpoints.api_host}:{endpoints.api_port}")
+            took = renew.wait_healthy(self, n.name, api, endpoints.etcd_client_url)
             admin = self._api()
             self._wait(
                 f"node {n.name} Ready",
-                renewha.PEER_TIMEOUT,
+                renew.PEER_TIMEOUT,
                 lambda: ready_since(admin.get(f"/api/v1/nodes/{n.name}"), since),
                 1.0,
             )
@@ -349,7 +349,7 @@ class _Executor(renew.RenewExecutor):
                 self.connect or connect(self.options),
                 name=lambda m: m.name,
                 concurrency=1,
-                timeout=renewha.PEER_TIMEOUT * 2,
+                timeout=renew.PEER_TIMEOUT * 2,
             )
             r = results[n.name]
             self.result.messages += r.value or []

@@ -42,7 +42,7 @@ from kuberevive.model import paths
 from kuberevive.model.config import KubeadmConfig, NodeFacts
 from kuberevive.model.inventory import InventoryNode
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
-from kuberevive.model.recover import NodeIdentity, RecoveryPlan, RetrustOptions
+from kuberevive.model.recover import NodeIdentity, RecoveryPlan, RetrustOptions, Step
 from kuberevive.run import retrust
 from kuberevive.run.context import (
     Effects,
@@ -204,7 +204,13 @@ def _prepare(
         cfg = final_config(identity, given, journal) if journal.config is not None else ctx.bootstrap_cfg()
         resuming = (f"resuming the recovery started at {journal.started_at} (journal {JOURNAL})",)
         return ctx, core.make_plan(
-            identity, cfg, kept, journal.done_steps(), notes=resuming, salvage_from=salvage_from, masters=masters
+            identity,
+            cfg,
+            kept,
+            journal.done_steps(),
+            notes=resuming,
+            salvage_from=salvage_from,
+            extra=_masters_steps(masters, cfg),
         )
     health = _health(host, facts, fx)
     if health.reason:
@@ -277,7 +283,14 @@ def _prepare(
                 continue  # judged once the stored configuration is read (step 4)
             if v.path in files or v.action != core.KEEP:
                 notes.append(v.line())
-    return ctx, core.make_plan(identity, cfg, kept, notes=tuple(notes), salvage_from=salvage_from, masters=masters)
+    return ctx, core.make_plan(
+        identity, cfg, kept, notes=tuple(notes), salvage_from=salvage_from, extra=_masters_steps(masters, cfg)
+    )
+
+
+def _masters_steps(masters: tuple[NodeIdentity, ...], cfg: KubeadmConfig) -> dict[str, Step] | None:
+    """The all-masters steps of the plan (None: not that case)."""
+    return allmasters.plan_steps(masters, cfg.cluster.certificates_dir) if masters else None
 
 
 def _lost_masters(
