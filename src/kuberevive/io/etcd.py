@@ -38,6 +38,17 @@ class Member:
     name: str
     peer_urls: tuple[str, ...]
     client_urls: tuple[str, ...]
+    is_learner: bool = False
+
+
+def _member(m: dict[str, Any]) -> Member:
+    return Member(
+        id=str(m.get("ID", "")),
+        name=str(m.get("name", "")),
+        peer_urls=tuple(m.get("peerURLs") or ()),
+        client_urls=tuple(m.get("clientURLs") or ()),
+        is_learner=bool(m.get("isLearner", False)),
+    )
 
 
 def _b64(data: bytes) -> str:
@@ -138,15 +149,19 @@ class EtcdClient:
 
     def members(self) -> list[Member]:
         parsed = self._post("/v3/cluster/member/list", {})
-        return [
-            Member(
-                id=str(m.get("ID", "")),
-                name=str(m.get("name", "")),
-                peer_urls=tuple(m.get("peerURLs") or ()),
-                client_urls=tuple(m.get("clientURLs") or ()),
-            )
-            for m in parsed.get("members") or []
-        ]
+        return [_member(m) for m in parsed.get("members") or []]
+
+    def member_add(self, peer_urls: list[str], learner: bool) -> Member:
+        """``MemberAdd``: the new member (unstarted: no name yet), as a learner when ``learner``."""
+        parsed = self._post("/v3/cluster/member/add", {"peerURLs": peer_urls, "isLearner": learner})
+        return _member(parsed.get("member") or {})
+
+    def member_remove(self, member_id: str) -> None:
+        self._post("/v3/cluster/member/remove", {"ID": member_id})
+
+    def member_promote(self, member_id: str) -> None:
+        """``MemberPromote``: EtcdError while the learner has not caught up with the leader (retry)."""
+        self._post("/v3/cluster/member/promote", {"ID": member_id})
 
     def snapshot(self, timeout: float = 300.0) -> bytes:
         """A consistent snapshot (``Maintenance.Snapshot`` via ``POST /v3/maintenance/snapshot``), streamed.

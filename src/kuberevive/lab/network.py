@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kuberevive.lab._proc import run
-from kuberevive.lab.config import LB_NAME, LabConfig
+from kuberevive.lab.config import LB_NAME, LabConfig, NodeSpec
 
 
 def _ip(*args: str, step: str, check: bool = True) -> None:
@@ -63,12 +63,24 @@ def create(cfg: LabConfig) -> None:
     _ip("link", "set", cfg.host_if, "up", step=step)
     _ip("-n", sw, "link", "set", "to-host", "master", "br0", "up", step=step)
     for node in cfg.nodes:
-        ns = _add_host(cfg, node.name, node.ip, step)
-        _ip("-n", ns, "route", "replace", cfg.service_subnet, "dev", "eth0", "src", node.ip, step=step)
-        sysctl_in(ns, "net.ipv4.ip_forward", "1")
-        sysctl_in(ns, "net.bridge.bridge-nf-call-iptables", "1")
+        add_node(cfg, node)
     if cfg.ha:  # the load balancer: a namespace with only its address (no routes beyond the lab network)
         _add_host(cfg, LB_NAME, cfg.lb_ip, step)
+
+
+def add_node(cfg: LabConfig, node: NodeSpec) -> None:
+    """One node's namespace and link on the (existing) switch, its service route and sysctls (idempotent)."""
+    step = f"creating the network of {node.name}"
+    ns = _add_host(cfg, node.name, node.ip, step)
+    _ip("-n", ns, "route", "replace", cfg.service_subnet, "dev", "eth0", "src", node.ip, step=step)
+    sysctl_in(ns, "net.ipv4.ip_forward", "1")
+    sysctl_in(ns, "net.bridge.bridge-nf-call-iptables", "1")
+
+
+def remove_node(cfg: LabConfig, name: str) -> None:
+    """Delete one node's network namespace (its veth pair and switch port go with it)."""
+    if netns_exists(cfg, cfg.netns_name(name)):
+        run(["ip", "netns", "delete", cfg.netns_name(name)], step=f"deleting the network of {name}", check=False)
 
 
 def _add_host(cfg: LabConfig, name: str, ip: str, step: str) -> str:

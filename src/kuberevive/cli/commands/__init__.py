@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "recover",
         "rebuild a control-plane node whose /etc/kubernetes is lost, from what survives (etcd, kubelet)",
     ),
+    "replace-control-plane": (
+        "replace_control_plane",
+        "replace a lost control-plane node by a fresh machine (etcd learner, then promoted), from a healthy master",
+    ),
     "backup": ("backup", "encrypted backups of the control plane's PKI, configuration and etcd"),
     "restore-etcd": (
         "restore_etcd",
@@ -73,6 +77,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "kuberevive recover                # the plan: every file, pod, process and object, with why",
         "kuberevive recover --apply --ssh-key /root/.ssh/id_ed25519 --known-hosts /root/.ssh/known_hosts",
         "kuberevive recover --apply --ca-from /mnt/old/etc/kubernetes/pki   # keep the old CAs and sa.key",
+    ),
+    "kuberevive replace-control-plane": (
+        "kuberevive replace-control-plane cp3 --ssh-key /root/.ssh/id_ed25519   # the plan; changes nothing",
+        "kuberevive replace-control-plane cp3 --apply --ssh-key /root/.ssh/id_ed25519 --known-hosts FILE",
     ),
     "kuberevive backup": (
         "kuberevive backup create --out /var/backups/ --passphrase-file /root/backup.pass",
