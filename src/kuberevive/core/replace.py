@@ -56,6 +56,8 @@ class EtcdMember:
     peer_urls: tuple[str, ...]
     is_learner: bool = False
     healthy: bool = False
+    why: str = ""
+    """Why it is not healthy (its ``/health`` reason, "unreachable", "not started")."""
 
 
 @dataclass(frozen=True)
@@ -76,12 +78,17 @@ def _names(members: Sequence[EtcdMember]) -> str:
     return ", ".join(m.name or m.id for m in members) or "none"
 
 
+def _health(members: Sequence[EtcdMember]) -> str:
+    return "; ".join(f"{m.name or m.id}: {'healthy' if m.healthy else m.why or 'unhealthy'}" for m in members)
+
+
 def check_membership(members: Sequence[EtcdMember], node: str, new_address: str) -> MemberVerdict:
     """The lost member ``node`` may be removed and replaced: PlanError (why, and what to do) when not.
 
     Refused: the member still answers (the machine is not lost); the healthy voters (without it) have no quorum
-    of the cluster now, or would have none of the cluster without it; another learner is pending; the new peer
-    URL belongs to another member. A learner at the new address (a run that stopped after adding it) is fine."""
+    of the cluster now (then they also have none without it: removing needs a quorum); another learner is
+    pending; the new peer URL belongs to another member. A learner at the new address (a run that stopped after
+    adding it) is fine."""
     new_url = peer_url(new_address)
     lost = next((m for m in members if m.name == node and not m.is_learner), None)
     voters = [m for m in members if not m.is_learner]
@@ -96,17 +103,10 @@ def check_membership(members: Sequence[EtcdMember], node: str, new_address: str)
     quorum_now = len(voters) // 2 + 1
     if len(healthy) < quorum_now:
         raise PlanError(
-            f"etcd has lost quorum: {len(healthy)} of {len(voters)} voting members healthy ({_names(healthy)}), "
+            f"etcd has lost quorum: {len(healthy)} of {len(voters)} voting members healthy ({_health(voters)}), "
             f"{quorum_now} needed; removing {node} needs a quorum, and without one the cluster cannot agree to it",
             "bring a lost member back first (kuberevive recover on a node whose etcd data survived), or restore "
             "quorum from a snapshot; then replace the remaining lost nodes one at a time",
-        )
-    quorum_after = len(others) // 2 + 1
-    if len(healthy) < quorum_after:
-        raise PlanError(
-            f"without {node}, {len(healthy)} of {len(others)} voting members are healthy ({_names(healthy)}), "
-            f"{quorum_after} needed: removing {node} would lose quorum",
-            "bring the other unhealthy members back first, then run again",
         )
     for m in members:
         if m is lost:

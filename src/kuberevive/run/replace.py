@@ -21,8 +21,9 @@ from typing import Any
 
 from kuberevive.core import replace as core
 from kuberevive.core import salvage, yamlfmt
+from kuberevive.core.manifests import manifest_flags, parse_manifest
 from kuberevive.core.retrust import ready_since
-from kuberevive.errors import EtcdError, KubeApiError, KubereviveError, PlanError, TransportError
+from kuberevive.errors import ConfigError, EtcdError, KubeApiError, KubereviveError, PlanError, TransportError
 from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.host import LocalHost
 from kuberevive.io.kubeapi import KubeApi
@@ -132,8 +133,39 @@ def _flags(root: NodeRoot) -> list[tuple[str, str]]:
     return list(parse_kubeadm_flags(data.decode(errors="replace"))) if data is not None else []
 
 
-def read_cluster(root: NodeRoot, now: datetime) -> Cluster:
-    """Everything the plan needs from this node, its API and its etcd; PlanError when this node cannot do it."""
+@dataclass
+class LocalEtcd:
+    """This node's etcd member, reached with its healthcheck client certificate (no API needed: the quorum check
+    comes first, and without quorum the API cannot answer)."""
+
+    client: EtcdClient
+    files: tuple[bytes, bytes, bytes]
+
+
+def local_etcd(root: NodeRoot) -> LocalEtcd:
+    manifest = root.read(paths.ETCD_MANIFEST)
+    if manifest is None:
+        raise PlanError(
+            f"{paths.ETCD_MANIFEST} is missing: this is not a control-plane node with stacked etcd",
+            "run replace-control-plane on a healthy control-plane node of the cluster",
+        )
+    try:
+        trusted = manifest_flags(parse_manifest(manifest)).get("trusted-ca-file", "")
+    except ConfigError:
+        trusted = ""
+    etcd_dir = PurePosixPath(trusted).parent if trusted else paths.ETCD_PKI_DIR
+    client = tuple(root.read(etcd_dir / n) for n in ETCD_CLIENT_FILES)
+    if any(f is None for f in client):
+        raise PlanError(
+            f"this node has no etcd client certificate ({', '.join(str(etcd_dir / n) for n in ETCD_CLIENT_FILES)})",
+            "run replace-control-plane on a control-plane node with stacked etcd",
+        )
+    ca, cert, key = (f or b"" for f in client)
+    return LocalEtcd(EtcdClient("https://127.0.0.1:2379", ca, cert, key, timeout=10), (ca, cert, key))
+
+
+def read_cluster(root: NodeRoot, etcd: LocalEtcd, now: datetime) -> Cluster:
+    """Everything the plan needs from this node and its API; PlanError when this node cannot do it."""
     api = _admin_api(root)
     try:
         kubeadm_cm = api.get("/api/v1/namespaces/kube-system/configmaps/kubeadm-config")
@@ -158,21 +190,14 @@ def read_cluster(root: NodeRoot, now: datetime) -> Cluster:
             f"this node's trust material cannot be given to the new machine: {'; '.join(problems)}",
             "run replace-control-plane on a healthy control-plane node",
         )
-    client = tuple(root.read(certs_dir / n) for n in ETCD_CLIENT_FILES)
-    if any(f is None for f in client):
-        raise PlanError(
-            f"this node has no etcd client certificate ({', '.join(str(certs_dir / n) for n in ETCD_CLIENT_FILES)})",
-            "run replace-control-plane on a control-plane node with stacked etcd",
-        )
-    ca, cert, key = (f or b"" for f in client)
     flags = _flags(root)
     hostname = (root.read(PurePosixPath("/etc/hostname")) or b"").decode().strip()
     this_node = dict(flags).get("hostname-override") or hostname
     return Cluster(
         root=root,
         api=api,
-        etcd=EtcdClient("https://127.0.0.1:2379", ca, cert, key, timeout=10),
-        etcd_client_files=(ca, cert, key),
+        etcd=etcd.client,
+        etcd_client_files=etcd.files,
         cluster_configuration=cluster_yaml,
         kubelet_configuration=kubelet_yaml,
         trust={n: data for n, data in trust_raw.items() if data is not None},
@@ -192,36 +217,41 @@ def _bind_port(api: KubeApi, this_node: str) -> int:
     return int(port) if port.isdigit() else salvage.DEFAULT_API_PORT
 
 
-def members_with_health(cluster: Cluster) -> list[core.EtcdMember]:
-    """etcd's members in its order, each with whether its client URL answers ``/health`` now."""
+def members_with_health(etcd: LocalEtcd) -> list[core.EtcdMember]:
+    """etcd's members in its order, each with whether its client URL answers ``/health`` now (and why not)."""
     try:
-        members = cluster.etcd.members()
+        members = etcd.client.members()
     except EtcdError as exc:
         raise PlanError(
             f"this node's etcd does not answer: {exc.message}", "run replace-control-plane on a healthy master"
         ) from exc
     out = []
     for m in members:
-        healthy = False
+        healthy, why = False, "not started"
         for url in m.client_urls[:1]:
             try:
-                healthy = EtcdClient(url, *cluster.etcd_client_files, timeout=HEALTH_TIMEOUT).health()[0]
+                healthy, why = EtcdClient(url, *etcd.files, timeout=HEALTH_TIMEOUT).health()
             except EtcdError:
-                healthy = False
-        out.append(core.EtcdMember(m.id, m.name, m.peer_urls, m.is_learner, healthy))
+                healthy, why = False, "unreachable"
+        out.append(core.EtcdMember(m.id, m.name, m.peer_urls, m.is_learner, healthy, "" if healthy else why))
     return out
 
 
-def node_address(cluster: Cluster, node: str, members: list[core.EtcdMember]) -> str | None:
-    """The lost node's address: its Node object's InternalIP, else its etcd member's peer URL host."""
-    obj = cluster.api.get_or_none(f"/api/v1/nodes/{node}")
-    for a in ((obj or {}).get("status") or {}).get("addresses") or []:
-        if a.get("type") == "InternalIP" and a.get("address"):
-            return str(a["address"])
+def member_address(node: str, members: list[core.EtcdMember]) -> str | None:
+    """The host of the peer URL of member ``node``."""
     for m in members:
         if m.name == node and m.peer_urls:
             host = m.peer_urls[0].split("://", 1)[-1].rpartition(":")[0]
             return host.strip("[]") or None
+    return None
+
+
+def node_address(api: KubeApi, node: str) -> str | None:
+    """The first InternalIP of Node ``node``."""
+    obj = api.get_or_none(f"/api/v1/nodes/{node}")
+    for a in ((obj or {}).get("status") or {}).get("addresses") or []:
+        if a.get("type") == "InternalIP" and a.get("address"):
+            return str(a["address"])
     return None
 
 
@@ -236,24 +266,28 @@ class Planned:
 
 
 def make_plan(root: NodeRoot, request: Request, now: datetime, journal: ReplaceJournal | None = None) -> Planned:
-    cluster = read_cluster(root, now)
-    members = members_with_health(cluster)
+    etcd = local_etcd(root)
+    members = members_with_health(etcd)
     new_name = request.new_name or request.node
-    address = request.address or (journal.address if journal else None) or node_address(cluster, request.node, members)
+    old_address = member_address(request.node, members)
+    address = request.address or (journal.address if journal else None) or old_address
+    if journal is not None and journal.step_done("remove-member"):
+        verdict = core.MemberVerdict(None, tuple(m.name for m in members if m.healthy), len(members))
+    else:
+        verdict = core.check_membership(members, request.node, address or "")
+    cluster = read_cluster(root, etcd, now)
+    if not address:
+        address = node_address(cluster.api, request.node)
     if not address:
         raise PlanError(
             f"no address is known for {request.node} (no Node object, no etcd member)",
             "pass the new machine's address with --address",
         )
-    if request.node == cluster.this_node or new_name == cluster.this_node:
+    if cluster.this_node in (request.node, new_name):
         raise PlanError(
-            f"{request.node} is this node: replace-control-plane replaces another, lost control-plane node",
+            f"{cluster.this_node} is this node: replace-control-plane replaces another, lost control-plane node",
             "run it on a healthy control-plane node other than the one to replace",
         )
-    if journal is not None and journal.step_done("remove-member"):
-        verdict = core.MemberVerdict(None, tuple(m.name for m in members if m.healthy), len(members))
-    else:
-        verdict = core.check_membership(members, request.node, address)
     cfg = core.new_node_config(
         cluster.cluster_configuration,
         cluster.kubelet_configuration,
@@ -267,8 +301,9 @@ def make_plan(root: NodeRoot, request: Request, now: datetime, journal: ReplaceJ
         f"the trust material (CAs, sa.key) comes from this node ({cluster.this_node}); the new machine gets its own "
         "leaf certificates and kubeconfigs",
         f"the new machine {new_name} is reached over SSH at {address}; it must hold no etcd data",
-        "a load balancer in front of the API servers must list the new address"
-        if request.address and request.address != node_address(cluster, request.node, members)
+        f"the address changed ({old_address} -> {address}): a load balancer in front of the API servers must list "
+        "the new one"
+        if old_address and address != old_address
         else "the address is unchanged: a load balancer's backend for it needs no change",
     ]
     files = [
