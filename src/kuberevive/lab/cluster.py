@@ -262,12 +262,7 @@ class Lab:
             "lab: images (kube-apiserver, kube-controller-manager, kube-scheduler, etcd, pause, kube-proxy, labapp)"
         )
         self._start_services(self.cp, ("containerd", "sshd"))
-        refs = self.cp.run(
-            ["kubeadm", "config", "images", "list", "--config", str(cfg.init_config_file)],
-            step="listing the images kubeadm expects",
-        ).stdout.split()
-        lab_images = images_mod.lab_images(cfg, refs)
-        archives = {ref: images_mod.ensure_archive(cfg, spec) for ref, spec in lab_images.specs.items()}
+        lab_images, archives = self._image_archives()
         images_mod.prune_cache(cfg, list(archives.values()))
 
         joining = [n for n in cfg.nodes if n.name != self.cp.name]  # cp2, cp3 (HA), then the workers
@@ -348,13 +343,16 @@ class Lab:
         node.prepare_fs(cfg.ssh_dir / "authorized_keys")
         node.create_namespaces()
         self._write_ssh_client_files()
+        self._prepare_node(node, *self._image_archives())
+
+    def _image_archives(self) -> tuple[images_mod.LabImages, dict[str, Path]]:
+        """The images kubeadm expects (asked on the first control plane) and the lab's archive of each."""
         refs = self.cp.run(
-            ["kubeadm", "config", "images", "list", "--config", str(cfg.init_config_file)],
+            ["kubeadm", "config", "images", "list", "--config", str(self.cfg.init_config_file)],
             step="listing the images kubeadm expects",
         ).stdout.split()
-        lab_images = images_mod.lab_images(cfg, refs)
-        archives = {ref: images_mod.ensure_archive(cfg, spec) for ref, spec in lab_images.specs.items()}
-        self._prepare_node(node, lab_images, archives)
+        lab_images = images_mod.lab_images(self.cfg, refs)
+        return lab_images, {ref: images_mod.ensure_archive(self.cfg, spec) for ref, spec in lab_images.specs.items()}
 
     def destroy_node(self, name: str) -> None:
         """The machine ``name`` is gone for good: its processes (kubelet, containers, etcd), namespaces, network

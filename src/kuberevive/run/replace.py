@@ -153,11 +153,12 @@ def local_etcd(root: NodeRoot) -> LocalEtcd:
         trusted = manifest_flags(parse_manifest(manifest)).get("trusted-ca-file", "")
     except ConfigError:
         trusted = ""
-    etcd_dir = PurePosixPath(trusted).parent if trusted else paths.ETCD_PKI_DIR
-    client = tuple(root.read(etcd_dir / n) for n in ETCD_CLIENT_FILES)
+    # --trusted-ca-file=<certificatesDir>/etcd/ca.crt
+    certs_dir = PurePosixPath(trusted).parent.parent if trusted else paths.PKI_DIR
+    client = tuple(root.read(certs_dir / n) for n in ETCD_CLIENT_FILES)
     if any(f is None for f in client):
         raise PlanError(
-            f"this node has no etcd client certificate ({', '.join(str(etcd_dir / n) for n in ETCD_CLIENT_FILES)})",
+            f"this node has no etcd client certificate ({', '.join(str(certs_dir / n) for n in ETCD_CLIENT_FILES)})",
             "run replace-control-plane on a control-plane node with stacked etcd",
         )
     ca, cert, key = (f or b"" for f in client)
