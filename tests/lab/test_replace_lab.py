@@ -8,10 +8,14 @@ One bring-up for the module (the ``ha_lab`` fixture). In the order written:
    ``replace-control-plane cp3 --apply`` run on cp1: three started voting members with a new cp3 member, all
    nodes Ready, 0 failed requests of a Service probe every 100 ms from cp1, cp2 and worker1 during the
    replacement, no pod on another node restarted or re-created, cp3's trust material byte-identical to cp1's.
-2. cp2 and cp3 both destroyed: ``replace-control-plane cp3 --apply`` refuses (etcd has lost quorum) with each
-   member's health, exit 1, and changes nothing.
+2. cp3 destroyed again and replaced by a machine with a new name and address (cp4, the next free address):
+   ``--new-name cp4 --address IP``; the lab's pod network and haproxy backend for the new machine are added as the
+   cluster's CNI and the operator would; then cp1, cp2, cp4, worker1 Ready, Node cp3 deleted, three voting members
+   with cp4, 0 failed Service requests, no pod elsewhere restarted.
+3. cp2 and the third master both destroyed: ``replace-control-plane --apply`` refuses (etcd has lost quorum) with
+   each member's health, exit 1, and changes nothing.
 
-The lab is broken after the second test (two of three etcd members gone): the fixture takes it down.
+The lab is broken after the last test (two of three etcd members gone): the fixture takes it down.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import pytest
 
 from kuberevive.lab import Lab
 from kuberevive.lab.config import WORKLOAD_NAMESPACE
+from kuberevive.lab.loadbalancer import LoadBalancer
 from kuberevive.lab.probe import ServiceProbe
 from kuberevive.model import paths
 
@@ -46,7 +51,10 @@ ETCDCTL = (
     "--key",
     "/etc/kubernetes/pki/etcd/healthcheck-client.key",
 )
+NEW = "cp4"
 TIMES: dict[str, float] = {}
+THIRD = {"name": LOST}
+"""The third control plane once the tests above ran (cp4 replaces cp3 in the second one)."""
 
 
 def _poll(what: str, probe: Callable[[], object], timeout: float) -> object:
@@ -197,20 +205,64 @@ def test_a_destroyed_master_is_replaced_by_a_fresh_machine_of_the_same_name(
         assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
 
 
+def test_a_lost_master_is_replaced_by_a_machine_with_a_new_name_and_address(
+    ha_lab: Lab, ha_on_node: OnNode, tmp_path: Path
+) -> None:
+    on_node = ha_on_node
+    _poll("every node Ready", lambda: _all_ready(ha_lab), 300)
+    ha_lab.destroy_node(LOST)
+    _poll(f"{LOST}'s labapp endpoint to leave the Service", lambda: LOST not in _labapp_endpoint_nodes(on_node), 300)
+    pods_before = _pods_elsewhere(on_node)
+    new = ha_lab.add_node(NEW)
+    assert new.spec.ip not in {ha_lab.cfg.node(n).ip for n in NODES}
+
+    argv = ["kuberevive", "replace-control-plane", LOST, "--new-name", NEW, "--address", new.spec.ip, "--json"]
+    argv += [*_ssh_args(ha_lab), "--kubelet-arg", f"cgroup-root={ha_lab.cfg.cgroup_root(NEW)}", "--apply"]
+    with ServiceProbe(ha_lab, tmp_path / "service", nodes=["cp1", "cp2", "worker1"]) as service:
+        service.wait_for_answers(10)
+        t0 = time.monotonic()
+        run = on_node("cp1", *argv, check=False, timeout=1200)
+        TIMES["replace_new_name_s"] = time.monotonic() - t0
+        assert run.returncode == 0, run.stderr[-3000:]
+        # what the cluster's CNI DaemonSet and the operator's load balancer do for a new machine
+        ha_lab.attach_pod_network(NEW)
+        LoadBalancer(ha_lab.cfg).add_server(NEW, new.spec.ip)
+        want = {"cp1": "Ready", "cp2": "Ready", NEW: "Ready", "worker1": "Ready"}
+        _poll(f"cp1, cp2, {NEW}, worker1 Ready and no {LOST}", lambda: ha_lab.node_conditions() == want, 300)
+        _poll(f"haproxy to check {NEW} UP", lambda: LoadBalancer(ha_lab.cfg).server_states().get(NEW) == "UP", 120)
+        service.wait_for_answers(20)
+    result = json.loads(run.stdout)
+    print(f"times: {TIMES}; Service probes:", {n: (r.ok, r.failed) for n, r in service.results.items()})
+    assert result["applied"][-1] == "old-node"
+    assert any("must list the new one" in n for n in result["plan"]["notes"]), result["plan"]["notes"]
+    members = _members(on_node)
+    assert sorted(m["name"] for m in members.values()) == ["cp1", "cp2", NEW], members
+    assert not any(m.get("isLearner", False) for m in members.values()), members
+    assert [m["peerURLs"] for m in members.values() if m["name"] == NEW] == [[f"https://{new.spec.ip}:2380"]]
+    assert "NotFound" in on_node("cp1", "kubectl", "get", "node", LOST, check=False).stderr
+    assert _trust_sums(on_node, NEW) == _trust_sums(on_node, "cp1")
+    pods_after = _pods_elsewhere(on_node)
+    assert {k: pods_after.get(k) for k in pods_before} == pods_before
+    for node, r in service.results.items():
+        assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
+    THIRD["name"] = NEW
+
+
 def test_with_cp2_and_cp3_gone_it_refuses_and_says_why(ha_lab: Lab, ha_on_node: OnNode) -> None:
     on_node = ha_on_node
     journal = str(paths.STATE_DIR / "replace" / "journal.json")
     journal_before = on_node("cp1", "cat", journal, check=False).stdout
+    third = THIRD["name"]  # cp3, or cp4 when the test above replaced cp3 by it
     ha_lab.destroy_node("cp2")
-    ha_lab.destroy_node(LOST)
-    argv = ["kuberevive", "replace-control-plane", LOST, "--apply", *_ssh_args(ha_lab)]
+    ha_lab.destroy_node(third)
+    argv = ["kuberevive", "replace-control-plane", third, "--apply", *_ssh_args(ha_lab)]
     run = on_node("cp1", *argv, check=False, timeout=300)
     print(run.stderr)
     assert run.returncode == 1, run.stdout + run.stderr
     assert "kuberevive: error: etcd has lost quorum" in run.stderr and "of 3 voting members healthy" in run.stderr
-    assert "cp2: unreachable" in run.stderr and "cp3: unreachable" in run.stderr
+    assert "cp2: unreachable" in run.stderr and f"{third}: unreachable" in run.stderr
     assert "Traceback" not in run.stderr
     # nothing changed: still three members (the plan asks etcd again), the journal as it was
-    again = on_node("cp1", "kuberevive", "replace-control-plane", LOST, *_ssh_args(ha_lab), check=False, timeout=300)
+    again = on_node("cp1", "kuberevive", "replace-control-plane", third, *_ssh_args(ha_lab), check=False, timeout=300)
     assert again.returncode == 1 and "of 3 voting members healthy" in again.stderr, again.stderr
     assert on_node("cp1", "cat", journal, check=False).stdout == journal_before
