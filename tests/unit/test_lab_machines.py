@@ -14,6 +14,7 @@ from kuberevive.errors import LabError
 from kuberevive.lab import Lab
 from kuberevive.lab.cluster import _under
 from kuberevive.lab.config import LabConfig
+from kuberevive.lab.network import host_mac
 
 
 def _lab(tmp_path: Path, status: str = "up") -> Lab:
@@ -50,3 +51,11 @@ def test_add_needs_a_lab_that_is_up_and_destroy_refuses_cp1_and_unknown_names(tm
         lab.destroy_node("cp1")
     with pytest.raises(LabError):
         lab.destroy_node("cp9")
+
+
+def test_a_re_added_machine_keeps_its_mac_a_new_name_gets_another(tmp_path: Path) -> None:
+    cfg = _lab(tmp_path).cfg
+    mac = host_mac(cfg, "cp3")
+    assert mac == host_mac(cfg, "cp3") != host_mac(cfg, "cp4")
+    first = int(mac.split(":")[0], 16)
+    assert first & 0x02 and not first & 0x01  # locally administered, unicast

@@ -18,6 +18,7 @@ The HA lab adds ``krlab-lb`` (the load balancer, loadbalancer.py): ``lo`` and ``
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from kuberevive.lab._proc import run
@@ -83,6 +84,14 @@ def remove_node(cfg: LabConfig, name: str) -> None:
         run(["ip", "netns", "delete", cfg.netns_name(name)], step=f"deleting the network of {name}", check=False)
 
 
+def host_mac(cfg: LabConfig, name: str) -> str:
+    """``eth0``'s MAC address, fixed by the lab and the host's name (locally administered, unicast): a machine
+    destroyed and added again (re-imaged, same NIC) keeps it, so its peers' ARP caches stay right; a new MAC at a
+    known address leaves them sending to the old one until their neighbour entries fail (seconds of timeouts)."""
+    digest = hashlib.sha256(f"{cfg.prefix}-{name}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
 def _add_host(cfg: LabConfig, name: str, ip: str, step: str) -> str:
     """The namespace ``<prefix>-<name>`` with ``lo`` and ``eth0`` (``ip``) on a port ``to-<name>`` of the switch."""
     sw = cfg.switch_netns
@@ -92,7 +101,24 @@ def _add_host(cfg: LabConfig, name: str, ip: str, step: str) -> str:
     _ip("-n", ns, "link", "set", "lo", "up", step=step)
     port = f"to-{name}"
     if run(["ip", "-n", sw, "link", "show", port], step=step, check=False).returncode != 0:
-        _ip("-n", sw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns, step=step)
+        mac = host_mac(cfg, name)
+        _ip(
+            "-n",
+            sw,
+            "link",
+            "add",
+            port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "address",
+            mac,
+            "netns",
+            ns,
+            step=step,
+        )
     _ip("-n", sw, "link", "set", port, "master", "br0", "up", step=step)
     _ip("-n", ns, "addr", "replace", f"{ip}/{cfg.prefix_len}", "dev", "eth0", step=step)
     _ip("-n", ns, "link", "set", "eth0", "up", step=step)
