@@ -34,6 +34,7 @@ from kuberevive.lab.config import WORKLOAD_NAMESPACE
 from kuberevive.lab.loadbalancer import LoadBalancer
 from kuberevive.lab.probe import ServiceProbe
 from kuberevive.model import paths
+from tests.documents import validate
 
 pytestmark = pytest.mark.lab
 
@@ -165,7 +166,7 @@ def test_a_destroyed_master_is_replaced_by_a_fresh_machine_of_the_same_name(
 
     argv = ["kuberevive", "replace-control-plane", LOST, "--json", *_ssh_args(ha_lab)]
     argv += ["--kubelet-arg", f"cgroup-root={ha_lab.cfg.cgroup_root(LOST)}"]
-    plan = json.loads(on_node("cp1", *argv, timeout=300).stdout)
+    plan = validate(json.loads(on_node("cp1", *argv, timeout=300).stdout))  # its JSON Schema too
     assert plan["kind"] == "ReplacePlan" and plan["lost_member"]["id"] == str(int(old_id, 16))
     assert _members(on_node).keys() == before.keys()  # the plan changed nothing
 
@@ -179,7 +180,7 @@ def test_a_destroyed_master_is_replaced_by_a_fresh_machine_of_the_same_name(
         _poll(f"a labapp endpoint on {LOST} again", lambda: LOST in _labapp_endpoint_nodes(on_node), 300)
         _poll(f"the labapp Service to answer from {LOST}", lambda: ha_lab.request_service(LOST), 120)
         service.wait_for_answers(20)
-    result = json.loads(run.stdout)
+    result = validate(json.loads(run.stdout))
     print(f"times: {TIMES}; Service probes:", {n: (r.ok, r.failed) for n, r in service.results.items()})
 
     assert result["kind"] == "ReplaceResult" and result["applied"][:3] == [
