@@ -118,4 +118,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "kuberevive lab status": ("kuberevive lab status -o json",),
     "kuberevive lab demo": ("kuberevive lab demo",),
     "kuberevive lab exec": ("kuberevive lab exec cp1 -- crictl ps -a",),
+    "kuberevive lab node": ("kuberevive lab node destroy cp3 && kuberevive lab node add cp3",),
+    "kuberevive lab node destroy": ("kuberevive lab node destroy cp3   # its Node object and etcd member remain",),
+    "kuberevive lab node add": (
+        "kuberevive lab node add cp3                    # a fresh machine at cp3's address",
+        "kuberevive lab node add cp4 --ip 172.30.0.20   # a new machine with a new name",
+    ),
 }
