@@ -10,8 +10,9 @@ One bring-up for the module (the ``ha_lab`` fixture). In the order written:
    replacement, no pod on another node restarted or re-created, cp3's trust material byte-identical to cp1's.
 2. cp3 destroyed again and replaced by a machine with a new name and address (cp4, the next free address):
    ``--new-name cp4 --address IP``; the lab's pod network and haproxy backend for the new machine are added as the
-   cluster's CNI and the operator would; then cp1, cp2, cp4, worker1 Ready, Node cp3 deleted, three voting members
-   with cp4, 0 failed Service requests, no pod elsewhere restarted.
+   cluster's CNI and the operator would; the first run is SIGKILLed right after adding the learner and the second
+   resumes from the journal; then cp1, cp2, cp4, worker1 Ready, Node cp3 deleted, three voting members with cp4,
+   0 failed Service requests, no pod elsewhere restarted.
 3. cp2 and the third master both destroyed: ``replace-control-plane --apply`` refuses (etcd has lost quorum) with
    each member's health, exit 1, and changes nothing.
 
@@ -222,6 +223,16 @@ def test_a_lost_master_is_replaced_by_a_machine_with_a_new_name_and_address(
     with ServiceProbe(ha_lab, tmp_path / "service", nodes=["cp1", "cp2", "worker1"]) as service:
         service.wait_for_answers(10)
         t0 = time.monotonic()
+        # killed (SIGKILL) right after the learner is added: the next run resumes from the journal
+        killed = on_node("cp1", "env", "KUBEREVIVE_FAULT_AFTER_STEP=3", *argv, check=False, timeout=1200)
+        assert killed.returncode in (-9, 137), killed.stderr[-3000:]  # SIGKILL
+        journal = json.loads(on_node("cp1", "cat", str(paths.STATE_DIR / "replace" / "journal.json")).stdout)
+        assert journal["status"] == "running" and journal["learner_id"], journal
+        assert [s for s, r in journal["steps"].items() if r["state"] == "done"] == [
+            "remove-member",
+            "prepare-node",
+            "add-learner",
+        ]
         run = on_node("cp1", *argv, check=False, timeout=1200)
         TIMES["replace_new_name_s"] = time.monotonic() - t0
         assert run.returncode == 0, run.stderr[-3000:]
@@ -234,7 +245,8 @@ def test_a_lost_master_is_replaced_by_a_machine_with_a_new_name_and_address(
         service.wait_for_answers(20)
     result = json.loads(run.stdout)
     print(f"times: {TIMES}; Service probes:", {n: (r.ok, r.failed) for n, r in service.results.items()})
-    assert result["applied"][-1] == "old-node"
+    assert result["resumed"] is True
+    assert result["applied"] == ["start-kubelet", "promote", "api-ready", "node-ready", "old-node"]
     assert any("must list the new one" in n for n in result["plan"]["notes"]), result["plan"]["notes"]
     members = _members(on_node)
     assert sorted(m["name"] for m in members.values()) == ["cp1", "cp2", NEW], members
