@@ -126,8 +126,10 @@ def _add_host(cfg: LabConfig, name: str, ip: str, step: str) -> str:
 
 
 def set_pod_routes(cfg: LabConfig, pod_cidrs: dict[str, str]) -> None:
-    """On each node, route every other node's pod CIDR via that node's address."""
+    """On each node (a destroyed one has no namespace), route every other node's pod CIDR via its address."""
     for node in cfg.nodes:
+        if not netns_exists(cfg, cfg.netns_name(node.name)):
+            continue
         for other in cfg.nodes:
             if other.name == node.name or other.name not in pod_cidrs:
                 continue
