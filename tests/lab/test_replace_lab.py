@@ -26,7 +26,6 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -36,42 +35,17 @@ from kuberevive.lab.loadbalancer import LoadBalancer
 from kuberevive.lab.probe import ServiceProbe
 from kuberevive.model import paths
 from tests.documents import validate
+from tests.lab.test_ha_lab import ETCDCTL, _members, _poll
 
 pytestmark = pytest.mark.lab
 
 OnNode = Callable[..., "subprocess.CompletedProcess[str]"]
 NODES = ("cp1", "cp2", "cp3", "worker1")
 LOST = "cp3"
-ETCDCTL = (
-    "etcdctl",
-    "--endpoints",
-    "https://127.0.0.1:2379",
-    "--cacert",
-    "/etc/kubernetes/pki/etcd/ca.crt",
-    "--cert",
-    "/etc/kubernetes/pki/etcd/healthcheck-client.crt",
-    "--key",
-    "/etc/kubernetes/pki/etcd/healthcheck-client.key",
-)
 NEW = "cp4"
 TIMES: dict[str, float] = {}
 THIRD = {"name": LOST}
 """The third control plane once the tests above ran (cp4 replaces cp3 in the second one)."""
-
-
-def _poll(what: str, probe: Callable[[], object], timeout: float) -> object:
-    deadline, last = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(1)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {last!r})")
-
-
-def _members(on_node: OnNode) -> dict[str, dict[str, Any]]:
-    members = json.loads(on_node("cp1", *ETCDCTL, "member", "list", "-w", "json").stdout)["members"]
-    return {format(m["ID"], "x"): m for m in members}
 
 
 def _pods_elsewhere(on_node: OnNode) -> dict[str, tuple[str, dict[str, tuple[str, int]]]]:
