@@ -186,3 +186,11 @@ def test_the_new_machine_gets_the_clusters_trust_its_own_leaves_and_a_joined_etc
 def test_the_old_node_step_is_planned_only_when_the_name_changes() -> None:
     assert "old-node" in core.plan_steps(True) and "old-node" not in core.plan_steps(False)
     assert core.plan_steps(False)[:3] == ["remove-member", "prepare-node", "add-learner"]
+
+
+def test_a_resumed_replacement_still_needs_a_quorum_of_the_voters() -> None:
+    after_remove = [member("cp1", CP1, False), member("cp2", CP2, False), member("", NEW, False, learner=True)]
+    with pytest.raises(PlanError, match=r"0 of 2 voting members healthy.*resuming the replacement of cp3"):
+        core.resumed_membership(after_remove, "cp3")
+    ok = core.resumed_membership([member("cp1", CP1), member("cp2", CP2), member("", NEW, False, True)], "cp3")
+    assert ok.lost is None and ok.healthy == ("cp1", "cp2") and ok.voters == 2

@@ -100,14 +100,7 @@ def check_membership(members: Sequence[EtcdMember], node: str, new_address: str)
             "replaced",
             f"stop and wipe {node} first if it must be replaced, or run recover on {node} if only its files are broken",
         )
-    quorum_now = len(voters) // 2 + 1
-    if len(healthy) < quorum_now:
-        raise PlanError(
-            f"etcd has lost quorum: {len(healthy)} of {len(voters)} voting members healthy ({_health(voters)}), "
-            f"{quorum_now} needed; removing {node} needs a quorum, and without one the cluster cannot agree to it",
-            "bring a lost member back first (kuberevive recover on a node whose etcd data survived), or restore "
-            "quorum from a snapshot; then replace the remaining lost nodes one at a time",
-        )
+    require_quorum(voters, healthy, f"removing {node}")
     for m in members:
         if m is lost:
             continue
@@ -122,6 +115,27 @@ def check_membership(members: Sequence[EtcdMember], node: str, new_address: str)
                 "wait for it to be promoted, or remove it with 'etcdctl member remove', then run again",
             )
     return MemberVerdict(lost, tuple(m.name for m in healthy), len(voters))
+
+
+def require_quorum(voters: Sequence[EtcdMember], healthy: Sequence[EtcdMember], what: str) -> None:
+    """PlanError unless the ``healthy`` voters are a quorum of ``voters`` (``what`` needs one)."""
+    quorum = len(voters) // 2 + 1
+    if len(healthy) < quorum:
+        raise PlanError(
+            f"etcd has lost quorum: {len(healthy)} of {len(voters)} voting members healthy ({_health(voters)}), "
+            f"{quorum} needed; {what} needs a quorum, and without one the cluster cannot agree to it",
+            "bring a lost member back first (kuberevive recover on a node whose etcd data survived), or restore "
+            "quorum from a snapshot; then replace the remaining lost nodes one at a time",
+        )
+
+
+def resumed_membership(members: Sequence[EtcdMember], node: str) -> MemberVerdict:
+    """A resumed replacement (the lost member is gone already): the voters must still have a quorum to add or
+    promote the learner."""
+    voters = [m for m in members if not m.is_learner]
+    healthy = [m for m in voters if m.healthy]
+    require_quorum(voters, healthy, f"resuming the replacement of {node}")
+    return MemberVerdict(None, tuple(m.name for m in healthy), len(voters))
 
 
 def initial_cluster(members: Sequence[EtcdMember], name: str, address: str) -> tuple[tuple[str, str], ...]:

@@ -273,7 +273,7 @@ def make_plan(root: NodeRoot, request: Request, now: datetime, journal: ReplaceJ
     old_address = member_address(request.node, members)
     address = request.address or (journal.address if journal else None) or old_address
     if journal is not None and journal.step_done("remove-member"):
-        verdict = core.MemberVerdict(None, tuple(m.name for m in members if m.healthy), len(members))
+        verdict = core.resumed_membership(members, request.node)
     else:
         verdict = core.check_membership(members, request.node, address or "")
     cluster = read_cluster(root, etcd, now)
