@@ -34,7 +34,14 @@ from kuberevive.core.backup import BackupFile, NodeIdentity, Secret
 from kuberevive.io.backupfile import collect_node_files
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model import paths
-from kuberevive.model.document import DOCUMENT_TYPES, LAB_DEMO, LAB_STATUS, RESTORE_ETCD
+from kuberevive.model.document import (
+    DOCUMENT_TYPES,
+    LAB_DEMO,
+    LAB_STATUS,
+    REPLACE_PLAN,
+    REPLACE_RESULT,
+    RESTORE_ETCD,
+)
 from tests.documents import errors, schema_of, validate
 from tests.integration.test_backup_cli import BIN_DIR, ETCD_MANIFEST_N1, _client, _reachable, etcd_root
 from tests.unit.test_executor import Cluster, _config_text, seed_disaster
@@ -45,8 +52,20 @@ __all__ = ["etcd_root"]  # the fixture: a real etcd with kubeadm's certificates 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "endpoint-sans.yaml"
 PASSPHRASE = "schema test passphrase"
 #: Documents the module's commands do not print: the lab's (tests/lab/test_lab.py validates ``lab status``), and
-#: restore-etcd's (it needs a real etcd: test_restore_etcd_output_matches_its_schema).
-NOT_RUN_HERE = {LAB_STATUS.kind, LAB_DEMO.kind, RESTORE_ETCD.kind}
+#: restore-etcd's (it needs a real etcd: test_restore_etcd_output_matches_its_schema), and replace-control-plane's
+#: (it needs a real HA cluster: tests/lab/test_replace_lab.py validates both).
+NOT_RUN_HERE = {LAB_STATUS.kind, LAB_DEMO.kind, RESTORE_ETCD.kind, REPLACE_PLAN.kind, REPLACE_RESULT.kind}
+_REPLACE_PLAN_BODY: dict[str, Any] = {
+    "node": "cp3",
+    "new_name": "cp3",
+    "address": "172.30.0.14",
+    "lost_member": {"id": "7844467678905424409", "name": "cp3", "peer_urls": ["https://172.30.0.14:2380"]},
+    "healthy_members": ["cp1", "cp2"],
+    "voting_members": 3,
+    "steps": [{"id": "remove-member", "title": "remove the lost etcd member"}],
+    "files": ["/etc/kubernetes/pki/ca.crt"],
+    "notes": [],
+}
 
 
 def run(*argv: str, expect: int = 0, output: str = "--json") -> dict[str, Any]:
@@ -257,6 +276,17 @@ HAND_MADE: dict[str, dict[str, Any]] = {
         ],
     },
     LAB_DEMO.kind: {"schema": LAB_DEMO.schema, "kind": LAB_DEMO.kind, "recover_exit_code": 0, "failed": 0},
+    REPLACE_PLAN.kind: {"schema": REPLACE_PLAN.schema, "kind": REPLACE_PLAN.kind, **_REPLACE_PLAN_BODY},
+    REPLACE_RESULT.kind: {
+        "schema": REPLACE_RESULT.schema,
+        "kind": REPLACE_RESULT.kind,
+        "plan": _REPLACE_PLAN_BODY,
+        "applied": ["remove-member"],
+        "resumed": False,
+        "members": [{"id": "1", "name": "cp1", "peer_urls": ["https://172.30.0.11:2380"], "is_learner": False}],
+        "messages": [],
+        "seconds": 84.0,
+    },
 }
 
 

@@ -43,6 +43,21 @@ def member_id(value: object) -> str:
         return str(value)
 
 
+def _gateway_id(member: str) -> str:
+    """A member id (hex, as :func:`member_id` gives it) as the JSON gateway takes a uint64: a decimal string."""
+    return str(int(member, 16))
+
+
+def _member(m: dict[str, Any]) -> Member:
+    return Member(
+        id=member_id(m.get("ID", "")),
+        name=str(m.get("name", "")),
+        peer_urls=tuple(m.get("peerURLs") or ()),
+        client_urls=tuple(m.get("clientURLs") or ()),
+        is_learner=bool(m.get("isLearner")),
+    )
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -144,16 +159,19 @@ class EtcdClient:
 
     def members(self) -> list[Member]:
         parsed = self._post("/v3/cluster/member/list", {})
-        return [
-            Member(
-                id=member_id(m.get("ID", "")),
-                name=str(m.get("name", "")),
-                peer_urls=tuple(m.get("peerURLs") or ()),
-                client_urls=tuple(m.get("clientURLs") or ()),
-                is_learner=bool(m.get("isLearner")),
-            )
-            for m in parsed.get("members") or []
-        ]
+        return [_member(m) for m in parsed.get("members") or []]
+
+    def member_add(self, peer_urls: list[str], learner: bool) -> Member:
+        """``MemberAdd``: the new member (unstarted: no name yet), as a learner when ``learner``."""
+        parsed = self._post("/v3/cluster/member/add", {"peerURLs": peer_urls, "isLearner": learner})
+        return _member(parsed.get("member") or {})
+
+    def member_remove(self, member: str) -> None:
+        self._post("/v3/cluster/member/remove", {"ID": _gateway_id(member)})
+
+    def member_promote(self, member: str) -> None:
+        """``MemberPromote``: EtcdError while the learner has not caught up with the leader (retry)."""
+        self._post("/v3/cluster/member/promote", {"ID": _gateway_id(member)})
 
     def put(self, key: bytes, value: bytes) -> int:
         """Write one key; returns the new revision (tests and benchmarks fill an etcd with it)."""

@@ -268,7 +268,7 @@ class Lab:
             "lab: images (kube-apiserver, kube-controller-manager, kube-scheduler, etcd, pause, kube-proxy, labapp)"
         )
         self._start_services(self.cp, ("containerd", "sshd"))
-        lab_images, archives = self._images()
+        lab_images, archives = self._image_archives()
         images_mod.prune_cache(cfg, list(archives.values()))
 
         joining = [n for n in cfg.nodes if n.name != self.cp.name]  # cp2, cp3 (HA), then the workers
@@ -319,10 +319,7 @@ class Lab:
         node = self.nodes[name] = Node(cfg, spec)
         self.progress(f"lab: adding {name} ({ip})")
         network.create(cfg)
-        node.prepare_fs(cfg.ssh_dir / "authorized_keys")
-        node.create_namespaces()
-        self._write_ssh_client_files()
-        self._prepare_node(node, *self._images())
+        self._new_machine(node)
         pod_cidrs = dict(self.read_state().get("pod_cidrs", {}))
         pod_cidrs[name] = self._join(spec, join)
         network.set_pod_routes(cfg, pod_cidrs)
@@ -336,9 +333,17 @@ class Lab:
         )
         return node
 
-    def _images(self) -> tuple[images_mod.LabImages, dict[str, Path]]:
-        """The images kubeadm expects (asked on the first control plane) and the lab's own, each with its archive
-        in the cache."""
+    def _new_machine(self, node: Node) -> None:
+        """A fresh machine for ``node`` (its network namespace exists): file system, namespaces, a new SSH host
+        key in the lab's known_hosts, containerd and sshd running, the images imported; no cluster state."""
+        cfg = self.cfg
+        node.prepare_fs(cfg.ssh_dir / "authorized_keys")
+        node.create_namespaces()
+        self._write_ssh_client_files()
+        self._prepare_node(node, *self._image_archives())
+
+    def _image_archives(self) -> tuple[images_mod.LabImages, dict[str, Path]]:
+        """The images kubeadm expects (asked on the first control plane) and the lab's archive of each."""
         refs = self.cp.run(
             ["kubeadm", "config", "images", "list", "--config", str(self.cfg.init_config_file)],
             step="listing the images kubeadm expects",
@@ -356,6 +361,87 @@ class Lab:
         self.progress(f"lab: kubeadm join {kind}on {spec.name} (log: {node.log_dir / 'kubeadm-join.log'})")
         self._kubeadm(node, ["kubeadm", "join", "--config", str(path)], "kubeadm-join")
         return self._configure_cni(node)
+
+    def destroy_node(self, name: str) -> None:
+        """The machine ``name`` is gone for good: its processes (kubelet, containers, etcd), namespaces, network
+        link, cgroups and disks (``S/nodes/<name>``; its logs are kept under ``S/destroyed/<name>-<time>/``).
+        What the cluster knows of it stays: its Node object and, on a control plane, its etcd member."""
+        self.require_root()
+        cfg = self.cfg
+        cfg.node(name)  # LabError for an unknown name
+        if name == self.cp.name:
+            raise LabError(f"{name} is the node the lab itself works through (kubectl, status)", "destroy another node")
+        self._stop_hosts([name], f"lab: destroying {name}")
+        self._release_namespaces([name])
+        for f in (cfg.mntns_file(name), cfg.utsns_file(name)):
+            f.unlink(missing_ok=True)
+        network.remove_node(cfg, name)
+        _remove_cgroups(cfg, [name])
+        logs = cfg.log_dir(name)
+        if logs.is_dir():
+            kept = cfg.state_dir / "destroyed" / f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(logs, kept)
+        node_dir = cfg.node_dir(name)
+        if not _wait(lambda: _rmtree(node_dir), 20, f"{node_dir} to be removable"):
+            raise LabError(f"cannot remove {node_dir}", "Check `grep kuberevive-lab /proc/mounts`.")
+        self._write_state(destroyed=sorted({*self.read_state().get("destroyed", []), name}))
+        self.progress(f"lab: {name} destroyed (its Node object and etcd member remain in the cluster)")
+
+    def add_node(self, name: str, ip: str | None = None) -> Node:
+        """A fresh machine ``name``: the packages and binaries, containerd and sshd with the lab key, the images,
+        and no cluster state (no /etc/kubernetes, kubelet files or etcd data; the kubelet is not started). A
+        destroyed node comes back at its address; a new name gets ``ip`` or the next free address and is a
+        control plane to be (``status`` and ``down`` include it). The pod network (the bridge CNI file and the
+        routes) is set up when the node's pod CIDR is known (:meth:`attach_pod_network` otherwise)."""
+        self.require_root()
+        if self.read_state().get("status") != "up":
+            raise LabError(f"no lab is up in {self.cfg.state_dir}", "Run `kuberevive lab up` first.")
+        cfg = self.cfg
+        if name in self.nodes:
+            spec = cfg.node(name)
+            if self.nodes[name].is_up():
+                raise LabError(f"lab node {name} is running", f"destroy it first: kuberevive lab node destroy {name}")
+            if ip is not None and ip != spec.ip:
+                raise LabError(f"lab node {name} has the address {spec.ip}, not {ip}", "leave out --ip")
+        else:
+            spec = NodeSpec(name, self._free_address(ip), "control-plane")
+            self._write_state(extra_nodes=[*self.read_state().get("extra_nodes", []), dict(spec.__dict__)])
+            self.cfg = cfg = dataclasses.replace(cfg, nodes=(*cfg.nodes, spec))
+        node = self.nodes[name] = Node(cfg, spec)
+        self.progress(f"lab: a fresh machine {name} ({spec.ip})")
+        network.add_node(cfg, spec)
+        self._new_machine(node)
+        pod_cidrs = dict(self.read_state().get("pod_cidrs", {}))
+        if name in pod_cidrs:
+            self._write_cni(node, pod_cidrs[name])
+        network.set_pod_routes(cfg, pod_cidrs)
+        self._write_state(destroyed=[n for n in self.read_state().get("destroyed", []) if n != name])
+        return node
+
+    def attach_pod_network(self, name: str) -> str:
+        """Wait for the pod CIDR of node ``name`` (the controller-manager allocates it), write its bridge CNI file
+        and route it on every node; returns the CIDR."""
+        pod_cidrs = dict(self.read_state().get("pod_cidrs", {}))
+        cidr = pod_cidrs[name] = self._configure_cni(self.node(name))
+        network.set_pod_routes(self.cfg, pod_cidrs)
+        self._write_state(pod_cidrs=pod_cidrs)
+        return cidr
+
+    def _free_address(self, ip: str | None) -> str:
+        cfg = self.cfg
+        taken = {n.ip for n in cfg.nodes} | {cfg.host_ip, cfg.lb_ip}
+        net = ipaddress.ip_network(cfg.network)
+        if ip is None:
+            return next(str(a) for a in net.hosts() if a.packed[-1] > 10 and str(a) not in taken)
+        try:
+            inside = ipaddress.ip_address(ip) in net
+        except ValueError:
+            inside = False
+        if not inside or ip in taken:
+            why = "is taken" if inside else f"is not an address of the lab network {cfg.network}"
+            raise LabError(f"--ip {ip} {why}", f"pick a free address of {cfg.network} above .10, or leave out --ip")
+        return ip
 
     def _prepare_node(self, node: Node, lab_images: images_mod.LabImages, archives: dict[str, Path]) -> None:
         self._start_services(node, ("containerd", "sshd"))
@@ -383,7 +469,9 @@ class Lab:
 
     def _write_ssh_client_files(self) -> None:
         d = self.cfg.ssh_dir
-        known = "".join(f"{n.spec.name},{n.spec.ip} {n.host_public_key()}\n" for n in self.nodes.values())
+        known = "".join(
+            f"{n.spec.name},{n.spec.ip} {n.host_public_key()}\n" for n in self.nodes.values() if n.has_host_key()
+        )
         (d / "known_hosts").write_text(known)
         conf = "".join(
             f"Host {n.name}\n  HostName {n.ip}\n  User root\n  IdentityFile {d / 'id_ed25519'}\n"
@@ -428,7 +516,7 @@ class Lab:
 
     def _configure_cni(self, node: Node) -> str:
         """Wait for the node's pod CIDR (allocated by kube-controller-manager), write its CNI config."""
-        cidr = wait_for(
+        cidr: str = wait_for(
             f"the pod CIDR of {node.name}",
             lambda: (
                 self.cp.kubectl("get", "node", node.name, "-o", "jsonpath={.spec.podCIDR}", check=False).stdout.strip()
@@ -437,6 +525,10 @@ class Lab:
             timeout=120,
             hint=f"Read {self.cp.log_dir / 'kubelet.log'} (kube-controller-manager allocates it).",
         )
+        self._write_cni(node, cidr)
+        return cidr
+
+    def _write_cni(self, node: Node, cidr: str) -> None:
         conf = {
             "cniVersion": "0.4.0",
             "name": "krlab",
@@ -453,7 +545,6 @@ class Lab:
             ],
         }
         node.write_file("/etc/cni/net.d/10-krlab.conflist", json.dumps(conf, indent=2) + "\n")
-        return cidr
 
     # --- waiting -------------------------------------------------------------------------------
     def _kubectl_json(self, *args: str) -> dict[str, Any]:
@@ -633,27 +724,25 @@ class Lab:
         return subprocess.call(cmd)
 
     # --- down ----------------------------------------------------------------------------------
-    def down(self) -> None:
-        self.require_root()
+    def _stop_hosts(self, hosts: list[str] | None, what: str) -> None:
+        """Stop the supervised services of ``hosts`` (None: every lab host), then SIGKILL every process left in
+        their cgroups or namespaces, and remove the cgroups those processes had outside the node roots."""
         cfg = self.cfg
-        self.progress("lab: stopping node services")
-        for host in cfg.service_hosts:
+        names = cfg.service_hosts if hosts is None else hosts
+        self.progress(f"{what}: stopping node services")
+        for host in names:
             for pidfile in sorted(cfg.node_run_dir(host).glob("*.supervisor.pid")):
                 _signal_pidfile(pidfile, signal.SIGTERM)
         _wait(
-            lambda: (
-                not any(
-                    _pidfile_alive(p) for h in cfg.service_hosts for p in cfg.node_run_dir(h).glob("*.supervisor.pid")
-                )
-            ),
+            lambda: not any(_pidfile_alive(p) for h in names for p in cfg.node_run_dir(h).glob("*.supervisor.pid")),
             25,
             "the lab's node services to stop",
         )
-        self.progress("lab: killing remaining lab processes")
+        self.progress(f"{what}: killing remaining processes")
         deadline = time.monotonic() + 30
         foreign_cgroups: set[Path] = set()
         while True:
-            pids = _lab_processes(cfg)
+            pids = _lab_processes(cfg, hosts)
             if not pids:
                 break
             if time.monotonic() > deadline:
@@ -674,11 +763,19 @@ class Lab:
             parent = leaf.parent
             while parent not in roots and parent != parent.parent and _try_rmdir(parent):
                 parent = parent.parent
-        self.progress("lab: namespaces, network, cgroups, files")
-        for spec in cfg.nodes:
-            for f in (cfg.mntns_file(spec.name), cfg.utsns_file(spec.name)):
+
+    def _release_namespaces(self, names: list[str]) -> None:
+        for name in names:
+            for f in (self.cfg.mntns_file(name), self.cfg.utsns_file(name)):
                 if _is_mountpoint(f):
                     run(["umount", str(f)], step="releasing a node namespace", check=False)
+
+    def down(self) -> None:
+        self.require_root()
+        cfg = self.cfg
+        self._stop_hosts(None, "lab")
+        self.progress("lab: namespaces, network, cgroups, files")
+        self._release_namespaces(cfg.node_names)
         if cfg.ns_dir.exists() and _is_mountpoint(cfg.ns_dir):
             run(["umount", str(cfg.ns_dir)], step="releasing the namespace directory", check=False)
         network.destroy(cfg)
@@ -747,12 +844,18 @@ def _is_mountpoint(path: Path) -> bool:
         return False
 
 
-def _ns_inodes(cfg: LabConfig) -> set[str]:
-    """``net:[...]``-style identities of every lab namespace still mounted on the host."""
+def _ns_inodes(cfg: LabConfig, hosts: list[str] | None = None) -> set[str]:
+    """``net:[...]``-style identities of every lab namespace (of ``hosts`` only, when given) still mounted on
+    the host."""
     ids = set()
-    candidates = [(cfg.netns_path(n), "net") for n in network.lab_netns(cfg)]
-    for spec in cfg.nodes:
-        candidates += [(cfg.mntns_file(spec.name), "mnt"), (cfg.utsns_file(spec.name), "uts")]
+    if hosts is None:
+        candidates = [(cfg.netns_path(n), "net") for n in network.lab_netns(cfg)]
+        names = cfg.node_names
+    else:
+        candidates = [(cfg.netns_path(cfg.netns_name(h)), "net") for h in hosts]
+        names = hosts
+    for name in names:
+        candidates += [(cfg.mntns_file(name), "mnt"), (cfg.utsns_file(name), "uts")]
     for path, kind in candidates:
         if _is_mountpoint(path):
             with contextlib.suppress(OSError):
@@ -771,15 +874,16 @@ def _ancestors() -> set[int]:
     return pids
 
 
-def _lab_processes(cfg: LabConfig) -> set[int]:
-    """Every live process in a lab cgroup or a lab namespace, and their descendants.
+def _lab_processes(cfg: LabConfig, hosts: list[str] | None = None) -> set[int]:
+    """Every live process in a lab cgroup or a lab namespace (of ``hosts`` only, when given), and their
+    descendants.
 
     Descendants matter for containers made outside the kubelet (e.g. ``ctr run`` in a test): they have
     their own namespaces and a cgroup outside the node's root, but their parent is a lab containerd shim.
     Never this process or its parents.
     """
-    ns_ids = _ns_inodes(cfg)
-    prefix = f"/{cfg.prefix}-"
+    ns_ids = _ns_inodes(cfg, hosts)
+    roots = (f"/{cfg.prefix}-",) if hosts is None else tuple(cfg.cgroup_root(h) for h in hosts)
     mine = _ancestors()
     found = set()
     children: dict[int, list[int]] = {}
@@ -795,7 +899,11 @@ def _lab_processes(cfg: LabConfig) -> set[int]:
                 continue
             children.setdefault(int(stat[1]), []).append(pid)
             cgroups = (entry / "cgroup").read_text()
-            if any(line.split(":", 2)[2].startswith(prefix) for line in cgroups.splitlines() if line.count(":") >= 2):
+            if any(
+                _under(line.split(":", 2)[2], roots, hosts is None)
+                for line in cgroups.splitlines()
+                if line.count(":") >= 2
+            ):
                 found.add(pid)
                 continue
             for kind in ("net", "mnt", "uts"):
@@ -811,6 +919,13 @@ def _lab_processes(cfg: LabConfig) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
+
+
+def _under(cgroup: str, roots: tuple[str, ...], prefix: bool) -> bool:
+    """``cgroup`` is one of ``roots`` or below it (``prefix``: starts with one of them)."""
+    if prefix:
+        return cgroup.startswith(roots)
+    return any(cgroup == r or cgroup.startswith(r + "/") for r in roots)
 
 
 def _foreign_cgroups(cfg: LabConfig, pid: int) -> set[Path]:
@@ -842,20 +957,20 @@ def _try_rmdir(path: Path) -> bool:
     return True
 
 
-def _lab_cgroups(cfg: LabConfig) -> list[Path]:
+def _lab_cgroups(cfg: LabConfig, hosts: list[str] | None = None) -> list[Path]:
     found = []
     for _, root, _ in cgroup_mounts():
-        for host in cfg.service_hosts:
+        for host in cfg.service_hosts if hosts is None else hosts:
             p = root / cfg.cgroup_root(host).lstrip("/")
             if p.is_dir():
                 found.append(p)
     return found
 
 
-def _remove_cgroups(cfg: LabConfig) -> None:
+def _remove_cgroups(cfg: LabConfig, hosts: list[str] | None = None) -> None:
     def remove_all() -> bool:
         ok = True
-        for top in _lab_cgroups(cfg):
+        for top in _lab_cgroups(cfg, hosts):
             dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
             for d in [*dirs, top]:
                 try:
@@ -864,11 +979,11 @@ def _remove_cgroups(cfg: LabConfig) -> None:
                     pass
                 except OSError:
                     ok = False
-        return ok and not _lab_cgroups(cfg)
+        return ok and not _lab_cgroups(cfg, hosts)
 
     if not _wait(remove_all, 15, "the lab cgroups to be removable"):
         raise LabError(
-            f"cannot remove the lab cgroups: {[str(p) for p in _lab_cgroups(cfg)]}",
+            f"cannot remove the lab cgroups: {[str(p) for p in _lab_cgroups(cfg, hosts)]}",
             "A process may still be in one; check its cgroup.procs.",
         )
 

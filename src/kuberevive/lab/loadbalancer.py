@@ -152,6 +152,18 @@ class LoadBalancer:
                 chunks.append(chunk)
         return b"".join(chunks).decode()
 
+    def add_server(self, name: str, ip: str) -> None:
+        """A backend server for a new control-plane node, at run time (haproxy's dynamic servers on the admin
+        stats socket: no restart, no connection cut) with the configured checks; haproxy.cfg is rewritten from the
+        lab's control planes too, so a restart keeps it. What an operator does on their load balancer."""
+        opts = f"check check-ssl verify none inter {CHECK_INTER_MS}ms fall {CHECK_FALL} rise {CHECK_RISE}"
+        answer = self.command(f"add server apiservers/{name} {ip}:{API_PORT} {opts}")
+        if "New server registered" not in answer:
+            raise LabError(f"haproxy refused the backend {name} ({ip}): {answer.strip()}", "Read haproxy's log.")
+        for line in (f"enable health apiservers/{name}", f"enable server apiservers/{name}"):
+            self.command(line)
+        self.config_file.write_text(haproxy_config(self.cfg, self.stats_socket))
+
     def server_states(self) -> dict[str, str]:
         """Each backend server's state as haproxy sees it: ``UP``, ``DOWN``, ``UP 1/2`` (going down)..."""
         rows = csv.DictReader(io.StringIO(self.command("show stat").lstrip("# ")))

@@ -18,10 +18,11 @@ The HA lab adds ``krlab-lb`` (the load balancer, loadbalancer.py): ``lo`` and ``
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from kuberevive.lab._proc import run
-from kuberevive.lab.config import LB_NAME, LabConfig
+from kuberevive.lab.config import LB_NAME, LabConfig, NodeSpec
 
 
 def _ip(*args: str, step: str, check: bool = True) -> None:
@@ -63,12 +64,32 @@ def create(cfg: LabConfig) -> None:
     _ip("link", "set", cfg.host_if, "up", step=step)
     _ip("-n", sw, "link", "set", "to-host", "master", "br0", "up", step=step)
     for node in cfg.nodes:
-        ns = _add_host(cfg, node.name, node.ip, step)
-        _ip("-n", ns, "route", "replace", cfg.service_subnet, "dev", "eth0", "src", node.ip, step=step)
-        sysctl_in(ns, "net.ipv4.ip_forward", "1")
-        sysctl_in(ns, "net.bridge.bridge-nf-call-iptables", "1")
+        add_node(cfg, node)
     if cfg.ha:  # the load balancer: a namespace with only its address (no routes beyond the lab network)
         _add_host(cfg, LB_NAME, cfg.lb_ip, step)
+
+
+def add_node(cfg: LabConfig, node: NodeSpec) -> None:
+    """One node's namespace and link on the (existing) switch, its service route and sysctls (idempotent)."""
+    step = f"creating the network of {node.name}"
+    ns = _add_host(cfg, node.name, node.ip, step)
+    _ip("-n", ns, "route", "replace", cfg.service_subnet, "dev", "eth0", "src", node.ip, step=step)
+    sysctl_in(ns, "net.ipv4.ip_forward", "1")
+    sysctl_in(ns, "net.bridge.bridge-nf-call-iptables", "1")
+
+
+def remove_node(cfg: LabConfig, name: str) -> None:
+    """Delete one node's network namespace (its veth pair and switch port go with it)."""
+    if netns_exists(cfg, cfg.netns_name(name)):
+        run(["ip", "netns", "delete", cfg.netns_name(name)], step=f"deleting the network of {name}", check=False)
+
+
+def host_mac(cfg: LabConfig, name: str) -> str:
+    """``eth0``'s MAC address, fixed by the lab and the host's name (locally administered, unicast): a machine
+    destroyed and added again (re-imaged, same NIC) keeps it, so its peers' ARP caches stay right; a new MAC at a
+    known address leaves them sending to the old one until their neighbour entries fail (seconds of timeouts)."""
+    digest = hashlib.sha256(f"{cfg.prefix}-{name}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
 def _add_host(cfg: LabConfig, name: str, ip: str, step: str) -> str:
@@ -80,7 +101,24 @@ def _add_host(cfg: LabConfig, name: str, ip: str, step: str) -> str:
     _ip("-n", ns, "link", "set", "lo", "up", step=step)
     port = f"to-{name}"
     if run(["ip", "-n", sw, "link", "show", port], step=step, check=False).returncode != 0:
-        _ip("-n", sw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns, step=step)
+        mac = host_mac(cfg, name)
+        _ip(
+            "-n",
+            sw,
+            "link",
+            "add",
+            port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "address",
+            mac,
+            "netns",
+            ns,
+            step=step,
+        )
     _ip("-n", sw, "link", "set", port, "master", "br0", "up", step=step)
     _ip("-n", ns, "addr", "replace", f"{ip}/{cfg.prefix_len}", "dev", "eth0", step=step)
     _ip("-n", ns, "link", "set", "eth0", "up", step=step)
@@ -88,8 +126,10 @@ def _add_host(cfg: LabConfig, name: str, ip: str, step: str) -> str:
 
 
 def set_pod_routes(cfg: LabConfig, pod_cidrs: dict[str, str]) -> None:
-    """On each node, route every other node's pod CIDR via that node's address."""
+    """On each node (a destroyed one has no namespace), route every other node's pod CIDR via its address."""
     for node in cfg.nodes:
+        if not netns_exists(cfg, cfg.netns_name(node.name)):
+            continue
         for other in cfg.nodes:
             if other.name == node.name or other.name not in pod_cidrs:
                 continue

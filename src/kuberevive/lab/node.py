@@ -255,6 +255,10 @@ class Node:
             f"{env_line}\n"
         )
 
+    def has_host_key(self) -> bool:
+        """False for a destroyed machine (nothing of it is left)."""
+        return (self.upper / "etc" / "ssh" / "ssh_host_ed25519_key.pub").is_file()
+
     def host_public_key(self) -> str:
         return (self.upper / "etc" / "ssh" / "ssh_host_ed25519_key.pub").read_text().strip()
 

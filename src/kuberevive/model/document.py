@@ -73,6 +73,8 @@ BACKUP_PRUNE = DocumentType("backup", "BackupPruneResult")
 BACKUP_RESTORE = DocumentType("backup", "BackupRestoreResult")
 RESTORE_ETCD = DocumentType("restore-etcd", "EtcdRestoreResult")
 VERSION = DocumentType("version", "Version")
+REPLACE_PLAN = DocumentType("replace-control-plane", "ReplacePlan")
+REPLACE_RESULT = DocumentType("replace-control-plane", "ReplaceResult")
 LAB_STATUS = DocumentType("lab", "LabStatus")
 LAB_DEMO = DocumentType("lab", "LabDemoReport")
 
@@ -94,6 +96,8 @@ DOCUMENT_TYPES: tuple[DocumentType, ...] = (
     BACKUP_RESTORE,
     RESTORE_ETCD,
     VERSION,
+    REPLACE_PLAN,
+    REPLACE_RESULT,
     LAB_STATUS,
     LAB_DEMO,
 )

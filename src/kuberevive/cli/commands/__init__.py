@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "recover",
         "rebuild a control-plane node whose /etc/kubernetes is lost, from what survives (etcd, kubelet)",
     ),
+    "replace-control-plane": (
+        "replace_control_plane",
+        "replace a lost control-plane node by a fresh machine (etcd learner, then promoted), from a healthy master",
+    ),
     "backup": ("backup", "encrypted backups of the control plane's PKI, configuration and etcd"),
     "restore-etcd": (
         "restore_etcd",
@@ -78,6 +82,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "kuberevive recover --apply --ssh-key /root/.ssh/id_ed25519 --known-hosts /root/.ssh/known_hosts",
         "kuberevive recover --apply --ca-from /mnt/old/etc/kubernetes/pki   # keep the old CAs and sa.key",
     ),
+    "kuberevive replace-control-plane": (
+        "kuberevive replace-control-plane cp3 --ssh-key /root/.ssh/id_ed25519   # the plan; changes nothing",
+        "kuberevive replace-control-plane cp3 --apply --ssh-key /root/.ssh/id_ed25519 --known-hosts FILE",
+    ),
     "kuberevive backup": (
         "kuberevive backup create --out /var/backups/ --passphrase-file /root/backup.pass",
         "kuberevive backup verify /var/backups/kuberevive-backup-cp1-20261204T210000Z.age --passphrase-file FILE",
@@ -118,4 +126,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "kuberevive lab status": ("kuberevive lab status -o json",),
     "kuberevive lab demo": ("kuberevive lab demo",),
     "kuberevive lab exec": ("kuberevive lab exec cp1 -- crictl ps -a",),
+    "kuberevive lab node": ("kuberevive lab node destroy cp3 && kuberevive lab node add cp3",),
+    "kuberevive lab node destroy": ("kuberevive lab node destroy cp3   # its Node object and etcd member remain",),
+    "kuberevive lab node add": (
+        "kuberevive lab node add cp3                    # a fresh machine at cp3's address",
+        "kuberevive lab node add cp4 --ip 172.30.0.20   # a new machine with a new name",
+    ),
 }

@@ -96,6 +96,23 @@ def _exec(args: argparse.Namespace, env: Environment) -> int:
     return _lab(env).exec(args.node, command, cwd=cwd)
 
 
+def _node_destroy(args: argparse.Namespace, env: Environment) -> int:
+    t0 = time.monotonic()
+    _lab(env).destroy_node(args.node)
+    env.out(f"lab node {args.node} destroyed in {time.monotonic() - t0:.1f}s (its Node object and etcd member remain)")
+    return 0
+
+
+def _node_add(args: argparse.Namespace, env: Environment) -> int:
+    t0 = time.monotonic()
+    node = _lab(env).add_node(args.node, args.ip)
+    env.out(
+        f"lab node {node.name} ({node.spec.ip}) added in {time.monotonic() - t0:.1f}s: a fresh machine, "
+        "no cluster state"
+    )
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "lab",
@@ -158,6 +175,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     demo.add_argument("--no-eviction-guard", action="store_true", help="recover without the eviction guard")
     demo.add_argument("--json", action="store_true", help="print the impact report as JSON at the end")
     demo.set_defaults(func=_demo)
+    node = lab_sub.add_parser("node", allow_abbrev=False, help="lose or gain a machine: lab node destroy|add NODE")
+    node_sub = node.add_subparsers(dest="node_command", metavar="ACTION")
+    node_sub.required = True
+    destroy = node_sub.add_parser(
+        "destroy",
+        allow_abbrev=False,
+        help="the machine is gone: its processes, namespaces and disks (its Node object and etcd member remain)",
+    )
+    destroy.add_argument("node", help="node name (not cp1)")
+    destroy.set_defaults(func=_node_destroy)
+    add = node_sub.add_parser(
+        "add",
+        allow_abbrev=False,
+        help="a fresh machine: packages, binaries, images, sshd with the lab key; no cluster state",
+    )
+    add.add_argument("node", help="a destroyed node's name (same address), or a new name")
+    add.add_argument("--ip", metavar="IP", help="the new machine's address (a new name; default: the next free one)")
+    add.set_defaults(func=_node_add)
     ex = lab_sub.add_parser(
         "exec", allow_abbrev=False, help="run a command inside a node (its namespaces, the lab PATH)"
     )

@@ -1,0 +1,198 @@
+"""Issue 16, a control-plane machine lost for good: ``kuberevive lab node destroy|add`` and
+``kuberevive replace-control-plane`` on the real 3+1 HA lab (cp1..cp3 with stacked etcd behind haproxy, worker1).
+
+One bring-up for the module (the ``ha_lab`` fixture). In the order written:
+
+1. cp3's machine destroyed (its processes, namespaces and disks; its Node object and etcd member remain), a fresh
+   machine with the same name and address added (packages, images, sshd with the lab key, no cluster state), and
+   ``replace-control-plane cp3 --apply`` run on cp1: three started voting members with a new cp3 member, all
+   nodes Ready, 0 failed requests of a Service probe every 100 ms from cp1, cp2 and worker1 during the
+   replacement, no pod on another node restarted or re-created, cp3's trust material byte-identical to cp1's.
+2. cp3 destroyed again and replaced by a machine with a new name and address (cp4, the next free address):
+   ``--new-name cp4 --address IP``; the lab's pod network and haproxy backend for the new machine are added as the
+   cluster's CNI and the operator would; the first run is SIGKILLed right after adding the learner and the second
+   resumes from the journal; then cp1, cp2, cp4, worker1 Ready, Node cp3 deleted, three voting members with cp4,
+   0 failed Service requests, no pod elsewhere restarted.
+3. cp2 and the third master both destroyed: ``replace-control-plane --apply`` refuses (etcd has lost quorum) with
+   each member's health, exit 1, and changes nothing.
+
+The lab is broken after the last test (two of three etcd members gone): the fixture takes it down.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kuberevive.lab import Lab
+from kuberevive.lab.config import WORKLOAD_NAMESPACE
+from kuberevive.lab.probe import ServiceProbe
+from kuberevive.model import paths
+from tests.documents import validate
+from tests.lab.test_ha_lab import ETCDCTL, _members, _poll
+
+pytestmark = pytest.mark.lab
+
+OnNode = Callable[..., "subprocess.CompletedProcess[str]"]
+NODES = ("cp1", "cp2", "cp3", "worker1")
+LOST = "cp3"
+TIMES: dict[str, float] = {}
+"""The third control plane once the tests above ran (cp4 replaces cp3 in the second one)."""
+
+
+def _pods_elsewhere(on_node: OnNode) -> dict[str, tuple[str, dict[str, tuple[str, int]]]]:
+    """Every pod not on the lost node (namespace/name): its UID and, per container, its ID and restart count."""
+    items = json.loads(on_node("cp1", "kubectl", "get", "pods", "-A", "-o", "json").stdout)["items"]
+    out = {}
+    for p in items:
+        if p["spec"].get("nodeName") == LOST:
+            continue
+        containers = {
+            s["name"]: (s.get("containerID", ""), int(s.get("restartCount", 0)))
+            for s in p["status"].get("containerStatuses", [])
+        }
+        out[f"{p['metadata']['namespace']}/{p['metadata']['name']}"] = (p["metadata"]["uid"], containers)
+    return out
+
+
+def _labapp_endpoint_nodes(on_node: OnNode) -> set[str]:
+    """The nodes of the labapp Service's ready endpoints."""
+    slices = json.loads(
+        on_node(
+            "cp1",
+            "kubectl",
+            "get",
+            "endpointslices",
+            "-n",
+            WORKLOAD_NAMESPACE,
+            "-l",
+            "kubernetes.io/service-name=labapp",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
+    return {
+        e.get("nodeName", "")
+        for s in slices
+        for e in s.get("endpoints") or []
+        if (e.get("conditions") or {}).get("ready")
+    }
+
+
+def _all_ready(lab: Lab) -> bool:
+    return lab.node_conditions() == dict.fromkeys(NODES, "Ready")
+
+
+def _ssh_args(lab: Lab) -> list[str]:
+    ssh = lab.cfg.ssh_dir
+    return ["--ssh-key", str(ssh / "id_ed25519"), "--known-hosts", str(ssh / "known_hosts")]
+
+
+def _trust_sums(on_node: OnNode, node: str) -> str:
+    return on_node(node, "sh", "-c", "cd /etc/kubernetes/pki && sha256sum " + " ".join(paths.TRUST_FILES)).stdout
+
+
+def test_a_destroyed_master_is_replaced_by_a_fresh_machine_of_the_same_name(
+    ha_lab: Lab, ha_on_node: OnNode, tmp_path: Path
+) -> None:
+    on_node = ha_on_node
+    _poll("every node Ready", lambda: _all_ready(ha_lab), 300)
+    before = _members(on_node)
+    (old_id,) = [i for i, m in before.items() if m["name"] == LOST]
+
+    t0 = time.monotonic()
+    ha_lab.destroy_node(LOST)
+    TIMES["destroy_s"] = time.monotonic() - t0
+    # the machine is gone: namespaces, disks, processes, its sshd
+    assert not ha_lab.node(LOST).is_up()
+    assert not ha_lab.cfg.node_dir(LOST).exists()
+    assert not [x for x in ha_lab.leftovers() if f"{ha_lab.cfg.prefix}-{LOST}" in x], ha_lab.leftovers()
+    assert on_node("cp1", "ssh", "-F", str(ha_lab.cfg.ssh_dir / "config"), LOST, "true", check=False).returncode != 0
+    # what the cluster knows of it remains: its Node object and its etcd member
+    assert old_id in _members(on_node)
+    on_node("cp1", "kubectl", "get", "node", LOST)
+
+    # The loss itself fails the requests that land on cp3's labapp pod until the controllers take it out of the
+    # Service (node-monitor grace period); the replacement's impact is measured from then on.
+    _poll(f"{LOST}'s labapp endpoint to leave the Service", lambda: LOST not in _labapp_endpoint_nodes(on_node), 300)
+    pods_before = _pods_elsewhere(on_node)
+
+    t0 = time.monotonic()
+    ha_lab.add_node(LOST)
+    TIMES["add_s"] = time.monotonic() - t0
+    fresh = on_node(
+        "cp1",
+        "ssh",
+        "-F",
+        str(ha_lab.cfg.ssh_dir / "config"),
+        LOST,
+        'test ! -e /etc/kubernetes && test -z "$(ls -A /var/lib/etcd)" && test ! -e /var/lib/kubelet/config.yaml '
+        "&& crictl ps -q | wc -l",
+    )
+    assert fresh.stdout.strip() == "0", fresh.stdout  # no cluster state, no container, reachable with the lab key
+
+    argv = ["kuberevive", "replace-control-plane", LOST, "--json", *_ssh_args(ha_lab)]
+    argv += ["--kubelet-arg", f"cgroup-root={ha_lab.cfg.cgroup_root(LOST)}"]
+    plan = validate(json.loads(on_node("cp1", *argv, timeout=300).stdout))  # its JSON Schema too
+    assert plan["kind"] == "ReplacePlan" and plan["lost_member"]["id"] == str(int(old_id, 16))
+    assert _members(on_node).keys() == before.keys()  # the plan changed nothing
+
+    with ServiceProbe(ha_lab, tmp_path / "service", nodes=["cp1", "cp2", "worker1"]) as service:
+        service.wait_for_answers(10)
+        t0 = time.monotonic()
+        run = on_node("cp1", *argv, "--apply", check=False, timeout=1200)
+        TIMES["replace_s"] = time.monotonic() - t0
+        assert run.returncode == 0, run.stderr[-3000:]
+        _poll("every node Ready", lambda: _all_ready(ha_lab), 300)
+        _poll(f"a labapp endpoint on {LOST} again", lambda: LOST in _labapp_endpoint_nodes(on_node), 300)
+        _poll(f"the labapp Service to answer from {LOST}", lambda: ha_lab.request_service(LOST), 120)
+        service.wait_for_answers(20)
+    result = validate(json.loads(run.stdout))
+    print(f"times: {TIMES}; Service probes:", {n: (r.ok, r.failed) for n, r in service.results.items()})
+
+    assert result["kind"] == "ReplaceResult" and result["applied"][:3] == [
+        "remove-member",
+        "prepare-node",
+        "add-learner",
+    ]
+    # three started voting members, cp3 a new member at its address
+    members = _members(on_node)
+    assert sorted(m["name"] for m in members.values()) == ["cp1", "cp2", "cp3"], members
+    assert not any(m.get("isLearner", False) for m in members.values()), members
+    (new_id,) = [i for i, m in members.items() if m["name"] == LOST]
+    assert new_id != old_id and members[new_id]["peerURLs"] == [f"https://{ha_lab.cfg.node(LOST).ip}:2380"]
+    health = json.loads(on_node("cp1", *ETCDCTL, "endpoint", "health", "--cluster", "-w", "json").stdout)
+    assert len(health) == 3 and all(h["health"] for h in health), health
+    # the cluster's trust material, byte for byte
+    assert _trust_sums(on_node, LOST) == _trust_sums(on_node, "cp1")
+    # no pod on another node restarted or re-created
+    pods_after = _pods_elsewhere(on_node)
+    assert {k: pods_after.get(k) for k in pods_before} == pods_before
+    # no Service request failed during the replacement
+    for node, r in service.results.items():
+        assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
+
+
+def test_with_cp2_and_cp3_gone_it_refuses_and_says_why(ha_lab: Lab, ha_on_node: OnNode) -> None:
+    on_node = ha_on_node
+    journal = str(paths.STATE_DIR / "replace" / "journal.json")
+    journal_before = on_node("cp1", "cat", journal, check=False).stdout
+    third = LOST  # replaced by the first test
+    ha_lab.destroy_node("cp2")
+    ha_lab.destroy_node(third)
+    argv = ["kuberevive", "replace-control-plane", third, "--apply", *_ssh_args(ha_lab)]
+    run = on_node("cp1", *argv, check=False, timeout=300)
+    print(run.stderr)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "kuberevive: error: etcd has lost quorum" in run.stderr and "of 3 voting members healthy" in run.stderr
+    assert "cp2: unreachable" in run.stderr and f"{third}: unreachable" in run.stderr
+    assert "Traceback" not in run.stderr
+    # nothing changed: still three members (the plan asks etcd again), the journal as it was
+    again = on_node("cp1", "kuberevive", "replace-control-plane", third, *_ssh_args(ha_lab), check=False, timeout=300)
+    assert again.returncode == 1 and "of 3 voting members healthy" in again.stderr, again.stderr
+    assert on_node("cp1", "cat", journal, check=False).stdout == journal_before
