@@ -3,6 +3,7 @@ fake hosts (in memory; the lab test runs it over SSH against real kubelets: test
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -60,6 +61,9 @@ class FakeHost:
     def read(self, node_path: PurePosixPath, limit: int = 0) -> bytes | None:
         target = self.links.get(node_path)
         return self.files.get(PurePosixPath(target) if target else node_path)
+
+    def read_many(self, node_paths: Sequence[PurePosixPath]) -> dict[PurePosixPath, bytes | None]:
+        return {p: self.read(p) for p in node_paths}
 
     def readlink(self, node_path: PurePosixPath) -> str | None:
         return self.links.get(node_path)
