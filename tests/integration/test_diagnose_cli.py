@@ -51,6 +51,9 @@ def node(tmp_path: Path) -> Path:
     member.mkdir(parents=True)
     (root / "var/lib/etcd").chmod(0o700)
     (member / "db").write_bytes(b'\x00{"id":1,"peerURLs":["https://10.20.30.40:2380"],"name":"master-a"}\x00')
+    wal = root / "var/lib/etcd/member/wal"  # a data dir etcd can start from has its WAL beside the db
+    wal.mkdir()
+    (wal / "0000000000000000-0000000000000000.wal").write_bytes(b"")
     return root
 
 
