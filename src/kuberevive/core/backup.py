@@ -43,7 +43,7 @@ import json
 import re
 import tarfile
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -808,36 +808,31 @@ def _read_tar(
     return raw_manifest, manifest, signature, members
 
 
-def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
-    """The data of one member, read in chunks of :data:`MAX_HEADER_BYTES` (never more than its header says)."""
+def _member_chunks(tar: tarfile.TarFile, info: tarfile.TarInfo) -> Iterator[bytes]:
+    """The data of one member in chunks of :data:`MAX_HEADER_BYTES` (never more than its header says)."""
     fh = tar.extractfile(info)
     if fh is None:
         raise BackupError(f"an unreadable member {_show(info.name)}", "use another backup")
-    chunks: list[bytes] = []
     left = info.size
     while left > 0:
         chunk = fh.read(min(left, MAX_HEADER_BYTES))
         if not chunk:
             raise EOFError(f"{info.name} is truncated")
-        chunks.append(chunk)
         left -= len(chunk)
-    return b"".join(chunks)
+        yield chunk
+
+
+def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    """The data of one member, read in chunks (:func:`_member_chunks`)."""
+    return b"".join(_member_chunks(tar, info))
 
 
 def _copy_member(tar: tarfile.TarFile, info: tarfile.TarInfo, sink: BinaryIO) -> SnapshotDigest:
-    """Copy one member into ``sink`` in chunks of :data:`MAX_HEADER_BYTES`, hashing it on the way."""
-    fh = tar.extractfile(info)
-    if fh is None:
-        raise BackupError(f"an unreadable member {_show(info.name)}", "use another backup")
+    """Copy one member into ``sink`` in chunks (:func:`_member_chunks`), hashing it on the way."""
     digest = SnapshotDigest()
-    left = info.size
-    while left > 0:
-        chunk = fh.read(min(left, MAX_HEADER_BYTES))
-        if not chunk:
-            raise EOFError(f"{info.name} is truncated")
+    for chunk in _member_chunks(tar, info):
         digest.update(chunk)
         sink.write(chunk)
-        left -= len(chunk)
     return digest
 
 
