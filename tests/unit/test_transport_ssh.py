@@ -5,6 +5,7 @@ OpenSSH is covered by tests/lab/test_transport_lab.py."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -22,9 +23,10 @@ class _NoAuthServer(asyncssh.SSHServer):
         return False  # no authentication needed
 
 
-@pytest.fixture
-def ssh_server() -> Iterator[tuple[int, str]]:
-    key = asyncssh.generate_private_key("ssh-ed25519")
+@contextlib.contextmanager
+def _hello_server(key: asyncssh.SSHKey) -> Iterator[int]:
+    """An asyncssh server on a free loopback port with host key ``key``, no authentication, answering any command
+    with "hello"; its port."""
 
     async def start() -> Any:
         return await asyncssh.create_server(
@@ -36,9 +38,8 @@ def ssh_server() -> Iterator[tuple[int, str]]:
         )
 
     server = _Loop.call(start(), 10)
-    port = server.sockets[0].getsockname()[1]
     try:
-        yield port, key.get_fingerprint("sha256")
+        yield server.sockets[0].getsockname()[1]
     finally:
 
         async def stop() -> None:
@@ -46,6 +47,13 @@ def ssh_server() -> Iterator[tuple[int, str]]:
             await server.wait_closed()
 
         _Loop.call(stop(), 10)
+
+
+@pytest.fixture
+def ssh_server() -> Iterator[tuple[int, str]]:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    with _hello_server(key) as port:
+        yield port, key.get_fingerprint("sha256")
 
 
 def test_pinned_host_key_is_accepted_and_another_refused(ssh_server: tuple[int, str]):
@@ -80,18 +88,6 @@ def test_known_hosts_is_parsed_once_while_unchanged_and_read_again_when_it_chang
     """Issue 17: asyncssh parses a known_hosts file at every connection, N lines for each of N nodes; the transport
     parses it once for the process, and again when the file changes (a removed key is refused at once)."""
     key = asyncssh.generate_private_key("ssh-ed25519")
-
-    async def start() -> Any:
-        return await asyncssh.create_server(
-            _NoAuthServer,
-            "127.0.0.1",
-            0,
-            server_host_keys=[key],
-            process_factory=lambda proc: (proc.stdout.write("hello\n"), proc.exit(0)),
-        )
-
-    server = _Loop.call(start(), 10)
-    port = server.sockets[0].getsockname()[1]
     parsed: list[object] = []
     real = asyncssh.read_known_hosts
 
@@ -100,11 +96,11 @@ def test_known_hosts_is_parsed_once_while_unchanged_and_read_again_when_it_chang
         return real(files)
 
     monkeypatch.setattr(asyncssh, "read_known_hosts", counted)
-    known = tmp_path / "known_hosts"
-    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
-    known.write_text(f"[127.0.0.1]:{port} {other}\n[127.0.0.1]:{port} {key.export_public_key().decode().strip()}\n")
-    target = SshTarget("n1", "127.0.0.1", port=port, user="test", known_hosts=(str(known),), use_agent=False)
-    try:
+    with _hello_server(key) as port:
+        known = tmp_path / "known_hosts"
+        other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+        known.write_text(f"[127.0.0.1]:{port} {other}\n[127.0.0.1]:{port} {key.export_public_key().decode().strip()}\n")
+        target = SshTarget("n1", "127.0.0.1", port=port, user="test", known_hosts=(str(known),), use_agent=False)
         for _ in range(3):
             with SshTransport(target) as t:
                 assert t.run(["true"], timeout=10).stdout == b"hello\n"
@@ -113,10 +109,3 @@ def test_known_hosts_is_parsed_once_while_unchanged_and_read_again_when_it_chang
         with pytest.raises(HostKeyError, match="does not match known_hosts"):
             SshTransport(target).connect()
         assert len(parsed) == 2
-    finally:
-
-        async def stop() -> None:
-            server.close()
-            await server.wait_closed()
-
-        _Loop.call(stop(), 10)
