@@ -421,3 +421,11 @@ def test_json_schema_keys(healthy: Files):
     ]
     assert (data["schema"], data["kind"]) == ("kuberevive.diagnose/v2", "DiagnoseReport")
     assert set(data["findings"][0]) == {"id", "severity", "area", "subject", "message", "hint", "details"}
+
+
+def test_the_reconstructed_version_is_the_newest_api_server_image_compared_as_versions(healthy: Files):
+    # no kube-apiserver manifest: the version comes from the runtime's images, v1.37 newer than v1.9 (not as text)
+    files = {p: f for p, f in healthy.items() if p != MANIFESTS / "kube-apiserver.yaml"}
+    images = ("registry.k8s.io/kube-apiserver:v1.9.0", "registry.k8s.io/kube-apiserver:v1.37.2")
+    text, _used = d.reconstruct_config_yaml(snapshot(files, config=False, images=images))
+    assert text is not None and "kubernetesVersion: v1.37.2" in text, text

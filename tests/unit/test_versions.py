@@ -68,8 +68,7 @@ def test_profile_values(minor: int, expected: dict[str, object]) -> None:
         assert getattr(p, name) == value, name
 
 
-def test_etcd_restore_tool_and_gates_per_minor() -> None:
-    assert [v.minor_profile(m).etcd_restore_tool for m in (33, 34, 37)] == ["etcdctl", "etcdutl", "etcdutl"]
+def test_gates_per_minor() -> None:
     assert v.minor_profile(30).kubelet_local_mode({}) is False  # no gate yet: the control-plane endpoint
     assert v.minor_profile(32).kubelet_local_mode({}) is False  # alpha, off
     assert v.minor_profile(32).kubelet_local_mode({v.CONTROL_PLANE_KUBELET_LOCAL_MODE: True}) is True

@@ -39,6 +39,7 @@ from kuberevive.core import etcdsafety, pki
 from kuberevive.core.kubeconfig import Kubeconfig, first_cluster_ca
 from kuberevive.core.manifests import ALL_COMPONENTS, components, manifest_flags, parse_manifest
 from kuberevive.core.redact import redact_url, redact_urls
+from kuberevive.core.versions import version_key
 from kuberevive.errors import ConfigError, PkiError
 from kuberevive.model import yamlload
 from kuberevive.model.config import (
@@ -573,7 +574,7 @@ def reconstruct_config_yaml(snap: NodeSnapshot) -> tuple[str | None, list[str]]:
         version = images["kube-apiserver"].rsplit(":", 1)[1]
     elif snap.images:
         tags = [i.rsplit(":", 1)[1] for i in snap.images if "/kube-apiserver:" in i]
-        version = max(tags, default="")
+        version = max(tags, key=lambda t: version_key(t) or (0, 0, 0), default="")  # as versions: v1.37 > v1.9
     if re.fullmatch(r"v\d+\.\d+\.\d+", version):
         cluster["kubernetesVersion"] = version
     networking: dict[str, str] = {}

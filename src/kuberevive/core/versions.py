@@ -139,11 +139,6 @@ class KubeadmMinor:
             return self.gate_enabled(NODE_LOCAL_CRI_SOCKET, configured)
         return self.instance_config == "always"
 
-    @property
-    def etcd_restore_tool(self) -> str:
-        """``etcdutl snapshot restore`` from etcd 3.6 (``etcdctl snapshot restore`` is gone there)."""
-        return "etcdutl" if etcd_version_at_least(self.etcd_image_tag, (3, 6)) else "etcdctl"
-
 
 CONTROL_PLANE_KUBELET_LOCAL_MODE: Final = "ControlPlaneKubeletLocalMode"
 NODE_LOCAL_CRI_SOCKET: Final = "NodeLocalCRISocket"
