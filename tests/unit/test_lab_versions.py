@@ -54,3 +54,13 @@ def test_preflight_checks_ignored_only_from_v1_35() -> None:
     assert init[1]["kubernetesVersion"] == "v1.37.2"
     join = join_documents(new, new.workers[0], JoinCommand("172.30.7.11:6443", "abcdef.0123456789abcdef", "sha256:00"))
     assert join[0]["nodeRegistration"]["ignorePreflightErrors"] == ["SystemVerification"]
+
+
+def test_instances_up_to_19_have_their_own_network_and_names_and_20_is_refused() -> None:
+    one, nineteen = (LabConfig.from_env({"KUBEREVIVE_LAB_INSTANCE": n}) for n in ("1", "19"))
+    assert (nineteen.network, nineteen.prefix, nineteen.host_if) == ("172.30.19.0/24", "krlab19", "krlab190")
+    # instance 1's host interface is krlab10: never a name instance 10 uses for itself (krlab10-*, krlab100)
+    ten = LabConfig.from_env({"KUBEREVIVE_LAB_INSTANCE": "10"})
+    assert one.host_if not in (ten.host_if, ten.switch_netns) and ten.cgroup_root("cp1") != one.cgroup_root("cp1")
+    with pytest.raises(LabError, match="from 0 to 19"):
+        LabConfig.from_env({"KUBEREVIVE_LAB_INSTANCE": "20"})

@@ -67,6 +67,8 @@ MAX_WORKERS = 5
 #: The load balancer's name (its directory under S/nodes, its network namespace, its cgroup root) and address.
 LB_NAME = "lb"
 LB_HOST = 10
+#: Labs side by side: instance N (0..MAX_INSTANCE) on 172.30.N.0/24 (CI's three test workers use 0-5, developers 6-19).
+MAX_INSTANCE = 19
 API_PORT = 6443
 
 
@@ -144,7 +146,7 @@ class LabConfig:
         workers: int | None = None,
         kubernetes_version: str | None = None,
     ) -> LabConfig:
-        """The default lab, or instance N (``KUBEREVIVE_LAB_INSTANCE=N``, 1-9) with its own state dir,
+        """The default lab, or instance N (``KUBEREVIVE_LAB_INSTANCE=N``, 1-19) with its own state dir,
         namespaces, cgroup roots and network ``172.30.N.0/24``, so several labs can run side by side.
 
         The topology: ``control_planes``/``workers`` when given, else ``KUBEREVIVE_LAB_CONTROL_PLANES`` /
@@ -188,11 +190,12 @@ class LabConfig:
     def _instance(cls, env: Mapping[str, str]) -> LabConfig:
         cache_dir = Path(env.get("KUBEREVIVE_CACHE", "/var/cache/kuberevive"))
         instance_text = env.get("KUBEREVIVE_LAB_INSTANCE", "0") or "0"
-        if not instance_text.isdigit() or not 0 <= int(instance_text) <= 9:
+        if not instance_text.isdigit() or not 0 <= int(instance_text) <= MAX_INSTANCE:
             from kuberevive.errors import LabError
 
             raise LabError(
-                f"KUBEREVIVE_LAB_INSTANCE={instance_text!r} is not a number from 0 to 9", "Unset it or fix it."
+                f"KUBEREVIVE_LAB_INSTANCE={instance_text!r} is not a number from 0 to {MAX_INSTANCE}",
+                "Unset it or fix it.",
             )
         n = int(instance_text)
         if n == 0:
