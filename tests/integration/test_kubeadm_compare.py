@@ -45,9 +45,7 @@ CA_DIRS = ("etc/ssl/certs", "etc/ca-certificates", "usr/share/ca-certificates")
 BUILD_KUBEADM = Path(BUILD_SCRIPT).with_name("build-kubeadm.sh")
 CONFIG_NAMES = list(minors.CONFIG_NAMES)
 #: Minors whose kubeadm build-kubeadm.sh cannot build from the Go module proxy (as of 2026-12-05).
-UNBUILDABLE = {
-    31: "the Go module proxy refuses k8s.io/kube-proxy@v0.31.14 (403 'This module version is not available')"
-}
+UNBUILDABLE: dict[int, str] = {}  # v1.31: v1.31.14 cannot be (the proxy refuses k8s.io/kube-proxy@v0.31.14): v1.31.9
 CASES = [(minor, name) for minor in CHECKED_PATCH for name in CONFIG_NAMES]
 CASE_IDS = [f"v1.{m}-{n}" for m, n in CASES]
 
@@ -413,7 +411,7 @@ def test_generate_outside_the_range_is_one_line_and_writes_nothing(tmp_path: Pat
 def test_image_tags_of_the_table_are_kubeadms_image_list(minor: int):
     """The etcd and pause tags of the per-minor table are what that minor's ``kubeadm config images list`` names
     (the lab builds exactly these images; recover writes etcd's)."""
-    from kuberevive.core.versions import minor_profile
+    from kuberevive.core.versions import etcd_image_tag, minor_profile
 
     kubeadm = kubeadm_binary(minor)
     run = subprocess.run(
@@ -423,4 +421,4 @@ def test_image_tags_of_the_table_are_kubeadms_image_list(minor: int):
     assert run.returncode == 0, run.stderr
     tags = {line.rsplit("/", 1)[-1].split(":")[0]: line.rsplit(":", 1)[1] for line in run.stdout.split()}
     profile = minor_profile(minor)
-    assert (tags["etcd"], tags["pause"]) == (profile.etcd_image_tag, profile.pause_image_tag)
+    assert (tags["etcd"], tags["pause"]) == (etcd_image_tag(CHECKED_PATCH[minor]), profile.pause_image_tag)

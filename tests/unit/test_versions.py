@@ -135,3 +135,16 @@ def test_external_etcd_http_endpoints_is_a_field_from_v1_35() -> None:
     assert cfg.cluster.etcd_external is not None and cfg.cluster.etcd_external.endpoints == ("https://10.0.0.5:2379",)
     with pytest.raises(ConfigError, match=r"etcd\.external\.httpEndpoints: unknown field"):
         load_kubeadm_config(_config("v1.34.4", cluster_extra=ext), FACTS)
+
+
+def test_the_etcd_tag_follows_the_patch_where_kubeadm_changed_it_within_the_minor() -> None:
+    # v1.31.14's constants.go bumped its own minor's SupportedEtcdVersion; every earlier v1.31 patch writes 3.5.15-0
+    assert [v.etcd_image_tag(x) for x in ("v1.31.0", "v1.31.13", "v1.31.14", "1.31.20")] == [
+        "3.5.15-0",
+        "3.5.15-0",
+        "3.5.24-0",
+        "3.5.24-0",
+    ]
+    assert v.etcd_image_tag("v1.33.2") == v.minor_profile(33).etcd_image_tag == "3.5.24-0"
+    with pytest.raises(ConfigError):
+        v.etcd_image_tag("v1.29.9")

@@ -285,7 +285,7 @@ def etcd_image(cfg: KubeadmConfig) -> str:
 def etcd_image_tag(cfg: KubeadmConfig) -> str:
     """kubeadm ``GetEtcdImageTag``: ``etcd.local.imageTag``, else the minor's SupportedEtcdVersion entry."""
     local = cfg.cluster.etcd_local
-    return (local.image_tag if local else "") or _minor(cfg).etcd_image_tag
+    return (local.image_tag if local else "") or versions.etcd_image_tag(cfg.cluster.kubernetes_version)
 
 
 def kubernetes_image(component: str, cfg: KubeadmConfig) -> str:

@@ -2,9 +2,9 @@
 
 Every entry of :data:`CHANGES` says what changes, from which minor, and the kubeadm source (file in
 kubernetes/kubernetes, release branch or tag, and PR where one is known) it was read from. The sources were
-read in the module zips of k8s.io/kubernetes v1.30.14, v1.31.14, v1.32.13, v1.33.13, v1.34.4, v1.35.4, v1.36.3
-and v1.37.2 from the Go module proxy, and every minor whose kubeadm is built was checked against its output
-(tests/golden/README.md). :func:`profile` folds the changes up to a minor into one :class:`KubeadmMinor`;
+read in the module zips of k8s.io/kubernetes v1.30.14, v1.31.14 (binary: v1.31.9), v1.32.13, v1.33.13, v1.34.4,
+v1.35.4, v1.36.3 and v1.37.2 from the Go module proxy, and every minor whose kubeadm is built was checked against its
+output (tests/golden/README.md). :func:`profile` folds the changes up to a minor into one :class:`KubeadmMinor`;
 builders ask it (``profile(cfg.cluster.kubernetes_version).named_probe_port``) instead of comparing versions.
 
 A minor's entry is what its checked patch (:data:`CHECKED_PATCH`) writes; kubeadm changes a little within a minor
@@ -33,7 +33,7 @@ SUPPORTED_RANGE: Final = f"v1.{OLDEST_MINOR} to v1.{NEWEST_MINOR}"
 CHECKED_PATCH: Final[Mapping[int, str]] = MappingProxyType(
     {
         30: "v1.30.14",
-        31: "v1.31.14",
+        31: "v1.31.9",  # the newest v1.31 whose every module the Go module proxy serves (not kube-proxy v0.31.13/14)
         32: "v1.32.13",
         33: "v1.33.13",
         34: "v1.34.4",
@@ -255,6 +255,23 @@ CHANGES: Final[tuple[Change, ...]] = (
     Change(37, f"gate:{NODE_LOCAL_CRI_SOCKET}", None, "gate removed (always on)", _F),
     Change(37, "instance_config", "always", "instance-config.yaml always", _INIT_KUBELET),
 )  # fmt: skip
+
+
+#: Where kubeadm's own SupportedEtcdVersion entry changed within a minor (a back-ported etcd bump): minor -> (the first
+#: patch with the entry in :data:`CHANGES`, the tag every earlier patch of that minor writes). Read in constants.go of
+#: k8s.io/kubernetes v1.31.0, v1.31.8, v1.31.9, v1.31.12, v1.31.13 (3.5.15-0) and v1.31.14 (3.5.24-0).
+ETCD_TAG_BEFORE_PATCH: Final[Mapping[int, tuple[int, str]]] = MappingProxyType({31: (14, "3.5.15-0")})
+
+
+def etcd_image_tag(kubernetes_version: str) -> str:
+    """The etcd image tag kubeadm of ``kubernetes_version`` writes (its SupportedEtcdVersion entry for its own minor),
+    patch included where it changed within the minor (:data:`ETCD_TAG_BEFORE_PATCH`)."""
+    minor = check_supported(kubernetes_version)
+    key = version_key(kubernetes_version)
+    first, earlier = ETCD_TAG_BEFORE_PATCH.get(minor, (0, ""))
+    if key is not None and key[2] < first:
+        return earlier
+    return minor_profile(minor).etcd_image_tag
 
 
 def parse_minor(kubernetes_version: str) -> int | None:
