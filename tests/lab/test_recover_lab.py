@@ -43,10 +43,28 @@ def fresh_lab(lab: Lab) -> Iterator[Lab]:
     lab.up()
 
 
+#: The kubelet's files kubeadm writes (instance-config.yaml from v1.34: the CRI socket).
+KUBELET_FILES = (
+    "/var/lib/kubelet/config.yaml",
+    "/var/lib/kubelet/kubeadm-flags.env",
+    "/var/lib/kubelet/instance-config.yaml",
+)
+
+
 def _manifests(on_node: OnNode) -> dict[str, Any]:
-    return {
+    """cp1's control-plane manifests (parsed: field by field), its kubelet's files (None: absent) and kubelet.conf
+    without its certificate data (a new CA changes that, nothing else may change)."""
+    out: dict[str, Any] = {
         c: yaml.safe_load(on_node("cp1", "cat", f"/etc/kubernetes/manifests/{c}.yaml").stdout) for c in CONTROL_PLANE
     }
+    for path in KUBELET_FILES:
+        proc = on_node("cp1", "cat", path, check=False)
+        out[path] = proc.stdout if proc.returncode == 0 else None
+    kubelet_conf = yaml.safe_load(on_node("cp1", "cat", "/etc/kubernetes/kubelet.conf").stdout)
+    for cluster in kubelet_conf["clusters"]:
+        cluster["cluster"].pop("certificate-authority-data", None)
+    out["/etc/kubernetes/kubelet.conf"] = kubelet_conf
+    return out
 
 
 def _workload_containers(on_node: OnNode) -> dict[str, tuple[str, int]]:
@@ -182,6 +200,9 @@ def test_recover_seed_disaster_then_join_a_new_node(fresh_lab: Lab, on_node: OnN
     assert healthy.returncode == 0 and "nothing to recover" in healthy.stdout
 
     _disaster(on_node)
+    # and the kubelet's instance-config.yaml where kubeadm writes it (v1.34+): recover writes it again, as kubeadm did
+    had_instance_config = before_manifests["/var/lib/kubelet/instance-config.yaml"] is not None
+    on_node("cp1", "rm", "-f", "/var/lib/kubelet/instance-config.yaml")
     plan = _recover(on_node, env=bare, program=binary)
     assert plan.returncode == 0, plan.stderr
     assert "etcd static Pod manifest" in plan.stdout and "nothing was changed" in plan.stdout
@@ -193,7 +214,9 @@ def test_recover_seed_disaster_then_join_a_new_node(fresh_lab: Lab, on_node: OnN
     m = re.search(r"time from start to API ready: ([\d.]+) s \(components alone: .*= ([\d.]+) s\)", run.stdout)
     assert m, run.stdout
 
-    _assert_healthy(on_node, before_cluster, before_manifests)
+    _assert_healthy(on_node, before_cluster, before_manifests)  # instance-config.yaml byte for byte among them
+    minor = int(fresh_lab.cfg.k8s_version.split(".")[1])
+    assert had_instance_config == (minor >= 34), before_manifests["/var/lib/kubelet/instance-config.yaml"]
     cluster = _cluster_configuration(on_node)
     assert cluster["networking"] == {
         "dnsDomain": "cluster.local",

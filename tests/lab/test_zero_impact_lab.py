@@ -148,7 +148,7 @@ def test_recover_with_new_ca_has_zero_impact(rebuilt_lab: Lab, on_node: OnNode, 
         ex = on_node(
             "cp1", "kubectl", "exec", "-n", "kube-system", p["metadata"]["name"], "--", "kube-proxy", "--version"
         )
-        assert "v1.33.13" in ex.stdout, (p["spec"]["nodeName"], ex.stderr)
+        assert f"v{rebuilt_lab.cfg.k8s_version.removeprefix('v')}" in ex.stdout, (p["spec"]["nodeName"], ex.stderr)
     # the controller-manager runs its normal manifest again, byte for byte what kubeadm wrote
     kcm = on_node("cp1", "cat", "/etc/kubernetes/manifests/kube-controller-manager.yaml").stdout
     assert kcm == r["kcm_before"]
