@@ -531,7 +531,8 @@ def _at(cfg: KubeadmConfig, version: str) -> KubeadmConfig:
     ("version", "tag"),
     [
         ("v1.30.14", "3.5.15-0"),
-        ("v1.31.0", "3.5.24-0"),
+        ("v1.31.0", "3.5.15-0"),  # kubeadm v1.31.0-v1.31.13's own SupportedEtcdVersion entry
+        ("v1.31.14", "3.5.24-0"),
         ("v1.33.13", "3.5.24-0"),
         ("v1.34.0", "3.6.5-0"),
         ("v1.35.4", "3.6.6-0"),
