@@ -73,9 +73,8 @@ def _demo(args: argparse.Namespace, env: Environment) -> int:
     from kuberevive.lab.demo import run_demo
 
     say = env.progress if args.json else env.out
-    report = run_demo(
-        _lab(env), say, wait=args.wait, guard=not args.no_eviction_guard, retrust_delay=args.retrust_delay
-    )
+    lab = _lab(env, args.control_planes)
+    report = run_demo(lab, say, wait=args.wait, guard=not args.no_eviction_guard, retrust_delay=args.retrust_delay)
     if args.json:
         env.json(stamp(LAB_DEMO, report))
     if report["recover_exit_code"] != 0:
@@ -157,6 +156,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "demo",
         allow_abbrev=False,
         help="the whole story: lab up, the seed disaster with a Service probe running, recover --apply, the impact",
+    )
+    demo.add_argument(
+        "--control-planes",
+        type=int,
+        choices=(1, 3),
+        default=None,
+        metavar="N",
+        help="1 (default) or 3: the HA story, the disaster on every control-plane node and one recover --apply on cp1 "
+        "(env KUBEREVIVE_LAB_CONTROL_PLANES)",
     )
     demo.add_argument(
         "--wait",
