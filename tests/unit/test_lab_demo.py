@@ -59,6 +59,7 @@ class FakeProbe:
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.lab.calls.append(("probe stop",))
         self.results = {n: ProbeResult(n, 100, 0) for n in self.lab.cfg.node_names}
+        self.results["worker1"] = ProbeResult("worker1", 99, 1, [[4.5, "timed out"]])  # in the disaster
 
     def wait_for_answers(self, timeout: float) -> None:
         pass
@@ -92,7 +93,14 @@ def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, control_planes: int) -
     monkeypatch.setattr(demo, "pods", lambda _lab: next(snapshots))
     monkeypatch.setattr(demo, "workload_containers", lambda _lab: {"worker1/labapp-a/labapp": "c1"})
     monkeypatch.setattr(demo, "evictions", lambda _lab: [])
-    monkeypatch.setattr(time, "sleep", lambda s: calls.append(("sleep", s)))
+    clock = [1000.0]  # wall clock: only the demo's sleeps advance it
+
+    def sleep(seconds: float) -> None:
+        calls.append(("sleep", seconds))
+        clock[0] += seconds
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    monkeypatch.setattr(time, "time", lambda: clock[0])
     monkeypatch.setattr(subprocess, "Popen", lambda argv, **_kw: FakePopen(calls, argv))
     said: list[str] = []
     report = demo.run_demo(lab, said.append)  # type: ignore[arg-type]
@@ -123,11 +131,12 @@ def test_the_ha_demo_strikes_every_master_waits_then_recovers_all_from_cp1(
     assert "--ssh-key" in recover and "--known-hosts" in recover
     # the impact, as the 1+1 demo prints it
     assert report["control_planes"] == ["cp1", "cp2", "cp3"] and report["recover_exit_code"] == 0
-    assert report["failed_requests"] == 0 and sorted(report["requests"]) == ["cp1", "cp2", "cp3", "worker1"]
+    assert report["failed_requests"] == 1 and sorted(report["requests"]) == ["cp1", "cp2", "cp3", "worker1"]
+    assert report["failed_during_recovery"] == dict.fromkeys(["cp1", "cp2", "cp3", "worker1"], 0)
     assert report["pods_replaced"] == ["apicaller-x"] and report["labapp_containers_kept"] == 1
     said = "\n".join(report["said"])
     assert "disaster on cp1, cp2, cp3" in said and "start to API ready 30.5 s" in said
-    assert "requests from worker1: 100 answered, 0 failed" in said
+    assert "requests from worker1: 99 answered, 1 failed (0 while recover --apply ran)" in said
 
 
 def test_the_single_master_demo_strikes_cp1_only_and_names_no_peer(
