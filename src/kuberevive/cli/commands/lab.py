@@ -69,6 +69,18 @@ def _status(args: argparse.Namespace, env: Environment) -> int:
     return 0 if all(n.state == "up" for n in nodes) else 3
 
 
+def _control_planes_arg(parser: argparse.ArgumentParser, three: str) -> None:
+    """``--control-planes 1|3`` (``three``: what 3 means for that action)."""
+    parser.add_argument(
+        "--control-planes",
+        type=int,
+        choices=(1, 3),
+        default=None,
+        metavar="N",
+        help=f"1 (default) or 3: {three} (env KUBEREVIVE_LAB_CONTROL_PLANES)",
+    )
+
+
 def _demo(args: argparse.Namespace, env: Environment) -> int:
     from kuberevive.lab.demo import run_demo
 
@@ -125,15 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     up = lab_sub.add_parser(
         "up", allow_abbrev=False, help="create the lab (kubeadm init + join + workload); safe to repeat"
     )
-    up.add_argument(
-        "--control-planes",
-        type=int,
-        choices=(1, 3),
-        default=None,
-        metavar="N",
-        help="1 (default) or 3: cp1..cp3, stacked etcd, haproxy as controlPlaneEndpoint "
-        "(env KUBEREVIVE_LAB_CONTROL_PLANES)",
-    )
+    _control_planes_arg(up, "cp1..cp3, stacked etcd, haproxy as controlPlaneEndpoint")
     up.add_argument(
         "--workers", type=int, default=None, metavar="N", help="worker nodes, 0-5 (default 1; KUBEREVIVE_LAB_WORKERS)"
     )
@@ -157,15 +161,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         allow_abbrev=False,
         help="the whole story: lab up, the seed disaster with a Service probe running, recover --apply, the impact",
     )
-    demo.add_argument(
-        "--control-planes",
-        type=int,
-        choices=(1, 3),
-        default=None,
-        metavar="N",
-        help="1 (default) or 3: the HA story, the disaster on every control-plane node and one recover --apply on cp1 "
-        "(env KUBEREVIVE_LAB_CONTROL_PLANES)",
-    )
+    _control_planes_arg(demo, "the HA story, the disaster on every control-plane node and one recover --apply on cp1")
     demo.add_argument(
         "--wait",
         type=float,
