@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from kuberevive.cli.app import main
+from kuberevive.core import recover as rcore
 from kuberevive.core import salvage
 from kuberevive.lab import Lab
 from kuberevive.lab.demo import SEED_DISASTER
@@ -547,12 +548,43 @@ def _assert_members_healthy_and_one_trust(
     return members
 
 
-ALL_MASTERS_KILLS = (("KUBEREVIVE_FAULT_AFTER_STEP", 2), ("KUBEREVIVE_FAULT_MID_STEP", 14))
-"""kill -9 right after masters-etcd (step 2 of the all-masters plan: the other members written, this one not yet),
-then in the middle of masters-control-plane (step 14: half of cp2's files written over SSH)."""
+ALL_MASTERS_STEPS = rcore.ALL_MASTERS_IDS
+"""The all-masters plan (25 steps): the chain of killed runs walks it one step per run."""
+MID_STEP = ALL_MASTERS_STEPS.index("masters-control-plane") + 1
+"""kill -9 also in the middle of masters-control-plane (step 14: half of cp2's files written over SSH)."""
+KILLED = (-9, 137)
+JOIN_COMMANDS: dict[str, str] = {}
+"""The ``kubeadm join`` commands the all-masters recovery printed (``worker``, ``control_plane``)."""
 
 
-def test_all_masters_lost_are_recovered_from_one_node_through_two_kills(
+def _kill_chain(on_node: OnNode, argv: list[str]) -> list[float]:
+    """kill -9 of ``recover --apply`` after EVERY step of the all-masters plan, the last one too: run n resumes from
+    the journal (steps 1..n-1 'done before'), does step n and is killed right after it; step 14 is first also killed
+    in its middle (a remote write half done). The seconds of each run."""
+    total, seconds = len(ALL_MASTERS_STEPS), []
+    for n in range(1, total + 1):
+        for hook in (["KUBEREVIVE_FAULT_MID_STEP"] if n == MID_STEP else []) + ["KUBEREVIVE_FAULT_AFTER_STEP"]:
+            t0 = time.monotonic()
+            killed = on_node("cp1", "env", f"{hook}={n}", *argv, check=False, timeout=1800)
+            seconds.append(round(time.monotonic() - t0, 1))
+            assert killed.returncode in KILLED, f"{hook}={n}: exit {killed.returncode}\n{killed.stderr[-3000:]}"
+            journal = json.loads(on_node("cp1", "cat", "/var/lib/kuberevive/recover/journal.json").stdout)
+            assert journal["status"] == "running", journal["status"]
+            done = [s for s in ALL_MASTERS_STEPS if journal["steps"].get(s, {}).get("state") == "done"]
+            mid = hook == "KUBEREVIVE_FAULT_MID_STEP"
+            assert done == list(ALL_MASTERS_STEPS[: n - 1 if mid else n]), (hook, n, done)
+            assert f"[{n}/{total}]" in killed.stderr and f"[{n}/{total}] " not in _done_before(killed.stderr), n
+            if n > 1:  # resumed: the step before is not done again
+                assert f"[{n - 1}/{total}]" in _done_before(killed.stderr), (hook, n, killed.stderr[-2000:])
+    return seconds
+
+
+def _done_before(stderr: str) -> str:
+    """The progress lines of the steps a resumed run skipped (done by an earlier run)."""
+    return "\n".join(line for line in stderr.splitlines() if line.endswith(": done before"))
+
+
+def test_all_masters_lost_are_recovered_from_one_node_killed_at_every_step(
     ha_lab: Lab, ha_on_node: OnNode, tmp_path: Path
 ) -> None:
     on_node = ha_on_node
@@ -578,21 +610,19 @@ def test_all_masters_lost_are_recovered_from_one_node_through_two_kills(
             assert on_node(cp, "test", "-e", "/etc/kubernetes", check=False).returncode != 0
         time.sleep(NODE_MONITOR_GRACE_SECONDS + 5)  # the scenario: the cluster stays broken past the grace period
         started = time.time()
-        for hook, step in ALL_MASTERS_KILLS:  # kill -9 twice (issue 12: the resume across nodes), then the rerun
-            killed = on_node("cp1", "env", f"{hook}={step}", *argv, check=False, timeout=1800)
-            assert killed.returncode != 0, killed.stdout[-2000:]
-            journal = json.loads(on_node("cp1", "cat", "/var/lib/kuberevive/recover/journal.json").stdout)
-            assert journal["status"] == "running", journal["status"]
-            done_steps = [k for k, v in journal["steps"].items() if v["state"] == "done"]
-            print(f"killed at {hook}={step}: steps done {done_steps}")
+        runs = _kill_chain(on_node, argv)  # issue 12: kill -9 at every step boundary and once mid-step, then the rerun
         run = on_node("cp1", *argv, check=False, timeout=1800)
         recovery_s = time.time() - started
         assert run.returncode == 0, run.stderr[-3000:]
         _wait_all_ready(ha_lab)
         service.wait_for_answers(20)
     result = json.loads(run.stdout)
-    print(f"all masters recovered in {recovery_s:.1f} s; timings {result['timings']}")
-    assert result["applied"][0] == "masters-control-plane", result["applied"]  # resumed in the step it died in
+    print(f"all masters recovered in {recovery_s:.1f} s through {len(runs)} killed runs {runs}; {result['timings']}")
+    assert [s["id"] for s in result["plan"]["steps"]] == list(ALL_MASTERS_STEPS)
+    assert result["applied"] == []  # every step was done by a killed run; the rerun only finishes
+    assert result["join_command"].startswith(f"kubeadm join {ha_lab.cfg.api_endpoint} --token ")
+    assert result["control_plane_join_command"].startswith(result["join_command"] + " --control-plane ")
+    JOIN_COMMANDS.update(worker=result["join_command"], control_plane=result["control_plane_join_command"])
     members = _assert_members_healthy_and_one_trust(on_node, members_before)
     # each master's manifests as kubeadm wrote them for that node; etcd's --initial-cluster lists every member
     for cp in CPS:
@@ -625,6 +655,56 @@ def test_all_masters_lost_are_recovered_from_one_node_through_two_kills(
         assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
     # the ServiceAccount-using pod (restarted for the new sa.key) calls the API again
     _poll("apicaller to call the API again", lambda: "apicaller ok status=200" in ha_lab.apicaller_logs(tail=5), 180)
+
+
+NEW_WORKER, NEW_MASTER = "worker2", "cp4"
+
+
+def test_the_printed_join_commands_join_a_new_worker_and_a_new_control_plane(ha_lab: Lab, ha_on_node: OnNode) -> None:
+    """After the all-masters recovery (new CAs, a new bootstrap token and certificate key): fresh machines with new
+    names and addresses join with what the printed commands carry (endpoint, token, CA hash, certificate key): the
+    worker Ready; the control plane's etcd a 4th started, voting, healthy member, its API server serving, its Node
+    Ready. Then both leave again (machine destroyed, etcd member removed, Node deleted): the 3+1 lab."""
+    on_node = ha_on_node
+    assert JOIN_COMMANDS, "the all-masters test did not print its join commands"
+    members_before = _members(on_node)
+    try:
+        ha_lab.add_worker(NEW_WORKER, JOIN_COMMANDS["worker"], timeout=300)
+        assert ha_lab.node_conditions()[NEW_WORKER] == "Ready"
+        ha_lab.add_node(NEW_MASTER)
+        ip = ha_lab.cfg.node(NEW_MASTER).ip
+        assert ip not in {ha_lab.cfg.node(n).ip for n in NODES}
+        ha_lab.join_node(NEW_MASTER, JOIN_COMMANDS["control_plane"], timeout=300)
+        members = _members(on_node)
+        assert set(members_before) < set(members) and len(members) == 4, members
+        (new,) = (m for i, m in members.items() if i not in members_before)
+        assert new.get("name") == NEW_MASTER and not new.get("isLearner", False), new  # started and voting
+        assert new["peerURLs"] == [f"https://{ip}:2380"], new
+        health = json.loads(on_node(NEW_MASTER, *ETCDCTL, "endpoint", "health", "--cluster", "-w", "json").stdout)
+        assert len(health) == 4 and all(h["health"] for h in health), health
+        ready = on_node(NEW_MASTER, "kubectl", "--server", f"https://{ip}:6443", "get", "--raw", "/readyz", timeout=60)
+        assert ready.stdout.strip() == "ok"
+        assert ha_lab.node_conditions() == dict.fromkeys((*NODES, NEW_WORKER, NEW_MASTER), "Ready")
+        assert _trust_sums(on_node, NEW_MASTER) == _trust_sums(on_node, "cp1")  # opened with the certificate key
+    finally:
+        _remove_added_nodes(ha_lab, on_node)
+    assert sorted(_members(on_node)) == sorted(members_before)
+    _wait_all_ready(ha_lab)
+    assert ha_lab.cfg.node_names == list(NODES)
+
+
+def _remove_added_nodes(lab: Lab, on_node: OnNode) -> None:
+    """The machines the test above added leave the cluster and the lab: destroyed, cp4's etcd member removed (3 of 4
+    members stay healthy meanwhile), Nodes deleted, forgotten by the lab."""
+    for name in (NEW_MASTER, NEW_WORKER):
+        if name not in lab.cfg.node_names:
+            continue
+        lab.destroy_node(name)
+        for member_id, m in _members(on_node).items():
+            if m.get("name") == name or m.get("peerURLs") == [f"https://{lab.cfg.node(name).ip}:2380"]:
+                on_node("cp1", *ETCDCTL, "member", "remove", member_id)
+        on_node("cp1", "kubectl", "delete", "node", name, "--ignore-not-found", "--wait=true", timeout=180)
+        lab.forget_node(name)
 
 
 def test_down_through_the_cli_leaves_nothing(ha_lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:

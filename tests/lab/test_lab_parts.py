@@ -265,14 +265,3 @@ def test_workload_has_one_labapp_per_node_in_the_ha_lab() -> None:
 )
 def test_ha_lab_instance_never_collides_with_the_two_node_labs(env: dict[str, str], instance: int) -> None:
     assert ha_lab_instance(env) == instance
-
-
-def test_demo_refuses_the_ha_lab_before_touching_anything(tmp_path: Path) -> None:
-    from kuberevive.lab import Lab
-    from kuberevive.lab.demo import run_demo
-
-    cfg = dataclasses.replace(LabConfig(), state_dir=tmp_path / "state", run_dir=tmp_path / "run").with_topology(3, 1)
-    said: list[str] = []
-    with pytest.raises(LabError, match="recovering an HA control plane is not built yet"):
-        run_demo(Lab(cfg), said.append)
-    assert said == [] and not (tmp_path / "state").exists()

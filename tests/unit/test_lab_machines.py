@@ -59,3 +59,32 @@ def test_a_re_added_machine_keeps_its_mac_a_new_name_gets_another(tmp_path: Path
     assert mac == host_mac(cfg, "cp3") != host_mac(cfg, "cp4")
     first = int(mac.split(":")[0], 16)
     assert first & 0x02 and not first & 0x01  # locally administered, unicast
+
+
+JOIN = "kubeadm join 172.30.7.10:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:" + "a" * 64
+
+
+def test_a_join_command_of_the_other_role_is_refused_before_kubeadm_runs(tmp_path: Path) -> None:
+    lab = _lab(tmp_path)
+    with pytest.raises(LabError, match="cp2 is a control plane; the join command is not one for a control plane"):
+        lab.join_node("cp2", JOIN)
+    with pytest.raises(LabError, match="worker1 is a worker; the join command is one for a control plane"):
+        lab.join_node("worker1", JOIN + " --control-plane --certificate-key " + "b" * 64)
+    assert "pod_cidrs" not in lab.read_state()
+
+
+def test_only_a_destroyed_added_node_is_forgotten_and_then_the_lab_is_as_built(tmp_path: Path) -> None:
+    lab = _lab(tmp_path)
+    with pytest.raises(LabError, match="one of the nodes the lab was built with"):
+        lab.forget_node("cp3")
+    extra = {"name": "cp4", "ip": "172.30.7.15", "role": "control-plane"}
+    lab._write_state(extra_nodes=[extra], pod_cidrs={"cp1": "10.123.0.0/24", "cp4": "10.123.5.0/24"})
+    lab = Lab(lab.cfg)
+    assert "cp4" in lab.cfg.node_names
+    with pytest.raises(LabError, match="lab node cp4 is not destroyed"):
+        lab.forget_node("cp4")
+    lab._write_state(destroyed=["cp4"])
+    lab.forget_node("cp4")
+    state = lab.read_state()
+    assert state["extra_nodes"] == [] and state["destroyed"] == [] and state["pod_cidrs"] == {"cp1": "10.123.0.0/24"}
+    assert lab.cfg.node_names == Lab(lab.cfg).cfg.node_names == ["cp1", "cp2", "cp3", "worker1"]

@@ -300,29 +300,40 @@ class Lab:
         self.wait_workload(timeout=180)
 
     def add_worker(self, name: str, join_command: str, timeout: float = 240) -> Node:
-        """Add a worker node to the running lab and join it with ``join_command`` (a ``kubeadm join ENDPOINT
-        --token ... --discovery-token-ca-cert-hash ...`` line, e.g. the one ``kuberevive recover`` prints: its
-        endpoint, token and hash, with the node's own registration). The node gets the next address of the lab
-        network; ``status``/``down`` include it (it is recorded in the state file)."""
-        join = kubeadm_mod.parse_join_command(join_command)
+        """Add a worker node to the running lab and join it with ``join_command`` (:meth:`join_node`). The node gets
+        the next address of the lab network; ``status``/``down`` include it (it is recorded in the state file)."""
+        kubeadm_mod.parse_join_command(join_command)  # refused before anything is made
         if name in self.nodes:
             raise LabError(f"the lab already has a node {name}", "pick another name")
         cfg = self.cfg
-        taken = {n.ip for n in cfg.nodes}
-        ip = next(
-            str(a) for a in ipaddress.ip_network(cfg.network).hosts() if a.packed[-1] > 10 and str(a) not in taken
-        )
-        spec = NodeSpec(name, ip, "worker")
+        spec = NodeSpec(name, self._free_address(None), "worker")
         extras = [*self.read_state().get("extra_nodes", []), dict(spec.__dict__)]
         self._write_state(extra_nodes=extras)
         self.cfg = cfg = dataclasses.replace(cfg, nodes=(*cfg.nodes, spec))
         node = self.nodes[name] = Node(cfg, spec)
-        self.progress(f"lab: adding {name} ({ip})")
+        self.progress(f"lab: adding {name} ({spec.ip})")
         network.create(cfg)
         self._new_machine(node)
+        return self.join_node(name, join_command, timeout)
+
+    def join_node(self, name: str, join_command: str, timeout: float = 240) -> Node:
+        """``kubeadm join`` on the fresh machine ``name`` (:meth:`add_node`, :meth:`add_worker`) with what
+        ``join_command`` carries (a ``kubeadm join ENDPOINT --token ... --discovery-token-ca-cert-hash ...
+        [--control-plane --certificate-key ...]`` line, e.g. the one ``kuberevive recover`` prints: its endpoint,
+        token, hash and certificate key, with the node's own registration in a JoinConfiguration), then its pod
+        network; waits until its Node is Ready. A control plane needs ``--control-plane``, a worker must not have it."""
+        join = kubeadm_mod.parse_join_command(join_command)
+        spec, node = self.cfg.node(name), self.node(name)
+        if bool(join.certificate_key) != spec.is_control_plane:
+            role = "a control plane" if spec.is_control_plane else "a worker"
+            raise LabError(
+                f"lab node {name} is {role}; the join command is {'not ' if spec.is_control_plane else ''}one for "
+                "a control plane",
+                "use the control-plane join command for a control plane, the worker one for a worker",
+            )
         pod_cidrs = dict(self.read_state().get("pod_cidrs", {}))
         pod_cidrs[name] = self._join(spec, join)
-        network.set_pod_routes(cfg, pod_cidrs)
+        network.set_pod_routes(self.cfg, pod_cidrs)
         self._write_state(pod_cidrs=pod_cidrs)
         wait_for(
             f"{name} to be Ready",
@@ -387,6 +398,24 @@ class Lab:
             raise LabError(f"cannot remove {node_dir}", "Check `grep kuberevive-lab /proc/mounts`.")
         self._write_state(destroyed=sorted({*self.read_state().get("destroyed", []), name}))
         self.progress(f"lab: {name} destroyed (its Node object and etcd member remain in the cluster)")
+
+    def forget_node(self, name: str) -> None:
+        """A destroyed node that :meth:`add_node` or :meth:`add_worker` added leaves the lab's records (state file,
+        pod routes): ``status`` and ``down`` see the lab as it was built. Delete its Node object (and etcd member)
+        in the cluster first."""
+        if name in self._base_cfg.node_names:
+            raise LabError(f"{name} is one of the nodes the lab was built with", "destroy it and add it back instead")
+        state = self.read_state()
+        if name not in state.get("destroyed", []):
+            raise LabError(f"lab node {name} is not destroyed", f"kuberevive lab node destroy {name}")
+        pod_cidrs = {n: c for n, c in state.get("pod_cidrs", {}).items() if n != name}
+        self._write_state(
+            extra_nodes=[d for d in state.get("extra_nodes", []) if d["name"] != name],
+            destroyed=[n for n in state["destroyed"] if n != name],
+            pod_cidrs=pod_cidrs,
+        )
+        self.cfg = dataclasses.replace(self.cfg, nodes=tuple(n for n in self.cfg.nodes if n.name != name))
+        self.nodes.pop(name, None)
 
     def add_node(self, name: str, ip: str | None = None) -> Node:
         """A fresh machine ``name``: the packages and binaries, containerd and sshd with the lab key, the images,

@@ -2,10 +2,12 @@
 
 1. ``lab up`` (reused when it is up and healthy);
 2. a client requests the labapp Service every 100 ms from every node (:mod:`kuberevive.lab.probe`);
-3. the seed disaster on the control-plane node: ``rm -rf /etc/kubernetes``, control-plane containers
-   and their pod sandboxes removed (the API is gone; the workloads keep running);
+3. the seed disaster on the control-plane node (the HA lab, ``--control-planes 3``: on every control-plane node
+   at once): ``rm -rf /etc/kubernetes``, control-plane containers and their pod sandboxes removed (the API is
+   gone; the workloads keep running);
 4. a wait past the node-monitor grace period and the workload's NotReady toleration;
-5. ``kuberevive recover --apply`` on the control-plane node with no input but the lab's SSH key;
+5. ``kuberevive recover --apply`` on the (first) control-plane node with no input but the lab's SSH key (HA: and
+   ``--peer NAME=ADDRESS`` for each other control-plane node, which it recovers over SSH);
 6. the report: failed requests per node, evictions, pods and containers replaced, the
    ServiceAccount-using pod's API calls, recovery time.
 """
@@ -16,10 +18,11 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from kuberevive.errors import LabError
 from kuberevive.lab.cluster import Lab
+from kuberevive.lab.config import LabConfig
 from kuberevive.lab.impact import evictions, pods, workload_containers
 from kuberevive.lab.probe import ServiceProbe
 from kuberevive.lab.workload import NOT_READY_TOLERATION_SECONDS
@@ -61,6 +64,19 @@ test -z "$(crictl ps -q --name "$names")"
 NODE_MONITOR_GRACE_SECONDS = 50  # kube-controller-manager's default (v1.33)
 
 
+def recover_argv(cfg: LabConfig, guard: bool = True, retrust_delay: float = 0.0) -> list[str]:
+    """``recover --apply`` as the demo runs it on the first control-plane node: the lab's SSH key and, on the HA lab,
+    ``--peer`` for every other control-plane node (the all-masters recovery reaches them over SSH)."""
+    d = cfg.ssh_dir
+    argv = ["env", f"KUBEREVIVE_RETRUST_DELAY={retrust_delay}", "kuberevive", "recover", "--apply", "--json"]
+    for peer in cfg.control_planes[1:]:
+        argv += ["--peer", f"{peer.name}={peer.ip}"]
+    argv += ["--ssh-key", str(d / "id_ed25519"), "--known-hosts", str(d / "known_hosts")]
+    if not guard:
+        argv.append("--no-eviction-guard")
+    return argv
+
+
 def run_demo(
     lab: Lab,
     say: Callable[[str], None],
@@ -69,31 +85,29 @@ def run_demo(
     retrust_delay: float = 0.0,
 ) -> dict[str, Any]:
     """Run the story; returns the impact report (also what ``--json`` prints)."""
-    if lab.requested.ha:
-        raise LabError(
-            "the demo tells the one-control-plane story; recovering an HA control plane is not built yet",
-            "Run it with one control plane (unset KUBEREVIVE_LAB_CONTROL_PLANES).",
-        )
     t0 = time.monotonic()
     lab.up()
     say(f"lab: up ({time.monotonic() - t0:.0f} s)")
     pods_before, containers_before = pods(lab), workload_containers(lab)
     wait = NODE_MONITOR_GRACE_SECONDS + NOT_READY_TOLERATION_SECONDS + 5 if wait is None else wait
-    cp = lab.cfg.control_plane.name
+    masters = [n.name for n in lab.cfg.control_planes]
+    cp = masters[0]
     with ServiceProbe(lab, lab.cfg.state_dir / "demo") as probe:
+        probe_started = time.time()  # the probes' failure times are relative to their start (within 0.2 s)
         say(f"probe: GET the labapp Service every 100 ms from {', '.join(lab.cfg.node_names)}")
         probe.wait_for_answers(10)
-        say(f"disaster on {cp}: rm -rf /etc/kubernetes, control-plane containers removed")
-        lab.node(cp).run(["sh", "-c", SEED_DISASTER], step="the seed disaster", timeout=120)
+        say(f"disaster on {', '.join(masters)}: rm -rf /etc/kubernetes, control-plane containers removed")
+        with ThreadPoolExecutor(len(masters)) as pool:  # on every master at once
+            for done in [
+                pool.submit(lab.node(m).run, ["sh", "-c", SEED_DISASTER], step="the seed disaster", timeout=180)
+                for m in masters
+            ]:
+                done.result()
         say(f"waiting {wait:.0f} s (past the node-monitor grace period and the workload's NotReady toleration)")
         time.sleep(wait)
-        d = lab.cfg.ssh_dir
-        argv = ["env", f"KUBEREVIVE_RETRUST_DELAY={retrust_delay}", "kuberevive", "recover", "--apply", "--json"]
-        argv += ["--ssh-key", str(d / "id_ed25519"), "--known-hosts", str(d / "known_hosts")]
-        if not guard:
-            argv.append("--no-eviction-guard")
-        say(f"on {cp}: kuberevive recover --apply --ssh-key {d / 'id_ed25519'} --known-hosts {d / 'known_hosts'}")
-        started = time.monotonic()
+        argv = recover_argv(lab.cfg, guard, retrust_delay)
+        say(f"on {cp}: {' '.join(argv[argv.index('kuberevive') :])}")
+        started, window_start = time.monotonic(), time.time() - probe_started
         proc = subprocess.Popen(lab.node(cp).nsenter(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stderr is not None
         for line in proc.stderr:
@@ -101,16 +115,21 @@ def run_demo(
         stdout = proc.stdout.read() if proc.stdout else ""
         code = proc.wait()
         took = time.monotonic() - started
+        window = (window_start, window_start + took)
         time.sleep(3)
     result: dict[str, Any] = json.loads(stdout) if code == 0 and stdout.strip() else {}
     pods_after, containers_after = pods(lab), workload_containers(lab)
     replaced = sorted(p["name"] for u, p in pods_before.items() if u not in pods_after)
     labapp_before = {k: v for k, v in containers_before.items() if "/labapp-" in k}
     report = {
+        "control_planes": masters,
         "recover_exit_code": code,
         "recover_seconds": round(took, 1),
         "requests": {n: r.as_dict() for n, r in probe.results.items()},
         "failed_requests": sum(r.failed for r in probe.results.values()),
+        "failed_during_recovery": {
+            n: sum(1 for f in r.failures if window[0] <= f[0] <= window[1]) for n, r in probe.results.items()
+        },
         "evictions": evictions(lab),
         "pods_replaced": replaced,
         "labapp_containers_kept": sum(1 for k, v in labapp_before.items() if containers_after.get(k) == v),
@@ -122,7 +141,8 @@ def run_demo(
     say("")
     say("impact:")
     for n, r in report["requests"].items():
-        say(f"  requests from {n}: {r['ok']} answered, {r['failed']} failed")
+        during = report["failed_during_recovery"][n]
+        say(f"  requests from {n}: {r['ok']} answered, {r['failed']} failed ({during} while recover --apply ran)")
     say(f"  evictions: {len(report['evictions'])} {report['evictions'] or ''}")
     say(
         f"  labapp containers kept (same container id): {report['labapp_containers_kept']}/"

@@ -69,13 +69,24 @@ def _status(args: argparse.Namespace, env: Environment) -> int:
     return 0 if all(n.state == "up" for n in nodes) else 3
 
 
+def _control_planes_arg(parser: argparse.ArgumentParser, three: str) -> None:
+    """``--control-planes 1|3`` (``three``: what 3 means for that action)."""
+    parser.add_argument(
+        "--control-planes",
+        type=int,
+        choices=(1, 3),
+        default=None,
+        metavar="N",
+        help=f"1 (default) or 3: {three} (env KUBEREVIVE_LAB_CONTROL_PLANES)",
+    )
+
+
 def _demo(args: argparse.Namespace, env: Environment) -> int:
     from kuberevive.lab.demo import run_demo
 
     say = env.progress if args.json else env.out
-    report = run_demo(
-        _lab(env), say, wait=args.wait, guard=not args.no_eviction_guard, retrust_delay=args.retrust_delay
-    )
+    lab = _lab(env, args.control_planes)
+    report = run_demo(lab, say, wait=args.wait, guard=not args.no_eviction_guard, retrust_delay=args.retrust_delay)
     if args.json:
         env.json(stamp(LAB_DEMO, report))
     if report["recover_exit_code"] != 0:
@@ -126,15 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     up = lab_sub.add_parser(
         "up", allow_abbrev=False, help="create the lab (kubeadm init + join + workload); safe to repeat"
     )
-    up.add_argument(
-        "--control-planes",
-        type=int,
-        choices=(1, 3),
-        default=None,
-        metavar="N",
-        help="1 (default) or 3: cp1..cp3, stacked etcd, haproxy as controlPlaneEndpoint "
-        "(env KUBEREVIVE_LAB_CONTROL_PLANES)",
-    )
+    _control_planes_arg(up, "cp1..cp3, stacked etcd, haproxy as controlPlaneEndpoint")
     up.add_argument(
         "--workers", type=int, default=None, metavar="N", help="worker nodes, 0-5 (default 1; KUBEREVIVE_LAB_WORKERS)"
     )
@@ -158,6 +161,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         allow_abbrev=False,
         help="the whole story: lab up, the seed disaster with a Service probe running, recover --apply, the impact",
     )
+    _control_planes_arg(demo, "the HA story, the disaster on every control-plane node and one recover --apply on cp1")
     demo.add_argument(
         "--wait",
         type=float,
