@@ -9,10 +9,11 @@ One bring-up for the module (the ``ha_lab`` fixture). In the order written:
    nodes Ready, 0 failed requests of a Service probe every 100 ms from cp1, cp2 and worker1 during the
    replacement, no pod on another node restarted or re-created, cp3's trust material byte-identical to cp1's.
 2. cp3 destroyed again and replaced by a machine with a new name and address (cp4, the next free address):
-   ``--new-name cp4 --address IP``; the lab's pod network and haproxy backend for the new machine are added as the
-   cluster's CNI and the operator would; the first run is SIGKILLed right after adding the learner and the second
-   resumes from the journal; then cp1, cp2, cp4, worker1 Ready, Node cp3 deleted, three voting members with cp4,
-   0 failed Service requests, no pod elsewhere restarted.
+   ``--new-name cp4 --address IP``; the first run is SIGKILLed right after adding the learner and the second
+   resumes from the journal; while it runs, the lab's pod network is attached to cp4 as soon as its Node has a pod
+   CIDR (what the cluster's CNI DaemonSet does on a new node: ``node-ready`` waits for it), and after it the
+   haproxy backend is added (as the operator would); then cp1, cp2, cp4, worker1 Ready, Node cp3 deleted, three
+   voting members with cp4, 0 failed Service requests, no pod elsewhere restarted.
 3. cp2 and the third master both destroyed: ``replace-control-plane --apply`` refuses (etcd has lost quorum) with
    each member's health, exit 1, and changes nothing.
 
@@ -25,12 +26,14 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from kuberevive.lab import Lab
 from kuberevive.lab.config import WORKLOAD_NAMESPACE
+from kuberevive.lab.loadbalancer import LoadBalancer
 from kuberevive.lab.probe import ServiceProbe
 from kuberevive.model import paths
 from tests.documents import validate
@@ -41,7 +44,9 @@ pytestmark = pytest.mark.lab
 OnNode = Callable[..., "subprocess.CompletedProcess[str]"]
 NODES = ("cp1", "cp2", "cp3", "worker1")
 LOST = "cp3"
+NEW = "cp4"
 TIMES: dict[str, float] = {}
+THIRD = {"name": LOST}
 """The third control plane once the tests above ran (cp4 replaces cp3 in the second one)."""
 
 
@@ -178,11 +183,78 @@ def test_a_destroyed_master_is_replaced_by_a_fresh_machine_of_the_same_name(
         assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
 
 
+def _pod_cidr(on_node: OnNode, node: str) -> str:
+    got = on_node("cp1", "kubectl", "get", "node", node, "-o", "jsonpath={.spec.podCIDR}", check=False)
+    return got.stdout.strip() if got.returncode == 0 else ""
+
+
+def test_a_lost_master_is_replaced_by_a_machine_with_a_new_name_and_address(
+    ha_lab: Lab, ha_on_node: OnNode, tmp_path: Path
+) -> None:
+    on_node = ha_on_node
+    _poll("every node Ready", lambda: _all_ready(ha_lab), 300)
+    ha_lab.destroy_node(LOST)
+    _poll(f"{LOST}'s labapp endpoint to leave the Service", lambda: LOST not in _labapp_endpoint_nodes(on_node), 300)
+    pods_before = _pods_elsewhere(on_node)
+    new = ha_lab.add_node(NEW)
+    assert new.spec.ip not in {ha_lab.cfg.node(n).ip for n in NODES}
+
+    argv = ["kuberevive", "replace-control-plane", LOST, "--new-name", NEW, "--address", new.spec.ip, "--json"]
+    argv += [*_ssh_args(ha_lab), "--kubelet-arg", f"cgroup-root={ha_lab.cfg.cgroup_root(NEW)}", "--apply"]
+    with ServiceProbe(ha_lab, tmp_path / "service", nodes=["cp1", "cp2", "worker1"]) as service:
+        service.wait_for_answers(10)
+        t0 = time.monotonic()
+        # killed (SIGKILL) right after the learner is added: the next run resumes from the journal
+        killed = on_node("cp1", "env", "KUBEREVIVE_FAULT_AFTER_STEP=3", *argv, check=False, timeout=1200)
+        assert killed.returncode in (-9, 137), killed.stderr[-3000:]  # SIGKILL
+        journal = json.loads(on_node("cp1", "cat", str(paths.STATE_DIR / "replace" / "journal.json")).stdout)
+        assert journal["status"] == "running" and journal["learner_id"], journal
+        assert {s for s, r in journal["steps"].items() if r["state"] == "done"} == {
+            "remove-member",
+            "prepare-node",
+            "add-learner",
+        }
+        with ThreadPoolExecutor(1) as pool:
+            resumed = pool.submit(on_node, "cp1", *argv, check=False, timeout=1200)
+            # what the cluster's CNI DaemonSet does once the new Node has its pod CIDR: the command's node-ready
+            # step waits for a Ready Node, which needs it
+            _poll(f"{NEW}'s pod CIDR (or the command to end)", lambda: _pod_cidr(on_node, NEW) or resumed.done(), 900)
+            if not resumed.done():
+                ha_lab.attach_pod_network(NEW)
+            run = resumed.result()
+        TIMES["replace_new_name_s"] = time.monotonic() - t0
+        assert run.returncode == 0, run.stderr[-3000:]
+        # what the operator does for the new address: the load balancer lists it
+        LoadBalancer(ha_lab.cfg).add_server(NEW, new.spec.ip)
+        want = {"cp1": "Ready", "cp2": "Ready", NEW: "Ready", "worker1": "Ready"}
+        _poll(f"cp1, cp2, {NEW}, worker1 Ready and no {LOST}", lambda: ha_lab.node_conditions() == want, 300)
+        _poll(f"haproxy to check {NEW} UP", lambda: LoadBalancer(ha_lab.cfg).server_states().get(NEW) == "UP", 120)
+        service.wait_for_answers(20)
+    result = validate(json.loads(run.stdout))
+    print(f"times: {TIMES}; Service probes:", {n: (r.ok, r.failed) for n, r in service.results.items()})
+    assert result["resumed"] is True
+    assert result["applied"] == ["start-kubelet", "promote", "api-ready", "node-ready", "old-node"]
+    assert any("must list the new one" in n for n in result["plan"]["notes"]), result["plan"]["notes"]
+    members = _members(on_node)
+    assert sorted(m["name"] for m in members.values()) == ["cp1", "cp2", NEW], members
+    assert not any(m.get("isLearner", False) for m in members.values()), members
+    assert [m["peerURLs"] for m in members.values() if m["name"] == NEW] == [[f"https://{new.spec.ip}:2380"]]
+    health = json.loads(on_node("cp1", *ETCDCTL, "endpoint", "health", "--cluster", "-w", "json").stdout)
+    assert len(health) == 3 and all(h["health"] for h in health), health
+    assert "NotFound" in on_node("cp1", "kubectl", "get", "node", LOST, check=False).stderr
+    assert _trust_sums(on_node, NEW) == _trust_sums(on_node, "cp1")
+    pods_after = _pods_elsewhere(on_node)
+    assert {k: pods_after.get(k) for k in pods_before} == pods_before
+    for node, r in service.results.items():
+        assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
+    THIRD["name"] = NEW
+
+
 def test_with_cp2_and_cp3_gone_it_refuses_and_says_why(ha_lab: Lab, ha_on_node: OnNode) -> None:
     on_node = ha_on_node
     journal = str(paths.STATE_DIR / "replace" / "journal.json")
     journal_before = on_node("cp1", "cat", journal, check=False).stdout
-    third = LOST  # replaced by the first test
+    third = THIRD["name"]  # cp4 once the second test passed
     ha_lab.destroy_node("cp2")
     ha_lab.destroy_node(third)
     argv = ["kuberevive", "replace-control-plane", third, "--apply", *_ssh_args(ha_lab)]
