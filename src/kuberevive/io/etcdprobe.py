@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -114,6 +115,21 @@ def stored_members(root: NodeRoot, db: PurePosixPath) -> tuple[safety.Member, ..
     try:
         return safety.stored_members(read)
     except (ValueError, OSError, IndexError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def stored_revision(root: NodeRoot, db: PurePosixPath) -> int | None:
+    """The current revision of the etcd v3 store ``db`` (a data directory's ``member/snap/db`` or a snapshot), read
+    along its rightmost pages; None when it cannot be read as one."""
+    fd = _open_regular(root.host_path(db))
+    if fd is None:
+        return None
+    read: Callable[[int, int], bytes] = lambda offset, size: os.pread(fd, size, offset)  # noqa: E731
+    try:
+        return safety.stored_revision(read)
+    except (ValueError, OSError, IndexError, struct.error):
         return None
     finally:
         os.close(fd)
