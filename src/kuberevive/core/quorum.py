@@ -1,0 +1,222 @@
+"""``kuberevive quorum-restore``: a stacked etcd that lost quorum (two of three members' data gone or corrupt, or
+every member down with one usable data directory) restored from the best surviving member (pure planning).
+
+The safe order (operators-needs §1.5, §2; etcd's disaster-recovery guide, with what fails in practice: a restored
+member with unwiped peers is a cluster-ID mismatch, a split brain):
+
+1. stop etcd and the API server on every master (their static-pod manifests moved aside, so the kubelet stops
+   them and nothing writes while the data is kept and restored);
+2. keep every member's data directory aside (renamed to ``<data-dir>.kuberevive-<stamp>``, never deleted);
+3. restore on the donor, the member whose db holds the highest revision, from its own db
+   (``etcdutl snapshot restore --skip-hash-check``) as a one-member cluster, with ``--bump-revision`` and
+   ``--mark-compacted`` so that watchers (API servers, controllers, kubelets) relist instead of seeing time go
+   backwards;
+4. start etcd and the API server on the donor;
+5. re-grow the other members one at a time: each added as a learner, started with an empty data directory and
+   ``--initial-cluster-state=existing``, promoted once it has caught up, then its API server started;
+6. restart the controller-managers, schedulers and kubelets of the masters.
+
+Pure: each master's facts in (its member, data directory, db revision, health); the verdict, the donor and the
+step list out. :mod:`kuberevive.run.quorum` reads the facts and executes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from kuberevive.core import yamlfmt
+from kuberevive.core.backup import EtcdMember
+from kuberevive.core.manifests import manifest_command, parse_manifest
+from kuberevive.errors import PlanError
+from kuberevive.model import paths
+
+#: The static pods stopped on every master while the data is kept and restored (etcd first back).
+STOPPED = ("etcd", "kube-apiserver")
+#: The components restarted at the end (their watches relist from the bumped revision).
+RESTARTED = ("kube-controller-manager", "kube-scheduler")
+
+STEP_TITLES = {
+    "stop-control-plane": "stop etcd and the API server on every master (manifests moved aside)",
+    "keep-data": "keep every member's data directory aside (renamed, never deleted)",
+    "restore-donor": "restore the donor's db as a one-member etcd (revision bump, marked compacted)",
+    "start-donor": "start etcd and the API server on the donor",
+    "regrow": "add a member back as a learner with an empty data directory, promote it, start its API server",
+    "restart-components": "restart the controller-manager, scheduler and kubelet of every master",
+}
+
+
+@dataclass(frozen=True)
+class MasterEtcd:
+    """One master's etcd member as the command found it."""
+
+    node: str
+    address: str
+    member: str
+    """etcd's ``--name`` (kubeadm: the node name)."""
+    peer_url: str
+    data_dir: str
+    has_data: bool
+    """Its data directory holds a ``member/`` directory."""
+    revision: int | None
+    """The current revision of its ``member/snap/db``; None without a db that reads as one."""
+    healthy: bool = False
+    why: str = ""
+    """Why it is not healthy (``/health``'s reason, "unreachable")."""
+
+    @property
+    def db(self) -> PurePosixPath:
+        return PurePosixPath(self.data_dir) / "member" / "snap" / "db"
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    node: str
+    """The master it acts on ("" for every master)."""
+    title: str
+
+    @property
+    def key(self) -> str:
+        """Its journal key: ``regrow:<node>`` for a re-grown member, else its id."""
+        return f"{self.id}:{self.node}" if self.id == "regrow" else self.id
+
+
+@dataclass(frozen=True)
+class QuorumPlan:
+    masters: tuple[MasterEtcd, ...]
+    donor: MasterEtcd
+    steps: tuple[Step, ...]
+    notes: tuple[str, ...]
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "donor": {"node": self.donor.node, "revision": self.donor.revision, "data_dir": self.donor.data_dir},
+            "members": [
+                {
+                    "node": m.node,
+                    "member": m.member,
+                    "peer_url": m.peer_url,
+                    "healthy": m.healthy,
+                    "why": m.why,
+                    "data": m.has_data,
+                    "revision": m.revision,
+                }
+                for m in self.masters
+            ],
+            "steps": [{"id": s.key, "node": s.node, "title": s.title} for s in self.steps],
+            "notes": list(self.notes),
+        }
+
+
+def quorum(voters: int) -> int:
+    return voters // 2 + 1
+
+
+def _health(masters: Sequence[MasterEtcd]) -> str:
+    return "; ".join(f"{m.node}: {'healthy' if m.healthy else m.why or 'unhealthy'}" for m in masters)
+
+
+def require_lost(masters: Sequence[MasterEtcd]) -> None:
+    """PlanError unless the members have lost quorum: a restore of a cluster that has one would throw away every
+    write since the donor's revision on the others and is never the fix."""
+    healthy = [m for m in masters if m.healthy]
+    if len(healthy) >= quorum(len(masters)):
+        raise PlanError(
+            f"etcd has quorum: {len(healthy)} of {len(masters)} members healthy ({_health(masters)}); "
+            "quorum-restore is only for an etcd that lost it, and nothing was changed",
+            "replace a lost member with 'kuberevive replace-control-plane NODE', or recover a master's files with "
+            "'kuberevive recover'",
+        )
+
+
+def choose_donor(masters: Sequence[MasterEtcd], local: str) -> MasterEtcd:
+    """The member whose db holds the highest revision (ties: this node, then the first in member order);
+    PlanError when no member has a db that reads as an etcd store."""
+    usable = [m for m in masters if m.revision is not None]
+    if not usable:
+        raise PlanError(
+            "no member has an etcd db to restore from ("
+            + "; ".join(f"{m.node}: {'no member/snap/db' if m.has_data else 'no data'}" for m in masters)
+            + "); nothing was changed",
+            "restore from a snapshot or a kuberevive backup with 'kuberevive restore-etcd' on one master, then "
+            "re-grow the others with 'kuberevive replace-control-plane'",
+        )
+    order = {m.node: i for i, m in enumerate(masters)}
+    return max(usable, key=lambda m: (m.revision or 0, m.node == local, -order[m.node]))
+
+
+def plan(masters: Sequence[MasterEtcd], local: str) -> QuorumPlan:
+    """The verdict (quorum lost), the donor and every step; PlanError when the restore is not the fix."""
+    if len({m.node for m in masters}) != len(masters) or len(masters) < 2:
+        raise PlanError(
+            f"quorum-restore needs the members of a multi-member etcd, found {len(masters)}",
+            "run it on a master of a stacked-etcd HA control plane",
+        )
+    require_lost(masters)
+    donor = choose_donor(masters, local)
+    others = [m for m in masters if m is not donor]
+    steps = [
+        Step("stop-control-plane", "", STEP_TITLES["stop-control-plane"]),
+        Step("keep-data", "", STEP_TITLES["keep-data"]),
+        Step("restore-donor", donor.node, STEP_TITLES["restore-donor"]),
+        Step("start-donor", donor.node, STEP_TITLES["start-donor"]),
+        *(Step("regrow", m.node, STEP_TITLES["regrow"]) for m in others),
+        Step("restart-components", "", STEP_TITLES["restart-components"]),
+    ]
+    lost = [m for m in others if (m.revision or 0) < (donor.revision or 0)]
+    notes = [
+        f"donor {donor.node}: revision {donor.revision} (the highest; "
+        + ", ".join(f"{m.node}: {m.revision if m.revision is not None else 'no db'}" for m in others)
+        + ")",
+        "every data directory is kept as <data-dir>.kuberevive-<stamp> on its node; nothing is deleted",
+        "the API is down until the donor's API server answers; running pods keep running and serving",
+    ]
+    if lost:
+        notes.append(
+            "writes newer than the donor's revision that only "
+            + ", ".join(m.node for m in lost)
+            + " held are lost (their data stays kept aside)"
+        )
+    return QuorumPlan(tuple(masters), donor, tuple(steps), tuple(notes))
+
+
+def kept_name(data_dir: str, stamp: str) -> PurePosixPath:
+    """Where a member's data directory is kept: ``<data-dir>.kuberevive-<stamp>`` beside it (a rename)."""
+    p = PurePosixPath(data_dir)
+    return p.with_name(f"{p.name}.kuberevive-{stamp}")
+
+
+def aside_manifest(component: str, stamp: str) -> PurePosixPath:
+    """Where a stopped component's manifest waits: outside the directory the kubelet watches, same file system."""
+    return paths.KUBERNETES_TMP_DIR / f"kuberevive-quorum-{stamp}-{component}.yaml"
+
+
+def restore_args(donor: MasterEtcd, source_db: str, target_dir: str, token: str | None = None) -> list[str]:
+    """``etcdutl`` arguments restoring the donor's kept db as a one-member cluster of the donor alone."""
+    member = EtcdMember(
+        name=donor.member,
+        data_dir=PurePosixPath(donor.data_dir),
+        initial_cluster=f"{donor.member}={donor.peer_url}",
+        initial_advertise_peer_urls=donor.peer_url,
+        initial_cluster_token=token,
+        client_url="",
+    )
+    return member.restore_args(source_db, target_dir, skip_hash_check=True)
+
+
+def rejoin_manifest(manifest: bytes, initial_cluster: Sequence[tuple[str, str]]) -> bytes:
+    """A member's etcd manifest to join the restored cluster: ``--initial-cluster`` the members now (the joining
+    one included) and ``--initial-cluster-state=existing``; every other flag as it was."""
+    pod = parse_manifest(manifest)
+    command = manifest_command(pod)
+    set_to = {
+        "--initial-cluster": ",".join(f"{n}={u}" for n, u in initial_cluster),
+        "--initial-cluster-state": "existing",
+    }
+    out = [c for c in command if c.split("=", 1)[0] not in set_to]
+    out += [f"{k}={v}" for k, v in set_to.items()]
+    pod["spec"]["containers"][0]["command"] = out
+    return yamlfmt.dump(pod).encode()
