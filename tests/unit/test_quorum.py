@@ -18,6 +18,7 @@ def _m(node: str, revision: int | None, healthy: bool = False, has_data: bool = 
         address=f"10.0.0.1{i}",
         member=node,
         peer_url=f"https://10.0.0.1{i}:2380",
+        client_url=f"https://10.0.0.1{i}:2379",
         data_dir="/var/lib/etcd",
         has_data=has_data,
         revision=revision,

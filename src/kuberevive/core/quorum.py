@@ -57,6 +57,7 @@ class MasterEtcd:
     member: str
     """etcd's ``--name`` (kubeadm: the node name)."""
     peer_url: str
+    client_url: str
     data_dir: str
     has_data: bool
     """Its data directory holds a ``member/`` directory."""
@@ -99,6 +100,7 @@ class QuorumPlan:
                     "node": m.node,
                     "member": m.member,
                     "peer_url": m.peer_url,
+                    "client_url": m.client_url,
                     "healthy": m.healthy,
                     "why": m.why,
                     "data": m.has_data,
@@ -148,14 +150,16 @@ def choose_donor(masters: Sequence[MasterEtcd], local: str) -> MasterEtcd:
     return max(usable, key=lambda m: (m.revision or 0, m.node == local, -order[m.node]))
 
 
-def plan(masters: Sequence[MasterEtcd], local: str) -> QuorumPlan:
-    """The verdict (quorum lost), the donor and every step; PlanError when the restore is not the fix."""
+def plan(masters: Sequence[MasterEtcd], local: str, *, resumed: bool = False) -> QuorumPlan:
+    """The verdict (quorum lost), the donor and every step; PlanError when the restore is not the fix. ``resumed``:
+    the facts are those a stopped run planned with (the verdict was made then)."""
     if len({m.node for m in masters}) != len(masters) or len(masters) < 2:
         raise PlanError(
             f"quorum-restore needs the members of a multi-member etcd, found {len(masters)}",
             "run it on a master of a stacked-etcd HA control plane",
         )
-    require_lost(masters)
+    if not resumed:
+        require_lost(masters)
     donor = choose_donor(masters, local)
     others = [m for m in masters if m is not donor]
     steps = [
