@@ -298,6 +298,8 @@ def make_plan(root: NodeRoot, request: Request, now: datetime, journal: ReplaceJ
         cluster.cri_socket,
     )
     steps = core.plan_steps(new_name != request.node)
+    # a resumed run removed the lost member already: its old Node (deleted last) still has the address
+    old_address = old_address or node_address(cluster.api, request.node)
     notes = [
         f"the trust material (CAs, sa.key) comes from this node ({cluster.this_node}); the new machine gets its own "
         "leaf certificates and kubeconfigs",
