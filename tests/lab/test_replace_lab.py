@@ -247,6 +247,94 @@ def test_a_lost_master_is_replaced_by_a_machine_with_a_new_name_and_address(
         assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
 
 
+def _revision(on_node: OnNode) -> int:
+    status = json.loads(on_node("cp1", *ETCDCTL, "endpoint", "status", "-w", "json").stdout)
+    return int(status[0]["Status"]["header"]["revision"])
+
+
+def _configmaps(on_node: OnNode) -> set[str]:
+    out = on_node("cp1", "kubectl", "get", "configmaps", "-n", QUORUM_NS, "-l", "quorum=before", "-o", "name")
+    return set(out.stdout.split())
+
+
+QUORUM_NS = "quorum-test"
+
+
+def test_lost_quorum_is_restored_from_the_surviving_member(ha_lab: Lab, ha_on_node: OnNode, tmp_path: Path) -> None:
+    on_node = ha_on_node
+    third = next(m["name"] for m in _members(on_node).values() if m["name"] not in ("cp1", "cp2"))
+    masters = ["cp1", "cp2", third]
+    _poll("every node Ready", lambda: set(ha_lab.node_conditions().values()) == {"Ready"}, 300)
+    # objects written before the loss, counted after
+    on_node("cp1", "kubectl", "create", "namespace", QUORUM_NS)
+    items = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cm{i:02}", "labels": {"quorum": "before"}},
+         "data": {"i": str(i)}}
+        for i in range(40)
+    ]  # fmt: skip
+    on_node("cp1", "kubectl", "apply", "-n", QUORUM_NS, "-f", "-", input=json.dumps({"kind": "List", "items": items}))
+    created = _configmaps(on_node)
+    assert len(created) == 40
+    before = _revision(on_node)
+    data_dir = "/var/lib/etcd"
+
+    with ServiceProbe(ha_lab, tmp_path / "service", nodes=[*masters, "worker1"]) as service:
+        service.wait_for_answers(10)
+        # cp2's and the third master's etcd data deleted while the cluster runs; their etcd crashes (stopped
+        # here, as a crash would) and the kubelet restarts it on an empty data directory: 1 of 3 left, no quorum
+        for node in ("cp2", third):
+            on_node(node, "rm", "-rf", f"{data_dir}/member")
+            on_node(node, "sh", "-c", "crictl ps -q --name '^etcd$' | xargs -r crictl stop")
+
+        def no_quorum() -> bool:
+            return on_node("cp1", *ETCDCTL, "endpoint", "health", check=False, timeout=60).returncode != 0
+
+        _poll("cp1's etcd to lose quorum", no_quorum, 300)
+
+        argv = ["kuberevive", "quorum-restore", "--json", *_ssh_args(ha_lab)]
+        plan = validate(json.loads(on_node("cp1", *argv, timeout=300).stdout))
+        print("plan:", json.dumps(plan, indent=1))
+        assert plan["kind"] == "QuorumPlan" and plan["donor"]["node"] == "cp1"
+        assert plan["donor"]["revision"] >= before
+        revisions = {m["node"]: m["revision"] for m in plan["members"]}
+        assert all(revisions[n] is None or revisions[n] < before for n in ("cp2", third)), revisions
+        assert on_node("cp1", "test", "-d", f"{data_dir}/member", check=False).returncode == 0  # the plan moved nothing
+
+        t0 = time.monotonic()
+        # killed (SIGKILL) right after the donor's API server is up: the next run resumes from the journal
+        killed = on_node("cp1", "env", "KUBEREVIVE_FAULT_AFTER_STEP=4", *argv, "--apply", check=False, timeout=1800)
+        assert killed.returncode in (-9, 137), killed.stderr[-3000:]
+        run = on_node("cp1", *argv, "--apply", check=False, timeout=1800)
+        TIMES["quorum_restore_s"] = time.monotonic() - t0
+        assert run.returncode == 0, run.stderr[-3000:]
+        _poll("every node Ready", lambda: set(ha_lab.node_conditions().values()) == {"Ready"}, 600)
+        service.wait_for_answers(20)
+    result = validate(json.loads(run.stdout))
+    print(f"times: {TIMES}; Service probes:", {n: (r.ok, r.failed) for n, r in service.results.items()})
+    assert result["resumed"] is True
+    assert result["applied"] == [f"regrow:{n}" for n in ("cp2", third)] + ["restart-components"]
+    # three started voting members, each healthy
+    members = _members(on_node)
+    assert sorted(m["name"] for m in members.values()) == sorted(masters), members
+    assert not any(m.get("isLearner", False) for m in members.values()), members
+    health = json.loads(on_node("cp1", *ETCDCTL, "endpoint", "health", "--cluster", "-w", "json").stdout)
+    assert len(health) == 3 and all(h["health"] for h in health), health
+    # every object written before the loss is there; the revision went forward, not back
+    assert _configmaps(on_node) == created
+    assert _revision(on_node) > before
+    # every data directory kept aside on its node, none deleted
+    for node in masters:
+        kept = on_node(node, "sh", "-c", f"ls -d {data_dir}.kuberevive-*").stdout.split()
+        assert kept, f"{node}: no kept data directory"
+    assert on_node("cp1", "sh", "-c", f"test -s {kept_db(data_dir)}", check=False).returncode == 0
+    for node, r in service.results.items():
+        assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
+
+
+def kept_db(data_dir: str) -> str:
+    return f"{data_dir}.kuberevive-*/member/snap/db"
+
+
 def test_with_cp2_and_cp3_gone_it_refuses_and_says_why(ha_lab: Lab, ha_on_node: OnNode) -> None:
     on_node = ha_on_node
     journal = str(paths.STATE_DIR / "replace" / "journal.json")

@@ -224,7 +224,7 @@ class QuorumExecutor:
         planned: core.QuorumPlan,
         journal: QuorumJournal,
         hosts: Callable[[core.MasterEtcd], Machine],
-        etcd_files: tuple[bytes, bytes, bytes],
+        etcd: Callable[[str], EtcdClient],
         api_ready: Callable[[core.MasterEtcd, int], tuple[bool, str]],
         progress: Progress,
         result: QuorumResult,
@@ -234,7 +234,7 @@ class QuorumExecutor:
         self.p = planned
         self.journal = journal
         self.hosts = hosts
-        self.files = etcd_files
+        self.etcd = etcd
         self.api_ready = api_ready
         self.progress = progress
         self.result = result
@@ -260,8 +260,11 @@ class QuorumExecutor:
         if aside is not None:
             self.result.messages.append(f"{m.node}: {component}.yaml moved aside to {aside}")
 
-    def _etcd(self, m: core.MasterEtcd) -> EtcdClient:
-        return EtcdClient(m.client_url, *self.files, timeout=10)
+    def _healthy(self, m: core.MasterEtcd) -> tuple[bool, str]:
+        try:
+            return self.etcd(m.client_url).health()
+        except EtcdError as exc:
+            return False, exc.message
 
     def _wait_api(self, m: core.MasterEtcd) -> None:
         flags = manifest_flags(parse_manifest(self._manifest(m.node, "kube-apiserver")))
@@ -328,16 +331,14 @@ class QuorumExecutor:
     def step_start_donor(self, _node: str) -> None:
         d = self.p.donor
         self._start(d, "etcd")
-        took = self.wait(
-            f"etcd on {d.node} to be healthy", ETCD_TIMEOUT, lambda: _health(d.client_url, self.files), 2.0
-        )
+        took = self.wait(f"etcd on {d.node} to be healthy", ETCD_TIMEOUT, lambda: self._healthy(d), 2.0)
         self.progress(f"      etcd on {d.node} healthy ({took:.0f} s)")
         self._start(d, "kube-apiserver")
         self._wait_api(d)
 
     def step_regrow(self, node: str) -> None:
         m = next(x for x in self.p.masters if x.node == node)
-        donor = self._etcd(self.p.donor)
+        donor = self.etcd(self.p.donor.client_url)
         members = donor.members()
         existing = next((x for x in members if m.peer_url in x.peer_urls), None)
         if existing is None:
@@ -477,7 +478,7 @@ def apply(
                 planned,
                 journal,
                 lambda m: hosts.get(m.node, m.address),
-                etcd.files,
+                lambda url: EtcdClient(url, *etcd.files, timeout=10),
                 _api_ready(node),
                 progress,
                 result,
