@@ -266,13 +266,14 @@ def test_lost_quorum_is_restored_from_the_surviving_member(ha_lab: Lab, ha_on_no
     masters = ["cp1", "cp2", third]
     _poll("every node Ready", lambda: set(ha_lab.node_conditions().values()) == {"Ready"}, 300)
     # objects written before the loss, counted after
-    on_node("cp1", "kubectl", "create", "namespace", QUORUM_NS)
-    items = [
+    items: list[dict[str, object]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": QUORUM_NS}}]
+    items += [
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cm{i:02}", "labels": {"quorum": "before"}},
          "data": {"i": str(i)}}
         for i in range(40)
     ]  # fmt: skip
-    on_node("cp1", "kubectl", "apply", "-n", QUORUM_NS, "-f", "-", input=json.dumps({"kind": "List", "items": items}))
+    listed = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+    on_node("cp1", "kubectl", "apply", "-n", QUORUM_NS, "-f", "-", input=listed)
     created = _configmaps(on_node)
     assert len(created) == 40
     before = _revision(on_node)
@@ -280,10 +281,11 @@ def test_lost_quorum_is_restored_from_the_surviving_member(ha_lab: Lab, ha_on_no
 
     with ServiceProbe(ha_lab, tmp_path / "service", nodes=[*masters, "worker1"]) as service:
         service.wait_for_answers(10)
-        # cp2's and the third master's etcd data deleted while the cluster runs; their etcd crashes (stopped
-        # here, as a crash would) and the kubelet restarts it on an empty data directory: 1 of 3 left, no quorum
+        # cp2's and the third master's etcd data deleted while the cluster runs, a file left where member/ was (a
+        # restarted etcd on a merely empty data directory can join again as if nothing was lost: etcd cannot tell),
+        # and their etcd stopped as a crash would: the kubelet restarts it, it crashes on its data: no quorum
         for node in ("cp2", third):
-            on_node(node, "rm", "-rf", f"{data_dir}/member")
+            on_node(node, "sh", "-c", f"rm -rf {data_dir}/member && echo lost > {data_dir}/member")
             on_node(node, "sh", "-c", "crictl ps -q --name '^etcd$' | xargs -r crictl stop")
 
         def no_quorum() -> bool:

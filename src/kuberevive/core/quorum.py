@@ -170,7 +170,6 @@ def plan(masters: Sequence[MasterEtcd], local: str, *, resumed: bool = False) ->
         *(Step("regrow", m.node, STEP_TITLES["regrow"]) for m in others),
         Step("restart-components", "", STEP_TITLES["restart-components"]),
     ]
-    lost = [m for m in others if (m.revision or 0) < (donor.revision or 0)]
     notes = [
         f"donor {donor.node}: revision {donor.revision} (the highest; "
         + ", ".join(f"{m.node}: {m.revision if m.revision is not None else 'no db'}" for m in others)
@@ -178,12 +177,10 @@ def plan(masters: Sequence[MasterEtcd], local: str, *, resumed: bool = False) ->
         "every data directory is kept as <data-dir>.kuberevive-<stamp> on its node; nothing is deleted",
         "the API is down until the donor's API server answers; running pods keep running and serving",
     ]
-    if lost:
-        notes.append(
-            "writes newer than the donor's revision that only "
-            + ", ".join(m.node for m in lost)
-            + " held are lost (their data stays kept aside)"
-        )
+    notes.append(
+        "the other members start empty and copy the donor's data; what only their data held is not used (it stays "
+        "kept aside)"
+    )
     return QuorumPlan(tuple(masters), donor, tuple(steps), tuple(notes))
 
 
