@@ -1,5 +1,5 @@
-"""Issue 16, a control-plane machine lost for good: ``kuberevive lab node destroy|add`` and
-``kuberevive replace-control-plane`` on the real 3+1 HA lab (cp1..cp3 with stacked etcd behind haproxy, worker1).
+"""Issue 16, a control-plane machine lost for good and a lost etcd quorum: ``kuberevive lab node destroy|add``,
+``kuberevive replace-control-plane`` and ``kuberevive quorum-restore`` on the real 3+1 HA lab (cp1..cp3 with stacked etcd behind haproxy, worker1).
 
 One bring-up for the module (the ``ha_lab`` fixture). In the order written:
 
@@ -14,7 +14,11 @@ One bring-up for the module (the ``ha_lab`` fixture). In the order written:
    CIDR (what the cluster's CNI DaemonSet does on a new node: ``node-ready`` waits for it), and after it the
    haproxy backend is added (as the operator would); then cp1, cp2, cp4, worker1 Ready, Node cp3 deleted, three
    voting members with cp4, 0 failed Service requests, no pod elsewhere restarted.
-3. cp2 and the third master both destroyed: ``replace-control-plane --apply`` refuses (etcd has lost quorum) with
+3. Quorum lost: cp2's and the third master's etcd data deleted while the cluster runs (their etcd crashes), cp1
+   alone; ``quorum-restore`` plans cp1 as the donor (highest revision), ``--apply`` is SIGKILLed after the donor's
+   API server is up and resumed; then three voting members, the 40 ConfigMaps written before the loss all there,
+   the revision above the one before, every node Ready, 0 failed Service requests from every node.
+4. cp2 and the third master both destroyed: ``replace-control-plane --apply`` refuses (etcd has lost quorum) with
    each member's health, exit 1, and changes nothing.
 
 The lab is broken after the last test (two of three etcd members gone): the fixture takes it down.
