@@ -35,7 +35,7 @@ from kuberevive.model import paths
 from kuberevive.model.recover import RetrustOptions
 from kuberevive.run.context import Faults, check_table
 from kuberevive.run.journal import Journal
-from kuberevive.run.replace import _admin_api, _ssh, local_etcd
+from kuberevive.run.replace import ReplaceResult, _admin_api, _ssh, local_etcd
 from kuberevive.waiting import wait_for
 
 JOURNAL = paths.STATE_DIR / "quorum" / "journal.json"
@@ -63,24 +63,9 @@ class QuorumJournal(Journal):
     learners: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class QuorumResult:
-    plan: dict[str, Any]
-    applied: list[str] = field(default_factory=list)
-    resumed: bool = False
-    members: list[dict[str, Any]] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "plan": self.plan,
-            "applied": self.applied,
-            "resumed": self.resumed,
-            "members": self.members,
-            "messages": self.messages,
-            "seconds": self.seconds,
-        }
+QuorumResult = ReplaceResult
+"""What the restore did: the plan, the steps applied, whether it resumed, etcd's members at the end (the same
+document shape as replace-control-plane's result)."""
 
 
 # ------------------------------------------------------------------------------------------------ facts
