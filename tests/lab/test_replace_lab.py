@@ -1,5 +1,6 @@
 """Issue 16, a control-plane machine lost for good and a lost etcd quorum: ``kuberevive lab node destroy|add``,
-``kuberevive replace-control-plane`` and ``kuberevive quorum-restore`` on the real 3+1 HA lab (cp1..cp3 with stacked etcd behind haproxy, worker1).
+``kuberevive replace-control-plane`` and ``kuberevive quorum-restore`` on the real 3+1 HA lab (cp1..cp3 with
+stacked etcd behind haproxy, worker1).
 
 One bring-up for the module (the ``ha_lab`` fixture). In the order written:
 
