@@ -31,9 +31,11 @@ from kuberevive.core.generate import Target, generate
 from kuberevive.errors import EtcdError
 from kuberevive.io import etcdprobe
 from kuberevive.io.etcdrestore import restore_etcd
+from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.config import NodeFacts
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
+from kuberevive.run.quorum import remote_reader
 from tests.integration.etcdbin import BUILDS, Member, etcd_bin, manifest_for
 
 pytestmark = pytest.mark.integration
@@ -171,9 +173,9 @@ def _restore_and_count(build: tuple[str, Path], node: Path, m: Member, members: 
 
 
 def test_the_revision_read_from_the_db_is_etcds(build: tuple[str, Path], node: Path, members: list[Member]) -> None:
-    """quorum-restore's donor choice: the revision read from a stopped member's db (its rightmost bbolt pages) is
-    the one the live etcd reported, also after a compaction and a delete, and a restore with the revision bump
-    starts above it."""
+    """quorum-restore's donor choice: the revision read from a stopped member's db (its rightmost bbolt pages, with
+    pread or with dd) is the one the live etcd reported, also after a compaction and a delete, and a restore with
+    the revision bump starts above it."""
     m = _filled(build, node, members)
     db = _node(m.data, node) / "member/snap/db"
     m.start()
@@ -184,6 +186,9 @@ def test_the_revision_read_from_the_db_is_etcds(build: tuple[str, Path], node: P
     m.etcdctl("compaction", str(live))
     m.stop()
     assert live > 120 and etcdprobe.stored_revision(NodeRoot(node), db) == live
+    # as quorum-restore reads another master's db: page by page with dd (here through this machine's dd)
+    host_db = PurePosixPath(str(node / str(db).lstrip("/")))
+    assert s.stored_revision(remote_reader(LocalHost(NodeRoot(Path("/")), live=True), host_db)) == live
     assert etcdprobe.stored_revision(NodeRoot(node), _node(m.data, node) / "member/wal") is None  # not a db
     assert etcdprobe.stored_revision(NodeRoot(node.parent), PurePosixPath("/before.db")) == 121  # 1 + 120 puts
     restored = node / "restored"
