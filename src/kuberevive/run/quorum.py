@@ -437,9 +437,11 @@ def apply(
     faults = Faults.from_environ(os.environ if environ is None else environ)
     t0 = datetime.now(UTC).timestamp()
     with local.lock("quorum-restore", error=PlanError):
-        etcd = local_etcd(node)
         journal = QuorumJournal.load(node, JOURNAL)
         resumed = journal is not None and journal.status == "running"
+        # a stopped run may have moved this node's etcd manifest aside: the journal holds it
+        kept = journal.manifests.get(journal.local, {}).get("etcd") if resumed and journal else None
+        etcd = local_etcd(node, kept.encode() if kept else None)
         hosts = Hosts(local, journal.local if resumed and journal else _local_name(node), options)
         try:
             if resumed and journal is not None:

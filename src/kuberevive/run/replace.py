@@ -142,8 +142,9 @@ class LocalEtcd:
     files: tuple[bytes, bytes, bytes]
 
 
-def local_etcd(root: NodeRoot) -> LocalEtcd:
-    manifest = root.read(paths.ETCD_MANIFEST)
+def local_etcd(root: NodeRoot, manifest: bytes | None = None) -> LocalEtcd:
+    """This node's etcd client; ``manifest``: its etcd manifest when it is not in place (a stopped etcd)."""
+    manifest = manifest if manifest is not None else root.read(paths.ETCD_MANIFEST)
     if manifest is None:
         raise PlanError(
             f"{paths.ETCD_MANIFEST} is missing: this is not a control-plane node with stacked etcd",
