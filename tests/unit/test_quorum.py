@@ -43,7 +43,8 @@ def test_two_of_three_data_gone_restores_from_the_highest_revision() -> None:
     ]
     assert [s.node for s in p.steps][2:6] == ["cp1", "cp1", "cp2", "cp3"]
     doc = p.document()
-    assert doc["donor"] == {"node": "cp1", "revision": 5400, "data_dir": "/var/lib/etcd"}
+    assert doc["donor"] == {"node": "cp1", "revision": 5400, "data_dir": "/var/lib/etcd", "snapshot": None}
+    assert p.source("S") == ("/var/lib/etcd.kuberevive-S/member/snap/db", True)  # its own db: no hash trailer
     assert doc["notes"][0] == "donor cp1: revision 5400 (the highest; cp2: 1, cp3: no db)"
     assert any("the other members start empty" in n for n in doc["notes"])
 
@@ -82,7 +83,6 @@ def test_restore_args_bump_the_revision_and_skip_the_hash_check() -> None:
     assert "--mark-compacted" in args and "--skip-hash-check" in args
     assert any(a.startswith("--bump-revision=") and int(a.split("=")[1]) > 0 for a in args)
     assert str(q.kept_name("/var/lib/etcd", "S")) == "/var/lib/etcd.kuberevive-S"
-    assert str(q.aside_manifest("etcd", "S")) == "/etc/kubernetes/tmp/kuberevive-quorum-S-etcd.yaml"
 
 
 MANIFEST = b"""apiVersion: v1
@@ -118,3 +118,27 @@ def test_the_regrown_member_joins_the_members_of_now() -> None:
     init = MANIFEST.replace(b"--initial-cluster-state=existing\n    - ", b"")
     flags = manifest_flags(parse_manifest(q.rejoin_manifest(init, cluster)))
     assert flags["initial-cluster-state"] == "existing"
+
+
+def test_a_snapshot_is_restored_on_this_node_which_is_then_the_donor() -> None:
+    masters = [_m("cp1", 5400), _m("cp2", 1), _m("cp3", None, has_data=False)]
+    p = q.plan(masters, "cp2", snapshot=q.Snapshot("/var/backups/etcd.db", 5000))
+    assert p.donor.node == "cp2" and [s.key for s in p.steps][2:6] == [
+        "restore-donor", "start-donor", "regrow:cp1", "regrow:cp3",
+    ]  # fmt: skip
+    assert p.source("S") == ("/var/backups/etcd.db", False)  # etcdctl's snapshot: its hash is checked
+    doc = p.document()
+    assert doc["donor"] == {
+        "node": "cp2",
+        "revision": 5000,
+        "data_dir": "/var/lib/etcd",
+        "snapshot": "/var/backups/etcd.db",
+    }
+    assert doc["notes"][0].startswith(
+        "donor cp2 (this node) restores the snapshot /var/backups/etcd.db (revision 5000)"
+    )
+    assert any("the db of cp1 is newer than the snapshot" in n for n in doc["notes"])
+    with pytest.raises(PlanError, match="is not an etcd snapshot"):
+        q.plan(masters, "cp2", snapshot=q.Snapshot("/etc/passwd", None))
+    with pytest.raises(PlanError, match=r"this node \(cp9\) is not a member"):
+        q.plan(masters, "cp9", snapshot=q.Snapshot("/var/backups/etcd.db", 5000))

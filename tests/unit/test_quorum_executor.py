@@ -151,12 +151,14 @@ def _wait(what: str, timeout: float, probe: Callable[[], tuple[bool, str]], inte
     raise AssertionError(f"{what}: never")
 
 
-def _setup(tmp_path: Path, done: Sequence[str] = ()) -> tuple[Any, dict[str, FakeHost], FakeEtcd, list[str]]:
+def _setup(
+    tmp_path: Path, done: Sequence[str] = (), snapshot: q.Snapshot | None = None
+) -> tuple[Any, dict[str, FakeHost], FakeEtcd, list[str]]:
     log: list[str] = []
     masters = [_master("cp1", 900), _master("cp2", 1), _master("cp3", None)]
     hosts = {m.node: FakeHost(m.node, log, m.address) for m in masters}
     etcd = FakeEtcd(log)
-    planned = q.plan(masters, "cp1")
+    planned = q.plan(masters, "cp1", snapshot=snapshot)
     journal = run.QuorumJournal.new(NodeRoot(tmp_path), run.JOURNAL, stamp="S", local="cp1")
     for key in done:
         journal.mark(key, "done")
@@ -245,3 +247,11 @@ def test_an_etcdutl_failure_stops_with_the_kept_data_in_place(tmp_path: Path) ->
     assert hosts["cp1"].files[PurePosixPath("/var/lib/etcd.kuberevive-S/member")] == b"<dir>"
     assert DATA not in hosts["cp1"].files  # nothing restored, nothing deleted
     assert not executor.journal.step_done("restore-donor")
+
+
+def test_a_snapshot_is_restored_with_its_hash_checked(tmp_path: Path) -> None:
+    executor, _hosts, _etcd, log = _setup(tmp_path, snapshot=q.Snapshot("/var/backups/etcd.db", 800))
+    executor.run()
+    [restore] = [e.split() for e in log if "etcdutl" in e]
+    assert restore[:5] == ["cp1:", "etcdutl", "snapshot", "restore", "/var/backups/etcd.db"]
+    assert "--skip-hash-check" not in restore and "--bump-revision=1000000000" in restore

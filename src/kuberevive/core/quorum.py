@@ -31,7 +31,6 @@ from kuberevive.core import yamlfmt
 from kuberevive.core.backup import EtcdMember
 from kuberevive.core.manifests import manifest_command, parse_manifest
 from kuberevive.errors import PlanError
-from kuberevive.model import paths
 
 #: The static pods stopped on every master while the data is kept and restored (etcd first back).
 STOPPED = ("etcd", "kube-apiserver")
@@ -86,15 +85,37 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """An etcd snapshot file on this node (``etcdctl snapshot save``: with its sha256 trailer) to restore on the
+    donor instead of a member's own db."""
+
+    path: str
+    revision: int | None
+
+
+@dataclass(frozen=True)
 class QuorumPlan:
     masters: tuple[MasterEtcd, ...]
     donor: MasterEtcd
     steps: tuple[Step, ...]
     notes: tuple[str, ...]
+    snapshot: Snapshot | None = None
+
+    def source(self, stamp: str) -> tuple[str, bool]:
+        """What the donor restores and whether without the hash check: the snapshot, else its own kept db."""
+        if self.snapshot is not None:
+            return self.snapshot.path, False
+        return str(kept_name(self.donor.data_dir, stamp) / "member" / "snap" / "db"), True
 
     def document(self) -> dict[str, Any]:
+        revision = self.snapshot.revision if self.snapshot else self.donor.revision
         return {
-            "donor": {"node": self.donor.node, "revision": self.donor.revision, "data_dir": self.donor.data_dir},
+            "donor": {
+                "node": self.donor.node,
+                "revision": revision,
+                "data_dir": self.donor.data_dir,
+                "snapshot": self.snapshot.path if self.snapshot else None,
+            },
             "members": [
                 {
                     "node": m.node,
@@ -150,9 +171,12 @@ def choose_donor(masters: Sequence[MasterEtcd], local: str) -> MasterEtcd:
     return max(usable, key=lambda m: (m.revision or 0, m.node == local, -order[m.node]))
 
 
-def plan(masters: Sequence[MasterEtcd], local: str, *, resumed: bool = False) -> QuorumPlan:
+def plan(
+    masters: Sequence[MasterEtcd], local: str, *, resumed: bool = False, snapshot: Snapshot | None = None
+) -> QuorumPlan:
     """The verdict (quorum lost), the donor and every step; PlanError when the restore is not the fix. ``resumed``:
-    the facts are those a stopped run planned with (the verdict was made then)."""
+    the facts are those a stopped run planned with (the verdict was made then). ``snapshot``: restored on this node
+    (the donor then) instead of the best member's db."""
     if len({m.node for m in masters}) != len(masters) or len(masters) < 2:
         raise PlanError(
             f"quorum-restore needs the members of a multi-member etcd, found {len(masters)}",
@@ -160,7 +184,7 @@ def plan(masters: Sequence[MasterEtcd], local: str, *, resumed: bool = False) ->
         )
     if not resumed:
         require_lost(masters)
-    donor = choose_donor(masters, local)
+    donor = _snapshot_donor(masters, local, snapshot) if snapshot is not None else choose_donor(masters, local)
     others = [m for m in masters if m is not donor]
     steps = [
         Step("stop-control-plane", "", STEP_TITLES["stop-control-plane"]),
@@ -170,10 +194,19 @@ def plan(masters: Sequence[MasterEtcd], local: str, *, resumed: bool = False) ->
         *(Step("regrow", m.node, STEP_TITLES["regrow"]) for m in others),
         Step("restart-components", "", STEP_TITLES["restart-components"]),
     ]
+
+    def revisions(of: Sequence[MasterEtcd]) -> str:
+        return ", ".join(f"{m.node}: {m.revision if m.revision is not None else 'no db'}" for m in of)
+
+    if snapshot is None:
+        first = f"donor {donor.node}: revision {donor.revision} (the highest; {revisions(others)})"
+    else:
+        first = (
+            f"donor {donor.node} (this node) restores the snapshot {snapshot.path} (revision {snapshot.revision}), "
+            f"not a member's db ({revisions(masters)})"
+        )
     notes = [
-        f"donor {donor.node}: revision {donor.revision} (the highest; "
-        + ", ".join(f"{m.node}: {m.revision if m.revision is not None else 'no db'}" for m in others)
-        + ")",
+        first,
         "every data directory is kept as <data-dir>.kuberevive-<stamp> on its node; nothing is deleted",
         "the API is down until the donor's API server answers; running pods keep running and serving",
     ]
@@ -181,7 +214,25 @@ def plan(masters: Sequence[MasterEtcd], local: str, *, resumed: bool = False) ->
         "the other members start empty and copy the donor's data; what only their data held is not used (it stays "
         "kept aside)"
     )
-    return QuorumPlan(tuple(masters), donor, tuple(steps), tuple(notes))
+    newer = [m.node for m in masters if snapshot and (m.revision or 0) > (snapshot.revision or 0)]
+    if newer:
+        notes.append(f"the db of {', '.join(newer)} is newer than the snapshot: what was written since it is lost")
+    return QuorumPlan(tuple(masters), donor, tuple(steps), tuple(notes), snapshot)
+
+
+def _snapshot_donor(masters: Sequence[MasterEtcd], local: str, snapshot: Snapshot) -> MasterEtcd:
+    donor = next((m for m in masters if m.node == local), None)
+    if donor is None:
+        raise PlanError(
+            f"this node ({local}) is not a member of the etcd: the snapshot must be restored on a member",
+            "run quorum-restore --snapshot on a master",
+        )
+    if snapshot.revision is None:
+        raise PlanError(
+            f"{snapshot.path} is not an etcd snapshot (no etcd v3 store in it); nothing was changed",
+            "pass a file written by 'etcdctl snapshot save' (or a member's member/snap/db)",
+        )
+    return donor
 
 
 def kept_name(data_dir: str, stamp: str) -> PurePosixPath:
@@ -190,13 +241,11 @@ def kept_name(data_dir: str, stamp: str) -> PurePosixPath:
     return p.with_name(f"{p.name}.kuberevive-{stamp}")
 
 
-def aside_manifest(component: str, stamp: str) -> PurePosixPath:
-    """Where a stopped component's manifest waits: outside the directory the kubelet watches, same file system."""
-    return paths.KUBERNETES_TMP_DIR / f"kuberevive-quorum-{stamp}-{component}.yaml"
-
-
-def restore_args(donor: MasterEtcd, source_db: str, target_dir: str, token: str | None = None) -> list[str]:
-    """``etcdutl`` arguments restoring the donor's kept db as a one-member cluster of the donor alone."""
+def restore_args(
+    donor: MasterEtcd, source_db: str, target_dir: str, token: str | None = None, *, skip_hash_check: bool = True
+) -> list[str]:
+    """``etcdutl`` arguments restoring ``source_db`` (the donor's kept db: no hash trailer, or a snapshot) as a
+    one-member cluster of the donor alone."""
     member = EtcdMember(
         name=donor.member,
         data_dir=PurePosixPath(donor.data_dir),
@@ -205,7 +254,7 @@ def restore_args(donor: MasterEtcd, source_db: str, target_dir: str, token: str 
         initial_cluster_token=token,
         client_url="",
     )
-    return member.restore_args(source_db, target_dir, skip_hash_check=True)
+    return member.restore_args(source_db, target_dir, skip_hash_check=skip_hash_check)
 
 
 def rejoin_manifest(manifest: bytes, initial_cluster: Sequence[tuple[str, str]]) -> bytes:

@@ -61,6 +61,9 @@ class QuorumJournal(Journal):
     masters: list[dict[str, Any]] = field(default_factory=list)
     manifests: dict[str, dict[str, str]] = field(default_factory=dict)
     learners: dict[str, str] = field(default_factory=dict)
+    snapshot: str = ""
+    """The snapshot file restored on this node instead of the best member's db ("" for none)."""
+    snapshot_revision: int | None = None
 
 
 QuorumResult = ReplaceResult
@@ -300,10 +303,11 @@ class QuorumExecutor:
             return
         if host.exists(target):  # an empty directory something created meanwhile: kept, never deleted
             host.rename(target, target.with_name(f"{target.name}.kuberevive-empty-{_now_stamp()}"))
-        source = core.kept_name(d.data_dir, self.journal.stamp) / "member" / "snap" / "db"
+        source, skip_hash_check = self.p.source(self.journal.stamp)
         staging = target.with_name(f"{target.name}.kuberevive-restore-{_now_stamp()}")
         token = manifest_flags(parse_manifest(self._manifest(d.node, "etcd"))).get("initial-cluster-token")
-        r = host.run(["etcdutl", *core.restore_args(d, str(source), str(staging), token)], timeout=RESTORE_TIMEOUT)
+        args = core.restore_args(d, source, str(staging), token, skip_hash_check=skip_hash_check)
+        r = host.run(["etcdutl", *args], timeout=RESTORE_TIMEOUT)
         if not r.ok:
             last = (r.stderr.decode(errors="replace").strip().splitlines() or ["(no output)"])[-1][:300]
             raise EtcdError(
@@ -406,15 +410,26 @@ def _local_name(root: NodeRoot) -> str:
     return s.name if s is not None else ""
 
 
-def plan(root: str, options: RetrustOptions) -> dict[str, Any]:
+def read_snapshot(root: NodeRoot, path: str | None) -> core.Snapshot | None:
+    """``--snapshot``: the file and the revision of its v3 store (None when it is not one: the plan refuses)."""
+    if path is None:
+        return None
+    p = PurePosixPath(path)
+    if not p.is_absolute() or not root.exists(p):
+        raise PlanError(f"--snapshot {path}: no such file on this node", "pass the snapshot's absolute path")
+    return core.Snapshot(str(p), etcdprobe.stored_revision(root, p))
+
+
+def plan(root: str, options: RetrustOptions, snapshot: str | None = None) -> dict[str, Any]:
     node = NodeRoot(Path(root))
     etcd = local_etcd(node)
+    snap = read_snapshot(node, snapshot)
     hosts = Hosts(LocalHost(node, live=True), _local_name(node), options)
     try:
         masters, _ = read_masters(hosts, etcd.files)
     finally:
         hosts.close()
-    return core.plan(masters, hosts.local_name).document()
+    return core.plan(masters, hosts.local_name, snapshot=snap).document()
 
 
 def _api_ready(root: NodeRoot) -> Callable[[core.MasterEtcd, int], tuple[bool, str]]:
@@ -429,7 +444,11 @@ def _api_ready(root: NodeRoot) -> Callable[[core.MasterEtcd, int], tuple[bool, s
 
 
 def apply(
-    root: str, options: RetrustOptions, progress: Progress, environ: Mapping[str, str] | None = None
+    root: str,
+    options: RetrustOptions,
+    progress: Progress,
+    environ: Mapping[str, str] | None = None,
+    snapshot: str | None = None,
 ) -> QuorumResult:
     """Restore quorum (or resume a restore that stopped) under this node's lock."""
     local = LocalHost(NodeRoot(Path(root)), live=True)
@@ -446,10 +465,12 @@ def apply(
         try:
             if resumed and journal is not None:
                 progress(f"resuming the quorum restore started at {journal.started_at} (journal {JOURNAL})")
-                planned = core.plan(_masters_of(journal), journal.local, resumed=True)
+                snap = core.Snapshot(journal.snapshot, journal.snapshot_revision) if journal.snapshot else None
+                planned = core.plan(_masters_of(journal), journal.local, resumed=True, snapshot=snap)
             else:
+                snap = read_snapshot(node, snapshot)
                 masters, manifests = read_masters(hosts, etcd.files)
-                planned = core.plan(masters, hosts.local_name)
+                planned = core.plan(masters, hosts.local_name, snapshot=snap)
                 if journal is not None:
                     node.move_aside(JOURNAL)
                 journal = QuorumJournal.new(
@@ -459,6 +480,8 @@ def apply(
                     local=hosts.local_name,
                     masters=[asdict(m) for m in masters],
                     manifests={n: {} for n in manifests},
+                    snapshot=snap.path if snap else "",
+                    snapshot_revision=snap.revision if snap else None,
                 )
             result = QuorumResult(planned.document(), resumed=resumed)
             executor = QuorumExecutor(

@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "directories, promotes each and restarts the controller-managers, schedulers and kubelets. Without "
         "--apply: the plan, nothing changed. See docs/etcd.md.",
     )
+    p.add_argument(
+        "--snapshot",
+        metavar="FILE",
+        help="an etcd snapshot on this node (absolute path; 'etcdctl snapshot save') to restore instead of the best "
+        "member's db; this node is then the donor",
+    )
     p.add_argument("--apply", action="store_true", help="do it (resumes a restore that stopped)")
     add_node_access_args(p.add_argument_group("reaching the other masters over SSH"))
     p.add_argument("--root", default="/", metavar="DIR", help="this node's root directory (default /)")
@@ -35,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace, env: Environment) -> int:
     options = node_access(args)
     if not args.apply:
-        doc = quorum.plan(args.root, options)
+        doc = quorum.plan(args.root, options, args.snapshot)
         if args.json:
             env.json(stamp(QUORUM_PLAN, doc))
             return 0
@@ -43,7 +49,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         env.out("nothing was changed; run again with --apply to do it")
         return 0
     say = env.progress if args.json else env.out
-    result = quorum.apply(args.root, options, say, env.environ)
+    result = quorum.apply(args.root, options, say, env.environ, args.snapshot)
     if args.json:
         env.json(stamp(QUORUM_RESULT, result.as_dict()))
         return 0
@@ -61,7 +67,8 @@ def _print_plan(env: Environment, doc: dict[str, Any]) -> None:
         health = "healthy" if m["healthy"] else m["why"] or "unhealthy"
         revision = m["revision"] if m["revision"] is not None else "no db"
         env.out(f"  {m['node']}: {health}; data: {'yes' if m['data'] else 'none'}; revision {revision}")
-    env.out(f"donor: {doc['donor']['node']} (revision {doc['donor']['revision']})")
+    source = f", from the snapshot {doc['donor']['snapshot']}" if doc["donor"]["snapshot"] else ""
+    env.out(f"donor: {doc['donor']['node']} (revision {doc['donor']['revision']}{source})")
     env.out("steps:")
     for i, s in enumerate(doc["steps"], start=1):
         env.out(f"  {i}. {s['title']}" + (f" ({s['node']})" if s["node"] else ""))
