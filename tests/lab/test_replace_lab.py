@@ -334,6 +334,7 @@ def test_lost_quorum_is_restored_from_the_surviving_member(ha_lab: Lab, ha_on_no
     result = validate(json.loads(run.stdout))
     print(f"times: {TIMES}; Service probes:", {n: (r.ok, r.failed) for n, r in service.results.items()})
     assert result["resumed"] is True
+    assert not [m for m in result["messages"] if "not restarted" in m], result["messages"]  # worker1's kubelet too
     # the rest of the plan after the killed run's two steps (the re-grown members in etcd's member order)
     assert result["applied"] == [s["id"] for s in result["plan"]["steps"]][2:]
     assert set(result["applied"][2:]) == {"regrow:cp2", f"regrow:{third}", "restart-components"}

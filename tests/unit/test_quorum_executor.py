@@ -13,7 +13,7 @@ import pytest
 
 from kuberevive.core import quorum as q
 from kuberevive.core.etcdsafety import Member
-from kuberevive.errors import EtcdError
+from kuberevive.errors import EtcdError, TransportError
 from kuberevive.io.host import Container
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.transport import Result
@@ -179,8 +179,16 @@ def test_every_master_is_stopped_and_kept_before_the_donor_is_restored_then_each
     tmp_path: Path,
 ) -> None:
     executor, hosts, etcd, log = _setup(tmp_path)
+
+    def unreachable() -> FakeHost:
+        raise TransportError("worker2: cannot connect: timed out", "check SSH")
+
+    executor.workers = lambda: [("worker1", lambda: FakeHost("worker1", log, "10.0.0.21")), ("worker2", unreachable)]
     executor.run()
     assert executor.result.applied == [s.key for s in executor.p.steps]
+    # every other node's kubelet restarted last; one that cannot be reached is a message, not a failure
+    assert log[-1] == "worker1: restart kubelet"
+    assert executor.result.messages[-1] == "worker2: kubelet not restarted: worker2: cannot connect: timed out"
     first_restore = next(i for i, e in enumerate(log) if "etcdutl" in e)
     # nothing is restored before etcd and the API server are stopped and the data kept on every master
     for node in ("cp1", "cp2", "cp3"):

@@ -14,7 +14,7 @@ member with unwiped peers is a cluster-ID mismatch, a split brain):
 4. start etcd and the API server on the donor;
 5. re-grow the other members one at a time: each added as a learner, started with an empty data directory and
    ``--initial-cluster-state=existing``, promoted once it has caught up, then its API server started;
-6. restart the controller-managers, schedulers and kubelets of the masters.
+6. restart the controller-managers and schedulers of the masters and every node's kubelet.
 
 Pure: each master's facts in (its member, data directory, db revision, health); the verdict, the donor and the
 step list out. :mod:`kuberevive.run.quorum` reads the facts and executes.
@@ -43,7 +43,7 @@ STEP_TITLES = {
     "restore-donor": "restore the donor's db as a one-member etcd (revision bump, marked compacted)",
     "start-donor": "start etcd and the API server on the donor",
     "regrow": "add a member back as a learner with an empty data directory, promote it, start its API server",
-    "restart-components": "restart the controller-manager, scheduler and kubelet of every master",
+    "restart-components": "restart the controller-manager and scheduler of every master and every node's kubelet",
 }
 
 

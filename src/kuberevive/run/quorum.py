@@ -32,6 +32,7 @@ from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.remotehost import SshHost
 from kuberevive.io.transport import Transport
 from kuberevive.model import paths
+from kuberevive.model.inventory import from_node_objects
 from kuberevive.model.recover import RetrustOptions
 from kuberevive.run.context import Faults, check_table
 from kuberevive.run.journal import Journal
@@ -218,6 +219,7 @@ class QuorumExecutor:
         result: QuorumResult,
         faults: Faults,
         wait: Callable[[str, float, Callable[[], tuple[bool, str]], float], float] = wait_for,
+        workers: Callable[[], list[tuple[str, Callable[[], Machine]]]] = list,
     ) -> None:
         self.p = planned
         self.journal = journal
@@ -228,6 +230,8 @@ class QuorumExecutor:
         self.result = result
         self.faults = faults
         self.wait = wait
+        self.workers = workers
+        """The other nodes (name, how to reach it), asked once the API answers again."""
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -365,6 +369,20 @@ class QuorumExecutor:
             stopped = sum(host.stop_containers(c) for c in core.RESTARTED)
             host.restart_unit("kubelet")
             self.progress(f"      {m.node}: {stopped} container(s) restarted, kubelet restarted")
+        # the other nodes' kubelets: their watches would relist by themselves, so one that cannot be reached is
+        # a message, not a failure
+        try:
+            workers = self.workers()
+        except KubereviveError as exc:
+            self.result.messages.append(f"the other nodes' kubelets not restarted: {exc.message}")
+            workers = []
+        for name, worker in workers:
+            try:
+                worker().restart_unit("kubelet")
+            except KubereviveError as exc:
+                self.result.messages.append(f"{name}: kubelet not restarted: {exc.message}")
+                continue
+            self.progress(f"      {name}: kubelet restarted")
 
     def run(self) -> None:
         total = len(self.p.steps)
@@ -443,6 +461,25 @@ def _api_ready(root: NodeRoot) -> Callable[[core.MasterEtcd, int], tuple[bool, s
     return ready
 
 
+def _workers(
+    root: NodeRoot, options: RetrustOptions, hosts: Hosts, masters: set[str]
+) -> Callable[[], list[tuple[str, Callable[[], Machine]]]]:
+    """The nodes that are not masters (the inventory's, else the Node objects'), each with how to reach it."""
+
+    def listed() -> list[tuple[str, Callable[[], Machine]]]:
+        inventory = options.inventory
+        if inventory is None:
+            items = _admin_api(root).get("/api/v1/nodes").get("items") or []
+            inventory = from_node_objects(items, options.ssh_user, options.ssh_port)
+        return [
+            (n.name, lambda n=n: hosts.get(n.name, n.address))  # type: ignore[misc]
+            for n in inventory.nodes
+            if n.name not in masters
+        ]
+
+    return listed
+
+
 def apply(
     root: str,
     options: RetrustOptions,
@@ -493,6 +530,7 @@ def apply(
                 progress,
                 result,
                 faults,
+                workers=_workers(node, options, hosts, {m.node for m in planned.masters}),
             )
             executor.run()
             result.members = [
