@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "else stops etcd and the API server on every master, keeps every data directory aside, restores the "
         "member with the highest revision from its own db as a one-member etcd (revision bumped, marked "
         "compacted), starts it, re-grows the other members one at a time as learners with empty data "
-        "directories, promotes each and restarts the controller-managers, schedulers and kubelets. Without "
+        "directories, promotes each and restarts the controller-managers, schedulers and every node's kubelet. Without "
         "--apply: the plan, nothing changed. See docs/etcd.md.",
     )
     p.add_argument(
