@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "member's db; this node is then the donor",
     )
     p.add_argument("--apply", action="store_true", help="do it (resumes a restore that stopped)")
-    add_node_access_args(p.add_argument_group("reaching the other masters over SSH"))
+    add_node_access_args(p.add_argument_group("reaching the other nodes over SSH"))
     p.add_argument("--root", default="/", metavar="DIR", help="this node's root directory (default /)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run, run_log="quorum-restore")
