@@ -298,8 +298,11 @@ def test_lost_quorum_is_restored_from_the_surviving_member(ha_lab: Lab, ha_on_no
     before = _revision(on_node)
     data_dir = "/var/lib/etcd"
 
+    phases: dict[str, float] = {}  # seconds since the probe started, printed to place a failed request
     with ServiceProbe(ha_lab, tmp_path / "service", nodes=[*masters, "worker1"]) as service:
+        started = time.monotonic()
         service.wait_for_answers(10)
+        phases["loss"] = time.monotonic() - started
         # cp2's and the third master's etcd data deleted while the cluster runs, a file left where member/ was (a
         # restarted etcd on a merely empty data directory can join again as if nothing was lost: etcd cannot tell),
         # and their etcd stopped as a crash would: the kubelet restarts it, it crashes on its data: no quorum
@@ -311,6 +314,7 @@ def test_lost_quorum_is_restored_from_the_surviving_member(ha_lab: Lab, ha_on_no
             return on_node("cp1", *ETCDCTL, "endpoint", "health", check=False, timeout=60).returncode != 0
 
         _poll("cp1's etcd to lose quorum", no_quorum, 300)
+        phases["no_quorum"] = time.monotonic() - started
 
         argv = ["kuberevive", "quorum-restore", "--json", *_ssh_args(ha_lab)]
         plan = validate(json.loads(on_node("cp1", *argv, timeout=300).stdout))
@@ -322,17 +326,27 @@ def test_lost_quorum_is_restored_from_the_surviving_member(ha_lab: Lab, ha_on_no
         assert on_node("cp1", "test", "-d", f"{data_dir}/member", check=False).returncode == 0  # the plan moved nothing
 
         t0 = time.monotonic()
+        phases["apply"] = t0 - started
         # killed (SIGKILL) right after every data directory was kept aside, etcd and the API servers stopped (cp1's
         # etcd manifest too): the next run resumes from the journal
         killed = on_node("cp1", "env", "KUBEREVIVE_FAULT_AFTER_STEP=2", *argv, "--apply", check=False, timeout=1800)
         assert killed.returncode in (-9, 137), killed.stderr[-3000:]
+        phases["resumed"] = time.monotonic() - started
         run = on_node("cp1", *argv, "--apply", check=False, timeout=1800)
+        phases["done"] = time.monotonic() - started
         TIMES["quorum_restore_s"] = time.monotonic() - t0
         assert run.returncode == 0, run.stderr[-3000:]
         _poll("every node Ready", lambda: set(ha_lab.node_conditions().values()) == {"Ready"}, 600)
         service.wait_for_answers(20)
     result = validate(json.loads(run.stdout))
     print(f"times: {TIMES}; Service probes:", {n: (r.ok, r.failed) for n, r in service.results.items()})
+    print(
+        "phases:",
+        {k: round(v, 1) for k, v in phases.items()},
+        "failures:",
+        {n: r.failures for n, r in service.results.items()},
+    )
+    print(killed.stderr[-4000:], run.stderr[-4000:])
     assert result["resumed"] is True
     assert not [m for m in result["messages"] if "not restarted" in m], result["messages"]  # worker1's kubelet too
     # the rest of the plan after the killed run's two steps (the re-grown members in etcd's member order)
