@@ -13,6 +13,7 @@ each member on loopback ports with kubeadm's certificates in a temporary node ro
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -25,13 +26,16 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from kuberevive.core import etcdsafety as s
+from kuberevive.core.backup import etcd_member
 from kuberevive.core.generate import Target, generate
 from kuberevive.errors import EtcdError
 from kuberevive.io import etcdprobe
 from kuberevive.io.etcdrestore import restore_etcd
+from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.config import NodeFacts
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
+from kuberevive.run.quorum import remote_reader
 from tests.integration.etcdbin import BUILDS, Member, etcd_bin, manifest_for
 
 pytestmark = pytest.mark.integration
@@ -166,6 +170,39 @@ def _restore_and_count(build: tuple[str, Path], node: Path, m: Member, members: 
     m2.start(initial_cluster=f"n1={m.peer_url}")
     m2.wait_healthy()
     return len(m2.etcdctl("get", "/registry/keep/", "--prefix", "--keys-only").stdout.split())
+
+
+def test_the_revision_read_from_the_db_is_etcds(build: tuple[str, Path], node: Path, members: list[Member]) -> None:
+    """quorum-restore's donor choice: the revision read from a stopped member's db (its rightmost bbolt pages, with
+    pread or with dd) is the one the live etcd reported, also after a compaction and a delete, and a restore with
+    the revision bump starts above it."""
+    m = _filled(build, node, members)
+    db = _node(m.data, node) / "member/snap/db"
+    m.start()
+    m.wait_healthy()
+    m.etcdctl("del", "/registry/keep/k000")
+    status = json.loads(m.etcdctl("endpoint", "status", "-w", "json").stdout)
+    live = int(status[0]["Status"]["header"]["revision"])
+    m.etcdctl("compaction", str(live))
+    m.stop()
+    assert live > 120 and etcdprobe.stored_revision(NodeRoot(node), db) == live
+    # as quorum-restore reads another master's db: page by page with dd (here through this machine's dd)
+    host_db = PurePosixPath(str(node / str(db).lstrip("/")))
+    assert s.stored_revision(remote_reader(LocalHost(NodeRoot(Path("/")), live=True), host_db)) == live
+    assert etcdprobe.stored_revision(NodeRoot(node), _node(m.data, node) / "member/wal") is None  # not a db
+    assert etcdprobe.stored_revision(NodeRoot(node.parent), PurePosixPath("/before.db")) == 121  # 1 + 120 puts
+    restored = node / "restored"
+    subprocess.run(
+        [str(build[1] / "etcdutl"), *_restore_args(m, str(node / str(db).lstrip("/")), str(restored))],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert (etcdprobe.stored_revision(NodeRoot(node), PurePosixPath("/restored/member/snap/db")) or 0) > live
+
+
+def _restore_args(m: Member, snapshot: str, target: str) -> list[str]:
+    return etcd_member(
+        {"name": "n1", "initial-advertise-peer-urls": m.peer_url, "initial-cluster": f"n1={m.peer_url}"}, "test"
+    ).restore_args(snapshot, target, skip_hash_check=True)
 
 
 def test_data_dir_without_its_db_is_refused_by_name_and_restored(

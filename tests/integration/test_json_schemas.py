@@ -38,6 +38,8 @@ from kuberevive.model.document import (
     DOCUMENT_TYPES,
     LAB_DEMO,
     LAB_STATUS,
+    QUORUM_PLAN,
+    QUORUM_RESULT,
     REPLACE_PLAN,
     REPLACE_RESULT,
     RESTORE_ETCD,
@@ -53,8 +55,22 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "endpoint-sans.yaml"
 PASSPHRASE = "schema test passphrase"
 #: Documents the module's commands do not print: the lab's (tests/lab/test_lab.py validates ``lab status``), and
 #: restore-etcd's (it needs a real etcd: test_restore_etcd_output_matches_its_schema), and replace-control-plane's
-#: (it needs a real HA cluster: tests/lab/test_replace_lab.py validates both).
-NOT_RUN_HERE = {LAB_STATUS.kind, LAB_DEMO.kind, RESTORE_ETCD.kind, REPLACE_PLAN.kind, REPLACE_RESULT.kind}
+#: and quorum-restore's (they need a real HA cluster: tests/lab/test_replace_lab.py validates all four).
+NOT_RUN_HERE = {
+    LAB_STATUS.kind, LAB_DEMO.kind, RESTORE_ETCD.kind, REPLACE_PLAN.kind, REPLACE_RESULT.kind, QUORUM_PLAN.kind,
+    QUORUM_RESULT.kind,
+}  # fmt: skip
+_QUORUM_PLAN_BODY: dict[str, Any] = {
+    "donor": {"node": "cp1", "revision": 1031, "data_dir": "/var/lib/etcd", "snapshot": None},
+    "members": [
+        {"node": "cp1", "member": "cp1", "peer_url": "https://172.30.0.11:2380", "client_url": "https://172.30.0.11:2379",
+         "healthy": False, "why": "RAFT NO LEADER", "data": True, "revision": 1031},
+        {"node": "cp2", "member": "cp2", "peer_url": "https://172.30.0.13:2380", "client_url": "https://172.30.0.13:2379",
+         "healthy": False, "why": "unreachable", "data": True, "revision": None},
+    ],
+    "steps": [{"id": "restore-donor", "node": "cp1", "title": "restore the donor's db"}],
+    "notes": [],
+}  # fmt: skip
 _REPLACE_PLAN_BODY: dict[str, Any] = {
     "node": "cp3",
     "new_name": "cp3",
@@ -286,6 +302,17 @@ HAND_MADE: dict[str, dict[str, Any]] = {
         "members": [{"id": "1", "name": "cp1", "peer_urls": ["https://172.30.0.11:2380"], "is_learner": False}],
         "messages": [],
         "seconds": 84.0,
+    },
+    QUORUM_PLAN.kind: {"schema": QUORUM_PLAN.schema, "kind": QUORUM_PLAN.kind, **_QUORUM_PLAN_BODY},
+    QUORUM_RESULT.kind: {
+        "schema": QUORUM_RESULT.schema,
+        "kind": QUORUM_RESULT.kind,
+        "plan": _QUORUM_PLAN_BODY,
+        "applied": ["regrow:cp2", "restart-components"],
+        "resumed": True,
+        "members": [{"id": "a1", "name": "cp1", "peer_urls": ["https://172.30.0.11:2380"], "is_learner": False}],
+        "messages": [],
+        "seconds": 83.3,
     },
 }
 

@@ -66,7 +66,7 @@ def test_with_cp2_and_cp3_gone_it_refuses_and_says_quorum_is_lost_and_why() -> N
     msg = exc.value.message
     assert "lost quorum" in msg and "1 of 3 voting members healthy" in msg and "2 needed" in msg
     assert "cp1: healthy; cp2: unreachable; cp3: unreachable" in msg
-    assert "snapshot" in exc.value.hint
+    assert "kuberevive quorum-restore" in exc.value.hint
 
 
 def test_five_members_two_lost_may_replace_one_but_three_lost_may_not() -> None:

@@ -499,33 +499,37 @@ _LEAF, _BRANCH, _META = 0x02, 0x01, 0x04
 _BUCKET_LEAF = 0x01
 
 
-def bolt_bucket(read: Callable[[int, int], bytes], name: bytes) -> dict[bytes, bytes]:
-    """Every key and value of the top-level bucket ``name`` of a bbolt file, read through ``read(offset, size)``
-    (pages only: the file is never read whole). Raises ValueError when it is not a bbolt file."""
-    head = read(0, 4096)
-    if len(head) < 64:
-        raise ValueError("not a bbolt file")
-    metas = []
-    page_size = struct.unpack_from("<I", head, 24)[0]
-    if page_size < 512 or page_size > 1 << 16:
-        raise ValueError("not a bbolt file")
-    for pgid in (0, 1):
-        page = read(pgid * page_size, page_size)
-        if len(page) < 80:
-            continue
-        magic, _version, _ps, _flags, root, _seq, _free, _max, txid = struct.unpack_from("<IIIIQQQQQ", page, 16)
-        if magic == _BOLT_MAGIC:
-            metas.append((txid, root))
-    if not metas:
-        raise ValueError("not a bbolt file")
-    _, root = max(metas)
+class _Bolt:
+    """A bbolt file read through ``read(offset, size)``, page by page (never whole): its newest meta's root."""
 
-    def page_at(pgid: int) -> bytes:
-        p = read(pgid * page_size, page_size)
+    def __init__(self, read: Callable[[int, int], bytes]) -> None:
+        head = read(0, 4096)
+        if len(head) < 64:
+            raise ValueError("not a bbolt file")
+        self.read = read
+        self.page_size = struct.unpack_from("<I", head, 24)[0]
+        if self.page_size < 512 or self.page_size > 1 << 16:
+            raise ValueError("not a bbolt file")
+        metas = []
+        for pgid in (0, 1):
+            page = read(pgid * self.page_size, self.page_size)
+            if len(page) < 80:
+                continue
+            magic, _version, _ps, _flags, root, _seq, _free, _max, txid = struct.unpack_from("<IIIIQQQQQ", page, 16)
+            if magic == _BOLT_MAGIC:
+                metas.append((txid, root))
+        if not metas:
+            raise ValueError("not a bbolt file")
+        self.root = max(metas)[1]
+
+    def page_at(self, pgid: int) -> bytes:
+        size = self.page_size
+        p = self.read(pgid * size, size)
         overflow = struct.unpack_from("<I", p, 12)[0]
-        return read(pgid * page_size, page_size * (1 + overflow)) if overflow else p
+        return self.read(pgid * size, size * (1 + overflow)) if overflow else p
 
-    def walk(page: bytes, base: int, out: dict[bytes, tuple[int, bytes]], depth: int = 0) -> None:
+    def walk(self, page: bytes, base: int, out: dict[bytes, tuple[int, bytes]], depth: int = 0) -> None:
+        """Every leaf element under the page at ``page[base:]``: key -> (flags, value)."""
         if depth > 64:
             raise ValueError("bbolt tree too deep")
         flags, count = struct.unpack_from("<HH", page, base + 8)
@@ -533,7 +537,7 @@ def bolt_bucket(read: Callable[[int, int], bytes], name: bytes) -> dict[bytes, b
         if flags & _BRANCH:
             for i in range(count):
                 _pos, _ksize, child = struct.unpack_from("<IIQ", page, elems + 16 * i)
-                walk(page_at(child), 0, out, depth + 1)
+                self.walk(self.page_at(child), 0, out, depth + 1)
         elif flags & _LEAF:
             for i in range(count):
                 eflags, pos, ksize, vsize = struct.unpack_from("<IIII", page, elems + 16 * i)
@@ -542,21 +546,64 @@ def bolt_bucket(read: Callable[[int, int], bytes], name: bytes) -> dict[bytes, b
         else:
             raise ValueError(f"unexpected bbolt page flags {flags:#x}")
 
-    def bucket(value: bytes) -> dict[bytes, tuple[int, bytes]]:
-        broot = struct.unpack_from("<Q", value, 0)[0]
-        out: dict[bytes, tuple[int, bytes]] = {}
-        if broot == 0:  # an inline bucket: its page follows the 16-byte header
-            walk(value, 16, out)
-        else:
-            walk(page_at(broot), 0, out)
-        return out
+    def last_key(self, page: bytes, base: int) -> bytes | None:
+        """The greatest key under the page at ``page[base:]``: the rightmost path only."""
+        for _depth in range(64):
+            flags, count = struct.unpack_from("<HH", page, base + 8)
+            if count == 0:
+                return None
+            last = base + 16 + 16 * (count - 1)
+            if flags & _BRANCH:
+                page, base = self.page_at(struct.unpack_from("<IIQ", page, last)[2]), 0
+            elif flags & _LEAF:
+                _eflags, pos, ksize, _vsize = struct.unpack_from("<IIII", page, last)
+                return page[last + pos : last + pos + ksize]
+            else:
+                raise ValueError(f"unexpected bbolt page flags {flags:#x}")
+        raise ValueError("bbolt tree too deep")
 
-    top: dict[bytes, tuple[int, bytes]] = {}
-    walk(page_at(root), 0, top)
-    entry = top.get(name)
-    if entry is None or not entry[0] & _BUCKET_LEAF:
+    def bucket_page(self, name: bytes) -> tuple[bytes, int] | None:
+        """The root page of the top-level bucket ``name`` and where it starts in it; None without the bucket."""
+        top: dict[bytes, tuple[int, bytes]] = {}
+        self.walk(self.page_at(self.root), 0, top)
+        entry = top.get(name)
+        if entry is None or not entry[0] & _BUCKET_LEAF:
+            return None
+        value = entry[1]
+        broot = struct.unpack_from("<Q", value, 0)[0]
+        return (value, 16) if broot == 0 else (self.page_at(broot), 0)  # inline: its page follows the header
+
+
+def bolt_bucket(read: Callable[[int, int], bytes], name: bytes) -> dict[bytes, bytes]:
+    """Every key and value of the top-level bucket ``name`` of a bbolt file, read through ``read(offset, size)``
+    (pages only: the file is never read whole). Raises ValueError when it is not a bbolt file."""
+    bolt = _Bolt(read)
+    found = bolt.bucket_page(name)
+    if found is None:
         return {}
-    return {k: v for k, (f, v) in bucket(entry[1]).items() if not f & _BUCKET_LEAF}
+    out: dict[bytes, tuple[int, bytes]] = {}
+    bolt.walk(*found, out)
+    return {k: v for k, (f, v) in out.items() if not f & _BUCKET_LEAF}
+
+
+def _revision_of(key: bytes) -> int:
+    """The main revision of an mvcc key (``revToBytes``: 8 bytes big-endian, ``_``, 8 bytes sub revision)."""
+    if len(key) < 8:
+        raise ValueError("not an etcd revision key")
+    return int.from_bytes(key[:8], "big")
+
+
+def stored_revision(read: Callable[[int, int], bytes]) -> int:
+    """The current revision of an etcd v3 store (a data directory's ``member/snap/db``, or a snapshot): the
+    greatest revision in bucket ``key`` (read along its rightmost pages only), or the finished compaction's when
+    that is greater (a compacted tombstone). ValueError when it is not an etcd db."""
+    bolt = _Bolt(read)
+    found = bolt.bucket_page(b"key")
+    if found is None:
+        raise ValueError("no 'key' bucket: not an etcd v3 store")
+    last = bolt.last_key(*found)
+    compacted = bolt_bucket(read, b"meta").get(b"finishedCompactRev")
+    return max(_revision_of(last) if last else 0, _revision_of(compacted) if compacted else 0)
 
 
 def stored_members(read: Callable[[int, int], bytes]) -> tuple[Member, ...]:

@@ -125,7 +125,8 @@ def require_quorum(voters: Sequence[EtcdMember], healthy: Sequence[EtcdMember], 
             f"etcd has lost quorum: {len(healthy)} of {len(voters)} voting members healthy ({_health(voters)}), "
             f"{quorum} needed; {what} needs a quorum, and without one the cluster cannot agree to it",
             "bring a lost member back first (kuberevive recover on a node whose etcd data survived), or restore "
-            "quorum from a snapshot; then replace the remaining lost nodes one at a time",
+            "quorum with 'kuberevive quorum-restore' when every master's machine is there; then replace the "
+            "remaining lost nodes one at a time",
         )
 
 

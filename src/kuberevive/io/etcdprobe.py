@@ -7,9 +7,11 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from kuberevive.core import etcdsafety as safety
 from kuberevive.core.manifests import manifest_flags, parse_manifest
@@ -19,6 +21,7 @@ from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model import paths
 
 READ_BYTES = 1 << 20
+T = TypeVar("T")
 MAX_WAL_FILES = 64
 
 
@@ -105,18 +108,29 @@ def data_dir(root: NodeRoot, node_dir: PurePosixPath) -> safety.DataDir:
     return safety.DataDir(str(node_dir), True, wals, snaps, db_size >= 0, max(db_size, 0), tuple(records))
 
 
-def stored_members(root: NodeRoot, db: PurePosixPath) -> tuple[safety.Member, ...] | None:
-    """The v3 store's members from a bbolt file (page by page); None when it cannot be read as one."""
+def _read_db(root: NodeRoot, db: PurePosixPath, parse: Callable[[Callable[[int, int], bytes]], T]) -> T | None:
+    """``parse(read)`` of the bbolt file ``db`` read page by page with ``pread``; None when it cannot be read."""
     fd = _open_regular(root.host_path(db))
     if fd is None:
         return None
     read: Callable[[int, int], bytes] = lambda offset, size: os.pread(fd, size, offset)  # noqa: E731
     try:
-        return safety.stored_members(read)
-    except (ValueError, OSError, IndexError):
+        return parse(read)
+    except (ValueError, OSError, IndexError, struct.error):
         return None
     finally:
         os.close(fd)
+
+
+def stored_members(root: NodeRoot, db: PurePosixPath) -> tuple[safety.Member, ...] | None:
+    """The v3 store's members from a bbolt file (page by page); None when it cannot be read as one."""
+    return _read_db(root, db, safety.stored_members)
+
+
+def stored_revision(root: NodeRoot, db: PurePosixPath) -> int | None:
+    """The current revision of the etcd v3 store ``db`` (a data directory's ``member/snap/db`` or a snapshot), read
+    along its rightmost pages; None when it cannot be read as one."""
+    return _read_db(root, db, safety.stored_revision)
 
 
 def client_for(root: NodeRoot, url: str, timeout: float = 5.0) -> EtcdClient | None:

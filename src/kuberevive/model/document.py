@@ -75,6 +75,8 @@ RESTORE_ETCD = DocumentType("restore-etcd", "EtcdRestoreResult")
 VERSION = DocumentType("version", "Version")
 REPLACE_PLAN = DocumentType("replace-control-plane", "ReplacePlan")
 REPLACE_RESULT = DocumentType("replace-control-plane", "ReplaceResult")
+QUORUM_PLAN = DocumentType("quorum-restore", "QuorumPlan")
+QUORUM_RESULT = DocumentType("quorum-restore", "QuorumResult")
 LAB_STATUS = DocumentType("lab", "LabStatus")
 LAB_DEMO = DocumentType("lab", "LabDemoReport")
 
@@ -98,6 +100,8 @@ DOCUMENT_TYPES: tuple[DocumentType, ...] = (
     VERSION,
     REPLACE_PLAN,
     REPLACE_RESULT,
+    QUORUM_PLAN,
+    QUORUM_RESULT,
     LAB_STATUS,
     LAB_DEMO,
 )

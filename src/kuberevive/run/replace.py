@@ -142,8 +142,9 @@ class LocalEtcd:
     files: tuple[bytes, bytes, bytes]
 
 
-def local_etcd(root: NodeRoot) -> LocalEtcd:
-    manifest = root.read(paths.ETCD_MANIFEST)
+def local_etcd(root: NodeRoot, manifest: bytes | None = None) -> LocalEtcd:
+    """This node's etcd client; ``manifest``: its etcd manifest when it is not in place (a stopped etcd)."""
+    manifest = manifest if manifest is not None else root.read(paths.ETCD_MANIFEST)
     if manifest is None:
         raise PlanError(
             f"{paths.ETCD_MANIFEST} is missing: this is not a control-plane node with stacked etcd",
@@ -298,6 +299,8 @@ def make_plan(root: NodeRoot, request: Request, now: datetime, journal: ReplaceJ
         cluster.cri_socket,
     )
     steps = core.plan_steps(new_name != request.node)
+    # a resumed run removed the lost member already: its old Node (deleted last) still has the address
+    old_address = old_address or node_address(cluster.api, request.node)
     notes = [
         f"the trust material (CAs, sa.key) comes from this node ({cluster.this_node}); the new machine gets its own "
         "leaf certificates and kubeconfigs",

@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "replace_control_plane",
         "replace a lost control-plane node by a fresh machine (etcd learner, then promoted), from a healthy master",
     ),
+    "quorum-restore": (
+        "quorum_restore",
+        "restore a stacked etcd that lost quorum from its best surviving member, then re-grow the others",
+    ),
     "backup": ("backup", "encrypted backups of the control plane's PKI, configuration and etcd"),
     "restore-etcd": (
         "restore_etcd",
@@ -85,6 +89,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "kuberevive replace-control-plane": (
         "kuberevive replace-control-plane cp3 --ssh-key /root/.ssh/id_ed25519   # the plan; changes nothing",
         "kuberevive replace-control-plane cp3 --apply --ssh-key /root/.ssh/id_ed25519 --known-hosts FILE",
+    ),
+    "kuberevive quorum-restore": (
+        "kuberevive quorum-restore --ssh-key /root/.ssh/id_ed25519 --known-hosts FILE   # the plan; changes nothing",
+        "kuberevive quorum-restore --apply --ssh-key /root/.ssh/id_ed25519 --known-hosts FILE",
     ),
     "kuberevive backup": (
         "kuberevive backup create --out /var/backups/ --passphrase-file /root/backup.pass",

@@ -164,7 +164,8 @@ def etcd_quorum(ctx: StepContext, i: int) -> None:
         raise PlanError(
             f"etcd has no quorum: healthy {', '.join(healthy)}; {'; '.join(failed)[:600]}",
             "look at the etcd container on those nodes (crictl ps -a; crictl logs), then run "
-            "'kuberevive recover --apply' again: it resumes here",
+            "'kuberevive recover --apply' again: it resumes here; if their etcd data is lost or corrupt, restore "
+            "quorum from the surviving data with 'kuberevive quorum-restore' (docs/etcd.md)",
         )
     for why in failed:
         ctx.messages.append(f"etcd member not healthy (quorum without it): {why}")
