@@ -36,7 +36,7 @@ from kuberevive.model.inventory import from_node_objects
 from kuberevive.model.recover import RetrustOptions
 from kuberevive.run.context import Faults, check_table
 from kuberevive.run.journal import Journal
-from kuberevive.run.replace import ReplaceResult, _admin_api, _ssh, local_etcd
+from kuberevive.run.replace import ReplaceResult, admin_api, local_etcd, ssh_to_master
 from kuberevive.waiting import wait_for
 
 JOURNAL = paths.STATE_DIR / "quorum" / "journal.json"
@@ -171,7 +171,7 @@ class Hosts:
         if name == self.local_name:
             return self.local
         if name not in self._open:
-            transport = _ssh(self.options, name, address)
+            transport = ssh_to_master(self.options, name, address)
             self._open[name] = (SshHost(transport, name), transport)
         return self._open[name][0]
 
@@ -454,7 +454,7 @@ def _api_ready(root: NodeRoot) -> Callable[[core.MasterEtcd, int], tuple[bool, s
     def ready(m: core.MasterEtcd, port: int) -> tuple[bool, str]:
         host = f"[{m.address}]" if ":" in m.address else m.address
         try:
-            return _admin_api(root, f"https://{host}:{port}").readyz()
+            return admin_api(root, f"https://{host}:{port}").readyz()
         except (KubeApiError, PlanError, ConfigError) as exc:
             return False, exc.message
 
@@ -469,7 +469,7 @@ def _workers(
     def listed() -> list[tuple[str, Callable[[], Machine]]]:
         inventory = options.inventory
         if inventory is None:
-            items = _admin_api(root).get("/api/v1/nodes").get("items") or []
+            items = admin_api(root).get("/api/v1/nodes").get("items") or []
             inventory = from_node_objects(items, options.ssh_user, options.ssh_port)
         return [
             (n.name, lambda n=n: hosts.get(n.name, n.address))  # type: ignore[misc]

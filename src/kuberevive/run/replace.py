@@ -110,12 +110,12 @@ class Cluster:
     bind_port: int
 
 
-def _admin_api(root: NodeRoot, server: str | None = None) -> KubeApi:
+def admin_api(root: NodeRoot, server: str | None = None) -> KubeApi:
     data = root.read(paths.ADMIN_CONF)
     if data is None:
         raise PlanError(
             f"{paths.ADMIN_CONF} is missing: this is not a healthy control-plane node",
-            "run replace-control-plane on a healthy control-plane node of the cluster",
+            "run the command on a healthy control-plane node of the cluster",
         )
     if server is not None:
         doc = yamlload.load(data)
@@ -148,7 +148,7 @@ def local_etcd(root: NodeRoot, manifest: bytes | None = None) -> LocalEtcd:
     if manifest is None:
         raise PlanError(
             f"{paths.ETCD_MANIFEST} is missing: this is not a control-plane node with stacked etcd",
-            "run replace-control-plane on a healthy control-plane node of the cluster",
+            "run the command on a healthy control-plane node of the cluster",
         )
     try:
         trusted = manifest_flags(parse_manifest(manifest)).get("trusted-ca-file", "")
@@ -168,7 +168,7 @@ def local_etcd(root: NodeRoot, manifest: bytes | None = None) -> LocalEtcd:
 
 def read_cluster(root: NodeRoot, etcd: LocalEtcd, now: datetime) -> Cluster:
     """Everything the plan needs from this node and its API; PlanError when this node cannot do it."""
-    api = _admin_api(root)
+    api = admin_api(root)
     try:
         kubeadm_cm = api.get("/api/v1/namespaces/kube-system/configmaps/kubeadm-config")
         kubelet_cm = api.get("/api/v1/namespaces/kube-system/configmaps/kubelet-config")
@@ -326,7 +326,7 @@ def make_plan(root: NodeRoot, request: Request, now: datetime, journal: ReplaceJ
     return Planned(request, cluster, cfg, verdict, steps, doc)
 
 
-def _ssh(options: RetrustOptions, name: str, address: str) -> Transport:
+def ssh_to_master(options: RetrustOptions, name: str, address: str) -> Transport:
     node = InventoryNode(name, address, port=options.ssh_port, roles=frozenset({CONTROL_PLANE}))
     return connect(options)(node, Deadline.after(SSH_TIMEOUT))
 
@@ -443,7 +443,7 @@ class ReplaceExecutor:
         server = (
             f"https://[{host}]:{self.cluster.bind_port}" if ":" in host else f"https://{host}:{self.cluster.bind_port}"
         )
-        return _admin_api(self.cluster.root, server)
+        return admin_api(self.cluster.root, server)
 
     def step_api_ready(self) -> None:
         api = self._new_api()
@@ -521,7 +521,7 @@ def _running_journal(root: NodeRoot, request: Request) -> ReplaceJournal | None:
 def plan(root: str, request: Request) -> dict[str, Any]:
     node = NodeRoot(Path(root))
     planned = make_plan(node, request, datetime.now(UTC), _running_journal(node, request))
-    transport = _ssh(request.options, planned.cfg.node_name, planned.cfg.advertise_address)
+    transport = ssh_to_master(request.options, planned.cfg.node_name, planned.cfg.advertise_address)
     try:
         check_fresh(SshHost(transport, planned.cfg.node_name), planned.cfg)
     except TransportError as exc:
@@ -559,7 +559,7 @@ def apply(root: str, request: Request, progress: Progress, environ: Mapping[str,
         else:
             progress(f"resuming the replacement started at {journal.started_at} (journal {JOURNAL})")
         result = ReplaceResult(planned.document, resumed=resumed)
-        transport = _ssh(request.options, planned.cfg.node_name, planned.cfg.advertise_address)
+        transport = ssh_to_master(request.options, planned.cfg.node_name, planned.cfg.advertise_address)
         try:
             ReplaceExecutor(planned, journal, SshHost(transport, planned.cfg.node_name), progress, result, faults).run()
         except KubereviveError as exc:
