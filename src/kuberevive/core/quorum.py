@@ -91,6 +91,14 @@ class Snapshot:
 
     path: str
     revision: int | None
+    backup: str = ""
+    """The kuberevive backup the snapshot was decrypted from (``--backup``; then ``path`` is the tool's own temporary
+    file), "" for a plain snapshot."""
+
+    @property
+    def shown(self) -> str:
+        """How the plan names it: the backup's file, else the snapshot's."""
+        return f"the etcd snapshot of the backup {self.backup}" if self.backup else f"the snapshot {self.path}"
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,7 @@ class QuorumPlan:
                 "revision": revision,
                 "data_dir": self.donor.data_dir,
                 "snapshot": self.snapshot.path if self.snapshot else None,
+                "backup": self.snapshot.backup or None if self.snapshot else None,
             },
             "members": [
                 {
@@ -202,7 +211,7 @@ def plan(
         first = f"donor {donor.node}: revision {donor.revision} (the highest; {revisions(others)})"
     else:
         first = (
-            f"donor {donor.node} (this node) restores the snapshot {snapshot.path} (revision {snapshot.revision}), "
+            f"donor {donor.node} (this node) restores {snapshot.shown} (revision {snapshot.revision}), "
             f"not a member's db ({revisions(masters)})"
         )
     notes = [

@@ -259,7 +259,7 @@ def snapshot_sink(root: NodeRoot, data_dir: PurePosixPath) -> Iterator[tuple[Pat
     in memory."""
     parent = root.host_path(data_dir.parent)
     parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = parent / f".{data_dir.name}.kuberevive-snapshot-{os.getpid()}"
+    path = parent / snapshot_sink_name(data_dir)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
@@ -269,6 +269,65 @@ def snapshot_sink(root: NodeRoot, data_dir: PurePosixPath) -> Iterator[tuple[Pat
             yield path, fh
     finally:
         path.unlink(missing_ok=True)  # made in this run
+
+
+def snapshot_sink_name(data_dir: PurePosixPath) -> str:
+    """The name of :func:`snapshot_sink`'s file (in the data directory's parent) for this process."""
+    return f".{data_dir.name}.kuberevive-snapshot-{os.getpid()}"
+
+
+@dataclass
+class BackupSnapshot:
+    """The etcd snapshot of a kuberevive backup, decrypted into a :func:`snapshot_sink` file."""
+
+    path: Path
+    """The decrypted snapshot (host path; 0600, removed when the context ends)."""
+    node_path: PurePosixPath
+    """The same file as a path on the node."""
+    contents: BackupContents
+    warnings: list[str]
+    """From :func:`check_same_cluster` (e.g. nothing to compare): for the caller to show."""
+
+
+@contextlib.contextmanager
+def backup_snapshot(
+    root: NodeRoot,
+    backup: Path,
+    secret: Secret,
+    data_dir: PurePosixPath,
+    *,
+    allow_foreign: bool = False,
+    ca_cert_hash: str | None = None,
+    allow_unauthenticated: bool = False,
+) -> Iterator[BackupSnapshot]:
+    """Decrypt the etcd snapshot of the backup ``backup`` into a 0600 file beside ``data_dir`` (a binary age file
+    chunk by chunk, never whole in memory; an armored one, made elsewhere, in memory), after the same ties to this
+    cluster as ``backup restore`` (:func:`check_same_cluster`: a forged snapshot would become the cluster's state).
+    A wrong key, a damaged file, a backup of another cluster or one without a snapshot: one BackupError, and the
+    file is gone again. Used by ``restore-etcd`` and ``quorum-restore --backup``."""
+    head = read_head(backup)
+    with snapshot_sink(root, data_dir) as (sink_path, sink):
+        if head.startswith(core.AGE_MAGIC):  # binary age: decrypted and written out chunk by chunk
+            with backup.open("rb") as src:
+                contents = core.open_archive_stream(
+                    src, secret, str(backup), snapshot_sink=sink, allow_unauthenticated=allow_unauthenticated
+                )
+            has_snapshot = contents.etcd_snapshot_streamed is not None
+        else:  # armored (made elsewhere): read in memory
+            contents = core.open_archive(
+                read_backup_bytes(backup), secret, str(backup), allow_unauthenticated=allow_unauthenticated
+            )
+            has_snapshot = contents.etcd_snapshot is not None
+            sink.write(contents.etcd_snapshot or b"")
+        sink.flush()
+        warnings = check_same_cluster(
+            contents, root, allow_foreign, ca_cert_hash=ca_cert_hash, allow_unauthenticated=allow_unauthenticated
+        )
+        if not has_snapshot:
+            raise BackupError(
+                f"the backup {backup} has no etcd snapshot", "use a backup made with backup create --etcd-snapshot"
+            )
+        yield BackupSnapshot(sink_path, data_dir.parent / snapshot_sink_name(data_dir), contents, warnings)
 
 
 def _local_etcd(root: NodeRoot) -> EtcdClient:

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from kuberevive.core import backup as core_backup
 from kuberevive.core import etcdsafety
 from kuberevive.core import quorum as core
 from kuberevive.core import replace as core_replace
 from kuberevive.core.manifests import manifest_flags, parse_manifest
 from kuberevive.errors import ConfigError, EtcdError, KubeApiError, KubereviveError, PlanError, TransportError
-from kuberevive.io import etcdprobe
+from kuberevive.io import backupfile, etcdprobe
 from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
@@ -65,6 +66,10 @@ class QuorumJournal(Journal):
     snapshot: str = ""
     """The snapshot file restored on this node instead of the best member's db ("" for none)."""
     snapshot_revision: int | None = None
+    backup: str = ""
+    """``--backup``: the kuberevive backup whose snapshot is restored ("" for none); ``snapshot`` is then the tool's
+    temporary file it was decrypted into, decrypted again (from ``--backup`` given again) when a resumed run still
+    has to restore it."""
 
 
 QuorumResult = ReplaceResult
@@ -438,16 +443,111 @@ def read_snapshot(root: NodeRoot, path: str | None) -> core.Snapshot | None:
     return core.Snapshot(str(p), etcdprobe.stored_revision(root, p))
 
 
-def plan(root: str, options: RetrustOptions, snapshot: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BackupSource:
+    """``--backup``: a kuberevive backup (``backup create --etcd-snapshot``) and how to open it, as restore-etcd."""
+
+    path: str
+    secret: core_backup.Secret
+    allow_foreign: bool = False
+    ca_cert_hash: str | None = None
+    allow_unauthenticated: bool = False
+
+
+@contextlib.contextmanager
+def backup_snapshot(
+    root: NodeRoot, source: BackupSource, data_dir: PurePosixPath, warn: Progress
+) -> Iterator[core.Snapshot]:
+    """The backup's etcd snapshot decrypted (streamed: :func:`backupfile.backup_snapshot`, restore-etcd's path)
+    into a 0600 file beside ``data_dir``, with its revision; the file is removed when the context ends. A wrong key,
+    a damaged file, a backup of another cluster or one without a snapshot: one error before anything changed."""
+    path = Path(source.path)
+    if not core_backup.is_age_file(backupfile.read_head(path)):
+        raise PlanError(
+            f"--backup {source.path} is not a kuberevive backup (no age header); nothing was changed",
+            "pass a file made by 'kuberevive backup create --etcd-snapshot', or a plain etcd snapshot with --snapshot",
+        )
+    with backupfile.backup_snapshot(
+        root,
+        path,
+        source.secret,
+        data_dir,
+        allow_foreign=source.allow_foreign,
+        ca_cert_hash=source.ca_cert_hash,
+        allow_unauthenticated=source.allow_unauthenticated,
+    ) as extracted:
+        for warning in extracted.warnings:
+            warn(warning)
+        node_path = extracted.node_path
+        yield core.Snapshot(str(node_path), etcdprobe.stored_revision(root, node_path), backup=source.path)
+
+
+def _source(
+    stack: contextlib.ExitStack,
+    root: NodeRoot,
+    snapshot: str | None,
+    backup: BackupSource | None,
+    data_dir: PurePosixPath | None,
+    warn: Progress,
+) -> core.Snapshot | None:
+    """What the donor restores instead of its own db: ``--snapshot``, ``--backup`` (decrypted for the stack's
+    lifetime) or None."""
+    if backup is None:
+        return read_snapshot(root, snapshot)
+    if snapshot is not None:
+        raise PlanError("--snapshot and --backup exclude each other", "pass one of them")
+    if data_dir is None:
+        s = etcdprobe.settings(root)
+        data_dir = s.data_dir if s is not None else paths.ETCD_DATA_DIR
+    return stack.enter_context(backup_snapshot(root, backup, data_dir, warn))
+
+
+def plan(
+    root: str,
+    options: RetrustOptions,
+    snapshot: str | None = None,
+    backup: BackupSource | None = None,
+    warn: Progress = lambda _s: None,
+) -> dict[str, Any]:
     node = NodeRoot(Path(root))
     etcd = local_etcd(node)
-    snap = read_snapshot(node, snapshot)
     hosts = Hosts(LocalHost(node, live=True), _local_name(node), options)
-    try:
-        masters, _ = read_masters(hosts, etcd.files)
-    finally:
-        hosts.close()
-    return core.plan(masters, hosts.local_name, snapshot=snap).document()
+    with contextlib.ExitStack() as stack:  # a backup's snapshot: decrypted to read its revision, then removed
+        snap = _source(stack, node, snapshot, backup, None, warn)
+        try:
+            masters, _ = read_masters(hosts, etcd.files)
+        finally:
+            hosts.close()
+        return core.plan(masters, hosts.local_name, snapshot=snap).document()
+
+
+def _resumed_source(
+    stack: contextlib.ExitStack, node: NodeRoot, journal: QuorumJournal, backup: BackupSource | None, warn: Progress
+) -> core.Snapshot | None:
+    """The snapshot a resumed run restores: the journal's; a backup's is decrypted again (its temporary file went
+    with the stopped run) while the donor still has to be restored, and must be the same (its revision)."""
+    if not journal.snapshot:
+        return None
+    if not journal.backup or journal.step_done("restore-donor"):
+        return core.Snapshot(journal.snapshot, journal.snapshot_revision, backup=journal.backup)
+    if backup is None:
+        raise PlanError(
+            f"the stopped restore was from the backup {journal.backup} and has not restored it yet",
+            f"run 'kuberevive quorum-restore --apply --backup {journal.backup}' with its key again",
+        )
+    local = next((m for m in _masters_of(journal) if m.node == journal.local), None)
+    snap = stack.enter_context(
+        backup_snapshot(node, backup, PurePosixPath(local.data_dir) if local else paths.ETCD_DATA_DIR, warn)
+    )
+    if snap.revision != journal.snapshot_revision:
+        raise PlanError(
+            f"the backup {backup.path} holds revision {snap.revision}, the stopped restore planned revision "
+            f"{journal.snapshot_revision} from {journal.backup}",
+            f"pass the same backup ({journal.backup})",
+        )
+    journal.snapshot = snap.path
+    journal.save()
+    return snap
 
 
 def _api_ready(root: NodeRoot) -> Callable[[core.MasterEtcd, int], tuple[bool, str]]:
@@ -486,13 +586,16 @@ def apply(
     progress: Progress,
     environ: Mapping[str, str] | None = None,
     snapshot: str | None = None,
+    backup: BackupSource | None = None,
+    warn: Progress | None = None,
 ) -> QuorumResult:
-    """Restore quorum (or resume a restore that stopped) under this node's lock."""
+    """Restore quorum (or resume a restore that stopped) under this node's lock. ``backup``: its etcd snapshot is
+    decrypted to a temporary file on this node, restored, and the file removed at the end."""
     local = LocalHost(NodeRoot(Path(root)), live=True)
     node = local.root
     faults = Faults.from_environ(os.environ if environ is None else environ)
     t0 = datetime.now(UTC).timestamp()
-    with local.lock("quorum-restore", error=PlanError):
+    with local.lock("quorum-restore", error=PlanError), contextlib.ExitStack() as stack:
         journal = QuorumJournal.load(node, JOURNAL)
         resumed = journal is not None and journal.status == "running"
         # a stopped run may have moved this node's etcd manifest aside: the journal holds it
@@ -502,10 +605,10 @@ def apply(
         try:
             if resumed and journal is not None:
                 progress(f"resuming the quorum restore started at {journal.started_at} (journal {JOURNAL})")
-                snap = core.Snapshot(journal.snapshot, journal.snapshot_revision) if journal.snapshot else None
+                snap = _resumed_source(stack, node, journal, backup, warn or progress)
                 planned = core.plan(_masters_of(journal), journal.local, resumed=True, snapshot=snap)
             else:
-                snap = read_snapshot(node, snapshot)
+                snap = _source(stack, node, snapshot, backup, None, warn or progress)
                 masters, manifests = read_masters(hosts, etcd.files)
                 planned = core.plan(masters, hosts.local_name, snapshot=snap)
                 if journal is not None:
@@ -519,6 +622,7 @@ def apply(
                     manifests={n: {} for n in manifests},
                     snapshot=snap.path if snap else "",
                     snapshot_revision=snap.revision if snap else None,
+                    backup=snap.backup if snap else "",
                 )
             result = QuorumResult(planned.document(), resumed=resumed)
             executor = QuorumExecutor(

@@ -58,43 +58,27 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     warnings: list[str] = []
     with contextlib.ExitStack() as stack:
         fallback_manifest = None
-        snapshot: bytes | Path
+        snapshot: Path
         if core.is_age_file(head):
             secret = backupfile.read_secret(env.environ, args.passphrase_file, (), args.identity)
-            if head.startswith(core.AGE_MAGIC):  # binary age: decrypted and written out chunk by chunk
-                settings = etcdprobe.settings(root)
-                data_dir = settings.data_dir if settings else PurePosixPath(paths.ETCD_DATA_DIR)
-                sink_path, sink = stack.enter_context(backupfile.snapshot_sink(root, data_dir))
-                src = stack.enter_context(snapshot_path.open("rb"))
-                contents = core.open_archive_stream(
-                    src, secret, args.snapshot, snapshot_sink=sink, allow_unauthenticated=args.allow_unauthenticated
+            settings = etcdprobe.settings(root)
+            data_dir = settings.data_dir if settings else PurePosixPath(paths.ETCD_DATA_DIR)
+            extracted = stack.enter_context(
+                backupfile.backup_snapshot(
+                    root,
+                    snapshot_path,
+                    secret,
+                    data_dir,
+                    allow_foreign=args.allow_foreign_backup,
+                    ca_cert_hash=pin,
+                    allow_unauthenticated=args.allow_unauthenticated,
                 )
-                sink.flush()
-                has_snapshot = contents.etcd_snapshot_streamed is not None
-                snapshot = sink_path
-            else:  # armored (made elsewhere): read in memory
-                data = backupfile.read_backup_bytes(snapshot_path)
-                contents = core.open_archive(
-                    data, secret, args.snapshot, allow_unauthenticated=args.allow_unauthenticated
-                )
-                has_snapshot = contents.etcd_snapshot is not None
-                snapshot = contents.etcd_snapshot or b""
-            # the same ties to this cluster as backup restore: a forged snapshot would become the cluster's state
-            warnings = backupfile.check_same_cluster(
-                contents,
-                root,
-                args.allow_foreign_backup,
-                ca_cert_hash=pin,
-                allow_unauthenticated=args.allow_unauthenticated,
             )
+            warnings = extracted.warnings
             for warning in warnings:  # on stderr, and in the --json document
                 env.warning(warning)
-            if not has_snapshot:
-                raise BackupError(
-                    f"the backup {args.snapshot} has no etcd snapshot",
-                    "use a backup made with backup create --etcd-snapshot",
-                )
-            manifest = contents.files.get(paths.ETCD_MANIFEST)
+            snapshot = extracted.path
+            manifest = extracted.contents.files.get(paths.ETCD_MANIFEST)
             fallback_manifest = manifest.content if manifest else None
         else:
             if not args.skip_hash_check:
