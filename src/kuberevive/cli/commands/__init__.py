@@ -93,6 +93,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "kuberevive quorum-restore": (
         "kuberevive quorum-restore --ssh-key /root/.ssh/id_ed25519 --known-hosts FILE   # the plan; changes nothing",
         "kuberevive quorum-restore --apply --ssh-key /root/.ssh/id_ed25519 --known-hosts FILE",
+        "kuberevive quorum-restore --backup /var/backups/kuberevive-backup-cp1-20261204T210000Z.age "
+        "--passphrase-file /root/backup.pass --ssh-key KEY --known-hosts FILE   # restore from a backup's snapshot",
     ),
     "kuberevive backup": (
         "kuberevive backup create --out /var/backups/ --passphrase-file /root/backup.pass",
