@@ -43,7 +43,13 @@ def test_two_of_three_data_gone_restores_from_the_highest_revision() -> None:
     ]
     assert [s.node for s in p.steps][2:6] == ["cp1", "cp1", "cp2", "cp3"]
     doc = p.document()
-    assert doc["donor"] == {"node": "cp1", "revision": 5400, "data_dir": "/var/lib/etcd", "snapshot": None}
+    assert doc["donor"] == {
+        "node": "cp1",
+        "revision": 5400,
+        "data_dir": "/var/lib/etcd",
+        "snapshot": None,
+        "backup": None,
+    }
     assert p.source("S") == ("/var/lib/etcd.kuberevive-S/member/snap/db", True)  # its own db: no hash trailer
     assert doc["notes"][0] == "donor cp1: revision 5400 (the highest; cp2: 1, cp3: no db)"
     assert any("the other members start empty" in n for n in doc["notes"])
@@ -133,6 +139,7 @@ def test_a_snapshot_is_restored_on_this_node_which_is_then_the_donor() -> None:
         "revision": 5000,
         "data_dir": "/var/lib/etcd",
         "snapshot": "/var/backups/etcd.db",
+        "backup": None,
     }
     assert doc["notes"][0].startswith(
         "donor cp2 (this node) restores the snapshot /var/backups/etcd.db (revision 5000)"
