@@ -1,0 +1,138 @@
+"""``quorum-restore --backup`` against a real etcd: a backup made by ``backup create --etcd-snapshot`` of a running
+etcd, its snapshot decrypted by the shared path (restore-etcd's, :func:`kuberevive.io.backupfile.backup_snapshot`)
+into a 0600 temporary file, its revision read as ``--snapshot``'s, restored by the real ``etcdutl`` with the
+arguments of quorum-restore's restore step (hash checked, revision bumped), and the keys there when etcd runs on
+the restored data. A wrong passphrase, another cluster's node and a plain snapshot given as ``--backup`` are one
+clear error each, with nothing changed and no temporary file left."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from kuberevive.core import quorum as q
+from kuberevive.core.backup import Secret
+from kuberevive.errors import BackupError, PlanError
+from kuberevive.io.noderoot import NodeRoot
+from kuberevive.run import quorum as run
+from tests.integration.etcdbin import Member, etcd_bin, manifest_for
+from tests.integration.test_backup_cli import make_node, tree
+
+pytestmark = pytest.mark.integration
+
+PASSPHRASE = "quorum backup passphrase"
+DATA_DIR = PurePosixPath("/var/lib/etcd")
+
+
+def kuberevive(*args: str, passphrase: str = PASSPHRASE) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"KUBEREVIVE_PASSPHRASE": passphrase}
+    return subprocess.run(
+        [sys.executable, "-m", "kuberevive", *args], capture_output=True, text=True, timeout=300, check=False, env=env
+    )
+
+
+def _leftovers(root: Path) -> list[str]:
+    return (
+        [p.name for p in (root / "var/lib").glob(".etcd.kuberevive-snapshot-*")] if (root / "var/lib").is_dir() else []
+    )
+
+
+def _unlocked(files: dict[str, tuple[int, bytes | None]]) -> dict[str, tuple[int, bytes | None]]:
+    """The tree without the run lock (every command takes it: its content is the holder's pid)."""
+    return {k: v for k, v in files.items() if k != "var/lib/kuberevive/recover/lock"}
+
+
+def test_a_backup_of_a_real_etcd_is_decrypted_and_restored_with_its_keys(tmp_path: Path) -> None:
+    bin_dir = etcd_bin("etcd-3.5.24")
+    root = make_node(tmp_path, "node")
+    etcd = Member(bin_dir, root, "cp1", tmp_path / "etcd-data")
+    (root / "etc/kubernetes/manifests/etcd.yaml").write_bytes(manifest_for(etcd, "3.5.24-0"))
+    etcd.start()
+    try:
+        etcd.wait_healthy()
+        for i in range(40):
+            etcd.etcdctl("put", f"/registry/quorum/k{i}", f"value-{i}")
+        revision = int(
+            json.loads(etcd.etcdctl("get", "/registry/quorum/k0", "-w", "json").stdout)["header"]["revision"]
+        )
+        backup = tmp_path / "kuberevive-backup-cp1.age"
+        made = kuberevive("backup", "create", "--root", str(root), "--out", str(backup), "--etcd-snapshot", "--json")
+        assert made.returncode == 0, made.stderr
+        assert json.loads(made.stdout)["etcd_snapshot_bytes"], made.stdout
+    finally:
+        etcd.stop()
+
+    # the plan's path: decrypted (streamed) into a 0600 file beside the data directory, its revision read
+    source = run.BackupSource(str(backup), Secret(passphrase=PASSPHRASE))
+    warnings: list[str] = []
+    node = NodeRoot(root)
+    with run.backup_snapshot(node, source, DATA_DIR, warnings.append) as snap:
+        tmp = root / snap.path.lstrip("/")
+        assert snap.backup == str(backup) and snap.path.startswith("/var/lib/.etcd.kuberevive-snapshot-")
+        assert tmp.is_file() and tmp.stat().st_mode & 0o777 == 0o600
+        assert snap.revision == revision
+        donor = q.MasterEtcd(
+            node="cp1", address="127.0.0.1", member="cp1", peer_url=etcd.peer_url, client_url=etcd.endpoint,
+            data_dir=str(tmp_path / "restored"), has_data=True, revision=1, healthy=False, why="",
+        )  # fmt: skip
+        planned = q.plan(
+            [donor, q.MasterEtcd(**{**donor.__dict__, "node": "cp2", "member": "cp2"})], "cp1", snapshot=snap
+        )
+        assert planned.document()["donor"]["backup"] == str(backup)
+        source_db, skip_hash_check = planned.source("S")
+        assert skip_hash_check is False  # the backup's snapshot has etcd's sha256 trailer: checked
+        # the arguments quorum-restore's restore step gives etcdutl (the file as a host path: the root is a tmp dir)
+        args = q.restore_args(donor, str(root / source_db.lstrip("/")), donor.data_dir, skip_hash_check=False)
+        restored = subprocess.run([str(bin_dir / "etcdutl"), *args], capture_output=True, text=True, timeout=300)
+        assert restored.returncode == 0, restored.stderr
+    assert not tmp.exists() and _leftovers(root) == []  # the tool's own temporary file, removed at the end
+
+    # etcd on the restored data: every key, at a revision after the backup's (bumped)
+    after = Member(bin_dir, root, "cp1", tmp_path / "restored", client=etcd.client, peer=etcd.peer)
+    after.start()
+    try:
+        after.wait_healthy()
+        got = json.loads(after.etcdctl("get", "--prefix", "/registry/quorum/", "-w", "json").stdout)
+        assert got["count"] == 40
+        assert int(got["header"]["revision"]) > revision
+    finally:
+        after.stop()
+
+    # refusals: one error, nothing changed, no temporary file
+    before = tree(root)
+    with (
+        pytest.raises(BackupError),
+        run.backup_snapshot(node, run.BackupSource(str(backup), Secret("wrong")), DATA_DIR, print),
+    ):
+        pass
+    other = make_node(tmp_path, "other")
+    other_before = tree(other)
+    with (
+        pytest.raises(BackupError, match="another cluster"),
+        run.backup_snapshot(NodeRoot(other), source, DATA_DIR, print),
+    ):
+        pass
+    plain = tmp_path / "etcd.db"
+    plain.write_bytes((tmp_path / "restored/member/snap/db").read_bytes())
+    not_a_backup = run.BackupSource(str(plain), Secret(PASSPHRASE))
+    with (
+        pytest.raises(PlanError, match="is not a kuberevive backup"),
+        run.backup_snapshot(node, not_a_backup, DATA_DIR, print),
+    ):
+        pass
+    assert tree(root) == before and tree(other) == other_before and _leftovers(root) == _leftovers(other) == []
+
+    # the same refusals from the command (before it reaches any other master): one line, exit 1
+    wrong = kuberevive("quorum-restore", "--backup", str(backup), "--root", str(root), passphrase="wrong")
+    foreign = kuberevive("quorum-restore", "--backup", str(backup), "--root", str(other), "--apply")
+    for result, fragment in ((wrong, "passphrase"), (foreign, "another cluster")):
+        assert result.returncode == 1, result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("kuberevive: error:")]
+        assert len(errors) == 1 and fragment in errors[0] and "Traceback" not in result.stderr, result.stderr
+    assert _unlocked(tree(root)) == _unlocked(before) and _unlocked(tree(other)) == _unlocked(other_before)
+    assert _leftovers(root) == _leftovers(other) == []
