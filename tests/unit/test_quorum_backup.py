@@ -14,7 +14,9 @@ from kuberevive.core import quorum as q
 from kuberevive.core.backup import Secret
 from kuberevive.errors import PlanError
 from kuberevive.io.noderoot import NodeRoot
+from kuberevive.model.document import QUORUM_PLAN, QUORUM_RESULT, stamp
 from kuberevive.run import quorum as run
+from tests.documents import validate
 
 TMP = "/var/lib/.etcd.kuberevive-snapshot-4242"
 BACKUP = "/var/backups/kuberevive-backup-cp2-20261205T080000Z.age"
@@ -42,6 +44,8 @@ def test_the_plan_names_the_backup_and_restores_its_snapshot_with_the_hash_check
     assert doc["notes"][0].startswith(f"donor cp2 (this node) restores the etcd snapshot of the backup {BACKUP} ")
     assert "(revision 5000)" in doc["notes"][0]
     assert any("the db of cp1 is newer than the snapshot" in n for n in doc["notes"])
+    validate(stamp(QUORUM_PLAN, doc))  # the documented schemas (the plan, and the result that embeds it)
+    validate(stamp(QUORUM_RESULT, run.QuorumResult(doc, resumed=False).as_dict()))
     # a plain --snapshot: no backup in the document
     assert q.plan(MASTERS, "cp2", snapshot=q.Snapshot("/x.db", 5000)).document()["donor"]["backup"] is None
 
