@@ -5,11 +5,14 @@ restore-etcd's code path and restored by etcdutl, is in tests/integration/test_q
 from __future__ import annotations
 
 import contextlib
+import io
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
+from kuberevive.cli.commands import quorum_restore
+from kuberevive.cli.env import Environment
 from kuberevive.core import quorum as q
 from kuberevive.core.backup import Secret
 from kuberevive.errors import PlanError
@@ -99,3 +102,10 @@ def test_snapshot_and_backup_exclude_each_other_and_a_plain_file_is_no_backup(tm
         with pytest.raises(PlanError, match="is not a kuberevive backup"):
             run._source(stack, NodeRoot(tmp_path), None, source, None, lambda _s: None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["etcd.db"]  # no temporary file, nothing created
+
+
+def test_the_printed_plan_names_the_backup_and_the_revision() -> None:
+    out = io.StringIO()
+    doc = q.plan(MASTERS, "cp2", snapshot=q.Snapshot(TMP, 5000, backup=BACKUP)).document()
+    quorum_restore._print_plan(Environment(stdout=out, stderr=io.StringIO(), environ={}), doc)
+    assert f"donor: cp2 (revision 5000, from the etcd snapshot of the backup {BACKUP})" in out.getvalue()
