@@ -1,7 +1,7 @@
 """``quorum-restore --backup`` against a real etcd: a backup made by ``backup create --etcd-snapshot`` of a running
 etcd, its snapshot decrypted by the shared path (restore-etcd's, :func:`kuberevive.io.backupfile.backup_snapshot`)
-into a 0600 temporary file, its revision read as ``--snapshot``'s, restored by the real ``etcdutl`` with the
-arguments of quorum-restore's restore step (hash checked, revision bumped), and the keys there when etcd runs on
+into a 0600 temporary file, its revision read as ``--snapshot``'s, restored by quorum-restore's own restore step
+(the real ``etcdutl``: hash checked, revision bumped), and the keys there when etcd runs on
 the restored data. A wrong passphrase, another cluster's node and a plain snapshot given as ``--backup`` are one
 clear error each, with nothing changed and no temporary file left."""
 
@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -18,8 +20,11 @@ import pytest
 from kuberevive.core import quorum as q
 from kuberevive.core.backup import Secret
 from kuberevive.errors import BackupError, PlanError
+from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
+from kuberevive.io.transport import Result
 from kuberevive.run import quorum as run
+from kuberevive.run.context import Faults
 from tests.integration.etcdbin import Member, etcd_bin, manifest_for
 from tests.integration.test_backup_cli import make_node, tree
 
@@ -40,6 +45,23 @@ def _leftovers(root: Path) -> list[str]:
     return (
         [p.name for p in (root / "var/lib").glob(".etcd.kuberevive-snapshot-*")] if (root / "var/lib").is_dir() else []
     )
+
+
+class RootedHost(LocalHost):
+    """This node under a temporary root: commands run with their absolute node paths under the root (etcdutl from
+    the build), so quorum-restore's restore step runs unchanged against the real etcdutl."""
+
+    def __init__(self, root: NodeRoot, bin_dir: Path) -> None:
+        super().__init__(root, live=False, name="cp1")
+        self.bin_dir = bin_dir
+
+    def run(self, argv: Sequence[str], input: bytes | None = None, timeout: float = 60) -> Result:
+        def under_root(arg: str) -> str:
+            flag, eq, value = arg.rpartition("=") if arg.startswith("--") else ("", "", arg)
+            return f"{flag}{eq}{self.root.host_path(value)}" if value.startswith("/") else arg
+
+        assert argv[0] == "etcdutl", argv
+        return super().run([str(self.bin_dir / "etcdutl"), *map(under_root, argv[1:])], input, timeout)
 
 
 def _unlocked(files: dict[str, tuple[int, bytes | None]]) -> dict[str, tuple[int, bytes | None]]:
@@ -78,22 +100,30 @@ def test_a_backup_of_a_real_etcd_is_decrypted_and_restored_with_its_keys(tmp_pat
         assert snap.revision == revision
         donor = q.MasterEtcd(
             node="cp1", address="127.0.0.1", member="cp1", peer_url=etcd.peer_url, client_url=etcd.endpoint,
-            data_dir=str(tmp_path / "restored"), has_data=True, revision=1, healthy=False, why="",
+            data_dir=str(DATA_DIR), has_data=False, revision=None, healthy=False, why="",
         )  # fmt: skip
-        planned = q.plan(
-            [donor, q.MasterEtcd(**{**donor.__dict__, "node": "cp2", "member": "cp2"})], "cp1", snapshot=snap
-        )
+        cp2 = q.MasterEtcd(**{**asdict(donor), "node": "cp2", "member": "cp2"})
+        planned = q.plan([donor, cp2], "cp1", snapshot=snap)
         assert planned.document()["donor"]["backup"] == str(backup)
-        source_db, skip_hash_check = planned.source("S")
-        assert skip_hash_check is False  # the backup's snapshot has etcd's sha256 trailer: checked
-        # the arguments quorum-restore's restore step gives etcdutl (the file as a host path: the root is a tmp dir)
-        args = q.restore_args(donor, str(root / source_db.lstrip("/")), donor.data_dir, skip_hash_check=False)
-        restored = subprocess.run([str(bin_dir / "etcdutl"), *args], capture_output=True, text=True, timeout=300)
-        assert restored.returncode == 0, restored.stderr
+        assert planned.source("S") == (snap.path, False)  # the backup's snapshot has etcd's sha256 trailer: checked
+        # quorum-restore's own restore step, on this node (the tmp root) with the real etcdutl
+        journal = run.QuorumJournal.new(
+            node,
+            run.JOURNAL,
+            stamp="S",
+            local="cp1",
+            manifests={"cp1": {"etcd": manifest_for(etcd, "3.5.24-0").decode()}},
+        )
+        executor = run.QuorumExecutor(
+            planned, journal, lambda _m: RootedHost(node, bin_dir), lambda _url: None, lambda _m, _p: (True, ""),  # type: ignore[arg-type,return-value]
+            lambda _s: None, run.QuorumResult(planned.document()), Faults(),
+        )  # fmt: skip
+        executor.step_restore_donor("")
+        assert (root / "var/lib/etcd/member/snap/db").is_file()
     assert not tmp.exists() and _leftovers(root) == []  # the tool's own temporary file, removed at the end
 
     # etcd on the restored data: every key, at a revision after the backup's (bumped)
-    after = Member(bin_dir, root, "cp1", tmp_path / "restored", client=etcd.client, peer=etcd.peer)
+    after = Member(bin_dir, root, "cp1", root / "var/lib/etcd", client=etcd.client, peer=etcd.peer)
     after.start()
     try:
         after.wait_healthy()
@@ -118,7 +148,7 @@ def test_a_backup_of_a_real_etcd_is_decrypted_and_restored_with_its_keys(tmp_pat
     ):
         pass
     plain = tmp_path / "etcd.db"
-    plain.write_bytes((tmp_path / "restored/member/snap/db").read_bytes())
+    plain.write_bytes((root / "var/lib/etcd/member/snap/db").read_bytes())
     not_a_backup = run.BackupSource(str(plain), Secret(PASSPHRASE))
     with (
         pytest.raises(PlanError, match="is not a kuberevive backup"),
