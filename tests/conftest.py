@@ -19,16 +19,15 @@ import pytest
 
 #: The lab modules by their time in CI, longest first (each waits minutes for expiries, grace periods or a second
 #: lab); every other module keeps its place after them. With ``--dist loadfile --no-loadscope-reorder`` (pyproject)
-#: xdist hands the modules out in this order, so no long module starts last (by default it would order the modules
-#: by their number of tests, which puts these few-test modules at the end).
+#: xdist hands the modules out in this order, two to each worker to start with (so the pairs even out), and no long
+#: module starts last (by default xdist orders modules by their number of tests: these few-test ones came last).
 LONGEST_FIRST = (
-    "tests/lab/test_ha_certs_lab.py",
     "tests/lab/test_ha_lab.py",
     "tests/lab/test_certs_lab.py",
     "tests/lab/test_ca_extend_lab.py",
-    "tests/lab/test_replace_lab.py",
     "tests/lab/test_recover_partial_lab.py",
     "tests/lab/test_zero_impact_lab.py",
+    "tests/lab/test_replace_lab.py",
     "tests/lab/test_recover_lab.py",
     "tests/lab/test_eviction_without_guard_lab.py",
 )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -38,6 +39,10 @@ from tests.lab.test_recover_lab import ssh_args
 from tests.lab.test_zero_impact_lab import _labapp_containers
 
 pytestmark = pytest.mark.lab
+
+#: Files the test writes on a node, whose /tmp is the host's: named by this pytest process, so that labs of other
+#: workers (or other runs) running beside it never read them.
+TMP_INVENTORY = f"/tmp/krtest-inventory-{os.getpid()}.yaml"
 
 SHORT_VALIDITY = "6m"
 #: The controller-manager signs the workers' kubelet client certificates for this long: worker1 joins just after
@@ -89,8 +94,8 @@ def test_check_all_nodes_reads_the_workers_kubelet_over_ssh(on_node: OnNode):
     assert client["not_after"] == expected.strftime("%Y-%m-%dT%H:%M:%SZ")
     # a node that cannot be reached makes the check fail (exit 4), with the reason
     inventory = "apiVersion: kuberevive.io/v1alpha1\nkind: Inventory\nnodes:\n- name: worker1\n  address: 192.0.2.1\n"
-    on_node("cp1", "sh", "-c", "cat > /tmp/krtest-inventory.yaml", input=inventory)
-    code, data = certs_check(on_node, "cp1", "--all-nodes", "--inventory", "/tmp/krtest-inventory.yaml", *ssh_args())
+    on_node("cp1", "sh", "-c", f"cat > {TMP_INVENTORY}", input=inventory)
+    code, data = certs_check(on_node, "cp1", "--all-nodes", "--inventory", TMP_INVENTORY, *ssh_args())
     bad = [i for i in data["items"] if i["node"] == "worker1"]
     assert code == 4 and len(bad) == 1 and bad[0]["status"] == "invalid", bad
 
@@ -184,8 +189,8 @@ def test_one_year_cliff(short_lab: Lab, tmp_path: Path):
         "apiVersion: kuberevive.io/v1alpha1\nkind: Inventory\nnodes:\n"
         f"- name: worker1\n  address: {short_lab.cfg.node('worker1').ip}\n"
     )
-    on("cp1", "sh", "-c", "cat > /tmp/krtest-inventory.yaml", input=inventory)
-    all_nodes = ["--all-nodes", "--inventory", "/tmp/krtest-inventory.yaml", *ssh_args()]
+    on("cp1", "sh", "-c", f"cat > {TMP_INVENTORY}", input=inventory)
+    all_nodes = ["--all-nodes", "--inventory", TMP_INVENTORY, *ssh_args()]
     containers_before = {n: _labapp_containers(on, n) for n in ("cp1", "worker1")}
     assert all(containers_before.values()), containers_before
     with ServiceProbe(short_lab, tmp_path / "probe") as probe:
