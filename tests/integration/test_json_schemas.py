@@ -61,7 +61,7 @@ NOT_RUN_HERE = {
     QUORUM_RESULT.kind,
 }  # fmt: skip
 _QUORUM_PLAN_BODY: dict[str, Any] = {
-    "donor": {"node": "cp1", "revision": 1031, "data_dir": "/var/lib/etcd", "snapshot": None},
+    "donor": {"node": "cp1", "revision": 1031, "data_dir": "/var/lib/etcd", "snapshot": None, "backup": None},
     "members": [
         {"node": "cp1", "member": "cp1", "peer_url": "https://172.30.0.11:2380", "client_url": "https://172.30.0.11:2379",
          "healthy": False, "why": "RAFT NO LEADER", "data": True, "revision": 1031},
