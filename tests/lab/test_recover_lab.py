@@ -179,7 +179,11 @@ def test_recover_with_kept_trust_keeps_the_other_nodes(fresh_lab: Lab, on_node: 
             break
         time.sleep(2)
     assert _node_ready(on_node, "worker1")
-    time.sleep(6)  # one apicaller period: its ServiceAccount token (old sa.key) is still accepted
+    # its ServiceAccount token (the kept sa.key) is still accepted: the apicaller's next calls succeed (polled: a
+    # call may have met the API server while the kubelet restarted it)
+    deadline = time.monotonic() + 60
+    while "apicaller ok status=200" not in fresh_lab.apicaller_logs(tail=1) and time.monotonic() < deadline:
+        time.sleep(2)
     assert "apicaller ok status=200" in fresh_lab.apicaller_logs(tail=1)
     on_node("cp1", "rm", "-rf", kept_dir)
 
