@@ -170,10 +170,16 @@ def test_ca_extend_before_the_ca_expires(lab: Lab, on_node: OnNode, tmp_path: Pa
     for node, p in results.items():
         assert p["failed"] == 0 and p["ok"] > 0, (node, p)
     assert _workload_and_leaves(on, after) == baseline
-    # during the whole run the apicaller never failed but to connect while the API server restarted (no TLS error)
+    # during the whole run the apicaller never failed but while the API server restarted (no TLS error): it could
+    # not connect, or it met the 403 a starting API server answers until its RBAC authorizer has synced (CI saw it;
+    # the tool's own /readyz wait met the same 403 for kubernetes-admin). A CA the API server does not trust would
+    # be a TLS error or a 401, never a 403.
     logs = on("cp1", "kubectl", "logs", "-n", "krlab", "deployment/apicaller", f"--since-time={started}").stdout
     failed = [ln for ln in logs.splitlines() if "apicaller fail" in ln]
-    assert not [ln for ln in failed if "reason=transport" not in ln or "x509" in ln or "certificate" in ln], failed
+    restarting = ("reason=transport", "reason=http status=403")
+    assert not [ln for ln in failed if not any(r in ln for r in restarting) or "x509" in ln or "certificate" in ln], (
+        failed
+    )
     assert len(failed) <= 6, failed  # at most a few calls during each of the two restarts
 
 
