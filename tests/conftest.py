@@ -23,6 +23,7 @@ import pytest
 #: module starts last (by default xdist orders modules by their number of tests: these few-test ones came last).
 LONGEST_FIRST = (
     "tests/lab/test_ha_lab.py",
+    "tests/lab/test_previous_minor_lab.py",
     "tests/lab/test_certs_lab.py",
     "tests/lab/test_ca_extend_lab.py",
     "tests/lab/test_recover_partial_lab.py",

@@ -2,8 +2,8 @@
 
 ``vs_manual.py`` needs two fresh labs and ~10 minutes, so it is not part of the suite. This checks, in
 about a second, every ``kubeadm`` command of the manual procedure (:mod:`kuberevive.lab.manual`), with and
-without the cluster's configuration: the subcommand exists in kubeadm v1.33 and accepts every flag used,
-and the configuration files it is given are valid to kubeadm (``kubeadm config validate``).
+without the cluster's configuration: the subcommand exists in the lab's kubeadm (the version the benchmark runs)
+and accepts every flag used, and the configuration files it is given are valid to it (``kubeadm config validate``).
 ``fleet.py`` runs whole at N = 3 (about 45 s on 2 cores, most of it the API server starting), and its ServiceAccount
 remediation with a few Secrets and pods (the real kube-controller-manager re-mints and rolls them out).
 """
@@ -26,6 +26,15 @@ from kuberevive.lab.manual import KCM_CONTROLLERS, kubeadm_commands, manual_plan
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module")
+def lab_bin_dir() -> Path:
+    """The binaries of the lab's default version, which the benchmarks' labs and the fleet run."""
+    cfg = LabConfig()
+    if not (cfg.bin_cache / "kubeadm").is_file():
+        pytest.fail(f"{cfg.bin_cache}/kubeadm is missing: build it with {cfg.build_command}", pytrace=False)
+    return cfg.bin_cache
+
+
 def _help_flags(kubeadm: Path, subcommand: tuple[str, ...]) -> set[str]:
     run = subprocess.run([kubeadm, *subcommand, "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0, (subcommand, run.stderr)
@@ -34,7 +43,7 @@ def _help_flags(kubeadm: Path, subcommand: tuple[str, ...]) -> set[str]:
 
 
 @pytest.mark.parametrize("with_config", [True, False], ids=["config", "defaults"])
-def test_every_manual_kubeadm_command_and_flag_exists(k8s_bin_dir: Path, with_config: bool) -> None:
+def test_every_manual_kubeadm_command_and_flag_exists(lab_bin_dir: Path, with_config: bool) -> None:
     cfg = LabConfig()
     commands = kubeadm_commands(manual_plan(cfg, with_config))
     paths = {c[: next(i for i, a in enumerate(c) if a.startswith("-"))] for c in commands}
@@ -42,14 +51,14 @@ def test_every_manual_kubeadm_command_and_flag_exists(k8s_bin_dir: Path, with_co
     for argv in commands:
         first_flag = next(i for i, a in enumerate(argv) if a.startswith("-"))
         path = argv[1:first_flag]
-        flags = _help_flags(k8s_bin_dir / "kubeadm", path)
+        flags = _help_flags(lab_bin_dir / "kubeadm", path)
         used = {a.split("=")[0] for a in argv if a.startswith("--")}
         assert used <= flags, (argv, used - flags)
     with pytest.raises(AssertionError):  # a phase kubeadm does not have is caught
-        _help_flags(k8s_bin_dir / "kubeadm", ("init", "phase", "no-such-phase"))
+        _help_flags(lab_bin_dir / "kubeadm", ("init", "phase", "no-such-phase"))
 
 
-def test_manual_configurations_are_valid_to_kubeadm(k8s_bin_dir: Path, tmp_path: Path) -> None:
+def test_manual_configurations_are_valid_to_kubeadm(lab_bin_dir: Path, tmp_path: Path) -> None:
     cfg = LabConfig()
     files = {
         "minimal.yaml": minimal_config(cfg),
@@ -63,7 +72,7 @@ def test_manual_configurations_are_valid_to_kubeadm(k8s_bin_dir: Path, tmp_path:
     for name, text in files.items():
         (tmp_path / name).write_text(text)
         run = subprocess.run(
-            [k8s_bin_dir / "kubeadm", "config", "validate", "--config", tmp_path / name],
+            [lab_bin_dir / "kubeadm", "config", "validate", "--config", tmp_path / name],
             capture_output=True,
             text=True,
             timeout=60,
@@ -72,14 +81,14 @@ def test_manual_configurations_are_valid_to_kubeadm(k8s_bin_dir: Path, tmp_path:
         assert run.returncode == 0, (name, run.stderr)
 
 
-def test_the_controller_manager_edit_matches_kubeadms_manifest(k8s_bin_dir: Path, tmp_path: Path) -> None:
+def test_the_controller_manager_edit_matches_kubeadms_manifest(lab_bin_dir: Path, tmp_path: Path) -> None:
     """The manual procedure turns taint-based eviction off by editing kubeadm's ``--controllers`` line."""
     (tmp_path / "kubeadm.yaml").write_text(minimal_config(LabConfig()))
     out = tmp_path / "dry-run"  # kubeadm's dry run writes here, never to this machine's /etc/kubernetes
     out.mkdir()
     argv = ["init", "phase", "control-plane", "controller-manager", "--config", str(tmp_path / "kubeadm.yaml")]
     run = subprocess.run(
-        [k8s_bin_dir / "kubeadm", *argv, "--dry-run"],
+        [lab_bin_dir / "kubeadm", *argv, "--dry-run"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -6,7 +6,7 @@ this session had to start is taken down at the end unless ``KUBEREVIVE_LAB_KEEP=
 and mount namespaces, the lab PATH, ``KUBECONFIG=/etc/kubernetes/admin.conf`` on the control plane)
 and returns the CompletedProcess (text); ``check=True`` by default.
 Lab tests skip only when not root; anything else missing (binaries, programs) is an error.
-Every lab runs ``KUBEREVIVE_LAB_KUBERNETES_VERSION`` (e.g. ``1.37.2``; default the lab's, v1.33.13), whose binaries
+Every lab runs ``KUBEREVIVE_LAB_KUBERNETES_VERSION`` (e.g. ``1.37.2``; default the lab's, v1.37.2), whose binaries
 must be built (the error says how).
 
 ``ha_lab``: the HA lab (cp1..cp3 with stacked etcd behind haproxy, worker1), module-scoped: each module that
@@ -87,19 +87,27 @@ def _lab_is_up(the_lab: Lab) -> bool:
     return the_lab.read_state().get("status") == "up" and all(s.state == "up" for s in the_lab.status())
 
 
-@pytest.fixture(scope="module")
-def ha_lab() -> Iterator[Lab]:
+def module_lab(control_planes: int, workers: int, kubernetes_version: str | None = None) -> Iterator[Lab]:
+    """A lab of its own for one module, on the HA lab's instance (one module at a time uses it in a process): brought
+    up (or a running one reused: ``up`` refuses another version) and taken down at the module's end unless
+    ``KUBEREVIVE_LAB_KEEP=1``."""
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network/mount namespaces, cgroups)")
     env = {**os.environ, "KUBEREVIVE_LAB_INSTANCE": str(ha_lab_instance())}
-    the_lab = Lab(LabConfig.from_env(env, control_planes=3, workers=1), progress=_progress)
-    was_up = the_lab.cfg.ha and _lab_is_up(the_lab)
+    cfg = LabConfig.from_env(env, control_planes=control_planes, workers=workers, kubernetes_version=kubernetes_version)
+    the_lab = Lab(cfg, progress=_progress)
+    was_up = _lab_is_up(the_lab)
     t0 = time.monotonic()
     the_lab.up()
-    _progress(f"ha_lab: {the_lab.cfg.state_dir} up in {time.monotonic() - t0:.1f}s (reused: {was_up})")
+    _progress(f"lab {cfg.state_dir} (v{cfg.k8s_version}) up in {time.monotonic() - t0:.1f}s (reused: {was_up})")
     yield the_lab
     if not was_up and os.environ.get("KUBEREVIVE_LAB_KEEP") != "1":
         the_lab.down()
+
+
+@pytest.fixture(scope="module")
+def ha_lab() -> Iterator[Lab]:
+    yield from module_lab(control_planes=3, workers=1)
 
 
 @pytest.fixture(scope="module")

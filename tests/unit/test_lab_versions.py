@@ -10,20 +10,21 @@ from kuberevive.errors import LabError
 from kuberevive.lab.config import BUILD_SCRIPT, PAUSE_IMAGE, LabConfig, lab_versions
 
 
-def test_default_lab_is_v1_33_with_its_etcd_pause_and_cache_dir() -> None:
+def test_default_lab_is_v1_37_with_its_etcd_pause_and_cache_dir() -> None:
     cfg = LabConfig.from_env({})
-    assert (cfg.k8s_version, cfg.etcd_version, cfg.pause_image) == ("1.33.13", "3.5.24", PAUSE_IMAGE)
-    assert cfg.bin_cache == Path("/var/cache/kuberevive/k8s-v1.33.13-etcd-v3.5.24/bin")
+    assert (cfg.k8s_version, cfg.etcd_version, cfg.pause_image) == ("1.37.2", "3.7.0", PAUSE_IMAGE)
+    assert PAUSE_IMAGE == "registry.k8s.io/pause:3.10.2"
+    assert cfg.bin_cache == Path("/var/cache/kuberevive/k8s-v1.37.2-etcd-v3.7.0/bin")
     assert cfg.build_command == f"bash {BUILD_SCRIPT}"
 
 
-def test_env_knob_selects_v1_37_with_kubeadms_etcd_and_pause() -> None:
-    cfg = LabConfig.from_env({"KUBEREVIVE_LAB_INSTANCE": "7", "KUBEREVIVE_LAB_KUBERNETES_VERSION": "1.37.2"})
-    assert (cfg.k8s_version, cfg.etcd_version) == ("1.37.2", "3.7.0")
-    assert cfg.pause_image == "registry.k8s.io/pause:3.10.2"
-    assert cfg.bin_cache == Path("/var/cache/kuberevive/k8s-v1.37.2-etcd-v3.7.0/bin")
+def test_env_knob_selects_v1_33_with_kubeadms_etcd_and_pause() -> None:
+    cfg = LabConfig.from_env({"KUBEREVIVE_LAB_INSTANCE": "7", "KUBEREVIVE_LAB_KUBERNETES_VERSION": "1.33.13"})
+    assert (cfg.k8s_version, cfg.etcd_version) == ("1.33.13", "3.5.24")
+    assert cfg.pause_image == "registry.k8s.io/pause:3.10"
+    assert cfg.bin_cache == Path("/var/cache/kuberevive/k8s-v1.33.13-etcd-v3.5.24/bin")
     assert cfg.network == "172.30.7.0/24"  # the instance is kept
-    assert cfg.build_command.startswith("K8S_VERSION=1.37.2 ETCD_VERSION=3.7.0 ETCDCTL_VERSION=3.7.4 bash ")
+    assert cfg.build_command.startswith("K8S_VERSION=1.33.13 ETCD_VERSION=3.5.24 ETCDCTL_VERSION=3.5.33 bash ")
 
 
 def test_argument_wins_over_the_env_and_a_leading_v_is_accepted() -> None:
@@ -46,9 +47,9 @@ def test_a_malformed_version_is_refused(version: str) -> None:
 def test_preflight_checks_ignored_only_from_v1_35() -> None:
     from kuberevive.lab.kubeadm import JoinCommand, init_documents, join_documents
 
-    old = LabConfig.from_env({})
+    old = LabConfig.from_env({"KUBEREVIVE_LAB_KUBERNETES_VERSION": "1.33.13"})
     assert "ignorePreflightErrors" not in init_documents(old, "abcdef.0123456789abcdef")[0]["nodeRegistration"]
-    new = LabConfig.from_env({"KUBEREVIVE_LAB_KUBERNETES_VERSION": "1.37.2"})
+    new = LabConfig.from_env({})
     init = init_documents(new, "abcdef.0123456789abcdef")
     assert init[0]["nodeRegistration"]["ignorePreflightErrors"] == ["SystemVerification"]
     assert init[1]["kubernetesVersion"] == "v1.37.2"

@@ -37,13 +37,13 @@ from typing import Literal
 
 Role = Literal["control-plane", "worker"]
 
-K8S_VERSION = "1.33.13"
-ETCD_VERSION = "3.5.24"
+K8S_VERSION = "1.37.2"
+ETCD_VERSION = "3.7.0"
 #: The etcdctl/etcdutl build-binaries.sh builds beside each etcd server minor (the proxy serves no client tools at
 #: some server patches, e.g. v3.5.24 or v3.7.0); a client of the server's own minor reads its snapshots.
 ETCDCTL_VERSIONS = {"3.5": "3.5.33", "3.6": "3.6.17", "3.7": "3.7.4"}
-#: The lab's default sandbox image (kubeadm v1.33's); another version's is :attr:`LabConfig.pause_image`.
-PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+#: The lab's default sandbox image (kubeadm v1.37's); another version's is :attr:`LabConfig.pause_image`.
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10.2"
 LABAPP_IMAGE = "kuberevive.invalid/labapp:lab"
 WORKLOAD_NAMESPACE = "krlab"
 #: Builds the lab's and the tests' binaries (shipped inside the package, so an installed kuberevive has it too).

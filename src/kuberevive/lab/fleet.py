@@ -43,7 +43,7 @@ from kuberevive.core.generate import Target, generate
 from kuberevive.errors import KubeApiError, LabError
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
-from kuberevive.lab.config import LabConfig
+from kuberevive.lab.config import K8S_VERSION, LabConfig
 from kuberevive.model import paths
 from kuberevive.model.config import EncryptionAlgorithm, KubeadmConfig, NodeFacts
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
@@ -57,7 +57,7 @@ nodeRegistration: {{name: fleet-cp}}
 ---
 apiVersion: kubeadm.k8s.io/v1beta4
 kind: ClusterConfiguration
-kubernetesVersion: v1.33.13
+kubernetesVersion: v{K8S_VERSION}
 encryptionAlgorithm: ECDSA-P256
 """
 AUDIT_POLICY = "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n"

@@ -145,7 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--kubernetes-version",
         default=None,
         metavar="VERSION",
-        help="the Kubernetes version to run, e.g. 1.37.2 (default 1.33.13; KUBEREVIVE_LAB_KUBERNETES_VERSION); its "
+        help="the Kubernetes version to run, e.g. 1.37.2 (default 1.37.2; KUBEREVIVE_LAB_KUBERNETES_VERSION); its "
         "binaries must be built (the error says how)",
     )
     up.set_defaults(func=_up)

@@ -4,16 +4,16 @@
 # A second run with the binaries present does nothing. Go is a test/lab dependency only.
 #
 #   KUBEREVIVE_CACHE  cache root (default /var/cache/kuberevive)
-#   K8S_VERSION default 1.33.13; ETCD_VERSION default 3.5.24 (server); ETCDCTL_VERSION default 3.5.33;
+#   K8S_VERSION default 1.37.2; ETCD_VERSION default 3.7.0 (server: kubeadm v1.37's); ETCDCTL_VERSION default 3.7.4;
 #   CRICTL_VERSION default 1.34.0
 #
 # Besides the upstream programs it builds the lab's test workload `labapp` (labapp/ beside this script, standard
 # library only) into the same directory; it is rebuilt whenever its source changes (.labapp.sha256).
 set -euo pipefail
 LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-K8S=${K8S_VERSION:-1.33.13}
-ETCD=${ETCD_VERSION:-3.5.24}
-ETCDCTL=${ETCDCTL_VERSION:-3.5.33}
+K8S=${K8S_VERSION:-1.37.2}
+ETCD=${ETCD_VERSION:-3.7.0}
+ETCDCTL=${ETCDCTL_VERSION:-3.7.4}
 CRICTL=${CRICTL_VERSION:-1.34.0}
 CACHE=${KUBEREVIVE_CACHE:-/var/cache/kuberevive}
 OUT="$CACHE/k8s-v$K8S-etcd-v$ETCD/bin"
