@@ -1,7 +1,8 @@
 """The real etcd builds the tests run against, and a helper that starts one member on loopback.
 
 :func:`etcd_builds` is the one place that knows where they are: etcd 3.5.24 (kubeadm v1.33's, built with the
-v1.33.13 set: ``K8S_VERSION=1.33.13 ETCD_VERSION=3.5.24 ETCDCTL_VERSION=3.5.33 build-binaries.sh``, as .ci/install does) and etcd 3.6.8 (kubeadm v1.36's, ``build-etcd.sh``), each with its etcdctl and etcdutl.
+v1.33.13 set: ``K8S_VERSION=1.33.13 ETCD_VERSION=3.5.24 ETCDCTL_VERSION=3.5.33 build-binaries.sh``, as
+.ci/install does) and etcd 3.6.8 (kubeadm v1.36's, ``build-etcd.sh``), each with its etcdctl and etcdutl.
 A missing build skips on a workstation and fails under CI (``CI`` set).
 """
 

@@ -17,7 +17,7 @@ import pytest
 
 from kuberevive.lab import Lab
 from tests.lab import test_recover_lab, test_zero_impact_lab
-from tests.lab.conftest import OnNode, module_lab, node_runner
+from tests.lab.conftest import OnNode, ha_lab_instance, module_lab, node_runner
 
 pytestmark = pytest.mark.lab
 
@@ -30,7 +30,12 @@ test_recover_seed_disaster_then_join_a_new_node = test_recover_lab.test_recover_
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    yield from module_lab(control_planes=1, workers=1, kubernetes_version=PREVIOUS)
+    for the_lab in module_lab(control_planes=1, workers=1, kubernetes_version=PREVIOUS):
+        # the imported tests find the lab's SSH key and known_hosts through the instance in the environment
+        # (tests/lab/test_recover_lab.ssh_args): this module's lab's, while its tests run
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("KUBEREVIVE_LAB_INSTANCE", str(ha_lab_instance()))
+            yield the_lab
 
 
 @pytest.fixture(scope="module")

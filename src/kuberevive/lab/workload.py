@@ -40,7 +40,7 @@ def _env() -> list[dict[str, Any]]:
     ]
 
 
-def _container(name: str, args: list[str]) -> dict[str, Any]:
+def _container(name: str, args: list[str], cpu: str = "10m") -> dict[str, Any]:
     return {
         "name": name,
         "image": LABAPP_IMAGE,
@@ -49,7 +49,7 @@ def _container(name: str, args: list[str]) -> dict[str, Any]:
         "env": _env(),
         "ports": [{"name": "http", "containerPort": 8080}],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 2},
-        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+        "resources": {"requests": {"cpu": cpu, "memory": "16Mi"}},
     }
 
 
@@ -78,7 +78,11 @@ def manifests(cfg: LabConfig) -> dict[str, Any]:
                         },
                         "terminationGracePeriodSeconds": 2,
                         "automountServiceAccountToken": False,
-                        "containers": [_container("labapp", ["serve", "-addr", ":8080"])],
+                        # the served workload asks for CPU as a real service would: with 10m (cpu.shares 10)
+                        # beside control-plane pods of 102-256 shares on a 2-core machine shared by every lab
+                        # node, it waited over a second for CPU while a control plane restarted, and the Service
+                        # probe timed out (measured: run-queue delays of 150-1,070 ms per 100 ms, issue 16)
+                        "containers": [_container("labapp", ["serve", "-addr", ":8080"], cpu="200m")],
                     },
                 },
             },
