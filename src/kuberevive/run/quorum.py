@@ -41,6 +41,8 @@ from kuberevive.run.replace import ReplaceResult, admin_api, local_etcd, ssh_to_
 from kuberevive.waiting import wait_for
 
 JOURNAL = paths.STATE_DIR / "quorum" / "journal.json"
+PLANNING = paths.STATE_DIR / "quorum" / "planning.json"
+"""The record of a run being planned (before its journal exists): only the decrypted snapshot it makes."""
 STOP_TIMEOUT = 300.0
 ETCD_TIMEOUT = 300.0
 PROMOTE_TIMEOUT = 600.0
@@ -70,6 +72,42 @@ class QuorumJournal(Journal):
     """``--backup``: the kuberevive backup whose snapshot is restored ("" for none); ``snapshot`` is then the tool's
     temporary file it was decrypted into, decrypted again (from ``--backup`` given again) when a resumed run still
     has to restore it."""
+    temporary: list[str] = field(default_factory=list)
+    """The decrypted snapshots (``--backup``: cluster Secrets in plaintext) this operation made, each recorded before
+    it exists: removed by the run that made it when it ends, else (killed) by the next (:func:`remove_leftovers`)."""
+
+    def record_temporary(self, node_path: PurePosixPath) -> None:
+        self.temporary.append(str(node_path))
+        self.save()
+
+
+def remove_leftovers(node: NodeRoot) -> list[str]:
+    """The decrypted snapshots a killed run of this operation left (recorded in its journal, or in the planning
+    record of a run killed before its journal existed), removed, and their records with them; only files named as
+    the tool names them (:func:`backupfile.is_snapshot_sink`). Called under the node's lock: no run uses them."""
+    removed: list[str] = []
+    planning = QuorumJournal.load(node, PLANNING)
+    journal = QuorumJournal.load(node, JOURNAL)
+    for j in (planning, journal):
+        if j is None or not j.temporary:
+            continue
+        removed += [p for p in j.temporary if backupfile.remove_snapshot_sink(node, p)]
+        if j is journal:
+            j.temporary = []
+            j.save()
+    if planning is not None:
+        node.remove_own(PLANNING)
+    return removed
+
+
+@contextlib.contextmanager
+def _planning(node: NodeRoot) -> Iterator[QuorumJournal]:
+    """The record of a run being planned (:data:`PLANNING`, written only when it records a decrypted snapshot),
+    removed when the context ends (its file is removed before: an ExitStack unwinds in reverse)."""
+    try:
+        yield QuorumJournal(root=node, path=PLANNING, status="planning")
+    finally:
+        node.remove_own(PLANNING)
 
 
 QuorumResult = ReplaceResult
@@ -456,11 +494,16 @@ class BackupSource:
 
 @contextlib.contextmanager
 def backup_snapshot(
-    root: NodeRoot, source: BackupSource, data_dir: PurePosixPath, warn: Progress
+    root: NodeRoot,
+    source: BackupSource,
+    data_dir: PurePosixPath,
+    warn: Progress,
+    record: backupfile.Record | None = None,
 ) -> Iterator[core.Snapshot]:
     """The backup's etcd snapshot decrypted (streamed: :func:`backupfile.backup_snapshot`, restore-etcd's path)
-    into a 0600 file beside ``data_dir``, with its revision; the file is removed when the context ends. A wrong key,
-    a damaged file, a backup of another cluster or one without a snapshot: one error before anything changed."""
+    into a 0600 file in a 0700 directory beside ``data_dir`` (``record``-ed before it exists), with its revision; the
+    file is removed when the context ends. A wrong key, a damaged file, a backup of another cluster or one without a
+    snapshot: one error before anything changed."""
     path = Path(source.path)
     if not core_backup.is_age_file(backupfile.read_head(path)):
         raise PlanError(
@@ -475,6 +518,7 @@ def backup_snapshot(
         allow_foreign=source.allow_foreign,
         ca_cert_hash=source.ca_cert_hash,
         allow_unauthenticated=source.allow_unauthenticated,
+        record=record,
     ) as extracted:
         for warning in extracted.warnings:
             warn(warning)
@@ -489,9 +533,10 @@ def _source(
     backup: BackupSource | None,
     data_dir: PurePosixPath | None,
     warn: Progress,
+    record: backupfile.Record | None = None,
 ) -> core.Snapshot | None:
     """What the donor restores instead of its own db: ``--snapshot``, ``--backup`` (decrypted for the stack's
-    lifetime) or None."""
+    lifetime, ``record``-ed first) or None."""
     if backup is None:
         return read_snapshot(root, snapshot)
     if snapshot is not None:
@@ -499,7 +544,7 @@ def _source(
     if data_dir is None:
         s = etcdprobe.settings(root)
         data_dir = s.data_dir if s is not None else paths.ETCD_DATA_DIR
-    return stack.enter_context(backup_snapshot(root, backup, data_dir, warn))
+    return stack.enter_context(backup_snapshot(root, backup, data_dir, warn, record))
 
 
 def plan(
@@ -512,7 +557,9 @@ def plan(
     node = NodeRoot(Path(root))
     etcd = local_etcd(node)
     hosts = Hosts(LocalHost(node, live=True), _local_name(node), options)
-    with contextlib.ExitStack() as stack:  # a backup's snapshot: decrypted to read its revision, then removed
+    # a backup's snapshot: decrypted to read its revision, then removed (a plan writes no record of it: killed with
+    # SIGKILL it leaves the file in its 0700 directory)
+    with contextlib.ExitStack() as stack:
         snap = _source(stack, node, snapshot, backup, None, warn)
         try:
             masters, _ = read_masters(hosts, etcd.files)
@@ -536,9 +583,8 @@ def _resumed_source(
             f"run 'kuberevive quorum-restore --apply --backup {journal.backup}' with its key again",
         )
     local = next((m for m in _masters_of(journal) if m.node == journal.local), None)
-    snap = stack.enter_context(
-        backup_snapshot(node, backup, PurePosixPath(local.data_dir) if local else paths.ETCD_DATA_DIR, warn)
-    )
+    data_dir = PurePosixPath(local.data_dir) if local else paths.ETCD_DATA_DIR
+    snap = stack.enter_context(backup_snapshot(node, backup, data_dir, warn, journal.record_temporary))
     if snap.revision != journal.snapshot_revision:
         raise PlanError(
             f"the backup {backup.path} holds revision {snap.revision}, the stopped restore planned revision "
@@ -595,7 +641,28 @@ def apply(
     node = local.root
     faults = Faults.from_environ(os.environ if environ is None else environ)
     t0 = datetime.now(UTC).timestamp()
-    with local.lock("quorum-restore", error=PlanError), contextlib.ExitStack() as stack:
+    with local.lock("quorum-restore", error=PlanError):
+        for path in remove_leftovers(node):
+            progress(f"removed {path}: the decrypted snapshot a stopped run left")
+        journal, result = _apply_locked(node, local, options, progress, faults, snapshot, backup, warn)
+        journal.temporary = []  # removed with the run's ExitStack
+        journal.finish()
+    result.seconds = round(datetime.now(UTC).timestamp() - t0, 1)
+    return result
+
+
+def _apply_locked(
+    node: NodeRoot,
+    local: LocalHost,
+    options: RetrustOptions,
+    progress: Progress,
+    faults: Faults,
+    snapshot: str | None,
+    backup: BackupSource | None,
+    warn: Progress | None,
+) -> tuple[QuorumJournal, QuorumResult]:
+    """:func:`apply` under the node's lock; a decrypted snapshot is removed when this returns or raises."""
+    with contextlib.ExitStack() as stack:
         journal = QuorumJournal.load(node, JOURNAL)
         resumed = journal is not None and journal.status == "running"
         # a stopped run may have moved this node's etcd manifest aside: the journal holds it
@@ -608,7 +675,8 @@ def apply(
                 snap = _resumed_source(stack, node, journal, backup, warn or progress)
                 planned = core.plan(_masters_of(journal), journal.local, resumed=True, snapshot=snap)
             else:
-                snap = _source(stack, node, snapshot, backup, None, warn or progress)
+                planning = stack.enter_context(_planning(node))
+                snap = _source(stack, node, snapshot, backup, None, warn or progress, planning.record_temporary)
                 masters, manifests = read_masters(hosts, etcd.files)
                 planned = core.plan(masters, hosts.local_name, snapshot=snap)
                 if journal is not None:
@@ -623,7 +691,9 @@ def apply(
                     snapshot=snap.path if snap else "",
                     snapshot_revision=snap.revision if snap else None,
                     backup=snap.backup if snap else "",
+                    temporary=planning.temporary,
                 )
+                node.remove_own(PLANNING)  # its record is in the journal now
             result = QuorumResult(planned.document(), resumed=resumed)
             executor = QuorumExecutor(
                 planned,
@@ -649,6 +719,4 @@ def apply(
             raise
         finally:
             hosts.close()
-        journal.finish()
-    result.seconds = round(datetime.now(UTC).timestamp() - t0, 1)
-    return result
+    return journal, result
