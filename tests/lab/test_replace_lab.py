@@ -344,8 +344,8 @@ def test_lost_quorum_is_restored_from_the_surviving_member(ha_lab: Lab, ha_on_no
     print(
         "phases:",
         {k: round(v, 1) for k, v in phases.items()},
-        "failures:",
-        {n: r.failures for n, r in service.results.items()},
+        "failures (UTC, against the progress below):",
+        {n: r.failed_at() for n, r in service.results.items()},
     )
     print(killed.stderr[-4000:], run.stderr[-4000:])
     assert result["resumed"] is True
