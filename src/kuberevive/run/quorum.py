@@ -25,6 +25,7 @@ from kuberevive.core import etcdsafety
 from kuberevive.core import quorum as core
 from kuberevive.core import replace as core_replace
 from kuberevive.core.manifests import manifest_flags, parse_manifest
+from kuberevive.core.retrust import ready_since
 from kuberevive.errors import ConfigError, EtcdError, KubeApiError, KubereviveError, PlanError, TransportError
 from kuberevive.io import backupfile, etcdprobe
 from kuberevive.io.etcd import EtcdClient
@@ -47,6 +48,8 @@ STOP_TIMEOUT = 300.0
 ETCD_TIMEOUT = 300.0
 PROMOTE_TIMEOUT = 600.0
 API_TIMEOUT = 600.0
+NODE_TIMEOUT = 300.0
+"""How long restart-components waits for one node to be back (Ready again, its components running)."""
 HEALTH_TIMEOUT = 3.0
 RESTORE_TIMEOUT = 3600.0
 
@@ -263,6 +266,7 @@ class QuorumExecutor:
         faults: Faults,
         wait: Callable[[str, float, Callable[[], tuple[bool, str]], float], float] = wait_for,
         workers: Callable[[], list[tuple[str, Callable[[], Machine]]]] = list,
+        node_ready: Callable[[str, datetime], tuple[bool, str]] | None = None,
     ) -> None:
         self.p = planned
         self.journal = journal
@@ -275,6 +279,8 @@ class QuorumExecutor:
         self.wait = wait
         self.workers = workers
         """The other nodes (name, how to reach it), asked once the API answers again."""
+        self.node_ready = node_ready
+        """Whether a Node is Ready with a heartbeat at or after a time (the API's view); None: not asked."""
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -406,12 +412,33 @@ class QuorumExecutor:
         self._start(m, "kube-apiserver")
         self._wait_api(m)
 
+    def _back(self, name: str, host: Machine | None, since: datetime) -> None:
+        """Wait until ``name``'s restarted kubelet posts Ready again (and, on a master, its controller-manager and
+        scheduler run again) before the next node is restarted: one node's restart at a time, so that the CPU its
+        components take to start and its pods' re-probed readiness never add up across nodes (a Service request
+        timed out while every master restarted at once). Too slow is a message: the restore itself is done."""
+
+        def back() -> tuple[bool, str]:
+            missing = [c for c in core.RESTARTED if host is not None and not host.containers(c)]
+            if missing:
+                return False, f"not running yet: {', '.join(missing)}"
+            return self.node_ready(name, since) if self.node_ready is not None else (True, "")
+
+        try:
+            took = self.wait(f"{name} to be back after its kubelet restart", NODE_TIMEOUT, back, 1.0)
+        except KubereviveError as exc:
+            self.result.messages.append(f"{name}: {exc.message}")
+            return
+        self.progress(f"      {name}: back ({took:.0f} s)")
+
     def step_restart_components(self, _node: str) -> None:
         for m in self.p.masters:
             host = self.hosts(m)
+            since = datetime.now(UTC).replace(microsecond=0)  # heartbeats have whole seconds
             stopped = sum(host.stop_containers(c) for c in core.RESTARTED)
             host.restart_unit("kubelet")
             self.progress(f"      {m.node}: {stopped} container(s) restarted, kubelet restarted")
+            self._back(m.node, host, since)
         # the other nodes' kubelets: their watches would relist by themselves, so one that cannot be reached is
         # a message, not a failure
         try:
@@ -420,12 +447,14 @@ class QuorumExecutor:
             self.result.messages.append(f"the other nodes' kubelets not restarted: {exc.message}")
             workers = []
         for name, worker in workers:
+            since = datetime.now(UTC).replace(microsecond=0)
             try:
                 worker().restart_unit("kubelet")
             except KubereviveError as exc:
                 self.result.messages.append(f"{name}: kubelet not restarted: {exc.message}")
                 continue
             self.progress(f"      {name}: kubelet restarted")
+            self._back(name, None, since)
 
     def run(self) -> None:
         total = len(self.p.steps)
@@ -607,6 +636,16 @@ def _api_ready(root: NodeRoot) -> Callable[[core.MasterEtcd, int], tuple[bool, s
     return ready
 
 
+def _node_ready(root: NodeRoot) -> Callable[[str, datetime], tuple[bool, str]]:
+    def ready(name: str, since: datetime) -> tuple[bool, str]:
+        try:
+            return ready_since(admin_api(root).get(f"/api/v1/nodes/{name}"), since)
+        except (KubeApiError, PlanError, ConfigError) as exc:
+            return False, exc.message
+
+    return ready
+
+
 def _workers(
     root: NodeRoot, options: RetrustOptions, hosts: Hosts, masters: set[str]
 ) -> Callable[[], list[tuple[str, Callable[[], Machine]]]]:
@@ -705,6 +744,7 @@ def _apply_locked(
                 result,
                 faults,
                 workers=_workers(node, options, hosts, {m.node for m in planned.masters}),
+                node_ready=_node_ready(node),
             )
             executor.run()
             result.members = [
