@@ -41,10 +41,28 @@ def kuberevive(*args: str, passphrase: str = PASSPHRASE) -> subprocess.Completed
     )
 
 
+SINK_DIR = ".etcd.kuberevive-snapshot"
+
+
 def _leftovers(root: Path) -> list[str]:
-    return (
-        [p.name for p in (root / "var/lib").glob(".etcd.kuberevive-snapshot-*")] if (root / "var/lib").is_dir() else []
-    )
+    """The decrypted snapshots on the node (and their 0700 directory: removed once empty)."""
+    sink = root / "var/lib" / SINK_DIR
+    return [p.name for p in sink.iterdir()] if sink.is_dir() else ([SINK_DIR] if sink.exists() else [])
+
+
+KILLED = """
+import contextlib, sys, time
+from pathlib import Path
+from kuberevive.core.backup import Secret
+from kuberevive.io.noderoot import NodeRoot
+from kuberevive.run import quorum as run
+node = NodeRoot(Path(sys.argv[1]))
+journal = run.QuorumJournal.load(node, run.JOURNAL)
+with contextlib.ExitStack() as stack:
+    snap = run._resumed_source(stack, node, journal, run.BackupSource(sys.argv[2], Secret(sys.argv[3])), print)
+    print("decrypted", snap.path, flush=True)
+    time.sleep(600)  # killed here
+"""
 
 
 class RootedHost(LocalHost):
@@ -95,8 +113,8 @@ def test_a_backup_of_a_real_etcd_is_decrypted_and_restored_with_its_keys(tmp_pat
     node = NodeRoot(root)
     with run.backup_snapshot(node, source, DATA_DIR, warnings.append) as snap:
         tmp = root / snap.path.lstrip("/")
-        assert snap.backup == str(backup) and snap.path.startswith("/var/lib/.etcd.kuberevive-snapshot-")
-        assert tmp.is_file() and tmp.stat().st_mode & 0o777 == 0o600
+        assert snap.backup == str(backup) and snap.path == f"/var/lib/{SINK_DIR}/snapshot-{os.getpid()}.db"
+        assert tmp.is_file() and tmp.stat().st_mode & 0o777 == 0o600 and tmp.parent.stat().st_mode & 0o777 == 0o700
         assert snap.revision == revision
         donor = q.MasterEtcd(
             node="cp1", address="127.0.0.1", member="cp1", peer_url=etcd.peer_url, client_url=etcd.endpoint,
@@ -164,5 +182,35 @@ def test_a_backup_of_a_real_etcd_is_decrypted_and_restored_with_its_keys(tmp_pat
         assert result.returncode == 1, result.stderr
         errors = [line for line in result.stderr.splitlines() if line.startswith("kuberevive: error:")]
         assert len(errors) == 1 and fragment in errors[0] and "Traceback" not in result.stderr, result.stderr
-    assert _unlocked(tree(root)) == _unlocked(before) and _unlocked(tree(other)) == _unlocked(other_before)
+    assert _unlocked(tree(root)) == _unlocked(before)
+    # --apply recorded its decrypted file before it existed (removed with the file): that change has the run's log
+    logs = {k for k in tree(other).keys() - other_before.keys() if k.startswith("var/lib/kuberevive/log/")}
+    assert [Path(k).name.split("-2")[0] for k in logs if k.endswith(".log")] == ["quorum-restore"]
+    assert {k: v for k, v in _unlocked(tree(other)).items() if k not in logs} == _unlocked(other_before)
     assert _leftovers(root) == _leftovers(other) == []
+
+    # a resumed run that still restores decrypts the backup again, the file recorded in the journal before it exists;
+    # SIGKILLed meanwhile, the file stays (cluster Secrets in plaintext) until the next run removes it
+    journal = run.QuorumJournal.new(
+        node, run.JOURNAL, stamp="K", local="cp1", masters=[asdict(donor), asdict(cp2)], snapshot="/gone",
+        snapshot_revision=revision, backup=str(backup),
+    )  # fmt: skip
+    for step in ("stop-control-plane", "keep-data"):
+        journal.mark(step, "done")
+    with subprocess.Popen(
+        [sys.executable, "-c", KILLED, str(root), str(backup), PASSPHRASE], stdout=subprocess.PIPE, text=True
+    ) as child:
+        try:
+            assert child.stdout is not None
+            line = child.stdout.readline()
+            assert line.startswith("decrypted "), line
+            left = PurePosixPath(line.split()[1])
+            recorded = run.QuorumJournal.load(node, run.JOURNAL)
+            assert recorded is not None and recorded.temporary == [str(left)] and recorded.snapshot == str(left)
+        finally:
+            child.kill()
+    assert _leftovers(root) == [left.name]  # what a kill leaves
+    assert run.remove_leftovers(node) == [str(left)]
+    assert _leftovers(root) == []
+    after_kill = run.QuorumJournal.load(node, run.JOURNAL)
+    assert after_kill is not None and after_kill.temporary == [] and after_kill.status == "running"

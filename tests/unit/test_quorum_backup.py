@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import stat
 from dataclasses import asdict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -15,13 +17,15 @@ from kuberevive.cli.commands import quorum_restore
 from kuberevive.cli.env import Environment
 from kuberevive.core import quorum as q
 from kuberevive.core.backup import Secret
-from kuberevive.errors import PlanError
+from kuberevive.errors import BackupError, PlanError
+from kuberevive.io import backupfile
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.document import QUORUM_PLAN, QUORUM_RESULT, stamp
+from kuberevive.model.recover import RetrustOptions
 from kuberevive.run import quorum as run
 from tests.documents import validate
 
-TMP = "/var/lib/.etcd.kuberevive-snapshot-4242"
+TMP = "/var/lib/.etcd.kuberevive-snapshot/snapshot-4242.db"
 BACKUP = "/var/backups/kuberevive-backup-cp2-20261205T080000Z.age"
 
 
@@ -109,3 +113,74 @@ def test_the_printed_plan_names_the_backup_and_the_revision() -> None:
     doc = q.plan(MASTERS, "cp2", snapshot=q.Snapshot(TMP, 5000, backup=BACKUP)).document()
     quorum_restore._print_plan(Environment(stdout=out, stderr=io.StringIO(), environ={}), doc)
     assert f"donor: cp2 (revision 5000, from the etcd snapshot of the backup {BACKUP})" in out.getvalue()
+
+
+# -- the decrypted snapshot never outlives the operation ----------------------------------------------------------
+
+DATA_DIR = PurePosixPath("/var/lib/etcd")
+SINK_DIR = "var/lib/.etcd.kuberevive-snapshot"
+
+
+def test_the_decrypted_snapshot_is_0600_in_a_0700_directory_recorded_first_and_removed(tmp_path: Path) -> None:
+    node = NodeRoot(tmp_path)
+    (tmp_path / SINK_DIR).mkdir(parents=True, mode=0o755)  # a directory an older version left with another mode
+    recorded: list[tuple[PurePosixPath, bool]] = []
+    with backupfile.snapshot_sink(node, DATA_DIR, lambda p: recorded.append((p, node.exists(p)))) as (path, fh):
+        fh.write(b"cluster secrets in plaintext")
+        want = PurePosixPath(f"/{SINK_DIR}/snapshot-{os.getpid()}.db")
+        assert recorded == [(want, False)]  # recorded before the file exists
+        assert path == node.host_path(want) and backupfile.is_snapshot_sink(want)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE((tmp_path / SINK_DIR).stat().st_mode) == 0o700
+    assert not path.exists() and not (tmp_path / SINK_DIR).exists()  # the file, then its empty directory
+
+
+def test_a_symlink_where_the_directory_belongs_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir(mode=0o755)
+    (tmp_path / "var/lib").mkdir(parents=True)
+    (tmp_path / SINK_DIR).symlink_to(tmp_path / "elsewhere")
+    recorded: list[PurePosixPath] = []
+    with (
+        pytest.raises(BackupError, match="is not a directory"),
+        backupfile.snapshot_sink(NodeRoot(tmp_path), DATA_DIR, recorded.append),
+    ):
+        pass
+    assert recorded == [] and list((tmp_path / "elsewhere").iterdir()) == []
+    assert stat.S_IMODE((tmp_path / "elsewhere").stat().st_mode) == 0o755
+
+
+def _left(tmp_path: Path, pid: int) -> str:
+    """A decrypted snapshot as a run killed with SIGKILL leaves it."""
+    p = backupfile.snapshot_sink_path(DATA_DIR, pid)
+    host = tmp_path / str(p).lstrip("/")
+    host.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    host.write_bytes(b"cluster secrets in plaintext")
+    host.chmod(0o600)
+    return str(p)
+
+
+def test_the_next_run_removes_what_a_killed_run_left_and_only_that(tmp_path: Path) -> None:
+    node = NodeRoot(tmp_path)
+    admin = tmp_path / "etc/kubernetes/admin.conf"
+    admin.parent.mkdir(parents=True)
+    admin.write_text("not the tool's")
+    # killed during the restore (its journal records the file) and killed while planning (before its journal)
+    journal = _journal(tmp_path, "stop-control-plane", "keep-data")
+    journal.temporary = [_left(tmp_path, 4242), "/etc/kubernetes/admin.conf", "/var/lib/etcd"]  # a tampered record
+    journal.save()
+    planning = run.QuorumJournal(root=node, path=run.PLANNING, status="planning")
+    planning.record_temporary(PurePosixPath(_left(tmp_path, 4343)))
+    progress: list[str] = []
+    # the resumed run, here stopping at once (this root has no etcd), removes both first, under the node's lock
+    with pytest.raises(PlanError, match=r"etcd\.yaml is missing"):
+        run.apply(str(tmp_path), RetrustOptions(), progress.append)
+    assert not (tmp_path / SINK_DIR).exists()
+    assert [m.split(":")[0] for m in progress] == [
+        f"removed /{SINK_DIR}/snapshot-4343.db",
+        f"removed /{SINK_DIR}/snapshot-4242.db",
+    ]
+    assert admin.read_text() == "not the tool's"  # a recorded path that is not the tool's file stays
+    assert not node.exists(run.PLANNING)
+    loaded = run.QuorumJournal.load(node, run.JOURNAL)
+    assert loaded is not None and loaded.temporary == [] and loaded.status == "running"
+    assert run.remove_leftovers(node) == []  # nothing left to remove

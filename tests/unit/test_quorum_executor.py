@@ -13,7 +13,7 @@ import pytest
 
 from kuberevive.core import quorum as q
 from kuberevive.core.etcdsafety import Member
-from kuberevive.errors import EtcdError, TransportError
+from kuberevive.errors import EtcdError, PlanError, TransportError
 from kuberevive.io.host import Container
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.transport import Result
@@ -84,8 +84,10 @@ class FakeHost:
         return None
 
     def containers(self, name: str | None = None) -> list[Container]:
-        running = {"etcd": ETCD, "kube-apiserver": API}
-        return [Container(name or "", name or "", "CONTAINER_RUNNING", 0)] if running[name or ""] in self.files else []
+        running = {"etcd": ETCD, "kube-apiserver": API}.get(name or "")
+        if running is None:  # the controller-manager and scheduler: the kubelet starts them again at once
+            return [Container(name or "", name or "", "CONTAINER_RUNNING", 0)]
+        return [Container(name or "", name or "", "CONTAINER_RUNNING", 0)] if running in self.files else []
 
     def run(self, argv: Sequence[str], input: bytes | None = None, timeout: float = 0) -> Result:
         self._event(" ".join(argv))
@@ -263,3 +265,35 @@ def test_a_snapshot_is_restored_with_its_hash_checked(tmp_path: Path) -> None:
     [restore] = [e.split() for e in log if "etcdutl" in e]
     assert restore[:5] == ["cp1:", "etcdutl", "snapshot", "restore", "/var/backups/etcd.db"]
     assert "--skip-hash-check" not in restore and "--bump-revision=1000000000" in restore
+
+
+def test_the_nodes_are_restarted_one_at_a_time_each_back_before_the_next(tmp_path: Path) -> None:
+    executor, _hosts, _etcd, log = _setup(tmp_path)
+    asked: dict[str, int] = {}
+
+    def node_ready(name: str, since: datetime) -> tuple[bool, str]:
+        asked[name] = asked.get(name, 0) + 1
+        log.append(f"{name}: ready? {asked[name]}")
+        return name != "cp3" and asked[name] >= 3, "Ready=False"
+
+    def wait(what: str, timeout: float, probe: Callable[[], tuple[bool, str]], interval: float) -> float:
+        for _ in range(5):
+            if probe()[0]:
+                return 0.0
+        raise PlanError(f"{what} did not come up within {int(timeout)} s", "look")
+
+    executor.node_ready, executor.wait = node_ready, wait
+    executor.workers = lambda: [("worker1", lambda: FakeHost("worker1", log, "10.0.0.21"))]
+    executor.step_restart_components("")
+    assert [e for e in log if "restart kubelet" in e or "ready? 3" in e or "ready? 5" in e] == [
+        "cp1: restart kubelet",
+        "cp1: ready? 3",  # back (Ready with a fresh heartbeat) before the next node's restart
+        "cp2: restart kubelet",
+        "cp2: ready? 3",
+        "cp3: restart kubelet",
+        "cp3: ready? 3",
+        "cp3: ready? 5",  # never back: a message, and the next node is still restarted
+        "worker1: restart kubelet",
+        "worker1: ready? 3",
+    ]
+    assert executor.result.messages == ["cp3: cp3 to be back after its kubelet restart did not come up within 300 s"]

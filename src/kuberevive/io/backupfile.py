@@ -252,28 +252,73 @@ def spooled_etcd_snapshot(root: NodeRoot, directory: Path) -> Iterator[core.Stre
         spool.unlink(missing_ok=True)  # our own spool, made in this run
 
 
+#: The name of a :func:`snapshot_sink` file (``snapshot-<pid>.db``) and of its directory (``.<data-dir
+#: name>.kuberevive-snapshot``): only such a file is ever removed as a leftover (:func:`remove_snapshot_sink`).
+SINK_FILE = re.compile(r"snapshot-[0-9]+\.db")
+SINK_DIR = re.compile(r"\..+\.kuberevive-snapshot")
+
+Record = Callable[[PurePosixPath], None]
+"""Told a :func:`snapshot_sink` file's node path before the file exists (a journal records it first)."""
+
+
+def snapshot_sink_path(data_dir: PurePosixPath, pid: int | None = None) -> PurePosixPath:
+    """Where :func:`snapshot_sink` decrypts for process ``pid`` (default this one): ``snapshot-<pid>.db`` in the
+    0700 directory ``.<data-dir name>.kuberevive-snapshot`` beside the etcd data directory."""
+    return (
+        data_dir.parent / f".{data_dir.name}.kuberevive-snapshot" / f"snapshot-{os.getpid() if pid is None else pid}.db"
+    )
+
+
+def is_snapshot_sink(node_path: PurePosixPath | str) -> bool:
+    """``node_path`` names a :func:`snapshot_sink` file (the tool's own; nothing else may be removed as one)."""
+    p = PurePosixPath(node_path)
+    return p.is_absolute() and bool(SINK_FILE.fullmatch(p.name)) and bool(SINK_DIR.fullmatch(p.parent.name))
+
+
+def remove_snapshot_sink(root: NodeRoot, node_path: PurePosixPath | str) -> bool:
+    """Remove a :func:`snapshot_sink` file a killed run left (and its directory once empty); a path that is not
+    one is left alone. Whether something was removed."""
+    p = PurePosixPath(node_path)
+    if not is_snapshot_sink(p) or root.lstat(p) is None:
+        return False
+    root.remove_own(p)
+    return True
+
+
 @contextlib.contextmanager
-def snapshot_sink(root: NodeRoot, data_dir: PurePosixPath) -> Iterator[tuple[Path, BinaryIO]]:
-    """A file beside the etcd data directory (same disk, which holds etcd's data in plaintext anyway; mode 0600,
-    removed at the end) for the snapshot a backup carries, so ``etcdutl`` can read it without it ever being whole
-    in memory."""
-    parent = root.host_path(data_dir.parent)
-    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = parent / snapshot_sink_name(data_dir)
+def snapshot_sink(
+    root: NodeRoot, data_dir: PurePosixPath, record: Record | None = None
+) -> Iterator[tuple[Path, BinaryIO]]:
+    """A file beside the etcd data directory (same disk, which holds etcd's data in plaintext anyway) for the
+    snapshot a backup carries, so ``etcdutl`` can read it without it ever being whole in memory: mode 0600 in a
+    0700 directory of its own (:func:`snapshot_sink_path`), ``record``-ed before it exists, and removed (with the
+    directory once empty) when the context ends."""
+    node_path = snapshot_sink_path(data_dir)
+    directory = root.host_path(node_path.parent, follow=False)
+    directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+    st = directory.lstat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise BackupError(
+            f"{node_path.parent} is not a directory; nothing was changed",
+            f"move {node_path.parent} away, then run again",
+        )
+    os.chmod(directory, 0o700)  # one a killed run of an older version left with another mode
+    if record is not None:
+        record(node_path)
+    path = directory / node_path.name
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # only when empty
         raise BackupError(f"cannot write {path}: {exc.strerror}; nothing was changed", "check free space") from exc
     try:
         with os.fdopen(fd, "w+b") as fh:
             yield path, fh
     finally:
-        path.unlink(missing_ok=True)  # made in this run
-
-
-def snapshot_sink_name(data_dir: PurePosixPath) -> str:
-    """The name of :func:`snapshot_sink`'s file (in the data directory's parent) for this process."""
-    return f".{data_dir.name}.kuberevive-snapshot-{os.getpid()}"
+        root.remove_own(node_path)  # made in this run; its directory too once empty
 
 
 @dataclass
@@ -299,14 +344,16 @@ def backup_snapshot(
     allow_foreign: bool = False,
     ca_cert_hash: str | None = None,
     allow_unauthenticated: bool = False,
+    record: Record | None = None,
 ) -> Iterator[BackupSnapshot]:
-    """Decrypt the etcd snapshot of the backup ``backup`` into a 0600 file beside ``data_dir`` (a binary age file
-    chunk by chunk, never whole in memory; an armored one, made elsewhere, in memory), after the same ties to this
+    """Decrypt the etcd snapshot of the backup ``backup`` into a 0600 file beside ``data_dir`` (:func:`snapshot_sink`,
+    ``record``-ed before it exists; a binary age file chunk by chunk, never whole in memory; an armored one, made
+    elsewhere, in memory), after the same ties to this
     cluster as ``backup restore`` (:func:`check_same_cluster`: a forged snapshot would become the cluster's state).
     A wrong key, a damaged file, a backup of another cluster or one without a snapshot: one BackupError, and the
     file is gone again. Used by ``restore-etcd`` and ``quorum-restore --backup``."""
     head = read_head(backup)
-    with snapshot_sink(root, data_dir) as (sink_path, sink):
+    with snapshot_sink(root, data_dir, record) as (sink_path, sink):
         if head.startswith(core.AGE_MAGIC):  # binary age: decrypted and written out chunk by chunk
             with backup.open("rb") as src:
                 contents = core.open_archive_stream(
@@ -327,7 +374,7 @@ def backup_snapshot(
             raise BackupError(
                 f"the backup {backup} has no etcd snapshot", "use a backup made with backup create --etcd-snapshot"
             )
-        yield BackupSnapshot(sink_path, data_dir.parent / snapshot_sink_name(data_dir), contents, warnings)
+        yield BackupSnapshot(sink_path, snapshot_sink_path(data_dir), contents, warnings)
 
 
 def _local_etcd(root: NodeRoot) -> EtcdClient:

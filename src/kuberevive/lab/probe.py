@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +65,20 @@ class ProbeResult:
     failed: int
     failures: list[list[Any]] = field(default_factory=list)
     seconds: float = 0.0
+    started: float = 0.0
+    """When the client started (Unix time): each failure's first element is seconds since then."""
+
+    def failed_at(self) -> list[str]:
+        """Each failure's UTC wall-clock time (to place it against a command's timestamped progress) and reason."""
+        return [
+            f"{datetime.fromtimestamp(self.started + rel, UTC).strftime('%H:%M:%S.%f')[:-3]}Z {why}"
+            for rel, why in self.failures
+        ]
 
     def as_dict(self) -> dict[str, Any]:
         return {"node": self.node, "ok": self.ok, "failed": self.failed, "seconds": round(self.seconds, 1)} | {
-            "first_failures": self.failures[:10]
+            "first_failures": self.failures[:10],
+            "failed_at": self.failed_at()[:10],
         }
 
 
@@ -135,7 +146,9 @@ class ServiceProbe:
                 d = json.loads(self._out(n).read_text())
             except (OSError, ValueError):
                 continue
-            out[n] = ProbeResult(n, int(d["ok"]), int(d["failed"]), d["failures"], d["ended"] - d["started"])
+            out[n] = ProbeResult(
+                n, int(d["ok"]), int(d["failed"]), d["failures"], d["ended"] - d["started"], float(d["started"])
+            )
         return out
 
     def wait_for_answers(self, more: int, timeout: float = 60.0) -> None:

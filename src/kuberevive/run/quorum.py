@@ -25,6 +25,7 @@ from kuberevive.core import etcdsafety
 from kuberevive.core import quorum as core
 from kuberevive.core import replace as core_replace
 from kuberevive.core.manifests import manifest_flags, parse_manifest
+from kuberevive.core.retrust import ready_since
 from kuberevive.errors import ConfigError, EtcdError, KubeApiError, KubereviveError, PlanError, TransportError
 from kuberevive.io import backupfile, etcdprobe
 from kuberevive.io.etcd import EtcdClient
@@ -41,10 +42,14 @@ from kuberevive.run.replace import ReplaceResult, admin_api, local_etcd, ssh_to_
 from kuberevive.waiting import wait_for
 
 JOURNAL = paths.STATE_DIR / "quorum" / "journal.json"
+PLANNING = paths.STATE_DIR / "quorum" / "planning.json"
+"""The record of a run being planned (before its journal exists): only the decrypted snapshot it makes."""
 STOP_TIMEOUT = 300.0
 ETCD_TIMEOUT = 300.0
 PROMOTE_TIMEOUT = 600.0
 API_TIMEOUT = 600.0
+NODE_TIMEOUT = 300.0
+"""How long restart-components waits for one node to be back (Ready again, its components running)."""
 HEALTH_TIMEOUT = 3.0
 RESTORE_TIMEOUT = 3600.0
 
@@ -70,6 +75,42 @@ class QuorumJournal(Journal):
     """``--backup``: the kuberevive backup whose snapshot is restored ("" for none); ``snapshot`` is then the tool's
     temporary file it was decrypted into, decrypted again (from ``--backup`` given again) when a resumed run still
     has to restore it."""
+    temporary: list[str] = field(default_factory=list)
+    """The decrypted snapshots (``--backup``: cluster Secrets in plaintext) this operation made, each recorded before
+    it exists: removed by the run that made it when it ends, else (killed) by the next (:func:`remove_leftovers`)."""
+
+    def record_temporary(self, node_path: PurePosixPath) -> None:
+        self.temporary.append(str(node_path))
+        self.save()
+
+
+def remove_leftovers(node: NodeRoot) -> list[str]:
+    """The decrypted snapshots a killed run of this operation left (recorded in its journal, or in the planning
+    record of a run killed before its journal existed), removed, and their records with them; only files named as
+    the tool names them (:func:`backupfile.is_snapshot_sink`). Called under the node's lock: no run uses them."""
+    removed: list[str] = []
+    planning = QuorumJournal.load(node, PLANNING)
+    journal = QuorumJournal.load(node, JOURNAL)
+    for j in (planning, journal):
+        if j is None or not j.temporary:
+            continue
+        removed += [p for p in j.temporary if backupfile.remove_snapshot_sink(node, p)]
+        if j is journal:
+            j.temporary = []
+            j.save()
+    if planning is not None:
+        node.remove_own(PLANNING)
+    return removed
+
+
+@contextlib.contextmanager
+def _planning(node: NodeRoot) -> Iterator[QuorumJournal]:
+    """The record of a run being planned (:data:`PLANNING`, written only when it records a decrypted snapshot),
+    removed when the context ends (its file is removed before: an ExitStack unwinds in reverse)."""
+    try:
+        yield QuorumJournal(root=node, path=PLANNING, status="planning")
+    finally:
+        node.remove_own(PLANNING)
 
 
 QuorumResult = ReplaceResult
@@ -225,6 +266,7 @@ class QuorumExecutor:
         faults: Faults,
         wait: Callable[[str, float, Callable[[], tuple[bool, str]], float], float] = wait_for,
         workers: Callable[[], list[tuple[str, Callable[[], Machine]]]] = list,
+        node_ready: Callable[[str, datetime], tuple[bool, str]] | None = None,
     ) -> None:
         self.p = planned
         self.journal = journal
@@ -237,6 +279,8 @@ class QuorumExecutor:
         self.wait = wait
         self.workers = workers
         """The other nodes (name, how to reach it), asked once the API answers again."""
+        self.node_ready = node_ready
+        """Whether a Node is Ready with a heartbeat at or after a time (the API's view); None: not asked."""
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -368,12 +412,33 @@ class QuorumExecutor:
         self._start(m, "kube-apiserver")
         self._wait_api(m)
 
+    def _back(self, name: str, host: Machine | None, since: datetime) -> None:
+        """Wait until ``name``'s restarted kubelet posts Ready again (and, on a master, its controller-manager and
+        scheduler run again) before the next node is restarted: one node's restart at a time, so that the CPU its
+        components take to start and its pods' re-probed readiness never add up across nodes (a Service request
+        timed out while every master restarted at once). Too slow is a message: the restore itself is done."""
+
+        def back() -> tuple[bool, str]:
+            missing = [c for c in core.RESTARTED if host is not None and not host.containers(c)]
+            if missing:
+                return False, f"not running yet: {', '.join(missing)}"
+            return self.node_ready(name, since) if self.node_ready is not None else (True, "")
+
+        try:
+            took = self.wait(f"{name} to be back after its kubelet restart", NODE_TIMEOUT, back, 1.0)
+        except KubereviveError as exc:
+            self.result.messages.append(f"{name}: {exc.message}")
+            return
+        self.progress(f"      {name}: back ({took:.0f} s)")
+
     def step_restart_components(self, _node: str) -> None:
         for m in self.p.masters:
             host = self.hosts(m)
+            since = datetime.now(UTC).replace(microsecond=0)  # heartbeats have whole seconds
             stopped = sum(host.stop_containers(c) for c in core.RESTARTED)
             host.restart_unit("kubelet")
             self.progress(f"      {m.node}: {stopped} container(s) restarted, kubelet restarted")
+            self._back(m.node, host, since)
         # the other nodes' kubelets: their watches would relist by themselves, so one that cannot be reached is
         # a message, not a failure
         try:
@@ -382,12 +447,14 @@ class QuorumExecutor:
             self.result.messages.append(f"the other nodes' kubelets not restarted: {exc.message}")
             workers = []
         for name, worker in workers:
+            since = datetime.now(UTC).replace(microsecond=0)
             try:
                 worker().restart_unit("kubelet")
             except KubereviveError as exc:
                 self.result.messages.append(f"{name}: kubelet not restarted: {exc.message}")
                 continue
             self.progress(f"      {name}: kubelet restarted")
+            self._back(name, None, since)
 
     def run(self) -> None:
         total = len(self.p.steps)
@@ -456,11 +523,16 @@ class BackupSource:
 
 @contextlib.contextmanager
 def backup_snapshot(
-    root: NodeRoot, source: BackupSource, data_dir: PurePosixPath, warn: Progress
+    root: NodeRoot,
+    source: BackupSource,
+    data_dir: PurePosixPath,
+    warn: Progress,
+    record: backupfile.Record | None = None,
 ) -> Iterator[core.Snapshot]:
     """The backup's etcd snapshot decrypted (streamed: :func:`backupfile.backup_snapshot`, restore-etcd's path)
-    into a 0600 file beside ``data_dir``, with its revision; the file is removed when the context ends. A wrong key,
-    a damaged file, a backup of another cluster or one without a snapshot: one error before anything changed."""
+    into a 0600 file in a 0700 directory beside ``data_dir`` (``record``-ed before it exists), with its revision; the
+    file is removed when the context ends. A wrong key, a damaged file, a backup of another cluster or one without a
+    snapshot: one error before anything changed."""
     path = Path(source.path)
     if not core_backup.is_age_file(backupfile.read_head(path)):
         raise PlanError(
@@ -475,6 +547,7 @@ def backup_snapshot(
         allow_foreign=source.allow_foreign,
         ca_cert_hash=source.ca_cert_hash,
         allow_unauthenticated=source.allow_unauthenticated,
+        record=record,
     ) as extracted:
         for warning in extracted.warnings:
             warn(warning)
@@ -489,9 +562,10 @@ def _source(
     backup: BackupSource | None,
     data_dir: PurePosixPath | None,
     warn: Progress,
+    record: backupfile.Record | None = None,
 ) -> core.Snapshot | None:
     """What the donor restores instead of its own db: ``--snapshot``, ``--backup`` (decrypted for the stack's
-    lifetime) or None."""
+    lifetime, ``record``-ed first) or None."""
     if backup is None:
         return read_snapshot(root, snapshot)
     if snapshot is not None:
@@ -499,7 +573,7 @@ def _source(
     if data_dir is None:
         s = etcdprobe.settings(root)
         data_dir = s.data_dir if s is not None else paths.ETCD_DATA_DIR
-    return stack.enter_context(backup_snapshot(root, backup, data_dir, warn))
+    return stack.enter_context(backup_snapshot(root, backup, data_dir, warn, record))
 
 
 def plan(
@@ -512,7 +586,9 @@ def plan(
     node = NodeRoot(Path(root))
     etcd = local_etcd(node)
     hosts = Hosts(LocalHost(node, live=True), _local_name(node), options)
-    with contextlib.ExitStack() as stack:  # a backup's snapshot: decrypted to read its revision, then removed
+    # a backup's snapshot: decrypted to read its revision, then removed (a plan writes no record of it: killed with
+    # SIGKILL it leaves the file in its 0700 directory)
+    with contextlib.ExitStack() as stack:
         snap = _source(stack, node, snapshot, backup, None, warn)
         try:
             masters, _ = read_masters(hosts, etcd.files)
@@ -536,9 +612,8 @@ def _resumed_source(
             f"run 'kuberevive quorum-restore --apply --backup {journal.backup}' with its key again",
         )
     local = next((m for m in _masters_of(journal) if m.node == journal.local), None)
-    snap = stack.enter_context(
-        backup_snapshot(node, backup, PurePosixPath(local.data_dir) if local else paths.ETCD_DATA_DIR, warn)
-    )
+    data_dir = PurePosixPath(local.data_dir) if local else paths.ETCD_DATA_DIR
+    snap = stack.enter_context(backup_snapshot(node, backup, data_dir, warn, journal.record_temporary))
     if snap.revision != journal.snapshot_revision:
         raise PlanError(
             f"the backup {backup.path} holds revision {snap.revision}, the stopped restore planned revision "
@@ -555,6 +630,16 @@ def _api_ready(root: NodeRoot) -> Callable[[core.MasterEtcd, int], tuple[bool, s
         host = f"[{m.address}]" if ":" in m.address else m.address
         try:
             return admin_api(root, f"https://{host}:{port}").readyz()
+        except (KubeApiError, PlanError, ConfigError) as exc:
+            return False, exc.message
+
+    return ready
+
+
+def _node_ready(root: NodeRoot) -> Callable[[str, datetime], tuple[bool, str]]:
+    def ready(name: str, since: datetime) -> tuple[bool, str]:
+        try:
+            return ready_since(admin_api(root).get(f"/api/v1/nodes/{name}"), since)
         except (KubeApiError, PlanError, ConfigError) as exc:
             return False, exc.message
 
@@ -595,7 +680,28 @@ def apply(
     node = local.root
     faults = Faults.from_environ(os.environ if environ is None else environ)
     t0 = datetime.now(UTC).timestamp()
-    with local.lock("quorum-restore", error=PlanError), contextlib.ExitStack() as stack:
+    with local.lock("quorum-restore", error=PlanError):
+        for path in remove_leftovers(node):
+            progress(f"removed {path}: the decrypted snapshot a stopped run left")
+        journal, result = _apply_locked(node, local, options, progress, faults, snapshot, backup, warn)
+        journal.temporary = []  # removed with the run's ExitStack
+        journal.finish()
+    result.seconds = round(datetime.now(UTC).timestamp() - t0, 1)
+    return result
+
+
+def _apply_locked(
+    node: NodeRoot,
+    local: LocalHost,
+    options: RetrustOptions,
+    progress: Progress,
+    faults: Faults,
+    snapshot: str | None,
+    backup: BackupSource | None,
+    warn: Progress | None,
+) -> tuple[QuorumJournal, QuorumResult]:
+    """:func:`apply` under the node's lock; a decrypted snapshot is removed when this returns or raises."""
+    with contextlib.ExitStack() as stack:
         journal = QuorumJournal.load(node, JOURNAL)
         resumed = journal is not None and journal.status == "running"
         # a stopped run may have moved this node's etcd manifest aside: the journal holds it
@@ -608,7 +714,8 @@ def apply(
                 snap = _resumed_source(stack, node, journal, backup, warn or progress)
                 planned = core.plan(_masters_of(journal), journal.local, resumed=True, snapshot=snap)
             else:
-                snap = _source(stack, node, snapshot, backup, None, warn or progress)
+                planning = stack.enter_context(_planning(node))
+                snap = _source(stack, node, snapshot, backup, None, warn or progress, planning.record_temporary)
                 masters, manifests = read_masters(hosts, etcd.files)
                 planned = core.plan(masters, hosts.local_name, snapshot=snap)
                 if journal is not None:
@@ -623,7 +730,9 @@ def apply(
                     snapshot=snap.path if snap else "",
                     snapshot_revision=snap.revision if snap else None,
                     backup=snap.backup if snap else "",
+                    temporary=planning.temporary,
                 )
+                node.remove_own(PLANNING)  # its record is in the journal now
             result = QuorumResult(planned.document(), resumed=resumed)
             executor = QuorumExecutor(
                 planned,
@@ -635,6 +744,7 @@ def apply(
                 result,
                 faults,
                 workers=_workers(node, options, hosts, {m.node for m in planned.masters}),
+                node_ready=_node_ready(node),
             )
             executor.run()
             result.members = [
@@ -649,6 +759,4 @@ def apply(
             raise
         finally:
             hosts.close()
-        journal.finish()
-    result.seconds = round(datetime.now(UTC).timestamp() - t0, 1)
-    return result
+    return journal, result
