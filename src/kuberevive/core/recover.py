@@ -49,6 +49,7 @@ from kuberevive.core.kubeconfig import (
     build_kubeconfigs,
     control_plane_url,
     kubeconfig_specs,
+    render_kubeconfig,
 )
 from kuberevive.core.manifests import build_manifests, etcd_image, joined_etcd_pod, manifest_path, render_manifest
 from kuberevive.errors import KubereviveError, PkiError, PlanError
@@ -59,6 +60,7 @@ from kuberevive.model.config import (
     DEFAULT_BOOTSTRAP_GROUP,
     DEFAULT_CRI_SOCKET,
     DEFAULT_KUBERNETES_DIR,
+    EncryptionAlgorithm,
     KubeadmConfig,
     NodeFacts,
 )
@@ -814,6 +816,60 @@ def kubelet_files(cfg: KubeadmConfig, ca_cert: bytes, ca_key: bytes, now: dateti
     )
 
 
+#: How long the provisional kubelet files stay valid (the kubelet refuses an expired client certificate at start).
+PROVISIONAL_VALIDITY = timedelta(days=30)
+PROVISIONAL_CA_CN = "kuberevive-provisional-kubelet-client-ca"
+PROVISIONAL_SERVER_CA_CN = "kuberevive-provisional-kubelet-conf"
+
+
+def provisional_kubelet_files(
+    cfg: KubeadmConfig, now: datetime, client_ca: PurePosixPath | None, kubelet_conf: bool
+) -> list[Artifact]:
+    """What a kubelet needs to start at all while ``/etc/kubernetes`` is gone, before the cluster CA exists (it is
+    made from the configuration in etcd, which needs the kubelet to start etcd first): its ``clientCAFile``
+    (``client_ca``, when missing) and ``kubelet.conf`` (``kubelet_conf``, when missing). A kubelet without them
+    exits at once ("unable to load client CA file"), as after a reboot.
+
+    Both hold throwaway CAs whose keys are dropped here: the client CA authenticates no one (no certificate of it
+    exists), and kubelet.conf's client certificate is signed by a second throwaway CA that nothing trusts, with
+    that same CA as the server CA, so the kubelet talks to no API server with them. It only runs static pods.
+    The certs step moves both aside before it judges the node's files; kubelet-client writes kubeadm's
+    kubelet.conf and kubelet-restart restarts the kubelet with the real ones."""
+    start, end = now - timedelta(minutes=5), now + PROVISIONAL_VALIDITY
+    out: list[Artifact] = []
+    if client_ca is not None:
+        ca_key = pki.generate_private_key(EncryptionAlgorithm.ECDSA_P256)
+        ca = pki.new_self_signed_ca(PROVISIONAL_CA_CN, ca_key, start, end)
+        why = "provisional client CA of the kubelet (its key dropped), until the cluster CA is written"
+        out.append(Artifact(client_ca, pki.MODE_CERT, ArtifactKind.CERTIFICATE, why, pki.encode_certificate_pem(ca)))
+    if kubelet_conf:
+        spec = next(s for s in kubeconfig_specs(cfg) if s.file_name == paths.KUBELET_CONF.name)
+        ca_key = pki.generate_private_key(EncryptionAlgorithm.ECDSA_P256)
+        ca = pki.new_self_signed_ca(PROVISIONAL_SERVER_CA_CN, ca_key, start, end)
+        key = pki.generate_private_key(EncryptionAlgorithm.ECDSA_P256)
+        cert = pki.issue_certificate(
+            common_name=spec.client_name,
+            organization=spec.organization,
+            usages=(pki.KeyUsage.CLIENT_AUTH,),
+            public_key=key.public_key(),
+            ca_cert=ca,
+            ca_key=ca_key,
+            not_before=start,
+            not_after=end,
+        )
+        text = render_kubeconfig(
+            cfg.cluster.cluster_name,
+            spec.server,
+            pki.encode_certificate_pem(ca),
+            spec.client_name,
+            pki.encode_certificate_pem(cert),
+            pki.encode_private_key_pem(key),
+        )
+        why = "provisional kubelet.conf (a throwaway client certificate), until kubelet-client writes kubeadm's"
+        out.append(Artifact(paths.KUBELET_CONF, 0o600, ArtifactKind.KUBECONFIG, why, text.encode()))
+    return out
+
+
 # ----------------------------------------------------------------------------------- cluster objects
 
 
@@ -912,6 +968,7 @@ STEP_IDS = (
     "etcd-certs",
     "masters-etcd",
     "etcd-manifest",
+    "kubelet-start",
     "etcd-ready",
     "etcd-quorum",
     "read-config",
@@ -1040,6 +1097,19 @@ def _plan_steps(
             f"the kubelet starts etcd as member {identity.node_name} on {identity.etcd_data_dir} "
             f"(peer https://{identity.advertise_address}:2380){etcd_rejoin}",
             (str(manifest_path("etcd")),),
+        ),
+        Step(
+            "kubelet-start",
+            StepKind.PROCESS,
+            "start the kubelet so it runs etcd at once",
+            "a kubelet that saw /etc/kubernetes/manifests deleted notices etcd.yaml only at its 20 s re-list, and a "
+            "kubelet restarted since the loss (a reboot) cannot start at all without its client CA file and "
+            "kubelet.conf: missing ones are written provisionally (throwaway CAs, replaced in the certs and "
+            "kubelet-client steps) and the kubelet is restarted; running containers are not stopped. Nothing is "
+            "done when the kubelet runs and still watches the directory",
+            (str(paths.CA_CRT), str(paths.KUBELET_CONF)),
+            objects=("systemctl restart kubelet",),
+            verify="the kubelet's /healthz answers ok",
         ),
         Step(
             "etcd-ready",
