@@ -975,8 +975,8 @@ STEP_IDS = (
     "certs",
     "kubeconfigs",
     "kubelet-client",
-    "control-plane-manifests",
     "kubelet-restart",
+    "control-plane-manifests",
     "api-ready",
     "admin-check",
     "masters-control-plane",
@@ -1156,6 +1156,16 @@ def _plan_steps(
             ),
         ),
         Step(
+            "kubelet-restart",
+            StepKind.PROCESS,
+            "restart the kubelet",
+            "it trusts the new CA and uses its new client certificate; restarted before the control-plane "
+            "manifests are written, so the kubelet that watches the directory (kubelet-start) starts the API server "
+            "the moment its manifest appears, instead of being restarted while it starts it; running containers "
+            "are not stopped",
+            objects=("systemctl restart kubelet",),
+        ),
+        Step(
             "control-plane-manifests",
             StepKind.WRITE,
             "API server, controller-manager and scheduler manifests (and etcd's, if the stored config changes it)",
@@ -1163,15 +1173,6 @@ def _plan_steps(
             "new cluster CA the controller-manager runs with the eviction guard (taint-eviction-controller "
             "disabled) until the other nodes are re-trusted",
             tuple(str(manifest_path(c)) for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")),
-        ),
-        Step(
-            "kubelet-restart",
-            StepKind.PROCESS,
-            "restart the kubelet",
-            "it trusts the new CA and uses its new client certificate, and lists the new manifests at once (a "
-            "running kubelet notices manifests in a re-created directory only at its 20 s re-list); running "
-            "containers are not stopped",
-            objects=("systemctl restart kubelet",),
         ),
         Step("api-ready", StepKind.WAIT, "wait for the API server", "the next steps use the API", verify="/readyz"),
         Step(
