@@ -47,9 +47,9 @@ from kuberevive.core.kubeconfig import (
     Kubeconfig,
     KubeconfigSpec,
     build_kubeconfigs,
+    client_kubeconfig,
     control_plane_url,
     kubeconfig_specs,
-    render_kubeconfig,
 )
 from kuberevive.core.manifests import build_manifests, etcd_image, joined_etcd_pod, manifest_path, render_manifest
 from kuberevive.errors import KubereviveError, PkiError, PlanError
@@ -847,24 +847,7 @@ def provisional_kubelet_files(
         ca_key = pki.generate_private_key(EncryptionAlgorithm.ECDSA_P256)
         ca = pki.new_self_signed_ca(PROVISIONAL_SERVER_CA_CN, ca_key, start, end)
         key = pki.generate_private_key(EncryptionAlgorithm.ECDSA_P256)
-        cert = pki.issue_certificate(
-            common_name=spec.client_name,
-            organization=spec.organization,
-            usages=(pki.KeyUsage.CLIENT_AUTH,),
-            public_key=key.public_key(),
-            ca_cert=ca,
-            ca_key=ca_key,
-            not_before=start,
-            not_after=end,
-        )
-        text = render_kubeconfig(
-            cfg.cluster.cluster_name,
-            spec.server,
-            pki.encode_certificate_pem(ca),
-            spec.client_name,
-            pki.encode_certificate_pem(cert),
-            pki.encode_private_key_pem(key),
-        )
+        text = client_kubeconfig(cfg.cluster.cluster_name, spec, (ca, ca_key), key, (start, end))
         why = "provisional kubelet.conf (a throwaway client certificate), until kubelet-client writes kubeadm's"
         out.append(Artifact(paths.KUBELET_CONF, 0o600, ArtifactKind.KUBECONFIG, why, text.encode()))
     return out
