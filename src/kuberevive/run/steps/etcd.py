@@ -11,6 +11,7 @@ from kuberevive.core.k8sproto import decode_configmap, object_meta
 from kuberevive.errors import ConfigMismatch, EtcdError, PlanError
 from kuberevive.run.context import StepContext
 from kuberevive.run.journal import StoredConfig
+from kuberevive.run.steps.kubelet import ensure_manifests_dir
 from kuberevive.run.steps.restarts import restart_stale_components
 from kuberevive.run.steps.salvage import etcd_members
 from kuberevive.waiting import wait_for
@@ -33,6 +34,7 @@ def etcd_certs(ctx: StepContext, i: int) -> None:
 def etcd_manifest(ctx: StepContext, i: int) -> None:
     cfg = ctx.bootstrap_cfg()
     members = etcd_members(ctx)  # a member that rejoins its peers (salvage), else a one-member cluster
+    ensure_manifests_dir(ctx)  # noted when re-created: kubelet-start then restarts the kubelet
     unchanged = ctx.write_step_files("etcd-manifest", i, lambda: core.manifests_for(cfg, ctx.facts, ("etcd",), members))
     restart_stale_components(ctx, cfg, unchanged, ("etcd",))
     if ctx.journal.timing("etcd_manifest_written") is None:
