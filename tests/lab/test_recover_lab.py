@@ -24,6 +24,7 @@ import yaml
 
 from kuberevive.lab import Lab, LabConfig
 from kuberevive.lab.demo import SEED_DISASTER
+from kuberevive.lab.kubeadm import ca_cert_hash
 from tests.single_binary import single_binary
 
 pytestmark = pytest.mark.lab
@@ -244,8 +245,10 @@ def test_recover_with_kept_trust_keeps_the_other_nodes(fresh_lab: Lab, on_node: 
     for n in names:
         assert on_node("cp1", "cat", f"/etc/kubernetes/pki/{n}").stdout == before[n], n
     _assert_healthy(on_node, before_cluster, before_manifests)
-    state_hash = fresh_lab.read_state().get("ca_cert_hash")
-    assert state_hash and state_hash in run.stdout  # the join hash of the original CA
+    # the join hash is the kept CA's (not the lab's first CA: an earlier test of this module may have replaced it,
+    # nor kubelet-start's provisional client CA, moved aside in this run)
+    printed = re.findall(r"--discovery-token-ca-cert-hash (sha256:[0-9a-f]{64})", run.stdout)
+    assert printed and set(printed) == {ca_cert_hash(before["ca.crt"].encode())}, run.stdout
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # worker1 still trusts this CA: it reports to the new API server
         if _node_ready(on_node, "worker1"):

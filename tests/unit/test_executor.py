@@ -26,6 +26,7 @@ import pytest
 import yaml
 from cryptography import x509
 
+from kuberevive.core import pki
 from kuberevive.core import recover as core
 from kuberevive.core.etcdsafety import Member
 from kuberevive.core.guard import is_guarded
@@ -38,7 +39,7 @@ from kuberevive.io.host import Container, LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot, WriteResult
 from kuberevive.model.artifacts import Artifact
-from kuberevive.model.config import KubeadmConfig, NodeFacts
+from kuberevive.model.config import EncryptionAlgorithm, KubeadmConfig, NodeFacts
 from kuberevive.model.paths import BACKUP_DIR
 from kuberevive.model.recover import RetrustOptions, TrustFlags
 from kuberevive.run.context import Effects, Faults, StepContext, StepFn, node_api, node_etcd
@@ -332,9 +333,11 @@ class Cluster:
         c = self.clock
         return Effects(self._api, self._etcd, c.time, c.utcnow, c.time, c.sleep, faults or Faults(kill=_kill))
 
-    def recover(self, faults: Faults | None = None, config_text: str | None = None) -> RecoveryResult:
+    def recover(
+        self, faults: Faults | None = None, config_text: str | None = None, kept: dict[str, bytes] | None = None
+    ) -> RecoveryResult:
         return apply_recovery(
-            self.host, {}, config_text, self.progress.append, environ={}, effects=self.effects(faults)
+            self.host, kept or {}, config_text, self.progress.append, environ={}, effects=self.effects(faults)
         )
 
     def files(self) -> dict[str, tuple[int, bytes | str]]:
@@ -789,6 +792,51 @@ def test_a_rebooted_kubelet_is_given_provisional_files_and_started_before_etcd_t
     assert j.trust is not None and j.trust.new_ca
     ca = x509.load_pem_x509_certificate(c.root.read_existing(PurePosixPath("/etc/kubernetes/pki/ca.crt")))
     assert ca.subject.rfc4514_string() == "CN=kubernetes"
+
+
+def _join_hash(result: RecoveryResult) -> str:
+    return result.join_command.split("--discovery-token-ca-cert-hash ")[1]
+
+
+def _ca_hash(pem: bytes) -> str:
+    return pki.discovery_token_ca_cert_hash(x509.load_pem_x509_certificate(pem))
+
+
+@pytest.mark.parametrize(
+    ("with_kept_ca", "killed_after"),
+    [(True, None), (True, "kubelet-start"), (True, "report"), (False, None), (False, "kubelet-start")],
+    ids=["ca-from", "ca-from-resumed-after-kubelet-start", "ca-from-resumed-after-report", "new-ca", "new-ca-resumed"],
+)
+def test_the_join_command_names_the_real_cluster_ca_never_kubelet_starts_provisional_one(
+    tmp_path: Path, with_kept_ca: bool, killed_after: str | None
+) -> None:
+    """kubelet-start writes a provisional client CA at pki/ca.crt (the kubelet runs and watched the deleted manifests
+    directory, as after the seed disaster); the printed discovery hash is the cluster CA's: the kept one with
+    --ca-from, else the new one, whether the run went through or was killed and resumed."""
+    c = Cluster(tmp_path)
+    kept: dict[str, bytes] = {}
+    if with_kept_ca:
+        key = pki.generate_private_key(EncryptionAlgorithm.RSA_2048)
+        ca = pki.new_self_signed_ca("kubernetes", key, c.clock.utcnow(), c.clock.utcnow().replace(year=2036))
+        kept = {"ca.crt": pki.encode_certificate_pem(ca), "ca.key": pki.encode_private_key_pem(key)}
+    if killed_after is not None:
+        with pytest.raises(Killed):
+            c.recover(Faults(after_step=core.SEED_STEP_IDS.index(killed_after) + 1, kill=_kill), kept=kept)
+        result = c.recover(kept=kept)
+    else:
+        result = c.recover(kept=kept)
+    assert_recovered(c, result)
+    (provisional,) = [r for r in c.journal().artifact_records["kubelet-start"] if r.path.endswith("/ca.crt")]
+    aside = [p for p in c.root.walk(BACKUP_DIR) if p.name == "ca.crt"]
+    provisional_ca = next(
+        c.root.read_existing(p)
+        for p in aside
+        if hashlib.sha256(c.root.read_existing(p)).hexdigest() == provisional.sha256
+    )
+    on_node = c.root.read_existing(PurePosixPath("/etc/kubernetes/pki/ca.crt"))
+    assert _join_hash(result) == _ca_hash(on_node) != _ca_hash(provisional_ca)
+    if with_kept_ca:
+        assert on_node == kept["ca.crt"]
 
 
 def test_a_kubelet_that_does_not_start_stops_the_recovery_with_what_to_do(tmp_path: Path) -> None:
