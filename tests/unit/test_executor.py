@@ -33,7 +33,7 @@ from kuberevive.core.guard import is_guarded
 from kuberevive.core.k8sproto import encode_configmap
 from kuberevive.core.manifests import parse_manifest
 from kuberevive.core.retrust import unguard_manifest
-from kuberevive.errors import KubeApiError, NodeFsError, PlanError
+from kuberevive.errors import EtcdError, KubeApiError, NodeFsError, PlanError
 from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.host import Container, LocalHost
 from kuberevive.io.kubeapi import KubeApi
@@ -46,6 +46,7 @@ from kuberevive.run.context import Effects, Faults, StepContext, StepFn, node_ap
 from kuberevive.run.journal import JOURNAL, RecoveryJournal
 from kuberevive.run.recover import RecoveryResult, apply_recovery, plan_recovery
 from kuberevive.run.steps import STEPS, check_table
+from kuberevive.run.steps import etcd as etcd_steps
 from tests.unit.test_recover import STORED, evidence
 
 ADDRESS = "172.30.2.11"
@@ -333,11 +334,9 @@ class Cluster:
         c = self.clock
         return Effects(self._api, self._etcd, c.time, c.utcnow, c.time, c.sleep, faults or Faults(kill=_kill))
 
-    def recover(
-        self, faults: Faults | None = None, config_text: str | None = None, kept: dict[str, bytes] | None = None
-    ) -> RecoveryResult:
+    def recover(self, faults: Faults | None = None, config_text: str | None = None) -> RecoveryResult:
         return apply_recovery(
-            self.host, kept or {}, config_text, self.progress.append, environ={}, effects=self.effects(faults)
+            self.host, {}, config_text, self.progress.append, environ={}, effects=self.effects(faults)
         )
 
     def files(self) -> dict[str, tuple[int, bytes | str]]:
@@ -819,12 +818,14 @@ def test_the_join_command_names_the_real_cluster_ca_never_kubelet_starts_provisi
         key = pki.generate_private_key(EncryptionAlgorithm.RSA_2048)
         ca = pki.new_self_signed_ca("kubernetes", key, c.clock.utcnow(), c.clock.utcnow().replace(year=2036))
         kept = {"ca.crt": pki.encode_certificate_pem(ca), "ca.key": pki.encode_private_key_pem(key)}
+
+    def recover(faults: Faults | None = None) -> RecoveryResult:  # with --ca-from's files, if any
+        return apply_recovery(c.host, kept, None, c.progress.append, environ={}, effects=c.effects(faults))
+
     if killed_after is not None:
         with pytest.raises(Killed):
-            c.recover(Faults(after_step=core.SEED_STEP_IDS.index(killed_after) + 1, kill=_kill), kept=kept)
-        result = c.recover(kept=kept)
-    else:
-        result = c.recover(kept=kept)
+            recover(Faults(after_step=core.SEED_STEP_IDS.index(killed_after) + 1, kill=_kill))
+    result = recover()
     assert_recovered(c, result)
     (provisional,) = [r for r in c.journal().artifact_records["kubelet-start"] if r.path.endswith("/ca.crt")]
     aside = [p for p in c.root.walk(BACKUP_DIR) if p.name == "ca.crt"]
@@ -837,6 +838,72 @@ def test_the_join_command_names_the_real_cluster_ca_never_kubelet_starts_provisi
     assert _join_hash(result) == _ca_hash(on_node) != _ca_hash(provisional_ca)
     if with_kept_ca:
         assert on_node == kept["ca.crt"]
+
+
+class _EtcdNotStarted(FakeHost):
+    """A kubelet that runs (answers /healthz) but does not start etcd until its restart number ``starts_at`` (the
+    lab saw this once after kubelet-start's restart, cause not found): until then no etcd container runs."""
+
+    def __init__(self, root: NodeRoot, starts_at: int) -> None:
+        super().__init__(root)
+        self.restarts, self.starts_at = 0, starts_at
+
+    def restart_unit(self, unit: str) -> None:
+        super().restart_unit(unit)
+        self.restarts += 1
+
+    def etcd_runs(self) -> bool:
+        return self.restarts >= self.starts_at
+
+    def containers(self, name: str | None = None, cri_socket: str | None = None) -> list[Container]:
+        if name == "etcd" and not self.etcd_runs():
+            self.commands.append("crictl ps etcd")
+            return []
+        return super().containers(name, cri_socket)
+
+
+class _EtcdOf(FakeEtcd):
+    def __init__(self, node: _EtcdNotStarted) -> None:
+        super().__init__()
+        self.node = node
+
+    def health(self) -> tuple[bool, str]:
+        if not self.node.etcd_runs():
+            raise EtcdError("cannot reach etcd at https://127.0.0.1:2379: [Errno 111] Connection refused")
+        return True, ""
+
+
+def _etcd_not_started(tmp_path: Path, starts_at: int) -> tuple[Cluster, _EtcdNotStarted]:
+    c = Cluster(tmp_path)
+    c.host = host = _EtcdNotStarted(c.root, starts_at)
+    c.etcd = _EtcdOf(host)
+    return c, host
+
+
+def test_a_kubelet_that_runs_without_starting_etcd_is_restarted_once_more_and_etcd_starts(tmp_path: Path) -> None:
+    c, host = _etcd_not_started(tmp_path, starts_at=2)  # kubelet-start's restart (1) does not start etcd, the next does
+    waited = c.clock.now
+    result = c.recover()
+    assert_recovered(c, result)
+    kicks = [line for line in c.progress if "restarting the kubelet once more" in line]
+    assert kicks == [
+        "      no etcd container runs 60 s after its manifest (the kubelet answers /healthz): restarting the kubelet "
+        "once more (running containers are kept)"
+    ]
+    assert host.restarts == 3  # kubelet-start, the one more in etcd-ready, kubelet-restart
+    assert c.clock.now - waited >= etcd_steps.KUBELET_KICK_AFTER  # not before: a slow etcd is not kicked
+
+
+def test_an_etcd_that_never_starts_stops_the_recovery_naming_the_kubelets_and_the_containers_state(
+    tmp_path: Path,
+) -> None:
+    c, host = _etcd_not_started(tmp_path, starts_at=99)
+    with pytest.raises(PlanError) as exc:
+        c.recover()
+    assert exc.value.message.startswith("etcd did not come up within 180 s (last: cannot reach etcd at ")
+    assert "etcd container not running, the kubelet answers /healthz" in exc.value.message
+    assert host.restarts == 2  # kubelet-start and one more, not one per poll
+    assert c.journal().steps["etcd-ready"].state == "started"
 
 
 def test_a_kubelet_that_does_not_start_stops_the_recovery_with_what_to_do(tmp_path: Path) -> None:

@@ -39,6 +39,12 @@ def _healthy(ctx: StepContext) -> tuple[bool, str]:
     return ctx.host.kubelet_healthz(*endpoint)
 
 
+def kubelet_state(ctx: StepContext) -> str:
+    """'answers /healthz', or why it does not, for a message."""
+    ok, why = _healthy(ctx)
+    return "answers /healthz" if ok else f"does not run ({why})"
+
+
 def restart_kubelet(ctx: StepContext) -> None:
     """``systemctl restart kubelet`` (containers keep running, see the module docstring), then wait until the new
     kubelet answers its /healthz: a kubelet that cannot start (a file it needs is missing or wrong) never does."""
