@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import json
+import random
+import re
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -64,6 +66,23 @@ def test_a_removed_member_is_not_a_peer() -> None:
     raw = three_members() + b"\x00\x10" + format(3, "x").encode() + b"removed\x00"
     assert set(d.etcd_members(raw)) == {"cp0", "cp1", ""}
     assert d.etcd_removed_ids(b"\x0012a4removed") == {0x12A4} and d.etcd_removed_ids(b"unremoved") == set()
+
+
+def test_removed_ids_are_what_the_members_removed_pattern_finds_in_any_bytes() -> None:
+    """etcd_removed_ids searches the word, not every byte (the regex took 11 s per 16 MiB of a lab db): it finds
+    exactly what the pattern ``(?<![0-9a-f])([0-9a-f]{1,16})removed`` finds, on random mixes of hex runs (longer
+    than an id too), the word, and other bytes."""
+    pattern = re.compile(rb"(?<![0-9a-f])([0-9a-f]{1,16})removed")
+    rnd = random.Random(17)
+    pieces = (b"removed", b"ed", b"d", b"x", b"\x00", b"Removed")
+    for _ in range(5000):
+        chunk = b"".join(
+            rnd.choice(pieces) if rnd.random() < 0.5 else bytes(rnd.choices(b"0123456789abcdef", k=rnd.randint(0, 20)))
+            for _ in range(rnd.randint(0, 8))
+        )
+        assert d.etcd_removed_ids(chunk) == {int(m.group(1), 16) for m in pattern.finditer(chunk)}, chunk
+    assert d.etcd_removed_ids(b"8e9e05c52164694dremoved\x00abremoved") == {0x8E9E05C52164694D, 0xAB}
+    assert d.etcd_removed_ids(b"18e9e05c52164694dremoved") == set()  # 17 hex digits: not an id
 
 
 def test_the_node_s_data_dir_is_read_without_etcd(tmp_path: Path) -> None:

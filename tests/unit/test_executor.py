@@ -24,26 +24,29 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pytest
 import yaml
+from cryptography import x509
 
+from kuberevive.core import pki
 from kuberevive.core import recover as core
 from kuberevive.core.etcdsafety import Member
 from kuberevive.core.guard import is_guarded
 from kuberevive.core.k8sproto import encode_configmap
 from kuberevive.core.manifests import parse_manifest
 from kuberevive.core.retrust import unguard_manifest
-from kuberevive.errors import KubeApiError, NodeFsError, PlanError
+from kuberevive.errors import EtcdError, KubeApiError, NodeFsError, PlanError
 from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.host import Container, LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot, WriteResult
 from kuberevive.model.artifacts import Artifact
-from kuberevive.model.config import KubeadmConfig, NodeFacts
+from kuberevive.model.config import EncryptionAlgorithm, KubeadmConfig, NodeFacts
 from kuberevive.model.paths import BACKUP_DIR
 from kuberevive.model.recover import RetrustOptions, TrustFlags
 from kuberevive.run.context import Effects, Faults, StepContext, StepFn, node_api, node_etcd
 from kuberevive.run.journal import JOURNAL, RecoveryJournal
 from kuberevive.run.recover import RecoveryResult, apply_recovery, plan_recovery
 from kuberevive.run.steps import STEPS, check_table
+from kuberevive.run.steps import etcd as etcd_steps
 from tests.unit.test_recover import STORED, evidence
 
 ADDRESS = "172.30.2.11"
@@ -99,6 +102,10 @@ class FakeHost(LocalHost):
 
     def restart_unit(self, unit: str) -> None:
         self.commands.append(f"systemctl restart {unit}")
+
+    def kubelet_healthz(self, address: str, port: int) -> tuple[bool, str]:
+        self.commands.append(f"GET http://{address}:{port}/healthz")
+        return True, "ok"
 
     def containers(self, name: str | None = None, cri_socket: str | None = None) -> list[Container]:
         self.commands.append(f"crictl ps {name}")
@@ -380,6 +387,9 @@ def assert_recovered(c: Cluster, result: RecoveryResult) -> None:
     for step_id, records in j.artifact_records.items():
         if step_id == "kubelet-via-peer":  # the kubelet.conf that reached a peer until kubelet-client replaced it
             continue
+        if step_id == "kubelet-start":  # the provisional client CA and kubelet.conf: replaced by the real ones
+            assert all(hashlib.sha256(files[r.path][1]).hexdigest() != r.sha256 for r in records)  # type: ignore[arg-type]
+            continue
         for r in records:
             data = files[r.path][1]
             assert isinstance(data, bytes)
@@ -560,7 +570,10 @@ def test_a_recovery_killed_after_each_step_resumes_to_the_same_result(tmp_path: 
     final = c.files()
     # nothing written before the kill was written again with other bytes (same keys, same certificates)
     changed = {p for p, v in written.items() if final.get(p) != v}
-    assert changed <= {str(KCM)}  # only the guarded kcm manifest, which remove-guard replaces
+    provisional = {r.path for r in c.journal().artifact_records.get("kubelet-start", [])}
+    assert provisional == {"/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/kubelet.conf"}
+    # only the guarded kcm manifest, which remove-guard replaces, and kubelet-start's provisional files
+    assert changed <= {str(KCM)} | provisional
 
 
 @pytest.mark.parametrize("step_id", [*WRITING_STEPS, "bootstrap-token"])
@@ -728,25 +741,188 @@ def test_the_cluster_ca_kept_leaves_the_other_nodes_and_the_guard_alone(tmp_path
     assert {"name": "w1", "ready": False, "retrust": "kept"} in result.report["nodes"]
 
 
-class _StoppedKubelet(FakeHost):
-    def unit_active(self, unit: str) -> bool:
-        self.commands.append(f"systemctl is-active {unit}")
-        return unit != "kubelet"
+class _RebootedKubelet(FakeHost):
+    """The kubelet after a reboot without /etc/kubernetes: systemd keeps restarting it ('activating'), and it runs
+    (answers /healthz) only once started with its client CA file and a kubelet.conf whose client certificate is
+    valid, what the real kubelet checks at start ("unable to load client CA file"). ``broken``: it never starts."""
+
+    def __init__(self, root: NodeRoot, clock: FakeClock, broken: bool = False) -> None:
+        super().__init__(root)
+        self.clock, self.broken, self.running = clock, broken, False
+
+    def restart_unit(self, unit: str) -> None:
+        super().restart_unit(unit)
+        conf = self.root.read(PurePosixPath("/etc/kubernetes/kubelet.conf"))
+        ca = self.root.read(PurePosixPath("/etc/kubernetes/pki/ca.crt"))
+        self.running = not self.broken and ca is not None and conf is not None and self._client_valid(conf)
+
+    def _client_valid(self, conf: bytes) -> bool:
+        user = yaml.safe_load(conf)["users"][0]["user"]
+        if "client-certificate-data" in user:
+            pem = base64.b64decode(user["client-certificate-data"])
+        else:
+            pem = self.root.read(PurePosixPath(user["client-certificate"])) or b""
+        cert = x509.load_pem_x509_certificates(pem)[0]
+        return cert.not_valid_before_utc <= self.clock.utcnow() < cert.not_valid_after_utc
+
+    def kubelet_healthz(self, address: str, port: int) -> tuple[bool, str]:
+        super().kubelet_healthz(address, port)
+        return self.running, "ok" if self.running else "connection refused"
 
 
-def test_with_the_kubelet_stopped_the_plan_says_apply_refuses_and_apply_does_refuse_writing_nothing(
+def test_a_rebooted_kubelet_is_given_provisional_files_and_started_before_etcd_then_the_real_ones(
     tmp_path: Path,
 ) -> None:
-    root = seed_disaster(tmp_path)
-    host = _StoppedKubelet(root)
-    before = sorted(p.relative_to(root.prefix) for p in root.prefix.rglob("*"))
-    plan = plan_recovery(host, {}, _config_text("10.123.0.0/16"), environ={})
-    assert any("--apply refuses" in n for n in plan.notes), plan.notes
-    with pytest.raises(PlanError, match="the kubelet is not running"):
-        apply_recovery(host, {}, _config_text("10.123.0.0/16"), lambda _line: None, environ={})
-    after = sorted(p.relative_to(root.prefix) for p in root.prefix.rglob("*"))
-    # nothing but the tool's own recovery lock (under /var/lib/kuberevive) appeared
-    assert [p for p in after if p not in before and not str(p).startswith("var/lib/kuberevive")] == []
+    c = Cluster(tmp_path)
+    c.host = _RebootedKubelet(c.root, c.clock)
+    plan = plan_recovery(c.host, {}, None, environ={}, effects=c.effects())
+    assert [s.id for s in plan.steps][:3] == ["etcd-certs", "etcd-manifest", "kubelet-start"]
+    result = c.recover()
+    assert_recovered(c, result)  # the provisional files replaced by the real ones (checked there)
+    assert c.host.running
+    restarts = [i for i, cmd in enumerate(c.host.commands) if cmd == "systemctl restart kubelet"]
+    assert len(restarts) == 2  # kubelet-start (provisional files), kubelet-restart (the new CA and credentials)
+    records = c.journal().artifact_records["kubelet-start"]
+    assert {r.path for r in records} == {"/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/kubelet.conf"}
+    # moved aside (not deleted) by the certs step, before it judged the node's files: a new CA was made
+    backups = [p for p in c.root.walk("/var/lib/kuberevive/backup") if p.name in ("ca.crt", "kubelet.conf")]
+    assert {hashlib.sha256(c.root.read_existing(p)).hexdigest() for p in backups} >= {r.sha256 for r in records}
+    j = c.journal()
+    assert j.trust is not None and j.trust.new_ca
+    ca = x509.load_pem_x509_certificate(c.root.read_existing(PurePosixPath("/etc/kubernetes/pki/ca.crt")))
+    assert ca.subject.rfc4514_string() == "CN=kubernetes"
+
+
+def _join_hash(result: RecoveryResult) -> str:
+    return result.join_command.split("--discovery-token-ca-cert-hash ")[1]
+
+
+def _ca_hash(pem: bytes) -> str:
+    return pki.discovery_token_ca_cert_hash(x509.load_pem_x509_certificate(pem))
+
+
+@pytest.mark.parametrize(
+    ("with_kept_ca", "killed_after"),
+    [(True, None), (True, "kubelet-start"), (True, "report"), (False, None), (False, "kubelet-start")],
+    ids=["ca-from", "ca-from-resumed-after-kubelet-start", "ca-from-resumed-after-report", "new-ca", "new-ca-resumed"],
+)
+def test_the_join_command_names_the_real_cluster_ca_never_kubelet_starts_provisional_one(
+    tmp_path: Path, with_kept_ca: bool, killed_after: str | None
+) -> None:
+    """kubelet-start writes a provisional client CA at pki/ca.crt (the kubelet runs and watched the deleted manifests
+    directory, as after the seed disaster); the printed discovery hash is the cluster CA's: the kept one with
+    --ca-from, else the new one, whether the run went through or was killed and resumed."""
+    c = Cluster(tmp_path)
+    kept: dict[str, bytes] = {}
+    if with_kept_ca:
+        key = pki.generate_private_key(EncryptionAlgorithm.RSA_2048)
+        ca = pki.new_self_signed_ca("kubernetes", key, c.clock.utcnow(), c.clock.utcnow().replace(year=2036))
+        kept = {"ca.crt": pki.encode_certificate_pem(ca), "ca.key": pki.encode_private_key_pem(key)}
+
+    def recover(faults: Faults | None = None) -> RecoveryResult:  # with --ca-from's files, if any
+        return apply_recovery(c.host, kept, None, c.progress.append, environ={}, effects=c.effects(faults))
+
+    if killed_after is not None:
+        with pytest.raises(Killed):
+            recover(Faults(after_step=core.SEED_STEP_IDS.index(killed_after) + 1, kill=_kill))
+    result = recover()
+    assert_recovered(c, result)
+    (provisional,) = [r for r in c.journal().artifact_records["kubelet-start"] if r.path.endswith("/ca.crt")]
+    aside = [p for p in c.root.walk(BACKUP_DIR) if p.name == "ca.crt"]
+    provisional_ca = next(
+        c.root.read_existing(p)
+        for p in aside
+        if hashlib.sha256(c.root.read_existing(p)).hexdigest() == provisional.sha256
+    )
+    on_node = c.root.read_existing(PurePosixPath("/etc/kubernetes/pki/ca.crt"))
+    assert _join_hash(result) == _ca_hash(on_node) != _ca_hash(provisional_ca)
+    if with_kept_ca:
+        assert on_node == kept["ca.crt"]
+
+
+class _EtcdNotStarted(FakeHost):
+    """A kubelet that runs (answers /healthz) but does not start etcd until its restart number ``starts_at`` (the
+    lab saw this once after kubelet-start's restart, cause not found): until then no etcd container runs."""
+
+    def __init__(self, root: NodeRoot, starts_at: int) -> None:
+        super().__init__(root)
+        self.restarts, self.starts_at = 0, starts_at
+
+    def restart_unit(self, unit: str) -> None:
+        super().restart_unit(unit)
+        self.restarts += 1
+
+    def etcd_runs(self) -> bool:
+        return self.restarts >= self.starts_at
+
+    def containers(self, name: str | None = None, cri_socket: str | None = None) -> list[Container]:
+        if name == "etcd" and not self.etcd_runs():
+            self.commands.append("crictl ps etcd")
+            return []
+        return super().containers(name, cri_socket)
+
+
+class _EtcdOf(FakeEtcd):
+    def __init__(self, node: _EtcdNotStarted) -> None:
+        super().__init__()
+        self.node = node
+
+    def health(self) -> tuple[bool, str]:
+        if not self.node.etcd_runs():
+            raise EtcdError("cannot reach etcd at https://127.0.0.1:2379: [Errno 111] Connection refused")
+        return True, ""
+
+
+def _etcd_not_started(tmp_path: Path, starts_at: int) -> tuple[Cluster, _EtcdNotStarted]:
+    c = Cluster(tmp_path)
+    c.host = host = _EtcdNotStarted(c.root, starts_at)
+    c.etcd = _EtcdOf(host)
+    return c, host
+
+
+def test_a_kubelet_that_runs_without_starting_etcd_is_restarted_once_more_and_etcd_starts(tmp_path: Path) -> None:
+    c, host = _etcd_not_started(tmp_path, starts_at=2)  # kubelet-start's restart (1) does not start etcd, the next does
+    waited = c.clock.now
+    result = c.recover()
+    assert_recovered(c, result)
+    kicks = [line for line in c.progress if "restarting the kubelet once more" in line]
+    assert kicks == [
+        "      no etcd container runs 60 s after its manifest (the kubelet answers /healthz): restarting the kubelet "
+        "once more (running containers are kept)"
+    ]
+    assert host.restarts == 3  # kubelet-start, the one more in etcd-ready, kubelet-restart
+    assert c.clock.now - waited >= etcd_steps.KUBELET_KICK_AFTER  # not before: a slow etcd is not kicked
+
+
+def test_an_etcd_that_never_starts_stops_the_recovery_naming_the_kubelets_and_the_containers_state(
+    tmp_path: Path,
+) -> None:
+    c, host = _etcd_not_started(tmp_path, starts_at=99)
+    with pytest.raises(PlanError) as exc:
+        c.recover()
+    assert exc.value.message.startswith("etcd did not come up within 180 s (last: cannot reach etcd at ")
+    assert "etcd container not running, the kubelet answers /healthz" in exc.value.message
+    assert host.restarts == 2  # kubelet-start and one more, not one per poll
+    assert c.journal().steps["etcd-ready"].state == "started"
+
+
+def test_a_kubelet_that_does_not_start_stops_the_recovery_with_what_to_do(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    c.host = _RebootedKubelet(c.root, c.clock, broken=True)
+    with pytest.raises(PlanError, match=r"the kubelet did not start: .*connection refused") as exc:
+        c.recover()
+    assert "journalctl -u kubelet" in exc.value.hint
+    assert c.journal().steps["kubelet-start"].state == "started" and not c.journal().step_done("etcd-ready")
+
+
+def test_a_running_kubelet_that_still_watches_the_manifests_directory_is_left_alone(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    c.root.ensure_dir(PurePosixPath("/etc/kubernetes/manifests"))  # a partial loss: the directory survived
+    result = c.recover()
+    assert_recovered(c, result)
+    assert "      the kubelet runs and watches the manifests directory: nothing to do" in c.progress
+    assert c.host.commands.count("systemctl restart kubelet") == 1  # kubelet-restart only
+    assert "kubelet-start" not in c.journal().artifact_records
 
 
 def test_the_plan_of_a_root_that_is_not_this_machines_says_its_kubelet_is_not_checked(tmp_path: Path) -> None:

@@ -160,3 +160,69 @@ def test_a_list_that_fails_leaves_the_pending_ones_failed_with_what_to_do(monkey
     results = remint_all(api, actions, frozenset({"new"}), timeout=30, poll=0.001)  # type: ignore[arg-type]
     assert [r.outcome for r in results] == ["failed", "failed"]
     assert "503 unavailable; its token was removed, so run 'kuberevive recover --apply' again" in results[0].message
+
+
+class FakeTime:
+    """A clock that only moves when the code under test sleeps (no real waiting)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class SlowController(TokenApi):
+    """A token controller that refills at most ``per_list`` emptied Secrets between two lists, and none once
+    ``stop_after`` Secrets were refilled (None: never stops)."""
+
+    def __init__(self, n: int, per_list: int, stop_after: int | None = None) -> None:
+        super().__init__(n, delay=1, page=500)
+        self.per_list, self.stop_after, self.refilled = per_list, stop_after, 0
+
+    def _controller(self) -> None:
+        for key in sorted(self.emptied)[: self.per_list]:
+            if self.stop_after is not None and self.refilled >= self.stop_after:
+                return
+            del self.emptied[key]
+            self.secrets[key]["data"]["token"] = _b64(_jwt(self.key, key[1]))
+            self.refilled += 1
+
+
+def _remint_slowly(api: SlowController, t: FakeTime) -> list[restarts_apply.ActionResult]:
+    """Every Secret of ``api`` re-minted with a 30 s limit, polling every 10 s of ``t``."""
+    actions = [_action(ns, name, s["data"]["token"]) for (ns, name), s in sorted(api.secrets.items())]
+    return remint_all(
+        api,  # type: ignore[arg-type]
+        actions,
+        frozenset({"new"}),
+        timeout=30,
+        poll=10,
+        clock=t.clock,
+        sleep=t.sleep,
+    )
+
+
+def test_a_batch_that_keeps_being_refilled_is_waited_for_beyond_the_limit() -> None:
+    """The fleet benchmark: 3,540 of 10,000 re-mints failed at the fixed 600 s limit while the token controller was
+    still refilling them. The limit is on the wait without progress: 40 Secrets refilled one per 10 s poll take
+    ~400 s, far past a 30 s limit, and all succeed."""
+    t = FakeTime()
+    results = _remint_slowly(SlowController(40, per_list=1), t)
+    assert [r.outcome for r in results] == ["ok"] * 40
+    assert t.now - 1000.0 >= 390 and max(r.seconds for r in results) >= 390  # far beyond the 30 s limit
+
+
+def test_a_token_controller_that_stops_fails_the_rest_once_nothing_was_refilled_for_the_limit() -> None:
+    results = _remint_slowly(SlowController(12, per_list=2, stop_after=5), FakeTime())
+    assert [r.outcome for r in results].count("ok") == 5
+    failed = [r for r in results if r.outcome == "failed"]
+    assert len(failed) == 7
+    assert all(r.message.startswith("none of 7 Secret(s) refilled for 30 s") for r in failed), failed[0].message
+    assert "is kube-controller-manager running?" in failed[0].message
+    # the fifth refill came at the third list (t = 20 s); the rest failed 30 s later, not at a limit from the start
+    assert max(r.seconds for r in results if r.ok) == 20
+    assert all(r.seconds == 50 for r in failed)

@@ -2018,7 +2018,7 @@ def etcd_data_dir(snap: NodeSnapshot) -> PurePosixPath:
 
 
 _MEMBER_RE = re.compile(rb'\{"id":(\d+),"peerURLs":\[([^\]]*)\](?:,"isLearner":(?:true|false))?,"name":"([^"\\]*)"')
-_REMOVED_RE = re.compile(rb"(?<![0-9a-f])([0-9a-f]{1,16})removed")
+_HEX_BYTES = frozenset(b"0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -2044,8 +2044,23 @@ def etcd_member_records(chunk: bytes) -> list[EtcdMemberRecord]:
 
 def etcd_removed_ids(chunk: bytes) -> set[int]:
     """Ids of removed members in raw bytes of etcd's db: its ``members_removed`` bucket maps the id (hex) to
-    ``removed``; a removed member's old record may linger in free pages, so these ids are not members."""
-    return {int(m.group(1), 16) for m in _REMOVED_RE.finditer(chunk)}
+    ``removed``; a removed member's old record may linger in free pages, so these ids are not members.
+
+    What ``(?<![0-9a-f])([0-9a-f]{1,16})removed`` finds with ``finditer``, found from each literal ``removed``
+    backwards: the regex tries every byte of the chunk (11 s for a 16 MiB chunk of a lab db, twice per recover
+    run, on a loaded machine), this only the few places where the word occurs."""
+    out: set[int] = set()
+    last_end = 0  # finditer's matches do not overlap
+    at = chunk.find(b"removed")
+    while at != -1:
+        start = at
+        while start > last_end and at - start < 16 and chunk[start - 1] in _HEX_BYTES:
+            start -= 1
+        if start < at and (start == 0 or chunk[start - 1] not in _HEX_BYTES):
+            out.add(int(chunk[start:at], 16))
+            last_end = at + len(b"removed")
+        at = chunk.find(b"removed", at + 1)
+    return out
 
 
 def live_members(records: Sequence[EtcdMemberRecord], removed: set[int]) -> dict[str, tuple[str, ...]]:

@@ -184,28 +184,49 @@ def build_kubeconfigs(
                 f"external CA mode (no ca.key): {path} must be supplied",
                 f"Create {path} with a client certificate for {spec.client_name} signed by ca.crt, or provide ca.key.",
             )
-        key = pki.generate_private_key(_client_key_algorithm(cfg))
-        cert = pki.issue_certificate(
-            common_name=spec.client_name,
-            organization=spec.organization,
-            usages=(pki.KeyUsage.CLIENT_AUTH,),
-            public_key=key.public_key(),
-            ca_cert=ca_cert,
-            ca_key=ca_key,
-            not_before=ca_cert.not_valid_before_utc,
-            not_after=not_after,
-        )
-        text = render_kubeconfig(
+        text = client_kubeconfig(
             cfg.cluster.cluster_name,
-            spec.server,
-            ca_cert_pem,
-            spec.client_name,
-            pki.encode_certificate_pem(cert),
-            pki.encode_private_key_pem(key),
+            spec,
+            (ca_cert, ca_key),
+            pki.generate_private_key(_client_key_algorithm(cfg)),
+            (ca_cert.not_valid_before_utc, not_after),
             preferences=versions.profile(cfg.cluster.kubernetes_version).kubeconfig_preferences,
         )
         artifacts.append(Artifact(path, MODE_KUBECONFIG, ArtifactKind.KUBECONFIG, spec.description, text.encode()))
     return artifacts
+
+
+def client_kubeconfig(
+    cluster_name: str,
+    spec: KubeconfigSpec,
+    ca: tuple[x509.Certificate, pki.PrivateKey],
+    key: pki.PrivateKey,
+    validity: tuple[datetime, datetime],
+    *,
+    preferences: bool = True,
+) -> str:
+    """The kubeconfig of ``spec``: a client certificate for ``key`` (CN and O of ``spec``), issued by ``ca`` and
+    valid over ``validity``, embedded with ``key`` and the CA certificate."""
+    ca_cert, ca_key = ca
+    cert = pki.issue_certificate(
+        common_name=spec.client_name,
+        organization=spec.organization,
+        usages=(pki.KeyUsage.CLIENT_AUTH,),
+        public_key=key.public_key(),
+        ca_cert=ca_cert,
+        ca_key=ca_key,
+        not_before=validity[0],
+        not_after=validity[1],
+    )
+    return render_kubeconfig(
+        cluster_name,
+        spec.server,
+        pki.encode_certificate_pem(ca_cert),
+        spec.client_name,
+        pki.encode_certificate_pem(cert),
+        pki.encode_private_key_pem(key),
+        preferences=preferences,
+    )
 
 
 def _client_key_algorithm(cfg: KubeadmConfig) -> EncryptionAlgorithm:

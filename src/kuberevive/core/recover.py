@@ -47,6 +47,7 @@ from kuberevive.core.kubeconfig import (
     Kubeconfig,
     KubeconfigSpec,
     build_kubeconfigs,
+    client_kubeconfig,
     control_plane_url,
     kubeconfig_specs,
 )
@@ -59,6 +60,7 @@ from kuberevive.model.config import (
     DEFAULT_BOOTSTRAP_GROUP,
     DEFAULT_CRI_SOCKET,
     DEFAULT_KUBERNETES_DIR,
+    EncryptionAlgorithm,
     KubeadmConfig,
     NodeFacts,
 )
@@ -814,6 +816,43 @@ def kubelet_files(cfg: KubeadmConfig, ca_cert: bytes, ca_key: bytes, now: dateti
     )
 
 
+#: How long the provisional kubelet files stay valid (the kubelet refuses an expired client certificate at start).
+PROVISIONAL_VALIDITY = timedelta(days=30)
+PROVISIONAL_CA_CN = "kuberevive-provisional-kubelet-client-ca"
+PROVISIONAL_SERVER_CA_CN = "kuberevive-provisional-kubelet-conf"
+
+
+def provisional_kubelet_files(
+    cfg: KubeadmConfig, now: datetime, client_ca: PurePosixPath | None, kubelet_conf: bool
+) -> list[Artifact]:
+    """What a kubelet needs to start at all while ``/etc/kubernetes`` is gone, before the cluster CA exists (it is
+    made from the configuration in etcd, which needs the kubelet to start etcd first): its ``clientCAFile``
+    (``client_ca``, when missing) and ``kubelet.conf`` (``kubelet_conf``, when missing). A kubelet without them
+    exits at once ("unable to load client CA file"), as after a reboot.
+
+    Both hold throwaway CAs whose keys are dropped here: the client CA authenticates no one (no certificate of it
+    exists), and kubelet.conf's client certificate is signed by a second throwaway CA that nothing trusts, with
+    that same CA as the server CA, so the kubelet talks to no API server with them. It only runs static pods.
+    The certs step moves both aside before it judges the node's files; kubelet-client writes kubeadm's
+    kubelet.conf and kubelet-restart restarts the kubelet with the real ones."""
+    start, end = now - timedelta(minutes=5), now + PROVISIONAL_VALIDITY
+    out: list[Artifact] = []
+    if client_ca is not None:
+        ca_key = pki.generate_private_key(EncryptionAlgorithm.ECDSA_P256)
+        ca = pki.new_self_signed_ca(PROVISIONAL_CA_CN, ca_key, start, end)
+        why = "provisional client CA of the kubelet (its key dropped), until the cluster CA is written"
+        out.append(Artifact(client_ca, pki.MODE_CERT, ArtifactKind.CERTIFICATE, why, pki.encode_certificate_pem(ca)))
+    if kubelet_conf:
+        spec = next(s for s in kubeconfig_specs(cfg) if s.file_name == paths.KUBELET_CONF.name)
+        ca_key = pki.generate_private_key(EncryptionAlgorithm.ECDSA_P256)
+        ca = pki.new_self_signed_ca(PROVISIONAL_SERVER_CA_CN, ca_key, start, end)
+        key = pki.generate_private_key(EncryptionAlgorithm.ECDSA_P256)
+        text = client_kubeconfig(cfg.cluster.cluster_name, spec, (ca, ca_key), key, (start, end))
+        why = "provisional kubelet.conf (a throwaway client certificate), until kubelet-client writes kubeadm's"
+        out.append(Artifact(paths.KUBELET_CONF, 0o600, ArtifactKind.KUBECONFIG, why, text.encode()))
+    return out
+
+
 # ----------------------------------------------------------------------------------- cluster objects
 
 
@@ -912,14 +951,15 @@ STEP_IDS = (
     "etcd-certs",
     "masters-etcd",
     "etcd-manifest",
+    "kubelet-start",
     "etcd-ready",
     "etcd-quorum",
     "read-config",
     "certs",
     "kubeconfigs",
     "kubelet-client",
-    "control-plane-manifests",
     "kubelet-restart",
+    "control-plane-manifests",
     "api-ready",
     "admin-check",
     "masters-control-plane",
@@ -1042,6 +1082,19 @@ def _plan_steps(
             (str(manifest_path("etcd")),),
         ),
         Step(
+            "kubelet-start",
+            StepKind.PROCESS,
+            "start the kubelet so it runs etcd at once",
+            "a kubelet that saw /etc/kubernetes/manifests deleted notices etcd.yaml only at its 20 s re-list, and a "
+            "kubelet restarted since the loss (a reboot) cannot start at all without its client CA file and "
+            "kubelet.conf: missing ones are written provisionally (throwaway CAs, replaced in the certs and "
+            "kubelet-client steps) and the kubelet is restarted; running containers are not stopped. Nothing is "
+            "done when the kubelet runs and still watches the directory",
+            (str(paths.CA_CRT), str(paths.KUBELET_CONF)),
+            objects=("systemctl restart kubelet",),
+            verify="the kubelet's /healthz answers ok",
+        ),
+        Step(
             "etcd-ready",
             StepKind.WAIT,
             "wait for etcd",
@@ -1086,6 +1139,16 @@ def _plan_steps(
             ),
         ),
         Step(
+            "kubelet-restart",
+            StepKind.PROCESS,
+            "restart the kubelet",
+            "it trusts the new CA and uses its new client certificate; restarted before the control-plane "
+            "manifests are written, so the kubelet that watches the directory (kubelet-start) starts the API server "
+            "the moment its manifest appears, instead of being restarted while it starts it; running containers "
+            "are not stopped",
+            objects=("systemctl restart kubelet",),
+        ),
+        Step(
             "control-plane-manifests",
             StepKind.WRITE,
             "API server, controller-manager and scheduler manifests (and etcd's, if the stored config changes it)",
@@ -1093,15 +1156,6 @@ def _plan_steps(
             "new cluster CA the controller-manager runs with the eviction guard (taint-eviction-controller "
             "disabled) until the other nodes are re-trusted",
             tuple(str(manifest_path(c)) for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")),
-        ),
-        Step(
-            "kubelet-restart",
-            StepKind.PROCESS,
-            "restart the kubelet",
-            "it trusts the new CA and uses its new client certificate, and lists the new manifests at once (a "
-            "running kubelet notices manifests in a re-created directory only at its 20 s re-list); running "
-            "containers are not stopped",
-            objects=("systemctl restart kubelet",),
         ),
         Step("api-ready", StepKind.WAIT, "wait for the API server", "the next steps use the API", verify="/readyz"),
         Step(

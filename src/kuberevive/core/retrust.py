@@ -78,6 +78,20 @@ def kubelet_conf_server(kubelet_conf: bytes | None, default: str) -> str:
     return server if server.startswith("https://") else default
 
 
+def kubelet_healthz(kubelet_config_yaml: bytes | None) -> tuple[str, int] | None:
+    """``healthzBindAddress`` and ``healthzPort`` of the kubelet's configuration (the kubelet's defaults
+    127.0.0.1:10248 when unset); None when the endpoint is turned off (port 0)."""
+    try:
+        doc = yamlload.load(kubelet_config_yaml) if kubelet_config_yaml else None
+    except yaml.YAMLError:
+        doc = None
+    doc = doc if isinstance(doc, dict) else {}
+    address, port = doc.get("healthzBindAddress") or "127.0.0.1", doc.get("healthzPort", 10248)
+    if not isinstance(address, str) or not isinstance(port, int) or isinstance(port, bool):
+        return "127.0.0.1", 10248
+    return (address, port) if port > 0 else None
+
+
 def client_ca_file(kubelet_config_yaml: bytes | None) -> str:
     """``authentication.x509.clientCAFile`` of the kubelet's configuration (kubeadm's default if unset)."""
     if not kubelet_config_yaml:

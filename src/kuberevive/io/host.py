@@ -33,6 +33,7 @@ from typing import Protocol
 
 from kuberevive.errors import KubereviveError, NodeFsError, PlanError
 from kuberevive.io import process
+from kuberevive.io.kubeapi import local_healthz
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.transport import DEFAULT_TIMEOUT, Result, run_here
 from kuberevive.model.artifacts import Artifact, ArtifactKind
@@ -284,6 +285,14 @@ class LocalHost:
         except ValueError:
             return ()
         return tuple(sorted(t for i in images for t in i.get("repoTags") or []))
+
+    def kubelet_healthz(self, address: str, port: int) -> tuple[bool, str]:
+        """The running kubelet's own health endpoint (``healthzBindAddress``:``healthzPort`` of its configuration,
+        plain HTTP on the node): (True, "ok") once it runs its sync loop; a kubelet that exits at start never
+        answers. Not live: (False, why)."""
+        if not self._live:
+            return False, f"{self.root.prefix} is not this machine's root"
+        return local_healthz(address, port)
 
     def kubelet_version(self) -> str | None:
         proc = self._try(["kubelet", "--version"], 10)

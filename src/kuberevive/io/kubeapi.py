@@ -229,3 +229,19 @@ class KubeApi:
         """``GET /readyz``: (ok, body)."""
         status, body = self.raw("GET", "/readyz")
         return status == 200, body.decode(errors="replace").strip()
+
+
+def local_healthz(address: str, port: int, timeout: float = 3.0) -> tuple[bool, str]:
+    """A component's plain-HTTP health endpoint on this node (the kubelet's ``healthzBindAddress``:``healthzPort``):
+    (True, "ok") when ``GET /healthz`` answers 200 "ok", else (False, what it answered or why it could not)."""
+    url = f"http://{address}:{port}/healthz"
+    conn = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        conn.request("GET", "/healthz")
+        resp = conn.getresponse()
+        body = resp.read(200).decode(errors="replace").strip()
+    except OSError as exc:
+        return False, f"{url}: {exc}"
+    finally:
+        conn.close()
+    return resp.status == 200 and body == "ok", f"{url}: {resp.status} {body}"

@@ -262,10 +262,10 @@ def _prepare(
             f"{host.root.prefix} is not this machine's root: its kubelet is not checked or restarted; --apply expects "
             "a kubelet that watches its manifests directory to start etcd and the control plane"
         )
-    elif not evidence.kubelet_active:  # as --apply refuses below
+    elif not evidence.kubelet_active:
         notes.append(
-            "the kubelet is not running: without /etc/kubernetes it cannot start, so it cannot start etcd; "
-            "--apply refuses (not handled yet)"
+            "the kubelet is not running (without its client CA file and kubelet.conf it cannot start, as after a "
+            "reboot): kubelet-start writes missing ones provisionally and starts it, so it runs etcd"
         )
     present = [f for f in evidence.kubernetes_files if f != str(JOURNAL)]
     if present:
@@ -512,13 +512,6 @@ def apply_recovery(
                     f"{_several_members(ctx.etcd_peers)}: a new cluster and etcd CA here would cut this member off "
                     "its peers, so nothing was changed",
                     _peer_hint(ctx.etcd_peers),
-                )
-            if host.live and not host.unit_active("kubelet"):
-                raise PlanError(
-                    "the kubelet is not running; it is what starts etcd and the control plane, and it cannot start "
-                    "while /etc/kubernetes is gone, so nothing was changed",
-                    "this case is not handled yet: restore /etc/kubernetes/kubelet.conf and pki/ca.crt from a "
-                    "backup, start the kubelet, then run recover again",
                 )
             old = RecoveryJournal.load(root)
             if old is not None:  # a finished recovery, and the node broke again

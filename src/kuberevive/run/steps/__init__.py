@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from kuberevive.core.recover import STEP_IDS
 from kuberevive.run.context import StepFn, check_table
-from kuberevive.run.steps import cluster, control_plane, etcd, ha, nodes, salvage
+from kuberevive.run.steps import cluster, control_plane, etcd, ha, kubelet, nodes, salvage
 
 STEPS: dict[str, StepFn] = {
     "salvage-trust": salvage.salvage_trust,
@@ -14,14 +14,15 @@ STEPS: dict[str, StepFn] = {
     "etcd-certs": etcd.etcd_certs,
     "masters-etcd": ha.masters_etcd,
     "etcd-manifest": etcd.etcd_manifest,
+    "kubelet-start": kubelet.kubelet_start,
     "etcd-ready": etcd.etcd_ready,
     "etcd-quorum": ha.etcd_quorum,
     "read-config": etcd.read_config,
     "certs": control_plane.certs,
     "kubeconfigs": control_plane.kubeconfigs,
     "kubelet-client": control_plane.kubelet_client,
-    "control-plane-manifests": control_plane.control_plane_manifests,
     "kubelet-restart": control_plane.kubelet_restart,
+    "control-plane-manifests": control_plane.control_plane_manifests,
     "api-ready": control_plane.api_ready,
     "admin-check": control_plane.admin_check,
     "masters-control-plane": ha.masters_control_plane,

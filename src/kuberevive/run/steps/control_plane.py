@@ -14,6 +14,7 @@ from kuberevive.model.artifacts import Artifact
 from kuberevive.model.paths import KUBELET_CLIENT_CURRENT, KUBELET_PODS
 from kuberevive.model.recover import TrustFlags
 from kuberevive.run.context import StepContext
+from kuberevive.run.steps.kubelet import drop_provisional, restart_kubelet
 from kuberevive.run.steps.restarts import restart_stale_components
 from kuberevive.run.steps.salvage import etcd_members, wait_own_api_server
 from kuberevive.waiting import wait_for
@@ -44,6 +45,7 @@ def certs(ctx: StepContext, i: int) -> None:
     cfg = ctx.final_cfg()
     kept = core.kept_files(cfg, ctx.kept)
     now = ctx.utcnow()
+    drop_provisional(ctx)  # kubelet-start's throwaway client CA must not be judged as the node's CA
     if ctx.journal.trust is None:  # before anything of this step is written
         usable = core.survey_pki(cfg, ctx.on_node(cfg) | kept, now).usable  # what survives valid
         changes = core.trust_changes(cfg, usable, ctx.journal.cluster_ca_bytes(), token_key_ids(ctx.root))
@@ -114,8 +116,7 @@ def control_plane_manifests(ctx: StepContext, i: int) -> None:
 
 def kubelet_restart(ctx: StepContext, i: int) -> None:
     ctx.journal.timing("kubelet_restarted", ctx.clock())
-    ctx.host.restart_unit("kubelet")
-    wait_for("the kubelet service", 30, lambda: (ctx.host.unit_active("kubelet"), "not active"))
+    restart_kubelet(ctx)
 
 
 def api_ready(ctx: StepContext, i: int) -> None:

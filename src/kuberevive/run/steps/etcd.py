@@ -11,11 +11,17 @@ from kuberevive.core.k8sproto import decode_configmap, object_meta
 from kuberevive.errors import ConfigMismatch, EtcdError, PlanError
 from kuberevive.run.context import StepContext
 from kuberevive.run.journal import StoredConfig
+from kuberevive.run.steps.kubelet import ensure_manifests_dir, kubelet_state, restart_kubelet
 from kuberevive.run.steps.restarts import restart_stale_components
 from kuberevive.run.steps.salvage import etcd_members
 from kuberevive.waiting import wait_for
 
 ETCD_TIMEOUT = 180.0
+#: After this long without an etcd container running, the kubelet (which runs and has the manifest, or re-lists it
+#: every 20 s) is restarted once more: a restarted kubelet lists the manifests directory and starts etcd at once.
+KUBELET_KICK_AFTER = 60.0
+#: From then on a failed probe also names the etcd container's and the kubelet's state (etcd takes 2-5 s to start).
+STATE_AFTER = 10.0
 CLUSTER_INFO_KEY = "/registry/configmaps/kube-public/cluster-info"
 
 _STALE_TLS = re.compile(
@@ -33,6 +39,7 @@ def etcd_certs(ctx: StepContext, i: int) -> None:
 def etcd_manifest(ctx: StepContext, i: int) -> None:
     cfg = ctx.bootstrap_cfg()
     members = etcd_members(ctx)  # a member that rejoins its peers (salvage), else a one-member cluster
+    ensure_manifests_dir(ctx)  # noted when re-created: kubelet-start then restarts the kubelet
     unchanged = ctx.write_step_files("etcd-manifest", i, lambda: core.manifests_for(cfg, ctx.facts, ("etcd",), members))
     restart_stale_components(ctx, cfg, unchanged, ("etcd",))
     if ctx.journal.timing("etcd_manifest_written") is None:
@@ -41,10 +48,11 @@ def etcd_manifest(ctx: StepContext, i: int) -> None:
 
 def etcd_ready(ctx: StepContext, i: int) -> None:
     client = ctx.etcd(ctx.bootstrap_cfg())
-    restarted = False
+    restarted = kicked = False
+    started = ctx.monotonic()
 
     def healthy() -> tuple[bool, str]:
-        nonlocal restarted
+        nonlocal restarted, kicked
         try:
             return client.health()
         except EtcdError as exc:
@@ -54,9 +62,22 @@ def etcd_ready(ctx: StepContext, i: int) -> None:
                 restarted = True
                 if ctx.host.stop_containers("etcd", ctx.identity.cri_socket):
                     ctx.progress("      etcd ran with other certificates: its container was restarted")
-            raise
+            if not ctx.host.live or ctx.monotonic() - started < STATE_AFTER:
+                raise
+            # what the node shows, in the last message (the one a timeout reports)
+            etcd_runs = bool(ctx.host.containers("etcd", ctx.identity.cri_socket))
+            kubelet = kubelet_state(ctx)
+            state = f"; etcd container {'running' if etcd_runs else 'not running'}, the kubelet {kubelet}"
+            if not kicked and not etcd_runs and ctx.monotonic() - started >= KUBELET_KICK_AFTER:
+                kicked = True
+                ctx.progress(
+                    f"      no etcd container runs {KUBELET_KICK_AFTER:.0f} s after its manifest (the kubelet "
+                    f"{kubelet}): restarting the kubelet once more (running containers are kept)"
+                )
+                restart_kubelet(ctx)
+            raise EtcdError(exc.message + state, exc.hint) from exc
 
-    wait_for("etcd", ETCD_TIMEOUT, healthy)
+    wait_for("etcd", ETCD_TIMEOUT, healthy, clock=ctx.monotonic, sleep=ctx.sleep)
     t = ctx.journal.timing("etcd_manifest_written")
     if t is not None and ctx.journal.timing("etcd_ready") is None:
         ctx.journal.timing("etcd_ready", ctx.clock())

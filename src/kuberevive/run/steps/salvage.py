@@ -19,6 +19,7 @@ from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.inventory import InventoryNode
 from kuberevive.run.context import StepContext, etcd_client_files
 from kuberevive.run.peers import check_peer
+from kuberevive.run.steps.kubelet import ensure_manifests_dir, restart_kubelet
 from kuberevive.waiting import wait_for
 
 NOTHING_WRITTEN = "nothing was written on this node or on the peers"
@@ -93,10 +94,9 @@ def kubelet_via_peer(ctx: StepContext, i: int) -> None:
     why = f"kubelet.conf through peer {ctx.journal.salvage_peer} (until this node's API server runs)"
     art = Artifact(paths.KUBELET_CONF, 0o600, ArtifactKind.KUBECONFIG, why, conf)
     ctx.write_step_files(salvage.BRIDGE_STEP_ID, i, lambda: [art])
-    ctx.root.ensure_dir(paths.MANIFESTS_DIR)  # watched from the start: the kubelet sees etcd.yaml at once
+    ensure_manifests_dir(ctx)  # watched from the start: the kubelet sees etcd.yaml at once
     since = ctx.utcnow().replace(microsecond=0) - timedelta(seconds=1)
-    ctx.host.restart_unit("kubelet")
-    wait_for("the kubelet service", 30, lambda: (ctx.host.unit_active("kubelet"), "not active"))
+    restart_kubelet(ctx)
     api = ctx.fx.kubeconfig_api(ctx.root, conf)
     node = f"/api/v1/nodes/{ctx.identity.node_name}"
     wait_for(

@@ -1,0 +1,104 @@
+"""The kubelet during a recovery: started early so it runs etcd at once (step kubelet-start), restarted with its new
+credentials (kubelet-restart, kubelet-via-peer), and the provisional files that let it start before the cluster CA
+exists.
+
+A kubelet restart does not touch running containers: the kubelet finds its pods' containers in the container
+runtime when it starts and keeps them (static pods from the manifests directory, the others once the API server
+lists them again); it stops a container only when its pod is deleted or its manifest changes. The lab tests check
+the workload's container IDs and restart counts across every restart a recovery makes.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from kuberevive.core import recover as core
+from kuberevive.core.retrust import client_ca_file, kubelet_healthz
+from kuberevive.errors import PlanError
+from kuberevive.model import paths
+from kuberevive.run.context import StepContext
+from kuberevive.waiting import wait_for
+
+STEP_ID = "kubelet-start"
+KUBELET_TIMEOUT = 120.0
+
+
+def ensure_manifests_dir(ctx: StepContext) -> None:
+    """Create the static Pod directory if it is missing, noting when: a kubelet that watched the old one (deleted
+    with /etc/kubernetes) never watches the new one again (its inotify watch died with the directory; kubernetes
+    ``pkg/kubelet/config/file_linux.go``), so it sees manifests there only at its 20 s re-list."""
+    if not ctx.root.exists(paths.MANIFESTS_DIR):
+        ctx.root.ensure_dir(paths.MANIFESTS_DIR)
+        ctx.journal.timing("manifests_dir_created", ctx.clock())
+
+
+def _healthy(ctx: StepContext) -> tuple[bool, str]:
+    endpoint = kubelet_healthz(ctx.root.read(paths.KUBELET_CONFIG))
+    if endpoint is None:  # healthz turned off: the unit's state is all there is
+        return ctx.host.unit_active("kubelet"), "the kubelet service is not active"
+    return ctx.host.kubelet_healthz(*endpoint)
+
+
+def kubelet_state(ctx: StepContext) -> str:
+    """'answers /healthz', or why it does not, for a message."""
+    ok, why = _healthy(ctx)
+    return "answers /healthz" if ok else f"does not run ({why})"
+
+
+def restart_kubelet(ctx: StepContext) -> None:
+    """``systemctl restart kubelet`` (containers keep running, see the module docstring), then wait until the new
+    kubelet answers its /healthz: a kubelet that cannot start (a file it needs is missing or wrong) never does."""
+    ctx.host.restart_unit("kubelet")
+    ctx.journal.timing("kubelet_started", ctx.clock())
+    try:
+        wait_for(
+            "the kubelet (/healthz)", KUBELET_TIMEOUT, lambda: _healthy(ctx), 0.5, clock=ctx.monotonic, sleep=ctx.sleep
+        )
+    except PlanError as exc:
+        raise PlanError(
+            f"the kubelet did not start: {exc.message}",
+            "see why with 'journalctl -u kubelet', fix it, then run 'kuberevive recover --apply' again",
+        ) from exc
+
+
+def kubelet_start(ctx: StepContext, i: int) -> None:
+    """Step kubelet-start: make the kubelet run etcd now. Restarted when it does not run (as after a reboot: it
+    crash-loops without its client CA file and kubelet.conf, which are then written provisionally) or when it
+    watched the manifests directory this run re-created; left alone when it runs and still watches it."""
+    if not ctx.host.live:
+        ctx.progress(f"      {ctx.root.prefix} is not this machine's root: its kubelet is left alone")
+        return
+    created = ctx.journal.timing("manifests_dir_created")
+    started = ctx.journal.timing("kubelet_started")
+    watch_lost = created is not None and (started is None or started < created)
+    running, why = _healthy(ctx)
+    if running and not watch_lost:
+        ctx.progress("      the kubelet runs and watches the manifests directory: nothing to do")
+        return
+    ca_path = PurePosixPath(client_ca_file(ctx.root.read(paths.KUBELET_CONFIG)))
+    need_ca = None if ctx.root.exists(ca_path) else ca_path
+    need_conf = not ctx.root.exists(paths.KUBELET_CONF)
+    if need_ca is not None and ca_path != paths.CA_CRT:
+        raise PlanError(
+            f"the kubelet's clientCAFile {ca_path} is missing and is not the cluster CA's path {paths.CA_CRT}, so "
+            "the kubelet cannot start and recover would not replace a provisional one there",
+            f"copy the cluster CA (or {paths.CA_CRT} once written) to {ca_path}, then run 'kuberevive recover "
+            "--apply' again",
+        )
+    if need_ca is not None or need_conf or ctx.journal.artifacts(STEP_ID) is not None:
+        ctx.write_step_files(
+            STEP_ID, i, lambda: core.provisional_kubelet_files(ctx.bootstrap_cfg(), ctx.utcnow(), need_ca, need_conf)
+        )
+    said = "does not run (" + why + ")" if not running else "watched the deleted manifests directory"
+    ctx.progress(f"      the kubelet {said}: restarting it (running containers are kept)")
+    restart_kubelet(ctx)
+
+
+def drop_provisional(ctx: StepContext) -> None:
+    """Move aside the provisional files of kubelet-start still on the node as written, before the certs step judges
+    the node's files (a CA certificate without its key would read as an external CA). The running kubelet keeps
+    what it loaded; kubelet-restart restarts it with the real files."""
+    for a in ctx.journal.artifacts(STEP_ID) or []:
+        if ctx.root.read(a.path) == a.content:
+            aside = ctx.move_aside(a.path)
+            ctx.messages.append(f"{a.path} (provisional, from kubelet-start) moved aside to {aside}")
