@@ -187,9 +187,11 @@ def test_recover_a_node_rebooted_after_the_disaster(fresh_lab: Lab, on_node: OnN
         on_node("cp1", "systemctl", "restart", "kubelet")
 
         def crash_looping() -> tuple[bool, str]:  # it exits at every start, and never answers /healthz
-            text = log.read_bytes()[seen:].decode(errors="replace")
-            exits = text.count("unable to load client CA file /etc/kubernetes/pki/ca.crt")
-            return exits >= 2, f"{exits} start(s) that failed on the client CA file"
+            # v1.33's kubelet exits on the missing client CA file; v1.37's retries that file and exits on the missing
+            # kubeconfig ("unable to load bootstrap kubeconfig")
+            lines = log.read_bytes()[seen:].decode(errors="replace").splitlines()
+            failed = [ln for ln in lines if "failed to run Kubelet" in ln or "unable to load client CA file" in ln]
+            return len(failed) >= 2, f"{len(failed)} start(s) that failed: {failed[-1:] or 'none'}"
 
         _wait("the kubelet crash-looping", 120, crash_looping)
         health = on_node("cp1", "curl", "-s", "-m", "2", "http://127.0.0.1:10248/healthz", check=False)
