@@ -376,7 +376,7 @@ QUORUM_SERVICE: dict[str, dict[str, Any]] = {}
 
 @pytest.mark.xfail(
     strict=False,
-    reason="known, explained, not fixed (issue 16, docs/etcd.md): the labapp pod (10m CPU request) of a node whose "
+    reason="known, explained (issue 16, docs/etcd.md): the labapp pod (then 10m CPU, now 200m) of a node whose "
     "controller-manager, scheduler and kubelet restart waits over 1 s for a CPU on this shared 2-core host, so a "
     "request the Service sends to it times out (CI: cp1 and worker1 at the same instant in restart-components); "
     "restarting one node at a time left 1 timeout in 3 lab runs",
