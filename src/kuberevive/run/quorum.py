@@ -38,22 +38,28 @@ from kuberevive.model.inventory import from_node_objects
 from kuberevive.model.recover import RetrustOptions
 from kuberevive.run.context import Faults, check_table
 from kuberevive.run.journal import Journal
-from kuberevive.run.replace import ReplaceResult, admin_api, local_etcd, ssh_to_master
+from kuberevive.run.replace import (
+    API_TIMEOUT,
+    HEALTH_TIMEOUT,
+    NODE_TIMEOUT,
+    PROMOTE_TIMEOUT,
+    Progress,
+    ReplaceResult,
+    admin_api,
+    local_etcd,
+    ssh_to_master,
+)
 from kuberevive.waiting import wait_for
 
 JOURNAL = paths.STATE_DIR / "quorum" / "journal.json"
 PLANNING = paths.STATE_DIR / "quorum" / "planning.json"
 """The record of a run being planned (before its journal exists): only the decrypted snapshot it makes."""
+# the learner promotion, API and node-back waits and the etcd health probe are replace-control-plane's (same
+# membership work); restart-components waits NODE_TIMEOUT for each node to be back
 STOP_TIMEOUT = 300.0
 ETCD_TIMEOUT = 300.0
-PROMOTE_TIMEOUT = 600.0
-API_TIMEOUT = 600.0
-NODE_TIMEOUT = 300.0
-"""How long restart-components waits for one node to be back (Ready again, its components running)."""
-HEALTH_TIMEOUT = 3.0
 RESTORE_TIMEOUT = 3600.0
 
-Progress = Callable[[str], None]
 Machine = LocalHost | SshHost
 """A master: this node, or another over SSH (both can also stop containers)."""
 
