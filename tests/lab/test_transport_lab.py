@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path, PurePosixPath
 
-import asyncssh
 import pytest
 
 from kuberevive.errors import HostKeyError, TransportError, TransportTimeout
 from kuberevive.io.remotehost import SshHost
+from kuberevive.io.sshlib import asyncssh
 from kuberevive.io.transport import Deadline, SshTarget, SshTransport, Transport, run_on_nodes
 from kuberevive.lab import Lab
 from kuberevive.lab.config import NodeSpec

@@ -10,11 +10,11 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import asyncssh
 import pytest
 
 from kuberevive.cli.app import build_parser
 from kuberevive.errors import HostKeyError
+from kuberevive.io.sshlib import asyncssh
 from kuberevive.io.transport import SshTarget, SshTransport, _Loop
 
 
@@ -109,3 +109,26 @@ def test_known_hosts_is_parsed_once_while_unchanged_and_read_again_when_it_chang
         with pytest.raises(HostKeyError, match="does not match known_hosts"):
             SshTransport(target).connect()
         assert len(parsed) == 2
+
+
+def test_importing_asyncssh_through_kuberevive_prints_no_dsa_deprecation_warning() -> None:
+    """cryptography 51 warns when the DSA classes are named, which asyncssh does at import: a command that opened an
+    SSH connection printed that warning on every run. In a fresh interpreter, with every warning an error, the
+    import through kuberevive.io.sshlib succeeds; asyncssh imported straight is what warns (so this test can fail)."""
+    import subprocess
+    import sys
+
+    ours = subprocess.run(
+        [sys.executable, "-W", "error", "-c", "from kuberevive.io.sshlib import asyncssh; print(asyncssh.__name__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ours.returncode == 0 and ours.stdout.strip() == "asyncssh" and ours.stderr == "", ours.stderr
+    from cryptography import __version__ as cryptography_version
+
+    if int(cryptography_version.split(".")[0]) >= 51:
+        straight = subprocess.run(
+            [sys.executable, "-W", "error", "-c", "import asyncssh"], capture_output=True, text=True, timeout=60
+        )
+        assert straight.returncode != 0 and "DSA is deprecated" in straight.stderr

@@ -44,7 +44,7 @@ from kuberevive.errors import HostKeyError, KubereviveError, TransportError, Tra
 from kuberevive.io import process
 
 if TYPE_CHECKING:
-    import asyncssh
+    from kuberevive.io.sshlib import asyncssh
 
 T = TypeVar("T")
 
@@ -263,7 +263,7 @@ class SshTarget:
 
 def _pinning_client(fingerprint: str, seen: list[str]) -> asyncssh.SSHClient:
     """An SSH client that accepts exactly the host key ``fingerprint`` (every key offered is added to ``seen``)."""
-    import asyncssh
+    from kuberevive.io.sshlib import asyncssh
 
     class _PinningClient(asyncssh.SSHClient):
         def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
@@ -282,7 +282,7 @@ def _known_hosts(files: tuple[str, ...]) -> Any:
     """The known_hosts ``files`` parsed once for the process while they are unchanged (keyed by path, size and
     mtime): asyncssh would parse them again at every connection, N lines for each of N nodes (15 ms CPU a connection
     at 1,000 nodes, on the one event loop every connection shares)."""
-    import asyncssh
+    from kuberevive.io.sshlib import asyncssh
 
     key = tuple((f, st.st_size, st.st_mtime_ns) for f in files for st in [os.stat(f)])
     with _KNOWN_HOSTS_LOCK:
@@ -304,7 +304,7 @@ class SshTransport:
     # connection
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
-        import asyncssh
+        from kuberevive.io.sshlib import asyncssh
 
         t = self.target
         options: dict[str, Any] = {
@@ -363,14 +363,14 @@ class SshTransport:
 
     def connect(self) -> None:
         if self._conn is None:
-            import asyncssh  # noqa: F401  here, not in the timed coroutine: the first import takes a while
+            from kuberevive.io.sshlib import asyncssh  # noqa: F401  here, not in the timed coroutine: the first import takes a while
 
             self._conn = self._call("connecting over SSH", self._connect, self.target.connect_timeout + 5)
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            import asyncssh
+            from kuberevive.io.sshlib import asyncssh
 
             async def _close() -> None:
                 conn.close()
@@ -392,7 +392,7 @@ class SshTransport:
         self.connect()
         conn = self._conn
         assert conn is not None
-        import asyncssh
+        from kuberevive.io.sshlib import asyncssh
 
         command = shlex.join(argv)
         limit = self.deadline.limit(timeout)
@@ -435,7 +435,7 @@ class SshTransport:
         self.connect()
         conn = self._conn
         assert conn is not None
-        import asyncssh
+        from kuberevive.io.sshlib import asyncssh
 
         command = shlex.join(argv)  # no `timeout` wrapper: it runs until its stdin closes
 
