@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 
 from kuberevive.core.versions import CHECKED_PATCH, minor_profile
+from kuberevive.lab.config import ETCD_VERSION as LAB_ETCD_VERSION
+from kuberevive.lab.config import K8S_VERSION as LAB_K8S_VERSION
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE.parent / "configs"
@@ -56,11 +58,21 @@ def config_text(name: str, minor: int) -> str:
 
 
 def kubeadm_path(minor: int) -> Path:
-    """Where build-kubeadm.sh (or, for v1.33, build-binaries.sh) puts kubeadm of the minor's checked patch."""
+    """Where build-kubeadm.sh (or, for v1.33 and the lab's version, build-binaries.sh) puts kubeadm of the minor's
+    checked patch."""
     version = CHECKED_PATCH[minor].removeprefix("v")
     if minor == 33:
         return CACHE / f"k8s-v{version}-etcd-v3.5.24" / "bin" / "kubeadm"
+    if version == LAB_K8S_VERSION:  # the lab's own set (build-binaries.sh) holds it: not built twice
+        return CACHE / f"k8s-v{version}-etcd-v{LAB_ETCD_VERSION}" / "bin" / "kubeadm"
     return CACHE / f"kubeadm-v{version}" / "kubeadm"
+
+
+def kubeadm_versions_to_build() -> list[str]:
+    """The checked patches (without the "v") whose kubeadm only build-kubeadm.sh builds: .ci/install builds them."""
+    return [
+        CHECKED_PATCH[m].removeprefix("v") for m in CHECKED_PATCH if kubeadm_path(m).parent.name.startswith("kubeadm-")
+    ]
 
 
 def run_kubeadm(kubeadm: Path, config: str, root: Path) -> None:

@@ -959,3 +959,43 @@ def test_a_v1_37_cluster_is_recovered_as_v1_37s_kubeadm_writes_it(tmp_path: Path
     old = Cluster(tmp_path / "v133")  # kubeadm v1.33 writes none (NodeLocalCRISocket alpha, off)
     old.recover()
     assert not old.root.exists(instance)
+
+
+class _OrphanedApiserver(FakeHost):
+    """The kubelet was restarted while it stopped the pods of a deleted manifests directory: a kube-apiserver container
+    still runs, its manifest gone (the CI failure of test_only_the_manifests_lost on v1.37)."""
+
+    def __init__(self, root: NodeRoot) -> None:
+        super().__init__(root)
+        self.apiserver_runs = True
+
+    def containers(self, name: str | None = None, cri_socket: str | None = None) -> list[Container]:
+        if name == "kube-apiserver" and not self.apiserver_runs:
+            self.commands.append(f"crictl ps {name}")
+            return []
+        return super().containers(name, cri_socket)
+
+    def stop_containers(self, name: str, cri_socket: str | None = None) -> int:
+        self.commands.append(f"crictl stop {name}")
+        if name == "kube-apiserver":
+            stopped, self.apiserver_runs = int(self.apiserver_runs), False
+            return stopped
+        return 1
+
+
+def test_an_orphaned_api_server_is_stopped_before_the_kubelet_restarts_never_one_with_its_manifest(
+    tmp_path: Path,
+) -> None:
+    c = Cluster(tmp_path)
+    c.host = host = _OrphanedApiserver(c.root)
+    result = c.recover()
+    assert_recovered(c, result)
+    restarts = [i for i, cmd in enumerate(host.commands) if cmd == "systemctl restart kubelet"]
+    stops = [i for i, cmd in enumerate(host.commands) if cmd == "crictl stop kube-apiserver"]
+    assert len(restarts) == 2  # kubelet-start (the manifests directory was re-created) and kubelet-restart
+    assert len(stops) == 1 and stops[0] < restarts[0], host.commands  # before kubelet-start's restart, not later
+    said = [line for line in c.progress if "kube-apiserver container still ran without its manifest" in line]
+    assert said == [
+        "      a kube-apiserver container still ran without its manifest (/etc/kubernetes/manifests/kube-apiserver"
+        ".yaml): stopped, so the restarted kubelet does not wait on it"
+    ]

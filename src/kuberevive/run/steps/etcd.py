@@ -11,7 +11,7 @@ from kuberevive.core.k8sproto import decode_configmap, object_meta
 from kuberevive.errors import ConfigMismatch, EtcdError, PlanError
 from kuberevive.run.context import StepContext
 from kuberevive.run.journal import StoredConfig
-from kuberevive.run.steps.kubelet import ensure_manifests_dir, kubelet_state, restart_kubelet
+from kuberevive.run.steps.kubelet import ensure_manifests_dir, kubelet_state, restart_kubelet, stop_orphaned_apiserver
 from kuberevive.run.steps.restarts import restart_stale_components
 from kuberevive.run.steps.salvage import etcd_members
 from kuberevive.waiting import wait_for
@@ -74,6 +74,7 @@ def etcd_ready(ctx: StepContext, i: int) -> None:
                     f"      no etcd container runs {KUBELET_KICK_AFTER:.0f} s after its manifest (the kubelet "
                     f"{kubelet}): restarting the kubelet once more (running containers are kept)"
                 )
+                stop_orphaned_apiserver(ctx)
                 restart_kubelet(ctx)
             raise EtcdError(exc.message + state, exc.hint) from exc
 

@@ -45,6 +45,27 @@ def kubelet_state(ctx: StepContext) -> str:
     return "answers /healthz" if ok else f"does not run ({why})"
 
 
+def stop_orphaned_apiserver(ctx: StepContext) -> None:
+    """Stop a kube-apiserver container whose static Pod manifest is gone, before the kubelet is restarted.
+
+    Such a container is left when the kubelet is restarted before it finished stopping the static pods of a deleted
+    manifests directory. Without etcd it accepts connections and answers nothing, and a restarted kubelet (measured
+    with v1.37 on the lab) then starts no static Pod, etcd included, for about two minutes: it waits for its Node
+    object from that API server before it starts pods it finds already stopped. With the container stopped the
+    connection is refused, and the kubelet starts etcd within seconds, as during ``kubeadm init``. Safe: the kubelet
+    stops this container itself once it has synced (its Pod is no longer desired), and with its manifest gone it is
+    not the API server any client should reach; the control-plane-manifests step writes the new one. Called only
+    while etcd is not up yet (kubelet-start, etcd-ready): later an orphan may serve again, and the kubelet adopts it
+    when the new manifest is the same."""
+    if ctx.root.exists(paths.APISERVER_MANIFEST):
+        return
+    if ctx.host.stop_containers("kube-apiserver", ctx.identity.cri_socket):
+        ctx.progress(
+            f"      a kube-apiserver container still ran without its manifest ({paths.APISERVER_MANIFEST}): stopped, "
+            "so the restarted kubelet does not wait on it"
+        )
+
+
 def restart_kubelet(ctx: StepContext) -> None:
     """``systemctl restart kubelet`` (containers keep running, see the module docstring), then wait until the new
     kubelet answers its /healthz: a kubelet that cannot start (a file it needs is missing or wrong) never does."""
@@ -91,6 +112,7 @@ def kubelet_start(ctx: StepContext, i: int) -> None:
         )
     said = "does not run (" + why + ")" if not running else "watched the deleted manifests directory"
     ctx.progress(f"      the kubelet {said}: restarting it (running containers are kept)")
+    stop_orphaned_apiserver(ctx)
     restart_kubelet(ctx)
 
 
