@@ -374,13 +374,6 @@ QUORUM_SERVICE: dict[str, dict[str, Any]] = {}
 """The Service probe of every node during the quorum test above (loss, restore, resume)."""
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known, explained (issue 16, docs/etcd.md): the labapp pod (then 10m CPU, now 200m) of a node whose "
-    "controller-manager, scheduler and kubelet restart waits over 1 s for a CPU on this shared 2-core host, so a "
-    "request the Service sends to it times out (CI: cp1 and worker1 at the same instant in restart-components); "
-    "restarting one node at a time left 1 timeout in 3 lab runs",
-)
 def test_no_service_request_failed_during_the_quorum_restore() -> None:
     """Run after the test above: 0 failed Service requests from every node during the loss and the restore."""
     assert QUORUM_SERVICE, "the quorum test did not get as far as its probe"
