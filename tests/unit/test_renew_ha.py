@@ -427,8 +427,8 @@ def test_ca_extend_puts_the_extended_ca_on_each_master_one_at_a_time_then_on_the
     b_healthy = events.index("etcd https://10.20.30.50:2379")
     assert max(i for i, e in enumerate(events) if e.startswith("master-b:")) < b_healthy
     assert b_healthy < min(i for i, e in enumerate(events) if e.startswith("master-c:"))
-    lb = events.index(f"readyz {LB}")  # the load balancer once every master holds the extended CA
-    assert events.index("etcd https://10.20.30.60:2379") < lb < events.index("cluster-objects")
+    asked_lb = events.index(f"readyz {LB}")  # the load balancer once every master holds the extended CA
+    assert events.index("etcd https://10.20.30.60:2379") < asked_lb < events.index("cluster-objects")
     assert events.index("cluster-objects") < events.index("worker-1: restart kubelet")
     cluster, _user = Kubeconfig.from_yaml(w.read(paths.KUBELET_CONF) or b"").current()
     assert cluster.certificate_authority_data == new_pem and w.stopped == [] and w.restarts == 1
