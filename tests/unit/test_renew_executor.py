@@ -146,9 +146,10 @@ def test_a_whole_renewal_renews_every_credential_and_restarts_through_the_host(t
     assert isinstance(new_pem, str) and new_pem != before[str(paths.KUBELET_CLIENT_CURRENT)]
     assert any(f"{paths.KUBELET_CLIENT_CURRENT} moved aside to" in m for m in result.messages)
     assert r.host.commands.count("systemctl restart kubelet") == 2  # after the client, after the stops
-    # one after the other, the API server first (it drains while its etcd answers), then etcd, then the others
+    # one after the other, the API server first (it drains while its etcd answers), then etcd, then the others; the
+    # API server (kubeadm's manifest: no shutdown delay) SIGKILLed 5 s after SIGTERM, the others after the Pod's 30 s
     stops = [c for c in r.host.commands if c.startswith("crictl stop ")]
-    assert stops == [f"crictl stop {c}" for c in renew.STOP_ORDER]
+    assert stops == ["crictl stop kube-apiserver (grace 5 s)"] + [f"crictl stop {c}" for c in renew.STOP_ORDER[1:]]
     last_restart = max(i for i, c in enumerate(r.host.commands) if c == "systemctl restart kubelet")
     assert r.host.commands.index(stops[-1]) < last_restart  # then the kubelet, which starts them again
     report, _cfg_read = renew.read_report(str(r.root.prefix), str(CONFIG), DAYS, live=False)

@@ -86,8 +86,10 @@ class PeerHost(FakeHost):
         super().__init__(name, files)
         self.events = events
         self.stopped: list[str] = []
+        self.graces: dict[str, int] = {}
 
-    def stop_containers(self, name: str, cri_socket: str | None = None) -> int:
+    def stop_containers(self, name: str, cri_socket: str | None = None, grace: int = 30) -> int:
+        self.graces[name] = grace
         self.stopped.append(name)
         self.events.append(f"{self.name}: stop {name}")
         return 1
@@ -298,6 +300,8 @@ def test_peers_are_written_first_then_restarted_one_at_a_time_each_awaited_healt
     assert events[-2:] == ["get /api/v1/nodes/master-c at https://10.20.30.40:6443", f"readyz {LB}"]
     # each master's API server first (it fails /readyz and drains while its etcd answers), then etcd, then the rest
     assert b.stopped == ["kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler"] == c.stopped
+    # each with the grace of that node's own manifest: its API server (no shutdown delay) 5 s, the others 30 s
+    assert b.graces == {"kube-apiserver": 5, "etcd": 30, "kube-controller-manager": 30, "kube-scheduler": 30}
     assert (b.restarts, c.restarts) == (1, 1)
     assert {journal.other_nodes[n]["state"] for n in ("master-b", "master-c")} == {"done"}
     # a second run: nothing is done again

@@ -153,10 +153,10 @@ def _crictl(cri_socket: str | None) -> list[str]:
     return ["crictl"] + (["--runtime-endpoint", cri_socket] if cri_socket else [])
 
 
-#: Seconds a stopped control-plane container gets between SIGTERM and SIGKILL: the pod's grace period, which the
-#: kubelet gives it when it stops the pod (kubeadm's static pods keep the default, 30 s). ``crictl stop`` without
-#: ``--timeout`` is 0: containerd sends SIGKILL at once (``StopContainer`` with timeout 0), so a kube-apiserver would
-#: cut the requests in flight and never fail ``/readyz`` first for a load balancer (``--shutdown-delay-duration``).
+#: Seconds a stopped container gets between SIGTERM and SIGKILL unless the caller says otherwise: a Pod's default
+#: grace period, which the kubelet gives it when it stops the Pod (a control plane's: manifests.stop_grace_seconds).
+#: ``crictl stop`` without ``--timeout`` is 0: containerd sends SIGKILL at once (``StopContainer`` with timeout 0), so
+#: a kube-apiserver would cut the requests in flight and never fail ``/readyz`` first for a load balancer.
 STOP_GRACE_SECONDS = 30
 
 
@@ -259,13 +259,13 @@ class LocalHost:
         except ValueError:
             return []
 
-    def stop_containers(self, name: str, cri_socket: str | None = None) -> int:
+    def stop_containers(self, name: str, cri_socket: str | None = None, grace: int = STOP_GRACE_SECONDS) -> int:
         """Stop the running containers called ``name`` gracefully (:func:`crictl_stop`: SIGTERM, SIGKILL only after
-        :data:`STOP_GRACE_SECONDS`; each awaited stopped) and the kubelet starts them again from their static Pod,
-        reading the certificate files anew; how many were stopped."""
+        ``grace`` seconds; each awaited stopped) and the kubelet starts them again from their static Pod, reading the
+        certificate files anew; how many were stopped."""
         ids = [c.id for c in self.containers(name, cri_socket)]
         for cid in ids:
-            self._try(crictl_stop(cri_socket, cid), STOP_GRACE_SECONDS + 30)
+            self._try(crictl_stop(cri_socket, cid, grace), grace + 30)
         return len(ids)
 
     def container_created_at(self, name: str, cri_socket: str | None = None) -> float | None:

@@ -580,12 +580,12 @@ class SshHost:
         except ValueError as exc:
             raise TransportError(f"{self.name}: {exc}", "check the crictl version on the node") from exc
 
-    def stop_containers(self, name: str, cri_socket: str | None = None) -> int:
+    def stop_containers(self, name: str, cri_socket: str | None = None, grace: int = STOP_GRACE_SECONDS) -> int:
         """Stop the running containers called ``name`` gracefully (the kubelet starts them again from their static
         Pod, reading their files anew), as :meth:`LocalHost.stop_containers` does; how many were stopped."""
         ids = [c.id for c in self.containers(name)]
         for cid in ids:
-            r = self.transport.run(crictl_stop(cri_socket, cid), timeout=max(UNIT_TIMEOUT, STOP_GRACE_SECONDS + 30))
+            r = self.transport.run(crictl_stop(cri_socket, cid, grace), timeout=max(UNIT_TIMEOUT, grace + 30))
             if not r.ok:
                 raise TransportError(
                     f"{self.name}: 'crictl stop {cid}' ({name}) failed: {_why(r)}",

@@ -48,7 +48,7 @@ from urllib.parse import urlsplit
 import yaml
 from cryptography import x509
 
-from kuberevive.core import caextend, certs, pki, salvage, yamlfmt
+from kuberevive.core import caextend, certs, manifests, pki, salvage, yamlfmt
 from kuberevive.core import diagnose as d
 from kuberevive.core.diagnose import detect_role, resolve_config
 from kuberevive.core.kubeconfig import (
@@ -61,7 +61,7 @@ from kuberevive.core.kubeconfig import (
 )
 from kuberevive.core.retrust import ready_since
 from kuberevive.errors import CollectError, KubeApiError, KubereviveError, NotAControlPlane, PlanError
-from kuberevive.io.host import Host, LocalHost
+from kuberevive.io.host import STOP_GRACE_SECONDS, Host, LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.remotehost import SshHost
@@ -98,16 +98,24 @@ STOP_ORDER = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-schedul
 
 
 class Stopper(Protocol):
-    """A host that stops containers (:class:`LocalHost`, :class:`SshHost`)."""
+    """A host that reads its files and stops containers (:class:`LocalHost`, :class:`SshHost`)."""
 
-    def stop_containers(self, name: str, cri_socket: str | None = None) -> int: ...
+    def read(self, node_path: PurePosixPath) -> bytes | None: ...
+
+    def stop_containers(self, name: str, cri_socket: str | None = None, grace: int = STOP_GRACE_SECONDS) -> int: ...
 
 
 def stop_control_plane(host: Stopper, components: Sequence[str], cri_socket: str | None = None) -> list[str]:
     """Stop ``components`` of one node in :data:`STOP_ORDER`, one after the other, each gracefully and awaited (the
-    kubelet starts them again from their manifests); ``component (n)`` for each, in that order."""
+    kubelet starts them again from their manifests), with the grace of that node's own static Pod
+    (:func:`manifests.stop_grace_seconds`: a kube-apiserver's shutdown delay and drain); ``component (n)`` for each,
+    in that order."""
     ordered = sorted(components, key=lambda c: STOP_ORDER.index(c) if c in STOP_ORDER else len(STOP_ORDER))
-    return [f"{c} ({host.stop_containers(c, cri_socket)})" for c in ordered]
+    out = []
+    for c in ordered:
+        grace = manifests.stop_grace_seconds(c, host.read(manifests.manifest_path(c)))
+        out.append(f"{c} ({host.stop_containers(c, cri_socket, grace)})")
+    return out
 
 
 STEP_TITLES = {
@@ -918,7 +926,7 @@ PEER_TIMEOUT = 300.0
 class PeerHost(Host, Protocol):
     """A peer as a host that can also stop containers (:class:`SshHost`)."""
 
-    def stop_containers(self, name: str, cri_socket: str | None = None) -> int: ...
+    def stop_containers(self, name: str, cri_socket: str | None = None, grace: int = STOP_GRACE_SECONDS) -> int: ...
 
 
 @dataclass(frozen=True)
