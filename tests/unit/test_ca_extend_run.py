@@ -137,7 +137,8 @@ def test_every_step_runs_and_the_cluster_and_the_other_nodes_hold_the_extended_c
     old, new = pki.load_certificate(ext.ca, "old"), pki.load_certificate(new_ca, "new")
     assert new.not_valid_after_utc > old.not_valid_after_utc and new.public_key() == old.public_key()
     # the control-plane containers that read a CA at start were stopped, the kubelet restarted
-    assert "crictl stop kube-apiserver" in ext.host.commands and "crictl stop etcd" in ext.host.commands
+    stops = [c for c in ext.host.commands if c.startswith("crictl stop ")]
+    assert stops == ["crictl stop kube-apiserver (grace 5 s)"] + [f"crictl stop {c}" for c in renew.STOP_ORDER[1:]]
     assert "systemctl restart kubelet" in ext.host.commands
     # the cluster objects hold the extended CAs
     assert _ca_data(ext.configmap("kube-public", "cluster-info")["kubeconfig"].encode()) == new_ca

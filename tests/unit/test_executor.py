@@ -111,8 +111,8 @@ class FakeHost(LocalHost):
         self.commands.append(f"crictl ps {name}")
         return [Container(f"id-{name}", name or "", "CONTAINER_RUNNING", START)]
 
-    def stop_containers(self, name: str, cri_socket: str | None = None) -> int:
-        self.commands.append(f"crictl stop {name}")
+    def stop_containers(self, name: str, cri_socket: str | None = None, grace: int = 30) -> int:
+        self.commands.append(f"crictl stop {name}" + (f" (grace {grace} s)" if grace != 30 else ""))
         return 1
 
     def addresses(self) -> tuple[str, ...]:

@@ -57,6 +57,19 @@ def test_preflight_checks_ignored_only_from_v1_35() -> None:
     assert join[0]["nodeRegistration"]["ignorePreflightErrors"] == ["SystemVerification"]
 
 
+def test_only_the_ha_labs_api_servers_keep_serving_5_s_after_sigterm() -> None:
+    """Behind the load balancer, kube-apiserver fails /readyz at SIGTERM and serves 5 s more, so haproxy takes it out
+    first (issue 14: a master restarted by certs renew cut requests through the load balancer)."""
+    from kuberevive.lab.kubeadm import init_documents
+
+    ha = LabConfig.from_env({"KUBEREVIVE_LAB_CONTROL_PLANES": "3"})
+    assert ha.ha
+    args = init_documents(ha, "abcdef.0123456789abcdef", "0" * 64)[1]["apiServer"]["extraArgs"]
+    assert {"name": "shutdown-delay-duration", "value": "5s"} in args
+    one = init_documents(LabConfig.from_env({}), "abcdef.0123456789abcdef")[1]["apiServer"]["extraArgs"]
+    assert one == [{"name": "event-ttl", "value": "2h0m0s"}]  # the 1+1 lab: kubeadm's default (0)
+
+
 def test_instances_up_to_19_have_their_own_network_and_names_and_20_is_refused() -> None:
     one, nineteen = (LabConfig.from_env({"KUBEREVIVE_LAB_INSTANCE": n}) for n in ("1", "19"))
     assert (nineteen.network, nineteen.prefix, nineteen.host_if) == ("172.30.19.0/24", "krlab19", "krlab190")

@@ -73,7 +73,8 @@ def test_a_live_host_lists_stops_and_restarts_through_crictl_and_systemctl(tmp_p
     host.restart_unit("kubelet")
     lines = fake_tools.read_text().splitlines()
     assert "crictl --runtime-endpoint unix:///run/containerd/containerd.sock ps -o json --name ^etcd$" in lines
-    assert "crictl stop c1" in lines and "crictl stop c2" not in lines
+    # graceful: SIGTERM and the pod's grace period before SIGKILL (crictl's default --timeout 0 is SIGKILL at once)
+    assert "crictl stop --timeout 30 c1" in lines and not any(line.endswith(" c2") for line in lines)
     assert lines[-2:] == ["systemctl is-active kubelet", "systemctl restart kubelet"]
 
 

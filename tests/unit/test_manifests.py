@@ -680,3 +680,35 @@ def test_go_join() -> None:
     assert go_join("/etc/kubernetes/pki/", "etcd/ca.crt") == "/etc/kubernetes/pki/etcd/ca.crt"
     assert go_join("", "") == ""
     assert go_join("a", "", "b") == "a/b"
+
+
+# --- how long a stopped control-plane container gets between SIGTERM and SIGKILL ----------------------------------
+
+
+def _manifest(component: str, cfg: KubeadmConfig, **spec: Any) -> bytes:
+    built = pod(component, cfg)
+    built["spec"].update(spec)
+    return m.render_manifest(built).encode()
+
+
+def test_a_stopped_api_server_gets_its_shutdown_delay_and_a_drain_the_others_the_pods_grace() -> None:
+    """kubeadm's kube-apiserver (no delay): 5 s to drain; with --shutdown-delay-duration 5s (the HA lab) 10 s: it fails
+    /readyz at SIGTERM, serves 5 s while the load balancer takes it out, drains, and is not waited for while its watch
+    streams stay open (up to 60 s: the v1.37 lab's API server still ran 30 s after SIGTERM). Never beyond the Pod's
+    grace period (30 s unless the Pod says), which etcd, the controller-manager and the scheduler get."""
+    cfg = make_cfg()
+    assert m.stop_grace_seconds(m.KUBE_APISERVER, _manifest(m.KUBE_APISERVER, cfg)) == 5
+    delayed = make_cfg(api_server=APIServer(extra_args=(Arg("shutdown-delay-duration", "5s"),)))
+    assert m.stop_grace_seconds(m.KUBE_APISERVER, _manifest(m.KUBE_APISERVER, delayed)) == 10
+    slow = make_cfg(api_server=APIServer(extra_args=(Arg("shutdown-delay-duration", "1m10s"),)))
+    assert m.stop_grace_seconds(m.KUBE_APISERVER, _manifest(m.KUBE_APISERVER, slow)) == 30  # the Pod's grace
+    long_grace = _manifest(m.KUBE_APISERVER, slow, terminationGracePeriodSeconds=120)
+    assert m.stop_grace_seconds(m.KUBE_APISERVER, long_grace) == 75
+    for component in (m.ETCD, m.KUBE_CONTROLLER_MANAGER, m.KUBE_SCHEDULER):
+        assert m.stop_grace_seconds(component, _manifest(component, cfg)) == 30
+    assert m.stop_grace_seconds(m.ETCD, _manifest(m.ETCD, cfg, terminationGracePeriodSeconds=12)) == 12
+    # no manifest, not YAML, a flag that is not a duration: the Pod's default
+    soon = make_cfg(api_server=APIServer(extra_args=(Arg("shutdown-delay-duration", "soon"),)))
+    bad = _manifest(m.KUBE_APISERVER, soon)
+    for manifest in (None, b"", b"{[", b"- a list", bad):
+        assert m.stop_grace_seconds(m.KUBE_APISERVER, manifest) == 30, manifest

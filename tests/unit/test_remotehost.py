@@ -334,6 +334,39 @@ def test_restart_unit_and_containers_failures_are_one_sentence() -> None:
     assert SshHost(Canned(Result(0, CRICTL_PS, b""))).containers("kube-proxy")[0].pod_name == "kube-proxy-4z48m"
 
 
+class Stops:
+    """A transport whose ``crictl ps`` lists CRICTL_PS and which records every other command with its time limit."""
+
+    name = "node-b"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], float]] = []
+
+    def run(self, argv: Sequence[str], input: bytes | None = None, timeout: float = DEFAULT_TIMEOUT) -> Result:
+        if list(argv[:2]) == ["crictl", "ps"]:
+            return Result(0, CRICTL_PS, b"")
+        self.calls.append((list(argv), timeout))
+        return Result(0, b"", b"")
+
+
+def test_containers_are_stopped_gracefully_with_the_pods_grace_period() -> None:
+    """``crictl stop`` without --timeout is SIGKILL at once (containerd's StopContainer with timeout 0): a
+    kube-apiserver would cut its requests in flight. SIGTERM and 30 s, as the kubelet stops a pod, awaited."""
+    t = Stops()
+    assert SshHost(t, "node-b").stop_containers("kube-proxy", "unix:///run/containerd/containerd.sock") == 1  # type: ignore[arg-type]
+    ((argv, limit),) = t.calls
+    assert argv == [
+        "crictl",
+        "--runtime-endpoint",
+        "unix:///run/containerd/containerd.sock",
+        "stop",
+        "--timeout",
+        "30",
+        "755c420fc41311f2169985fa88fb1ced751e507b89edff267e3d32022f69dd10",  # kube-proxy's, not the sidecar's
+    ]
+    assert limit > 30  # the SSH command outlives the grace period
+
+
 @pytest.fixture
 def other_fs() -> Iterator[Path]:
     """A temporary directory on another file system than pytest's tmp_path (the tmpfs at /dev/shm)."""

@@ -87,10 +87,12 @@ def control_plane(base: Path) -> NodeRoot:
 
 
 def fake_effects(api: KubeApi, clock: FakeClock, after_step: int | None = None) -> Effects:
-    """The effects of a renewal or an extension on the fakes: ``api`` for admin.conf, the fake clock, the kill hook."""
+    """The effects of a renewal or an extension on the fakes: ``api`` for admin.conf and for this node's own API
+    server (admin.conf's credentials, another server), the fake clock, the kill hook."""
     c = clock
     return Effects(
         lambda _r: api,
+        kubeconfig_api=lambda _r, _kubeconfig: api,
         clock=c.time,
         utcnow=c.utcnow,
         monotonic=c.time,
@@ -144,7 +146,12 @@ def test_a_whole_renewal_renews_every_credential_and_restarts_through_the_host(t
     assert isinstance(new_pem, str) and new_pem != before[str(paths.KUBELET_CLIENT_CURRENT)]
     assert any(f"{paths.KUBELET_CLIENT_CURRENT} moved aside to" in m for m in result.messages)
     assert r.host.commands.count("systemctl restart kubelet") == 2  # after the client, after the stops
-    assert {"crictl stop etcd", "crictl stop kube-apiserver", "crictl stop kube-scheduler"} <= set(r.host.commands)
+    # one after the other, the API server first (it drains while its etcd answers), then etcd, then the others; the
+    # API server (kubeadm's manifest: no shutdown delay) SIGKILLed 5 s after SIGTERM, the others after the Pod's 30 s
+    stops = [c for c in r.host.commands if c.startswith("crictl stop ")]
+    assert stops == ["crictl stop kube-apiserver (grace 5 s)"] + [f"crictl stop {c}" for c in renew.STOP_ORDER[1:]]
+    last_restart = max(i for i, c in enumerate(r.host.commands) if c == "systemctl restart kubelet")
+    assert r.host.commands.index(stops[-1]) < last_restart  # then the kubelet, which starts them again
     report, _cfg_read = renew.read_report(str(r.root.prefix), str(CONFIG), DAYS, live=False)
     renewed = {i.name: i.status.value for i in report.items if i.name in {t["name"] for t in result.targets}}
     assert set(renewed.values()) == {"ok"}, renewed

@@ -5,6 +5,7 @@ the lab test runs it over SSH against real masters: tests/lab/test_ha_lab.py."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -38,6 +39,7 @@ from tests.unit.test_renew_nodes import TREE, FakeHost, ReadyApi, kubelet_files
 CA_FILES = {p: d for p, d in contents(TREE).items() if p.name in ("ca.crt", "ca.key") or "-ca." in p.name}
 REAL_NOW = datetime.now(UTC)
 ADDRESSES = {"master-b": "10.20.30.50", "master-c": "10.20.30.60"}
+LB = "https://lb.prod-eu.example:6443"
 
 
 def peer_cfg(name: str) -> KubeadmConfig:
@@ -84,8 +86,10 @@ class PeerHost(FakeHost):
         super().__init__(name, files)
         self.events = events
         self.stopped: list[str] = []
+        self.graces: dict[str, int] = {}
 
-    def stop_containers(self, name: str, cri_socket: str | None = None) -> int:
+    def stop_containers(self, name: str, cri_socket: str | None = None, grace: int = 30) -> int:
+        self.graces[name] = grace
         self.stopped.append(name)
         self.events.append(f"{self.name}: stop {name}")
         return 1
@@ -99,7 +103,7 @@ class PeerHost(FakeHost):
 
 
 class HealthyApi:
-    """One API server's /readyz, logged."""
+    """One API server: its /readyz and every Node Ready with a heartbeat now, each request logged."""
 
     def __init__(self, server: str, events: list[str]) -> None:
         self.server, self.events = server, events
@@ -107,6 +111,32 @@ class HealthyApi:
     def readyz(self) -> tuple[bool, str]:
         self.events.append(f"readyz {self.server}")
         return True, "ok"
+
+    def get(self, path: str, **query: Any) -> Any:
+        self.events.append(f"get {path} at {self.server}")
+        return ReadyApi().get(path)
+
+
+class LoadBalancer(HealthyApi):
+    """admin.conf's server on HA: the control-plane endpoint, which may send a request to ANY master. With every
+    master's certificates expired, one not renewed yet answers with them: asking it before every master this run
+    restarts is done fails the test (``renewed()`` says when)."""
+
+    def __init__(self, events: list[str], renewed: Callable[[], bool]) -> None:
+        super().__init__(LB, events)
+        self.renewed = renewed
+
+    def _asked(self, what: str) -> None:
+        if not self.renewed():
+            pytest.fail(f"the load balancer was asked ({what}) before every master was renewed")
+
+    def readyz(self) -> tuple[bool, str]:
+        self._asked("/readyz")
+        return super().readyz()
+
+    def get(self, path: str, **query: Any) -> Any:
+        self._asked(path)
+        return super().get(path)
 
 
 class HealthyEtcd:
@@ -163,7 +193,13 @@ def executor(
 
     ex.connect = connect
     ex.remote = lambda _t, name: hosts[name]  # type: ignore[assignment,return-value]
-    ex._api = lambda: ReadyApi()  # type: ignore[assignment,method-assign,return-value]
+
+    def renewed() -> bool:  # every peer the journal knows is done
+        masters = [e for e in journal.other_nodes.values() if e.get("role") == renew.CONTROL_PLANE_ROLE]
+        return bool(masters) and all(e.get("state") == "done" for e in masters)
+
+    lb = LoadBalancer(events, renewed)
+    ex._api = lambda: lb  # type: ignore[assignment,method-assign,return-value]
     return ex, journal
 
 
@@ -249,18 +285,56 @@ def test_peers_are_written_first_then_restarted_one_at_a_time_each_awaited_healt
     assert any(str(p).endswith("/etc/kubernetes/pki/apiserver.crt") for p in b.aside)
 
     ex.step_peer_restarts()
-    # this node's API server and etcd first, then master-b whole (stopped, restarted, healthy), then master-c
+    # this node's API server and etcd first, then master-b whole (stopped, restarted, healthy, its Node Ready asked of
+    # this node's own API server), then master-c; the load balancer only once both are done
     assert events[0] == "readyz https://10.20.30.40:6443" and events[1] == "etcd https://127.0.0.1:2379"
     b_ready = events.index("etcd https://10.20.30.50:2379")
-    assert events.index("readyz https://10.20.30.50:6443") < b_ready < events.index("master-c: stop etcd")
+    b_node = events.index("get /api/v1/nodes/master-b at https://10.20.30.40:6443")
+    assert events.index("readyz https://10.20.30.50:6443") < b_ready < b_node
+    assert (
+        b_node
+        < events.index("master-c: stop kube-apiserver")
+        == min(i for i, e in enumerate(events) if e.startswith("master-c:"))
+    )
     assert max(i for i, e in enumerate(events) if e.startswith("master-b:")) < b_ready
-    assert events[-1] == "etcd https://10.20.30.60:2379"
-    assert b.stopped == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"] == c.stopped
+    assert events[-2:] == ["get /api/v1/nodes/master-c at https://10.20.30.40:6443", f"readyz {LB}"]
+    # each master's API server first (it fails /readyz and drains while its etcd answers), then etcd, then the rest
+    assert b.stopped == ["kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler"] == c.stopped
+    # each with the grace of that node's own manifest: its API server (no shutdown delay) 5 s, the others 30 s
+    assert b.graces == {"kube-apiserver": 5, "etcd": 30, "kube-controller-manager": 30, "kube-scheduler": 30}
     assert (b.restarts, c.restarts) == (1, 1)
     assert {journal.other_nodes[n]["state"] for n in ("master-b", "master-c")} == {"done"}
     # a second run: nothing is done again
     ex.step_peer_restarts()
     assert (b.restarts, c.restarts) == (1, 1)
+
+
+def test_until_the_last_master_is_renewed_every_wait_asks_a_given_api_server_never_the_load_balancer(tmp_path: Path):
+    """Every master past expiry: the load balancer (admin.conf's server) may send a request to a master not renewed
+    yet, which answers with expired certificates. api-ready, node-ready and each peer's Node wait ask this node's own
+    API server (its advertise address); the load balancer is awaited once, after the last master, and the workers'
+    kubelets come after that (the fake load balancer fails the test if asked earlier)."""
+    events: list[str] = []
+    b = PeerHost("master-b", cached_peer_files("master-b"), events)
+    c = PeerHost("master-c", cached_peer_files("master-c"), events)
+    w = PeerHost("worker-1", kubelet_files(_cfg(), "worker-1"), events)
+    hosts: dict[str, FakeHost] = {"master-b": b, "master-c": c, "worker-1": w}
+    ex, journal = executor(tmp_path, hosts, events, inventory("master-b", "master-c"))
+    ex.step_peer_certificates()
+    ex.step_api_ready()
+    ex.step_node_ready()
+    ex.step_peer_restarts()
+    ex.step_other_kubelets()
+    own = "https://10.20.30.40:6443"
+    assert events[:2] == [f"readyz {own}", f"get /api/v1/nodes/master-a at {own}"]
+    lb_first = events.index(f"readyz {LB}")
+    assert max(i for i, e in enumerate(events) if e.startswith(("master-b:", "master-c:"))) < lb_first
+    assert [e for e in events[:lb_first] if e.startswith("get ")] == [
+        f"get /api/v1/nodes/{n} at {own}" for n in ("master-a", "master-b", "master-c")
+    ]
+    assert events.index("worker-1: restart kubelet") > lb_first and w.restarts == 1
+    assert events[-1] == f"get /api/v1/nodes/worker-1 at {LB}"  # the workers after it: through it
+    assert {n: e["state"] for n, e in journal.other_nodes.items()} == dict.fromkeys(hosts, "done")
 
 
 def test_a_peer_that_fails_stops_the_rolling_restart_and_the_next_run_resumes_with_it(tmp_path: Path):
@@ -339,7 +413,9 @@ def test_ca_extend_puts_the_extended_ca_on_each_master_one_at_a_time_then_on_the
         base.host, journal, base.cfg, lambda _t: None, base.result, base.fx, extended=extended, options=None
     )
     ex.options = RetrustOptions(inventory=inventory("master-b", "master-c"), node_timeout=5)
-    ex.connect, ex.remote, ex._api = base.connect, base.remote, base._api  # type: ignore[method-assign]
+    ex.connect, ex.remote = base.connect, base.remote
+    lb = LoadBalancer(events, lambda: {"master-b", "master-c"} <= set(journal.nodes_done))
+    ex._api = lambda: lb  # type: ignore[assignment,method-assign,return-value]
     ex.step_cluster_objects = lambda: events.append("cluster-objects")  # type: ignore[method-assign]
     new_pem = pki.encode_certificate_pem(new)
 
@@ -355,7 +431,8 @@ def test_ca_extend_puts_the_extended_ca_on_each_master_one_at_a_time_then_on_the
     b_healthy = events.index("etcd https://10.20.30.50:2379")
     assert max(i for i, e in enumerate(events) if e.startswith("master-b:")) < b_healthy
     assert b_healthy < min(i for i, e in enumerate(events) if e.startswith("master-c:"))
-    assert events.index("etcd https://10.20.30.60:2379") < events.index("cluster-objects")
+    asked_lb = events.index(f"readyz {LB}")  # the load balancer once every master holds the extended CA
+    assert events.index("etcd https://10.20.30.60:2379") < asked_lb < events.index("cluster-objects")
     assert events.index("cluster-objects") < events.index("worker-1: restart kubelet")
     cluster, _user = Kubeconfig.from_yaml(w.read(paths.KUBELET_CONF) or b"").current()
     assert cluster.certificate_authority_data == new_pem and w.stopped == [] and w.restarts == 1

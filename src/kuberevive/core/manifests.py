@@ -41,6 +41,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any, Final
 
+import yaml
+
 from kuberevive.core import versions, yamlfmt
 from kuberevive.core._args import (
     arguments_to_command,
@@ -53,6 +55,7 @@ from kuberevive.core._args import (
     split_command,
 )
 from kuberevive.errors import ConfigError
+from kuberevive.model import yamlload
 from kuberevive.model.artifacts import Artifact, ArtifactKind
 from kuberevive.model.config import (
     DEFAULT_KUBERNETES_DIR,
@@ -63,6 +66,7 @@ from kuberevive.model.config import (
     KubeadmConfig,
     NodeFacts,
 )
+from kuberevive.model.kubeadm_yaml import parse_duration
 
 ETCD: Final = "etcd"
 KUBE_APISERVER: Final = "kube-apiserver"
@@ -188,6 +192,42 @@ def manifest_args(pod: Mapping[str, Any]) -> list[Arg]:
 def manifest_flags(pod: Mapping[str, Any]) -> dict[str, str]:
     """Flag name -> value of the Pod's command; for a repeated flag the last value (as pflag does)."""
     return {a.name: a.value for a in manifest_args(pod)}
+
+
+#: Seconds between SIGTERM and SIGKILL the kubelet gives a static Pod's containers when it stops the Pod: its
+#: ``terminationGracePeriodSeconds``, which kubeadm leaves at the default.
+POD_GRACE_SECONDS: Final = 30
+#: Seconds a kube-apiserver gets after its ``--shutdown-delay-duration`` to stop listening and drain the requests in
+#: flight before it is SIGKILLed (:func:`stop_grace_seconds`).
+APISERVER_DRAIN_SECONDS: Final = 5
+
+
+def stop_grace_seconds(component: str, manifest: bytes | None) -> int:
+    """Seconds between SIGTERM and SIGKILL when the container of ``component``'s static Pod (``manifest``: the Pod's
+    YAML on that node) is stopped: the Pod's ``terminationGracePeriodSeconds`` (default :data:`POD_GRACE_SECONDS`),
+    and for kube-apiserver at most its ``--shutdown-delay-duration`` plus :data:`APISERVER_DRAIN_SECONDS`.
+
+    At SIGTERM a kube-apiserver fails ``/readyz`` at once, serves for the delay (a load balancer takes it out), stops
+    listening and drains the requests in flight, and then waits for its open watch streams to end, up to its request
+    timeout (60 s; measured on the v1.37 HA lab: still running when SIGKILLed 30 s after SIGTERM). The watches'
+    clients open them again on another API server: they are cut rather than waited for. An unreadable manifest or
+    flag gives the Pod's default."""
+    try:
+        pod = yamlload.load(manifest) if manifest else None
+    except yaml.YAMLError:
+        pod = None
+    if not isinstance(pod, Mapping):
+        return POD_GRACE_SECONDS
+    spec = pod.get("spec")
+    given = spec.get("terminationGracePeriodSeconds") if isinstance(spec, Mapping) else None
+    grace = given if isinstance(given, int) and not isinstance(given, bool) and given >= 0 else POD_GRACE_SECONDS
+    if component != KUBE_APISERVER:
+        return grace
+    try:
+        delay = parse_duration(manifest_flags(pod).get("shutdown-delay-duration", "0s")).total_seconds()
+    except ConfigError:
+        return grace
+    return min(grace, math.ceil(max(delay, 0.0)) + APISERVER_DRAIN_SECONDS)
 
 
 def component_command(component: str, cfg: KubeadmConfig, facts: NodeFacts | None = None) -> list[str]:

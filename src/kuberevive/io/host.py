@@ -153,6 +153,19 @@ def _crictl(cri_socket: str | None) -> list[str]:
     return ["crictl"] + (["--runtime-endpoint", cri_socket] if cri_socket else [])
 
 
+#: Seconds a stopped container gets between SIGTERM and SIGKILL unless the caller says otherwise: a Pod's default
+#: grace period, which the kubelet gives it when it stops the Pod (a control plane's: manifests.stop_grace_seconds).
+#: ``crictl stop`` without ``--timeout`` is 0: containerd sends SIGKILL at once (``StopContainer`` with timeout 0), so
+#: a kube-apiserver would cut the requests in flight and never fail ``/readyz`` first for a load balancer.
+STOP_GRACE_SECONDS = 30
+
+
+def crictl_stop(cri_socket: str | None, container_id: str, grace: int = STOP_GRACE_SECONDS) -> list[str]:
+    """``crictl stop`` of one container, graceful: SIGTERM, then SIGKILL after ``grace`` seconds; it returns once
+    the container has stopped."""
+    return [*_crictl(cri_socket), "stop", "--timeout", str(grace), container_id]
+
+
 class LocalHost:
     """The node the tool runs on: files through :class:`NodeRoot` (``--root``), commands through
     :mod:`kuberevive.io.process`. ``live`` is decided once by the caller (the CLI: ``--root`` is this machine's
@@ -246,12 +259,13 @@ class LocalHost:
         except ValueError:
             return []
 
-    def stop_containers(self, name: str, cri_socket: str | None = None) -> int:
-        """Stop the running containers called ``name`` (the kubelet starts them again from their static Pod,
-        reading the certificate files anew); how many were stopped."""
+    def stop_containers(self, name: str, cri_socket: str | None = None, grace: int = STOP_GRACE_SECONDS) -> int:
+        """Stop the running containers called ``name`` gracefully (:func:`crictl_stop`: SIGTERM, SIGKILL only after
+        ``grace`` seconds; each awaited stopped) and the kubelet starts them again from their static Pod, reading the
+        certificate files anew; how many were stopped."""
         ids = [c.id for c in self.containers(name, cri_socket)]
         for cid in ids:
-            self._try([*_crictl(cri_socket), "stop", cid], 60)
+            self._try(crictl_stop(cri_socket, cid, grace), grace + 30)
         return len(ids)
 
     def container_created_at(self, name: str, cri_socket: str | None = None) -> float | None:

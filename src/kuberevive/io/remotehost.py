@@ -38,7 +38,7 @@ from datetime import datetime
 from pathlib import PurePosixPath
 
 from kuberevive.errors import KubereviveError, NodeFsError, TransportError
-from kuberevive.io.host import Container, parse_crictl_ps
+from kuberevive.io.host import STOP_GRACE_SECONDS, Container, crictl_stop, parse_crictl_ps
 from kuberevive.io.noderoot import (
     MAX_READ_BYTES,
     backup_stamp,
@@ -580,13 +580,12 @@ class SshHost:
         except ValueError as exc:
             raise TransportError(f"{self.name}: {exc}", "check the crictl version on the node") from exc
 
-    def stop_containers(self, name: str, cri_socket: str | None = None) -> int:
-        """Stop the running containers called ``name`` (the kubelet starts them again from their static Pod, reading
-        their files anew), as :meth:`LocalHost.stop_containers` does; how many were stopped."""
+    def stop_containers(self, name: str, cri_socket: str | None = None, grace: int = STOP_GRACE_SECONDS) -> int:
+        """Stop the running containers called ``name`` gracefully (the kubelet starts them again from their static
+        Pod, reading their files anew), as :meth:`LocalHost.stop_containers` does; how many were stopped."""
         ids = [c.id for c in self.containers(name)]
-        argv = ["crictl"] + (["--runtime-endpoint", cri_socket] if cri_socket else [])
         for cid in ids:
-            r = self.transport.run([*argv, "stop", cid], timeout=UNIT_TIMEOUT)
+            r = self.transport.run(crictl_stop(cri_socket, cid, grace), timeout=max(UNIT_TIMEOUT, grace + 30))
             if not r.ok:
                 raise TransportError(
                     f"{self.name}: 'crictl stop {cid}' ({name}) failed: {_why(r)}",

@@ -21,7 +21,11 @@ The HA lab (three control planes): ``controlPlaneEndpoint`` is the load balancer
 see loadbalancer.py), ``kubeadm init --upload-certs`` with a ``certificateKey`` chosen here (so the lab can
 write the control-plane JoinConfigurations at once), and cp2, cp3 join with ``controlPlane.localAPIEndpoint``
 (their own advertise address) and that ``certificateKey``: stacked etcd, one member per control plane.
-Every join discovers the cluster through the load balancer. The 1+1 lab's documents do not change.
+Every join discovers the cluster through the load balancer. The API servers get ``shutdown-delay-duration: 5s``
+(what an operator sets behind a load balancer): on SIGTERM a kube-apiserver fails ``/readyz`` at once and keeps
+serving that long, so haproxy's check (every second, out after 2 failures: loadbalancer.py) takes it out before it
+stops listening; kubeadm's default (0) stops listening at once, and a restarted API server's port could open before
+haproxy has seen the old one fail. The 1+1 lab's documents do not change.
 
 Preflight checks: the lab on v1.30-v1.34 ignores none. Each check kubeadm runs passes inside a lab node because
 the node provides what a real machine would (ip_forward=1 and bridge-nf-call-iptables=1 in its network
@@ -64,6 +68,9 @@ def ignored_preflight_checks(cfg: LabConfig) -> list[str]:
 CRI_SOCKET = "unix:///run/containerd/containerd.sock"
 #: JoinConfiguration ``timeouts.etcdAPICall`` of a joining control plane (see join_documents).
 ETCD_JOIN_TIMEOUT = "10m0s"
+#: The HA lab's kube-apiserver ``--shutdown-delay-duration`` (the module docstring): longer than haproxy needs to
+#: take a server out (2 failed checks a second apart, each up to 2 s), shorter than the pod's grace period (30 s).
+SHUTDOWN_DELAY = "5s"
 
 
 def new_bootstrap_token() -> str:
@@ -137,7 +144,8 @@ def init_documents(cfg: LabConfig, token: str, certificate_key: str | None = Non
             },
             "apiServer": {
                 "certSANs": [cfg.cert_san],
-                "extraArgs": [{"name": "event-ttl", "value": "2h0m0s"}],
+                "extraArgs": [{"name": "event-ttl", "value": "2h0m0s"}]
+                + ([{"name": "shutdown-delay-duration", "value": SHUTDOWN_DELAY}] if cfg.ha else []),
             },
             "etcd": {"local": {"dataDir": "/var/lib/etcd"}},
             "dns": {"disabled": True},

@@ -6,15 +6,17 @@ Steps (only those that apply, in this order):
 1. ``files``: the extended CA certificates (same key, subject and key identifiers, new NotAfter) and every file on
    this node that holds an old one: kubeconfigs' ``certificate-authority-data`` and the kubelet's
    ``clientCAFile``; each replaced file moved aside;
-2. ``restart-control-plane``: the control-plane containers that read a changed CA at start are stopped
-   (``crictl stop``) and the kubelet is restarted (it reads kubelet.conf at start); the kubelet starts them
-   again from their unchanged static Pod manifests;
-3. ``api-ready``: the API server answers ``/readyz`` to admin.conf;
+2. ``restart-control-plane``: the control-plane containers that read a changed CA at start are stopped gracefully,
+   the API server first (:func:`renew.stop_control_plane`), and the kubelet is restarted (it reads kubelet.conf at
+   start); the kubelet starts them again from their unchanged static Pod manifests;
+3. ``api-ready``: this node's own API server (its advertise address, not the load balancer) answers ``/readyz`` to
+   admin.conf's credentials;
 4. ``cluster-objects``: ``kube-public/cluster-info``, ``kube-root-ca.crt`` in every namespace and
    ``kube-system/extension-apiserver-authentication`` hold exactly the extended CAs (recover's trust plan);
-5. ``other-nodes`` (``--all-nodes``): on every other node, over SSH, kubelet.conf and the kubelet's
-   ``clientCAFile`` get the extended CA (old files moved aside) and the kubelet is restarted (containers keep
-   running);
+5. ``other-nodes`` (``--all-nodes``): the other control-plane nodes one at a time (as ``certs renew``'s
+   ``peer-restarts``), then the API through admin.conf's server (the control-plane endpoint) and the cluster objects
+   once more; then on every worker, over SSH, kubelet.conf and the kubelet's ``clientCAFile`` get the extended CA
+   (old files moved aside) and the kubelet is restarted (containers keep running);
 6. ``node-ready``: this node is Ready with a heartbeat posted after the kubelet restart.
 
 The new certificates are made once and kept in the journal (``/var/lib/kuberevive/ca-extend/journal.json``),
@@ -32,7 +34,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
 from kuberevive.core import caextend, certs, pki, salvage
-from kuberevive.core.kubeconfig import local_api_url
 from kuberevive.core.retrust import client_ca_file, ready_since
 from kuberevive.errors import KubeApiError, KubereviveError, PlanError
 from kuberevive.io.host import Host, LocalHost
@@ -232,12 +233,12 @@ class _Executor(renew.RenewExecutor):
     def step_restart_control_plane(self) -> None:
         cri = self.cfg.init.node_registration.cri_socket or None
         components = restarts_for([e.name for e in self.extended])[:-1]
-        stopped = [f"{c} ({self.host.stop_containers(c, cri)})" for c in components]
+        stopped = renew.stop_control_plane(self.host, components, cri)
         self.progress(f"      stopped: {', '.join(stopped)}; restarting the kubelet")
         self._restart_kubelet()
 
     def step_cluster_objects(self) -> None:
-        api = self._api()
+        api = self._own_api()  # not the load balancer: another master may still hold the old CA
         pki_dir = self.cfg.cluster.certificates_dir
         ca = self.node.read_existing(PurePosixPath(pki_dir) / "ca.crt")
         front_proxy = self.node.read(PurePosixPath(pki_dir) / "front-proxy-ca.crt")
@@ -282,6 +283,7 @@ class _Executor(renew.RenewExecutor):
         if peers:
             failed = self._peers(peers)
             if not failed:  # a peer's API server that still held the old CA may have put it back meanwhile
+                self.wait_endpoint()  # every master holds the extended CAs: the load balancer may pick any
                 self.step_cluster_objects()
         if not failed:
             results = run_on_nodes(
@@ -312,7 +314,7 @@ class _Executor(renew.RenewExecutor):
         stopped (the kubelet starts them again) and the kubelet restarted; the next node only once this one's API
         server answers /readyz, its etcd member is healthy and its Node is Ready. Stops at the first failure."""
         assert self.options is not None
-        own = renew.api_at(self, renew.host_port(local_api_url(self.cfg)))
+        own = self._own_api()
         took = renew.wait_healthy(self, self.journal.node_name, own, None)
         self.progress(f"      this node's API server and etcd member are healthy ({took:.0f} s)")
         components = restarts_for([e.name for e in self.extended])[:-1]
@@ -327,17 +329,16 @@ class _Executor(renew.RenewExecutor):
                 n.name, host.read(paths.APISERVER_MANIFEST), host.read(paths.ETCD_MANIFEST)
             )
             out = [f"{n.name}: {line}" for line in _rewrite_node(host, self.extended, extra)]
-            stopped = [f"{c} ({host.stop_containers(c)})" for c in components]
+            stopped = renew.stop_control_plane(host, components)
             since = self._now().replace(microsecond=0) - timedelta(seconds=1)
             host.restart_unit("kubelet")
             out.append(f"{n.name}: stopped {', '.join(stopped)}; kubelet restarted")
             api = renew.api_at(self, f"{endpoints.api_host}:{endpoints.api_port}")
             took = renew.wait_healthy(self, n.name, api, endpoints.etcd_client_url)
-            admin = self._api()
             self._wait(
                 f"node {n.name} Ready",
                 renew.PEER_TIMEOUT,
-                lambda: ready_since(admin.get(f"/api/v1/nodes/{n.name}"), since),
+                lambda: ready_since(own.get(f"/api/v1/nodes/{n.name}"), since),  # this node's, not the LB
                 1.0,
             )
             return [*out, f"{n.name}: API server ready, etcd member healthy and Node Ready ({took:.0f} s)"]

@@ -8,11 +8,14 @@ Steps (only those the targets need, in this order):
 2. ``kubelet-restart``: ``systemctl restart kubelet`` (containers keep running), so that it can run the static pods;
 3. ``leaves``: every expiring, expired or invalid leaf of kubeadm's list, new key and certificate;
 4. ``kubeconfigs``: every kubeconfig whose embedded client certificate needs it (admin.conf included);
-5. ``restart-control-plane``: the control-plane containers whose files changed are stopped and the kubelet
-   restarted (which also clears a crash-loop back-off); the kubelet starts them again from their unchanged
-   static Pod manifests, reading the new files;
-6. ``api-ready``: the API server answers ``/readyz`` to the renewed admin.conf;
-7. ``node-ready``: this node is Ready with a heartbeat posted after the kubelet restart;
+5. ``restart-control-plane``: the control-plane containers whose files changed are stopped, one after the other
+   in :data:`STOP_ORDER` (the API server first), each gracefully (SIGTERM, awaited: a kube-apiserver fails
+   ``/readyz`` for the load balancer and drains its requests), and the kubelet restarted (which also clears a
+   crash-loop back-off); the kubelet starts them again from their unchanged static Pod manifests, reading the new
+   files;
+6. ``api-ready``: THIS node's API server (its advertise address, not admin.conf's server: on HA the load balancer
+   may pick a master not renewed yet) answers ``/readyz`` to admin.conf's renewed credentials;
+7. ``node-ready``: this node is Ready with a heartbeat posted after the kubelet restart (asked of its own API server);
 8. ``other-kubelets`` (``--all-nodes``): on every other node, over SSH, an expiring, expired or invalid kubelet client
    certificate is re-issued in place (signed locally with ``ca.key``, a new ``kubelet-client-<stamp>.pem`` and the
    ``kubelet-client-current.pem`` link swapped, the old one kept), an expiring or expired self-signed serving
@@ -45,7 +48,7 @@ from urllib.parse import urlsplit
 import yaml
 from cryptography import x509
 
-from kuberevive.core import caextend, certs, pki, salvage, yamlfmt
+from kuberevive.core import caextend, certs, manifests, pki, salvage, yamlfmt
 from kuberevive.core import diagnose as d
 from kuberevive.core.diagnose import detect_role, resolve_config
 from kuberevive.core.kubeconfig import (
@@ -58,7 +61,7 @@ from kuberevive.core.kubeconfig import (
 )
 from kuberevive.core.retrust import ready_since
 from kuberevive.errors import CollectError, KubeApiError, KubereviveError, NotAControlPlane, PlanError
-from kuberevive.io.host import Host, LocalHost
+from kuberevive.io.host import STOP_GRACE_SECONDS, Host, LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.remotehost import SshHost
@@ -87,6 +90,34 @@ COMPONENT_FILES = {
     "kube-controller-manager": (CONTROLLER_MANAGER_CONF,),
     "kube-scheduler": (SCHEDULER_CONF,),
 }
+#: The order the control-plane containers of one node are stopped in (each gracefully, awaited: io.host.crictl_stop):
+#: the API server first, so that it fails ``/readyz`` for the load balancer and drains its requests while its etcd
+#: still answers (stopped first, etcd would make the API server that still serves answer 500s); then etcd, which
+#: hands its leadership over on SIGTERM; then the controller-manager and the scheduler.
+STOP_ORDER = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler")
+
+
+class Stopper(Protocol):
+    """A host that reads its files and stops containers (:class:`LocalHost`, :class:`SshHost`)."""
+
+    def read(self, node_path: PurePosixPath) -> bytes | None: ...
+
+    def stop_containers(self, name: str, cri_socket: str | None = None, grace: int = STOP_GRACE_SECONDS) -> int: ...
+
+
+def stop_control_plane(host: Stopper, components: Sequence[str], cri_socket: str | None = None) -> list[str]:
+    """Stop ``components`` of one node in :data:`STOP_ORDER`, one after the other, each gracefully and awaited (the
+    kubelet starts them again from their manifests), with the grace of that node's own static Pod
+    (:func:`manifests.stop_grace_seconds`: a kube-apiserver's shutdown delay and drain); ``component (n)`` for each,
+    in that order."""
+    ordered = sorted(components, key=lambda c: STOP_ORDER.index(c) if c in STOP_ORDER else len(STOP_ORDER))
+    out = []
+    for c in ordered:
+        grace = manifests.stop_grace_seconds(c, host.read(manifests.manifest_path(c)))
+        out.append(f"{c} ({host.stop_containers(c, cri_socket, grace)})")
+    return out
+
+
 STEP_TITLES = {
     "kubelet-client": "renew the kubelet's client certificate (signed locally with ca.key)",
     "kubelet-restart": "restart the kubelet (its containers keep running)",
@@ -95,10 +126,10 @@ STEP_TITLES = {
     "peer-certificates": "other control-plane nodes over SSH: renew their leaves, kubeconfigs and kubelet client "
     "certificate with their own SANs (no restart yet)",
     "restart-control-plane": "restart the control-plane containers through the kubelet",
-    "api-ready": "wait for the API server (/readyz) with the renewed admin.conf",
+    "api-ready": "wait for this node's API server (/readyz at its advertise address, admin.conf's credentials)",
     "node-ready": "wait for this node to be Ready",
     "peer-restarts": "other control-plane nodes one at a time: restart their control-plane containers and kubelet, "
-    "wait for that node's API server, etcd member and Node",
+    "wait for that node's API server, etcd member and Node; then the API through the control-plane endpoint",
     "other-kubelets": "other nodes over SSH: renew the kubelet's client certificate, restart the kubelet, wait Ready",
 }
 
@@ -549,21 +580,31 @@ class RenewExecutor:
 
     def step_restart_control_plane(self) -> None:
         cri = self.cfg.init.node_registration.cri_socket or None
-        stopped = []
-        for component, files in COMPONENT_FILES.items():
-            if set(files) & set(self.targets):
-                n = self.host.stop_containers(component, cri)
-                stopped.append(f"{component} ({n})")
+        components = [c for c, files in COMPONENT_FILES.items() if set(files) & set(self.targets)]
+        stopped = stop_control_plane(self.host, components, cri)
         self.progress(f"      stopped: {', '.join(stopped)}; restarting the kubelet (clears any crash-loop back-off)")
         self._restart_kubelet()
 
     def _api(self) -> KubeApi:
+        """A client of admin.conf's server: on HA the control-plane endpoint (the load balancer), which may send a
+        request to any master; asked only once every master this run restarts is renewed (:meth:`wait_endpoint`)."""
         return self.fx.api_client(self.node)
 
-    def step_api_ready(self) -> None:
+    def _own_api(self) -> KubeApi:
+        """A client of THIS node's own API server (its advertise address) with admin.conf's credentials: the one
+        this run renewed and restarted, whatever the load balancer would pick."""
+        return api_at(self, host_port(local_api_url(self.cfg)))
+
+    def wait_endpoint(self) -> None:
+        """Wait until the API answers ``/readyz`` through admin.conf's server (the control-plane endpoint)."""
         api = self._api()
-        took = self._wait("the API server (/readyz)", API_TIMEOUT, api.readyz, 1.0)
-        self.progress(f"      the API server is ready ({took:.0f} s)")
+        took = self._wait(f"the API through {api.server} (/readyz)", API_TIMEOUT, api.readyz, 1.0)
+        self.progress(f"      the API answers through {api.server} ({took:.0f} s)")
+
+    def step_api_ready(self) -> None:
+        api = self._own_api()
+        took = self._wait(f"this node's API server (/readyz at {api.server})", API_TIMEOUT, api.readyz, 1.0)
+        self.progress(f"      this node's API server is ready ({took:.0f} s)")
 
     def step_other_kubelets(self) -> None:
         other_kubelets(self)
@@ -575,7 +616,7 @@ class RenewExecutor:
         step_peer_restarts(self)
 
     def step_node_ready(self) -> None:
-        api = self._api()
+        api = self._own_api()
         name = self.journal.node_name
         since = datetime.fromtimestamp((self.journal.timing("kubelet_restarted") or self.fx.clock()) - 2, UTC)
         self._wait(
@@ -870,9 +911,12 @@ def apply(
 #   kubeconfigs, the kubelet's client certificate (a new ``kubelet-client-<stamp>.pem``, the link swapped). The files
 #   are recorded in the journal before anything is written there; nothing is restarted yet.
 # * ``peer-restarts`` (after this node's API server and etcd are healthy again): ONE peer at a time, its control-plane
-#   containers whose files changed are stopped (the kubelet starts them again) and its kubelet restarted; the next
-#   peer starts only when that peer's own API server answers ``/readyz``, its etcd member is healthy and its Node is
-#   Ready, so an HA API (and etcd quorum) stays up. A failure stops the step there (the next run resumes).
+#   containers whose files changed are stopped gracefully in :data:`STOP_ORDER` (the kubelet starts them again) and its
+#   kubelet restarted; the next peer starts only when that peer's own API server answers ``/readyz``, its etcd member
+#   is healthy and its Node is Ready (asked of this node's own API server), so an HA API (and etcd quorum) stays up.
+#   A failure stops the step there (the next run resumes). Every wait until then asks a given API server, never the
+#   load balancer (with every master expired it may pick one not renewed yet); once every master is done, the API is
+#   awaited through admin.conf's server (the control-plane endpoint), once.
 
 CONTROL_PLANE_ROLE = "control-plane"
 #: Time limit of one peer's API server, etcd member and Node after its restart.
@@ -882,7 +926,7 @@ PEER_TIMEOUT = 300.0
 class PeerHost(Host, Protocol):
     """A peer as a host that can also stop containers (:class:`SshHost`)."""
 
-    def stop_containers(self, name: str, cri_socket: str | None = None) -> int: ...
+    def stop_containers(self, name: str, cri_socket: str | None = None, grace: int = STOP_GRACE_SECONDS) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -1170,13 +1214,13 @@ def _restart_peer(ex: RenewExecutor, lock: threading.Lock, n: InventoryNode, hos
         return [*out, f"{n.name}: nothing renewed, nothing restarted"]
     if entry.get("new_serving"):
         out += move_aside_serving(host, n.name)
-    stopped = [f"{c} ({host.stop_containers(c)})" for c in components]
+    stopped = stop_control_plane(host, components)
     since = ex._now().replace(microsecond=0) - timedelta(seconds=1)
     host.restart_unit("kubelet")
     out.append(f"{n.name}: stopped {', '.join(stopped) or 'nothing'}; kubelet restarted")
     took = wait_healthy(ex, n.name, api_at(ex, str(entry["api"])), str(entry["etcd"]))
-    admin = ex._api()
-    ex._wait(f"node {n.name} Ready", PEER_TIMEOUT, lambda: ready_since(admin.get(f"/api/v1/nodes/{n.name}"), since))
+    own = ex._own_api()  # not the load balancer: it may pick a master not renewed yet
+    ex._wait(f"node {n.name} Ready", PEER_TIMEOUT, lambda: ready_since(own.get(f"/api/v1/nodes/{n.name}"), since))
     with lock:
         entry["state"] = "done"
         ex.journal.save()
@@ -1184,21 +1228,22 @@ def _restart_peer(ex: RenewExecutor, lock: threading.Lock, n: InventoryNode, hos
 
 
 def step_peer_restarts(ex: RenewExecutor) -> None:
-    """``peer-restarts``: this node's own API server and etcd first, then each peer in turn (see the module)."""
+    """``peer-restarts``: this node's own API server and etcd first, then each peer in turn, then the API through the
+    control-plane endpoint (see the module)."""
     options = _require_options(ex)
     nodes, _source = discover(ex, options)  # the API answers now: peers not found before are found here
     _record_peers(ex, nodes)
     todo = [n for n in journal_peers(ex) if ex.journal.other_nodes[n.name].get("state") != "done"]
-    if not todo:
-        return
-    took = wait_healthy(ex, ex.journal.node_name, api_at(ex, host_port(local_api_url(ex.cfg))), None)
-    ex.progress(f"      this node's API server and etcd member are healthy ({took:.0f} s)")
-    ex.progress(f"      {len(todo)} other control-plane node(s), one at a time")
+    if todo:
+        took = wait_healthy(ex, ex.journal.node_name, ex._own_api(), None)
+        ex.progress(f"      this node's API server and etcd member are healthy ({took:.0f} s)")
+        ex.progress(f"      {len(todo)} other control-plane node(s), one at a time")
 
-    def one(n: InventoryNode, t: Transport, lock: threading.Lock) -> list[str]:
-        return _restart_peer(ex, lock, n, cast(PeerHost, ex.remote(t, n.name)))
+        def one(n: InventoryNode, t: Transport, lock: threading.Lock) -> list[str]:
+            return _restart_peer(ex, lock, n, cast(PeerHost, ex.remote(t, n.name)))
 
-    _on_peers(ex, options, todo, one, parallel=False)
+        _on_peers(ex, options, todo, one, parallel=False)
+    ex.wait_endpoint()  # every master is renewed: the load balancer may pick any of them now
 
 
 def host_port(url: str) -> str:
