@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import secrets
+import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -329,10 +330,14 @@ def generate_private_key(algorithm: EncryptionAlgorithm) -> PrivateKey:
 
 
 def encode_private_key_pem(key: PrivateKey) -> bytes:
-    """client-go ``MarshalPrivateKeyToPEM``: RSA -> ``RSA PRIVATE KEY`` (PKCS#1), EC -> ``EC PRIVATE KEY`` (SEC1)."""
-    return key.private_bytes(
+    """client-go ``MarshalPrivateKeyToPEM``: RSA -> ``RSA PRIVATE KEY`` (PKCS#1), EC -> ``EC PRIVATE KEY`` (SEC1).
+
+    The PEM is remembered with its key (:func:`load_private_key` of it then needs no parsing)."""
+    pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
     )
+    _remember_key(pem, key)
+    return pem
 
 
 def encode_public_key_pem(key: PublicKey) -> bytes:
@@ -368,8 +373,31 @@ def load_certificate(data: bytes, source: str) -> x509.Certificate:
     return certs[0]
 
 
+#: Private keys already parsed (or made here), by their exact PEM bytes: at most this many are kept.
+KEY_CACHE_SIZE = 64
+_parsed_keys: dict[bytes, PrivateKey] = {}
+_parsed_keys_lock = threading.Lock()  # re-trust threads load the CA key at once
+
+
+def _remember_key(pem: bytes, key: PrivateKey) -> None:
+    """Parsing a PEM private key is slow (OpenSSL checks an RSA key's consistency: about 30 ms for 2048 bits, three
+    times that on a loaded machine) and a recovery loads the same few keys again and again (the CA's key for every
+    kubeconfig and certificate it signs). The same bytes always parse to the same key, so the result of the first
+    parse (or the key a PEM was made from) is reused: the bytes are the cache key, so a changed file is parsed anew.
+    The keys stay in this process's memory only, where the run holds them anyway."""
+    with _parsed_keys_lock:
+        if len(_parsed_keys) >= KEY_CACHE_SIZE:
+            del _parsed_keys[next(iter(_parsed_keys))]  # the oldest
+        _parsed_keys[bytes(pem)] = key
+
+
 def load_private_key(data: bytes, source: str) -> PrivateKey:
-    """An RSA or ECDSA private key from PEM: PKCS#1, SEC1 or PKCS#8, unencrypted."""
+    """An RSA or ECDSA private key from PEM: PKCS#1, SEC1 or PKCS#8, unencrypted (parsed once per distinct PEM,
+    see :func:`_remember_key`)."""
+    with _parsed_keys_lock:
+        known = _parsed_keys.get(bytes(data))
+    if known is not None:
+        return known
     _require_pem(data, source, "the key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -384,6 +412,7 @@ def load_private_key(data: bytes, source: str) -> PrivateKey:
         ) from exc
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise PkiError(f"{source} is neither an RSA nor an ECDSA key", "kubeadm accepts only RSA and ECDSA keys.")
+    _remember_key(data, key)
     return key
 
 
