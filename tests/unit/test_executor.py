@@ -12,11 +12,12 @@ empty placeholder directory that comes back where a file belongs is moved aside 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -25,6 +26,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import pytest
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from kuberevive.core import pki
 from kuberevive.core import recover as core
@@ -44,7 +46,7 @@ from kuberevive.model.paths import BACKUP_DIR
 from kuberevive.model.recover import RetrustOptions, TrustFlags
 from kuberevive.run.context import Effects, Faults, StepContext, StepFn, node_api, node_etcd
 from kuberevive.run.journal import JOURNAL, RecoveryJournal
-from kuberevive.run.recover import RecoveryResult, apply_recovery, plan_recovery
+from kuberevive.run.recover import KEYS_AHEAD, RecoveryResult, apply_recovery, plan_recovery
 from kuberevive.run.steps import STEPS, check_table
 from kuberevive.run.steps import etcd as etcd_steps
 from tests.unit.test_recover import STORED, evidence
@@ -321,6 +323,8 @@ class Cluster:
         self.api = FakeApi(self.clock, self.root)
         self.etcd = FakeEtcd(cluster_yaml)
         self.progress: list[str] = []
+        self.background: Callable[[Callable[[], None]], None] = lambda work: None
+        """Work the run would start in a thread (keys made ahead): by default not done, the keys made on demand."""
 
     def _api(self, root: NodeRoot) -> KubeApi:
         node_api(root)  # admin.conf is there and its credentials load
@@ -332,7 +336,8 @@ class Cluster:
 
     def effects(self, faults: Faults | None = None) -> Effects:
         c = self.clock
-        return Effects(self._api, self._etcd, c.time, c.utcnow, c.time, c.sleep, faults or Faults(kill=_kill))
+        fx = Effects(self._api, self._etcd, c.time, c.utcnow, c.time, c.sleep, faults or Faults(kill=_kill))
+        return dataclasses.replace(fx, background=self.background)
 
     def recover(self, faults: Faults | None = None, config_text: str | None = None) -> RecoveryResult:
         return apply_recovery(
@@ -445,6 +450,39 @@ def test_a_whole_recovery_against_the_fakes(tmp_path: Path) -> None:
     # a second run on the recovered node does nothing: the journal says done, and the node is not broken
     again = c.recover()
     assert again.applied == [] and c.journal().status == "done"
+
+
+def test_the_keys_the_first_steps_need_are_made_ahead_while_the_run_plans_and_the_rest_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = Cluster(tmp_path)
+    made: dict[str, list[rsa.RSAPublicNumbers]] = {"ahead": [], "by the steps": []}
+    when = ["ahead"]
+    real = rsa.generate_private_key
+
+    def recording(public_exponent: int, key_size: int) -> rsa.RSAPrivateKey:
+        key = real(public_exponent=public_exponent, key_size=key_size)
+        made[when[0]].append(key.public_key().public_numbers())
+        return key
+
+    def background(work: Callable[[], None]) -> None:
+        work()  # at once: as if the thread had finished before the first step
+        when[0] = "by the steps"
+
+    monkeypatch.setattr(rsa, "generate_private_key", recording)
+    c.background = background
+    result = c.recover()
+    assert_recovered(c, result)
+    assert len(made["ahead"]) == KEYS_AHEAD and made["by the steps"] == []
+    # etcd's keys (the bootstrap configuration: RSA-2048) are keys made ahead, each used once
+    etcd_keys = [f"/etc/kubernetes/pki/etcd/{n}.key" for n in ("ca", "server", "peer", "healthcheck-client")]
+    used = [
+        pki.load_private_key(c.root.read_existing(PurePosixPath(p)), p).public_key().public_numbers()  # type: ignore[union-attr]
+        for p in [*etcd_keys, "/etc/kubernetes/pki/apiserver-etcd-client.key"]
+    ]
+    assert all(u in made["ahead"] for u in used) and len({u.n for u in used}) == len(used)
+    # the stored configuration asks for ECDSA: the RSA keys left over were dropped with the run
+    assert pki.drop_spare_keys() == 0
 
 
 def test_cluster_info_is_signed_for_the_new_token_without_the_controller_managers_signer(tmp_path: Path) -> None:

@@ -397,6 +397,19 @@ def test_a_private_key_is_parsed_once_per_distinct_pem_and_never_when_made_here(
     assert len(calls) == 4
 
 
+def test_keys_made_ahead_are_handed_out_once_each_then_made_on_demand_and_dropped() -> None:
+    pki.drop_spare_keys()
+    alg = EncryptionAlgorithm.ECDSA_P256
+    pki.make_spare_keys(alg, 2)
+    first, second = pki.generate_private_key(alg), pki.generate_private_key(alg)
+    third = pki.generate_private_key(alg)  # none left ahead: made now
+    assert len({pki.encode_private_key_pem(k) for k in (first, second, third)}) == 3
+    assert pki.generate_private_key(EncryptionAlgorithm.RSA_2048).key_size == 2048  # other algorithms: made now
+    assert pki.drop_spare_keys() == 0
+    pki.make_spare_keys(alg, 1)
+    assert pki.drop_spare_keys() == 1 and pki.drop_spare_keys() == 0
+
+
 def test_discovery_hash_of_the_spec_vector() -> None:
     cert = x509.load_pem_x509_certificate(S133_CA_PEM)
     assert cert.serial_number == 0x4C235BF4ED2C7CBB

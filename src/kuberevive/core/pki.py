@@ -319,8 +319,65 @@ def cert_spec(name: str) -> CertSpec:
 # ----------------------------------------------------------------------------------- keys and PEM
 
 
+@dataclass
+class _SpareKeys:
+    """Keys made ahead of need by :func:`make_spare_keys`, for :func:`generate_private_key` to hand out."""
+
+    keys: dict[EncryptionAlgorithm, list[PrivateKey]] = field(default_factory=dict)
+    wanted: dict[EncryptionAlgorithm, int] = field(default_factory=dict)
+    """How many more of each algorithm may still be made ahead (a key made on demand counts too)."""
+    generation: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_spare = _SpareKeys()
+
+
 def generate_private_key(algorithm: EncryptionAlgorithm) -> PrivateKey:
-    """A new key for ``encryptionAlgorithm`` (RSA exponent 65537, ECDSA on P-256)."""
+    """A new key for ``encryptionAlgorithm`` (RSA exponent 65537, ECDSA on P-256): one made ahead by
+    :func:`make_spare_keys` when there is one (each is handed out once), else made now."""
+    with _spare.lock:
+        ready = _spare.keys.get(algorithm)
+        if ready:
+            return ready.pop(0)
+        if _spare.wanted.get(algorithm, 0) > 0:
+            _spare.wanted[algorithm] -= 1  # made here instead: one fewer to make ahead
+    return _new_private_key(algorithm)
+
+
+def make_spare_keys(algorithm: EncryptionAlgorithm, count: int) -> None:
+    """Make up to ``count`` keys for :func:`generate_private_key` to hand out later; meant for a background thread
+    started while the caller waits for something else (an RSA-2048 key takes 50-150 ms of CPU, a recovery needs
+    16 before the API server can start). Fewer are made when keys are asked for meanwhile (each key made on
+    demand takes the place of one made ahead), none once :func:`drop_spare_keys` was called. Safe: the keys come
+    from the same generator as those made on demand, each is handed out once, and they live in this process's
+    memory only until used or dropped."""
+    with _spare.lock:
+        _spare.wanted[algorithm] = _spare.wanted.get(algorithm, 0) + count
+        generation = _spare.generation
+    while True:
+        with _spare.lock:
+            if _spare.generation != generation or _spare.wanted.get(algorithm, 0) <= 0:
+                return
+            _spare.wanted[algorithm] -= 1
+        key = _new_private_key(algorithm)
+        with _spare.lock:
+            if _spare.generation != generation:
+                return
+            _spare.keys.setdefault(algorithm, []).append(key)
+
+
+def drop_spare_keys() -> int:
+    """Forget every key made ahead and not handed out, and stop making more; how many were dropped."""
+    with _spare.lock:
+        dropped = sum(len(v) for v in _spare.keys.values())
+        _spare.keys.clear()
+        _spare.wanted.clear()
+        _spare.generation += 1
+    return dropped
+
+
+def _new_private_key(algorithm: EncryptionAlgorithm) -> PrivateKey:
     if algorithm is EncryptionAlgorithm.ECDSA_P256:
         return ec.generate_private_key(ec.SECP256R1())
     bits = algorithm.rsa_bits

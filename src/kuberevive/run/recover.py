@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import os
 import secrets
 from collections.abc import Mapping
@@ -27,7 +28,7 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from kuberevive.core import allmasters, salvage
+from kuberevive.core import allmasters, pki, salvage
 from kuberevive.core import recover as core
 from kuberevive.core.manifests import etcd_image
 from kuberevive.core.retrust import unreporting_nodes
@@ -478,6 +479,13 @@ def _repair_nodes(
     return RecoveryResult(plan, messages=repair.messages, report={"node_repair": repair.as_dict()})
 
 
+#: Keys a fresh recovery makes before the API server can start (etcd's 5, the control plane's 6 with sa.key, 4
+#: kubeconfigs, the kubelet's client certificate): made ahead in the background while the run plans, takes its lock
+#: and waits for etcd (pki.make_spare_keys), with the algorithm of the bootstrap configuration (kubeadm's default
+#: RSA-2048 unless --config says otherwise; the steps after read-config use the stored one, almost always the same).
+KEYS_AHEAD = 16
+
+
 def apply_recovery(
     host: LocalHost,
     kept: Mapping[str, bytes] | None = None,
@@ -502,6 +510,25 @@ def apply_recovery(
                 return _repair_nodes(host, plan0, options or RetrustOptions(), progress, fx)
         if ctx0 is None or not plan0.steps:
             return RecoveryResult(plan0)
+        algorithm = ctx0.bootstrap_cfg().cluster.encryption_algorithm
+        fx.background(functools.partial(pki.make_spare_keys, algorithm, KEYS_AHEAD))
+    try:
+        return _apply_locked(host, kept, config_text, env, fx, options, probed, progress)
+    finally:
+        pki.drop_spare_keys()  # the keys made ahead and not used are forgotten with the run
+
+
+def _apply_locked(
+    host: LocalHost,
+    kept: Mapping[str, bytes] | None,
+    config_text: str | None,
+    env: Mapping[str, str],
+    fx: Effects,
+    options: RetrustOptions | None,
+    probed: dict[str, Any],
+    progress: Progress,
+) -> RecoveryResult:
+    root = host.root
     with recovery_lock(host):
         ctx, plan = _prepare(host, kept or {}, config_text, env, fx, options, probed)
         if ctx is None or not plan.steps:
