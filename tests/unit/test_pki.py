@@ -376,7 +376,7 @@ def test_a_private_key_is_parsed_once_per_distinct_pem_and_never_when_made_here(
         calls.append(data)
         return real(data, password=password)
 
-    monkeypatch.setattr(pki.serialization, "load_pem_private_key", counting)
+    monkeypatch.setattr(serialization, "load_pem_private_key", counting)
     made = pki.generate_private_key(EncryptionAlgorithm.RSA_2048)
     pem = pki.encode_private_key_pem(made)
     assert pki.load_private_key(pem, "ca.key") is made and calls == []

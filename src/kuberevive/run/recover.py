@@ -439,6 +439,11 @@ def result_timings(t: Mapping[str, float], now: float) -> dict[str, float]:
             t["apiserver_container_created"] - t["control_plane_manifests_written"], 1
         )
         timings["apiserver_container_to_ready_s"] = round(t["api_ready"] - t["apiserver_container_created"], 1)
+    # remove-guard: the guarded controller-manager stopping after its manifest was swapped (and its lease released
+    # for it), then the normal one taking the lease
+    if "guard_manifest_swapped" in t and "guard_stopped" in t and "guard_off" in t:
+        timings["guard_stop_s"] = round(t["guard_stopped"] - t["guard_manifest_swapped"], 1)
+        timings["guard_lead_s"] = round(t["guard_off"] - t["guard_stopped"], 1)
     timings["start_to_done_s"] = round(now - start, 1)
     return timings
 
