@@ -476,10 +476,11 @@ def test_the_keys_the_first_steps_need_are_made_ahead_while_the_run_plans_and_th
     assert len(made["ahead"]) == KEYS_AHEAD and made["by the steps"] == []
     # etcd's keys (the bootstrap configuration: RSA-2048) are keys made ahead, each used once
     etcd_keys = [f"/etc/kubernetes/pki/etcd/{n}.key" for n in ("ca", "server", "peer", "healthcheck-client")]
-    used = [
-        pki.load_private_key(c.root.read_existing(PurePosixPath(p)), p).public_key().public_numbers()  # type: ignore[union-attr]
-        for p in [*etcd_keys, "/etc/kubernetes/pki/apiserver-etcd-client.key"]
-    ]
+    used = []
+    for p in [*etcd_keys, "/etc/kubernetes/pki/apiserver-etcd-client.key"]:
+        key = pki.load_private_key(c.root.read_existing(PurePosixPath(p)), p)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        used.append(key.public_key().public_numbers())
     assert all(u in made["ahead"] for u in used) and len({u.n for u in used}) == len(used)
     # the stored configuration asks for ECDSA: the RSA keys left over were dropped with the run
     assert pki.drop_spare_keys() == 0
@@ -581,10 +582,62 @@ def test_the_lease_of_a_guarded_controller_manager_that_still_runs_is_never_rele
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
     c = _sticky_cluster(tmp_path, monkeypatch, stuck=case == "still running", blind=case == "crictl lists nothing")
-    monkeypatch.setattr("kuberevive.run.steps.nodes.GUARD_TIMEOUT", 3.0)  # the steps wait in real time
+    monkeypatch.setattr("kuberevive.run.steps.nodes.GUARD_TIMEOUT", 3.0)
     with pytest.raises(PlanError, match="the normal kube-controller-manager to lead"):
         c.recover()
     assert f"PUT {KCM_LEASE}" not in c.api.requests and c.journal().guard == "on"
+
+
+class SlowKubeletHost(KubeletHost):
+    """After the swap, no kube-controller-manager container runs for ``START`` seconds (the kubelet stopped the
+    guarded one, the new one is starting); then the new one's container is listed."""
+
+    START = 3.0
+    clock: FakeClock
+    swapped_at: float | None = None
+
+    def containers(self, name: str | None = None, cri_socket: str | None = None) -> list[Container]:
+        listed = super().containers(name, cri_socket)
+        if name == "kube-controller-manager" and listed and listed[0].id != self.guarded_id:
+            self.swapped_at = self.clock.now if self.swapped_at is None else self.swapped_at
+            if self.clock.now < self.swapped_at + self.START:
+                return []
+        return listed
+
+
+class SlowSuccessorApi(StickyLeaseApi):
+    """The new controller-manager takes a released lease ``ACQUIRE`` seconds after the release (its retry period)."""
+
+    ACQUIRE = 2.0
+    released_at: float | None = None
+
+    def _controllers(self) -> None:
+        lease = self.objects.get(KCM_LEASE)
+        if lease is not None and lease["spec"].get("holderIdentity") == "":
+            self.released_at = self.clock.now if self.released_at is None else self.released_at
+            if self.clock.now < self.released_at + self.ACQUIRE:
+                return  # still released: nobody holds it yet
+        super()._controllers()
+
+
+def test_remove_guard_sees_the_guarded_instance_stop_and_the_new_one_lead_within_a_fraction_of_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each look costs: the release waits for the first look after the guarded container is gone, and the new
+    controller-manager's lead is noticed at the first look after it took the lease. remove-guard looks every
+    0.5 s until the release (a crictl call each) and every 0.2 s after (a GET), on the run's clock, and says how
+    long each part took (guard_stop_s, guard_lead_s); it looked every 1-2 s in real time before."""
+    c = _sticky_cluster(tmp_path, monkeypatch, stuck=False)
+    host = SlowKubeletHost(c.root)
+    host.clock = c.clock
+    c.host, c.api = host, SlowSuccessorApi(c.clock, c.root)
+    result = c.recover()
+    assert_recovered(c, result)
+    stop, lead = result.timings["guard_stop_s"], result.timings["guard_lead_s"]
+    assert SlowKubeletHost.START <= stop <= SlowKubeletHost.START + 0.5 + 0.3  # + the fake requests' ticks
+    assert SlowSuccessorApi.ACQUIRE <= lead <= SlowSuccessorApi.ACQUIRE + 0.2 + 0.3
+    line = next(x for x in c.progress if "leads again after" in x)
+    assert "the guarded instance stopped" in line and "the new one led" in line
 
 
 def _progress_lines(c: Cluster) -> Iterator[str]:
