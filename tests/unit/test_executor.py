@@ -486,6 +486,30 @@ def test_the_keys_the_first_steps_need_are_made_ahead_while_the_run_plans_and_th
     assert pki.drop_spare_keys() == 0
 
 
+def test_the_nodes_programs_are_asked_once_per_run_though_it_plans_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ip, crictl images and kubelet --version take 0.1-0.3 s each on a loaded node; the plan under the lock takes
+    their answers from the first plan's (the kubelet's state and the files are read again)."""
+    c = Cluster(tmp_path)
+    asked: list[str] = []
+
+    def counted(method: str) -> None:
+        real = getattr(c.host, method)
+
+        def ask(*args: Any) -> Any:
+            asked.append(method)
+            return real(*args)
+
+        monkeypatch.setattr(c.host, method, ask)
+
+    for method in ("addresses", "images", "kubelet_version", "unit_active"):
+        counted(method)
+    assert_recovered(c, c.recover())
+    assert sorted(m for m in asked if m != "unit_active") == ["addresses", "images", "kubelet_version"]
+    assert asked.count("unit_active") >= 2  # the kubelet's state is looked at by each plan
+
+
 def test_cluster_info_is_signed_for_the_new_token_without_the_controller_managers_signer(tmp_path: Path) -> None:
     c = Cluster(tmp_path)
     c.api.signer = False  # nothing but the recovery signs cluster-info

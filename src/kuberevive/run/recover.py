@@ -184,7 +184,8 @@ def _prepare(
     options: RetrustOptions | None = None,
     probed: dict[str, Any] | None = None,
 ) -> tuple[_Prepared | None, RecoveryPlan]:
-    """``probed``: what an earlier call of this run found on the peers (each SSH login costs), reused."""
+    """``probed``: what an earlier call of this run found on the peers (each SSH login costs) and what the node's
+    programs said (:func:`kuberevive.io.node.gather_evidence`), reused."""
     root = host.root
     facts = nodefacts.detect(root, environ, live=host.live)
     journal = RecoveryJournal.load(root)
@@ -226,7 +227,7 @@ def _prepare(
             "kubelet.conf; containers kept); the others are left alone"
         )
         return None, dataclasses.replace(plan, node_repairs=repairs, notes=(note,))
-    evidence = nodeio.gather_evidence(host)
+    evidence = nodeio.gather_evidence(host, probed.setdefault("programs", {}) if probed is not None else None)
     given = _load_given(config_text, facts)
     if given is None:
         identity = core.identify(evidence)
