@@ -49,6 +49,7 @@ from kuberevive.run.journal import JOURNAL, RecoveryJournal
 from kuberevive.run.recover import KEYS_AHEAD, RecoveryResult, apply_recovery, plan_recovery
 from kuberevive.run.steps import STEPS, check_table
 from kuberevive.run.steps import etcd as etcd_steps
+from kuberevive.waiting import QUICK
 from tests.unit.test_recover import STORED, evidence
 
 ADDRESS = "172.30.2.11"
@@ -662,6 +663,63 @@ def test_remove_guard_sees_the_guarded_instance_stop_and_the_new_one_lead_within
     assert SlowSuccessorApi.ACQUIRE <= lead <= SlowSuccessorApi.ACQUIRE + 0.2 + 0.3
     line = next(x for x in c.progress if "leads again after" in x)
     assert "the guarded instance stopped" in line and "the new one led" in line
+
+
+class SlowEtcd(FakeEtcd):
+    """etcd healthy ``after`` seconds after the first probe."""
+
+    def __init__(self, clock: FakeClock, after: float) -> None:
+        super().__init__()
+        self.clock, self.after = clock, after
+        self.first: float | None = None
+
+    def health(self) -> tuple[bool, str]:
+        self.first = self.clock.now if self.first is None else self.first
+        return self.clock.now >= self.first + self.after, "connection refused"
+
+
+class SlowReadyzApi(FakeApi):
+    """/readyz answers 200 ``after`` seconds after the first look."""
+
+    after = 1.1
+    first: float | None = None
+
+    def raw(
+        self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"
+    ) -> tuple[int, bytes]:
+        if path == "/readyz":
+            self.clock.tick()
+            self.first = self.clock.now if self.first is None else self.first
+            return (200, b"ok") if self.clock.now >= self.first + self.after else (500, b"[-]etcd failed")
+        return super().raw(method, path, body, content_type)
+
+
+def test_etcd_and_the_api_server_are_seen_ready_within_a_fifth_of_a_second_on_the_runs_clock(tmp_path: Path) -> None:
+    """Before the API answers nothing else can start: etcd's health and /readyz are looked at every 0.2 s (0.5 s
+    before, /readyz in real time), on the run's clock."""
+    c = Cluster(tmp_path)
+    c.etcd, c.api = SlowEtcd(c.clock, 1.1), SlowReadyzApi(c.clock, c.root)
+    step = [""]
+    slept: list[tuple[str, float]] = []
+    real_sleep = c.clock.sleep
+
+    def sleep(seconds: float) -> None:
+        slept.append((step[0], seconds))
+        real_sleep(seconds)
+
+    def said(line: str) -> None:
+        c.progress.append(line)
+        step[0] = line if line.startswith("[") else step[0]
+
+    c.clock.sleep = sleep  # type: ignore[method-assign]
+    apply_recovery(c.host, {}, None, said, environ={}, effects=c.effects())
+    steps = c.journal().steps
+    for sid in ("etcd-ready", "api-ready"):
+        seconds = steps[sid].seconds
+        assert seconds is not None and 1.1 <= seconds <= 1.1 + QUICK + 0.15, (sid, seconds)
+        index = core.SEED_STEP_IDS.index(sid) + 1
+        mine = [s for label, s in slept if label.startswith(f"[{index}/")]
+        assert mine and max(mine) <= QUICK, (sid, mine)
 
 
 def _progress_lines(c: Cluster) -> Iterator[str]:
