@@ -257,7 +257,8 @@ def remove_guard(ctx: StepContext, i: int) -> None:
         stopped = bool(running - guarded) and not running & guarded
         body = guardcore.released_lease(lease, holder, ctx.facts.hostname, stopped, ctx.utcnow())
         if body is None:
-            return False, f"the guarded kube-controller-manager still runs (lease holder {holder or '-'})"
+            state = "stopped" if stopped else "still runs"
+            return False, f"lease holder {holder or '-'}; the guarded kube-controller-manager {state}"
         try:
             api.replace(KCM_LEASE, body)  # with its resourceVersion: a successor's lease is never overwritten
         except KubeApiError as exc:
