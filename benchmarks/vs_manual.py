@@ -1,6 +1,6 @@
 """kuberevive recover --apply against the documented manual procedure, on the lab, side by side.
 
-    KUBEREVIVE_LAB_INSTANCE=6 python benchmarks/vs_manual.py [--runs N] [--without-config] [--wait S]
+    KUBEREVIVE_LAB_INSTANCE=6 python benchmarks/vs_manual.py [--runs N] [--without-config] [--wait S] [--logs DIR]
 
 As root. Each trial starts from a freshly built lab (``lab down`` + ``lab up``), starts the Service probe
 (a request every 100 ms from every node), runs the seed disaster on cp1, waits ``--wait`` seconds (default:
@@ -89,7 +89,7 @@ def recover_with_kuberevive(lab: Lab) -> dict[str, Any]:
     argv = ["kuberevive", "recover", "--apply", "--json"]
     argv += ["--ssh-key", str(d / "id_ed25519"), "--known-hosts", str(d / "known_hosts")]
     proc = lab.cp.run(argv, step="kuberevive recover --apply", check=False, timeout=1500)
-    out: dict[str, Any] = {"exit": proc.returncode}
+    out: dict[str, Any] = {"exit": proc.returncode, "log": proc.stderr}
     if proc.returncode == 0:
         result = json.loads(proc.stdout)
         out["timings"] = result.get("timings", {})
@@ -99,7 +99,8 @@ def recover_with_kuberevive(lab: Lab) -> dict[str, Any]:
     return out
 
 
-def trial(lab: Lab, method: str, with_config: bool, wait: float, work: Path) -> dict[str, Any]:
+def trial(lab: Lab, method: str, with_config: bool, wait: float, work: Path, log: Path | None = None) -> dict[str, Any]:
+    """One trial; ``log``: where kuberevive's own log (its stderr, timestamped progress) is kept."""
     say(f"== {method}: a fresh lab")
     lab.down()
     lab.up()
@@ -119,6 +120,10 @@ def trial(lab: Lab, method: str, with_config: bool, wait: float, work: Path) -> 
         except Exception as e:  # the trial is reported as failed, with why; the benchmark goes on
             ran = {"exit": 1, "error": str(e)[-2000:]}
         ran["procedure_s"] = clock.elapsed()
+        text = ran.pop("log", None)
+        if log is not None and text is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(text)
         missing = impact.wait_settled(lab, clock.wall_started, timeout=420)
         done = clock.elapsed()
         probe.wait_for_answers(20)
@@ -168,6 +173,7 @@ def main() -> int:
     )
     parser.add_argument("--methods", default="manual,kuberevive")
     parser.add_argument("--keep-lab", action="store_true")
+    parser.add_argument("--logs", type=Path, help="keep each kuberevive trial's log (stderr) here, as kuberevive-N.log")
     args = parser.parse_args()
     lab = Lab(LabConfig.from_env(), progress=say)
     Lab.require_root()
@@ -176,7 +182,8 @@ def main() -> int:
     try:
         for i in range(args.runs):
             for m in methods:
-                t = trial(lab, m, not args.without_config, args.wait, lab.cfg.state_dir / "bench" / f"{m}-{i}")
+                log = args.logs / f"{m}-{i}.log" if args.logs is not None else None
+                t = trial(lab, m, not args.without_config, args.wait, lab.cfg.state_dir / "bench" / f"{m}-{i}", log)
                 say(json.dumps(t))
                 trials[m].append(t)
     finally:

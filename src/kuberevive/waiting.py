@@ -22,6 +22,10 @@ from kuberevive.errors import KubereviveError, PlanError
 
 #: Seconds between two heartbeats.
 HEARTBEAT = 5.0
+#: Seconds between two looks at something on the recovery's critical path that is cheap to ask (etcd's /health, the
+#: kubelet's /healthz, the API server's /readyz, one Node object): each wait ends at most this long after what it
+#: waits for happened, where every fraction of a second adds to the time until the cluster is back.
+QUICK = 0.2
 
 Probe = Callable[[], tuple[bool, str]]
 

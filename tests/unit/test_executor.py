@@ -12,11 +12,12 @@ empty placeholder directory that comes back where a file belongs is moved aside 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -25,6 +26,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import pytest
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from kuberevive.core import pki
 from kuberevive.core import recover as core
@@ -44,9 +46,10 @@ from kuberevive.model.paths import BACKUP_DIR
 from kuberevive.model.recover import RetrustOptions, TrustFlags
 from kuberevive.run.context import Effects, Faults, StepContext, StepFn, node_api, node_etcd
 from kuberevive.run.journal import JOURNAL, RecoveryJournal
-from kuberevive.run.recover import RecoveryResult, apply_recovery, plan_recovery
+from kuberevive.run.recover import KEYS_AHEAD, RecoveryResult, apply_recovery, plan_recovery
 from kuberevive.run.steps import STEPS, check_table
 from kuberevive.run.steps import etcd as etcd_steps
+from kuberevive.waiting import QUICK
 from tests.unit.test_recover import STORED, evidence
 
 ADDRESS = "172.30.2.11"
@@ -321,6 +324,8 @@ class Cluster:
         self.api = FakeApi(self.clock, self.root)
         self.etcd = FakeEtcd(cluster_yaml)
         self.progress: list[str] = []
+        self.background: Callable[[Callable[[], None]], None] = lambda work: None
+        """Work the run would start in a thread (keys made ahead): by default not done, the keys made on demand."""
 
     def _api(self, root: NodeRoot) -> KubeApi:
         node_api(root)  # admin.conf is there and its credentials load
@@ -332,7 +337,8 @@ class Cluster:
 
     def effects(self, faults: Faults | None = None) -> Effects:
         c = self.clock
-        return Effects(self._api, self._etcd, c.time, c.utcnow, c.time, c.sleep, faults or Faults(kill=_kill))
+        fx = Effects(self._api, self._etcd, c.time, c.utcnow, c.time, c.sleep, faults or Faults(kill=_kill))
+        return dataclasses.replace(fx, background=self.background)
 
     def recover(self, faults: Faults | None = None, config_text: str | None = None) -> RecoveryResult:
         return apply_recovery(
@@ -447,6 +453,64 @@ def test_a_whole_recovery_against_the_fakes(tmp_path: Path) -> None:
     assert again.applied == [] and c.journal().status == "done"
 
 
+def test_the_keys_the_first_steps_need_are_made_ahead_while_the_run_plans_and_the_rest_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = Cluster(tmp_path)
+    made: dict[str, list[rsa.RSAPublicNumbers]] = {"ahead": [], "by the steps": []}
+    when = ["ahead"]
+    real = rsa.generate_private_key
+
+    def recording(public_exponent: int, key_size: int) -> rsa.RSAPrivateKey:
+        key = real(public_exponent=public_exponent, key_size=key_size)
+        made[when[0]].append(key.public_key().public_numbers())
+        return key
+
+    def background(work: Callable[[], None]) -> None:
+        work()  # at once: as if the thread had finished before the first step
+        when[0] = "by the steps"
+
+    monkeypatch.setattr(rsa, "generate_private_key", recording)
+    c.background = background
+    result = c.recover()
+    assert_recovered(c, result)
+    assert len(made["ahead"]) == KEYS_AHEAD and made["by the steps"] == []
+    # etcd's keys (the bootstrap configuration: RSA-2048) are keys made ahead, each used once
+    etcd_keys = [f"/etc/kubernetes/pki/etcd/{n}.key" for n in ("ca", "server", "peer", "healthcheck-client")]
+    used = []
+    for p in [*etcd_keys, "/etc/kubernetes/pki/apiserver-etcd-client.key"]:
+        key = pki.load_private_key(c.root.read_existing(PurePosixPath(p)), p)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        used.append(key.public_key().public_numbers())
+    assert all(u in made["ahead"] for u in used) and len({u.n for u in used}) == len(used)
+    # the stored configuration asks for ECDSA: the RSA keys left over were dropped with the run
+    assert pki.drop_spare_keys() == 0
+
+
+def test_the_nodes_programs_are_asked_once_per_run_though_it_plans_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ip, crictl images and kubelet --version take 0.1-0.3 s each on a loaded node; the plan under the lock takes
+    their answers from the first plan's (the kubelet's state and the files are read again)."""
+    c = Cluster(tmp_path)
+    asked: list[str] = []
+
+    def counted(method: str) -> None:
+        real = getattr(c.host, method)
+
+        def ask(*args: Any) -> Any:
+            asked.append(method)
+            return real(*args)
+
+        monkeypatch.setattr(c.host, method, ask)
+
+    for method in ("addresses", "images", "kubelet_version", "unit_active"):
+        counted(method)
+    assert_recovered(c, c.recover())
+    assert sorted(m for m in asked if m != "unit_active") == ["addresses", "images", "kubelet_version"]
+    assert asked.count("unit_active") >= 2  # the kubelet's state is looked at by each plan
+
+
 def test_cluster_info_is_signed_for_the_new_token_without_the_controller_managers_signer(tmp_path: Path) -> None:
     c = Cluster(tmp_path)
     c.api.signer = False  # nothing but the recovery signs cluster-info
@@ -543,10 +607,119 @@ def test_the_lease_of_a_guarded_controller_manager_that_still_runs_is_never_rele
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
     c = _sticky_cluster(tmp_path, monkeypatch, stuck=case == "still running", blind=case == "crictl lists nothing")
-    monkeypatch.setattr("kuberevive.run.steps.nodes.GUARD_TIMEOUT", 3.0)  # the steps wait in real time
+    monkeypatch.setattr("kuberevive.run.steps.nodes.GUARD_TIMEOUT", 3.0)
     with pytest.raises(PlanError, match="the normal kube-controller-manager to lead"):
         c.recover()
     assert f"PUT {KCM_LEASE}" not in c.api.requests and c.journal().guard == "on"
+
+
+class SlowKubeletHost(KubeletHost):
+    """After the swap, no kube-controller-manager container runs for ``START`` seconds (the kubelet stopped the
+    guarded one, the new one is starting); then the new one's container is listed."""
+
+    START = 3.0
+    clock: FakeClock
+    swapped_at: float | None = None
+
+    def containers(self, name: str | None = None, cri_socket: str | None = None) -> list[Container]:
+        listed = super().containers(name, cri_socket)
+        if name == "kube-controller-manager" and listed and listed[0].id != self.guarded_id:
+            self.swapped_at = self.clock.now if self.swapped_at is None else self.swapped_at
+            if self.clock.now < self.swapped_at + self.START:
+                return []
+        return listed
+
+
+class SlowSuccessorApi(StickyLeaseApi):
+    """The new controller-manager takes a released lease ``ACQUIRE`` seconds after the release (its retry period)."""
+
+    ACQUIRE = 2.0
+    released_at: float | None = None
+
+    def _controllers(self) -> None:
+        lease = self.objects.get(KCM_LEASE)
+        if lease is not None and lease["spec"].get("holderIdentity") == "":
+            self.released_at = self.clock.now if self.released_at is None else self.released_at
+            if self.clock.now < self.released_at + self.ACQUIRE:
+                return  # still released: nobody holds it yet
+        super()._controllers()
+
+
+def test_remove_guard_sees_the_guarded_instance_stop_and_the_new_one_lead_within_a_fraction_of_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each look costs: the release waits for the first look after the guarded container is gone, and the new
+    controller-manager's lead is noticed at the first look after it took the lease. remove-guard looks every
+    0.5 s until the release (a crictl call each) and every 0.2 s after (a GET), on the run's clock, and says how
+    long each part took (guard_stop_s, guard_lead_s); it looked every 1-2 s in real time before."""
+    c = _sticky_cluster(tmp_path, monkeypatch, stuck=False)
+    host = SlowKubeletHost(c.root)
+    host.clock = c.clock
+    c.host, c.api = host, SlowSuccessorApi(c.clock, c.root)
+    result = c.recover()
+    assert_recovered(c, result)
+    stop, lead = result.timings["guard_stop_s"], result.timings["guard_lead_s"]
+    assert SlowKubeletHost.START <= stop <= SlowKubeletHost.START + 0.5 + 0.3  # + the fake requests' ticks
+    assert SlowSuccessorApi.ACQUIRE <= lead <= SlowSuccessorApi.ACQUIRE + 0.2 + 0.3
+    line = next(x for x in c.progress if "leads again after" in x)
+    assert "the guarded instance stopped" in line and "the new one led" in line
+
+
+class SlowEtcd(FakeEtcd):
+    """etcd healthy ``after`` seconds after the first probe."""
+
+    def __init__(self, clock: FakeClock, after: float) -> None:
+        super().__init__()
+        self.clock, self.after = clock, after
+        self.first: float | None = None
+
+    def health(self) -> tuple[bool, str]:
+        self.first = self.clock.now if self.first is None else self.first
+        return self.clock.now >= self.first + self.after, "connection refused"
+
+
+class SlowReadyzApi(FakeApi):
+    """/readyz answers 200 ``after`` seconds after the first look."""
+
+    after = 1.1
+    first: float | None = None
+
+    def raw(
+        self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"
+    ) -> tuple[int, bytes]:
+        if path == "/readyz":
+            self.clock.tick()
+            self.first = self.clock.now if self.first is None else self.first
+            return (200, b"ok") if self.clock.now >= self.first + self.after else (500, b"[-]etcd failed")
+        return super().raw(method, path, body, content_type)
+
+
+def test_etcd_and_the_api_server_are_seen_ready_within_a_fifth_of_a_second_on_the_runs_clock(tmp_path: Path) -> None:
+    """Before the API answers nothing else can start: etcd's health and /readyz are looked at every 0.2 s (0.5 s
+    before, /readyz in real time), on the run's clock."""
+    c = Cluster(tmp_path)
+    c.etcd, c.api = SlowEtcd(c.clock, 1.1), SlowReadyzApi(c.clock, c.root)
+    step = [""]
+    slept: list[tuple[str, float]] = []
+    real_sleep = c.clock.sleep
+
+    def sleep(seconds: float) -> None:
+        slept.append((step[0], seconds))
+        real_sleep(seconds)
+
+    def said(line: str) -> None:
+        c.progress.append(line)
+        step[0] = line if line.startswith("[") else step[0]
+
+    c.clock.sleep = sleep  # type: ignore[method-assign]
+    apply_recovery(c.host, {}, None, said, environ={}, effects=c.effects())
+    steps = c.journal().steps
+    for sid in ("etcd-ready", "api-ready"):
+        seconds = steps[sid].seconds
+        assert seconds is not None and 1.1 <= seconds <= 1.1 + QUICK + 0.15, (sid, seconds)
+        index = core.SEED_STEP_IDS.index(sid) + 1
+        mine = [s for label, s in slept if label.startswith(f"[{index}/")]
+        assert mine and max(mine) <= QUICK, (sid, mine)
 
 
 def _progress_lines(c: Cluster) -> Iterator[str]:

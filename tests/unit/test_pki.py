@@ -363,6 +363,53 @@ def test_pkcs8_keys_are_accepted_on_read() -> None:
     assert pki.public_key_matches(loaded, key.public_key())
 
 
+def test_a_private_key_is_parsed_once_per_distinct_pem_and_never_when_made_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Parsing an RSA key costs ~30 ms (OpenSSL's consistency check) and a recovery loads the CA key for every
+    certificate and kubeconfig it signs: the same PEM bytes are parsed once, a PEM made by
+    encode_private_key_pem not at all; other bytes are parsed anew, and a bad PEM fails every time."""
+    calls: list[bytes] = []
+    real = serialization.load_pem_private_key
+
+    def counting(data: bytes, password: bytes | None = None) -> object:
+        calls.append(data)
+        return real(data, password=password)
+
+    monkeypatch.setattr(serialization, "load_pem_private_key", counting)
+    made = pki.generate_private_key(EncryptionAlgorithm.RSA_2048)
+    pem = pki.encode_private_key_pem(made)
+    assert pki.load_private_key(pem, "ca.key") is made and calls == []
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pkcs8 = other.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    first = pki.load_private_key(pkcs8, "sa.key")
+    assert pki.load_private_key(bytes(pkcs8), "sa.key") is first and calls == [pkcs8]
+    assert pki.public_key_matches(first, other.public_key())
+    for _ in range(2):
+        with pytest.raises(PkiError, match="truncated or corrupt"):
+            pki.load_private_key(pkcs8[:200], "bad.key")
+    assert len(calls) == 3
+    for _ in range(pki.KEY_CACHE_SIZE):  # bounded: the oldest goes first
+        pki.encode_private_key_pem(pki.generate_private_key(EncryptionAlgorithm.ECDSA_P256))
+    pki.load_private_key(pkcs8, "sa.key")
+    assert len(calls) == 4
+
+
+def test_keys_made_ahead_are_handed_out_once_each_then_made_on_demand_and_dropped() -> None:
+    pki.drop_spare_keys()
+    alg = EncryptionAlgorithm.ECDSA_P256
+    pki.make_spare_keys(alg, 2)
+    first, second = pki.generate_private_key(alg), pki.generate_private_key(alg)
+    third = pki.generate_private_key(alg)  # none left ahead: made now
+    assert len({pki.encode_private_key_pem(k) for k in (first, second, third)}) == 3
+    assert pki.generate_private_key(EncryptionAlgorithm.RSA_2048).key_size == 2048  # other algorithms: made now
+    assert pki.drop_spare_keys() == 0
+    pki.make_spare_keys(alg, 1)
+    assert pki.drop_spare_keys() == 1 and pki.drop_spare_keys() == 0
+
+
 def test_discovery_hash_of_the_spec_vector() -> None:
     cert = x509.load_pem_x509_certificate(S133_CA_PEM)
     assert cert.serial_number == 0x4C235BF4ED2C7CBB

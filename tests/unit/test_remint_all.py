@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from typing import Any
 
 from kuberevive.core import restarts
@@ -143,7 +144,14 @@ def test_no_token_controller_fails_each_after_the_timeout_and_the_rest_of_the_pl
     skip = restarts.Action("skip", "Pod", "ns0", "bare", why=("bare pod",))
     plan = restarts.RestartPlan((*actions, skip), (), frozenset({"new"}))
     said: list[str] = []
-    results = apply_restart_plan(api, plan, said.append, timeout_per_owner=0.05, poll=0.001)  # type: ignore[arg-type]
+    results = apply_restart_plan(
+        api,  # type: ignore[arg-type]
+        plan,
+        said.append,
+        timeout_per_owner=0.05,
+        poll=0.001,
+        remint_poll=0.001,
+    )
     assert [r.outcome for r in results] == ["failed", "failed", "failed", "skipped"]
     assert "is kube-controller-manager running?" in results[0].message
     assert said[0] == "[1-3/4] re-mint 3 legacy token Secret(s) at once" and "[4/4] skip Pod ns0/bare" in said[-2]
@@ -226,3 +234,42 @@ def test_a_token_controller_that_stops_fails_the_rest_once_nothing_was_refilled_
     # the fifth refill came at the third list (t = 20 s); the rest failed 30 s later, not at a limit from the start
     assert max(r.seconds for r in results if r.ok) == 20
     assert all(r.seconds == 50 for r in failed)
+
+
+class RolloutApi:
+    """One Deployment whose rollout completes ``after`` seconds after the restart patch (the kubelet and the
+    controllers at work), as the real API reports it."""
+
+    def __init__(self, after: float) -> None:
+        self.after = after
+        self.patched_at: float | None = None
+        self.gets = 0
+
+    def patch(self, path: str, obj: Any, patch_type: str = "merge") -> Any:
+        self.patched_at = time.monotonic()
+        self.mark = obj["spec"]["template"]["metadata"]["annotations"][restarts.RESTARTED_AT]
+        return {}
+
+    def get_or_none(self, path: str) -> Any:
+        self.gets += 1
+        assert self.patched_at is not None
+        done = time.monotonic() >= self.patched_at + self.after
+        return {
+            "metadata": {"name": "app", "generation": 2},
+            "spec": {"replicas": 1, "template": {"metadata": {"annotations": {restarts.RESTARTED_AT: self.mark}}}},
+            "status": {
+                "observedGeneration": 2,
+                "replicas": 1 if done else 2,
+                "updatedReplicas": 1,
+                "availableReplicas": 1,
+            },
+        }
+
+
+def test_a_rollout_is_seen_done_within_a_quarter_second_of_completing() -> None:
+    """Each owner is awaited in turn, so a second between looks costs up to a second per owner of the plan."""
+    api = RolloutApi(after=0.3)
+    plan = restarts.RestartPlan((restarts.Action("rollout-restart", "Deployment", "ns", "app", why=("token",)),))
+    (result,) = apply_restart_plan(api, plan)  # type: ignore[arg-type]
+    assert result.outcome == "ok", result.message
+    assert 0.3 <= result.seconds <= 0.3 + restarts_apply.POLL + 0.15 and api.gets >= 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -22,7 +23,7 @@ from kuberevive.io.transport import Deadline, LocalTransport, Transport
 from kuberevive.model import paths
 from kuberevive.model.inventory import Inventory, InventoryNode
 from kuberevive.model.recover import RetrustOptions
-from kuberevive.run.retrust import Reach, repair_nodes, retrust_in_place
+from kuberevive.run.retrust import READY_POLL, Reach, repair_nodes, retrust_in_place
 from tests.unit.test_executor import FakeApi
 from tests.unit.test_retrust import _ca, _cfg
 
@@ -243,3 +244,34 @@ def test_repair_leaves_a_node_whose_files_are_in_order_and_repairs_one_that_lost
     assert {p: workers["worker2"].root.read(p) for p in before} == before
     assert any("kubelet.conf is missing" in m for m in out.messages)
     assert out.as_dict()["repaired"] == ["worker1"]
+
+
+class LateHeartbeats(Fleet):
+    """The kubelets' first heartbeat comes ``after`` seconds after the restart (real time)."""
+
+    def __init__(self, node: NodeRoot, workers: dict[str, Worker], after: float) -> None:
+        super().__init__(node, list(workers))
+        self.workers, self.after = workers, after
+        self.restarted: dict[str, float] = {}
+
+    def _controllers(self) -> None:
+        super()._controllers()
+        for name, w in self.workers.items():
+            if w.restarts and name not in self.restarted:
+                self.restarted[name] = time.monotonic()
+            if name not in self.restarted or time.monotonic() < self.restarted[name] + self.after:
+                self.objects[f"/api/v1/nodes/{name}"]["status"]["conditions"] = []
+
+
+def test_a_re_trusted_node_is_seen_ready_within_half_a_second_of_its_first_heartbeat(tmp_path: Path) -> None:
+    cfg = _cfg()
+    ca, key = _ca(cfg)
+    (tmp_path / "cp1").mkdir()
+    workers = {"worker1": Worker(worker_root(tmp_path, "worker1"), "worker1")}
+    api = LateHeartbeats(NodeRoot(tmp_path / "cp1"), workers, after=0.3)
+    todo = [InventoryNode("worker1", "10.0.0.2")]
+    (result,) = retrust_in_place(
+        api, cfg, ca, key, RetrustOptions(node_timeout=60), todo, reach=_reach(workers)
+    ).values()
+    assert result.ok, result.error
+    assert 0.3 <= result.seconds <= 0.3 + READY_POLL + 0.2  # looked at every second before: 1.0 s

@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import secrets
+import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -318,8 +319,65 @@ def cert_spec(name: str) -> CertSpec:
 # ----------------------------------------------------------------------------------- keys and PEM
 
 
+@dataclass
+class _SpareKeys:
+    """Keys made ahead of need by :func:`make_spare_keys`, for :func:`generate_private_key` to hand out."""
+
+    keys: dict[EncryptionAlgorithm, list[PrivateKey]] = field(default_factory=dict)
+    wanted: dict[EncryptionAlgorithm, int] = field(default_factory=dict)
+    """How many more of each algorithm may still be made ahead (a key made on demand counts too)."""
+    generation: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_spare = _SpareKeys()
+
+
 def generate_private_key(algorithm: EncryptionAlgorithm) -> PrivateKey:
-    """A new key for ``encryptionAlgorithm`` (RSA exponent 65537, ECDSA on P-256)."""
+    """A new key for ``encryptionAlgorithm`` (RSA exponent 65537, ECDSA on P-256): one made ahead by
+    :func:`make_spare_keys` when there is one (each is handed out once), else made now."""
+    with _spare.lock:
+        ready = _spare.keys.get(algorithm)
+        if ready:
+            return ready.pop(0)
+        if _spare.wanted.get(algorithm, 0) > 0:
+            _spare.wanted[algorithm] -= 1  # made here instead: one fewer to make ahead
+    return _new_private_key(algorithm)
+
+
+def make_spare_keys(algorithm: EncryptionAlgorithm, count: int) -> None:
+    """Make up to ``count`` keys for :func:`generate_private_key` to hand out later; meant for a background thread
+    started while the caller waits for something else (an RSA-2048 key takes 50-150 ms of CPU, a recovery needs
+    16 before the API server can start). Fewer are made when keys are asked for meanwhile (each key made on
+    demand takes the place of one made ahead), none once :func:`drop_spare_keys` was called. Safe: the keys come
+    from the same generator as those made on demand, each is handed out once, and they live in this process's
+    memory only until used or dropped."""
+    with _spare.lock:
+        _spare.wanted[algorithm] = _spare.wanted.get(algorithm, 0) + count
+        generation = _spare.generation
+    while True:
+        with _spare.lock:
+            if _spare.generation != generation or _spare.wanted.get(algorithm, 0) <= 0:
+                return
+            _spare.wanted[algorithm] -= 1
+        key = _new_private_key(algorithm)
+        with _spare.lock:
+            if _spare.generation != generation:
+                return
+            _spare.keys.setdefault(algorithm, []).append(key)
+
+
+def drop_spare_keys() -> int:
+    """Forget every key made ahead and not handed out, and stop making more; how many were dropped."""
+    with _spare.lock:
+        dropped = sum(len(v) for v in _spare.keys.values())
+        _spare.keys.clear()
+        _spare.wanted.clear()
+        _spare.generation += 1
+    return dropped
+
+
+def _new_private_key(algorithm: EncryptionAlgorithm) -> PrivateKey:
     if algorithm is EncryptionAlgorithm.ECDSA_P256:
         return ec.generate_private_key(ec.SECP256R1())
     bits = algorithm.rsa_bits
@@ -329,10 +387,14 @@ def generate_private_key(algorithm: EncryptionAlgorithm) -> PrivateKey:
 
 
 def encode_private_key_pem(key: PrivateKey) -> bytes:
-    """client-go ``MarshalPrivateKeyToPEM``: RSA -> ``RSA PRIVATE KEY`` (PKCS#1), EC -> ``EC PRIVATE KEY`` (SEC1)."""
-    return key.private_bytes(
+    """client-go ``MarshalPrivateKeyToPEM``: RSA -> ``RSA PRIVATE KEY`` (PKCS#1), EC -> ``EC PRIVATE KEY`` (SEC1).
+
+    The PEM is remembered with its key (:func:`load_private_key` of it then needs no parsing)."""
+    pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
     )
+    _remember_key(pem, key)
+    return pem
 
 
 def encode_public_key_pem(key: PublicKey) -> bytes:
@@ -368,8 +430,31 @@ def load_certificate(data: bytes, source: str) -> x509.Certificate:
     return certs[0]
 
 
+#: Private keys already parsed (or made here), by their exact PEM bytes: at most this many are kept.
+KEY_CACHE_SIZE = 64
+_parsed_keys: dict[bytes, PrivateKey] = {}
+_parsed_keys_lock = threading.Lock()  # re-trust threads load the CA key at once
+
+
+def _remember_key(pem: bytes, key: PrivateKey) -> None:
+    """Parsing a PEM private key is slow (OpenSSL checks an RSA key's consistency: about 30 ms for 2048 bits, three
+    times that on a loaded machine) and a recovery loads the same few keys again and again (the CA's key for every
+    kubeconfig and certificate it signs). The same bytes always parse to the same key, so the result of the first
+    parse (or the key a PEM was made from) is reused: the bytes are the cache key, so a changed file is parsed anew.
+    The keys stay in this process's memory only, where the run holds them anyway."""
+    with _parsed_keys_lock:
+        if len(_parsed_keys) >= KEY_CACHE_SIZE:
+            del _parsed_keys[next(iter(_parsed_keys))]  # the oldest
+        _parsed_keys[bytes(pem)] = key
+
+
 def load_private_key(data: bytes, source: str) -> PrivateKey:
-    """An RSA or ECDSA private key from PEM: PKCS#1, SEC1 or PKCS#8, unencrypted."""
+    """An RSA or ECDSA private key from PEM: PKCS#1, SEC1 or PKCS#8, unencrypted (parsed once per distinct PEM,
+    see :func:`_remember_key`)."""
+    with _parsed_keys_lock:
+        known = _parsed_keys.get(bytes(data))
+    if known is not None:
+        return known
     _require_pem(data, source, "the key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -384,6 +469,7 @@ def load_private_key(data: bytes, source: str) -> PrivateKey:
         ) from exc
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise PkiError(f"{source} is neither an RSA nor an ECDSA key", "kubeadm accepts only RSA and ECDSA keys.")
+    _remember_key(data, key)
     return key
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import shlex
 import stat
+from collections.abc import Callable
 from pathlib import PurePosixPath
+from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -79,8 +81,21 @@ def _is_file(root: NodeRoot, node_path: PurePosixPath) -> bool:
     return st is not None and stat.S_ISREG(st.st_mode)
 
 
-def gather_evidence(node: LocalHost) -> NodeEvidence:
-    """What survives on the node; units, images and addresses only when ``node`` is live."""
+def gather_evidence(node: LocalHost, memo: dict[str, Any] | None = None) -> NodeEvidence:
+    """What survives on the node; units, images and addresses only when ``node`` is live.
+
+    ``memo``: what the node's programs said about its addresses, images and kubelet version (``ip``, ``crictl
+    images``, ``kubelet --version``: 0.1-0.3 s each on a loaded node), kept there and taken from there on the next
+    call with the same dict. ``recover --apply`` plans twice (before and under the node's lock) and passes one dict
+    for both: nothing that can take the lock in between (generate, certs renew, ca extend, another recover) changes
+    those. Files and the kubelet's state are always read anew."""
+    memo = {} if memo is None else memo
+
+    def once(key: str, ask: Callable[[], Any]) -> Any:
+        if key not in memo:
+            memo[key] = ask()
+        return memo[key]
+
     root, live = node.root, node.live
     facts = nodefacts.detect(root, live=live)
     host = nodefacts.hostname(root, live=live)
@@ -102,10 +117,10 @@ def gather_evidence(node: LocalHost) -> NodeEvidence:
         kubelet_client_cn=client_cn(root.read(KUBELET_CLIENT_CURRENT)),
         etcd_data_dirs=tuple(d for d in ETCD_DATA_CANDIDATES if root.host_path(f"{d}/member").is_dir()),
         static_pod_log_dirs=tuple(sorted(p.name for p in pod_logs.iterdir())) if pod_logs.is_dir() else (),
-        addresses=node.addresses(),
+        addresses=once("addresses", node.addresses),
         default_address=facts.default_address if live else None,
-        images=node.images(cri),
-        kubelet_version=node.kubelet_version(),
+        images=once(f"images {cri}", lambda: node.images(cri)),
+        kubelet_version=once("kubelet_version", node.kubelet_version),
         manifest_images=_manifest_images(root),
         kubelet_active=node.unit_active("kubelet"),
         kubernetes_files=files,

@@ -150,6 +150,14 @@ def _wait_pdbs(api: KubeApi, action: restarts.Action, wait: float, poll: float, 
             raise _Skip(f"{message}; restart {action.ref} once it recovers")
 
 
+#: Seconds between two looks at one owner (its rollout, a PDB, an evicted pod): one small GET each, and one owner at
+#: a time, so looking often costs little and ends each wait at most this long after the owner settled (a whole
+#: second before, per owner in the plan's order).
+POLL = 0.25
+#: Seconds between two lists of every legacy token Secret while re-mints are pending (10,000 Secrets: 20 pages a list).
+REMINT_POLL = 1.0
+
+
 #: Re-mint patches sent at once (each is one small PATCH; the API server's own limits apply).
 REMINT_CONCURRENCY = 16
 
@@ -193,7 +201,7 @@ def remint_all(
     actions: list[restarts.Action],
     current: frozenset[str],
     timeout: float = 600.0,
-    poll: float = 1.0,
+    poll: float = REMINT_POLL,
     progress: Progress = _noop,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
@@ -363,16 +371,18 @@ def apply_restart_plan(
     progress: Progress = _noop,
     timeout_per_owner: float = 600.0,
     pdb_wait: float = 120.0,
-    poll: float = 1.0,
+    poll: float = POLL,
+    remint_poll: float = REMINT_POLL,
 ) -> list[ActionResult]:
-    """Apply every action in order: the re-mints together (:func:`remint_all`), then one owner at a time; a
-    failure never stops the rest (each is reported)."""
+    """Apply every action in order: the re-mints together (:func:`remint_all`, a list of the Secrets every
+    ``remint_poll`` seconds), then one owner at a time (a look every ``poll`` seconds); a failure never stops the
+    rest (each is reported)."""
     out: list[ActionResult] = []
     total = len(plan.actions)
     remints = [a for a in plan.actions if a.action == "remint"]
     if remints:
         progress(f"[1-{len(remints)}/{total}] re-mint {len(remints)} legacy token Secret(s) at once")
-        for result in remint_all(api, remints, plan.current_key_ids, timeout_per_owner, poll, progress):
+        for result in remint_all(api, remints, plan.current_key_ids, timeout_per_owner, remint_poll, progress):
             if not result.ok or len(remints) <= 20:
                 progress(f"  {result.line()}")
             out.append(result)

@@ -19,6 +19,7 @@ import contextlib
 import os
 import secrets
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -194,6 +195,11 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def in_background(work: Callable[[], None]) -> None:
+    """Run ``work`` in a daemon thread (it must not outlive its use: the process may exit under it)."""
+    threading.Thread(target=work, name="kuberevive-background", daemon=True).start()
+
+
 @dataclass(frozen=True)
 class Effects:
     """How steps reach the world beyond the node's files: clients, clocks, sleep and the fault hooks. The
@@ -221,6 +227,8 @@ class Effects:
     """A client from a kubeconfig's bytes (the kubelet's, through a peer: kubelet-via-peer)."""
     random_bytes: Callable[[int], bytes] = secrets.token_bytes
     """Secrets the run makes: the certificate key, tokens, AES-GCM nonces."""
+    background: Callable[[Callable[[], None]], None] = in_background
+    """Work that may overlap the steps (the keys the first steps need, made ahead while the run plans)."""
 
 
 @dataclass

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import os
 import secrets
 from collections.abc import Mapping
@@ -27,7 +28,7 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from kuberevive.core import allmasters, salvage
+from kuberevive.core import allmasters, pki, salvage
 from kuberevive.core import recover as core
 from kuberevive.core.manifests import etcd_image
 from kuberevive.core.retrust import unreporting_nodes
@@ -183,7 +184,8 @@ def _prepare(
     options: RetrustOptions | None = None,
     probed: dict[str, Any] | None = None,
 ) -> tuple[_Prepared | None, RecoveryPlan]:
-    """``probed``: what an earlier call of this run found on the peers (each SSH login costs), reused."""
+    """``probed``: what an earlier call of this run found on the peers (each SSH login costs) and what the node's
+    programs said (:func:`kuberevive.io.node.gather_evidence`), reused."""
     root = host.root
     facts = nodefacts.detect(root, environ, live=host.live)
     journal = RecoveryJournal.load(root)
@@ -225,7 +227,7 @@ def _prepare(
             "kubelet.conf; containers kept); the others are left alone"
         )
         return None, dataclasses.replace(plan, node_repairs=repairs, notes=(note,))
-    evidence = nodeio.gather_evidence(host)
+    evidence = nodeio.gather_evidence(host, probed.setdefault("programs", {}) if probed is not None else None)
     given = _load_given(config_text, facts)
     if given is None:
         identity = core.identify(evidence)
@@ -438,6 +440,11 @@ def result_timings(t: Mapping[str, float], now: float) -> dict[str, float]:
             t["apiserver_container_created"] - t["control_plane_manifests_written"], 1
         )
         timings["apiserver_container_to_ready_s"] = round(t["api_ready"] - t["apiserver_container_created"], 1)
+    # remove-guard: the guarded controller-manager stopping after its manifest was swapped (and its lease released
+    # for it), then the normal one taking the lease
+    if "guard_manifest_swapped" in t and "guard_stopped" in t and "guard_off" in t:
+        timings["guard_stop_s"] = round(t["guard_stopped"] - t["guard_manifest_swapped"], 1)
+        timings["guard_lead_s"] = round(t["guard_off"] - t["guard_stopped"], 1)
     timings["start_to_done_s"] = round(now - start, 1)
     return timings
 
@@ -478,6 +485,13 @@ def _repair_nodes(
     return RecoveryResult(plan, messages=repair.messages, report={"node_repair": repair.as_dict()})
 
 
+#: Keys a fresh recovery makes before the API server can start (etcd's 5, the control plane's 6 with sa.key, 4
+#: kubeconfigs, the kubelet's client certificate): made ahead in the background while the run plans, takes its lock
+#: and waits for etcd (pki.make_spare_keys), with the algorithm of the bootstrap configuration (kubeadm's default
+#: RSA-2048 unless --config says otherwise; the steps after read-config use the stored one, almost always the same).
+KEYS_AHEAD = 16
+
+
 def apply_recovery(
     host: LocalHost,
     kept: Mapping[str, bytes] | None = None,
@@ -502,6 +516,25 @@ def apply_recovery(
                 return _repair_nodes(host, plan0, options or RetrustOptions(), progress, fx)
         if ctx0 is None or not plan0.steps:
             return RecoveryResult(plan0)
+        algorithm = ctx0.bootstrap_cfg().cluster.encryption_algorithm
+        fx.background(functools.partial(pki.make_spare_keys, algorithm, KEYS_AHEAD))
+    try:
+        return _apply_locked(host, kept, config_text, env, fx, options, probed, progress)
+    finally:
+        pki.drop_spare_keys()  # the keys made ahead and not used are forgotten with the run
+
+
+def _apply_locked(
+    host: LocalHost,
+    kept: Mapping[str, bytes] | None,
+    config_text: str | None,
+    env: Mapping[str, str],
+    fx: Effects,
+    options: RetrustOptions | None,
+    probed: dict[str, Any],
+    progress: Progress,
+) -> RecoveryResult:
+    root = host.root
     with recovery_lock(host):
         ctx, plan = _prepare(host, kept or {}, config_text, env, fx, options, probed)
         if ctx is None or not plan.steps:

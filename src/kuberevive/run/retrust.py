@@ -44,6 +44,9 @@ def connect(opts: RetrustOptions) -> Callable[[InventoryNode, Deadline], Transpo
 
 
 PEER_READ_TIMEOUT = 60.0
+#: Seconds between two looks at a re-trusted node's Node object (one GET per node being re-trusted; the nodes in
+#: flight are --concurrency at most): its first heartbeat after the restart comes 1-3 s after it.
+READY_POLL = 0.5
 
 
 def read_peer_files(
@@ -98,7 +101,7 @@ def retrust_in_place(
         since = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
         moved = retrust_node(host, files, now)
         path = f"/api/v1/nodes/{node.name}"
-        _wait(f"node {node.name} Ready", opts.node_timeout, lambda: core.ready_since(api.get(path), since), 1.0)
+        _wait(f"node {node.name} Ready", opts.node_timeout, lambda: core.ready_since(api.get(path), since), READY_POLL)
         return [*(f"{node.name}: {p}" for p in found), *moved]
 
     return run_on_nodes(

@@ -12,7 +12,7 @@ from kuberevive.core.kubeconfig import control_plane_url
 from kuberevive.core.retrust import ready_since
 from kuberevive.errors import PlanError
 from kuberevive.run.context import StepContext
-from kuberevive.waiting import wait_for
+from kuberevive.waiting import QUICK, wait_for
 
 NODE_TIMEOUT = 240.0
 SIGNER_TIMEOUT = 180.0
@@ -78,7 +78,14 @@ def node_ready(ctx: StepContext, i: int) -> None:
     api = ctx.api()
     name = ctx.identity.node_name
     since = datetime.fromtimestamp((ctx.journal.timing("kubelet_restarted") or ctx.clock()) - 2, UTC)
-    wait_for(f"node {name} Ready", NODE_TIMEOUT, lambda: ready_since(api.get(f"/api/v1/nodes/{name}"), since), 1.0)
+    wait_for(
+        f"node {name} Ready",
+        NODE_TIMEOUT,
+        lambda: ready_since(api.get(f"/api/v1/nodes/{name}"), since),
+        QUICK,
+        clock=ctx.monotonic,
+        sleep=ctx.sleep,
+    )
 
 
 def upload_certs(ctx: StepContext) -> None:

@@ -17,7 +17,7 @@ from kuberevive.run.context import StepContext
 from kuberevive.run.steps.kubelet import drop_provisional, restart_kubelet
 from kuberevive.run.steps.restarts import restart_stale_components
 from kuberevive.run.steps.salvage import etcd_members, wait_own_api_server
-from kuberevive.waiting import wait_for
+from kuberevive.waiting import QUICK, wait_for
 
 API_TIMEOUT = 300.0
 
@@ -121,7 +121,7 @@ def kubelet_restart(ctx: StepContext, i: int) -> None:
 
 def api_ready(ctx: StepContext, i: int) -> None:
     api = ctx.api()
-    wait_for("the API server (/readyz)", API_TIMEOUT, api.readyz)
+    wait_for("the API server (/readyz)", API_TIMEOUT, api.readyz, QUICK, clock=ctx.monotonic, sleep=ctx.sleep)
     wait_own_api_server(ctx, API_TIMEOUT)
     if ctx.journal.timing("api_ready") is None:
         ctx.journal.timing("api_ready", ctx.clock())

@@ -14,7 +14,7 @@ from kuberevive.run.journal import StoredConfig
 from kuberevive.run.steps.kubelet import ensure_manifests_dir, kubelet_state, restart_kubelet, stop_orphaned_apiserver
 from kuberevive.run.steps.restarts import restart_stale_components
 from kuberevive.run.steps.salvage import etcd_members
-from kuberevive.waiting import wait_for
+from kuberevive.waiting import QUICK, wait_for
 
 ETCD_TIMEOUT = 180.0
 #: After this long without an etcd container running, the kubelet (which runs and has the manifest, or re-lists it
@@ -78,7 +78,7 @@ def etcd_ready(ctx: StepContext, i: int) -> None:
                 restart_kubelet(ctx)
             raise EtcdError(exc.message + state, exc.hint) from exc
 
-    wait_for("etcd", ETCD_TIMEOUT, healthy, clock=ctx.monotonic, sleep=ctx.sleep)
+    wait_for("etcd", ETCD_TIMEOUT, healthy, QUICK, clock=ctx.monotonic, sleep=ctx.sleep)
     t = ctx.journal.timing("etcd_manifest_written")
     if t is not None and ctx.journal.timing("etcd_ready") is None:
         ctx.journal.timing("etcd_ready", ctx.clock())

@@ -17,7 +17,7 @@ from kuberevive.core.retrust import client_ca_file, kubelet_healthz
 from kuberevive.errors import PlanError
 from kuberevive.model import paths
 from kuberevive.run.context import StepContext
-from kuberevive.waiting import wait_for
+from kuberevive.waiting import QUICK, wait_for
 
 STEP_ID = "kubelet-start"
 KUBELET_TIMEOUT = 120.0
@@ -73,7 +73,12 @@ def restart_kubelet(ctx: StepContext) -> None:
     ctx.journal.timing("kubelet_started", ctx.clock())
     try:
         wait_for(
-            "the kubelet (/healthz)", KUBELET_TIMEOUT, lambda: _healthy(ctx), 0.5, clock=ctx.monotonic, sleep=ctx.sleep
+            "the kubelet (/healthz)",
+            KUBELET_TIMEOUT,
+            lambda: _healthy(ctx),
+            QUICK,
+            clock=ctx.monotonic,
+            sleep=ctx.sleep,
         )
     except PlanError as exc:
         raise PlanError(

@@ -184,6 +184,14 @@ def _lease_holder(api: KubeApi) -> str:
     return str(((lease or {}).get("spec") or {}).get("holderIdentity") or "")
 
 
+#: How often remove-guard looks: the node list while taints remain (usually gone already: one look), the runtime's
+#: containers and the lease until the guarded instance stopped (a crictl call each: not more often, the new
+#: controller-manager starts on the same cores), then the lease alone (one small GET) until the new one leads.
+TAINT_POLL = 0.5
+STOP_POLL = 0.5
+LEAD_POLL = 0.2
+
+
 def remove_guard(ctx: StepContext, i: int) -> None:
     """Put the normal controller-manager manifest back once no node carries an eviction taint."""
     j = ctx.journal
@@ -191,13 +199,21 @@ def remove_guard(ctx: StepContext, i: int) -> None:
         ctx.progress("      the eviction guard was not used")
         return
     api = ctx.api()
+    started = ctx.monotonic()
 
     def untainted() -> tuple[bool, str]:
         left = core.eviction_taints(api.get("/api/v1/nodes").get("items") or [])
         return not left, "NoExecute taints on " + ", ".join(left)
 
     try:
-        wait_for("nodes free of NoExecute not-ready/unreachable taints", TAINT_TIMEOUT, untainted, 2.0)
+        wait_for(
+            "nodes free of NoExecute not-ready/unreachable taints",
+            TAINT_TIMEOUT,
+            untainted,
+            TAINT_POLL,
+            clock=ctx.monotonic,
+            sleep=ctx.sleep,
+        )
     except PlanError as exc:
         raise PlanError(
             f"the eviction guard stays on: {exc.message}",
@@ -218,36 +234,73 @@ def remove_guard(ctx: StepContext, i: int) -> None:
         art = Artifact(KCM_MANIFEST, 0o600, ArtifactKind.MANIFEST, "kube-controller-manager static Pod", normal)
         for r in ctx.root.write_all([art], force=True):  # the guarded manifest is moved aside first
             ctx.messages.append(f"{KCM_MANIFEST} (guarded) moved aside to {r.moved_aside_to}")
-    released = False
+    swapped = ctx.monotonic()
+    j.timing("guard_manifest_swapped", ctx.clock())
+    deadline = swapped + GUARD_TIMEOUT
+    leader = ""
+
+    def new_holder(lease: dict[str, Any]) -> str:
+        now_holder = str((lease.get("spec") or {}).get("holderIdentity") or "")
+        return now_holder if now_holder and now_holder != holder else ""
+
+    def stopped_and_released() -> tuple[bool, str]:
+        """Done once another instance holds the lease, or the guarded one stopped and its lease was released."""
+        nonlocal leader
+        lease = api.get_or_none(KCM_LEASE) or {}
+        leader = new_holder(lease)
+        if leader:
+            return True, f"lease holder {leader}"
+        # stopped: the runtime lists a kube-controller-manager container, none of them the guarded one's (an
+        # empty list proves nothing: crictl may have failed; the kubelet stops the old one before it starts the
+        # new one)
+        running = {c.id for c in ctx.host.containers(KCM_CONTAINER, cri)}
+        stopped = bool(running - guarded) and not running & guarded
+        body = guardcore.released_lease(lease, holder, ctx.facts.hostname, stopped, ctx.utcnow())
+        if body is None:
+            state = "stopped" if stopped else "still runs"
+            return False, f"lease holder {holder or '-'}; the guarded kube-controller-manager {state}"
+        try:
+            api.replace(KCM_LEASE, body)  # with its resourceVersion: a successor's lease is never overwritten
+        except KubeApiError as exc:
+            if exc.status != 409:
+                raise
+            return True, "the lease changed meanwhile (a successor took it)"
+        ctx.progress("      the guarded kube-controller-manager stopped: its leader lease released for it")
+        return True, "released"
+
+    if guarded:
+        wait_for(
+            "the normal kube-controller-manager to lead (the guarded one stopped first)",
+            GUARD_TIMEOUT,
+            stopped_and_released,
+            STOP_POLL,
+            clock=ctx.monotonic,
+            sleep=ctx.sleep,
+        )
+    released = ctx.monotonic()
+    j.timing("guard_stopped", ctx.clock())
 
     def normal_leads() -> tuple[bool, str]:
-        nonlocal released
-        lease = api.get_or_none(KCM_LEASE) or {}
-        now_holder = str((lease.get("spec") or {}).get("holderIdentity") or "")
-        if now_holder and now_holder != holder:
-            return True, f"lease holder {now_holder}"
-        if guarded and not released:
-            # stopped: the runtime lists a kube-controller-manager container, none of them the guarded one's (an
-            # empty list proves nothing: crictl may have failed; the kubelet stops the old one before it starts
-            # the new one)
-            running = {c.id for c in ctx.host.containers(KCM_CONTAINER, cri)}
-            stopped = bool(running - guarded) and not running & guarded
-            body = guardcore.released_lease(lease, holder, ctx.facts.hostname, stopped, ctx.utcnow())
-            if body is not None:
-                released = True
-                try:
-                    api.replace(KCM_LEASE, body)  # with its resourceVersion: a successor's lease is never overwritten
-                except KubeApiError as exc:
-                    if exc.status != 409:
-                        raise
-                    return False, "the lease changed meanwhile (a successor took it)"
-                ctx.progress("      the guarded kube-controller-manager stopped: its leader lease released for it")
-        return False, f"lease holder {now_holder or '-'}"
+        nonlocal leader
+        leader = leader or new_holder(api.get_or_none(KCM_LEASE) or {})
+        return bool(leader), f"lease holder {leader or '-'}"
 
-    took = wait_for("the normal kube-controller-manager to lead", GUARD_TIMEOUT, normal_leads, 1.0)
+    wait_for(
+        "the normal kube-controller-manager to lead",
+        max(0.0, deadline - ctx.monotonic()),
+        normal_leads,
+        LEAD_POLL,
+        clock=ctx.monotonic,
+        sleep=ctx.sleep,
+    )
+    j.timing("guard_off", ctx.clock())
     j.guard = "off"
     j.save()
-    ctx.progress(f"      the normal kube-controller-manager leads again after {took:.0f} s (taint eviction back on)")
+    ctx.progress(
+        f"      the normal kube-controller-manager leads again after {ctx.monotonic() - swapped:.1f} s (taint "
+        f"eviction back on): taints checked in {swapped - started:.1f} s, the guarded instance stopped "
+        f"{released - swapped:.1f} s after the swap, the new one led {ctx.monotonic() - released:.1f} s later"
+    )
 
 
 def report(ctx: StepContext, i: int) -> None:

@@ -20,7 +20,7 @@ from kuberevive.model.inventory import InventoryNode
 from kuberevive.run.context import StepContext, etcd_client_files
 from kuberevive.run.peers import check_peer
 from kuberevive.run.steps.kubelet import ensure_manifests_dir, restart_kubelet
-from kuberevive.waiting import wait_for
+from kuberevive.waiting import QUICK, wait_for
 
 NOTHING_WRITTEN = "nothing was written on this node or on the peers"
 BRIDGE_TIMEOUT = 120.0
@@ -116,7 +116,9 @@ def wait_own_api_server(ctx: StepContext, timeout: float) -> None:
     if conf is None:
         raise PlanError(f"{paths.KUBELET_CONF} is missing although kubelet-client is done", "run recover again")
     own = ctx.fx.kubeconfig_api(ctx.root, conf)
-    wait_for(f"this node's API server ({own.shown}/readyz)", timeout, own.readyz)
+    wait_for(
+        f"this node's API server ({own.shown}/readyz)", timeout, own.readyz, QUICK, clock=ctx.monotonic, sleep=ctx.sleep
+    )
 
 
 def etcd_members(ctx: StepContext) -> tuple[tuple[str, str], ...]:
