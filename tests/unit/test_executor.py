@@ -1148,8 +1148,8 @@ class _OrphanedApiserver(FakeHost):
             return []
         return super().containers(name, cri_socket)
 
-    def stop_containers(self, name: str, cri_socket: str | None = None) -> int:
-        self.commands.append(f"crictl stop {name}")
+    def stop_containers(self, name: str, cri_socket: str | None = None, grace: int = 30) -> int:
+        self.commands.append(f"crictl stop {name}" + (f" (grace {grace} s)" if grace != 30 else ""))
         if name == "kube-apiserver":
             stopped, self.apiserver_runs = int(self.apiserver_runs), False
             return stopped
@@ -1164,7 +1164,7 @@ def test_an_orphaned_api_server_is_stopped_before_the_kubelet_restarts_never_one
     result = c.recover()
     assert_recovered(c, result)
     restarts = [i for i, cmd in enumerate(host.commands) if cmd == "systemctl restart kubelet"]
-    stops = [i for i, cmd in enumerate(host.commands) if cmd == "crictl stop kube-apiserver"]
+    stops = [i for i, cmd in enumerate(host.commands) if cmd == "crictl stop kube-apiserver (grace 0 s)"]
     assert len(restarts) == 2  # kubelet-start (the manifests directory was re-created) and kubelet-restart
     assert len(stops) == 1 and stops[0] < restarts[0], host.commands  # before kubelet-start's restart, not later
     said = [line for line in c.progress if "kube-apiserver container still ran without its manifest" in line]

@@ -59,7 +59,7 @@ def stop_orphaned_apiserver(ctx: StepContext) -> None:
     when the new manifest is the same."""
     if ctx.root.exists(paths.APISERVER_MANIFEST):
         return
-    if ctx.host.stop_containers("kube-apiserver", ctx.identity.cri_socket):
+    if ctx.host.stop_containers("kube-apiserver", ctx.identity.cri_socket, grace=0):  # it serves nothing: no drain
         ctx.progress(
             f"      a kube-apiserver container still ran without its manifest ({paths.APISERVER_MANIFEST}): stopped, "
             "so the restarted kubelet does not wait on it"
