@@ -266,7 +266,7 @@ def dead_leader_release(
     the result with its ``resourceVersion``, so a holder that renewed meanwhile makes the write fail instead."""
     spec = lease.get("spec") or {}
     holder = str(spec.get("holderIdentity") or "")
-    renewed = _micro_time(spec.get("renewTime")) or _micro_time(spec.get("acquireTime"))
+    renewed = _micro_time(spec.get("renewTime"))  # client-go writes it with every acquire and renewal
     if not holder or renewed is None or renewed >= run_started:
         return None
     return released_lease(lease, holder, hostname, only_new_instances, now)
