@@ -722,6 +722,49 @@ def test_etcd_and_the_api_server_are_seen_ready_within_a_fifth_of_a_second_on_th
         assert mine and max(mine) <= QUICK, (sid, mine)
 
 
+class DeadLeaderApi(FakeApi):
+    """The lease still names the controller-manager that ran before the disaster (renewed before the run), until
+    it is released; then the controller-manager of the manifest on disk takes it."""
+
+    def _controllers(self) -> None:
+        lease = self.objects.get(KCM_LEASE)
+        if lease is None and self.node.read(KCM) is not None:
+            before = datetime.fromtimestamp(START - 600, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            spec = {"holderIdentity": "cp1_dead", "leaseDurationSeconds": 15, "renewTime": before}
+            self.objects[KCM_LEASE] = {"kind": "Lease", "metadata": {"resourceVersion": "7"}, "spec": spec}
+            return
+        if lease is not None and lease["spec"].get("holderIdentity") == "cp1_dead":
+            return  # held by the dead instance until released
+        super()._controllers()
+
+
+@pytest.mark.parametrize("case", ["dead", "an older container runs", "crictl lists nothing", "no guard"])
+def test_the_lease_of_the_controller_manager_gone_with_the_disaster_is_released_once_the_api_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """Else the new controller-manager leads only a lease period (15 s) after its first look, and every controller
+    waits with it (vs_manual.py: sa-tokens waited ~15 s for the DaemonSet controller)."""
+    monkeypatch.setattr("kuberevive.io.nodefacts.socket.gethostname", lambda: "cp1")
+    c = Cluster(tmp_path)
+    c.api = DeadLeaderApi(c.clock, c.root)
+    created = {"dead": START + 1, "an older container runs": START - 3600, "crictl lists nothing": None}.get(case)
+    listing = c.host.containers
+
+    def containers(name: str | None = None, cri_socket: str | None = None) -> list[Container]:
+        if name != "kube-controller-manager":
+            return listing(name, cri_socket)
+        return [] if created is None else [Container("kcm", name, "CONTAINER_RUNNING", created)]
+
+    monkeypatch.setattr(c.host, "containers", containers)
+    faults = Faults(after_step=core.SEED_STEP_IDS.index("api-ready") + 1, kill=_kill)
+    options = RetrustOptions(eviction_guard=case != "no guard")
+    with pytest.raises(Killed):
+        apply_recovery(c.host, {}, None, c.progress.append, environ={}, effects=c.effects(faults), options=options)
+    released = c.api.objects[KCM_LEASE]["spec"]["holderIdentity"] == ""
+    assert released == (case == "dead"), c.api.objects[KCM_LEASE]
+    assert any("an instance gone before this recovery, released" in line for line in c.progress) == released
+
+
 def _progress_lines(c: Cluster) -> Iterator[str]:
     return (line for line in c.progress if line.startswith("["))
 

@@ -176,3 +176,32 @@ def test_the_lease_is_left_alone_unless_it_is_safe(
     lease = copy.deepcopy(_LEASE)
     lease["spec"]["holderIdentity"] = holder_now
     assert g.released_lease(lease, guarded_holder, hostname, stopped, _NOW) is None
+
+
+# ---------------------------------------------- the lease of a controller-manager gone with the disaster
+
+_RUN_STARTED = datetime(2026, 12, 5, 0, 5, 0, tzinfo=UTC)  # after _LEASE's last renewal (00:03:07)
+
+
+def test_the_lease_of_an_instance_dead_before_the_recovery_is_released() -> None:
+    body = g.dead_leader_release(_LEASE, "cp1", _RUN_STARTED, True, _NOW)
+    assert body is not None and body["spec"]["holderIdentity"] == "" and body["metadata"]["resourceVersion"] == "812"
+
+
+@pytest.mark.parametrize(
+    ("change", "hostname", "only_new"),
+    [
+        ({"renewTime": "2026-12-05T00:05:01.000000Z"}, "cp1", True),  # renewed since the recovery started: alive
+        ({"renewTime": None}, "cp1", True),  # no time to judge by
+        ({"renewTime": "yesterday"}, "cp1", True),
+        ({}, "cp1", False),  # a container older than the run runs (or crictl listed nothing)
+        ({}, "cp2", True),  # another node's controller-manager may be alive
+        ({"holderIdentity": ""}, "cp1", True),  # released already
+    ],
+)
+def test_a_lease_is_left_alone_unless_its_holder_is_shown_dead(
+    change: dict[str, Any], hostname: str, only_new: bool
+) -> None:
+    lease = copy.deepcopy(_LEASE)
+    lease["spec"].update(change)
+    assert g.dead_leader_release(lease, hostname, _RUN_STARTED, only_new, _NOW) is None

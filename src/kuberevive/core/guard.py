@@ -236,3 +236,37 @@ def released_lease(
         "leaseTransitions": spec.get("leaseTransitions", 0),
     }
     return out
+
+
+def _micro_time(text: object) -> datetime | None:
+    """A Lease's ``renewTime`` (MicroTime, RFC 3339 with microseconds), or None when absent or unreadable."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def dead_leader_release(
+    lease: Mapping[str, Any], hostname: str, run_started: datetime, only_new_instances: bool, now: datetime
+) -> dict[str, Any] | None:
+    """The kube-controller-manager leader Lease released (:func:`released_lease`) when its holder is an instance
+    that died before this recovery started, else None.
+
+    After the seed disaster the Lease still names the controller-manager that ran before it (its container was
+    removed with the others); client-go counts a lease period (15 s) from its own first look at a record held by
+    someone else, so the controller-manager the recovery starts could lead only 15-17 s after the API server
+    answers, and every controller (the DaemonSet and Deployment controllers that restart the token-using pods,
+    the node-lifecycle controller) waits with it. The holder is dead when all of these hold: its identity is this
+    node's (``<hostname>_<uuid>``), it last renewed before the recovery started (nothing could renew through the
+    API server, which was down until the recovery started it; a holder that still renews has a later time), and
+    ``only_new_instances``: the container runtime lists kube-controller-manager containers and each was created
+    after the recovery started (so none of them is the holder's: an empty list proves nothing). The caller PUTs
+    the result with its ``resourceVersion``, so a holder that renewed meanwhile makes the write fail instead."""
+    spec = lease.get("spec") or {}
+    holder = str(spec.get("holderIdentity") or "")
+    renewed = _micro_time(spec.get("renewTime"))  # client-go writes it with every acquire and renewal
+    if not holder or renewed is None or renewed >= run_started:
+        return None
+    return released_lease(lease, holder, hostname, only_new_instances, now)
