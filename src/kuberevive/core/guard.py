@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from kuberevive.core.restarts import parse_time
 from kuberevive.errors import ConfigError
 
 GUARD_ANNOTATION = "kuberevive.io/eviction-guard"
@@ -243,7 +244,7 @@ def _micro_time(text: object) -> datetime | None:
     if not isinstance(text, str) or not text:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_time(text)
     except ValueError:
         return None
 
