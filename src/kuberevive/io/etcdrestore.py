@@ -2,15 +2,21 @@
 
 Steps (each undone if a later one fails before the new data directory is in place):
 
-1. stop etcd: move ``/etc/kubernetes/manifests/etcd.yaml`` to ``/etc/kubernetes/tmp/`` (the kubelet stops
-   the static pod) and wait with ``crictl`` until no etcd container runs;
+1. stop the API server, then etcd: move ``/etc/kubernetes/manifests/kube-apiserver.yaml`` and ``etcd.yaml`` to
+   ``/etc/kubernetes/tmp/`` (the kubelet stops the static pods) and wait with ``crictl`` until neither container
+   runs. The API server is stopped as the Kubernetes documentation's etcd restore says, and for a reason measured on
+   the lab (v1.37): an API server without its etcd accepts connections and answers nothing for 34-60 s, and the
+   kubelet's housekeeping, which deletes the stopped etcd's mirror Pod through it, blocks the kubelet's sync loop
+   that long, again and again: the etcd manifest put back was not started for minutes. With the API server
+   stopped that call is refused at once;
 2. keep the old data directory: rename it to ``<data-dir>.kuberevive-<UTC timestamp>`` (never deleted);
 3. ``etcdutl snapshot restore`` with the member name, initial cluster and peer URLs of the manifest, into a
    staging directory beside the data directory, then rename it into place (mode 0700). The snapshot is
    handed to etcdutl as an open file descriptor (``/proc/self/fd/N``): a snapshot file is never copied or read
    into memory (it may even be the old data directory's ``member/snap/db``, restored with
    ``skip_hash_check``: the descriptor follows the file when the directory is moved aside);
-4. put the manifest back and wait until etcd answers ``/health`` over mTLS.
+4. put etcd's manifest back and wait until etcd answers ``/health`` over mTLS, then the API server's (also when
+   etcd does not become healthy: the node is left with both manifests in place).
 
 Before step 1 the etcd safety preflight runs (:func:`kuberevive.core.etcdsafety.restore_preflight`): a restore
 that would split a multi-member cluster, put 3.5 data under an etcd 3.6 from an older 3.5 than 3.5.26, or restore
@@ -37,7 +43,13 @@ from kuberevive.io import etcdprobe, process
 from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.kubeadm_yaml import node_dir_problem
-from kuberevive.model.paths import ETCD_CA_CRT, ETCD_HEALTHCHECK_CLIENT, ETCD_MANIFEST, KUBERNETES_TMP_DIR
+from kuberevive.model.paths import (
+    APISERVER_MANIFEST,
+    ETCD_CA_CRT,
+    ETCD_HEALTHCHECK_CLIENT,
+    ETCD_MANIFEST,
+    KUBERNETES_TMP_DIR,
+)
 from kuberevive.waiting import poll_until
 
 
@@ -75,8 +87,9 @@ def member_from_manifest(manifest: bytes, source: str) -> EtcdMember:
     return member
 
 
-def _running_etcd(crictl: str) -> list[str]:
-    proc = process.run([crictl, "ps", "-q", "--name", "^etcd$", "--state", "Running"], text=True, timeout=30)
+def _running(crictl: str, name: str) -> list[str]:
+    """The ids of the running containers named exactly ``name``."""
+    proc = process.run([crictl, "ps", "-q", "--name", f"^{name}$", "--state", "Running"], text=True, timeout=30)
     if proc.returncode != 0:
         raise EtcdError(
             f"crictl cannot list containers: {proc.stderr.strip()[:200]}",
@@ -171,24 +184,35 @@ def _restore(
     steps: list[str] = []
 
     aside: PurePosixPath | None = None
+    api_aside: PurePosixPath | None = None
     moved_old = False
     try:
         if manifest_on_node:
             # same file system as the manifest (a rename), outside the directory the kubelet watches
+            root.ensure_dir(KUBERNETES_TMP_DIR)
+            stopping = []
+            if root.exists(APISERVER_MANIFEST):  # first: it drains its requests while etcd still answers
+                api_aside = KUBERNETES_TMP_DIR / f"kuberevive-kube-apiserver-{stamp}.yaml"
+                root.rename(APISERVER_MANIFEST, api_aside)
+                steps.append(f"moved {APISERVER_MANIFEST} to {api_aside} to stop the API server")
+                stopping.append("kube-apiserver")
             aside = KUBERNETES_TMP_DIR / f"kuberevive-etcd-{stamp}.yaml"
-            root.ensure_dir(aside.parent)
             root.rename(ETCD_MANIFEST, aside)
             steps.append(f"moved {ETCD_MANIFEST} to {aside} to stop etcd")
-            progress(f"stopping etcd (manifest moved to {aside})")
-            stopped = poll_until(
-                "etcd to stop", stop_timeout, lambda: (not _running_etcd(crictl), "its container runs"), 1.0, retry=()
-            )
-            if not stopped.ok:
+            stopping.append("etcd")
+            what = " and ".join(stopping)
+            progress(f"stopping {what} (manifests moved to {KUBERNETES_TMP_DIR})")
+
+            def stopped_yet() -> tuple[bool, str]:
+                running = [name for name in stopping if _running(crictl, name)]
+                return not running, f"{' and '.join(running)} still running"
+
+            if not poll_until(f"{what} to stop", stop_timeout, stopped_yet, 1.0, retry=()).ok:
                 raise EtcdError(
-                    f"etcd did not stop within {stop_timeout:.0f} s after its manifest was moved away",
+                    f"{what} did not stop within {stop_timeout:.0f} s after the manifests were moved away",
                     "check the kubelet (is it running?), then run again",
                 )
-            steps.append("etcd container stopped")
+            steps.append(f"{what} stopped")
         if root.exists(data_dir):
             root.rename(data_dir, old)
             moved_old = True
@@ -206,6 +230,8 @@ def _restore(
             root.rename(old, data_dir)
         if aside is not None:
             root.rename(aside, ETCD_MANIFEST)
+        if api_aside is not None:
+            root.rename(api_aside, APISERVER_MANIFEST)
         raise
 
     healthy = False
@@ -213,9 +239,15 @@ def _restore(
         root.rename(aside, ETCD_MANIFEST)
         steps.append(f"moved {ETCD_MANIFEST} back")
         progress("waiting for etcd to be healthy")
-        healthy = poll_until(
-            "etcd to be healthy", health_timeout, lambda: (_healthy(root, member), "not healthy yet"), 2.0, retry=()
-        ).ok
+        try:
+            healthy = poll_until(
+                "etcd to be healthy", health_timeout, lambda: (_healthy(root, member), "not healthy yet"), 1.0, retry=()
+            ).ok
+        finally:
+            if api_aside is not None:  # in any case: the node keeps every manifest it had
+                root.rename(api_aside, APISERVER_MANIFEST)
+                steps.append(f"moved {APISERVER_MANIFEST} back")
+                progress("the API server's manifest is back: the kubelet starts it")
         if not healthy:
             raise EtcdError(
                 f"etcd was restored but is not healthy after {health_timeout:.0f} s "
