@@ -13,6 +13,7 @@ import pytest
 from kuberevive.core import etcdsafety
 from kuberevive.errors import EtcdError
 from kuberevive.io import etcdprobe, etcdrestore
+from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
 
 ETCD = b"""apiVersion: v1
@@ -38,6 +39,12 @@ class Node:
         self.etcd_gets_healthy = etcd_gets_healthy
         self.at_restore: list[str] = []
         self.events: list[str] = []
+        self.stops: list[tuple[str, int]] = []
+
+    def stop_containers(self, name: str, cri_socket: str | None = None, grace: int = 30) -> int:
+        assert not (self.root / MANIFESTS / NAMES[name]).exists()  # only once the kubelet will not start it again
+        self.stops.append((name, grace))
+        return 1
 
     def running(self, _crictl: str, name: str) -> list[str]:
         return [f"id-{name}"] if (self.root / MANIFESTS / NAMES[name]).exists() else []
@@ -65,6 +72,7 @@ def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Node:
     monkeypatch.setattr(etcdrestore, "_running", n.running)
     monkeypatch.setattr(etcdrestore, "_etcdutl_restore", n.restore)
     monkeypatch.setattr(etcdrestore, "_healthy", n.healthy)
+    monkeypatch.setattr(LocalHost, "stop_containers", n.stop_containers)
     monkeypatch.setattr(etcdprobe, "facts", lambda *_a, **_k: etcdsafety.Facts())
     return n
 
@@ -87,7 +95,10 @@ def test_the_api_server_is_stopped_before_etcd_and_started_once_etcd_is_healthy(
     assert moved[1].startswith("moved /etc/kubernetes/manifests/etcd.yaml to /etc/kubernetes/tmp/")
     assert moved[2:] == ["moved /etc/kubernetes/manifests/etcd.yaml back",
                          "moved /etc/kubernetes/manifests/kube-apiserver.yaml back"]  # fmt: skip
-    assert result.healthy and "stopping kube-apiserver and etcd (manifests moved to /etc/kubernetes/tmp)" in progress
+    assert result.healthy and [p.split(" (")[0] for p in progress[:2]] == ["stopping kube-apiserver", "stopping etcd"]
+    assert result.steps[1] == "kube-apiserver container stopped"  # before etcd's manifest was moved
+    # the API server's drain grace (no --shutdown-delay-duration: 5 s), not the 30 s the kubelet gives its watches
+    assert node.stops == [("kube-apiserver", 5), ("etcd", 30)]
     assert list((node.root / "etc/kubernetes/tmp").iterdir()) == []
 
 

@@ -2,13 +2,14 @@
 
 Steps (each undone if a later one fails before the new data directory is in place):
 
-1. stop the API server, then etcd: move ``/etc/kubernetes/manifests/kube-apiserver.yaml`` and ``etcd.yaml`` to
-   ``/etc/kubernetes/tmp/`` (the kubelet stops the static pods) and wait with ``crictl`` until neither container
-   runs. The API server is stopped as the Kubernetes documentation's etcd restore says, and for a reason measured on
-   the lab (v1.37): an API server without its etcd accepts connections and answers nothing for 34-60 s, and the
-   kubelet's housekeeping, which deletes the stopped etcd's mirror Pod through it, blocks the kubelet's sync loop
-   that long, again and again: the etcd manifest put back was not started for minutes. With the API server
-   stopped that call is refused at once;
+1. stop the API server, then etcd: move ``/etc/kubernetes/manifests/kube-apiserver.yaml``, then ``etcd.yaml``, to
+   ``/etc/kubernetes/tmp/`` (the kubelet stops each static pod; the API server's container is also stopped with its
+   own drain grace, as ``certs renew`` stops it: the kubelet would give it 30 s for its open watches) and wait with
+   ``crictl`` until its container no longer runs (the API server first, while etcd still answers). The API server
+   is stopped as the Kubernetes documentation's etcd restore says, and for a reason measured on the lab (v1.37):
+   an API server without its etcd accepts connections and answers nothing, and the kubelet's housekeeping, which
+   deletes the stopped etcd's mirror Pod through it, blocked the kubelet's sync loop 34 s at a time: the etcd
+   manifest put back was not started for minutes. With the API server stopped that call is refused at once;
 2. keep the old data directory: rename it to ``<data-dir>.kuberevive-<UTC timestamp>`` (never deleted);
 3. ``etcdutl snapshot restore`` with the member name, initial cluster and peer URLs of the manifest, into a
    staging directory beside the data directory, then rename it into place (mode 0700). The snapshot is
@@ -37,10 +38,11 @@ from pathlib import Path, PurePosixPath
 
 from kuberevive.core import etcdsafety
 from kuberevive.core.backup import SHA256_SIZE, EtcdMember, etcd_member
-from kuberevive.core.manifests import manifest_flags, parse_manifest
+from kuberevive.core.manifests import manifest_flags, parse_manifest, stop_grace_seconds
 from kuberevive.errors import BackupError, EtcdError, KubereviveError
 from kuberevive.io import etcdprobe, process
 from kuberevive.io.etcd import EtcdClient
+from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.kubeadm_yaml import node_dir_problem
 from kuberevive.model.paths import (
@@ -190,29 +192,11 @@ def _restore(
         if manifest_on_node:
             # same file system as the manifest (a rename), outside the directory the kubelet watches
             root.ensure_dir(KUBERNETES_TMP_DIR)
-            stopping = []
-            if root.exists(APISERVER_MANIFEST):  # first: it drains its requests while etcd still answers
+            if root.exists(APISERVER_MANIFEST):  # first, and stopped before etcd: it drains while etcd answers
                 api_aside = KUBERNETES_TMP_DIR / f"kuberevive-kube-apiserver-{stamp}.yaml"
-                root.rename(APISERVER_MANIFEST, api_aside)
-                steps.append(f"moved {APISERVER_MANIFEST} to {api_aside} to stop the API server")
-                stopping.append("kube-apiserver")
+                _stop(root, crictl, "kube-apiserver", APISERVER_MANIFEST, api_aside, stop_timeout, steps, progress)
             aside = KUBERNETES_TMP_DIR / f"kuberevive-etcd-{stamp}.yaml"
-            root.rename(ETCD_MANIFEST, aside)
-            steps.append(f"moved {ETCD_MANIFEST} to {aside} to stop etcd")
-            stopping.append("etcd")
-            what = " and ".join(stopping)
-            progress(f"stopping {what} (manifests moved to {KUBERNETES_TMP_DIR})")
-
-            def stopped_yet() -> tuple[bool, str]:
-                running = [name for name in stopping if _running(crictl, name)]
-                return not running, f"{' and '.join(running)} still running"
-
-            if not poll_until(f"{what} to stop", stop_timeout, stopped_yet, 1.0, retry=()).ok:
-                raise EtcdError(
-                    f"{what} did not stop within {stop_timeout:.0f} s after the manifests were moved away",
-                    "check the kubelet (is it running?), then run again",
-                )
-            steps.append(f"{what} stopped")
+            _stop(root, crictl, "etcd", ETCD_MANIFEST, aside, stop_timeout, steps, progress)
         if root.exists(data_dir):
             root.rename(data_dir, old)
             moved_old = True
@@ -257,6 +241,35 @@ def _restore(
         steps.append("etcd is healthy")
     old_node_path = old if moved_old else None
     return RestoreResult(member, old_node_path, manifest_on_node, healthy, time.monotonic() - start, steps)
+
+
+def _stop(
+    root: NodeRoot,
+    crictl: str,
+    name: str,
+    manifest: PurePosixPath,
+    aside: PurePosixPath,
+    timeout: float,
+    steps: list[str],
+    progress: Callable[[str], None],
+) -> None:
+    """Stop the static Pod ``name``: its manifest moved to ``aside`` (the kubelet stops it), then wait until no
+    container of that name runs."""
+    pod = root.read(manifest)
+    root.rename(manifest, aside)
+    steps.append(f"moved {manifest} to {aside} to stop {name}")
+    progress(f"stopping {name} (manifest moved to {aside})")
+    # the kubelet gives it the Pod's grace (30 s); an API server waits that long on its open watches: the grace it
+    # gets where the tool stops it (its shutdown delay plus a drain; manifests.stop_grace_seconds)
+    LocalHost(root, live=True).stop_containers(name, grace=stop_grace_seconds(name, pod))
+    if not poll_until(
+        f"{name} to stop", timeout, lambda: (not _running(crictl, name), "its container runs"), 1.0, retry=()
+    ).ok:
+        raise EtcdError(
+            f"{name} did not stop within {timeout:.0f} s after its manifest was moved away",
+            "check the kubelet (is it running?), then run again",
+        )
+    steps.append(f"{name} container stopped")
 
 
 def _etcdutl_restore(etcdutl: str, member: EtcdMember, fd: int, target: Path, skip_hash_check: bool) -> None:
