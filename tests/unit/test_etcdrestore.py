@@ -37,6 +37,8 @@ class Node:
     def __init__(self, root: Path, *, etcd_gets_healthy: bool = True) -> None:
         self.root = root
         self.etcd_gets_healthy = etcd_gets_healthy
+        self.backed_off = False  # etcd crash-looped: the kubelet starts it again only once it is restarted
+        self.kubelet_restarts = 0
         self.at_restore: list[str] = []
         self.events: list[str] = []
         self.stops: list[tuple[str, int]] = []
@@ -47,7 +49,14 @@ class Node:
         return 1
 
     def running(self, _crictl: str, name: str) -> list[str]:
+        if name == "etcd" and self.backed_off:
+            return []
         return [f"id-{name}"] if (self.root / MANIFESTS / NAMES[name]).exists() else []
+
+    def restart_unit(self, unit: str) -> None:
+        assert unit == "kubelet" and not (self.root / MANIFESTS / NAMES["kube-apiserver"]).exists()
+        self.kubelet_restarts += 1
+        self.backed_off = False
 
     def restore(self, _etcdutl: str, _member: Any, _fd: int, target: Path, _skip: bool) -> None:
         self.at_restore = [name for name in NAMES if self.running("", name)]
@@ -73,6 +82,7 @@ def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Node:
     monkeypatch.setattr(etcdrestore, "_etcdutl_restore", n.restore)
     monkeypatch.setattr(etcdrestore, "_healthy", n.healthy)
     monkeypatch.setattr(LocalHost, "stop_containers", n.stop_containers)
+    monkeypatch.setattr(LocalHost, "restart_unit", n.restart_unit)
     monkeypatch.setattr(etcdprobe, "facts", lambda *_a, **_k: etcdsafety.Facts())
     return n
 
@@ -100,12 +110,25 @@ def test_the_api_server_is_stopped_before_etcd_and_started_once_etcd_is_healthy(
     # the API server's drain grace (no --shutdown-delay-duration: 5 s), not the 30 s the kubelet gives its watches
     assert node.stops == [("kube-apiserver", 5), ("etcd", 30)]
     assert list((node.root / "etc/kubernetes/tmp").iterdir()) == []
+    assert node.kubelet_restarts == 0  # etcd started: no kubelet restart
+
+
+def test_an_etcd_in_the_kubelets_back_off_is_started_by_one_kubelet_restart_with_the_api_server_stopped(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(etcdrestore, "KUBELET_KICK_AFTER", 0.0)
+    node.backed_off = True
+    result = etcdrestore.restore_etcd(NodeRoot(node.root), _snapshot(tmp_path))
+    assert result.healthy and node.kubelet_restarts == 1
+    assert "restarted the kubelet (etcd was in its restart back-off)" in result.steps
+    assert (node.root / MANIFESTS / "kube-apiserver.yaml").read_bytes() == APISERVER
 
 
 def test_an_etcd_that_never_gets_healthy_leaves_both_manifests_in_place(node: Node, tmp_path: Path) -> None:
     node.etcd_gets_healthy = False
     with pytest.raises(EtcdError, match=r"etcd was restored but is not healthy after 0 s \(old data kept as "):
         etcdrestore.restore_etcd(NodeRoot(node.root), _snapshot(tmp_path), health_timeout=0.0)
+    assert node.kubelet_restarts == 0  # its container runs: not a back-off
     assert (node.root / MANIFESTS / "etcd.yaml").read_bytes() == ETCD
     assert (node.root / MANIFESTS / "kube-apiserver.yaml").read_bytes() == APISERVER
 

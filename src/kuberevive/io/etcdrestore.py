@@ -75,6 +75,11 @@ def find_tool(name: str) -> str:
     return path
 
 
+#: Seconds after etcd's manifest is back without an etcd container running before the kubelet is restarted once
+#: (etcd starts 1-3 s after its manifest on the lab).
+KUBELET_KICK_AFTER = 10.0
+
+
 def member_from_manifest(manifest: bytes, source: str) -> EtcdMember:
     try:
         member = etcd_member(manifest_flags(parse_manifest(manifest)), source)
@@ -185,6 +190,26 @@ def _restore(
             raise EtcdError(f"{root.host_path(p)} already exists", "wait a second and run again")
     steps: list[str] = []
 
+    host = LocalHost(root, live=root.prefix == Path("/"))
+
+    def stop(name: str, manifest: PurePosixPath, aside: PurePosixPath) -> None:
+        """Stop the static Pod ``name``: its manifest moved to ``aside`` (the kubelet stops it; its container is
+        stopped too, with the grace the tool gives it: the kubelet gives an API server 30 s for its open watches,
+        manifests.stop_grace_seconds), then wait until no container of that name runs."""
+        pod = root.read(manifest)
+        root.rename(manifest, aside)
+        steps.append(f"moved {manifest} to {aside} to stop {name}")
+        progress(f"stopping {name} (manifest moved to {aside})")
+        host.stop_containers(name, grace=stop_grace_seconds(name, pod))
+        if not poll_until(
+            f"{name} to stop", stop_timeout, lambda: (not _running(crictl, name), "its container runs"), 1.0, retry=()
+        ).ok:
+            raise EtcdError(
+                f"{name} did not stop within {stop_timeout:.0f} s after its manifest was moved away",
+                "check the kubelet (is it running?), then run again",
+            )
+        steps.append(f"{name} container stopped")
+
     aside: PurePosixPath | None = None
     api_aside: PurePosixPath | None = None
     moved_old = False
@@ -194,9 +219,9 @@ def _restore(
             root.ensure_dir(KUBERNETES_TMP_DIR)
             if root.exists(APISERVER_MANIFEST):  # first, and stopped before etcd: it drains while etcd answers
                 api_aside = KUBERNETES_TMP_DIR / f"kuberevive-kube-apiserver-{stamp}.yaml"
-                _stop(root, crictl, "kube-apiserver", APISERVER_MANIFEST, api_aside, stop_timeout, steps, progress)
+                stop("kube-apiserver", APISERVER_MANIFEST, api_aside)
             aside = KUBERNETES_TMP_DIR / f"kuberevive-etcd-{stamp}.yaml"
-            _stop(root, crictl, "etcd", ETCD_MANIFEST, aside, stop_timeout, steps, progress)
+            stop("etcd", ETCD_MANIFEST, aside)
         if root.exists(data_dir):
             root.rename(data_dir, old)
             moved_old = True
@@ -223,53 +248,42 @@ def _restore(
         root.rename(aside, ETCD_MANIFEST)
         steps.append(f"moved {ETCD_MANIFEST} back")
         progress("waiting for etcd to be healthy")
+        started, kicked = time.monotonic(), False
+
+        def etcd_healthy() -> tuple[bool, str]:
+            nonlocal kicked
+            if _healthy(root, member):
+                return True, ""
+            if kicked or time.monotonic() - started < KUBELET_KICK_AFTER or _running(crictl, "etcd"):
+                return False, "not healthy yet"
+            # an etcd that crash-looped before the restore: the kubelet keeps its back-off (up to 5 min) for the
+            # Pod put back with the same manifest; a restarted kubelet forgets it and, with no API server to wait
+            # on, starts etcd at once (running containers are kept)
+            kicked = True
+            progress(
+                f"no etcd container runs {KUBELET_KICK_AFTER:.0f} s after its manifest is back: restarting the kubelet"
+            )
+            with contextlib.suppress(KubereviveError):
+                host.restart_unit("kubelet")
+                steps.append("restarted the kubelet (etcd was in its restart back-off)")
+            return False, "not healthy yet (the kubelet was restarted)"
+
         try:
-            healthy = poll_until(
-                "etcd to be healthy", health_timeout, lambda: (_healthy(root, member), "not healthy yet"), 1.0, retry=()
-            ).ok
+            healthy = poll_until("etcd to be healthy", health_timeout, etcd_healthy, 1.0, retry=()).ok
         finally:
             if api_aside is not None:  # in any case: the node keeps every manifest it had
                 root.rename(api_aside, APISERVER_MANIFEST)
                 steps.append(f"moved {APISERVER_MANIFEST} back")
                 progress("the API server's manifest is back: the kubelet starts it")
         if not healthy:
+            kept = f" (old data kept as {root.host_path(old)})" if moved_old else ""
             raise EtcdError(
-                f"etcd was restored but is not healthy after {health_timeout:.0f} s "
-                f"(old data kept as {root.host_path(old)})",
+                f"etcd was restored but is not healthy after {health_timeout:.0f} s{kept}",
                 "check the etcd container's log with crictl logs",
             )
         steps.append("etcd is healthy")
     old_node_path = old if moved_old else None
     return RestoreResult(member, old_node_path, manifest_on_node, healthy, time.monotonic() - start, steps)
-
-
-def _stop(
-    root: NodeRoot,
-    crictl: str,
-    name: str,
-    manifest: PurePosixPath,
-    aside: PurePosixPath,
-    timeout: float,
-    steps: list[str],
-    progress: Callable[[str], None],
-) -> None:
-    """Stop the static Pod ``name``: its manifest moved to ``aside`` (the kubelet stops it), then wait until no
-    container of that name runs."""
-    pod = root.read(manifest)
-    root.rename(manifest, aside)
-    steps.append(f"moved {manifest} to {aside} to stop {name}")
-    progress(f"stopping {name} (manifest moved to {aside})")
-    # the kubelet gives it the Pod's grace (30 s); an API server waits that long on its open watches: the grace it
-    # gets where the tool stops it (its shutdown delay plus a drain; manifests.stop_grace_seconds)
-    LocalHost(root, live=True).stop_containers(name, grace=stop_grace_seconds(name, pod))
-    if not poll_until(
-        f"{name} to stop", timeout, lambda: (not _running(crictl, name), "its container runs"), 1.0, retry=()
-    ).ok:
-        raise EtcdError(
-            f"{name} did not stop within {timeout:.0f} s after its manifest was moved away",
-            "check the kubelet (is it running?), then run again",
-        )
-    steps.append(f"{name} container stopped")
 
 
 def _etcdutl_restore(etcdutl: str, member: EtcdMember, fd: int, target: Path, skip_hash_check: bool) -> None:
