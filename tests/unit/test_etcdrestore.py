@@ -38,18 +38,21 @@ class Node:
         self.root = root
         self.etcd_gets_healthy = etcd_gets_healthy
         self.backed_off = False  # etcd crash-looped: the kubelet starts it again only once it is restarted
+        self.back_off_after_stop = False  # it still ran when the restore began
         self.kubelet_restarts = 0
         self.at_restore: list[str] = []
         self.events: list[str] = []
         self.stops: list[tuple[str, int]] = []
 
     def stop_containers(self, name: str, cri_socket: str | None = None, grace: int = 30) -> int:
+        if name == "etcd":
+            self.back_off_after_stop = False
         assert not (self.root / MANIFESTS / NAMES[name]).exists()  # only once the kubelet will not start it again
         self.stops.append((name, grace))
         return 1
 
     def running(self, _crictl: str, name: str) -> list[str]:
-        if name == "etcd" and self.backed_off:
+        if name == "etcd" and self.backed_off and not self.back_off_after_stop:
             return []
         return [f"id-{name}"] if (self.root / MANIFESTS / NAMES[name]).exists() else []
 
@@ -118,10 +121,21 @@ def test_an_etcd_in_the_kubelets_back_off_is_started_by_one_kubelet_restart_with
 ) -> None:
     monkeypatch.setattr(etcdrestore, "KUBELET_KICK_AFTER", 0.0)
     node.backed_off = True
+    node.back_off_after_stop = True  # it ran when the restore began, and is in the back-off once put back
     result = etcdrestore.restore_etcd(NodeRoot(node.root), _snapshot(tmp_path))
     assert result.healthy and node.kubelet_restarts == 1
-    assert "restarted the kubelet (etcd was in its restart back-off)" in result.steps
+    assert "restarted the kubelet (no etcd container runs 0 s after its manifest is back)" in result.steps
     assert (node.root / MANIFESTS / "kube-apiserver.yaml").read_bytes() == APISERVER
+
+
+def test_an_etcd_that_crash_looped_before_the_restore_gets_a_kubelet_restart_at_once(
+    node: Node, tmp_path: Path
+) -> None:
+    node.backed_off = True  # no etcd container ran when the restore began
+    result = etcdrestore.restore_etcd(NodeRoot(node.root), _snapshot(tmp_path))  # KUBELET_KICK_AFTER is 10 s
+    assert result.healthy and node.kubelet_restarts == 1
+    assert "restarted the kubelet (etcd was not running before the restore)" in result.steps
+    assert result.seconds < etcdrestore.KUBELET_KICK_AFTER
 
 
 def test_an_etcd_that_never_gets_healthy_leaves_both_manifests_in_place(node: Node, tmp_path: Path) -> None:

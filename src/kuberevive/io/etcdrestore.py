@@ -192,10 +192,11 @@ def _restore(
 
     host = LocalHost(root, live=root.prefix == Path("/"))
 
-    def stop(name: str, manifest: PurePosixPath, aside: PurePosixPath) -> None:
+    def stop(name: str, manifest: PurePosixPath, aside: PurePosixPath) -> bool:
         """Stop the static Pod ``name``: its manifest moved to ``aside`` (the kubelet stops it; its container is
         stopped too, with the grace the tool gives it: the kubelet gives an API server 30 s for its open watches,
-        manifests.stop_grace_seconds), then wait until no container of that name runs."""
+        manifests.stop_grace_seconds), then wait until no container of that name runs. Whether one ran."""
+        ran = bool(_running(crictl, name))
         pod = root.read(manifest)
         root.rename(manifest, aside)
         steps.append(f"moved {manifest} to {aside} to stop {name}")
@@ -209,10 +210,11 @@ def _restore(
                 "check the kubelet (is it running?), then run again",
             )
         steps.append(f"{name} container stopped")
+        return ran
 
     aside: PurePosixPath | None = None
     api_aside: PurePosixPath | None = None
-    moved_old = False
+    moved_old = etcd_ran = False
     try:
         if manifest_on_node:
             # same file system as the manifest (a rename), outside the directory the kubelet watches
@@ -221,7 +223,7 @@ def _restore(
                 api_aside = KUBERNETES_TMP_DIR / f"kuberevive-kube-apiserver-{stamp}.yaml"
                 stop("kube-apiserver", APISERVER_MANIFEST, api_aside)
             aside = KUBERNETES_TMP_DIR / f"kuberevive-etcd-{stamp}.yaml"
-            stop("etcd", ETCD_MANIFEST, aside)
+            etcd_ran = stop("etcd", ETCD_MANIFEST, aside)
         if root.exists(data_dir):
             root.rename(data_dir, old)
             moved_old = True
@@ -247,25 +249,31 @@ def _restore(
     if aside is not None:
         root.rename(aside, ETCD_MANIFEST)
         steps.append(f"moved {ETCD_MANIFEST} back")
+        # An etcd that crash-looped before the restore (no container ran when it was stopped): the kubelet keeps its
+        # restart back-off (up to 5 min; 40-80 s seen on the lab) for the Pod put back with the same manifest. A
+        # restarted kubelet forgets it and, with no API server to wait on, starts etcd at once (running containers
+        # are kept). Done at once then, else once if no etcd container runs KUBELET_KICK_AFTER seconds later.
+        kicked = False
+
+        def kick(why: str) -> None:
+            nonlocal kicked
+            kicked = True
+            progress(f"{why}: restarting the kubelet (it forgets etcd's restart back-off; containers keep running)")
+            with contextlib.suppress(KubereviveError):
+                host.restart_unit("kubelet")
+                steps.append(f"restarted the kubelet ({why})")
+
+        if not etcd_ran:
+            kick("etcd was not running before the restore")
         progress("waiting for etcd to be healthy")
-        started, kicked = time.monotonic(), False
+        started = time.monotonic()
 
         def etcd_healthy() -> tuple[bool, str]:
-            nonlocal kicked
             if _healthy(root, member):
                 return True, ""
             if kicked or time.monotonic() - started < KUBELET_KICK_AFTER or _running(crictl, "etcd"):
                 return False, "not healthy yet"
-            # an etcd that crash-looped before the restore: the kubelet keeps its back-off (up to 5 min) for the
-            # Pod put back with the same manifest; a restarted kubelet forgets it and, with no API server to wait
-            # on, starts etcd at once (running containers are kept)
-            kicked = True
-            progress(
-                f"no etcd container runs {KUBELET_KICK_AFTER:.0f} s after its manifest is back: restarting the kubelet"
-            )
-            with contextlib.suppress(KubereviveError):
-                host.restart_unit("kubelet")
-                steps.append("restarted the kubelet (etcd was in its restart back-off)")
+            kick(f"no etcd container runs {KUBELET_KICK_AFTER:.0f} s after its manifest is back")
             return False, "not healthy yet (the kubelet was restarted)"
 
         try:
