@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from kuberevive.core import caextend as caextend_core
-from kuberevive.core import certs, pki
+from kuberevive.core import certs, pki, salvage
 from kuberevive.core.etcdsafety import Member
 from kuberevive.core.generate import Target, generate
 from kuberevive.core.kubeconfig import Kubeconfig
@@ -437,3 +437,15 @@ def test_ca_extend_puts_the_extended_ca_on_each_master_one_at_a_time_then_on_the
     cluster, _user = Kubeconfig.from_yaml(w.read(paths.KUBELET_CONF) or b"").current()
     assert cluster.certificate_authority_data == new_pem and w.stopped == [] and w.restarts == 1
     assert journal.nodes_done == ["master-b", "master-c", "worker-1"]
+
+
+def test_an_ipv6_masters_own_api_server_and_a_peers_are_addressed_in_brackets(tmp_path: Path):
+    """The own-API-server and peer URLs keep an IPv6 host's brackets (``https://fd00::10:6443`` is no URL)."""
+    ex, _journal = executor(tmp_path, {}, [], None)
+    ex.cfg = _cfg(CONFIG_TEXT.replace("advertiseAddress: 10.20.30.40", "advertiseAddress: fd00::10"))
+    assert ex._own_api().server == "https://[fd00::10]:6443"
+    files = cached_peer_files("master-b")
+    manifest = files[paths.APISERVER_MANIFEST].replace(b"endpoint: 10.20.30.50:6443", b"endpoint: '[fd00::50]:6443'")
+    endpoints = salvage.peer_endpoints("master-b", manifest, files[paths.ETCD_MANIFEST])
+    assert (endpoints.api_host, endpoints.api) == ("fd00::50", "[fd00::50]:6443")
+    assert renew.api_at(ex, endpoints.api).server == "https://[fd00::50]:6443"

@@ -333,7 +333,7 @@ class _Executor(renew.RenewExecutor):
             since = self._now().replace(microsecond=0) - timedelta(seconds=1)
             host.restart_unit("kubelet")
             out.append(f"{n.name}: stopped {', '.join(stopped)}; kubelet restarted")
-            api = renew.api_at(self, f"{endpoints.api_host}:{endpoints.api_port}")
+            api = renew.api_at(self, endpoints.api)
             took = renew.wait_healthy(self, n.name, api, endpoints.etcd_client_url)
             self._wait(
                 f"node {n.name} Ready",

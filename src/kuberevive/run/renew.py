@@ -57,7 +57,7 @@ from kuberevive.core.kubeconfig import (
     SCHEDULER_CONF,
     SUPER_ADMIN_CONF,
     Kubeconfig,
-    local_api_url,
+    local_api_endpoint,
 )
 from kuberevive.core.retrust import ready_since
 from kuberevive.errors import CollectError, KubeApiError, KubereviveError, NotAControlPlane, PlanError
@@ -593,7 +593,7 @@ class RenewExecutor:
     def _own_api(self) -> KubeApi:
         """A client of THIS node's own API server (its advertise address) with admin.conf's credentials: the one
         this run renewed and restarted, whatever the load balancer would pick."""
-        return api_at(self, host_port(local_api_url(self.cfg)))
+        return api_at(self, local_api_endpoint(self.cfg))
 
     def wait_endpoint(self) -> None:
         """Wait until the API answers ``/readyz`` through admin.conf's server (the control-plane endpoint)."""
@@ -1108,7 +1108,7 @@ def _write_peer(ex: RenewExecutor, lock: threading.Lock, n: InventoryNode, host:
                 components=todo.components,
                 kubelet=bool(kubelet),
                 new_serving=todo.new_serving,
-                api=f"{peer.endpoints.api_host}:{peer.endpoints.api_port}",
+                api=peer.endpoints.api,
                 etcd=peer.endpoints.etcd_client_url,
             )
             journal.save()
@@ -1244,8 +1244,3 @@ def step_peer_restarts(ex: RenewExecutor) -> None:
 
         _on_peers(ex, options, todo, one, parallel=False)
     ex.wait_endpoint()  # every master is renewed: the load balancer may pick any of them now
-
-
-def host_port(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port or 443}"
