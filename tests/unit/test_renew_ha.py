@@ -19,8 +19,8 @@ from kuberevive.core import certs, pki, salvage
 from kuberevive.core.etcdsafety import Member
 from kuberevive.core.generate import Target, generate
 from kuberevive.core.kubeconfig import Kubeconfig
-from kuberevive.errors import NodeFsError, PlanError
-from kuberevive.io.host import LocalHost
+from kuberevive.errors import EtcdError, NodeFsError, PlanError
+from kuberevive.io.host import Container, LocalHost
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.transport import Deadline, Result, Transport
 from kuberevive.model import paths
@@ -87,6 +87,10 @@ class PeerHost(FakeHost):
         self.events = events
         self.stopped: list[str] = []
         self.graces: dict[str, int] = {}
+        self.running = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}  # empty: powered off
+
+    def containers(self, name: str | None = None) -> list[Container]:
+        return [Container(f"id-{c}", c, "CONTAINER_RUNNING", 0.0) for c in sorted(self.running) if name in (None, c)]
 
     def stop_containers(self, name: str, cri_socket: str | None = None, grace: int = 30) -> int:
         self.graces[name] = grace
@@ -371,6 +375,65 @@ def test_peers_come_from_the_etcd_members_when_the_api_is_down(tmp_path: Path):
     assert source == "the etcd members"
     ex.step_peer_certificates()
     assert {journal.other_nodes[n]["state"] for n in ("master-b", "master-c")} == {"written"}
+
+
+def test_powered_off_peers_get_their_kubelet_started_with_the_renewed_files_before_this_node_waits(tmp_path: Path):
+    """Powered off past expiry: nothing runs on the peers (kubelet stopped, or unable to start with its expired client
+    certificate), so this node's etcd has no quorum and its API server cannot turn ready until the peers' etcd members
+    run again. peer-certificates starts each such peer's kubelet once its files are renewed; peer-restarts then stops
+    and restarts nothing there, it only awaits each peer; a running peer is restarted there as before."""
+    events: list[str] = []
+    b = PeerHost("master-b", cached_peer_files("master-b"), events)
+    c = PeerHost("master-c", cached_peer_files("master-c"), events)
+    b.running = set()  # powered off; master-c runs its control plane
+    ex, journal = executor(tmp_path, {"master-b": b, "master-c": c}, events, inventory("master-b", "master-c"))
+    ex.step_peer_certificates()
+    assert events == ["master-b: restart kubelet"] and (b.restarts, c.restarts) == (1, 0)
+    assert (
+        journal.other_nodes["master-b"]["state"] == "written" and "kubelet_started" in journal.other_nodes["master-b"]
+    )
+    assert "kubelet_started" not in journal.other_nodes["master-c"]
+    renewed = {a.path: a.content for a in journal.artifacts("cp:master-b") or []}
+    assert b.read(PKI / "apiserver.crt") == renewed[PKI / "apiserver.crt"]  # written before the kubelet started
+    assert any("master-b: no etcd or API server ran there" in m for m in ex.result.messages)
+    events.clear()
+    ex.step_peer_restarts()
+    assert b.stopped == [] and b.restarts == 1  # only awaited
+    assert "readyz https://10.20.30.50:6443" in events and "etcd https://10.20.30.50:2379" in events
+    assert c.stopped == ["kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler"] and c.restarts == 1
+    assert {journal.other_nodes[n]["state"] for n in ("master-b", "master-c")} == {"done"}
+
+
+def test_the_etcd_members_are_awaited_while_this_nodes_etcd_is_starting(tmp_path: Path):
+    """The API is down and the kubelet was just restarted by this run: this node's etcd refuses for a while; the
+    peers are still found from its members (asked again each second), and a node whose etcd never answers gets none
+    (with the reason) after the limit, not an endless wait."""
+    events: list[str] = []
+    ex, _journal = executor(tmp_path, {}, events, None)
+    etcd = HealthyEtcd("https://127.0.0.1:2379", events)
+    answers = iter([EtcdError("connection refused", ""), EtcdError("connection refused", "")])
+
+    def members() -> list[Member]:
+        error = next(answers, None)
+        if error is not None:
+            raise error
+        return HealthyEtcd.members(etcd)
+
+    etcd.members = members  # type: ignore[method-assign]
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    ex.fx = replace(ex.fx, etcd_client=lambda _node, _cfg: etcd, monotonic=lambda: now[0], sleep=sleep)  # type: ignore[arg-type,return-value]
+    nodes, source = renew.discover(ex, RetrustOptions(), 90)
+    assert [n.name for n in nodes] == ["master-b", "master-c"] and source == "the etcd members"
+    assert now[0] == 2.0  # asked three times, a second apart
+    answers = iter([EtcdError("connection refused", "")] * 1000)
+    now[0] = 0.0
+    nodes, source = renew.discover(ex, RetrustOptions(), 90)
+    assert nodes == [] and "connection refused" in source and "etcd members" in source
+    assert now[0] == 90.0
 
 
 def test_steps_with_all_nodes_write_the_peers_before_this_node_restarts():

@@ -51,6 +51,7 @@ from cryptography import x509
 from kuberevive.core import caextend, certs, manifests, pki, salvage, yamlfmt
 from kuberevive.core import diagnose as d
 from kuberevive.core.diagnose import detect_role, resolve_config
+from kuberevive.core.etcdsafety import Member
 from kuberevive.core.kubeconfig import (
     ADMIN_CONF,
     CONTROLLER_MANAGER_CONF,
@@ -77,7 +78,7 @@ from kuberevive.model.recover import RetrustOptions
 from kuberevive.run.context import Effects, Faults, check_table, etcd_client_files
 from kuberevive.run.journal import RenewJournal
 from kuberevive.run.retrust import connect
-from kuberevive.waiting import wait_for
+from kuberevive.waiting import poll_until, wait_for
 
 JOURNAL = paths.RENEW_DIR / "journal.json"
 API_TIMEOUT = 300.0
@@ -921,6 +922,9 @@ def apply(
 CONTROL_PLANE_ROLE = "control-plane"
 #: Time limit of one peer's API server, etcd member and Node after its restart.
 PEER_TIMEOUT = 300.0
+#: How long ``peer-certificates`` asks this node's etcd for its members when the API cannot list the nodes (the
+#: kubelet restarted by this run may still be starting etcd).
+ETCD_LIST_TIMEOUT = 90.0
 
 
 class PeerHost(Host, Protocol):
@@ -1039,9 +1043,10 @@ def peer_renewal(peer: Peer, everything: bool, now: datetime, warning_days: int,
     return PeerRenewal(kubelet, files, components, targets, new_serving)
 
 
-def discover(ex: RenewExecutor, options: RetrustOptions) -> tuple[list[InventoryNode], str]:
+def discover(ex: RenewExecutor, options: RetrustOptions, etcd_wait: float = 0.0) -> tuple[list[InventoryNode], str]:
     """This node's control-plane peers and where the list comes from: the inventory (``--inventory``, or the Node
-    objects through the API), else this node's etcd members; ([], why) when neither can be read."""
+    objects through the API), else this node's etcd members (asked for up to ``etcd_wait`` seconds: a kubelet just
+    restarted is still starting etcd); ([], why) when neither can be read."""
     me = ex.journal.node_name
     try:
         inventory = node_inventory(ex.node, options)
@@ -1049,11 +1054,27 @@ def discover(ex: RenewExecutor, options: RetrustOptions) -> tuple[list[Inventory
     except KubereviveError as exc:
         why = exc.message
     try:
-        members = ex.fx.etcd_client(ex.node, ex.cfg).members()
+        client = ex.fx.etcd_client(ex.node, ex.cfg)
     except KubereviveError as exc:
         return [], f"neither the node list ({why}) nor the etcd members ({exc.message}) could be read"
+    listed: list[Member] = []
+
+    def members() -> tuple[bool, str]:
+        listed[:] = client.members()  # served by this member alone (not linearizable): no quorum needed
+        return True, ""
+
+    waited = poll_until(
+        f"this node's etcd to list its members ({client.endpoint})",
+        etcd_wait,
+        members,
+        1.0,
+        clock=ex.fx.monotonic,
+        sleep=ex.fx.sleep,
+    )
+    if not waited.ok:
+        return [], f"neither the node list ({why}) nor the etcd members ({waited.last}) could be read"
     nodes = []
-    for m in members:
+    for m in listed:
         host = urlsplit(m.peer_urls[0]).hostname if m.peer_urls else None
         if m.name and m.name != me and host:
             roles = frozenset({CONTROL_PLANE})
@@ -1117,6 +1138,17 @@ def _write_peer(ex: RenewExecutor, lock: threading.Lock, n: InventoryNode, host:
     for a in files or []:
         aside = host.write(a.path, a.content, a.mode)
         out.append(f"{n.name}: {a.path} renewed" + (f" ({aside} kept)" if aside else ""))
+    if not any(host.containers(c) for c in ("etcd", "kube-apiserver")):
+        # Powered off past expiry: its kubelet is stopped, or cannot start with its expired client certificate, so
+        # nothing runs there; without its etcd member this node's etcd has no quorum and its API server never turns
+        # ready. Its kubelet is started now, with the renewed files: peer-restarts then only awaits it.
+        if entry.get("new_serving"):
+            out += move_aside_serving(host, n.name)
+        since = ex._now().replace(microsecond=0) - timedelta(seconds=1)
+        host.restart_unit("kubelet")
+        with lock:
+            entry["kubelet_started"] = since.isoformat()
+        out.append(f"{n.name}: no etcd or API server ran there: kubelet started with the renewed files")
     with lock:
         entry["state"] = "written"
         journal.save()
@@ -1126,7 +1158,7 @@ def _write_peer(ex: RenewExecutor, lock: threading.Lock, n: InventoryNode, host:
 def step_peer_certificates(ex: RenewExecutor) -> None:
     """``peer-certificates``: find the peers, then write each one's renewed files (in parallel; no restart)."""
     options = _require_options(ex)
-    nodes, source = discover(ex, options)
+    nodes, source = discover(ex, options, ETCD_LIST_TIMEOUT)
     if not nodes and not journal_peers(ex):
         note = f"no other control-plane node ({source})"
         ex.result.messages.append(note)
@@ -1212,12 +1244,15 @@ def _restart_peer(ex: RenewExecutor, lock: threading.Lock, n: InventoryNode, hos
             entry["state"] = "done"
             ex.journal.save()
         return [*out, f"{n.name}: nothing renewed, nothing restarted"]
-    if entry.get("new_serving"):
-        out += move_aside_serving(host, n.name)
-    stopped = stop_control_plane(host, components)
-    since = ex._now().replace(microsecond=0) - timedelta(seconds=1)
-    host.restart_unit("kubelet")
-    out.append(f"{n.name}: stopped {', '.join(stopped) or 'nothing'}; kubelet restarted")
+    if entry.get("kubelet_started"):  # nothing ran there: started with the renewed files by peer-certificates
+        since = datetime.fromisoformat(str(entry["kubelet_started"]))
+    else:
+        if entry.get("new_serving"):
+            out += move_aside_serving(host, n.name)
+        stopped = stop_control_plane(host, components)
+        since = ex._now().replace(microsecond=0) - timedelta(seconds=1)
+        host.restart_unit("kubelet")
+        out.append(f"{n.name}: stopped {', '.join(stopped) or 'nothing'}; kubelet restarted")
     took = wait_healthy(ex, n.name, api_at(ex, str(entry["api"])), str(entry["etcd"]))
     own = ex._own_api()  # not the load balancer: it may pick a master not renewed yet
     ex._wait(f"node {n.name} Ready", PEER_TIMEOUT, lambda: ready_since(own.get(f"/api/v1/nodes/{n.name}"), since))
