@@ -20,6 +20,7 @@ from kuberevive.core.etcdsafety import Member
 from kuberevive.core.generate import Target, generate
 from kuberevive.core.kubeconfig import Kubeconfig
 from kuberevive.errors import EtcdError, NodeFsError, PlanError
+from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.host import Container, LocalHost
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.transport import Deadline, Result, Transport
@@ -404,36 +405,74 @@ def test_powered_off_peers_get_their_kubelet_started_with_the_renewed_files_befo
     assert {journal.other_nodes[n]["state"] for n in ("master-b", "master-c")} == {"done"}
 
 
-def test_the_etcd_members_are_awaited_while_this_nodes_etcd_is_starting(tmp_path: Path):
-    """The API is down and the kubelet was just restarted by this run: this node's etcd refuses for a while; the
-    peers are still found from its members (asked again each second), and a node whose etcd never answers gets none
-    (with the reason) after the limit, not an endless wait."""
+def test_the_etcd_members_come_from_its_peer_port_without_a_quorum_and_are_awaited(tmp_path: Path):
+    """Powered off past expiry, every master down: this node's etcd (started by the kubelet this run restarted) has no
+    quorum, so its client port serves nothing; its PEER port (the manifest's --initial-advertise-peer-urls, this
+    node's peer certificate) lists the members all the same. Asked each second while etcd starts; after the limit,
+    no peers and both reasons, not an endless wait."""
     events: list[str] = []
     ex, _journal = executor(tmp_path, {}, events, None)
+    manifest = contents(TREE)[paths.ETCD_MANIFEST]
+    NodeRoot(tmp_path).atomic_write(paths.ETCD_MANIFEST, manifest, 0o600)
     etcd = HealthyEtcd("https://127.0.0.1:2379", events)
     answers = iter([EtcdError("connection refused", ""), EtcdError("connection refused", "")])
+    asked: list[tuple[str, bytes]] = []
 
-    def members() -> list[Member]:
-        error = next(answers, None)
-        if error is not None:
-            raise error
-        return HealthyEtcd.members(etcd)
+    class PeerPort(HealthyEtcd):
+        def peer_members(self) -> list[Member]:
+            error = next(answers, None)
+            if error is not None:
+                raise error
+            return self.members()
 
-    etcd.members = members  # type: ignore[method-assign]
+    def peer_port(url: str, ca: bytes, cert: bytes, key: bytes) -> PeerPort:
+        asked.append((url, cert))
+        return PeerPort(url, events)
+
+    def no_quorum() -> list[Member]:
+        raise EtcdError("cannot reach etcd at https://127.0.0.1:2379: timed out", "")
+
+    etcd.members = no_quorum  # type: ignore[method-assign]
     now = [0.0]
 
     def sleep(seconds: float) -> None:
         now[0] += seconds
 
-    ex.fx = replace(ex.fx, etcd_client=lambda _node, _cfg: etcd, monotonic=lambda: now[0], sleep=sleep)  # type: ignore[arg-type,return-value]
+    ex.fx = replace(
+        ex.fx,
+        etcd_client=lambda _node, _cfg: etcd,  # type: ignore[arg-type,return-value]
+        peer_etcd_client=peer_port,  # type: ignore[arg-type]
+        monotonic=lambda: now[0],
+        sleep=sleep,
+    )
     nodes, source = renew.discover(ex, RetrustOptions(), 90)
     assert [n.name for n in nodes] == ["master-b", "master-c"] and source == "the etcd members"
     assert now[0] == 2.0  # asked three times, a second apart
+    assert {a for a in asked} == {("https://10.20.30.40:2380", contents(TREE)[PKI / "etcd/peer.crt"])}
     answers = iter([EtcdError("connection refused", "")] * 1000)
     now[0] = 0.0
     nodes, source = renew.discover(ex, RetrustOptions(), 90)
-    assert nodes == [] and "connection refused" in source and "etcd members" in source
-    assert now[0] == 90.0
+    assert nodes == [] and now[0] == 90.0
+    assert "connection refused; its client port: cannot reach etcd" in source, source
+
+
+def test_peer_members_reads_raft_s_list_from_the_peer_port():
+    """etcd's peer ``/members`` JSON (ids as numbers, an unstarted member without a name) as Members."""
+    client = EtcdClient.__new__(EtcdClient)
+    client.shown = "https://10.20.30.40:2380"
+    body = [
+        {"id": 3863817050583135255, "peerURLs": ["https://10.20.30.50:2380"], "name": "master-b", "clientURLs": []},
+        {"id": 18183673491693686697, "peerURLs": ["https://10.20.30.60:2380"], "isLearner": True},
+    ]
+    client._request = lambda _method, path, _body=None: (200, body) if path == "/members" else (404, {})  # type: ignore[method-assign,assignment]
+    members = client.peer_members()
+    assert [(m.id, m.name, m.peer_urls, m.is_learner) for m in members] == [
+        ("359f0922d91af417", "master-b", ("https://10.20.30.50:2380",), False),
+        ("fc5962b31016cfa9", "", ("https://10.20.30.60:2380",), True),
+    ]
+    client._request = lambda _method, _path, _body=None: (503, {"message": "not ready"})  # type: ignore[method-assign,assignment]
+    with pytest.raises(EtcdError):
+        client.peer_members()
 
 
 def test_steps_with_all_nodes_write_the_peers_before_this_node_restarts():

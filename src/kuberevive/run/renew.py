@@ -61,7 +61,8 @@ from kuberevive.core.kubeconfig import (
     local_api_endpoint,
 )
 from kuberevive.core.retrust import ready_since
-from kuberevive.errors import CollectError, KubeApiError, KubereviveError, NotAControlPlane, PlanError
+from kuberevive.errors import CollectError, EtcdError, KubeApiError, KubereviveError, NotAControlPlane, PlanError
+from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.host import STOP_GRACE_SECONDS, Host, LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
@@ -1053,18 +1054,20 @@ def discover(ex: RenewExecutor, options: RetrustOptions, etcd_wait: float = 0.0)
         return [n for n in inventory.nodes if n.is_control_plane and n.name != me], inventory.source or "inventory"
     except KubereviveError as exc:
         why = exc.message
-    try:
-        client = ex.fx.etcd_client(ex.node, ex.cfg)
-    except KubereviveError as exc:
-        return [], f"neither the node list ({why}) nor the etcd members ({exc.message}) could be read"
     listed: list[Member] = []
 
     def members() -> tuple[bool, str]:
-        listed[:] = client.members()  # served by this member alone (not linearizable): no quorum needed
+        try:
+            listed[:] = _peer_port(ex).peer_members()  # answered also without a quorum
+        except KubereviveError as exc:
+            try:
+                listed[:] = ex.fx.etcd_client(ex.node, ex.cfg).members()
+            except KubereviveError as client_exc:
+                raise EtcdError(f"{exc.message}; its client port: {client_exc.message}", "") from None
         return True, ""
 
     waited = poll_until(
-        f"this node's etcd to list its members ({client.endpoint})",
+        "this node's etcd to list its members",
         etcd_wait,
         members,
         1.0,
@@ -1080,6 +1083,19 @@ def discover(ex: RenewExecutor, options: RetrustOptions, etcd_wait: float = 0.0)
             roles = frozenset({CONTROL_PLANE})
             nodes.append(InventoryNode(m.name, host, port=options.ssh_port, user=options.ssh_user, roles=roles))
     return nodes, "the etcd members"
+
+
+def _peer_port(ex: RenewExecutor) -> EtcdClient:
+    """A client of this node's etcd member at its peer URL (its manifest's ``--initial-advertise-peer-urls``) with its
+    peer certificate."""
+    data = ex.node.read(paths.ETCD_MANIFEST)
+    flags = manifests.manifest_flags(manifests.parse_manifest(data)) if data is not None else {}
+    url = flags.get("initial-advertise-peer-urls", "").split(",")[0]
+    cdir = PurePosixPath(ex.cfg.cluster.certificates_dir)
+    ca, cert, key = (ex.node.read(cdir / n) for n in ("etcd/ca.crt", "etcd/peer.crt", "etcd/peer.key"))
+    if not url or ca is None or cert is None or key is None:
+        raise EtcdError(f"no peer URL in {paths.ETCD_MANIFEST}, or no etcd peer certificate", "")
+    return ex.fx.peer_etcd_client(url, ca, cert, key)
 
 
 def _record_peers(ex: RenewExecutor, nodes: Sequence[InventoryNode]) -> None:
