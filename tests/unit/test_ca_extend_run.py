@@ -132,7 +132,7 @@ def ext(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Extension]:
 
 def test_every_step_runs_and_the_cluster_and_the_other_nodes_hold_the_extended_ca(ext: Extension) -> None:
     result = ext.apply(ext.options)
-    assert result.applied == list(caextend.CA_EXTEND_STEPS) and not result.resumed
+    assert result.applied == [s for s in caextend.CA_EXTEND_STEPS if s != "peer-repair"] and not result.resumed
     new_ca = ext.root.read_existing(PKI / "ca.crt")
     old, new = pki.load_certificate(ext.ca, "old"), pki.load_certificate(new_ca, "new")
     assert new.not_valid_after_utc > old.not_valid_after_utc and new.public_key() == old.public_key()
@@ -212,7 +212,7 @@ def test_without_all_nodes_the_other_nodes_are_not_touched(ext: Extension) -> No
 def test_the_plan_lists_every_step_with_all_nodes_and_changes_nothing(ext: Extension) -> None:
     before = ext.root.read_existing(PKI / "ca.crt")
     plan = caextend.plan(str(ext.root.prefix), str(CONFIG), DAYS, [], True, True, live=True)
-    assert plan.steps == list(caextend.CA_EXTEND_STEPS) and plan.all_nodes
+    assert plan.steps == [s for s in caextend.CA_EXTEND_STEPS if s != "peer-repair"] and plan.all_nodes  # no CA expired
     assert plan.restarts[-1] == "kubelet" and "kube-apiserver" in plan.restarts
     assert ext.root.read_existing(PKI / "ca.crt") == before and ext.host.commands == []
     assert CaExtendJournal.load(ext.root, caextend.JOURNAL) is None
