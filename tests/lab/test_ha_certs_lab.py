@@ -54,6 +54,8 @@ SIGNING_DURATION = "3m"
 CA_VALIDITY = "13m"
 #: The control-plane containers a power-off stops (with the kubelet, so that nothing starts them again).
 CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler")
+#: The CAs' validity in the repair test (``ca extend --all --validity``): longer than one extension of every master.
+REPAIR_VALIDITY = "3m"
 TMP_INVENTORY = f"/tmp/krtest-ha-inventory-{os.getpid()}.yaml"
 
 STATE: dict[str, Any] = {}
@@ -119,6 +121,21 @@ def _kubectl_everywhere(on: OnNode, lab: Lab) -> None:
     for cp in CPS:
         out = on(cp, "kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", "get", "nodes", "-o", "name").stdout
         assert sorted(out.split()) == sorted(f"node/{n}" for n in NODES), (cp, out)
+
+
+def _holders_agree(on: OnNode) -> None:
+    """Every holder of a CA on every node has cp1's: each kubelet.conf and clientCAFile, each master's CA certificates
+    and admin.conf."""
+    new_ca = on("cp1", "cat", "/etc/kubernetes/pki/ca.crt").stdout
+    for n in NODES:
+        assert _kubeconfig_ca(on(n, "cat", "/etc/kubernetes/kubelet.conf").stdout) == new_ca, n
+        assert on(n, "cat", "/etc/kubernetes/pki/ca.crt").stdout == new_ca, n
+    for cp in CPS:
+        assert _kubeconfig_ca(on(cp, "cat", "/etc/kubernetes/admin.conf").stdout) == new_ca, cp
+        for f in ("etcd/ca.crt", "front-proxy-ca.crt"):
+            assert (
+                on(cp, "cat", f"/etc/kubernetes/pki/{f}").stdout == on("cp1", "cat", f"/etc/kubernetes/pki/{f}").stdout
+            )
 
 
 def _etcd_healthy(on: OnNode, members_before: dict[str, Any]) -> None:
@@ -247,18 +264,7 @@ def test_ca_extend_before_the_cas_expire_on_every_node(short_ha_lab: Lab, on: On
         result = json.loads(run.stdout)
         assert sorted(c["name"] for c in result["cas"]) == ["ca", "etcd-ca", "front-proxy-ca"]
         assert all(_iso(c["new_not_after"]) > datetime.now(UTC) + timedelta(days=3649) for c in result["cas"])
-        # every holder of the cluster CA on every node has cp1's extended one
-        new_ca = on("cp1", "cat", "/etc/kubernetes/pki/ca.crt").stdout
-        for n in NODES:
-            assert _kubeconfig_ca(on(n, "cat", "/etc/kubernetes/kubelet.conf").stdout) == new_ca, n
-            assert on(n, "cat", "/etc/kubernetes/pki/ca.crt").stdout == new_ca, n
-        for cp in CPS:
-            assert _kubeconfig_ca(on(cp, "cat", "/etc/kubernetes/admin.conf").stdout) == new_ca, cp
-            for f in ("etcd/ca.crt", "front-proxy-ca.crt"):
-                assert (
-                    on(cp, "cat", f"/etc/kubernetes/pki/{f}").stdout
-                    == on("cp1", "cat", f"/etc/kubernetes/pki/{f}").stdout
-                )
+        _holders_agree(on)
 
         _wait("the old CAs to expire", 900, lambda: (datetime.now(UTC) > ca_expiry + timedelta(seconds=20), ca_expiry))
         for n in NODES:
@@ -282,3 +288,53 @@ def test_ca_extend_before_the_cas_expire_on_every_node(short_ha_lab: Lab, on: On
     for node, r in service.results.items():
         assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
     print(f"ca extend before expiry: extend {took:.1f} s; test {time.monotonic() - t0:.0f} s")
+
+
+def test_ca_extend_after_the_cas_expired_repairs_every_node(short_ha_lab: Lab, on: OnNode, tmp_path: Path):
+    """The CAs made to expire within :data:`REPAIR_VALIDITY` (``ca extend --all --validity``, spread to every node as
+    the test above checked), left to expire (every etcd member then rejects the others: no quorum, the API refuses
+    everyone); ONE ``ca extend --apply --all-nodes`` brings the cluster back (repair mode: every other master gets the
+    extended CAs at once, before this node's API server is awaited)."""
+    lab = short_ha_lab
+    assert "serials" in STATE, "the powered-off test did not get as far as the renewal"
+    t0 = time.monotonic()
+    with ServiceProbe(lab, tmp_path / "service") as service:
+        service.wait_for_answers(10)
+        argv = ["kuberevive", "ca", "extend", "--apply", "--all-nodes", "--json", *_ssh(lab)]
+        short = on("cp1", *argv, "--all", "--validity", REPAIR_VALIDITY, check=False, timeout=1500)
+        assert short.returncode == 0, short.stdout[-3000:] + short.stderr[-3000:]
+        expiry = max(_iso(c["new_not_after"]) for c in json.loads(short.stdout)["cas"])
+        print(f"CAs valid for {REPAIR_VALIDITY} in {time.monotonic() - t0:.0f} s; they expire {expiry:%H:%M:%S}")
+        _wait("the CAs to expire", 600, lambda: (datetime.now(UTC) > expiry + timedelta(seconds=10), expiry))
+        _wait(
+            "kubectl to be refused",
+            120,
+            lambda: (on("cp1", "kubectl", "get", "nodes", check=False, timeout=60).returncode != 0, "API answers"),
+        )
+        code, broken = _check(on, lab, "--inventory", TMP_INVENTORY)
+        assert code == 4 and {broken[cp]["ca"]["status"] for cp in CPS} == {"expired"}, code
+
+        started = time.monotonic()
+        run = on("cp1", *argv, check=False, timeout=1500)
+        took = time.monotonic() - started
+        print(f"ca extend --apply --all-nodes (repair) took {took:.1f} s\n{run.stderr[-8000:]}")
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        result = json.loads(run.stdout)
+        assert {c["status"] for c in result["cas"]} == {"expired"}
+        assert result["applied"][:4] == ["files", "restart-control-plane", "peer-repair", "api-ready"], result
+        now = datetime.now(UTC)
+        _holders_agree(on)
+        for n in NODES:
+            _wait(f"{n} Ready and renewing its Lease", 240, lambda n=n: _alive_since(on, n, now))
+        _kubectl_everywhere(on, lab)
+        _wait("the apicaller calling the API again", 240, lambda: _apicaller_ok_since(on, now))
+        code, after = _check(on, lab)
+        assert code == 0, {n: [k for k, i in by.items() if i["status"] != "ok"] for n, by in after.items()}
+        _etcd_healthy(on, STATE["members"])
+        service.wait_for_answers(10)
+    assert _serials(after) == STATE["serials"]  # every leaf kept
+    assert _pods(on, skip=STATIC) == STATE["pods"]
+    print("Service probes:", {node: r.as_dict() for node, r in service.results.items()})
+    for node, r in service.results.items():
+        assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
+    print(f"ca extend after expiry: repair {took:.1f} s; test {time.monotonic() - t0:.0f} s")
