@@ -292,13 +292,27 @@ class _Executor(renew.RenewExecutor):
             host.restart_unit("kubelet")
             return [*out, f"{n.name}: stopped {', '.join(stopped)}; kubelet restarted"]
 
+        failed = self._on_nodes(todo, one, renew.PEER_TIMEOUT)
+        self.journal.save()
+        if failed:
+            raise PlanError(
+                "the extended CAs did not reach every other control-plane node: " + "; ".join(failed),
+                "fix the access, then run 'kuberevive ca extend --apply --all-nodes' again: it resumes",
+            )
+
+    def _on_nodes(
+        self, nodes: list[InventoryNode], one: Callable[[InventoryNode, Transport], list[str]], timeout: float
+    ) -> list[str]:
+        """``one`` on each node over SSH, in parallel: its lines become messages, a node it went through is done
+        (the journal, saved by the caller); the failures, one line a node."""
+        options = self._require_options()
         results = run_on_nodes(
-            todo,
+            nodes,
             one,
             self.connect or connect(options),
             name=lambda n: n.name,
             concurrency=options.concurrency,
-            timeout=renew.PEER_TIMEOUT,
+            timeout=timeout,
         )
         failed = []
         for name, r in results.items():
@@ -309,12 +323,7 @@ class _Executor(renew.RenewExecutor):
                 self.journal.nodes_done.append(name)
             else:
                 failed.append(f"{name}: {r.error}")
-        self.journal.save()
-        if failed:
-            raise PlanError(
-                "the extended CAs did not reach every other control-plane node: " + "; ".join(failed),
-                "fix the access, then run 'kuberevive ca extend --apply --all-nodes' again: it resumes",
-            )
+        return failed
 
     def _require_options(self) -> RetrustOptions:
         if self.options is None:
@@ -349,20 +358,7 @@ class _Executor(renew.RenewExecutor):
                 self.wait_endpoint()  # every master holds the extended CAs: the load balancer may pick any
                 self.step_cluster_objects()
         if not failed:
-            results = run_on_nodes(
-                workers,
-                one,
-                self.connect or connect(options),
-                name=lambda n: n.name,
-                concurrency=options.concurrency,
-                timeout=180,
-            )
-            for name, r in results.items():
-                if r.ok and r.value is not None:
-                    self.result.messages += r.value
-                    done.append(name)
-                else:
-                    failed.append(f"{name}: {r.error}")
+            failed = self._on_nodes(workers, one, 180)
         self.journal.save()
         if failed or inventory.skipped:
             failed += [f"{name}: {why}" for name, why in inventory.skipped]
