@@ -17,12 +17,15 @@ Steps (only those that apply, in this order):
    restarted, without waiting (the API is down anyway); ``other-nodes`` leaves them out;
 4. ``api-ready``: this node's own API server (its advertise address, not the load balancer) answers ``/readyz`` to
    admin.conf's credentials;
-5. ``cluster-objects``: ``kube-public/cluster-info``, ``kube-root-ca.crt`` in every namespace and
-   ``kube-system/extension-apiserver-authentication`` hold exactly the extended CAs (recover's trust plan);
-6. ``other-nodes`` (``--all-nodes``): the other control-plane nodes one at a time (as ``certs renew``'s
-   ``peer-restarts``), then the API through admin.conf's server (the control-plane endpoint) and the cluster objects
-   once more; then on every worker, over SSH, kubelet.conf and the kubelet's ``clientCAFile`` get the extended CA
-   (old files moved aside) and the kubelet is restarted (containers keep running);
+5. ``cluster-objects`` (without ``--all-nodes``): ``kube-public/cluster-info``, ``kube-root-ca.crt`` in every
+   namespace and ``kube-system/extension-apiserver-authentication`` hold exactly the extended CAs (recover's trust
+   plan);
+6. ``other-nodes`` (``--all-nodes``, instead of 5): the other control-plane nodes one at a time (as ``certs renew``'s
+   ``peer-restarts``), then the API through admin.conf's server (the control-plane endpoint) and only then the cluster
+   objects as in 5 (until every master is restarted, the controller-manager that leads on another one publishes its
+   old ``--root-ca-file`` into ``kube-root-ca.crt`` again, and each API server its client CA); then on every worker,
+   over SSH, kubelet.conf and the kubelet's ``clientCAFile`` get the extended CA (old files moved aside) and the
+   kubelet is restarted (containers keep running);
 7. ``node-ready``: this node is Ready with a heartbeat posted after the kubelet restart.
 
 The new certificates are made once and kept in the journal (``/var/lib/kuberevive/ca-extend/journal.json``),
@@ -110,8 +113,8 @@ def steps_for(live: bool, all_nodes: bool, repair: bool = False) -> list[str]:
     return (
         ["files", "restart-control-plane"]
         + (["peer-repair"] if all_nodes and repair else [])
-        + ["api-ready", "cluster-objects"]
-        + (["other-nodes"] if all_nodes else [])
+        + ["api-ready"]
+        + (["other-nodes"] if all_nodes else ["cluster-objects"])
         + ["node-ready"]
     )
 
@@ -234,6 +237,7 @@ def plan(
 
 class _Executor(renew.RenewExecutor):
     titles = STEP_TITLES
+    rerun = "kuberevive ca extend --apply"
 
     journal: CaExtendJournal
 
@@ -351,13 +355,13 @@ class _Executor(renew.RenewExecutor):
                 out.append(f"{n.name}: kubelet restarted")
             return out
 
-        failed = []
-        if peers:
-            failed = self._peers(peers)
-            if not failed:  # a peer's API server that still held the old CA may have put it back meanwhile
-                self.wait_endpoint()  # every master holds the extended CAs: the load balancer may pick any
-                self.step_cluster_objects()
+        failed = self._peers(peers) if peers else []
         if not failed:
+            if peers:
+                self.wait_endpoint()  # every master holds the extended CAs: the load balancer may pick any
+            # only now: until every master is restarted, the controller-manager leading on another one (and each API
+            # server) still holds the old CAs and puts them back
+            self.step_cluster_objects()
             failed = self._on_nodes(workers, one, 180)
         self.journal.save()
         if failed or inventory.skipped:

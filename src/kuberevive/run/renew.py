@@ -475,6 +475,8 @@ class RenewExecutor:
 
     #: Step id -> title (``ca extend`` has its own steps).
     titles = STEP_TITLES
+    #: What resumes a run that stopped (named in a failed wait's error).
+    rerun = "kuberevive certs renew --apply"
 
     def __init__(
         self,
@@ -519,7 +521,7 @@ class RenewExecutor:
         return self.fx.utcnow()
 
     def _wait(self, what: str, timeout: float, probe: Callable[[], tuple[bool, str]], interval: float = 0.5) -> float:
-        return wait_for(what, timeout, probe, interval, clock=self.fx.monotonic, sleep=self.fx.sleep)
+        return wait_for(what, timeout, probe, interval, self.rerun, clock=self.fx.monotonic, sleep=self.fx.sleep)
 
     # -- steps ----------------------------------------------------------------------------------
 
