@@ -51,7 +51,7 @@ LEAF_VALIDITY = "4m"
 #: The kubelet client certificates the controller-manager signs (cp2, cp3, worker1 at their join).
 SIGNING_DURATION = "3m"
 #: The CAs: long enough for the power-off, the renewal and the extension; the module waits for them to expire.
-CA_VALIDITY = "13m"
+CA_VALIDITY = "11m"
 #: The control-plane containers a power-off stops (with the kubelet, so that nothing starts them again).
 CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler")
 #: The CAs' validity in the repair test (``ca extend --all --validity``): longer than one extension of every master.
