@@ -1,4 +1,4 @@
-"""Certificates on the HA lab (issue 14): powered off past expiry, then ``ca extend`` before the CAs expire.
+"""Certificates on the HA lab (issue 14): powered off past expiry, ``ca extend`` before and after the CAs expire.
 
 One HA lab for the module (cp1..cp3 with stacked etcd behind haproxy, worker1; on the HA lab's instance:
 tests/conftest.py), made with short validities: leaves ``certificateValidityPeriod`` :data:`LEAF_VALIDITY`, the
@@ -19,6 +19,9 @@ the order written, on the same cluster:
    ``kubectl`` with the new admin.conf works (on every master and through the load balancer), the apicaller keeps
    succeeding, every holder of the CA on every node has the extended one, leaf serials unchanged, 0 failed Service
    and API requests, no workload container restarted.
+3. **CA extend after the CAs expired** (repair): ``ca extend --all --validity`` :data:`REPAIR_VALIDITY` on every node,
+   the CAs left to expire (every etcd member then rejects the others: the API refuses everyone), then ONE ``ca extend
+   --apply --all-nodes``: the same checks (the API probe aside: nothing answers before the repair).
 
 The lab is taken down at the module's end (unless ``KUBEREVIVE_LAB_KEEP=1``).
 """
