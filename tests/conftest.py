@@ -22,6 +22,7 @@ import pytest
 #: xdist hands the modules out in this order, two to each worker to start with (so the pairs even out), and no long
 #: module starts last (by default xdist orders modules by their number of tests: these few-test ones came last).
 LONGEST_FIRST = (
+    "tests/lab/test_ha_certs_lab.py",
     "tests/lab/test_ha_lab.py",
     "tests/lab/test_previous_minor_lab.py",
     "tests/lab/test_certs_lab.py",

@@ -90,13 +90,21 @@ def poll_until(
         sleep(max(0.0, min(interval, start + timeout - now)))
 
 
-def wait_for(what: str, timeout: float, probe: Probe, interval: float = 0.5, **options: Unpack[PollOptions]) -> float:
-    """:func:`poll_until` for a step of a recovery; returns the seconds it took, or raises :class:`PlanError`."""
+def wait_for(
+    what: str,
+    timeout: float,
+    probe: Probe,
+    interval: float = 0.5,
+    rerun: str = "kuberevive recover --apply",
+    **options: Unpack[PollOptions],
+) -> float:
+    """:func:`poll_until` for a step of a recovery (``rerun``: the command that resumes it, named in the error);
+    returns the seconds it took, or raises :class:`PlanError`."""
     waited = poll_until(what, timeout, probe, interval, **options)
     if not waited.ok:
         raise PlanError(
             f"{what} did not come up within {int(timeout)} s (last: {waited.last[:300]})",
-            "look at the kubelet's log and 'crictl ps -a', fix the cause, then run 'kuberevive recover --apply' "
-            "again: it resumes where it stopped",
+            f"look at the kubelet's log and 'crictl ps -a', fix the cause, then run '{rerun}' again: it resumes "
+            "where it stopped",
         )
     return waited.seconds

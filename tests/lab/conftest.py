@@ -17,6 +17,7 @@ uses it brings one up (or reuses a running HA lab on its instance) and takes it 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -87,15 +88,20 @@ def _lab_is_up(the_lab: Lab) -> bool:
     return the_lab.read_state().get("status") == "up" and all(s.state == "up" for s in the_lab.status())
 
 
-def module_lab(control_planes: int, workers: int, kubernetes_version: str | None = None) -> Iterator[Lab]:
+def module_lab(
+    control_planes: int, workers: int, kubernetes_version: str | None = None, **settings: str
+) -> Iterator[Lab]:
     """A lab of its own for one module, on the HA lab's instance (one module at a time uses it in a process): brought
     up (or a running one reused: ``up`` refuses another version) and taken down at the module's end unless
-    ``KUBEREVIVE_LAB_KEEP=1``."""
+    ``KUBEREVIVE_LAB_KEEP=1``. ``settings``: other :class:`LabConfig` values (e.g. ``certificate_validity``); such a
+    lab is always made anew (a running one, made without them, is taken down first)."""
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network/mount namespaces, cgroups)")
     env = {**os.environ, "KUBEREVIVE_LAB_INSTANCE": str(ha_lab_instance())}
     cfg = LabConfig.from_env(env, control_planes=control_planes, workers=workers, kubernetes_version=kubernetes_version)
-    the_lab = Lab(cfg, progress=_progress)
+    the_lab = Lab(dataclasses.replace(cfg, **settings), progress=_progress)  # type: ignore[arg-type]
+    if settings:
+        the_lab.down()
     was_up = _lab_is_up(the_lab)
     t0 = time.monotonic()
     the_lab.up()

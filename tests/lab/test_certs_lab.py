@@ -6,7 +6,7 @@ Run with your own lab instance: ``KUBEREVIVE_LAB_INSTANCE=4 python -m pytest -n0
    every row kubeadm prints, and the kubelet's client certificate date ``openssl`` reads; with ``--all-nodes`` the
    worker's kubelet certificates are read over SSH (and an unreachable node fails the check).
 2. The one-year cliff, worse variant, powered off past expiry: the lab is rebuilt with
-   ``certificateValidityPeriod: 6m`` (v1beta4) and the controller-manager's ``--cluster-signing-duration: 6m`` (the
+   ``certificateValidityPeriod: 5m`` (v1beta4) and the controller-manager's ``--cluster-signing-duration: 5m`` (the
    workers' kubelet client certificates), both kubelets are set to ``rotateCertificates: false`` (so they keep the
    client certificates they have), left running until the API server, etcd, controller-manager and both kubelets'
    certificates have expired and the API refuses every request; one ``certs renew --apply --all-nodes`` (cp1's kubelet
@@ -14,7 +14,7 @@ Run with your own lab instance: ``KUBEREVIVE_LAB_INSTANCE=4 python -m pytest -n0
    certificate new (serial changed, signed by the CA, valid), 0 failed Service requests (every 100 ms from both nodes
    during the whole run), the same workload containers (same IDs and restart counts), and ``kubeadm certs
    check-expiration`` is clean afterwards; then ``certs renew --apply --all`` on the live cluster, whose validity
-   now comes from the stored ClusterConfiguration (6m). The normal lab is rebuilt at the end.
+   now comes from the stored ClusterConfiguration (5m). The normal lab is rebuilt at the end.
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ pytestmark = pytest.mark.lab
 #: workers (or other runs) running beside it never read them.
 TMP_INVENTORY = f"/tmp/krtest-inventory-{os.getpid()}.yaml"
 
-SHORT_VALIDITY = "6m"
+SHORT_VALIDITY = "5m"
 #: The controller-manager signs the workers' kubelet client certificates for this long: worker1 joins just after
 #: cp1's leaves are made, so its certificate expires just *after* them, when the API server is already refusing
 #: everyone, as in a cluster powered off past expiry. (Had it expired first, the still running controller-manager
 #: would taint worker1 unreachable, and the restarted one would evict its pods at once: 300 s had passed.)
-SIGNING_DURATION = "6m"
+SIGNING_DURATION = "5m"
 
 
 def certs_check(on_node: OnNode, node: str = "cp1", *extra: str) -> tuple[int, dict[str, Any]]:
@@ -179,7 +179,7 @@ def test_one_year_cliff(short_lab: Lab, tmp_path: Path):
     # both kubelets stop rotating their client certificates (kubeadm forces rotateCertificates: true in the cluster's
     # KubeletConfiguration, so it is turned off on each node), so they keep the ones they have and those expire
     # with the others: cp1's (from kubeadm init) is the worse variant, where the kubelet cannot start the API server
-    # by itself; worker1's (from the controller-manager, 6 minutes) is the powered-off one nobody renews
+    # by itself; worker1's (from the controller-manager, 5 minutes) is the powered-off one nobody renews
     for node in ("cp1", "worker1"):
         sed = "s/^rotateCertificates: true$/rotateCertificates: false/"
         on(node, "sed", "-i", sed, "/var/lib/kubelet/config.yaml")
@@ -299,17 +299,17 @@ def test_one_year_cliff(short_lab: Lab, tmp_path: Path):
         code, data = certs_check(on)
         client = next(i for i in data["items"] if i["name"] == "kubelet-client")
         assert client["serial"] != old_client and client["subject"] == "system:node:cp1"
-        # with the API up, the validity is the stored ClusterConfiguration's (6m): everything renewed is "expiring"
+        # with the API up, the validity is the stored ClusterConfiguration's (5m): everything renewed is "expiring"
         assert (
             json.loads(run_all.stdout)["validity"]
-            == "6m0s, from the stored ClusterConfiguration (kube-system/kubeadm-config)"
+            == "5m0s, from the stored ClusterConfiguration (kube-system/kubeadm-config)"
         )
         renewed = [i for i in data["items"] if i["group"] in ("certificate", "kubeconfig") and i["status"] != "missing"]
         left = [
             datetime.strptime(i["not_after"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) - datetime.now(UTC)
             for i in [*renewed, client]
         ]
-        assert code == 3 and all(timedelta(minutes=2) < t <= timedelta(minutes=6) for t in left), (code, left)
+        assert code == 3 and all(timedelta(minutes=2) < t <= timedelta(minutes=5) for t in left), (code, left)
         time.sleep(3)
     results = {n: r.as_dict() for n, r in probe.results.items()}
     print(

@@ -132,7 +132,8 @@ def ext(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Extension]:
 
 def test_every_step_runs_and_the_cluster_and_the_other_nodes_hold_the_extended_ca(ext: Extension) -> None:
     result = ext.apply(ext.options)
-    assert result.applied == list(caextend.CA_EXTEND_STEPS) and not result.resumed
+    assert result.applied == caextend.steps_for(True, True) and not result.resumed
+    assert result.applied == ["files", "restart-control-plane", "api-ready", "other-nodes", "node-ready"]
     new_ca = ext.root.read_existing(PKI / "ca.crt")
     old, new = pki.load_certificate(ext.ca, "old"), pki.load_certificate(new_ca, "new")
     assert new.not_valid_after_utc > old.not_valid_after_utc and new.public_key() == old.public_key()
@@ -180,8 +181,8 @@ def test_an_unreachable_node_is_reported_and_the_rerun_does_only_that_node(ext: 
 
 
 def test_a_node_that_already_holds_the_extended_ca_is_left_alone(ext: Extension) -> None:
-    with pytest.raises(Killed):  # killed after the cluster objects: other-nodes is the next step
-        ext.apply(ext.options, after_step=caextend.steps_for(True, True).index("cluster-objects") + 1)
+    with pytest.raises(Killed):  # killed after api-ready: other-nodes is the next step
+        ext.apply(ext.options, after_step=caextend.steps_for(True, True).index("api-ready") + 1)
     new_ca = ext.root.read_existing(PKI / "ca.crt")
     w = ext.workers["worker1"]
     conf = w.root.read_existing(paths.KUBELET_CONF)
@@ -212,7 +213,7 @@ def test_without_all_nodes_the_other_nodes_are_not_touched(ext: Extension) -> No
 def test_the_plan_lists_every_step_with_all_nodes_and_changes_nothing(ext: Extension) -> None:
     before = ext.root.read_existing(PKI / "ca.crt")
     plan = caextend.plan(str(ext.root.prefix), str(CONFIG), DAYS, [], True, True, live=True)
-    assert plan.steps == list(caextend.CA_EXTEND_STEPS) and plan.all_nodes
+    assert plan.steps == caextend.steps_for(True, True) and plan.all_nodes  # no CA expired: no peer-repair
     assert plan.restarts[-1] == "kubelet" and "kube-apiserver" in plan.restarts
     assert ext.root.read_existing(PKI / "ca.crt") == before and ext.host.commands == []
     assert CaExtendJournal.load(ext.root, caextend.JOURNAL) is None

@@ -19,9 +19,9 @@ from kuberevive.core._args import (
     go_dir,
     go_join,
     is_ipv6_string,
-    join_host_port,
     set_arg_value,
 )
+from kuberevive.core._netaddr import join_host_port
 from kuberevive.errors import ConfigError
 from kuberevive.model.config import (
     APIEndpoint,

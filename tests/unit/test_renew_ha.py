@@ -15,12 +15,13 @@ import pytest
 import yaml
 
 from kuberevive.core import caextend as caextend_core
-from kuberevive.core import certs, pki
+from kuberevive.core import certs, pki, salvage
 from kuberevive.core.etcdsafety import Member
 from kuberevive.core.generate import Target, generate
 from kuberevive.core.kubeconfig import Kubeconfig
-from kuberevive.errors import NodeFsError, PlanError
-from kuberevive.io.host import LocalHost
+from kuberevive.errors import EtcdError, NodeFsError, PlanError
+from kuberevive.io.etcd import EtcdClient
+from kuberevive.io.host import Container, LocalHost
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.transport import Deadline, Result, Transport
 from kuberevive.model import paths
@@ -87,6 +88,10 @@ class PeerHost(FakeHost):
         self.events = events
         self.stopped: list[str] = []
         self.graces: dict[str, int] = {}
+        self.running = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}  # empty: powered off
+
+    def containers(self, name: str | None = None) -> list[Container]:
+        return [Container(f"id-{c}", c, "CONTAINER_RUNNING", 0.0) for c in sorted(self.running) if name in (None, c)]
 
     def stop_containers(self, name: str, cri_socket: str | None = None, grace: int = 30) -> int:
         self.graces[name] = grace
@@ -373,6 +378,103 @@ def test_peers_come_from_the_etcd_members_when_the_api_is_down(tmp_path: Path):
     assert {journal.other_nodes[n]["state"] for n in ("master-b", "master-c")} == {"written"}
 
 
+def test_powered_off_peers_get_their_kubelet_started_with_the_renewed_files_before_this_node_waits(tmp_path: Path):
+    """Powered off past expiry: nothing runs on the peers (kubelet stopped, or unable to start with its expired client
+    certificate), so this node's etcd has no quorum and its API server cannot turn ready until the peers' etcd members
+    run again. peer-certificates starts each such peer's kubelet once its files are renewed; peer-restarts then stops
+    and restarts nothing there, it only awaits each peer; a running peer is restarted there as before."""
+    events: list[str] = []
+    b = PeerHost("master-b", cached_peer_files("master-b"), events)
+    c = PeerHost("master-c", cached_peer_files("master-c"), events)
+    b.running = set()  # powered off; master-c runs its control plane
+    ex, journal = executor(tmp_path, {"master-b": b, "master-c": c}, events, inventory("master-b", "master-c"))
+    ex.step_peer_certificates()
+    assert events == ["master-b: restart kubelet"] and (b.restarts, c.restarts) == (1, 0)
+    assert (
+        journal.other_nodes["master-b"]["state"] == "written" and "kubelet_started" in journal.other_nodes["master-b"]
+    )
+    assert "kubelet_started" not in journal.other_nodes["master-c"]
+    renewed = {a.path: a.content for a in journal.artifacts("cp:master-b") or []}
+    assert b.read(PKI / "apiserver.crt") == renewed[PKI / "apiserver.crt"]  # written before the kubelet started
+    assert any("master-b: no etcd or API server ran there" in m for m in ex.result.messages)
+    events.clear()
+    ex.step_peer_restarts()
+    assert b.stopped == [] and b.restarts == 1  # only awaited
+    assert "readyz https://10.20.30.50:6443" in events and "etcd https://10.20.30.50:2379" in events
+    assert c.stopped == ["kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler"] and c.restarts == 1
+    assert {journal.other_nodes[n]["state"] for n in ("master-b", "master-c")} == {"done"}
+
+
+def test_the_etcd_members_come_from_its_peer_port_without_a_quorum_and_are_awaited(tmp_path: Path):
+    """Powered off past expiry, every master down: this node's etcd (started by the kubelet this run restarted) has no
+    quorum, so its client port serves nothing; its PEER port (the manifest's --initial-advertise-peer-urls, this
+    node's peer certificate) lists the members all the same. Asked each second while etcd starts; after the limit,
+    no peers and both reasons, not an endless wait."""
+    events: list[str] = []
+    ex, _journal = executor(tmp_path, {}, events, None)
+    manifest = contents(TREE)[paths.ETCD_MANIFEST]
+    NodeRoot(tmp_path).atomic_write(paths.ETCD_MANIFEST, manifest, 0o600)
+    etcd = HealthyEtcd("https://127.0.0.1:2379", events)
+    answers = iter([EtcdError("connection refused", ""), EtcdError("connection refused", "")])
+    asked: list[tuple[str, bytes]] = []
+
+    class PeerPort(HealthyEtcd):
+        def peer_members(self) -> list[Member]:
+            error = next(answers, None)
+            if error is not None:
+                raise error
+            return self.members()
+
+    def peer_port(url: str, ca: bytes, cert: bytes, key: bytes) -> PeerPort:
+        asked.append((url, cert))
+        return PeerPort(url, events)
+
+    def no_quorum() -> list[Member]:
+        raise EtcdError("cannot reach etcd at https://127.0.0.1:2379: timed out", "")
+
+    etcd.members = no_quorum  # type: ignore[method-assign]
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    ex.fx = replace(
+        ex.fx,
+        etcd_client=lambda _node, _cfg: etcd,  # type: ignore[arg-type,return-value]
+        peer_etcd_client=peer_port,  # type: ignore[arg-type]
+        monotonic=lambda: now[0],
+        sleep=sleep,
+    )
+    nodes, source = renew.discover(ex, RetrustOptions(), 90)
+    assert [n.name for n in nodes] == ["master-b", "master-c"] and source == "the etcd members"
+    assert now[0] == 2.0  # asked three times, a second apart
+    assert {a for a in asked} == {("https://10.20.30.40:2380", contents(TREE)[PKI / "etcd/peer.crt"])}
+    answers = iter([EtcdError("connection refused", "")] * 1000)
+    now[0] = 0.0
+    nodes, source = renew.discover(ex, RetrustOptions(), 90)
+    assert nodes == [] and now[0] == 90.0
+    assert "connection refused; its client port: cannot reach etcd" in source, source
+
+
+def test_peer_members_reads_raft_s_list_from_the_peer_port():
+    """etcd's peer ``/members`` JSON (ids as numbers, an unstarted member without a name) as Members."""
+    client = EtcdClient.__new__(EtcdClient)
+    client.shown = "https://10.20.30.40:2380"
+    body = [
+        {"id": 3863817050583135255, "peerURLs": ["https://10.20.30.50:2380"], "name": "master-b", "clientURLs": []},
+        {"id": 18183673491693686697, "peerURLs": ["https://10.20.30.60:2380"], "isLearner": True},
+    ]
+    client._request = lambda _method, path, _body=None: (200, body) if path == "/members" else (404, {})  # type: ignore[method-assign,assignment]
+    members = client.peer_members()
+    assert [(m.id, m.name, m.peer_urls, m.is_learner) for m in members] == [
+        ("359f0922d91af417", "master-b", ("https://10.20.30.50:2380",), False),
+        ("fc5962b31016cfa9", "", ("https://10.20.30.60:2380",), True),
+    ]
+    client._request = lambda _method, _path, _body=None: (503, {"message": "not ready"})  # type: ignore[method-assign,assignment]
+    with pytest.raises(EtcdError):
+        client.peer_members()
+
+
 def test_steps_with_all_nodes_write_the_peers_before_this_node_restarts():
     steps = renew.steps_for(["kubelet-client", "apiserver", "admin.conf"], True, all_nodes=True)
     assert steps == [
@@ -437,3 +539,68 @@ def test_ca_extend_puts_the_extended_ca_on_each_master_one_at_a_time_then_on_the
     cluster, _user = Kubeconfig.from_yaml(w.read(paths.KUBELET_CONF) or b"").current()
     assert cluster.certificate_authority_data == new_pem and w.stopped == [] and w.restarts == 1
     assert journal.nodes_done == ["master-b", "master-c", "worker-1"]
+
+
+def test_ca_extend_after_the_ca_expired_puts_it_on_every_master_at_once_before_waiting_for_this_one(tmp_path: Path):
+    """Repair mode on HA: with the CA expired every etcd member rejects the others' certificates, so this node's
+    API server (its etcd without a quorum) can never turn ready while the other masters trust only the expired CA.
+    peer-repair comes between this node's restart and api-ready; it rewrites every other master and restarts its
+    components at once, awaiting nothing (the API and the load balancer are not asked); other-nodes then leaves
+    them out and does the workers."""
+    assert caextend.steps_for(True, True, repair=True) == [
+        "files",
+        "restart-control-plane",
+        "peer-repair",
+        "api-ready",
+        "other-nodes",
+        "node-ready",
+    ]
+    assert "peer-repair" not in caextend.steps_for(True, True) + caextend.steps_for(True, False, repair=True)
+    events: list[str] = []
+    b = PeerHost("master-b", cached_peer_files("master-b"), events)
+    c = PeerHost("master-c", cached_peer_files("master-c"), events)
+    w = PeerHost("worker-1", kubelet_files(_cfg(), "worker-1"), events)
+    old = pki.load_certificate(CA_FILES[PKI / "ca.crt"], "ca")
+    key = pki.load_private_key(CA_FILES[PKI / "ca.key"], "ca.key")
+    new = pki.extend_ca(old, key, old.not_valid_after_utc + timedelta(days=1), timedelta(days=3650))
+    extended = [caextend_core.Extended("ca", PKI / "ca.crt", old, new)]
+    assert caextend.is_repair(extended, old.not_valid_after_utc + timedelta(seconds=1))
+    assert not caextend.is_repair(extended, old.not_valid_after_utc - timedelta(seconds=1))
+    base, _journal = executor(tmp_path, {"master-b": b, "master-c": c, "worker-1": w}, events, None)
+    journal = CaExtendJournal.new(
+        NodeRoot(tmp_path), caextend.JOURNAL, node_name="master-a", all_nodes=True, repair=True
+    )
+    ex = caextend._Executor(
+        base.host, journal, base.cfg, lambda _t: None, base.result, base.fx, extended=extended, options=None
+    )
+    ex.options = RetrustOptions(inventory=inventory("master-b", "master-c"), node_timeout=5)
+    ex.connect, ex.remote = base.connect, base.remote
+    lb = LoadBalancer(events, lambda: False)  # asked at all: the test fails
+    ex._api = lambda: lb  # type: ignore[assignment,method-assign,return-value]
+    new_pem = pki.encode_certificate_pem(new)
+
+    ex.step_peer_repair()
+    for host in (b, c):
+        assert host.read(PKI / "ca.crt") == new_pem
+        cluster, _user = Kubeconfig.from_yaml(host.read(paths.KUBELET_CONF) or b"").current()
+        assert cluster.certificate_authority_data == new_pem
+        assert host.stopped == ["kube-apiserver", "kube-controller-manager", "kube-scheduler"] and host.restarts == 1
+    assert not [e for e in events if e.startswith(("readyz", "get ", "etcd "))]  # nothing awaited
+    assert sorted(journal.nodes_done) == ["master-b", "master-c"] and w.restarts == 0
+    ex.step_cluster_objects = lambda: events.append("cluster-objects")  # type: ignore[method-assign]
+    ex.step_other_nodes()
+    assert (b.restarts, c.restarts, w.restarts) == (1, 1, 1)
+    assert events.index("cluster-objects") < events.index("worker-1: restart kubelet")  # every master holds it
+    assert journal.nodes_done[-1] == "worker-1"
+
+
+def test_an_ipv6_masters_own_api_server_and_a_peers_are_addressed_in_brackets(tmp_path: Path):
+    """The own-API-server and peer URLs keep an IPv6 host's brackets (``https://fd00::10:6443`` is no URL)."""
+    ex, _journal = executor(tmp_path, {}, [], None)
+    ex.cfg = _cfg(CONFIG_TEXT.replace("advertiseAddress: 10.20.30.40", "advertiseAddress: fd00::10"))
+    assert ex._own_api().server == "https://[fd00::10]:6443"
+    files = cached_peer_files("master-b")
+    manifest = files[paths.APISERVER_MANIFEST].replace(b"endpoint: 10.20.30.50:6443", b"endpoint: '[fd00::50]:6443'")
+    endpoints = salvage.peer_endpoints("master-b", manifest, files[paths.ETCD_MANIFEST])
+    assert (endpoints.api_host, endpoints.api) == ("fd00::50", "[fd00::50]:6443")
+    assert renew.api_at(ex, endpoints.api).server == "https://[fd00::50]:6443"

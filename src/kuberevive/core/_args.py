@@ -100,13 +100,6 @@ def go_dir(path: str) -> str:
     return go_clean(head)
 
 
-def join_host_port(host: str, port: int | str) -> str:
-    """Go ``net.JoinHostPort``: brackets a host that contains a colon (IPv6)."""
-    if ":" in host:
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
-
-
 def is_ipv6_string(text: str) -> bool:
     """k8s.io/utils/net ``IsIPv6String``: a valid IP that is not IPv4 (nor IPv4-mapped IPv6)."""
     try:

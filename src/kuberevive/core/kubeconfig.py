@@ -58,9 +58,14 @@ SCHEDULER_CONF = paths.SCHEDULER_CONF.name
 # ---------------------------------------------------------------------------------------- URLs
 
 
+def local_api_endpoint(cfg: KubeadmConfig) -> str:
+    """This node's own API server as ``<advertiseAddress>:<bindPort>`` (an IPv6 address in brackets)."""
+    return join_host_port(str(advertise_ip(cfg.advertise_address)), cfg.bind_port)
+
+
 def local_api_url(cfg: KubeadmConfig) -> str:
     """kubeadm ``GetLocalAPIEndpoint``: ``https://<advertiseAddress>:<bindPort>`` (IPv6 bracketed)."""
-    return "https://" + join_host_port(str(advertise_ip(cfg.advertise_address)), cfg.bind_port)
+    return "https://" + local_api_endpoint(cfg)
 
 
 def control_plane_url(cfg: KubeadmConfig) -> str:

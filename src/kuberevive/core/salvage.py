@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from kuberevive.core import pki, yamlfmt
+from kuberevive.core._netaddr import join_host_port
 from kuberevive.core.diagnose import Area, Finding, Severity
 from kuberevive.core.kubeconfig import render_kubeconfig
 from kuberevive.core.manifests import (
@@ -58,6 +59,11 @@ class PeerEndpoints:
     api_host: str
     api_port: int
     etcd_client_url: str
+
+    @property
+    def api(self) -> str:
+        """The API server's ``host:port`` (an IPv6 host in brackets)."""
+        return join_host_port(self.api_host, self.api_port)
 
 
 def _split_host_port(endpoint: str) -> tuple[str, int]:

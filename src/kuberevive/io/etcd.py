@@ -161,6 +161,27 @@ class EtcdClient:
         parsed = self._post("/v3/cluster/member/list", {})
         return [_member(m) for m in parsed.get("members") or []]
 
+    def peer_members(self) -> list[Member]:
+        """``GET /members`` on a member's PEER port (a client of its peer URL with a peer certificate): raft's own
+        member list, which the member answers also without a quorum (its client port serves nothing until it has
+        one: every member of a cluster powered off starts so)."""
+        status, parsed = self._request("GET", "/members")
+        if status != 200 or not isinstance(parsed, list):
+            raise EtcdError(f"etcd {self.shown}/members failed: {status} {str(parsed)[:200]}", "check etcd's log")
+        return [
+            _member(
+                {
+                    "ID": m.get("id", ""),
+                    "name": m.get("name", ""),
+                    "peerURLs": m.get("peerURLs"),
+                    "clientURLs": m.get("clientURLs"),
+                    "isLearner": m.get("isLearner"),
+                }
+            )
+            for m in parsed
+            if isinstance(m, dict)
+        ]
+
     def member_add(self, peer_urls: list[str], learner: bool) -> Member:
         """``MemberAdd``: the new member (unstarted: no name yet), as a learner when ``learner``."""
         parsed = self._post("/v3/cluster/member/add", {"peerURLs": peer_urls, "isLearner": learner})

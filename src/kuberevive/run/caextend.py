@@ -9,15 +9,24 @@ Steps (only those that apply, in this order):
 2. ``restart-control-plane``: the control-plane containers that read a changed CA at start are stopped gracefully,
    the API server first (:func:`renew.stop_control_plane`), and the kubelet is restarted (it reads kubelet.conf at
    start); the kubelet starts them again from their unchanged static Pod manifests;
-3. ``api-ready``: this node's own API server (its advertise address, not the load balancer) answers ``/readyz`` to
+3. ``peer-repair`` (``--all-nodes``, only when a CA has expired: repair mode): every etcd member rejects the others'
+   certificates while it trusts only the expired CA, so this node's etcd has no quorum (and its API server is never
+   ready) until the other control-plane nodes hold the extended CAs too: on each of them at once (found as ``certs
+   renew`` finds its peers: the inventory, the Node objects, else this node's etcd members), the CA certificates,
+   kubeconfigs and kubelet.conf are rewritten and the components that read a CA at start stopped and the kubelet
+   restarted, without waiting (the API is down anyway); ``other-nodes`` leaves them out;
+4. ``api-ready``: this node's own API server (its advertise address, not the load balancer) answers ``/readyz`` to
    admin.conf's credentials;
-4. ``cluster-objects``: ``kube-public/cluster-info``, ``kube-root-ca.crt`` in every namespace and
-   ``kube-system/extension-apiserver-authentication`` hold exactly the extended CAs (recover's trust plan);
-5. ``other-nodes`` (``--all-nodes``): the other control-plane nodes one at a time (as ``certs renew``'s
-   ``peer-restarts``), then the API through admin.conf's server (the control-plane endpoint) and the cluster objects
-   once more; then on every worker, over SSH, kubelet.conf and the kubelet's ``clientCAFile`` get the extended CA
-   (old files moved aside) and the kubelet is restarted (containers keep running);
-6. ``node-ready``: this node is Ready with a heartbeat posted after the kubelet restart.
+5. ``cluster-objects`` (without ``--all-nodes``): ``kube-public/cluster-info``, ``kube-root-ca.crt`` in every
+   namespace and ``kube-system/extension-apiserver-authentication`` hold exactly the extended CAs (recover's trust
+   plan);
+6. ``other-nodes`` (``--all-nodes``, instead of 5): the other control-plane nodes one at a time (as ``certs renew``'s
+   ``peer-restarts``), then the API through admin.conf's server (the control-plane endpoint) and only then the cluster
+   objects as in 5 (until every master is restarted, the controller-manager that leads on another one publishes its
+   old ``--root-ca-file`` into ``kube-root-ca.crt`` again, and each API server its client CA); then on every worker,
+   over SSH, kubelet.conf and the kubelet's ``clientCAFile`` get the extended CA (old files moved aside) and the
+   kubelet is restarted (containers keep running);
+7. ``node-ready``: this node is Ready with a heartbeat posted after the kubelet restart.
 
 The new certificates are made once and kept in the journal (``/var/lib/kuberevive/ca-extend/journal.json``),
 so a run killed at any point resumes with ``--apply`` and writes the same certificates everywhere. With
@@ -42,6 +51,7 @@ from kuberevive.io.transport import Transport, run_on_nodes
 from kuberevive.io.trust_apply import apply_trust_plan, read_trust_plan
 from kuberevive.model import paths
 from kuberevive.model.artifacts import Artifact
+from kuberevive.model.config import KubeadmConfig
 from kuberevive.model.document import rfc3339_or_none
 from kuberevive.model.inventory import InventoryNode
 from kuberevive.model.recover import RetrustOptions
@@ -55,6 +65,8 @@ OBJECTS_TIMEOUT = 120.0
 STEP_TITLES = {
     "files": "write the extended CA certificates and every file on this node that holds an old one",
     "restart-control-plane": "restart the control-plane containers and the kubelet (they read the CAs at start)",
+    "peer-repair": "the other control-plane nodes at once, over SSH: the extended CAs, their control planes restarted "
+    "(every etcd member needs them for a quorum)",
     "api-ready": "wait for the API server (/readyz)",
     "cluster-objects": "put the extended CAs into cluster-info, kube-root-ca.crt and "
     "extension-apiserver-authentication",
@@ -94,14 +106,22 @@ class ExtendResult(renew.StepsResult):
         }
 
 
-def steps_for(live: bool, all_nodes: bool) -> list[str]:
+def steps_for(live: bool, all_nodes: bool, repair: bool = False) -> list[str]:
+    """The step ids (``repair``: a CA has expired)."""
     if not live:
         return ["files"]
     return (
-        ["files", "restart-control-plane", "api-ready", "cluster-objects"]
-        + (["other-nodes"] if all_nodes else [])
+        ["files", "restart-control-plane"]
+        + (["peer-repair"] if all_nodes and repair else [])
+        + ["api-ready"]
+        + (["other-nodes"] if all_nodes else ["cluster-objects"])
         + ["node-ready"]
     )
+
+
+def is_repair(extended: Sequence[caextend.Extended], now: datetime) -> bool:
+    """Whether a CA to extend has expired (repair mode)."""
+    return any(e.old.not_valid_after_utc <= now for e in extended)
 
 
 def restarts_for(names: Sequence[str], live: bool = True) -> list[str]:
@@ -192,7 +212,7 @@ def plan(
     journal = CaExtendJournal.load(node, JOURNAL)
     if journal is not None and journal.status == "running":
         extended = _journal_extended(journal)
-        todo = [s for s in steps_for(live, journal.all_nodes) if not journal.step_done(s)]
+        todo = [s for s in steps_for(live, journal.all_nodes, journal.repair) if not journal.step_done(s)]
         files = _file_json(journal.artifacts("files") or caextend.rewrites(_local_files(node, extended), extended))
         return ExtendResult(
             cas=[_ca_json(e) for e in extended],
@@ -208,7 +228,7 @@ def plan(
     return ExtendResult(
         cas=[_ca_json(e, by_name[e.name]) for e in extended],
         files=_file_json(caextend.rewrites(_local_files(node, extended), extended)) if extended else [],
-        steps=steps_for(live, all_nodes) if extended else [],
+        steps=steps_for(live, all_nodes, is_repair(extended, datetime.now(UTC))) if extended else [],
         restarts=restarts_for([e.name for e in extended], live),
         config_source=source,
         all_nodes=all_nodes,
@@ -217,6 +237,7 @@ def plan(
 
 class _Executor(renew.RenewExecutor):
     titles = STEP_TITLES
+    rerun = "kuberevive ca extend --apply"
 
     journal: CaExtendJournal
 
@@ -257,15 +278,70 @@ class _Executor(renew.RenewExecutor):
             f"      cluster-info, kube-root-ca.crt and extension-apiserver-authentication hold the CAs ({took:.0f} s)"
         )
 
-    def step_other_nodes(self) -> None:
+    def step_peer_repair(self) -> None:
+        options = self._require_options()
+        nodes, source = renew.discover(self, options, renew.ETCD_LIST_TIMEOUT)
+        todo = [n for n in nodes if n.name not in self.journal.nodes_done]
+        if not todo:
+            self.progress(f"      no other control-plane node ({source})")
+            return
+        self.progress(f"      {len(todo)} other control-plane node(s) over SSH, at once (from {source})")
+        components = restarts_for([e.name for e in self.extended])[:-1]
+        extra = _peer_files(self.cfg)
+
+        def one(n: InventoryNode, t: Transport) -> list[str]:
+            host = cast(renew.PeerHost, self.remote(t, n.name))
+            out = [f"{n.name}: {line}" for line in _rewrite_node(host, self.extended, extra)]
+            stopped = renew.stop_control_plane(host, components)
+            host.restart_unit("kubelet")
+            return [*out, f"{n.name}: stopped {', '.join(stopped)}; kubelet restarted"]
+
+        failed = self._on_nodes(todo, one, renew.PEER_TIMEOUT)
+        self.journal.save()
+        if failed:
+            raise PlanError(
+                "the extended CAs did not reach every other control-plane node: " + "; ".join(failed),
+                "fix the access, then run 'kuberevive ca extend --apply --all-nodes' again: it resumes",
+            )
+
+    def _on_nodes(
+        self, nodes: list[InventoryNode], one: Callable[[InventoryNode, Transport], list[str]], timeout: float
+    ) -> list[str]:
+        """``one`` on each node over SSH, in parallel: its lines become messages, a node it went through is done
+        (the journal, saved by the caller); the failures, one line a node."""
+        options = self._require_options()
+        results = run_on_nodes(
+            nodes,
+            one,
+            self.connect or connect(options),
+            name=lambda n: n.name,
+            concurrency=options.concurrency,
+            timeout=timeout,
+        )
+        failed = []
+        for name, r in results.items():
+            for line in r.value or []:
+                self.result.messages.append(line)
+                self.progress(f"      {line}")
+            if r.ok:
+                self.journal.nodes_done.append(name)
+            else:
+                failed.append(f"{name}: {r.error}")
+        return failed
+
+    def _require_options(self) -> RetrustOptions:
         if self.options is None:
             raise PlanError(
                 "this extension was started with --all-nodes; the other nodes still need the extended CA",
                 "run 'kuberevive ca extend --apply --all-nodes' again with the SSH options (--ssh-key, --known-hosts)",
             )
+        return self.options
+
+    def step_other_nodes(self) -> None:
+        options = self._require_options()
         me = self.journal.node_name
         done = self.journal.nodes_done
-        inventory = renew.node_inventory(self.node, self.options)
+        inventory = renew.node_inventory(self.node, options)
         nodes = [n for n in inventory.nodes if n.name != me and n.name not in done]
         peers = [n for n in nodes if n.is_control_plane]
         workers = [n for n in nodes if not n.is_control_plane]
@@ -279,27 +355,14 @@ class _Executor(renew.RenewExecutor):
                 out.append(f"{n.name}: kubelet restarted")
             return out
 
-        failed = []
-        if peers:
-            failed = self._peers(peers)
-            if not failed:  # a peer's API server that still held the old CA may have put it back meanwhile
-                self.wait_endpoint()  # every master holds the extended CAs: the load balancer may pick any
-                self.step_cluster_objects()
+        failed = self._peers(peers) if peers else []
         if not failed:
-            results = run_on_nodes(
-                workers,
-                one,
-                self.connect or connect(self.options),
-                name=lambda n: n.name,
-                concurrency=self.options.concurrency,
-                timeout=180,
-            )
-            for name, r in results.items():
-                if r.ok and r.value is not None:
-                    self.result.messages += r.value
-                    done.append(name)
-                else:
-                    failed.append(f"{name}: {r.error}")
+            if peers:
+                self.wait_endpoint()  # every master holds the extended CAs: the load balancer may pick any
+            # only now: until every master is restarted, the controller-manager leading on another one (and each API
+            # server) still holds the old CAs and puts them back
+            self.step_cluster_objects()
+            failed = self._on_nodes(workers, one, 180)
         self.journal.save()
         if failed or inventory.skipped:
             failed += [f"{name}: {why}" for name, why in inventory.skipped]
@@ -318,10 +381,7 @@ class _Executor(renew.RenewExecutor):
         took = renew.wait_healthy(self, self.journal.node_name, own, None)
         self.progress(f"      this node's API server and etcd member are healthy ({took:.0f} s)")
         components = restarts_for([e.name for e in self.extended])[:-1]
-        cdir = PurePosixPath(self.cfg.cluster.certificates_dir)
-        extra = [cdir / crt for crt, _key in paths.CA_PAIRS] + [
-            paths.KUBERNETES_DIR / n for n in paths.KUBECONFIG_NAMES
-        ]
+        extra = _peer_files(self.cfg)
 
         def one(n: InventoryNode, t: Transport) -> list[str]:
             host = cast(renew.PeerHost, self.remote(t, n.name))
@@ -333,7 +393,7 @@ class _Executor(renew.RenewExecutor):
             since = self._now().replace(microsecond=0) - timedelta(seconds=1)
             host.restart_unit("kubelet")
             out.append(f"{n.name}: stopped {', '.join(stopped)}; kubelet restarted")
-            api = renew.api_at(self, f"{endpoints.api_host}:{endpoints.api_port}")
+            api = renew.api_at(self, endpoints.api)
             took = renew.wait_healthy(self, n.name, api, endpoints.etcd_client_url)
             self._wait(
                 f"node {n.name} Ready",
@@ -363,6 +423,13 @@ class _Executor(renew.RenewExecutor):
         return []
 
 
+def _peer_files(cfg: KubeadmConfig) -> list[PurePosixPath]:
+    """What another control-plane node holds a CA in, besides its kubelet's files: the CA certificates and the
+    kubeconfigs."""
+    cdir = PurePosixPath(cfg.cluster.certificates_dir)
+    return [cdir / crt for crt, _key in paths.CA_PAIRS] + [paths.KUBERNETES_DIR / n for n in paths.KUBECONFIG_NAMES]
+
+
 def _rewrite_node(host: Host, extended: Sequence[caextend.Extended], extra: Sequence[PurePosixPath]) -> list[str]:
     """On another node: kubelet.conf, the kubelet's clientCAFile and ``extra`` (a control-plane node's CA
     certificates and kubeconfigs) rewritten to hold the extended CAs (old files moved aside); what was done."""
@@ -384,6 +451,7 @@ def _rewrite_node(host: Host, extended: Sequence[caextend.Extended], extra: Sequ
 CA_EXTEND_STEPS: dict[str, Callable[[_Executor], None]] = {
     "files": _Executor.step_files,
     "restart-control-plane": _Executor.step_restart_control_plane,
+    "peer-repair": _Executor.step_peer_repair,
     "api-ready": _Executor.step_api_ready,
     "cluster-objects": _Executor.step_cluster_objects,
     "other-nodes": _Executor.step_other_nodes,
@@ -421,10 +489,11 @@ def apply(
         cfg = renew.require_cfg(cfg_or_none)
         if journal is None or not resumed:
             extended, items, source = _prepare(root, config_file, warning_days, wanted, everything, validity, live)
+            repair = is_repair(extended, fx.utcnow())
             result = ExtendResult(
                 cas=[_ca_json(e, i) for e, i in zip(extended, items, strict=True)],
                 files=[],
-                steps=steps_for(live, options is not None) if extended else [],
+                steps=steps_for(live, options is not None, repair) if extended else [],
                 restarts=restarts_for([e.name for e in extended], live),
                 config_source=source,
                 all_nodes=options is not None,
@@ -449,6 +518,7 @@ def apply(
                 node_name=_report.node_name,
                 config_source=source,
                 all_nodes=options is not None,
+                repair=repair,
                 stamp=fx.utcnow().strftime("%Y-%m-%d-%H-%M-%S"),
             )
         else:
@@ -457,7 +527,7 @@ def apply(
             result = ExtendResult(
                 cas=[_ca_json(e) for e in extended],
                 files=[],
-                steps=steps_for(live, journal.all_nodes),
+                steps=steps_for(live, journal.all_nodes, journal.repair),
                 restarts=restarts_for([e.name for e in extended], live),
                 config_source=journal.config_source,
                 all_nodes=journal.all_nodes,

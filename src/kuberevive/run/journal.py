@@ -397,3 +397,5 @@ class CaExtendJournal(RenewJournal):
 
     cas: list[dict[str, str]] = field(default_factory=list)
     nodes_done: list[str] = field(default_factory=list)
+    repair: bool = False
+    """A CA had expired when the extension started (``peer-repair`` is one of its steps)."""

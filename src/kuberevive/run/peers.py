@@ -43,7 +43,7 @@ def check_peer(
     try:
         verify_tls(endpoints.api_host, endpoints.api_port, material["ca.crt"])
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        where = f"{endpoints.api_host}:{endpoints.api_port}"
+        where = endpoints.api
         raise PlanError(f"its API server at {where} does not serve with its ca.crt ({exc})") from None
     return material, endpoints
 

@@ -51,16 +51,18 @@ from cryptography import x509
 from kuberevive.core import caextend, certs, manifests, pki, salvage, yamlfmt
 from kuberevive.core import diagnose as d
 from kuberevive.core.diagnose import detect_role, resolve_config
+from kuberevive.core.etcdsafety import Member
 from kuberevive.core.kubeconfig import (
     ADMIN_CONF,
     CONTROLLER_MANAGER_CONF,
     SCHEDULER_CONF,
     SUPER_ADMIN_CONF,
     Kubeconfig,
-    local_api_url,
+    local_api_endpoint,
 )
 from kuberevive.core.retrust import ready_since
-from kuberevive.errors import CollectError, KubeApiError, KubereviveError, NotAControlPlane, PlanError
+from kuberevive.errors import CollectError, EtcdError, KubeApiError, KubereviveError, NotAControlPlane, PlanError
+from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.host import STOP_GRACE_SECONDS, Host, LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
@@ -77,7 +79,7 @@ from kuberevive.model.recover import RetrustOptions
 from kuberevive.run.context import Effects, Faults, check_table, etcd_client_files
 from kuberevive.run.journal import RenewJournal
 from kuberevive.run.retrust import connect
-from kuberevive.waiting import wait_for
+from kuberevive.waiting import poll_until, wait_for
 
 JOURNAL = paths.RENEW_DIR / "journal.json"
 API_TIMEOUT = 300.0
@@ -473,6 +475,8 @@ class RenewExecutor:
 
     #: Step id -> title (``ca extend`` has its own steps).
     titles = STEP_TITLES
+    #: What resumes a run that stopped (named in a failed wait's error).
+    rerun = "kuberevive certs renew --apply"
 
     def __init__(
         self,
@@ -517,7 +521,7 @@ class RenewExecutor:
         return self.fx.utcnow()
 
     def _wait(self, what: str, timeout: float, probe: Callable[[], tuple[bool, str]], interval: float = 0.5) -> float:
-        return wait_for(what, timeout, probe, interval, clock=self.fx.monotonic, sleep=self.fx.sleep)
+        return wait_for(what, timeout, probe, interval, self.rerun, clock=self.fx.monotonic, sleep=self.fx.sleep)
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -593,7 +597,7 @@ class RenewExecutor:
     def _own_api(self) -> KubeApi:
         """A client of THIS node's own API server (its advertise address) with admin.conf's credentials: the one
         this run renewed and restarted, whatever the load balancer would pick."""
-        return api_at(self, host_port(local_api_url(self.cfg)))
+        return api_at(self, local_api_endpoint(self.cfg))
 
     def wait_endpoint(self) -> None:
         """Wait until the API answers ``/readyz`` through admin.conf's server (the control-plane endpoint)."""
@@ -921,6 +925,9 @@ def apply(
 CONTROL_PLANE_ROLE = "control-plane"
 #: Time limit of one peer's API server, etcd member and Node after its restart.
 PEER_TIMEOUT = 300.0
+#: How long ``peer-certificates`` asks this node's etcd for its members when the API cannot list the nodes (the
+#: kubelet restarted by this run may still be starting etcd).
+ETCD_LIST_TIMEOUT = 90.0
 
 
 class PeerHost(Host, Protocol):
@@ -1039,26 +1046,58 @@ def peer_renewal(peer: Peer, everything: bool, now: datetime, warning_days: int,
     return PeerRenewal(kubelet, files, components, targets, new_serving)
 
 
-def discover(ex: RenewExecutor, options: RetrustOptions) -> tuple[list[InventoryNode], str]:
+def discover(ex: RenewExecutor, options: RetrustOptions, etcd_wait: float = 0.0) -> tuple[list[InventoryNode], str]:
     """This node's control-plane peers and where the list comes from: the inventory (``--inventory``, or the Node
-    objects through the API), else this node's etcd members; ([], why) when neither can be read."""
+    objects through the API), else this node's etcd members (asked for up to ``etcd_wait`` seconds: a kubelet just
+    restarted is still starting etcd); ([], why) when neither can be read."""
     me = ex.journal.node_name
     try:
         inventory = node_inventory(ex.node, options)
         return [n for n in inventory.nodes if n.is_control_plane and n.name != me], inventory.source or "inventory"
     except KubereviveError as exc:
         why = exc.message
-    try:
-        members = ex.fx.etcd_client(ex.node, ex.cfg).members()
-    except KubereviveError as exc:
-        return [], f"neither the node list ({why}) nor the etcd members ({exc.message}) could be read"
+    listed: list[Member] = []
+
+    def members() -> tuple[bool, str]:
+        try:
+            listed[:] = _peer_port(ex).peer_members()  # answered also without a quorum
+        except KubereviveError as exc:
+            try:
+                listed[:] = ex.fx.etcd_client(ex.node, ex.cfg).members()
+            except KubereviveError as client_exc:
+                raise EtcdError(f"{exc.message}; its client port: {client_exc.message}", "") from None
+        return True, ""
+
+    waited = poll_until(
+        "this node's etcd to list its members",
+        etcd_wait,
+        members,
+        1.0,
+        clock=ex.fx.monotonic,
+        sleep=ex.fx.sleep,
+    )
+    if not waited.ok:
+        return [], f"neither the node list ({why}) nor the etcd members ({waited.last}) could be read"
     nodes = []
-    for m in members:
+    for m in listed:
         host = urlsplit(m.peer_urls[0]).hostname if m.peer_urls else None
         if m.name and m.name != me and host:
             roles = frozenset({CONTROL_PLANE})
             nodes.append(InventoryNode(m.name, host, port=options.ssh_port, user=options.ssh_user, roles=roles))
     return nodes, "the etcd members"
+
+
+def _peer_port(ex: RenewExecutor) -> EtcdClient:
+    """A client of this node's etcd member at its peer URL (its manifest's ``--initial-advertise-peer-urls``) with its
+    peer certificate."""
+    data = ex.node.read(paths.ETCD_MANIFEST)
+    flags = manifests.manifest_flags(manifests.parse_manifest(data)) if data is not None else {}
+    url = flags.get("initial-advertise-peer-urls", "").split(",")[0]
+    cdir = PurePosixPath(ex.cfg.cluster.certificates_dir)
+    ca, cert, key = (ex.node.read(cdir / n) for n in ("etcd/ca.crt", "etcd/peer.crt", "etcd/peer.key"))
+    if not url or ca is None or cert is None or key is None:
+        raise EtcdError(f"no peer URL in {paths.ETCD_MANIFEST}, or no etcd peer certificate", "")
+    return ex.fx.peer_etcd_client(url, ca, cert, key)
 
 
 def _record_peers(ex: RenewExecutor, nodes: Sequence[InventoryNode]) -> None:
@@ -1108,7 +1147,7 @@ def _write_peer(ex: RenewExecutor, lock: threading.Lock, n: InventoryNode, host:
                 components=todo.components,
                 kubelet=bool(kubelet),
                 new_serving=todo.new_serving,
-                api=f"{peer.endpoints.api_host}:{peer.endpoints.api_port}",
+                api=peer.endpoints.api,
                 etcd=peer.endpoints.etcd_client_url,
             )
             journal.save()
@@ -1117,6 +1156,17 @@ def _write_peer(ex: RenewExecutor, lock: threading.Lock, n: InventoryNode, host:
     for a in files or []:
         aside = host.write(a.path, a.content, a.mode)
         out.append(f"{n.name}: {a.path} renewed" + (f" ({aside} kept)" if aside else ""))
+    if not any(host.containers(c) for c in ("etcd", "kube-apiserver")):
+        # Powered off past expiry: its kubelet is stopped, or cannot start with its expired client certificate, so
+        # nothing runs there; without its etcd member this node's etcd has no quorum and its API server never turns
+        # ready. Its kubelet is started now, with the renewed files: peer-restarts then only awaits it.
+        if entry.get("new_serving"):
+            out += move_aside_serving(host, n.name)
+        since = ex._now().replace(microsecond=0) - timedelta(seconds=1)
+        host.restart_unit("kubelet")
+        with lock:
+            entry["kubelet_started"] = since.isoformat()
+        out.append(f"{n.name}: no etcd or API server ran there: kubelet started with the renewed files")
     with lock:
         entry["state"] = "written"
         journal.save()
@@ -1126,7 +1176,7 @@ def _write_peer(ex: RenewExecutor, lock: threading.Lock, n: InventoryNode, host:
 def step_peer_certificates(ex: RenewExecutor) -> None:
     """``peer-certificates``: find the peers, then write each one's renewed files (in parallel; no restart)."""
     options = _require_options(ex)
-    nodes, source = discover(ex, options)
+    nodes, source = discover(ex, options, ETCD_LIST_TIMEOUT)
     if not nodes and not journal_peers(ex):
         note = f"no other control-plane node ({source})"
         ex.result.messages.append(note)
@@ -1212,12 +1262,15 @@ def _restart_peer(ex: RenewExecutor, lock: threading.Lock, n: InventoryNode, hos
             entry["state"] = "done"
             ex.journal.save()
         return [*out, f"{n.name}: nothing renewed, nothing restarted"]
-    if entry.get("new_serving"):
-        out += move_aside_serving(host, n.name)
-    stopped = stop_control_plane(host, components)
-    since = ex._now().replace(microsecond=0) - timedelta(seconds=1)
-    host.restart_unit("kubelet")
-    out.append(f"{n.name}: stopped {', '.join(stopped) or 'nothing'}; kubelet restarted")
+    if entry.get("kubelet_started"):  # nothing ran there: started with the renewed files by peer-certificates
+        since = datetime.fromisoformat(str(entry["kubelet_started"]))
+    else:
+        if entry.get("new_serving"):
+            out += move_aside_serving(host, n.name)
+        stopped = stop_control_plane(host, components)
+        since = ex._now().replace(microsecond=0) - timedelta(seconds=1)
+        host.restart_unit("kubelet")
+        out.append(f"{n.name}: stopped {', '.join(stopped) or 'nothing'}; kubelet restarted")
     took = wait_healthy(ex, n.name, api_at(ex, str(entry["api"])), str(entry["etcd"]))
     own = ex._own_api()  # not the load balancer: it may pick a master not renewed yet
     ex._wait(f"node {n.name} Ready", PEER_TIMEOUT, lambda: ready_since(own.get(f"/api/v1/nodes/{n.name}"), since))
@@ -1244,8 +1297,3 @@ def step_peer_restarts(ex: RenewExecutor) -> None:
 
         _on_peers(ex, options, todo, one, parallel=False)
     ex.wait_endpoint()  # every master is renewed: the load balancer may pick any of them now
-
-
-def host_port(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port or 443}"

@@ -62,7 +62,7 @@ def salvage_trust(ctx: StepContext, i: int) -> None:
                 continue
             ctx.journal.salvage_peer = peer.name
             ctx.journal.peer_etcd_url = endpoints.etcd_client_url
-            ctx.journal.peer_api = f"{endpoints.api_host}:{endpoints.api_port}"
+            ctx.journal.peer_api = endpoints.api
             ctx.progress(
                 f"      peer {peer.name}: trust material complete, pairs match, its API server serves with its CA"
             )
