@@ -99,7 +99,7 @@ def kubelet_start(ctx: StepContext, i: int) -> None:
     watch_lost = created is not None and (started is None or started < created)
     running, why = _healthy(ctx)
     if ctx.journal.early_config:
-        early_kubelet_start(ctx, running, started)
+        early_kubelet_start(ctx, running, why, started)
         return
     if running and not watch_lost:
         ctx.progress("      the kubelet runs and watches the manifests directory: nothing to do")
@@ -124,7 +124,7 @@ def kubelet_start(ctx: StepContext, i: int) -> None:
     restart_kubelet(ctx)
 
 
-def early_kubelet_start(ctx: StepContext, running: bool, started: float | None) -> None:
+def early_kubelet_start(ctx: StepContext, running: bool, why: str, started: float | None) -> None:
     """kubelet-start when every file was written first (the configuration read from etcd's data files): one restart
     makes the kubelet take its new CA and client certificate and start etcd and the control plane from the manifests
     directory at once. Done once: a kubelet started after kubelet-client wrote its credentials already has them. A
@@ -142,7 +142,11 @@ def early_kubelet_start(ctx: StepContext, running: bool, started: float | None) 
     ]
     if old and ctx.host.stop_containers("kube-apiserver", ctx.identity.cri_socket, grace=0):  # etcd is not up
         ctx.progress("      a kube-apiserver container from before this recovery was stopped (etcd is not running)")
-    ctx.progress("      restarting the kubelet: it starts etcd and the control plane (running containers are kept)")
+    said = f"does not run ({why})" if not running else "runs with its old credentials"
+    ctx.progress(
+        f"      the kubelet {said}: restarting it (running containers are kept); it starts etcd and the control "
+        "plane at once"
+    )
     ctx.journal.timing("kubelet_restarted", ctx.clock())
     restart_kubelet(ctx)
 
