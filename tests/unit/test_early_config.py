@@ -183,3 +183,28 @@ def test_an_etcd_that_serves_another_configuration_stops_the_api_server_and_the_
     assert result.applied == list(core.SEED_STEP_IDS)
     served = [line for line in c.progress if "service subnet" in line]
     assert served and "service subnet 10.96.0.0/12" in served[-1]
+
+
+def test_etcds_files_are_read_once_per_run_though_it_plans_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The member scan of etcd's db and WAL files (0.1-0.7 s: every WAL file is 64 MB) and the early read of its
+    values: once per run, not once for the plan before the lock and again under it."""
+    from kuberevive.run import recover as run_recover
+
+    c = early_cluster(tmp_path, monkeypatch)
+    scans: list[str] = []
+    real_peers, real_values = run_recover._etcd_peers, etcdprobe.stored_values
+
+    def peers(*a: Any) -> Any:
+        scans.append("members")
+        return real_peers(*a)
+
+    def values(*a: Any, **k: Any) -> Any:
+        scans.append("values")
+        return real_values(*a, **k)
+
+    monkeypatch.setattr(run_recover, "_etcd_peers", peers)
+    monkeypatch.setattr(etcdprobe, "stored_values", values)
+    assert_recovered(c, c.recover())
+    assert scans == ["members", "values"]

@@ -238,7 +238,14 @@ def _prepare(
         core.require_control_plane(evidence)
         identity = _identity_from_config(given)
     salvage_from = _salvage_from(options or RetrustOptions(), identity.node_name, kept)
-    etcd_peers = () if salvage_from else _etcd_peers(root, identity)
+    if salvage_from:
+        etcd_peers: tuple[InventoryNode, ...] = ()
+    elif probed is not None and "etcd_peers" in probed:  # etcd's files scanned once per run, not once per plan
+        etcd_peers = probed["etcd_peers"]
+    else:
+        etcd_peers = _etcd_peers(root, identity)
+        if probed is not None:
+            probed["etcd_peers"] = etcd_peers
     if probed is not None and "masters" in probed:
         masters, lost_notes = probed["masters"], probed["notes"]
     else:
