@@ -5,6 +5,7 @@ and pages, never whole) and, when it answers, its etcd over mTLS (status, alarms
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
 import struct
@@ -180,6 +181,8 @@ def stored_values(
             return None
         scanner = safety.WalScanner(needles, applied)
         try:
+            if not _unlocked(fd):  # etcd runs on these files (it locks its WAL files): they are being written
+                return None
             while not scanner.done and (chunk := os.read(fd, READ_BYTES)):
                 scanner.feed(chunk)
                 if clock() > deadline:
@@ -192,6 +195,17 @@ def stored_values(
         if scanner.broken or scanner.mentioned:
             return None
     return {k.decode(): v for k, v in values.items()}
+
+
+def _unlocked(fd: int) -> bool:
+    """Whether no process holds a write lock on the file: a running etcd locks each WAL file it uses (an OFD lock
+    on Linux, which POSIX record locks see; a shared lock is tried and at once released)."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    fcntl.lockf(fd, fcntl.LOCK_UN)
+    return True
 
 
 def client_for(root: NodeRoot, url: str, timeout: float = 5.0) -> EtcdClient | None:
