@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
@@ -237,10 +238,12 @@ def bootstrap_config(identity: NodeIdentity) -> KubeadmConfig:
     return load_kubeadm_config(text, NodeFacts(hostname=identity.node_name))
 
 
+@functools.lru_cache(maxsize=8)
 def final_config(identity: NodeIdentity, cluster_configuration_yaml: str, kubelet_yaml: str | None) -> KubeadmConfig:
     """The stored ClusterConfiguration joined with this node's identity (and the stored kubelet config). Its
     ``kubernetesVersion`` decides which minor's kubeadm everything is generated as; a stored configuration without
-    one (kubeadm always writes it) takes the version read from the node."""
+    one (kubeadm always writes it) takes the version read from the node. Cached (a few, in memory): every step asks
+    for it and parsing the YAML again each time cost ~20 ms a call; the arguments and the result are immutable."""
     stored = cluster_configuration_yaml.strip("\n")
     if stored_kubernetes_version(cluster_configuration_yaml) is None:
         stored += f"\nkubernetesVersion: {identity.kubernetes_version}"
