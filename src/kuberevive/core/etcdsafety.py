@@ -549,23 +549,10 @@ class _Bolt:
         overflow = struct.unpack_from("<I", p, 12)[0]
         return self.read(pgid * size, size * (1 + overflow)) if overflow else p
 
-    def walk(self, page: bytes, base: int, out: dict[bytes, tuple[int, bytes]], depth: int = 0) -> None:
+    def walk(self, page: bytes, base: int, out: dict[bytes, tuple[int, bytes]]) -> None:
         """Every leaf element under the page at ``page[base:]``: key -> (flags, value)."""
-        if depth > 64:
-            raise ValueError("bbolt tree too deep")
-        flags, count = struct.unpack_from("<HH", page, base + 8)
-        elems = base + 16
-        if flags & _BRANCH:
-            for i in range(count):
-                _pos, _ksize, child = struct.unpack_from("<IIQ", page, elems + 16 * i)
-                self.walk(self.page_at(child), 0, out, depth + 1)
-        elif flags & _LEAF:
-            for i in range(count):
-                eflags, pos, ksize, vsize = struct.unpack_from("<IIII", page, elems + 16 * i)
-                start = elems + 16 * i + pos
-                out[page[start : start + ksize]] = (eflags, page[start + ksize : start + ksize + vsize])
-        else:
-            raise ValueError(f"unexpected bbolt page flags {flags:#x}")
+        for eflags, key, value in self.each(page, base):
+            out[key] = (eflags, value)
 
     def each(self, page: bytes, base: int, depth: int = 0) -> Iterator[tuple[int, bytes, bytes]]:
         """(flags, key, value) of every leaf element under the page at ``page[base:]``, in key order, one page in
