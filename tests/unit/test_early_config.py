@@ -221,3 +221,19 @@ def test_the_stored_configuration_is_parsed_once_not_at_every_step(
     assert j.identity is not None and j.config is not None
     first = core.final_config(j.identity, j.config.cluster, j.config.kubelet)
     assert core.final_config(j.identity, j.config.cluster, j.config.kubelet) is first
+
+
+def test_the_keys_made_ahead_are_of_the_stored_configurations_algorithm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read from etcd's data file, the stored configuration (here ECDSA-P256) decides the keys made ahead; the
+    bootstrap configuration's RSA keys would all be dropped and every key made on demand."""
+    from kuberevive.core import pki
+    from kuberevive.model.config import EncryptionAlgorithm
+
+    c = early_cluster(tmp_path, monkeypatch)
+    asked: list[EncryptionAlgorithm] = []
+    c.background = lambda work: asked.append(work.args[0])  # type: ignore[attr-defined]
+    assert_recovered(c, c.recover())
+    assert asked and set(asked) == {EncryptionAlgorithm.ECDSA_P256}
+    assert pki.drop_spare_keys() == 0

@@ -548,6 +548,10 @@ def _repair_nodes(
 #: and waits for etcd (pki.make_spare_keys), with the algorithm of the bootstrap configuration (kubeadm's default
 #: RSA-2048 unless --config says otherwise; the steps after read-config use the stored one, almost always the same).
 KEYS_AHEAD = 16
+#: Threads that make them: with the configuration read from etcd's data file every key is needed within the first
+#: second or two (before the kubelet restart that starts etcd and the API server); one thread made ~10 keys a second
+#: on the loaded lab, the steps then made the rest on demand.
+KEY_WORKERS = 2
 
 
 def apply_recovery(
@@ -574,8 +578,11 @@ def apply_recovery(
                 return _repair_nodes(host, plan0, options or RetrustOptions(), progress, fx)
         if ctx0 is None or not plan0.steps:
             return RecoveryResult(plan0)
-        algorithm = ctx0.bootstrap_cfg().cluster.encryption_algorithm
-        fx.background(functools.partial(pki.make_spare_keys, algorithm, KEYS_AHEAD))
+        early = ctx0.early
+        cfg0 = core.final_config(early.identity, early.cluster_yaml, early.kubelet_yaml) if early else None
+        algorithm = (cfg0 or ctx0.bootstrap_cfg()).cluster.encryption_algorithm
+        for _ in range(KEY_WORKERS):  # RSA key generation runs outside the GIL: one thread per core
+            fx.background(functools.partial(pki.make_spare_keys, algorithm, KEYS_AHEAD // KEY_WORKERS))
     try:
         return _apply_locked(host, kept, config_text, env, fx, options, probed, progress)
     finally:
