@@ -12,8 +12,11 @@ For each N, the tool runs in its own process (so its peak RSS is its own) and do
 inventory from the Node objects, over SSH in parallel (``--concurrency``, recover's default 8): new CA,
 client certificate and kubelet.conf, ``systemctl restart kubelet``, then a wait for the Node to be Ready
 with a heartbeat after the restart. API requests are counted from the API server's audit log
-(``kubernetes-admin`` = the tool). ``--secrets``/``--pods`` (the ServiceAccount remediation) are not
-measured yet: any value but 0 is refused. Everything runs in a private network and mount namespace;
+(``kubernetes-admin`` = the tool). ``--secrets S --pods P`` (with ``--sa-nodes`` Node objects) measures the
+ServiceAccount remediation (recover's ``sa-tokens`` step, :func:`sa_tool`) on its own fleet: S legacy token
+Secrets and P pods owned by Deployments, StatefulSets and DaemonSets, the real kube-controller-manager (its
+``--kube-api-qps`` is ``--kcm-qps``) re-filling the re-minted tokens; ``--nodes 0`` skips the re-trust. Everything
+runs in a private network and mount namespace;
 the fleet of size N lives in ``<work>/<N>`` (default ``--work /var/lib/kuberevive-fleet``), removed and
 made anew for each run. The last line printed is one JSON object.
 """

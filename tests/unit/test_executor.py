@@ -1125,6 +1125,9 @@ def test_an_etcd_that_never_starts_stops_the_recovery_naming_the_kubelets_and_th
     assert "etcd container not running, the kubelet answers /healthz" in exc.value.message
     assert host.restarts == 2  # kubelet-start and one more, not one per poll
     assert c.journal().steps["etcd-ready"].state == "started"
+    # the node's state is asked every STATE_EVERY seconds, not at each 0.2 s probe (about 850 of them here)
+    asked = host.commands.count("crictl ps etcd")
+    assert 0 < asked <= (etcd_steps.ETCD_TIMEOUT - etcd_steps.STATE_AFTER) / etcd_steps.STATE_EVERY + 2
 
 
 def test_a_kubelet_that_does_not_start_stops_the_recovery_with_what_to_do(tmp_path: Path) -> None:

@@ -2,15 +2,22 @@
 
 Steps (each undone if a later one fails before the new data directory is in place):
 
-1. stop etcd: move ``/etc/kubernetes/manifests/etcd.yaml`` to ``/etc/kubernetes/tmp/`` (the kubelet stops
-   the static pod) and wait with ``crictl`` until no etcd container runs;
+1. stop the API server, then etcd: move ``/etc/kubernetes/manifests/kube-apiserver.yaml``, then ``etcd.yaml``, to
+   ``/etc/kubernetes/tmp/`` (the kubelet stops each static pod; the API server's container is also stopped with its
+   own drain grace, as ``certs renew`` stops it: the kubelet would give it 30 s for its open watches) and wait with
+   ``crictl`` until its container no longer runs (the API server first, while etcd still answers). The API server
+   is stopped as the Kubernetes documentation's etcd restore says, and for a reason measured on the lab (v1.37):
+   an API server without its etcd accepts connections and answers nothing, and the kubelet's housekeeping, which
+   deletes the stopped etcd's mirror Pod through it, blocked the kubelet's sync loop 34 s at a time: the etcd
+   manifest put back was not started for minutes. With the API server stopped that call is refused at once;
 2. keep the old data directory: rename it to ``<data-dir>.kuberevive-<UTC timestamp>`` (never deleted);
 3. ``etcdutl snapshot restore`` with the member name, initial cluster and peer URLs of the manifest, into a
    staging directory beside the data directory, then rename it into place (mode 0700). The snapshot is
    handed to etcdutl as an open file descriptor (``/proc/self/fd/N``): a snapshot file is never copied or read
    into memory (it may even be the old data directory's ``member/snap/db``, restored with
    ``skip_hash_check``: the descriptor follows the file when the directory is moved aside);
-4. put the manifest back and wait until etcd answers ``/health`` over mTLS.
+4. put etcd's manifest back and wait until etcd answers ``/health`` over mTLS, then the API server's (also when
+   etcd does not become healthy: the node is left with both manifests in place).
 
 Before step 1 the etcd safety preflight runs (:func:`kuberevive.core.etcdsafety.restore_preflight`): a restore
 that would split a multi-member cluster, put 3.5 data under an etcd 3.6 from an older 3.5 than 3.5.26, or restore
@@ -31,13 +38,20 @@ from pathlib import Path, PurePosixPath
 
 from kuberevive.core import etcdsafety
 from kuberevive.core.backup import SHA256_SIZE, EtcdMember, etcd_member
-from kuberevive.core.manifests import manifest_flags, parse_manifest
+from kuberevive.core.manifests import manifest_flags, parse_manifest, stop_grace_seconds
 from kuberevive.errors import BackupError, EtcdError, KubereviveError
 from kuberevive.io import etcdprobe, process
 from kuberevive.io.etcd import EtcdClient
+from kuberevive.io.host import LocalHost
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.kubeadm_yaml import node_dir_problem
-from kuberevive.model.paths import ETCD_CA_CRT, ETCD_HEALTHCHECK_CLIENT, ETCD_MANIFEST, KUBERNETES_TMP_DIR
+from kuberevive.model.paths import (
+    APISERVER_MANIFEST,
+    ETCD_CA_CRT,
+    ETCD_HEALTHCHECK_CLIENT,
+    ETCD_MANIFEST,
+    KUBERNETES_TMP_DIR,
+)
 from kuberevive.waiting import poll_until
 
 
@@ -61,6 +75,11 @@ def find_tool(name: str) -> str:
     return path
 
 
+#: Seconds after etcd's manifest is back without an etcd container running before the kubelet is restarted once
+#: (etcd starts 1-3 s after its manifest on the lab).
+KUBELET_KICK_AFTER = 10.0
+
+
 def member_from_manifest(manifest: bytes, source: str) -> EtcdMember:
     try:
         member = etcd_member(manifest_flags(parse_manifest(manifest)), source)
@@ -75,8 +94,9 @@ def member_from_manifest(manifest: bytes, source: str) -> EtcdMember:
     return member
 
 
-def _running_etcd(crictl: str) -> list[str]:
-    proc = process.run([crictl, "ps", "-q", "--name", "^etcd$", "--state", "Running"], text=True, timeout=30)
+def _running(crictl: str, name: str) -> list[str]:
+    """The ids of the running containers named exactly ``name``."""
+    proc = process.run([crictl, "ps", "-q", "--name", f"^{name}$", "--state", "Running"], text=True, timeout=30)
     if proc.returncode != 0:
         raise EtcdError(
             f"crictl cannot list containers: {proc.stderr.strip()[:200]}",
@@ -170,25 +190,40 @@ def _restore(
             raise EtcdError(f"{root.host_path(p)} already exists", "wait a second and run again")
     steps: list[str] = []
 
+    host = LocalHost(root, live=root.prefix == Path("/"))
+
+    def stop(name: str, manifest: PurePosixPath, aside: PurePosixPath) -> bool:
+        """Stop the static Pod ``name``: its manifest moved to ``aside`` (the kubelet stops it; its container is
+        stopped too, with the grace the tool gives it: the kubelet gives an API server 30 s for its open watches,
+        manifests.stop_grace_seconds), then wait until no container of that name runs. Whether one ran."""
+        ran = bool(_running(crictl, name))
+        pod = root.read(manifest)
+        root.rename(manifest, aside)
+        steps.append(f"moved {manifest} to {aside} to stop {name}")
+        progress(f"stopping {name} (manifest moved to {aside})")
+        host.stop_containers(name, grace=stop_grace_seconds(name, pod))
+        if not poll_until(
+            f"{name} to stop", stop_timeout, lambda: (not _running(crictl, name), "its container runs"), 1.0, retry=()
+        ).ok:
+            raise EtcdError(
+                f"{name} did not stop within {stop_timeout:.0f} s after its manifest was moved away",
+                "check the kubelet (is it running?), then run again",
+            )
+        steps.append(f"{name} container stopped")
+        return ran
+
     aside: PurePosixPath | None = None
-    moved_old = False
+    api_aside: PurePosixPath | None = None
+    moved_old = etcd_ran = False
     try:
         if manifest_on_node:
             # same file system as the manifest (a rename), outside the directory the kubelet watches
+            root.ensure_dir(KUBERNETES_TMP_DIR)
+            if root.exists(APISERVER_MANIFEST):  # first, and stopped before etcd: it drains while etcd answers
+                api_aside = KUBERNETES_TMP_DIR / f"kuberevive-kube-apiserver-{stamp}.yaml"
+                stop("kube-apiserver", APISERVER_MANIFEST, api_aside)
             aside = KUBERNETES_TMP_DIR / f"kuberevive-etcd-{stamp}.yaml"
-            root.ensure_dir(aside.parent)
-            root.rename(ETCD_MANIFEST, aside)
-            steps.append(f"moved {ETCD_MANIFEST} to {aside} to stop etcd")
-            progress(f"stopping etcd (manifest moved to {aside})")
-            stopped = poll_until(
-                "etcd to stop", stop_timeout, lambda: (not _running_etcd(crictl), "its container runs"), 1.0, retry=()
-            )
-            if not stopped.ok:
-                raise EtcdError(
-                    f"etcd did not stop within {stop_timeout:.0f} s after its manifest was moved away",
-                    "check the kubelet (is it running?), then run again",
-                )
-            steps.append("etcd container stopped")
+            etcd_ran = stop("etcd", ETCD_MANIFEST, aside)
         if root.exists(data_dir):
             root.rename(data_dir, old)
             moved_old = True
@@ -206,20 +241,52 @@ def _restore(
             root.rename(old, data_dir)
         if aside is not None:
             root.rename(aside, ETCD_MANIFEST)
+        if api_aside is not None:
+            root.rename(api_aside, APISERVER_MANIFEST)
         raise
 
     healthy = False
     if aside is not None:
         root.rename(aside, ETCD_MANIFEST)
         steps.append(f"moved {ETCD_MANIFEST} back")
+        # An etcd that crash-looped before the restore (no container ran when it was stopped): the kubelet keeps its
+        # restart back-off (up to 5 min; 40-80 s seen on the lab) for the Pod put back with the same manifest. A
+        # restarted kubelet forgets it and, with no API server to wait on, starts etcd at once (running containers
+        # are kept). Done at once then, else once if no etcd container runs KUBELET_KICK_AFTER seconds later.
+        kicked = False
+
+        def kick(why: str) -> None:
+            nonlocal kicked
+            kicked = True
+            progress(f"{why}: restarting the kubelet (it forgets etcd's restart back-off; containers keep running)")
+            with contextlib.suppress(KubereviveError):
+                host.restart_unit("kubelet")
+                steps.append(f"restarted the kubelet ({why})")
+
+        if not etcd_ran:
+            kick("etcd was not running before the restore")
         progress("waiting for etcd to be healthy")
-        healthy = poll_until(
-            "etcd to be healthy", health_timeout, lambda: (_healthy(root, member), "not healthy yet"), 2.0, retry=()
-        ).ok
+        started = time.monotonic()
+
+        def etcd_healthy() -> tuple[bool, str]:
+            if _healthy(root, member):
+                return True, ""
+            if kicked or time.monotonic() - started < KUBELET_KICK_AFTER or _running(crictl, "etcd"):
+                return False, "not healthy yet"
+            kick(f"no etcd container runs {KUBELET_KICK_AFTER:.0f} s after its manifest is back")
+            return False, "not healthy yet (the kubelet was restarted)"
+
+        try:
+            healthy = poll_until("etcd to be healthy", health_timeout, etcd_healthy, 1.0, retry=()).ok
+        finally:
+            if api_aside is not None:  # in any case: the node keeps every manifest it had
+                root.rename(api_aside, APISERVER_MANIFEST)
+                steps.append(f"moved {APISERVER_MANIFEST} back")
+                progress("the API server's manifest is back: the kubelet starts it")
         if not healthy:
+            kept = f" (old data kept as {root.host_path(old)})" if moved_old else ""
             raise EtcdError(
-                f"etcd was restored but is not healthy after {health_timeout:.0f} s "
-                f"(old data kept as {root.host_path(old)})",
+                f"etcd was restored but is not healthy after {health_timeout:.0f} s{kept}",
                 "check the etcd container's log with crictl logs",
             )
         steps.append("etcd is healthy")

@@ -196,6 +196,17 @@ class KubeApi:
     def replace(self, path: str, obj: Mapping[str, Any]) -> Any:
         return self.request("PUT", path, obj)
 
+    def replace_if_unchanged(self, path: str, obj: Mapping[str, Any]) -> bool:
+        """PUT ``obj`` (with the ``resourceVersion`` it was read at); ``False`` when the object changed meanwhile (409:
+        another writer's version is kept, not overwritten)."""
+        try:
+            self.replace(path, obj)
+        except KubeApiError as exc:
+            if exc.status != 409:
+                raise
+            return False
+        return True
+
     def patch(self, path: str, obj: Any, patch_type: str = "merge") -> Any:
         return self.request("PATCH", path, obj, content_type=PATCH_TYPES[patch_type])
 

@@ -10,7 +10,7 @@ from kuberevive.core import guard as guardcore
 from kuberevive.core import recover as core
 from kuberevive.core import satokens
 from kuberevive.core.retrust import guard_manifest
-from kuberevive.errors import KubeApiError, KubereviveError
+from kuberevive.errors import KubereviveError
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.model.artifacts import Artifact
 from kuberevive.model.paths import KUBELET_CLIENT_CURRENT, KUBELET_PODS
@@ -162,11 +162,7 @@ def release_dead_leader(ctx: StepContext) -> None:
     if body is None:
         return
     holder = (lease.get("spec") or {}).get("holderIdentity")
-    try:
-        api.replace(KCM_LEASE, body)  # with its resourceVersion: a holder that renewed meanwhile keeps its lease
-    except KubeApiError as exc:
-        if exc.status != 409:
-            raise
+    if not api.replace_if_unchanged(KCM_LEASE, body):  # a holder that renewed meanwhile keeps its lease
         return
     ctx.progress(
         f"      the controller-manager leader lease of {holder}, an instance gone before this recovery, released: "

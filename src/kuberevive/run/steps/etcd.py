@@ -21,8 +21,10 @@ ETCD_TIMEOUT = 180.0
 #: After this long without an etcd container running, the kubelet (which runs and has the manifest, or re-lists it
 #: every 20 s) is restarted once more: a restarted kubelet lists the manifests directory and starts etcd at once.
 KUBELET_KICK_AFTER = 60.0
-#: From then on a failed probe also names the etcd container's and the kubelet's state (etcd takes 2-5 s to start).
+#: From then on a failed probe also names the etcd container's and the kubelet's state (etcd takes 2-5 s to start),
+#: asked at most every STATE_EVERY seconds.
 STATE_AFTER = 10.0
+STATE_EVERY = 2.0
 
 _STALE_TLS = re.compile(
     r"unknown ca|bad certificate|not trusted by the etcd CA|certificate verify failed|alert internal error", re.I
@@ -50,9 +52,10 @@ def etcd_ready(ctx: StepContext, i: int) -> None:
     client = ctx.etcd(ctx.bootstrap_cfg())
     restarted = kicked = False
     started = ctx.monotonic()
+    looked_at, etcd_runs, kubelet = float("-inf"), False, ""  # the node's state: when last asked, what it showed
 
     def healthy() -> tuple[bool, str]:
-        nonlocal restarted, kicked
+        nonlocal restarted, kicked, looked_at, etcd_runs, kubelet
         try:
             return client.health()
         except EtcdError as exc:
@@ -62,13 +65,17 @@ def etcd_ready(ctx: StepContext, i: int) -> None:
                 restarted = True
                 if ctx.host.stop_containers("etcd", ctx.identity.cri_socket):
                     ctx.progress("      etcd ran with other certificates: its container was restarted")
-            if not ctx.host.live or ctx.monotonic() - started < STATE_AFTER:
+            now = ctx.monotonic()
+            if not ctx.host.live or now - started < STATE_AFTER:
                 raise
-            # what the node shows, in the last message (the one a timeout reports)
-            etcd_runs = bool(ctx.host.containers("etcd", ctx.identity.cri_socket))
-            kubelet = kubelet_state(ctx)
+            # what the node shows, in the last message (the one a timeout reports); asked at most every
+            # STATE_EVERY seconds (a crictl and an HTTP request), not at every 0.2 s probe
+            if now - looked_at >= STATE_EVERY:
+                looked_at = now
+                etcd_runs = bool(ctx.host.containers("etcd", ctx.identity.cri_socket))
+                kubelet = kubelet_state(ctx)
             state = f"; etcd container {'running' if etcd_runs else 'not running'}, the kubelet {kubelet}"
-            if not kicked and not etcd_runs and ctx.monotonic() - started >= KUBELET_KICK_AFTER:
+            if not kicked and not etcd_runs and now - started >= KUBELET_KICK_AFTER:
                 kicked = True
                 ctx.progress(
                     f"      no etcd container runs {KUBELET_KICK_AFTER:.0f} s after its manifest (the kubelet "

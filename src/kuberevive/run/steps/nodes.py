@@ -18,7 +18,7 @@ from kuberevive.core import recover as rcore
 from kuberevive.core import retrust as core
 from kuberevive.core import satokens
 from kuberevive.core.kubeconfig import control_plane_url
-from kuberevive.errors import KubeApiError, PlanError
+from kuberevive.errors import PlanError
 from kuberevive.io import csr_approve, restarts_apply, trust_apply
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.model.artifacts import Artifact, ArtifactKind
@@ -259,11 +259,7 @@ def remove_guard(ctx: StepContext, i: int) -> None:
         if body is None:
             state = "stopped" if stopped else "still runs"
             return False, f"lease holder {holder or '-'}; the guarded kube-controller-manager {state}"
-        try:
-            api.replace(KCM_LEASE, body)  # with its resourceVersion: a successor's lease is never overwritten
-        except KubeApiError as exc:
-            if exc.status != 409:
-                raise
+        if not api.replace_if_unchanged(KCM_LEASE, body):  # a successor's lease is never overwritten
             return True, "the lease changed meanwhile (a successor took it)"
         ctx.progress("      the guarded kube-controller-manager stopped: its leader lease released for it")
         return True, "released"
