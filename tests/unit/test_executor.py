@@ -46,7 +46,7 @@ from kuberevive.model.paths import BACKUP_DIR
 from kuberevive.model.recover import RetrustOptions, TrustFlags
 from kuberevive.run.context import Effects, Faults, StepContext, StepFn, node_api, node_etcd
 from kuberevive.run.journal import JOURNAL, RecoveryJournal
-from kuberevive.run.recover import KEYS_AHEAD, RecoveryResult, apply_recovery, plan_recovery
+from kuberevive.run.recover import KEY_WORKERS, KEYS_AHEAD, RecoveryResult, apply_recovery, plan_recovery
 from kuberevive.run.steps import STEPS, check_table
 from kuberevive.run.steps import etcd as etcd_steps
 from kuberevive.waiting import QUICK
@@ -466,15 +466,20 @@ def test_the_keys_the_first_steps_need_are_made_ahead_while_the_run_plans_and_th
         made[when[0]].append(key.public_key().public_numbers())
         return key
 
+    workers: list[Callable[[], None]] = []
+
     def background(work: Callable[[], None]) -> None:
         work()  # at once: as if the thread had finished before the first step
-        when[0] = "by the steps"
+        workers.append(work)
+        if len(workers) == KEY_WORKERS:
+            when[0] = "by the steps"
 
     monkeypatch.setattr(rsa, "generate_private_key", recording)
     c.background = background
     result = c.recover()
     assert_recovered(c, result)
     assert len(made["ahead"]) == KEYS_AHEAD and made["by the steps"] == []
+    assert len(workers) == KEY_WORKERS == 2  # one thread per core
     # etcd's keys (the bootstrap configuration: RSA-2048) are keys made ahead, each used once
     etcd_keys = [f"/etc/kubernetes/pki/etcd/{n}.key" for n in ("ca", "server", "peer", "healthcheck-client")]
     used = []

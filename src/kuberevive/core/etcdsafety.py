@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kuberevive.errors import EtcdError
@@ -417,6 +417,8 @@ def check_data_dir(d: DataDir) -> list[Problem]:
 # padding when its top bit is set), then a walpb.Record {type=1, crc=2, data=3}; snapshotType is 5 and its data a
 # walpb.Snapshot {index=1, term=2}. A zero length is the preallocated end of the file.
 _WAL_SNAPSHOT_TYPE = 5
+#: An entryType record's data is a raftpb.Entry {Type=1, Term=2, Index=3, Data=4}.
+_WAL_ENTRY_TYPE = 2
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -452,14 +454,22 @@ def _fields(data: bytes) -> dict[int, int | bytes]:
 
 
 class WalScanner:
-    """Feed a WAL file's bytes in chunks; :attr:`snapshots` collects the (term, index) snapshot records."""
+    """Feed a WAL file's bytes in chunks; :attr:`snapshots` collects the (term, index) snapshot records and, given
+    ``needles``, :attr:`mentioned` which of them an entry after index ``after`` carries."""
 
     MAX_RECORD = 64 << 20
 
-    def __init__(self) -> None:
+    def __init__(self, needles: Iterable[bytes] = (), after: int = 0) -> None:
         self._buf = bytearray()
         self.snapshots: list[tuple[int, int]] = []
         self.done = False
+        self.broken = False
+        """A record that is not a walpb.Record or a size past :attr:`MAX_RECORD`: what follows was not read."""
+        self.needles = tuple(needles)
+        self.after = after
+        self.mentioned: set[bytes] = set()
+        """Which of ``needles`` the data of an entry with an index above ``after`` contains (raw bytes: a Put,
+        a Txn or a Delete of a key carries the key as it is)."""
 
     def feed(self, chunk: bytes) -> None:
         if self.done:
@@ -473,7 +483,7 @@ class WalScanner:
             size = raw & 0x00FF_FFFF_FFFF_FFFF
             pad = (raw >> 56) & 0x7 if raw >> 63 else 0
             if size > self.MAX_RECORD:
-                self.done = True  # torn or not a WAL: stop, what was found stands
+                self.done = self.broken = True  # torn or not a WAL: stop, what was found stands
                 return
             if len(self._buf) < 8 + size + pad:
                 return
@@ -481,15 +491,26 @@ class WalScanner:
             del self._buf[: 8 + size + pad]
             try:
                 fields = _fields(rec)
+                data = fields.get(3, b"")
+                data = data if isinstance(data, bytes) else b""
                 if fields.get(1) == _WAL_SNAPSHOT_TYPE:
-                    data = fields.get(3, b"")
-                    snap = _fields(data if isinstance(data, bytes) else b"")
+                    snap = _fields(data)
                     index, term = snap.get(1, 0), snap.get(2, 0)
                     if isinstance(index, int) and isinstance(term, int):
                         self.snapshots.append((term, index))
+                elif fields.get(1) == _WAL_ENTRY_TYPE and self.needles:
+                    entry = _fields(data)
+                    index, payload = entry.get(3, 0), entry.get(4, b"")
+                    if isinstance(index, int) and index > self.after and isinstance(payload, bytes):
+                        self.mentioned.update(n for n in self.needles if n in payload)
             except ValueError:
-                self.done = True
+                self.done = self.broken = True
                 return
+
+    def finish(self) -> None:
+        """At the end of the file: a torn last record (etcd drops it when it starts) counts as mentioning what its
+        bytes contain, so a caller that must be sure errs on the safe side."""
+        self.mentioned.update(n for n in self.needles if n in self._buf)
 
 
 # ---------------------------------------------------------------------------- the v3 store (bbolt)
@@ -528,8 +549,14 @@ class _Bolt:
         overflow = struct.unpack_from("<I", p, 12)[0]
         return self.read(pgid * size, size * (1 + overflow)) if overflow else p
 
-    def walk(self, page: bytes, base: int, out: dict[bytes, tuple[int, bytes]], depth: int = 0) -> None:
+    def walk(self, page: bytes, base: int, out: dict[bytes, tuple[int, bytes]]) -> None:
         """Every leaf element under the page at ``page[base:]``: key -> (flags, value)."""
+        for eflags, key, value in self.each(page, base):
+            out[key] = (eflags, value)
+
+    def each(self, page: bytes, base: int, depth: int = 0) -> Iterator[tuple[int, bytes, bytes]]:
+        """(flags, key, value) of every leaf element under the page at ``page[base:]``, in key order, one page in
+        memory per level."""
         if depth > 64:
             raise ValueError("bbolt tree too deep")
         flags, count = struct.unpack_from("<HH", page, base + 8)
@@ -537,12 +564,12 @@ class _Bolt:
         if flags & _BRANCH:
             for i in range(count):
                 _pos, _ksize, child = struct.unpack_from("<IIQ", page, elems + 16 * i)
-                self.walk(self.page_at(child), 0, out, depth + 1)
+                yield from self.each(self.page_at(child), 0, depth + 1)
         elif flags & _LEAF:
             for i in range(count):
                 eflags, pos, ksize, vsize = struct.unpack_from("<IIII", page, elems + 16 * i)
                 start = elems + 16 * i + pos
-                out[page[start : start + ksize]] = (eflags, page[start + ksize : start + ksize + vsize])
+                yield eflags, page[start : start + ksize], page[start + ksize : start + ksize + vsize]
         else:
             raise ValueError(f"unexpected bbolt page flags {flags:#x}")
 
@@ -604,6 +631,49 @@ def stored_revision(read: Callable[[int, int], bytes]) -> int:
     last = bolt.last_key(*found)
     compacted = bolt_bucket(read, b"meta").get(b"finishedCompactRev")
     return max(_revision_of(last) if last else 0, _revision_of(compacted) if compacted else 0)
+
+
+def consistent_index(read: Callable[[int, int], bytes]) -> int:
+    """The raft index of the last entry applied to the v3 store (bucket ``meta``, ``consistent_index``: 8 bytes
+    big-endian, written in the same bbolt transaction as the entry's changes). Entries of the WAL after it are
+    applied again when etcd starts. ValueError without it."""
+    value = bolt_bucket(read, b"meta").get(b"consistent_index")
+    if value is None or len(value) != 8:
+        raise ValueError("no consistent_index in bucket 'meta': not an etcd v3 store")
+    return int.from_bytes(value, "big")
+
+
+def latest_values(
+    read: Callable[[int, int], bytes], keys: Iterable[bytes], expired: Callable[[], bool] = lambda: False
+) -> dict[bytes, bytes]:
+    """The value of the newest revision of each of ``keys`` in an etcd v3 store (bucket ``key``: revision ->
+    mvccpb.KeyValue {key=1, create_revision=2, mod_revision=3, version=4, value=5, lease=6}); a key whose newest
+    revision is a tombstone (a revision key ending in ``t``) or that has none is left out. Every revision is
+    visited, as etcd does when it builds its index at start; ``expired()`` is asked every page and raises
+    ValueError("time budget") when true. ValueError when it is not an etcd db."""
+    wanted = frozenset(keys)
+    bolt = _Bolt(read)
+    found = bolt.bucket_page(b"key")
+    if found is None:
+        raise ValueError("no 'key' bucket: not an etcd v3 store")
+    newest: dict[bytes, tuple[bytes, bytes | None]] = {}
+    checked = 0
+    for eflags, rev, value in bolt.each(*found):
+        checked += 1
+        if checked % 256 == 0 and expired():
+            raise ValueError("time budget")
+        if eflags & _BUCKET_LEAF or not any(k in value for k in wanted):
+            continue
+        kv = _fields(value)
+        key = kv.get(1)
+        if not isinstance(key, bytes) or key not in wanted:
+            continue
+        tombstone = len(rev) == 18 and rev[17:] == b"t"
+        order = rev[:17]
+        if key not in newest or order > newest[key][0]:
+            data = kv.get(5, b"")
+            newest[key] = (order, None if tombstone else (data if isinstance(data, bytes) else b""))
+    return {k: v for k, (_order, v) in newest.items() if v is not None}
 
 
 def stored_members(read: Callable[[int, int], bytes]) -> tuple[Member, ...]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
@@ -43,6 +44,7 @@ import yaml
 from cryptography import x509
 
 from kuberevive.core import pki, salvage, satokens, versions, yamlfmt
+from kuberevive.core.k8sproto import decode_configmap, object_meta
 from kuberevive.core.kubeconfig import (
     Kubeconfig,
     KubeconfigSpec,
@@ -70,6 +72,7 @@ from kuberevive.model.recover import NodeEvidence, NodeIdentity, RecoveryPlan, S
 
 KUBEADM_CONFIG_KEY = "/registry/configmaps/kube-system/kubeadm-config"
 KUBELET_CONFIG_KEY = "/registry/configmaps/kube-system/kubelet-config"
+CLUSTER_INFO_KEY = "/registry/configmaps/kube-public/cluster-info"
 APISERVER_ENDPOINT_ANNOTATION = "kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint"
 ETCD_CLIENT_URLS_ANNOTATION = "kubeadm.kubernetes.io/etcd.advertise-client-urls"
 
@@ -235,10 +238,12 @@ def bootstrap_config(identity: NodeIdentity) -> KubeadmConfig:
     return load_kubeadm_config(text, NodeFacts(hostname=identity.node_name))
 
 
+@functools.lru_cache(maxsize=8)
 def final_config(identity: NodeIdentity, cluster_configuration_yaml: str, kubelet_yaml: str | None) -> KubeadmConfig:
     """The stored ClusterConfiguration joined with this node's identity (and the stored kubelet config). Its
     ``kubernetesVersion`` decides which minor's kubeadm everything is generated as; a stored configuration without
-    one (kubeadm always writes it) takes the version read from the node."""
+    one (kubeadm always writes it) takes the version read from the node. Cached (a few, in memory): every step asks
+    for it and parsing the YAML again each time cost ~20 ms a call; the arguments and the result are immutable."""
     stored = cluster_configuration_yaml.strip("\n")
     if stored_kubernetes_version(cluster_configuration_yaml) is None:
         stored += f"\nkubernetesVersion: {identity.kubernetes_version}"
@@ -269,6 +274,49 @@ def with_stored_version(identity: NodeIdentity, cluster_configuration_yaml: str)
     version, source = found
     others = tuple(s for s in identity.sources if s[0] != "Kubernetes version")
     return dataclasses.replace(identity, kubernetes_version=version, sources=(*others, ("Kubernetes version", source)))
+
+
+def apiserver_pod_key(node_name: str) -> str:
+    """The etcd key of the node's kube-apiserver mirror pod (its advertise-address annotation)."""
+    return f"/registry/pods/kube-system/kube-apiserver-{node_name}"
+
+
+def stored_keys(node_name: str) -> tuple[str, ...]:
+    """Every etcd key :func:`stored_view` reads."""
+    return (KUBEADM_CONFIG_KEY, KUBELET_CONFIG_KEY, apiserver_pod_key(node_name), CLUSTER_INFO_KEY)
+
+
+@dataclass(frozen=True)
+class StoredView:
+    """What a recovery takes from etcd: the node's identity checked against it, the stored ClusterConfiguration and
+    KubeletConfiguration, and the CA ``kube-public/cluster-info`` carries (the one the rest of the cluster trusts)."""
+
+    identity: NodeIdentity
+    cluster_yaml: str
+    kubelet_yaml: str | None
+    cluster_ca: bytes | None
+
+
+def stored_view(identity: NodeIdentity, get: Callable[[str], bytes | None], member_peer_urls: list[str]) -> StoredView:
+    """The :class:`StoredView` from etcd's values (``get(key)``: the stored bytes, None without the key), read from
+    the live etcd or, before it starts, from its data files. PlanError when kubeadm-config is missing or empty."""
+    raw = get(KUBEADM_CONFIG_KEY)
+    if raw is None:
+        raise PlanError(
+            f"etcd has no {KUBEADM_CONFIG_KEY}: this etcd data was not made by kubeadm init",
+            "pass the kubeadm configuration with --config",
+        )
+    cluster_yaml = decode_configmap(raw).data.get("ClusterConfiguration")
+    if not cluster_yaml:
+        raise PlanError("kube-system/kubeadm-config in etcd has no ClusterConfiguration key", "pass --config")
+    kubelet_raw = get(KUBELET_CONFIG_KEY)
+    kubelet_yaml = decode_configmap(kubelet_raw).data.get("kubelet") if kubelet_raw else None
+    pod = get(apiserver_pod_key(identity.node_name))
+    endpoint = object_meta(pod)[1].annotations.get(APISERVER_ENDPOINT_ANNOTATION) if pod else None
+    refined = with_stored_version(refine_identity(identity, endpoint, member_peer_urls), cluster_yaml)
+    info = get(CLUSTER_INFO_KEY)
+    cluster_ca = embedded_ca(decode_configmap(info).data.get("kubeconfig", "").encode()) if info else None
+    return StoredView(refined, cluster_yaml, kubelet_yaml, cluster_ca)
 
 
 def refine_identity(
@@ -985,18 +1033,67 @@ SALVAGE_STEP_IDS = tuple(s for s in STEP_IDS if s not in ALL_MASTERS_STEP_IDS)
 ALL_MASTERS_IDS = tuple(s for s in STEP_IDS if s not in (salvage.STEP_ID, salvage.BRIDGE_STEP_ID))
 
 
+#: The seed recovery when the configuration was read from etcd's data files before etcd runs (``early``): every
+#: file first, then one kubelet restart starts etcd and the control plane together (as kubeadm init does), and
+#: read-config checks the configuration against the live etcd; kubelet-restart is not needed.
+EARLY_STEP_IDS = (
+    "etcd-certs",
+    "certs",
+    "kubeconfigs",
+    "kubelet-client",
+    "etcd-manifest",
+    "control-plane-manifests",
+    "kubelet-start",
+    "etcd-ready",
+    "read-config",
+    *SEED_STEP_IDS[SEED_STEP_IDS.index("api-ready") :],
+)
+
+_EARLY_TEXTS = {
+    "control-plane-manifests": (
+        "API server, controller-manager and scheduler manifests, written with etcd's",
+        "built from the ClusterConfiguration read from etcd's data file, so the kubelet starts the API server "
+        "together with etcd; with a new cluster CA the controller-manager runs with the eviction guard "
+        "(taint-eviction-controller disabled) until the other nodes are re-trusted",
+    ),
+    "kubelet-start": (
+        "restart the kubelet so it starts etcd and the control plane at once",
+        "it takes the new CA and client certificate, and lists the manifests directory at start (a kubelet that "
+        "saw /etc/kubernetes/manifests deleted notices new manifests only at its 20 s re-list); a kube-apiserver "
+        "container left from before the loss is stopped first; running workload containers are not stopped",
+    ),
+    "etcd-ready": ("wait for etcd", "read-config checks the configuration against it"),
+    "read-config": (
+        "check the configuration read from etcd's data file against etcd",
+        "kube-system/kubeadm-config and kubelet-config, cluster-info and this node's API server pod were read "
+        "from the data file (no later entry of etcd's log named them); the live etcd must serve the same, "
+        "otherwise the API server is stopped and the files written are moved aside",
+    ),
+}
+
+
 def plan_steps(
     identity: NodeIdentity,
     cfg: KubeadmConfig,
     kept: Mapping[str, bytes],
     salvage_from: tuple[str, ...] = (),
     extra: Mapping[str, Step] | None = None,
+    early: bool = False,
 ) -> tuple[Step, ...]:
     """Every step of the seed recovery, in order (paths from ``cfg``: the bootstrap or the stored one).
     ``salvage_from``: healthy control-plane peers whose trust material this node takes (first step).
     ``extra``: the all-masters steps by id (:func:`kuberevive.core.allmasters.plan_steps`), when every control-plane
-    node lost its files; each is placed where :data:`STEP_IDS` has it."""
+    node lost its files; each is placed where :data:`STEP_IDS` has it. ``early``: the stored configuration was read
+    from etcd's data files (a seed recovery only): the order of :data:`EARLY_STEP_IDS`."""
     steps = _plan_steps(identity, cfg, kept, salvage_from)
+    if early:
+        if salvage_from or extra:
+            raise ValueError("the early order is for a recovery without peers")
+        by_id = {s.id: s for s in steps}
+        for sid, (title, why) in _EARLY_TEXTS.items():
+            by_id[sid] = dataclasses.replace(by_id[sid], title=title, why=why)
+        by_id["kubelet-start"] = dataclasses.replace(by_id["kubelet-start"], files=())  # nothing provisional
+        return tuple(by_id[sid] for sid in EARLY_STEP_IDS)
     if not extra:
         return steps
     out: list[Step] = []
@@ -1285,7 +1382,8 @@ def make_plan(
     notes: tuple[str, ...] = (),
     salvage_from: tuple[str, ...] = (),
     extra: Mapping[str, Step] | None = None,
+    early: bool = False,
 ) -> RecoveryPlan:
     if healthy_reason or identity is None or cfg is None:
         return RecoveryPlan(identity, (), (), healthy_reason or "nothing to do", notes)
-    return RecoveryPlan(identity, plan_steps(identity, cfg, kept, salvage_from, extra), done, "", notes)
+    return RecoveryPlan(identity, plan_steps(identity, cfg, kept, salvage_from, extra, early), done, "", notes)

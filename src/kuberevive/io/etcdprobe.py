@@ -5,10 +5,12 @@ and pages, never whole) and, when it answers, its etcd over mTLS (status, alarms
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
 import struct
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
@@ -131,6 +133,79 @@ def stored_revision(root: NodeRoot, db: PurePosixPath) -> int | None:
     """The current revision of the etcd v3 store ``db`` (a data directory's ``member/snap/db`` or a snapshot), read
     along its rightmost pages; None when it cannot be read as one."""
     return _read_db(root, db, safety.stored_revision)
+
+
+#: How long reading values from a stopped member's data may take before the caller does without them.
+STORED_VALUES_SECONDS = 2.0
+
+
+def stored_values(
+    root: NodeRoot,
+    data_dir: PurePosixPath,
+    keys: Sequence[str],
+    budget: float = STORED_VALUES_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, bytes] | None:
+    """The newest value of each of ``keys`` (absent: no such key) as etcd will serve it once it starts on
+    ``data_dir``, read from the files of a member that does not run: its db holds every entry up to its
+    ``consistent_index``, and etcd applies the WAL's later entries again when it starts, so the values are sure
+    only when no such entry names one of the keys. None when that is not sure: the db or a WAL file unreadable or
+    torn, ``budget`` seconds spent, or a later entry (or a torn last record) naming a key."""
+    deadline = clock() + budget
+    needles = [k.encode() for k in keys]
+
+    def parse(read: Callable[[int, int], bytes]) -> tuple[int, dict[bytes, bytes]]:
+        return safety.consistent_index(read), safety.latest_values(read, needles, lambda: clock() > deadline)
+
+    got = _read_db(root, data_dir / "member" / "snap" / "db", parse)
+    if got is None:
+        return None
+    applied, values = got
+    wal_dir = root.host_path(data_dir / "member" / "wal")
+    names = _names(wal_dir, ".wal")
+    # <seq>-<index>.wal: the raft index of the file's first entry; entries after ``applied`` can only be in the
+    # last file that starts at or before it and in the files after that
+    start = 0
+    for i, name in enumerate(names):
+        try:
+            first = int(name.removesuffix(".wal").split("-")[1], 16)
+        except (IndexError, ValueError):
+            return None
+        if first <= applied:
+            start = i
+    if not names:
+        return None
+    for name in names[start:]:
+        fd = _open_regular(wal_dir / name)
+        if fd is None:
+            return None
+        scanner = safety.WalScanner(needles, applied)
+        try:
+            if not _unlocked(fd):  # etcd runs on these files (it locks its WAL files): they are being written
+                return None
+            while not scanner.done and (chunk := os.read(fd, READ_BYTES)):
+                scanner.feed(chunk)
+                if clock() > deadline:
+                    return None
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        scanner.finish()
+        if scanner.broken or scanner.mentioned:
+            return None
+    return {k.decode(): v for k, v in values.items()}
+
+
+def _unlocked(fd: int) -> bool:
+    """Whether no process holds a write lock on the file: a running etcd locks each WAL file it uses (an OFD lock
+    on Linux, which POSIX record locks see; a shared lock is tried and at once released)."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    fcntl.lockf(fd, fcntl.LOCK_UN)
+    return True
 
 
 def client_for(root: NodeRoot, url: str, timeout: float = 5.0) -> EtcdClient | None:

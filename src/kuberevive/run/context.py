@@ -272,6 +272,10 @@ class StepContext:
     # -- configuration -------------------------------------------------------------------
 
     def bootstrap_cfg(self) -> KubeadmConfig:
+        """The configuration etcd's steps use: the bootstrap one, or the stored one when it was read from etcd's
+        data files before etcd ran (``early_config``)."""
+        if self.journal.early_config:
+            return self.final_cfg()
         return bootstrap_config(self.identity, self.given)
 
     def final_cfg(self) -> KubeadmConfig:

@@ -298,6 +298,9 @@ class RecoveryJournal(Journal):
     config: StoredConfig | None = None
     cluster_ca: str | None = None
     """Base64 of the CA ``kube-public/cluster-info`` in etcd carries (the CA the cluster trusts)."""
+    early_config: bool | None = None
+    """``config``, ``cluster_ca`` and ``identity`` were read from etcd's data files before etcd ran: the plan writes
+    every file before the kubelet starts etcd and the control plane together, read-config checks them against etcd."""
     trust: TrustFlags | None = None
     guard: str | None = None
     """``on`` while kube-controller-manager runs with the eviction guard, ``off`` otherwise."""

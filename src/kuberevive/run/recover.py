@@ -33,8 +33,8 @@ from kuberevive.core import recover as core
 from kuberevive.core.manifests import etcd_image
 from kuberevive.core.retrust import unreporting_nodes
 from kuberevive.errors import ConfigMismatch, EtcdError, KubeApiError, KubereviveError, PlanError
+from kuberevive.io import etcdprobe, nodefacts
 from kuberevive.io import node as nodeio
-from kuberevive.io import nodefacts
 from kuberevive.io.host import LocalHost
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
@@ -54,7 +54,7 @@ from kuberevive.run.context import (
     bootstrap_config,
     final_config,
 )
-from kuberevive.run.journal import JOURNAL, RecoveryJournal, now_text, recovery_lock
+from kuberevive.run.journal import JOURNAL, RecoveryJournal, StoredConfig, now_text, recovery_lock
 from kuberevive.run.steps import STEPS
 
 # ------------------------------------------------------------------------------------- health
@@ -150,6 +150,8 @@ class _Prepared:
     """Without peers to salvage from: the other members this node's etcd data lists (--apply refuses)."""
     masters: tuple[NodeIdentity, ...] = ()
     """The other control-plane nodes, when every one lost its files too (the all-masters case)."""
+    early: core.StoredView | None = None
+    """The stored configuration, read from etcd's data files before etcd runs (:func:`_early_view`)."""
 
     def bootstrap_cfg(self) -> KubeadmConfig:
         return bootstrap_config(self.identity, self.given)
@@ -213,6 +215,7 @@ def _prepare(
             notes=resuming,
             salvage_from=salvage_from,
             extra=_masters_steps(masters, cfg),
+            early=bool(journal.early_config),
         )
     health = _health(host, facts, fx)
     if health.reason:
@@ -235,7 +238,14 @@ def _prepare(
         core.require_control_plane(evidence)
         identity = _identity_from_config(given)
     salvage_from = _salvage_from(options or RetrustOptions(), identity.node_name, kept)
-    etcd_peers = () if salvage_from else _etcd_peers(root, identity)
+    if salvage_from:
+        etcd_peers: tuple[InventoryNode, ...] = ()
+    elif probed is not None and "etcd_peers" in probed:  # etcd's files scanned once per run, not once per plan
+        etcd_peers = probed["etcd_peers"]
+    else:
+        etcd_peers = _etcd_peers(root, identity)
+        if probed is not None:
+            probed["etcd_peers"] = etcd_peers
     if probed is not None and "masters" in probed:
         masters, lost_notes = probed["masters"], probed["notes"]
     else:
@@ -247,10 +257,25 @@ def _prepare(
     ctx = _Prepared(host, identity, given, kept, facts, None, salvage_from, etcd_peers=etcd_peers, masters=masters)
     cfg = ctx.bootstrap_cfg()
     core.kept_files(cfg, kept)  # validate kept material before anything is written
+    plain = given is None and not salvage_from and not masters and not etcd_peers
+    if plain and probed is not None and "early" in probed:
+        ctx.early = probed["early"]
+    elif plain:
+        ctx.early = _early_view(host, identity)
+        if probed is not None:
+            probed["early"] = ctx.early
     notes = [
         "the ClusterConfiguration is read from etcd (kube-system/kubeadm-config) once etcd runs; "
         "file lists below use kubeadm's default paths until then",
     ]
+    if ctx.early is not None:
+        ctx.identity = ctx.early.identity
+        cfg = core.final_config(ctx.identity, ctx.early.cluster_yaml, ctx.early.kubelet_yaml)
+        notes = [
+            "the ClusterConfiguration was read from etcd's data file (kube-system/kubeadm-config; no entry of "
+            "etcd's log after the file's applied index names it): every file is written before the kubelet starts "
+            "etcd and the API server together; read-config checks it against etcd once etcd answers",
+        ]
     notes.extend(lost_notes)
     if salvage_from:
         notes.append(
@@ -286,8 +311,37 @@ def _prepare(
             if v.path in files or v.action != core.KEEP:
                 notes.append(v.line())
     return ctx, core.make_plan(
-        identity, cfg, kept, notes=tuple(notes), salvage_from=salvage_from, extra=_masters_steps(masters, cfg)
+        ctx.identity,
+        cfg,
+        kept,
+        notes=tuple(notes),
+        salvage_from=salvage_from,
+        extra=_masters_steps(masters, cfg),
+        early=ctx.early is not None,
     )
+
+
+def _early_view(host: LocalHost, identity: NodeIdentity) -> core.StoredView | None:
+    """The stored configuration read from the files of this node's etcd member while it does not run, so that every
+    file can be written before etcd starts; None (read-config reads it from etcd once it runs) when that is not
+    sure: etcd runs (it writes its files), the node is not this machine, the files are unreadable or the read took
+    too long (:func:`kuberevive.io.etcdprobe.stored_values`), a log entry not yet in the db names a key read, the
+    member list is not exactly one member, or the configuration does not build."""
+    if not host.live or host.containers("etcd", identity.cri_socket):
+        return None
+    data = PurePosixPath(identity.etcd_data_dir)
+    values = etcdprobe.stored_values(host.root, data, core.stored_keys(identity.node_name))
+    if values is None or core.KUBEADM_CONFIG_KEY not in values:
+        return None
+    members = etcdprobe.stored_members(host.root, data / "member" / "snap" / "db")
+    if members is None or len(members) != 1:
+        return None
+    try:
+        view = core.stored_view(identity, values.get, list(members[0].peer_urls))
+        core.final_config(view.identity, view.cluster_yaml, view.kubelet_yaml)
+    except KubereviveError:
+        return None
+    return view
 
 
 def _masters_steps(masters: tuple[NodeIdentity, ...], cfg: KubeadmConfig) -> dict[str, Step] | None:
@@ -461,6 +515,10 @@ def _roll_back_written(ctx: StepContext) -> list[str]:
             if data is not None and data == item.content_bytes():
                 aside = ctx.move_aside(p, stamp)
                 moved.append(f"{p} -> {aside}")
+    current = paths.KUBELET_CLIENT_CURRENT  # kubelet-client pointed it at a certificate moved aside just now
+    target = root.readlink(current)
+    if target is not None and any(f"{target} -> " in m for m in moved):
+        moved.append(f"{current} -> {ctx.move_aside(current, stamp)}")
     ctx.move_aside(JOURNAL, stamp)
     return moved
 
@@ -490,6 +548,10 @@ def _repair_nodes(
 #: and waits for etcd (pki.make_spare_keys), with the algorithm of the bootstrap configuration (kubeadm's default
 #: RSA-2048 unless --config says otherwise; the steps after read-config use the stored one, almost always the same).
 KEYS_AHEAD = 16
+#: Threads that make them: with the configuration read from etcd's data file every key is needed within the first
+#: second or two (before the kubelet restart that starts etcd and the API server); one thread made ~10 keys a second
+#: on the loaded lab, the steps then made the rest on demand.
+KEY_WORKERS = 2
 
 
 def apply_recovery(
@@ -516,8 +578,11 @@ def apply_recovery(
                 return _repair_nodes(host, plan0, options or RetrustOptions(), progress, fx)
         if ctx0 is None or not plan0.steps:
             return RecoveryResult(plan0)
-        algorithm = ctx0.bootstrap_cfg().cluster.encryption_algorithm
-        fx.background(functools.partial(pki.make_spare_keys, algorithm, KEYS_AHEAD))
+        early = ctx0.early
+        cfg0 = core.final_config(early.identity, early.cluster_yaml, early.kubelet_yaml) if early else None
+        algorithm = (cfg0 or ctx0.bootstrap_cfg()).cluster.encryption_algorithm
+        for _ in range(KEY_WORKERS):  # RSA key generation runs outside the GIL: one thread per core
+            fx.background(functools.partial(pki.make_spare_keys, algorithm, KEYS_AHEAD // KEY_WORKERS))
     try:
         return _apply_locked(host, kept, config_text, env, fx, options, probed, progress)
     finally:
@@ -559,6 +624,12 @@ def _apply_locked(
                 salvage_from=list(ctx.salvage_from) or None,
                 masters=list(ctx.masters) or None,
             )
+            if ctx.early is not None:
+                ctx.journal.config = StoredConfig(ctx.early.cluster_yaml, ctx.early.kubelet_yaml)
+                ca = ctx.early.cluster_ca
+                ctx.journal.cluster_ca = base64.b64encode(ca).decode() if ca else None
+                ctx.journal.early_config = True
+                ctx.journal.save()
         step_ctx = StepContext(
             host,
             ctx.identity,

@@ -81,6 +81,7 @@ def kubelet_client(ctx: StepContext, i: int) -> None:
     if aside is not None:
         ctx.messages.append(f"{current} (the previous one) moved aside to {aside}")
     ctx.root.write_all([kubeconfig], force=True)
+    ctx.journal.timing("kubelet_client_written", ctx.clock())
     instance = core.kubelet_instance_config(cfg)
     if instance is not None and not ctx.root.exists(instance.path):  # a surviving one is the kubelet's: kept
         ctx.root.write_all([instance])

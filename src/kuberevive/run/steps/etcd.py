@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 
 from kuberevive.core import allmasters, versions
 from kuberevive.core import recover as core
-from kuberevive.core.k8sproto import decode_configmap, object_meta
 from kuberevive.errors import ConfigMismatch, EtcdError, PlanError
+from kuberevive.model import paths
 from kuberevive.run.context import StepContext
 from kuberevive.run.journal import StoredConfig
 from kuberevive.run.steps.kubelet import ensure_manifests_dir, kubelet_state, restart_kubelet, stop_orphaned_apiserver
@@ -24,7 +25,6 @@ KUBELET_KICK_AFTER = 60.0
 #: asked at most every STATE_EVERY seconds.
 STATE_AFTER = 10.0
 STATE_EVERY = 2.0
-CLUSTER_INFO_KEY = "/registry/configmaps/kube-public/cluster-info"
 
 _STALE_TLS = re.compile(
     r"unknown ca|bad certificate|not trusted by the etcd CA|certificate verify failed|alert internal error", re.I
@@ -94,23 +94,8 @@ def etcd_ready(ctx: StepContext, i: int) -> None:
 
 def read_config(ctx: StepContext, i: int) -> None:
     client = ctx.etcd(ctx.bootstrap_cfg())
-    raw = client.get(core.KUBEADM_CONFIG_KEY)
-    if raw is None:
-        raise PlanError(
-            f"etcd has no {core.KUBEADM_CONFIG_KEY}: this etcd data was not made by kubeadm init",
-            "pass the kubeadm configuration with --config",
-        )
-    cluster_yaml = decode_configmap(raw).data.get("ClusterConfiguration")
-    if not cluster_yaml:
-        raise PlanError("kube-system/kubeadm-config in etcd has no ClusterConfiguration key", "pass --config")
-    kubelet_raw = client.get(core.KUBELET_CONFIG_KEY)
-    kubelet_yaml = decode_configmap(kubelet_raw).data.get("kubelet") if kubelet_raw else None
-    # identity checks against what etcd remembers
-    name = ctx.identity.node_name
-    pod = client.get(f"/registry/pods/kube-system/kube-apiserver-{name}")
-    endpoint = object_meta(pod)[1].annotations.get(core.APISERVER_ENDPOINT_ANNOTATION) if pod else None
     members = client.members()
-    mine = [m for m in members if m.name == name]
+    mine = [m for m in members if m.name == ctx.identity.node_name]
     if ctx.journal.salvage_from and mine:  # a member of an HA cluster that rejoined its peers
         peer_urls = list(mine[0].peer_urls)
     elif ctx.journal.masters:  # every master lost its files: the members are exactly the masters
@@ -124,8 +109,11 @@ def read_config(ctx: StepContext, i: int) -> None:
         )
     else:
         peer_urls = list(members[0].peer_urls)
-    identity = core.with_stored_version(core.refine_identity(ctx.identity, endpoint, peer_urls), cluster_yaml)
-    stored = core.final_config(identity, cluster_yaml, kubelet_yaml)
+    view = core.stored_view(ctx.identity, client.get, peer_urls)
+    if ctx.journal.early_config:
+        check_early_config(ctx, view)
+        return
+    stored = core.final_config(view.identity, view.cluster_yaml, view.kubelet_yaml)
     if ctx.given is not None:
         diffs = core.config_differences(ctx.given, stored)
         if diffs:
@@ -134,13 +122,11 @@ def read_config(ctx: StepContext, i: int) -> None:
                 "fix the file or run without --config to use the stored configuration; "
                 "the files this run wrote were moved aside",
             )
-    info = client.get(CLUSTER_INFO_KEY)  # the CA the rest of the cluster trusts
-    cluster_ca = core.embedded_ca(decode_configmap(info).data.get("kubeconfig", "").encode()) if info else None
-    if cluster_ca:
-        ctx.journal.cluster_ca = base64.b64encode(cluster_ca).decode()
-    ctx.identity = identity
-    ctx.journal.identity = identity
-    ctx.journal.config = StoredConfig(cluster_yaml, kubelet_yaml)
+    if view.cluster_ca:
+        ctx.journal.cluster_ca = base64.b64encode(view.cluster_ca).decode()
+    ctx.identity = view.identity
+    ctx.journal.identity = view.identity
+    ctx.journal.config = StoredConfig(view.cluster_yaml, view.kubelet_yaml)
     ctx.journal.save()
     c = stored.cluster
     minor = versions.profile(c.kubernetes_version).version
@@ -149,4 +135,34 @@ def read_config(ctx: StepContext, i: int) -> None:
         f"pod subnet {c.networking.pod_subnet or '-'}, "
         f"service subnet {c.networking.service_subnet}, apiServer certSANs {list(c.api_server.cert_sans)}, "
         f"extraArgs {[f'{a.name}={a.value}' for a in c.api_server.extra_args]}"
+    )
+
+
+def check_early_config(ctx: StepContext, view: core.StoredView) -> None:
+    """read-config of a run that took the configuration from etcd's data file before etcd ran (the API server was
+    started with it, together with etcd): what the live etcd serves must be exactly that. It always is, since the
+    file was read only when no entry of etcd's log after its db's applied index named a key read (see
+    :func:`kuberevive.io.etcdprobe.stored_values`); should it differ, the API server is stopped at once (its
+    manifest moved aside, its container stopped) before the files this run wrote are moved aside (ConfigMismatch):
+    a control plane built from another configuration never keeps serving."""
+    j = ctx.journal
+    # the identity's sources only say where each value was read: their order is not kept by the journal
+    mine = dataclasses.replace(j.identity, sources=()) if j.identity is not None else None
+    early = (mine, j.config, j.cluster_ca_bytes())
+    live = (
+        dataclasses.replace(view.identity, sources=()),
+        StoredConfig(view.cluster_yaml, view.kubelet_yaml),
+        view.cluster_ca,
+    )
+    if early == live:
+        ctx.progress("      etcd serves the configuration read from its data file: nothing to change")
+        return
+    if ctx.root.exists(paths.APISERVER_MANIFEST):
+        ctx.move_aside(paths.APISERVER_MANIFEST)
+    ctx.host.stop_containers("kube-apiserver", ctx.identity.cri_socket, grace=0)
+    raise ConfigMismatch(
+        "etcd serves another configuration (kubeadm-config, kubelet-config, cluster-info or this node's API server "
+        "pod) than its data file held when this run read it: the API server was stopped and the files this run "
+        "wrote were moved aside",
+        "run 'kuberevive recover --apply' again: it reads the configuration from the running etcd",
     )

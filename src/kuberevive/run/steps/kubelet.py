@@ -98,6 +98,9 @@ def kubelet_start(ctx: StepContext, i: int) -> None:
     started = ctx.journal.timing("kubelet_started")
     watch_lost = created is not None and (started is None or started < created)
     running, why = _healthy(ctx)
+    if ctx.journal.early_config:
+        early_kubelet_start(ctx, running, why, started)
+        return
     if running and not watch_lost:
         ctx.progress("      the kubelet runs and watches the manifests directory: nothing to do")
         return
@@ -118,6 +121,33 @@ def kubelet_start(ctx: StepContext, i: int) -> None:
     said = "does not run (" + why + ")" if not running else "watched the deleted manifests directory"
     ctx.progress(f"      the kubelet {said}: restarting it (running containers are kept)")
     stop_orphaned_apiserver(ctx)
+    restart_kubelet(ctx)
+
+
+def early_kubelet_start(ctx: StepContext, running: bool, why: str, started: float | None) -> None:
+    """kubelet-start when every file was written first (the configuration read from etcd's data files): one restart
+    makes the kubelet take its new CA and client certificate and start etcd and the control plane from the manifests
+    directory at once. Done once: a kubelet started after kubelet-client wrote its credentials already has them. A
+    kube-apiserver container left from before this run is stopped first: the restarted kubelet would wait on it (see
+    :func:`stop_orphaned_apiserver`), and it runs with the old certificates; the kubelet starts the new one."""
+    written = ctx.journal.timing("kubelet_client_written")
+    if running and started is not None and written is not None and started >= written:
+        ctx.progress("      the kubelet was restarted with its new credentials: nothing to do")
+        return
+    run_started = ctx.journal.timing("started")
+    old = [
+        c
+        for c in ctx.host.containers("kube-apiserver", ctx.identity.cri_socket)
+        if run_started is not None and (c.created_at or 0) < run_started
+    ]
+    if old and ctx.host.stop_containers("kube-apiserver", ctx.identity.cri_socket, grace=0):  # etcd is not up
+        ctx.progress("      a kube-apiserver container from before this recovery was stopped (etcd is not running)")
+    said = f"does not run ({why})" if not running else "runs with its old credentials"
+    ctx.progress(
+        f"      the kubelet {said}: restarting it (running containers are kept); it starts etcd and the control "
+        "plane at once"
+    )
+    ctx.journal.timing("kubelet_restarted", ctx.clock())
     restart_kubelet(ctx)
 
 

@@ -1,0 +1,239 @@
+"""A seed recovery whose configuration is read from etcd's data files before etcd runs (``early_config``): every file
+is written first and one kubelet restart starts etcd and the API server together; read-config then checks what the
+live etcd serves. The fakes of :mod:`tests.unit.test_executor`; the data files' reading itself is tested against
+real etcd in ``tests/integration/test_etcd_stored_values.py``, the whole recovery on the lab."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+
+from kuberevive.core import recover as core
+from kuberevive.core.etcdsafety import Member
+from kuberevive.core.k8sproto import encode_configmap
+from kuberevive.errors import PlanError
+from kuberevive.io import etcdprobe
+from kuberevive.io.host import Container
+from kuberevive.io.noderoot import NodeRoot
+from kuberevive.model import paths
+from kuberevive.run.context import Faults
+from kuberevive.run.journal import JOURNAL
+from kuberevive.run.recover import plan_recovery
+from tests.unit.test_executor import (
+    ADDRESS,
+    KCM,
+    START,
+    Cluster,
+    FakeHost,
+    Killed,
+    _kill,
+    _progress_lines,
+    assert_recovered,
+)
+from tests.unit.test_recover import STORED
+
+MANIFESTS = tuple(str(paths.MANIFESTS_DIR / f"{c}.yaml") for c in ("etcd", "kube-apiserver"))
+
+
+class StoppedEtcdHost(FakeHost):
+    """No etcd runs until the kubelet is restarted; a kube-apiserver container from before the loss runs until it
+    is stopped. Records which manifests were on the node at each kubelet restart."""
+
+    def __init__(self, root: NodeRoot) -> None:
+        super().__init__(root)
+        self.restarted = False
+        self.old_apiserver = True
+        self.manifests_at_restart: list[tuple[str, ...]] = []
+
+    def restart_unit(self, unit: str) -> None:
+        super().restart_unit(unit)
+        self.restarted = True
+        self.manifests_at_restart.append(tuple(m for m in MANIFESTS if self.root.exists(m)))
+
+    def containers(self, name: str | None = None, cri_socket: str | None = None) -> list[Container]:
+        self.commands.append(f"crictl ps {name}")
+        if name == "etcd" and not self.restarted:
+            return []
+        if name == "kube-apiserver" and not self.restarted:
+            return [Container("old", name, "CONTAINER_RUNNING", START - 600)] if self.old_apiserver else []
+        return [Container(f"id-{name}", name or "", "CONTAINER_RUNNING", START + 60)]
+
+    def stop_containers(self, name: str, cri_socket: str | None = None, grace: int = 30) -> int:
+        if name == "kube-apiserver" and not self.restarted:
+            self.old_apiserver = False
+        return super().stop_containers(name, cri_socket, grace)
+
+
+def early_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file_yaml: str = STORED) -> Cluster:
+    """A node whose etcd data files hold ``file_yaml`` as the ClusterConfiguration (the live etcd: STORED)."""
+    c = Cluster(tmp_path)
+    c.host = StoppedEtcdHost(c.root)
+    in_file = dict(c.etcd.data)
+    in_file[core.KUBEADM_CONFIG_KEY] = encode_configmap(
+        "kubeadm-config", "kube-system", {"ClusterConfiguration": file_yaml}
+    )
+
+    def values(root: NodeRoot, data: PurePosixPath, keys: Sequence[str], *a: Any) -> Mapping[str, bytes]:
+        assert data == PurePosixPath("/var/lib/etcd")
+        return {k: in_file[k] for k in keys if k in in_file}
+
+    def members(root: NodeRoot, db: PurePosixPath) -> tuple[Member, ...]:
+        return (Member("1", "cp1", (f"https://{ADDRESS}:2380",)),)
+
+    monkeypatch.setattr(etcdprobe, "stored_values", values)
+    monkeypatch.setattr(etcdprobe, "stored_members", members)
+    return c
+
+
+def test_every_file_is_written_before_one_kubelet_restart_starts_etcd_and_the_api_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = early_cluster(tmp_path, monkeypatch)
+    result = c.recover()
+    assert_recovered(c, result)
+    assert [s.id for s in result.plan.steps] == list(core.EARLY_STEP_IDS)
+    assert result.applied == list(core.EARLY_STEP_IDS)
+    host = c.host
+    assert isinstance(host, StoppedEtcdHost)
+    # one restart, with etcd's and the API server's manifests both there (the old code: two, the first with etcd's
+    # manifest only)
+    assert host.manifests_at_restart == [MANIFESTS]
+    restart = host.commands.index("systemctl restart kubelet")
+    assert host.commands.index("crictl stop kube-apiserver (grace 0 s)") < restart  # the pre-loss one, first
+    j = c.journal()
+    assert j.early_config and j.config is not None and j.config.cluster == STORED
+    assert "kubelet-start" not in j.artifact_records  # nothing provisional
+    assert "      etcd serves the configuration read from its data file: nothing to change" in c.progress
+
+
+def test_the_dry_run_plan_says_the_configuration_came_from_the_data_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = early_cluster(tmp_path, monkeypatch)
+    plan = plan_recovery(c.host, {}, None, environ={}, effects=c.effects())
+    assert [s.id for s in plan.steps] == list(core.EARLY_STEP_IDS)
+    assert any("read from etcd's data file" in n for n in plan.notes)
+    titles = {s.id: s.title for s in plan.steps}
+    assert titles["read-config"] == "check the configuration read from etcd's data file against etcd"
+    assert not c.root.exists(JOURNAL) and c.files() == {}  # planning writes nothing
+
+
+def test_without_a_sure_read_of_the_data_files_the_run_reads_etcd_first_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = early_cluster(tmp_path, monkeypatch)
+    monkeypatch.setattr(etcdprobe, "stored_values", lambda *a, **k: None)  # unreadable, torn, or a later entry
+    result = c.recover()
+    assert_recovered(c, result)
+    assert result.applied == list(core.SEED_STEP_IDS)
+    assert not c.journal().early_config
+
+
+def test_no_early_read_while_etcd_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = early_cluster(tmp_path, monkeypatch)
+    c.host = FakeHost(c.root)  # every container runs, etcd's too: its files are being written
+    result = c.recover()
+    assert result.applied == list(core.SEED_STEP_IDS)
+
+
+@pytest.mark.parametrize("index", range(1, len(core.EARLY_STEP_IDS) + 1), ids=list(core.EARLY_STEP_IDS))
+def test_an_early_recovery_killed_after_each_step_resumes_to_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, index: int
+) -> None:
+    c = early_cluster(tmp_path, monkeypatch)
+    with pytest.raises(Killed):
+        c.recover(Faults(after_step=index, kill=_kill))
+    written = c.files()
+    # a resumed run does not read the data files again (etcd may run and write them now)
+    monkeypatch.setattr(etcdprobe, "stored_values", lambda *a, **k: pytest.fail("read again"))
+    result = c.recover()
+    assert result.applied == list(core.EARLY_STEP_IDS[index:])
+    assert [line.endswith(": done before") for line in _progress_lines(c)][-len(core.EARLY_STEP_IDS) :] == [
+        i < index for i in range(len(core.EARLY_STEP_IDS))
+    ]
+    assert_recovered(c, result)
+    final = c.files()
+    assert {p for p, v in written.items() if final.get(p) != v} <= {str(KCM)}
+    host = c.host
+    assert isinstance(host, StoppedEtcdHost)
+    assert host.commands.count("systemctl restart kubelet") == 1  # never again once it has its credentials
+
+
+def test_an_etcd_that_serves_another_configuration_stops_the_api_server_and_the_files_are_moved_aside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = early_cluster(tmp_path, monkeypatch, file_yaml=STORED.replace("10.96.0.0/12", "10.97.0.0/16"))
+    assert "10.96.0.0/12" in STORED  # so the file's service subnet differs from etcd's
+    with pytest.raises(PlanError, match=r"etcd serves another configuration .* the API server was stopped"):
+        c.recover()
+    host = c.host
+    assert isinstance(host, StoppedEtcdHost)
+    read_at = host.commands.index(
+        "crictl stop kube-apiserver (grace 0 s)", host.commands.index("systemctl restart kubelet")
+    )
+    assert read_at > 0  # stopped after the restart that started it
+    assert c.files() == {}  # the API server's manifest and every other file this run wrote: moved aside
+    assert not c.root.exists(JOURNAL)
+    # the next run reads the running etcd (its data files are etcd's now): the stored configuration
+    result = c.recover()
+    assert_recovered(c, result)
+    assert result.applied == list(core.SEED_STEP_IDS)
+    served = [line for line in c.progress if "service subnet" in line]
+    assert served and "service subnet 10.96.0.0/12" in served[-1]
+
+
+def test_etcds_files_are_read_once_per_run_though_it_plans_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The member scan of etcd's db and WAL files (0.1-0.7 s: every WAL file is 64 MB) and the early read of its
+    values: once per run, not once for the plan before the lock and again under it."""
+    from kuberevive.run import recover as run_recover
+
+    c = early_cluster(tmp_path, monkeypatch)
+    scans: list[str] = []
+    real_peers, real_values = run_recover._etcd_peers, etcdprobe.stored_values
+
+    def peers(*a: Any) -> Any:
+        scans.append("members")
+        return real_peers(*a)
+
+    def values(*a: Any, **k: Any) -> Any:
+        scans.append("values")
+        return real_values(*a, **k)
+
+    monkeypatch.setattr(run_recover, "_etcd_peers", peers)
+    monkeypatch.setattr(etcdprobe, "stored_values", values)
+    assert_recovered(c, c.recover())
+    assert scans == ["members", "values"]
+
+
+def test_the_stored_configuration_is_parsed_once_not_at_every_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every step asks for the configuration (ctx.final_cfg()); parsing the YAML again each time cost ~20 ms a call,
+    17 calls a run, most before the API server starts."""
+    c = early_cluster(tmp_path, monkeypatch)
+    assert_recovered(c, c.recover())
+    j = c.journal()
+    assert j.identity is not None and j.config is not None
+    first = core.final_config(j.identity, j.config.cluster, j.config.kubelet)
+    assert core.final_config(j.identity, j.config.cluster, j.config.kubelet) is first
+
+
+def test_the_keys_made_ahead_are_of_the_stored_configurations_algorithm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read from etcd's data file, the stored configuration (here ECDSA-P256) decides the keys made ahead; the
+    bootstrap configuration's RSA keys would all be dropped and every key made on demand."""
+    from kuberevive.core import pki
+    from kuberevive.model.config import EncryptionAlgorithm
+
+    c = early_cluster(tmp_path, monkeypatch)
+    asked: list[EncryptionAlgorithm] = []
+    c.background = lambda work: asked.append(work.args[0])  # type: ignore[attr-defined]
+    assert_recovered(c, c.recover())
+    assert asked and set(asked) == {EncryptionAlgorithm.ECDSA_P256}
+    assert pki.drop_spare_keys() == 0
