@@ -40,6 +40,9 @@ class Node:
         self.backed_off = False  # etcd crash-looped: the kubelet starts it again only once it is restarted
         self.back_off_after_stop = False  # it still ran when the restore began
         self.kubelet_restarts = 0
+        self.sandbox_asked: list[str] = []
+        self.sandbox_lingers = 0
+        self.recreate_data_dir = False
         self.at_restore: list[str] = []
         self.events: list[str] = []
         self.stops: list[tuple[str, int]] = []
@@ -55,6 +58,15 @@ class Node:
         if name == "etcd" and self.backed_off and not self.back_off_after_stop:
             return []
         return [f"id-{name}"] if (self.root / MANIFESTS / NAMES[name]).exists() else []
+
+    def sandboxes(self, _crictl: str, name: str) -> list[str]:
+        self.sandbox_asked.append(name)
+        if name == "etcd" and self.sandbox_lingers > 0:  # the kubelet lets a crash-looping etcd go a moment later
+            self.sandbox_lingers -= 1
+            if self.sandbox_lingers == 0 and self.recreate_data_dir:
+                (self.root / "var/lib/etcd/member").mkdir(parents=True, exist_ok=True)
+            return ["sandbox-etcd"]
+        return []
 
     def restart_unit(self, unit: str) -> None:
         assert unit == "kubelet" and not (self.root / MANIFESTS / NAMES["kube-apiserver"]).exists()
@@ -82,6 +94,7 @@ def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Node:
     n = Node(root)
     monkeypatch.setattr(etcdrestore, "find_tool", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(etcdrestore, "_running", n.running)
+    monkeypatch.setattr(etcdrestore, "_ready_sandboxes", n.sandboxes)
     monkeypatch.setattr(etcdrestore, "_etcdutl_restore", n.restore)
     monkeypatch.setattr(etcdrestore, "_healthy", n.healthy)
     monkeypatch.setattr(LocalHost, "stop_containers", n.stop_containers)
@@ -167,3 +180,32 @@ def test_without_an_api_server_manifest_only_etcd_is_stopped(node: Node, tmp_pat
     result = etcdrestore.restore_etcd(NodeRoot(node.root), _snapshot(tmp_path))
     assert result.healthy and not (node.root / MANIFESTS / "kube-apiserver.yaml").exists()
     assert not any("kube-apiserver" in s for s in result.steps)
+
+
+def test_a_crash_looping_etcd_is_restored_only_once_the_kubelet_let_its_pod_go_and_a_late_data_dir_is_kept(
+    node: Node, tmp_path: Path
+) -> None:
+    node.backed_off = True  # no etcd container runs: the sandbox says when the kubelet has let the Pod go
+    node.sandbox_lingers = 2
+    node.recreate_data_dir = False
+    (node.root / "var/lib/etcd").rename(node.root / "gone")  # the data directory was lost
+    result = etcdrestore.restore_etcd(NodeRoot(node.root), _snapshot(tmp_path))
+    assert node.sandbox_asked.count("etcd") == 3 and node.sandbox_lingers == 0
+    assert result.healthy and result.old_data_dir is None
+
+
+def test_a_data_directory_made_again_during_the_restore_is_kept_aside(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (node.root / "var/lib/etcd").rename(node.root / "gone")
+    restore = node.restore
+
+    def restore_while_the_kubelet_makes_the_directory(*a: Any) -> None:
+        restore(*a)
+        (node.root / "var/lib/etcd/member").mkdir(parents=True)  # DirectoryOrCreate, at the worst moment
+
+    monkeypatch.setattr(etcdrestore, "_etcdutl_restore", restore_while_the_kubelet_makes_the_directory)
+    result = etcdrestore.restore_etcd(NodeRoot(node.root), _snapshot(tmp_path))
+    assert result.healthy and (node.root / "var/lib/etcd/member/snap").is_dir()  # the restored data is in place
+    [late] = [p for p in (node.root / "var/lib").iterdir() if p.name.endswith("-late")]
+    assert (late / "member").is_dir() and any("made during the restore" in s for s in result.steps)

@@ -94,6 +94,15 @@ def member_from_manifest(manifest: bytes, source: str) -> EtcdMember:
     return member
 
 
+def _ready_sandboxes(crictl: str, name: str) -> list[str]:
+    """The ids of the ready pod sandboxes of the static Pod whose ``component`` label is ``name`` (kubeadm's label):
+    the kubelet stops the sandbox after the containers once it has processed the Pod's removal."""
+    proc = process.run(
+        [crictl, "pods", "-q", "--label", f"component={name}", "--state", "ready"], text=True, timeout=30
+    )
+    return proc.stdout.split() if proc.returncode == 0 else []
+
+
 def _running(crictl: str, name: str) -> list[str]:
     """The ids of the running containers named exactly ``name``."""
     proc = process.run([crictl, "ps", "-q", "--name", f"^{name}$", "--state", "Running"], text=True, timeout=30)
@@ -202,9 +211,15 @@ def _restore(
         steps.append(f"moved {manifest} to {aside} to stop {name}")
         progress(f"stopping {name} (manifest moved to {aside})")
         host.stop_containers(name, grace=stop_grace_seconds(name, pod))
-        if not poll_until(
-            f"{name} to stop", stop_timeout, lambda: (not _running(crictl, name), "its container runs"), 1.0, retry=()
-        ).ok:
+
+        def stopped() -> tuple[bool, str]:
+            # no container running is not enough for one that was crash-looping (none ran before): the kubelet may be
+            # about to start it again (and create its data directory); its sandbox stopped says it let the Pod go
+            if _running(crictl, name):
+                return False, "its container runs"
+            return not _ready_sandboxes(crictl, name), "its pod sandbox is still ready"
+
+        if not poll_until(f"{name} to stop", stop_timeout, stopped, 1.0, retry=()).ok:
             raise EtcdError(
                 f"{name} did not stop within {stop_timeout:.0f} s after its manifest was moved away",
                 "check the kubelet (is it running?), then run again",
@@ -232,6 +247,10 @@ def _restore(
         progress("etcdutl snapshot restore")
         _etcdutl_restore(etcdutl, member, snap_fd, staging, skip_hash_check)
         os.chmod(staging, 0o700)
+        if root.lstat(data_dir) is not None:  # made again meanwhile (a kubelet starting etcd as it let it go): kept
+            late = data_dir.with_name(f"{data_dir.name}.kuberevive-{stamp}-late")
+            root.rename(data_dir, late)
+            steps.append(f"kept a data directory made during the restore as {root.host_path(late)}")
         root.rename(staging_dir, data_dir)
         steps.append(f"restored the snapshot into {member.data_dir} (a new one-member cluster)")
     except BaseException:
