@@ -210,13 +210,18 @@ def _restore(
         root.rename(manifest, aside)
         steps.append(f"moved {manifest} to {aside} to stop {name}")
         progress(f"stopping {name} (manifest moved to {aside})")
-        host.stop_containers(name, grace=stop_grace_seconds(name, pod))
+        grace = stop_grace_seconds(name, pod)
+        host.stop_containers(name, grace=grace)
 
         def stopped() -> tuple[bool, str]:
-            # no container running is not enough for one that was crash-looping (none ran before): the kubelet may be
-            # about to start it again (and create its data directory); its sandbox stopped says it let the Pod go
+            # a kubelet that had not yet seen the manifest go may start the container again (measured: an API
+            # server then ran 36 s more, the kubelet's 30 s grace): stopped again, with its own grace, until it stays
+            # stopped. No container running is not enough for one that was crash-looping (none ran before): the
+            # kubelet may be about to start it again (and create its data directory); its sandbox no longer ready
+            # says it let the Pod go
             if _running(crictl, name):
-                return False, "its container runs"
+                host.stop_containers(name, grace=grace)
+                return False, "its container runs (stopped again)"
             return not _ready_sandboxes(crictl, name), "its pod sandbox is still ready"
 
         if not poll_until(f"{name} to stop", stop_timeout, stopped, 1.0, retry=()).ok:
