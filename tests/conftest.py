@@ -14,6 +14,8 @@ two-node labs: worker ``gwK`` of N uses base + max(N, 2) + K (CI, ``-n 3``: 1+1 
 from __future__ import annotations
 
 import os
+import time
+from collections import defaultdict
 
 import pytest
 
@@ -47,3 +49,28 @@ def pytest_configure() -> None:
     if worker.startswith("gw") and worker[2:].isdigit():
         base = os.environ.get("KUBEREVIVE_LAB_INSTANCE", "0") or "0"  # as pytest was started (workers inherit it)
         os.environ["KUBEREVIVE_LAB_INSTANCE"] = str(int(base) + int(worker[2:]))
+
+
+#: Per xdist worker, the lab modules it ran: (module, seconds of setup + call + teardown, first start on the clock).
+_WORKER_MODULES: dict[str, dict[str, list[float]]] = defaultdict(dict)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Adds each test phase's duration to its worker's module (in the controller: ``report.node`` names the worker)."""
+    node = getattr(report, "node", None)
+    worker = getattr(getattr(node, "gateway", None), "id", None) or os.environ.get("PYTEST_XDIST_WORKER", "main")
+    module = report.nodeid.split("::", 1)[0]
+    entry = _WORKER_MODULES[worker].setdefault(module, [0.0, getattr(report, "start", time.time())])
+    entry[0] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Each worker's busy time and its modules in the order it ran them: where CI's wall time goes."""
+    if not _WORKER_MODULES:
+        return
+    terminalreporter.section("time per worker (its modules of 30 s or more, in the order run)")
+    for worker, modules in sorted(_WORKER_MODULES.items()):
+        busy = sum(seconds for seconds, _ in modules.values())
+        order = sorted(modules.items(), key=lambda item: item[1][1])
+        shown = ", ".join(f"{m.rsplit('/', 1)[-1]} {s:.0f}" for m, (s, _) in order if s >= 30)
+        terminalreporter.write_line(f"{worker}: {busy:.0f} s busy: {shown}")
