@@ -185,9 +185,7 @@ def test_an_etcd_that_serves_another_configuration_stops_the_api_server_and_the_
     assert served and "service subnet 10.96.0.0/12" in served[-1]
 
 
-def test_etcds_files_are_read_once_per_run_though_it_plans_twice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_etcds_files_are_read_once_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The member scan of etcd's db and WAL files (0.1-0.7 s: every WAL file is 64 MB) and the early read of its
     values: once per run, not once for the plan before the lock and again under it."""
     from kuberevive.run import recover as run_recover
@@ -208,6 +206,45 @@ def test_etcds_files_are_read_once_per_run_though_it_plans_twice(
     monkeypatch.setattr(etcdprobe, "stored_values", values)
     assert_recovered(c, c.recover())
     assert scans == ["members", "values"]
+
+
+def test_a_fresh_run_plans_once_and_again_only_when_the_journal_changed_while_it_waited_for_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan made before the lock is used under it (planning was about half a second of CPU before the first
+    step), unless another run wrote the journal meanwhile: then that journal is what counts."""
+    import contextlib
+    from collections.abc import Iterator
+
+    from kuberevive.run import recover as run_recover
+
+    c = early_cluster(tmp_path, monkeypatch)
+    calls: list[int] = []
+    real_prepare = run_recover._prepare
+
+    def prepare(*a: Any, **k: Any) -> Any:
+        calls.append(1)
+        return real_prepare(*a, **k)
+
+    monkeypatch.setattr(run_recover, "_prepare", prepare)
+    assert_recovered(c, c.recover())
+    assert len(calls) == 1
+
+    d = early_cluster(tmp_path / "other", monkeypatch)
+    real_lock = run_recover.recovery_lock
+
+    @contextlib.contextmanager
+    def lock_taken_after_another_run(host: Any) -> Iterator[None]:
+        with real_lock(host):
+            d.root.atomic_write(JOURNAL, b"written by another run\n", 0o600)
+            yield
+
+    monkeypatch.setattr(run_recover, "recovery_lock", lock_taken_after_another_run)
+    calls.clear()
+    with pytest.raises(PlanError, match="is not valid JSON"):
+        d.recover()
+    assert len(calls) == 2
+    assert not d.root.exists(paths.ETCD_MANIFEST)  # nothing written from the stale plan
 
 
 def test_the_stored_configuration_is_parsed_once_not_at_every_step(
