@@ -616,6 +616,7 @@ def _apply_locked(
 ) -> RecoveryResult:
     root = host.root
     with recovery_lock(host):
+        ctx: _Prepared | None
         if planned is not None and root.read(JOURNAL) == planned.journal:
             ctx, plan = planned.ctx, planned.plan  # no other run took the lock since: the plan made before it stands
         else:
