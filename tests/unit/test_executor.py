@@ -514,6 +514,27 @@ def test_the_nodes_programs_are_asked_once_per_run(tmp_path: Path, monkeypatch: 
     assert asked.count("unit_active") >= 1  # the kubelet's state is looked at
 
 
+def test_the_nodes_programs_are_asked_side_by_side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ip, crictl images, kubelet --version and systemctl is-active are mostly a process starting each: asked at
+    once, not one after another (each waits here until all four are running; one after another, none would pass)."""
+    import threading
+
+    from kuberevive.io import node as nodeio
+
+    c = Cluster(tmp_path)
+    together = threading.Barrier(4, timeout=2)
+    for method in ("addresses", "images", "kubelet_version", "unit_active"):
+        real = getattr(c.host, method)
+
+        def ask(*args: Any, _real: Any = real) -> Any:
+            together.wait()
+            return _real(*args)
+
+        monkeypatch.setattr(c.host, method, ask)
+    evidence = nodeio.gather_evidence(c.host)
+    assert evidence.addresses == (ADDRESS,) and evidence.kubelet_active and evidence.kubelet_version
+
+
 def test_cluster_info_is_signed_for_the_new_token_without_the_controller_managers_signer(tmp_path: Path) -> None:
     c = Cluster(tmp_path)
     c.api.signer = False  # nothing but the recovery signs cluster-info

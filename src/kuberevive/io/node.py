@@ -9,6 +9,7 @@ import contextlib
 import shlex
 import stat
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -85,25 +86,31 @@ def gather_evidence(node: LocalHost, memo: dict[str, Any] | None = None) -> Node
     """What survives on the node; units, images and addresses only when ``node`` is live.
 
     ``memo``: what the node's programs said about its addresses, images and kubelet version (``ip``, ``crictl
-    images``, ``kubelet --version``: 0.1-0.3 s each on a loaded node), kept there and taken from there on the next
-    call with the same dict. ``recover --apply`` plans twice (before and under the node's lock) and passes one dict
-    for both: nothing that can take the lock in between (generate, certs renew, ca extend, another recover) changes
-    those. Files and the kubelet's state are always read anew."""
+    images``, ``kubelet --version``: 0.1-0.3 s each on a loaded node, asked side by side), kept there and taken from
+    there on the next call with the same dict. ``recover --apply`` plans again under the node's lock when another
+    run changed the journal meanwhile and passes one dict for both: nothing that can take the lock in between
+    (generate, certs renew, ca extend, another recover) changes those. Files and the kubelet's state are always read
+    anew."""
     memo = {} if memo is None else memo
-
-    def once(key: str, ask: Callable[[], Any]) -> Any:
-        if key not in memo:
-            memo[key] = ask()
-        return memo[key]
-
     root, live = node.root, node.live
-    facts = nodefacts.detect(root, live=live)
-    host = nodefacts.hostname(root, live=live)
     flags_text = root.read(KUBEADM_FLAGS)
     flags = parse_kubeadm_flags(flags_text.decode(errors="replace")) if flags_text is not None else ()
-    kubelet_cfg = root.read(KUBELET_CONFIG)
-    instance_cfg = root.read(KUBELET_INSTANCE_CONFIG)
     cri = next((v for k, v in flags if k == "container-runtime-endpoint"), None)
+    # the programs answer side by side (each is mostly a process starting), while the files are read here
+    asks: dict[str, Callable[[], Any]] = {
+        "addresses": node.addresses,
+        f"images {cri}": lambda: node.images(cri),
+        "kubelet_version": node.kubelet_version,
+    }
+    with ThreadPoolExecutor(max_workers=len(asks) + 1) as pool:
+        pending = {key: pool.submit(ask) for key, ask in asks.items() if key not in memo}
+        kubelet_active = pool.submit(node.unit_active, "kubelet")
+        facts = nodefacts.detect(root, live=live)
+        host = nodefacts.hostname(root, live=live)
+        kubelet_cfg = root.read(KUBELET_CONFIG)
+        instance_cfg = root.read(KUBELET_INSTANCE_CONFIG)
+        memo.update({key: future.result() for key, future in pending.items()})
+        active = kubelet_active.result()
     pod_logs = root.host_path(POD_LOGS)
     files = tuple(sorted(str(p) for p in root.walk(KUBERNETES_DIR) if _is_file(root, p)))
     return NodeEvidence(
@@ -117,11 +124,11 @@ def gather_evidence(node: LocalHost, memo: dict[str, Any] | None = None) -> Node
         kubelet_client_cn=client_cn(root.read(KUBELET_CLIENT_CURRENT)),
         etcd_data_dirs=tuple(d for d in ETCD_DATA_CANDIDATES if root.host_path(f"{d}/member").is_dir()),
         static_pod_log_dirs=tuple(sorted(p.name for p in pod_logs.iterdir())) if pod_logs.is_dir() else (),
-        addresses=once("addresses", node.addresses),
+        addresses=memo["addresses"],
         default_address=facts.default_address if live else None,
-        images=once(f"images {cri}", lambda: node.images(cri)),
-        kubelet_version=once("kubelet_version", node.kubelet_version),
+        images=memo[f"images {cri}"],
+        kubelet_version=memo["kubelet_version"],
         manifest_images=_manifest_images(root),
-        kubelet_active=node.unit_active("kubelet"),
+        kubelet_active=active,
         kubernetes_files=files,
     )
