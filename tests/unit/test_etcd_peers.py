@@ -95,6 +95,22 @@ def test_the_node_s_data_dir_is_read_without_etcd(tmp_path: Path) -> None:
     assert "cp0" not in dict(etcd_data(root, PurePosixPath("/var/lib/etcd")).member_peer_urls)  # across files
 
 
+def test_a_wal_file_is_read_up_to_the_end_of_its_records_only(tmp_path: Path) -> None:
+    """A WAL file is 64 MB preallocated, its records fill the first few: the member scan reads those (0.24 s for
+    the file before, 6 ms after, on the lab) and what lies past the first zero length, which etcd never reads,
+    names no member."""
+    from tests.unit.test_etcdsafety import _record
+
+    root = NodeRoot(tmp_path)
+    root.atomic_write(DB, membership("cp1", ADDRESS, 2), 0o600)
+    records = _record(1, b"meta") + _record(2, b"\x00" + membership("cp2", CP2, 3))
+    beyond = b"\0" * 64 + membership("cp0", CP0, 1)  # not a record etcd reads
+    wal = PurePosixPath("/var/lib/etcd/member/wal/0000000000000000-0000000000000000.wal")
+    root.atomic_write(wal, records + beyond + b"\0" * 4096, 0o600)
+    members = dict(etcd_data(root, PurePosixPath("/var/lib/etcd")).member_peer_urls)
+    assert set(members) == {"cp1", "cp2"}
+
+
 def test_recover_names_the_peers_and_apply_refuses_before_anything_is_written(tmp_path: Path) -> None:
     c = Cluster(tmp_path)
     c.root.atomic_write(DB, three_members(), 0o600)

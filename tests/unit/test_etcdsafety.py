@@ -126,6 +126,20 @@ def test_wal_scanner_finds_snapshot_records_across_chunks() -> None:
     assert scanner.snapshots == [(0, 0), (2, 300)] and scanner.done
 
 
+def test_a_wal_files_records_end_at_its_first_zero_length() -> None:
+    records = _record(1, b"meta") + _record(2, b"x" * 1000) + _record(2, b"y" * 3)
+    wal = records + b"\0" * 4096
+
+    def read(at: int, size: int) -> bytes:
+        return wal[at : at + size]
+
+    assert s.wal_written_end(read, len(wal)) == len(records)  # etcd's decoder stops there too
+    assert s.wal_written_end(read, 8) == 8  # past the limit before the end: read up to the limit
+    assert s.wal_written_end(lambda at, size: records[at : at + size], len(records)) == len(records)
+    assert s.wal_written_end(lambda at, size: records[at : at + size], 10**6) is None  # short read: unknown
+    assert s.wal_written_end(lambda at, size: b"\xff" * size, 4096) is None  # not WAL records
+
+
 def _bolt(members: dict[bytes, bytes], page: int = 4096) -> bytes:
     """A minimal bbolt file: two meta pages, a root leaf holding the bucket ``members`` inline."""
 

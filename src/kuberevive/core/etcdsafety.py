@@ -421,6 +421,26 @@ _WAL_SNAPSHOT_TYPE = 5
 _WAL_ENTRY_TYPE = 2
 
 
+def wal_written_end(read: Callable[[int, int], bytes], limit: int) -> int | None:
+    """Where the records of a WAL file end: the offset of its first zero length (the preallocated rest, where
+    etcd's own decoder stops), found by stepping from length to length (``read(offset, size)``); ``limit`` when
+    none is found before it. None when the file is not a sequence of WAL records up to there (a size past
+    :attr:`WalScanner.MAX_RECORD`, a short read): nothing can be said of where it ends."""
+    pos = 0
+    while pos < limit:
+        head = read(pos, 8)
+        if len(head) < 8:
+            return None
+        (raw,) = struct.unpack("<Q", head)
+        if raw == 0:
+            return pos
+        size = raw & 0x00FF_FFFF_FFFF_FFFF
+        if size > WalScanner.MAX_RECORD:
+            return None
+        pos += 8 + size + ((raw >> 56) & 0x7 if raw >> 63 else 0)
+    return limit
+
+
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
     value = shift = 0
     while pos < len(data):

@@ -174,12 +174,17 @@ def _scan_members(path: Path) -> tuple[list[d.EtcdMemberRecord], set[int]]:
     except OSError:
         return found, removed
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             return found, removed
+        limit = min(ETCD_SCAN_BYTES, st.st_size)
+        if path.name.endswith(".wal"):  # 64 MB preallocated, of which the records fill the first few: read those
+            end = etcdsafety.wal_written_end(lambda at, size: os.pread(fd, size, at), limit)
+            limit = limit if end is None else end
         tail = b""
         read = 0
-        while read < ETCD_SCAN_BYTES:
-            chunk = os.read(fd, 16 << 20)
+        while read < limit:
+            chunk = os.read(fd, min(16 << 20, limit - read))
             if not chunk:
                 break
             read += len(chunk)
