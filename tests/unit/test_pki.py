@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -408,6 +409,34 @@ def test_keys_made_ahead_are_handed_out_once_each_then_made_on_demand_and_droppe
     assert pki.drop_spare_keys() == 0
     pki.make_spare_keys(alg, 1)
     assert pki.drop_spare_keys() == 1 and pki.drop_spare_keys() == 0
+
+
+def test_a_key_asked_for_while_a_thread_makes_one_is_that_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Making another key on demand would only compete for the CPU with the one being made (2 cores on the lab:
+    14 of a run's keys were made twice so): the caller waits for it."""
+    import threading
+
+    pki.drop_spare_keys()
+    alg = EncryptionAlgorithm.ECDSA_P256
+    real = pki._new_private_key
+    started, release = threading.Event(), threading.Event()
+    made_by: list[str] = []
+
+    def slow(algorithm: EncryptionAlgorithm) -> Any:
+        made_by.append(threading.current_thread().name)
+        started.set()
+        assert release.wait(10)
+        return real(algorithm)
+
+    monkeypatch.setattr(pki, "_new_private_key", slow)
+    maker = threading.Thread(target=pki.make_spare_keys, args=(alg, 1), name="maker")
+    maker.start()
+    assert started.wait(10)
+    threading.Timer(0.2, release.set).start()
+    key = pki.generate_private_key(alg)
+    maker.join(10)
+    assert made_by == ["maker"] and key is not None  # none made by the caller
+    assert pki.drop_spare_keys() == 0
 
 
 def test_discovery_hash_of_the_spec_vector() -> None:

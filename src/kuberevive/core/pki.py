@@ -326,20 +326,29 @@ class _SpareKeys:
     keys: dict[EncryptionAlgorithm, list[PrivateKey]] = field(default_factory=dict)
     wanted: dict[EncryptionAlgorithm, int] = field(default_factory=dict)
     """How many more of each algorithm may still be made ahead (a key made on demand counts too)."""
+    making: dict[EncryptionAlgorithm, int] = field(default_factory=dict)
+    """How many of each algorithm a thread is making now."""
     generation: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+    """Held to read or change the above; notified when a key is ready or the making stops."""
 
 
 _spare = _SpareKeys()
+#: How long :func:`generate_private_key` waits at most for a key a thread is making (one RSA-2048 key: 50-150 ms of
+#: CPU; more on a loaded machine) before it makes one itself.
+SPARE_KEY_WAIT = 2.0
 
 
 def generate_private_key(algorithm: EncryptionAlgorithm) -> PrivateKey:
     """A new key for ``encryptionAlgorithm`` (RSA exponent 65537, ECDSA on P-256): one made ahead by
-    :func:`make_spare_keys` when there is one (each is handed out once), else made now."""
-    with _spare.lock:
-        ready = _spare.keys.get(algorithm)
-        if ready:
-            return ready.pop(0)
+    :func:`make_spare_keys` when there is one (each is handed out once), else the one a thread is making now when
+    there is one (making another here would only compete with it for the CPU), else made now."""
+    with _spare.changed:
+        ready = _spare.changed.wait_for(
+            lambda: _spare.keys.get(algorithm) or not _spare.making.get(algorithm), SPARE_KEY_WAIT
+        )
+        if ready and _spare.keys.get(algorithm):
+            return _spare.keys[algorithm].pop(0)
         if _spare.wanted.get(algorithm, 0) > 0:
             _spare.wanted[algorithm] -= 1  # made here instead: one fewer to make ahead
     return _new_private_key(algorithm)
@@ -352,28 +361,36 @@ def make_spare_keys(algorithm: EncryptionAlgorithm, count: int) -> None:
     demand takes the place of one made ahead), none once :func:`drop_spare_keys` was called. Safe: the keys come
     from the same generator as those made on demand, each is handed out once, and they live in this process's
     memory only until used or dropped."""
-    with _spare.lock:
+    with _spare.changed:
         _spare.wanted[algorithm] = _spare.wanted.get(algorithm, 0) + count
         generation = _spare.generation
     while True:
-        with _spare.lock:
+        with _spare.changed:
             if _spare.generation != generation or _spare.wanted.get(algorithm, 0) <= 0:
                 return
             _spare.wanted[algorithm] -= 1
-        key = _new_private_key(algorithm)
-        with _spare.lock:
-            if _spare.generation != generation:
-                return
-            _spare.keys.setdefault(algorithm, []).append(key)
+            _spare.making[algorithm] = _spare.making.get(algorithm, 0) + 1
+        key: PrivateKey | None = None
+        try:
+            key = _new_private_key(algorithm)
+        finally:
+            with _spare.changed:  # one change: a waiting caller sees the key ready, or none being made
+                if _spare.generation == generation:
+                    _spare.making[algorithm] -= 1
+                    if key is not None:
+                        _spare.keys.setdefault(algorithm, []).append(key)
+                    _spare.changed.notify_all()
 
 
 def drop_spare_keys() -> int:
     """Forget every key made ahead and not handed out, and stop making more; how many were dropped."""
-    with _spare.lock:
+    with _spare.changed:
         dropped = sum(len(v) for v in _spare.keys.values())
         _spare.keys.clear()
         _spare.wanted.clear()
+        _spare.making.clear()
         _spare.generation += 1
+        _spare.changed.notify_all()
     return dropped
 
 
