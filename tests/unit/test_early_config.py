@@ -279,3 +279,14 @@ def test_the_keys_made_ahead_are_of_the_stored_configurations_algorithm(
     rsa, ecdsa = EncryptionAlgorithm.RSA_2048, EncryptionAlgorithm.ECDSA_P256
     assert asked == [rsa, rsa, ecdsa, ecdsa] and dropped[0] == 2
     assert real_drop() == 0
+
+
+def test_components_alone_counts_etcd_and_the_api_server_starting_together_once() -> None:
+    from kuberevive.run.recover import result_timings
+
+    t = {"started": 0.0, "etcd_manifest_written": 1.0, "control_plane_manifests_written": 1.1, "etcd_ready": 3.0}
+    early = result_timings({**t, "api_ready": 5.5}, 40.0)
+    assert early["etcd_start_s"] == 2.0 and early["apiserver_start_s"] == 4.4
+    assert early["components_alone_s"] == 4.5  # from the first manifest to API ready (the sum said 6.4)
+    after = {"started": 0.0, "etcd_manifest_written": 1.0, "etcd_ready": 3.0, "control_plane_manifests_written": 4.0}
+    assert result_timings({**after, "api_ready": 6.5}, 40.0)["components_alone_s"] == 4.5  # 2.0 + 2.5, one after other

@@ -237,8 +237,9 @@ def _print_result(env: Environment, result: RecoveryResult) -> None:
     if "start_to_api_ready_s" in t:
         env.out(
             f"time from start to API ready: {t['start_to_api_ready_s']} s "
-            f"(components alone: etcd {t.get('etcd_start_s', '?')} s + API server {t.get('apiserver_start_s', '?')} s "
-            f"= {t.get('components_alone_s', '?')} s); whole recovery {t.get('start_to_done_s', '?')} s"
+            f"(components alone: {t.get('components_alone_s', '?')} s; etcd ready {t.get('etcd_start_s', '?')} s "
+            f"after its manifest, the API server {t.get('apiserver_start_s', '?')} s after its own); whole recovery "
+            f"{t.get('start_to_done_s', '?')} s"
         )
     if "etcd_container_to_healthy_s" in t and "apiserver_container_to_ready_s" in t:
         env.out(
