@@ -46,7 +46,8 @@ from kuberevive.model.paths import BACKUP_DIR
 from kuberevive.model.recover import RetrustOptions, TrustFlags
 from kuberevive.run.context import Effects, Faults, StepContext, StepFn, node_api, node_etcd
 from kuberevive.run.journal import JOURNAL, RecoveryJournal
-from kuberevive.run.recover import KEY_WORKERS, KEYS_AHEAD, RecoveryResult, apply_recovery, plan_recovery
+from kuberevive.run.keys import KEY_WORKERS, KEYS_AHEAD
+from kuberevive.run.recover import RecoveryResult, apply_recovery, plan_recovery
 from kuberevive.run.steps import STEPS, check_table
 from kuberevive.run.steps import etcd as etcd_steps
 from kuberevive.waiting import QUICK

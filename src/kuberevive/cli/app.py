@@ -192,6 +192,18 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
     env = env or Environment()
     os.environ.pop(PASSPHRASE_ENV, None)  # env.environ keeps it for the commands; no child process gets it
     words = list(sys.argv[1:] if argv is None else argv)
+    if "recover" in words:  # its keys are made from now on, while its modules are imported and it plans
+        from kuberevive.run import keys
+
+        if keys.start_early(words):
+            try:
+                return _main(words, env)
+            finally:
+                keys.drop()  # those the run did not use (a refusal before it started, a usage error)
+    return _main(words, env)
+
+
+def _main(words: list[str], env: Environment) -> int:
     parser = build_parser(_command_words(words))
     try:
         args = parser.parse_args(words)

@@ -361,9 +361,20 @@ def make_spare_keys(algorithm: EncryptionAlgorithm, count: int) -> None:
     demand takes the place of one made ahead), none once :func:`drop_spare_keys` was called. Safe: the keys come
     from the same generator as those made on demand, each is handed out once, and they live in this process's
     memory only until used or dropped."""
+    make_reserved_keys(algorithm, reserve_spare_keys(algorithm, count))
+
+
+def reserve_spare_keys(algorithm: EncryptionAlgorithm, count: int) -> int:
+    """Count ``count`` more keys of ``algorithm`` as to be made ahead (:func:`spare_keys_pending` says so at once,
+    before a thread runs :func:`make_reserved_keys`); the generation to pass it."""
     with _spare.changed:
         _spare.wanted[algorithm] = _spare.wanted.get(algorithm, 0) + count
-        generation = _spare.generation
+        return _spare.generation
+
+
+def make_reserved_keys(algorithm: EncryptionAlgorithm, generation: int) -> None:
+    """Make keys of ``algorithm`` while some are reserved (:func:`reserve_spare_keys`) and none were dropped since
+    ``generation``; several threads may share the work."""
     while True:
         with _spare.changed:
             if _spare.generation != generation or _spare.wanted.get(algorithm, 0) <= 0:
@@ -380,6 +391,16 @@ def make_spare_keys(algorithm: EncryptionAlgorithm, count: int) -> None:
                     if key is not None:
                         _spare.keys.setdefault(algorithm, []).append(key)
                     _spare.changed.notify_all()
+
+
+def spare_keys_pending(algorithm: EncryptionAlgorithm) -> int:
+    """How many keys of ``algorithm`` are ready, being made or still to be made ahead."""
+    with _spare.changed:
+        return (
+            len(_spare.keys.get(algorithm, ()))
+            + _spare.making.get(algorithm, 0)
+            + max(0, _spare.wanted.get(algorithm, 0))
+        )
 
 
 def drop_spare_keys() -> int:

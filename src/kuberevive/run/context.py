@@ -19,7 +19,6 @@ import contextlib
 import os
 import secrets
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from kuberevive.model.config import KubeadmConfig, NodeFacts
 from kuberevive.model.inventory import InventoryNode
 from kuberevive.model.paths import ADMIN_CONF
 from kuberevive.model.recover import NodeIdentity, RecoveryPlan, RetrustOptions
+from kuberevive.run import keys
 from kuberevive.run.journal import RecoveryJournal
 from kuberevive.run.retrust import connect, read_peer_files
 
@@ -195,9 +195,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def in_background(work: Callable[[], None]) -> None:
-    """Run ``work`` in a daemon thread (it must not outlive its use: the process may exit under it)."""
-    threading.Thread(target=work, name="kuberevive-background", daemon=True).start()
+in_background = keys.in_thread
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import functools
 import os
 import secrets
 from collections.abc import Mapping
@@ -40,11 +39,11 @@ from kuberevive.io.kubeapi import KubeApi
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.snapshot import etcd_data
 from kuberevive.model import paths
-from kuberevive.model.config import EncryptionAlgorithm, KubeadmConfig, NodeFacts
+from kuberevive.model.config import KubeadmConfig, NodeFacts
 from kuberevive.model.inventory import InventoryNode
 from kuberevive.model.kubeadm_yaml import load_kubeadm_config
 from kuberevive.model.recover import NodeIdentity, RecoveryPlan, RetrustOptions, Step
-from kuberevive.run import retrust
+from kuberevive.run import keys, retrust
 from kuberevive.run.context import (
     Effects,
     Faults,
@@ -547,20 +546,6 @@ def _repair_nodes(
     return RecoveryResult(plan, messages=repair.messages, report={"node_repair": repair.as_dict()})
 
 
-#: Keys a fresh recovery makes before the API server can start (etcd's 5, the control plane's 6 with sa.key, 4
-#: kubeconfigs, the kubelet's client certificate): made ahead in the background from the run's start, while it
-#: plans, takes its lock and waits for etcd (pki.make_spare_keys), of the planned configuration's algorithm
-#: (:data:`KEYS_GUESS` until the plan is made).
-KEYS_AHEAD = 16
-#: Threads that make them: with the configuration read from etcd's data file every key is needed within the first
-#: second or two (before the kubelet restart that starts etcd and the API server); one thread made ~10 keys a second
-#: on the loaded lab, the steps then made the rest on demand.
-KEY_WORKERS = 2
-#: The algorithm of the keys made while the run plans (kubeadm's default ``encryptionAlgorithm``); should the plan
-#: (the stored or given configuration) name another, those are dropped and the right ones made.
-KEYS_GUESS = EncryptionAlgorithm.RSA_2048
-
-
 @dataclass(frozen=True)
 class _Planned:
     """The plan made before the recovery lock was taken, and the journal's bytes it was made from: planning again
@@ -593,7 +578,7 @@ def apply_recovery(
     try:
         if journal is None or journal.status != "running":
             # the keys are made while the run plans, of kubeadm's default algorithm until the plan says otherwise
-            _make_keys_ahead(fx, KEYS_GUESS)
+            keys.make_ahead(keys.KEYS_GUESS, fx.background)  # unless the command line started them
             # a node that is not a kubeadm node (or healthy) is told so before the lock file is created
             ctx0, plan0 = _prepare(host, kept or {}, config_text, env, fx, options, probed)
             if ctx0 is None and plan0.node_repairs:
@@ -604,18 +589,13 @@ def apply_recovery(
             early = ctx0.early
             cfg0 = core.final_config(early.identity, early.cluster_yaml, early.kubelet_yaml) if early else None
             algorithm = (cfg0 or ctx0.bootstrap_cfg()).cluster.encryption_algorithm
-            if algorithm != KEYS_GUESS:
+            if algorithm != keys.KEYS_GUESS:
                 pki.drop_spare_keys()
-                _make_keys_ahead(fx, algorithm)
+                keys.make_ahead(algorithm, fx.background)
             planned = _Planned(journal_bytes, ctx0, plan0)
         return _apply_locked(host, kept, config_text, env, fx, options, probed, progress, planned)
     finally:
         pki.drop_spare_keys()  # the keys made ahead and not used are forgotten with the run
-
-
-def _make_keys_ahead(fx: Effects, algorithm: EncryptionAlgorithm) -> None:
-    for _ in range(KEY_WORKERS):  # RSA key generation runs outside the GIL: one thread per core
-        fx.background(functools.partial(pki.make_spare_keys, algorithm, KEYS_AHEAD // KEY_WORKERS))
 
 
 def _apply_locked(
