@@ -303,7 +303,7 @@ def sa_size(args: argparse.Namespace) -> dict[str, Any]:
     sim: PodSimulator | None = None
     try:
         fleet.start(progress=say)
-        admin = fleet.api("super-admin.conf", timeout=60)
+        admin = fleet.api("super-admin.conf", timeout=60, keep_alive=True)
         t0 = time.monotonic()
         nodes = sa_nodes(admin, args.sa_nodes)
         fleet.start_controller_manager(

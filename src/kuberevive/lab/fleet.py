@@ -191,9 +191,12 @@ class Fleet:
     def kubeadm_config(self) -> KubeadmConfig:
         return load_kubeadm_config(CONFIG, NodeFacts(hostname="fleet-cp"))
 
-    def api(self, conf: str = "admin.conf", timeout: float = 10.0) -> KubeApi:
-        """The tool's client (``admin.conf``, as recover uses); ``super-admin.conf`` sets the fleet up."""
-        return KubeApi.from_kubeconfig((self.root / "etc/kubernetes" / conf).read_bytes(), timeout=timeout)
+    def api(self, conf: str = "admin.conf", timeout: float = 10.0, keep_alive: bool = False) -> KubeApi:
+        """The tool's client (``admin.conf``, as recover uses: a connection per request); ``super-admin.conf`` sets
+        the fleet up and runs the pod simulator (``keep_alive``: a connection per thread, as a kubelet keeps one)."""
+        return KubeApi.from_kubeconfig(
+            (self.root / "etc/kubernetes" / conf).read_bytes(), timeout=timeout, keep_alive=keep_alive
+        )
 
     # --- setup ---------------------------------------------------------------------------------------
     @staticmethod
