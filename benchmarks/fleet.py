@@ -172,24 +172,32 @@ def sa_tool(work: Path) -> dict[str, Any]:
 
     KubeApi.raw = counted  # type: ignore[method-assign]
     phases: dict[str, list[float]] = {}  # each phase's [start, end], seconds since the epoch (as the audit log)
+
+    def phase(name: str, edge: int) -> None:  # also said, for a run stopped by --time-limit (see sa_size)
+        phases.setdefault(name, [0.0, 0.0])[edge] = now = time.time()
+        say(f"sa: phase {name} {('start', 'end')[edge]} {now:.3f}")
+
     remint_all = restarts_apply.remint_all
 
     def timed_remint_all(*a: Any, **kw: Any) -> Any:
-        phases["re-mints"] = [time.time(), 0.0]
+        phase("re-mints", 0)
         try:
             return remint_all(*a, **kw)
         finally:
-            phases["re-mints"][1] = time.time()
+            phase("re-mints", 1)
+            phase("rollouts", 0)
 
     restarts_apply.remint_all = timed_remint_all
     fleet = Fleet(work, 0)
     api = fleet.api()
     current = key_ids((fleet.root / "etc/kubernetes/pki/sa.pub").read_bytes())
     cutoff = datetime.now(UTC)
-    t0, epoch0 = time.monotonic(), time.time()
+    t0 = time.monotonic()
+    phase("plan", 0)
     plan = restarts_apply.read_restart_plan(api, cutoff, current, False)
     t_plan = time.monotonic() - t0
-    phases["plan"] = [epoch0, time.time()]
+    phase("plan", 1)
+    phase("rollouts", 0)  # started again after the re-mints, if any
     kinds: dict[str, int] = {}
     for action in plan.actions:
         kinds[f"{action.action} {action.kind}"] = kinds.get(f"{action.action} {action.kind}", 0) + 1
@@ -202,7 +210,7 @@ def sa_tool(work: Path) -> dict[str, Any]:
 
     results = restarts_apply.apply_restart_plan(api, plan, progress)
     wall = time.monotonic() - t0
-    phases["rollouts"] = [phases.get("re-mints", phases["plan"])[1], time.time()]
+    phase("rollouts", 1)
     remints = [r for r in results if r.action.action == "remint"]
     rollouts = [r for r in results if r.action.action != "remint"]
     return {
@@ -331,6 +339,7 @@ def sa_size(args: argparse.Namespace) -> dict[str, Any]:
             lines = said.splitlines()
             result = {
                 "partial": True,
+                "phases": said_phases(lines, time.time()),
                 "wall_s": round(time.monotonic() - t0, 1),
                 "said": [x for x in lines if x.startswith("sa: plan") or "re-minted in" in x],
                 "owners_done": sum(1 for x in lines if x.startswith("sa:   ok: ")),
@@ -357,6 +366,17 @@ def sa_size(args: argparse.Namespace) -> dict[str, Any]:
         "simulator": sim.counts if sim is not None else {},
         "load_average": os.getloadavg(),
     }
+
+
+def said_phases(lines: list[str], now: float) -> dict[str, list[float]]:
+    """The phases (name -> [start, end]) the tool said it began and ended (``sa: phase NAME start|end TIME``); one
+    not ended when the tool was stopped ends ``now``."""
+    phases: dict[str, list[float]] = {}
+    for line in lines:
+        words = line.split()
+        if len(words) == 5 and words[:2] == ["sa:", "phase"] and words[3] in ("start", "end"):
+            phases.setdefault(words[2], [0.0, now])[int(words[3] == "end")] = float(words[4])
+    return phases
 
 
 KCM = "kube-controller-manager"
@@ -475,20 +495,27 @@ def main() -> int:
             f"ServiceAccount remediation: {sa['secrets']} legacy token Secrets, {sa['pods']} pods"
             f" on {sa['nodes']} nodes ({sa['objects']})"
         )
-        print(
-            f"  wall {sa['wall_s']} s (plan {sa['plan_s']} s, re-mints {sa['remint_s']} s,"
-            f" rollouts {sa['rollouts_s']} s);"
-            f" peak RSS {sa['peak_rss_mb']} MB, tool CPU {sa['cpu_s']} s"
-        )
+        if sa.get("partial"):
+            print(
+                f"  stopped by --time-limit after {sa['wall_s']} s: {'; '.join(sa['said'])};"
+                f" {sa['owners_done']} owners rolled out; last said: {' | '.join(sa['last'])}"
+            )
+        else:
+            print(
+                f"  wall {sa['wall_s']} s (plan {sa['plan_s']} s, re-mints {sa['remint_s']} s,"
+                f" rollouts {sa['rollouts_s']} s);"
+                f" peak RSS {sa['peak_rss_mb']} MB, tool CPU {sa['cpu_s']} s"
+            )
         print(
             f"  tool API requests {sa['api_requests']} ({sa['api_requests_per_s']}/s; the tool has no client-side QPS"
             f" limit); kube-controller-manager's --kube-api-qps {sa['kcm_qps']}, its requests"
-            f" {sa['controller_requests']}; outcomes {sa['outcomes']}"
+            f" {sa['controller_requests']}; outcomes {sa.get('outcomes', 'not known (stopped)')}"
         )
-        print(f"  actions {sa['actions']}; requests by kind (the tool's own count) {sa['client_requests']}")
+        if not sa.get("partial"):
+            print(f"  actions {sa['actions']}; requests by kind (the tool's own count) {sa['client_requests']}")
         for line in sa_rate_table(sa["rates"], sa["kcm_qps"]):
             print(line)
-        for line in sa["failed"]:
+        for line in sa.get("failed", []):
             print(f"  failed: {line}")
     print(json.dumps({"benchmark": "fleet", "concurrency": args.concurrency, "sizes": rows, "sa": sa}))
     return 0

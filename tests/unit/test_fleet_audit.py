@@ -7,10 +7,12 @@ that had been rotated away. These tests rotate the log as the API server does (`
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from kuberevive.lab.fleet import AuditEvent, Fleet, audit_events, request_rate
 
@@ -89,3 +91,45 @@ def test_the_rate_is_the_mean_over_the_window_and_the_busiest_second_within_it()
     assert request_rate(times, T0, T0 + 10) == {"requests": 19, "per_s": 1.9, "peak_per_s": 10}
     assert request_rate([], T0, T0 + 10) == {"requests": 0, "per_s": 0.0, "peak_per_s": 0}
     assert request_rate(times, T0, T0) == {"requests": 0, "per_s": 0.0, "peak_per_s": 0}
+
+
+def _benchmark() -> Any:
+    """benchmarks/fleet.py as a module (it is a script, not part of the package)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "fleet.py"
+    spec = importlib.util.spec_from_file_location("fleet_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_rates_per_phase_and_client_and_the_phases_a_stopped_tool_said() -> None:
+    bench = _benchmark()
+    said = [
+        f"sa: phase plan start {T0:.3f}",
+        "sa: plan in 1.0 s: {}",
+        f"sa: phase plan end {T0 + 1:.3f}",
+        f"sa: phase re-mints start {T0 + 1:.3f}",
+        "sa:   10 token(s) removed",
+    ]
+    phases = bench.said_phases(said, T0 + 11)
+    assert phases == {"plan": [T0, T0 + 1], "re-mints": [T0 + 1, T0 + 11]}  # not ended: stopped at T0 + 11
+    tokens = "kube-controller-manager/v1.33.0 (linux/amd64) kubernetes/60a317e/tokens-controller"
+    events = [AuditEvent(T0 + 0.5, "kubernetes-admin", "kuberevive")]
+    events += [AuditEvent(T0 + 1 + i / 10, "kubernetes-admin", "kuberevive") for i in range(10)]
+    events += [AuditEvent(T0 + 2 + i / 2, "system:kube-controller-manager", tokens) for i in range(20)]
+    rates = bench.sa_rates(events, phases, T0, T0 + 11)
+    assert rates["plan"] == {
+        "seconds": 1.0,
+        "clients": {
+            "kube-controller-manager": {"requests": 0, "per_s": 0.0, "peak_per_s": 0},
+            "pod simulator": {"requests": 0, "per_s": 0.0, "peak_per_s": 0},
+            "tool": {"requests": 1, "per_s": 1.0, "peak_per_s": 1},
+        },
+    }
+    remints = rates["re-mints"]["clients"]
+    assert remints["tool"] == {"requests": 10, "per_s": 1.0, "peak_per_s": 10}
+    assert remints["kube-controller-manager/tokens-controller"] == {"requests": 18, "per_s": 1.8, "peak_per_s": 2}
+    assert remints["kube-controller-manager"] == remints["kube-controller-manager/tokens-controller"]
+    table = "\n".join(bench.sa_rate_table(rates, 100))
+    assert "--kube-api-qps 100 --kube-api-burst 200" in table and "  tokens-controller" in table
