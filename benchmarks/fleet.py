@@ -396,7 +396,8 @@ def sa_rates(events: list[Any], phases: dict[str, list[float]], start: float, en
         times.setdefault(client, []).append(event.at)
         if client.startswith(KCM + "/"):
             times.setdefault(KCM, []).append(event.at)
-    windows = {"whole run": (start, end)} | {name: (a, b) for name, (a, b) in phases.items() if b > a}
+    in_order = sorted((a, b, name) for name, (a, b) in phases.items() if b > a)
+    windows = {"whole run": (start, end)} | {name: (a, b) for a, b, name in in_order}
     out: dict[str, Any] = {}
     for name, (a, b) in windows.items():
         row = {client: request_rate(times.get(client, []), a, b) for client in sorted(set(times) | set(MAIN_CLIENTS))}
