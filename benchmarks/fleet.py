@@ -171,13 +171,33 @@ def sa_tool(work: Path) -> dict[str, Any]:
         return raw(self, method, path, *a, **kw)
 
     KubeApi.raw = counted  # type: ignore[method-assign]
+    phases: dict[str, list[float]] = {}  # each phase's [start, end], seconds since the epoch (as the audit log)
+
+    def phase(name: str, edge: int) -> None:  # also said, for a run stopped by --time-limit (see sa_size)
+        phases.setdefault(name, [0.0, 0.0])[edge] = now = time.time()
+        say(f"sa: phase {name} {('start', 'end')[edge]} {now:.3f}")
+
+    remint_all = restarts_apply.remint_all
+
+    def timed_remint_all(*a: Any, **kw: Any) -> Any:
+        phase("re-mints", 0)
+        try:
+            return remint_all(*a, **kw)
+        finally:
+            phase("re-mints", 1)
+            phase("rollouts", 0)
+
+    restarts_apply.remint_all = timed_remint_all
     fleet = Fleet(work, 0)
     api = fleet.api()
     current = key_ids((fleet.root / "etc/kubernetes/pki/sa.pub").read_bytes())
     cutoff = datetime.now(UTC)
     t0 = time.monotonic()
+    phase("plan", 0)
     plan = restarts_apply.read_restart_plan(api, cutoff, current, False)
     t_plan = time.monotonic() - t0
+    phase("plan", 1)
+    phase("rollouts", 0)  # started again after the re-mints, if any
     kinds: dict[str, int] = {}
     for action in plan.actions:
         kinds[f"{action.action} {action.kind}"] = kinds.get(f"{action.action} {action.kind}", 0) + 1
@@ -190,6 +210,7 @@ def sa_tool(work: Path) -> dict[str, Any]:
 
     results = restarts_apply.apply_restart_plan(api, plan, progress)
     wall = time.monotonic() - t0
+    phase("rollouts", 1)
     remints = [r for r in results if r.action.action == "remint"]
     rollouts = [r for r in results if r.action.action != "remint"]
     return {
@@ -202,6 +223,7 @@ def sa_tool(work: Path) -> dict[str, Any]:
         "failed": [r.line() for r in results if r.outcome == "failed"][:20],
         "slowest_rollouts": [r.line()[:160] for r in sorted(rollouts, key=lambda r: -r.seconds)[:5]],
         "client_requests": dict(sorted(calls.items(), key=lambda kv: -kv[1])),
+        "phases": phases,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
     }
@@ -212,11 +234,11 @@ def one_size(args: argparse.Namespace, n: int) -> dict[str, Any]:
     if work.exists():
         shutil.rmtree(work)
     unreachable, slow = bad_nodes(n, args.bad_percent)
-    fleet = Fleet(work, n, unreachable, slow, args.slow_seconds)
+    fleet = Fleet(work, n, unreachable, slow, args.slow_seconds, args.audit_max_mb)
     try:
         fleet.start(progress=say)
         fleet.wait_listening()
-        line = fleet.audit_lines()
+        mark = fleet.audit_mark()
         say(f"fleet: re-trusting {n} nodes (concurrency {args.concurrency})")
         argv = [sys.executable, __file__, "--tool", str(work), "--nodes", str(n)]
         argv += ["--concurrency", str(args.concurrency), "--node-timeout", str(args.node_timeout)]
@@ -238,7 +260,7 @@ def one_size(args: argparse.Namespace, n: int) -> dict[str, Any]:
             time.sleep(1)
             if time.monotonic() > progress_at:  # the re-trusted nodes' status requests, as the tool goes
                 progress_at += 60
-                done = fleet.requests_since(line).get("nodes", 0)
+                done = fleet.requests_since(mark).get("nodes", 0)
                 say(f"fleet: {time.monotonic() - t0:.0f} s: {done} nodes re-trusted, load {os.getloadavg()[0]:.0f}")
         if tool_proc.poll() is None:  # --time-limit: stopped; what it finished is in the audit log
             status = Path(f"/proc/{tool_proc.pid}/status").read_text()
@@ -247,7 +269,7 @@ def one_size(args: argparse.Namespace, n: int) -> dict[str, Any]:
             tool_proc.kill()
             tool_proc.wait()
             time.sleep(1)
-            done = fleet.requests_since(line).get("nodes", 0)
+            done = fleet.requests_since(mark).get("nodes", 0)
             say(f"fleet: --time-limit {limit:g} s reached with {done} of {n} nodes re-trusted; the tool was stopped")
             result: dict[str, Any] = {"wall_s": round(time.monotonic() - t0, 1), "ok": done, "failed": {}}
             result |= {"partial": True, "peak_rss_mb": round(hwm / 1024, 1), "cpu_s": round(sum(ticks) / 100, 1)}
@@ -259,7 +281,7 @@ def one_size(args: argparse.Namespace, n: int) -> dict[str, Any]:
             stdout = next(o for o in out if o.strip().startswith("{"))
             result = json.loads(stdout.strip().splitlines()[-1])
         time.sleep(1)  # the audit log is written asynchronously (batch of 1 s at most)
-        requests = fleet.requests_since(line)
+        requests = fleet.requests_since(mark)
     finally:
         fleet.stop()
     tool_requests = requests.get("kubernetes-admin", 0)
@@ -285,11 +307,11 @@ def sa_size(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work) / "sa"
     if work.exists():
         shutil.rmtree(work)
-    fleet = Fleet(work, 0)
+    fleet = Fleet(work, 0, audit_max_mb=args.audit_max_mb)
     sim: PodSimulator | None = None
     try:
         fleet.start(progress=say)
-        admin = fleet.api("super-admin.conf", timeout=60)
+        admin = fleet.api("super-admin.conf", timeout=60, keep_alive=True)
         t0 = time.monotonic()
         nodes = sa_nodes(admin, args.sa_nodes)
         fleet.start_controller_manager(
@@ -299,7 +321,7 @@ def sa_size(args: argparse.Namespace) -> dict[str, Any]:
         sim.start()
         made = sa_objects(admin, fleet, args.secrets, args.pods, len(nodes), say)
         say(f"sa: {made} in {time.monotonic() - t0:.0f} s; pod simulator: {sim.counts}")
-        line = fleet.audit_lines()
+        mark = fleet.audit_mark()
         say("sa: the remediation (recover's sa-tokens step)")
         argv = [sys.executable, __file__, "--sa-tool", str(work)]
         t0 = time.monotonic()
@@ -317,32 +339,99 @@ def sa_size(args: argparse.Namespace) -> dict[str, Any]:
             lines = said.splitlines()
             result = {
                 "partial": True,
+                "phases": said_phases(lines, time.time()),
                 "wall_s": round(time.monotonic() - t0, 1),
                 "said": [x for x in lines if x.startswith("sa: plan") or "re-minted in" in x],
                 "owners_done": sum(1 for x in lines if x.startswith("sa:   ok: ")),
                 "last": lines[-3:],
             }
-        time.sleep(1)  # the audit log is written asynchronously (batch of 1 s at most)
-        requests = fleet.requests_since(line)
+        end = time.time()
+        time.sleep(1)  # an event is written once its response is complete
+        events = fleet.audit_events_since(mark)
     finally:
         if sim is not None:
             sim.stop()
         fleet.stop()
-    tool = requests.get("kubernetes-admin", 0)
+    rates = sa_rates(events, result.get("phases") or {}, mark, end)
     return result | {
         "secrets": args.secrets,
         "pods": args.pods,
         "nodes": args.sa_nodes,
         "objects": made,
         "kcm_qps": args.kcm_qps,
-        "api_requests": tool,
-        "api_requests_per_s": round(tool / result["wall_s"], 1) if result["wall_s"] else 0,
-        "controller_requests": sum(
-            v for k, v in requests.items() if k.startswith("system:serviceaccount:kube-system:")
-        ),
+        "api_requests": rates["whole run"]["clients"]["tool"]["requests"],
+        "api_requests_per_s": rates["whole run"]["clients"]["tool"]["per_s"],
+        "controller_requests": rates["whole run"]["clients"][KCM]["requests"],
+        "rates": rates,
         "simulator": sim.counts if sim is not None else {},
         "load_average": os.getloadavg(),
     }
+
+
+def said_phases(lines: list[str], now: float) -> dict[str, list[float]]:
+    """The phases (name -> [start, end]) the tool said it began and ended (``sa: phase NAME start|end TIME``); one
+    not ended when the tool was stopped ends ``now``."""
+    phases: dict[str, list[float]] = {}
+    for line in lines:
+        words = line.split()
+        if len(words) == 5 and words[:2] == ["sa:", "phase"] and words[3] in ("start", "end"):
+            phases.setdefault(words[2], [0.0, now])[int(words[3] == "end")] = float(words[4])
+    return phases
+
+
+KCM = "kube-controller-manager"
+MAIN_CLIENTS = ("tool", KCM, "pod simulator")
+
+
+def sa_rates(events: list[Any], phases: dict[str, list[float]], start: float, end: float) -> dict[str, Any]:
+    """The requests of each client (the audit log's, :meth:`AuditEvent.client`) in each phase of the tool's run
+    (``phases``: name -> [start, end]; ``whole run`` is ``[start, end]``): count, mean rate, busiest second.
+    kube-controller-manager is there as a whole and per controller (each has its own client and QPS limit).
+    Each phase: ``{"seconds": its length, "clients": {client: request_rate}}``."""
+    from kuberevive.lab.fleet import request_rate
+
+    times: dict[str, list[float]] = {}
+    for event in events:
+        client = event.client()
+        times.setdefault(client, []).append(event.at)
+        if client.startswith(KCM + "/"):
+            times.setdefault(KCM, []).append(event.at)
+    in_order = sorted((a, b, name) for name, (a, b) in phases.items() if b > a)
+    windows = {"whole run": (start, end)} | {name: (a, b) for a, b, name in in_order}
+    out: dict[str, Any] = {}
+    for name, (a, b) in windows.items():
+        row = {client: request_rate(times.get(client, []), a, b) for client in sorted(set(times) | set(MAIN_CLIENTS))}
+        clients = {client: r for client, r in row.items() if r["requests"] or client in MAIN_CLIENTS}
+        out[name] = {"seconds": round(b - a, 1), "clients": clients}
+    return out
+
+
+def sa_rate_table(rates: dict[str, Any], kcm_qps: int) -> list[str]:
+    """The lines printing :func:`sa_rates`: per phase, each client's requests, mean rate and busiest second, beside
+    its client-side limit."""
+    from kuberevive.io.restarts_apply import POLL, REMINT_CONCURRENCY, REMINT_POLL
+
+    limits = {
+        "tool": f"none ({REMINT_CONCURRENCY} re-mint patches at a time, then a list every {REMINT_POLL:g} s;"
+        f" a rollout: a GET every {POLL:g} s)",
+        KCM: f"--kube-api-qps {kcm_qps} --kube-api-burst {2 * kcm_qps} for each controller's own client",
+        "pod simulator": "none (8 workers)",
+    }
+    lines = [
+        "  API requests by client and phase (the API server's audit log): requests, mean rate, busiest second",
+        f"    {'phase':<10} {'seconds':>8}  {'client':<40} {'requests':>9} {'req/s':>7} {'peak/s':>7}"
+        "  client-side limit",
+    ]
+    for phase, row in rates.items():
+        seconds = row["seconds"]
+        for client, r in row["clients"].items():
+            sub = client.startswith(KCM + "/")
+            shown = f"  {client.removeprefix(KCM + '/')}" if sub else client
+            lines.append(
+                f"    {phase:<10} {seconds:>8}  {shown:<40} {r['requests']:>9} {r['per_s']:>7} {r['peak_per_s']:>7}"
+                f"  {'' if sub else limits.get(client, '')}".rstrip()
+            )
+    return lines
 
 
 def main() -> int:
@@ -360,6 +449,9 @@ def main() -> int:
     parser.add_argument("--kcm-qps", type=int, default=100, help="kube-controller-manager's --kube-api-qps")
     parser.add_argument(
         "--time-limit", type=float, default=0, help="stop the tool after this many seconds and report what it finished"
+    )
+    parser.add_argument(
+        "--audit-max-mb", type=int, default=100, help="the API server's audit log is rotated at this size (MB)"
     )
     parser.add_argument("--tool", help=argparse.SUPPRESS)
     parser.add_argument("--sa-tool", help=argparse.SUPPRESS)
@@ -404,18 +496,27 @@ def main() -> int:
             f"ServiceAccount remediation: {sa['secrets']} legacy token Secrets, {sa['pods']} pods"
             f" on {sa['nodes']} nodes ({sa['objects']})"
         )
-        print(
-            f"  wall {sa['wall_s']} s (plan {sa['plan_s']} s, re-mints {sa['remint_s']} s,"
-            f" rollouts {sa['rollouts_s']} s);"
-            f" peak RSS {sa['peak_rss_mb']} MB, tool CPU {sa['cpu_s']} s"
-        )
+        if sa.get("partial"):
+            print(
+                f"  stopped by --time-limit after {sa['wall_s']} s: {'; '.join(sa['said'])};"
+                f" {sa['owners_done']} owners rolled out; last said: {' | '.join(sa['last'])}"
+            )
+        else:
+            print(
+                f"  wall {sa['wall_s']} s (plan {sa['plan_s']} s, re-mints {sa['remint_s']} s,"
+                f" rollouts {sa['rollouts_s']} s);"
+                f" peak RSS {sa['peak_rss_mb']} MB, tool CPU {sa['cpu_s']} s"
+            )
         print(
             f"  tool API requests {sa['api_requests']} ({sa['api_requests_per_s']}/s; the tool has no client-side QPS"
             f" limit); kube-controller-manager's --kube-api-qps {sa['kcm_qps']}, its requests"
-            f" {sa['controller_requests']}; outcomes {sa['outcomes']}"
+            f" {sa['controller_requests']}; outcomes {sa.get('outcomes', 'not known (stopped)')}"
         )
-        print(f"  actions {sa['actions']}; requests by kind {sa['client_requests']}")
-        for line in sa["failed"]:
+        if not sa.get("partial"):
+            print(f"  actions {sa['actions']}; requests by kind (the tool's own count) {sa['client_requests']}")
+        for line in sa_rate_table(sa["rates"], sa["kcm_qps"]):
+            print(line)
+        for line in sa.get("failed", []):
             print(f"  failed: {line}")
     print(json.dumps({"benchmark": "fleet", "concurrency": args.concurrency, "sizes": rows, "sa": sa}))
     return 0

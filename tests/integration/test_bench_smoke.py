@@ -137,4 +137,11 @@ def test_fleet_benchmark_sa_remediation_with_a_few_secrets_and_pods(tmp_path: Pa
     assert sa["actions"] == {"remint Secret": 6, "rollout-restart Deployment": 1, "rollout-restart DaemonSet": 1}, sa
     assert sa["outcomes"] == {"ok": 8, "skipped": 0, "failed": 0}, sa
     assert sa["api_requests"] >= 6 + 2  # a patch per Secret and per owner, plus the lists and the waits
+    # the audit log's count by client and phase: the token controller (kube-controller-manager's own client) read
+    # and updated each re-minted Secret while the tool waited for it
+    remints = sa["rates"]["re-mints"]["clients"]
+    assert remints["kube-controller-manager/tokens-controller"]["requests"] >= 2 * 6, sa["rates"]
+    assert remints["tool"]["requests"] >= 6, sa["rates"]
+    assert sa["controller_requests"] >= remints["kube-controller-manager/tokens-controller"]["requests"]
+    assert "tokens-controller" in run.stdout and "--kube-api-qps 100 --kube-api-burst 200" in run.stdout
     assert "ServiceAccount remediation: 6 legacy token Secrets" in run.stdout

@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -32,7 +33,9 @@ PATCH_TYPES = {
 
 
 class KubeApi:
-    """One API server, one identity. Thread-safe: every request opens its own connection."""
+    """One API server, one identity. Thread-safe: every request opens its own connection, or with ``keep_alive``
+    each thread keeps one open for its next requests (as a kubelet or a controller does; the fleet benchmark's
+    set-up and pod simulator, which send tens of thousands of requests)."""
 
     def __init__(
         self,
@@ -42,6 +45,7 @@ class KubeApi:
         client_key_pem: bytes | None = None,
         token: str | None = None,
         timeout: float = 10.0,
+        keep_alive: bool = False,
     ) -> None:
         parts = urlsplit(server)
         if parts.scheme != "https" or not parts.hostname:
@@ -54,6 +58,10 @@ class KubeApi:
         self.port = parts.port or 443
         self.token = token
         self.timeout = timeout
+        self.keep_alive = keep_alive
+        self._kept = threading.local()  # with keep_alive: this thread's open connection
+        self._open: set[http.client.HTTPSConnection] = set()  # every thread's, for close()
+        self._open_lock = threading.Lock()
         try:
             self._ctx = client_context(ca_pem, client_cert_pem, client_key_pem)
         except (ssl.SSLError, ValueError) as exc:
@@ -63,7 +71,11 @@ class KubeApi:
 
     @classmethod
     def from_kubeconfig(
-        cls, data: bytes | str, read_file: Callable[[str], bytes] | None = None, timeout: float = 10.0
+        cls,
+        data: bytes | str,
+        read_file: Callable[[str], bytes] | None = None,
+        timeout: float = 10.0,
+        keep_alive: bool = False,
     ) -> KubeApi:
         """The current context of a kubeconfig. File references (``certificate-authority``,
         ``client-certificate``, ``client-key``, ``tokenFile``) are read through ``read_file``
@@ -99,6 +111,7 @@ class KubeApi:
             client_key_pem=material(user.client_key_data, user.client_key),
             token=token,
             timeout=timeout,
+            keep_alive=keep_alive,
         )
 
     # -- requests ----------------------------------------------------------------------------
@@ -112,22 +125,63 @@ class KubeApi:
             headers["Content-Type"] = content_type
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
+        kept: http.client.HTTPSConnection | None = getattr(self._kept, "conn", None)
+        self._kept.conn = None
+        if kept is not None:
+            try:
+                return self._send(kept, method, path, body, headers)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                pass  # the server closed it while it was idle: sent again on a new connection
+            except (TimeoutError, OSError, http.client.HTTPException) as exc:
+                raise self._unreachable(exc) from exc
         conn = http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=self.timeout)
         try:
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
+            return self._send(conn, method, path, body, headers)
         except ssl.SSLCertVerificationError as exc:
             raise KubeApiError(
                 f"the API server at {self.shown} is not trusted by the kubeconfig's CA: {exc.verify_message}",
                 "check that the kubeconfig embeds the cluster's current ca.crt",
             ) from exc
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
-            raise KubeApiError(
-                f"cannot reach the API server at {self.shown}: {exc}", "check that kube-apiserver is running"
-            ) from exc
-        finally:
+            raise self._unreachable(exc) from exc
+
+    def _send(
+        self, conn: http.client.HTTPSConnection, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        """One request on ``conn``; with ``keep_alive`` it stays this thread's for its next request unless the server
+        said it closes it, else (or on any failure) it is closed."""
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except BaseException:
+            self._close(conn)
+            raise
+        if self.keep_alive and not resp.will_close:
+            self._kept.conn = conn
+            with self._open_lock:
+                self._open.add(conn)
+        else:
+            self._close(conn)
+        return resp.status, data
+
+    def _close(self, conn: http.client.HTTPSConnection) -> None:
+        conn.close()
+        with self._open_lock:
+            self._open.discard(conn)
+
+    def close(self) -> None:
+        """Close the connections kept open (``keep_alive``), every thread's; a thread's next request opens a new
+        one."""
+        with self._open_lock:
+            kept, self._open = self._open, set()
+        for conn in kept:
             conn.close()
+
+    def _unreachable(self, exc: BaseException) -> KubeApiError:
+        return KubeApiError(
+            f"cannot reach the API server at {self.shown}: {exc}", "check that kube-apiserver is running"
+        )
 
     def request(
         self,

@@ -31,6 +31,7 @@ import shlex
 import subprocess
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -162,6 +163,7 @@ class Fleet:
     unreachable: frozenset[int] = frozenset()
     slow: frozenset[int] = frozenset()
     slow_seconds: float = 15.0
+    audit_max_mb: int = 100
     lab: LabConfig = field(default_factory=LabConfig)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -189,9 +191,12 @@ class Fleet:
     def kubeadm_config(self) -> KubeadmConfig:
         return load_kubeadm_config(CONFIG, NodeFacts(hostname="fleet-cp"))
 
-    def api(self, conf: str = "admin.conf", timeout: float = 10.0) -> KubeApi:
-        """The tool's client (``admin.conf``, as recover uses); ``super-admin.conf`` sets the fleet up."""
-        return KubeApi.from_kubeconfig((self.root / "etc/kubernetes" / conf).read_bytes(), timeout=timeout)
+    def api(self, conf: str = "admin.conf", timeout: float = 10.0, keep_alive: bool = False) -> KubeApi:
+        """The tool's client (``admin.conf``, as recover uses: a connection per request); ``super-admin.conf`` sets
+        the fleet up and runs the pod simulator (``keep_alive``: a connection per thread, as a kubelet keeps one)."""
+        return KubeApi.from_kubeconfig(
+            (self.root / "etc/kubernetes" / conf).read_bytes(), timeout=timeout, keep_alive=keep_alive
+        )
 
     # --- setup ---------------------------------------------------------------------------------------
     @staticmethod
@@ -227,7 +232,9 @@ class Fleet:
                 extra = [
                     f"--audit-policy-file={policy}",
                     f"--audit-log-path={self.audit_log}",
-                    "--audit-log-maxsize=0",
+                    # rotated at this size into audit-<time>.log (every backup kept): 0 is NOT "never" (the
+                    # API server's log writer reads 0 as 100 MB), so the counting reads the backups too
+                    f"--audit-log-maxsize={self.audit_max_mb}",
                     "--max-requests-inflight=800",
                     "--max-mutating-requests-inflight=400",
                 ]
@@ -455,20 +462,35 @@ class Fleet:
                     time.sleep(0.1)
 
     # --- measuring -----------------------------------------------------------------------------------
-    def audit_lines(self) -> int:
-        with self.audit_log.open("rb") as fh:
-            return sum(1 for _ in fh)
+    def audit_files(self) -> list[Path]:
+        """The audit log and its rotated backups (``audit-<time>.log``, see ``--audit-log-maxsize``)."""
+        return [*sorted(self.work.glob("audit-*.log")), self.audit_log]
 
-    def requests_since(self, line: int) -> dict[str, int]:
-        """Audit events after ``line``, counted by user (``kubernetes-admin`` is the tool)."""
-        counts: dict[str, int] = {}
-        with self.audit_log.open("rb") as fh:
-            for n, raw in enumerate(fh):
-                if n < line:
+    @staticmethod
+    def audit_mark() -> float:
+        """A mark for :meth:`requests_since`: now, in seconds since the epoch (the API server's clock is this one)."""
+        return time.time()
+
+    def audit_events_since(self, mark: float) -> list[AuditEvent]:
+        """Every audit event of a request received at ``mark`` or later, in the log or its rotated backups."""
+        out: list[AuditEvent] = []
+        for path in self.audit_files():
+            try:
+                if path.stat().st_mtime < mark:  # written to last before the mark: no event after it
                     continue
-                user = json.loads(raw).get("user", {}).get("username", "?")
-                key = "nodes" if user.startswith("system:node:") else user
-                counts[key] = counts.get(key, 0) + 1
+                with path.open("rb") as fh:
+                    out.extend(audit_events(fh, mark))
+            except FileNotFoundError:  # rotated away meanwhile: read as its backup
+                continue
+        return out
+
+    def requests_since(self, mark: float) -> dict[str, int]:
+        """Requests received at ``mark`` (:meth:`audit_mark`) or later, counted by user (``kubernetes-admin`` is the
+        tool; ``nodes`` every ``system:node:*``)."""
+        counts: dict[str, int] = {}
+        for event in self.audit_events_since(mark):
+            key = "nodes" if event.user.startswith("system:node:") else event.user
+            counts[key] = counts.get(key, 0) + 1
         return counts
 
     def stop(self) -> None:
@@ -482,6 +504,63 @@ class Fleet:
                 p.kill()
                 p.wait()
         self.procs.clear()
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """What the benchmarks count of one audit event: when the request was received (seconds since the epoch), by
+    whom, with which client (``userAgent``)."""
+
+    at: float
+    user: str
+    agent: str
+
+    def client(self) -> str:
+        """Who made the request, as the benchmarks name it: ``tool`` (``admin.conf``), ``pod simulator`` and set-up
+        (``super-admin.conf``), ``kube-controller-manager/<controller>`` (its own credentials name the controller in
+        the user agent, ``--use-service-account-credentials`` in the user), ``nodes``, or the user name."""
+        if self.user == "kubernetes-admin":
+            return "tool"
+        if self.user == "kubernetes-super-admin":
+            return "pod simulator"
+        if self.user.startswith("system:node:"):
+            return "nodes"
+        if self.user.startswith(KCM_SERVICE_ACCOUNTS):
+            return f"kube-controller-manager/{self.user.removeprefix(KCM_SERVICE_ACCOUNTS)}"
+        if self.user == "system:kube-controller-manager":
+            return f"kube-controller-manager/{self.agent.rpartition('/')[2] or '?'}"
+        return self.user
+
+
+KCM_SERVICE_ACCOUNTS = "system:serviceaccount:kube-system:"
+
+
+def audit_events(lines: Iterable[bytes], mark: float) -> Iterator[AuditEvent]:
+    """The events among ``lines`` (an audit log: one JSON event a line) of requests received at ``mark`` or later
+    (``requestReceivedTimestamp``; the log is in completion order, so every line is read). A line cut short (the
+    API server writing it now) is left out."""
+    for raw in lines:
+        try:
+            event = json.loads(raw)
+            at = datetime.fromisoformat(event["requestReceivedTimestamp"]).timestamp()
+        except (ValueError, KeyError, TypeError):
+            continue
+        if at >= mark:
+            user = event.get("user") or {}
+            yield AuditEvent(at, str(user.get("username", "?")), str(event.get("userAgent", "")))
+
+
+def request_rate(times: Iterable[float], start: float, end: float) -> dict[str, float]:
+    """The requests at ``times`` within ``[start, end)``: how many, their mean rate over the window and the busiest
+    one-second window of it (a request rate to set against a client's QPS limit)."""
+    inside = sorted(t for t in times if start <= t < end)
+    peak, first = 0, 0
+    for last, t in enumerate(inside):  # the most requests within any second: a sliding window
+        while t - inside[first] >= 1.0:
+            first += 1
+        peak = max(peak, last - first + 1)
+    span = end - start
+    return {"requests": len(inside), "per_s": round(len(inside) / span, 1) if span > 0 else 0.0, "peak_per_s": peak}
 
 
 def in_private_namespaces() -> bool:
