@@ -231,7 +231,7 @@ def test_a_fresh_run_plans_once_and_again_only_when_the_journal_changed_while_it
     assert len(calls) == 1
 
     d = early_cluster(tmp_path / "other", monkeypatch)
-    real_lock = run_recover.recovery_lock
+    from kuberevive.run.journal import recovery_lock as real_lock
 
     @contextlib.contextmanager
     def lock_taken_after_another_run(host: Any) -> Iterator[None]:
@@ -272,7 +272,12 @@ def test_the_keys_made_ahead_are_of_the_stored_configurations_algorithm(
     asked: list[EncryptionAlgorithm] = []
     dropped: list[int] = []
     real_drop = pki.drop_spare_keys
-    monkeypatch.setattr(pki, "drop_spare_keys", lambda: dropped.append(len(asked)) or real_drop())
+
+    def drop() -> int:
+        dropped.append(len(asked))
+        return real_drop()
+
+    monkeypatch.setattr(pki, "drop_spare_keys", drop)
     c.background = lambda work: asked.append(work.args[0])  # type: ignore[attr-defined]
     assert_recovered(c, c.recover())
     # kubeadm's default from the start, while the run plans; dropped once the plan named ECDSA, which is made then
