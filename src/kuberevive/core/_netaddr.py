@@ -91,24 +91,6 @@ def split_host_port(hostport: str) -> tuple[str, str]:
     )
 
 
-_HOST_PORT = re.compile(r"(\[[^\]]*\]|[^:/?#\[\]@]+)(?::(\d+))?(?:$|[/?#])")
-
-
-def url_host_port(url: str) -> tuple[str, str]:
-    """The host (an IPv6 address without its brackets) and the port ("" when none) of a URL or a ``host:port``
-    endpoint (``https://[fd00::1]:2380``, ``10.0.0.1:6443``, ``cp1``); ("", "") when it has neither. Lenient: for
-    reading what etcd, kubeadm and kubeconfigs recorded; :func:`split_host_port` validates a configuration's."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        rest = url
-    elif not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*", scheme):
-        return "", ""
-    m = _HOST_PORT.match(rest)
-    if not m:
-        return "", ""
-    return m.group(1).strip("[]"), m.group(2) or ""
-
-
 def join_host_port(host: str, port: int | str) -> str:
     """Go ``net.JoinHostPort``: brackets around a host that contains a colon (IPv6)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -33,6 +33,7 @@ import functools
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime, timedelta
@@ -43,7 +44,6 @@ import yaml
 from cryptography import x509
 
 from kuberevive.core import pki, salvage, satokens, versions, yamlfmt
-from kuberevive.core._netaddr import url_host_port
 from kuberevive.core.k8sproto import decode_configmap, object_meta
 from kuberevive.core.kubeconfig import (
     Kubeconfig,
@@ -325,7 +325,8 @@ def refine_identity(
     """Check the node's identity against what etcd remembers; take the API port from the mirror pod."""
     port = identity.bind_port
     if apiserver_endpoint:
-        host, port_text = url_host_port(apiserver_endpoint)
+        host, _, port_text = apiserver_endpoint.rpartition(":")
+        host = host.strip("[]")
         if host != identity.advertise_address:
             raise PlanError(
                 f"etcd says this node's API server advertised {host}, but the node's address is "
@@ -334,8 +335,8 @@ def refine_identity(
             )
         port = int(port_text) if port_text.isdigit() else port
     for url in member_peer_urls:
-        host = url_host_port(url)[0]
-        if host and host != identity.advertise_address:
+        m = re.match(r"^https?://\[?([^\]/]+?)\]?:\d+$", url)
+        if m and m.group(1) != identity.advertise_address:
             raise PlanError(
                 f"the etcd member's peer URL is {url}, but the node's address is {identity.advertise_address}",
                 "run recover on the node that owns this etcd data, or pass --config",

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from kuberevive.core import pki, yamlfmt
-from kuberevive.core._netaddr import join_host_port, url_host_port
+from kuberevive.core._netaddr import join_host_port
 from kuberevive.core.diagnose import Area, Finding, Severity
 from kuberevive.core.kubeconfig import render_kubeconfig
 from kuberevive.core.manifests import (
@@ -67,10 +67,10 @@ class PeerEndpoints:
 
 
 def _split_host_port(endpoint: str) -> tuple[str, int]:
-    host, port = url_host_port(endpoint)
-    if not host or not port:
+    host, _, port = endpoint.rpartition(":")
+    if not host or not port.isdigit():
         raise ValueError(endpoint)
-    return host, int(port)
+    return host.strip("[]"), int(port)
 
 
 def _annotation(data: bytes, key: str) -> str:

@@ -24,7 +24,6 @@ from kuberevive.core import backup as core_backup
 from kuberevive.core import etcdsafety
 from kuberevive.core import quorum as core
 from kuberevive.core import replace as core_replace
-from kuberevive.core._netaddr import url_host_port
 from kuberevive.core.manifests import manifest_flags, parse_manifest
 from kuberevive.core.retrust import ready_since
 from kuberevive.errors import ConfigError, EtcdError, KubeApiError, KubereviveError, PlanError, TransportError
@@ -128,6 +127,10 @@ document shape as replace-control-plane's result)."""
 # ------------------------------------------------------------------------------------------------ facts
 
 
+def _host_of(url: str) -> str:
+    return url.split("://", 1)[-1].rpartition(":")[0].strip("[]")
+
+
 def remote_reader(host: Machine, path: PurePosixPath) -> Callable[[int, int], bytes]:
     """``read(offset, size)`` of a file on ``host`` with ``dd`` (a page at a time, the file never read whole)."""
 
@@ -188,12 +191,12 @@ def read_master(
             f"recover {member.name}'s files first ('kuberevive recover' there), then run quorum-restore again",
         )
     peer = member.peer_urls[0] if member.peer_urls else ""
-    client = member.client_urls[0] if member.client_urls else f"https://{url_host_port(peer)[0]}:2379"
+    client = member.client_urls[0] if member.client_urls else f"https://{_host_of(peer)}:2379"
     healthy, why = _health(client, files)
     db = s.data_dir / "member" / "snap" / "db"
     m = core.MasterEtcd(
         node=member.name,
-        address=url_host_port(peer)[0],
+        address=_host_of(peer),
         member=s.name,
         peer_url=peer,
         client_url=client,
@@ -237,7 +240,7 @@ def read_masters(hosts: Hosts, files: tuple[bytes, bytes, bytes]) -> tuple[list[
     for member in members:
         if member.is_learner or not member.peer_urls:
             continue
-        address = url_host_port(member.peer_urls[0])[0]
+        address = _host_of(member.peer_urls[0])
         local = member.name == hosts.local_name
         try:
             host = hosts.get(member.name, address)

@@ -21,7 +21,6 @@ from typing import Any
 
 from kuberevive.core import replace as core
 from kuberevive.core import salvage, yamlfmt
-from kuberevive.core._netaddr import url_host_port
 from kuberevive.core.manifests import manifest_flags, parse_manifest
 from kuberevive.core.retrust import ready_since
 from kuberevive.errors import ConfigError, EtcdError, KubeApiError, KubereviveError, PlanError, TransportError
@@ -216,8 +215,8 @@ def _bind_port(api: KubeApi, this_node: str) -> int:
     endpoint = (((pod or {}).get("metadata") or {}).get("annotations") or {}).get(
         "kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint", ""
     )
-    port = url_host_port(str(endpoint))[1]
-    return int(port) if port else salvage.DEFAULT_API_PORT
+    port = str(endpoint).rpartition(":")[2]
+    return int(port) if port.isdigit() else salvage.DEFAULT_API_PORT
 
 
 def members_with_health(etcd: LocalEtcd) -> list[core.EtcdMember]:
@@ -244,7 +243,8 @@ def member_address(node: str, members: list[core.EtcdMember]) -> str | None:
     """The host of the peer URL of member ``node``."""
     for m in members:
         if m.name == node and m.peer_urls:
-            return url_host_port(m.peer_urls[0])[0] or None
+            host = m.peer_urls[0].split("://", 1)[-1].rpartition(":")[0]
+            return host.strip("[]") or None
     return None
 
 
@@ -361,9 +361,7 @@ class ReplaceExecutor:
         self.faults = faults
 
     def _wait(self, what: str, timeout: float, probe: Callable[[], tuple[bool, str]], interval: float = 1.0) -> float:
-        return wait_for(
-            what, timeout, probe, interval, f"kuberevive replace-control-plane {self.p.request.node} --apply"
-        )
+        return wait_for(what, timeout, probe, interval)
 
     def step_remove_member(self) -> None:
         lost = self.p.verdict.lost
