@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -326,3 +326,36 @@ def test_a_repair_without_all_nodes_restarts_no_pod_and_says_what_to_do(ext: Ext
     result = ext.apply(None)
     assert "restart-kube-proxy" not in result.applied and ext.api.proxies() == before
     assert caextend.KUBE_PROXY_HINT in result.messages
+
+
+def test_without_validity_the_stored_cluster_configurations_ca_validity_is_taken(
+    ext: Extension, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --validity (and without --config) the extended CAs get the stored ClusterConfiguration's
+    caCertificateValidityPeriod (kube-system/kubeadm-config, read through admin.conf), as certs renew takes its
+    leaves' certificateValidityPeriod; kubeadm's default (ten years) when it cannot be read (the API down)."""
+
+    class StoredApi:
+        def get(self, path: str, **query: Any) -> Any:
+            assert path.endswith("/kube-system/configmaps/kubeadm-config")
+            stored = {"kind": "ClusterConfiguration", "caCertificateValidityPeriod": "48h0m0s"}
+            return {"data": {"ClusterConfiguration": yaml.safe_dump(stored)}}
+
+    def extended_for(api: Any) -> tuple[timedelta, list[str]]:
+        monkeypatch.setattr(renew, "admin_client", lambda _node, timeout=10: api())
+        before = datetime.now(UTC)
+        plan = caextend.plan(str(ext.root.prefix), None, DAYS, ["ca"], False, False, live=False)
+        (ca,) = plan.cas
+        new_not_after = datetime.strptime(ca["new_not_after"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        return new_not_after - before, plan.messages
+
+    took, messages = extended_for(StoredApi)
+    assert timedelta(hours=48) - timedelta(seconds=5) < took <= timedelta(hours=48), took
+    assert any("48h" in m and "stored ClusterConfiguration" in m for m in messages), messages
+
+    def down() -> Any:
+        raise PlanError("the API server does not answer", "")
+
+    took, messages = extended_for(down)
+    assert timedelta(days=3650) - timedelta(seconds=5) < took <= timedelta(days=3650), took
+    assert any("kubeadm's default" in m for m in messages), messages

@@ -197,6 +197,14 @@ def _journal_extended(journal: CaExtendJournal) -> list[caextend.Extended]:
     ]
 
 
+def new_validity(root: str, config_file: str | None, cfg: KubeadmConfig) -> tuple[timedelta, str]:
+    """The validity of the extended CAs without ``--validity``, and where it comes from: the
+    ``caCertificateValidityPeriod`` of ``--config``, else of the stored ClusterConfiguration (read through admin.conf
+    when the API answers; not in repair mode), else kubeadm's default (ten years); as ``certs renew`` takes its
+    leaves' validity."""
+    return renew.stored_validity(root, config_file, cfg, "caCertificateValidityPeriod")
+
+
 def _prepare(
     root: str,
     config_file: str | None,
@@ -205,17 +213,19 @@ def _prepare(
     everything: bool,
     validity: timedelta | None,
     live: bool,
-) -> tuple[list[caextend.Extended], list[certs.CertItem], str]:
-    """The CAs to extend with their new certificates (made now), the rows chosen, the configuration's source.
-    ``validity``: from now; None: the cluster's caCertificateValidityPeriod."""
+) -> tuple[list[caextend.Extended], list[certs.CertItem], str, list[str]]:
+    """The CAs to extend with their new certificates (made now), the rows chosen, the configuration's source and a
+    message saying the validity's. ``validity``: from now; None: the cluster's ``caCertificateValidityPeriod``
+    (:func:`new_validity`)."""
     report, cfg = renew.read_report(root, config_file, warning_days, live=live)
     items = caextend.select(report, wanted, everything)
     if not items:
-        return [], [], report.config_source
-    validity = validity or renew.require_cfg(cfg).cluster.ca_certificate_validity
+        return [], [], report.config_source, []
+    validity, source = (validity, "--validity") if validity else new_validity(root, config_file, renew.require_cfg(cfg))
     node = NodeRoot(Path(root))
     files = node.read_many([PurePosixPath(p) for i in items for p in (i.path, i.key_path or i.path)])
-    return caextend.extend(items, files, datetime.now(UTC), validity), items, report.config_source
+    note = f"the extended CAs are valid for {renew.validity_text(validity, source)}"
+    return caextend.extend(items, files, datetime.now(UTC), validity), items, report.config_source, [note]
 
 
 def plan(
@@ -246,7 +256,7 @@ def plan(
             resumed=True,
             messages=repair_notes(live, journal.all_nodes, journal.repair),
         )
-    extended, items, source = _prepare(root, config_file, warning_days, wanted, everything, validity, live)
+    extended, items, source, notes = _prepare(root, config_file, warning_days, wanted, everything, validity, live)
     by_name = {i.name: i for i in items}
     repair = is_repair(extended, datetime.now(UTC))
     steps = steps_for(live, all_nodes, repair) if extended else []
@@ -257,7 +267,7 @@ def plan(
         restarts=restarts_for([e.name for e in extended], live, "restart-kube-proxy" in steps),
         config_source=source,
         all_nodes=all_nodes,
-        messages=repair_notes(live, all_nodes, repair) if extended else [],
+        messages=[*notes, *repair_notes(live, all_nodes, repair)] if extended else [],
     )
 
 
@@ -535,7 +545,9 @@ def apply(
         _report, cfg_or_none = renew.read_report(root, config_file, warning_days, live=live)
         cfg = renew.require_cfg(cfg_or_none)
         if journal is None or not resumed:
-            extended, items, source = _prepare(root, config_file, warning_days, wanted, everything, validity, live)
+            extended, items, source, notes = _prepare(
+                root, config_file, warning_days, wanted, everything, validity, live
+            )
             repair = is_repair(extended, fx.utcnow())
             steps = steps_for(live, options is not None, repair) if extended else []
             result = ExtendResult(
@@ -545,6 +557,7 @@ def apply(
                 restarts=restarts_for([e.name for e in extended], live, "restart-kube-proxy" in steps),
                 config_source=source,
                 all_nodes=options is not None,
+                messages=notes,
             )
             if not extended:
                 return result
