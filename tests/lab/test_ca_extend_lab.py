@@ -15,7 +15,8 @@ unchanged (same serials), ``certs check --all-nodes`` clean.
 The repair case: the CAs are made to expire within 2 minutes the same way and the test waits until they have
 expired (the API server refuses the kubelets' and kubectl's client certificates); then one ``ca extend --apply
 --all-nodes`` brings the cluster back: both nodes Ready, kubectl works, the apicaller succeeds again, 0 failed
-Service requests, no workload container restarted, leaf serials unchanged.
+Service requests, no workload container restarted, leaf serials unchanged; kube-proxy (which held the expired CA it
+read at start) restarted through its DaemonSet, a new pod on each node, no other pod restarted.
 """
 
 from __future__ import annotations
@@ -45,14 +46,16 @@ pytestmark = pytest.mark.lab
 SHORT = "4m"
 SHORTER = "2m"
 CONTROL_PLANE = ("etcd-", "kube-apiserver-", "kube-controller-manager-", "kube-scheduler-")
+KUBE_PROXY = ("kube-proxy-",)
 
 
 def _iso(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
-def _pods(on: OnNode) -> dict[str, tuple[str, int]]:
-    """Every pod but the control-plane static pods (which ca extend restarts): uid and restart count."""
+def _pods(on: OnNode, skip: tuple[str, ...] = ()) -> dict[str, tuple[str, int]]:
+    """Every pod but the control-plane static pods (which ca extend restarts) and those whose name starts with one of
+    ``skip``: uid and restart count."""
     items = json.loads(on("cp1", "kubectl", "get", "pods", "-A", "-o", "json").stdout)["items"]
     return {
         f"{p['metadata']['namespace']}/{p['metadata']['name']}": (
@@ -60,8 +63,16 @@ def _pods(on: OnNode) -> dict[str, tuple[str, int]]:
             sum(s.get("restartCount", 0) for s in p["status"].get("containerStatuses", [])),
         )
         for p in items
-        if not p["metadata"]["name"].startswith(CONTROL_PLANE)
+        if not p["metadata"]["name"].startswith(CONTROL_PLANE + skip)
     }
+
+
+def _kube_proxies(on: OnNode) -> dict[str, str]:
+    """Node -> the uid of its kube-proxy pod."""
+    items = json.loads(
+        on("cp1", "kubectl", "get", "pods", "-n", "kube-system", "-l", "k8s-app=kube-proxy", "-o", "json").stdout
+    )["items"]
+    return {p["spec"]["nodeName"]: p["metadata"]["uid"] for p in items if not p["metadata"].get("deletionTimestamp")}
 
 
 def _alive_since(on: OnNode, node: str, since: datetime) -> tuple[bool, str]:
@@ -79,15 +90,16 @@ def _leaf_serials(data: dict[str, Any]) -> dict[str, str]:
 
 
 def _workload_and_leaves(
-    on: OnNode, check: dict[str, Any] | None = None
+    on: OnNode, check: dict[str, Any] | None = None, skip: tuple[str, ...] = ()
 ) -> tuple[dict[str, str], dict[str, Any], dict[str, tuple[str, int]]]:
     """Every leaf serial (from ``check``, else a clean ``certs check --all-nodes``), the labapp containers of both
-    nodes and every pod but the control plane's: what ca extend must leave as it was."""
+    nodes and every pod but the control plane's (and ``skip``'s: :func:`_pods`): what ca extend must leave as it
+    was."""
     if check is None:
         code, check = certs_check(on, "cp1", "--all-nodes", *ssh_args())
         assert code == 0, [i for i in check["items"] if i["status"] != "ok"]
     containers = {n: _labapp_containers(on, n) for n in ("cp1", "worker1")}
-    pods = _pods(on)
+    pods = _pods(on, skip)
     assert all(containers.values()) and pods
     return _leaf_serials(check), containers, pods
 
@@ -225,9 +237,10 @@ def test_ca_extend_after_the_ca_expired(lab: Lab, on_node: OnNode, tmp_path: Pat
     from kuberevive.lab.probe import ServiceProbe
 
     on = on_node
-    baseline = _workload_and_leaves(on)
+    baseline = _workload_and_leaves(on, skip=KUBE_PROXY)  # a repair restarts kube-proxy (checked below)
     with ServiceProbe(lab, tmp_path / "probe") as probe:
         short, _took = _extend(on, "--all", "--validity", SHORTER, "--all-nodes", *ssh_args())
+        proxies = _kube_proxies(on)  # before expiry nothing is restarted: the first extension's pods
         expiry = max(_iso(c["new_not_after"]) for c in short["cas"])
         _wait("the CAs to expire", 600, lambda: (datetime.now(UTC) > expiry + timedelta(seconds=20), expiry))
         _wait(
@@ -241,6 +254,10 @@ def test_ca_extend_after_the_ca_expired(lab: Lab, on_node: OnNode, tmp_path: Pat
         repaired, took = _extend(on, "--all-nodes", *ssh_args())
         assert sorted(c["name"] for c in repaired["cas"]) == ["ca", "etcd-ca", "front-proxy-ca"]
         assert {c["status"] for c in repaired["cas"]} == {"expired"}
+        assert "restart-kube-proxy" not in short["applied"] and repaired["applied"][-1] == "restart-kube-proxy"
+        new_proxies = _kube_proxies(on)  # the rollout ended: one new pod on each node
+        assert sorted(new_proxies) == sorted(proxies) == ["cp1", "worker1"], (proxies, new_proxies)
+        assert not set(new_proxies.values()) & set(proxies.values()), (proxies, new_proxies)
         _holders_agree(on)
         now = datetime.now(UTC)
         for node in ("cp1", "worker1"):
@@ -260,4 +277,4 @@ def test_ca_extend_after_the_ca_expired(lab: Lab, on_node: OnNode, tmp_path: Pat
     print(f"ca extend after the CAs expired: {took:.0f} s; probe {results}")
     for node, p in results.items():
         assert p["failed"] == 0 and p["ok"] > 0, (node, p)
-    assert _workload_and_leaves(on, after) == baseline
+    assert _workload_and_leaves(on, after, KUBE_PROXY) == baseline  # no workload container, no other pod restarted

@@ -1,4 +1,4 @@
-"""Certificates on the HA lab (issue 14): powered off past expiry, then ``ca extend`` before the CAs expire.
+"""Certificates on the HA lab (issue 14): powered off past expiry, ``ca extend`` before and after the CAs expire.
 
 One HA lab for the module (cp1..cp3 with stacked etcd behind haproxy, worker1; on the HA lab's instance:
 tests/conftest.py), made with short validities: leaves ``certificateValidityPeriod`` :data:`LEAF_VALIDITY`, the
@@ -18,12 +18,17 @@ the order written, on the same cluster:
    every 100 ms during it), then the old CAs' NotAfter passes: every node Ready and renewing its Lease after it,
    ``kubectl`` with the new admin.conf works (on every master and through the load balancer), the apicaller keeps
    succeeding, every holder of the CA on every node has the extended one, leaf serials unchanged, 0 failed Service
-   and API requests, no workload container restarted.
+   and API requests, no workload container or pod restarted. The extension's ``--validity`` makes the extended CAs
+   expire :data:`CHECKS_MARGIN` after the old ones, for test 3 (the checks above end before that, asserted).
+3. **CA extend after the CAs expired** (repair): those extended CAs are left to expire (every etcd member then rejects
+   the others: the API refuses everyone), then ONE ``ca extend --apply --all-nodes``: the same checks (the API probe
+   aside: nothing answers before the repair), and the apicaller calls the API again within :data:`APICALLER_BOUND`
+   of its end (the repair's last step restarts kube-proxy, which held the expired CA it read at start: without it,
+   one run saw the apicaller refused for about 3.5 minutes, its node's kube-proxy unable to list and without an
+   endpoint for the ``kubernetes`` Service); kube-proxy has a new pod on every node, no other pod restarted.
 
-Not here, for the CI budget (about 6 minutes more): ``ca extend`` after the CAs expired on HA (``peer-repair``; unit:
-tests/unit/test_renew_ha.py). As a third test of this module (this file at commit 60b7136) it passed in both runs
-(repair 55-85 s; once, the apicaller was refused for about 3.5 minutes after it: kube-proxy listed with its expired
-CA until it no longer did; docs/certs.md).
+Every wait polls (1 s) or sleeps until a known instant (a certificate's NotAfter); the CA validity is as short as
+test 1 and test 2's extension allow (:data:`CA_VALIDITY`).
 
 The lab is taken down at the module's end (unless ``KUBEREVIVE_LAB_KEEP=1``).
 """
@@ -55,8 +60,18 @@ pytestmark = pytest.mark.lab
 LEAF_VALIDITY = "4m"
 #: The kubelet client certificates the controller-manager signs (cp2, cp3, worker1 at their join).
 SIGNING_DURATION = "3m"
-#: The CAs: long enough for the power-off, the renewal and the extension; the module waits for them to expire.
-CA_VALIDITY = "11m"
+#: The CAs: long enough for the power-off, the renewal and the extension (test 1 asserts :data:`EXTEND_ROOM` left after
+#: the leaves expire); test 2 waits for them to expire.
+CA_VALIDITY = "9m"
+#: What test 1 needs after the leaves expired (the renewal and its checks: 60-80 s) and test 2 before the CAs expire
+#: (the extension: 64-87 s), with room for a loaded machine.
+EXTEND_ROOM = timedelta(minutes=3, seconds=30)
+#: Test 2 extends the CAs until this long after the old ones expire: its checks after that NotAfter took 4 s here, 20-40
+#: s in earlier runs; test 3 waits for the extended ones to expire (so it needs no extension of its own to make them
+#: short).
+CHECKS_MARGIN = timedelta(seconds=80)
+#: After the repair, the apicaller (a call every 5 s, reading ca.crt each time) succeeds again within this.
+APICALLER_BOUND = 60.0
 #: The control-plane containers a power-off stops (with the kubelet, so that nothing starts them again).
 CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler")
 TMP_INVENTORY = f"/tmp/krtest-ha-inventory-{os.getpid()}.yaml"
@@ -79,6 +94,15 @@ def short_ha_lab() -> Iterator[Lab]:
 @pytest.fixture(scope="module")
 def on(short_ha_lab: Lab) -> OnNode:
     return node_runner(short_ha_lab)
+
+
+def _until(at: datetime) -> None:
+    """Sleep until ``at`` (a known instant: nothing to poll before it)."""
+    time.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()))
+
+
+def _without_kube_proxy(pods: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in pods.items() if not k.startswith("kube-system/kube-proxy-")}
 
 
 def _ssh(lab: Lab) -> list[str]:
@@ -181,15 +205,11 @@ def test_powered_off_past_expiry_one_renew_brings_every_node_back(short_ha_lab: 
             f"leaves expire {min(leaves):%H:%M:%S}..{expiry:%H:%M:%S}, the CAs {ca_expiry:%H:%M:%S} "
             f"(now {datetime.now(UTC):%H:%M:%S})"
         )
-        assert expiry < ca_expiry - timedelta(minutes=5), (expiry, ca_expiry)
-        _wait(
-            "every leaf and kubelet client certificate to expire",
-            900,
-            lambda: (datetime.now(UTC) > expiry + timedelta(seconds=10), expiry),
-        )
+        assert expiry < ca_expiry - EXTEND_ROOM, (expiry, ca_expiry)
+        _until(expiry + timedelta(seconds=2))
         waited = time.monotonic() - off_at
         code, expired = _check(on, lab, "--inventory", TMP_INVENTORY)
-        assert code == 4
+        assert code == 4, {n: {k: i["status"] for k, i in by.items()} for n, by in expired.items()}
         for n in NODES:
             assert expired[n]["kubelet-client"]["status"] == "expired", (n, expired[n]["kubelet-client"])
         for cp in CPS:
@@ -231,7 +251,7 @@ def test_powered_off_past_expiry_one_renew_brings_every_node_back(short_ha_lab: 
         assert _serving_serial(on, lab.cfg.node(cp).ip) == after[cp]["apiserver"]["serial"].lstrip("0"), cp
     _etcd_healthy(on, members_before)
     _kubectl_everywhere(on, lab)
-    _wait("the apicaller calling the API again", 180, lambda: _apicaller_ok_since(on, renewed_at))
+    _wait("the apicaller calling the API again", 180, lambda: _apicaller_ok_since(on, renewed_at), 1)
     assert _pods(on, skip=STATIC) == pods_before  # no workload pod restarted or re-created, same containers
     print("Service probes:", {node: r.as_dict() for node, r in service.results.items()})
     for node, r in service.results.items():
@@ -253,7 +273,8 @@ def test_ca_extend_before_the_cas_expire_on_every_node(short_ha_lab: Lab, on: On
     assert left > timedelta(seconds=60), "too little time left to extend the CAs before they expire"
     token = on("cp1", "kubectl", "create", "token", "apicaller", "-n", "krlab", "--duration", "2h").stdout.strip()
     ca = on("cp1", "cat", "/etc/kubernetes/pki/ca.crt").stdout.encode()
-    argv = ["kuberevive", "ca", "extend", "--apply", "--all-nodes", "--json", *_ssh(lab)]
+    validity = f"{int((ca_expiry + CHECKS_MARGIN - datetime.now(UTC)).total_seconds())}s"
+    argv = ["kuberevive", "ca", "extend", "--apply", "--all-nodes", "--validity", validity, "--json", *_ssh(lab)]
     with ServiceProbe(lab, tmp_path / "service") as service:
         service.wait_for_answers(10)
         # the API probe trusts the old CA certificate: it runs while the extension restarts every master, and stops
@@ -269,28 +290,95 @@ def test_ca_extend_before_the_cas_expire_on_every_node(short_ha_lab: Lab, on: On
         assert datetime.now(UTC) < ca_expiry, "the extension finished after the CAs expired"
         result = json.loads(run.stdout)
         assert sorted(c["name"] for c in result["cas"]) == ["ca", "etcd-ca", "front-proxy-ca"]
-        assert all(_iso(c["new_not_after"]) > datetime.now(UTC) + timedelta(days=3649) for c in result["cas"])
+        new_expiry = min(_iso(c["new_not_after"]) for c in result["cas"])
+        assert new_expiry > ca_expiry + CHECKS_MARGIN - timedelta(seconds=30), (new_expiry, ca_expiry)
         _holders_agree(on)
 
-        _wait("the old CAs to expire", 900, lambda: (datetime.now(UTC) > ca_expiry + timedelta(seconds=20), ca_expiry))
+        _until(ca_expiry + timedelta(seconds=2))
         for n in NODES:
-            _wait(f"{n} Ready and renewing its Lease", 180, lambda n=n: _alive_since(on, n, ca_expiry))
+            _wait(f"{n} Ready and renewing its Lease", 180, lambda n=n: _alive_since(on, n, ca_expiry), 1)
         _kubectl_everywhere(on, lab)
         _wait(
             "the apicaller calling the API after the old CAs expired",
             180,
             lambda: _apicaller_ok_since(on, ca_expiry + timedelta(seconds=5)),
+            1,
         )
         code, after = _check(on, lab)
-        assert code == 0, {n: [k for k, i in by.items() if i["status"] != "ok"] for n, by in after.items()}
+        not_ok = {(n, k): i["status"] for n, by in after.items() for k, i in by.items() if i["status"] != "ok"}
+        assert code == 3 and set(not_ok.values()) <= {"expiring", "missing"}, not_ok  # the CAs: minutes (test 3)
+        assert {k for (_n, k), status in not_ok.items() if status == "expiring"} == {"ca", "etcd-ca", "front-proxy-ca"}
         _etcd_healthy(on, STATE["members"])
         service.wait_for_answers(10)
+        checks = datetime.now(UTC)
+        assert checks < new_expiry, "the checks ended after the extended CAs expired: CHECKS_MARGIN"
+    STATE["new_expiry"] = new_expiry
     assert _serials(after) == STATE["serials"]  # every leaf kept (same serials) on every node
-    assert _pods(on, skip=STATIC) == STATE["pods"]
+    assert _pods(on, skip=STATIC) == STATE["pods"]  # before expiry no pod is restarted (kube-proxy included)
     (through_lb,) = api.results.values()
     print(f"API probe through the load balancer: {through_lb.as_dict()}")
     print("Service probes:", {node: r.as_dict() for node, r in service.results.items()})
     assert through_lb.ok > 0 and through_lb.failed == 0, through_lb.as_dict()
     for node, r in service.results.items():
         assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
-    print(f"ca extend before expiry: extend {took:.1f} s; test {time.monotonic() - t0:.0f} s")
+    print(
+        f"ca extend before expiry: extend {took:.1f} s, checks ended {(new_expiry - checks).total_seconds():.0f} s "
+        f"before the extended CAs expire; test {time.monotonic() - t0:.0f} s"
+    )
+
+
+def test_ca_extend_after_the_cas_expired_repairs_every_node(short_ha_lab: Lab, on: OnNode, tmp_path: Path):
+    """The CAs test 2 extended until :data:`CHECKS_MARGIN` after the old ones (on every node, as it checked), left to
+    expire (every etcd member then rejects the others: no quorum, the API refuses everyone); ONE ``ca extend --apply
+    --all-nodes`` brings the cluster back (repair mode: every other master gets the extended CAs at once, before this
+    node's API server is awaited; kube-proxy restarted last)."""
+    lab = short_ha_lab
+    assert "new_expiry" in STATE, "the CA extension test did not get as far as its checks"
+    t0 = time.monotonic()
+    expiry: datetime = STATE["new_expiry"]
+    proxies = {k for k in STATE["pods"] if k.startswith("kube-system/kube-proxy-")}
+    assert len(proxies) == len(NODES), proxies
+    with ServiceProbe(lab, tmp_path / "service") as service:
+        service.wait_for_answers(10)
+        argv = ["kuberevive", "ca", "extend", "--apply", "--all-nodes", "--json", *_ssh(lab)]
+        print(f"the CAs expire {expiry:%H:%M:%S} (now {datetime.now(UTC):%H:%M:%S})")
+        _until(expiry + timedelta(seconds=1))
+        _wait(
+            "kubectl to be refused",
+            120,
+            lambda: (on("cp1", "kubectl", "get", "nodes", check=False, timeout=60).returncode != 0, "API answers"),
+            1,
+        )
+
+        started = time.monotonic()
+        run = on("cp1", *argv, check=False, timeout=1500)
+        took = time.monotonic() - started
+        print(f"ca extend --apply --all-nodes (repair) took {took:.1f} s\n{run.stderr[-8000:]}")
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        ended, now = time.monotonic(), datetime.now(UTC)
+        _wait("the apicaller calling the API again", APICALLER_BOUND, lambda: _apicaller_ok_since(on, now), 1)
+        apicaller_after = time.monotonic() - ended
+        result = json.loads(run.stdout)
+        assert {c["status"] for c in result["cas"]} == {"expired"}  # every CA had expired on cp1
+        assert result["applied"][:4] == ["files", "restart-control-plane", "peer-repair", "api-ready"], result
+        assert result["applied"][-1] == "restart-kube-proxy", result["applied"]
+        _holders_agree(on)
+        for n in NODES:
+            _wait(f"{n} Ready and renewing its Lease", 240, lambda n=n: _alive_since(on, n, now), 1)
+        _kubectl_everywhere(on, lab)
+        code, after = _check(on, lab)
+        assert code == 0, {n: [k for k, i in by.items() if i["status"] != "ok"] for n, by in after.items()}
+        _etcd_healthy(on, STATE["members"])
+        service.wait_for_answers(10)
+    assert _serials(after) == STATE["serials"]  # every leaf kept
+    pods = _pods(on, skip=STATIC)
+    assert _without_kube_proxy(pods) == _without_kube_proxy(STATE["pods"])  # no workload container or pod restarted
+    new_proxies = {k for k in pods if k.startswith("kube-system/kube-proxy-")}
+    assert len(new_proxies) == len(NODES) and not new_proxies & proxies, (proxies, new_proxies)  # one new on each
+    print("Service probes:", {node: r.as_dict() for node, r in service.results.items()})
+    for node, r in service.results.items():
+        assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"
+    print(
+        f"ca extend after expiry: repair {took:.1f} s, the apicaller ok {apicaller_after:.1f} s after it; "
+        f"test {time.monotonic() - t0:.0f} s"
+    )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from kuberevive.core import pki
+from kuberevive.core.restarts import RESTARTED_AT
 from kuberevive.errors import PlanError, TransportError
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.transport import Deadline, LocalTransport, Transport
@@ -30,6 +31,65 @@ from tests.unit.test_retrust_in_place import KUBELET_YAML, Fleet, Worker
 
 WORKERS = ("worker1", "worker2")
 NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+DAEMONSET = "/apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy"
+PODS = "/api/v1/namespaces/kube-system/pods"
+
+
+class ProxyFleet(Fleet):
+    """The fake API with kubeadm's kube-proxy DaemonSet, a pod on each node, and its controller: once the pod
+    template changes (``kubectl rollout restart``), every pod is replaced by a new one (a new uid, created now) and
+    the status says the rollout is done."""
+
+    def __init__(self, node: NodeRoot, nodes: list[str], clock: FakeClock) -> None:
+        super().__init__(node, nodes, clock)
+        self.nodes = nodes
+        self.objects[DAEMONSET] = {
+            "kind": "DaemonSet",
+            "metadata": {"name": "kube-proxy", "namespace": "kube-system", "generation": 1},
+            "spec": {"updateStrategy": {"type": "RollingUpdate"}, "template": {"metadata": {}}},
+        }
+        self.template: Any = {}
+        self._pods("2020-01-01T00:00:00Z")
+
+    def _pods(self, created: str) -> None:
+        for key in [k for k in self.objects if k.startswith(f"{PODS}/kube-proxy-")]:
+            del self.objects[key]
+        for n in self.nodes:
+            self.objects[f"{PODS}/kube-proxy-{n}"] = {
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"kube-proxy-{n}",
+                    "namespace": "kube-system",
+                    "uid": f"{n}-{created}",
+                    "creationTimestamp": created,
+                    "labels": {"k8s-app": "kube-proxy"},
+                    "ownerReferences": [{"kind": "DaemonSet", "name": "kube-proxy", "controller": True}],
+                },
+                "spec": {"nodeName": n, "serviceAccountName": "kube-proxy"},
+                "status": {"phase": "Running"},
+            }
+
+    def _controllers(self) -> None:
+        super()._controllers()
+        ds = self.objects.get(DAEMONSET)
+        if ds is None:
+            return
+        template = ds["spec"]["template"]["metadata"]
+        if template != self.template:
+            self.template = dict(template)
+            ds["metadata"]["generation"] += 1
+            self._pods(self.clock.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"))
+        n = len(self.nodes)
+        ds["status"] = {
+            "observedGeneration": ds["metadata"]["generation"],
+            "desiredNumberScheduled": n,
+            "updatedNumberScheduled": n,
+            "numberAvailable": n,
+        }
+
+    def proxies(self) -> dict[str, str]:
+        """Node -> the uid of its kube-proxy pod."""
+        return {o["spec"]["nodeName"]: o["metadata"]["uid"] for k, o in self.objects.items() if "/kube-proxy-" in k}
 
 
 def _ca_data(kubeconfig: bytes) -> bytes:
@@ -43,7 +103,7 @@ class Extension:
         self.root = control_plane(base)
         self.host = FakeHost(self.root)
         self.clock = FakeClock()
-        self.api = Fleet(self.root, [NODE, *WORKERS], self.clock)
+        self.api = ProxyFleet(self.root, [NODE, *WORKERS], self.clock)
         self.ca = self.root.read_existing(PKI / "ca.crt")
         self._cluster_objects()
         self.workers = {w: Worker(self._worker_root(base, w), w) for w in WORKERS}
@@ -218,3 +278,84 @@ def test_the_plan_lists_every_step_with_all_nodes_and_changes_nothing(ext: Exten
     assert ext.root.read_existing(PKI / "ca.crt") == before and ext.host.commands == []
     assert CaExtendJournal.load(ext.root, caextend.JOURNAL) is None
     assert PurePosixPath(caextend.JOURNAL).name == "journal.json"
+
+
+def _expired(ext: Extension) -> None:
+    """The fake clock past the CA's NotAfter: the extension is a repair."""
+    ext.clock.now = pki.load_certificate(ext.ca, "ca").not_valid_after_utc.timestamp() + 60
+
+
+def test_a_repair_restarts_kube_proxy_last_through_its_daemonset_and_before_expiry_no_pod_is(ext: Extension) -> None:
+    """kube-proxy read the expired CA from its ca.crt at start and keeps it: after a repair (the CA had expired) its
+    DaemonSet is restarted through the API (``kubectl rollout restart``, recover's rollout code), last: once every
+    node holds the extended CA and kube-root-ca.crt has it, so its new pods read it. Before expiry nothing is broken
+    and no pod is restarted (the first test of this module: its steps end at node-ready)."""
+    before = ext.api.proxies()
+    _expired(ext)
+    result = ext.apply(ext.options)
+    assert result.applied[-2:] == ["node-ready", "restart-kube-proxy"], result.applied
+    assert result.restarts[-1] == caextend.KUBE_PROXY_RESTART
+    after = ext.api.proxies()
+    assert sorted(after) == sorted(before) and all(after[n] != before[n] for n in before)  # every pod new
+    template = ext.api.objects[DAEMONSET]["spec"]["template"]["metadata"]
+    assert RESTARTED_AT in template["annotations"]
+    requests = ext.api.requests
+    patched = requests.index(f"PATCH {DAEMONSET}")
+    root_ca = max(i for i, r in enumerate(requests) if not r.startswith("GET") and "kube-root-ca.crt" in r)
+    assert root_ca < patched  # the new pods read the extended CA
+    assert all(w.restarts == ["kubelet"] for w in ext.workers.values())  # every node holds it before
+    assert any("rollout-restart DaemonSet kube-system/kube-proxy" in m and m.startswith("ok") for m in result.messages)
+    # extended again (--all), the CA valid now: no pod restarted
+    again = ext.apply(ext.options)
+    assert "restart-kube-proxy" not in again.applied and ext.api.proxies() == after
+
+
+def test_an_extension_before_expiry_restarts_no_pod(ext: Extension) -> None:
+    before = ext.api.proxies()
+    result = ext.apply(ext.options)
+    assert "restart-kube-proxy" not in result.applied and ext.api.proxies() == before
+    assert not [r for r in ext.api.requests if DAEMONSET in r]
+    assert caextend.KUBE_PROXY_RESTART not in result.restarts
+
+
+def test_a_repair_without_all_nodes_restarts_no_pod_and_says_what_to_do(ext: Extension) -> None:
+    """Without --all-nodes the other nodes' kubelets still hold the expired CA (they could not start a new pod): the
+    result says how to restart kube-proxy once they have it."""
+    before = ext.api.proxies()
+    _expired(ext)
+    result = ext.apply(None)
+    assert "restart-kube-proxy" not in result.applied and ext.api.proxies() == before
+    assert caextend.KUBE_PROXY_HINT in result.messages
+
+
+def test_without_validity_the_stored_cluster_configurations_ca_validity_is_taken(
+    ext: Extension, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --validity (and without --config) the extended CAs get the stored ClusterConfiguration's
+    caCertificateValidityPeriod (kube-system/kubeadm-config, read through admin.conf), as certs renew takes its
+    leaves' certificateValidityPeriod; kubeadm's default (ten years) when it cannot be read (the API down)."""
+
+    class StoredApi:
+        def get(self, path: str, **query: Any) -> Any:
+            assert path.endswith("/kube-system/configmaps/kubeadm-config")
+            stored = {"kind": "ClusterConfiguration", "caCertificateValidityPeriod": "48h0m0s"}
+            return {"data": {"ClusterConfiguration": yaml.safe_dump(stored)}}
+
+    def extended_for(api: Any) -> tuple[timedelta, list[str]]:
+        monkeypatch.setattr(renew, "admin_client", lambda _node, timeout=10: api())
+        before = datetime.now(UTC)
+        plan = caextend.plan(str(ext.root.prefix), None, DAYS, ["ca"], False, False, live=False)
+        (ca,) = plan.cas
+        new_not_after = datetime.strptime(ca["new_not_after"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        return new_not_after - before, plan.messages
+
+    took, messages = extended_for(StoredApi)
+    assert timedelta(hours=48) - timedelta(seconds=5) < took <= timedelta(hours=48), took
+    assert any("48h" in m and "stored ClusterConfiguration" in m for m in messages), messages
+
+    def down() -> Any:
+        raise PlanError("the API server does not answer", "")
+
+    took, messages = extended_for(down)
+    assert timedelta(days=3650) - timedelta(seconds=5) < took <= timedelta(days=3650), took
+    assert any("kubeadm's default" in m for m in messages), messages

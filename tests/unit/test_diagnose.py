@@ -429,3 +429,16 @@ def test_the_reconstructed_version_is_the_newest_api_server_image_compared_as_ve
     images = ("registry.k8s.io/kube-apiserver:v1.9.0", "registry.k8s.io/kube-apiserver:v1.37.2")
     text, _used = d.reconstruct_config_yaml(snapshot(files, config=False, images=images))
     assert text is not None and "kubernetesVersion: v1.37.2" in text, text
+
+
+def test_a_reconstructed_ipv6_control_plane_endpoint_keeps_its_brackets(healthy: Files):
+    """admin.conf's server another than the node's own (a load balancer) becomes controlPlaneEndpoint; an IPv6 host
+    with a port is written in brackets (core/netaddr), as kubeadm reads it."""
+    admin = healthy[K8S / "admin.conf"]
+    content = admin.content or b""
+    server = next(line.split("server: ", 1)[1] for line in content.decode().splitlines() if "server: " in line)
+    files = dict(healthy)
+    files[K8S / "admin.conf"] = _file(admin.path, content.replace(server.encode(), b"https://[fd00::99]:8443"), 0o600)
+    text, used = d.reconstruct_config_yaml(snapshot(files, config=False))
+    assert text is not None and "controlPlaneEndpoint: '[fd00::99]:8443'" in text, text
+    assert str(K8S / "admin.conf") in used

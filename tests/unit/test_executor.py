@@ -162,7 +162,8 @@ def _field(obj: dict[str, Any], dotted: str) -> Any:
 
 class FakeApi(KubeApi):
     """An API server that is a dict of objects keyed by path (``/api/v1/namespaces/ns/configmaps/name``):
-    GET of an object or a collection (``fieldSelector`` on ``metadata.name``/``type``), POST (409 when it
+    GET of an object or a collection (``fieldSelector`` on ``metadata.name``/``type``, ``labelSelector``
+    ``key=value``), POST (409 when it
     exists), PUT, PATCH (merge), DELETE, ``/readyz``. Before every request it plays three controllers:
     the kubelet of ``cp1`` posts a Ready heartbeat at the fake clock's time; the bootstrap signer signs
     ``kube-public/cluster-info`` with every bootstrap token Secret; the kube-controller-manager lease is held
@@ -227,6 +228,9 @@ class FakeApi(KubeApi):
         for sel in filter(None, query.get("fieldSelector", "").split(",")):
             name, _, value = sel.partition("=")
             items = [o for o in items if str(_field(o, name)) == value]
+        for sel in filter(None, query.get("labelSelector", "").split(",")):
+            name, _, value = sel.partition("=")
+            items = [o for o in items if ((o.get("metadata") or {}).get("labels") or {}).get(name) == value]
         return {"kind": "List", "metadata": {}, "items": items}
 
     def raw(

@@ -21,7 +21,7 @@ from kuberevive.core._args import (
     is_ipv6_string,
     set_arg_value,
 )
-from kuberevive.core._netaddr import join_host_port
+from kuberevive.core.netaddr import join_host_port
 from kuberevive.errors import ConfigError
 from kuberevive.model.config import (
     APIEndpoint,

@@ -554,6 +554,7 @@ def test_ca_extend_after_the_ca_expired_puts_it_on_every_master_at_once_before_w
         "api-ready",
         "other-nodes",
         "node-ready",
+        "restart-kube-proxy",
     ]
     assert "peer-repair" not in caextend.steps_for(True, True) + caextend.steps_for(True, False, repair=True)
     events: list[str] = []

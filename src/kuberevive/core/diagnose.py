@@ -38,6 +38,7 @@ from cryptography import x509
 from kuberevive.core import etcdsafety, pki
 from kuberevive.core.kubeconfig import Kubeconfig, first_cluster_ca
 from kuberevive.core.manifests import ALL_COMPONENTS, components, manifest_flags, parse_manifest
+from kuberevive.core.netaddr import join_host_port, split_url, url_host
 from kuberevive.core.redact import redact_url, redact_urls
 from kuberevive.core.versions import version_key
 from kuberevive.errors import ConfigError, PkiError
@@ -466,13 +467,6 @@ def _yaml_mapping(data: bytes | None) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def _host_of(url: str) -> tuple[str, str]:
-    m = re.match(r"^[a-z]+://(\[[^\]]+\]|[^:/]+)(?::(\d+))?", url)
-    if not m:
-        return "", ""
-    return m.group(1).strip("[]"), m.group(2) or ""
-
-
 def _pems(data: bytes) -> list[x509.Certificate]:
     try:
         return list(x509.load_pem_x509_certificates(data))
@@ -549,7 +543,7 @@ def reconstruct_config_yaml(snap: NodeSnapshot) -> tuple[str | None, list[str]]:
     if flags_text:
         used.append(str(KUBEADM_FLAGS))
 
-    advertise = api.get("advertise-address") or _host_of(etcd.get("advertise-client-urls", ""))[0]
+    advertise = api.get("advertise-address") or url_host(etcd.get("advertise-client-urls", "").split(",")[0])
     advertise = advertise or kflags.get("node-ip", "").split(",")[0]
     if not advertise:
         return None, used
@@ -606,10 +600,10 @@ def reconstruct_config_yaml(snap: NodeSnapshot) -> tuple[str | None, list[str]]:
             server = Kubeconfig.from_yaml(admin).current()[0].server or ""
         except ConfigError:
             server = ""
-        host, port = _host_of(server)
+        _scheme, host, port = split_url(server) or ("", "", "")
         local_port = str(init["localAPIEndpoint"].get("bindPort", 6443))
         if host and (host, port) != (advertise, local_port):
-            cluster["controlPlaneEndpoint"] = f"{host}:{port}" if port else host
+            cluster["controlPlaneEndpoint"] = join_host_port(host, port) if port else host
             used.append(str(KUBERNETES_DIR / "admin.conf"))
     return yaml.safe_dump_all([init, cluster], sort_keys=False), used
 

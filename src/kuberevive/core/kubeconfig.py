@@ -39,7 +39,7 @@ import yaml
 from cryptography import x509
 
 from kuberevive.core import pki, versions, yamlfmt
-from kuberevive.core._netaddr import advertise_ip, join_host_port, split_host_port
+from kuberevive.core.netaddr import advertise_ip, join_host_port, split_host_port
 from kuberevive.errors import ConfigError, PkiError
 from kuberevive.model import paths, yamlload
 from kuberevive.model.artifacts import Artifact, ArtifactKind

@@ -36,7 +36,6 @@ the real binary:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any, Final
@@ -53,7 +52,7 @@ from kuberevive.core._args import (
     set_arg_value,
     split_command,
 )
-from kuberevive.core._netaddr import join_host_port
+from kuberevive.core.netaddr import join_host_port, split_url
 from kuberevive.errors import ConfigError
 from kuberevive.model import yamlload
 from kuberevive.model.artifacts import Artifact, ArtifactKind
@@ -551,7 +550,7 @@ def etcd_probe_endpoint(cfg: KubeadmConfig) -> tuple[str, int, str]:
     value = get_arg_value(local.extra_args, "listen-metrics-urls")
     if value is None:
         return default
-    parsed = _parse_url(value.split(",")[0])
+    parsed = split_url(value.split(",")[0])
     if parsed is None:
         return default
     scheme, hostname, port_text = parsed
@@ -805,38 +804,6 @@ def _merge_env(*lists: Iterable[EnvVar]) -> list[dict[str, str]]:
             item["value"] = merged[name]
         out.append(item)
     return out
-
-
-_URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):(.*)$", re.DOTALL)
-
-
-def _parse_url(text: str) -> tuple[str, str, str] | None:
-    """The (scheme, hostname, port) Go's ``url.Parse`` + ``Hostname()``/``Port()`` give; None on error."""
-    m = _URL_RE.match(text)
-    if not m:
-        # No scheme: Go parses a relative reference; a colon in its first segment is an error.
-        first = text.split("/", 1)[0]
-        return None if ":" in first else ("", "", "")
-    scheme = m.group(1).lower()
-    rest = m.group(2)
-    if not rest.startswith("//"):
-        return (scheme, "", "")
-    authority = re.split(r"[/?#]", rest[2:], maxsplit=1)[0]
-    hostport = authority.rpartition("@")[2]
-    if hostport.startswith("["):
-        end = hostport.find("]")
-        if end < 0:
-            return None
-        host, tail = hostport[1:end], hostport[end + 1 :]
-        if tail and not re.fullmatch(r":\d*", tail):
-            return None
-        return (scheme, host, tail[1:])
-    host, sep, port = hostport.rpartition(":")
-    if not sep:
-        return (scheme, hostport, "")
-    if not re.fullmatch(r"\d*", port):
-        return None
-    return (scheme, host, port)
 
 
 def _refuse_unsupported(cfg: KubeadmConfig) -> None:

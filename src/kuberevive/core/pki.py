@@ -59,7 +59,7 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kuberevive.core import versions
-from kuberevive.core._netaddr import (
+from kuberevive.core.netaddr import (
     IPAddress,
     advertise_ip,
     is_dns1123_subdomain,

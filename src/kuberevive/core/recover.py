@@ -33,7 +33,6 @@ import functools
 import hashlib
 import hmac
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime, timedelta
@@ -54,6 +53,7 @@ from kuberevive.core.kubeconfig import (
     kubeconfig_specs,
 )
 from kuberevive.core.manifests import build_manifests, etcd_image, joined_etcd_pod, manifest_path, render_manifest
+from kuberevive.core.netaddr import split_endpoint, split_url
 from kuberevive.errors import KubereviveError, PkiError, PlanError
 from kuberevive.model import paths, yamlload
 from kuberevive.model.artifacts import Artifact, ArtifactKind
@@ -324,9 +324,9 @@ def refine_identity(
 ) -> NodeIdentity:
     """Check the node's identity against what etcd remembers; take the API port from the mirror pod."""
     port = identity.bind_port
-    if apiserver_endpoint:
-        host, _, port_text = apiserver_endpoint.rpartition(":")
-        host = host.strip("[]")
+    split = split_endpoint(apiserver_endpoint or "")
+    if apiserver_endpoint and split is not None:  # a malformed one (kubeadm writes none) tells nothing
+        host, port_text = split
         if host != identity.advertise_address:
             raise PlanError(
                 f"etcd says this node's API server advertised {host}, but the node's address is "
@@ -335,8 +335,8 @@ def refine_identity(
             )
         port = int(port_text) if port_text.isdigit() else port
     for url in member_peer_urls:
-        m = re.match(r"^https?://\[?([^\]/]+?)\]?:\d+$", url)
-        if m and m.group(1) != identity.advertise_address:
+        parsed = split_url(url)
+        if parsed and parsed[0] in ("http", "https") and parsed[2] and parsed[1] != identity.advertise_address:
             raise PlanError(
                 f"the etcd member's peer URL is {url}, but the node's address is {identity.advertise_address}",
                 "run recover on the node that owns this etcd data, or pass --config",

@@ -265,6 +265,67 @@ def _strategy(kind: str, obj: Mapping[str, Any] | None) -> tuple[str, bool]:
     return str((spec.get(key) or {}).get("type", "")), bool(spec.get("paused", False))
 
 
+def _owners(
+    replicasets: Iterable[Mapping[str, Any]], workloads: Iterable[Mapping[str, Any]]
+) -> Callable[[Mapping[str, Any]], Owner]:
+    """What owns a pod: ``replicasets`` map ReplicaSet -> Deployment; ``workloads`` (Deployments, StatefulSets,
+    DaemonSets; optional) give update strategy, paused and labels."""
+    rs_owner: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+    for rs in replicasets:
+        meta = _meta(rs)
+        rs_owner[(str(meta.get("namespace", "")), str(meta.get("name", "")))] = _controller_ref(rs)
+    objects: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+    for w in workloads:
+        meta = _meta(w)
+        objects[(str(w.get("kind", "")), str(meta.get("namespace", "")), str(meta.get("name", "")))] = w
+
+    def owner(pod: Mapping[str, Any]) -> Owner:
+        meta = _meta(pod)
+        ns, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        ref = _controller_ref(pod)
+        if ref is None:
+            kind, oname = "Pod", name
+        else:
+            kind, oname = str(ref.get("kind", "")), str(ref.get("name", ""))
+            if kind == "ReplicaSet":
+                parent = rs_owner.get((ns, oname))
+                if parent is not None and parent.get("kind") == "Deployment":
+                    kind, oname = "Deployment", str(parent.get("name", ""))
+        obj = objects.get((kind, ns, oname))
+        strategy, paused = _strategy(kind, obj)
+        return Owner(kind, ns, oname, strategy, paused, _labels(obj) if obj is not None else ())
+
+    return owner
+
+
+def _running_since_before(pod: Mapping[str, Any], created_before: datetime) -> bool:
+    """A pod created before ``created_before`` that is not terminating, finished or a static pod's mirror."""
+    meta = _meta(pod)
+    if meta.get("deletionTimestamp") or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return False
+    if MIRROR_ANNOTATION in (meta.get("annotations") or {}):
+        return False
+    created = meta.get("creationTimestamp")
+    return not (created and parse_time(str(created)) >= created_before)
+
+
+def _consumer(pod: Mapping[str, Any], owner: Owner, reasons: Sequence[str]) -> Consumer:
+    meta, spec = _meta(pod), pod.get("spec") or {}
+    return Consumer(
+        pod=PodRef(
+            str(meta.get("namespace", "")),
+            str(meta.get("name", "")),
+            str(meta.get("uid", "")),
+            str(spec.get("nodeName", "")),
+        ),
+        labels=_labels(pod),
+        service_account=str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"),
+        owner=owner,
+        reasons=tuple(reasons),
+        cni_host_paths=_mounts_cni(pod),
+    )
+
+
 def token_consumers(
     pods: Iterable[Mapping[str, Any]],
     stale_secret_names: Collection[tuple[str, str]],
@@ -279,53 +340,31 @@ def token_consumers(
     (Deployments, StatefulSets, DaemonSets; optional) give update strategy, paused and labels."""
     if created_before.tzinfo is None:
         raise ValueError("created_before must be timezone-aware")
-    rs_owner: dict[tuple[str, str], Mapping[str, Any] | None] = {}
-    for rs in replicasets:
-        meta = _meta(rs)
-        rs_owner[(str(meta.get("namespace", "")), str(meta.get("name", "")))] = _controller_ref(rs)
-    objects: dict[tuple[str, str, str], Mapping[str, Any]] = {}
-    for w in workloads:
-        meta = _meta(w)
-        objects[(str(w.get("kind", "")), str(meta.get("namespace", "")), str(meta.get("name", "")))] = w
-
+    owner = _owners(replicasets, workloads)
     out: list[Consumer] = []
     for pod in pods:
-        meta = _meta(pod)
-        if meta.get("deletionTimestamp") or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-            continue
-        if MIRROR_ANNOTATION in (meta.get("annotations") or {}):
-            continue
-        created = meta.get("creationTimestamp")
-        if created and parse_time(str(created)) >= created_before:
+        if not _running_since_before(pod, created_before):
             continue
         reasons = _token_reasons(pod, stale_secret_names)
-        if not reasons:
-            continue
-        ns, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
-        spec = pod.get("spec") or {}
-        ref = _controller_ref(pod)
-        if ref is None:
-            kind, oname = "Pod", name
-        else:
-            kind, oname = str(ref.get("kind", "")), str(ref.get("name", ""))
-            if kind == "ReplicaSet":
-                parent = rs_owner.get((ns, oname))
-                if parent is not None and parent.get("kind") == "Deployment":
-                    kind, oname = "Deployment", str(parent.get("name", ""))
-        obj = objects.get((kind, ns, oname))
-        strategy, paused = _strategy(kind, obj)
-        owner = Owner(kind, ns, oname, strategy, paused, _labels(obj) if obj is not None else ())
-        out.append(
-            Consumer(
-                pod=PodRef(ns, name, str(meta.get("uid", "")), str(spec.get("nodeName", ""))),
-                labels=_labels(pod),
-                service_account=str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"),
-                owner=owner,
-                reasons=tuple(reasons),
-                cni_host_paths=_mounts_cni(pod),
-            )
-        )
+        if reasons:
+            out.append(_consumer(pod, owner(pod), reasons))
     return out
+
+
+def started_before(
+    pods: Iterable[Mapping[str, Any]],
+    created_before: datetime,
+    reason: str,
+    replicasets: Iterable[Mapping[str, Any]] = (),
+    workloads: Iterable[Mapping[str, Any]] = (),
+) -> list[Consumer]:
+    """Every pod of ``pods`` created before ``created_before`` (terminating, Succeeded/Failed and static (mirror) pods
+    skipped), each with ``reason``: pods holding something they read only at their start (``ca extend``'s repair:
+    kube-proxy and the expired CA it read from its ``ca.crt``); owners as for :func:`token_consumers`."""
+    if created_before.tzinfo is None:
+        raise ValueError("created_before must be timezone-aware")
+    owner = _owners(replicasets, workloads)
+    return [_consumer(p, owner(p), [reason]) for p in pods if _running_since_before(p, created_before)]
 
 
 # -- the plan ----------------------------------------------------------------------------------

@@ -24,12 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
 
 from cryptography import x509
 
 from kuberevive.core import pki, yamlfmt
-from kuberevive.core._netaddr import join_host_port
 from kuberevive.core.diagnose import Area, Finding, Severity
 from kuberevive.core.kubeconfig import render_kubeconfig
 from kuberevive.core.manifests import (
@@ -37,6 +35,7 @@ from kuberevive.core.manifests import (
     ETCD_ADVERTISE_ANNOTATION,
     parse_manifest,
 )
+from kuberevive.core.netaddr import join_host_port, split_endpoint, url_host
 from kuberevive.errors import ConfigError, PkiError, PlanError
 from kuberevive.model import paths, yamlload
 from kuberevive.model.artifacts import Artifact, ArtifactKind
@@ -66,13 +65,6 @@ class PeerEndpoints:
         return join_host_port(self.api_host, self.api_port)
 
 
-def _split_host_port(endpoint: str) -> tuple[str, int]:
-    host, _, port = endpoint.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(endpoint)
-    return host.strip("[]"), int(port)
-
-
 def _annotation(data: bytes, key: str) -> str:
     pod = parse_manifest(data)
     value = ((pod.get("metadata") or {}).get("annotations") or {}).get(key)
@@ -91,7 +83,10 @@ def peer_endpoints(peer: str, apiserver_yaml: bytes | None, etcd_yaml: bytes | N
     try:
         api = _annotation(apiserver_yaml, APISERVER_ADVERTISE_ANNOTATION)
         etcd = _annotation(etcd_yaml, ETCD_ADVERTISE_ANNOTATION)
-        host, port = _split_host_port(api)
+        split = split_endpoint(api)
+        if split is None or not split[0] or not split[1]:
+            raise ValueError(api)
+        host, port = split[0], int(split[1])
     except (ConfigError, ValueError):
         raise PlanError(
             f"peer {peer}: its kube-apiserver or etcd manifest lacks kubeadm's advertise-address annotation", todo
@@ -282,7 +277,7 @@ def member_peers(
     members without a usable URL are left out."""
     out = []
     for name, urls in members:
-        host = next((urlsplit(u).hostname for u in urls if urlsplit(u).hostname), None)
+        host = next((url_host(u) for u in urls if url_host(u)), None)
         if name and name != node_name and host:
             out.append(InventoryNode(name, host, port=port, roles=frozenset({CONTROL_PLANE})))
     return tuple(out)

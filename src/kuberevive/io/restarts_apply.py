@@ -1,7 +1,9 @@
 """Read the pods and their owners from the cluster, and apply a :class:`~kuberevive.core.restarts.RestartPlan`.
 
 ``read_restart_plan`` lists pods, ReplicaSets, Deployments, StatefulSets, DaemonSets, PDBs and legacy
-token Secrets across all namespaces and returns :func:`kuberevive.core.restarts.plan_restarts`.
+token Secrets across all namespaces and returns :func:`kuberevive.core.restarts.plan_restarts`;
+``read_pods_restart_plan`` does it for the pods one label selector picks in one namespace (``ca extend``'s
+kube-proxy restart after a repair).
 
 ``apply_restart_plan`` works one owner at a time, in plan order, and never starts the next before
 the last one settled (or ran out of time), so at most one owner is rolling at any moment:
@@ -92,6 +94,27 @@ def read_restart_plan(
     )
     pdbs = list(_list_all(api, "/apis/policy/v1/poddisruptionbudgets"))
     return restarts.plan_restarts(consumers, pdbs, restart_bare_pods, stale, current_key_ids)
+
+
+def read_pods_restart_plan(
+    api: KubeApi, namespace: str, label_selector: str, created_before: datetime, reason: str
+) -> restarts.RestartPlan:
+    """How to restart the pods of ``namespace`` matching ``label_selector`` created before ``created_before``
+    (``reason`` says why), through their owners as :func:`read_restart_plan` does (reads only)."""
+    base = f"/api/v1/namespaces/{namespace}"
+    apps = f"/apis/apps/v1/namespaces/{namespace}"
+    workloads = [
+        *(w for kind in ("deployments", "statefulsets", "daemonsets") for w in _list_all(api, f"{apps}/{kind}"))
+    ]
+    consumers = restarts.started_before(
+        _list_all(api, f"{base}/pods", labelSelector=label_selector),
+        created_before,
+        reason,
+        _list_all(api, f"{apps}/replicasets"),
+        workloads,
+    )
+    pdbs = list(_list_all(api, f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets"))
+    return restarts.plan_restarts(consumers, pdbs, restart_bare_pods=False)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,12 @@ Steps (only those that apply, in this order):
    old ``--root-ca-file`` into ``kube-root-ca.crt`` again, and each API server its client CA); then on every worker,
    over SSH, kubelet.conf and the kubelet's ``clientCAFile`` get the extended CA (old files moved aside) and the
    kubelet is restarted (containers keep running);
-7. ``node-ready``: this node is Ready with a heartbeat posted after the kubelet restart.
+7. ``node-ready``: this node is Ready with a heartbeat posted after the kubelet restart;
+8. ``restart-kube-proxy`` (``--all-nodes``, repair mode only): kube-proxy read the CA from its ``ca.crt`` at start
+   and holds the expired one, so it can list nothing and its Service rules go stale (the ``kubernetes`` Service
+   without an endpoint for minutes on the HA lab): once every node holds the extended CAs and ``kube-root-ca.crt``
+   has them, its DaemonSet is restarted through the API (``kubectl rollout restart``, one node at a time: recover's
+   rollout code, :mod:`kuberevive.io.restarts_apply`); before expiry nothing is broken and no pod is restarted.
 
 The new certificates are made once and kept in the journal (``/var/lib/kuberevive/ca-extend/journal.json``),
 so a run killed at any point resumes with ``--apply`` and writes the same certificates everywhere. With
@@ -45,6 +50,7 @@ from typing import Any, cast
 from kuberevive.core import caextend, certs, pki, salvage
 from kuberevive.core.retrust import client_ca_file, ready_since
 from kuberevive.errors import KubeApiError, KubereviveError, PlanError
+from kuberevive.io import restarts_apply
 from kuberevive.io.host import Host, LocalHost
 from kuberevive.io.noderoot import NodeRoot
 from kuberevive.io.transport import Transport, run_on_nodes
@@ -72,6 +78,8 @@ STEP_TITLES = {
     "extension-apiserver-authentication",
     "other-nodes": "other nodes over SSH: kubelet.conf and clientCAFile, then restart the kubelet",
     "node-ready": "wait for this node to be Ready",
+    "restart-kube-proxy": "restart kube-proxy through the API, one node at a time (it holds the expired CA it read "
+    "at start)",
 }
 #: CA -> the control-plane components that read it (or a kubeconfig holding it) only when they start.
 READERS = {
@@ -79,6 +87,15 @@ READERS = {
     "front-proxy-ca": ("kube-apiserver", "kube-controller-manager", "kube-scheduler"),
     "etcd-ca": ("etcd", "kube-apiserver"),
 }
+#: The pods a repair restarts (namespace, label selector): kubeadm's kube-proxy DaemonSet reads ``ca.crt`` at start.
+KUBE_PROXY = ("kube-system", "k8s-app=kube-proxy")
+KUBE_PROXY_WHY = "started with the expired CA (it reads ca.crt only at start)"
+KUBE_PROXY_RESTART = "daemonset kube-system/kube-proxy (rollout restart, one node at a time)"
+#: What a repair without ``--all-nodes`` tells the operator (the other nodes' kubelets cannot run new pods yet).
+KUBE_PROXY_HINT = (
+    "kube-proxy still holds the expired CA: once every node holds the extended CA, run "
+    "'kubectl -n kube-system rollout restart daemonset/kube-proxy' (with --all-nodes, ca extend does it)"
+)
 #: kubeadm's modes of the files a worker holds the CA in.
 WORKER_MODES = {paths.KUBELET_CONF: 0o600}
 
@@ -116,6 +133,7 @@ def steps_for(live: bool, all_nodes: bool, repair: bool = False) -> list[str]:
         + ["api-ready"]
         + (["other-nodes"] if all_nodes else ["cluster-objects"])
         + ["node-ready"]
+        + (["restart-kube-proxy"] if all_nodes and repair else [])
     )
 
 
@@ -124,15 +142,19 @@ def is_repair(extended: Sequence[caextend.Extended], now: datetime) -> bool:
     return any(e.old.not_valid_after_utc <= now for e in extended)
 
 
-def restarts_for(names: Sequence[str], live: bool = True) -> list[str]:
+def restarts_for(names: Sequence[str], live: bool = True, kube_proxy: bool = False) -> list[str]:
     """The control-plane components to restart for these CAs (in kubeadm's manifest order), and the kubelet;
-    none under another ``--root``."""
+    ``kube_proxy`` (a repair with ``--all-nodes``): kube-proxy's DaemonSet last; none under another ``--root``."""
     if not live or not names:
         return []
     wanted = {c for n in names for c in READERS[n]}
-    return [c for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler") if c in wanted] + [
-        "kubelet"
-    ]
+    components = [c for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler") if c in wanted]
+    return [*components, "kubelet", *([KUBE_PROXY_RESTART] if kube_proxy else [])]
+
+
+def repair_notes(live: bool, all_nodes: bool, repair: bool) -> list[str]:
+    """What the operator must still do after a repair without ``--all-nodes``."""
+    return [KUBE_PROXY_HINT] if live and repair and not all_nodes else []
 
 
 def _local_files(node: NodeRoot, extended: Sequence[caextend.Extended]) -> dict[PurePosixPath, tuple[bytes, int]]:
@@ -175,6 +197,14 @@ def _journal_extended(journal: CaExtendJournal) -> list[caextend.Extended]:
     ]
 
 
+def new_validity(root: str, config_file: str | None, cfg: KubeadmConfig) -> tuple[timedelta, str]:
+    """The validity of the extended CAs without ``--validity``, and where it comes from: the
+    ``caCertificateValidityPeriod`` of ``--config``, else of the stored ClusterConfiguration (read through admin.conf
+    when the API answers; not in repair mode), else kubeadm's default (ten years); as ``certs renew`` takes its
+    leaves' validity."""
+    return renew.stored_validity(root, config_file, cfg, "caCertificateValidityPeriod")
+
+
 def _prepare(
     root: str,
     config_file: str | None,
@@ -183,17 +213,19 @@ def _prepare(
     everything: bool,
     validity: timedelta | None,
     live: bool,
-) -> tuple[list[caextend.Extended], list[certs.CertItem], str]:
-    """The CAs to extend with their new certificates (made now), the rows chosen, the configuration's source.
-    ``validity``: from now; None: the cluster's caCertificateValidityPeriod."""
+) -> tuple[list[caextend.Extended], list[certs.CertItem], str, list[str]]:
+    """The CAs to extend with their new certificates (made now), the rows chosen, the configuration's source and a
+    message saying the validity's. ``validity``: from now; None: the cluster's ``caCertificateValidityPeriod``
+    (:func:`new_validity`)."""
     report, cfg = renew.read_report(root, config_file, warning_days, live=live)
     items = caextend.select(report, wanted, everything)
     if not items:
-        return [], [], report.config_source
-    validity = validity or renew.require_cfg(cfg).cluster.ca_certificate_validity
+        return [], [], report.config_source, []
+    validity, source = (validity, "--validity") if validity else new_validity(root, config_file, renew.require_cfg(cfg))
     node = NodeRoot(Path(root))
     files = node.read_many([PurePosixPath(p) for i in items for p in (i.path, i.key_path or i.path)])
-    return caextend.extend(items, files, datetime.now(UTC), validity), items, report.config_source
+    note = f"the extended CAs are valid for {renew.validity_text(validity, source)}"
+    return caextend.extend(items, files, datetime.now(UTC), validity), items, report.config_source, [note]
 
 
 def plan(
@@ -218,20 +250,24 @@ def plan(
             cas=[_ca_json(e) for e in extended],
             files=files,
             steps=todo,
-            restarts=restarts_for([e.name for e in extended], live),
+            restarts=restarts_for([e.name for e in extended], live, "restart-kube-proxy" in todo),
             config_source=journal.config_source,
             all_nodes=journal.all_nodes,
             resumed=True,
+            messages=repair_notes(live, journal.all_nodes, journal.repair),
         )
-    extended, items, source = _prepare(root, config_file, warning_days, wanted, everything, validity, live)
+    extended, items, source, notes = _prepare(root, config_file, warning_days, wanted, everything, validity, live)
     by_name = {i.name: i for i in items}
+    repair = is_repair(extended, datetime.now(UTC))
+    steps = steps_for(live, all_nodes, repair) if extended else []
     return ExtendResult(
         cas=[_ca_json(e, by_name[e.name]) for e in extended],
         files=_file_json(caextend.rewrites(_local_files(node, extended), extended)) if extended else [],
-        steps=steps_for(live, all_nodes, is_repair(extended, datetime.now(UTC))) if extended else [],
-        restarts=restarts_for([e.name for e in extended], live),
+        steps=steps,
+        restarts=restarts_for([e.name for e in extended], live, "restart-kube-proxy" in steps),
         config_source=source,
         all_nodes=all_nodes,
+        messages=[*notes, *repair_notes(live, all_nodes, repair)] if extended else [],
     )
 
 
@@ -328,6 +364,26 @@ class _Executor(renew.RenewExecutor):
             else:
                 failed.append(f"{name}: {r.error}")
         return failed
+
+    def step_restart_kube_proxy(self) -> None:
+        """kube-proxy's pods started before this repair began: restarted through their DaemonSet (recover's rollout
+        code: one node at a time, PodDisruptionBudgets respected), once every node holds the extended CAs and
+        ``kube-root-ca.crt`` has them (``other-nodes`` made sure), so each new pod reads the extended CA."""
+        api = self._api()  # every master holds the extended CAs: the load balancer may pick any
+        since = datetime.strptime(self.journal.started_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        plan = restarts_apply.read_pods_restart_plan(api, *KUBE_PROXY, since, KUBE_PROXY_WHY)
+        if not plan.actions:
+            self.progress(f"      no kube-proxy pod started before the repair ({KUBE_PROXY[0]}, {KUBE_PROXY[1]})")
+            return
+        results = restarts_apply.apply_restart_plan(api, plan, lambda line: self.progress(f"      {line.strip()}"))
+        self.result.messages += [r.line() for r in results]
+        failed = [r for r in results if r.outcome == "failed"]
+        if failed:
+            raise PlanError(
+                "kube-proxy was not restarted with the extended CA: " + "; ".join(r.line() for r in failed)[:600],
+                "look at it (kubectl -n kube-system rollout status daemonset/kube-proxy), then run "
+                "'kuberevive ca extend --apply --all-nodes' again",
+            )
 
     def _require_options(self) -> RetrustOptions:
         if self.options is None:
@@ -456,6 +512,7 @@ CA_EXTEND_STEPS: dict[str, Callable[[_Executor], None]] = {
     "cluster-objects": _Executor.step_cluster_objects,
     "other-nodes": _Executor.step_other_nodes,
     "node-ready": _Executor.step_node_ready,
+    "restart-kube-proxy": _Executor.step_restart_kube_proxy,
 }
 check_table(CA_EXTEND_STEPS, tuple(STEP_TITLES), "kuberevive.run.caextend")
 
@@ -488,15 +545,19 @@ def apply(
         _report, cfg_or_none = renew.read_report(root, config_file, warning_days, live=live)
         cfg = renew.require_cfg(cfg_or_none)
         if journal is None or not resumed:
-            extended, items, source = _prepare(root, config_file, warning_days, wanted, everything, validity, live)
+            extended, items, source, notes = _prepare(
+                root, config_file, warning_days, wanted, everything, validity, live
+            )
             repair = is_repair(extended, fx.utcnow())
+            steps = steps_for(live, options is not None, repair) if extended else []
             result = ExtendResult(
                 cas=[_ca_json(e, i) for e, i in zip(extended, items, strict=True)],
                 files=[],
-                steps=steps_for(live, options is not None, repair) if extended else [],
-                restarts=restarts_for([e.name for e in extended], live),
+                steps=steps,
+                restarts=restarts_for([e.name for e in extended], live, "restart-kube-proxy" in steps),
                 config_source=source,
                 all_nodes=options is not None,
+                messages=notes,
             )
             if not extended:
                 return result
@@ -524,11 +585,12 @@ def apply(
         else:
             assert journal is not None
             extended = _journal_extended(journal)
+            steps = steps_for(live, journal.all_nodes, journal.repair)
             result = ExtendResult(
                 cas=[_ca_json(e) for e in extended],
                 files=[],
-                steps=steps_for(live, journal.all_nodes, journal.repair),
-                restarts=restarts_for([e.name for e in extended], live),
+                steps=steps,
+                restarts=restarts_for([e.name for e in extended], live, "restart-kube-proxy" in steps),
                 config_source=journal.config_source,
                 all_nodes=journal.all_nodes,
                 resumed=True,
@@ -546,6 +608,7 @@ def apply(
             exc.hint = exc.hint or "run 'kuberevive ca extend --apply' again: it resumes where it stopped"
             raise
         result.files = _file_json(journal.artifacts("files") or [])
+        result.messages += repair_notes(live, journal.all_nodes, journal.repair)
         journal.finish()
     result.seconds = round(fx.monotonic() - started, 1)
     if not live:

@@ -25,6 +25,7 @@ from kuberevive.core import etcdsafety
 from kuberevive.core import quorum as core
 from kuberevive.core import replace as core_replace
 from kuberevive.core.manifests import manifest_flags, parse_manifest
+from kuberevive.core.netaddr import join_host_port, url_host
 from kuberevive.core.retrust import ready_since
 from kuberevive.errors import ConfigError, EtcdError, KubeApiError, KubereviveError, PlanError, TransportError
 from kuberevive.io import backupfile, etcdprobe
@@ -127,10 +128,6 @@ document shape as replace-control-plane's result)."""
 # ------------------------------------------------------------------------------------------------ facts
 
 
-def _host_of(url: str) -> str:
-    return url.split("://", 1)[-1].rpartition(":")[0].strip("[]")
-
-
 def remote_reader(host: Machine, path: PurePosixPath) -> Callable[[int, int], bytes]:
     """``read(offset, size)`` of a file on ``host`` with ``dd`` (a page at a time, the file never read whole)."""
 
@@ -191,12 +188,12 @@ def read_master(
             f"recover {member.name}'s files first ('kuberevive recover' there), then run quorum-restore again",
         )
     peer = member.peer_urls[0] if member.peer_urls else ""
-    client = member.client_urls[0] if member.client_urls else f"https://{_host_of(peer)}:2379"
+    client = member.client_urls[0] if member.client_urls else f"https://{join_host_port(url_host(peer), 2379)}"
     healthy, why = _health(client, files)
     db = s.data_dir / "member" / "snap" / "db"
     m = core.MasterEtcd(
         node=member.name,
-        address=_host_of(peer),
+        address=url_host(peer),
         member=s.name,
         peer_url=peer,
         client_url=client,
@@ -240,7 +237,7 @@ def read_masters(hosts: Hosts, files: tuple[bytes, bytes, bytes]) -> tuple[list[
     for member in members:
         if member.is_learner or not member.peer_urls:
             continue
-        address = _host_of(member.peer_urls[0])
+        address = url_host(member.peer_urls[0])
         local = member.name == hosts.local_name
         try:
             host = hosts.get(member.name, address)
@@ -259,6 +256,11 @@ def read_masters(hosts: Hosts, files: tuple[bytes, bytes, bytes]) -> tuple[list[
 # ------------------------------------------------------------------------------------------------ executor
 
 
+def _wait_for(what: str, timeout: float, probe: Callable[[], tuple[bool, str]], interval: float) -> float:
+    """:func:`wait_for` naming the command that resumes a restore (not recover's)."""
+    return wait_for(what, timeout, probe, interval, "kuberevive quorum-restore --apply")
+
+
 class QuorumExecutor:
     def __init__(
         self,
@@ -270,7 +272,7 @@ class QuorumExecutor:
         progress: Progress,
         result: QuorumResult,
         faults: Faults,
-        wait: Callable[[str, float, Callable[[], tuple[bool, str]], float], float] = wait_for,
+        wait: Callable[[str, float, Callable[[], tuple[bool, str]], float], float] = _wait_for,
         workers: Callable[[], list[tuple[str, Callable[[], Machine]]]] = list,
         node_ready: Callable[[str, datetime], tuple[bool, str]] | None = None,
     ) -> None:

@@ -281,10 +281,20 @@ def plan_other_kubelets(
     return [certs.node_renewal(name, its, everything) for name, its in by_node.items()], ""
 
 
-def stored_validity(root: str, config_file: str | None, cfg: KubeadmConfig) -> tuple[timedelta, str]:
-    """The validity of renewed certificates and where it comes from: ``--config``, else the stored
-    ClusterConfiguration (``kube-system/kubeadm-config``, read through admin.conf), else kubeadm's default."""
-    validity = cfg.cluster.certificate_validity
+#: The v1beta4 ClusterConfiguration's validity fields -> the :class:`ClusterConfiguration` attribute (its default).
+VALIDITY_FIELDS = {
+    "certificateValidityPeriod": "certificate_validity",
+    "caCertificateValidityPeriod": "ca_certificate_validity",
+}
+
+
+def stored_validity(
+    root: str, config_file: str | None, cfg: KubeadmConfig, key: str = "certificateValidityPeriod"
+) -> tuple[timedelta, str]:
+    """The validity ``key`` (one of :data:`VALIDITY_FIELDS`: renewed leaves', or ``caCertificateValidityPeriod``
+    for ``ca extend``) and where it comes from: ``--config``, else the stored ClusterConfiguration
+    (``kube-system/kubeadm-config``, read through admin.conf), else kubeadm's default."""
+    validity: timedelta = getattr(cfg.cluster, VALIDITY_FIELDS[key])
     if config_file is not None:
         return validity, f"--config {config_file}"
     node = NodeRoot(Path(root))
@@ -295,8 +305,8 @@ def stored_validity(root: str, config_file: str | None, cfg: KubeadmConfig) -> t
         raw = yaml.safe_load(text) if text else None
         if not isinstance(raw, dict):
             raise PlanError("kube-system/kubeadm-config has no ClusterConfiguration", "")
-        value = raw.get("certificateValidityPeriod")
-        stored = parse_duration(str(value), "certificateValidityPeriod") if value else validity
+        value = raw.get(key)
+        stored = parse_duration(str(value), key) if value else validity
         return stored, "the stored ClusterConfiguration (kube-system/kubeadm-config)"
     except (KubereviveError, yaml.YAMLError, ValueError) as exc:
         why = exc.message if isinstance(exc, KubereviveError) else str(exc)
@@ -400,7 +410,7 @@ def require_cfg(cfg: KubeadmConfig | None) -> KubeadmConfig:
     return cfg
 
 
-def _validity_text(validity: timedelta, source: str) -> str:
+def validity_text(validity: timedelta, source: str) -> str:
     return f"{format_duration(validity)}, from {source}"
 
 
@@ -428,7 +438,7 @@ def plan(
             steps=todo,
             config_source=journal.config_source,
             resumed=True,
-            validity=_validity_text(validity, journal.validity_source),
+            validity=validity_text(validity, journal.validity_source),
         )
     report, cfg = read_report(root, config_file, warning_days, live=live)
     items = certs.renewal_targets(report, everything)
@@ -444,7 +454,7 @@ def plan(
     )
     if items or _nodes_need_work(nodes, options):
         validity, source = stored_validity(root, config_file, require_cfg(cfg))
-        result.validity = _validity_text(validity, source)
+        result.validity = validity_text(validity, source)
         result.steps = steps_for([i.name for i in items], live, options is not None)
     return result
 
@@ -874,7 +884,7 @@ def apply(
             )
             progress(f"resuming the renewal started at {journal.started_at} (journal {JOURNAL})")
         validity = timedelta(seconds=journal.validity_seconds or cfg.cluster.certificate_validity.total_seconds())
-        result.validity = _validity_text(validity, journal.validity_source or "the configuration")
+        result.validity = validity_text(validity, journal.validity_source or "the configuration")
         cfg = replace(cfg, cluster=replace(cfg.cluster, certificate_validity=validity))
         executor = RenewExecutor(host, journal, cfg, progress, result, fx)
         executor.options = options

@@ -22,6 +22,7 @@ from typing import Any
 from kuberevive.core import replace as core
 from kuberevive.core import salvage, yamlfmt
 from kuberevive.core.manifests import manifest_flags, parse_manifest
+from kuberevive.core.netaddr import endpoint_port, url_host
 from kuberevive.core.retrust import ready_since
 from kuberevive.errors import ConfigError, EtcdError, KubeApiError, KubereviveError, PlanError, TransportError
 from kuberevive.io.etcd import EtcdClient
@@ -215,8 +216,7 @@ def _bind_port(api: KubeApi, this_node: str) -> int:
     endpoint = (((pod or {}).get("metadata") or {}).get("annotations") or {}).get(
         "kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint", ""
     )
-    port = str(endpoint).rpartition(":")[2]
-    return int(port) if port.isdigit() else salvage.DEFAULT_API_PORT
+    return endpoint_port(str(endpoint)) or salvage.DEFAULT_API_PORT
 
 
 def members_with_health(etcd: LocalEtcd) -> list[core.EtcdMember]:
@@ -243,8 +243,7 @@ def member_address(node: str, members: list[core.EtcdMember]) -> str | None:
     """The host of the peer URL of member ``node``."""
     for m in members:
         if m.name == node and m.peer_urls:
-            host = m.peer_urls[0].split("://", 1)[-1].rpartition(":")[0]
-            return host.strip("[]") or None
+            return url_host(m.peer_urls[0]) or None
     return None
 
 
@@ -361,7 +360,8 @@ class ReplaceExecutor:
         self.faults = faults
 
     def _wait(self, what: str, timeout: float, probe: Callable[[], tuple[bool, str]], interval: float = 1.0) -> float:
-        return wait_for(what, timeout, probe, interval)
+        rerun = f"kuberevive replace-control-plane {self.p.request.node} --apply"  # it resumes, not recover
+        return wait_for(what, timeout, probe, interval, rerun)
 
     def step_remove_member(self) -> None:
         lost = self.p.verdict.lost

@@ -1,6 +1,8 @@
 """Address and name rules kubeadm applies to SANs and endpoints (Go ``net``/``k8s.io/utils/net`` semantics).
 
-Private helpers shared by :mod:`kuberevive.core.pki` and :mod:`kuberevive.core.kubeconfig`.
+Shared by :mod:`kuberevive.core.pki`, :mod:`kuberevive.core.kubeconfig`, :mod:`kuberevive.core.manifests` and every
+module that splits an endpoint or a URL into host and port: :func:`split_endpoint` and :func:`split_url` are the one
+splitter (an IPv6 host in brackets, ``[fd00::10]:6443``, comes back without them); :func:`join_host_port` the inverse.
 """
 
 from __future__ import annotations
@@ -89,6 +91,59 @@ def split_host_port(hostport: str) -> tuple[str, str]:
         f"controlPlaneEndpoint {hostport!r}: host {host!r} is neither an IP address nor a lower-case DNS name",
         "Fix controlPlaneEndpoint in the kubeadm configuration.",
     )
+
+
+def split_endpoint(hostport: str) -> tuple[str, str] | None:
+    """``host:port``, ``[ipv6]:port``, ``[ipv6]`` or ``host`` -> (host without brackets, port or ""), as Go's
+    ``url.URL.Hostname()``/``Port()`` split a URL's host (the port after the last colon; an IPv6 address with a port in
+    brackets, as ``net.JoinHostPort`` writes it); None when malformed (an unclosed bracket, something else after it, a
+    port that is not digits)."""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0:
+            return None
+        host, tail = hostport[1:end], hostport[end + 1 :]
+        if tail and not re.fullmatch(r":\d*", tail):
+            return None
+        return host, tail[1:]
+    host, sep, port = hostport.rpartition(":")
+    if not sep:
+        return hostport, ""
+    if not re.fullmatch(r"\d*", port):
+        return None
+    return host, port
+
+
+def endpoint_port(hostport: str) -> int | None:
+    """The port of an endpoint (:func:`split_endpoint`), None when it has none or is malformed."""
+    split = split_endpoint(hostport)
+    return int(split[1]) if split is not None and split[1] else None
+
+
+_URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):(.*)$", re.DOTALL)
+
+
+def split_url(text: str) -> tuple[str, str, str] | None:
+    """The (scheme, hostname, port) Go's ``url.Parse`` + ``Hostname()``/``Port()`` give (the host of
+    ``https://[fd00::10]:2380`` is ``fd00::10``); None on error."""
+    m = _URL_RE.match(text)
+    if not m:
+        # No scheme: Go parses a relative reference; a colon in its first segment is an error.
+        first = text.split("/", 1)[0]
+        return None if ":" in first else ("", "", "")
+    scheme = m.group(1).lower()
+    rest = m.group(2)
+    if not rest.startswith("//"):
+        return (scheme, "", "")
+    authority = re.split(r"[/?#]", rest[2:], maxsplit=1)[0]
+    split = split_endpoint(authority.rpartition("@")[2])
+    return None if split is None else (scheme, *split)
+
+
+def url_host(url: str) -> str:
+    """The host of a URL (:func:`split_url`), "" when it has none or is malformed."""
+    split = split_url(url)
+    return split[1] if split is not None else ""
 
 
 def join_host_port(host: str, port: int | str) -> str:
