@@ -737,7 +737,9 @@ def other_kubelets(ex: RenewExecutor) -> None:
         host.restart_unit("kubelet")
         api = ex._api()
         path = f"/api/v1/nodes/{n.name}"
-        took = wait_for(f"node {n.name} Ready", options.node_timeout, lambda: ready_since(api.get(path), since), 1.0)
+        took = wait_for(
+            f"node {n.name} Ready", options.node_timeout, lambda: ready_since(api.get(path), since), 1.0, ex.rerun
+        )
         record(n.name, state="done")
         return [*out, f"{n.name}: kubelet restarted, Ready after {took:.0f} s"]
 
