@@ -343,7 +343,7 @@ def test_without_validity_the_stored_cluster_configurations_ca_validity_is_taken
 
     def extended_for(api: Any) -> tuple[timedelta, list[str]]:
         monkeypatch.setattr(renew, "admin_client", lambda _node, timeout=10: api())
-        before = datetime.now(UTC)
+        before = datetime.now(UTC).replace(microsecond=0)  # NotAfter is in whole seconds
         plan = caextend.plan(str(ext.root.prefix), None, DAYS, ["ca"], False, False, live=False)
         (ca,) = plan.cas
         new_not_after = datetime.strptime(ca["new_not_after"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
