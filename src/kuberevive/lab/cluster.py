@@ -213,8 +213,15 @@ class Lab:
             self.cfg = self._base_cfg = self.requested
             self.nodes = {n.name: Node(self.cfg, n) for n in self.cfg.nodes}
         if self.read_state().get("status") == "up" and self._healthy():
-            self.progress("lab: already up")
-            return self.read_state()
+            # a lab left by an earlier test (or command) may have restarted its static pods moments ago: "up"
+            # means what a fresh `up` waits for, the control-plane pods and kube-proxy running and ready too
+            try:
+                self.wait_system_pods(timeout=120)
+            except LabError as exc:
+                self.progress(f"lab: up, but {exc.message}: rebuilding it")
+            else:
+                self.progress("lab: already up")
+                return self.read_state()
         if self._anything_present():
             self.progress("lab: removing the remains of a previous lab")
             self.down()
