@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -190,9 +189,10 @@ def read_kubelet_files(host: Host, extra: Sequence[PurePosixPath] = ()) -> dict[
     return files | (read_files(host, more) if more else {})
 
 
-#: Tries of the node list (``--all-nodes``) and the pause between them: right after a repair the API servers behind
-#: the load balancer restart one by one, and a request can meet one that is going away (seen in CI: an SSL EOF).
-NODE_LIST_TRIES = 6
+#: Seconds the node list (``--all-nodes``) is tried for, and the pause between tries: right after a repair the API
+#: servers behind the load balancer restart one by one, and a request can meet one that is going away (seen in CI: an
+#: SSL EOF).
+NODE_LIST_WAIT = 10.0
 NODE_LIST_PAUSE = 2.0
 
 
@@ -200,18 +200,19 @@ def node_inventory(node: NodeRoot, options: RetrustOptions) -> Inventory:
     """The nodes to reach over SSH: ``--inventory``, or else the cluster's Node objects through admin.conf."""
     if options.inventory is not None:
         return options.inventory
-    for _ in range(NODE_LIST_TRIES - 1):  # the API servers behind a load balancer may be restarting: a few tries
-        try:
-            return from_node_objects(_node_objects(node), options.ssh_user, options.ssh_port)
-        except KubereviveError:
-            time.sleep(NODE_LIST_PAUSE)
-    try:
-        return from_node_objects(_node_objects(node), options.ssh_user, options.ssh_port)
-    except KubereviveError as exc:
+    found: list[Inventory] = []
+
+    def listed() -> tuple[bool, str]:
+        found.append(from_node_objects(_node_objects(node), options.ssh_user, options.ssh_port))
+        return True, ""
+
+    waited = poll_until("the node list", NODE_LIST_WAIT, listed, NODE_LIST_PAUSE)
+    if not waited.ok:
         raise PlanError(
-            f"--all-nodes: the node list cannot be read from the API ({exc.message})",
+            f"--all-nodes: the node list cannot be read from the API ({waited.last})",
             "pass the nodes with --inventory FILE (docs/inventory.md)",
-        ) from exc
+        )
+    return found[0]
 
 
 def check_other_nodes(
