@@ -16,6 +16,7 @@ from kuberevive.model.artifacts import ArtifactKind
 from kuberevive.model.config import (
     APIEndpoint,
     ClusterConfiguration,
+    EncryptionAlgorithm,
     InitConfiguration,
     KubeadmConfig,
     NodeFacts,
@@ -326,3 +327,22 @@ def test_cluster_cas_and_first_cluster_ca() -> None:
         kubeconfig.first_cluster_ca("users: []\n")
     with pytest.raises(ConfigError, match="not valid base64"):
         kubeconfig.first_cluster_ca(TWO_CLUSTERS.replace("QQ==", "'***'"))
+
+
+def test_only_the_named_kubeconfigs_are_made_each_with_one_new_key(
+    ca: pki.PkiBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[object] = []
+    real = pki.generate_private_key
+
+    def counted(algorithm: EncryptionAlgorithm) -> pki.PrivateKey:
+        made.append(algorithm)
+        return real(algorithm)
+
+    monkeypatch.setattr(pki, "generate_private_key", counted)
+    assert ca.ca_key_pem is not None
+    cfg = load_config("endpoint-sans.yaml")
+    arts = kubeconfig.build_kubeconfigs(cfg, ca.ca_cert_pem, ca.ca_key_pem, NOW, names=["kubelet.conf"])
+    assert [a.path.name for a in arts] == ["kubelet.conf"] and len(made) == 1  # recover made all five, used one
+    arts = kubeconfig.build_kubeconfigs(cfg, ca.ca_cert_pem, ca.ca_key_pem, NOW, names=["admin.conf", "scheduler.conf"])
+    assert [a.path.name for a in arts] == ["admin.conf", "scheduler.conf"] and len(made) == 3

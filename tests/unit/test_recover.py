@@ -406,3 +406,27 @@ def test_instance_config_yaml_follows_the_gate_where_the_minor_reads_it() -> Non
     ident = core.identify(evidence(kubelet_version="v1.35.4"))
     stored = STORED.replace("v1.33.13", "v1.35.4") + "featureGates:\n  NodeLocalCRISocket: false\n"
     assert core.kubelet_instance_config(core.final_config(ident, stored, None)) is None
+
+
+def test_the_control_plane_kubeconfigs_and_kubelet_files_make_one_key_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four kubeconfigs and the kubelet's client certificate: five keys, each on the recovery's critical path (the
+    kubelet restart waits for them); each builder made all five kubeconfigs' keys before and threw most away."""
+    cfg = core.final_config(core.identify(evidence()), STORED, None)
+    ca_crt, ca_key = _ca()
+    made: list[EncryptionAlgorithm] = []
+    real = pki.generate_private_key
+
+    def counted(algorithm: EncryptionAlgorithm) -> pki.PrivateKey:
+        made.append(algorithm)
+        return real(algorithm)
+
+    monkeypatch.setattr(pki, "generate_private_key", counted)
+    confs = core.control_plane_kubeconfigs(cfg, NOW, ca_crt, ca_key, {})
+    core.kubelet_files(cfg, ca_crt, ca_key, NOW, "2026-11-25-12-00-00")
+    assert sorted(a.path.name for a in confs) == [
+        "admin.conf",
+        "controller-manager.conf",
+        "scheduler.conf",
+        "super-admin.conf",
+    ]
+    assert len(made) == 5

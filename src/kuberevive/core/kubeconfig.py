@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import PurePosixPath
@@ -165,8 +165,10 @@ def build_kubeconfigs(
     now: datetime,
     existing: Mapping[PurePosixPath, bytes] | None = None,
     kubeconfig_dir: str = DEFAULT_KUBERNETES_DIR,
+    names: Collection[str] | None = None,
 ) -> list[Artifact]:
-    """The kubeconfig files to write under ``kubeconfig_dir`` (absolute node paths, mode 0600).
+    """The kubeconfig files to write under ``kubeconfig_dir`` (absolute node paths, mode 0600); with ``names``, only
+    those files (each costs a new private key: 50-150 ms of CPU for RSA).
 
     ``existing`` maps node paths to files already there: one whose CA data equals ``ca_cert_pem`` is kept (not
     returned); one with another CA raises PkiError. ``ca_key_pem`` None means external-CA mode: every file must
@@ -180,6 +182,8 @@ def build_kubeconfigs(
     not_after = now + cfg.cluster.certificate_validity
     artifacts: list[Artifact] = []
     for spec in kubeconfig_specs(cfg):
+        if names is not None and spec.file_name not in names:
+            continue
         path = PurePosixPath(kubeconfig_dir) / spec.file_name
         if path in files:
             _check_existing(path, files[path], ca_cert)

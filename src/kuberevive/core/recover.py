@@ -804,7 +804,8 @@ def control_plane_kubeconfigs(
     kubeadm's server, a valid client certificate of that CA for the right user); any other is replaced (the
     writer moves it aside)."""
     usable = survey_kubeconfigs(cfg, on_node, ca_cert, now).usable
-    return [a for a in build_kubeconfigs(cfg, ca_cert, ca_key, now, usable) if a.path.name != "kubelet.conf"]
+    names = [s.file_name for s in kubeconfig_specs(cfg) if s.file_name != paths.KUBELET_CONF.name]
+    return build_kubeconfigs(cfg, ca_cert, ca_key, now, usable, names=names)
 
 
 def manifests_for(
@@ -849,7 +850,7 @@ class KubeletFiles:
 def kubelet_files(cfg: KubeadmConfig, ca_cert: bytes, ca_key: bytes, now: datetime, stamp: str) -> KubeletFiles:
     """A client certificate for ``system:node:<name>`` from the current CA, in a new dated pem file, and
     kubelet.conf pointing at ``kubelet-client-current.pem`` (what kubeadm's kubelet-finalize leaves)."""
-    conf = next(a for a in build_kubeconfigs(cfg, ca_cert, ca_key, now) if a.path.name == "kubelet.conf")
+    (conf,) = build_kubeconfigs(cfg, ca_cert, ca_key, now, names=[paths.KUBELET_CONF.name])
     doc = yamlload.load(conf.content)
     user = doc["users"][0]["user"]
     cert_pem = base64.b64decode(user.pop("client-certificate-data"))
