@@ -408,11 +408,11 @@ def test_instance_config_yaml_follows_the_gate_where_the_minor_reads_it() -> Non
     assert core.kubelet_instance_config(core.final_config(ident, stored, None)) is None
 
 
-def test_the_control_plane_kubeconfigs_and_kubelet_files_make_one_key_each(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Four kubeconfigs and the kubelet's client certificate: five keys, each on the recovery's critical path (the
-    kubelet restart waits for them); each builder made all five kubeconfigs' keys before and threw most away."""
+def test_a_new_pki_makes_one_key_per_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """etcd's 5, the control plane's 6 (with sa.key), four kubeconfigs and the kubelet's client certificate: 16 keys,
+    each on the recovery's critical path (the kubelet restart waits for them). The etcd step made every certificate's
+    key and kept etcd's; each kubeconfig builder made all five kubeconfigs' keys and threw most away."""
     cfg = core.final_config(core.identify(evidence()), STORED, None)
-    ca_crt, ca_key = _ca()
     made: list[EncryptionAlgorithm] = []
     real = pki.generate_private_key
 
@@ -421,7 +421,12 @@ def test_the_control_plane_kubeconfigs_and_kubelet_files_make_one_key_each(monke
         return real(algorithm)
 
     monkeypatch.setattr(pki, "generate_private_key", counted)
-    confs = core.control_plane_kubeconfigs(cfg, NOW, ca_crt, ca_key, {})
+    etcd = {a.path: a.content for a in core.etcd_pki_artifacts(cfg, NOW, {}, {})}
+    assert len(made) == 5 and len(etcd) == 10
+    on_node = etcd | {a.path: a.content for a in core.pki_artifacts(cfg, NOW, etcd, {})}
+    assert len(made) == 11
+    ca_crt, ca_key = core.ca_pair(cfg, on_node)
+    confs = core.control_plane_kubeconfigs(cfg, NOW, ca_crt, ca_key, on_node)
     core.kubelet_files(cfg, ca_crt, ca_key, NOW, "2026-11-25-12-00-00")
     assert sorted(a.path.name for a in confs) == [
         "admin.conf",
@@ -429,4 +434,4 @@ def test_the_control_plane_kubeconfigs_and_kubelet_files_make_one_key_each(monke
         "scheduler.conf",
         "super-admin.conf",
     ]
-    assert len(made) == 5
+    assert len(made) == 16

@@ -773,7 +773,7 @@ def etcd_pki_artifacts(
 
     Surviving etcd files that are valid and consistent are reused; the others are rebuilt."""
     survey = survey_pki(cfg, dict(on_node) | dict(kept), now)
-    bundle = pki.build_certificates(cfg, now, survey.usable)
+    bundle = pki.build_certificates(cfg, now, survey.usable, etcd_only=True)
     arts = [a for a in survey.rebuilt + bundle.artifacts if _is_etcd_file(cfg, a.path)]
     return _kept_artifacts(cfg, kept, on_node, "etcd") + arts
 
