@@ -5,7 +5,8 @@ real etcd in ``tests/integration/test_etcd_stored_values.py``, the whole recover
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -278,7 +279,12 @@ def test_the_keys_made_ahead_are_of_the_stored_configurations_algorithm(
         return real_drop()
 
     monkeypatch.setattr(pki, "drop_spare_keys", drop)
-    c.background = lambda work: asked.append(work.args[0])  # type: ignore[attr-defined]
+
+    def background(work: Callable[[], None]) -> None:
+        if isinstance(work, functools.partial) and work.func is pki.make_reserved_keys:  # not the kubelet's stop
+            asked.append(work.args[0])
+
+    c.background = background
     assert_recovered(c, c.recover())
     # kubeadm's default from the start, while the run plans; dropped once the plan named ECDSA, which is made then
     rsa, ecdsa = EncryptionAlgorithm.RSA_2048, EncryptionAlgorithm.ECDSA_P256
@@ -295,3 +301,74 @@ def test_components_alone_counts_etcd_and_the_api_server_starting_together_once(
     assert early["components_alone_s"] == 4.5  # from the first manifest to API ready (the sum said 6.4)
     after = {"started": 0.0, "etcd_manifest_written": 1.0, "etcd_ready": 3.0, "control_plane_manifests_written": 4.0}
     assert result_timings({**after, "api_ready": 6.5}, 40.0)["components_alone_s"] == 4.5  # 2.0 + 2.5, one after other
+
+
+def _run_the_kubelet_stop_only(c: Cluster) -> None:
+    """Background work done at once, keys made ahead left out (made on demand): the kubelet's stop ahead."""
+
+    def background(work: Callable[[], None]) -> None:
+        if not isinstance(work, functools.partial):
+            work()
+
+    c.background = background
+
+
+def test_the_kubelet_is_stopped_at_the_runs_start_and_started_once_every_file_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = early_cluster(tmp_path, monkeypatch)
+    _run_the_kubelet_stop_only(c)
+    assert_recovered(c, c.recover())
+    host = c.host
+    assert isinstance(host, StoppedEtcdHost)
+    stop, restart = host.commands.index("systemctl stop kubelet"), host.commands.index("systemctl restart kubelet")
+    assert stop < restart and host.commands.count("systemctl stop kubelet") == 1
+    assert host.manifests_at_restart == [MANIFESTS]  # still one start, with every file there
+    assert any("the kubelet was stopped at the run's start: (re)starting it" in line for line in c.progress)
+
+
+def test_a_run_that_fails_before_kubelet_start_starts_the_kubelet_it_stopped_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kuberevive.run import steps
+
+    c = early_cluster(tmp_path, monkeypatch)
+    _run_the_kubelet_stop_only(c)
+
+    def broken(ctx: object, i: int) -> None:
+        raise PlanError("the kubeconfigs cannot be written", "fix it")
+
+    monkeypatch.setitem(steps.STEPS, "kubeconfigs", broken)
+    with pytest.raises(PlanError, match="kubeconfigs cannot be written"):
+        c.recover()
+    host = c.host
+    assert isinstance(host, StoppedEtcdHost)
+    assert host.commands.index("systemctl stop kubelet") < host.commands.index("systemctl restart kubelet")
+    assert "      the kubelet stopped at the run's start was started again" in c.progress
+
+
+def test_without_the_background_stop_the_step_restarts_the_kubelet_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = early_cluster(tmp_path, monkeypatch)  # background work never runs: the stop is called off by the step
+    assert_recovered(c, c.recover())
+    host = c.host
+    assert isinstance(host, StoppedEtcdHost)
+    assert "systemctl stop kubelet" not in host.commands and host.commands.count("systemctl restart kubelet") == 1
+
+
+def test_a_stop_ahead_called_off_before_it_began_does_nothing() -> None:
+    from kuberevive.run.context import AheadStop
+
+    stopped: list[str] = []
+    ahead = AheadStop("kubelet")
+    assert ahead.settle(1.0) == "called off"
+    ahead.run(stopped.append)
+    assert stopped == [] and ahead.state == "called off"
+    failing = AheadStop("kubelet")
+
+    def refuse(unit: str) -> None:
+        raise PlanError(f"'systemctl stop {unit}' failed: no such unit", "look")
+
+    failing.run(refuse)
+    assert failing.settle(1.0).startswith("failed: 'systemctl stop kubelet' failed")

@@ -107,6 +107,9 @@ class FakeHost(LocalHost):
     def restart_unit(self, unit: str) -> None:
         self.commands.append(f"systemctl restart {unit}")
 
+    def stop_unit(self, unit: str) -> None:
+        self.commands.append(f"systemctl stop {unit}")
+
     def kubelet_healthz(self, address: str, port: int) -> tuple[bool, str]:
         self.commands.append(f"GET http://{address}:{port}/healthz")
         return True, "ok"

@@ -114,6 +114,10 @@ class Host(Protocol):
         """``systemctl restart unit``; a failure is a :class:`~kuberevive.errors.KubereviveError` naming it."""
         ...
 
+    def stop_unit(self, unit: str) -> None:
+        """``systemctl stop unit``; a failure is a :class:`~kuberevive.errors.KubereviveError` naming it."""
+        ...
+
     def containers(self, name: str | None = None) -> list[Container]:
         """The running CRI containers (only those called exactly ``name`` when given)."""
         ...
@@ -235,17 +239,24 @@ class LocalHost:
         return proc is not None and proc.stdout.strip() in ("active", "activating")
 
     def restart_unit(self, unit: str) -> None:
+        self._systemctl("restart", unit)
+
+    def stop_unit(self, unit: str) -> None:
+        self._systemctl("stop", unit)
+
+    def _systemctl(self, action: str, unit: str) -> None:
+        done = {"restart": "restarted", "stop": "stopped"}[action]
         if not self._live:
             raise PlanError(
-                f"{unit} cannot be restarted: {self.root.prefix} is not this machine's own root",
-                f"restart {unit} on the node itself",
+                f"{unit} cannot be {done}: {self.root.prefix} is not this machine's own root",
+                f"{action} {unit} on the node itself",
             )
-        proc = self._try(["systemctl", "restart", unit], 60)
+        proc = self._try(["systemctl", action, unit], 60)
         if proc is None:
-            raise PlanError("systemctl is not available on this node", f"restart {unit} by hand, then run again")
+            raise PlanError("systemctl is not available on this node", f"{action} {unit} by hand, then run again")
         if proc.returncode != 0:
             raise PlanError(
-                f"'systemctl restart {unit}' failed: {(proc.stderr or proc.stdout).strip()[:200]}",
+                f"'systemctl {action} {unit}' failed: {(proc.stderr or proc.stdout).strip()[:200]}",
                 f"check 'systemctl status {unit}', then run again",
             )
 

@@ -561,10 +561,16 @@ class SshHost:
         return self.transport.run(argv, input=input, timeout=timeout)
 
     def restart_unit(self, unit: str) -> None:
-        r = self.transport.run(["systemctl", "restart", unit], timeout=UNIT_TIMEOUT)
+        self._systemctl("restart", unit)
+
+    def stop_unit(self, unit: str) -> None:
+        self._systemctl("stop", unit)
+
+    def _systemctl(self, action: str, unit: str) -> None:
+        r = self.transport.run(["systemctl", action, unit], timeout=UNIT_TIMEOUT)
         if not r.ok:
             raise TransportError(
-                f"{self.name}: 'systemctl restart {unit}' failed: {_why(r)}",
+                f"{self.name}: 'systemctl {action} {unit}' failed: {_why(r)}",
                 f"look at 'systemctl status {unit}' and 'journalctl -u {unit}' on the node, then run again",
             )
 

@@ -19,6 +19,7 @@ import contextlib
 import os
 import secrets
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from typing import Any
 
 from kuberevive.core import recover as core
 from kuberevive.core import uploadcerts
-from kuberevive.errors import NodeFsError, PlanError
+from kuberevive.errors import KubereviveError, NodeFsError, PlanError
 from kuberevive.io.etcd import EtcdClient
 from kuberevive.io.host import Host, LocalHost
 from kuberevive.io.kubeapi import KubeApi
@@ -198,6 +199,41 @@ def _utcnow() -> datetime:
 in_background = keys.in_thread
 
 
+@dataclass
+class AheadStop:
+    """A unit stopped in the background from the run's start, ahead of the step that restarts it (the kubelet:
+    ``kubeadm init phase kubelet-start`` also stops it before it writes the kubelet's files). The step
+    calls :meth:`settle`: a stop not begun yet is called off (the step's restart stops the unit itself), one under way
+    is waited for. States: ``asked``, ``stopping``, then ``stopped``, ``failed: <why>`` or ``called off``."""
+
+    unit: str
+    state: str = "asked"
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def run(self, stop: Callable[[str], None]) -> None:
+        """The background work: ``stop(unit)`` unless called off first."""
+        with self.changed:
+            if self.state != "asked":
+                return
+            self.state = "stopping"
+        try:
+            stop(self.unit)
+            state = "stopped"
+        except KubereviveError as exc:
+            state = f"failed: {exc}"
+        with self.changed:
+            self.state = state
+            self.changed.notify_all()
+
+    def settle(self, timeout: float) -> str:
+        """Call the stop off when it has not begun, else wait up to ``timeout`` seconds for it; the state."""
+        with self.changed:
+            if self.state == "asked":
+                self.state = "called off"
+            self.changed.wait_for(lambda: self.state != "stopping", timeout)
+            return self.state
+
+
 @dataclass(frozen=True)
 class Effects:
     """How steps reach the world beyond the node's files: clients, clocks, sleep and the fault hooks. The
@@ -246,6 +282,8 @@ class StepContext:
     messages: list[str] = field(default_factory=list)
     """What the run moved aside or noticed, for the final result."""
     report: dict[str, Any] = field(default_factory=dict)
+    kubelet_stop: AheadStop | None = None
+    """The kubelet stopped from the run's start, when kubelet-start restarts it in the early order."""
 
     @property
     def faults(self) -> Faults:

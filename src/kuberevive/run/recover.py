@@ -55,6 +55,7 @@ from kuberevive.run.context import (
 )
 from kuberevive.run.journal import JOURNAL, RecoveryJournal, StoredConfig, now_text, recovery_lock
 from kuberevive.run.steps import STEPS
+from kuberevive.run.steps import kubelet as kubelet_steps
 
 # ------------------------------------------------------------------------------------- health
 
@@ -448,18 +449,24 @@ class Executor:
     def run(self) -> RecoveryResult:
         ctx, journal = self.ctx, self.ctx.journal
         total = len(self.plan.steps)
-        for index, step in enumerate(self.plan.steps, start=1):
-            if journal.step_done(step.id):
-                ctx.progress(f"[{index}/{total}] {step.title}: done before")
-                continue
-            ctx.progress(f"[{index}/{total}] {step.title}")
-            started = ctx.monotonic()
-            journal.mark(step.id, "started")
-            STEPS[step.id](ctx, index)
-            journal.mark(step.id, "done", seconds=round(ctx.monotonic() - started, 3))
-            self.applied.append(step.id)
-            ctx.progress(f"      ok ({ctx.monotonic() - started:.1f} s)")
-            ctx.faults.after(index)
+        if any(s.id == kubelet_steps.STEP_ID for s in self.plan.steps):
+            kubelet_steps.stop_ahead(ctx)
+        try:
+            for index, step in enumerate(self.plan.steps, start=1):
+                if journal.step_done(step.id):
+                    ctx.progress(f"[{index}/{total}] {step.title}: done before")
+                    continue
+                ctx.progress(f"[{index}/{total}] {step.title}")
+                started = ctx.monotonic()
+                journal.mark(step.id, "started")
+                STEPS[step.id](ctx, index)
+                journal.mark(step.id, "done", seconds=round(ctx.monotonic() - started, 3))
+                self.applied.append(step.id)
+                ctx.progress(f"      ok ({ctx.monotonic() - started:.1f} s)")
+                ctx.faults.after(index)
+        except Exception:
+            kubelet_steps.start_again_after_failure(ctx)
+            raise
         return self._finish()
 
     def _finish(self) -> RecoveryResult:
