@@ -330,16 +330,9 @@ def test_cluster_cas_and_first_cluster_ca() -> None:
 
 
 def test_only_the_named_kubeconfigs_are_made_each_with_one_new_key(
-    ca: pki.PkiBundle, monkeypatch: pytest.MonkeyPatch
+    ca: pki.PkiBundle, keys_made: list[EncryptionAlgorithm]
 ) -> None:
-    made: list[object] = []
-    real = pki.generate_private_key
-
-    def counted(algorithm: EncryptionAlgorithm) -> pki.PrivateKey:
-        made.append(algorithm)
-        return real(algorithm)
-
-    monkeypatch.setattr(pki, "generate_private_key", counted)
+    made = keys_made
     assert ca.ca_key_pem is not None
     cfg = load_config("endpoint-sans.yaml")
     arts = kubeconfig.build_kubeconfigs(cfg, ca.ca_cert_pem, ca.ca_key_pem, NOW, names=["kubelet.conf"])

@@ -408,19 +408,12 @@ def test_instance_config_yaml_follows_the_gate_where_the_minor_reads_it() -> Non
     assert core.kubelet_instance_config(core.final_config(ident, stored, None)) is None
 
 
-def test_a_new_pki_makes_one_key_per_file(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_new_pki_makes_one_key_per_file(keys_made: list[EncryptionAlgorithm]) -> None:
     """etcd's 5, the control plane's 6 (with sa.key), four kubeconfigs and the kubelet's client certificate: 16 keys,
     each on the recovery's critical path (the kubelet restart waits for them). The etcd step made every certificate's
     key and kept etcd's; each kubeconfig builder made all five kubeconfigs' keys and threw most away."""
     cfg = core.final_config(core.identify(evidence()), STORED, None)
-    made: list[EncryptionAlgorithm] = []
-    real = pki.generate_private_key
-
-    def counted(algorithm: EncryptionAlgorithm) -> pki.PrivateKey:
-        made.append(algorithm)
-        return real(algorithm)
-
-    monkeypatch.setattr(pki, "generate_private_key", counted)
+    made = keys_made
     etcd = {a.path: a.content for a in core.etcd_pki_artifacts(cfg, NOW, {}, {})}
     assert len(made) == 5 and len(etcd) == 10
     on_node = etcd | {a.path: a.content for a in core.pki_artifacts(cfg, NOW, etcd, {})}
