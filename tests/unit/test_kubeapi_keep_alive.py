@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 import ssl
+import struct
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from kuberevive.core import pki
+from kuberevive.io import kubeapi
 from kuberevive.io.kubeapi import KubeApi
 from kuberevive.model.config import EncryptionAlgorithm
 
@@ -26,6 +30,7 @@ class _Server(ThreadingHTTPServer):
     connections = 0
     requests = 0
     close_after: int | None = None  # close a connection after this many requests on it (an idle timeout)
+    reset_after: int | None = None  # the same, dropping the TCP connection without a TLS close_notify
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -48,6 +53,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
         if self.server.close_after is not None and self.served >= self.server.close_after:
             self.close_connection = True  # closed without a "Connection: close": the client learns on its next send
+        if self.server.reset_after is not None and self.served >= self.server.reset_after:
+            self.wfile.flush()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
 
     def log_message(self, *args: object) -> None:
         pass
@@ -131,3 +140,29 @@ def test_without_keep_alive_every_request_has_its_own_connection(
     for _ in range(3):
         api.get("/api/v1/x")
     assert (httpd.requests, httpd.connections) == (3, 3)
+
+
+def test_a_connection_dropped_without_a_tls_close_is_replaced_and_the_request_sent_again(
+    server: tuple[_Server, bytes], apis: list[KubeApi]
+) -> None:
+    """The server resets the TCP connection (no close_notify): the next request on it fails with an SSL EOF or a
+    reset, and is sent again on a new connection (the fleet's pod simulator lost 16 requests that way)."""
+    httpd, ca = server
+    httpd.reset_after = 1
+    api = _api(httpd, ca, keep_alive=True, made=apis)
+    assert [api.get("/api/v1/x")["n"] for _ in range(4)] == [1, 2, 3, 4]
+    assert httpd.connections == 4
+
+
+def test_a_connection_idle_longer_than_keep_idle_is_not_used_again(
+    server: tuple[_Server, bytes], apis: list[KubeApi], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    httpd, ca = server
+    monkeypatch.setattr(kubeapi, "KEEP_IDLE", 0.05)
+    api = _api(httpd, ca, keep_alive=True, made=apis)
+    api.get("/api/v1/x")
+    api.get("/api/v1/x")
+    assert httpd.connections == 1
+    time.sleep(0.1)
+    api.get("/api/v1/x")
+    assert httpd.connections == 2
