@@ -351,6 +351,7 @@ def sa_size(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if sim is not None:
             sim.stop()
+            say(f"sa: pod simulator: {sim.counts}; failed requests (each retried): {sim.failures[:3] or 'none'}")
         fleet.stop()
     rates = sa_rates(events, result.get("phases") or {}, mark, end)
     return result | {
@@ -364,6 +365,7 @@ def sa_size(args: argparse.Namespace) -> dict[str, Any]:
         "controller_requests": rates["whole run"]["clients"][KCM]["requests"],
         "rates": rates,
         "simulator": sim.counts if sim is not None else {},
+        "simulator_failures": sim.failures if sim is not None else [],
         "load_average": os.getloadavg(),
     }
 

@@ -31,7 +31,7 @@ import shlex
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -584,11 +584,17 @@ class PodSimulator:
     and Ready at once, a terminating pod is deleted for good (grace period 0, with its uid as a precondition).
     Driven by a watch of every pod, worked off by ``workers`` threads; everything it does goes through the real
     API server (the controllers see it as they would see kubelets). Not kwok (the Go proxy is not used here):
-    the same three steps, in Python, with the super-admin credentials."""
+    the same three steps, in Python, with the super-admin credentials.
+
+    A step whose request failed (other than 404/409: the pod is gone or moved on) is done again :data:`RETRY_S`
+    later, from the pod as the API server then has it, as a kubelet's pod worker retries: a step done once and lost
+    leaves a pod terminating or unbound for good, and its DaemonSet or ReplicaSet waits for it forever.
+    ``counts["errors"]`` counts the failed requests (each one retried); :attr:`failures` keeps the first messages."""
 
     def __init__(self, api: KubeApi, nodes: list[str], workers: int = 8) -> None:
         self.api, self.nodes, self.workers = api, nodes, workers
-        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.queue: queue.Queue[dict[str, Any] | tuple[str, str] | None] = queue.Queue()  # a pod, or (ns, name)
+        self.failures: list[str] = []
         self.stopped = threading.Event()
         self.lock = threading.Lock()
         self.seen: set[tuple[str, str]] = set()
@@ -631,13 +637,40 @@ class PodSimulator:
                 time.sleep(0.5)
 
     def _work(self) -> None:
-        while (pod := self.queue.get()) is not None:
+        while (item := self.queue.get()) is not None:
+            if isinstance(item, tuple):  # a retry: the pod as the API server has it now
+                try:
+                    pod = self.api.get("/api/v1/namespaces/{}/pods/{}".format(*item))
+                except KubeApiError as exc:
+                    if exc.status != 404:  # 404: gone, nothing left to do
+                        self._failed(item, None, exc)
+                    continue
+            else:
+                pod = item
+            step = self._step(pod)
+            if step is None:
+                continue
+            stage, do = step
             try:
-                self._handle(pod)
+                do()
             except KubeApiError as exc:
-                if exc.status not in (404, 409):
-                    with self.lock:
-                        self.counts["errors"] += 1
+                if exc.status not in (404, 409):  # gone, or moved on (bound, or a newer pod of that name)
+                    meta = pod["metadata"]
+                    self._failed((meta["namespace"], meta["name"]), (meta["uid"], stage), exc)
+
+    def _failed(self, key: tuple[str, str], step: tuple[str, str] | None, exc: KubeApiError) -> None:
+        """A request failed: count it, forget the step (so it is done again) and read the pod again in
+        :data:`RETRY_S`."""
+        with self.lock:
+            self.counts["errors"] += 1
+            if len(self.failures) < 10:
+                self.failures.append(exc.message)
+            if step is not None and step in self.seen:
+                self.seen.discard(step)
+                self.counts[step[1]] -= 1
+        timer = threading.Timer(RETRY_S, self.queue.put, (key,))
+        timer.daemon = True
+        timer.start()
 
     def _once(self, uid: str, stage: str) -> bool:
         with self.lock:
@@ -647,54 +680,58 @@ class PodSimulator:
             self.counts[stage] += 1
             return True
 
-    def _handle(self, pod: dict[str, Any]) -> None:
+    def _step(self, pod: dict[str, Any]) -> tuple[str, Callable[[], object]] | None:
+        """What this pod needs next and has not had yet: ``(stage, the request that does it)``, or None."""
         meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
         ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
         path = f"/api/v1/namespaces/{ns}/pods/{name}"
         if meta.get("deletionTimestamp"):
-            if self._once(uid, "delete"):
-                options = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0}
-                self.api.request("DELETE", path, options | {"preconditions": {"uid": uid}})
-        elif not spec.get("nodeName"):
-            if self._once(uid, "bind"):
-                node = _pod_node(pod)
-                if node is None:
-                    with self.lock:
-                        node, self.next = self.nodes[self.next % len(self.nodes)], self.next + 1
-                target = {"apiVersion": "v1", "kind": "Node", "name": node}
-                self.api.create(
-                    f"{path}/binding",
-                    {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": target},
-                )
-        elif status.get("phase") != "Running" and self._once(uid, "run"):
-            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            conditions = [
-                {"type": t, "status": "True", "lastTransitionTime": now}
-                for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
-            ]
-            containers = [
-                {
-                    "name": c["name"],
-                    "image": c.get("image", ""),
-                    "imageID": "",
-                    "containerID": f"fleet://{uid}/{c['name']}",
-                    "ready": True,
-                    "started": True,
-                    "restartCount": 0,
-                    "state": {"running": {"startedAt": now}},
-                }
-                for c in spec.get("containers") or []
-            ]
-            body = {
-                "status": {
-                    "phase": "Running",
-                    "startTime": now,
-                    "conditions": conditions,
-                    "containerStatuses": containers,
-                }
+            if not self._once(uid, "delete"):
+                return None
+            options = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0}
+            return "delete", lambda: self.api.request("DELETE", path, options | {"preconditions": {"uid": uid}})
+        if not spec.get("nodeName"):
+            if not self._once(uid, "bind"):
+                return None
+            node = _pod_node(pod)
+            if node is None:
+                with self.lock:
+                    node, self.next = self.nodes[self.next % len(self.nodes)], self.next + 1
+            binding = {
+                "apiVersion": "v1",
+                "kind": "Binding",
+                "metadata": {"name": name},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node},
             }
-            self.api.patch(f"{path}/status", body, "strategic")
+            return "bind", lambda: self.api.create(f"{path}/binding", binding)
+        if status.get("phase") == "Running" or not self._once(uid, "run"):
+            return None
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        conditions = [
+            {"type": t, "status": "True", "lastTransitionTime": now}
+            for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+        ]
+        containers = [
+            {
+                "name": c["name"],
+                "image": c.get("image", ""),
+                "imageID": "",
+                "containerID": f"fleet://{uid}/{c['name']}",
+                "ready": True,
+                "started": True,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": now}},
+            }
+            for c in spec.get("containers") or []
+        ]
+        body = {
+            "status": {"phase": "Running", "startTime": now, "conditions": conditions, "containerStatuses": containers}
+        }
+        return "run", lambda: self.api.patch(f"{path}/status", body, "strategic")
 
+
+RETRY_S = 1.0
+"""How long the :class:`PodSimulator` waits before it does a failed step again (a kubelet's pod worker retries)."""
 
 RETIRED_KID = "retired-sa-key"
 SA_NAMESPACES = 20
