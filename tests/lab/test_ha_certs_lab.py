@@ -18,8 +18,11 @@ the order written, on the same cluster:
    every 100 ms during it), then the old CAs' NotAfter passes: every node Ready and renewing its Lease after it,
    ``kubectl`` with the new admin.conf works (on every master and through the load balancer), the apicaller keeps
    succeeding, every holder of the CA on every node has the extended one, leaf serials unchanged, 0 failed Service
-   and API requests, no workload container or pod restarted. The extension's ``--validity`` makes the extended CAs
-   expire :data:`CHECKS_MARGIN` after the old ones, for test 3 (the checks above end before that, asserted).
+   and API requests, no workload container or pod restarted but kube-proxy's: the extension restarts it last (it
+   read the CA once at start), a new pod on every node, and after the old NotAfter, its connections to the API server
+   cut, it connects again with no ``x509`` error (a kube-proxy still holding the old CA fails there). The extension's
+   ``--validity`` makes the extended CAs expire :data:`CHECKS_MARGIN` after the old ones, for test 3 (the checks
+   above end before that, asserted).
 3. **CA extend after the CAs expired** (repair): those extended CAs are left to expire (every etcd member then rejects
    the others: the API refuses everyone), then ONE ``ca extend --apply --all-nodes``: the same checks (the API probe
    aside: nothing answers before the repair), and the apicaller calls the API again within :data:`APICALLER_BOUND`
@@ -49,7 +52,7 @@ import pytest
 from kuberevive.lab import Lab
 from kuberevive.lab.probe import ApiProbe, ServiceProbe
 from tests.lab.conftest import OnNode, module_lab, node_runner
-from tests.lab.test_ca_extend_lab import _alive_since, _iso, _kubeconfig_ca
+from tests.lab.test_ca_extend_lab import _alive_since, _iso, _kubeconfig_ca, kube_proxy_reconnects
 from tests.lab.test_certs_lab import _wait
 from tests.lab.test_ha_lab import CPS, ETCDCTL, NODES, STATIC, _members, _pods, _serving_serial, _wait_all_ready
 
@@ -67,8 +70,8 @@ CA_VALIDITY = "9m"
 #: (the extension: 64-87 s), with room for a loaded machine.
 EXTEND_ROOM = timedelta(minutes=3, seconds=30)
 #: Test 2 extends the CAs until this long after the old ones expire: its checks after that NotAfter took 4 s here, 20-40
-#: s in earlier runs; test 3 waits for the extended ones to expire (so it needs no extension of its own to make them
-#: short).
+#: s in earlier runs (before kube-proxy's reconnection was checked); test 3 waits for the extended ones to expire (so it
+#: needs no extension of its own to make them short).
 CHECKS_MARGIN = timedelta(seconds=80)
 #: After the repair, the apicaller (a call every 5 s, reading ca.crt each time) succeeds again within this.
 APICALLER_BOUND = 60.0
@@ -103,6 +106,13 @@ def _until(at: datetime) -> None:
 
 def _without_kube_proxy(pods: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in pods.items() if not k.startswith("kube-system/kube-proxy-")}
+
+
+def _new_kube_proxies(before: dict[str, Any], after: dict[str, Any]) -> None:
+    """One kube-proxy pod on every node in each, none of ``before``'s left in ``after``."""
+    old = {k for k in before if k.startswith("kube-system/kube-proxy-")}
+    new = {k for k in after if k.startswith("kube-system/kube-proxy-")}
+    assert len(old) == len(new) == len(NODES) and not old & new, (old, new)
 
 
 def _ssh(lab: Lab) -> list[str]:
@@ -304,6 +314,7 @@ def test_ca_extend_before_the_cas_expire_on_every_node(short_ha_lab: Lab, on: On
             lambda: _apicaller_ok_since(on, ca_expiry + timedelta(seconds=5)),
             1,
         )
+        kube_proxy_reconnects(on, NODES)  # with the extended CA: the old one has expired
         code, after = _check(on, lab)
         not_ok = {(n, k): i["status"] for n, by in after.items() for k, i in by.items() if i["status"] != "ok"}
         assert code == 3 and set(not_ok.values()) <= {"expiring", "missing"}, not_ok  # the CAs: minutes (test 3)
@@ -312,9 +323,13 @@ def test_ca_extend_before_the_cas_expire_on_every_node(short_ha_lab: Lab, on: On
         service.wait_for_answers(10)
         checks = datetime.now(UTC)
         assert checks < new_expiry, "the checks ended after the extended CAs expired: CHECKS_MARGIN"
-    STATE["new_expiry"] = new_expiry
+    assert result["applied"][-1] == "restart-kube-proxy", result["applied"]
+    assert any(m.startswith("not restarted by ca extend") for m in result["messages"]), result["messages"]
     assert _serials(after) == STATE["serials"]  # every leaf kept (same serials) on every node
-    assert _pods(on, skip=STATIC) == STATE["pods"]  # before expiry no pod is restarted (kube-proxy included)
+    pods = _pods(on, skip=STATIC)
+    assert _without_kube_proxy(pods) == _without_kube_proxy(STATE["pods"])  # no workload container or pod restarted
+    _new_kube_proxies(STATE["pods"], pods)
+    STATE.update(new_expiry=new_expiry, pods=pods)
     (through_lb,) = api.results.values()
     print(f"API probe through the load balancer: {through_lb.as_dict()}")
     print("Service probes:", {node: r.as_dict() for node, r in service.results.items()})
@@ -336,8 +351,6 @@ def test_ca_extend_after_the_cas_expired_repairs_every_node(short_ha_lab: Lab, o
     assert "new_expiry" in STATE, "the CA extension test did not get as far as its checks"
     t0 = time.monotonic()
     expiry: datetime = STATE["new_expiry"]
-    proxies = {k for k in STATE["pods"] if k.startswith("kube-system/kube-proxy-")}
-    assert len(proxies) == len(NODES), proxies
     with ServiceProbe(lab, tmp_path / "service") as service:
         service.wait_for_answers(10)
         argv = ["kuberevive", "ca", "extend", "--apply", "--all-nodes", "--json", *_ssh(lab)]
@@ -373,8 +386,7 @@ def test_ca_extend_after_the_cas_expired_repairs_every_node(short_ha_lab: Lab, o
     assert _serials(after) == STATE["serials"]  # every leaf kept
     pods = _pods(on, skip=STATIC)
     assert _without_kube_proxy(pods) == _without_kube_proxy(STATE["pods"])  # no workload container or pod restarted
-    new_proxies = {k for k in pods if k.startswith("kube-system/kube-proxy-")}
-    assert len(new_proxies) == len(NODES) and not new_proxies & proxies, (proxies, new_proxies)  # one new on each
+    _new_kube_proxies(STATE["pods"], pods)  # one new on each node
     print("Service probes:", {node: r.as_dict() for node, r in service.results.items()})
     for node, r in service.results.items():
         assert r.ok > 0 and r.failed == 0, f"Service probe on {node}: {r.as_dict()}"

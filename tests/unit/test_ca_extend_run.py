@@ -193,7 +193,14 @@ def ext(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Extension]:
 def test_every_step_runs_and_the_cluster_and_the_other_nodes_hold_the_extended_ca(ext: Extension) -> None:
     result = ext.apply(ext.options)
     assert result.applied == caextend.steps_for(True, True) and not result.resumed
-    assert result.applied == ["files", "restart-control-plane", "api-ready", "other-nodes", "node-ready"]
+    assert result.applied == [
+        "files",
+        "restart-control-plane",
+        "api-ready",
+        "other-nodes",
+        "node-ready",
+        "restart-kube-proxy",
+    ]
     new_ca = ext.root.read_existing(PKI / "ca.crt")
     old, new = pki.load_certificate(ext.ca, "old"), pki.load_certificate(new_ca, "new")
     assert new.not_valid_after_utc > old.not_valid_after_utc and new.public_key() == old.public_key()
@@ -233,7 +240,7 @@ def test_an_unreachable_node_is_reported_and_the_rerun_does_only_that_node(ext: 
     assert ext.workers["worker2"].root.read_existing(paths.CA_CRT) == ext.ca  # untouched
     ext.down = set()
     result = ext.apply(ext.options)
-    assert result.resumed and result.applied == ["other-nodes", "node-ready"]
+    assert result.resumed and result.applied == ["other-nodes", "node-ready", "restart-kube-proxy"]
     assert ext.workers["worker1"].restarts == ["kubelet"]  # not again
     assert ext.workers["worker2"].restarts == ["kubelet"]
     assert ext.workers["worker2"].root.read_existing(paths.CA_CRT) == new_ca
@@ -266,7 +273,7 @@ def test_a_resumed_all_nodes_extension_without_the_ssh_options_is_refused(ext: E
 
 def test_without_all_nodes_the_other_nodes_are_not_touched(ext: Extension) -> None:
     result = ext.apply(None)
-    assert "other-nodes" not in result.applied and result.applied[-1] == "node-ready"
+    assert "other-nodes" not in result.applied and result.applied[-2:] == ["node-ready", "restart-kube-proxy"]
     assert all(w.root.read_existing(paths.CA_CRT) == ext.ca for w in ext.workers.values())
 
 
@@ -274,7 +281,7 @@ def test_the_plan_lists_every_step_with_all_nodes_and_changes_nothing(ext: Exten
     before = ext.root.read_existing(PKI / "ca.crt")
     plan = caextend.plan(str(ext.root.prefix), str(CONFIG), DAYS, [], True, True, live=True)
     assert plan.steps == caextend.steps_for(True, True) and plan.all_nodes  # no CA expired: no peer-repair
-    assert plan.restarts[-1] == "kubelet" and "kube-apiserver" in plan.restarts
+    assert plan.restarts[-2:] == ["kubelet", caextend.KUBE_PROXY_RESTART] and "kube-apiserver" in plan.restarts
     assert ext.root.read_existing(PKI / "ca.crt") == before and ext.host.commands == []
     assert CaExtendJournal.load(ext.root, caextend.JOURNAL) is None
     assert PurePosixPath(caextend.JOURNAL).name == "journal.json"
@@ -285,11 +292,10 @@ def _expired(ext: Extension) -> None:
     ext.clock.now = pki.load_certificate(ext.ca, "ca").not_valid_after_utc.timestamp() + 60
 
 
-def test_a_repair_restarts_kube_proxy_last_through_its_daemonset_and_before_expiry_no_pod_is(ext: Extension) -> None:
+def test_a_repair_restarts_kube_proxy_last_through_its_daemonset(ext: Extension) -> None:
     """kube-proxy read the expired CA from its ca.crt at start and keeps it: after a repair (the CA had expired) its
     DaemonSet is restarted through the API (``kubectl rollout restart``, recover's rollout code), last: once every
-    node holds the extended CA and kube-root-ca.crt has it, so its new pods read it. Before expiry nothing is broken
-    and no pod is restarted (the first test of this module: its steps end at node-ready)."""
+    node holds the extended CA and kube-root-ca.crt has it, so its new pods read it."""
     before = ext.api.proxies()
     _expired(ext)
     result = ext.apply(ext.options)
@@ -305,17 +311,84 @@ def test_a_repair_restarts_kube_proxy_last_through_its_daemonset_and_before_expi
     assert root_ca < patched  # the new pods read the extended CA
     assert all(w.restarts == ["kubelet"] for w in ext.workers.values())  # every node holds it before
     assert any("rollout-restart DaemonSet kube-system/kube-proxy" in m and m.startswith("ok") for m in result.messages)
-    # extended again (--all), the CA valid now: no pod restarted
-    again = ext.apply(ext.options)
-    assert "restart-kube-proxy" not in again.applied and ext.api.proxies() == after
+    old = pki.load_certificate(ext.ca, "ca").not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert any(f"holds the one that expired at {old}" in m for m in result.messages), result.messages
+    assert any(m.startswith("not restarted by ca extend") and "restart them now" in m for m in result.messages)
 
 
-def test_an_extension_before_expiry_restarts_no_pod(ext: Extension) -> None:
+def _old_not_after(ca: bytes) -> str:
+    return pki.load_certificate(ca, "ca").not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize("all_nodes", [True, False])
+def test_an_extension_before_expiry_restarts_kube_proxy_and_names_the_old_not_after(
+    ext: Extension, all_nodes: bool
+) -> None:
+    """Before expiry kube-proxy works, but it read the CA once at start (its projected ca.crt) and would fail at the
+    old CA's NotAfter: its DaemonSet is restarted last, after kube-root-ca.crt holds the extended CA, with or without
+    --all-nodes (the new pods read the CA from the ConfigMap; every kubelet still reaches the API server before
+    expiry). The plan and the result say why, with the old NotAfter, and name the clients that are not restarted."""
+    old = _old_not_after(ext.ca)
+    plan = caextend.plan(str(ext.root.prefix), str(CONFIG), DAYS, [], True, all_nodes, live=True)
+    assert plan.steps[-1] == "restart-kube-proxy" and plan.restarts[-1] == caextend.KUBE_PROXY_RESTART
     before = ext.api.proxies()
+    result = ext.apply(ext.options if all_nodes else None)
+    assert result.applied[-2:] == ["node-ready", "restart-kube-proxy"], result.applied
+    after = ext.api.proxies()
+    assert sorted(after) == sorted(before) and all(after[n] != before[n] for n in before)  # every pod new
+    requests = ext.api.requests
+    root_ca = max(i for i, r in enumerate(requests) if not r.startswith("GET") and "kube-root-ca.crt" in r)
+    assert root_ca < requests.index(f"PATCH {DAEMONSET}")  # the new pods read the extended CA
+    new_ca = ext.root.read_existing(PKI / "ca.crt")
+    assert ext.configmap("kube-system", "kube-root-ca.crt")["ca.crt"].encode() == new_ca
+    for doc in (plan, result):
+        why = [m for m in doc.messages if m.startswith("kube-proxy is restarted last")]
+        assert why and f"would fail to reach the API server at the old NotAfter {old}" in why[0], doc.messages
+        others = [m for m in doc.messages if m.startswith("not restarted by ca extend")]
+        assert len(others) == 1 and f"fail after {old}: restart them before" in others[0], doc.messages
+        assert all(c in others[0] for c in ("CoreDNS", "Calico", "Cilium", "Flannel", "in-cluster configuration"))
+    assert any("rollout-restart DaemonSet kube-system/kube-proxy" in m and m.startswith("ok") for m in result.messages)
+
+
+def test_kube_root_ca_holding_the_old_ca_again_is_fixed_before_kube_proxy_is_restarted(ext: Extension) -> None:
+    """On HA a controller-manager not restarted yet may publish the old CA into kube-root-ca.crt again: right before
+    the rollout the step puts the extended CA back, so the new pods never read the old one."""
+    with pytest.raises(Killed):  # killed after node-ready: restart-kube-proxy is the next step
+        ext.apply(ext.options, after_step=caextend.steps_for(True, True).index("node-ready") + 1)
+    path = "/api/v1/namespaces/kube-system/configmaps/kube-root-ca.crt"
+    ext.api.objects[path]["data"]["ca.crt"] = ext.ca.decode()
     result = ext.apply(ext.options)
+    assert result.resumed and result.applied == ["restart-kube-proxy"]
+    new_ca = ext.root.read_existing(PKI / "ca.crt")
+    assert ext.configmap("kube-system", "kube-root-ca.crt")["ca.crt"].encode() == new_ca
+    requests = ext.api.requests
+    fixed = max(i for i, r in enumerate(requests) if not r.startswith("GET") and r.endswith("kube-root-ca.crt"))
+    assert fixed < requests.index(f"PATCH {DAEMONSET}")
+
+
+def test_without_the_cluster_ca_kube_proxy_is_not_restarted(ext: Extension) -> None:
+    """Pods read only the cluster CA (``ca``, kube-root-ca.crt): extending the front-proxy or etcd CA restarts no
+    pod."""
+    before = ext.api.proxies()
+    fx = fake_effects(ext.api, ext.clock, None)
+    result = caextend.apply(
+        str(ext.root.prefix),
+        str(CONFIG),
+        DAYS,
+        ["front-proxy-ca", "etcd-ca"],
+        False,
+        ext.options,
+        ext.progress.append,
+        {},
+        timedelta(days=3650),
+        live=True,
+        host=ext.host,
+        effects=fx,
+    )
+    assert sorted(c["name"] for c in result.cas) == ["etcd-ca", "front-proxy-ca"]
     assert "restart-kube-proxy" not in result.applied and ext.api.proxies() == before
-    assert not [r for r in ext.api.requests if DAEMONSET in r]
     assert caextend.KUBE_PROXY_RESTART not in result.restarts
+    assert not [m for m in result.messages if "kube-proxy" in m or "not restarted by" in m], result.messages
 
 
 def test_a_repair_without_all_nodes_restarts_no_pod_and_says_what_to_do(ext: Extension) -> None:

@@ -27,11 +27,18 @@ Steps (only those that apply, in this order):
    over SSH, kubelet.conf and the kubelet's ``clientCAFile`` get the extended CA (old files moved aside) and the
    kubelet is restarted (containers keep running);
 7. ``node-ready``: this node is Ready with a heartbeat posted after the kubelet restart;
-8. ``restart-kube-proxy`` (``--all-nodes``, repair mode only): kube-proxy read the CA from its ``ca.crt`` at start
-   and holds the expired one, so it can list nothing and its Service rules go stale (the ``kubernetes`` Service
-   without an endpoint for minutes on the HA lab): once every node holds the extended CAs and ``kube-root-ca.crt``
-   has them, its DaemonSet is restarted through the API (``kubectl rollout restart``, one node at a time: recover's
-   rollout code, :mod:`kuberevive.io.restarts_apply`); before expiry nothing is broken and no pod is restarted.
+8. ``restart-kube-proxy`` (when ``ca`` is extended; in repair mode only with ``--all-nodes``): kube-proxy reads the
+   cluster CA once at start, from its pod's projected ``ca.crt`` (``kube-root-ca.crt``), and keeps it in memory.
+   Before expiry it works until the old CA's NotAfter, then fails at its next connection (``x509: certificate has
+   expired``: Go checks the root's validity too) and its Service rules go stale; after a repair it holds the expired
+   CA already (the ``kubernetes`` Service without an endpoint for minutes on the HA lab). Once ``kube-root-ca.crt``
+   holds the extended CA (checked again first), its DaemonSet is restarted through the API (``kubectl rollout
+   restart``, one node at a time: recover's rollout code, :mod:`kuberevive.io.restarts_apply`), so each new pod
+   reads the extended CA. Before expiry ``--all-nodes`` is not needed: the new pods get the CA from the ConfigMap,
+   not from the node's files, and every kubelet still reaches the API server with the old, still valid CA (same
+   key); in repair mode the other nodes' kubelets trust only the expired CA until ``other-nodes`` (``--all-nodes``)
+   and could not start the new pods. Other clients that read the CA once (CoreDNS, CNI agents, operators) are not
+   restarted: the result says so, with the old NotAfter (:func:`restart_notes`).
 
 The new certificates are made once and kept in the journal (``/var/lib/kuberevive/ca-extend/journal.json``),
 so a run killed at any point resumes with ``--apply`` and writes the same certificates everywhere. With
@@ -78,8 +85,8 @@ STEP_TITLES = {
     "extension-apiserver-authentication",
     "other-nodes": "other nodes over SSH: kubelet.conf and clientCAFile, then restart the kubelet",
     "node-ready": "wait for this node to be Ready",
-    "restart-kube-proxy": "restart kube-proxy through the API, one node at a time (it holds the expired CA it read "
-    "at start)",
+    "restart-kube-proxy": "restart kube-proxy through the API, one node at a time (it read the CA once at start: "
+    "its new pods read the extended one)",
 }
 #: CA -> the control-plane components that read it (or a kubeconfig holding it) only when they start.
 READERS = {
@@ -89,7 +96,10 @@ READERS = {
 }
 #: The pods a repair restarts (namespace, label selector): kubeadm's kube-proxy DaemonSet reads ``ca.crt`` at start.
 KUBE_PROXY = ("kube-system", "k8s-app=kube-proxy")
-KUBE_PROXY_WHY = "started with the expired CA (it reads ca.crt only at start)"
+#: The clients that typically read the cluster CA once at start too and that ca extend does not restart.
+READ_ONCE_OTHERS = (
+    "CoreDNS, CNI agents (Calico, Cilium, Flannel) and operators or controllers using the in-cluster configuration"
+)
 KUBE_PROXY_RESTART = "daemonset kube-system/kube-proxy (rollout restart, one node at a time)"
 #: What a repair without ``--all-nodes`` tells the operator (the other nodes' kubelets cannot run new pods yet).
 KUBE_PROXY_HINT = (
@@ -123,8 +133,9 @@ class ExtendResult(renew.StepsResult):
         }
 
 
-def steps_for(live: bool, all_nodes: bool, repair: bool = False) -> list[str]:
-    """The step ids (``repair``: a CA has expired)."""
+def steps_for(live: bool, all_nodes: bool, repair: bool = False, cluster_ca: bool = True) -> list[str]:
+    """The step ids (``repair``: a CA has expired; ``cluster_ca``: ``ca`` is among the CAs extended, the one pods
+    read from ``kube-root-ca.crt``)."""
     if not live:
         return ["files"]
     return (
@@ -133,7 +144,7 @@ def steps_for(live: bool, all_nodes: bool, repair: bool = False) -> list[str]:
         + ["api-ready"]
         + (["other-nodes"] if all_nodes else ["cluster-objects"])
         + ["node-ready"]
-        + (["restart-kube-proxy"] if all_nodes and repair else [])
+        + (["restart-kube-proxy"] if cluster_ca and (all_nodes or not repair) else [])
     )
 
 
@@ -155,6 +166,40 @@ def restarts_for(names: Sequence[str], live: bool = True, kube_proxy: bool = Fal
 def repair_notes(live: bool, all_nodes: bool, repair: bool) -> list[str]:
     """What the operator must still do after a repair without ``--all-nodes``."""
     return [KUBE_PROXY_HINT] if live and repair and not all_nodes else []
+
+
+def _old_ca_not_after(extended: Sequence[caextend.Extended]) -> datetime | None:
+    """The old NotAfter of the cluster CA (``ca``: what pods read from ``kube-root-ca.crt``), if it is extended."""
+    return next((e.old.not_valid_after_utc for e in extended if e.name == "ca"), None)
+
+
+def kube_proxy_why(not_after: datetime, repair: bool) -> str:
+    """Why kube-proxy's pods are restarted (the restart plan's reason)."""
+    at = rfc3339_or_none(not_after)
+    if repair:
+        return f"it read the cluster CA once at start and holds the one that expired at {at}"
+    return f"it read the cluster CA once at start and would fail to reach the API server at the old NotAfter {at}"
+
+
+def restart_notes(extended: Sequence[caextend.Extended], live: bool, all_nodes: bool, repair: bool) -> list[str]:
+    """What the plan and the result say about the clients that read the cluster CA once at start: kube-proxy (restarted
+    by ``restart-kube-proxy``, or what to do in a repair without ``--all-nodes``) and the others, which ca extend does
+    not restart, with the old CA's NotAfter."""
+    not_after = _old_ca_not_after(extended)
+    if not live or not_after is None:
+        return []
+    at = rfc3339_or_none(not_after)
+    kube_proxy = repair_notes(live, all_nodes, repair) or [
+        "kube-proxy is restarted last (rollout restart of its DaemonSet, once kube-root-ca.crt holds the extended CA): "
+        + kube_proxy_why(not_after, repair)
+    ]
+    when = f"hold the CA that expired at {at}: restart them now" if repair else f"fail after {at}: restart them before"
+    others = (
+        "not restarted by ca extend: other clients that read the cluster CA once at start, typically "
+        f"{READ_ONCE_OTHERS}, keep the old CA in memory and {when} (kubectl rollout restart), once their pods' "
+        "ca.crt holds the extended CA (the kubelet refreshes it within about a minute)"
+    )
+    return [*kube_proxy, others]
 
 
 def _local_files(node: NodeRoot, extended: Sequence[caextend.Extended]) -> dict[PurePosixPath, tuple[bytes, int]]:
@@ -244,7 +289,8 @@ def plan(
     journal = CaExtendJournal.load(node, JOURNAL)
     if journal is not None and journal.status == "running":
         extended = _journal_extended(journal)
-        todo = [s for s in steps_for(live, journal.all_nodes, journal.repair) if not journal.step_done(s)]
+        cluster_ca = any(e.name == "ca" for e in extended)
+        todo = [s for s in steps_for(live, journal.all_nodes, journal.repair, cluster_ca) if not journal.step_done(s)]
         files = _file_json(journal.artifacts("files") or caextend.rewrites(_local_files(node, extended), extended))
         return ExtendResult(
             cas=[_ca_json(e) for e in extended],
@@ -254,12 +300,12 @@ def plan(
             config_source=journal.config_source,
             all_nodes=journal.all_nodes,
             resumed=True,
-            messages=repair_notes(live, journal.all_nodes, journal.repair),
+            messages=restart_notes(extended, live, journal.all_nodes, journal.repair),
         )
     extended, items, source, notes = _prepare(root, config_file, warning_days, wanted, everything, validity, live)
     by_name = {i.name: i for i in items}
     repair = is_repair(extended, datetime.now(UTC))
-    steps = steps_for(live, all_nodes, repair) if extended else []
+    steps = steps_for(live, all_nodes, repair, any(e.name == "ca" for e in extended)) if extended else []
     return ExtendResult(
         cas=[_ca_json(e, by_name[e.name]) for e in extended],
         files=_file_json(caextend.rewrites(_local_files(node, extended), extended)) if extended else [],
@@ -267,7 +313,7 @@ def plan(
         restarts=restarts_for([e.name for e in extended], live, "restart-kube-proxy" in steps),
         config_source=source,
         all_nodes=all_nodes,
-        messages=[*notes, *repair_notes(live, all_nodes, repair)] if extended else [],
+        messages=[*notes, *restart_notes(extended, live, all_nodes, repair)] if extended else [],
     )
 
 
@@ -366,14 +412,22 @@ class _Executor(renew.RenewExecutor):
         return failed
 
     def step_restart_kube_proxy(self) -> None:
-        """kube-proxy's pods started before this repair began: restarted through their DaemonSet (recover's rollout
-        code: one node at a time, PodDisruptionBudgets respected), once every node holds the extended CAs and
-        ``kube-root-ca.crt`` has them (``other-nodes`` made sure), so each new pod reads the extended CA."""
-        api = self._api()  # every master holds the extended CAs: the load balancer may pick any
+        """kube-proxy's pods started before this extension began (they read the old CA once, at start): restarted
+        through their DaemonSet (recover's rollout code: one node at a time, PodDisruptionBudgets respected), once
+        ``kube-root-ca.crt`` holds the extended CA (checked, and put back, right before: on HA a controller-manager
+        not restarted yet may have published the old one again), so each new pod reads the extended CA. In repair
+        mode every node holds the extended CAs first (``other-nodes``): a kubelet trusting only the expired CA could
+        not start the new pod; before expiry every kubelet still reaches the API server."""
+        self.step_cluster_objects()
+        # before expiry (without --all-nodes) or after every master holds the extended CAs: any API server will do
+        api = self._api()
         since = datetime.strptime(self.journal.started_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-        plan = restarts_apply.read_pods_restart_plan(api, *KUBE_PROXY, since, KUBE_PROXY_WHY)
+        not_after = _old_ca_not_after(self.extended)
+        assert not_after is not None  # the step is planned only when the cluster CA is extended
+        why = kube_proxy_why(not_after, self.journal.repair)
+        plan = restarts_apply.read_pods_restart_plan(api, *KUBE_PROXY, since, why)
         if not plan.actions:
-            self.progress(f"      no kube-proxy pod started before the repair ({KUBE_PROXY[0]}, {KUBE_PROXY[1]})")
+            self.progress(f"      no kube-proxy pod started before the extension ({KUBE_PROXY[0]}, {KUBE_PROXY[1]})")
             return
         results = restarts_apply.apply_restart_plan(api, plan, lambda line: self.progress(f"      {line.strip()}"))
         self.result.messages += [r.line() for r in results]
@@ -549,7 +603,9 @@ def apply(
                 root, config_file, warning_days, wanted, everything, validity, live
             )
             repair = is_repair(extended, fx.utcnow())
-            steps = steps_for(live, options is not None, repair) if extended else []
+            steps = (
+                steps_for(live, options is not None, repair, any(e.name == "ca" for e in extended)) if extended else []
+            )
             result = ExtendResult(
                 cas=[_ca_json(e, i) for e, i in zip(extended, items, strict=True)],
                 files=[],
@@ -585,7 +641,7 @@ def apply(
         else:
             assert journal is not None
             extended = _journal_extended(journal)
-            steps = steps_for(live, journal.all_nodes, journal.repair)
+            steps = steps_for(live, journal.all_nodes, journal.repair, any(e.name == "ca" for e in extended))
             result = ExtendResult(
                 cas=[_ca_json(e) for e in extended],
                 files=[],
@@ -608,7 +664,7 @@ def apply(
             exc.hint = exc.hint or "run 'kuberevive ca extend --apply' again: it resumes where it stopped"
             raise
         result.files = _file_json(journal.artifacts("files") or [])
-        result.messages += repair_notes(live, journal.all_nodes, journal.repair)
+        result.messages += restart_notes(extended, live, journal.all_nodes, journal.repair)
         journal.finish()
     result.seconds = round(fx.monotonic() - started, 1)
     if not live:
