@@ -134,8 +134,8 @@ def stop_ahead(ctx: StepContext) -> None:
         return
     if journal.timing("kubelet_started") is not None:
         return
-    ctx.kubelet_stop = AheadStop("kubelet")
-    ctx.fx.background(lambda: ctx.kubelet_stop.run(ctx.host.stop_unit) if ctx.kubelet_stop else None)
+    stop = ctx.kubelet_stop = AheadStop("kubelet")
+    ctx.fx.background(lambda: stop.run(ctx.host.stop_unit))
 
 
 def start_again_after_failure(ctx: StepContext) -> None:
