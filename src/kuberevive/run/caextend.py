@@ -173,6 +173,11 @@ def _old_ca_not_after(extended: Sequence[caextend.Extended]) -> datetime | None:
     return next((e.old.not_valid_after_utc for e in extended if e.name == "ca"), None)
 
 
+def _extends_cluster_ca(extended: Sequence[caextend.Extended]) -> bool:
+    """``ca`` is among the CAs extended: the one pods read from ``kube-root-ca.crt`` (``restart-kube-proxy``)."""
+    return _old_ca_not_after(extended) is not None
+
+
 def kube_proxy_why(not_after: datetime, repair: bool) -> str:
     """Why kube-proxy's pods are restarted (the restart plan's reason)."""
     at = rfc3339_or_none(not_after)
@@ -289,7 +294,7 @@ def plan(
     journal = CaExtendJournal.load(node, JOURNAL)
     if journal is not None and journal.status == "running":
         extended = _journal_extended(journal)
-        cluster_ca = any(e.name == "ca" for e in extended)
+        cluster_ca = _extends_cluster_ca(extended)
         todo = [s for s in steps_for(live, journal.all_nodes, journal.repair, cluster_ca) if not journal.step_done(s)]
         files = _file_json(journal.artifacts("files") or caextend.rewrites(_local_files(node, extended), extended))
         return ExtendResult(
@@ -305,7 +310,7 @@ def plan(
     extended, items, source, notes = _prepare(root, config_file, warning_days, wanted, everything, validity, live)
     by_name = {i.name: i for i in items}
     repair = is_repair(extended, datetime.now(UTC))
-    steps = steps_for(live, all_nodes, repair, any(e.name == "ca" for e in extended)) if extended else []
+    steps = steps_for(live, all_nodes, repair, _extends_cluster_ca(extended)) if extended else []
     return ExtendResult(
         cas=[_ca_json(e, by_name[e.name]) for e in extended],
         files=_file_json(caextend.rewrites(_local_files(node, extended), extended)) if extended else [],
@@ -603,9 +608,7 @@ def apply(
                 root, config_file, warning_days, wanted, everything, validity, live
             )
             repair = is_repair(extended, fx.utcnow())
-            steps = (
-                steps_for(live, options is not None, repair, any(e.name == "ca" for e in extended)) if extended else []
-            )
+            steps = steps_for(live, options is not None, repair, _extends_cluster_ca(extended)) if extended else []
             result = ExtendResult(
                 cas=[_ca_json(e, i) for e, i in zip(extended, items, strict=True)],
                 files=[],
@@ -641,7 +644,7 @@ def apply(
         else:
             assert journal is not None
             extended = _journal_extended(journal)
-            steps = steps_for(live, journal.all_nodes, journal.repair, any(e.name == "ca" for e in extended))
+            steps = steps_for(live, journal.all_nodes, journal.repair, _extends_cluster_ca(extended))
             result = ExtendResult(
                 cas=[_ca_json(e) for e in extended],
                 files=[],
